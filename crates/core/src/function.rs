@@ -1,0 +1,256 @@
+//! Functions, their immutable versions and aliases.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::limits::*;
+use crate::names::LATEST;
+use crate::routing::Routing;
+use crate::Millis;
+
+/// Which execution environment runs a function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// A WASI preview 1 command module run by wasmtime.
+    Wasm,
+}
+
+impl Runtime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Wasm => "wasm",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "wasm" => Some(Runtime::Wasm),
+            _ => None,
+        }
+    }
+}
+
+/// What happens to an async invocation whose function failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Re-runs after a function error (0-2, default 2).
+    pub max_retries: u32,
+    /// Events older than this are dropped as EXPIRED instead of run.
+    pub max_event_age_s: u64,
+    /// Delay before the first retry; doubled for each further retry.
+    pub base_delay_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: DEFAULT_MAX_RETRIES,
+            max_event_age_s: DEFAULT_MAX_EVENT_AGE_S,
+            base_delay_ms: DEFAULT_RETRY_BASE_DELAY_MS,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before retry number `retry` (1-based), doubling and capped.
+    pub fn delay_ms(&self, retry: u32) -> u64 {
+        let factor = 1u64 << retry.saturating_sub(1).min(20);
+        self.base_delay_ms.saturating_mul(factor).min(MAX_RETRY_DELAY_MS)
+    }
+}
+
+/// The configuration a user sets on a function. Frozen into every version published from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionSpec {
+    pub runtime: Runtime,
+    pub memory_mb: u32,
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+}
+
+impl Default for FunctionSpec {
+    fn default() -> Self {
+        FunctionSpec {
+            runtime: Runtime::Wasm,
+            memory_mb: DEFAULT_MEMORY_MB,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            env: BTreeMap::new(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SpecError {
+    #[error("memory_mb must be within [{MIN_MEMORY_MB}, {MAX_MEMORY_MB}], got {0}")]
+    Memory(u32),
+    #[error("timeout_ms must be within [{MIN_TIMEOUT_MS}, {MAX_TIMEOUT_MS}], got {0}")]
+    Timeout(u64),
+    #[error("at most {MAX_ENV_VARS} environment variables and {MAX_ENV_BYTES} bytes in all")]
+    EnvTooLarge,
+    #[error("environment variable name {0:?} must match [A-Za-z_][A-Za-z0-9_]*")]
+    EnvName(String),
+    #[error("retry.max_retries must be within [0, {MAX_RETRIES}], got {0}")]
+    Retries(u32),
+    #[error("retry.max_event_age_s must be within [{MIN_MAX_EVENT_AGE_S}, {MAX_MAX_EVENT_AGE_S}], got {0}")]
+    EventAge(u64),
+    #[error("retry.base_delay_ms must be at most {MAX_RETRY_DELAY_MS}, got {0}")]
+    RetryDelay(u64),
+}
+
+impl FunctionSpec {
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&self.memory_mb) {
+            return Err(SpecError::Memory(self.memory_mb));
+        }
+        if !(MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
+            return Err(SpecError::Timeout(self.timeout_ms));
+        }
+        let env_bytes: usize = self.env.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if self.env.len() > MAX_ENV_VARS || env_bytes > MAX_ENV_BYTES {
+            return Err(SpecError::EnvTooLarge);
+        }
+        for key in self.env.keys() {
+            let mut chars = key.chars();
+            let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+            if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(SpecError::EnvName(key.chars().take(80).collect()));
+            }
+        }
+        if self.retry.max_retries > MAX_RETRIES {
+            return Err(SpecError::Retries(self.retry.max_retries));
+        }
+        if !(MIN_MAX_EVENT_AGE_S..=MAX_MAX_EVENT_AGE_S).contains(&self.retry.max_event_age_s) {
+            return Err(SpecError::EventAge(self.retry.max_event_age_s));
+        }
+        if self.retry.base_delay_ms > MAX_RETRY_DELAY_MS {
+            return Err(SpecError::RetryDelay(self.retry.base_delay_ms));
+        }
+        Ok(())
+    }
+}
+
+/// The mutable head of a function (`$LATEST`). `revision` is monotonic and never reused, even
+/// across delete and re-create, so `(name, revision)` names one immutable configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionConfig {
+    pub name: String,
+    pub spec: FunctionSpec,
+    /// sha256 (hex) of the code artifact; `None` until code is uploaded.
+    pub code_sha256: Option<String>,
+    pub revision: u64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// An immutable, published version: config and code hash frozen at publish time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Version {
+    pub function: String,
+    pub number: u64,
+    pub spec: FunctionSpec,
+    pub code_sha256: String,
+    /// The function revision it was published from.
+    pub from_revision: u64,
+    pub created_at: Millis,
+}
+
+/// A named pointer to versions, with weighted routing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alias {
+    pub function: String,
+    pub name: String,
+    pub routing: Routing,
+    pub revision: u64,
+    pub updated_at: Millis,
+}
+
+/// The concrete code and config an invocation was resolved to at ingest. Every retry of the
+/// invocation runs exactly this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Resolved {
+    /// A published version number.
+    Version(u64),
+    /// `$LATEST` as it was at a function revision.
+    Latest { revision: u64 },
+}
+
+impl Resolved {
+    /// The label clients see as the executed version (`$LATEST` or the number).
+    pub fn label(&self) -> String {
+        match self {
+            Resolved::Version(n) => n.to_string(),
+            Resolved::Latest { .. } => LATEST.to_string(),
+        }
+    }
+
+    /// A compact, stable encoding for storage: `"7"` or `"$LATEST@12"`.
+    pub fn encode(&self) -> String {
+        match self {
+            Resolved::Version(n) => n.to_string(),
+            Resolved::Latest { revision } => format!("{LATEST}@{revision}"),
+        }
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        match s.strip_prefix(LATEST) {
+            Some(rest) => rest.strip_prefix('@')?.parse().ok().map(|revision| Resolved::Latest { revision }),
+            None => s.parse().ok().map(Resolved::Version),
+        }
+    }
+}
+
+/// Everything a worker needs to run an invocation of one resolved version. Immutable, so it
+/// may be cached forever under `(function, resolved)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub function: String,
+    pub resolved: Resolved,
+    pub spec: FunctionSpec,
+    pub code_sha256: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolved_round_trips() {
+        for r in [Resolved::Version(3), Resolved::Latest { revision: 12 }] {
+            assert_eq!(Resolved::decode(&r.encode()), Some(r));
+        }
+        assert_eq!(Resolved::Latest { revision: 1 }.label(), "$LATEST");
+        assert_eq!(Resolved::decode("$LATEST"), None);
+        assert_eq!(Resolved::decode("x"), None);
+    }
+
+    #[test]
+    fn spec_validation() {
+        let mut spec = FunctionSpec::default();
+        assert!(spec.validate().is_ok());
+        spec.memory_mb = 1;
+        assert_eq!(spec.validate(), Err(SpecError::Memory(1)));
+        spec = FunctionSpec::default();
+        spec.env.insert("1BAD".into(), "x".into());
+        assert!(matches!(spec.validate(), Err(SpecError::EnvName(_))));
+        spec = FunctionSpec::default();
+        spec.retry.max_retries = 3;
+        assert_eq!(spec.validate(), Err(SpecError::Retries(3)));
+    }
+
+    #[test]
+    fn retry_delay_doubles_and_caps() {
+        let p = RetryPolicy { base_delay_ms: 1000, ..RetryPolicy::default() };
+        assert_eq!(p.delay_ms(1), 1000);
+        assert_eq!(p.delay_ms(2), 2000);
+        assert_eq!(p.delay_ms(30), MAX_RETRY_DELAY_MS);
+    }
+}

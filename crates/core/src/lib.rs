@@ -1,0 +1,26 @@
+//! gust's domain model: functions, versions, aliases, invocations and the invocation state
+//! machine, as plain data and pure functions.
+//!
+//! Architecture invariant: this crate does no I/O and knows nothing of tokio, SQL, HTTP or
+//! wasmtime. Time enters as an argument (`Millis`), never from a clock, so every transition is
+//! unit-tested without sleeping. The store enforces the same guards atomically where the state
+//! lives.
+
+pub mod function;
+pub mod invocation;
+pub mod limits;
+pub mod names;
+pub mod routing;
+
+pub use function::{
+    Alias, Deployment, FunctionConfig, FunctionSpec, Resolved, RetryPolicy, Runtime, SpecError, Version,
+};
+pub use invocation::{
+    apply, AttemptOutcome, Context, ErrorKind, Event, FunctionErrorBody, InvocationId, InvocationRecord,
+    InvocationRequest, Lifecycle, Mode, Rejected, State, StateName, WorkerId,
+};
+pub use names::{NameError, Qualifier};
+pub use routing::{Routing, RoutingError};
+
+/// Milliseconds since the Unix epoch. Every timestamp in gust is one of these.
+pub type Millis = i64;

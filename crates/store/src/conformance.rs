@@ -1,0 +1,502 @@
+//! The store conformance suite: the behaviour every backend must show, written once against
+//! the [`Store`] trait. A backend runs all of it with [`store_conformance_tests!`]:
+//!
+//! ```ignore
+//! async fn make() -> Arc<dyn Store> { /* a fresh, empty store */ }
+//! gust_store::store_conformance_tests!(make);
+//! ```
+//!
+//! Races use real concurrency: many tasks on a multi-threaded runtime hit the store at once,
+//! and the assertions are about outcomes (exactly one winner), never about timing.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gust_core::{
+    AttemptOutcome, ErrorKind, FunctionErrorBody, FunctionSpec, InvocationId, InvocationRequest, Lifecycle, Mode,
+    Rejected, Resolved, RetryPolicy, Routing, State, StateName, WorkerId,
+};
+
+use crate::{Completion, Inserted, InvocationFilter, NewInvocation, Store, StoreError};
+
+/// Runs every conformance case as its own test against stores made by `$make`.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:path) => {
+        $crate::store_conformance_tests!(@cases $make;
+            function_revisions_are_cas_guarded,
+            concurrent_writers_with_one_revision_have_one_winner,
+            revisions_are_never_reused_across_delete,
+            publish_freezes_config_and_code,
+            aliases_route_only_to_published_versions_under_cas,
+            artifacts_are_content_addressed,
+            idempotency_key_race_creates_one_invocation,
+            idempotency_key_with_different_request_is_refused,
+            concurrent_claimers_of_one_invocation_have_one_winner_per_epoch,
+            concurrent_queue_claimers_never_share_an_invocation,
+            completion_is_guarded_by_the_attempt_epoch,
+            lease_renewal_is_fenced,
+            recovery_requeues_async_and_fails_sync,
+            function_errors_retry_then_fail,
+            old_events_expire,
+            deleting_a_function_cancels_its_pending_invocations,
+            invocation_listing_is_newest_first_and_paged,
+            finished_records_are_written_once,
+        );
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let store = $make().await;
+                $crate::conformance::$case(store).await;
+            }
+        )*
+    };
+}
+
+const NOW: i64 = 1_700_000_000_000;
+
+fn spec() -> FunctionSpec {
+    FunctionSpec::default()
+}
+
+fn worker(name: &str) -> WorkerId {
+    WorkerId(name.to_string())
+}
+
+fn request(function: &str, mode: Mode, key: Option<&str>, payload: &str) -> InvocationRequest {
+    InvocationRequest {
+        id: InvocationId(uuid::Uuid::now_v7().to_string()),
+        function: function.to_string(),
+        qualifier: "$LATEST".to_string(),
+        resolved: Resolved::Version(1),
+        payload: Bytes::from(payload.to_string()),
+        mode,
+        idempotency_key: key.map(str::to_string),
+        fingerprint: crate::sha256_hex(payload.as_bytes()),
+        received_at: NOW,
+        retry: RetryPolicy { max_retries: 2, max_event_age_s: 3600, base_delay_ms: 1000 },
+    }
+}
+
+async fn enqueue(store: &dyn Store, req: InvocationRequest) -> InvocationId {
+    let id = req.id.clone();
+    let mut r = store.insert_invocations(vec![NewInvocation { request: req, lifecycle: Lifecycle::queued() }]).await;
+    match r.as_mut().map(|v| v.pop()) {
+        Ok(Some(Ok(Inserted::Created))) => id,
+        other => panic!("enqueue failed: {other:?}"),
+    }
+}
+
+async fn state_of(store: &dyn Store, id: &InvocationId) -> Lifecycle {
+    store.get_invocation(id).await.unwrap().expect("invocation exists").lifecycle
+}
+
+fn completion(id: &InvocationId, epoch: u64, outcome: AttemptOutcome) -> Completion {
+    Completion {
+        id: id.clone(),
+        epoch,
+        outcome,
+        result: Some(Bytes::from_static(b"result")),
+        error: match outcome {
+            AttemptOutcome::Succeeded => None,
+            AttemptOutcome::FunctionError => {
+                Some(FunctionErrorBody { error_type: ErrorKind::FunctionError, error_message: "boom".into() })
+            }
+        },
+        log: "log line".into(),
+    }
+}
+
+async fn deployable(store: &dyn Store, name: &str) -> u64 {
+    store.put_function(name, spec(), None, NOW).await.unwrap();
+    let sha = store.put_artifact(Bytes::from(format!("code of {name}"))).await.unwrap();
+    store.set_function_code(name, &sha, None, NOW).await.unwrap().revision
+}
+
+pub async fn function_revisions_are_cas_guarded(store: Arc<dyn Store>) {
+    let f1 = store.put_function("f", spec(), Some(0), NOW).await.unwrap();
+    assert!(f1.revision > 0);
+    let again = store.put_function("f", spec(), Some(0), NOW).await;
+    assert!(matches!(again, Err(StoreError::RevisionMismatch { expected: 0, .. })), "{again:?}");
+    let mut changed = spec();
+    changed.memory_mb = 256;
+    let stale = store.put_function("f", changed.clone(), Some(f1.revision + 100), NOW).await;
+    assert!(matches!(stale, Err(StoreError::RevisionMismatch { .. })));
+    assert_eq!(store.get_function("f").await.unwrap().unwrap().spec.memory_mb, 128, "a refused write changes nothing");
+    let f2 = store.put_function("f", changed, Some(f1.revision), NOW).await.unwrap();
+    assert!(f2.revision > f1.revision, "revisions are monotonic");
+    assert_eq!(store.get_function("f").await.unwrap().unwrap().revision, f2.revision);
+    assert!(store.snapshot_version().await.unwrap() >= f2.revision);
+}
+
+pub async fn concurrent_writers_with_one_revision_have_one_winner(store: Arc<dyn Store>) {
+    let base = store.put_function("race", spec(), None, NOW).await.unwrap().revision;
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut s = spec();
+                s.memory_mb = 128 + i;
+                store.put_function("race", s, Some(base), NOW).await
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => winners += 1,
+            Err(StoreError::RevisionMismatch { .. }) => {}
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(winners, 1, "exactly one CAS writer wins");
+}
+
+pub async fn revisions_are_never_reused_across_delete(store: Arc<dyn Store>) {
+    let r1 = deployable(&*store, "gone").await;
+    store.delete_function("gone", None, NOW).await.unwrap();
+    assert!(store.get_function("gone").await.unwrap().is_none());
+    assert!(store.get_deployment("gone", Resolved::Latest { revision: r1 }).await.unwrap().is_none());
+    let r2 = store.put_function("gone", spec(), Some(0), NOW).await.unwrap().revision;
+    assert!(r2 > r1, "a re-created function never reuses a revision ({r2} vs {r1})");
+    let missing = store.delete_function("never", None, NOW).await;
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })));
+}
+
+pub async fn publish_freezes_config_and_code(store: Arc<dyn Store>) {
+    store.put_function("p", spec(), None, NOW).await.unwrap();
+    let no_code = store.publish_version("p", None, NOW).await;
+    assert!(matches!(no_code, Err(StoreError::Invalid(_))), "{no_code:?}");
+    let rev = deployable(&*store, "p").await;
+    let v1 = store.publish_version("p", None, NOW).await.unwrap();
+    assert_eq!(v1.number, 1);
+    assert_eq!(v1.from_revision, rev);
+    let same = store.publish_version("p", None, NOW).await.unwrap();
+    assert_eq!(same.number, 1, "publishing an unchanged function returns the newest version");
+    let mut s2 = spec();
+    s2.timeout_ms = 9000;
+    let head = store.put_function("p", s2, None, NOW).await.unwrap();
+    let v2 = store.publish_version("p", Some(head.revision), NOW).await.unwrap();
+    assert_eq!(v2.number, 2);
+    let frozen = store.get_deployment("p", Resolved::Version(1)).await.unwrap().unwrap();
+    assert_eq!(frozen.spec.timeout_ms, spec().timeout_ms, "version 1 kept the config it was published with");
+    let head_then = store.get_deployment("p", Resolved::Latest { revision: rev }).await.unwrap().unwrap();
+    assert_eq!(head_then.spec.timeout_ms, spec().timeout_ms, "$LATEST at an old revision is immutable too");
+    let listed: Vec<u64> = store.list_versions("p", None, 10).await.unwrap().iter().map(|v| v.number).collect();
+    assert_eq!(listed, vec![1, 2]);
+    assert_eq!(store.list_versions("p", Some(1), 10).await.unwrap().len(), 1);
+    let stale = store.publish_version("p", Some(rev), NOW).await;
+    assert!(matches!(stale, Err(StoreError::RevisionMismatch { .. })));
+}
+
+pub async fn aliases_route_only_to_published_versions_under_cas(store: Arc<dyn Store>) {
+    deployable(&*store, "a").await;
+    store.publish_version("a", None, NOW).await.unwrap();
+    let mut routing = Routing::single(1);
+    routing.weights.insert(2, 0.5);
+    let unpublished = store.put_alias("a", "live", routing, None, NOW).await;
+    assert!(matches!(unpublished, Err(StoreError::NotFound { .. })), "{unpublished:?}");
+    assert!(store.get_alias("a", "live").await.unwrap().is_none(), "nothing half-written");
+    let created = store.put_alias("a", "live", Routing::single(1), Some(0), NOW).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            let rev = created.revision;
+            tokio::spawn(async move { store.put_alias("a", "live", Routing::single(1), Some(rev), NOW).await })
+        })
+        .collect();
+    let mut winners = 0;
+    for t in tasks {
+        if t.await.unwrap().is_ok() {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1, "exactly one alias CAS writer wins");
+    let current = store.get_alias("a", "live").await.unwrap().unwrap();
+    assert!(current.revision > created.revision);
+    assert!(matches!(
+        store.delete_alias("a", "live", Some(created.revision), NOW).await,
+        Err(StoreError::RevisionMismatch { .. })
+    ));
+    store.delete_alias("a", "live", Some(current.revision), NOW).await.unwrap();
+    assert!(store.list_aliases("a").await.unwrap().is_empty());
+}
+
+pub async fn artifacts_are_content_addressed(store: Arc<dyn Store>) {
+    let bytes = Bytes::from_static(b"\0asm some module bytes");
+    let sha = store.put_artifact(bytes.clone()).await.unwrap();
+    assert_eq!(sha, crate::sha256_hex(&bytes));
+    assert_eq!(store.put_artifact(bytes.clone()).await.unwrap(), sha, "idempotent");
+    assert_eq!(store.get_artifact(&sha).await.unwrap(), bytes);
+    let missing = store.get_artifact(&"0".repeat(64)).await;
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })));
+    let hostile = store.get_artifact("../../etc/passwd").await;
+    assert!(matches!(hostile, Err(StoreError::NotFound { .. })));
+    store.put_function("c", spec(), None, NOW).await.unwrap();
+    let unknown = store.set_function_code("c", &"1".repeat(64), None, NOW).await;
+    assert!(unknown.is_err(), "code must point at a stored artifact");
+}
+
+pub async fn idempotency_key_race_creates_one_invocation(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let req = request("idem", Mode::Async, Some("key-1"), "same payload");
+                let new = NewInvocation { request: req.clone(), lifecycle: Lifecycle::queued() };
+                match store.insert_invocations(vec![new]).await.unwrap().pop().unwrap().unwrap() {
+                    Inserted::Created => req.id,
+                    Inserted::Existing(rec) => rec.request.id,
+                }
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for t in tasks {
+        ids.insert(t.await.unwrap());
+    }
+    assert_eq!(ids.len(), 1, "50 concurrent requests with one key make one invocation");
+    let page = store.list_invocations("idem", InvocationFilter { limit: 100, ..Default::default() }).await.unwrap();
+    assert_eq!(page.len(), 1);
+}
+
+pub async fn idempotency_key_with_different_request_is_refused(store: Arc<dyn Store>) {
+    let first = enqueue(&*store, request("k", Mode::Async, Some("key"), "one")).await;
+    let batch = vec![
+        NewInvocation { request: request("k", Mode::Async, Some("key"), "two"), lifecycle: Lifecycle::queued() },
+        NewInvocation { request: request("other", Mode::Async, Some("key"), "two"), lifecycle: Lifecycle::queued() },
+    ];
+    let mut out = store.insert_invocations(batch).await.unwrap();
+    assert!(matches!(out.pop().unwrap(), Ok(Inserted::Created)), "keys are scoped by function");
+    match out.pop().unwrap() {
+        Err(StoreError::KeyMismatch { existing }) => assert_eq!(existing, first),
+        other => panic!("expected a key mismatch, got {other:?}"),
+    }
+}
+
+pub async fn concurrent_claimers_of_one_invocation_have_one_winner_per_epoch(store: Arc<dyn Store>) {
+    let id = enqueue(&*store, request("claim", Mode::Async, None, "{}")).await;
+    for (round, now) in [(1u64, NOW), (2, NOW + 10_000)] {
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let (store, id) = (store.clone(), id.clone());
+                tokio::spawn(async move { store.claim(&id, &worker(&format!("w{i}")), now + 5_000, now).await })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(c) => winners.push(c.epoch),
+                Err(StoreError::Rejected(Rejected::InvalidTransition { .. })) => {}
+                Err(e) => panic!("unexpected claim error: {e}"),
+            }
+        }
+        assert_eq!(winners, vec![round], "exactly one claimer wins epoch {round}");
+        // The winner dies: its lease expires and recovery puts the invocation back.
+        let report = store.recover(now + 5_000).await.unwrap();
+        assert_eq!(report.requeued, 1);
+    }
+}
+
+pub async fn concurrent_queue_claimers_never_share_an_invocation(store: Arc<dyn Store>) {
+    let batch: Vec<_> = (0..300)
+        .map(|i| NewInvocation {
+            request: request("q", Mode::Async, None, &i.to_string()),
+            lifecycle: Lifecycle::queued(),
+        })
+        .collect();
+    store.insert_invocations(batch).await.unwrap();
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let me = worker(&format!("w{i}"));
+                let mut mine = Vec::new();
+                loop {
+                    let got = store.claim_queued(&me, 7, NOW + 5_000, NOW).await.unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got.into_iter().map(|c| (c.request.id, c.epoch)));
+                }
+            })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    for t in tasks {
+        for (id, epoch) in t.await.unwrap() {
+            assert_eq!(epoch, 1);
+            assert!(seen.insert(id), "an invocation was handed to two claimers");
+        }
+    }
+    assert_eq!(seen.len(), 300, "every invocation was claimed");
+}
+
+pub async fn completion_is_guarded_by_the_attempt_epoch(store: Arc<dyn Store>) {
+    let id = enqueue(&*store, request("c", Mode::Async, None, "{}")).await;
+    let first = store.claim(&id, &worker("a"), NOW + 5_000, NOW).await.unwrap();
+    store.recover(NOW + 5_000).await.unwrap();
+    let second = store.claim(&id, &worker("b"), NOW + 15_000, NOW + 10_000).await.unwrap();
+    assert_eq!((first.epoch, second.epoch), (1, 2));
+    let stale = store.complete(completion(&id, 1, AttemptOutcome::Succeeded), NOW + 11_000).await;
+    assert!(matches!(stale, Err(StoreError::Rejected(Rejected::Fenced { current: 2, given: 1 }))), "{stale:?}");
+    assert_eq!(store.counters().await.unwrap().fenced_completions, 1, "the fenced completion is counted");
+    assert_eq!(state_of(&*store, &id).await.state.name(), StateName::Running, "it changed nothing");
+    let done = store.complete(completion(&id, 2, AttemptOutcome::Succeeded), NOW + 11_000).await.unwrap();
+    assert_eq!(done.state, State::Succeeded);
+    let twice = store.complete(completion(&id, 2, AttemptOutcome::FunctionError), NOW + 12_000).await;
+    assert!(matches!(twice, Err(StoreError::Rejected(Rejected::Terminal(StateName::Succeeded)))));
+    let rec = store.get_invocation(&id).await.unwrap().unwrap();
+    assert_eq!(rec.result.as_deref(), Some(&b"result"[..]));
+    assert_eq!(rec.log, "log line");
+    assert!(rec.error.is_none() && rec.finished_at.is_some());
+
+    // Racing completions of the same attempt: exactly one is accepted.
+    let id = enqueue(&*store, request("c", Mode::Async, None, "{}")).await;
+    let claimed = store.claim(&id, &worker("a"), NOW + 5_000, NOW).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, id) = (store.clone(), id.clone());
+            tokio::spawn(async move {
+                store.complete(completion(&id, claimed.epoch, AttemptOutcome::Succeeded), NOW + 1).await
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for t in tasks {
+        if t.await.unwrap().is_ok() {
+            accepted += 1;
+        }
+    }
+    assert_eq!(accepted, 1, "one terminal outcome");
+}
+
+pub async fn lease_renewal_is_fenced(store: Arc<dyn Store>) {
+    let id = enqueue(&*store, request("r", Mode::Async, None, "{}")).await;
+    let c = store.claim(&id, &worker("a"), NOW + 5_000, NOW).await.unwrap();
+    let ok = store.renew_leases(&worker("a"), vec![(id.clone(), c.epoch)], NOW + 9_000, NOW + 4_000).await.unwrap();
+    assert_eq!(ok, vec![Ok(())]);
+    assert_eq!(store.recover(NOW + 6_000).await.unwrap().requeued, 0, "a renewed lease does not expire");
+    assert_eq!(store.recover(NOW + 9_000).await.unwrap().requeued, 1);
+    let late = store.renew_leases(&worker("a"), vec![(id.clone(), c.epoch)], NOW + 20_000, NOW + 9_500).await;
+    assert!(matches!(late.unwrap()[0], Err(Rejected::Fenced { .. })), "a recovered attempt cannot renew");
+    assert_eq!(store.counters().await.unwrap().fenced_renewals, 1);
+}
+
+pub async fn recovery_requeues_async_and_fails_sync(store: Arc<dyn Store>) {
+    let a = enqueue(&*store, request("rec", Mode::Async, None, "{}")).await;
+    store.claim(&a, &worker("dead"), NOW + 5_000, NOW).await.unwrap();
+    let s = request("rec", Mode::Sync, Some("sync-key"), "{}");
+    let sid = s.id.clone();
+    let reserved = NewInvocation { request: s, lifecycle: Lifecycle::claimed(worker("dead"), NOW + 5_000) };
+    store.insert_invocations(vec![reserved]).await.unwrap();
+    assert_eq!(store.recover(NOW + 4_999).await.unwrap(), Default::default(), "leases still valid");
+    let report = store.recover(NOW + 5_000).await.unwrap();
+    assert_eq!((report.requeued, report.lost), (1, 1));
+    let lc = state_of(&*store, &a).await;
+    assert_eq!((lc.state.clone(), lc.lost_attempts), (State::Queued, 1));
+    let sync = store.get_invocation(&sid).await.unwrap().unwrap();
+    assert_eq!(sync.lifecycle.state, State::Failed);
+    assert_eq!(sync.error.unwrap().error_type, ErrorKind::WorkerLost);
+}
+
+pub async fn function_errors_retry_then_fail(store: Arc<dyn Store>) {
+    let id = enqueue(&*store, request("retry", Mode::Async, None, "{}")).await;
+    let mut now = NOW;
+    for attempt in 1..=3u64 {
+        let c = store.claim_queued(&worker("w"), 10, now + 5_000, now).await.unwrap();
+        assert_eq!(c.len(), 1, "attempt {attempt} is claimable");
+        assert_eq!(c[0].epoch, attempt);
+        let lc = store.complete(completion(&id, attempt, AttemptOutcome::FunctionError), now + 1).await.unwrap();
+        if attempt < 3 {
+            let State::RetryWait { not_before } = lc.state else { panic!("expected RETRY_WAIT, got {lc:?}") };
+            assert!(store.claim_queued(&worker("w"), 10, now + 5_000, now + 2).await.unwrap().is_empty());
+            assert_eq!(store.recover(not_before - 1).await.unwrap().retries_due, 0, "not before the backoff");
+            assert_eq!(store.recover(not_before).await.unwrap().retries_due, 1);
+            now = not_before;
+        } else {
+            assert_eq!(lc.state, State::Failed, "two retries, then failed");
+        }
+    }
+    let rec = store.get_invocation(&id).await.unwrap().unwrap();
+    assert_eq!(rec.lifecycle.function_errors, 3);
+    assert_eq!(rec.error.unwrap().error_message, "boom");
+}
+
+pub async fn old_events_expire(store: Arc<dyn Store>) {
+    let id = enqueue(&*store, request("old", Mode::Async, None, "{}")).await;
+    let late = NOW + 3_600_001;
+    let claimed = store.claim_queued(&worker("w"), 10, late + 5_000, late).await.unwrap();
+    assert!(claimed.is_empty(), "a too-old event is not run");
+    let rec = store.get_invocation(&id).await.unwrap().unwrap();
+    assert_eq!(rec.lifecycle.state, State::Expired);
+    assert_eq!(rec.error.unwrap().error_type, ErrorKind::Expired);
+    let id2 = enqueue(&*store, request("old", Mode::Async, None, "{}")).await;
+    assert_eq!(store.recover(late).await.unwrap().expired, 1);
+    assert_eq!(state_of(&*store, &id2).await.state, State::Expired);
+}
+
+pub async fn deleting_a_function_cancels_its_pending_invocations(store: Arc<dyn Store>) {
+    deployable(&*store, "del").await;
+    let queued = enqueue(&*store, request("del", Mode::Async, None, "1")).await;
+    let running = enqueue(&*store, request("del", Mode::Async, None, "2")).await;
+    let c = store.claim(&running, &worker("w"), NOW + 5_000, NOW).await.unwrap();
+    assert_eq!(store.delete_function("del", None, NOW).await.unwrap(), 2);
+    for id in [&queued, &running] {
+        let rec = store.get_invocation(id).await.unwrap().unwrap();
+        assert_eq!(rec.lifecycle.state, State::Failed);
+        assert_eq!(rec.error.unwrap().error_type, ErrorKind::FunctionDeleted);
+    }
+    let late = store.complete(completion(&running, c.epoch, AttemptOutcome::Succeeded), NOW + 1).await;
+    assert!(matches!(late, Err(StoreError::Rejected(Rejected::Terminal(StateName::Failed)))));
+}
+
+pub async fn invocation_listing_is_newest_first_and_paged(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(enqueue(&*store, request("list", Mode::Async, None, &i.to_string())).await);
+    }
+    store.claim(&ids[4], &worker("w"), NOW + 5_000, NOW).await.unwrap();
+    let page1 = store.list_invocations("list", InvocationFilter { limit: 2, ..Default::default() }).await.unwrap();
+    let got: Vec<_> = page1.iter().map(|r| r.request.id.clone()).collect();
+    assert_eq!(got, vec![ids[4].clone(), ids[3].clone()]);
+    let page2 = store
+        .list_invocations("list", InvocationFilter { limit: 10, before: Some(ids[3].clone()), state: None })
+        .await
+        .unwrap();
+    assert_eq!(page2.len(), 3);
+    let running = store
+        .list_invocations(
+            "list",
+            InvocationFilter { limit: 10, before: None, state: Some(StateName::Running) },
+        )
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 1);
+    let counts = store.count_by_state().await.unwrap();
+    assert!(counts.contains(&(StateName::Queued, 4)) && counts.contains(&(StateName::Running, 1)), "{counts:?}");
+}
+
+pub async fn finished_records_are_written_once(store: Arc<dyn Store>) {
+    let req = request("wb", Mode::Sync, None, "{}");
+    let id = req.id.clone();
+    let rec = gust_core::InvocationRecord {
+        request: req,
+        lifecycle: Lifecycle { state: State::Succeeded, attempt_epoch: 1, function_errors: 0, lost_attempts: 0 },
+        result: Some(Bytes::from_static(b"out")),
+        error: None,
+        log: String::new(),
+        updated_at: NOW,
+        finished_at: Some(NOW),
+    };
+    store.record_finished(vec![rec.clone()]).await.unwrap();
+    let mut again = rec;
+    again.result = Some(Bytes::from_static(b"other"));
+    store.record_finished(vec![again]).await.unwrap();
+    let stored = store.get_invocation(&id).await.unwrap().unwrap();
+    assert_eq!(stored.result.as_deref(), Some(&b"out"[..]), "a record is never overwritten");
+    assert_eq!(stored.lifecycle.state, State::Succeeded);
+}

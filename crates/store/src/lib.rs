@@ -1,0 +1,247 @@
+//! gust's persistence: the [`Store`] trait every backend implements, the SQLite backend of the
+//! embedded shape, content-addressed artifacts, and the conformance suite every backend runs.
+//!
+//! Architecture invariant: every guard (revision CAS, claim, guarded completion, idempotency
+//! key) is enforced inside one backend transaction that holds the rows it decides on; nothing
+//! here is read-then-write across calls. The lifecycle rules themselves come from
+//! [`gust_core::apply`], so each backend enforces exactly the same state machine.
+//!
+//! Architecture invariant: this crate knows nothing of HTTP or runtimes.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use gust_core::{
+    Alias, AttemptOutcome, Deployment, FunctionConfig, FunctionErrorBody, FunctionSpec, InvocationId,
+    InvocationRecord, InvocationRequest, Lifecycle, Millis, Rejected, Resolved, Routing, StateName, Version,
+    WorkerId,
+};
+use serde::Serialize;
+use thiserror::Error;
+
+mod blob;
+pub mod conformance;
+pub mod sqlite;
+
+pub use blob::sha256_hex;
+pub use sqlite::{SqliteOptions, SqliteStore};
+
+/// What a store error is about, for messages and status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Function,
+    Version,
+    Alias,
+    Invocation,
+    Artifact,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Function => "function",
+            Kind::Version => "version",
+            Kind::Alias => "alias",
+            Kind::Invocation => "invocation",
+            Kind::Artifact => "artifact",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Error)]
+pub enum StoreError {
+    #[error("{} {name} not found", kind.as_str())]
+    NotFound { kind: Kind, name: String },
+    /// A conditional write named a revision that is no longer current. Nothing changed.
+    #[error("revision mismatch: expected {expected}, current is {actual}")]
+    RevisionMismatch { expected: u64, actual: u64 },
+    /// The same idempotency key was used with a different request.
+    #[error("idempotency key was already used for invocation {existing} with a different qualifier or payload")]
+    KeyMismatch { existing: InvocationId },
+    /// A lifecycle transition was refused by the state machine. Nothing changed.
+    #[error("transition refused: {0}")]
+    Rejected(#[from] Rejected),
+    /// A write that is well-formed but not allowed now (publish without code, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// Stored bytes do not hash to their name.
+    #[error("artifact {0} is corrupt: its bytes do not match its sha256")]
+    Corrupt(String),
+    /// The backend failed (I/O, database). The operation may or may not have been applied only
+    /// if the message says the commit failed; otherwise nothing changed.
+    #[error("store backend error: {0}")]
+    Backend(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A new invocation to insert: the request plus its initial lifecycle (QUEUED for async, or
+/// already claimed by the local worker for a sync invocation with an idempotency key).
+#[derive(Debug, Clone)]
+pub struct NewInvocation {
+    pub request: InvocationRequest,
+    pub lifecycle: Lifecycle,
+}
+
+/// The answer to inserting an invocation.
+#[derive(Debug, Clone)]
+pub enum Inserted {
+    /// Stored (and durable once the call returns).
+    Created,
+    /// The idempotency key was used before with the same request: here is that invocation.
+    Existing(Box<InvocationRecord>),
+}
+
+/// An invocation claimed by a worker: it owns attempt `epoch` until its lease expires.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub request: InvocationRequest,
+    pub epoch: u64,
+    pub lease_expires_at: Millis,
+}
+
+/// The report of one finished attempt.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub id: InvocationId,
+    pub epoch: u64,
+    pub outcome: AttemptOutcome,
+    pub result: Option<Bytes>,
+    pub error: Option<FunctionErrorBody>,
+    pub log: String,
+}
+
+/// What one recovery sweep changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Recovered {
+    /// RUNNING invocations whose lease expired, put back in the queue (async).
+    pub requeued: u64,
+    /// RUNNING invocations whose lease expired and that may not run again (sync, or too many losses).
+    pub lost: u64,
+    /// RETRY_WAIT invocations whose backoff elapsed.
+    pub retries_due: u64,
+    /// PLACED invocations whose worker did not claim them in time.
+    pub unplaced: u64,
+    /// Async invocations older than their maximum event age.
+    pub expired: u64,
+}
+
+/// Monotonic counters kept with the state, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Completions refused because their attempt epoch was fenced.
+    pub fenced_completions: u64,
+    /// Lease renewals refused because their attempt epoch was fenced.
+    pub fenced_renewals: u64,
+}
+
+/// A page of invocations for one function, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct InvocationFilter {
+    pub state: Option<StateName>,
+    /// Only invocations older than this id (the previous page's last id).
+    pub before: Option<InvocationId>,
+    pub limit: usize,
+}
+
+/// The persistence interface of gust. Every method is one atomic step.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- control plane: every write bumps the snapshot version in the same transaction ----
+
+    /// Creates or replaces a function's configuration. With `expect`, the current revision
+    /// must equal it (0 means "must not exist yet").
+    async fn put_function(
+        &self,
+        name: &str,
+        spec: FunctionSpec,
+        expect: Option<u64>,
+        now: Millis,
+    ) -> Result<FunctionConfig>;
+    /// Points a function's `$LATEST` at an artifact already stored with [`Store::put_artifact`].
+    async fn set_function_code(
+        &self,
+        name: &str,
+        code_sha256: &str,
+        expect: Option<u64>,
+        now: Millis,
+    ) -> Result<FunctionConfig>;
+    async fn get_function(&self, name: &str) -> Result<Option<FunctionConfig>>;
+    /// Functions ordered by name, after `after`.
+    async fn list_functions(&self, after: Option<&str>, limit: usize) -> Result<Vec<FunctionConfig>>;
+    /// Deletes a function with its versions and aliases, and fails its pending invocations
+    /// (they could never run). Returns how many invocations were cancelled.
+    async fn delete_function(&self, name: &str, expect: Option<u64>, now: Millis) -> Result<u64>;
+    /// Freezes `$LATEST` into a new version, or returns the newest version if config and code
+    /// are unchanged since it.
+    async fn publish_version(&self, name: &str, expect: Option<u64>, now: Millis) -> Result<Version>;
+    async fn get_version(&self, name: &str, number: u64) -> Result<Option<Version>>;
+    async fn list_versions(&self, name: &str, after: Option<u64>, limit: usize) -> Result<Vec<Version>>;
+    /// Creates or replaces an alias. Every version it routes to must be published.
+    async fn put_alias(
+        &self,
+        function: &str,
+        alias: &str,
+        routing: Routing,
+        expect: Option<u64>,
+        now: Millis,
+    ) -> Result<Alias>;
+    async fn get_alias(&self, function: &str, alias: &str) -> Result<Option<Alias>>;
+    async fn list_aliases(&self, function: &str) -> Result<Vec<Alias>>;
+    async fn delete_alias(&self, function: &str, alias: &str, expect: Option<u64>, now: Millis) -> Result<()>;
+    /// The immutable code and config of one resolved version.
+    async fn get_deployment(&self, function: &str, resolved: Resolved) -> Result<Option<Deployment>>;
+    /// The control-plane snapshot version: bumped by every control-plane write.
+    async fn snapshot_version(&self) -> Result<u64>;
+
+    // ---- artifacts: content addressed, verified on every read ----
+
+    /// Stores bytes under their sha256 (hex), durably. Idempotent.
+    async fn put_artifact(&self, bytes: Bytes) -> Result<String>;
+    async fn get_artifact(&self, sha256: &str) -> Result<Bytes>;
+
+    // ---- invocations ----
+
+    /// Inserts a batch of invocations in one transaction (one commit for many requests).
+    /// Per entry: created, the existing invocation for the same idempotency key and request, or
+    /// [`StoreError::KeyMismatch`].
+    async fn insert_invocations(&self, batch: Vec<NewInvocation>) -> Result<Vec<Result<Inserted>>>;
+    /// Records finished invocations that were never stored before (sync without a key, written
+    /// behind). An id that already exists is left untouched.
+    async fn record_finished(&self, records: Vec<InvocationRecord>) -> Result<()>;
+    /// Claims up to `max` runnable invocations for `worker`, oldest first: each gets a new
+    /// attempt epoch and a lease. Too-old events met on the way are expired instead.
+    async fn claim_queued(
+        &self,
+        worker: &WorkerId,
+        max: usize,
+        lease_expires_at: Millis,
+        now: Millis,
+    ) -> Result<Vec<Claimed>>;
+    /// Claims one invocation. Exactly one of several concurrent claimers wins each epoch.
+    async fn claim(
+        &self,
+        id: &InvocationId,
+        worker: &WorkerId,
+        lease_expires_at: Millis,
+        now: Millis,
+    ) -> Result<Claimed>;
+    /// Renews the leases of attempts a worker is running. Per entry: ok or why it was refused
+    /// (a fenced attempt should be abandoned).
+    async fn renew_leases(
+        &self,
+        worker: &WorkerId,
+        attempts: Vec<(InvocationId, u64)>,
+        lease_expires_at: Millis,
+        now: Millis,
+    ) -> Result<Vec<Result<(), Rejected>>>;
+    /// Guarded completion: accepted only for the current attempt epoch of a RUNNING invocation.
+    /// A refused completion changes nothing but the fenced counter.
+    async fn complete(&self, completion: Completion, now: Millis) -> Result<Lifecycle>;
+    /// One recovery sweep: expired leases, due retries, placement timeouts, too-old events.
+    async fn recover(&self, now: Millis) -> Result<Recovered>;
+    async fn get_invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>>;
+    async fn list_invocations(&self, function: &str, filter: InvocationFilter) -> Result<Vec<InvocationRecord>>;
+    /// Invocations per state, for status and tests.
+    async fn count_by_state(&self) -> Result<Vec<(StateName, u64)>>;
+    async fn counters(&self) -> Result<Counters>;
+}

@@ -1,0 +1,1290 @@
+//! The SQLite backend of the embedded shape.
+//!
+//! One writer thread owns the only write connection and commits in groups: it takes every job
+//! waiting in its queue, runs each inside its own savepoint of one `BEGIN IMMEDIATE`
+//! transaction, commits once (one fsync with `synchronous=FULL`), then answers every job. A
+//! job's reply is sent only after the commit, so an acknowledgement never precedes durability.
+//! Reads run on a small pool of read connections on blocking threads (WAL lets them proceed
+//! while the writer works). Nothing here blocks the async runtime.
+//!
+//! Guards run inside the writer's transaction, which holds SQLite's write lock; each lifecycle
+//! write is also a conditional UPDATE on `(state, attempt_epoch)`, so the pattern stays correct
+//! on a backend without a global write lock.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use gust_core::limits::{DEFAULT_PLACEMENT_TIMEOUT_MS, RECOVERY_BATCH};
+use gust_core::{
+    apply, Alias, Context, Deployment, ErrorKind, Event, FunctionConfig, FunctionErrorBody, FunctionSpec,
+    InvocationId, InvocationRecord, InvocationRequest, Lifecycle, Millis, Mode, Rejected, Resolved, RetryPolicy,
+    Routing, State, StateName, Version, WorkerId,
+};
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use crate::blob::BlobDir;
+use crate::{
+    Claimed, Completion, Counters, Inserted, InvocationFilter, Kind, NewInvocation, Recovered, Result, Store,
+    StoreError,
+};
+
+/// Most jobs committed in one group.
+const MAX_GROUP: usize = 1024;
+/// Read connections kept open.
+const READERS: usize = 4;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO meta (key, value) VALUES ('snapshot_version', 0), ('fenced_completions', 0), ('fenced_renewals', 0);
+CREATE TABLE functions (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    code_sha256 TEXT,
+    revision INTEGER NOT NULL,
+    next_version INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE function_revisions (
+    function TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    code_sha256 TEXT,
+    PRIMARY KEY (function, revision)
+);
+CREATE TABLE versions (
+    function TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    code_sha256 TEXT NOT NULL,
+    from_revision INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (function, number)
+);
+CREATE TABLE aliases (
+    function TEXT NOT NULL,
+    name TEXT NOT NULL,
+    routing TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (function, name)
+);
+CREATE TABLE invocations (
+    id TEXT PRIMARY KEY,
+    function TEXT NOT NULL,
+    qualifier TEXT NOT NULL,
+    resolved TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    mode TEXT NOT NULL,
+    idempotency_key TEXT,
+    fingerprint TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    retry TEXT NOT NULL,
+    state TEXT NOT NULL,
+    worker TEXT,
+    due_at INTEGER,
+    attempt_epoch INTEGER NOT NULL,
+    function_errors INTEGER NOT NULL,
+    lost_attempts INTEGER NOT NULL,
+    result BLOB,
+    error TEXT,
+    log TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    expires_at INTEGER
+);
+CREATE UNIQUE INDEX invocations_idempotency ON invocations (function, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX invocations_queue ON invocations (id) WHERE state = 'QUEUED';
+CREATE INDEX invocations_due ON invocations (state, due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX invocations_expiry ON invocations (expires_at)
+    WHERE expires_at IS NOT NULL AND state IN ('QUEUED', 'PLACED', 'RETRY_WAIT');
+CREATE INDEX invocations_function ON invocations (function, id);
+CREATE INDEX invocations_function_state ON invocations (function, state, id);
+"#];
+
+/// Options of the SQLite backend.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// `synchronous=FULL` (fsync every commit; survives power loss) or `NORMAL` (survives a
+    /// process crash, may lose the last commits on power loss). Default FULL.
+    pub fsync_every_commit: bool,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions { fsync_every_commit: true }
+    }
+}
+
+type Reply = Box<dyn FnOnce(Result<()>) + Send>;
+type Job = Box<dyn FnOnce(&mut Transaction<'_>) -> Reply + Send>;
+
+pub struct SqliteStore {
+    writer: Mutex<mpsc::Sender<Job>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: PathBuf,
+    blobs: BlobDir,
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(format!("sqlite: {e}"))
+}
+
+fn json_err(e: serde_json::Error) -> StoreError {
+    StoreError::Backend(format!("stored JSON is invalid: {e}"))
+}
+
+fn open_connection(path: &Path, opts: &SqliteOptions) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(db_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(db_err)?;
+    let sync = if opts.fsync_every_commit { "FULL" } else { "NORMAL" };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"
+    ))
+    .map_err(db_err)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+    let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db_err)?;
+    if current as usize > MIGRATIONS.len() {
+        return Err(StoreError::Backend(format!(
+            "database schema version {current} is newer than this gust ({}); refusing to run",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(sql).map_err(db_err)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).map_err(db_err)?;
+    }
+    tx.commit().map_err(db_err)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `dir`: `gust.db` plus `artifacts/`.
+    pub fn open(dir: &Path, opts: SqliteOptions) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(format!("create {}: {e}", dir.display())))?;
+        let path = dir.join("gust.db");
+        let mut conn = open_connection(&path, &opts)?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("gust-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Backend(format!("spawn writer: {e}")))?;
+        let readers = (0..READERS).map(|_| open_connection(&path, &opts)).collect::<Result<Vec<_>>>()?;
+        Ok(SqliteStore {
+            writer: Mutex::new(tx),
+            readers: Arc::new(Mutex::new(readers)),
+            path,
+            blobs: BlobDir::open(&dir.join("artifacts"))?,
+        })
+    }
+
+    /// Runs `f` in the next group-commit transaction; resolves after the commit.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel::<Result<T>>();
+        let job: Job = Box::new(move |tx: &mut Transaction<'_>| {
+            let outcome = match tx.savepoint() {
+                Ok(mut sp) => {
+                    let r = f(&sp);
+                    match &r {
+                        Ok(_) => match sp.commit() {
+                            Ok(()) => r,
+                            Err(e) => Err(db_err(e)),
+                        },
+                        Err(_) => {
+                            let _ = sp.rollback();
+                            r
+                        }
+                    }
+                }
+                Err(e) => Err(db_err(e)),
+            };
+            Box::new(move |committed: Result<()>| {
+                let _ = reply_tx.send(committed.and(outcome));
+            })
+        });
+        self.writer
+            .lock()
+            .send(job)
+            .map_err(|_| StoreError::Backend("sqlite writer thread has stopped".into()))?;
+        reply_rx.await.map_err(|_| StoreError::Backend("sqlite writer dropped the request".into()))?
+    }
+
+    /// Runs `f` on a read connection on a blocking thread.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.lock().pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open_connection(&path, &SqliteOptions::default())?,
+            };
+            let r = f(&conn);
+            let mut pool = readers.lock();
+            if pool.len() < READERS {
+                pool.push(conn);
+            }
+            r
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&BlobDir) -> Result<T> + Send + 'static,
+    {
+        let blobs = self.blobs.clone();
+        tokio::task::spawn_blocking(move || f(&blobs))
+            .await
+            .map_err(|e| StoreError::Backend(format!("artifact task failed: {e}")))?
+    }
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = Vec::with_capacity(16);
+        jobs.push(first);
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => {
+                let msg = format!("sqlite: begin: {e}");
+                tracing::error!("{msg}");
+                // The jobs are dropped unanswered; their callers see "dropped the request".
+                drop(jobs);
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
+        };
+        let replies: Vec<Reply> = jobs.into_iter().map(|job| job(&mut tx)).collect();
+        let committed = tx.commit().map_err(|e| StoreError::Backend(format!("sqlite: commit failed: {e}")));
+        if let Err(e) = &committed {
+            tracing::error!("{e}");
+        }
+        for reply in replies {
+            reply(committed.clone());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row encoding
+
+fn bump_snapshot(c: &Connection) -> Result<u64> {
+    c.query_row("UPDATE meta SET value = value + 1 WHERE key = 'snapshot_version' RETURNING value", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|v| v as u64)
+    .map_err(db_err)
+}
+
+fn bump_counter(c: &Connection, key: &str) -> Result<()> {
+    c.execute("UPDATE meta SET value = value + 1 WHERE key = ?1", [key]).map_err(db_err)?;
+    Ok(())
+}
+
+fn function_from_row(r: &Row<'_>) -> rusqlite::Result<(String, String, Option<String>, i64, i64, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+}
+
+const FUNCTION_COLS: &str = "name, spec, code_sha256, revision, created_at, updated_at";
+
+fn to_function(raw: (String, String, Option<String>, i64, i64, i64)) -> Result<FunctionConfig> {
+    let (name, spec, code_sha256, revision, created_at, updated_at) = raw;
+    Ok(FunctionConfig {
+        name,
+        spec: serde_json::from_str(&spec).map_err(json_err)?,
+        code_sha256,
+        revision: revision as u64,
+        created_at,
+        updated_at,
+    })
+}
+
+fn load_function(c: &Connection, name: &str) -> Result<Option<FunctionConfig>> {
+    c.query_row(&format!("SELECT {FUNCTION_COLS} FROM functions WHERE name = ?1"), [name], function_from_row)
+        .optional()
+        .map_err(db_err)?
+        .map(to_function)
+        .transpose()
+}
+
+fn require_function(c: &Connection, name: &str, expect: Option<u64>) -> Result<FunctionConfig> {
+    let f = load_function(c, name)?
+        .ok_or_else(|| StoreError::NotFound { kind: Kind::Function, name: name.to_string() })?;
+    check_revision(expect, f.revision)?;
+    Ok(f)
+}
+
+fn check_revision(expect: Option<u64>, actual: u64) -> Result<()> {
+    match expect {
+        Some(expected) if expected != actual => Err(StoreError::RevisionMismatch { expected, actual }),
+        _ => Ok(()),
+    }
+}
+
+const VERSION_COLS: &str = "function, number, spec, code_sha256, from_revision, created_at";
+
+fn version_from_row(r: &Row<'_>) -> rusqlite::Result<(String, i64, String, String, i64, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+}
+
+fn to_version(raw: (String, i64, String, String, i64, i64)) -> Result<Version> {
+    let (function, number, spec, code_sha256, from_revision, created_at) = raw;
+    Ok(Version {
+        function,
+        number: number as u64,
+        spec: serde_json::from_str(&spec).map_err(json_err)?,
+        code_sha256,
+        from_revision: from_revision as u64,
+        created_at,
+    })
+}
+
+const ALIAS_COLS: &str = "function, name, routing, revision, updated_at";
+
+fn alias_from_row(r: &Row<'_>) -> rusqlite::Result<(String, String, String, i64, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn to_alias(raw: (String, String, String, i64, i64)) -> Result<Alias> {
+    let (function, name, routing, revision, updated_at) = raw;
+    Ok(Alias {
+        function,
+        name,
+        routing: serde_json::from_str(&routing).map_err(json_err)?,
+        revision: revision as u64,
+        updated_at,
+    })
+}
+
+const INVOCATION_COLS: &str = "id, function, qualifier, resolved, payload, mode, idempotency_key, fingerprint, \
+     received_at, retry, state, worker, due_at, attempt_epoch, function_errors, lost_attempts, result, error, log, \
+     updated_at, finished_at";
+
+/// An invocation row as stored, before decoding.
+struct RawInvocation {
+    id: String,
+    function: String,
+    qualifier: String,
+    resolved: String,
+    payload: Vec<u8>,
+    mode: String,
+    idempotency_key: Option<String>,
+    fingerprint: String,
+    received_at: i64,
+    retry: String,
+    state: String,
+    worker: Option<String>,
+    due_at: Option<i64>,
+    attempt_epoch: i64,
+    function_errors: i64,
+    lost_attempts: i64,
+    result: Option<Vec<u8>>,
+    error: Option<String>,
+    log: String,
+    updated_at: i64,
+    finished_at: Option<i64>,
+}
+
+fn invocation_from_row(r: &Row<'_>) -> rusqlite::Result<RawInvocation> {
+    Ok(RawInvocation {
+        id: r.get(0)?,
+        function: r.get(1)?,
+        qualifier: r.get(2)?,
+        resolved: r.get(3)?,
+        payload: r.get(4)?,
+        mode: r.get(5)?,
+        idempotency_key: r.get(6)?,
+        fingerprint: r.get(7)?,
+        received_at: r.get(8)?,
+        retry: r.get(9)?,
+        state: r.get(10)?,
+        worker: r.get(11)?,
+        due_at: r.get(12)?,
+        attempt_epoch: r.get(13)?,
+        function_errors: r.get(14)?,
+        lost_attempts: r.get(15)?,
+        result: r.get(16)?,
+        error: r.get(17)?,
+        log: r.get(18)?,
+        updated_at: r.get(19)?,
+        finished_at: r.get(20)?,
+    })
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Backend(format!("stored invocation has an invalid {what}"))
+}
+
+fn decode_state(name: &str, worker: Option<String>, due_at: Option<i64>) -> Result<State> {
+    let name = StateName::parse(name).ok_or_else(|| corrupt("state"))?;
+    let worker = || worker.clone().map(WorkerId).ok_or_else(|| corrupt("worker"));
+    let due = || due_at.ok_or_else(|| corrupt("due time"));
+    Ok(match name {
+        StateName::Queued => State::Queued,
+        StateName::Placed => State::Placed { worker: worker()?, placed_at: due()? },
+        StateName::Running => State::Running { worker: worker()?, lease_expires_at: due()? },
+        StateName::RetryWait => State::RetryWait { not_before: due()? },
+        StateName::Succeeded => State::Succeeded,
+        StateName::Failed => State::Failed,
+        StateName::Expired => State::Expired,
+    })
+}
+
+/// `(state, worker, due_at)` columns of a state.
+fn encode_state(state: &State) -> (&'static str, Option<&str>, Option<i64>) {
+    let name = state.name().as_str();
+    match state {
+        State::Queued | State::Succeeded | State::Failed | State::Expired => (name, None, None),
+        State::Placed { worker, placed_at } => (name, Some(worker.0.as_str()), Some(*placed_at)),
+        State::Running { worker, lease_expires_at } => (name, Some(worker.0.as_str()), Some(*lease_expires_at)),
+        State::RetryWait { not_before } => (name, None, Some(*not_before)),
+    }
+}
+
+fn to_record(raw: RawInvocation) -> Result<InvocationRecord> {
+    let request = InvocationRequest {
+        id: InvocationId(raw.id),
+        function: raw.function,
+        qualifier: raw.qualifier,
+        resolved: Resolved::decode(&raw.resolved).ok_or_else(|| corrupt("resolved version"))?,
+        payload: Bytes::from(raw.payload),
+        mode: Mode::parse(&raw.mode).ok_or_else(|| corrupt("mode"))?,
+        idempotency_key: raw.idempotency_key,
+        fingerprint: raw.fingerprint,
+        received_at: raw.received_at,
+        retry: serde_json::from_str::<RetryPolicy>(&raw.retry).map_err(json_err)?,
+    };
+    let lifecycle = Lifecycle {
+        state: decode_state(&raw.state, raw.worker, raw.due_at)?,
+        attempt_epoch: raw.attempt_epoch as u64,
+        function_errors: raw.function_errors as u32,
+        lost_attempts: raw.lost_attempts as u32,
+    };
+    Ok(InvocationRecord {
+        request,
+        lifecycle,
+        result: raw.result.map(Bytes::from),
+        error: raw.error.map(|e| serde_json::from_str(&e)).transpose().map_err(json_err)?,
+        log: raw.log,
+        updated_at: raw.updated_at,
+        finished_at: raw.finished_at,
+    })
+}
+
+fn load_invocation(c: &Connection, id: &str) -> Result<Option<InvocationRecord>> {
+    c.query_row(&format!("SELECT {INVOCATION_COLS} FROM invocations WHERE id = ?1"), [id], invocation_from_row)
+        .optional()
+        .map_err(db_err)?
+        .map(to_record)
+        .transpose()
+}
+
+fn insert_record(c: &Connection, rec: &InvocationRecord) -> Result<usize> {
+    let req = &rec.request;
+    let (state, worker, due_at) = encode_state(&rec.lifecycle.state);
+    let expires_at = match req.mode {
+        Mode::Async => Some(req.received_at.saturating_add((req.retry.max_event_age_s as i64).saturating_mul(1000))),
+        Mode::Sync => None,
+    };
+    c.prepare_cached(
+        "INSERT OR IGNORE INTO invocations (id, function, qualifier, resolved, payload, mode, idempotency_key, \
+         fingerprint, received_at, retry, state, worker, due_at, attempt_epoch, function_errors, lost_attempts, \
+         result, error, log, updated_at, finished_at, expires_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+    )
+    .map_err(db_err)?
+    .execute(params![
+        req.id.0,
+        req.function,
+        req.qualifier,
+        req.resolved.encode(),
+        req.payload.as_ref(),
+        req.mode.as_str(),
+        req.idempotency_key,
+        req.fingerprint,
+        req.received_at,
+        serde_json::to_string(&req.retry).map_err(json_err)?,
+        state,
+        worker,
+        due_at,
+        rec.lifecycle.attempt_epoch as i64,
+        rec.lifecycle.function_errors as i64,
+        rec.lifecycle.lost_attempts as i64,
+        rec.result.as_deref(),
+        rec.error.as_ref().map(serde_json::to_string).transpose().map_err(json_err)?,
+        rec.log,
+        rec.updated_at,
+        rec.finished_at,
+        expires_at,
+    ])
+    .map_err(db_err)
+}
+
+/// The part of an invocation row a transition needs.
+struct Guarded {
+    ctx: Context,
+    lifecycle: Lifecycle,
+    id: InvocationId,
+}
+
+fn load_guarded(c: &Connection, id: &str) -> Result<Guarded> {
+    let row = c
+        .prepare_cached(
+            "SELECT mode, received_at, retry, state, worker, due_at, attempt_epoch, function_errors, lost_attempts \
+             FROM invocations WHERE id = ?1",
+        )
+        .map_err(db_err)?
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, i64>(7)?,
+                r.get::<_, i64>(8)?,
+            ))
+        })
+        .optional()
+        .map_err(db_err)?
+        .ok_or_else(|| StoreError::NotFound { kind: Kind::Invocation, name: id.to_string() })?;
+    let (mode, received_at, retry, state, worker, due_at, epoch, function_errors, lost_attempts) = row;
+    Ok(Guarded {
+        ctx: Context {
+            mode: Mode::parse(&mode).ok_or_else(|| corrupt("mode"))?,
+            received_at,
+            retry: serde_json::from_str(&retry).map_err(json_err)?,
+        },
+        lifecycle: Lifecycle {
+            state: decode_state(&state, worker, due_at)?,
+            attempt_epoch: epoch as u64,
+            function_errors: function_errors as u32,
+            lost_attempts: lost_attempts as u32,
+        },
+        id: InvocationId(id.to_string()),
+    })
+}
+
+/// What a transition writes besides the lifecycle.
+#[derive(Default)]
+struct Outcome<'a> {
+    result: Option<&'a [u8]>,
+    error: Option<&'a FunctionErrorBody>,
+    log: Option<&'a str>,
+}
+
+/// Applies `event` to invocation `id` with a conditional UPDATE on `(state, attempt_epoch)`.
+/// Returns the new lifecycle, or the state machine's refusal (nothing written).
+fn transition(
+    c: &Connection,
+    id: &str,
+    event: &Event,
+    outcome: Outcome<'_>,
+    now: Millis,
+) -> Result<Result<Lifecycle, Rejected>> {
+    let g = load_guarded(c, id)?;
+    let next = match apply(&g.ctx, &g.lifecycle, event, now) {
+        Ok(next) => next,
+        Err(rejected) => return Ok(Err(rejected)),
+    };
+    let (state, worker, due_at) = encode_state(&next.state);
+    let finished_at = next.state.is_terminal().then_some(now);
+    let error_json = outcome.error.map(serde_json::to_string).transpose().map_err(json_err)?;
+    let changed = c
+        .prepare_cached(
+            "UPDATE invocations SET state = ?1, worker = ?2, due_at = ?3, attempt_epoch = ?4, function_errors = ?5, \
+             lost_attempts = ?6, updated_at = ?7, finished_at = COALESCE(?8, finished_at), \
+             result = CASE WHEN ?9 THEN ?10 ELSE result END, \
+             error = CASE WHEN ?9 THEN ?11 ELSE error END, \
+             log = COALESCE(?12, log) \
+             WHERE id = ?13 AND state = ?14 AND attempt_epoch = ?15",
+        )
+        .map_err(db_err)?
+        .execute(params![
+            state,
+            worker,
+            due_at,
+            next.attempt_epoch as i64,
+            next.function_errors as i64,
+            next.lost_attempts as i64,
+            now,
+            finished_at,
+            outcome.result.is_some() || outcome.error.is_some(),
+            outcome.result,
+            error_json,
+            outcome.log,
+            g.id.0,
+            g.lifecycle.state.name().as_str(),
+            g.lifecycle.attempt_epoch as i64,
+        ])
+        .map_err(db_err)?;
+    if changed != 1 {
+        return Err(StoreError::Backend(format!("invocation {id} changed under its guard")));
+    }
+    Ok(Ok(next))
+}
+
+fn system_error(kind: ErrorKind, message: String) -> FunctionErrorBody {
+    FunctionErrorBody { error_type: kind, error_message: message }
+}
+
+fn ids_where(c: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<String>> {
+    let mut stmt = c.prepare_cached(sql).map_err(db_err)?;
+    let rows = stmt.query_map(params, |r| r.get::<_, String>(0)).map_err(db_err)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+}
+
+fn expire(c: &Connection, id: &str, now: Millis) -> Result<bool> {
+    let error = system_error(ErrorKind::Expired, "the event exceeded its maximum age before it could run".into());
+    Ok(transition(c, id, &Event::Expire, Outcome { error: Some(&error), ..Outcome::default() }, now)?.is_ok())
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn put_function(
+        &self,
+        name: &str,
+        spec: FunctionSpec,
+        expect: Option<u64>,
+        now: Millis,
+    ) -> Result<FunctionConfig> {
+        let name = name.to_string();
+        self.write(move |c| {
+            let existing = load_function(c, &name)?;
+            check_revision(expect, existing.as_ref().map_or(0, |f| f.revision))?;
+            let revision = bump_snapshot(c)?;
+            let spec_json = serde_json::to_string(&spec).map_err(json_err)?;
+            let code = existing.as_ref().and_then(|f| f.code_sha256.clone());
+            c.execute(
+                "INSERT INTO functions (name, spec, code_sha256, revision, next_version, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5) \
+                 ON CONFLICT (name) DO UPDATE SET spec = ?2, revision = ?4, updated_at = ?5",
+                params![name, spec_json, code, revision as i64, now],
+            )
+            .map_err(db_err)?;
+            c.execute(
+                "INSERT INTO function_revisions (function, revision, spec, code_sha256) VALUES (?1, ?2, ?3, ?4)",
+                params![name, revision as i64, spec_json, code],
+            )
+            .map_err(db_err)?;
+            Ok(FunctionConfig {
+                name,
+                spec,
+                code_sha256: code,
+                revision,
+                created_at: existing.as_ref().map_or(now, |f| f.created_at),
+                updated_at: now,
+            })
+        })
+        .await
+    }
+
+    async fn set_function_code(
+        &self,
+        name: &str,
+        code_sha256: &str,
+        expect: Option<u64>,
+        now: Millis,
+    ) -> Result<FunctionConfig> {
+        let (name, code) = (name.to_string(), code_sha256.to_string());
+        let blobs = self.blobs.clone();
+        self.write(move |c| {
+            let mut f = require_function(c, &name, expect)?;
+            blobs.get(&code)?; // the artifact must exist and verify
+            let revision = bump_snapshot(c)?;
+            let spec_json = serde_json::to_string(&f.spec).map_err(json_err)?;
+            c.execute(
+                "UPDATE functions SET code_sha256 = ?2, revision = ?3, updated_at = ?4 WHERE name = ?1",
+                params![name, code, revision as i64, now],
+            )
+            .map_err(db_err)?;
+            c.execute(
+                "INSERT INTO function_revisions (function, revision, spec, code_sha256) VALUES (?1, ?2, ?3, ?4)",
+                params![name, revision as i64, spec_json, code],
+            )
+            .map_err(db_err)?;
+            f.code_sha256 = Some(code);
+            f.revision = revision;
+            f.updated_at = now;
+            Ok(f)
+        })
+        .await
+    }
+
+    async fn get_function(&self, name: &str) -> Result<Option<FunctionConfig>> {
+        let name = name.to_string();
+        self.read(move |c| load_function(c, &name)).await
+    }
+
+    async fn list_functions(&self, after: Option<&str>, limit: usize) -> Result<Vec<FunctionConfig>> {
+        let after = after.unwrap_or("").to_string();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {FUNCTION_COLS} FROM functions WHERE name > ?1 ORDER BY name LIMIT ?2"
+                ))
+                .map_err(db_err)?;
+            let rows = stmt.query_map(params![after, limit as i64], function_from_row).map_err(db_err)?;
+            rows.map(|r| r.map_err(db_err).and_then(to_function)).collect()
+        })
+        .await
+    }
+
+    async fn delete_function(&self, name: &str, expect: Option<u64>, now: Millis) -> Result<u64> {
+        let name = name.to_string();
+        self.write(move |c| {
+            require_function(c, &name, expect)?;
+            bump_snapshot(c)?;
+            for table in ["function_revisions", "versions", "aliases"] {
+                c.execute(&format!("DELETE FROM {table} WHERE function = ?1"), [&name]).map_err(db_err)?;
+            }
+            c.execute("DELETE FROM functions WHERE name = ?1", [&name]).map_err(db_err)?;
+            let pending = ids_where(
+                c,
+                "SELECT id FROM invocations WHERE function = ?1 \
+                 AND state IN ('QUEUED', 'PLACED', 'RUNNING', 'RETRY_WAIT')",
+                [&name],
+            )?;
+            let error = system_error(ErrorKind::FunctionDeleted, format!("function {name} was deleted"));
+            let mut cancelled = 0;
+            for id in pending {
+                let outcome = Outcome { error: Some(&error), ..Outcome::default() };
+                if transition(c, &id, &Event::Cancel, outcome, now)?.is_ok() {
+                    cancelled += 1;
+                }
+            }
+            Ok(cancelled)
+        })
+        .await
+    }
+
+    async fn publish_version(&self, name: &str, expect: Option<u64>, now: Millis) -> Result<Version> {
+        let name = name.to_string();
+        self.write(move |c| {
+            let f = require_function(c, &name, expect)?;
+            let code = f.code_sha256.clone().ok_or_else(|| {
+                StoreError::Invalid(format!("function {name} has no code yet: upload code before publishing"))
+            })?;
+            let latest = c
+                .query_row(
+                    &format!("SELECT {VERSION_COLS} FROM versions WHERE function = ?1 ORDER BY number DESC LIMIT 1"),
+                    [&name],
+                    version_from_row,
+                )
+                .optional()
+                .map_err(db_err)?
+                .map(to_version)
+                .transpose()?;
+            if let Some(v) = latest {
+                if v.spec == f.spec && v.code_sha256 == code {
+                    return Ok(v);
+                }
+            }
+            let number: i64 = c
+                .query_row(
+                    "UPDATE functions SET next_version = next_version + 1 WHERE name = ?1 RETURNING next_version - 1",
+                    [&name],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            bump_snapshot(c)?;
+            let spec_json = serde_json::to_string(&f.spec).map_err(json_err)?;
+            c.execute(
+                "INSERT INTO versions (function, number, spec, code_sha256, from_revision, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![name, number, spec_json, code, f.revision as i64, now],
+            )
+            .map_err(db_err)?;
+            Ok(Version {
+                function: name,
+                number: number as u64,
+                spec: f.spec,
+                code_sha256: code,
+                from_revision: f.revision,
+                created_at: now,
+            })
+        })
+        .await
+    }
+
+    async fn get_version(&self, name: &str, number: u64) -> Result<Option<Version>> {
+        let name = name.to_string();
+        self.read(move |c| {
+            c.query_row(
+                &format!("SELECT {VERSION_COLS} FROM versions WHERE function = ?1 AND number = ?2"),
+                params![name, number as i64],
+                version_from_row,
+            )
+            .optional()
+            .map_err(db_err)?
+            .map(to_version)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_versions(&self, name: &str, after: Option<u64>, limit: usize) -> Result<Vec<Version>> {
+        let name = name.to_string();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {VERSION_COLS} FROM versions WHERE function = ?1 AND number > ?2 ORDER BY number LIMIT ?3"
+                ))
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![name, after.unwrap_or(0) as i64, limit as i64], version_from_row)
+                .map_err(db_err)?;
+            rows.map(|r| r.map_err(db_err).and_then(to_version)).collect()
+        })
+        .await
+    }
+
+    async fn put_alias(
+        &self,
+        function: &str,
+        alias: &str,
+        routing: Routing,
+        expect: Option<u64>,
+        now: Millis,
+    ) -> Result<Alias> {
+        let (function, alias) = (function.to_string(), alias.to_string());
+        self.write(move |c| {
+            require_function(c, &function, None)?;
+            let current: Option<i64> = c
+                .query_row(
+                    "SELECT revision FROM aliases WHERE function = ?1 AND name = ?2",
+                    params![function, alias],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            check_revision(expect, current.map_or(0, |r| r as u64))?;
+            for v in routing.versions() {
+                let exists: bool = c
+                    .query_row(
+                        "SELECT EXISTS (SELECT 1 FROM versions WHERE function = ?1 AND number = ?2)",
+                        params![function, v as i64],
+                        |r| r.get(0),
+                    )
+                    .map_err(db_err)?;
+                if !exists {
+                    return Err(StoreError::NotFound { kind: Kind::Version, name: format!("{function}:{v}") });
+                }
+            }
+            let revision = bump_snapshot(c)?;
+            c.execute(
+                "INSERT INTO aliases (function, name, routing, revision, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (function, name) DO UPDATE SET routing = ?3, revision = ?4, updated_at = ?5",
+                params![
+                    function,
+                    alias,
+                    serde_json::to_string(&routing).map_err(json_err)?,
+                    revision as i64,
+                    now
+                ],
+            )
+            .map_err(db_err)?;
+            Ok(Alias { function, name: alias, routing, revision, updated_at: now })
+        })
+        .await
+    }
+
+    async fn get_alias(&self, function: &str, alias: &str) -> Result<Option<Alias>> {
+        let (function, alias) = (function.to_string(), alias.to_string());
+        self.read(move |c| {
+            c.query_row(
+                &format!("SELECT {ALIAS_COLS} FROM aliases WHERE function = ?1 AND name = ?2"),
+                params![function, alias],
+                alias_from_row,
+            )
+            .optional()
+            .map_err(db_err)?
+            .map(to_alias)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_aliases(&self, function: &str) -> Result<Vec<Alias>> {
+        let function = function.to_string();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!("SELECT {ALIAS_COLS} FROM aliases WHERE function = ?1 ORDER BY name"))
+                .map_err(db_err)?;
+            let rows = stmt.query_map([function], alias_from_row).map_err(db_err)?;
+            rows.map(|r| r.map_err(db_err).and_then(to_alias)).collect()
+        })
+        .await
+    }
+
+    async fn delete_alias(&self, function: &str, alias: &str, expect: Option<u64>, _now: Millis) -> Result<()> {
+        let (function, alias) = (function.to_string(), alias.to_string());
+        self.write(move |c| {
+            let current: i64 = c
+                .query_row(
+                    "SELECT revision FROM aliases WHERE function = ?1 AND name = ?2",
+                    params![function, alias],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?
+                .ok_or_else(|| StoreError::NotFound { kind: Kind::Alias, name: format!("{function}:{alias}") })?;
+            check_revision(expect, current as u64)?;
+            bump_snapshot(c)?;
+            c.execute("DELETE FROM aliases WHERE function = ?1 AND name = ?2", params![function, alias])
+                .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_deployment(&self, function: &str, resolved: Resolved) -> Result<Option<Deployment>> {
+        let function = function.to_string();
+        self.read(move |c| {
+            let row: Option<(String, Option<String>)> = match resolved {
+                Resolved::Version(n) => c
+                    .query_row(
+                        "SELECT spec, code_sha256 FROM versions WHERE function = ?1 AND number = ?2",
+                        params![function, n as i64],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional(),
+                Resolved::Latest { revision } => c
+                    .query_row(
+                        "SELECT spec, code_sha256 FROM function_revisions WHERE function = ?1 AND revision = ?2",
+                        params![function, revision as i64],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional(),
+            }
+            .map_err(db_err)?;
+            match row {
+                Some((spec, Some(code_sha256))) => Ok(Some(Deployment {
+                    function,
+                    resolved,
+                    spec: serde_json::from_str(&spec).map_err(json_err)?,
+                    code_sha256,
+                })),
+                Some((_, None)) | None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn snapshot_version(&self) -> Result<u64> {
+        self.read(|c| {
+            c.query_row("SELECT value FROM meta WHERE key = 'snapshot_version'", [], |r| r.get::<_, i64>(0))
+                .map(|v| v as u64)
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn put_artifact(&self, bytes: Bytes) -> Result<String> {
+        self.blocking(move |b| b.put(&bytes)).await
+    }
+
+    async fn get_artifact(&self, sha256: &str) -> Result<Bytes> {
+        let sha = sha256.to_string();
+        self.blocking(move |b| b.get(&sha)).await
+    }
+
+    async fn insert_invocations(&self, batch: Vec<NewInvocation>) -> Result<Vec<Result<Inserted>>> {
+        self.write(move |c| {
+            let mut out = Vec::with_capacity(batch.len());
+            for new in batch {
+                let req = &new.request;
+                if let Some(key) = &req.idempotency_key {
+                    let existing: Option<String> = c
+                        .prepare_cached("SELECT id FROM invocations WHERE function = ?1 AND idempotency_key = ?2")
+                        .map_err(db_err)?
+                        .query_row(params![req.function, key], |r| r.get(0))
+                        .optional()
+                        .map_err(db_err)?;
+                    if let Some(id) = existing {
+                        let rec = load_invocation(c, &id)?
+                            .ok_or_else(|| StoreError::Backend("idempotency index points nowhere".into()))?;
+                        out.push(if rec.request.fingerprint == req.fingerprint {
+                            Ok(Inserted::Existing(Box::new(rec)))
+                        } else {
+                            Err(StoreError::KeyMismatch { existing: rec.request.id })
+                        });
+                        continue;
+                    }
+                }
+                let rec = InvocationRecord {
+                    request: new.request,
+                    lifecycle: new.lifecycle,
+                    result: None,
+                    error: None,
+                    log: String::new(),
+                    updated_at: 0,
+                    finished_at: None,
+                };
+                let rec = InvocationRecord { updated_at: rec.request.received_at, ..rec };
+                if insert_record(c, &rec)? == 0 {
+                    out.push(Err(StoreError::Invalid(format!("invocation id {} already exists", rec.request.id))));
+                } else {
+                    out.push(Ok(Inserted::Created));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn record_finished(&self, records: Vec<InvocationRecord>) -> Result<()> {
+        self.write(move |c| {
+            for rec in &records {
+                insert_record(c, rec)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn claim_queued(
+        &self,
+        worker: &WorkerId,
+        max: usize,
+        lease_expires_at: Millis,
+        now: Millis,
+    ) -> Result<Vec<Claimed>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let worker = worker.clone();
+        self.write(move |c| {
+            let mut claimed = Vec::with_capacity(max);
+            let event = Event::Claim { worker, lease_expires_at };
+            let ids = ids_where(
+                c,
+                "SELECT id FROM invocations WHERE state = 'QUEUED' ORDER BY id LIMIT ?1",
+                [(max * 2) as i64],
+            )?;
+            for id in ids {
+                if claimed.len() == max {
+                    break;
+                }
+                match transition(c, &id, &event, Outcome::default(), now)? {
+                    Ok(lc) => {
+                        let rec = load_invocation(c, &id)?
+                            .ok_or_else(|| StoreError::Backend("claimed row vanished".into()))?;
+                        claimed.push(Claimed { request: rec.request, epoch: lc.attempt_epoch, lease_expires_at });
+                    }
+                    Err(Rejected::TooOld) => {
+                        expire(c, &id, now)?;
+                    }
+                    Err(other) => return Err(StoreError::Rejected(other)),
+                }
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        id: &InvocationId,
+        worker: &WorkerId,
+        lease_expires_at: Millis,
+        now: Millis,
+    ) -> Result<Claimed> {
+        let (id, worker) = (id.clone(), worker.clone());
+        self.write(move |c| {
+            let event = Event::Claim { worker, lease_expires_at };
+            let lc = transition(c, &id.0, &event, Outcome::default(), now)??;
+            let rec = load_invocation(c, &id.0)?.ok_or_else(|| StoreError::Backend("claimed row vanished".into()))?;
+            Ok(Claimed { request: rec.request, epoch: lc.attempt_epoch, lease_expires_at })
+        })
+        .await
+    }
+
+    async fn renew_leases(
+        &self,
+        worker: &WorkerId,
+        attempts: Vec<(InvocationId, u64)>,
+        lease_expires_at: Millis,
+        now: Millis,
+    ) -> Result<Vec<Result<(), Rejected>>> {
+        let worker = worker.clone();
+        self.write(move |c| {
+            let mut out = Vec::with_capacity(attempts.len());
+            for (id, epoch) in attempts {
+                let event = Event::RenewLease { worker: worker.clone(), epoch, lease_expires_at };
+                let r = match transition(c, &id.0, &event, Outcome::default(), now) {
+                    Ok(r) => r.map(|_| ()),
+                    Err(StoreError::NotFound { .. }) => Err(Rejected::Fenced { current: 0, given: epoch }),
+                    Err(e) => return Err(e),
+                };
+                if matches!(r, Err(Rejected::Fenced { .. })) {
+                    bump_counter(c, "fenced_renewals")?;
+                }
+                out.push(r);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn complete(&self, completion: Completion, now: Millis) -> Result<Lifecycle> {
+        self.write(move |c| {
+            let event = Event::Complete { epoch: completion.epoch, outcome: completion.outcome };
+            let outcome = Outcome {
+                result: completion.result.as_deref(),
+                error: completion.error.as_ref(),
+                log: Some(&completion.log),
+            };
+            let r = transition(c, &completion.id.0, &event, outcome, now)?;
+            if matches!(r, Err(Rejected::Fenced { .. })) {
+                bump_counter(c, "fenced_completions")?;
+            }
+            Ok(r)
+        })
+        .await?
+        .map_err(StoreError::Rejected)
+    }
+
+    async fn recover(&self, now: Millis) -> Result<Recovered> {
+        self.write(move |c| {
+            let mut report = Recovered::default();
+            let batch = RECOVERY_BATCH as i64;
+            let lost = ids_where(
+                c,
+                "SELECT id FROM invocations WHERE state = 'RUNNING' AND due_at <= ?1 ORDER BY due_at LIMIT ?2",
+                params![now, batch],
+            )?;
+            for id in lost {
+                let g = load_guarded(c, &id)?;
+                let error = system_error(
+                    ErrorKind::WorkerLost,
+                    format!("the worker running attempt {} was lost (its lease expired)", g.lifecycle.attempt_epoch),
+                );
+                let outcome = Outcome { error: Some(&error), ..Outcome::default() };
+                if let Ok(lc) = transition(c, &id, &Event::LeaseExpired, outcome, now)? {
+                    if lc.state.is_terminal() {
+                        report.lost += 1;
+                    } else {
+                        report.requeued += 1;
+                    }
+                }
+            }
+            let due = ids_where(
+                c,
+                "SELECT id FROM invocations WHERE state = 'RETRY_WAIT' AND due_at <= ?1 ORDER BY due_at LIMIT ?2",
+                params![now, batch],
+            )?;
+            for id in due {
+                if transition(c, &id, &Event::RetryDue, Outcome::default(), now)?.is_ok() {
+                    report.retries_due += 1;
+                }
+            }
+            let unplaced = ids_where(
+                c,
+                "SELECT id FROM invocations WHERE state = 'PLACED' AND due_at <= ?1 ORDER BY due_at LIMIT ?2",
+                params![now - DEFAULT_PLACEMENT_TIMEOUT_MS, batch],
+            )?;
+            for id in unplaced {
+                if transition(c, &id, &Event::PlacementTimedOut, Outcome::default(), now)?.is_ok() {
+                    report.unplaced += 1;
+                }
+            }
+            let old = ids_where(
+                c,
+                "SELECT id FROM invocations WHERE expires_at < ?1 \
+                 AND state IN ('QUEUED', 'PLACED', 'RETRY_WAIT') ORDER BY expires_at LIMIT ?2",
+                params![now, batch],
+            )?;
+            for id in old {
+                if expire(c, &id, now)? {
+                    report.expired += 1;
+                }
+            }
+            Ok(report)
+        })
+        .await
+    }
+
+    async fn get_invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>> {
+        let id = id.clone();
+        self.read(move |c| load_invocation(c, &id.0)).await
+    }
+
+    async fn list_invocations(&self, function: &str, filter: InvocationFilter) -> Result<Vec<InvocationRecord>> {
+        let function = function.to_string();
+        self.read(move |c| {
+            // '~' sorts after every UUID character, so "no cursor" means "from the newest".
+            let before = filter.before.map(|b| b.0).unwrap_or_else(|| "~".into());
+            let state = filter.state.map(|s| s.as_str());
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {INVOCATION_COLS} FROM invocations WHERE function = ?1 AND id < ?2 \
+                     AND (?3 IS NULL OR state = ?3) ORDER BY id DESC LIMIT ?4"
+                ))
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![function, before, state, filter.limit as i64], invocation_from_row)
+                .map_err(db_err)?;
+            rows.map(|r| r.map_err(db_err).and_then(to_record)).collect()
+        })
+        .await
+    }
+
+    async fn count_by_state(&self) -> Result<Vec<(StateName, u64)>> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT state, COUNT(*) FROM invocations GROUP BY state").map_err(db_err)?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (state, n) = row.map_err(db_err)?;
+                out.push((StateName::parse(&state).ok_or_else(|| corrupt("state"))?, n as u64));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn counters(&self) -> Result<Counters> {
+        self.read(|c| {
+            let get = |key: &str| {
+                c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get::<_, i64>(0))
+                    .map(|v| v as u64)
+                    .map_err(db_err)
+            };
+            Ok(Counters { fenced_completions: get("fenced_completions")?, fenced_renewals: get("fenced_renewals")? })
+        })
+        .await
+    }
+}
