@@ -1,1 +1,64 @@
-//! placeholder
+//! gust's execution environments. Every runtime has three phases with different costs:
+//!
+//! 1. **node start** (once per process): build the engine, pools, caches.
+//! 2. **prepare** (once per code hash): validate and compile the artifact; cached on disk so a
+//!    restart does not compile again, and in memory while the version is in use.
+//! 3. **run** (once per invocation): the hot path. Nothing expensive happens here; see the cost
+//!    note at the top of [`wasm::WasmRuntime::run`].
+//!
+//! A failing function is an outcome value ([`Status::Failed`]), never an `Err` or a panic.
+//!
+//! Architecture invariant: this crate knows nothing of the store, HTTP or scheduling; wasmtime
+//! is a dependency of this crate only.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gust_core::ErrorKind;
+
+mod tail;
+pub mod wasm;
+
+pub use tail::TailBuffer;
+
+/// One invocation as a runtime sees it.
+#[derive(Debug, Clone)]
+pub struct RunRequest<'a> {
+    pub function: &'a str,
+    pub version_label: &'a str,
+    pub invocation_id: &'a str,
+    pub payload: Bytes,
+    pub env: &'a BTreeMap<String, String>,
+    pub memory_mb: u32,
+    pub timeout_ms: u64,
+}
+
+/// How an invocation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Succeeded,
+    Failed { kind: ErrorKind, message: String },
+}
+
+/// The outcome of running one invocation: its status, its output and its log tail.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub status: Status,
+    /// What the function wrote on stdout (its result). Empty if the limit was exceeded.
+    pub stdout: Bytes,
+    /// The tail of what the function wrote on stderr.
+    pub log: String,
+    pub duration: Duration,
+}
+
+/// Why an artifact cannot be prepared. Reported to the deployer as a 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrepareError {
+    #[error("invalid WebAssembly module: {0}")]
+    Invalid(String),
+    #[error("the module is not a WASI command: {0}")]
+    NotACommand(String),
+    #[error("cannot prepare the module: {0}")]
+    Internal(String),
+}

@@ -1,0 +1,358 @@
+//! The WebAssembly runtime: WASI preview 1 command modules on wasmtime.
+//!
+//! A function is a command module: the event arrives on stdin, the result is what it writes on
+//! stdout, stderr is its log, and exit code 0 means success. Each invocation gets a fresh
+//! instance (a command's `_start` runs once) from a pre-linked `InstancePre`, in a slot of the
+//! pooling allocator, so a "warm environment" for wasm is a compiled, linked module.
+//!
+//! Isolation: no preopened directories (no host filesystem), no sockets, only the function's
+//! environment variables. Limits: memory by a `ResourceLimiter` from the function's memory
+//! setting; time by epoch interruption (a ticker thread advances the engine's epoch).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gust_core::limits::{MAX_LOG_BYTES, MAX_MEMORY_MB, MAX_RESULT_BYTES};
+use gust_core::ErrorKind;
+use parking_lot::Mutex;
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig,
+    ResourceLimiter, Store, Trap,
+};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+
+use crate::{PrepareError, RunOutcome, RunRequest, Status, TailBuffer};
+
+/// How often the engine's epoch advances; the granularity of timeouts.
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+/// Concurrent wasm instances the pooling allocator has slots for.
+pub const DEFAULT_MAX_INSTANCES: u32 = 256;
+/// Wasm stack size: ample for compiled C, Zig and Rust guests.
+const WASM_STACK_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct WasmConfig {
+    /// Where compiled modules are cached (`<sha256>-<engine hash>.cwasm`).
+    pub cache_dir: PathBuf,
+    /// Slots in the pooling allocator: the most wasm invocations running at once.
+    pub max_instances: u32,
+}
+
+/// What a wasm instance's store holds.
+struct Host {
+    wasi: WasiP1Ctx,
+    limits: MemoryLimit,
+}
+
+/// Caps linear memory at the function's memory setting and remembers when it refused.
+struct MemoryLimit {
+    max_bytes: usize,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.exceeded = true;
+            // Trap rather than return -1: a guest allocator that ignores failure would corrupt
+            // itself, and the user deserves "out of memory" rather than a confusing crash.
+            return Err(wasmtime::Error::msg(format!(
+                "memory limit of {} MB exceeded (wanted {} bytes)",
+                self.max_bytes >> 20,
+                desired
+            )));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// A module compiled and linked against WASI, ready to instantiate.
+pub struct Prepared {
+    pre: InstancePre<Host>,
+}
+
+pub struct WasmRuntime {
+    engine: Engine,
+    linker: Linker<Host>,
+    cache_dir: PathBuf,
+    engine_hash: String,
+    prepared: Mutex<HashMap<String, Arc<Prepared>>>,
+}
+
+impl WasmRuntime {
+    /// Node start: builds the engine with the pooling allocator and starts the epoch ticker.
+    pub fn new(cfg: WasmConfig) -> Result<Arc<Self>, PrepareError> {
+        let internal = |e: wasmtime::Error| PrepareError::Internal(format!("{e:#}"));
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_core_instances(cfg.max_instances)
+            .total_memories(cfg.max_instances)
+            .total_tables(cfg.max_instances)
+            .total_stacks(cfg.max_instances)
+            .max_memory_size((MAX_MEMORY_MB as usize) << 20)
+            .table_elements(100_000);
+        let mut config = Config::new();
+        config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .epoch_interruption(true)
+            .max_wasm_stack(WASM_STACK_BYTES)
+            .parallel_compilation(true);
+        let engine = Engine::new(&config).map_err(internal)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h: &mut Host| &mut h.wasi).map_err(internal)?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_hash = format!("{:016x}", hasher.finish());
+        std::fs::create_dir_all(&cfg.cache_dir)
+            .map_err(|e| PrepareError::Internal(format!("create {}: {e}", cfg.cache_dir.display())))?;
+        let rt = Arc::new(WasmRuntime {
+            engine,
+            linker,
+            cache_dir: cfg.cache_dir,
+            engine_hash,
+            prepared: Mutex::new(HashMap::new()),
+        });
+        let weak = Arc::downgrade(&rt);
+        std::thread::Builder::new()
+            .name("gust-wasm-epoch".into())
+            .spawn(move || {
+                while let Some(rt) = weak.upgrade() {
+                    rt.engine.increment_epoch();
+                    drop(rt);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| PrepareError::Internal(format!("spawn epoch ticker: {e}")))?;
+        Ok(rt)
+    }
+
+    fn cache_path(&self, sha256: &str) -> PathBuf {
+        self.cache_dir.join(format!("{sha256}-{}.cwasm", self.engine_hash))
+    }
+
+    /// Validates bytes as a WASI command module without keeping anything.
+    pub fn validate(&self, bytes: &[u8]) -> Result<(), PrepareError> {
+        Module::validate(&self.engine, bytes).map_err(|e| PrepareError::Invalid(format!("{e:#}")))
+    }
+
+    /// The prepared module for a code hash if it is in memory or in the disk cache.
+    pub fn prepared(&self, sha256: &str) -> Option<Arc<Prepared>> {
+        if let Some(p) = self.prepared.lock().get(sha256) {
+            return Some(p.clone());
+        }
+        let path = self.cache_path(sha256);
+        if !path.exists() {
+            return None;
+        }
+        match self.load_cached(&path) {
+            Ok(module) => self.link(sha256, module).ok(),
+            Err(e) => {
+                tracing::warn!(%sha256, error = %e, "discarding unreadable compiled module cache entry");
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    #[allow(unsafe_code)]
+    fn load_cached(&self, path: &Path) -> wasmtime::Result<Module> {
+        // SAFETY: the file was produced by `Engine::precompile_module` of an engine with the
+        // same compatibility hash (it is in the file name) and written by `compile_to_cache`
+        // with an atomic rename, inside gust's data directory, which gust trusts as much as
+        // its own binary. wasmtime additionally checks the header and engine settings.
+        unsafe { Module::deserialize_file(&self.engine, path) }
+    }
+
+    /// Prepare phase: compiles `bytes` (whose sha256 is `sha256`) once, caches the compiled
+    /// code on disk and the linked module in memory. Refuses modules that are not commands.
+    pub fn prepare(&self, sha256: &str, bytes: &[u8]) -> Result<Arc<Prepared>, PrepareError> {
+        if let Some(p) = self.prepared(sha256) {
+            return Ok(p);
+        }
+        self.validate(bytes)?;
+        let compiled =
+            self.engine.precompile_module(bytes).map_err(|e| PrepareError::Invalid(format!("{e:#}")))?;
+        let path = self.cache_path(sha256);
+        let tmp = self.cache_dir.join(format!(".tmp-{sha256}-{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&compiled)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| PrepareError::Internal(format!("write compiled module: {e}")))?;
+        let module = self.load_cached(&path).map_err(|e| PrepareError::Internal(format!("{e:#}")))?;
+        self.link(sha256, module)
+    }
+
+    fn link(&self, sha256: &str, module: Module) -> Result<Arc<Prepared>, PrepareError> {
+        match module.get_export("_start") {
+            Some(wasmtime::ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => {}
+            _ => return Err(PrepareError::NotACommand("it must export a `_start` function".into())),
+        }
+        let pre = self.linker.instantiate_pre(&module).map_err(|e| PrepareError::NotACommand(format!("{e:#}")))?;
+        let prepared = Arc::new(Prepared { pre });
+        self.prepared.lock().insert(sha256.to_string(), prepared.clone());
+        Ok(prepared)
+    }
+
+    /// Forgets an in-memory prepared module (the disk cache stays).
+    pub fn evict(&self, sha256: &str) {
+        self.prepared.lock().remove(sha256);
+    }
+
+    /// Run phase, blocking: call it from a blocking thread.
+    ///
+    /// Cost: one store and WASI context (a few small allocations), one instantiation from the
+    /// pool (copy-on-write memory init, a few µs), the guest's own work. No syscalls beyond
+    /// what the pooling allocator does to reset a slot; no store round trips; the payload is
+    /// shared (`Bytes`), not copied, until the guest reads it.
+    pub fn run(&self, prepared: &Prepared, req: RunRequest<'_>) -> RunOutcome {
+        let started = Instant::now();
+        let stdout = MemoryOutputPipe::new(MAX_RESULT_BYTES);
+        let log = LogPipe(Arc::new(Mutex::new(TailBuffer::new(MAX_LOG_BYTES))));
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdin(MemoryInputPipe::new(req.payload))
+            .stdout(stdout.clone())
+            .stderr(log.clone())
+            .args(&[req.function])
+            .envs(&[
+                ("GUST_FUNCTION_NAME", req.function),
+                ("GUST_FUNCTION_VERSION", req.version_label),
+                ("GUST_INVOCATION_ID", req.invocation_id),
+            ]);
+        for (k, v) in req.env {
+            wasi.env(k, v);
+        }
+        let host = Host {
+            wasi: wasi.build_p1(),
+            limits: MemoryLimit { max_bytes: (req.memory_mb as usize) << 20, exceeded: false },
+        };
+        let mut store = Store::new(&self.engine, host);
+        store.limiter(|h| &mut h.limits);
+        let ticks = req.timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1);
+        store.set_epoch_deadline(ticks + 1);
+        store.epoch_deadline_trap();
+
+        let result = prepared
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.get_typed_func::<(), ()>(&mut store, "_start"))
+            .and_then(|start| start.call(&mut store, ()));
+        let duration = started.elapsed();
+        let status = match result {
+            Ok(()) => Status::Succeeded,
+            Err(e) => classify(&e, store.data().limits.exceeded, req.timeout_ms, req.memory_mb),
+        };
+        drop(store);
+        let overflowed = matches!(&status, Status::Failed { kind: ErrorKind::ResultTooLarge, .. });
+        let stdout = if overflowed { Bytes::new() } else { stdout.contents() };
+        let log = log.0.lock().to_text();
+        RunOutcome { status, stdout, log, duration }
+    }
+}
+
+fn classify(e: &wasmtime::Error, memory_exceeded: bool, timeout_ms: u64, memory_mb: u32) -> Status {
+    if let Some(exit) = e.downcast_ref::<I32Exit>() {
+        return if exit.0 == 0 {
+            Status::Succeeded
+        } else {
+            Status::Failed { kind: ErrorKind::FunctionError, message: format!("the function exited with code {}", exit.0) }
+        };
+    }
+    if memory_exceeded {
+        return Status::Failed {
+            kind: ErrorKind::OutOfMemory,
+            message: format!("the function exceeded its memory limit of {memory_mb} MB"),
+        };
+    }
+    if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+        return Status::Failed {
+            kind: ErrorKind::Timeout,
+            message: format!("the function timed out after {timeout_ms} ms"),
+        };
+    }
+    let text = format!("{e:#}");
+    if text.contains("write beyond capacity") {
+        return Status::Failed {
+            kind: ErrorKind::ResultTooLarge,
+            message: format!("the function's output exceeded {MAX_RESULT_BYTES} bytes"),
+        };
+    }
+    let first_line = text.lines().next().unwrap_or("trap").to_string();
+    let message = match e.downcast_ref::<Trap>() {
+        Some(trap) => format!("the function trapped: {trap}"),
+        None => format!("the function crashed: {first_line}"),
+    };
+    Status::Failed { kind: ErrorKind::Crashed, message }
+}
+
+/// stderr of a guest: keeps the tail, never refuses a write (a chatty function must not fail).
+#[derive(Clone)]
+struct LogPipe(Arc<Mutex<TailBuffer>>);
+
+impl IsTerminal for LogPipe {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogPipe {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl OutputStream for LogPipe {
+    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        self.0.lock().write(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(64 * 1024)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for LogPipe {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for LogPipe {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.0.lock().write(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
