@@ -1,1 +1,111 @@
-//! placeholder
+//! gust's HTTP surface: the native `/v1` JSON API, health and metrics.
+//!
+//! Handlers translate HTTP to [`gust_service::Service`] calls and back, nothing more: every
+//! business rule lives in the service. This is the only crate that knows HTTP status codes.
+//! Bodies are read through one bounded reader ([`body::read_bounded`]); no handler reads an
+//! unbounded body.
+
+mod body;
+mod error;
+mod native;
+mod views;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use gust_service::Service;
+
+pub use error::ApiError;
+
+/// What the HTTP layer needs besides the service.
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// Bearer token required on every `/v1` endpoint; `None` disables authentication
+    /// (allowed only on loopback; the binary enforces that).
+    pub token: Option<Arc<str>>,
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) service: Arc<Service>,
+    pub(crate) cfg: ApiConfig,
+}
+
+/// Builds the whole router (tests call it without a socket).
+pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
+    let state = AppState { service, cfg };
+    let v1 = native::routes().layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(v1)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such endpoint") })
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves. Sets TCP_NODELAY on every
+/// connection (headers and body are separate writes; Nagle would add ~40 ms).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn authenticate(State(state): State<AppState>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.cfg.token {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+            return ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "a valid bearer token is required")
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.service.store().snapshot_version().await {
+        Ok(_) => "ready".into_response(),
+        Err(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NotReady", &e.to_string()).into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, kind: &str, value: u64| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+    };
+    for (name, help, value) in state.service.metrics().snapshot() {
+        counter(name, help, "counter", value);
+    }
+    if let Ok(c) = state.service.store().counters().await {
+        counter("gust_store_fenced_completions_total", "Fenced completions refused by the store", "counter", c.fenced_completions);
+        counter("gust_store_fenced_renewals_total", "Fenced lease renewals refused by the store", "counter", c.fenced_renewals);
+    }
+    let exec = state.service.executor();
+    counter("gust_worker_free_slots", "Free execution slots on the local worker", "gauge", exec.free_slots() as u64);
+    counter("gust_worker_warm_environments", "Warm environments on the local worker", "gauge", exec.warm_environments() as u64);
+    counter("gust_running_attempts", "Attempts running on this process", "gauge", state.service.running_attempts() as u64);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

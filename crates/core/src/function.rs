@@ -64,15 +64,14 @@ impl RetryPolicy {
 }
 
 /// The configuration a user sets on a function. Frozen into every version published from it.
+/// Every field is optional on input; a missing field takes its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct FunctionSpec {
     pub runtime: Runtime,
     pub memory_mb: u32,
     pub timeout_ms: u64,
-    #[serde(default)]
     pub env: BTreeMap<String, String>,
-    #[serde(default)]
     pub retry: RetryPolicy,
 }
 

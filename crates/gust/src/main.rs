@@ -1,1 +1,23 @@
-fn main() {}
+//! `gust`: the composition root. One binary: the server (embedded shape: store, service, HTTP
+//! API and a local worker in one process) and the CLI that talks to it.
+
+mod cli;
+mod server;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match args.command {
+        cli::Command::Server(opts) => match server::run(opts) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gust server: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        command => cli::run(args.global, command),
+    }
+}

@@ -1,1 +1,135 @@
-//! placeholder
+//! gust's service layer: the one place the platform's business rules live. Both HTTP APIs
+//! (native `/v1` and, later, the AWS-compatible one) are thin translations onto [`Service`].
+//!
+//! - control plane: functions, code, versions, aliases (CAS on revisions, validated input);
+//! - admission: qualifier resolution, weighted routing, idempotency, durable async ingest;
+//! - execution: the hot path of a sync invocation, and the dispatcher that claims queued
+//!   work for the local worker, renews leases, completes with the attempt epoch, and sweeps
+//!   expired leases, due retries and too-old events.
+//!
+//! Architecture invariant: this crate talks to persistence only through `gust_store::Store`
+//! and to execution only through [`Executor`]; it knows no SQL, no HTTP and no wasmtime.
+
+mod cache;
+mod clock;
+mod control;
+mod dispatch;
+pub use dispatch::Background;
+mod error;
+mod invoke;
+mod metrics;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use gust_core::{Deployment, FunctionErrorBody, InvocationId, Runtime, WorkerId};
+use gust_store::Store;
+
+pub use clock::{Clock, SystemClock};
+pub use control::{CodeUploaded, FunctionView};
+pub use error::ServiceError;
+pub use invoke::{InvokeInput, Invoked, SyncOutcome};
+pub use metrics::Metrics;
+
+/// How one execution ended, as the service records it.
+#[derive(Debug, Clone)]
+pub struct Execution {
+    /// The function's result, or its error.
+    pub result: Result<Bytes, FunctionErrorBody>,
+    pub log: String,
+}
+
+/// Runs invocations: the local worker in the embedded shape.
+#[async_trait]
+pub trait Executor: Send + Sync + 'static {
+    /// Runs one invocation; waits for a free slot. Never fails: problems are outcomes.
+    async fn execute(&self, deployment: &Deployment, id: &InvocationId, payload: Bytes) -> Execution;
+    /// Slots free right now.
+    fn free_slots(&self) -> usize;
+    /// Validates and prepares code at upload, so that invalid code is refused before it is
+    /// stored and the first invocation does not compile.
+    async fn prepare_code(&self, runtime: Runtime, sha256: &str, code: Bytes) -> Result<(), String>;
+    /// Reaps idle environments; returns how many.
+    fn reap_idle(&self) -> usize;
+    /// Warm environments right now.
+    fn warm_environments(&self) -> usize;
+}
+
+/// Tunables of the service, each with a documented default.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The local worker's id (stable name plus a boot id).
+    pub worker_id: WorkerId,
+    /// Lease granted per attempt and renewed while it runs.
+    pub lease: Duration,
+    /// How often expired leases, due retries and old events are swept.
+    pub sweep_interval: Duration,
+    /// How often the dispatcher looks for queued work when nothing woke it.
+    pub poll_interval: Duration,
+    /// How often the control-plane cache checks the store's snapshot version (other servers
+    /// may write); a server's own writes invalidate the cache at once.
+    pub snapshot_poll_interval: Duration,
+    /// Most queued invocations claimed in one store call.
+    pub claim_batch: usize,
+}
+
+impl ServiceConfig {
+    pub fn new(worker_id: WorkerId) -> Self {
+        ServiceConfig {
+            worker_id,
+            lease: Duration::from_millis(gust_core::limits::DEFAULT_LEASE_MS as u64),
+            sweep_interval: Duration::from_millis(250),
+            poll_interval: Duration::from_millis(200),
+            snapshot_poll_interval: Duration::from_millis(500),
+            claim_batch: 64,
+        }
+    }
+}
+
+/// The platform's service layer. Cheap to share (`Arc`).
+pub struct Service {
+    store: Arc<dyn Store>,
+    executor: Arc<dyn Executor>,
+    clock: Arc<dyn Clock>,
+    cfg: ServiceConfig,
+    cache: cache::ControlCache,
+    dispatch: dispatch::DispatchState,
+    metrics: Metrics,
+}
+
+impl Service {
+    pub fn new(
+        store: Arc<dyn Store>,
+        executor: Arc<dyn Executor>,
+        clock: Arc<dyn Clock>,
+        cfg: ServiceConfig,
+    ) -> Arc<Self> {
+        Arc::new(Service {
+            store,
+            executor,
+            clock,
+            cfg,
+            cache: cache::ControlCache::default(),
+            dispatch: dispatch::DispatchState::default(),
+            metrics: Metrics::default(),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn worker_id(&self) -> &WorkerId {
+        &self.cfg.worker_id
+    }
+
+    pub fn executor(&self) -> &Arc<dyn Executor> {
+        &self.executor
+    }
+}

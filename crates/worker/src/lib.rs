@@ -1,1 +1,181 @@
-//! placeholder
+//! gust's worker: runs invocations of deployments on the local runtimes.
+//!
+//! It keeps environments warm (a prepared module per code hash), reaps the idle ones, bounds
+//! how many invocations run at once, and fetches code it does not have from an
+//! [`ArtifactSource`] (pull on miss; every artifact is verified by the source).
+//!
+//! Architecture invariant: the worker never opens the database. In the embedded shape its
+//! artifact source is the server's store; a remote worker's is the server's API.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use gust_core::{Deployment, ErrorKind, Runtime};
+use gust_runtime::wasm::{WasmConfig, WasmRuntime};
+use gust_runtime::{PrepareError, RunOutcome, RunRequest, Status};
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
+
+/// Invocations that may run at once on one worker.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
+/// A warm environment unused for this long is reaped.
+pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub max_concurrency: usize,
+    pub idle_ttl: Duration,
+    pub wasm: WasmConfig,
+}
+
+/// Where a worker gets code it does not have yet.
+#[async_trait]
+pub trait ArtifactSource: Send + Sync + 'static {
+    /// The artifact's bytes, already verified against `sha256`.
+    async fn artifact(&self, sha256: &str) -> Result<Bytes, String>;
+}
+
+/// Point-in-time view of the worker, for status endpoints and heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerLoad {
+    pub capacity: usize,
+    pub running: usize,
+    pub warm_environments: usize,
+}
+
+pub struct Worker {
+    wasm: Arc<WasmRuntime>,
+    source: Arc<dyn ArtifactSource>,
+    permits: Arc<Semaphore>,
+    capacity: usize,
+    idle_ttl: Duration,
+    /// Code hashes with a prepared environment, and when each was last used.
+    warm: Mutex<HashMap<String, Instant>>,
+    /// Serialises preparation per code hash so a burst of cold starts compiles once.
+    preparing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Worker {
+    pub fn new(cfg: WorkerConfig, source: Arc<dyn ArtifactSource>) -> Result<Arc<Self>, PrepareError> {
+        Ok(Arc::new(Worker {
+            wasm: WasmRuntime::new(cfg.wasm)?,
+            source,
+            permits: Arc::new(Semaphore::new(cfg.max_concurrency)),
+            capacity: cfg.max_concurrency,
+            idle_ttl: cfg.idle_ttl,
+            warm: Mutex::new(HashMap::new()),
+            preparing: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Validates and compiles code at upload time, so the first invocation is a warm-cache
+    /// start. Blocking work runs off the async runtime.
+    pub async fn prepare_code(&self, runtime: Runtime, sha256: &str, code: Bytes) -> Result<(), PrepareError> {
+        match runtime {
+            Runtime::Wasm => {
+                let wasm = self.wasm.clone();
+                let sha = sha256.to_string();
+                tokio::task::spawn_blocking(move || wasm.prepare(&sha, &code).map(|_| ()))
+                    .await
+                    .map_err(|e| PrepareError::Internal(format!("prepare task failed: {e}")))?
+            }
+        }
+    }
+
+    pub fn load(&self) -> WorkerLoad {
+        WorkerLoad {
+            capacity: self.capacity,
+            running: self.capacity - self.permits.available_permits(),
+            warm_environments: self.warm.lock().len(),
+        }
+    }
+
+    /// Slots free right now: how much queued work the dispatcher may claim.
+    pub fn free_slots(&self) -> usize {
+        self.permits.available_permits()
+    }
+
+    /// Whether an environment for this code is warm (placement prefers warm workers).
+    pub fn is_warm(&self, sha256: &str) -> bool {
+        self.warm.lock().contains_key(sha256)
+    }
+
+    /// Reaps environments idle for longer than the idle TTL (scale to zero). Returns how many.
+    pub fn reap_idle(&self) -> usize {
+        let now = Instant::now();
+        let mut warm = self.warm.lock();
+        let idle: Vec<String> =
+            warm.iter().filter(|(_, used)| now.duration_since(**used) > self.idle_ttl).map(|(k, _)| k.clone()).collect();
+        for sha in &idle {
+            warm.remove(sha);
+            self.wasm.evict(sha);
+        }
+        idle.len()
+    }
+
+    async fn ensure_prepared(&self, runtime: Runtime, sha256: &str) -> Result<Arc<gust_runtime::wasm::Prepared>, String> {
+        let Runtime::Wasm = runtime;
+        if let Some(p) = self.wasm.prepared(sha256) {
+            return Ok(p);
+        }
+        let lock = self.preparing.lock().entry(sha256.to_string()).or_default().clone();
+        let _guard = lock.lock().await;
+        if let Some(p) = self.wasm.prepared(sha256) {
+            return Ok(p);
+        }
+        let code = self.source.artifact(sha256).await.map_err(|e| format!("cannot fetch code: {e}"))?;
+        let wasm = self.wasm.clone();
+        let sha = sha256.to_string();
+        let prepared = tokio::task::spawn_blocking(move || wasm.prepare(&sha, &code))
+            .await
+            .map_err(|e| format!("prepare task failed: {e}"))?
+            .map_err(|e| e.to_string());
+        self.preparing.lock().remove(sha256);
+        prepared
+    }
+
+    /// Runs one invocation of `deployment` and returns its outcome. Waits for a free slot.
+    /// Never fails: every problem is an outcome the caller records.
+    pub async fn execute(&self, deployment: &Deployment, invocation_id: &str, payload: Bytes) -> RunOutcome {
+        let started = Instant::now();
+        let Ok(_permit) = self.permits.clone().acquire_owned().await else {
+            return failed(ErrorKind::InitError, "the worker is shutting down".into(), started);
+        };
+        let prepared = match self.ensure_prepared(deployment.spec.runtime, &deployment.code_sha256).await {
+            Ok(p) => p,
+            Err(message) => return failed(ErrorKind::InitError, message, started),
+        };
+        self.warm.lock().insert(deployment.code_sha256.clone(), Instant::now());
+        let wasm = self.wasm.clone();
+        let spec = deployment.spec.clone();
+        let function = deployment.function.clone();
+        let label = deployment.resolved.label();
+        let id = invocation_id.to_string();
+        let run = tokio::task::spawn_blocking(move || {
+            wasm.run(
+                &prepared,
+                RunRequest {
+                    function: &function,
+                    version_label: &label,
+                    invocation_id: &id,
+                    payload,
+                    env: &spec.env,
+                    memory_mb: spec.memory_mb,
+                    timeout_ms: spec.timeout_ms,
+                },
+            )
+        })
+        .await;
+        match run {
+            Ok(outcome) => outcome,
+            Err(e) => failed(ErrorKind::Crashed, format!("the runtime failed: {e}"), started),
+        }
+    }
+}
+
+fn failed(kind: ErrorKind, message: String, started: Instant) -> RunOutcome {
+    RunOutcome { status: Status::Failed { kind, message }, stdout: Bytes::new(), log: String::new(), duration: started.elapsed() }
+}

@@ -1,0 +1,63 @@
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use gust_service::ServiceError;
+use gust_store::Kind;
+use serde_json::json;
+
+/// An error as every endpoint reports it: a status and `{"error":{"code","message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: &str) -> Self {
+        ApiError { status, code, message: message.to_string() }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::BAD_REQUEST, code, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let message = e.to_string();
+        let (status, code) = match &e {
+            ServiceError::InvalidName(_) => (StatusCode::BAD_REQUEST, "InvalidName"),
+            ServiceError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "InvalidConfig"),
+            ServiceError::InvalidRouting(_) => (StatusCode::BAD_REQUEST, "InvalidRouting"),
+            ServiceError::InvalidCode(_) => (StatusCode::BAD_REQUEST, "InvalidCode"),
+            ServiceError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "InvalidRequest"),
+            ServiceError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "TooLarge"),
+            ServiceError::NotFound { kind, .. } => (
+                StatusCode::NOT_FOUND,
+                match kind {
+                    Kind::Function => "FunctionNotFound",
+                    Kind::Version => "VersionNotFound",
+                    Kind::Alias => "AliasNotFound",
+                    Kind::Invocation => "InvocationNotFound",
+                    Kind::Artifact => "ArtifactNotFound",
+                },
+            ),
+            ServiceError::RevisionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "RevisionMismatch"),
+            ServiceError::KeyMismatch { .. } => (StatusCode::CONFLICT, "IdempotencyKeyMismatch"),
+            ServiceError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+            ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
+            ServiceError::Internal(_) => {
+                tracing::error!(error = %message, "internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, "Internal")
+            }
+        };
+        ApiError { status, code, message }
+    }
+}

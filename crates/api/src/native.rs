@@ -1,0 +1,244 @@
+//! The native `/v1` API.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use gust_core::limits::{DEFAULT_PAGE_SIZE, MAX_CODE_BYTES, MAX_CONFIG_BODY_BYTES, MAX_SYNC_PAYLOAD_BYTES};
+use gust_core::{FunctionSpec, InvocationId, Mode, Routing, StateName};
+use gust_service::{InvokeInput, Invoked, SyncOutcome};
+use gust_store::InvocationFilter;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::body::{if_match, parse_json, read_bounded, require_content_type};
+use crate::{views, ApiError, AppState};
+
+type ApiResult = Result<Response, ApiError>;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/functions", get(list_functions))
+        .route("/v1/functions/{name}", put(put_function).get(get_function).delete(delete_function))
+        .route("/v1/functions/{name}/code", put(put_code))
+        .route("/v1/functions/{name}/versions", post(publish).get(list_versions))
+        .route("/v1/functions/{name}/aliases", get(list_aliases))
+        .route("/v1/functions/{name}/aliases/{alias}", put(put_alias).get(get_alias).delete(delete_alias))
+        .route("/v1/functions/{name}/invoke", post(invoke))
+        .route("/v1/functions/{name}/invocations", get(list_invocations))
+        .route("/v1/invocations/{id}", get(get_invocation))
+}
+
+const JSON: &[&str] = &["application/json"];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+async fn list_functions(State(s): State<AppState>, Query(page): Query<Page>) -> ApiResult {
+    let limit = page.limit.unwrap_or(DEFAULT_PAGE_SIZE);
+    let functions = s.service.list_functions(page.after.as_deref(), limit).await?;
+    let next = (functions.len() == limit).then(|| functions.last().map(|f| f.name.clone())).flatten();
+    let items: Vec<_> = functions.iter().map(views::function).collect();
+    Ok(Json(json!({ "functions": items, "next": next })).into_response())
+}
+
+async fn put_function(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    require_content_type(&headers, JSON)?;
+    let expect = if_match(&headers)?;
+    let bytes = read_bounded(body, MAX_CONFIG_BODY_BYTES, "the configuration").await?;
+    let spec: FunctionSpec = if bytes.is_empty() { FunctionSpec::default() } else { parse_json(&bytes)? };
+    let f = s.service.put_function(&name, spec, expect).await?;
+    Ok(Json(views::function(&f)).into_response())
+}
+
+async fn get_function(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let view = s.service.get_function(&name).await?;
+    let mut v = views::function(&view.config);
+    v["aliases"] = view.aliases.iter().map(views::alias).collect();
+    Ok(Json(v).into_response())
+}
+
+async fn delete_function(State(s): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> ApiResult {
+    let cancelled = s.service.delete_function(&name, if_match(&headers)?).await?;
+    Ok(Json(json!({ "deleted": name, "cancelled_invocations": cancelled })).into_response())
+}
+
+async fn put_code(State(s): State<AppState>, Path(name): Path<String>, headers: HeaderMap, body: Body) -> ApiResult {
+    require_content_type(&headers, &["application/wasm", "application/octet-stream", "application/zip"])?;
+    let expect = if_match(&headers)?;
+    let code = read_bounded(body, MAX_CODE_BYTES, "the code").await?;
+    let up = s.service.put_code(&name, code, expect).await?;
+    let mut v = views::function(&up.config);
+    v["size"] = json!(up.size);
+    Ok(Json(v).into_response())
+}
+
+async fn publish(State(s): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> ApiResult {
+    let v = s.service.publish(&name, if_match(&headers)?).await?;
+    Ok((StatusCode::CREATED, Json(views::version(&v))).into_response())
+}
+
+async fn list_versions(State(s): State<AppState>, Path(name): Path<String>, Query(page): Query<Page>) -> ApiResult {
+    let after = page
+        .after
+        .map(|a| a.parse::<u64>())
+        .transpose()
+        .map_err(|_| ApiError::bad_request("InvalidRequest", "after must be a version number"))?;
+    let limit = page.limit.unwrap_or(DEFAULT_PAGE_SIZE);
+    let versions = s.service.list_versions(&name, after, limit).await?;
+    let next = (versions.len() == limit).then(|| versions.last().map(|v| v.number.to_string())).flatten();
+    let items: Vec<_> = versions.iter().map(views::version).collect();
+    Ok(Json(json!({ "versions": items, "next": next })).into_response())
+}
+
+async fn list_aliases(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let aliases = s.service.list_aliases(&name).await?;
+    let items: Vec<_> = aliases.iter().map(views::alias).collect();
+    Ok(Json(json!({ "aliases": items })).into_response())
+}
+
+/// `{"version": N, "weights": {"M": 0.2}}`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AliasBody {
+    version: u64,
+    #[serde(default)]
+    weights: std::collections::BTreeMap<String, f64>,
+}
+
+async fn put_alias(
+    State(s): State<AppState>,
+    Path((name, alias)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    require_content_type(&headers, JSON)?;
+    let expect = if_match(&headers)?;
+    let bytes = read_bounded(body, MAX_CONFIG_BODY_BYTES, "the alias").await?;
+    let parsed: AliasBody = parse_json(&bytes)?;
+    let mut routing = Routing::single(parsed.version);
+    for (v, w) in parsed.weights {
+        let v = v
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request("InvalidRouting", format!("weight key {v:?} is not a version number")))?;
+        routing.weights.insert(v, w);
+    }
+    let a = s.service.put_alias(&name, &alias, routing, expect).await?;
+    Ok(Json(views::alias(&a)).into_response())
+}
+
+async fn get_alias(State(s): State<AppState>, Path((name, alias)): Path<(String, String)>) -> ApiResult {
+    Ok(Json(views::alias(&s.service.get_alias(&name, &alias).await?)).into_response())
+}
+
+async fn delete_alias(
+    State(s): State<AppState>,
+    Path((name, alias)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    s.service.delete_alias(&name, &alias, if_match(&headers)?).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvokeQuery {
+    qualifier: Option<String>,
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| v.to_str().map_err(|_| ApiError::bad_request("InvalidRequest", format!("{name} must be ASCII"))))
+        .transpose()
+}
+
+async fn invoke(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<InvokeQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let mode = match header_str(&headers, "invocation-type")? {
+        None => Mode::Sync,
+        Some(t) => Mode::parse(&t.to_ascii_lowercase()).ok_or_else(|| {
+            ApiError::bad_request("InvalidRequest", "Invocation-Type must be sync or async")
+        })?,
+    };
+    let idempotency_key = header_str(&headers, "idempotency-key")?.map(str::to_string);
+    // Read up to the sync limit; the service applies the (smaller) async limit with a message.
+    let payload = read_bounded(body, MAX_SYNC_PAYLOAD_BYTES, "the payload").await?;
+    let input = InvokeInput { function: name, qualifier: q.qualifier, payload, mode, idempotency_key };
+    match s.service.invoke(input).await? {
+        Invoked::Accepted { id, existing: _ } => {
+            let mut resp = (StatusCode::ACCEPTED, Json(json!({ "invocation_id": id }))).into_response();
+            resp.headers_mut().insert("gust-invocation-id", header_value(&id.0));
+            Ok(resp)
+        }
+        Invoked::Completed { id, executed_version, outcome, log: _ } => {
+            let mut resp = match outcome {
+                SyncOutcome::Succeeded(out) => {
+                    ([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response()
+                }
+                SyncOutcome::Failed(err) => {
+                    let mut r = Json(&err).into_response();
+                    r.headers_mut().insert("gust-function-error", header_value(err.error_type.as_str()));
+                    r
+                }
+            };
+            resp.headers_mut().insert("gust-invocation-id", header_value(&id.0));
+            resp.headers_mut().insert("gust-executed-version", header_value(&executed_version));
+            Ok(resp)
+        }
+    }
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvocationQuery {
+    state: Option<String>,
+    before: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_invocations(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<InvocationQuery>,
+) -> ApiResult {
+    let state = q
+        .state
+        .map(|st| {
+            StateName::parse(&st).ok_or_else(|| {
+                ApiError::bad_request("InvalidRequest", format!("unknown state {st:?}; use one of {:?}", StateName::ALL))
+            })
+        })
+        .transpose()?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE_SIZE);
+    let filter = InvocationFilter { state, before: q.before.map(InvocationId), limit };
+    let records = s.service.list_invocations(&name, filter).await?;
+    let next = (records.len() == limit).then(|| records.last().map(|r| r.request.id.0.clone())).flatten();
+    let items: Vec<_> = records.iter().map(|r| views::invocation(r, false)).collect();
+    Ok(Json(json!({ "invocations": items, "next": next })).into_response())
+}
+
+async fn get_invocation(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let rec = s.service.get_invocation(&id).await?;
+    Ok(Json(views::invocation(&rec, true)).into_response())
+}

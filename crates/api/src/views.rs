@@ -1,0 +1,130 @@
+//! The JSON shapes of the native API.
+
+use gust_core::{Alias, FunctionConfig, InvocationRecord, State, Version};
+use serde_json::{json, Value};
+
+pub(crate) fn function(f: &FunctionConfig) -> Value {
+    json!({
+        "name": f.name,
+        "runtime": f.spec.runtime,
+        "memory_mb": f.spec.memory_mb,
+        "timeout_ms": f.spec.timeout_ms,
+        "env": f.spec.env,
+        "retry": f.spec.retry,
+        "code_sha256": f.code_sha256,
+        "revision": f.revision,
+        "created_at": f.created_at,
+        "updated_at": f.updated_at,
+    })
+}
+
+pub(crate) fn version(v: &Version) -> Value {
+    json!({
+        "function": v.function,
+        "version": v.number,
+        "runtime": v.spec.runtime,
+        "memory_mb": v.spec.memory_mb,
+        "timeout_ms": v.spec.timeout_ms,
+        "env": v.spec.env,
+        "retry": v.spec.retry,
+        "code_sha256": v.code_sha256,
+        "from_revision": v.from_revision,
+        "created_at": v.created_at,
+    })
+}
+
+pub(crate) fn alias(a: &Alias) -> Value {
+    let weights: serde_json::Map<String, Value> =
+        a.routing.weights.iter().map(|(v, w)| (v.to_string(), json!(w))).collect();
+    json!({
+        "function": a.function,
+        "name": a.name,
+        "version": a.routing.version,
+        "weights": weights,
+        "revision": a.revision,
+        "updated_at": a.updated_at,
+    })
+}
+
+/// An invocation with its lifecycle, outcome and log. The result is shown as text when it is
+/// UTF-8 and as base64 otherwise.
+pub(crate) fn invocation(r: &InvocationRecord, with_payload: bool) -> Value {
+    let req = &r.request;
+    let lc = &r.lifecycle;
+    let (worker, lease_expires_at, not_before) = match &lc.state {
+        State::Running { worker, lease_expires_at } => (Some(worker.0.as_str()), Some(*lease_expires_at), None),
+        State::Placed { worker, .. } => (Some(worker.0.as_str()), None, None),
+        State::RetryWait { not_before } => (None, None, Some(*not_before)),
+        State::Queued | State::Succeeded | State::Failed | State::Expired => (None, None, None),
+    };
+    let mut v = json!({
+        "invocation_id": req.id,
+        "function": req.function,
+        "qualifier": req.qualifier,
+        "executed_version": req.resolved.label(),
+        "mode": req.mode,
+        "idempotency_key": req.idempotency_key,
+        "state": lc.state.name(),
+        "attempts": lc.attempt_epoch,
+        "function_errors": lc.function_errors,
+        "lost_attempts": lc.lost_attempts,
+        "worker": worker,
+        "lease_expires_at": lease_expires_at,
+        "not_before": not_before,
+        "received_at": req.received_at,
+        "updated_at": r.updated_at,
+        "finished_at": r.finished_at,
+        "error": r.error,
+        "log": r.log,
+    });
+    let obj = v.as_object_mut().expect("an object");
+    put_bytes(obj, "result", r.result.as_deref());
+    if with_payload {
+        put_bytes(obj, "payload", Some(&req.payload));
+    }
+    v
+}
+
+fn put_bytes(obj: &mut serde_json::Map<String, Value>, key: &str, bytes: Option<&[u8]>) {
+    match bytes.map(std::str::from_utf8) {
+        None => {
+            obj.insert(key.to_string(), Value::Null);
+        }
+        Some(Ok(text)) => {
+            obj.insert(key.to_string(), Value::String(text.to_string()));
+        }
+        Some(Err(_)) => {
+            obj.insert(key.to_string(), Value::Null);
+            obj.insert(format!("{key}_base64"), Value::String(base64(bytes.unwrap_or_default())));
+        }
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_rfc4648() {
+        assert_eq!(super::base64(b""), "");
+        assert_eq!(super::base64(b"f"), "Zg==");
+        assert_eq!(super::base64(b"fo"), "Zm8=");
+        assert_eq!(super::base64(b"foo"), "Zm9v");
+        assert_eq!(super::base64(b"foobar"), "Zm9vYmFy");
+    }
+}

@@ -1,0 +1,425 @@
+//! The `gust` command line: every command except `server` is a client of the `/v1` API.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use serde_json::{json, Value};
+
+use crate::server::ServerOpts;
+
+#[derive(Parser, Debug)]
+#[command(name = "gust", version, about = "gust: a self-hosted serverless compute platform")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug)]
+pub struct Global {
+    /// The gust server to talk to.
+    #[arg(long, global = true, env = "GUST_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Bearer token for the server's API.
+    #[arg(long, global = true, env = "GUST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a gust server (embedded shape: SQLite store, API and a local worker).
+    Server(ServerOpts),
+    /// Create or update a function's configuration and upload its code.
+    Deploy(DeployArgs),
+    /// Publish $LATEST as a new immutable version.
+    Publish { name: String },
+    /// Point an alias at a version, optionally routing a share of traffic to another.
+    Alias(AliasArgs),
+    /// Invoke a function: NAME or NAME:QUALIFIER ($LATEST, a version number or an alias).
+    Invoke(InvokeArgs),
+    /// Show one invocation: state, attempts, result, error and log.
+    Invocation { id: String },
+    /// List functions.
+    Functions {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// List a function's published versions.
+    Versions { name: String },
+    /// Delete a function, its versions and aliases.
+    Delete { name: String },
+    /// Show a function's recent invocations with their logs.
+    Logs {
+        name: String,
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// Only invocations in this state (e.g. FAILED).
+        #[arg(long)]
+        state: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    pub name: String,
+    /// The code artifact (a WASI command module for the wasm runtime).
+    #[arg(long)]
+    pub code: std::path::PathBuf,
+    #[arg(long, default_value = "wasm")]
+    pub runtime: String,
+    /// Memory limit in MB.
+    #[arg(long)]
+    pub memory: Option<u32>,
+    /// Timeout in milliseconds.
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Environment variable, KEY=VALUE (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Async retries after a function error (0-2).
+    #[arg(long)]
+    pub max_retries: Option<u32>,
+    /// Maximum age of an async event in seconds.
+    #[arg(long)]
+    pub max_event_age: Option<u64>,
+    /// Delay before the first async retry in milliseconds (doubles after).
+    #[arg(long)]
+    pub retry_delay: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct AliasArgs {
+    pub name: String,
+    pub alias: String,
+    /// The primary version.
+    #[arg(long)]
+    pub version: u64,
+    /// Extra version and its share of traffic, VERSION=WEIGHT (repeatable).
+    #[arg(long = "weight", value_name = "VERSION=WEIGHT")]
+    pub weights: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct InvokeArgs {
+    /// NAME or NAME:QUALIFIER.
+    pub target: String,
+    /// The event, inline (JSON or any text).
+    #[arg(long, conflicts_with = "payload_file")]
+    pub payload: Option<String>,
+    /// The event, from a file (- for stdin).
+    #[arg(long)]
+    pub payload_file: Option<std::path::PathBuf>,
+    /// Queue the invocation and print its id instead of waiting for the result.
+    #[arg(long = "async")]
+    pub is_async: bool,
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+/// A CLI failure: a message and an exit code (2 usage/transport/API errors).
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+struct Api {
+    client: Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Api {
+    fn new(g: &Global) -> Result<Self, Failure> {
+        let client = Client::builder().timeout(Duration::from_secs(16 * 60)).build()?;
+        Ok(Api { client, base: g.server.trim_end_matches('/').to_string(), token: g.token.clone() })
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        let rb = self.client.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    /// Sends and turns a non-2xx answer into the server's error message.
+    fn send(&self, rb: RequestBuilder) -> Result<Response, Failure> {
+        let resp = rb.send().map_err(|e| Failure(format!("cannot reach the gust server at {}: {e}", self.base)))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body: Value = resp.json().unwrap_or(Value::Null);
+        let code = body["error"]["code"].as_str().unwrap_or("Error");
+        let message = body["error"]["message"].as_str().unwrap_or("(no message)");
+        Err(Failure(format!("{message} ({code}, HTTP {})", status.as_u16())))
+    }
+
+    fn json(&self, rb: RequestBuilder) -> Result<Value, Failure> {
+        Ok(self.send(rb)?.json()?)
+    }
+}
+
+pub fn run(global: Global, command: Command) -> ExitCode {
+    match execute(&global, command) {
+        Ok(code) => code,
+        Err(Failure(msg)) => {
+            eprintln!("gust: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print(global: &Global, v: &Value, text: impl FnOnce(&Value) -> String) {
+    match global.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+        Output::Text => println!("{}", text(v)),
+    }
+}
+
+fn kv(s: &str, what: &str) -> Result<(String, String), Failure> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| Failure(format!("{what} must look like KEY=VALUE, got {s:?}")))
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
+    let api = Api::new(g)?;
+    use reqwest::Method;
+    match command {
+        Command::Server(_) => unreachable!("main handles the server"),
+        Command::Deploy(a) => {
+            let code = std::fs::read(&a.code).map_err(|e| Failure(format!("cannot read {}: {e}", a.code.display())))?;
+            let mut spec = json!({ "runtime": a.runtime });
+            if let Some(m) = a.memory {
+                spec["memory_mb"] = json!(m);
+            }
+            if let Some(t) = a.timeout {
+                spec["timeout_ms"] = json!(t);
+            }
+            let env: serde_json::Map<String, Value> =
+                a.env.iter().map(|e| kv(e, "--env").map(|(k, v)| (k, json!(v)))).collect::<Result<_, _>>()?;
+            spec["env"] = Value::Object(env);
+            let mut retry = serde_json::Map::new();
+            if let Some(r) = a.max_retries {
+                retry.insert("max_retries".into(), json!(r));
+            }
+            if let Some(r) = a.max_event_age {
+                retry.insert("max_event_age_s".into(), json!(r));
+            }
+            if let Some(r) = a.retry_delay {
+                retry.insert("base_delay_ms".into(), json!(r));
+            }
+            spec["retry"] = Value::Object(retry);
+            let path = format!("/v1/functions/{}", enc(&a.name));
+            api.json(api.req(Method::PUT, &path).json(&spec))?;
+            let v = api.json(
+                api.req(Method::PUT, &format!("{path}/code"))
+                    .header("content-type", "application/octet-stream")
+                    .body(code),
+            )?;
+            print(g, &v, |v| {
+                format!(
+                    "deployed {} (revision {}, code sha256 {})",
+                    v["name"].as_str().unwrap_or("?"),
+                    v["revision"],
+                    v["code_sha256"].as_str().unwrap_or("?")
+                )
+            });
+        }
+        Command::Publish { name } => {
+            let v = api.json(api.req(Method::POST, &format!("/v1/functions/{}/versions", enc(&name))))?;
+            print(g, &v, |v| format!("published {} version {}", name, v["version"]));
+        }
+        Command::Alias(a) => {
+            let weights: serde_json::Map<String, Value> = a
+                .weights
+                .iter()
+                .map(|w| {
+                    let (v, w) = kv(w, "--weight")?;
+                    let w: f64 = w.parse().map_err(|_| Failure(format!("weight {w:?} is not a number")))?;
+                    Ok((v, json!(w)))
+                })
+                .collect::<Result<_, Failure>>()?;
+            let body = json!({ "version": a.version, "weights": weights });
+            let path = format!("/v1/functions/{}/aliases/{}", enc(&a.name), enc(&a.alias));
+            let v = api.json(api.req(Method::PUT, &path).json(&body))?;
+            print(g, &v, |v| format!("alias {}:{} -> version {} {}", a.name, a.alias, v["version"], v["weights"]));
+        }
+        Command::Invoke(a) => return invoke(g, &api, a),
+        Command::Invocation { id } => {
+            let v = api.json(api.req(Method::GET, &format!("/v1/invocations/{}", enc(&id))))?;
+            print(g, &v, invocation_text);
+        }
+        Command::Functions { limit } => {
+            let v = api.json(api.req(Method::GET, &format!("/v1/functions?limit={limit}")))?;
+            print(g, &v, |v| {
+                let mut out = format!("{:<32} {:<8} {:>8} {:>10} {:>9}", "NAME", "RUNTIME", "MEMORY", "TIMEOUT", "REVISION");
+                for f in v["functions"].as_array().into_iter().flatten() {
+                    out.push_str(&format!(
+                        "\n{:<32} {:<8} {:>6}MB {:>8}ms {:>9}",
+                        f["name"].as_str().unwrap_or("?"),
+                        f["runtime"].as_str().unwrap_or("?"),
+                        f["memory_mb"],
+                        f["timeout_ms"],
+                        f["revision"]
+                    ));
+                }
+                out
+            });
+        }
+        Command::Versions { name } => {
+            let v = api.json(api.req(Method::GET, &format!("/v1/functions/{}/versions?limit=1000", enc(&name))))?;
+            print(g, &v, |v| {
+                let mut out = format!("{:<8} {:<66} {:>8}", "VERSION", "CODE SHA256", "MEMORY");
+                for x in v["versions"].as_array().into_iter().flatten() {
+                    out.push_str(&format!(
+                        "\n{:<8} {:<66} {:>6}MB",
+                        x["version"],
+                        x["code_sha256"].as_str().unwrap_or("?"),
+                        x["memory_mb"]
+                    ));
+                }
+                out
+            });
+        }
+        Command::Delete { name } => {
+            let v = api.json(api.req(Method::DELETE, &format!("/v1/functions/{}", enc(&name))))?;
+            print(g, &v, |v| format!("deleted {name} ({} pending invocations cancelled)", v["cancelled_invocations"]));
+        }
+        Command::Logs { name, limit, state } => {
+            let mut path = format!("/v1/functions/{}/invocations?limit={limit}", enc(&name));
+            if let Some(s) = state {
+                path.push_str(&format!("&state={}", enc(&s)));
+            }
+            let v = api.json(api.req(Method::GET, &path))?;
+            print(g, &v, |v| {
+                let items = v["invocations"].as_array().cloned().unwrap_or_default();
+                if items.is_empty() {
+                    return "no invocations".to_string();
+                }
+                items.iter().map(invocation_text).collect::<Vec<_>>().join("\n\n")
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn invocation_text(v: &Value) -> String {
+    let mut out = format!(
+        "invocation {}\n  function  {}:{} (ran {})\n  mode      {}\n  state     {} after {} attempt(s)",
+        v["invocation_id"].as_str().unwrap_or("?"),
+        v["function"].as_str().unwrap_or("?"),
+        v["qualifier"].as_str().unwrap_or("?"),
+        v["executed_version"].as_str().unwrap_or("?"),
+        v["mode"].as_str().unwrap_or("?"),
+        v["state"].as_str().unwrap_or("?"),
+        v["attempts"],
+    );
+    if let Some(r) = v["result"].as_str() {
+        out.push_str(&format!("\n  result    {r}"));
+    }
+    if v["error"].is_object() {
+        out.push_str(&format!(
+            "\n  error     {}: {}",
+            v["error"]["errorType"].as_str().unwrap_or("?"),
+            v["error"]["errorMessage"].as_str().unwrap_or("?")
+        ));
+    }
+    let log = v["log"].as_str().unwrap_or("");
+    if !log.is_empty() {
+        out.push_str("\n  log:");
+        for line in log.lines() {
+            out.push_str(&format!("\n    {line}"));
+        }
+    }
+    out
+}
+
+fn invoke(g: &Global, api: &Api, a: InvokeArgs) -> Result<ExitCode, Failure> {
+    let (name, qualifier) = match a.target.split_once(':') {
+        Some((n, q)) => (n.to_string(), Some(q.to_string())),
+        None => (a.target.clone(), None),
+    };
+    let payload: Vec<u8> = match (&a.payload, &a.payload_file) {
+        (Some(p), _) => p.clone().into_bytes(),
+        (None, Some(f)) if f.as_os_str() == "-" => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+            buf
+        }
+        (None, Some(f)) => std::fs::read(f).map_err(|e| Failure(format!("cannot read {}: {e}", f.display())))?,
+        (None, None) => b"{}".to_vec(),
+    };
+    let mut path = format!("/v1/functions/{}/invoke", enc(&name));
+    if let Some(q) = &qualifier {
+        path.push_str(&format!("?qualifier={}", enc(q)));
+    }
+    let mut rb = api
+        .req(reqwest::Method::POST, &path)
+        .header("invocation-type", if a.is_async { "async" } else { "sync" })
+        .header("content-type", "application/json")
+        .body(payload);
+    if let Some(k) = &a.idempotency_key {
+        rb = rb.header("idempotency-key", k);
+    }
+    let resp = api.send(rb)?;
+    let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let id = header("gust-invocation-id").unwrap_or_default();
+    if a.is_async {
+        let v: Value = resp.json()?;
+        print(g, &v, |v| v["invocation_id"].as_str().unwrap_or("?").to_string());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let function_error = header("gust-function-error");
+    let version = header("gust-executed-version").unwrap_or_default();
+    let body = resp.bytes()?;
+    match g.output {
+        Output::Json => {
+            let v = json!({
+                "invocation_id": id,
+                "executed_version": version,
+                "function_error": function_error,
+                "body": String::from_utf8_lossy(&body),
+            });
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        Output::Text => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&body)?;
+            if !body.ends_with(b"\n") {
+                out.write_all(b"\n")?;
+            }
+        }
+    }
+    if let Some(kind) = function_error {
+        eprintln!("gust: function error ({kind}) in invocation {id}");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,156 @@
+//! `gust server`: wires the embedded shape together and serves it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use async_trait::async_trait;
+use bytes::Bytes;
+use gust_core::{Deployment, FunctionErrorBody, InvocationId, Runtime, WorkerId};
+use gust_runtime::wasm::{WasmConfig, DEFAULT_MAX_INSTANCES};
+use gust_runtime::Status;
+use gust_service::{Execution, Executor, Service, ServiceConfig, SystemClock};
+use gust_store::{SqliteOptions, SqliteStore, Store};
+use gust_worker::{ArtifactSource, Worker, WorkerConfig, DEFAULT_IDLE_TTL, DEFAULT_MAX_CONCURRENCY};
+
+#[derive(clap::Args, Debug)]
+pub struct ServerOpts {
+    /// Where the embedded store keeps its database, artifacts and compiled modules.
+    #[arg(long, env = "GUST_DATA_DIR", default_value = "./.gust")]
+    pub data_dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port; the chosen address is printed).
+    #[arg(long, env = "GUST_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Bearer token required on the /v1 API. Required unless listening on loopback.
+    #[arg(long, env = "GUST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Invocations the local worker runs at once.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENCY)]
+    pub max_concurrency: usize,
+    /// Seconds a warm environment may stay idle before it is reaped.
+    #[arg(long, default_value_t = DEFAULT_IDLE_TTL.as_secs())]
+    pub idle_ttl_s: u64,
+    /// Lease of an attempt in milliseconds, renewed while it runs.
+    #[arg(long, default_value_t = gust_core::limits::DEFAULT_LEASE_MS as u64)]
+    pub lease_ms: u64,
+    /// Commit with synchronous=NORMAL: survives a process crash but may lose the last
+    /// acknowledged writes on power loss. Default is an fsync per group commit.
+    #[arg(long)]
+    pub no_fsync: bool,
+}
+
+/// The store, as the local worker's source of code.
+struct StoreArtifacts(Arc<dyn Store>);
+
+#[async_trait]
+impl ArtifactSource for StoreArtifacts {
+    async fn artifact(&self, sha256: &str) -> Result<Bytes, String> {
+        self.0.get_artifact(sha256).await.map_err(|e| e.to_string())
+    }
+}
+
+/// The local worker, as the service's executor.
+struct LocalExecutor(Arc<Worker>);
+
+#[async_trait]
+impl Executor for LocalExecutor {
+    async fn execute(&self, deployment: &Deployment, id: &InvocationId, payload: Bytes) -> Execution {
+        let out = self.0.execute(deployment, &id.0, payload).await;
+        let result = match out.status {
+            Status::Succeeded => Ok(out.stdout),
+            Status::Failed { kind, message } => Err(FunctionErrorBody { error_type: kind, error_message: message }),
+        };
+        Execution { result, log: out.log }
+    }
+
+    fn free_slots(&self) -> usize {
+        self.0.free_slots()
+    }
+
+    async fn prepare_code(&self, runtime: Runtime, sha256: &str, code: Bytes) -> Result<(), String> {
+        self.0.prepare_code(runtime, sha256, code).await.map_err(|e| e.to_string())
+    }
+
+    fn reap_idle(&self) -> usize {
+        self.0.reap_idle()
+    }
+
+    fn warm_environments(&self) -> usize {
+        self.0.load().warm_environments
+    }
+}
+
+pub fn run(opts: ServerOpts) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if opts.token.is_none() && !opts.listen.ip().is_loopback() {
+        bail!("refusing to listen on {} without --token: the API would be open to the network", opts.listen);
+    }
+    if opts.max_concurrency == 0 || opts.lease_ms < 300 {
+        bail!("--max-concurrency must be at least 1 and --lease-ms at least 300");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(serve(opts))
+}
+
+async fn serve(opts: ServerOpts) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&opts.data_dir, SqliteOptions { fsync_every_commit: !opts.no_fsync })
+            .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?,
+    );
+    let worker = Worker::new(
+        WorkerConfig {
+            max_concurrency: opts.max_concurrency,
+            idle_ttl: Duration::from_secs(opts.idle_ttl_s),
+            wasm: WasmConfig {
+                cache_dir: opts.data_dir.join("modules"),
+                max_instances: DEFAULT_MAX_INSTANCES.max(opts.max_concurrency as u32),
+            },
+        },
+        Arc::new(StoreArtifacts(store.clone())),
+    )
+    .context("starting the local worker")?;
+    let boot = uuid::Uuid::now_v7().simple().to_string();
+    let mut cfg = ServiceConfig::new(WorkerId(format!("local-{}", &boot[boot.len() - 12..])));
+    cfg.lease = Duration::from_millis(opts.lease_ms);
+    let service = Service::new(store, Arc::new(LocalExecutor(worker)), Arc::new(SystemClock), cfg);
+    let _background = service.start();
+    let router = gust_api::router(
+        service.clone(),
+        gust_api::ApiConfig { token: opts.token.map(|t| Arc::<str>::from(t.as_str())) },
+    );
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("binding {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(data_dir = %opts.data_dir.display(), worker = %service.worker_id(), "gust server started");
+    // Tests and scripts read this line to learn the port.
+    println!("gust listening on http://{addr}");
+    gust_api::serve(listener, router, shutdown_signal()).await?;
+    tracing::info!("gust server stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,181 @@
+//! The control plane: functions, code, versions and aliases. Every write is validated in full
+//! before the store is touched, and is one CAS-guarded store transaction.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gust_core::limits::{MAX_CODE_BYTES, MAX_PAGE_SIZE};
+use gust_core::names::{validate_alias_name, validate_function_name};
+use gust_core::{Alias, FunctionConfig, FunctionSpec, InvocationId, InvocationRecord, Routing, Version};
+use gust_store::{InvocationFilter, Kind};
+
+use crate::{Service, ServiceError};
+
+type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+/// A function as `GET /v1/functions/{name}` shows it.
+#[derive(Debug, Clone)]
+pub struct FunctionView {
+    pub config: FunctionConfig,
+    pub aliases: Vec<Alias>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CodeUploaded {
+    pub config: FunctionConfig,
+    pub sha256: String,
+    pub size: usize,
+}
+
+fn not_found(kind: Kind, name: impl Into<String>) -> ServiceError {
+    ServiceError::NotFound { kind, name: name.into() }
+}
+
+impl Service {
+    pub async fn put_function(&self, name: &str, spec: FunctionSpec, expect: Option<u64>) -> Result<FunctionConfig> {
+        validate_function_name(name)?;
+        spec.validate()?;
+        let now = self.clock.now();
+        let result = self.store.put_function(name, spec, expect, now).await;
+        self.cache.invalidate();
+        Ok(result?)
+    }
+
+    /// Stores new code for a function: validated and compiled first, then stored by sha256,
+    /// then `$LATEST` points at it. Invalid code leaves nothing behind.
+    pub async fn put_code(&self, name: &str, code: Bytes, expect: Option<u64>) -> Result<CodeUploaded> {
+        validate_function_name(name)?;
+        if code.len() > MAX_CODE_BYTES {
+            return Err(ServiceError::TooLarge { what: "code", size: code.len(), limit: MAX_CODE_BYTES });
+        }
+        if code.is_empty() {
+            return Err(ServiceError::InvalidCode("the code is empty".into()));
+        }
+        let function = self.store.get_function(name).await?.ok_or_else(|| not_found(Kind::Function, name))?;
+        if let Some(expected) = expect {
+            if expected != function.revision {
+                return Err(ServiceError::RevisionMismatch { expected, actual: function.revision });
+            }
+        }
+        let sha256 = gust_store::sha256_hex(&code);
+        let size = code.len();
+        self.executor
+            .prepare_code(function.spec.runtime, &sha256, code.clone())
+            .await
+            .map_err(ServiceError::InvalidCode)?;
+        self.store.put_artifact(code).await?;
+        let result = self.store.set_function_code(name, &sha256, expect, self.clock.now()).await;
+        self.cache.invalidate();
+        Ok(CodeUploaded { config: result?, sha256, size })
+    }
+
+    pub async fn get_function(&self, name: &str) -> Result<FunctionView> {
+        validate_function_name(name)?;
+        let config = self.store.get_function(name).await?.ok_or_else(|| not_found(Kind::Function, name))?;
+        let aliases = self.store.list_aliases(name).await?;
+        Ok(FunctionView { config, aliases })
+    }
+
+    pub async fn list_functions(&self, after: Option<&str>, limit: usize) -> Result<Vec<FunctionConfig>> {
+        Ok(self.store.list_functions(after, limit.clamp(1, MAX_PAGE_SIZE)).await?)
+    }
+
+    /// Deletes a function, its versions and aliases; its pending invocations fail.
+    pub async fn delete_function(&self, name: &str, expect: Option<u64>) -> Result<u64> {
+        validate_function_name(name)?;
+        let result = self.store.delete_function(name, expect, self.clock.now()).await;
+        self.cache.invalidate();
+        Ok(result?)
+    }
+
+    pub async fn publish(&self, name: &str, expect: Option<u64>) -> Result<Version> {
+        validate_function_name(name)?;
+        let result = self.store.publish_version(name, expect, self.clock.now()).await;
+        self.cache.invalidate();
+        Ok(result?)
+    }
+
+    pub async fn list_versions(&self, name: &str, after: Option<u64>, limit: usize) -> Result<Vec<Version>> {
+        validate_function_name(name)?;
+        self.store.get_function(name).await?.ok_or_else(|| not_found(Kind::Function, name))?;
+        Ok(self.store.list_versions(name, after, limit.clamp(1, MAX_PAGE_SIZE)).await?)
+    }
+
+    pub async fn put_alias(&self, name: &str, alias: &str, routing: Routing, expect: Option<u64>) -> Result<Alias> {
+        validate_function_name(name)?;
+        validate_alias_name(alias)?;
+        routing.validate()?;
+        let result = self.store.put_alias(name, alias, routing, expect, self.clock.now()).await;
+        self.cache.invalidate();
+        Ok(result?)
+    }
+
+    pub async fn get_alias(&self, name: &str, alias: &str) -> Result<Alias> {
+        validate_function_name(name)?;
+        validate_alias_name(alias)?;
+        self.store.get_alias(name, alias).await?.ok_or_else(|| not_found(Kind::Alias, format!("{name}:{alias}")))
+    }
+
+    pub async fn list_aliases(&self, name: &str) -> Result<Vec<Alias>> {
+        validate_function_name(name)?;
+        self.store.get_function(name).await?.ok_or_else(|| not_found(Kind::Function, name))?;
+        Ok(self.store.list_aliases(name).await?)
+    }
+
+    pub async fn delete_alias(&self, name: &str, alias: &str, expect: Option<u64>) -> Result<()> {
+        validate_function_name(name)?;
+        validate_alias_name(alias)?;
+        let result = self.store.delete_alias(name, alias, expect, self.clock.now()).await;
+        self.cache.invalidate();
+        Ok(result?)
+    }
+
+    pub async fn get_invocation(&self, id: &str) -> Result<InvocationRecord> {
+        let valid = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+        if !valid {
+            return Err(not_found(Kind::Invocation, id.chars().take(80).collect::<String>()));
+        }
+        self.store
+            .get_invocation(&InvocationId(id.to_string()))
+            .await?
+            .ok_or_else(|| not_found(Kind::Invocation, id))
+    }
+
+    pub async fn list_invocations(&self, name: &str, mut filter: InvocationFilter) -> Result<Vec<InvocationRecord>> {
+        validate_function_name(name)?;
+        filter.limit = filter.limit.clamp(1, MAX_PAGE_SIZE);
+        Ok(self.store.list_invocations(name, filter).await?)
+    }
+
+    /// Drops cached control-plane state if the store's snapshot moved (another server wrote).
+    pub async fn refresh_snapshot(&self) -> Result<u64> {
+        let v = self.store.snapshot_version().await?;
+        self.cache.observe_snapshot(v);
+        Ok(v)
+    }
+
+    pub(crate) async fn cached_function(&self, name: &str) -> Result<Arc<FunctionConfig>> {
+        if let Some(f) = self.cache.function(name) {
+            return Ok(f);
+        }
+        let generation = self.cache.generation();
+        let f = Arc::new(self.store.get_function(name).await?.ok_or_else(|| not_found(Kind::Function, name))?);
+        self.cache.insert_function(generation, f.clone());
+        Ok(f)
+    }
+
+    pub(crate) async fn cached_alias(&self, name: &str, alias: &str) -> Result<Arc<Alias>> {
+        if let Some(a) = self.cache.alias(name, alias) {
+            return Ok(a);
+        }
+        let generation = self.cache.generation();
+        let a = Arc::new(
+            self.store
+                .get_alias(name, alias)
+                .await?
+                .ok_or_else(|| not_found(Kind::Alias, format!("{name}:{alias}")))?,
+        );
+        self.cache.insert_alias(generation, a.clone());
+        Ok(a)
+    }
+}

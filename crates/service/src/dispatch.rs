@@ -1,0 +1,218 @@
+//! The local worker's side of the lifecycle: claim queued work, run it, renew leases while it
+//! runs, complete with the attempt epoch; and the sweeper that recovers expired leases, due
+//! retries and too-old events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use gust_core::{AttemptOutcome, InvocationId, Lifecycle, Rejected};
+use gust_store::{Claimed, Completion, StoreError};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::{Execution, Metrics, Service};
+
+/// Sweeps between two reaps of idle environments.
+const SWEEPS_PER_REAP: u32 = 40;
+
+pub(crate) struct DispatchState {
+    /// Attempts this process is running: invocation id → attempt epoch (renewed together).
+    running: Mutex<HashMap<InvocationId, u64>>,
+    wake: Notify,
+    pub(crate) write_behind: Arc<Semaphore>,
+}
+
+impl Default for DispatchState {
+    fn default() -> Self {
+        DispatchState {
+            running: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            write_behind: Arc::new(Semaphore::new(crate::invoke::write_behind_permits())),
+        }
+    }
+}
+
+/// The background tasks of a service; aborted when dropped.
+pub struct Background {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Service {
+    /// Starts the dispatcher, lease renewer, sweeper and snapshot poller.
+    pub fn start(self: &Arc<Self>) -> Background {
+        let tasks = vec![
+            tokio::spawn(self.clone().dispatcher()),
+            tokio::spawn(self.clone().renewer()),
+            tokio::spawn(self.clone().sweeper()),
+            tokio::spawn(self.clone().snapshot_poller()),
+        ];
+        Background { tasks }
+    }
+
+    pub(crate) fn wake_dispatcher(&self) {
+        self.dispatch.wake.notify_one();
+    }
+
+    pub(crate) fn track_attempt(&self, id: &InvocationId, epoch: u64) {
+        self.dispatch.running.lock().insert(id.clone(), epoch);
+    }
+
+    /// Attempts running on this process right now.
+    pub fn running_attempts(&self) -> usize {
+        self.dispatch.running.lock().len()
+    }
+
+    /// Guarded completion of an attempt this process ran. A refusal means the attempt was
+    /// fenced (or the invocation already ended): its result is dropped.
+    pub(crate) async fn finish_attempt(
+        &self,
+        id: &InvocationId,
+        epoch: u64,
+        exec: Execution,
+    ) -> Result<Lifecycle, StoreError> {
+        self.dispatch.running.lock().remove(id);
+        self.count_attempt(&exec);
+        let (outcome, result, error) = match exec.result {
+            Ok(out) => (AttemptOutcome::Succeeded, Some(out), None),
+            Err(e) => (AttemptOutcome::FunctionError, None, Some(e)),
+        };
+        let completion = Completion { id: id.clone(), epoch, outcome, result, error, log: exec.log };
+        let r = self.store.complete(completion, self.clock.now()).await;
+        match &r {
+            Ok(_) => {}
+            Err(StoreError::Rejected(Rejected::Fenced { current, given })) => {
+                Metrics::inc(&self.metrics.fenced_completions);
+                tracing::warn!(%id, given, current, "completion refused: the attempt was fenced; dropping its result");
+            }
+            Err(StoreError::Rejected(other)) => {
+                tracing::info!(%id, reason = %other, "completion refused; dropping its result");
+            }
+            Err(e) => tracing::error!(%id, error = %e, "completion failed; the lease will expire and recover it"),
+        }
+        r
+    }
+
+    async fn dispatcher(self: Arc<Self>) {
+        loop {
+            let free = self.executor.free_slots().min(self.cfg.claim_batch);
+            let mut claimed_all = false;
+            if free > 0 {
+                let now = self.clock.now();
+                let lease_until = now + self.cfg.lease.as_millis() as i64;
+                match self.store.claim_queued(&self.cfg.worker_id, free, lease_until, now).await {
+                    Ok(claimed) => {
+                        claimed_all = claimed.len() == free;
+                        for c in claimed {
+                            self.track_attempt(&c.request.id, c.epoch);
+                            tokio::spawn(self.clone().run_claimed(c));
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "claiming queued invocations failed"),
+                }
+            }
+            if claimed_all {
+                // More work is likely waiting; yield, then claim again.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                _ = self.dispatch.wake.notified() => {}
+                _ = tokio::time::sleep(self.cfg.poll_interval) => {}
+            }
+        }
+    }
+
+    async fn run_claimed(self: Arc<Self>, claimed: Claimed) {
+        let req = &claimed.request;
+        let exec = match self.deployment(&req.function, req.resolved).await {
+            Ok(Some(d)) => self.executor.execute(&d, &req.id, req.payload.clone()).await,
+            Ok(None) => Execution {
+                result: Err(gust_core::FunctionErrorBody {
+                    error_type: gust_core::ErrorKind::InitError,
+                    error_message: format!("{}:{} no longer exists", req.function, req.resolved.label()),
+                }),
+                log: String::new(),
+            },
+            Err(e) => {
+                // Leave the attempt to its lease: it is retried once the store is reachable.
+                tracing::error!(id = %req.id, error = %e, "cannot load the deployment");
+                self.dispatch.running.lock().remove(&req.id);
+                return;
+            }
+        };
+        let _ = self.finish_attempt(&req.id, claimed.epoch, exec).await;
+        self.wake_dispatcher();
+    }
+
+    async fn renewer(self: Arc<Self>) {
+        let every = self.cfg.lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            let attempts: Vec<(InvocationId, u64)> =
+                self.dispatch.running.lock().iter().map(|(id, epoch)| (id.clone(), *epoch)).collect();
+            if attempts.is_empty() {
+                continue;
+            }
+            let now = self.clock.now();
+            let until = now + self.cfg.lease.as_millis() as i64;
+            match self.store.renew_leases(&self.cfg.worker_id, attempts.clone(), until, now).await {
+                Ok(results) => {
+                    for ((id, epoch), r) in attempts.into_iter().zip(results) {
+                        if let Err(Rejected::Fenced { .. } | Rejected::NotOwner) = r {
+                            Metrics::inc(&self.metrics.fenced_renewals);
+                            tracing::warn!(%id, epoch, "lease renewal refused: the attempt was fenced");
+                            let mut running = self.dispatch.running.lock();
+                            if running.get(&id) == Some(&epoch) {
+                                running.remove(&id);
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "lease renewal failed"),
+            }
+        }
+    }
+
+    async fn sweeper(self: Arc<Self>) {
+        let mut sweeps = 0u32;
+        loop {
+            tokio::time::sleep(self.cfg.sweep_interval).await;
+            match self.store.recover(self.clock.now()).await {
+                Ok(r) => {
+                    Metrics::add(&self.metrics.recovered_leases, r.requeued + r.lost);
+                    Metrics::add(&self.metrics.expired_events, r.expired);
+                    if r.requeued + r.retries_due + r.unplaced > 0 {
+                        self.wake_dispatcher();
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "recovery sweep failed"),
+            }
+            sweeps += 1;
+            if sweeps % SWEEPS_PER_REAP == 0 {
+                let reaped = self.executor.reap_idle();
+                if reaped > 0 {
+                    tracing::debug!(reaped, "reaped idle environments");
+                }
+            }
+        }
+    }
+
+    async fn snapshot_poller(self: Arc<Self>) {
+        loop {
+            if let Err(e) = self.refresh_snapshot().await {
+                tracing::warn!(error = %e, "snapshot poll failed");
+            }
+            tokio::time::sleep(self.cfg.snapshot_poll_interval).await;
+        }
+    }
+}
+

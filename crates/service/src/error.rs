@@ -1,0 +1,47 @@
+use gust_core::names::NameError;
+use gust_core::{InvocationId, RoutingError, SpecError};
+use gust_store::{Kind, StoreError};
+use thiserror::Error;
+
+/// Everything a service call can refuse, in the user's terms. The API maps each variant to
+/// one HTTP status; nothing here knows HTTP.
+#[derive(Debug, Clone, Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    #[error(transparent)]
+    InvalidConfig(#[from] SpecError),
+    #[error(transparent)]
+    InvalidRouting(#[from] RoutingError),
+    #[error("{0}")]
+    InvalidCode(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge { what: &'static str, size: usize, limit: usize },
+    #[error("{} {name} not found", kind.as_str())]
+    NotFound { kind: Kind, name: String },
+    #[error("revision mismatch: expected {expected}, current is {actual}")]
+    RevisionMismatch { expected: u64, actual: u64 },
+    #[error("idempotency key was already used for invocation {existing} with a different qualifier or payload")]
+    KeyMismatch { existing: InvocationId },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { kind, name } => ServiceError::NotFound { kind, name },
+            StoreError::RevisionMismatch { expected, actual } => ServiceError::RevisionMismatch { expected, actual },
+            StoreError::KeyMismatch { existing } => ServiceError::KeyMismatch { existing },
+            StoreError::Invalid(msg) => ServiceError::Conflict(msg),
+            StoreError::Rejected(r) => ServiceError::Conflict(r.to_string()),
+            e @ (StoreError::Corrupt(_) | StoreError::Backend(_)) => ServiceError::Internal(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! Admission and the hot path of an invocation.
+//!
+//! # The hot path (sync invocation, embedded shape, no idempotency key)
+//!
+//! Budget: **zero store round trips** before the reply, **zero payload copies** (the body is a
+//! `Bytes` shared with the runtime's stdin), one sha256 over the payload (the fingerprint a
+//! retried key is checked against), one uuid, a few small allocations, and the runtime's own
+//! cost (one pooled instantiation). Resolution reads the control-plane cache; the invocation's
+//! record is written behind, batched by the store's group commit, because a keyless sync
+//! caller holds the truth (DESIGN.md, "What must be durable").
+//!
+//! With an `Idempotency-Key` the key is reserved durably first (one group-committed write) so
+//! a retried request can never run the function twice; async invocations are acknowledged only
+//! after their group commit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gust_core::limits::{MAX_ASYNC_PAYLOAD_BYTES, MAX_SYNC_PAYLOAD_BYTES};
+use gust_core::names::validate_function_name;
+use gust_core::{
+    Deployment, ErrorKind, FunctionErrorBody, InvocationId, InvocationRecord, InvocationRequest, Lifecycle, Mode,
+    Qualifier, Resolved, State,
+};
+use gust_store::{Inserted, Kind, NewInvocation, StoreError};
+use sha2::{Digest, Sha256};
+
+use crate::{Execution, Metrics, Service, ServiceError};
+
+type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+/// Longest idempotency key accepted.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
+/// Keyless sync records waiting to be written behind; past this they are dropped (and counted).
+const MAX_WRITE_BEHIND_IN_FLIGHT: usize = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct InvokeInput {
+    pub function: String,
+    /// `None` means `$LATEST`.
+    pub qualifier: Option<String>,
+    pub payload: Bytes,
+    pub mode: Mode,
+    pub idempotency_key: Option<String>,
+}
+
+/// How a sync invocation ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SyncOutcome {
+    Succeeded(Bytes),
+    Failed(FunctionErrorBody),
+}
+
+#[derive(Debug, Clone)]
+pub enum Invoked {
+    /// A sync invocation finished (just now, or earlier for a repeated idempotency key).
+    Completed { id: InvocationId, executed_version: String, outcome: SyncOutcome, log: String },
+    /// An async invocation is durably queued (or was, for a repeated idempotency key).
+    Accepted { id: InvocationId, existing: bool },
+}
+
+fn fingerprint(qualifier: &str, payload: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(qualifier.as_bytes());
+    h.update([0]);
+    h.update(payload);
+    hex::encode(h.finalize())
+}
+
+/// The outcome a finished record shows a sync caller; `None` while it is not finished.
+pub(crate) fn outcome_of(rec: &InvocationRecord) -> Option<SyncOutcome> {
+    match rec.lifecycle.state {
+        State::Succeeded => Some(SyncOutcome::Succeeded(rec.result.clone().unwrap_or_default())),
+        State::Failed | State::Expired => Some(SyncOutcome::Failed(rec.error.clone().unwrap_or(FunctionErrorBody {
+            error_type: ErrorKind::FunctionError,
+            error_message: "the invocation failed".into(),
+        }))),
+        State::Queued | State::Placed { .. } | State::Running { .. } | State::RetryWait { .. } => None,
+    }
+}
+
+impl Service {
+    /// Admits one invocation: validates, resolves the qualifier to one concrete version,
+    /// applies idempotency, then runs it (sync) or queues it durably (async).
+    pub async fn invoke(self: &Arc<Self>, input: InvokeInput) -> Result<Invoked> {
+        validate_function_name(&input.function)?;
+        let qualifier = Qualifier::parse(input.qualifier.as_deref())?;
+        let limit = match input.mode {
+            Mode::Sync => MAX_SYNC_PAYLOAD_BYTES,
+            Mode::Async => MAX_ASYNC_PAYLOAD_BYTES,
+        };
+        if input.payload.len() > limit {
+            return Err(ServiceError::TooLarge { what: "payload", size: input.payload.len(), limit });
+        }
+        if let Some(key) = &input.idempotency_key {
+            let printable = key.bytes().all(|b| (0x21..=0x7e).contains(&b));
+            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES || !printable {
+                return Err(ServiceError::InvalidRequest(format!(
+                    "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_BYTES} printable ASCII characters"
+                )));
+            }
+        }
+        let deployment = self.resolve(&input.function, &qualifier).await?;
+        let request = InvocationRequest {
+            id: InvocationId(uuid::Uuid::now_v7().to_string()),
+            function: input.function,
+            fingerprint: fingerprint(&qualifier.as_string(), &input.payload),
+            qualifier: qualifier.as_string(),
+            resolved: deployment.resolved,
+            payload: input.payload,
+            mode: input.mode,
+            idempotency_key: input.idempotency_key,
+            received_at: self.clock.now(),
+            retry: deployment.spec.retry,
+        };
+        match (request.mode, request.idempotency_key.is_some()) {
+            (Mode::Async, _) => self.enqueue(request).await,
+            (Mode::Sync, false) => Ok(self.run_sync_unrecorded(&deployment, request).await),
+            (Mode::Sync, true) => self.run_sync_keyed(&deployment, request).await,
+        }
+    }
+
+    /// Resolves a qualifier to the immutable deployment it names right now.
+    async fn resolve(&self, function: &str, qualifier: &Qualifier) -> Result<Arc<Deployment>> {
+        let config = self.cached_function(function).await?;
+        let resolved = match qualifier {
+            Qualifier::Latest => {
+                if config.code_sha256.is_none() {
+                    return Err(ServiceError::Conflict(format!(
+                        "function {function} has no code yet: upload code before invoking it"
+                    )));
+                }
+                Resolved::Latest { revision: config.revision }
+            }
+            Qualifier::Version(n) => Resolved::Version(*n),
+            Qualifier::Alias(alias) => {
+                let alias = self.cached_alias(function, alias).await?;
+                Resolved::Version(alias.routing.pick(rand::random::<f64>()))
+            }
+        };
+        self.deployment(function, resolved).await?.ok_or_else(|| ServiceError::NotFound {
+            kind: Kind::Version,
+            name: format!("{function}:{}", resolved.label()),
+        })
+    }
+
+    /// The immutable deployment of a resolved version (cached).
+    pub(crate) async fn deployment(&self, function: &str, resolved: Resolved) -> Result<Option<Arc<Deployment>>> {
+        if let Some(d) = self.cache.deployment(function, resolved) {
+            return Ok(Some(d));
+        }
+        let generation = self.cache.generation();
+        let Some(d) = self.store.get_deployment(function, resolved).await? else { return Ok(None) };
+        let d = Arc::new(d);
+        self.cache.insert_deployment(generation, d.clone());
+        Ok(Some(d))
+    }
+
+    async fn enqueue(&self, request: InvocationRequest) -> Result<Invoked> {
+        let id = request.id.clone();
+        let new = NewInvocation { request, lifecycle: Lifecycle::queued() };
+        let inserted = self.store.insert_invocations(vec![new]).await?.pop();
+        match inserted {
+            Some(Ok(Inserted::Created)) => {
+                Metrics::inc(&self.metrics.async_invocations);
+                self.wake_dispatcher();
+                Ok(Invoked::Accepted { id, existing: false })
+            }
+            Some(Ok(Inserted::Existing(rec))) => Ok(Invoked::Accepted { id: rec.request.id, existing: true }),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(ServiceError::Internal("the store answered an empty batch".into())),
+        }
+    }
+
+    /// The hot path: run now, answer, write the record behind.
+    async fn run_sync_unrecorded(&self, deployment: &Deployment, request: InvocationRequest) -> Invoked {
+        Metrics::inc(&self.metrics.sync_invocations);
+        let exec = self.executor.execute(deployment, &request.id, request.payload.clone()).await;
+        self.count_attempt(&exec);
+        let now = self.clock.now();
+        let (state, result, error, outcome) = match &exec.result {
+            Ok(out) => (State::Succeeded, Some(out.clone()), None, SyncOutcome::Succeeded(out.clone())),
+            Err(e) => (State::Failed, None, Some(e.clone()), SyncOutcome::Failed(e.clone())),
+        };
+        let id = request.id.clone();
+        let record = InvocationRecord {
+            request,
+            lifecycle: Lifecycle { state, attempt_epoch: 1, function_errors: 0, lost_attempts: 0 },
+            result,
+            error,
+            log: exec.log.clone(),
+            updated_at: now,
+            finished_at: Some(now),
+        };
+        self.write_behind(record);
+        Invoked::Completed { id, executed_version: deployment.resolved.label(), outcome, log: exec.log }
+    }
+
+    fn write_behind(&self, record: InvocationRecord) {
+        let Ok(permit) = self.dispatch.write_behind.clone().try_acquire_owned() else {
+            Metrics::inc(&self.metrics.records_dropped);
+            return;
+        };
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.record_finished(vec![record]).await {
+                tracing::warn!(error = %e, "could not record a sync invocation");
+            }
+            drop(permit);
+        });
+    }
+
+    /// Sync with an idempotency key: reserve the key durably (already claimed by this worker,
+    /// epoch 1), run, complete with the epoch. A repeated key returns the first outcome.
+    async fn run_sync_keyed(&self, deployment: &Deployment, request: InvocationRequest) -> Result<Invoked> {
+        let (id, payload) = (request.id.clone(), request.payload.clone());
+        let lease_until = self.clock.now() + self.cfg.lease.as_millis() as i64;
+        let new = NewInvocation { request, lifecycle: Lifecycle::claimed(self.cfg.worker_id.clone(), lease_until) };
+        let inserted = self.store.insert_invocations(vec![new]).await?.pop();
+        let existing = match inserted {
+            Some(Ok(Inserted::Created)) => None,
+            Some(Ok(Inserted::Existing(rec))) => Some(rec),
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err(ServiceError::Internal("the store answered an empty batch".into())),
+        };
+        if let Some(existing) = existing {
+            return self.await_outcome(*existing).await;
+        }
+        Metrics::inc(&self.metrics.sync_invocations);
+        self.track_attempt(&id, 1);
+        let exec = self.executor.execute(deployment, &id, payload).await;
+        let log = exec.log.clone();
+        let finished = self.finish_attempt(&id, 1, exec.clone()).await;
+        match finished {
+            Ok(_) => Ok(Invoked::Completed {
+                id,
+                executed_version: deployment.resolved.label(),
+                outcome: match exec.result {
+                    Ok(out) => SyncOutcome::Succeeded(out),
+                    Err(e) => SyncOutcome::Failed(e),
+                },
+                log,
+            }),
+            // Our attempt was fenced (e.g. the lease expired while this process was paused):
+            // the stored outcome is the one outcome, so report that.
+            Err(StoreError::Rejected(_)) => {
+                let rec = self.store.get_invocation(&id).await?.ok_or_else(|| ServiceError::Internal("vanished".into()))?;
+                self.await_outcome(rec).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits until an invocation has its terminal outcome, polling the store (another request,
+    /// possibly on another server, is running it).
+    async fn await_outcome(&self, mut rec: InvocationRecord) -> Result<Invoked> {
+        let timeout = self
+            .deployment(&rec.request.function, rec.request.resolved)
+            .await
+            .ok()
+            .flatten()
+            .map_or(gust_core::limits::MAX_TIMEOUT_MS, |d| d.spec.timeout_ms);
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(timeout)
+            + self.cfg.lease * 2
+            + Duration::from_secs(5);
+        let mut wait = Duration::from_millis(5);
+        loop {
+            if let Some(outcome) = outcome_of(&rec) {
+                return Ok(Invoked::Completed {
+                    id: rec.request.id,
+                    executed_version: rec.request.resolved.label(),
+                    outcome,
+                    log: rec.log,
+                });
+            }
+            if rec.request.mode == Mode::Async {
+                return Ok(Invoked::Accepted { id: rec.request.id, existing: true });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ServiceError::Conflict(format!(
+                    "invocation {} with this idempotency key is still running",
+                    rec.request.id
+                )));
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(100));
+            rec = self
+                .store
+                .get_invocation(&rec.request.id)
+                .await?
+                .ok_or_else(|| ServiceError::Internal("an invocation vanished".into()))?;
+        }
+    }
+
+    pub(crate) fn count_attempt(&self, exec: &Execution) {
+        match exec.result {
+            Ok(_) => Metrics::inc(&self.metrics.attempts_succeeded),
+            Err(_) => Metrics::inc(&self.metrics.attempts_failed),
+        }
+    }
+}
+
+pub(crate) fn write_behind_permits() -> usize {
+    MAX_WRITE_BEHIND_IN_FLIGHT
+}
