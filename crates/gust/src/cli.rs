@@ -284,9 +284,9 @@ fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
                         "\n{:<32} {:<8} {:>6}MB {:>8}ms {:>9}",
                         f["name"].as_str().unwrap_or("?"),
                         f["runtime"].as_str().unwrap_or("?"),
-                        f["memory_mb"],
-                        f["timeout_ms"],
-                        f["revision"]
+                        f["memory_mb"].to_string(),
+                        f["timeout_ms"].to_string(),
+                        f["revision"].to_string()
                     ));
                 }
                 out
@@ -299,9 +299,9 @@ fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
                 for x in v["versions"].as_array().into_iter().flatten() {
                     out.push_str(&format!(
                         "\n{:<8} {:<66} {:>6}MB",
-                        x["version"],
+                        x["version"].to_string(),
                         x["code_sha256"].as_str().unwrap_or("?"),
-                        x["memory_mb"]
+                        x["memory_mb"].to_string()
                     ));
                 }
                 out

@@ -1,0 +1,158 @@
+//! Black-box test harness: starts the real `gust` binary on 127.0.0.1:0 and talks HTTP to it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{Client, Response};
+use serde_json::{json, Value};
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/../../tests/fixtures/{name}.wat", env!("CARGO_MANIFEST_DIR"));
+    wat::parse_file(&path).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+pub fn example(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/../../examples/{name}/{name}.wasm", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// A running `gust server`, killed (SIGKILL) when dropped.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    client: Client,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gust"))
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("GUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn gust server");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
+        let url = line
+            .trim()
+            .strip_prefix("gust listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        let client = Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        Server { child, url, data_dir: data_dir.to_path_buf(), client }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// kill -9, and wait for the process to be gone.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.client.get(format!("{}{path}", self.url)).send().unwrap()
+    }
+
+    pub fn put_json(&self, path: &str, body: &Value) -> Response {
+        self.client.put(format!("{}{path}", self.url)).json(body).send().unwrap()
+    }
+
+    pub fn put_bytes(&self, path: &str, body: Vec<u8>) -> Response {
+        self.client
+            .put(format!("{}{path}", self.url))
+            .header("content-type", "application/wasm")
+            .body(body)
+            .send()
+            .unwrap()
+    }
+
+    pub fn post(&self, path: &str) -> Response {
+        self.client.post(format!("{}{path}", self.url)).send().unwrap()
+    }
+
+    pub fn delete(&self, path: &str) -> Response {
+        self.client.delete(format!("{}{path}", self.url)).send().unwrap()
+    }
+
+    /// Creates (or replaces) a function with `config` and uploads `code`.
+    pub fn deploy(&self, name: &str, config: Value, code: Vec<u8>) -> Value {
+        let r = self.put_json(&format!("/v1/functions/{name}"), &config);
+        assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+        let r = self.put_bytes(&format!("/v1/functions/{name}/code"), code);
+        assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+        r.json().unwrap()
+    }
+
+    pub fn publish(&self, name: &str) -> u64 {
+        let r = self.post(&format!("/v1/functions/{name}/versions"));
+        assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+        r.json::<Value>().unwrap()["version"].as_u64().unwrap()
+    }
+
+    /// Invokes; `headers` adds e.g. ("invocation-type", "async").
+    pub fn invoke(&self, name: &str, qualifier: Option<&str>, payload: &[u8], headers: &[(&str, &str)]) -> Response {
+        let mut url = format!("{}/v1/functions/{name}/invoke", self.url);
+        if let Some(q) = qualifier {
+            url.push_str(&format!("?qualifier={q}"));
+        }
+        let mut rb = self.client.post(url).body(payload.to_vec());
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        rb.send().unwrap()
+    }
+
+    pub fn invocation(&self, id: &str) -> Value {
+        let r = self.get(&format!("/v1/invocations/{id}"));
+        assert_eq!(r.status(), 200);
+        r.json().unwrap()
+    }
+
+    /// Polls an invocation until it reaches a terminal state or `timeout` passes.
+    pub fn wait_terminal(&self, id: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // A keyless sync invocation's record is written behind: 404 until it lands.
+            let r = self.get(&format!("/v1/invocations/{id}"));
+            let v: Value = if r.status() == 404 { Value::Null } else { r.json().unwrap() };
+            if matches!(v["state"].as_str(), Some("SUCCEEDED" | "FAILED" | "EXPIRED")) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "invocation {id} did not finish: {v}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `{"error":{"code":..}}` of a response, asserting its status.
+pub fn error_code(r: Response, status: u16) -> String {
+    assert_eq!(r.status().as_u16(), status, "unexpected status");
+    let v: Value = r.json().expect("error body is JSON");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    v["error"]["code"].as_str().unwrap().to_string()
+}
+
+pub fn wasm_config(timeout_ms: u64) -> Value {
+    json!({ "runtime": "wasm", "memory_mb": 64, "timeout_ms": timeout_ms })
+}
