@@ -17,7 +17,8 @@ pub(crate) async fn read_bounded(body: Body, limit: usize, what: &str) -> Result
     let mut buf = BytesMut::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::bad_request("InvalidBody", format!("cannot read the body: {e}")))?;
+        let frame =
+            frame.map_err(|e| ApiError::bad_request("InvalidBody", format!("cannot read the body: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
         total += data.len();
         if total > limit {
@@ -56,7 +57,8 @@ pub(crate) fn require_content_type(headers: &HeaderMap, allowed: &[&str]) -> Res
 
 /// Parses a JSON body into `T` with a message that names the problem.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request("InvalidJson", format!("malformed JSON body: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request("InvalidJson", format!("malformed JSON body: {e}")))
 }
 
 /// The revision an `If-Match` header names, if any (`5` or `"5"`).

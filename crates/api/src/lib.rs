@@ -66,15 +66,24 @@ pub async fn serve(
         .await
 }
 
-async fn authenticate(State(state): State<AppState>, headers: HeaderMap, req: Request, next: Next) -> Response {
+async fn authenticate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
     if let Some(token) = &state.cfg.token {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
-            return ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "a valid bearer token is required")
-                .into_response();
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "a valid bearer token is required",
+            )
+            .into_response();
         }
     }
     next.run(req).await
@@ -100,12 +109,37 @@ async fn metrics(State(state): State<AppState>) -> Response {
         counter(name, help, "counter", value);
     }
     if let Ok(c) = state.service.store().counters().await {
-        counter("gust_store_fenced_completions_total", "Fenced completions refused by the store", "counter", c.fenced_completions);
-        counter("gust_store_fenced_renewals_total", "Fenced lease renewals refused by the store", "counter", c.fenced_renewals);
+        counter(
+            "gust_store_fenced_completions_total",
+            "Fenced completions refused by the store",
+            "counter",
+            c.fenced_completions,
+        );
+        counter(
+            "gust_store_fenced_renewals_total",
+            "Fenced lease renewals refused by the store",
+            "counter",
+            c.fenced_renewals,
+        );
     }
     let exec = state.service.executor();
-    counter("gust_worker_free_slots", "Free execution slots on the local worker", "gauge", exec.free_slots() as u64);
-    counter("gust_worker_warm_environments", "Warm environments on the local worker", "gauge", exec.warm_environments() as u64);
-    counter("gust_running_attempts", "Attempts running on this process", "gauge", state.service.running_attempts() as u64);
+    counter(
+        "gust_worker_free_slots",
+        "Free execution slots on the local worker",
+        "gauge",
+        exec.free_slots() as u64,
+    );
+    counter(
+        "gust_worker_warm_environments",
+        "Warm environments on the local worker",
+        "gauge",
+        exec.warm_environments() as u64,
+    );
+    counter(
+        "gust_running_attempts",
+        "Attempts running on this process",
+        "gauge",
+        state.service.running_attempts() as u64,
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

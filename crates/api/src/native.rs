@@ -69,12 +69,21 @@ async fn get_function(State(s): State<AppState>, Path(name): Path<String>) -> Ap
     Ok(Json(v).into_response())
 }
 
-async fn delete_function(State(s): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> ApiResult {
+async fn delete_function(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
     let cancelled = s.service.delete_function(&name, if_match(&headers)?).await?;
     Ok(Json(json!({ "deleted": name, "cancelled_invocations": cancelled })).into_response())
 }
 
-async fn put_code(State(s): State<AppState>, Path(name): Path<String>, headers: HeaderMap, body: Body) -> ApiResult {
+async fn put_code(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
     require_content_type(&headers, &["application/wasm", "application/octet-stream", "application/zip"])?;
     let expect = if_match(&headers)?;
     let code = read_bounded(body, MAX_CODE_BYTES, "the code").await?;
@@ -89,7 +98,11 @@ async fn publish(State(s): State<AppState>, Path(name): Path<String>, headers: H
     Ok((StatusCode::CREATED, Json(views::version(&v))).into_response())
 }
 
-async fn list_versions(State(s): State<AppState>, Path(name): Path<String>, Query(page): Query<Page>) -> ApiResult {
+async fn list_versions(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Query(page): Query<Page>,
+) -> ApiResult {
     let after = page
         .after
         .map(|a| a.parse::<u64>())
@@ -129,9 +142,9 @@ async fn put_alias(
     let parsed: AliasBody = parse_json(&bytes)?;
     let mut routing = Routing::single(parsed.version);
     for (v, w) in parsed.weights {
-        let v = v
-            .parse::<u64>()
-            .map_err(|_| ApiError::bad_request("InvalidRouting", format!("weight key {v:?} is not a version number")))?;
+        let v = v.parse::<u64>().map_err(|_| {
+            ApiError::bad_request("InvalidRouting", format!("weight key {v:?} is not a version number"))
+        })?;
         routing.weights.insert(v, w);
     }
     let a = s.service.put_alias(&name, &alias, routing, expect).await?;
@@ -160,7 +173,9 @@ struct InvokeQuery {
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
     headers
         .get(name)
-        .map(|v| v.to_str().map_err(|_| ApiError::bad_request("InvalidRequest", format!("{name} must be ASCII"))))
+        .map(|v| {
+            v.to_str().map_err(|_| ApiError::bad_request("InvalidRequest", format!("{name} must be ASCII")))
+        })
         .transpose()
 }
 
@@ -226,7 +241,10 @@ async fn list_invocations(
         .state
         .map(|st| {
             StateName::parse(&st).ok_or_else(|| {
-                ApiError::bad_request("InvalidRequest", format!("unknown state {st:?}; use one of {:?}", StateName::ALL))
+                ApiError::bad_request(
+                    "InvalidRequest",
+                    format!("unknown state {st:?}; use one of {:?}", StateName::ALL),
+                )
             })
         })
         .transpose()?;

@@ -52,7 +52,9 @@ pub(crate) fn invocation(r: &InvocationRecord, with_payload: bool) -> Value {
     let req = &r.request;
     let lc = &r.lifecycle;
     let (worker, lease_expires_at, not_before) = match &lc.state {
-        State::Running { worker, lease_expires_at } => (Some(worker.0.as_str()), Some(*lease_expires_at), None),
+        State::Running { worker, lease_expires_at } => {
+            (Some(worker.0.as_str()), Some(*lease_expires_at), None)
+        }
         State::Placed { worker, .. } => (Some(worker.0.as_str()), None, None),
         State::RetryWait { not_before } => (None, None, Some(*not_before)),
         State::Queued | State::Succeeded | State::Failed | State::Expired => (None, None, None),

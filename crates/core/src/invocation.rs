@@ -204,11 +204,23 @@ pub enum AttemptOutcome {
 /// Something that happens to an invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Place { worker: WorkerId },
+    Place {
+        worker: WorkerId,
+    },
     PlacementTimedOut,
-    Claim { worker: WorkerId, lease_expires_at: Millis },
-    RenewLease { worker: WorkerId, epoch: u64, lease_expires_at: Millis },
-    Complete { epoch: u64, outcome: AttemptOutcome },
+    Claim {
+        worker: WorkerId,
+        lease_expires_at: Millis,
+    },
+    RenewLease {
+        worker: WorkerId,
+        epoch: u64,
+        lease_expires_at: Millis,
+    },
+    Complete {
+        epoch: u64,
+        outcome: AttemptOutcome,
+    },
     LeaseExpired,
     RetryDue,
     Expire,
@@ -472,7 +484,8 @@ mod tests {
         );
         let running = claim(&c, &placed, "a", 2);
         assert_eq!(running.attempt_epoch, 1);
-        let done = apply(&c, &running, &Event::Complete { epoch: 1, outcome: AttemptOutcome::Succeeded }, 3).unwrap();
+        let done = apply(&c, &running, &Event::Complete { epoch: 1, outcome: AttemptOutcome::Succeeded }, 3)
+            .unwrap();
         assert_eq!(done.state, State::Succeeded);
         // Exactly one terminal outcome: a second completion is refused.
         assert_eq!(
@@ -503,9 +516,13 @@ mod tests {
         let c = ctx(Mode::Async);
         let running = claim(&c, &Lifecycle::queued(), "a", 0);
         assert_eq!(apply(&c, &running, &Event::LeaseExpired, 4999), Err(Rejected::LeaseNotExpired));
-        let renewed =
-            apply(&c, &running, &Event::RenewLease { worker: w("a"), epoch: 1, lease_expires_at: 9000 }, 4000)
-                .unwrap();
+        let renewed = apply(
+            &c,
+            &running,
+            &Event::RenewLease { worker: w("a"), epoch: 1, lease_expires_at: 9000 },
+            4000,
+        )
+        .unwrap();
         assert_eq!(apply(&c, &renewed, &Event::LeaseExpired, 8999), Err(Rejected::LeaseNotExpired));
         let other = Event::RenewLease { worker: w("b"), epoch: 1, lease_expires_at: 9000 };
         assert_eq!(apply(&c, &running, &other, 4000), Err(Rejected::NotOwner));
@@ -534,7 +551,8 @@ mod tests {
         let c = ctx(Mode::Sync);
         let running = Lifecycle::claimed(w("a"), 5000);
         let failed =
-            apply(&c, &running, &Event::Complete { epoch: 1, outcome: AttemptOutcome::FunctionError }, 10).unwrap();
+            apply(&c, &running, &Event::Complete { epoch: 1, outcome: AttemptOutcome::FunctionError }, 10)
+                .unwrap();
         assert_eq!(failed.state, State::Failed);
         let lost = apply(&c, &running, &Event::LeaseExpired, 5000).unwrap();
         assert_eq!(lost.state, State::Failed, "a sync invocation whose worker died fails: worker lost");

@@ -9,7 +9,9 @@ pub const LATEST: &str = "$LATEST";
 pub enum NameError {
     #[error("function name must be 1-64 characters of letters, digits, '-' and '_', got {0:?}")]
     Function(String),
-    #[error("alias name must be 1-128 characters of letters, digits, '-' and '_', not all digits, got {0:?}")]
+    #[error(
+        "alias name must be 1-128 characters of letters, digits, '-' and '_', not all digits, got {0:?}"
+    )]
     Alias(String),
     #[error("qualifier must be $LATEST, a version number or an alias name, got {0:?}")]
     Qualifier(String),

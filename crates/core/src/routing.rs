@@ -97,10 +97,7 @@ mod tests {
             routing(1, &[(2, 1.5)]).validate(),
             Err(RoutingError::WeightOutOfRange { version: 2, weight: 1.5 })
         );
-        assert!(matches!(
-            routing(1, &[(2, -0.1)]).validate(),
-            Err(RoutingError::WeightOutOfRange { .. })
-        ));
+        assert!(matches!(routing(1, &[(2, -0.1)]).validate(), Err(RoutingError::WeightOutOfRange { .. })));
         assert_eq!(routing(1, &[(1, 0.5)]).validate(), Err(RoutingError::PrimaryWeighted(1)));
         assert_eq!(routing(0, &[]).validate(), Err(RoutingError::ZeroVersion));
         assert!(matches!(

@@ -159,7 +159,8 @@ impl Api {
 
     /// Sends and turns a non-2xx answer into the server's error message.
     fn send(&self, rb: RequestBuilder) -> Result<Response, Failure> {
-        let resp = rb.send().map_err(|e| Failure(format!("cannot reach the gust server at {}: {e}", self.base)))?;
+        let resp =
+            rb.send().map_err(|e| Failure(format!("cannot reach the gust server at {}: {e}", self.base)))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -213,7 +214,8 @@ fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
     match command {
         Command::Server(_) => unreachable!("main handles the server"),
         Command::Deploy(a) => {
-            let code = std::fs::read(&a.code).map_err(|e| Failure(format!("cannot read {}: {e}", a.code.display())))?;
+            let code = std::fs::read(&a.code)
+                .map_err(|e| Failure(format!("cannot read {}: {e}", a.code.display())))?;
             let mut spec = json!({ "runtime": a.runtime });
             if let Some(m) = a.memory {
                 spec["memory_mb"] = json!(m);
@@ -268,7 +270,9 @@ fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
             let body = json!({ "version": a.version, "weights": weights });
             let path = format!("/v1/functions/{}/aliases/{}", enc(&a.name), enc(&a.alias));
             let v = api.json(api.req(Method::PUT, &path).json(&body))?;
-            print(g, &v, |v| format!("alias {}:{} -> version {} {}", a.name, a.alias, v["version"], v["weights"]));
+            print(g, &v, |v| {
+                format!("alias {}:{} -> version {} {}", a.name, a.alias, v["version"], v["weights"])
+            });
         }
         Command::Invoke(a) => return invoke(g, &api, a),
         Command::Invocation { id } => {
@@ -278,7 +282,10 @@ fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
         Command::Functions { limit } => {
             let v = api.json(api.req(Method::GET, &format!("/v1/functions?limit={limit}")))?;
             print(g, &v, |v| {
-                let mut out = format!("{:<32} {:<8} {:>8} {:>10} {:>9}", "NAME", "RUNTIME", "MEMORY", "TIMEOUT", "REVISION");
+                let mut out = format!(
+                    "{:<32} {:<8} {:>8} {:>10} {:>9}",
+                    "NAME", "RUNTIME", "MEMORY", "TIMEOUT", "REVISION"
+                );
                 for f in v["functions"].as_array().into_iter().flatten() {
                     out.push_str(&format!(
                         "\n{:<32} {:<8} {:>6}MB {:>8}ms {:>9}",
@@ -293,7 +300,8 @@ fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
             });
         }
         Command::Versions { name } => {
-            let v = api.json(api.req(Method::GET, &format!("/v1/functions/{}/versions?limit=1000", enc(&name))))?;
+            let v =
+                api.json(api.req(Method::GET, &format!("/v1/functions/{}/versions?limit=1000", enc(&name))))?;
             print(g, &v, |v| {
                 let mut out = format!("{:<8} {:<66} {:>8}", "VERSION", "CODE SHA256", "MEMORY");
                 for x in v["versions"].as_array().into_iter().flatten() {
@@ -309,7 +317,9 @@ fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
         }
         Command::Delete { name } => {
             let v = api.json(api.req(Method::DELETE, &format!("/v1/functions/{}", enc(&name))))?;
-            print(g, &v, |v| format!("deleted {name} ({} pending invocations cancelled)", v["cancelled_invocations"]));
+            print(g, &v, |v| {
+                format!("deleted {name} ({} pending invocations cancelled)", v["cancelled_invocations"])
+            });
         }
         Command::Logs { name, limit, state } => {
             let mut path = format!("/v1/functions/{}/invocations?limit={limit}", enc(&name));
@@ -372,7 +382,9 @@ fn invoke(g: &Global, api: &Api, a: InvokeArgs) -> Result<ExitCode, Failure> {
             std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
             buf
         }
-        (None, Some(f)) => std::fs::read(f).map_err(|e| Failure(format!("cannot read {}: {e}", f.display())))?,
+        (None, Some(f)) => {
+            std::fs::read(f).map_err(|e| Failure(format!("cannot read {}: {e}", f.display())))?
+        }
         (None, None) => b"{}".to_vec(),
     };
     let mut path = format!("/v1/functions/{}/invoke", enc(&name));

@@ -60,7 +60,9 @@ impl Executor for LocalExecutor {
         let out = self.0.execute(deployment, &id.0, payload).await;
         let result = match out.status {
             Status::Succeeded => Ok(out.stdout),
-            Status::Failed { kind, message } => Err(FunctionErrorBody { error_type: kind, error_message: message }),
+            Status::Failed { kind, message } => {
+                Err(FunctionErrorBody { error_type: kind, error_message: message })
+            }
         };
         Execution { result, log: out.log }
     }

@@ -52,11 +52,13 @@ fn deploy_publish_alias_and_cas() {
     s.put_json("/v1/functions/echo", &json!({ "memory_mb": 256 }));
     assert_eq!(s.publish("echo"), 2);
     let versions: Value = s.get("/v1/functions/echo/versions").json().unwrap();
-    let v: Vec<u64> = versions["versions"].as_array().unwrap().iter().map(|v| v["version"].as_u64().unwrap()).collect();
+    let v: Vec<u64> =
+        versions["versions"].as_array().unwrap().iter().map(|v| v["version"].as_u64().unwrap()).collect();
     assert_eq!(v, vec![1, 2]);
     assert_eq!(versions["versions"][0]["memory_mb"], 512, "version 1 kept its frozen config");
 
-    let alias = s.put_json("/v1/functions/echo/aliases/live", &json!({ "version": 1, "weights": { "2": 0.2 } }));
+    let alias =
+        s.put_json("/v1/functions/echo/aliases/live", &json!({ "version": 1, "weights": { "2": 0.2 } }));
     assert_eq!(alias.status(), 200);
     let alias: Value = alias.json().unwrap();
     assert_eq!(alias["weights"]["2"], 0.2);
@@ -153,15 +155,25 @@ fn bad_input_is_refused_and_stores_nothing() {
     for (body, status, code) in bad {
         assert_eq!(error_code(s.put_json("/v1/functions/f/aliases/live", &body), status), code, "{body}");
     }
-    assert_eq!(error_code(s.put_json("/v1/functions/f/aliases/123", &json!({ "version": 1 })), 400), "InvalidName");
-    assert_eq!(error_code(s.get("/v1/functions/f/aliases/live"), 404), "AliasNotFound", "nothing was created");
+    assert_eq!(
+        error_code(s.put_json("/v1/functions/f/aliases/123", &json!({ "version": 1 })), 400),
+        "InvalidName"
+    );
+    assert_eq!(
+        error_code(s.get("/v1/functions/f/aliases/live"), 404),
+        "AliasNotFound",
+        "nothing was created"
+    );
 
     // Invoking unknown things.
     assert_eq!(error_code(s.invoke("nope", None, b"{}", &[]), 404), "FunctionNotFound");
     assert_eq!(error_code(s.invoke("f", Some("9"), b"{}", &[]), 404), "VersionNotFound");
     assert_eq!(error_code(s.invoke("f", Some("ghost"), b"{}", &[]), 404), "AliasNotFound");
     assert_eq!(error_code(s.invoke("f", Some("a%20b"), b"{}", &[]), 400), "InvalidName");
-    assert_eq!(error_code(s.invoke("f", None, b"{}", &[("invocation-type", "later")]), 400), "InvalidRequest");
+    assert_eq!(
+        error_code(s.invoke("f", None, b"{}", &[("invocation-type", "later")]), 400),
+        "InvalidRequest"
+    );
     assert_eq!(error_code(s.get("/v1/invocations/not-a-real-id"), 404), "InvocationNotFound");
     assert_eq!(error_code(s.get("/v1/functions/f/invocations?state=DONE"), 400), "InvalidRequest");
 

@@ -193,9 +193,9 @@ fn idempotency_keys_deduplicate_sync_and_async() {
 #[test]
 fn a_function_running_longer_than_its_lease_keeps_it() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &["--lease-ms", "400"]);
+    let s = Server::start(dir.path(), &["--lease-ms", "1000"]);
     s.deploy("slow", wasm_config(5000), fixture("burn"));
-    let r = s.invoke("slow", None, b"1500", &[("invocation-type", "async")]);
+    let r = s.invoke("slow", None, b"2500", &[("invocation-type", "async")]);
     let id = r.json::<Value>().unwrap()["invocation_id"].as_str().unwrap().to_string();
     let rec = s.wait_terminal(&id, Duration::from_secs(10));
     assert_eq!(rec["state"], "SUCCEEDED");

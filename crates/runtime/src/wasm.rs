@@ -62,7 +62,12 @@ struct MemoryLimit {
 }
 
 impl ResourceLimiter for MemoryLimit {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             self.exceeded = true;
             // Trap rather than return -1: a guest allocator that ignores failure would corrupt
@@ -76,7 +81,12 @@ impl ResourceLimiter for MemoryLimit {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -204,7 +214,8 @@ impl WasmRuntime {
             Some(wasmtime::ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => {}
             _ => return Err(PrepareError::NotACommand("it must export a `_start` function".into())),
         }
-        let pre = self.linker.instantiate_pre(&module).map_err(|e| PrepareError::NotACommand(format!("{e:#}")))?;
+        let pre =
+            self.linker.instantiate_pre(&module).map_err(|e| PrepareError::NotACommand(format!("{e:#}")))?;
         let prepared = Arc::new(Prepared { pre });
         self.prepared.lock().insert(sha256.to_string(), prepared.clone());
         Ok(prepared)
@@ -271,7 +282,10 @@ fn classify(e: &wasmtime::Error, memory_exceeded: bool, timeout_ms: u64, memory_
         return if exit.0 == 0 {
             Status::Succeeded
         } else {
-            Status::Failed { kind: ErrorKind::FunctionError, message: format!("the function exited with code {}", exit.0) }
+            Status::Failed {
+                kind: ErrorKind::FunctionError,
+                message: format!("the function exited with code {}", exit.0),
+            }
         };
     }
     if memory_exceeded {

@@ -84,7 +84,10 @@ fn memory_is_capped_by_the_function_setting() {
     let out = run(&runtime(dir.path()), "hog", "", 32, 3000);
     assert_eq!(
         out.status,
-        Status::Failed { kind: ErrorKind::OutOfMemory, message: "the function exceeded its memory limit of 32 MB".into() }
+        Status::Failed {
+            kind: ErrorKind::OutOfMemory,
+            message: "the function exceeded its memory limit of 32 MB".into()
+        }
     );
 }
 

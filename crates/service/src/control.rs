@@ -32,7 +32,12 @@ fn not_found(kind: Kind, name: impl Into<String>) -> ServiceError {
 }
 
 impl Service {
-    pub async fn put_function(&self, name: &str, spec: FunctionSpec, expect: Option<u64>) -> Result<FunctionConfig> {
+    pub async fn put_function(
+        &self,
+        name: &str,
+        spec: FunctionSpec,
+        expect: Option<u64>,
+    ) -> Result<FunctionConfig> {
         validate_function_name(name)?;
         spec.validate()?;
         let now = self.clock.now();
@@ -101,7 +106,13 @@ impl Service {
         Ok(self.store.list_versions(name, after, limit.clamp(1, MAX_PAGE_SIZE)).await?)
     }
 
-    pub async fn put_alias(&self, name: &str, alias: &str, routing: Routing, expect: Option<u64>) -> Result<Alias> {
+    pub async fn put_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        routing: Routing,
+        expect: Option<u64>,
+    ) -> Result<Alias> {
         validate_function_name(name)?;
         validate_alias_name(alias)?;
         routing.validate()?;
@@ -113,7 +124,10 @@ impl Service {
     pub async fn get_alias(&self, name: &str, alias: &str) -> Result<Alias> {
         validate_function_name(name)?;
         validate_alias_name(alias)?;
-        self.store.get_alias(name, alias).await?.ok_or_else(|| not_found(Kind::Alias, format!("{name}:{alias}")))
+        self.store
+            .get_alias(name, alias)
+            .await?
+            .ok_or_else(|| not_found(Kind::Alias, format!("{name}:{alias}")))
     }
 
     pub async fn list_aliases(&self, name: &str) -> Result<Vec<Alias>> {
@@ -131,7 +145,8 @@ impl Service {
     }
 
     pub async fn get_invocation(&self, id: &str) -> Result<InvocationRecord> {
-        let valid = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+        let valid =
+            !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
         if !valid {
             return Err(not_found(Kind::Invocation, id.chars().take(80).collect::<String>()));
         }
@@ -141,7 +156,11 @@ impl Service {
             .ok_or_else(|| not_found(Kind::Invocation, id))
     }
 
-    pub async fn list_invocations(&self, name: &str, mut filter: InvocationFilter) -> Result<Vec<InvocationRecord>> {
+    pub async fn list_invocations(
+        &self,
+        name: &str,
+        mut filter: InvocationFilter,
+    ) -> Result<Vec<InvocationRecord>> {
         validate_function_name(name)?;
         filter.limit = filter.limit.clamp(1, MAX_PAGE_SIZE);
         Ok(self.store.list_invocations(name, filter).await?)
@@ -159,7 +178,8 @@ impl Service {
             return Ok(f);
         }
         let generation = self.cache.generation();
-        let f = Arc::new(self.store.get_function(name).await?.ok_or_else(|| not_found(Kind::Function, name))?);
+        let f =
+            Arc::new(self.store.get_function(name).await?.ok_or_else(|| not_found(Kind::Function, name))?);
         self.cache.insert_function(generation, f.clone());
         Ok(f)
     }

@@ -96,7 +96,9 @@ impl Service {
             Err(StoreError::Rejected(other)) => {
                 tracing::info!(%id, reason = %other, "completion refused; dropping its result");
             }
-            Err(e) => tracing::error!(%id, error = %e, "completion failed; the lease will expire and recover it"),
+            Err(e) => {
+                tracing::error!(%id, error = %e, "completion failed; the lease will expire and recover it")
+            }
         }
         r
     }
@@ -197,7 +199,7 @@ impl Service {
                 Err(e) => tracing::error!(error = %e, "recovery sweep failed"),
             }
             sweeps += 1;
-            if sweeps % SWEEPS_PER_REAP == 0 {
+            if sweeps.is_multiple_of(SWEEPS_PER_REAP) {
                 let reaped = self.executor.reap_idle();
                 if reaped > 0 {
                     tracing::debug!(reaped, "reaped idle environments");
@@ -215,4 +217,3 @@ impl Service {
         }
     }
 }
-

@@ -23,7 +23,9 @@ pub enum ServiceError {
     NotFound { kind: Kind, name: String },
     #[error("revision mismatch: expected {expected}, current is {actual}")]
     RevisionMismatch { expected: u64, actual: u64 },
-    #[error("idempotency key was already used for invocation {existing} with a different qualifier or payload")]
+    #[error(
+        "idempotency key was already used for invocation {existing} with a different qualifier or payload"
+    )]
     KeyMismatch { existing: InvocationId },
     #[error("{0}")]
     Conflict(String),
@@ -37,7 +39,9 @@ impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound { kind, name } => ServiceError::NotFound { kind, name },
-            StoreError::RevisionMismatch { expected, actual } => ServiceError::RevisionMismatch { expected, actual },
+            StoreError::RevisionMismatch { expected, actual } => {
+                ServiceError::RevisionMismatch { expected, actual }
+            }
             StoreError::KeyMismatch { existing } => ServiceError::KeyMismatch { existing },
             StoreError::Invalid(msg) => ServiceError::Conflict(msg),
             StoreError::Rejected(r) => ServiceError::Conflict(r.to_string()),

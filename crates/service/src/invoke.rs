@@ -20,8 +20,8 @@ use bytes::Bytes;
 use gust_core::limits::{MAX_ASYNC_PAYLOAD_BYTES, MAX_SYNC_PAYLOAD_BYTES};
 use gust_core::names::validate_function_name;
 use gust_core::{
-    Deployment, ErrorKind, FunctionErrorBody, InvocationId, InvocationRecord, InvocationRequest, Lifecycle, Mode,
-    Qualifier, Resolved, State,
+    Deployment, ErrorKind, FunctionErrorBody, InvocationId, InvocationRecord, InvocationRequest, Lifecycle,
+    Mode, Qualifier, Resolved, State,
 };
 use gust_store::{Inserted, Kind, NewInvocation, StoreError};
 use sha2::{Digest, Sha256};
@@ -72,10 +72,12 @@ fn fingerprint(qualifier: &str, payload: &[u8]) -> String {
 pub(crate) fn outcome_of(rec: &InvocationRecord) -> Option<SyncOutcome> {
     match rec.lifecycle.state {
         State::Succeeded => Some(SyncOutcome::Succeeded(rec.result.clone().unwrap_or_default())),
-        State::Failed | State::Expired => Some(SyncOutcome::Failed(rec.error.clone().unwrap_or(FunctionErrorBody {
-            error_type: ErrorKind::FunctionError,
-            error_message: "the invocation failed".into(),
-        }))),
+        State::Failed | State::Expired => {
+            Some(SyncOutcome::Failed(rec.error.clone().unwrap_or(FunctionErrorBody {
+                error_type: ErrorKind::FunctionError,
+                error_message: "the invocation failed".into(),
+            })))
+        }
         State::Queued | State::Placed { .. } | State::Running { .. } | State::RetryWait { .. } => None,
     }
 }
@@ -146,7 +148,11 @@ impl Service {
     }
 
     /// The immutable deployment of a resolved version (cached).
-    pub(crate) async fn deployment(&self, function: &str, resolved: Resolved) -> Result<Option<Arc<Deployment>>> {
+    pub(crate) async fn deployment(
+        &self,
+        function: &str,
+        resolved: Resolved,
+    ) -> Result<Option<Arc<Deployment>>> {
         if let Some(d) = self.cache.deployment(function, resolved) {
             return Ok(Some(d));
         }
@@ -216,7 +222,8 @@ impl Service {
     async fn run_sync_keyed(&self, deployment: &Deployment, request: InvocationRequest) -> Result<Invoked> {
         let (id, payload) = (request.id.clone(), request.payload.clone());
         let lease_until = self.clock.now() + self.cfg.lease.as_millis() as i64;
-        let new = NewInvocation { request, lifecycle: Lifecycle::claimed(self.cfg.worker_id.clone(), lease_until) };
+        let new =
+            NewInvocation { request, lifecycle: Lifecycle::claimed(self.cfg.worker_id.clone(), lease_until) };
         let inserted = self.store.insert_invocations(vec![new]).await?.pop();
         let existing = match inserted {
             Some(Ok(Inserted::Created)) => None,
@@ -245,7 +252,11 @@ impl Service {
             // Our attempt was fenced (e.g. the lease expired while this process was paused):
             // the stored outcome is the one outcome, so report that.
             Err(StoreError::Rejected(_)) => {
-                let rec = self.store.get_invocation(&id).await?.ok_or_else(|| ServiceError::Internal("vanished".into()))?;
+                let rec = self
+                    .store
+                    .get_invocation(&id)
+                    .await?
+                    .ok_or_else(|| ServiceError::Internal("vanished".into()))?;
                 self.await_outcome(rec).await
             }
             Err(e) => Err(e.into()),

@@ -34,11 +34,31 @@ impl Metrics {
             ("gust_async_invocations_total", "Async invocations acknowledged", get(&self.async_invocations)),
             ("gust_attempts_succeeded_total", "Attempts that succeeded", get(&self.attempts_succeeded)),
             ("gust_attempts_failed_total", "Attempts that failed", get(&self.attempts_failed)),
-            ("gust_fenced_completions_total", "Completions refused for a stale attempt epoch", get(&self.fenced_completions)),
-            ("gust_fenced_renewals_total", "Lease renewals refused for a stale attempt epoch", get(&self.fenced_renewals)),
-            ("gust_records_dropped_total", "Keyless sync records dropped from the write-behind queue", get(&self.records_dropped)),
-            ("gust_recovered_leases_total", "Attempts recovered after their lease expired", get(&self.recovered_leases)),
-            ("gust_expired_events_total", "Async events dropped for exceeding their maximum age", get(&self.expired_events)),
+            (
+                "gust_fenced_completions_total",
+                "Completions refused for a stale attempt epoch",
+                get(&self.fenced_completions),
+            ),
+            (
+                "gust_fenced_renewals_total",
+                "Lease renewals refused for a stale attempt epoch",
+                get(&self.fenced_renewals),
+            ),
+            (
+                "gust_records_dropped_total",
+                "Keyless sync records dropped from the write-behind queue",
+                get(&self.records_dropped),
+            ),
+            (
+                "gust_recovered_leases_total",
+                "Attempts recovered after their lease expired",
+                get(&self.recovered_leases),
+            ),
+            (
+                "gust_expired_events_total",
+                "Async events dropped for exceeding their maximum age",
+                get(&self.expired_events),
+            ),
         ]
     }
 }

@@ -53,7 +53,8 @@ impl BlobDir {
 
     /// Blocking: call from a blocking thread.
     pub(crate) fn get(&self, sha: &str) -> Result<Bytes> {
-        let not_found = || StoreError::NotFound { kind: Kind::Artifact, name: sha.chars().take(80).collect() };
+        let not_found =
+            || StoreError::NotFound { kind: Kind::Artifact, name: sha.chars().take(80).collect() };
         if !is_sha256_hex(sha) {
             return Err(not_found());
         }

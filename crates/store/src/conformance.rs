@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use gust_core::{
-    AttemptOutcome, ErrorKind, FunctionErrorBody, FunctionSpec, InvocationId, InvocationRequest, Lifecycle, Mode,
-    Rejected, Resolved, RetryPolicy, Routing, State, StateName, WorkerId,
+    AttemptOutcome, ErrorKind, FunctionErrorBody, FunctionSpec, InvocationId, InvocationRequest, Lifecycle,
+    Mode, Rejected, Resolved, RetryPolicy, Routing, State, StateName, WorkerId,
 };
 
 use crate::{Completion, Inserted, InvocationFilter, NewInvocation, Store, StoreError};
@@ -83,7 +83,8 @@ fn request(function: &str, mode: Mode, key: Option<&str>, payload: &str) -> Invo
 
 async fn enqueue(store: &dyn Store, req: InvocationRequest) -> InvocationId {
     let id = req.id.clone();
-    let mut r = store.insert_invocations(vec![NewInvocation { request: req, lifecycle: Lifecycle::queued() }]).await;
+    let mut r =
+        store.insert_invocations(vec![NewInvocation { request: req, lifecycle: Lifecycle::queued() }]).await;
     match r.as_mut().map(|v| v.pop()) {
         Ok(Some(Ok(Inserted::Created))) => id,
         other => panic!("enqueue failed: {other:?}"),
@@ -125,7 +126,11 @@ pub async fn function_revisions_are_cas_guarded(store: Arc<dyn Store>) {
     changed.memory_mb = 256;
     let stale = store.put_function("f", changed.clone(), Some(f1.revision + 100), NOW).await;
     assert!(matches!(stale, Err(StoreError::RevisionMismatch { .. })));
-    assert_eq!(store.get_function("f").await.unwrap().unwrap().spec.memory_mb, 128, "a refused write changes nothing");
+    assert_eq!(
+        store.get_function("f").await.unwrap().unwrap().spec.memory_mb,
+        128,
+        "a refused write changes nothing"
+    );
     let f2 = store.put_function("f", changed, Some(f1.revision), NOW).await.unwrap();
     assert!(f2.revision > f1.revision, "revisions are monotonic");
     assert_eq!(store.get_function("f").await.unwrap().unwrap().revision, f2.revision);
@@ -185,7 +190,8 @@ pub async fn publish_freezes_config_and_code(store: Arc<dyn Store>) {
     assert_eq!(frozen.spec.timeout_ms, spec().timeout_ms, "version 1 kept the config it was published with");
     let head_then = store.get_deployment("p", Resolved::Latest { revision: rev }).await.unwrap().unwrap();
     assert_eq!(head_then.spec.timeout_ms, spec().timeout_ms, "$LATEST at an old revision is immutable too");
-    let listed: Vec<u64> = store.list_versions("p", None, 10).await.unwrap().iter().map(|v| v.number).collect();
+    let listed: Vec<u64> =
+        store.list_versions("p", None, 10).await.unwrap().iter().map(|v| v.number).collect();
     assert_eq!(listed, vec![1, 2]);
     assert_eq!(store.list_versions("p", Some(1), 10).await.unwrap().len(), 1);
     let stale = store.publish_version("p", Some(rev), NOW).await;
@@ -205,7 +211,9 @@ pub async fn aliases_route_only_to_published_versions_under_cas(store: Arc<dyn S
         .map(|_| {
             let store = store.clone();
             let rev = created.revision;
-            tokio::spawn(async move { store.put_alias("a", "live", Routing::single(1), Some(rev), NOW).await })
+            tokio::spawn(
+                async move { store.put_alias("a", "live", Routing::single(1), Some(rev), NOW).await },
+            )
         })
         .collect();
     let mut winners = 0;
@@ -259,15 +267,22 @@ pub async fn idempotency_key_race_creates_one_invocation(store: Arc<dyn Store>) 
         ids.insert(t.await.unwrap());
     }
     assert_eq!(ids.len(), 1, "50 concurrent requests with one key make one invocation");
-    let page = store.list_invocations("idem", InvocationFilter { limit: 100, ..Default::default() }).await.unwrap();
+    let page =
+        store.list_invocations("idem", InvocationFilter { limit: 100, ..Default::default() }).await.unwrap();
     assert_eq!(page.len(), 1);
 }
 
 pub async fn idempotency_key_with_different_request_is_refused(store: Arc<dyn Store>) {
     let first = enqueue(&*store, request("k", Mode::Async, Some("key"), "one")).await;
     let batch = vec![
-        NewInvocation { request: request("k", Mode::Async, Some("key"), "two"), lifecycle: Lifecycle::queued() },
-        NewInvocation { request: request("other", Mode::Async, Some("key"), "two"), lifecycle: Lifecycle::queued() },
+        NewInvocation {
+            request: request("k", Mode::Async, Some("key"), "two"),
+            lifecycle: Lifecycle::queued(),
+        },
+        NewInvocation {
+            request: request("other", Mode::Async, Some("key"), "two"),
+            lifecycle: Lifecycle::queued(),
+        },
     ];
     let mut out = store.insert_invocations(batch).await.unwrap();
     assert!(matches!(out.pop().unwrap(), Ok(Inserted::Created)), "keys are scoped by function");
@@ -283,7 +298,9 @@ pub async fn concurrent_claimers_of_one_invocation_have_one_winner_per_epoch(sto
         let tasks: Vec<_> = (0..8)
             .map(|i| {
                 let (store, id) = (store.clone(), id.clone());
-                tokio::spawn(async move { store.claim(&id, &worker(&format!("w{i}")), now + 5_000, now).await })
+                tokio::spawn(
+                    async move { store.claim(&id, &worker(&format!("w{i}")), now + 5_000, now).await },
+                )
             })
             .collect();
         let mut winners = Vec::new();
@@ -342,7 +359,10 @@ pub async fn completion_is_guarded_by_the_attempt_epoch(store: Arc<dyn Store>) {
     let second = store.claim(&id, &worker("b"), NOW + 15_000, NOW + 10_000).await.unwrap();
     assert_eq!((first.epoch, second.epoch), (1, 2));
     let stale = store.complete(completion(&id, 1, AttemptOutcome::Succeeded), NOW + 11_000).await;
-    assert!(matches!(stale, Err(StoreError::Rejected(Rejected::Fenced { current: 2, given: 1 }))), "{stale:?}");
+    assert!(
+        matches!(stale, Err(StoreError::Rejected(Rejected::Fenced { current: 2, given: 1 }))),
+        "{stale:?}"
+    );
     assert_eq!(store.counters().await.unwrap().fenced_completions, 1, "the fenced completion is counted");
     assert_eq!(state_of(&*store, &id).await.state.name(), StateName::Running, "it changed nothing");
     let done = store.complete(completion(&id, 2, AttemptOutcome::Succeeded), NOW + 11_000).await.unwrap();
@@ -377,7 +397,10 @@ pub async fn completion_is_guarded_by_the_attempt_epoch(store: Arc<dyn Store>) {
 pub async fn lease_renewal_is_fenced(store: Arc<dyn Store>) {
     let id = enqueue(&*store, request("r", Mode::Async, None, "{}")).await;
     let c = store.claim(&id, &worker("a"), NOW + 5_000, NOW).await.unwrap();
-    let ok = store.renew_leases(&worker("a"), vec![(id.clone(), c.epoch)], NOW + 9_000, NOW + 4_000).await.unwrap();
+    let ok = store
+        .renew_leases(&worker("a"), vec![(id.clone(), c.epoch)], NOW + 9_000, NOW + 4_000)
+        .await
+        .unwrap();
     assert_eq!(ok, vec![Ok(())]);
     assert_eq!(store.recover(NOW + 6_000).await.unwrap().requeued, 0, "a renewed lease does not expire");
     assert_eq!(store.recover(NOW + 9_000).await.unwrap().requeued, 1);
@@ -410,7 +433,8 @@ pub async fn function_errors_retry_then_fail(store: Arc<dyn Store>) {
         let c = store.claim_queued(&worker("w"), 10, now + 5_000, now).await.unwrap();
         assert_eq!(c.len(), 1, "attempt {attempt} is claimable");
         assert_eq!(c[0].epoch, attempt);
-        let lc = store.complete(completion(&id, attempt, AttemptOutcome::FunctionError), now + 1).await.unwrap();
+        let lc =
+            store.complete(completion(&id, attempt, AttemptOutcome::FunctionError), now + 1).await.unwrap();
         if attempt < 3 {
             let State::RetryWait { not_before } = lc.state else { panic!("expected RETRY_WAIT, got {lc:?}") };
             assert!(store.claim_queued(&worker("w"), 10, now + 5_000, now + 2).await.unwrap().is_empty());
@@ -460,7 +484,8 @@ pub async fn invocation_listing_is_newest_first_and_paged(store: Arc<dyn Store>)
         ids.push(enqueue(&*store, request("list", Mode::Async, None, &i.to_string())).await);
     }
     store.claim(&ids[4], &worker("w"), NOW + 5_000, NOW).await.unwrap();
-    let page1 = store.list_invocations("list", InvocationFilter { limit: 2, ..Default::default() }).await.unwrap();
+    let page1 =
+        store.list_invocations("list", InvocationFilter { limit: 2, ..Default::default() }).await.unwrap();
     let got: Vec<_> = page1.iter().map(|r| r.request.id.clone()).collect();
     assert_eq!(got, vec![ids[4].clone(), ids[3].clone()]);
     let page2 = store
@@ -477,7 +502,10 @@ pub async fn invocation_listing_is_newest_first_and_paged(store: Arc<dyn Store>)
         .unwrap();
     assert_eq!(running.len(), 1);
     let counts = store.count_by_state().await.unwrap();
-    assert!(counts.contains(&(StateName::Queued, 4)) && counts.contains(&(StateName::Running, 1)), "{counts:?}");
+    assert!(
+        counts.contains(&(StateName::Queued, 4)) && counts.contains(&(StateName::Running, 1)),
+        "{counts:?}"
+    );
 }
 
 pub async fn finished_records_are_written_once(store: Arc<dyn Store>) {
@@ -485,7 +513,12 @@ pub async fn finished_records_are_written_once(store: Arc<dyn Store>) {
     let id = req.id.clone();
     let rec = gust_core::InvocationRecord {
         request: req,
-        lifecycle: Lifecycle { state: State::Succeeded, attempt_epoch: 1, function_errors: 0, lost_attempts: 0 },
+        lifecycle: Lifecycle {
+            state: State::Succeeded,
+            attempt_epoch: 1,
+            function_errors: 0,
+            lost_attempts: 0,
+        },
         result: Some(Bytes::from_static(b"out")),
         error: None,
         log: String::new(),

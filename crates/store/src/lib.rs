@@ -55,7 +55,9 @@ pub enum StoreError {
     #[error("revision mismatch: expected {expected}, current is {actual}")]
     RevisionMismatch { expected: u64, actual: u64 },
     /// The same idempotency key was used with a different request.
-    #[error("idempotency key was already used for invocation {existing} with a different qualifier or payload")]
+    #[error(
+        "idempotency key was already used for invocation {existing} with a different qualifier or payload"
+    )]
     KeyMismatch { existing: InvocationId },
     /// A lifecycle transition was refused by the state machine. Nothing changed.
     #[error("transition refused: {0}")]
@@ -187,7 +189,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Alias>;
     async fn get_alias(&self, function: &str, alias: &str) -> Result<Option<Alias>>;
     async fn list_aliases(&self, function: &str) -> Result<Vec<Alias>>;
-    async fn delete_alias(&self, function: &str, alias: &str, expect: Option<u64>, now: Millis) -> Result<()>;
+    async fn delete_alias(&self, function: &str, alias: &str, expect: Option<u64>, now: Millis)
+        -> Result<()>;
     /// The immutable code and config of one resolved version.
     async fn get_deployment(&self, function: &str, resolved: Resolved) -> Result<Option<Deployment>>;
     /// The control-plane snapshot version: bumped by every control-plane write.
@@ -240,7 +243,11 @@ pub trait Store: Send + Sync + 'static {
     /// One recovery sweep: expired leases, due retries, placement timeouts, too-old events.
     async fn recover(&self, now: Millis) -> Result<Recovered>;
     async fn get_invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>>;
-    async fn list_invocations(&self, function: &str, filter: InvocationFilter) -> Result<Vec<InvocationRecord>>;
+    async fn list_invocations(
+        &self,
+        function: &str,
+        filter: InvocationFilter,
+    ) -> Result<Vec<InvocationRecord>>;
     /// Invocations per state, for status and tests.
     async fn count_by_state(&self) -> Result<Vec<(StateName, u64)>>;
     async fn counters(&self) -> Result<Counters>;

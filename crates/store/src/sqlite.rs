@@ -20,8 +20,8 @@ use bytes::Bytes;
 use gust_core::limits::{DEFAULT_PLACEMENT_TIMEOUT_MS, RECOVERY_BATCH};
 use gust_core::{
     apply, Alias, Context, Deployment, ErrorKind, Event, FunctionConfig, FunctionErrorBody, FunctionSpec,
-    InvocationId, InvocationRecord, InvocationRequest, Lifecycle, Millis, Mode, Rejected, Resolved, RetryPolicy,
-    Routing, State, StateName, Version, WorkerId,
+    InvocationId, InvocationRecord, InvocationRequest, Lifecycle, Millis, Mode, Rejected, Resolved,
+    RetryPolicy, Routing, State, StateName, Version, WorkerId,
 };
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
@@ -170,7 +170,8 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 impl SqliteStore {
     /// Opens (creating if needed) the store in `dir`: `gust.db` plus `artifacts/`.
     pub fn open(dir: &Path, opts: SqliteOptions) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(format!("create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("create {}: {e}", dir.display())))?;
         let path = dir.join("gust.db");
         let mut conn = open_connection(&path, &opts)?;
         migrate(&mut conn)?;
@@ -463,7 +464,9 @@ fn encode_state(state: &State) -> (&'static str, Option<&str>, Option<i64>) {
     match state {
         State::Queued | State::Succeeded | State::Failed | State::Expired => (name, None, None),
         State::Placed { worker, placed_at } => (name, Some(worker.0.as_str()), Some(*placed_at)),
-        State::Running { worker, lease_expires_at } => (name, Some(worker.0.as_str()), Some(*lease_expires_at)),
+        State::Running { worker, lease_expires_at } => {
+            (name, Some(worker.0.as_str()), Some(*lease_expires_at))
+        }
         State::RetryWait { not_before } => (name, None, Some(*not_before)),
     }
 }
@@ -499,18 +502,24 @@ fn to_record(raw: RawInvocation) -> Result<InvocationRecord> {
 }
 
 fn load_invocation(c: &Connection, id: &str) -> Result<Option<InvocationRecord>> {
-    c.query_row(&format!("SELECT {INVOCATION_COLS} FROM invocations WHERE id = ?1"), [id], invocation_from_row)
-        .optional()
-        .map_err(db_err)?
-        .map(to_record)
-        .transpose()
+    c.query_row(
+        &format!("SELECT {INVOCATION_COLS} FROM invocations WHERE id = ?1"),
+        [id],
+        invocation_from_row,
+    )
+    .optional()
+    .map_err(db_err)?
+    .map(to_record)
+    .transpose()
 }
 
 fn insert_record(c: &Connection, rec: &InvocationRecord) -> Result<usize> {
     let req = &rec.request;
     let (state, worker, due_at) = encode_state(&rec.lifecycle.state);
     let expires_at = match req.mode {
-        Mode::Async => Some(req.received_at.saturating_add((req.retry.max_event_age_s as i64).saturating_mul(1000))),
+        Mode::Async => {
+            Some(req.received_at.saturating_add((req.retry.max_event_age_s as i64).saturating_mul(1000)))
+        }
         Mode::Sync => None,
     };
     c.prepare_cached(
@@ -664,7 +673,8 @@ fn ids_where(c: &Connection, sql: &str, params: impl rusqlite::Params) -> Result
 }
 
 fn expire(c: &Connection, id: &str, now: Millis) -> Result<bool> {
-    let error = system_error(ErrorKind::Expired, "the event exceeded its maximum age before it could run".into());
+    let error =
+        system_error(ErrorKind::Expired, "the event exceeded its maximum age before it could run".into());
     Ok(transition(c, id, &Event::Expire, Outcome { error: Some(&error), ..Outcome::default() }, now)?.is_ok())
 }
 
@@ -940,7 +950,9 @@ impl Store for SqliteStore {
         let function = function.to_string();
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached(&format!("SELECT {ALIAS_COLS} FROM aliases WHERE function = ?1 ORDER BY name"))
+                .prepare_cached(&format!(
+                    "SELECT {ALIAS_COLS} FROM aliases WHERE function = ?1 ORDER BY name"
+                ))
                 .map_err(db_err)?;
             let rows = stmt.query_map([function], alias_from_row).map_err(db_err)?;
             rows.map(|r| r.map_err(db_err).and_then(to_alias)).collect()
@@ -948,7 +960,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_alias(&self, function: &str, alias: &str, expect: Option<u64>, _now: Millis) -> Result<()> {
+    async fn delete_alias(
+        &self,
+        function: &str,
+        alias: &str,
+        expect: Option<u64>,
+        _now: Millis,
+    ) -> Result<()> {
         let (function, alias) = (function.to_string(), alias.to_string());
         self.write(move |c| {
             let current: i64 = c
@@ -959,7 +977,10 @@ impl Store for SqliteStore {
                 )
                 .optional()
                 .map_err(db_err)?
-                .ok_or_else(|| StoreError::NotFound { kind: Kind::Alias, name: format!("{function}:{alias}") })?;
+                .ok_or_else(|| StoreError::NotFound {
+                    kind: Kind::Alias,
+                    name: format!("{function}:{alias}"),
+                })?;
             check_revision(expect, current as u64)?;
             bump_snapshot(c)?;
             c.execute("DELETE FROM aliases WHERE function = ?1 AND name = ?2", params![function, alias])
@@ -1027,7 +1048,9 @@ impl Store for SqliteStore {
                 let req = &new.request;
                 if let Some(key) = &req.idempotency_key {
                     let existing: Option<String> = c
-                        .prepare_cached("SELECT id FROM invocations WHERE function = ?1 AND idempotency_key = ?2")
+                        .prepare_cached(
+                            "SELECT id FROM invocations WHERE function = ?1 AND idempotency_key = ?2",
+                        )
                         .map_err(db_err)?
                         .query_row(params![req.function, key], |r| r.get(0))
                         .optional()
@@ -1054,7 +1077,10 @@ impl Store for SqliteStore {
                 };
                 let rec = InvocationRecord { updated_at: rec.request.received_at, ..rec };
                 if insert_record(c, &rec)? == 0 {
-                    out.push(Err(StoreError::Invalid(format!("invocation id {} already exists", rec.request.id))));
+                    out.push(Err(StoreError::Invalid(format!(
+                        "invocation id {} already exists",
+                        rec.request.id
+                    ))));
                 } else {
                     out.push(Ok(Inserted::Created));
                 }
@@ -1101,7 +1127,11 @@ impl Store for SqliteStore {
                     Ok(lc) => {
                         let rec = load_invocation(c, &id)?
                             .ok_or_else(|| StoreError::Backend("claimed row vanished".into()))?;
-                        claimed.push(Claimed { request: rec.request, epoch: lc.attempt_epoch, lease_expires_at });
+                        claimed.push(Claimed {
+                            request: rec.request,
+                            epoch: lc.attempt_epoch,
+                            lease_expires_at,
+                        });
                     }
                     Err(Rejected::TooOld) => {
                         expire(c, &id, now)?;
@@ -1125,7 +1155,8 @@ impl Store for SqliteStore {
         self.write(move |c| {
             let event = Event::Claim { worker, lease_expires_at };
             let lc = transition(c, &id.0, &event, Outcome::default(), now)??;
-            let rec = load_invocation(c, &id.0)?.ok_or_else(|| StoreError::Backend("claimed row vanished".into()))?;
+            let rec = load_invocation(c, &id.0)?
+                .ok_or_else(|| StoreError::Backend("claimed row vanished".into()))?;
             Ok(Claimed { request: rec.request, epoch: lc.attempt_epoch, lease_expires_at })
         })
         .await
@@ -1241,7 +1272,11 @@ impl Store for SqliteStore {
         self.read(move |c| load_invocation(c, &id.0)).await
     }
 
-    async fn list_invocations(&self, function: &str, filter: InvocationFilter) -> Result<Vec<InvocationRecord>> {
+    async fn list_invocations(
+        &self,
+        function: &str,
+        filter: InvocationFilter,
+    ) -> Result<Vec<InvocationRecord>> {
         let function = function.to_string();
         self.read(move |c| {
             // '~' sorts after every UUID character, so "no cursor" means "from the newest".
@@ -1265,7 +1300,8 @@ impl Store for SqliteStore {
         self.read(|c| {
             let mut stmt =
                 c.prepare_cached("SELECT state, COUNT(*) FROM invocations GROUP BY state").map_err(db_err)?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(db_err)?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(db_err)?;
             let mut out = Vec::new();
             for row in rows {
                 let (state, n) = row.map_err(db_err)?;
@@ -1283,7 +1319,10 @@ impl Store for SqliteStore {
                     .map(|v| v as u64)
                     .map_err(db_err)
             };
-            Ok(Counters { fenced_completions: get("fenced_completions")?, fenced_renewals: get("fenced_renewals")? })
+            Ok(Counters {
+                fenced_completions: get("fenced_completions")?,
+                fenced_renewals: get("fenced_renewals")?,
+            })
         })
         .await
     }

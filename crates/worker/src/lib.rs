@@ -73,7 +73,12 @@ impl Worker {
 
     /// Validates and compiles code at upload time, so the first invocation is a warm-cache
     /// start. Blocking work runs off the async runtime.
-    pub async fn prepare_code(&self, runtime: Runtime, sha256: &str, code: Bytes) -> Result<(), PrepareError> {
+    pub async fn prepare_code(
+        &self,
+        runtime: Runtime,
+        sha256: &str,
+        code: Bytes,
+    ) -> Result<(), PrepareError> {
         match runtime {
             Runtime::Wasm => {
                 let wasm = self.wasm.clone();
@@ -107,8 +112,11 @@ impl Worker {
     pub fn reap_idle(&self) -> usize {
         let now = Instant::now();
         let mut warm = self.warm.lock();
-        let idle: Vec<String> =
-            warm.iter().filter(|(_, used)| now.duration_since(**used) > self.idle_ttl).map(|(k, _)| k.clone()).collect();
+        let idle: Vec<String> = warm
+            .iter()
+            .filter(|(_, used)| now.duration_since(**used) > self.idle_ttl)
+            .map(|(k, _)| k.clone())
+            .collect();
         for sha in &idle {
             warm.remove(sha);
             self.wasm.evict(sha);
@@ -116,7 +124,11 @@ impl Worker {
         idle.len()
     }
 
-    async fn ensure_prepared(&self, runtime: Runtime, sha256: &str) -> Result<Arc<gust_runtime::wasm::Prepared>, String> {
+    async fn ensure_prepared(
+        &self,
+        runtime: Runtime,
+        sha256: &str,
+    ) -> Result<Arc<gust_runtime::wasm::Prepared>, String> {
         let Runtime::Wasm = runtime;
         if let Some(p) = self.wasm.prepared(sha256) {
             return Ok(p);
@@ -177,5 +189,10 @@ impl Worker {
 }
 
 fn failed(kind: ErrorKind, message: String, started: Instant) -> RunOutcome {
-    RunOutcome { status: Status::Failed { kind, message }, stdout: Bytes::new(), log: String::new(), duration: started.elapsed() }
+    RunOutcome {
+        status: Status::Failed { kind, message },
+        stdout: Bytes::new(),
+        log: String::new(),
+        duration: started.elapsed(),
+    }
 }

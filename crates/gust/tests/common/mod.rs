@@ -104,7 +104,13 @@ impl Server {
     }
 
     /// Invokes; `headers` adds e.g. ("invocation-type", "async").
-    pub fn invoke(&self, name: &str, qualifier: Option<&str>, payload: &[u8], headers: &[(&str, &str)]) -> Response {
+    pub fn invoke(
+        &self,
+        name: &str,
+        qualifier: Option<&str>,
+        payload: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Response {
         let mut url = format!("{}/v1/functions/{name}/invoke", self.url);
         if let Some(q) = qualifier {
             url.push_str(&format!("?qualifier={q}"));
