@@ -110,3 +110,14 @@ fn compiled_modules_survive_a_restart() {
     assert!(again.prepared("echo-sha").is_some(), "a new runtime loads the compiled module without the code");
     assert!(again.prepared("other").is_none());
 }
+
+#[test]
+fn guests_see_no_host_filesystem() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&runtime(dir.path()), "sandbox", "", 128, 3000);
+    assert_eq!(
+        out.status,
+        Status::Failed { kind: ErrorKind::FunctionError, message: "the function exited with code 8".into() },
+        "fd 3 must not be a preopened directory (EBADF)"
+    );
+}
