@@ -1,12 +1,10 @@
-//! `gust`: the composition root. One binary: the server (embedded shape: store, service, HTTP
-//! API and a local worker in one process) and the CLI that talks to it.
-
-mod cli;
-mod server;
+//! `gust`: one binary for the server (embedded shape: store, service, HTTP API and a local
+//! worker in one process) and the CLI that talks to it.
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use gust::{cli, server};
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();

@@ -1,0 +1,63 @@
+//! One-off HTTP calls for setting up functions (not measured).
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+
+pub async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> anyhow::Result<(u16, Bytes)> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut req = Request::builder().method(method).uri(path).header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender.send_request(req.body(Full::new(body.into()))?).await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+/// Calls and insists on a 2xx.
+pub async fn ok(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> anyhow::Result<Bytes> {
+    let (status, body) = call(addr, method, path, headers, body).await?;
+    anyhow::ensure!(
+        (200..300).contains(&status),
+        "{method} {path}: HTTP {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    Ok(body)
+}
+
+pub async fn deploy(addr: SocketAddr, name: &str, config: &str, code: Vec<u8>) -> anyhow::Result<()> {
+    let json = [("content-type", "application/json")];
+    ok(addr, "PUT", &format!("/v1/functions/{name}"), &json, config.to_string()).await?;
+    let wasm = [("content-type", "application/wasm")];
+    ok(addr, "PUT", &format!("/v1/functions/{name}/code"), &wasm, code).await?;
+    Ok(())
+}
+
+/// Reads one counter from `/metrics`.
+pub async fn metric(addr: SocketAddr, name: &str) -> anyhow::Result<u64> {
+    let text = ok(addr, "GET", "/metrics", &[], Bytes::new()).await?;
+    let text = String::from_utf8_lossy(&text);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("metric {name} missing"))
+}

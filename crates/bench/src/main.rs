@@ -1,0 +1,358 @@
+//! `gust-bench`: measures gust's hot paths against what this machine can do at all, in one run.
+//!
+//! gust (this binary re-executed as `gust server`, release build) and a bare hyper server run
+//! as separate processes on loopback; one load generator drives both. Every figure that can
+//! have a baseline is printed beside it, as a ratio: absolute times on shared machines are
+//! noise. `--quick` runs every phase for a moment (the test suite's smoke run).
+
+mod bare;
+mod client;
+mod loadgen;
+mod procs;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use loadgen::{LoadResult, Stop, Target};
+use procs::Proc;
+use serde_json::{json, Value};
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmarks gust against a bare HTTP server on this machine")]
+struct Args {
+    /// Seconds per measured load phase.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Async invocations in the end-to-end drain.
+    #[arg(long, default_value_t = 100_000)]
+    drain: u64,
+    /// A smoke run: every phase, briefly.
+    #[arg(long)]
+    quick: bool,
+    /// Print JSON instead of Markdown.
+    #[arg(long)]
+    json: bool,
+}
+
+const NOOP_WAT: &str = include_str!("../../../tests/fixtures/noop.wat");
+
+fn main() -> anyhow::Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    match argv.get(1).map(String::as_str) {
+        Some("__serve") => {
+            use clap::Parser as _;
+            let cli = gust::cli::Cli::parse_from(argv.iter().skip(1));
+            let gust::cli::Command::Server(opts) = cli.command else {
+                anyhow::bail!("__serve needs `server`")
+            };
+            return gust::server::run(opts);
+        }
+        Some("__bare") => return bare::serve(),
+        _ => {}
+    }
+    let mut args = Args::parse();
+    if args.quick {
+        args.duration = 0.3;
+        args.drain = 2_000;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = rt.block_on(bench(&args))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", markdown(&report));
+    }
+    Ok(())
+}
+
+/// A module as unique bytes: the no-op plus a custom section, so it has its own sha256.
+fn unique_module(base: &[u8], tag: &str) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"gust-bench";
+    let mut payload = Vec::new();
+    leb(name.len(), &mut payload);
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = base.to_vec();
+    out.push(0);
+    leb(payload.len(), &mut out);
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// A WASI command of about 1 MB: many functions of integer arithmetic.
+fn large_module() -> Vec<u8> {
+    let mut wat = String::from("(module (memory (export \"memory\") 1)\n");
+    for i in 0..5200 {
+        wat.push_str(&format!("(func $f{i} (param i32) (result i32) (local i32)\n"));
+        for k in 0..12 {
+            wat.push_str(&format!(
+                "local.get 0 i32.const {} i32.mul i32.const {} i32.add local.get 1 i32.xor local.set 1\n",
+                i * 31 + k,
+                k * 7 + 1
+            ));
+        }
+        wat.push_str("local.get 1)\n");
+    }
+    wat.push_str("(func (export \"_start\") i32.const 1 call $f0 drop))");
+    wat::parse_str(&wat).expect("generated WAT is valid")
+}
+
+fn invoke_target(addr: SocketAddr, function: &str, mode: &str) -> Target {
+    Target {
+        addr,
+        path: format!("/v1/functions/{function}/invoke"),
+        headers: vec![("invocation-type", mode.to_string())],
+        body: Bytes::from_static(b"{}"),
+        expect_status: if mode == "async" { 202 } else { 200 },
+    }
+}
+
+fn load_json(r: &LoadResult) -> Value {
+    json!({
+        "requests": r.requests,
+        "errors": r.errors,
+        "rps": r.rps(),
+        "p50_us": r.percentile_us(0.50),
+        "p99_us": r.percentile_us(0.99),
+    })
+}
+
+async fn bench(args: &Args) -> anyhow::Result<Value> {
+    let phase = Duration::from_secs_f64(args.duration);
+    let warmup = Duration::from_secs_f64((args.duration / 5.0).min(1.0));
+    let data = tempfile::tempdir()?;
+    let bare = Proc::bare()?;
+    let mut gust = Proc::gust(data.path())?;
+    let noop = wat::parse_str(NOOP_WAT)?;
+    client::deploy(gust.addr, "noop", "{}", noop.clone()).await?;
+    client::ok(gust.addr, "POST", "/v1/functions/noop/invoke", &[], "{}").await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = gust.rss_bytes();
+
+    // 1. Warm sync invoke against the bare server, same generator, interleaved.
+    let mut warm = Vec::new();
+    let mut loaded_rss = idle_rss;
+    for conns in [1usize, 16, 64] {
+        let g_target = invoke_target(gust.addr, "noop", "sync");
+        let b_target = invoke_target(bare.addr, "noop", "sync");
+        loadgen::run(&g_target, conns, Stop::After(warmup)).await?;
+        loadgen::run(&b_target, conns, Stop::After(warmup)).await?;
+        let b = loadgen::run(&b_target, conns, Stop::After(phase)).await?;
+        let g = loadgen::run(&g_target, conns, Stop::After(phase)).await?;
+        loaded_rss = loaded_rss.max(gust.rss_bytes());
+        anyhow::ensure!(g.errors == 0 && b.errors == 0, "errors during warm sync load");
+        warm.push(json!({
+            "connections": conns,
+            "gust": load_json(&g),
+            "bare": load_json(&b),
+            "throughput_ratio": g.rps() / b.rps(),
+            "p50_overhead_us": g.percentile_us(0.5) - b.percentile_us(0.5),
+        }));
+    }
+
+    // 2. Cold start: versions whose modules are compiled and cached on disk, first invocation
+    //    after a restart (nothing in memory: module loaded from the disk cache, linked,
+    //    instantiated; control-plane cache empty).
+    let cold_n = if args.quick { 3 } else { 30 };
+    for i in 0..cold_n {
+        let name = format!("cold{i}");
+        client::deploy(gust.addr, &name, "{}", unique_module(&noop, &name)).await?;
+        client::ok(gust.addr, "POST", &format!("/v1/functions/{name}/versions"), &[], Bytes::new()).await?;
+    }
+    drop(gust);
+    gust = Proc::gust(data.path())?;
+    let mut first = Vec::new();
+    let mut second = Vec::new();
+    for i in 0..cold_n {
+        let path = format!("/v1/functions/cold{i}/invoke?qualifier=1");
+        let t = Instant::now();
+        client::ok(gust.addr, "POST", &path, &[], "{}").await?;
+        first.push(t.elapsed().as_micros() as f64);
+        let t = Instant::now();
+        client::ok(gust.addr, "POST", &path, &[], "{}").await?;
+        second.push(t.elapsed().as_micros() as f64);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (cold_p50, warm_p50) = (median(&mut first), median(&mut second));
+
+    // The first-ever compile of a ~1 MB module (upload = validate + compile + cache + store).
+    let big = large_module();
+    client::ok(gust.addr, "PUT", "/v1/functions/big", &[("content-type", "application/json")], "{}").await?;
+    let t = Instant::now();
+    client::ok(
+        gust.addr,
+        "PUT",
+        "/v1/functions/big/code",
+        &[("content-type", "application/wasm")],
+        big.clone(),
+    )
+    .await?;
+    let compile_ms = t.elapsed().as_secs_f64() * 1000.0;
+
+    // 4b. Memory per warm environment: K distinct modules, each invoked once.
+    let env_n = if args.quick { 5 } else { 50 };
+    for i in 0..env_n {
+        client::deploy(gust.addr, &format!("env{i}"), "{}", unique_module(&noop, &format!("env{i}"))).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before_envs = gust.rss_bytes();
+    for i in 0..env_n {
+        client::ok(gust.addr, "POST", &format!("/v1/functions/env{i}/invoke"), &[], "{}").await?;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let per_env = gust.rss_bytes().saturating_sub(before_envs) as f64 / env_n as f64;
+
+    // 3. Async: durable ingest at 64 connections, then the end-to-end drain of N invocations.
+    let a_target = invoke_target(gust.addr, "noop", "async");
+    let done0 = client::metric(gust.addr, "gust_attempts_succeeded_total").await?;
+    let started = Instant::now();
+    let ingest = loadgen::run(&a_target, 64, Stop::Count(args.drain)).await?;
+    anyhow::ensure!(ingest.errors == 0, "errors during async ingest");
+    loaded_rss = loaded_rss.max(gust.rss_bytes());
+    let drain_deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done = client::metric(gust.addr, "gust_attempts_succeeded_total").await? - done0;
+        if done >= args.drain {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < drain_deadline, "drain stalled at {done}/{}", args.drain);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain_secs = started.elapsed().as_secs_f64();
+
+    let warm64 = &warm[2];
+    let warm1 = &warm[0];
+    let targets = vec![
+        target(
+            "warm sync throughput at 64 connections, gust/bare",
+            ">= 0.5",
+            warm64["throughput_ratio"].as_f64(),
+            |v| v >= 0.5,
+        ),
+        target(
+            "p50 overhead over bare at 1 connection (µs)",
+            "<= 50",
+            warm1["p50_overhead_us"].as_f64(),
+            |v| v <= 50.0,
+        ),
+        target("wasm cold start, cached compiled module, p50 (µs)", "<= 1000", Some(cold_p50), |v| {
+            v <= 1000.0
+        }),
+        target("durable async ingest (202/s)", ">= 20000", Some(ingest.rps()), |v| v >= 20_000.0),
+        target("async drain (completed/s)", ">= 10000", Some(args.drain as f64 / drain_secs), |v| {
+            v >= 10_000.0
+        }),
+        target("idle server RSS (MB)", "<= 30", Some(idle_rss as f64 / 1048576.0), |v| v <= 30.0),
+    ];
+    Ok(json!({
+        "warm_sync": warm,
+        "cold_start": {
+            "versions": cold_n,
+            "first_invocation_p50_us": cold_p50,
+            "second_invocation_p50_us": warm_p50,
+            "cold_overhead_us": cold_p50 - warm_p50,
+        },
+        "compile_1mb": { "module_bytes": big.len(), "upload_ms": compile_ms },
+        "async": {
+            "ingest": load_json(&ingest),
+            "drain_invocations": args.drain,
+            "drain_seconds": drain_secs,
+            "drain_per_second": args.drain as f64 / drain_secs,
+        },
+        "memory": {
+            "idle_rss_mb": idle_rss as f64 / 1048576.0,
+            "loaded_rss_mb": loaded_rss as f64 / 1048576.0,
+            "per_warm_environment_kb": per_env / 1024.0,
+            "environments": env_n,
+        },
+        "targets": targets,
+        "quick": args.quick,
+        "phase_seconds": args.duration,
+    }))
+}
+
+fn target(name: &str, goal: &str, measured: Option<f64>, ok: impl Fn(f64) -> bool) -> Value {
+    json!({ "target": name, "goal": goal, "measured": measured, "met": measured.map(ok) })
+}
+
+fn markdown(r: &Value) -> String {
+    let f = |v: &Value| {
+        v.as_f64()
+            .map_or("-".into(), |x| if x.abs() >= 100.0 { format!("{x:.0}") } else { format!("{x:.2}") })
+    };
+    let mut out = String::new();
+    out.push_str("### Warm sync invoke of a no-op wasm function (HTTP keep-alive)\n\n");
+    out.push_str("| connections | gust req/s | bare req/s | gust/bare | gust p50 µs | bare p50 µs | p50 overhead µs | gust p99 µs | bare p99 µs |\n");
+    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for w in r["warm_sync"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            w["connections"],
+            f(&w["gust"]["rps"]),
+            f(&w["bare"]["rps"]),
+            f(&w["throughput_ratio"]),
+            f(&w["gust"]["p50_us"]),
+            f(&w["bare"]["p50_us"]),
+            f(&w["p50_overhead_us"]),
+            f(&w["gust"]["p99_us"]),
+            f(&w["bare"]["p99_us"]),
+        ));
+    }
+    let c = &r["cold_start"];
+    let a = &r["async"];
+    let m = &r["memory"];
+    out.push_str("\n### Cold start, async, memory\n\n| measure | value |\n|---|---:|\n");
+    let rows = [
+        (
+            "first invocation of a version after restart (module on disk), p50 µs",
+            f(&c["first_invocation_p50_us"]),
+        ),
+        ("second invocation of the same version, p50 µs", f(&c["second_invocation_p50_us"])),
+        ("cold overhead (first - second), µs", f(&c["cold_overhead_us"])),
+        ("first-ever compile of a ~1 MB module (upload), ms", f(&r["compile_1mb"]["upload_ms"])),
+        ("durable async ingest at 64 connections, 202/s", f(&a["ingest"]["rps"])),
+        (
+            "async ingest p50 / p99 µs",
+            format!("{} / {}", f(&a["ingest"]["p50_us"]), f(&a["ingest"]["p99_us"])),
+        ),
+        ("end-to-end drain of async no-ops, completed/s", f(&a["drain_per_second"])),
+        ("server RSS idle, MB", f(&m["idle_rss_mb"])),
+        ("server RSS under load (max sampled), MB", f(&m["loaded_rss_mb"])),
+        ("memory per warm environment, KB", f(&m["per_warm_environment_kb"])),
+    ];
+    for (k, v) in rows {
+        out.push_str(&format!("| {k} | {v} |\n"));
+    }
+    out.push_str("\n### Targets\n\n| target | goal | measured | met |\n|---|---|---:|---|\n");
+    for t in r["targets"].as_array().into_iter().flatten() {
+        let met = match t["met"].as_bool() {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "-",
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            t["target"].as_str().unwrap_or(""),
+            t["goal"].as_str().unwrap_or(""),
+            f(&t["measured"]),
+            met
+        ));
+    }
+    out
+}

@@ -1,0 +1,20 @@
+//! A seconds-long smoke run of the benchmark so it cannot rot. Performance is not asserted.
+
+use std::process::Command;
+
+#[test]
+fn quick_bench_prints_every_row() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gust-bench")).args(["--quick", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warm = report["warm_sync"].as_array().unwrap();
+    assert_eq!(warm.len(), 3);
+    for w in warm {
+        assert!(w["gust"]["requests"].as_u64().unwrap() > 0 && w["bare"]["requests"].as_u64().unwrap() > 0);
+        assert_eq!(w["gust"]["errors"], 0);
+    }
+    assert!(report["cold_start"]["first_invocation_p50_us"].as_f64().unwrap() > 0.0);
+    assert!(report["async"]["drain_per_second"].as_f64().unwrap() > 0.0);
+    assert!(report["memory"]["idle_rss_mb"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["targets"].as_array().unwrap().len(), 6);
+}
