@@ -14,6 +14,8 @@ const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 /// Reads at most `limit` bytes of `body`; more is a 413 naming `what` and the limit.
 pub(crate) async fn read_bounded(body: Body, limit: usize, what: &str) -> Result<Bytes, ApiError> {
     let mut body = body;
+    // The common case is one frame: keep it as is, without a copy.
+    let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
@@ -27,7 +29,14 @@ pub(crate) async fn read_bounded(body: Body, limit: usize, what: &str) -> Result
             }
             continue;
         }
-        buf.extend_from_slice(&data);
+        match first.take() {
+            None if buf.is_empty() => first = Some(data),
+            None => buf.extend_from_slice(&data),
+            Some(f) => {
+                buf.extend_from_slice(&f);
+                buf.extend_from_slice(&data);
+            }
+        }
     }
     if total > limit {
         return Err(ApiError {
@@ -36,7 +45,7 @@ pub(crate) async fn read_bounded(body: Body, limit: usize, what: &str) -> Result
             message: format!("{what} is over the limit of {limit} bytes"),
         });
     }
-    Ok(buf.freeze())
+    Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
 /// Refuses a body whose declared content type is not one of `allowed` (a missing header is

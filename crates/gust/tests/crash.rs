@@ -12,14 +12,14 @@ use serde_json::Value;
 #[test]
 fn kill9_and_restart_loses_no_acknowledged_invocation() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = ["--lease-ms", "1000", "--max-concurrency", "4"];
+    let opts = ["--lease-ms", "1000", "--max-concurrency", "2"];
     let s = Server::start(dir.path(), &opts);
     s.deploy("work", wasm_config(5000), fixture("burn"));
 
     let mut acknowledged = Vec::new();
     for i in 0..150 {
         let key = format!("job-{i}");
-        let r = s.invoke("work", None, b"20", &[("invocation-type", "async"), ("idempotency-key", &key)]);
+        let r = s.invoke("work", None, b"50", &[("invocation-type", "async"), ("idempotency-key", &key)]);
         assert_eq!(r.status(), 202);
         let id = r.json::<Value>().unwrap()["invocation_id"].as_str().unwrap().to_string();
         acknowledged.push((key, id));
@@ -34,7 +34,7 @@ fn kill9_and_restart_loses_no_acknowledged_invocation() {
     let s = Server::start(dir.path(), &opts);
     // Idempotency keys survive the crash.
     for (key, id) in acknowledged.iter().step_by(37) {
-        let r = s.invoke("work", None, b"20", &[("invocation-type", "async"), ("idempotency-key", key)]);
+        let r = s.invoke("work", None, b"50", &[("invocation-type", "async"), ("idempotency-key", key)]);
         assert_eq!(r.json::<Value>().unwrap()["invocation_id"].as_str().unwrap(), id);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -42,7 +42,7 @@ fn kill9_and_restart_loses_no_acknowledged_invocation() {
     for (_, id) in &acknowledged {
         let rec = s.wait_terminal(id, deadline.saturating_duration_since(Instant::now()));
         assert_eq!(rec["state"], "SUCCEEDED", "{rec}");
-        assert_eq!(rec["result"], "20");
+        assert_eq!(rec["result"], "50");
         assert!(rec["attempts"].as_u64().unwrap() >= 1);
         if rec["lost_attempts"].as_u64().unwrap() > 0 {
             recovered += 1;

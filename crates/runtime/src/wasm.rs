@@ -7,7 +7,12 @@
 //!
 //! Isolation: no preopened directories (no host filesystem), no sockets, only the function's
 //! environment variables. Limits: memory by a `ResourceLimiter` from the function's memory
-//! setting; time by epoch interruption (a ticker thread advances the engine's epoch).
+//! setting; time by a timer around the call.
+//!
+//! Execution is async: a guest runs on a fiber on the caller's tokio worker thread (no thread
+//! hand-off on the hot path) and yields back to the scheduler every epoch tick (a ticker
+//! thread advances the engine's epoch), so a long-running function never holds a worker
+//! thread for more than one tick, and dropping the call (the timeout) cancels the guest.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -34,7 +39,8 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use crate::{PrepareError, RunOutcome, RunRequest, Status, TailBuffer};
 
-/// How often the engine's epoch advances; the granularity of timeouts.
+/// How often the engine's epoch advances: the longest a guest runs before yielding to the
+/// scheduler.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 /// Concurrent wasm instances the pooling allocator has slots for.
 pub const DEFAULT_MAX_INSTANCES: u32 = 256;
@@ -123,7 +129,7 @@ impl WasmRuntime {
             .parallel_compilation(true);
         let engine = Engine::new(&config).map_err(internal)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h: &mut Host| &mut h.wasi).map_err(internal)?;
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut Host| &mut h.wasi).map_err(internal)?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_hash = format!("{:016x}", hasher.finish());
@@ -159,10 +165,16 @@ impl WasmRuntime {
         Module::validate(&self.engine, bytes).map_err(|e| PrepareError::Invalid(format!("{e:#}")))
     }
 
-    /// The prepared module for a code hash if it is in memory or in the disk cache.
+    /// The prepared module for a code hash if it is in memory (cheap: the hot path).
+    pub fn prepared_in_memory(&self, sha256: &str) -> Option<Arc<Prepared>> {
+        self.prepared.lock().get(sha256).cloned()
+    }
+
+    /// The prepared module for a code hash if it is in memory or in the disk cache. May read
+    /// and map a compiled module: call it from a blocking thread.
     pub fn prepared(&self, sha256: &str) -> Option<Arc<Prepared>> {
-        if let Some(p) = self.prepared.lock().get(sha256) {
-            return Some(p.clone());
+        if let Some(p) = self.prepared_in_memory(sha256) {
+            return Some(p);
         }
         let path = self.cache_path(sha256);
         if !path.exists() {
@@ -226,13 +238,13 @@ impl WasmRuntime {
         self.prepared.lock().remove(sha256);
     }
 
-    /// Run phase, blocking: call it from a blocking thread.
+    /// Run phase: runs one invocation on the calling task.
     ///
     /// Cost: one store and WASI context (a few small allocations), one instantiation from the
-    /// pool (copy-on-write memory init, a few µs), the guest's own work. No syscalls beyond
-    /// what the pooling allocator does to reset a slot; no store round trips; the payload is
-    /// shared (`Bytes`), not copied, until the guest reads it.
-    pub fn run(&self, prepared: &Prepared, req: RunRequest<'_>) -> RunOutcome {
+    /// pool (copy-on-write memory init, a few µs), one fiber switch in and out, the guest's own
+    /// work. No thread hand-off, no store round trips; the payload is shared (`Bytes`), not
+    /// copied, until the guest reads it.
+    pub async fn run(&self, prepared: &Prepared, req: RunRequest<'_>) -> RunOutcome {
         let started = Instant::now();
         let stdout = MemoryOutputPipe::new(MAX_RESULT_BYTES);
         let log = LogPipe(Arc::new(Mutex::new(TailBuffer::new(MAX_LOG_BYTES))));
@@ -255,19 +267,23 @@ impl WasmRuntime {
         };
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.limits);
-        let ticks = req.timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1);
-        store.set_epoch_deadline(ticks + 1);
-        store.epoch_deadline_trap();
+        store.epoch_deadline_async_yield_and_update(1);
 
-        let result = prepared
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| instance.get_typed_func::<(), ()>(&mut store, "_start"))
-            .and_then(|start| start.call(&mut store, ()));
+        let call = async {
+            let instance = prepared.pre.instantiate_async(&mut store).await?;
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            start.call_async(&mut store, ()).await
+        };
+        let timeout = Duration::from_millis(req.timeout_ms);
+        let result = tokio::time::timeout(timeout, call).await;
         let duration = started.elapsed();
         let status = match result {
-            Ok(()) => Status::Succeeded,
-            Err(e) => classify(&e, store.data().limits.exceeded, req.timeout_ms, req.memory_mb),
+            Ok(Ok(())) => Status::Succeeded,
+            Ok(Err(e)) => classify(&e, store.data().limits.exceeded, req.memory_mb),
+            Err(_elapsed) => Status::Failed {
+                kind: ErrorKind::Timeout,
+                message: format!("the function timed out after {} ms", req.timeout_ms),
+            },
         };
         drop(store);
         let overflowed = matches!(&status, Status::Failed { kind: ErrorKind::ResultTooLarge, .. });
@@ -277,7 +293,7 @@ impl WasmRuntime {
     }
 }
 
-fn classify(e: &wasmtime::Error, memory_exceeded: bool, timeout_ms: u64, memory_mb: u32) -> Status {
+fn classify(e: &wasmtime::Error, memory_exceeded: bool, memory_mb: u32) -> Status {
     if let Some(exit) = e.downcast_ref::<I32Exit>() {
         return if exit.0 == 0 {
             Status::Succeeded
@@ -292,12 +308,6 @@ fn classify(e: &wasmtime::Error, memory_exceeded: bool, timeout_ms: u64, memory_
         return Status::Failed {
             kind: ErrorKind::OutOfMemory,
             message: format!("the function exceeded its memory limit of {memory_mb} MB"),
-        };
-    }
-    if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
-        return Status::Failed {
-            kind: ErrorKind::Timeout,
-            message: format!("the function timed out after {timeout_ms} ms"),
         };
     }
     let text = format!("{e:#}");

@@ -17,7 +17,7 @@ fn runtime(dir: &std::path::Path) -> Arc<WasmRuntime> {
     WasmRuntime::new(WasmConfig { cache_dir: dir.join("modules"), max_instances: 8 }).unwrap()
 }
 
-fn run(rt: &WasmRuntime, name: &str, payload: &str, memory_mb: u32, timeout_ms: u64) -> RunOutcome {
+async fn run(rt: &WasmRuntime, name: &str, payload: &str, memory_mb: u32, timeout_ms: u64) -> RunOutcome {
     let code = fixture(name);
     let sha = format!("{name}-test");
     let prepared = rt.prepare(&sha, &code).unwrap();
@@ -34,23 +34,24 @@ fn run(rt: &WasmRuntime, name: &str, payload: &str, memory_mb: u32, timeout_ms: 
             timeout_ms,
         },
     )
+    .await
 }
 
-#[test]
-fn echo_returns_stdin_and_logs_stderr() {
+#[tokio::test]
+async fn echo_returns_stdin_and_logs_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(dir.path());
     let big = "x".repeat(200_000);
-    let out = run(&rt, "echo", &big, 128, 3000);
+    let out = run(&rt, "echo", &big, 128, 3000).await;
     assert_eq!(out.status, Status::Succeeded);
     assert_eq!(out.stdout.len(), big.len());
     assert_eq!(out.log, "echo: invoked\n");
 }
 
-#[test]
-fn exit_code_is_a_function_error_with_its_log() {
+#[tokio::test]
+async fn exit_code_is_a_function_error_with_its_log() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(&runtime(dir.path()), "fail", "{}", 128, 3000);
+    let out = run(&runtime(dir.path()), "fail", "{}", 128, 3000).await;
     assert_eq!(
         out.status,
         Status::Failed { kind: ErrorKind::FunctionError, message: "the function exited with code 3".into() }
@@ -58,19 +59,19 @@ fn exit_code_is_a_function_error_with_its_log() {
     assert_eq!(out.log, "fail: bad input\n");
 }
 
-#[test]
-fn trap_is_a_readable_crash() {
+#[tokio::test]
+async fn trap_is_a_readable_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(&runtime(dir.path()), "trap", "", 128, 3000);
+    let out = run(&runtime(dir.path()), "trap", "", 128, 3000).await;
     let Status::Failed { kind, message } = out.status else { panic!("trap succeeded") };
     assert_eq!(kind, ErrorKind::Crashed);
     assert!(message.contains("unreachable"), "{message}");
 }
 
-#[test]
-fn runaway_function_times_out() {
+#[tokio::test]
+async fn runaway_function_times_out() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(&runtime(dir.path()), "spin", "", 128, 100);
+    let out = run(&runtime(dir.path()), "spin", "", 128, 100).await;
     assert_eq!(
         out.status,
         Status::Failed { kind: ErrorKind::Timeout, message: "the function timed out after 100 ms".into() }
@@ -78,10 +79,10 @@ fn runaway_function_times_out() {
     assert!(out.duration.as_millis() >= 100 && out.duration.as_millis() < 2000, "{:?}", out.duration);
 }
 
-#[test]
-fn memory_is_capped_by_the_function_setting() {
+#[tokio::test]
+async fn memory_is_capped_by_the_function_setting() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(&runtime(dir.path()), "hog", "", 32, 3000);
+    let out = run(&runtime(dir.path()), "hog", "", 32, 3000).await;
     assert_eq!(
         out.status,
         Status::Failed {
@@ -91,16 +92,16 @@ fn memory_is_capped_by_the_function_setting() {
     );
 }
 
-#[test]
-fn invalid_modules_and_reactors_are_refused_at_prepare() {
+#[tokio::test]
+async fn invalid_modules_and_reactors_are_refused_at_prepare() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(dir.path());
     assert!(matches!(rt.prepare("junk", b"not wasm at all"), Err(PrepareError::Invalid(_))));
     assert!(matches!(rt.prepare("reactor", &fixture("reactor")), Err(PrepareError::NotACommand(_))));
 }
 
-#[test]
-fn compiled_modules_survive_a_restart() {
+#[tokio::test]
+async fn compiled_modules_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let code = fixture("echo");
     runtime(dir.path()).prepare("echo-sha", &code).unwrap();
@@ -111,10 +112,10 @@ fn compiled_modules_survive_a_restart() {
     assert!(again.prepared("other").is_none());
 }
 
-#[test]
-fn guests_see_no_host_filesystem() {
+#[tokio::test]
+async fn guests_see_no_host_filesystem() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(&runtime(dir.path()), "sandbox", "", 128, 3000);
+    let out = run(&runtime(dir.path()), "sandbox", "", 128, 3000).await;
     assert_eq!(
         out.status,
         Status::Failed { kind: ErrorKind::FunctionError, message: "the function exited with code 8".into() },

@@ -22,11 +22,13 @@ struct Inner {
     generation: u64,
     snapshot: u64,
     functions: HashMap<String, Arc<FunctionConfig>>,
-    aliases: HashMap<(String, String), Arc<Alias>>,
-    deployments: HashMap<(String, Resolved), Arc<Deployment>>,
+    /// function → alias → alias (nested so lookups by `&str` allocate nothing).
+    aliases: HashMap<String, HashMap<String, Arc<Alias>>>,
+    deployments: HashMap<String, HashMap<Resolved, Arc<Deployment>>>,
+    entries: usize,
 }
 
-/// Bounds the cache: past this many entries of a kind it is cleared rather than grown.
+/// Bounds the cache: past this many entries it is cleared rather than grown.
 const MAX_ENTRIES: usize = 100_000;
 
 impl ControlCache {
@@ -40,6 +42,7 @@ impl ControlCache {
         inner.functions.clear();
         inner.aliases.clear();
         inner.deployments.clear();
+        inner.entries = 0;
     }
 
     /// Records the store's snapshot version; a change invalidates everything cached.
@@ -60,40 +63,45 @@ impl ControlCache {
     }
 
     pub(crate) fn alias(&self, function: &str, alias: &str) -> Option<Arc<Alias>> {
-        self.inner.lock().aliases.get(&(function.to_string(), alias.to_string())).cloned()
+        self.inner.lock().aliases.get(function).and_then(|m| m.get(alias)).cloned()
     }
 
     pub(crate) fn deployment(&self, function: &str, resolved: Resolved) -> Option<Arc<Deployment>> {
-        self.inner.lock().deployments.get(&(function.to_string(), resolved)).cloned()
+        self.inner.lock().deployments.get(function).and_then(|m| m.get(&resolved)).cloned()
+    }
+
+    /// Locks the cache for an insert if nothing was invalidated since `generation`; makes room
+    /// by clearing everything when the bound is reached.
+    fn for_insert(&self, generation: u64) -> Option<parking_lot::MutexGuard<'_, Inner>> {
+        let mut inner = self.inner.lock();
+        if inner.generation != generation {
+            return None;
+        }
+        if inner.entries >= MAX_ENTRIES {
+            inner.functions.clear();
+            inner.aliases.clear();
+            inner.deployments.clear();
+            inner.entries = 0;
+        }
+        inner.entries += 1;
+        Some(inner)
     }
 
     pub(crate) fn insert_function(&self, generation: u64, f: Arc<FunctionConfig>) {
-        let mut inner = self.inner.lock();
-        if inner.generation == generation {
-            if inner.functions.len() >= MAX_ENTRIES {
-                inner.functions.clear();
-            }
+        if let Some(mut inner) = self.for_insert(generation) {
             inner.functions.insert(f.name.clone(), f);
         }
     }
 
     pub(crate) fn insert_alias(&self, generation: u64, a: Arc<Alias>) {
-        let mut inner = self.inner.lock();
-        if inner.generation == generation {
-            if inner.aliases.len() >= MAX_ENTRIES {
-                inner.aliases.clear();
-            }
-            inner.aliases.insert((a.function.clone(), a.name.clone()), a);
+        if let Some(mut inner) = self.for_insert(generation) {
+            inner.aliases.entry(a.function.clone()).or_default().insert(a.name.clone(), a);
         }
     }
 
     pub(crate) fn insert_deployment(&self, generation: u64, d: Arc<Deployment>) {
-        let mut inner = self.inner.lock();
-        if inner.generation == generation {
-            if inner.deployments.len() >= MAX_ENTRIES {
-                inner.deployments.clear();
-            }
-            inner.deployments.insert((d.function.clone(), d.resolved), d);
+        if let Some(mut inner) = self.for_insert(generation) {
+            inner.deployments.entry(d.function.clone()).or_default().insert(d.resolved, d);
         }
     }
 }

@@ -4,31 +4,41 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use gust_core::{AttemptOutcome, InvocationId, Lifecycle, Rejected};
+use gust_core::{AttemptOutcome, InvocationId, InvocationRecord, Lifecycle, Rejected};
 use gust_store::{Claimed, Completion, StoreError};
 use parking_lot::Mutex;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::{Execution, Metrics, Service};
 
 /// Sweeps between two reaps of idle environments.
 const SWEEPS_PER_REAP: u32 = 40;
+/// Keyless sync records waiting to be written behind; past this they are dropped (and counted).
+const WRITE_BEHIND_QUEUE: usize = 20_000;
+/// Most records written behind in one store call.
+const WRITE_BEHIND_BATCH: usize = 2_000;
+/// How long the write-behind task gathers records before writing a partial batch.
+const WRITE_BEHIND_LINGER: Duration = Duration::from_millis(20);
 
 pub(crate) struct DispatchState {
     /// Attempts this process is running: invocation id → attempt epoch (renewed together).
     running: Mutex<HashMap<InvocationId, u64>>,
     wake: Notify,
-    pub(crate) write_behind: Arc<Semaphore>,
+    pub(crate) write_behind: mpsc::Sender<InvocationRecord>,
+    write_behind_rx: Mutex<Option<mpsc::Receiver<InvocationRecord>>>,
 }
 
 impl Default for DispatchState {
     fn default() -> Self {
+        let (tx, rx) = mpsc::channel(WRITE_BEHIND_QUEUE);
         DispatchState {
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
-            write_behind: Arc::new(Semaphore::new(crate::invoke::write_behind_permits())),
+            write_behind: tx,
+            write_behind_rx: Mutex::new(Some(rx)),
         }
     }
 }
@@ -49,12 +59,15 @@ impl Drop for Background {
 impl Service {
     /// Starts the dispatcher, lease renewer, sweeper and snapshot poller.
     pub fn start(self: &Arc<Self>) -> Background {
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(self.clone().dispatcher()),
             tokio::spawn(self.clone().renewer()),
             tokio::spawn(self.clone().sweeper()),
             tokio::spawn(self.clone().snapshot_poller()),
         ];
+        if let Some(rx) = self.dispatch.write_behind_rx.lock().take() {
+            tasks.push(tokio::spawn(self.clone().write_behind_task(rx)));
+        }
         Background { tasks }
     }
 
@@ -204,6 +217,28 @@ impl Service {
                 if reaped > 0 {
                     tracing::debug!(reaped, "reaped idle environments");
                 }
+            }
+        }
+    }
+
+    /// Writes keyless sync records in batches: one store call (one commit) per batch.
+    async fn write_behind_task(self: Arc<Self>, mut rx: mpsc::Receiver<InvocationRecord>) {
+        let mut batch = Vec::with_capacity(WRITE_BEHIND_BATCH);
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            let linger = tokio::time::sleep(WRITE_BEHIND_LINGER);
+            tokio::pin!(linger);
+            while batch.len() < WRITE_BEHIND_BATCH {
+                tokio::select! {
+                    next = rx.recv() => match next {
+                        Some(r) => batch.push(r),
+                        None => break,
+                    },
+                    _ = &mut linger => break,
+                }
+            }
+            if let Err(e) = self.store.record_finished(std::mem::take(&mut batch)).await {
+                tracing::warn!(error = %e, "could not record sync invocations");
             }
         }
     }

@@ -32,8 +32,6 @@ type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
-/// Keyless sync records waiting to be written behind; past this they are dropped (and counted).
-const MAX_WRITE_BEHIND_IN_FLIGHT: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct InvokeInput {
@@ -203,18 +201,12 @@ impl Service {
         Invoked::Completed { id, executed_version: deployment.resolved.label(), outcome, log: exec.log }
     }
 
+    /// Queues a finished record for the write-behind task; drops (and counts) it if the
+    /// queue is full rather than slowing the caller down.
     fn write_behind(&self, record: InvocationRecord) {
-        let Ok(permit) = self.dispatch.write_behind.clone().try_acquire_owned() else {
+        if self.dispatch.write_behind.try_send(record).is_err() {
             Metrics::inc(&self.metrics.records_dropped);
-            return;
-        };
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store.record_finished(vec![record]).await {
-                tracing::warn!(error = %e, "could not record a sync invocation");
-            }
-            drop(permit);
-        });
+        }
     }
 
     /// Sync with an idempotency key: reserve the key durably (already claimed by this worker,
@@ -311,8 +303,4 @@ impl Service {
             Err(_) => Metrics::inc(&self.metrics.attempts_failed),
         }
     }
-}
-
-pub(crate) fn write_behind_permits() -> usize {
-    MAX_WRITE_BEHIND_IN_FLIGHT
 }

@@ -130,12 +130,18 @@ impl Worker {
         sha256: &str,
     ) -> Result<Arc<gust_runtime::wasm::Prepared>, String> {
         let Runtime::Wasm = runtime;
-        if let Some(p) = self.wasm.prepared(sha256) {
+        if let Some(p) = self.wasm.prepared_in_memory(sha256) {
             return Ok(p);
         }
         let lock = self.preparing.lock().entry(sha256.to_string()).or_default().clone();
         let _guard = lock.lock().await;
-        if let Some(p) = self.wasm.prepared(sha256) {
+        // Cold start: the compiled module may be in the disk cache.
+        let (wasm, sha) = (self.wasm.clone(), sha256.to_string());
+        let cached = tokio::task::spawn_blocking(move || wasm.prepared(&sha))
+            .await
+            .map_err(|e| format!("prepare task failed: {e}"))?;
+        if let Some(p) = cached {
+            self.preparing.lock().remove(sha256);
             return Ok(p);
         }
         let code = self.source.artifact(sha256).await.map_err(|e| format!("cannot fetch code: {e}"))?;
@@ -160,31 +166,31 @@ impl Worker {
             Ok(p) => p,
             Err(message) => return failed(ErrorKind::InitError, message, started),
         };
-        self.warm.lock().insert(deployment.code_sha256.clone(), Instant::now());
-        let wasm = self.wasm.clone();
-        let spec = deployment.spec.clone();
-        let function = deployment.function.clone();
+        {
+            let mut warm = self.warm.lock();
+            match warm.get_mut(deployment.code_sha256.as_str()) {
+                Some(used) => *used = Instant::now(),
+                None => {
+                    warm.insert(deployment.code_sha256.clone(), Instant::now());
+                }
+            }
+        }
+        let spec = &deployment.spec;
         let label = deployment.resolved.label();
-        let id = invocation_id.to_string();
-        let run = tokio::task::spawn_blocking(move || {
-            wasm.run(
+        self.wasm
+            .run(
                 &prepared,
                 RunRequest {
-                    function: &function,
+                    function: &deployment.function,
                     version_label: &label,
-                    invocation_id: &id,
+                    invocation_id,
                     payload,
                     env: &spec.env,
                     memory_mb: spec.memory_mb,
                     timeout_ms: spec.timeout_ms,
                 },
             )
-        })
-        .await;
-        match run {
-            Ok(outcome) => outcome,
-            Err(e) => failed(ErrorKind::Crashed, format!("the runtime failed: {e}"), started),
-        }
+            .await
     }
 }
 
