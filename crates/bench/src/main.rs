@@ -50,6 +50,25 @@ fn main() -> anyhow::Result<()> {
             return gust::server::run(opts);
         }
         Some("__bare") => return bare::serve(),
+        // For profiling: `gust-bench __load ADDR FUNCTION CONNECTIONS SECONDS` loads a running server.
+        Some("__load") if argv.len() == 6 => {
+            let addr: SocketAddr = argv[2].parse()?;
+            let (conns, secs): (usize, f64) = (argv[4].parse()?, argv[5].parse()?);
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let mut target = invoke_target(addr, &argv[3], "sync");
+            if argv[3].starts_with('/') {
+                target.path = argv[3].clone();
+            }
+            let r = rt.block_on(loadgen::run(&target, conns, Stop::After(Duration::from_secs_f64(secs))))?;
+            println!(
+                "{:.0} req/s, p50 {} µs, p99 {} µs, {} errors",
+                r.rps(),
+                r.percentile_us(0.5),
+                r.percentile_us(0.99),
+                r.errors
+            );
+            return Ok(());
+        }
         _ => {}
     }
     let mut args = Args::parse();

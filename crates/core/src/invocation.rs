@@ -79,8 +79,9 @@ pub struct InvocationRequest {
     pub payload: Bytes,
     pub mode: Mode,
     pub idempotency_key: Option<String>,
-    /// sha256 (hex) of qualifier and payload: a reused idempotency key must match it.
-    pub fingerprint: String,
+    /// sha256 (hex) of qualifier and payload, when there is an idempotency key: a reused key
+    /// must match it.
+    pub fingerprint: Option<String>,
     pub received_at: Millis,
     /// The retry policy of the resolved version, frozen with the request.
     pub retry: RetryPolicy,

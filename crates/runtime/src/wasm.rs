@@ -7,12 +7,12 @@
 //!
 //! Isolation: no preopened directories (no host filesystem), no sockets, only the function's
 //! environment variables. Limits: memory by a `ResourceLimiter` from the function's memory
-//! setting; time by a timer around the call.
+//! setting; time by the epoch deadline callback.
 //!
 //! Execution is async: a guest runs on a fiber on the caller's tokio worker thread (no thread
 //! hand-off on the hot path) and yields back to the scheduler every epoch tick (a ticker
 //! thread advances the engine's epoch), so a long-running function never holds a worker
-//! thread for more than one tick, and dropping the call (the timeout) cancels the guest.
+//! thread for more than one tick; past its timeout the same callback interrupts it.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -29,7 +29,7 @@ use gust_core::ErrorKind;
 use parking_lot::Mutex;
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig,
-    ResourceLimiter, Store, Trap,
+    ResourceLimiter, Store, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -44,6 +44,10 @@ use crate::{PrepareError, RunOutcome, RunRequest, Status, TailBuffer};
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 /// Concurrent wasm instances the pooling allocator has slots for.
 pub const DEFAULT_MAX_INSTANCES: u32 = 256;
+/// Bytes of each pooled memory, table and stack reset in place (memset) when a slot is freed.
+const POOL_KEEP_RESIDENT: usize = 64 * 1024;
+/// Freed slots whose pages are decommitted together (one madvise round instead of many).
+const POOL_DECOMMIT_BATCH: usize = 16;
 /// Wasm stack size: ample for compiled C, Zig and Rust guests.
 const WASM_STACK_BYTES: usize = 1024 * 1024;
 
@@ -120,7 +124,13 @@ impl WasmRuntime {
             .total_tables(cfg.max_instances)
             .total_stacks(cfg.max_instances)
             .max_memory_size((MAX_MEMORY_MB as usize) << 20)
-            .table_elements(100_000);
+            .table_elements(100_000)
+            // Resetting a small slot with memset is cheaper than madvise, which costs a TLB
+            // shoot-down on every core; bigger slots are decommitted in batches.
+            .linear_memory_keep_resident(POOL_KEEP_RESIDENT)
+            .table_keep_resident(POOL_KEEP_RESIDENT)
+            .async_stack_keep_resident(POOL_KEEP_RESIDENT)
+            .decommit_batch_size(POOL_DECOMMIT_BATCH);
         let mut config = Config::new();
         config
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
@@ -267,23 +277,24 @@ impl WasmRuntime {
         };
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.limits);
-        store.epoch_deadline_async_yield_and_update(1);
+        // Every epoch tick the guest yields to the scheduler, and past its deadline it is
+        // interrupted (a trap), so a runaway guest costs at most one tick per turn and no timer.
+        let deadline = started + Duration::from_millis(req.timeout_ms);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
 
-        let call = async {
+        let result = async {
             let instance = prepared.pre.instantiate_async(&mut store).await?;
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
             start.call_async(&mut store, ()).await
-        };
-        let timeout = Duration::from_millis(req.timeout_ms);
-        let result = tokio::time::timeout(timeout, call).await;
+        }
+        .await;
         let duration = started.elapsed();
         let status = match result {
-            Ok(Ok(())) => Status::Succeeded,
-            Ok(Err(e)) => classify(&e, store.data().limits.exceeded, req.memory_mb),
-            Err(_elapsed) => Status::Failed {
-                kind: ErrorKind::Timeout,
-                message: format!("the function timed out after {} ms", req.timeout_ms),
-            },
+            Ok(()) => Status::Succeeded,
+            Err(e) => classify(&e, store.data().limits.exceeded, req.memory_mb, req.timeout_ms),
         };
         drop(store);
         let overflowed = matches!(&status, Status::Failed { kind: ErrorKind::ResultTooLarge, .. });
@@ -293,7 +304,7 @@ impl WasmRuntime {
     }
 }
 
-fn classify(e: &wasmtime::Error, memory_exceeded: bool, memory_mb: u32) -> Status {
+fn classify(e: &wasmtime::Error, memory_exceeded: bool, memory_mb: u32, timeout_ms: u64) -> Status {
     if let Some(exit) = e.downcast_ref::<I32Exit>() {
         return if exit.0 == 0 {
             Status::Succeeded
@@ -308,6 +319,12 @@ fn classify(e: &wasmtime::Error, memory_exceeded: bool, memory_mb: u32) -> Statu
         return Status::Failed {
             kind: ErrorKind::OutOfMemory,
             message: format!("the function exceeded its memory limit of {memory_mb} MB"),
+        };
+    }
+    if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+        return Status::Failed {
+            kind: ErrorKind::Timeout,
+            message: format!("the function timed out after {timeout_ms} ms"),
         };
     }
     let text = format!("{e:#}");

@@ -75,7 +75,7 @@ fn request(function: &str, mode: Mode, key: Option<&str>, payload: &str) -> Invo
         payload: Bytes::from(payload.to_string()),
         mode,
         idempotency_key: key.map(str::to_string),
-        fingerprint: crate::sha256_hex(payload.as_bytes()),
+        fingerprint: key.map(|_| crate::sha256_hex(payload.as_bytes())),
         received_at: NOW,
         retry: RetryPolicy { max_retries: 2, max_event_age_s: 3600, base_delay_ms: 1000 },
     }

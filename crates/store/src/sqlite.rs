@@ -82,7 +82,7 @@ CREATE TABLE invocations (
     payload BLOB NOT NULL,
     mode TEXT NOT NULL,
     idempotency_key TEXT,
-    fingerprint TEXT NOT NULL,
+    fingerprint TEXT,
     received_at INTEGER NOT NULL,
     retry TEXT NOT NULL,
     state TEXT NOT NULL,
@@ -97,7 +97,7 @@ CREATE TABLE invocations (
     updated_at INTEGER NOT NULL,
     finished_at INTEGER,
     expires_at INTEGER
-);
+) WITHOUT ROWID;
 CREATE UNIQUE INDEX invocations_idempotency ON invocations (function, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX invocations_queue ON invocations (id) WHERE state = 'QUEUED';
@@ -105,7 +105,6 @@ CREATE INDEX invocations_due ON invocations (state, due_at) WHERE due_at IS NOT 
 CREATE INDEX invocations_expiry ON invocations (expires_at)
     WHERE expires_at IS NOT NULL AND state IN ('QUEUED', 'PLACED', 'RETRY_WAIT');
 CREATE INDEX invocations_function ON invocations (function, id);
-CREATE INDEX invocations_function_state ON invocations (function, state, id);
 "#];
 
 /// Options of the SQLite backend.
@@ -397,7 +396,7 @@ struct RawInvocation {
     payload: Vec<u8>,
     mode: String,
     idempotency_key: Option<String>,
-    fingerprint: String,
+    fingerprint: Option<String>,
     received_at: i64,
     retry: String,
     state: String,
