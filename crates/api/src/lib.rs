@@ -10,7 +10,6 @@ mod error;
 mod native;
 mod views;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -40,7 +39,11 @@ pub(crate) struct AppState {
 /// Builds the whole router (tests call it without a socket).
 pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
     let state = AppState { service, cfg };
-    let v1 = native::routes().layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let v1 = match state.cfg.token {
+        Some(_) => native::routes().layer(middleware::from_fn_with_state(state.clone(), authenticate)),
+        // No token (loopback only): no per-request middleware at all.
+        None => native::routes(),
+    };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -61,9 +64,7 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router.into_make_service()).with_graceful_shutdown(shutdown).await
 }
 
 async fn authenticate(
