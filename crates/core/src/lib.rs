@@ -10,6 +10,7 @@ pub mod function;
 pub mod invocation;
 pub mod limits;
 pub mod names;
+pub mod placement;
 pub mod routing;
 
 pub use function::{
@@ -20,6 +21,7 @@ pub use invocation::{
     InvocationRequest, Lifecycle, Mode, Rejected, State, StateName, WorkerId,
 };
 pub use names::{NameError, Qualifier};
+pub use placement::WorkerState;
 pub use routing::{Routing, RoutingError};
 
 /// Milliseconds since the Unix epoch. Every timestamp in gust is one of these.

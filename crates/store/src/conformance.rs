@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use gust_core::{
     AttemptOutcome, ErrorKind, FunctionErrorBody, FunctionSpec, InvocationId, InvocationRequest, Lifecycle,
-    Mode, Rejected, Resolved, RetryPolicy, Routing, State, StateName, WorkerId,
+    Mode, Rejected, Resolved, RetryPolicy, Routing, Runtime, State, StateName, WorkerId, WorkerState,
 };
 
 use crate::{Completion, Inserted, InvocationFilter, NewInvocation, Store, StoreError};
@@ -43,6 +43,8 @@ macro_rules! store_conformance_tests {
             deleting_a_function_cancels_its_pending_invocations,
             invocation_listing_is_newest_first_and_paged,
             finished_records_are_written_once,
+            worker_heartbeats_are_monotonic,
+            placed_work_is_claimed_only_by_its_worker,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -532,4 +534,52 @@ pub async fn finished_records_are_written_once(store: Arc<dyn Store>) {
     let stored = store.get_invocation(&id).await.unwrap().unwrap();
     assert_eq!(stored.result.as_deref(), Some(&b"out"[..]), "a record is never overwritten");
     assert_eq!(stored.lifecycle.state, State::Succeeded);
+}
+
+fn heartbeat(id: &str, revision: u64, running: u32, at: i64) -> WorkerState {
+    WorkerState {
+        id: worker(id),
+        revision,
+        runtimes: vec![Runtime::Wasm],
+        capacity: 8,
+        running,
+        warm: vec![],
+        snapshot_version: 1,
+        last_heartbeat: at,
+    }
+}
+
+pub async fn worker_heartbeats_are_monotonic(store: Arc<dyn Store>) {
+    assert!(store.put_worker(heartbeat("w1", 5, 1, NOW)).await.unwrap());
+    assert!(!store.put_worker(heartbeat("w1", 4, 7, NOW + 1)).await.unwrap(), "an older revision is ignored");
+    assert!(!store.put_worker(heartbeat("w1", 5, 7, NOW + 1)).await.unwrap(), "so is a repeated one");
+    assert!(store.put_worker(heartbeat("w1", 6, 2, NOW + 2)).await.unwrap());
+    assert!(store.put_worker(heartbeat("w2", 1, 0, NOW - 60_000)).await.unwrap());
+    let live = store.list_workers(NOW - 1_000).await.unwrap();
+    assert_eq!(live.len(), 1, "only workers heard from since the bound");
+    assert_eq!((live[0].revision, live[0].running), (6, 2));
+    assert_eq!(store.list_workers(0).await.unwrap().len(), 2);
+}
+
+pub async fn placed_work_is_claimed_only_by_its_worker(store: Arc<dyn Store>) {
+    let a = enqueue(&*store, request("pl", Mode::Async, None, "1")).await;
+    let b = enqueue(&*store, request("pl", Mode::Async, None, "2")).await;
+    let queued: Vec<_> = store.queued(10).await.unwrap().into_iter().map(|q| q.0).collect();
+    assert_eq!(queued, vec![a.clone(), b.clone()], "oldest first");
+    let placed = store.place(vec![(a.clone(), worker("w1")), (b.clone(), worker("w2"))], NOW).await.unwrap();
+    assert_eq!(placed, vec![Ok(()), Ok(())]);
+    let again = store.place(vec![(a.clone(), worker("w2"))], NOW).await.unwrap();
+    assert!(matches!(again[0], Err(Rejected::InvalidTransition { .. })), "placed once");
+    let mut counts = store.placed_counts().await.unwrap();
+    counts.sort_by(|x, y| x.0 .0.cmp(&y.0 .0));
+    assert_eq!(counts, vec![(worker("w1"), 1), (worker("w2"), 1)]);
+    let stolen = store.claim(&a, &worker("w2"), NOW + 5_000, NOW).await;
+    assert!(matches!(stolen, Err(StoreError::Rejected(Rejected::NotOwner))), "{stolen:?}");
+    let mine = store.claim_placed(&worker("w1"), 10, NOW + 5_000, NOW).await.unwrap();
+    assert_eq!(mine.iter().map(|c| c.request.id.clone()).collect::<Vec<_>>(), vec![a.clone()]);
+    assert_eq!(mine[0].epoch, 1);
+    // A worker that never claims loses its placement after the timeout.
+    let report = store.recover(NOW + 60_000).await.unwrap();
+    assert_eq!(report.unplaced, 1);
+    assert_eq!(state_of(&*store, &b).await.state, State::Queued);
 }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use gust_core::{
     Alias, AttemptOutcome, Deployment, FunctionConfig, FunctionErrorBody, FunctionSpec, InvocationId,
     InvocationRecord, InvocationRequest, Lifecycle, Millis, Rejected, Resolved, Routing, StateName, Version,
-    WorkerId,
+    WorkerId, WorkerState,
 };
 use serde::Serialize;
 use thiserror::Error;
@@ -251,4 +251,30 @@ pub trait Store: Send + Sync + 'static {
     /// Invocations per state, for status and tests.
     async fn count_by_state(&self) -> Result<Vec<(StateName, u64)>>;
     async fn counters(&self) -> Result<Counters>;
+
+    // ---- workers and placement ----
+
+    /// Records a worker's heartbeat if its revision is newer than the stored one (monotonic per
+    /// worker). Returns whether it was applied.
+    async fn put_worker(&self, state: WorkerState) -> Result<bool>;
+    /// Every worker seen within `since` (ms epoch), by id.
+    async fn list_workers(&self, since: Millis) -> Result<Vec<WorkerState>>;
+    /// The oldest QUEUED invocations: `(id, function, resolved)`.
+    async fn queued(&self, limit: usize) -> Result<Vec<(InvocationId, String, Resolved)>>;
+    /// PLACED invocations not yet claimed, per worker.
+    async fn placed_counts(&self) -> Result<Vec<(WorkerId, u64)>>;
+    /// Places invocations on workers (QUEUED → PLACED). Per entry: ok or why it was refused.
+    async fn place(
+        &self,
+        placements: Vec<(InvocationId, WorkerId)>,
+        now: Millis,
+    ) -> Result<Vec<Result<(), Rejected>>>;
+    /// Claims up to `max` invocations placed on `worker`, oldest first.
+    async fn claim_placed(
+        &self,
+        worker: &WorkerId,
+        max: usize,
+        lease_expires_at: Millis,
+        now: Millis,
+    ) -> Result<Vec<Claimed>>;
 }

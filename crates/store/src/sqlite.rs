@@ -21,7 +21,7 @@ use gust_core::limits::{DEFAULT_PLACEMENT_TIMEOUT_MS, RECOVERY_BATCH};
 use gust_core::{
     apply, Alias, Context, Deployment, ErrorKind, Event, FunctionConfig, FunctionErrorBody, FunctionSpec,
     InvocationId, InvocationRecord, InvocationRequest, Lifecycle, Millis, Mode, Rejected, Resolved,
-    RetryPolicy, Routing, State, StateName, Version, WorkerId,
+    RetryPolicy, Routing, State, StateName, Version, WorkerId, WorkerState,
 };
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
@@ -38,7 +38,8 @@ const MAX_GROUP: usize = 1024;
 /// Read connections kept open.
 const READERS: usize = 4;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO meta (key, value) VALUES ('snapshot_version', 0), ('fenced_completions', 0), ('fenced_renewals', 0);
 CREATE TABLE functions (
@@ -105,7 +106,17 @@ CREATE INDEX invocations_due ON invocations (state, due_at) WHERE due_at IS NOT 
 CREATE INDEX invocations_expiry ON invocations (expires_at)
     WHERE expires_at IS NOT NULL AND state IN ('QUEUED', 'PLACED', 'RETRY_WAIT');
 CREATE INDEX invocations_function ON invocations (function, id);
-"#];
+"#,
+    r#"
+CREATE TABLE workers (
+    id TEXT PRIMARY KEY,
+    revision INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    last_heartbeat INTEGER NOT NULL
+);
+CREATE INDEX invocations_placed ON invocations (worker, id) WHERE state = 'PLACED';
+"#,
+];
 
 /// Options of the SQLite backend.
 #[derive(Debug, Clone)]
@@ -1111,34 +1122,12 @@ impl Store for SqliteStore {
         }
         let worker = worker.clone();
         self.write(move |c| {
-            let mut claimed = Vec::with_capacity(max);
-            let event = Event::Claim { worker, lease_expires_at };
             let ids = ids_where(
                 c,
                 "SELECT id FROM invocations WHERE state = 'QUEUED' ORDER BY id LIMIT ?1",
                 [(max * 2) as i64],
             )?;
-            for id in ids {
-                if claimed.len() == max {
-                    break;
-                }
-                match transition(c, &id, &event, Outcome::default(), now)? {
-                    Ok(lc) => {
-                        let rec = load_invocation(c, &id)?
-                            .ok_or_else(|| StoreError::Backend("claimed row vanished".into()))?;
-                        claimed.push(Claimed {
-                            request: rec.request,
-                            epoch: lc.attempt_epoch,
-                            lease_expires_at,
-                        });
-                    }
-                    Err(Rejected::TooOld) => {
-                        expire(c, &id, now)?;
-                    }
-                    Err(other) => return Err(StoreError::Rejected(other)),
-                }
-            }
-            Ok(claimed)
+            claim_ids(c, ids, &worker, max, lease_expires_at, now)
         })
         .await
     }
@@ -1325,4 +1314,136 @@ impl Store for SqliteStore {
         })
         .await
     }
+    async fn put_worker(&self, state: WorkerState) -> Result<bool> {
+        self.write(move |c| {
+            let json = serde_json::to_string(&state).map_err(json_err)?;
+            let changed = c
+                .execute(
+                    "INSERT INTO workers (id, revision, state, last_heartbeat) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (id) DO UPDATE SET revision = ?2, state = ?3, last_heartbeat = ?4 \
+                     WHERE excluded.revision > workers.revision",
+                    params![state.id.0, state.revision as i64, json, state.last_heartbeat],
+                )
+                .map_err(db_err)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn list_workers(&self, since: Millis) -> Result<Vec<WorkerState>> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT state FROM workers WHERE last_heartbeat >= ?1 ORDER BY id")
+                .map_err(db_err)?;
+            let rows = stmt.query_map([since], |r| r.get::<_, String>(0)).map_err(db_err)?;
+            rows.map(|r| r.map_err(db_err).and_then(|s| serde_json::from_str(&s).map_err(json_err))).collect()
+        })
+        .await
+    }
+
+    async fn queued(&self, limit: usize) -> Result<Vec<(InvocationId, String, Resolved)>> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, function, resolved FROM invocations WHERE state = 'QUEUED' ORDER BY id LIMIT ?1",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map([limit as i64], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                })
+                .map_err(db_err)?;
+            rows.map(|r| {
+                let (id, function, resolved) = r.map_err(db_err)?;
+                let resolved = Resolved::decode(&resolved).ok_or_else(|| corrupt("resolved version"))?;
+                Ok((InvocationId(id), function, resolved))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn placed_counts(&self) -> Result<Vec<(WorkerId, u64)>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT worker, COUNT(*) FROM invocations WHERE state = 'PLACED' GROUP BY worker",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((WorkerId(r.get(0)?), r.get::<_, i64>(1)? as u64)))
+                .map_err(db_err)?;
+            rows.map(|r| r.map_err(db_err)).collect()
+        })
+        .await
+    }
+
+    async fn place(
+        &self,
+        placements: Vec<(InvocationId, WorkerId)>,
+        now: Millis,
+    ) -> Result<Vec<Result<(), Rejected>>> {
+        self.write(move |c| {
+            let mut out = Vec::with_capacity(placements.len());
+            for (id, worker) in placements {
+                out.push(
+                    transition(c, &id.0, &Event::Place { worker }, Outcome::default(), now)?.map(|_| ()),
+                );
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn claim_placed(
+        &self,
+        worker: &WorkerId,
+        max: usize,
+        lease_expires_at: Millis,
+        now: Millis,
+    ) -> Result<Vec<Claimed>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let worker = worker.clone();
+        self.write(move |c| {
+            let ids = ids_where(
+                c,
+                "SELECT id FROM invocations WHERE state = 'PLACED' AND worker = ?1 ORDER BY id LIMIT ?2",
+                params![worker.0, max as i64],
+            )?;
+            claim_ids(c, ids, &worker, max, lease_expires_at, now)
+        })
+        .await
+    }
+}
+
+/// Claims the given invocations for `worker` (up to `max`); too-old events are expired.
+fn claim_ids(
+    c: &Connection,
+    ids: Vec<String>,
+    worker: &WorkerId,
+    max: usize,
+    lease_expires_at: Millis,
+    now: Millis,
+) -> Result<Vec<Claimed>> {
+    let mut claimed = Vec::with_capacity(max);
+    let event = Event::Claim { worker: worker.clone(), lease_expires_at };
+    for id in ids {
+        if claimed.len() == max {
+            break;
+        }
+        match transition(c, &id, &event, Outcome::default(), now)? {
+            Ok(lc) => {
+                let rec = load_invocation(c, &id)?
+                    .ok_or_else(|| StoreError::Backend("claimed row vanished".into()))?;
+                claimed.push(Claimed { request: rec.request, epoch: lc.attempt_epoch, lease_expires_at });
+            }
+            Err(Rejected::TooOld) => {
+                expire(c, &id, now)?;
+            }
+            Err(other) => return Err(StoreError::Rejected(other)),
+        }
+    }
+    Ok(claimed)
 }
