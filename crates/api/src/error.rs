@@ -52,6 +52,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::RevisionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "RevisionMismatch"),
             ServiceError::KeyMismatch { .. } => (StatusCode::CONFLICT, "IdempotencyKeyMismatch"),
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+            ServiceError::Fenced(_) => (StatusCode::CONFLICT, "Fenced"),
             ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
             ServiceError::Internal(_) => {
                 tracing::error!(error = %message, "internal error");

@@ -7,6 +7,7 @@
 
 mod body;
 mod error;
+mod internal;
 mod native;
 mod views;
 
@@ -28,6 +29,8 @@ pub struct ApiConfig {
     /// Bearer token required on every `/v1` endpoint; `None` disables authentication
     /// (allowed only on loopback; the binary enforces that).
     pub token: Option<Arc<str>>,
+    /// Token workers present on the worker protocol (`/internal/v1`); `None` disables it.
+    pub worker_token: Option<Arc<str>>,
 }
 
 #[derive(Clone)]
@@ -44,11 +47,18 @@ pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
         // No token (loopback only): no per-request middleware at all.
         None => native::routes(),
     };
+    let internal = match state.cfg.worker_token {
+        Some(_) => {
+            internal::routes().layer(middleware::from_fn_with_state(state.clone(), authenticate_worker))
+        }
+        None => Router::new(),
+    };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(v1)
+        .merge(internal)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such endpoint") })
         .with_state(state)
 }
@@ -67,27 +77,40 @@ pub async fn serve(
     axum::serve(listener, router.into_make_service()).with_graceful_shutdown(shutdown).await
 }
 
+fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes()))
+}
+
 async fn authenticate(
     State(state): State<AppState>,
     headers: HeaderMap,
     req: Request,
     next: Next,
 ) -> Response {
-    if let Some(token) = &state.cfg.token {
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "a valid bearer token is required",
-            )
-            .into_response();
+    match &state.cfg.token {
+        Some(token) if !bearer_matches(&headers, token) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "a valid bearer token is required")
+                .into_response()
         }
+        _ => next.run(req).await,
     }
-    next.run(req).await
+}
+
+async fn authenticate_worker(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    match &state.cfg.worker_token {
+        Some(token) if bearer_matches(&headers, token) => next.run(req).await,
+        _ => ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "a valid worker token is required")
+            .into_response(),
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -29,6 +29,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/functions/{name}/invoke", post(invoke))
         .route("/v1/functions/{name}/invocations", get(list_invocations))
         .route("/v1/invocations/{id}", get(get_invocation))
+        .route("/v1/workers", get(list_workers))
 }
 
 const JSON: &[&str] = &["application/json"];
@@ -259,4 +260,29 @@ async fn list_invocations(
 async fn get_invocation(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let rec = s.service.get_invocation(&id).await?;
     Ok(Json(views::invocation(&rec, true)).into_response())
+}
+
+async fn list_workers(State(s): State<AppState>) -> ApiResult {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let liveness = gust_service::LIVENESS_BOUND.as_millis() as i64;
+    let workers = s.service.workers().await?;
+    let items: Vec<_> = workers
+        .iter()
+        .map(|w| {
+            json!({
+                "id": w.id,
+                "live": w.is_live(now, liveness),
+                "last_heartbeat": w.last_heartbeat,
+                "revision": w.revision,
+                "runtimes": w.runtimes,
+                "capacity": w.capacity,
+                "running": w.running,
+                "warm_environments": w.warm.len(),
+                "snapshot_version": w.snapshot_version,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "workers": items })).into_response())
 }

@@ -41,6 +41,10 @@ pub enum Output {
 pub enum Command {
     /// Run a gust server (embedded shape: SQLite store, API and a local worker).
     Server(ServerOpts),
+    /// Run a remote worker that joins a server.
+    Worker(crate::worker::WorkerOpts),
+    /// List workers: liveness, capacity, load, snapshot version, warm environments.
+    Workers,
     /// Create or update a function's configuration and upload its code.
     Deploy(DeployArgs),
     /// Publish $LATEST as a new immutable version.
@@ -212,7 +216,28 @@ fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
     let api = Api::new(g)?;
     use reqwest::Method;
     match command {
-        Command::Server(_) => unreachable!("main handles the server"),
+        Command::Server(_) | Command::Worker(_) => unreachable!("main runs servers and workers"),
+        Command::Workers => {
+            let v = api.json(api.req(Method::GET, "/v1/workers"))?;
+            print(g, &v, |v| {
+                let mut out = format!(
+                    "{:<28} {:<5} {:>8} {:>7} {:>5} {:>9}",
+                    "WORKER", "LIVE", "CAPACITY", "RUNNING", "WARM", "SNAPSHOT"
+                );
+                for w in v["workers"].as_array().into_iter().flatten() {
+                    out.push_str(&format!(
+                        "\n{:<28} {:<5} {:>8} {:>7} {:>5} {:>9}",
+                        w["id"].as_str().unwrap_or("?"),
+                        if w["live"].as_bool() == Some(true) { "yes" } else { "no" },
+                        w["capacity"].to_string(),
+                        w["running"].to_string(),
+                        w["warm_environments"].to_string(),
+                        w["snapshot_version"].to_string()
+                    ));
+                }
+                out
+            });
+        }
         Command::Deploy(a) => {
             let code = std::fs::read(&a.code)
                 .map_err(|e| Failure(format!("cannot read {}: {e}", a.code.display())))?;

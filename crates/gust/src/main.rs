@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use gust::{cli, server};
+use gust::{cli, server, worker};
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
@@ -13,6 +13,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("gust server: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        cli::Command::Worker(opts) => match worker::run(opts) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gust worker: {e:#}");
                 ExitCode::from(2)
             }
         },

@@ -35,6 +35,13 @@ pub struct ServerOpts {
     /// Lease of an attempt in milliseconds, renewed while it runs.
     #[arg(long, default_value_t = gust_core::limits::DEFAULT_LEASE_MS as u64)]
     pub lease_ms: u64,
+    /// Token remote workers must present (`gust worker --worker-token`); enables the worker
+    /// protocol under /internal/v1.
+    #[arg(long, env = "GUST_WORKER_TOKEN", hide_env_values = true)]
+    pub worker_token: Option<String>,
+    /// Run no invocations in this process: all work, sync included, goes to remote workers.
+    #[arg(long)]
+    pub no_local_worker: bool,
     /// Commit with synchronous=NORMAL: survives a process crash but may lose the last
     /// acknowledged writes on power loss. Default is an fsync per group commit.
     #[arg(long)]
@@ -84,13 +91,18 @@ impl Executor for LocalExecutor {
     }
 }
 
-pub fn run(opts: ServerOpts) -> anyhow::Result<()> {
+/// Logs go to stderr, filtered by `GUST_LOG` (default `info`).
+pub fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GUST_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+pub fn run(opts: ServerOpts) -> anyhow::Result<()> {
+    init_tracing();
     if opts.token.is_none() && !opts.listen.ip().is_loopback() {
         bail!("refusing to listen on {} without --token: the API would be open to the network", opts.listen);
     }
@@ -121,11 +133,18 @@ async fn serve(opts: ServerOpts) -> anyhow::Result<()> {
     let boot = uuid::Uuid::now_v7().simple().to_string();
     let mut cfg = ServiceConfig::new(WorkerId(format!("local-{}", &boot[boot.len() - 12..])));
     cfg.lease = Duration::from_millis(opts.lease_ms);
+    cfg.local_worker = !opts.no_local_worker;
+    if opts.no_local_worker && opts.worker_token.is_none() {
+        bail!("--no-local-worker needs --worker-token: without remote workers nothing would run");
+    }
     let service = Service::new(store, Arc::new(LocalExecutor(worker)), Arc::new(SystemClock), cfg);
     let _background = service.start();
     let router = gust_api::router(
         service.clone(),
-        gust_api::ApiConfig { token: opts.token.map(|t| Arc::<str>::from(t.as_str())) },
+        gust_api::ApiConfig {
+            token: opts.token.map(|t| Arc::<str>::from(t.as_str())),
+            worker_token: opts.worker_token.map(|t| Arc::<str>::from(t.as_str())),
+        },
     );
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await

@@ -60,11 +60,14 @@ impl Service {
     /// Starts the dispatcher, lease renewer, sweeper and snapshot poller.
     pub fn start(self: &Arc<Self>) -> Background {
         let mut tasks = vec![
-            tokio::spawn(self.clone().dispatcher()),
             tokio::spawn(self.clone().renewer()),
             tokio::spawn(self.clone().sweeper()),
             tokio::spawn(self.clone().snapshot_poller()),
+            tokio::spawn(self.clone().placer()),
         ];
+        if self.cfg.local_worker {
+            tasks.push(tokio::spawn(self.clone().dispatcher()));
+        }
         if let Some(rx) = self.dispatch.write_behind_rx.lock().take() {
             tasks.push(tokio::spawn(self.clone().write_behind_task(rx)));
         }
@@ -73,6 +76,7 @@ impl Service {
 
     pub(crate) fn wake_dispatcher(&self) {
         self.dispatch.wake.notify_one();
+        self.placement_wake.notify_one();
     }
 
     pub(crate) fn track_attempt(&self, id: &InvocationId, epoch: u64) {

@@ -29,6 +29,9 @@ pub enum ServiceError {
     KeyMismatch { existing: InvocationId },
     #[error("{0}")]
     Conflict(String),
+    /// A worker's attempt no longer owns the invocation; its report was dropped.
+    #[error("{0}")]
+    Fenced(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]

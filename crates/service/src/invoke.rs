@@ -118,6 +118,7 @@ impl Service {
         };
         match (request.mode, request.idempotency_key.is_some()) {
             (Mode::Async, _) => self.enqueue(request).await,
+            (Mode::Sync, _) if !self.cfg.local_worker => self.run_sync_remote(request).await,
             (Mode::Sync, false) => Ok(self.run_sync_unrecorded(&deployment, request).await),
             (Mode::Sync, true) => self.run_sync_keyed(&deployment, request).await,
         }
@@ -259,7 +260,7 @@ impl Service {
 
     /// Waits until an invocation has its terminal outcome, polling the store (another request,
     /// possibly on another server, is running it).
-    async fn await_outcome(&self, mut rec: InvocationRecord) -> Result<Invoked> {
+    pub(crate) async fn await_outcome(&self, mut rec: InvocationRecord) -> Result<Invoked> {
         let timeout = self
             .deployment(&rec.request.function, rec.request.resolved)
             .await

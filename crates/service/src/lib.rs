@@ -18,6 +18,7 @@ pub use dispatch::Background;
 mod error;
 mod invoke;
 mod metrics;
+mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub use control::{CodeUploaded, FunctionView};
 pub use error::ServiceError;
 pub use invoke::{InvokeInput, Invoked, SyncOutcome};
 pub use metrics::Metrics;
+pub use workers::{Assignment, HeartbeatReply, HEARTBEAT_INTERVAL, LIVENESS_BOUND, WORKER_PROTOCOL};
 
 /// How one execution ended, as the service records it.
 #[derive(Debug, Clone)]
@@ -73,6 +75,9 @@ pub struct ServiceConfig {
     pub snapshot_poll_interval: Duration,
     /// Most queued invocations claimed in one store call.
     pub claim_batch: usize,
+    /// Whether this server runs invocations itself (the embedded shape's local worker).
+    /// Without it, all work, sync included, goes to remote workers.
+    pub local_worker: bool,
 }
 
 impl ServiceConfig {
@@ -84,6 +89,7 @@ impl ServiceConfig {
             poll_interval: Duration::from_millis(200),
             snapshot_poll_interval: Duration::from_millis(500),
             claim_batch: 64,
+            local_worker: true,
         }
     }
 }
@@ -97,6 +103,10 @@ pub struct Service {
     cache: cache::ControlCache,
     dispatch: dispatch::DispatchState,
     metrics: Metrics,
+    /// Wakes the placer (new queued work, a worker's heartbeat).
+    placement_wake: tokio::sync::Notify,
+    /// Wakes remote workers' polls (new placements).
+    worker_wake: tokio::sync::Notify,
 }
 
 impl Service {
@@ -114,6 +124,8 @@ impl Service {
             cache: cache::ControlCache::default(),
             dispatch: dispatch::DispatchState::default(),
             metrics: Metrics::default(),
+            placement_wake: tokio::sync::Notify::new(),
+            worker_wake: tokio::sync::Notify::new(),
         })
     }
 

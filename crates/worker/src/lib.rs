@@ -103,6 +103,11 @@ impl Worker {
         self.permits.available_permits()
     }
 
+    /// Code hashes with a warm environment (reported in heartbeats).
+    pub fn warm_code(&self) -> Vec<String> {
+        self.warm.lock().keys().cloned().collect()
+    }
+
     /// Whether an environment for this code is warm (placement prefers warm workers).
     pub fn is_warm(&self, sha256: &str) -> bool {
         self.warm.lock().contains_key(sha256)

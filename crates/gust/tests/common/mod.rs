@@ -28,8 +28,13 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_at(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// Starts on a given address (a restart that workers must find again).
+    pub fn start_at(data_dir: &Path, listen: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gust"))
-            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["server", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env("GUST_LOG", "warn")
@@ -162,3 +167,50 @@ pub fn error_code(r: Response, status: u16) -> String {
 pub fn wasm_config(timeout_ms: u64) -> Value {
     json!({ "runtime": "wasm", "memory_mb": 64, "timeout_ms": timeout_ms })
 }
+
+/// A running `gust worker`, killed (SIGKILL) when dropped.
+pub struct Worker {
+    child: Child,
+}
+
+impl Worker {
+    pub fn start(server_url: &str, data_dir: &Path, name: &str, extra: &[&str]) -> Worker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gust"))
+            .args(["worker", "--server", server_url, "--worker-token", "test-worker-token", "--name", name])
+            .arg("--data-dir")
+            .arg(data_dir.join(name))
+            .arg("--attempt-log")
+            .arg(data_dir.join(format!("attempts-{name}.log")))
+            .args(extra)
+            .env("GUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn gust worker");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("worker banner");
+        assert!(line.starts_with("gust worker "), "unexpected worker banner {line:?}");
+        Worker { child }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Server flags for a server whose work runs only on remote workers.
+pub const REMOTE_ONLY: [&str; 5] =
+    ["--no-local-worker", "--worker-token", "test-worker-token", "--lease-ms", "1000"];

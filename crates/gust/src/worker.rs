@@ -1,0 +1,338 @@
+//! `gust worker`: a remote worker. It speaks only to a gust server (the worker protocol under
+//! `/internal/v1`), never to the database: heartbeats its state, polls for invocations placed
+//! on it, runs each with the deployment it came with (pulling code it lacks, verified by
+//! sha256), renews their leases while they run, and completes with the attempt epoch. A
+//! completion the server refuses as fenced is dropped.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use async_trait::async_trait;
+use base64::Engine as _;
+use bytes::Bytes;
+use gust_core::{Deployment, ErrorKind, FunctionErrorBody, Runtime};
+use gust_runtime::wasm::{WasmConfig, DEFAULT_MAX_INSTANCES};
+use gust_runtime::Status;
+use gust_worker::{ArtifactSource, Worker, WorkerConfig, DEFAULT_IDLE_TTL, DEFAULT_MAX_CONCURRENCY};
+use parking_lot::Mutex;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+#[derive(clap::Args, Debug)]
+pub struct WorkerOpts {
+    /// The gust server to join.
+    #[arg(long, env = "GUST_SERVER")]
+    pub server: String,
+    /// The worker token the server was started with (`--worker-token`).
+    #[arg(long, env = "GUST_WORKER_TOKEN", hide_env_values = true)]
+    pub worker_token: String,
+    /// Invocations this worker runs at once.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENCY)]
+    pub capacity: usize,
+    /// Where compiled modules are cached.
+    #[arg(long, default_value = "./.gust-worker")]
+    pub data_dir: PathBuf,
+    /// A stable name; the worker id is NAME-BOOTID.
+    #[arg(long, default_value = "worker")]
+    pub name: String,
+    /// Append one line per attempt event to this file (start, accepted, fenced): an audit
+    /// trail for operators and for the chaos test.
+    #[arg(long)]
+    pub attempt_log: Option<PathBuf>,
+}
+
+struct Conn {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Conn {
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.token)
+    }
+}
+
+/// Code from the server, verified against its sha256 before use.
+struct ServerArtifacts(Arc<Conn>);
+
+#[async_trait]
+impl ArtifactSource for ServerArtifacts {
+    async fn artifact(&self, sha256: &str) -> Result<Bytes, String> {
+        let c = &self.0;
+        let resp = c
+            .http
+            .get(format!("{}/internal/v1/artifacts/{sha256}", c.base))
+            .bearer_auth(&c.token)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("artifact {sha256}: HTTP {}", resp.status()));
+        }
+        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+        if hex::encode(Sha256::digest(&bytes)) != sha256 {
+            return Err(format!("artifact {sha256} failed verification"));
+        }
+        Ok(bytes)
+    }
+}
+
+#[derive(Deserialize)]
+struct HeartbeatReply {
+    snapshot_version: u64,
+    lease_ms: u64,
+    heartbeat_ms: u64,
+}
+
+#[derive(Deserialize)]
+struct Assignment {
+    invocation_id: String,
+    epoch: u64,
+    deployment: Deployment,
+    payload_b64: String,
+}
+
+#[derive(Deserialize)]
+struct PollReply {
+    assignments: Vec<Assignment>,
+}
+
+struct State {
+    conn: Arc<Conn>,
+    worker: Arc<Worker>,
+    id: String,
+    capacity: usize,
+    active: AtomicUsize,
+    /// Attempts running, as (invocation id, epoch).
+    running: Mutex<HashSet<(String, u64)>>,
+    revision: AtomicU64,
+    snapshot: AtomicU64,
+    lease_ms: AtomicU64,
+    attempt_log: Option<Mutex<std::fs::File>>,
+    fenced: AtomicU64,
+}
+
+impl State {
+    fn log_attempt(&self, event: &str, id: &str, epoch: u64) {
+        if let Some(f) = &self.attempt_log {
+            // One write per line, so concurrent appends never interleave.
+            let line = format!("{event} {id} {epoch} {}\n", self.id);
+            let _ = f.lock().write_all(line.as_bytes());
+        }
+    }
+}
+
+pub fn run(opts: WorkerOpts) -> anyhow::Result<()> {
+    crate::server::init_tracing();
+    if opts.capacity == 0 {
+        bail!("--capacity must be at least 1");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(serve(opts))
+}
+
+async fn serve(opts: WorkerOpts) -> anyhow::Result<()> {
+    let conn = Arc::new(Conn {
+        http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
+        base: opts.server.trim_end_matches('/').to_string(),
+        token: opts.worker_token.clone(),
+    });
+    let worker = Worker::new(
+        WorkerConfig {
+            max_concurrency: opts.capacity,
+            idle_ttl: DEFAULT_IDLE_TTL,
+            wasm: WasmConfig {
+                cache_dir: opts.data_dir.join("modules"),
+                max_instances: DEFAULT_MAX_INSTANCES.max(opts.capacity as u32),
+            },
+        },
+        Arc::new(ServerArtifacts(conn.clone())),
+    )
+    .context("starting the worker")?;
+    let boot = uuid::Uuid::now_v7().simple().to_string();
+    let attempt_log = match &opts.attempt_log {
+        Some(p) => Some(Mutex::new(
+            std::fs::OpenOptions::new().create(true).append(true).open(p).context("opening --attempt-log")?,
+        )),
+        None => None,
+    };
+    let state = Arc::new(State {
+        conn,
+        worker,
+        id: format!("{}-{}", opts.name, &boot[boot.len() - 12..]),
+        capacity: opts.capacity,
+        active: AtomicUsize::new(0),
+        running: Mutex::new(HashSet::new()),
+        revision: AtomicU64::new(0),
+        snapshot: AtomicU64::new(0),
+        lease_ms: AtomicU64::new(5_000),
+        attempt_log,
+        fenced: AtomicU64::new(0),
+    });
+    tracing::info!(worker = %state.id, server = %state.conn.base, "gust worker started");
+    println!("gust worker {} joined {}", state.id, state.conn.base);
+    let heartbeat = tokio::spawn(heartbeat_loop(state.clone()));
+    let renew = tokio::spawn(renew_loop(state.clone()));
+    poll_loop(state).await;
+    heartbeat.abort();
+    renew.abort();
+    Ok(())
+}
+
+async fn heartbeat_loop(s: Arc<State>) {
+    loop {
+        let revision = s.revision.fetch_add(1, Ordering::SeqCst) + 1;
+        let body = json!({
+            "id": s.id,
+            "revision": revision,
+            "runtimes": [Runtime::Wasm],
+            "capacity": s.capacity,
+            "running": s.active.load(Ordering::SeqCst),
+            "warm": s.worker.warm_code(),
+            "snapshot_version": s.snapshot.load(Ordering::SeqCst),
+        });
+        let mut every = Duration::from_millis(500);
+        match s.conn.post("/internal/v1/workers/heartbeat").json(&body).send().await {
+            Ok(r) if r.status().is_success() => {
+                if let Ok(reply) = r.json::<HeartbeatReply>().await {
+                    // Applying a snapshot is learning its version: deployments arrive with
+                    // each assignment and code is pulled by sha256 on a miss. A newer version
+                    // is reported back at once, so placement sees it within one round trip.
+                    let before = s.snapshot.fetch_max(reply.snapshot_version, Ordering::SeqCst);
+                    s.lease_ms.store(reply.lease_ms, Ordering::SeqCst);
+                    every = Duration::from_millis(reply.heartbeat_ms.clamp(50, 10_000));
+                    if reply.snapshot_version > before {
+                        every = Duration::ZERO;
+                    }
+                }
+            }
+            Ok(r) => tracing::warn!(status = %r.status(), "heartbeat refused"),
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+async fn renew_loop(s: Arc<State>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(s.lease_ms.load(Ordering::SeqCst) / 3)).await;
+        let attempts: Vec<(String, u64)> = s.running.lock().iter().cloned().collect();
+        if attempts.is_empty() {
+            continue;
+        }
+        let path = format!("/internal/v1/workers/{}/renew", s.id);
+        let reply = s.conn.post(&path).json(&json!({ "attempts": attempts })).send().await;
+        let Ok(reply) = reply else { continue };
+        let Ok(v) = reply.json::<serde_json::Value>().await else { continue };
+        for ((id, epoch), r) in attempts.iter().zip(v["results"].as_array().into_iter().flatten()) {
+            if let Some(reason) = r.as_str() {
+                if reason.contains("no longer owns") || reason.contains("another worker") {
+                    tracing::warn!(%id, epoch, "lease lost: the attempt was fenced");
+                    s.running.lock().remove(&(id.clone(), *epoch));
+                }
+            }
+        }
+    }
+}
+
+async fn poll_loop(s: Arc<State>) {
+    let path = format!("/internal/v1/workers/{}/poll", s.id);
+    loop {
+        let free = s.capacity.saturating_sub(s.active.load(Ordering::SeqCst));
+        if free == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        let reply = s.conn.post(&path).json(&json!({ "max": free, "wait_ms": 1000 })).send().await;
+        let assignments = match reply {
+            Ok(r) if r.status().is_success() => match r.json::<PollReply>().await {
+                Ok(p) => p.assignments,
+                Err(e) => {
+                    tracing::warn!(error = %e, "bad poll reply");
+                    Vec::new()
+                }
+            },
+            Ok(r) => {
+                tracing::warn!(status = %r.status(), "poll refused");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "poll failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Vec::new()
+            }
+        };
+        for a in assignments {
+            s.active.fetch_add(1, Ordering::SeqCst);
+            s.running.lock().insert((a.invocation_id.clone(), a.epoch));
+            tokio::spawn(run_assignment(s.clone(), a));
+        }
+    }
+}
+
+async fn run_assignment(s: Arc<State>, a: Assignment) {
+    s.log_attempt("start", &a.invocation_id, a.epoch);
+    let payload = base64::engine::general_purpose::STANDARD.decode(&a.payload_b64).map(Bytes::from);
+    let out = match payload {
+        Ok(p) => s.worker.execute(&a.deployment, &a.invocation_id, p).await,
+        Err(_) => gust_runtime::RunOutcome {
+            status: Status::Failed {
+                kind: ErrorKind::InitError,
+                message: "the payload was not base64".into(),
+            },
+            stdout: Bytes::new(),
+            log: String::new(),
+            duration: Duration::ZERO,
+        },
+    };
+    let (succeeded, result_b64, error) = match out.status {
+        Status::Succeeded => {
+            (true, Some(base64::engine::general_purpose::STANDARD.encode(&out.stdout)), None)
+        }
+        Status::Failed { kind, message } => {
+            (false, None, Some(FunctionErrorBody { error_type: kind, error_message: message }))
+        }
+    };
+    let body = json!({
+        "invocation_id": a.invocation_id,
+        "epoch": a.epoch,
+        "succeeded": succeeded,
+        "result_b64": result_b64,
+        "error": error,
+        "log": out.log,
+    });
+    let path = format!("/internal/v1/workers/{}/complete", s.id);
+    // Retry while the server is unreachable: the completion is idempotent per epoch, and if
+    // the lease expires meanwhile the server refuses it as fenced.
+    let mut backoff = Duration::from_millis(50);
+    let verdict = loop {
+        match s.conn.post(&path).json(&body).send().await {
+            Ok(r) if r.status().is_success() => break "accepted",
+            Ok(r) if r.status().as_u16() == 409 => {
+                let v: serde_json::Value = r.json().await.unwrap_or_default();
+                if v["error"]["code"] == "Fenced" {
+                    s.fenced.fetch_add(1, Ordering::SeqCst);
+                    tracing::warn!(id = %a.invocation_id, epoch = a.epoch, "completion refused: fenced; result dropped");
+                    break "fenced";
+                }
+                break "refused";
+            }
+            Ok(r) if r.status().is_client_error() => break "refused",
+            Ok(_) | Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    };
+    s.log_attempt(verdict, &a.invocation_id, a.epoch);
+    s.running.lock().remove(&(a.invocation_id.clone(), a.epoch));
+    s.active.fetch_sub(1, Ordering::SeqCst);
+}

@@ -1,0 +1,86 @@
+//! Remote workers: placement, sync and async through a worker, `gust workers`, and a sync
+//! invocation whose worker dies failing with "worker lost" (never re-run).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{fixture, wasm_config, Server, Worker, REMOTE_ONLY};
+use serde_json::Value;
+
+#[test]
+fn remote_workers_run_sync_and_async_and_report_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &REMOTE_ONLY);
+    let _w1 = Worker::start(&s.url, dir.path(), "w1", &["--capacity", "4"]);
+    let _w2 = Worker::start(&s.url, dir.path(), "w2", &["--capacity", "4"]);
+    s.deploy("echo", wasm_config(3000), fixture("echo"));
+
+    let r = s.invoke("echo", None, b"via a worker", &[]);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), "via a worker");
+    let r = s.invoke("echo", None, b"queued", &[("invocation-type", "async")]);
+    let id = r.json::<Value>().unwrap()["invocation_id"].as_str().unwrap().to_string();
+    let rec = s.wait_terminal(&id, Duration::from_secs(10));
+    assert_eq!(rec["state"], "SUCCEEDED");
+    assert_eq!(rec["result"], "queued");
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let v: Value = s.get("/v1/workers").json().unwrap();
+        let workers = v["workers"].as_array().unwrap().clone();
+        let warm: u64 = workers.iter().map(|w| w["warm_environments"].as_u64().unwrap()).sum();
+        if workers.len() == 2 && warm >= 1 {
+            assert!(workers.iter().all(|w| w["live"] == true && w["capacity"] == 4), "{v}");
+            assert!(workers.iter().all(|w| w["snapshot_version"].as_u64().unwrap() >= 1), "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "workers did not report: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The worker protocol requires the worker token.
+    let r = s.client().post(format!("{}/internal/v1/workers/heartbeat", s.url)).body("{}").send().unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[test]
+fn a_sync_invocation_whose_worker_dies_fails_as_worker_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &REMOTE_ONLY);
+    let w = Worker::start(&s.url, dir.path(), "doomed", &["--capacity", "1"]);
+    let deployed = s.deploy("slow", wasm_config(10_000), fixture("burn"));
+    wait_for_workers(&s, 1, deployed["revision"].as_u64().unwrap());
+    std::thread::scope(|scope| {
+        let call = scope.spawn(|| s.invoke("slow", None, b"5000", &[]));
+        std::thread::sleep(Duration::from_millis(700));
+        w.kill9();
+        let r = call.join().unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["gust-function-error"], "WorkerLost");
+        let body: Value = r.json().unwrap();
+        assert!(body["errorMessage"].as_str().unwrap().contains("lost"), "{body}");
+    });
+    let all: Value = s.get("/v1/functions/slow/invocations").json().unwrap();
+    let rec = &all["invocations"][0];
+    assert_eq!((rec["state"].as_str(), rec["attempts"].as_u64()), (Some("FAILED"), Some(1)), "never re-run");
+}
+
+/// Waits until `n` live workers have applied at least snapshot `snapshot`.
+fn wait_for_workers(s: &Server, n: usize, snapshot: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v: Value = s.get("/v1/workers").json().unwrap();
+        let ready = v["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["live"] == true && w["snapshot_version"].as_u64().unwrap() >= snapshot)
+            .count();
+        if ready >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "workers not ready: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
