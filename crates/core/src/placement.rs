@@ -141,7 +141,11 @@ mod tests {
         let ws = [dead, full, stale, other];
         assert_eq!(pick(&ws, &[0, 0, 0, 0], &need(5)), None);
         let ok = worker("ok", 1, 0, &[], 9, 7_000);
-        assert_eq!(pick(&[ok.clone()], &[0], &need(5)).as_deref(), Some("ok"), "liveness bound is inclusive");
+        assert_eq!(
+            pick(std::slice::from_ref(&ok), &[0], &need(5)).as_deref(),
+            Some("ok"),
+            "liveness bound is inclusive"
+        );
         assert_eq!(pick(&[ok], &[1], &need(5)), None, "a placement fills the last slot");
     }
 }
