@@ -256,6 +256,10 @@ pub enum Rejected {
     NotOwner,
     #[error("the invocation already ended as {0:?}")]
     Terminal(StateName),
+    /// A repeated report of the attempt whose completion was already accepted (e.g. a retry
+    /// after a lost reply): nothing changes, and the reporter may treat it as accepted.
+    #[error("attempt {0} already completed this invocation")]
+    AlreadyCompleted(u64),
     #[error("cannot {event} an invocation in state {from:?}")]
     InvalidTransition { from: StateName, event: &'static str },
     #[error("the lease has not expired yet")]

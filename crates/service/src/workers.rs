@@ -133,8 +133,18 @@ impl Service {
 
     /// A worker reports an attempt's outcome. A fenced attempt is refused (and counted).
     pub async fn worker_complete(&self, completion: Completion) -> Result<Lifecycle> {
+        let id = completion.id.clone();
         match self.store.complete(completion, self.clock.now()).await {
             Ok(lc) => Ok(lc),
+            // A retried report of the accepted attempt (the first reply was lost): ack it again.
+            Err(StoreError::Rejected(Rejected::AlreadyCompleted(_))) => {
+                let rec = self
+                    .store
+                    .get_invocation(&id)
+                    .await?
+                    .ok_or_else(|| ServiceError::Internal("vanished".into()))?;
+                Ok(rec.lifecycle)
+            }
             Err(StoreError::Rejected(r @ Rejected::Fenced { .. })) => {
                 Metrics::inc(&self.metrics.fenced_completions);
                 Err(ServiceError::Fenced(r.to_string()))

@@ -370,7 +370,10 @@ pub async fn completion_is_guarded_by_the_attempt_epoch(store: Arc<dyn Store>) {
     let done = store.complete(completion(&id, 2, AttemptOutcome::Succeeded), NOW + 11_000).await.unwrap();
     assert_eq!(done.state, State::Succeeded);
     let twice = store.complete(completion(&id, 2, AttemptOutcome::FunctionError), NOW + 12_000).await;
-    assert!(matches!(twice, Err(StoreError::Rejected(Rejected::Terminal(StateName::Succeeded)))));
+    assert!(
+        matches!(twice, Err(StoreError::Rejected(Rejected::AlreadyCompleted(2)))),
+        "a repeated report of the accepted attempt is recognised, and changes nothing: {twice:?}"
+    );
     let rec = store.get_invocation(&id).await.unwrap().unwrap();
     assert_eq!(rec.result.as_deref(), Some(&b"result"[..]));
     assert_eq!(rec.log, "log line");
@@ -477,7 +480,10 @@ pub async fn deleting_a_function_cancels_its_pending_invocations(store: Arc<dyn 
         assert_eq!(rec.error.unwrap().error_type, ErrorKind::FunctionDeleted);
     }
     let late = store.complete(completion(&running, c.epoch, AttemptOutcome::Succeeded), NOW + 1).await;
-    assert!(matches!(late, Err(StoreError::Rejected(Rejected::Terminal(StateName::Failed)))));
+    assert!(
+        matches!(late, Err(StoreError::Rejected(Rejected::Terminal(StateName::Failed)))),
+        "a cancelled attempt's completion is not mistaken for an accepted one: {late:?}"
+    );
 }
 
 pub async fn invocation_listing_is_newest_first_and_paged(store: Arc<dyn Store>) {

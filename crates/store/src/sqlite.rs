@@ -116,6 +116,7 @@ CREATE TABLE workers (
 );
 CREATE INDEX invocations_placed ON invocations (worker, id) WHERE state = 'PLACED';
 "#,
+    "ALTER TABLE invocations ADD COLUMN completed_epoch INTEGER;",
 ];
 
 /// Options of the SQLite backend.
@@ -1186,8 +1187,28 @@ impl Store for SqliteStore {
                 log: Some(&completion.log),
             };
             let r = transition(c, &completion.id.0, &event, outcome, now)?;
-            if matches!(r, Err(Rejected::Fenced { .. })) {
-                bump_counter(c, "fenced_completions")?;
+            match &r {
+                Ok(_) => {
+                    c.execute(
+                        "UPDATE invocations SET completed_epoch = ?2 WHERE id = ?1",
+                        params![completion.id.0, completion.epoch as i64],
+                    )
+                    .map_err(db_err)?;
+                }
+                Err(Rejected::Fenced { .. }) => bump_counter(c, "fenced_completions")?,
+                Err(Rejected::Terminal(_)) => {
+                    let completed: Option<i64> = c
+                        .query_row(
+                            "SELECT completed_epoch FROM invocations WHERE id = ?1",
+                            [&completion.id.0],
+                            |r| r.get(0),
+                        )
+                        .map_err(db_err)?;
+                    if completed == Some(completion.epoch as i64) {
+                        return Ok(Err(Rejected::AlreadyCompleted(completion.epoch)));
+                    }
+                }
+                Err(_) => {}
             }
             Ok(r)
         })
