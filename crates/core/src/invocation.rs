@@ -457,6 +457,22 @@ pub struct InvocationRecord {
     pub finished_at: Option<Millis>,
 }
 
+impl InvocationRecord {
+    /// A record as stored at ingest: no outcome or log yet.
+    pub fn new(request: InvocationRequest, lifecycle: Lifecycle) -> Self {
+        let updated_at = request.received_at;
+        InvocationRecord {
+            request,
+            lifecycle,
+            result: None,
+            error: None,
+            log: String::new(),
+            updated_at,
+            finished_at: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,6 @@ use anyhow::{bail, Context as _};
 use async_trait::async_trait;
 use bytes::Bytes;
 use gust_core::{Deployment, FunctionErrorBody, InvocationId, Runtime, WorkerId};
-use gust_runtime::wasm::{WasmConfig, DEFAULT_MAX_INSTANCES};
 use gust_runtime::Status;
 use gust_service::{Execution, Executor, Service, ServiceConfig, SystemClock};
 use gust_store::{SqliteOptions, SqliteStore, Store};
@@ -119,19 +118,11 @@ async fn serve(opts: ServerOpts) -> anyhow::Result<()> {
             .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?,
     );
     let worker = Worker::new(
-        WorkerConfig {
-            max_concurrency: opts.max_concurrency,
-            idle_ttl: Duration::from_secs(opts.idle_ttl_s),
-            wasm: WasmConfig {
-                cache_dir: opts.data_dir.join("modules"),
-                max_instances: DEFAULT_MAX_INSTANCES.max(opts.max_concurrency as u32),
-            },
-        },
+        WorkerConfig::new(opts.max_concurrency, Duration::from_secs(opts.idle_ttl_s), &opts.data_dir),
         Arc::new(StoreArtifacts(store.clone())),
     )
     .context("starting the local worker")?;
-    let boot = uuid::Uuid::now_v7().simple().to_string();
-    let mut cfg = ServiceConfig::new(WorkerId(format!("local-{}", &boot[boot.len() - 12..])));
+    let mut cfg = ServiceConfig::new(WorkerId(format!("local-{}", gust_worker::boot_id())));
     cfg.lease = Duration::from_millis(opts.lease_ms);
     cfg.local_worker = !opts.no_local_worker;
     if opts.no_local_worker && opts.worker_token.is_none() {

@@ -16,7 +16,6 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
 use gust_core::{Deployment, ErrorKind, FunctionErrorBody, Runtime};
-use gust_runtime::wasm::{WasmConfig, DEFAULT_MAX_INSTANCES};
 use gust_runtime::Status;
 use gust_worker::{ArtifactSource, Worker, WorkerConfig, DEFAULT_IDLE_TTL, DEFAULT_MAX_CONCURRENCY};
 use parking_lot::Mutex;
@@ -145,18 +144,10 @@ async fn serve(opts: WorkerOpts) -> anyhow::Result<()> {
         token: opts.worker_token.clone(),
     });
     let worker = Worker::new(
-        WorkerConfig {
-            max_concurrency: opts.capacity,
-            idle_ttl: DEFAULT_IDLE_TTL,
-            wasm: WasmConfig {
-                cache_dir: opts.data_dir.join("modules"),
-                max_instances: DEFAULT_MAX_INSTANCES.max(opts.capacity as u32),
-            },
-        },
+        WorkerConfig::new(opts.capacity, DEFAULT_IDLE_TTL, &opts.data_dir),
         Arc::new(ServerArtifacts(conn.clone())),
     )
     .context("starting the worker")?;
-    let boot = uuid::Uuid::now_v7().simple().to_string();
     let attempt_log = match &opts.attempt_log {
         Some(p) => Some(Mutex::new(
             std::fs::OpenOptions::new().create(true).append(true).open(p).context("opening --attempt-log")?,
@@ -166,7 +157,7 @@ async fn serve(opts: WorkerOpts) -> anyhow::Result<()> {
     let state = Arc::new(State {
         conn,
         worker,
-        id: format!("{}-{}", opts.name, &boot[boot.len() - 12..]),
+        id: format!("{}-{}", opts.name, gust_worker::boot_id()),
         capacity: opts.capacity,
         active: AtomicUsize::new(0),
         running: Mutex::new(HashSet::new()),

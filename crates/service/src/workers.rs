@@ -228,15 +228,7 @@ impl Service {
             Some(Ok(gust_store::Inserted::Created)) => {
                 Metrics::inc(&self.metrics.sync_invocations);
                 self.placement_wake.notify_one();
-                gust_core::InvocationRecord {
-                    request: new.request,
-                    lifecycle: new.lifecycle,
-                    result: None,
-                    error: None,
-                    log: String::new(),
-                    updated_at: 0,
-                    finished_at: None,
-                }
+                gust_core::InvocationRecord::new(new.request, new.lifecycle)
             }
             Some(Ok(gust_store::Inserted::Existing(rec))) => *rec,
             Some(Err(e)) => return Err(e.into()),

@@ -1077,16 +1077,7 @@ impl Store for SqliteStore {
                         continue;
                     }
                 }
-                let rec = InvocationRecord {
-                    request: new.request,
-                    lifecycle: new.lifecycle,
-                    result: None,
-                    error: None,
-                    log: String::new(),
-                    updated_at: 0,
-                    finished_at: None,
-                };
-                let rec = InvocationRecord { updated_at: rec.request.received_at, ..rec };
+                let rec = InvocationRecord::new(new.request, new.lifecycle);
                 if insert_record(c, &rec)? == 0 {
                     out.push(Err(StoreError::Invalid(format!(
                         "invocation id {} already exists",

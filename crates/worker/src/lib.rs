@@ -31,6 +31,36 @@ pub struct WorkerConfig {
     pub wasm: WasmConfig,
 }
 
+impl WorkerConfig {
+    /// A worker running `capacity` invocations at once, caching compiled code in `data_dir`.
+    pub fn new(capacity: usize, idle_ttl: Duration, data_dir: &std::path::Path) -> Self {
+        WorkerConfig {
+            max_concurrency: capacity,
+            idle_ttl,
+            wasm: WasmConfig {
+                cache_dir: data_dir.join("modules"),
+                max_instances: gust_runtime::wasm::DEFAULT_MAX_INSTANCES.max(capacity as u32),
+            },
+        }
+    }
+}
+
+/// A short random id for this process's boot, so a restarted worker is a new worker.
+pub fn boot_id() -> String {
+    let id = format!("{:016x}", rand_u64());
+    id[4..].to_string()
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
 /// Where a worker gets code it does not have yet.
 #[async_trait]
 pub trait ArtifactSource: Send + Sync + 'static {
