@@ -32,6 +32,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/internal/v1/workers/{id}/renew", post(renew))
         .route("/internal/v1/workers/{id}/complete", post(complete))
         .route("/internal/v1/artifacts/{sha}", get(artifact))
+        .route("/internal/v1/snapshot", get(snapshot))
 }
 
 fn worker_id(id: &str) -> Result<WorkerId, ApiError> {
@@ -158,4 +159,22 @@ async fn complete(State(s): State<AppState>, Path(id): Path<String>, body: Body)
 async fn artifact(State(s): State<AppState>, Path(sha): Path<String>, _headers: HeaderMap) -> ApiResult {
     let bytes = s.service.artifact(&sha).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Since {
+    since: u64,
+}
+
+async fn snapshot(
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<Since>,
+) -> ApiResult {
+    let (version, changed) = s.service.snapshot_delta(q.since).await?;
+    let functions: Vec<_> = changed
+        .iter()
+        .map(|f| json!({ "name": f.name, "revision": f.revision, "runtime": f.spec.runtime, "code_sha256": f.code_sha256 }))
+        .collect();
+    Ok(Json(json!({ "snapshot_version": version, "functions": functions })).into_response())
 }

@@ -201,6 +201,7 @@ async fn heartbeat_loop(s: Arc<State>) {
                     every = Duration::from_millis(reply.heartbeat_ms.clamp(50, 10_000));
                     if reply.snapshot_version > before {
                         every = Duration::ZERO;
+                        tokio::spawn(pull_snapshot(s.clone(), before));
                     }
                 }
             }
@@ -326,4 +327,29 @@ async fn run_assignment(s: Arc<State>, a: Assignment) {
     s.log_attempt(verdict, &a.invocation_id, a.epoch);
     s.running.lock().remove(&(a.invocation_id.clone(), a.epoch));
     s.active.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Pulls what changed since `since` and prepares new code ahead of its first invocation.
+async fn pull_snapshot(s: Arc<State>, since: u64) {
+    let url = format!("{}/internal/v1/snapshot?since={since}", s.conn.base);
+    let Ok(reply) = s.conn.http.get(url).bearer_auth(&s.conn.token).send().await else { return };
+    let Ok(delta) = reply.json::<serde_json::Value>().await else { return };
+    for f in delta["functions"].as_array().into_iter().flatten() {
+        let (Some(sha), Ok(runtime)) =
+            (f["code_sha256"].as_str(), serde_json::from_value::<Runtime>(f["runtime"].clone()))
+        else {
+            continue;
+        };
+        if s.worker.is_warm(sha) {
+            continue;
+        }
+        match ServerArtifacts(s.conn.clone()).artifact(sha).await {
+            Ok(code) => {
+                if let Err(e) = s.worker.prepare_code(runtime, sha, code).await {
+                    tracing::warn!(%sha, error = %e, "cannot prepare pulled code");
+                }
+            }
+            Err(e) => tracing::warn!(%sha, error = %e, "cannot pull code"),
+        }
+    }
 }

@@ -14,7 +14,27 @@ fn remote_workers_run_sync_and_async_and_report_state() {
     let s = Server::start(dir.path(), &REMOTE_ONLY);
     let _w1 = Worker::start(&s.url, dir.path(), "w1", &["--capacity", "4"]);
     let _w2 = Worker::start(&s.url, dir.path(), "w2", &["--capacity", "4"]);
-    s.deploy("echo", wasm_config(3000), fixture("echo"));
+    let deployed = s.deploy("echo", wasm_config(3000), fixture("echo"));
+
+    // Snapshot propagation: workers pull what changed and compile new code before it is invoked.
+    let delta: Value = s
+        .client()
+        .get(format!("{}/internal/v1/snapshot?since=0", s.url))
+        .bearer_auth("test-worker-token")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(delta["functions"][0]["code_sha256"], deployed["code_sha256"], "{delta}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !["w1", "w2"].iter().all(|w| {
+        std::fs::read_dir(dir.path().join(w).join("modules"))
+            .map(|d| d.filter_map(Result::ok).any(|e| e.path().extension().is_some_and(|x| x == "cwasm")))
+            .unwrap_or(false)
+    }) {
+        assert!(Instant::now() < deadline, "workers did not prepare the new code ahead of time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let r = s.invoke("echo", None, b"via a worker", &[]);
     assert_eq!(r.status(), 200);

@@ -153,6 +153,26 @@ impl Service {
         }
     }
 
+    /// The control-plane delta a worker pulls when its snapshot version moves: every function
+    /// whose `$LATEST` changed after `since`, so the worker can fetch and compile new code before
+    /// the first invocation needs it.
+    pub async fn snapshot_delta(&self, since: u64) -> Result<(u64, Vec<gust_core::FunctionConfig>)> {
+        let version = self.store.snapshot_version().await?;
+        let mut changed = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.store.list_functions(after.as_deref(), 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.name.clone());
+            let full = page.len() == 1000;
+            changed.extend(page.into_iter().filter(|f| f.revision > since));
+            if !full {
+                break;
+            }
+        }
+        Ok((version, changed))
+    }
+
     pub async fn artifact(&self, sha256: &str) -> Result<Bytes> {
         Ok(self.store.get_artifact(sha256).await?)
     }
