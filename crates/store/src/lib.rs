@@ -20,6 +20,7 @@ use thiserror::Error;
 
 mod blob;
 pub mod conformance;
+mod rows;
 pub mod sqlite;
 
 pub use blob::sha256_hex;

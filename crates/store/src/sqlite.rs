@@ -19,15 +19,18 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use gust_core::limits::{DEFAULT_PLACEMENT_TIMEOUT_MS, RECOVERY_BATCH};
 use gust_core::{
-    apply, Alias, Context, Deployment, ErrorKind, Event, FunctionConfig, FunctionErrorBody, FunctionSpec,
-    InvocationId, InvocationRecord, InvocationRequest, Lifecycle, Millis, Mode, Rejected, Resolved,
-    RetryPolicy, Routing, State, StateName, Version, WorkerId, WorkerState,
+    apply, Alias, Context, Deployment, ErrorKind, Event, FunctionConfig, FunctionSpec, InvocationId,
+    InvocationRecord, Lifecycle, Millis, Mode, Rejected, Resolved, Routing, StateName, Version, WorkerId,
+    WorkerState,
 };
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use crate::blob::BlobDir;
+use crate::rows::{
+    corrupt, decode_state, encode_state, json_err, system_error, to_record, Outcome, RawInvocation,
+};
 use crate::{
     Claimed, Completion, Counters, Inserted, InvocationFilter, Kind, NewInvocation, Recovered, Result, Store,
     StoreError,
@@ -145,10 +148,6 @@ pub struct SqliteStore {
 
 fn db_err(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(format!("sqlite: {e}"))
-}
-
-fn json_err(e: serde_json::Error) -> StoreError {
-    StoreError::Backend(format!("stored JSON is invalid: {e}"))
 }
 
 fn open_connection(path: &Path, opts: &SqliteOptions) -> Result<Connection> {
@@ -399,31 +398,6 @@ const INVOCATION_COLS: &str = "id, function, qualifier, resolved, payload, mode,
      received_at, retry, state, worker, due_at, attempt_epoch, function_errors, lost_attempts, result, error, log, \
      updated_at, finished_at";
 
-/// An invocation row as stored, before decoding.
-struct RawInvocation {
-    id: String,
-    function: String,
-    qualifier: String,
-    resolved: String,
-    payload: Vec<u8>,
-    mode: String,
-    idempotency_key: Option<String>,
-    fingerprint: Option<String>,
-    received_at: i64,
-    retry: String,
-    state: String,
-    worker: Option<String>,
-    due_at: Option<i64>,
-    attempt_epoch: i64,
-    function_errors: i64,
-    lost_attempts: i64,
-    result: Option<Vec<u8>>,
-    error: Option<String>,
-    log: String,
-    updated_at: i64,
-    finished_at: Option<i64>,
-}
-
 fn invocation_from_row(r: &Row<'_>) -> rusqlite::Result<RawInvocation> {
     Ok(RawInvocation {
         id: r.get(0)?,
@@ -447,68 +421,6 @@ fn invocation_from_row(r: &Row<'_>) -> rusqlite::Result<RawInvocation> {
         log: r.get(18)?,
         updated_at: r.get(19)?,
         finished_at: r.get(20)?,
-    })
-}
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Backend(format!("stored invocation has an invalid {what}"))
-}
-
-fn decode_state(name: &str, worker: Option<String>, due_at: Option<i64>) -> Result<State> {
-    let name = StateName::parse(name).ok_or_else(|| corrupt("state"))?;
-    let worker = || worker.clone().map(WorkerId).ok_or_else(|| corrupt("worker"));
-    let due = || due_at.ok_or_else(|| corrupt("due time"));
-    Ok(match name {
-        StateName::Queued => State::Queued,
-        StateName::Placed => State::Placed { worker: worker()?, placed_at: due()? },
-        StateName::Running => State::Running { worker: worker()?, lease_expires_at: due()? },
-        StateName::RetryWait => State::RetryWait { not_before: due()? },
-        StateName::Succeeded => State::Succeeded,
-        StateName::Failed => State::Failed,
-        StateName::Expired => State::Expired,
-    })
-}
-
-/// `(state, worker, due_at)` columns of a state.
-fn encode_state(state: &State) -> (&'static str, Option<&str>, Option<i64>) {
-    let name = state.name().as_str();
-    match state {
-        State::Queued | State::Succeeded | State::Failed | State::Expired => (name, None, None),
-        State::Placed { worker, placed_at } => (name, Some(worker.0.as_str()), Some(*placed_at)),
-        State::Running { worker, lease_expires_at } => {
-            (name, Some(worker.0.as_str()), Some(*lease_expires_at))
-        }
-        State::RetryWait { not_before } => (name, None, Some(*not_before)),
-    }
-}
-
-fn to_record(raw: RawInvocation) -> Result<InvocationRecord> {
-    let request = InvocationRequest {
-        id: InvocationId(raw.id),
-        function: raw.function,
-        qualifier: raw.qualifier,
-        resolved: Resolved::decode(&raw.resolved).ok_or_else(|| corrupt("resolved version"))?,
-        payload: Bytes::from(raw.payload),
-        mode: Mode::parse(&raw.mode).ok_or_else(|| corrupt("mode"))?,
-        idempotency_key: raw.idempotency_key,
-        fingerprint: raw.fingerprint,
-        received_at: raw.received_at,
-        retry: serde_json::from_str::<RetryPolicy>(&raw.retry).map_err(json_err)?,
-    };
-    let lifecycle = Lifecycle {
-        state: decode_state(&raw.state, raw.worker, raw.due_at)?,
-        attempt_epoch: raw.attempt_epoch as u64,
-        function_errors: raw.function_errors as u32,
-        lost_attempts: raw.lost_attempts as u32,
-    };
-    Ok(InvocationRecord {
-        request,
-        lifecycle,
-        result: raw.result.map(Bytes::from),
-        error: raw.error.map(|e| serde_json::from_str(&e)).transpose().map_err(json_err)?,
-        log: raw.log,
-        updated_at: raw.updated_at,
-        finished_at: raw.finished_at,
     })
 }
 
@@ -614,14 +526,6 @@ fn load_guarded(c: &Connection, id: &str) -> Result<Guarded> {
     })
 }
 
-/// What a transition writes besides the lifecycle.
-#[derive(Default)]
-struct Outcome<'a> {
-    result: Option<&'a [u8]>,
-    error: Option<&'a FunctionErrorBody>,
-    log: Option<&'a str>,
-}
-
 /// Applies `event` to invocation `id` with a conditional UPDATE on `(state, attempt_epoch)`.
 /// Returns the new lifecycle, or the state machine's refusal (nothing written).
 fn transition(
@@ -671,10 +575,6 @@ fn transition(
         return Err(StoreError::Backend(format!("invocation {id} changed under its guard")));
     }
     Ok(Ok(next))
-}
-
-fn system_error(kind: ErrorKind, message: String) -> FunctionErrorBody {
-    FunctionErrorBody { error_type: kind, error_message: message }
 }
 
 fn ids_where(c: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<String>> {

@@ -1,0 +1,113 @@
+//! Row encoding shared by the backends: how an invocation's lifecycle maps to columns and
+//! back. Backends differ in SQL and drivers, never in what a row means.
+
+use bytes::Bytes;
+use gust_core::{
+    ErrorKind, FunctionErrorBody, InvocationId, InvocationRecord, InvocationRequest, Lifecycle, Mode,
+    Resolved, RetryPolicy, State, StateName, WorkerId,
+};
+
+use crate::{Result, StoreError};
+
+pub(crate) fn json_err(e: serde_json::Error) -> StoreError {
+    StoreError::Backend(format!("stored JSON is invalid: {e}"))
+}
+
+/// An invocation row as stored, before decoding.
+pub(crate) struct RawInvocation {
+    pub(crate) id: String,
+    pub(crate) function: String,
+    pub(crate) qualifier: String,
+    pub(crate) resolved: String,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) mode: String,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) fingerprint: Option<String>,
+    pub(crate) received_at: i64,
+    pub(crate) retry: String,
+    pub(crate) state: String,
+    pub(crate) worker: Option<String>,
+    pub(crate) due_at: Option<i64>,
+    pub(crate) attempt_epoch: i64,
+    pub(crate) function_errors: i64,
+    pub(crate) lost_attempts: i64,
+    pub(crate) result: Option<Vec<u8>>,
+    pub(crate) error: Option<String>,
+    pub(crate) log: String,
+    pub(crate) updated_at: i64,
+    pub(crate) finished_at: Option<i64>,
+}
+
+pub(crate) fn corrupt(what: &str) -> StoreError {
+    StoreError::Backend(format!("stored invocation has an invalid {what}"))
+}
+
+pub(crate) fn decode_state(name: &str, worker: Option<String>, due_at: Option<i64>) -> Result<State> {
+    let name = StateName::parse(name).ok_or_else(|| corrupt("state"))?;
+    let worker = || worker.clone().map(WorkerId).ok_or_else(|| corrupt("worker"));
+    let due = || due_at.ok_or_else(|| corrupt("due time"));
+    Ok(match name {
+        StateName::Queued => State::Queued,
+        StateName::Placed => State::Placed { worker: worker()?, placed_at: due()? },
+        StateName::Running => State::Running { worker: worker()?, lease_expires_at: due()? },
+        StateName::RetryWait => State::RetryWait { not_before: due()? },
+        StateName::Succeeded => State::Succeeded,
+        StateName::Failed => State::Failed,
+        StateName::Expired => State::Expired,
+    })
+}
+
+/// `(state, worker, due_at)` columns of a state.
+pub(crate) fn encode_state(state: &State) -> (&'static str, Option<&str>, Option<i64>) {
+    let name = state.name().as_str();
+    match state {
+        State::Queued | State::Succeeded | State::Failed | State::Expired => (name, None, None),
+        State::Placed { worker, placed_at } => (name, Some(worker.0.as_str()), Some(*placed_at)),
+        State::Running { worker, lease_expires_at } => {
+            (name, Some(worker.0.as_str()), Some(*lease_expires_at))
+        }
+        State::RetryWait { not_before } => (name, None, Some(*not_before)),
+    }
+}
+
+pub(crate) fn to_record(raw: RawInvocation) -> Result<InvocationRecord> {
+    let request = InvocationRequest {
+        id: InvocationId(raw.id),
+        function: raw.function,
+        qualifier: raw.qualifier,
+        resolved: Resolved::decode(&raw.resolved).ok_or_else(|| corrupt("resolved version"))?,
+        payload: Bytes::from(raw.payload),
+        mode: Mode::parse(&raw.mode).ok_or_else(|| corrupt("mode"))?,
+        idempotency_key: raw.idempotency_key,
+        fingerprint: raw.fingerprint,
+        received_at: raw.received_at,
+        retry: serde_json::from_str::<RetryPolicy>(&raw.retry).map_err(json_err)?,
+    };
+    let lifecycle = Lifecycle {
+        state: decode_state(&raw.state, raw.worker, raw.due_at)?,
+        attempt_epoch: raw.attempt_epoch as u64,
+        function_errors: raw.function_errors as u32,
+        lost_attempts: raw.lost_attempts as u32,
+    };
+    Ok(InvocationRecord {
+        request,
+        lifecycle,
+        result: raw.result.map(Bytes::from),
+        error: raw.error.map(|e| serde_json::from_str(&e)).transpose().map_err(json_err)?,
+        log: raw.log,
+        updated_at: raw.updated_at,
+        finished_at: raw.finished_at,
+    })
+}
+
+/// What a transition writes besides the lifecycle.
+#[derive(Default)]
+pub(crate) struct Outcome<'a> {
+    pub(crate) result: Option<&'a [u8]>,
+    pub(crate) error: Option<&'a FunctionErrorBody>,
+    pub(crate) log: Option<&'a str>,
+}
+
+pub(crate) fn system_error(kind: ErrorKind, message: String) -> FunctionErrorBody {
+    FunctionErrorBody { error_type: kind, error_message: message }
+}
