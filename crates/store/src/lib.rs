@@ -20,10 +20,12 @@ use thiserror::Error;
 
 mod blob;
 pub mod conformance;
+pub mod postgres;
 mod rows;
 pub mod sqlite;
 
 pub use blob::sha256_hex;
+pub use postgres::PgStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 /// What a store error is about, for messages and status codes.

@@ -1,0 +1,1208 @@
+//! The PostgreSQL backend of the cluster shape: any number of gust servers share one database.
+//!
+//! Every store call is one transaction on a pooled connection. Lifecycle guards lock the row
+//! (`SELECT … FOR UPDATE`), run the state machine (`gust_core::apply`) and write with a
+//! conditional UPDATE on `(state, attempt_epoch)`; queue claims take rows with
+//! `FOR UPDATE SKIP LOCKED`, so many claimers never wait on each other or share a row.
+//! Migrations run under an advisory lock, so several servers can start at once.
+//! Artifacts are stored in the database (`artifacts`, BYTEA, at most 50 MB each), so every
+//! server can serve every artifact; workers cache them by sha256.
+//!
+//! Vacuum: the queue's hot path updates invocation rows in place (claims, renewals,
+//! completions), leaving dead tuples that autovacuum reclaims; the partial indexes (queued,
+//! due, placed) stay small because they only cover live work.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use gust_core::limits::{DEFAULT_PLACEMENT_TIMEOUT_MS, RECOVERY_BATCH};
+use gust_core::{
+    apply, Alias, Context, Deployment, ErrorKind, Event, FunctionConfig, FunctionSpec, InvocationId,
+    InvocationRecord, Lifecycle, Millis, Mode, Rejected, Resolved, Routing, StateName, Version, WorkerId,
+    WorkerState,
+};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use crate::rows::{
+    corrupt, decode_state, encode_state, json_err, system_error, to_record, Outcome, RawInvocation,
+};
+use crate::{
+    sha256_hex, Claimed, Completion, Counters, Inserted, InvocationFilter, Kind, NewInvocation, Recovered,
+    Result, Store, StoreError,
+};
+
+/// A parameter list of mixed types.
+macro_rules! params {
+    ($($x:expr),* $(,)?) => { &[$($x as &(dyn ToSql + Sync)),*] };
+}
+
+/// Connections per server process.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
+INSERT INTO meta (key, value) VALUES ('snapshot_version', 0), ('fenced_completions', 0), ('fenced_renewals', 0);
+CREATE TABLE functions (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    code_sha256 TEXT,
+    revision BIGINT NOT NULL,
+    next_version BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE function_revisions (
+    function TEXT NOT NULL,
+    revision BIGINT NOT NULL,
+    spec TEXT NOT NULL,
+    code_sha256 TEXT,
+    PRIMARY KEY (function, revision)
+);
+CREATE TABLE versions (
+    function TEXT NOT NULL,
+    number BIGINT NOT NULL,
+    spec TEXT NOT NULL,
+    code_sha256 TEXT NOT NULL,
+    from_revision BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (function, number)
+);
+CREATE TABLE aliases (
+    function TEXT NOT NULL,
+    name TEXT NOT NULL,
+    routing TEXT NOT NULL,
+    revision BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (function, name)
+);
+CREATE TABLE artifacts (sha256 TEXT PRIMARY KEY, bytes BYTEA NOT NULL);
+CREATE TABLE invocations (
+    id TEXT PRIMARY KEY,
+    function TEXT NOT NULL,
+    qualifier TEXT NOT NULL,
+    resolved TEXT NOT NULL,
+    payload BYTEA NOT NULL,
+    mode TEXT NOT NULL,
+    idempotency_key TEXT,
+    fingerprint TEXT,
+    received_at BIGINT NOT NULL,
+    retry TEXT NOT NULL,
+    state TEXT NOT NULL,
+    worker TEXT,
+    due_at BIGINT,
+    attempt_epoch BIGINT NOT NULL,
+    function_errors BIGINT NOT NULL,
+    lost_attempts BIGINT NOT NULL,
+    result BYTEA,
+    error TEXT,
+    log TEXT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    finished_at BIGINT,
+    expires_at BIGINT,
+    completed_epoch BIGINT
+);
+CREATE UNIQUE INDEX invocations_idempotency ON invocations (function, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX invocations_queue ON invocations (id) WHERE state = 'QUEUED';
+CREATE INDEX invocations_due ON invocations (state, due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX invocations_expiry ON invocations (expires_at)
+    WHERE expires_at IS NOT NULL AND state IN ('QUEUED', 'PLACED', 'RETRY_WAIT');
+CREATE INDEX invocations_function ON invocations (function, id);
+CREATE INDEX invocations_placed ON invocations (worker, id) WHERE state = 'PLACED';
+CREATE TABLE workers (
+    id TEXT PRIMARY KEY,
+    revision BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    last_heartbeat BIGINT NOT NULL
+);
+"#];
+
+pub struct PgStore {
+    pool: Pool,
+}
+
+fn pg_err(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Backend(format!("postgres: {e}"))
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
+    StoreError::Backend(format!("postgres pool: {e}"))
+}
+
+impl PgStore {
+    /// Connects to `url` (a `postgres://` URL), optionally inside `schema` (created if
+    /// missing; tests use one schema each), and applies migrations under an advisory lock.
+    pub async fn connect(url: &str, schema: Option<&str>, pool_size: usize) -> Result<Self> {
+        let mut cfg = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Backend(format!("invalid PostgreSQL URL: {e}")))?;
+        if let Some(schema) = schema {
+            if !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(StoreError::Backend(format!("invalid schema name {schema:?}")));
+            }
+            cfg.options(format!("-c search_path={schema}"));
+        }
+        let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(mgr)
+            .max_size(pool_size.max(1))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
+        let store = PgStore { pool };
+        let mut client = store.pool.get().await.map_err(pool_err)?;
+        if let Some(schema) = schema {
+            client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await.map_err(pg_err)?;
+        }
+        let tx = client.transaction().await.map_err(pg_err)?;
+        tx.execute("SELECT pg_advisory_xact_lock(7215421)", &[]).await.map_err(pg_err)?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS gust_schema (version BIGINT NOT NULL)")
+            .await
+            .map_err(pg_err)?;
+        let current: i64 = match tx.query_opt("SELECT version FROM gust_schema", &[]).await.map_err(pg_err)? {
+            Some(row) => row.get(0),
+            None => {
+                tx.execute("INSERT INTO gust_schema (version) VALUES (0)", &[]).await.map_err(pg_err)?;
+                0
+            }
+        };
+        if current as usize > MIGRATIONS.len() {
+            return Err(StoreError::Backend(format!(
+                "database schema version {current} is newer than this gust ({}); refusing to run",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            tx.batch_execute(sql).await.map_err(pg_err)?;
+            tx.execute("UPDATE gust_schema SET version = $1", params![&((i + 1) as i64)])
+                .await
+                .map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        drop(client);
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(pool_err)
+    }
+}
+
+async fn bump_snapshot(c: &impl GenericClient) -> Result<u64> {
+    let row = c
+        .query_one("UPDATE meta SET value = value + 1 WHERE key = 'snapshot_version' RETURNING value", &[])
+        .await
+        .map_err(pg_err)?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
+async fn bump_counter(c: &impl GenericClient, key: &str) -> Result<()> {
+    c.execute("UPDATE meta SET value = value + 1 WHERE key = $1", params![&key]).await.map_err(pg_err)?;
+    Ok(())
+}
+
+fn check_revision(expect: Option<u64>, actual: u64) -> Result<()> {
+    match expect {
+        Some(expected) if expected != actual => Err(StoreError::RevisionMismatch { expected, actual }),
+        _ => Ok(()),
+    }
+}
+
+const FUNCTION_COLS: &str = "name, spec, code_sha256, revision, created_at, updated_at";
+
+fn to_function(r: &Row) -> Result<FunctionConfig> {
+    Ok(FunctionConfig {
+        name: r.get(0),
+        spec: serde_json::from_str(r.get::<_, &str>(1)).map_err(json_err)?,
+        code_sha256: r.get(2),
+        revision: r.get::<_, i64>(3) as u64,
+        created_at: r.get(4),
+        updated_at: r.get(5),
+    })
+}
+
+async fn load_function(c: &impl GenericClient, name: &str, lock: bool) -> Result<Option<FunctionConfig>> {
+    let sql = format!(
+        "SELECT {FUNCTION_COLS} FROM functions WHERE name = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    c.query_opt(&sql, params![&name]).await.map_err(pg_err)?.map(|r| to_function(&r)).transpose()
+}
+
+async fn require_function(c: &impl GenericClient, name: &str, expect: Option<u64>) -> Result<FunctionConfig> {
+    let f = load_function(c, name, true)
+        .await?
+        .ok_or_else(|| StoreError::NotFound { kind: Kind::Function, name: name.to_string() })?;
+    check_revision(expect, f.revision)?;
+    Ok(f)
+}
+
+const VERSION_COLS: &str = "function, number, spec, code_sha256, from_revision, created_at";
+
+fn to_version(r: &Row) -> Result<Version> {
+    Ok(Version {
+        function: r.get(0),
+        number: r.get::<_, i64>(1) as u64,
+        spec: serde_json::from_str(r.get::<_, &str>(2)).map_err(json_err)?,
+        code_sha256: r.get(3),
+        from_revision: r.get::<_, i64>(4) as u64,
+        created_at: r.get(5),
+    })
+}
+
+const ALIAS_COLS: &str = "function, name, routing, revision, updated_at";
+
+fn to_alias(r: &Row) -> Result<Alias> {
+    Ok(Alias {
+        function: r.get(0),
+        name: r.get(1),
+        routing: serde_json::from_str(r.get::<_, &str>(2)).map_err(json_err)?,
+        revision: r.get::<_, i64>(3) as u64,
+        updated_at: r.get(4),
+    })
+}
+
+const INVOCATION_COLS: &str = "id, function, qualifier, resolved, payload, mode, idempotency_key, fingerprint, \
+     received_at, retry, state, worker, due_at, attempt_epoch, function_errors, lost_attempts, result, error, log, \
+     updated_at, finished_at";
+
+fn raw_invocation(r: &Row) -> RawInvocation {
+    RawInvocation {
+        id: r.get(0),
+        function: r.get(1),
+        qualifier: r.get(2),
+        resolved: r.get(3),
+        payload: r.get(4),
+        mode: r.get(5),
+        idempotency_key: r.get(6),
+        fingerprint: r.get(7),
+        received_at: r.get(8),
+        retry: r.get(9),
+        state: r.get(10),
+        worker: r.get(11),
+        due_at: r.get(12),
+        attempt_epoch: r.get(13),
+        function_errors: r.get(14),
+        lost_attempts: r.get(15),
+        result: r.get(16),
+        error: r.get(17),
+        log: r.get(18),
+        updated_at: r.get(19),
+        finished_at: r.get(20),
+    }
+}
+
+async fn load_invocation(c: &impl GenericClient, id: &str) -> Result<Option<InvocationRecord>> {
+    let sql = format!("SELECT {INVOCATION_COLS} FROM invocations WHERE id = $1");
+    c.query_opt(&sql, params![&id]).await.map_err(pg_err)?.map(|r| to_record(raw_invocation(&r))).transpose()
+}
+
+async fn insert_record(c: &impl GenericClient, rec: &InvocationRecord) -> Result<u64> {
+    let req = &rec.request;
+    let (state, worker, due_at) = encode_state(&rec.lifecycle.state);
+    let expires_at = match req.mode {
+        Mode::Async => {
+            Some(req.received_at.saturating_add((req.retry.max_event_age_s as i64).saturating_mul(1000)))
+        }
+        Mode::Sync => None,
+    };
+    let retry = serde_json::to_string(&req.retry).map_err(json_err)?;
+    let error = rec.error.as_ref().map(serde_json::to_string).transpose().map_err(json_err)?;
+    let resolved = req.resolved.encode();
+    let payload: &[u8] = &req.payload;
+    let result: Option<&[u8]> = rec.result.as_deref();
+    let params: [&(dyn ToSql + Sync); 22] = [
+        &req.id.0,
+        &req.function,
+        &req.qualifier,
+        &resolved,
+        &payload,
+        &req.mode.as_str(),
+        &req.idempotency_key,
+        &req.fingerprint,
+        &req.received_at,
+        &retry,
+        &state,
+        &worker,
+        &due_at,
+        &(rec.lifecycle.attempt_epoch as i64),
+        &(rec.lifecycle.function_errors as i64),
+        &(rec.lifecycle.lost_attempts as i64),
+        &result,
+        &error,
+        &rec.log,
+        &rec.updated_at,
+        &rec.finished_at,
+        &expires_at,
+    ];
+    c.execute(
+        "INSERT INTO invocations (id, function, qualifier, resolved, payload, mode, idempotency_key, fingerprint, \
+         received_at, retry, state, worker, due_at, attempt_epoch, function_errors, lost_attempts, result, error, \
+         log, updated_at, finished_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) \
+         ON CONFLICT DO NOTHING",
+        &params,
+    )
+    .await
+    .map_err(pg_err)
+}
+
+/// Locks an invocation row and reads what a transition needs.
+async fn load_guarded(c: &impl GenericClient, id: &str) -> Result<(Context, Lifecycle)> {
+    let row = c
+        .query_opt(
+            "SELECT mode, received_at, retry, state, worker, due_at, attempt_epoch, function_errors, lost_attempts \
+             FROM invocations WHERE id = $1 FOR UPDATE",
+            params![&id],
+        )
+        .await
+        .map_err(pg_err)?
+        .ok_or_else(|| StoreError::NotFound { kind: Kind::Invocation, name: id.to_string() })?;
+    let ctx = Context {
+        mode: Mode::parse(row.get::<_, &str>(0)).ok_or_else(|| corrupt("mode"))?,
+        received_at: row.get(1),
+        retry: serde_json::from_str(row.get::<_, &str>(2)).map_err(json_err)?,
+    };
+    let lifecycle = Lifecycle {
+        state: decode_state(row.get::<_, &str>(3), row.get(4), row.get(5))?,
+        attempt_epoch: row.get::<_, i64>(6) as u64,
+        function_errors: row.get::<_, i64>(7) as u32,
+        lost_attempts: row.get::<_, i64>(8) as u32,
+    };
+    Ok((ctx, lifecycle))
+}
+
+/// Applies `event` to invocation `id` under its row lock, with a conditional UPDATE on
+/// `(state, attempt_epoch)`. Returns the new lifecycle or the state machine's refusal.
+async fn transition(
+    c: &impl GenericClient,
+    id: &str,
+    event: &Event,
+    outcome: Outcome<'_>,
+    now: Millis,
+) -> Result<Result<Lifecycle, Rejected>> {
+    let (ctx, current) = load_guarded(c, id).await?;
+    let next = match apply(&ctx, &current, event, now) {
+        Ok(next) => next,
+        Err(rejected) => return Ok(Err(rejected)),
+    };
+    let (state, worker, due_at) = encode_state(&next.state);
+    let finished_at = next.state.is_terminal().then_some(now);
+    let error_json = outcome.error.map(serde_json::to_string).transpose().map_err(json_err)?;
+    let set_outcome = outcome.result.is_some() || outcome.error.is_some();
+    let changed = c
+        .execute(
+            "UPDATE invocations SET state = $1, worker = $2, due_at = $3, attempt_epoch = $4, function_errors = $5, \
+             lost_attempts = $6, updated_at = $7, finished_at = COALESCE($8, finished_at), \
+             result = CASE WHEN $9 THEN $10 ELSE result END, \
+             error = CASE WHEN $9 THEN $11 ELSE error END, \
+             log = COALESCE($12, log) \
+             WHERE id = $13 AND state = $14 AND attempt_epoch = $15",
+            &[
+                &state,
+                &worker,
+                &due_at,
+                &(next.attempt_epoch as i64),
+                &(next.function_errors as i64),
+                &(next.lost_attempts as i64),
+                &now,
+                &finished_at,
+                &set_outcome,
+                &outcome.result,
+                &error_json,
+                &outcome.log,
+                &id,
+                &current.state.name().as_str(),
+                &(current.attempt_epoch as i64),
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
+    if changed != 1 {
+        return Err(StoreError::Backend(format!("invocation {id} changed under its guard")));
+    }
+    Ok(Ok(next))
+}
+
+async fn ids_where(c: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<String>> {
+    Ok(c.query(sql, params).await.map_err(pg_err)?.iter().map(|r| r.get(0)).collect())
+}
+
+async fn expire(c: &impl GenericClient, id: &str, now: Millis) -> Result<bool> {
+    let error =
+        system_error(ErrorKind::Expired, "the event exceeded its maximum age before it could run".into());
+    Ok(transition(c, id, &Event::Expire, Outcome { error: Some(&error), ..Outcome::default() }, now)
+        .await?
+        .is_ok())
+}
+
+async fn claim_ids(
+    c: &impl GenericClient,
+    ids: Vec<String>,
+    worker: &WorkerId,
+    max: usize,
+    lease_expires_at: Millis,
+    now: Millis,
+) -> Result<Vec<Claimed>> {
+    let mut claimed = Vec::with_capacity(max);
+    let event = Event::Claim { worker: worker.clone(), lease_expires_at };
+    for id in ids {
+        if claimed.len() == max {
+            break;
+        }
+        match transition(c, &id, &event, Outcome::default(), now).await? {
+            Ok(lc) => {
+                let rec = load_invocation(c, &id)
+                    .await?
+                    .ok_or_else(|| StoreError::Backend("claimed row vanished".into()))?;
+                claimed.push(Claimed { request: rec.request, epoch: lc.attempt_epoch, lease_expires_at });
+            }
+            Err(Rejected::TooOld) => {
+                expire(c, &id, now).await?;
+            }
+            Err(other) => return Err(StoreError::Rejected(other)),
+        }
+    }
+    Ok(claimed)
+}
+
+/// Runs `$body` in one transaction on a pooled connection, committing if it returns `Ok`.
+macro_rules! in_tx {
+    ($self:expr, |$tx:ident| $body:expr) => {{
+        let mut client = $self.client().await?;
+        let $tx = client.transaction().await.map_err(pg_err)?;
+        let out = $body;
+        match out {
+            Ok(v) => {
+                $tx.commit().await.map_err(pg_err)?;
+                Ok(v)
+            }
+            Err(e) => Err(e),
+        }
+    }};
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn put_function(
+        &self,
+        name: &str,
+        spec: FunctionSpec,
+        expect: Option<u64>,
+        now: Millis,
+    ) -> Result<FunctionConfig> {
+        in_tx!(self, |tx| {
+            async {
+            // Serialise writers of this name, including its creation.
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", params![&name]).await.map_err(pg_err)?;
+            let existing = load_function(&tx, name, true).await?;
+            check_revision(expect, existing.as_ref().map_or(0, |f| f.revision))?;
+            let revision = bump_snapshot(&tx).await?;
+            let spec_json = serde_json::to_string(&spec).map_err(json_err)?;
+            let code = existing.as_ref().and_then(|f| f.code_sha256.clone());
+            tx.execute(
+                "INSERT INTO functions (name, spec, code_sha256, revision, next_version, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, 1, $5, $5) \
+                 ON CONFLICT (name) DO UPDATE SET spec = $2, revision = $4, updated_at = $5",
+                params![&name, &spec_json, &code, &(revision as i64), &now],
+            )
+            .await
+            .map_err(pg_err)?;
+            tx.execute(
+                "INSERT INTO function_revisions (function, revision, spec, code_sha256) VALUES ($1, $2, $3, $4)",
+                params![&name, &(revision as i64), &spec_json, &code],
+            )
+            .await
+            .map_err(pg_err)?;
+            Ok(FunctionConfig {
+                name: name.to_string(),
+                spec,
+                code_sha256: code,
+                revision,
+                created_at: existing.as_ref().map_or(now, |f| f.created_at),
+                updated_at: now,
+            })
+        }
+        .await
+        })
+    }
+
+    async fn set_function_code(
+        &self,
+        name: &str,
+        code_sha256: &str,
+        expect: Option<u64>,
+        now: Millis,
+    ) -> Result<FunctionConfig> {
+        in_tx!(self, |tx| {
+            async {
+            let mut f = require_function(&tx, name, expect).await?;
+            let exists = tx
+                .query_opt("SELECT 1 FROM artifacts WHERE sha256 = $1", params![&code_sha256])
+                .await
+                .map_err(pg_err)?
+                .is_some();
+            if !exists {
+                return Err(StoreError::NotFound { kind: Kind::Artifact, name: code_sha256.to_string() });
+            }
+            let revision = bump_snapshot(&tx).await?;
+            let spec_json = serde_json::to_string(&f.spec).map_err(json_err)?;
+            tx.execute(
+                "UPDATE functions SET code_sha256 = $2, revision = $3, updated_at = $4 WHERE name = $1",
+                params![&name, &code_sha256, &(revision as i64), &now],
+            )
+            .await
+            .map_err(pg_err)?;
+            tx.execute(
+                "INSERT INTO function_revisions (function, revision, spec, code_sha256) VALUES ($1, $2, $3, $4)",
+                params![&name, &(revision as i64), &spec_json, &code_sha256],
+            )
+            .await
+            .map_err(pg_err)?;
+            f.code_sha256 = Some(code_sha256.to_string());
+            f.revision = revision;
+            f.updated_at = now;
+            Ok(f)
+        }
+        .await
+        })
+    }
+
+    async fn get_function(&self, name: &str) -> Result<Option<FunctionConfig>> {
+        let client = self.client().await?;
+        load_function(&client, name, false).await
+    }
+
+    async fn list_functions(&self, after: Option<&str>, limit: usize) -> Result<Vec<FunctionConfig>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {FUNCTION_COLS} FROM functions WHERE name > $1 ORDER BY name LIMIT $2");
+        let rows =
+            client.query(&sql, params![&after.unwrap_or(""), &(limit as i64)]).await.map_err(pg_err)?;
+        rows.iter().map(to_function).collect()
+    }
+
+    async fn delete_function(&self, name: &str, expect: Option<u64>, now: Millis) -> Result<u64> {
+        in_tx!(self, |tx| async {
+            require_function(&tx, name, expect).await?;
+            bump_snapshot(&tx).await?;
+            for table in ["function_revisions", "versions", "aliases"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE function = $1"), params![&name])
+                    .await
+                    .map_err(pg_err)?;
+            }
+            tx.execute("DELETE FROM functions WHERE name = $1", params![&name]).await.map_err(pg_err)?;
+            let pending = ids_where(
+                &tx,
+                "SELECT id FROM invocations WHERE function = $1 \
+                 AND state IN ('QUEUED', 'PLACED', 'RUNNING', 'RETRY_WAIT') ORDER BY id",
+                params![&name],
+            )
+            .await?;
+            let error = system_error(ErrorKind::FunctionDeleted, format!("function {name} was deleted"));
+            let mut cancelled = 0;
+            for id in pending {
+                let outcome = Outcome { error: Some(&error), ..Outcome::default() };
+                if transition(&tx, &id, &Event::Cancel, outcome, now).await?.is_ok() {
+                    cancelled += 1;
+                }
+            }
+            Ok(cancelled)
+        }
+        .await)
+    }
+
+    async fn publish_version(&self, name: &str, expect: Option<u64>, now: Millis) -> Result<Version> {
+        in_tx!(self, |tx| {
+            async {
+            let f = require_function(&tx, name, expect).await?;
+            let code = f.code_sha256.clone().ok_or_else(|| {
+                StoreError::Invalid(format!("function {name} has no code yet: upload code before publishing"))
+            })?;
+            let sql = format!("SELECT {VERSION_COLS} FROM versions WHERE function = $1 ORDER BY number DESC LIMIT 1");
+            if let Some(row) = tx.query_opt(&sql, params![&name]).await.map_err(pg_err)? {
+                let v = to_version(&row)?;
+                if v.spec == f.spec && v.code_sha256 == code {
+                    return Ok(v);
+                }
+            }
+            let number: i64 = tx
+                .query_one(
+                    "UPDATE functions SET next_version = next_version + 1 WHERE name = $1 RETURNING next_version - 1",
+                    params![&name],
+                )
+                .await
+                .map_err(pg_err)?
+                .get(0);
+            bump_snapshot(&tx).await?;
+            let spec_json = serde_json::to_string(&f.spec).map_err(json_err)?;
+            tx.execute(
+                "INSERT INTO versions (function, number, spec, code_sha256, from_revision, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                params![&name, &number, &spec_json, &code, &(f.revision as i64), &now],
+            )
+            .await
+            .map_err(pg_err)?;
+            Ok(Version {
+                function: name.to_string(),
+                number: number as u64,
+                spec: f.spec,
+                code_sha256: code,
+                from_revision: f.revision,
+                created_at: now,
+            })
+        }
+        .await
+        })
+    }
+
+    async fn get_version(&self, name: &str, number: u64) -> Result<Option<Version>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {VERSION_COLS} FROM versions WHERE function = $1 AND number = $2");
+        client
+            .query_opt(&sql, params![&name, &(number as i64)])
+            .await
+            .map_err(pg_err)?
+            .map(|r| to_version(&r))
+            .transpose()
+    }
+
+    async fn list_versions(&self, name: &str, after: Option<u64>, limit: usize) -> Result<Vec<Version>> {
+        let client = self.client().await?;
+        let sql =
+            format!("SELECT {VERSION_COLS} FROM versions WHERE function = $1 AND number > $2 ORDER BY number LIMIT $3");
+        let rows = client
+            .query(&sql, params![&name, &(after.unwrap_or(0) as i64), &(limit as i64)])
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(to_version).collect()
+    }
+
+    async fn put_alias(
+        &self,
+        function: &str,
+        alias: &str,
+        routing: Routing,
+        expect: Option<u64>,
+        now: Millis,
+    ) -> Result<Alias> {
+        in_tx!(self, |tx| {
+            async {
+            require_function(&tx, function, None).await?;
+            let current = tx
+                .query_opt(
+                    "SELECT revision FROM aliases WHERE function = $1 AND name = $2 FOR UPDATE",
+                    params![&function, &alias],
+                )
+                .await
+                .map_err(pg_err)?
+                .map(|r| r.get::<_, i64>(0) as u64);
+            check_revision(expect, current.unwrap_or(0))?;
+            for v in routing.versions() {
+                let exists = tx
+                    .query_opt("SELECT 1 FROM versions WHERE function = $1 AND number = $2", params![&function, &(v as i64)])
+                    .await
+                    .map_err(pg_err)?
+                    .is_some();
+                if !exists {
+                    return Err(StoreError::NotFound { kind: Kind::Version, name: format!("{function}:{v}") });
+                }
+            }
+            let revision = bump_snapshot(&tx).await?;
+            let routing_json = serde_json::to_string(&routing).map_err(json_err)?;
+            tx.execute(
+                "INSERT INTO aliases (function, name, routing, revision, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (function, name) DO UPDATE SET routing = $3, revision = $4, updated_at = $5",
+                params![&function, &alias, &routing_json, &(revision as i64), &now],
+            )
+            .await
+            .map_err(pg_err)?;
+            Ok(Alias { function: function.to_string(), name: alias.to_string(), routing, revision, updated_at: now })
+        }
+        .await
+        })
+    }
+
+    async fn get_alias(&self, function: &str, alias: &str) -> Result<Option<Alias>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {ALIAS_COLS} FROM aliases WHERE function = $1 AND name = $2");
+        client
+            .query_opt(&sql, params![&function, &alias])
+            .await
+            .map_err(pg_err)?
+            .map(|r| to_alias(&r))
+            .transpose()
+    }
+
+    async fn list_aliases(&self, function: &str) -> Result<Vec<Alias>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {ALIAS_COLS} FROM aliases WHERE function = $1 ORDER BY name");
+        client.query(&sql, params![&function]).await.map_err(pg_err)?.iter().map(to_alias).collect()
+    }
+
+    async fn delete_alias(
+        &self,
+        function: &str,
+        alias: &str,
+        expect: Option<u64>,
+        _now: Millis,
+    ) -> Result<()> {
+        in_tx!(self, |tx| async {
+            let current = tx
+                .query_opt(
+                    "SELECT revision FROM aliases WHERE function = $1 AND name = $2 FOR UPDATE",
+                    params![&function, &alias],
+                )
+                .await
+                .map_err(pg_err)?
+                .map(|r| r.get::<_, i64>(0) as u64)
+                .ok_or_else(|| StoreError::NotFound {
+                    kind: Kind::Alias,
+                    name: format!("{function}:{alias}"),
+                })?;
+            check_revision(expect, current)?;
+            bump_snapshot(&tx).await?;
+            tx.execute("DELETE FROM aliases WHERE function = $1 AND name = $2", params![&function, &alias])
+                .await
+                .map_err(pg_err)?;
+            Ok(())
+        }
+        .await)
+    }
+
+    async fn get_deployment(&self, function: &str, resolved: Resolved) -> Result<Option<Deployment>> {
+        let client = self.client().await?;
+        let row = match resolved {
+            Resolved::Version(n) => client
+                .query_opt(
+                    "SELECT spec, code_sha256 FROM versions WHERE function = $1 AND number = $2",
+                    params![&function, &(n as i64)],
+                )
+                .await
+                .map_err(pg_err)?,
+            Resolved::Latest { revision } => client
+                .query_opt(
+                    "SELECT spec, code_sha256 FROM function_revisions WHERE function = $1 AND revision = $2",
+                    params![&function, &(revision as i64)],
+                )
+                .await
+                .map_err(pg_err)?,
+        };
+        let Some(row) = row else { return Ok(None) };
+        let Some(code_sha256) = row.get::<_, Option<String>>(1) else { return Ok(None) };
+        Ok(Some(Deployment {
+            function: function.to_string(),
+            resolved,
+            spec: serde_json::from_str(row.get::<_, &str>(0)).map_err(json_err)?,
+            code_sha256,
+        }))
+    }
+
+    async fn snapshot_version(&self) -> Result<u64> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT value FROM meta WHERE key = 'snapshot_version'", &[])
+            .await
+            .map_err(pg_err)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn put_artifact(&self, bytes: Bytes) -> Result<String> {
+        let sha = sha256_hex(&bytes);
+        let client = self.client().await?;
+        let data: &[u8] = &bytes;
+        client
+            .execute(
+                "INSERT INTO artifacts (sha256, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                params![&sha, &data],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(sha)
+    }
+
+    async fn get_artifact(&self, sha256: &str) -> Result<Bytes> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT bytes FROM artifacts WHERE sha256 = $1", params![&sha256])
+            .await
+            .map_err(pg_err)?;
+        let not_found =
+            || StoreError::NotFound { kind: Kind::Artifact, name: sha256.chars().take(80).collect() };
+        let bytes: Vec<u8> = row.ok_or_else(not_found)?.get(0);
+        if sha256_hex(&bytes) != sha256 {
+            return Err(StoreError::Corrupt(sha256.to_string()));
+        }
+        Ok(Bytes::from(bytes))
+    }
+
+    async fn insert_invocations(&self, batch: Vec<NewInvocation>) -> Result<Vec<Result<Inserted>>> {
+        in_tx!(self, |tx| async {
+            let mut out = Vec::with_capacity(batch.len());
+            for new in batch {
+                let rec = InvocationRecord::new(new.request, new.lifecycle);
+                if insert_record(&tx, &rec).await? == 1 {
+                    out.push(Ok(Inserted::Created));
+                    continue;
+                }
+                // A conflict: the same idempotency key (or, impossibly, the same id) exists.
+                let req = &rec.request;
+                let Some(key) = &req.idempotency_key else {
+                    out.push(Err(StoreError::Invalid(format!("invocation id {} already exists", req.id))));
+                    continue;
+                };
+                let id: String = tx
+                    .query_one(
+                        "SELECT id FROM invocations WHERE function = $1 AND idempotency_key = $2",
+                        params![&req.function, key],
+                    )
+                    .await
+                    .map_err(pg_err)?
+                    .get(0);
+                let existing = load_invocation(&tx, &id)
+                    .await?
+                    .ok_or_else(|| StoreError::Backend("idempotency index points nowhere".into()))?;
+                out.push(if existing.request.fingerprint == req.fingerprint {
+                    Ok(Inserted::Existing(Box::new(existing)))
+                } else {
+                    Err(StoreError::KeyMismatch { existing: existing.request.id })
+                });
+            }
+            Ok(out)
+        }
+        .await)
+    }
+
+    async fn record_finished(&self, records: Vec<InvocationRecord>) -> Result<()> {
+        in_tx!(self, |tx| async {
+            for rec in &records {
+                insert_record(&tx, rec).await?;
+            }
+            Ok(())
+        }
+        .await)
+    }
+
+    async fn claim_queued(
+        &self,
+        worker: &WorkerId,
+        max: usize,
+        lease_expires_at: Millis,
+        now: Millis,
+    ) -> Result<Vec<Claimed>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        in_tx!(self, |tx| {
+            async {
+            let ids = ids_where(
+                &tx,
+                "SELECT id FROM invocations WHERE state = 'QUEUED' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                params![&((max * 2) as i64)],
+            )
+            .await?;
+            claim_ids(&tx, ids, worker, max, lease_expires_at, now).await
+        }
+        .await
+        })
+    }
+
+    async fn claim(
+        &self,
+        id: &InvocationId,
+        worker: &WorkerId,
+        lease_expires_at: Millis,
+        now: Millis,
+    ) -> Result<Claimed> {
+        in_tx!(self, |tx| async {
+            let event = Event::Claim { worker: worker.clone(), lease_expires_at };
+            let lc = transition(&tx, &id.0, &event, Outcome::default(), now).await??;
+            let rec = load_invocation(&tx, &id.0)
+                .await?
+                .ok_or_else(|| StoreError::Backend("claimed row vanished".into()))?;
+            Ok(Claimed { request: rec.request, epoch: lc.attempt_epoch, lease_expires_at })
+        }
+        .await)
+    }
+
+    async fn renew_leases(
+        &self,
+        worker: &WorkerId,
+        attempts: Vec<(InvocationId, u64)>,
+        lease_expires_at: Millis,
+        now: Millis,
+    ) -> Result<Vec<Result<(), Rejected>>> {
+        in_tx!(self, |tx| async {
+            let mut out = Vec::with_capacity(attempts.len());
+            for (id, epoch) in attempts {
+                let event = Event::RenewLease { worker: worker.clone(), epoch, lease_expires_at };
+                let r = match transition(&tx, &id.0, &event, Outcome::default(), now).await {
+                    Ok(r) => r.map(|_| ()),
+                    Err(StoreError::NotFound { .. }) => Err(Rejected::Fenced { current: 0, given: epoch }),
+                    Err(e) => return Err(e),
+                };
+                if matches!(r, Err(Rejected::Fenced { .. })) {
+                    bump_counter(&tx, "fenced_renewals").await?;
+                }
+                out.push(r);
+            }
+            Ok(out)
+        }
+        .await)
+    }
+
+    async fn complete(&self, completion: Completion, now: Millis) -> Result<Lifecycle> {
+        let r: Result<Result<Lifecycle, Rejected>> = in_tx!(self, |tx| async {
+            let event = Event::Complete { epoch: completion.epoch, outcome: completion.outcome };
+            let outcome = Outcome {
+                result: completion.result.as_deref(),
+                error: completion.error.as_ref(),
+                log: Some(&completion.log),
+            };
+            let r = transition(&tx, &completion.id.0, &event, outcome, now).await?;
+            match &r {
+                Ok(_) => {
+                    tx.execute(
+                        "UPDATE invocations SET completed_epoch = $2 WHERE id = $1",
+                        params![&completion.id.0, &(completion.epoch as i64)],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                }
+                Err(Rejected::Fenced { .. }) => bump_counter(&tx, "fenced_completions").await?,
+                Err(Rejected::Terminal(_)) => {
+                    let completed: Option<i64> = tx
+                        .query_one(
+                            "SELECT completed_epoch FROM invocations WHERE id = $1",
+                            params![&completion.id.0],
+                        )
+                        .await
+                        .map_err(pg_err)?
+                        .get(0);
+                    if completed == Some(completion.epoch as i64) {
+                        return Ok(Err(Rejected::AlreadyCompleted(completion.epoch)));
+                    }
+                }
+                Err(_) => {}
+            }
+            Ok(r)
+        }
+        .await);
+        r?.map_err(StoreError::Rejected)
+    }
+
+    async fn recover(&self, now: Millis) -> Result<Recovered> {
+        in_tx!(self, |tx| {
+            async {
+            let mut report = Recovered::default();
+            let batch = RECOVERY_BATCH as i64;
+            let lost = ids_where(
+                &tx,
+                "SELECT id FROM invocations WHERE state = 'RUNNING' AND due_at <= $1 ORDER BY due_at LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED",
+                params![&now, &batch],
+            )
+            .await?;
+            for id in lost {
+                let (_, current) = load_guarded(&tx, &id).await?;
+                let error = system_error(
+                    ErrorKind::WorkerLost,
+                    format!("the worker running attempt {} was lost (its lease expired)", current.attempt_epoch),
+                );
+                let outcome = Outcome { error: Some(&error), ..Outcome::default() };
+                if let Ok(lc) = transition(&tx, &id, &Event::LeaseExpired, outcome, now).await? {
+                    if lc.state.is_terminal() {
+                        report.lost += 1;
+                    } else {
+                        report.requeued += 1;
+                    }
+                }
+            }
+            let due = ids_where(
+                &tx,
+                "SELECT id FROM invocations WHERE state = 'RETRY_WAIT' AND due_at <= $1 ORDER BY due_at LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED",
+                params![&now, &batch],
+            )
+            .await?;
+            for id in due {
+                if transition(&tx, &id, &Event::RetryDue, Outcome::default(), now).await?.is_ok() {
+                    report.retries_due += 1;
+                }
+            }
+            let unplaced = ids_where(
+                &tx,
+                "SELECT id FROM invocations WHERE state = 'PLACED' AND due_at <= $1 ORDER BY due_at LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED",
+                params![&(now - DEFAULT_PLACEMENT_TIMEOUT_MS), &batch],
+            )
+            .await?;
+            for id in unplaced {
+                if transition(&tx, &id, &Event::PlacementTimedOut, Outcome::default(), now).await?.is_ok() {
+                    report.unplaced += 1;
+                }
+            }
+            let old = ids_where(
+                &tx,
+                "SELECT id FROM invocations WHERE expires_at < $1 \
+                 AND state IN ('QUEUED', 'PLACED', 'RETRY_WAIT') ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+                params![&now, &batch],
+            )
+            .await?;
+            for id in old {
+                if expire(&tx, &id, now).await? {
+                    report.expired += 1;
+                }
+            }
+            Ok(report)
+        }
+        .await
+        })
+    }
+
+    async fn get_invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>> {
+        let client = self.client().await?;
+        load_invocation(&client, &id.0).await
+    }
+
+    async fn list_invocations(
+        &self,
+        function: &str,
+        filter: InvocationFilter,
+    ) -> Result<Vec<InvocationRecord>> {
+        let client = self.client().await?;
+        let before = filter.before.map(|b| b.0).unwrap_or_else(|| "~".into());
+        let state = filter.state.map(|s| s.as_str());
+        let sql = format!(
+            "SELECT {INVOCATION_COLS} FROM invocations WHERE function = $1 AND id < $2 \
+             AND ($3::TEXT IS NULL OR state = $3) ORDER BY id DESC LIMIT $4"
+        );
+        let rows = client
+            .query(&sql, params![&function, &before, &state, &(filter.limit as i64)])
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(|r| to_record(raw_invocation(r))).collect()
+    }
+
+    async fn count_by_state(&self) -> Result<Vec<(StateName, u64)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT state, COUNT(*) FROM invocations GROUP BY state", &[])
+            .await
+            .map_err(pg_err)?;
+        rows.iter()
+            .map(|r| {
+                let state = StateName::parse(r.get::<_, &str>(0)).ok_or_else(|| corrupt("state"))?;
+                Ok((state, r.get::<_, i64>(1) as u64))
+            })
+            .collect()
+    }
+
+    async fn counters(&self) -> Result<Counters> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT key, value FROM meta WHERE key IN ('fenced_completions', 'fenced_renewals')", &[])
+            .await
+            .map_err(pg_err)?;
+        let mut c = Counters::default();
+        for r in rows {
+            match r.get::<_, &str>(0) {
+                "fenced_completions" => c.fenced_completions = r.get::<_, i64>(1) as u64,
+                _ => c.fenced_renewals = r.get::<_, i64>(1) as u64,
+            }
+        }
+        Ok(c)
+    }
+
+    async fn put_worker(&self, state: WorkerState) -> Result<bool> {
+        let client = self.client().await?;
+        let json = serde_json::to_string(&state).map_err(json_err)?;
+        let changed = client
+            .execute(
+                "INSERT INTO workers (id, revision, state, last_heartbeat) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (id) DO UPDATE SET revision = $2, state = $3, last_heartbeat = $4 \
+                 WHERE workers.revision < EXCLUDED.revision",
+                params![&state.id.0, &(state.revision as i64), &json, &state.last_heartbeat],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(changed == 1)
+    }
+
+    async fn list_workers(&self, since: Millis) -> Result<Vec<WorkerState>> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT state FROM workers WHERE last_heartbeat >= $1 ORDER BY id", params![&since])
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(|r| serde_json::from_str(r.get::<_, &str>(0)).map_err(json_err)).collect()
+    }
+
+    async fn queued(&self, limit: usize) -> Result<Vec<(InvocationId, String, Resolved)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, function, resolved FROM invocations WHERE state = 'QUEUED' ORDER BY id LIMIT $1",
+                params![&(limit as i64)],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.iter()
+            .map(|r| {
+                let resolved =
+                    Resolved::decode(r.get::<_, &str>(2)).ok_or_else(|| corrupt("resolved version"))?;
+                Ok((InvocationId(r.get(0)), r.get(1), resolved))
+            })
+            .collect()
+    }
+
+    async fn placed_counts(&self) -> Result<Vec<(WorkerId, u64)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT worker, COUNT(*) FROM invocations WHERE state = 'PLACED' GROUP BY worker", &[])
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(|r| (WorkerId(r.get(0)), r.get::<_, i64>(1) as u64)).collect())
+    }
+
+    async fn place(
+        &self,
+        placements: Vec<(InvocationId, WorkerId)>,
+        now: Millis,
+    ) -> Result<Vec<Result<(), Rejected>>> {
+        in_tx!(self, |tx| async {
+            let mut out = Vec::with_capacity(placements.len());
+            for (id, worker) in placements {
+                out.push(
+                    transition(&tx, &id.0, &Event::Place { worker }, Outcome::default(), now)
+                        .await?
+                        .map(|_| ()),
+                );
+            }
+            Ok(out)
+        }
+        .await)
+    }
+
+    async fn claim_placed(
+        &self,
+        worker: &WorkerId,
+        max: usize,
+        lease_expires_at: Millis,
+        now: Millis,
+    ) -> Result<Vec<Claimed>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        in_tx!(self, |tx| async {
+            let ids = ids_where(
+                &tx,
+                "SELECT id FROM invocations WHERE state = 'PLACED' AND worker = $1 ORDER BY id LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED",
+                params![&worker.0, &(max as i64)],
+            )
+            .await?;
+            claim_ids(&tx, ids, worker, max, lease_expires_at, now).await
+        }
+        .await)
+    }
+}

@@ -1,0 +1,30 @@
+//! The store conformance suite against the PostgreSQL backend, on a real server: each test
+//! gets its own schema in the throwaway database that `./scripts/test` starts.
+
+use std::sync::Arc;
+
+use gust_store::{PgStore, Store};
+
+async fn make() -> Arc<dyn Store> {
+    let url = std::env::var("GUST_TEST_POSTGRES")
+        .expect("GUST_TEST_POSTGRES is not set: run the suite with ./scripts/test (it starts PostgreSQL)");
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    Arc::new(PgStore::connect(&url, Some(&schema), 8).await.expect("connect to PostgreSQL"))
+}
+
+gust_store::store_conformance_tests!(make);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_servers_can_migrate_the_same_database_at_once() {
+    let url = std::env::var("GUST_TEST_POSTGRES").expect("GUST_TEST_POSTGRES is not set");
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, schema) = (url.clone(), schema.clone());
+            tokio::spawn(async move { PgStore::connect(&url, Some(&schema), 2).await.map(|_| ()) })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().expect("every concurrent start succeeds");
+    }
+}
