@@ -11,7 +11,8 @@ use bytes::Bytes;
 use gust_core::{Deployment, FunctionErrorBody, InvocationId, Runtime, WorkerId};
 use gust_runtime::Status;
 use gust_service::{Execution, Executor, Service, ServiceConfig, SystemClock};
-use gust_store::{SqliteOptions, SqliteStore, Store};
+use gust_store::postgres::DEFAULT_POOL_SIZE;
+use gust_store::{PgStore, SqliteOptions, SqliteStore, Store};
 use gust_worker::{ArtifactSource, Worker, WorkerConfig, DEFAULT_IDLE_TTL, DEFAULT_MAX_CONCURRENCY};
 
 #[derive(clap::Args, Debug)]
@@ -19,6 +20,14 @@ pub struct ServerOpts {
     /// Where the embedded store keeps its database, artifacts and compiled modules.
     #[arg(long, env = "GUST_DATA_DIR", default_value = "./.gust")]
     pub data_dir: PathBuf,
+    /// Where state lives: omitted for the embedded SQLite store in --data-dir, or a
+    /// `postgres://user@host:port/db` URL for the cluster shape (any number of servers).
+    #[arg(long, env = "GUST_STORE", hide_env_values = true)]
+    pub store: Option<String>,
+    /// With a PostgreSQL store: keep gust's tables in this schema (created if missing), so
+    /// several gust deployments can share one database.
+    #[arg(long, env = "GUST_STORE_SCHEMA")]
+    pub store_schema: Option<String>,
     /// Address to listen on (port 0 picks a free port; the chosen address is printed).
     #[arg(long, env = "GUST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -113,10 +122,20 @@ pub fn run(opts: ServerOpts) -> anyhow::Result<()> {
 }
 
 async fn serve(opts: ServerOpts) -> anyhow::Result<()> {
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&opts.data_dir, SqliteOptions { fsync_every_commit: !opts.no_fsync })
-            .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?,
-    );
+    let store: Arc<dyn Store> = match &opts.store {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Arc::new(
+            PgStore::connect(url, opts.store_schema.as_deref(), DEFAULT_POOL_SIZE)
+                .await
+                .context("connecting to PostgreSQL")?,
+        ),
+        Some(other) => {
+            bail!("--store must be a postgres:// URL, got {:?}", other.split('@').next_back().unwrap_or(""))
+        }
+        None => Arc::new(
+            SqliteStore::open(&opts.data_dir, SqliteOptions { fsync_every_commit: !opts.no_fsync })
+                .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?,
+        ),
+    };
     let worker = Worker::new(
         WorkerConfig::new(opts.max_concurrency, Duration::from_secs(opts.idle_ttl_s), &opts.data_dir),
         Arc::new(StoreArtifacts(store.clone())),
@@ -141,7 +160,8 @@ async fn serve(opts: ServerOpts) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(data_dir = %opts.data_dir.display(), worker = %service.worker_id(), "gust server started");
+    let shape = if opts.store.is_some() { "cluster (PostgreSQL)" } else { "embedded (SQLite)" };
+    tracing::info!(shape, data_dir = %opts.data_dir.display(), worker = %service.worker_id(), "gust server started");
     // Tests and scripts read this line to learn the port.
     println!("gust listening on http://{addr}");
     gust_api::serve(listener, router, shutdown_signal()).await?;

@@ -5,7 +5,8 @@
 //! Afterwards, from the store and from the attempts the workers recorded: every acknowledged
 //! invocation reached exactly one terminal state, none was lost or duplicated, no invocation
 //! has two accepted completions, and every accepted completion carries the invocation's latest
-//! epoch. Bounded in time; stops by itself.
+//! epoch. Bounded in time; stops by itself. The same scenario runs in the embedded shape (one
+//! server on SQLite) and in the cluster shape (two servers on PostgreSQL; one of them killed).
 
 mod common;
 
@@ -18,11 +19,11 @@ use serde_json::Value;
 
 const INVOCATIONS: usize = 2_000;
 
-/// Sends one keyed async invocation until the server acknowledges it (it may be down).
-fn acknowledge(client: &reqwest::blocking::Client, url: &Mutex<String>, key: &str) -> String {
+/// Sends one keyed async invocation until a server acknowledges it (one may be down).
+fn acknowledge(client: &reqwest::blocking::Client, urls: &[String], key: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let base = url.lock().unwrap().clone();
+    for attempt in 0.. {
+        let base = &urls[(key.len() + attempt) % urls.len()];
         let r = client
             .post(format!("{base}/v1/functions/work/invoke"))
             .header("invocation-type", "async")
@@ -37,18 +38,44 @@ fn acknowledge(client: &reqwest::blocking::Client, url: &Mutex<String>, key: &st
         assert!(Instant::now() < deadline, "the server never acknowledged {key}");
         std::thread::sleep(Duration::from_millis(20));
     }
+    unreachable!("the loop only ends by returning")
 }
 
 #[test]
-fn chaos_kills_and_pauses_never_lose_or_double_complete() {
+fn chaos_embedded_shape() {
+    chaos(&REMOTE_ONLY.map(str::to_string), false);
+}
+
+#[test]
+fn chaos_cluster_shape() {
+    let url = std::env::var("GUST_TEST_POSTGRES")
+        .expect("GUST_TEST_POSTGRES is not set: run the suite with ./scripts/test (it starts PostgreSQL)");
+    let schema = format!("chaos_{}", std::process::id());
+    let mut args: Vec<String> = REMOTE_ONLY.iter().map(|s| s.to_string()).collect();
+    args.extend(["--store".into(), url, "--store-schema".into(), schema]);
+    chaos(&args, true);
+}
+
+/// The scenario. With `two_servers`, a second server shares the store (cluster shape): one
+/// worker is attached to it, ingest is spread over both, and the first server is the one killed.
+fn chaos(server_args: &[String], two_servers: bool) {
+    let args: Vec<&str> = server_args.iter().map(String::as_str).collect();
     let dir = tempfile::tempdir().unwrap();
-    let first = Server::start(dir.path(), &REMOTE_ONLY);
+    let first = Server::start(dir.path(), &args);
+    let other_dir = tempfile::tempdir().unwrap();
+    let second = two_servers.then(|| Server::start(other_dir.path(), &args));
     let base = first.url.clone();
     let listen = base.trim_start_matches("http://").to_string();
-    let url = Mutex::new(base.clone());
+    let mut urls = vec![base.clone()];
+    urls.extend(second.as_ref().map(|s| s.url.clone()));
     let capacity = ["--capacity", "8"];
-    let mut workers: Vec<Option<Worker>> =
-        (0..3).map(|i| Some(Worker::start(&base, dir.path(), &format!("w{i}"), &capacity))).collect();
+    let worker_url = |i: usize| match (&second, i) {
+        (Some(s), 2) => s.url.clone(),
+        _ => base.clone(),
+    };
+    let mut workers: Vec<Option<Worker>> = (0..3)
+        .map(|i| Some(Worker::start(&worker_url(i), dir.path(), &format!("w{i}"), &capacity)))
+        .collect();
     first.deploy("work", wasm_config(5_000), fixture("burn"));
     let mut server = Some(first);
 
@@ -56,10 +83,10 @@ fn chaos_kills_and_pauses_never_lose_or_double_complete() {
     let acknowledged: Mutex<Vec<String>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for t in 0..4 {
-            let (client, url, acknowledged) = (&client, &url, &acknowledged);
+            let (client, urls, acknowledged) = (&client, &urls, &acknowledged);
             scope.spawn(move || {
                 for i in (t..INVOCATIONS).step_by(4) {
-                    let id = acknowledge(client, url, &format!("chaos-{i}"));
+                    let id = acknowledge(client, urls, &format!("chaos-{i}"));
                     acknowledged.lock().unwrap().push(id);
                 }
             });
@@ -67,17 +94,17 @@ fn chaos_kills_and_pauses_never_lose_or_double_complete() {
         // The chaos, while invocations are ingested and run.
         std::thread::sleep(Duration::from_millis(800));
         workers[0].take().unwrap().kill9();
-        workers[0] = Some(Worker::start(&base, dir.path(), "w0", &capacity));
+        workers[0] = Some(Worker::start(&worker_url(0), dir.path(), "w0", &capacity));
         let paused = workers[1].as_ref().unwrap();
         paused.signal("-STOP");
         std::thread::sleep(Duration::from_millis(500));
         server.take().unwrap().kill9();
-        server = Some(Server::start_at(dir.path(), &listen, &REMOTE_ONLY));
+        server = Some(Server::start_at(dir.path(), &listen, &args));
         std::thread::sleep(Duration::from_millis(2_500)); // well past the 1 s lease
         workers[1].as_ref().unwrap().signal("-CONT");
         std::thread::sleep(Duration::from_millis(500));
         workers[2].take().unwrap().kill9();
-        workers[2] = Some(Worker::start(&base, dir.path(), "w2", &capacity));
+        workers[2] = Some(Worker::start(&worker_url(2), dir.path(), "w2", &capacity));
     });
     let server = server.unwrap();
     let acknowledged = acknowledged.into_inner().unwrap();
@@ -151,8 +178,9 @@ fn chaos_kills_and_pauses_never_lose_or_double_complete() {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap();
     eprintln!(
-        "chaos: {INVOCATIONS} invocations, {succeeded} succeeded, {attempts} attempts, {redeliveries} redeliveries, \
-         {fenced} fenced completions (store counter {store_fenced}), {unlogged} accepted but unrecorded (worker killed)"
+        "chaos ({}): {INVOCATIONS} invocations, {succeeded} succeeded, {attempts} attempts, {redeliveries} redeliveries, \
+         {fenced} fenced completions (store counter {store_fenced}), {unlogged} accepted but unrecorded (worker killed)",
+        if two_servers { "cluster: 2 servers on PostgreSQL" } else { "embedded: 1 server on SQLite" }
     );
     assert_eq!(succeeded, INVOCATIONS, "the function always succeeds when it runs to completion");
     assert!(fenced >= 1, "the paused worker's late completions were fenced");

@@ -1,0 +1,55 @@
+//! The cluster shape: several gust servers on one PostgreSQL database, workers attached to
+//! different servers. Needs the throwaway PostgreSQL that `./scripts/test` starts.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{fixture, wasm_config, Server, Worker, REMOTE_ONLY};
+use serde_json::Value;
+
+/// Server flags for one cluster member: the shared database, in a schema of this test's own.
+fn cluster_args(schema: &str) -> Vec<String> {
+    let url = std::env::var("GUST_TEST_POSTGRES")
+        .expect("GUST_TEST_POSTGRES is not set: run the suite with ./scripts/test (it starts PostgreSQL)");
+    let mut args: Vec<String> = REMOTE_ONLY.iter().map(|s| s.to_string()).collect();
+    args.extend(["--store".into(), url, "--store-schema".into(), schema.into()]);
+    args
+}
+
+fn schema() -> String {
+    format!("c_{}", std::process::id()) + &format!("_{}", Instant::now().elapsed().as_nanos())
+}
+
+#[test]
+fn any_server_answers_and_sync_results_cross_servers() {
+    let schema = schema() + "_x";
+    let args = cluster_args(&schema);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Server::start(da.path(), &args);
+    let b = Server::start(db.path(), &args);
+    // The only worker is attached to server B.
+    let _w = Worker::start(&b.url, db.path(), "wb", &["--capacity", "4"]);
+
+    // Deploy through A, read and invoke through B and A.
+    let deployed = a.deploy("echo", wasm_config(3000), fixture("echo"));
+    let f: Value = b.get("/v1/functions/echo").json().unwrap();
+    assert_eq!(f["code_sha256"], deployed["code_sha256"], "any server answers any API call");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = a.invoke("echo", None, b"from A", &[]);
+        if r.status() == 200 && r.headers().get("gust-function-error").is_none() {
+            assert_eq!(r.text().unwrap(), "from A", "a sync call at A ran on B's worker");
+            break;
+        }
+        assert!(Instant::now() < deadline, "sync invocation through A never ran: {}", r.text().unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = b.invoke("echo", None, b"queued at B", &[("invocation-type", "async")]);
+    let id = r.json::<Value>().unwrap()["invocation_id"].as_str().unwrap().to_string();
+    let rec = a.wait_terminal(&id, Duration::from_secs(10));
+    assert_eq!(rec["result"], "queued at B", "status is visible from any server");
+    let workers: Value = a.get("/v1/workers").json().unwrap();
+    assert_eq!(workers["workers"].as_array().unwrap().len(), 1, "worker state is shared: {workers}");
+}
