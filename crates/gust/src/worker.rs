@@ -61,9 +61,34 @@ impl Conn {
 /// Code from the server, verified against its sha256 before use.
 struct ServerArtifacts(Arc<Conn>);
 
+/// How long a worker keeps trying to fetch code while its server is unreachable, before the
+/// attempt fails with an init error.
+const ARTIFACT_FETCH_PATIENCE: Duration = Duration::from_secs(10);
+
 #[async_trait]
 impl ArtifactSource for ServerArtifacts {
     async fn artifact(&self, sha256: &str) -> Result<Bytes, String> {
+        let deadline = tokio::time::Instant::now() + ARTIFACT_FETCH_PATIENCE;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.fetch(sha256).await {
+                Ok(bytes) => return Ok(bytes),
+                Err((retryable, e)) if !retryable || tokio::time::Instant::now() >= deadline => {
+                    return Err(e)
+                }
+                Err((_, e)) => {
+                    tracing::warn!(%sha256, error = %e, "fetching code failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}
+
+impl ServerArtifacts {
+    /// One fetch; the error says whether trying again could help.
+    async fn fetch(&self, sha256: &str) -> Result<Bytes, (bool, String)> {
         let c = &self.0;
         let resp = c
             .http
@@ -71,16 +96,21 @@ impl ArtifactSource for ServerArtifacts {
             .bearer_auth(&c.token)
             .send()
             .await
-            .map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("artifact {sha256}: HTTP {}", resp.status()));
+            .map_err(|e| (true, e.to_string()))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err((status.is_server_error(), format!("artifact {sha256}: HTTP {status}")));
         }
-        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
-        if hex::encode(Sha256::digest(&bytes)) != sha256 {
-            return Err(format!("artifact {sha256} failed verification"));
-        }
-        Ok(bytes)
+        let bytes = resp.bytes().await.map_err(|e| (true, e.to_string()))?;
+        verify(sha256, bytes).map_err(|e| (false, e))
     }
+}
+
+fn verify(sha256: &str, bytes: Bytes) -> Result<Bytes, String> {
+    if hex::encode(Sha256::digest(&bytes)) != sha256 {
+        return Err(format!("artifact {sha256} failed verification"));
+    }
+    Ok(bytes)
 }
 
 #[derive(Deserialize)]
@@ -307,7 +337,15 @@ async fn run_assignment(s: Arc<State>, a: Assignment) {
     let mut backoff = Duration::from_millis(50);
     let verdict = loop {
         match s.conn.post(&path).json(&body).send().await {
-            Ok(r) if r.status().is_success() => break "accepted",
+            Ok(r) if r.status().is_success() => {
+                // Record whether this completion ended the invocation or scheduled a retry.
+                let v: serde_json::Value = r.json().await.unwrap_or_default();
+                break if v["state"] == "SUCCEEDED" || v["state"] == "FAILED" {
+                    "accepted"
+                } else {
+                    "accepted-retry"
+                };
+            }
             Ok(r) if r.status().as_u16() == 409 => {
                 let v: serde_json::Value = r.json().await.unwrap_or_default();
                 if v["error"]["code"] == "Fenced" {

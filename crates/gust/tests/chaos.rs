@@ -135,6 +135,7 @@ fn chaos(server_args: &[String], two_servers: bool) {
     // The workers' own records of every attempt they ran.
     let mut started: HashMap<String, Vec<u64>> = HashMap::new();
     let mut accepted: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut retried: HashMap<String, Vec<u64>> = HashMap::new();
     let mut fenced = 0u64;
     for i in 0..3 {
         let log = std::fs::read_to_string(dir.path().join(format!("attempts-w{i}.log"))).unwrap_or_default();
@@ -144,6 +145,8 @@ fn chaos(server_args: &[String], two_servers: bool) {
             match event {
                 "start" => started.entry(id).or_default().push(epoch),
                 "accepted" => accepted.entry(id).or_default().push(epoch),
+                // An accepted report of a failed attempt that scheduled a retry (not terminal).
+                "accepted-retry" => retried.entry(id).or_default().push(epoch),
                 "fenced" => fenced += 1,
                 _ => {}
             }
@@ -155,8 +158,14 @@ fn chaos(server_args: &[String], two_servers: bool) {
         assert!(matches!(state, "SUCCEEDED" | "FAILED"), "{id} ended {state}");
         succeeded += usize::from(state == "SUCCEEDED");
         let epochs = accepted.get(id).cloned().unwrap_or_default();
-        assert!(epochs.len() <= 1, "{id} has two accepted completions: {epochs:?}");
+        assert!(epochs.len() <= 1, "{id} has two accepted terminal completions: {epochs:?}");
         let latest = rec["attempts"].as_u64().unwrap();
+        for epoch in retried.get(id).into_iter().flatten() {
+            assert!(
+                *epoch < latest,
+                "{id}: a retry was scheduled by attempt {epoch}, yet no later attempt ran"
+            );
+        }
         if let Some(epoch) = epochs.first() {
             assert_eq!(*epoch, latest, "{id}: the accepted completion is not from the latest epoch");
         }

@@ -477,7 +477,11 @@ macro_rules! in_tx {
                 $tx.commit().await.map_err(pg_err)?;
                 Ok(v)
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                // Roll back before answering, so no row lock outlives the call.
+                let _ = $tx.rollback().await;
+                Err(e)
+            }
         }
     }};
 }
