@@ -34,6 +34,10 @@ struct Args {
     /// Print JSON instead of Markdown.
     #[arg(long)]
     json: bool,
+    /// A PostgreSQL database for the cluster rows (each run uses fresh schemas in it);
+    /// `./scripts/with-postgres` starts a throwaway one and sets GUST_TEST_POSTGRES.
+    #[arg(long, env = "GUST_TEST_POSTGRES", hide_env_values = true)]
+    postgres: Option<String>,
 }
 
 const NOOP_WAT: &str = include_str!("../../../tests/fixtures/noop.wat");
@@ -44,10 +48,11 @@ fn main() -> anyhow::Result<()> {
         Some("__serve") => {
             use clap::Parser as _;
             let cli = gust::cli::Cli::parse_from(argv.iter().skip(1));
-            let gust::cli::Command::Server(opts) = cli.command else {
-                anyhow::bail!("__serve needs `server`")
+            return match cli.command {
+                gust::cli::Command::Server(opts) => gust::server::run(opts),
+                gust::cli::Command::Worker(opts) => gust::worker::run(opts),
+                _ => anyhow::bail!("__serve runs `server` or `worker`"),
             };
-            return gust::server::run(opts);
         }
         Some("__bare") => return bare::serve(),
         // For profiling: `gust-bench __load ADDR FUNCTION CONNECTIONS SECONDS` loads a running server.
@@ -255,9 +260,14 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
     }
     let drain_secs = started.elapsed().as_secs_f64();
 
+    let cluster = match &args.postgres {
+        Some(url) => Some(cluster_rows(url, args, &bare).await?),
+        None => None,
+    };
+
     let warm64 = &warm[2];
     let warm1 = &warm[0];
-    let targets = vec![
+    let mut targets = vec![
         target(
             "warm sync throughput at 64 connections, gust/bare",
             ">= 0.5",
@@ -279,6 +289,26 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
         }),
         target("idle server RSS (MB)", "<= 30", Some(idle_rss as f64 / 1048576.0), |v| v <= 30.0),
     ];
+    if let Some(pg) = &cluster {
+        let best = |key: &str| {
+            ["servers_1", "servers_2"]
+                .iter()
+                .filter_map(|s| pg[*s].pointer(key).and_then(Value::as_f64))
+                .fold(0.0, f64::max)
+        };
+        targets.push(target(
+            "PostgreSQL durable async ingest (202/s)",
+            ">= 10000",
+            Some(best("/ingest/rps")),
+            |v| v >= 10_000.0,
+        ));
+        targets.push(target(
+            "PostgreSQL drain (completed/s)",
+            ">= 5000",
+            Some(best("/drain_per_second")),
+            |v| v >= 5_000.0,
+        ));
+    }
     Ok(json!({
         "warm_sync": warm,
         "cold_start": {
@@ -301,6 +331,7 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
             "environments": env_n,
         },
         "targets": targets,
+        "postgres": cluster,
         "quick": args.quick,
         "phase_seconds": args.duration,
     }))
@@ -358,6 +389,32 @@ fn markdown(r: &Value) -> String {
     for (k, v) in rows {
         out.push_str(&format!("| {k} | {v} |\n"));
     }
+    if let Some(pg) = r["postgres"].as_object() {
+        out.push_str("\n### Cluster shape on PostgreSQL\n\n| measure | value |\n|---|---:|\n");
+        for servers in [1, 2] {
+            let row = &pg[&format!("servers_{servers}")];
+            out.push_str(&format!(
+                "| durable async ingest, {servers} server(s), 64 connections, 202/s | {} |\n",
+                f(&row["ingest"]["rps"])
+            ));
+            out.push_str(&format!(
+                "| end-to-end drain, {servers} server(s), completed/s | {} |\n",
+                f(&row["drain_per_second"])
+            ));
+        }
+        let rw = &pg["remote_worker_sync_16"];
+        out.push_str(&format!(
+            "| warm sync via a remote worker, 16 connections: gust / bare req/s (ratio) | {} / {} ({}) |\n",
+            f(&rw["gust"]["rps"]),
+            f(&rw["bare"]["rps"]),
+            f(&rw["throughput_ratio"])
+        ));
+        out.push_str(&format!(
+            "| warm sync via a remote worker, p50 / p99 µs | {} / {} |\n",
+            f(&rw["gust"]["p50_us"]),
+            f(&rw["gust"]["p99_us"])
+        ));
+    }
     out.push_str("\n### Targets\n\n| target | goal | measured | met |\n|---|---|---:|---|\n");
     for t in r["targets"].as_array().into_iter().flatten() {
         let met = match t["met"].as_bool() {
@@ -374,4 +431,98 @@ fn markdown(r: &Value) -> String {
         ));
     }
     out
+}
+
+/// Ingests `n` async no-ops at 64 connections spread over `servers`, then waits for the drain.
+async fn ingest_and_drain(servers: &[&Proc], n: u64) -> anyhow::Result<(LoadResult, f64)> {
+    let mut done0 = 0;
+    for s in servers {
+        done0 += client::metric(s.addr, "gust_attempts_succeeded_total").await.unwrap_or(0);
+    }
+    let started = Instant::now();
+    let share = n / servers.len() as u64;
+    let runs: Vec<_> = servers
+        .iter()
+        .map(|s| {
+            let target = invoke_target(s.addr, "noop", "async");
+            let conns = 64 / servers.len();
+            tokio::spawn(async move { loadgen::run(&target, conns, Stop::Count(share)).await })
+        })
+        .collect();
+    let mut ingest = LoadResult::default();
+    for r in runs {
+        let r = r.await??;
+        anyhow::ensure!(r.errors == 0, "errors during async ingest");
+        ingest.requests += r.requests;
+        ingest.latencies_us.extend(r.latencies_us);
+    }
+    ingest.elapsed = started.elapsed();
+    ingest.latencies_us.sort_unstable();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let mut done = 0;
+        for s in servers {
+            done += client::metric(s.addr, "gust_attempts_succeeded_total").await?;
+        }
+        if done - done0 >= share * servers.len() as u64 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "drain stalled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok((ingest, (share * servers.len() as u64) as f64 / started.elapsed().as_secs_f64()))
+}
+
+/// The cluster shape on PostgreSQL: ingest and drain with one and two servers, and warm sync
+/// invokes through a server whose only worker is a separate process.
+async fn cluster_rows(url: &str, args: &Args, bare: &Proc) -> anyhow::Result<Value> {
+    let n = if args.quick { 1_000 } else { args.drain.min(50_000) };
+    let phase = Duration::from_secs_f64(args.duration);
+    let mut rows = serde_json::Map::new();
+    let noop = wat::parse_str(NOOP_WAT)?;
+    for servers in [1usize, 2] {
+        let schema = format!("bench_{}_{servers}", std::process::id());
+        let dirs: Vec<_> = (0..servers).map(|_| tempfile::tempdir()).collect::<Result<_, _>>()?;
+        let procs: Vec<Proc> = dirs
+            .iter()
+            .map(|d| Proc::gust_with(d.path(), &["--store", url, "--store-schema", &schema]))
+            .collect::<Result<_, _>>()?;
+        client::deploy(procs[0].addr, "noop", "{}", noop.clone()).await?;
+        tokio::time::sleep(Duration::from_millis(700)).await; // every server sees the deploy
+        let refs: Vec<&Proc> = procs.iter().collect();
+        let (ingest, drain) = ingest_and_drain(&refs, n).await?;
+        rows.insert(
+            format!("servers_{servers}"),
+            json!({ "ingest": load_json(&ingest), "drain_per_second": drain, "invocations": n }),
+        );
+    }
+    // Warm sync invoke through a server whose worker is remote, beside the bare server.
+    let schema = format!("bench_{}_remote", std::process::id());
+    let (ds, dw) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let server = Proc::gust_with(
+        ds.path(),
+        &["--store", url, "--store-schema", &schema, "--no-local-worker", "--worker-token", "bench-token"],
+    )?;
+    let _worker = Proc::worker(server.addr, dw.path(), "bench-token")?;
+    client::deploy(server.addr, "noop", "{}", noop).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) =
+            client::call(server.addr, "POST", "/v1/functions/noop/invoke", &[], "{}").await?;
+        if status == 200 && body.is_empty() {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the remote worker never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let g_target = invoke_target(server.addr, "noop", "sync");
+    let b_target = invoke_target(bare.addr, "noop", "sync");
+    loadgen::run(&g_target, 16, Stop::After(phase / 5)).await?;
+    let g = loadgen::run(&g_target, 16, Stop::After(phase)).await?;
+    let b = loadgen::run(&b_target, 16, Stop::After(phase)).await?;
+    rows.insert(
+        "remote_worker_sync_16".into(),
+        json!({ "gust": load_json(&g), "bare": load_json(&b), "throughput_ratio": g.rps() / b.rps() }),
+    );
+    Ok(Value::Object(rows))
 }

@@ -1,5 +1,5 @@
-//! The processes under test: gust (this binary re-executed as a real `gust server`) and the
-//! bare baseline, each in its own process, as a user would run them.
+//! The processes under test: gust (this binary re-executed as a real `gust server` or `gust
+//! worker`) and the bare baseline, each in its own process, as a user would run them.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -21,21 +21,47 @@ impl Proc {
             .spawn()?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line)?;
-        let addr = line
+        let rest = line
             .trim()
             .strip_prefix(prefix)
-            .ok_or_else(|| anyhow::anyhow!("unexpected first line {line:?}"))?
-            .parse()?;
+            .ok_or_else(|| anyhow::anyhow!("unexpected first line {line:?}"))?;
+        // Servers print their address; a worker's banner carries none.
+        let addr = rest.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
         Ok(Proc { child, addr })
     }
 
     /// A gust server (embedded, durable defaults) on loopback with its data in `data_dir`.
     pub fn gust(data_dir: &Path) -> anyhow::Result<Proc> {
+        Proc::gust_with(data_dir, &[])
+    }
+
+    /// A gust server with extra flags (e.g. `--store postgres://…`).
+    pub fn gust_with(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Proc> {
         let dir = data_dir.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 temp dir"))?;
-        Proc::spawn(
-            &["__serve", "server", "--listen", "127.0.0.1:0", "--data-dir", dir],
-            "gust listening on http://",
-        )
+        let mut args = vec!["__serve", "server", "--listen", "127.0.0.1:0", "--data-dir", dir];
+        args.extend_from_slice(extra);
+        Proc::spawn(&args, "gust listening on http://")
+    }
+
+    /// A remote gust worker joined to the server at `server`.
+    pub fn worker(server: SocketAddr, data_dir: &Path, token: &str) -> anyhow::Result<Proc> {
+        let dir = data_dir.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 temp dir"))?;
+        let url = format!("http://{server}");
+        let args = [
+            "__serve",
+            "worker",
+            "--server",
+            &url,
+            "--worker-token",
+            token,
+            "--data-dir",
+            dir,
+            "--capacity",
+            "64",
+        ];
+        let mut p = Proc::spawn(&args, "gust worker ")?;
+        p.addr = server;
+        Ok(p)
     }
 
     pub fn bare() -> anyhow::Result<Proc> {

@@ -16,5 +16,13 @@ fn quick_bench_prints_every_row() {
     assert!(report["cold_start"]["first_invocation_p50_us"].as_f64().unwrap() > 0.0);
     assert!(report["async"]["drain_per_second"].as_f64().unwrap() > 0.0);
     assert!(report["memory"]["idle_rss_mb"].as_f64().unwrap() > 0.0);
-    assert_eq!(report["targets"].as_array().unwrap().len(), 6);
+    let with_postgres = std::env::var("GUST_TEST_POSTGRES").is_ok();
+    assert_eq!(report["targets"].as_array().unwrap().len(), if with_postgres { 8 } else { 6 });
+    if with_postgres {
+        let pg = &report["postgres"];
+        for row in ["servers_1", "servers_2"] {
+            assert!(pg[row]["drain_per_second"].as_f64().unwrap() > 0.0, "{pg}");
+        }
+        assert_eq!(pg["remote_worker_sync_16"]["gust"]["errors"], 0);
+    }
 }
