@@ -29,6 +29,43 @@ pub(crate) struct DispatchState {
     wake: Notify,
     pub(crate) write_behind: mpsc::Sender<InvocationRecord>,
     write_behind_rx: Mutex<Option<mpsc::Receiver<InvocationRecord>>>,
+    /// Callers waiting for an invocation's outcome on this server, woken when a completion
+    /// arrives here (polling the store stays the safety net, e.g. for other servers).
+    waiters: Mutex<HashMap<InvocationId, (Arc<Notify>, usize)>>,
+}
+
+/// A registration in the waiters map, removed when the last waiter for that id leaves.
+pub(crate) struct Waiter<'a> {
+    state: &'a DispatchState,
+    id: InvocationId,
+    pub(crate) notify: Arc<Notify>,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let mut waiters = self.state.waiters.lock();
+        if let Some((_, n)) = waiters.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                waiters.remove(&self.id);
+            }
+        }
+    }
+}
+
+impl DispatchState {
+    pub(crate) fn wait_for(&self, id: &InvocationId) -> Waiter<'_> {
+        let mut waiters = self.waiters.lock();
+        let entry = waiters.entry(id.clone()).or_insert_with(|| (Arc::new(Notify::new()), 0));
+        entry.1 += 1;
+        Waiter { state: self, id: id.clone(), notify: entry.0.clone() }
+    }
+
+    pub(crate) fn completed(&self, id: &InvocationId) {
+        if let Some((n, _)) = self.waiters.lock().get(id) {
+            n.notify_waiters();
+        }
+    }
 }
 
 impl Default for DispatchState {
@@ -39,6 +76,7 @@ impl Default for DispatchState {
             wake: Notify::new(),
             write_behind: tx,
             write_behind_rx: Mutex::new(Some(rx)),
+            waiters: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -104,6 +142,7 @@ impl Service {
         };
         let completion = Completion { id: id.clone(), epoch, outcome, result, error, log: exec.log };
         let r = self.store.complete(completion, self.clock.now()).await;
+        self.dispatch.completed(id);
         match &r {
             Ok(_) => {}
             Err(StoreError::Rejected(Rejected::Fenced { current, given })) => {

@@ -272,7 +272,9 @@ impl Service {
             + self.cfg.lease * 2
             + Duration::from_secs(5);
         let mut wait = Duration::from_millis(5);
+        let waiter = self.dispatch.wait_for(&rec.request.id);
         loop {
+            let notified = waiter.notify.notified();
             if let Some(outcome) = outcome_of(&rec) {
                 return Ok(Invoked::Completed {
                     id: rec.request.id,
@@ -290,7 +292,10 @@ impl Service {
                     rec.request.id
                 )));
             }
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
             wait = (wait * 2).min(Duration::from_millis(100));
             rec = self
                 .store

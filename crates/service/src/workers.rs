@@ -134,7 +134,9 @@ impl Service {
     /// A worker reports an attempt's outcome. A fenced attempt is refused (and counted).
     pub async fn worker_complete(&self, completion: Completion) -> Result<Lifecycle> {
         let id = completion.id.clone();
-        match self.store.complete(completion, self.clock.now()).await {
+        let result = self.store.complete(completion, self.clock.now()).await;
+        self.dispatch.completed(&id);
+        match result {
             Ok(lc) => Ok(lc),
             // A retried report of the accepted attempt (the first reply was lost): ack it again.
             Err(StoreError::Rejected(Rejected::AlreadyCompleted(_))) => {

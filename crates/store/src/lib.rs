@@ -215,7 +215,8 @@ pub trait Store: Send + Sync + 'static {
     /// behind). An id that already exists is left untouched.
     async fn record_finished(&self, records: Vec<InvocationRecord>) -> Result<()>;
     /// Claims up to `max` runnable invocations for `worker`, oldest first: each gets a new
-    /// attempt epoch and a lease. Too-old events met on the way are expired instead.
+    /// attempt epoch and a lease. Too-old events are never claimed: they are expired here or
+    /// by the next recovery sweep.
     async fn claim_queued(
         &self,
         worker: &WorkerId,

@@ -390,13 +390,18 @@ async fn transition(
     let finished_at = next.state.is_terminal().then_some(now);
     let error_json = outcome.error.map(serde_json::to_string).transpose().map_err(json_err)?;
     let set_outcome = outcome.result.is_some() || outcome.error.is_some();
+    // An accepted completion records its epoch, so a repeated report is recognised.
+    let completed_epoch = match event {
+        Event::Complete { epoch, .. } => Some(*epoch as i64),
+        _ => None,
+    };
     let changed = c
         .execute(
             "UPDATE invocations SET state = $1, worker = $2, due_at = $3, attempt_epoch = $4, function_errors = $5, \
              lost_attempts = $6, updated_at = $7, finished_at = COALESCE($8, finished_at), \
              result = CASE WHEN $9 THEN $10 ELSE result END, \
              error = CASE WHEN $9 THEN $11 ELSE error END, \
-             log = COALESCE($12, log) \
+             log = COALESCE($12, log), completed_epoch = COALESCE($16, completed_epoch) \
              WHERE id = $13 AND state = $14 AND attempt_epoch = $15",
             &[
                 &state,
@@ -414,6 +419,7 @@ async fn transition(
                 &id,
                 &current.state.name().as_str(),
                 &(current.attempt_epoch as i64),
+                &completed_epoch,
             ],
         )
         .await
@@ -434,36 +440,6 @@ async fn expire(c: &impl GenericClient, id: &str, now: Millis) -> Result<bool> {
     Ok(transition(c, id, &Event::Expire, Outcome { error: Some(&error), ..Outcome::default() }, now)
         .await?
         .is_ok())
-}
-
-async fn claim_ids(
-    c: &impl GenericClient,
-    ids: Vec<String>,
-    worker: &WorkerId,
-    max: usize,
-    lease_expires_at: Millis,
-    now: Millis,
-) -> Result<Vec<Claimed>> {
-    let mut claimed = Vec::with_capacity(max);
-    let event = Event::Claim { worker: worker.clone(), lease_expires_at };
-    for id in ids {
-        if claimed.len() == max {
-            break;
-        }
-        match transition(c, &id, &event, Outcome::default(), now).await? {
-            Ok(lc) => {
-                let rec = load_invocation(c, &id)
-                    .await?
-                    .ok_or_else(|| StoreError::Backend("claimed row vanished".into()))?;
-                claimed.push(Claimed { request: rec.request, epoch: lc.attempt_epoch, lease_expires_at });
-            }
-            Err(Rejected::TooOld) => {
-                expire(c, &id, now).await?;
-            }
-            Err(other) => return Err(StoreError::Rejected(other)),
-        }
-    }
-    Ok(claimed)
 }
 
 /// Runs `$body` in one transaction on a pooled connection, committing if it returns `Ok`.
@@ -840,36 +816,16 @@ impl Store for PgStore {
     }
 
     async fn insert_invocations(&self, batch: Vec<NewInvocation>) -> Result<Vec<Result<Inserted>>> {
+        if batch.len() == 1 {
+            // The ingest hot path: one autocommitted statement (two on a key conflict).
+            let client = self.client().await?;
+            let new = batch.into_iter().next().expect("one entry");
+            return Ok(vec![insert_one(&client, new).await?]);
+        }
         in_tx!(self, |tx| async {
             let mut out = Vec::with_capacity(batch.len());
             for new in batch {
-                let rec = InvocationRecord::new(new.request, new.lifecycle);
-                if insert_record(&tx, &rec).await? == 1 {
-                    out.push(Ok(Inserted::Created));
-                    continue;
-                }
-                // A conflict: the same idempotency key (or, impossibly, the same id) exists.
-                let req = &rec.request;
-                let Some(key) = &req.idempotency_key else {
-                    out.push(Err(StoreError::Invalid(format!("invocation id {} already exists", req.id))));
-                    continue;
-                };
-                let id: String = tx
-                    .query_one(
-                        "SELECT id FROM invocations WHERE function = $1 AND idempotency_key = $2",
-                        params![&req.function, key],
-                    )
-                    .await
-                    .map_err(pg_err)?
-                    .get(0);
-                let existing = load_invocation(&tx, &id)
-                    .await?
-                    .ok_or_else(|| StoreError::Backend("idempotency index points nowhere".into()))?;
-                out.push(if existing.request.fingerprint == req.fingerprint {
-                    Ok(Inserted::Existing(Box::new(existing)))
-                } else {
-                    Err(StoreError::KeyMismatch { existing: existing.request.id })
-                });
+                out.push(insert_one(&tx, new).await?);
             }
             Ok(out)
         }
@@ -893,21 +849,9 @@ impl Store for PgStore {
         lease_expires_at: Millis,
         now: Millis,
     ) -> Result<Vec<Claimed>> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        in_tx!(self, |tx| {
-            async {
-            let ids = ids_where(
-                &tx,
-                "SELECT id FROM invocations WHERE state = 'QUEUED' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                params![&((max * 2) as i64)],
-            )
-            .await?;
-            claim_ids(&tx, ids, worker, max, lease_expires_at, now).await
-        }
-        .await
-        })
+        // One statement: its WHERE clause is `apply`'s Claim rule for QUEUED rows (not older
+        // than their maximum age; too-old rows are left to the sweeper, which expires them).
+        claim_where(self, "state = 'QUEUED'", None, worker, max, lease_expires_at, now).await
     }
 
     async fn claim(
@@ -964,14 +908,7 @@ impl Store for PgStore {
             };
             let r = transition(&tx, &completion.id.0, &event, outcome, now).await?;
             match &r {
-                Ok(_) => {
-                    tx.execute(
-                        "UPDATE invocations SET completed_epoch = $2 WHERE id = $1",
-                        params![&completion.id.0, &(completion.epoch as i64)],
-                    )
-                    .await
-                    .map_err(pg_err)?;
-                }
+                Ok(_) => {}
                 Err(Rejected::Fenced { .. }) => bump_counter(&tx, "fenced_completions").await?,
                 Err(Rejected::Terminal(_)) => {
                     let completed: Option<i64> = tx
@@ -1194,19 +1131,81 @@ impl Store for PgStore {
         lease_expires_at: Millis,
         now: Millis,
     ) -> Result<Vec<Claimed>> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        in_tx!(self, |tx| async {
-            let ids = ids_where(
-                &tx,
-                "SELECT id FROM invocations WHERE state = 'PLACED' AND worker = $1 ORDER BY id LIMIT $2 \
-                 FOR UPDATE SKIP LOCKED",
-                params![&worker.0, &(max as i64)],
-            )
-            .await?;
-            claim_ids(&tx, ids, worker, max, lease_expires_at, now).await
-        }
-        .await)
+        claim_where(
+            self,
+            "state = 'PLACED' AND worker = $5",
+            Some(worker),
+            worker,
+            max,
+            lease_expires_at,
+            now,
+        )
+        .await
     }
+}
+
+/// Claims up to `max` rows matching `filter` in one statement: a new attempt epoch and a
+/// lease each, rows locked by other claimers skipped.
+async fn claim_where(
+    store: &PgStore,
+    filter: &str,
+    placed_on: Option<&WorkerId>,
+    worker: &WorkerId,
+    max: usize,
+    lease_expires_at: Millis,
+    now: Millis,
+) -> Result<Vec<Claimed>> {
+    if max == 0 {
+        return Ok(Vec::new());
+    }
+    let client = store.client().await?;
+    let sql = format!(
+        "UPDATE invocations SET state = 'RUNNING', worker = $1, due_at = $2, attempt_epoch = attempt_epoch + 1, \
+         updated_at = $3 \
+         WHERE id IN (SELECT id FROM invocations WHERE {filter} AND (expires_at IS NULL OR expires_at >= $3) \
+         ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+         RETURNING {INVOCATION_COLS}"
+    );
+    let rows = match placed_on {
+        Some(w) => client.query(&sql, params![&worker.0, &lease_expires_at, &now, &(max as i64), &w.0]).await,
+        None => client.query(&sql, params![&worker.0, &lease_expires_at, &now, &(max as i64)]).await,
+    }
+    .map_err(pg_err)?;
+    let mut claimed: Vec<Claimed> = rows
+        .iter()
+        .map(|r| {
+            let rec = to_record(raw_invocation(r))?;
+            Ok(Claimed { epoch: rec.lifecycle.attempt_epoch, request: rec.request, lease_expires_at })
+        })
+        .collect::<Result<_>>()?;
+    claimed.sort_by(|a, b| a.request.id.cmp(&b.request.id));
+    Ok(claimed)
+}
+
+/// Inserts one invocation; on an idempotency-key conflict, answers with the existing one.
+async fn insert_one(c: &impl GenericClient, new: NewInvocation) -> Result<Result<Inserted>> {
+    let rec = InvocationRecord::new(new.request, new.lifecycle);
+    if insert_record(c, &rec).await? == 1 {
+        return Ok(Ok(Inserted::Created));
+    }
+    let req = &rec.request;
+    let Some(key) = &req.idempotency_key else {
+        return Ok(Err(StoreError::Invalid(format!("invocation id {} already exists", req.id))));
+    };
+    let id: String = c
+        .query_one(
+            "SELECT id FROM invocations WHERE function = $1 AND idempotency_key = $2",
+            params![&req.function, key],
+        )
+        .await
+        .map_err(pg_err)?
+        .get(0);
+    let existing = load_invocation(c, &id)
+        .await?
+        .ok_or_else(|| StoreError::Backend("idempotency index points nowhere".into()))?;
+    Ok(if existing.request.fingerprint == req.fingerprint {
+        Ok(Inserted::Existing(Box::new(existing)))
+    } else {
+        Err(StoreError::KeyMismatch { existing: existing.request.id })
+    })
 }
