@@ -151,18 +151,22 @@ impl PgStore {
             .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
         let store = PgStore { pool };
         let mut client = store.pool.get().await.map_err(pool_err)?;
-        if let Some(schema) = schema {
-            client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await.map_err(pg_err)?;
-        }
         let tx = client.transaction().await.map_err(pg_err)?;
-        tx.execute("SELECT pg_advisory_xact_lock(7215421)", &[]).await.map_err(pg_err)?;
+        // Concurrent `CREATE SCHEMA IF NOT EXISTS` can collide: create it under the lock too.
+        pg_execute(&tx, "SELECT pg_advisory_xact_lock(7215421)", &[]).await.map_err(pg_err)?;
+        if let Some(schema) = schema {
+            tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await.map_err(pg_err)?;
+        }
         tx.batch_execute("CREATE TABLE IF NOT EXISTS gust_schema (version BIGINT NOT NULL)")
             .await
             .map_err(pg_err)?;
-        let current: i64 = match tx.query_opt("SELECT version FROM gust_schema", &[]).await.map_err(pg_err)? {
+        let current: i64 = match pg_query_opt(&tx, "SELECT version FROM gust_schema", &[])
+            .await
+            .map_err(pg_err)?
+        {
             Some(row) => row.get(0),
             None => {
-                tx.execute("INSERT INTO gust_schema (version) VALUES (0)", &[]).await.map_err(pg_err)?;
+                pg_execute(&tx, "INSERT INTO gust_schema (version) VALUES (0)", &[]).await.map_err(pg_err)?;
                 0
             }
         };
@@ -174,7 +178,7 @@ impl PgStore {
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             tx.batch_execute(sql).await.map_err(pg_err)?;
-            tx.execute("UPDATE gust_schema SET version = $1", params![&((i + 1) as i64)])
+            pg_execute(&tx, "UPDATE gust_schema SET version = $1", params![&((i + 1) as i64)])
                 .await
                 .map_err(pg_err)?;
         }
@@ -188,16 +192,58 @@ impl PgStore {
     }
 }
 
+// Every statement goes through the connection's prepared-statement cache: one round trip per
+// statement instead of a prepare and an execute.
+
+async fn pg_query(
+    c: &impl GenericClient,
+    sql: &str,
+    p: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let stmt = c.prepare_cached(sql).await?;
+    c.query(&stmt, p).await
+}
+
+async fn pg_query_opt(
+    c: &impl GenericClient,
+    sql: &str,
+    p: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    let stmt = c.prepare_cached(sql).await?;
+    c.query_opt(&stmt, p).await
+}
+
+async fn pg_query_one(
+    c: &impl GenericClient,
+    sql: &str,
+    p: &[&(dyn ToSql + Sync)],
+) -> Result<Row, tokio_postgres::Error> {
+    let stmt = c.prepare_cached(sql).await?;
+    c.query_one(&stmt, p).await
+}
+
+async fn pg_execute(
+    c: &impl GenericClient,
+    sql: &str,
+    p: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    let stmt = c.prepare_cached(sql).await?;
+    c.execute(&stmt, p).await
+}
+
 async fn bump_snapshot(c: &impl GenericClient) -> Result<u64> {
-    let row = c
-        .query_one("UPDATE meta SET value = value + 1 WHERE key = 'snapshot_version' RETURNING value", &[])
-        .await
-        .map_err(pg_err)?;
+    let row = pg_query_one(
+        c,
+        "UPDATE meta SET value = value + 1 WHERE key = 'snapshot_version' RETURNING value",
+        &[],
+    )
+    .await
+    .map_err(pg_err)?;
     Ok(row.get::<_, i64>(0) as u64)
 }
 
 async fn bump_counter(c: &impl GenericClient, key: &str) -> Result<()> {
-    c.execute("UPDATE meta SET value = value + 1 WHERE key = $1", params![&key]).await.map_err(pg_err)?;
+    pg_execute(c, "UPDATE meta SET value = value + 1 WHERE key = $1", params![&key]).await.map_err(pg_err)?;
     Ok(())
 }
 
@@ -226,7 +272,7 @@ async fn load_function(c: &impl GenericClient, name: &str, lock: bool) -> Result
         "SELECT {FUNCTION_COLS} FROM functions WHERE name = $1{}",
         if lock { " FOR UPDATE" } else { "" }
     );
-    c.query_opt(&sql, params![&name]).await.map_err(pg_err)?.map(|r| to_function(&r)).transpose()
+    pg_query_opt(c, &sql, params![&name]).await.map_err(pg_err)?.map(|r| to_function(&r)).transpose()
 }
 
 async fn require_function(c: &impl GenericClient, name: &str, expect: Option<u64>) -> Result<FunctionConfig> {
@@ -294,7 +340,11 @@ fn raw_invocation(r: &Row) -> RawInvocation {
 
 async fn load_invocation(c: &impl GenericClient, id: &str) -> Result<Option<InvocationRecord>> {
     let sql = format!("SELECT {INVOCATION_COLS} FROM invocations WHERE id = $1");
-    c.query_opt(&sql, params![&id]).await.map_err(pg_err)?.map(|r| to_record(raw_invocation(&r))).transpose()
+    pg_query_opt(c, &sql, params![&id])
+        .await
+        .map_err(pg_err)?
+        .map(|r| to_record(raw_invocation(&r)))
+        .transpose()
 }
 
 async fn insert_record(c: &impl GenericClient, rec: &InvocationRecord) -> Result<u64> {
@@ -335,7 +385,7 @@ async fn insert_record(c: &impl GenericClient, rec: &InvocationRecord) -> Result
         &rec.finished_at,
         &expires_at,
     ];
-    c.execute(
+    pg_execute(c,
         "INSERT INTO invocations (id, function, qualifier, resolved, payload, mode, idempotency_key, fingerprint, \
          received_at, retry, state, worker, due_at, attempt_epoch, function_errors, lost_attempts, result, error, \
          log, updated_at, finished_at, expires_at) \
@@ -349,8 +399,7 @@ async fn insert_record(c: &impl GenericClient, rec: &InvocationRecord) -> Result
 
 /// Locks an invocation row and reads what a transition needs.
 async fn load_guarded(c: &impl GenericClient, id: &str) -> Result<(Context, Lifecycle)> {
-    let row = c
-        .query_opt(
+    let row = pg_query_opt(c,
             "SELECT mode, received_at, retry, state, worker, due_at, attempt_epoch, function_errors, lost_attempts \
              FROM invocations WHERE id = $1 FOR UPDATE",
             params![&id],
@@ -395,8 +444,7 @@ async fn transition(
         Event::Complete { epoch, .. } => Some(*epoch as i64),
         _ => None,
     };
-    let changed = c
-        .execute(
+    let changed = pg_execute(c,
             "UPDATE invocations SET state = $1, worker = $2, due_at = $3, attempt_epoch = $4, function_errors = $5, \
              lost_attempts = $6, updated_at = $7, finished_at = COALESCE($8, finished_at), \
              result = CASE WHEN $9 THEN $10 ELSE result END, \
@@ -431,7 +479,7 @@ async fn transition(
 }
 
 async fn ids_where(c: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<String>> {
-    Ok(c.query(sql, params).await.map_err(pg_err)?.iter().map(|r| r.get(0)).collect())
+    Ok(pg_query(c, sql, params).await.map_err(pg_err)?.iter().map(|r| r.get(0)).collect())
 }
 
 async fn expire(c: &impl GenericClient, id: &str, now: Millis) -> Result<bool> {
@@ -474,13 +522,13 @@ impl Store for PgStore {
         in_tx!(self, |tx| {
             async {
             // Serialise writers of this name, including its creation.
-            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", params![&name]).await.map_err(pg_err)?;
+            pg_execute(&tx, "SELECT pg_advisory_xact_lock(hashtext($1))", params![&name]).await.map_err(pg_err)?;
             let existing = load_function(&tx, name, true).await?;
             check_revision(expect, existing.as_ref().map_or(0, |f| f.revision))?;
             let revision = bump_snapshot(&tx).await?;
             let spec_json = serde_json::to_string(&spec).map_err(json_err)?;
             let code = existing.as_ref().and_then(|f| f.code_sha256.clone());
-            tx.execute(
+            pg_execute(&tx,
                 "INSERT INTO functions (name, spec, code_sha256, revision, next_version, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, 1, $5, $5) \
                  ON CONFLICT (name) DO UPDATE SET spec = $2, revision = $4, updated_at = $5",
@@ -488,7 +536,7 @@ impl Store for PgStore {
             )
             .await
             .map_err(pg_err)?;
-            tx.execute(
+            pg_execute(&tx,
                 "INSERT INTO function_revisions (function, revision, spec, code_sha256) VALUES ($1, $2, $3, $4)",
                 params![&name, &(revision as i64), &spec_json, &code],
             )
@@ -517,8 +565,7 @@ impl Store for PgStore {
         in_tx!(self, |tx| {
             async {
             let mut f = require_function(&tx, name, expect).await?;
-            let exists = tx
-                .query_opt("SELECT 1 FROM artifacts WHERE sha256 = $1", params![&code_sha256])
+            let exists = pg_query_opt(&tx, "SELECT 1 FROM artifacts WHERE sha256 = $1", params![&code_sha256])
                 .await
                 .map_err(pg_err)?
                 .is_some();
@@ -527,13 +574,13 @@ impl Store for PgStore {
             }
             let revision = bump_snapshot(&tx).await?;
             let spec_json = serde_json::to_string(&f.spec).map_err(json_err)?;
-            tx.execute(
+            pg_execute(&tx,
                 "UPDATE functions SET code_sha256 = $2, revision = $3, updated_at = $4 WHERE name = $1",
                 params![&name, &code_sha256, &(revision as i64), &now],
             )
             .await
             .map_err(pg_err)?;
-            tx.execute(
+            pg_execute(&tx,
                 "INSERT INTO function_revisions (function, revision, spec, code_sha256) VALUES ($1, $2, $3, $4)",
                 params![&name, &(revision as i64), &spec_json, &code_sha256],
             )
@@ -557,7 +604,7 @@ impl Store for PgStore {
         let client = self.client().await?;
         let sql = format!("SELECT {FUNCTION_COLS} FROM functions WHERE name > $1 ORDER BY name LIMIT $2");
         let rows =
-            client.query(&sql, params![&after.unwrap_or(""), &(limit as i64)]).await.map_err(pg_err)?;
+            pg_query(&client, &sql, params![&after.unwrap_or(""), &(limit as i64)]).await.map_err(pg_err)?;
         rows.iter().map(to_function).collect()
     }
 
@@ -566,11 +613,11 @@ impl Store for PgStore {
             require_function(&tx, name, expect).await?;
             bump_snapshot(&tx).await?;
             for table in ["function_revisions", "versions", "aliases"] {
-                tx.execute(&format!("DELETE FROM {table} WHERE function = $1"), params![&name])
+                pg_execute(&tx, &format!("DELETE FROM {table} WHERE function = $1"), params![&name])
                     .await
                     .map_err(pg_err)?;
             }
-            tx.execute("DELETE FROM functions WHERE name = $1", params![&name]).await.map_err(pg_err)?;
+            pg_execute(&tx, "DELETE FROM functions WHERE name = $1", params![&name]).await.map_err(pg_err)?;
             let pending = ids_where(
                 &tx,
                 "SELECT id FROM invocations WHERE function = $1 \
@@ -599,14 +646,13 @@ impl Store for PgStore {
                 StoreError::Invalid(format!("function {name} has no code yet: upload code before publishing"))
             })?;
             let sql = format!("SELECT {VERSION_COLS} FROM versions WHERE function = $1 ORDER BY number DESC LIMIT 1");
-            if let Some(row) = tx.query_opt(&sql, params![&name]).await.map_err(pg_err)? {
+            if let Some(row) = pg_query_opt(&tx, &sql, params![&name]).await.map_err(pg_err)? {
                 let v = to_version(&row)?;
                 if v.spec == f.spec && v.code_sha256 == code {
                     return Ok(v);
                 }
             }
-            let number: i64 = tx
-                .query_one(
+            let number: i64 = pg_query_one(&tx,
                     "UPDATE functions SET next_version = next_version + 1 WHERE name = $1 RETURNING next_version - 1",
                     params![&name],
                 )
@@ -615,7 +661,7 @@ impl Store for PgStore {
                 .get(0);
             bump_snapshot(&tx).await?;
             let spec_json = serde_json::to_string(&f.spec).map_err(json_err)?;
-            tx.execute(
+            pg_execute(&tx,
                 "INSERT INTO versions (function, number, spec, code_sha256, from_revision, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6)",
                 params![&name, &number, &spec_json, &code, &(f.revision as i64), &now],
@@ -638,8 +684,7 @@ impl Store for PgStore {
     async fn get_version(&self, name: &str, number: u64) -> Result<Option<Version>> {
         let client = self.client().await?;
         let sql = format!("SELECT {VERSION_COLS} FROM versions WHERE function = $1 AND number = $2");
-        client
-            .query_opt(&sql, params![&name, &(number as i64)])
+        pg_query_opt(&client, &sql, params![&name, &(number as i64)])
             .await
             .map_err(pg_err)?
             .map(|r| to_version(&r))
@@ -650,8 +695,7 @@ impl Store for PgStore {
         let client = self.client().await?;
         let sql =
             format!("SELECT {VERSION_COLS} FROM versions WHERE function = $1 AND number > $2 ORDER BY number LIMIT $3");
-        let rows = client
-            .query(&sql, params![&name, &(after.unwrap_or(0) as i64), &(limit as i64)])
+        let rows = pg_query(&client, &sql, params![&name, &(after.unwrap_or(0) as i64), &(limit as i64)])
             .await
             .map_err(pg_err)?;
         rows.iter().map(to_version).collect()
@@ -668,8 +712,7 @@ impl Store for PgStore {
         in_tx!(self, |tx| {
             async {
             require_function(&tx, function, None).await?;
-            let current = tx
-                .query_opt(
+            let current = pg_query_opt(&tx,
                     "SELECT revision FROM aliases WHERE function = $1 AND name = $2 FOR UPDATE",
                     params![&function, &alias],
                 )
@@ -678,8 +721,7 @@ impl Store for PgStore {
                 .map(|r| r.get::<_, i64>(0) as u64);
             check_revision(expect, current.unwrap_or(0))?;
             for v in routing.versions() {
-                let exists = tx
-                    .query_opt("SELECT 1 FROM versions WHERE function = $1 AND number = $2", params![&function, &(v as i64)])
+                let exists = pg_query_opt(&tx, "SELECT 1 FROM versions WHERE function = $1 AND number = $2", params![&function, &(v as i64)])
                     .await
                     .map_err(pg_err)?
                     .is_some();
@@ -689,7 +731,7 @@ impl Store for PgStore {
             }
             let revision = bump_snapshot(&tx).await?;
             let routing_json = serde_json::to_string(&routing).map_err(json_err)?;
-            tx.execute(
+            pg_execute(&tx,
                 "INSERT INTO aliases (function, name, routing, revision, updated_at) VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (function, name) DO UPDATE SET routing = $3, revision = $4, updated_at = $5",
                 params![&function, &alias, &routing_json, &(revision as i64), &now],
@@ -705,8 +747,7 @@ impl Store for PgStore {
     async fn get_alias(&self, function: &str, alias: &str) -> Result<Option<Alias>> {
         let client = self.client().await?;
         let sql = format!("SELECT {ALIAS_COLS} FROM aliases WHERE function = $1 AND name = $2");
-        client
-            .query_opt(&sql, params![&function, &alias])
+        pg_query_opt(&client, &sql, params![&function, &alias])
             .await
             .map_err(pg_err)?
             .map(|r| to_alias(&r))
@@ -716,7 +757,7 @@ impl Store for PgStore {
     async fn list_aliases(&self, function: &str) -> Result<Vec<Alias>> {
         let client = self.client().await?;
         let sql = format!("SELECT {ALIAS_COLS} FROM aliases WHERE function = $1 ORDER BY name");
-        client.query(&sql, params![&function]).await.map_err(pg_err)?.iter().map(to_alias).collect()
+        pg_query(&client, &sql, params![&function]).await.map_err(pg_err)?.iter().map(to_alias).collect()
     }
 
     async fn delete_alias(
@@ -727,23 +768,24 @@ impl Store for PgStore {
         _now: Millis,
     ) -> Result<()> {
         in_tx!(self, |tx| async {
-            let current = tx
-                .query_opt(
-                    "SELECT revision FROM aliases WHERE function = $1 AND name = $2 FOR UPDATE",
-                    params![&function, &alias],
-                )
-                .await
-                .map_err(pg_err)?
-                .map(|r| r.get::<_, i64>(0) as u64)
-                .ok_or_else(|| StoreError::NotFound {
-                    kind: Kind::Alias,
-                    name: format!("{function}:{alias}"),
-                })?;
+            let current = pg_query_opt(
+                &tx,
+                "SELECT revision FROM aliases WHERE function = $1 AND name = $2 FOR UPDATE",
+                params![&function, &alias],
+            )
+            .await
+            .map_err(pg_err)?
+            .map(|r| r.get::<_, i64>(0) as u64)
+            .ok_or_else(|| StoreError::NotFound { kind: Kind::Alias, name: format!("{function}:{alias}") })?;
             check_revision(expect, current)?;
             bump_snapshot(&tx).await?;
-            tx.execute("DELETE FROM aliases WHERE function = $1 AND name = $2", params![&function, &alias])
-                .await
-                .map_err(pg_err)?;
+            pg_execute(
+                &tx,
+                "DELETE FROM aliases WHERE function = $1 AND name = $2",
+                params![&function, &alias],
+            )
+            .await
+            .map_err(pg_err)?;
             Ok(())
         }
         .await)
@@ -752,20 +794,20 @@ impl Store for PgStore {
     async fn get_deployment(&self, function: &str, resolved: Resolved) -> Result<Option<Deployment>> {
         let client = self.client().await?;
         let row = match resolved {
-            Resolved::Version(n) => client
-                .query_opt(
-                    "SELECT spec, code_sha256 FROM versions WHERE function = $1 AND number = $2",
-                    params![&function, &(n as i64)],
-                )
-                .await
-                .map_err(pg_err)?,
-            Resolved::Latest { revision } => client
-                .query_opt(
-                    "SELECT spec, code_sha256 FROM function_revisions WHERE function = $1 AND revision = $2",
-                    params![&function, &(revision as i64)],
-                )
-                .await
-                .map_err(pg_err)?,
+            Resolved::Version(n) => pg_query_opt(
+                &client,
+                "SELECT spec, code_sha256 FROM versions WHERE function = $1 AND number = $2",
+                params![&function, &(n as i64)],
+            )
+            .await
+            .map_err(pg_err)?,
+            Resolved::Latest { revision } => pg_query_opt(
+                &client,
+                "SELECT spec, code_sha256 FROM function_revisions WHERE function = $1 AND revision = $2",
+                params![&function, &(revision as i64)],
+            )
+            .await
+            .map_err(pg_err)?,
         };
         let Some(row) = row else { return Ok(None) };
         let Some(code_sha256) = row.get::<_, Option<String>>(1) else { return Ok(None) };
@@ -779,8 +821,7 @@ impl Store for PgStore {
 
     async fn snapshot_version(&self) -> Result<u64> {
         let client = self.client().await?;
-        let row = client
-            .query_one("SELECT value FROM meta WHERE key = 'snapshot_version'", &[])
+        let row = pg_query_one(&client, "SELECT value FROM meta WHERE key = 'snapshot_version'", &[])
             .await
             .map_err(pg_err)?;
         Ok(row.get::<_, i64>(0) as u64)
@@ -790,20 +831,19 @@ impl Store for PgStore {
         let sha = sha256_hex(&bytes);
         let client = self.client().await?;
         let data: &[u8] = &bytes;
-        client
-            .execute(
-                "INSERT INTO artifacts (sha256, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                params![&sha, &data],
-            )
-            .await
-            .map_err(pg_err)?;
+        pg_execute(
+            &client,
+            "INSERT INTO artifacts (sha256, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            params![&sha, &data],
+        )
+        .await
+        .map_err(pg_err)?;
         Ok(sha)
     }
 
     async fn get_artifact(&self, sha256: &str) -> Result<Bytes> {
         let client = self.client().await?;
-        let row = client
-            .query_opt("SELECT bytes FROM artifacts WHERE sha256 = $1", params![&sha256])
+        let row = pg_query_opt(&client, "SELECT bytes FROM artifacts WHERE sha256 = $1", params![&sha256])
             .await
             .map_err(pg_err)?;
         let not_found =
@@ -911,14 +951,14 @@ impl Store for PgStore {
                 Ok(_) => {}
                 Err(Rejected::Fenced { .. }) => bump_counter(&tx, "fenced_completions").await?,
                 Err(Rejected::Terminal(_)) => {
-                    let completed: Option<i64> = tx
-                        .query_one(
-                            "SELECT completed_epoch FROM invocations WHERE id = $1",
-                            params![&completion.id.0],
-                        )
-                        .await
-                        .map_err(pg_err)?
-                        .get(0);
+                    let completed: Option<i64> = pg_query_one(
+                        &tx,
+                        "SELECT completed_epoch FROM invocations WHERE id = $1",
+                        params![&completion.id.0],
+                    )
+                    .await
+                    .map_err(pg_err)?
+                    .get(0);
                     if completed == Some(completion.epoch as i64) {
                         return Ok(Err(Rejected::AlreadyCompleted(completion.epoch)));
                     }
@@ -1017,8 +1057,7 @@ impl Store for PgStore {
             "SELECT {INVOCATION_COLS} FROM invocations WHERE function = $1 AND id < $2 \
              AND ($3::TEXT IS NULL OR state = $3) ORDER BY id DESC LIMIT $4"
         );
-        let rows = client
-            .query(&sql, params![&function, &before, &state, &(filter.limit as i64)])
+        let rows = pg_query(&client, &sql, params![&function, &before, &state, &(filter.limit as i64)])
             .await
             .map_err(pg_err)?;
         rows.iter().map(|r| to_record(raw_invocation(r))).collect()
@@ -1026,8 +1065,7 @@ impl Store for PgStore {
 
     async fn count_by_state(&self) -> Result<Vec<(StateName, u64)>> {
         let client = self.client().await?;
-        let rows = client
-            .query("SELECT state, COUNT(*) FROM invocations GROUP BY state", &[])
+        let rows = pg_query(&client, "SELECT state, COUNT(*) FROM invocations GROUP BY state", &[])
             .await
             .map_err(pg_err)?;
         rows.iter()
@@ -1040,10 +1078,13 @@ impl Store for PgStore {
 
     async fn counters(&self) -> Result<Counters> {
         let client = self.client().await?;
-        let rows = client
-            .query("SELECT key, value FROM meta WHERE key IN ('fenced_completions', 'fenced_renewals')", &[])
-            .await
-            .map_err(pg_err)?;
+        let rows = pg_query(
+            &client,
+            "SELECT key, value FROM meta WHERE key IN ('fenced_completions', 'fenced_renewals')",
+            &[],
+        )
+        .await
+        .map_err(pg_err)?;
         let mut c = Counters::default();
         for r in rows {
             match r.get::<_, &str>(0) {
@@ -1057,36 +1098,39 @@ impl Store for PgStore {
     async fn put_worker(&self, state: WorkerState) -> Result<bool> {
         let client = self.client().await?;
         let json = serde_json::to_string(&state).map_err(json_err)?;
-        let changed = client
-            .execute(
-                "INSERT INTO workers (id, revision, state, last_heartbeat) VALUES ($1, $2, $3, $4) \
+        let changed = pg_execute(
+            &client,
+            "INSERT INTO workers (id, revision, state, last_heartbeat) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (id) DO UPDATE SET revision = $2, state = $3, last_heartbeat = $4 \
                  WHERE workers.revision < EXCLUDED.revision",
-                params![&state.id.0, &(state.revision as i64), &json, &state.last_heartbeat],
-            )
-            .await
-            .map_err(pg_err)?;
+            params![&state.id.0, &(state.revision as i64), &json, &state.last_heartbeat],
+        )
+        .await
+        .map_err(pg_err)?;
         Ok(changed == 1)
     }
 
     async fn list_workers(&self, since: Millis) -> Result<Vec<WorkerState>> {
         let client = self.client().await?;
-        let rows = client
-            .query("SELECT state FROM workers WHERE last_heartbeat >= $1 ORDER BY id", params![&since])
-            .await
-            .map_err(pg_err)?;
+        let rows = pg_query(
+            &client,
+            "SELECT state FROM workers WHERE last_heartbeat >= $1 ORDER BY id",
+            params![&since],
+        )
+        .await
+        .map_err(pg_err)?;
         rows.iter().map(|r| serde_json::from_str(r.get::<_, &str>(0)).map_err(json_err)).collect()
     }
 
     async fn queued(&self, limit: usize) -> Result<Vec<(InvocationId, String, Resolved)>> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT id, function, resolved FROM invocations WHERE state = 'QUEUED' ORDER BY id LIMIT $1",
-                params![&(limit as i64)],
-            )
-            .await
-            .map_err(pg_err)?;
+        let rows = pg_query(
+            &client,
+            "SELECT id, function, resolved FROM invocations WHERE state = 'QUEUED' ORDER BY id LIMIT $1",
+            params![&(limit as i64)],
+        )
+        .await
+        .map_err(pg_err)?;
         rows.iter()
             .map(|r| {
                 let resolved =
@@ -1098,10 +1142,13 @@ impl Store for PgStore {
 
     async fn placed_counts(&self) -> Result<Vec<(WorkerId, u64)>> {
         let client = self.client().await?;
-        let rows = client
-            .query("SELECT worker, COUNT(*) FROM invocations WHERE state = 'PLACED' GROUP BY worker", &[])
-            .await
-            .map_err(pg_err)?;
+        let rows = pg_query(
+            &client,
+            "SELECT worker, COUNT(*) FROM invocations WHERE state = 'PLACED' GROUP BY worker",
+            &[],
+        )
+        .await
+        .map_err(pg_err)?;
         Ok(rows.iter().map(|r| (WorkerId(r.get(0)), r.get::<_, i64>(1) as u64)).collect())
     }
 
@@ -1167,8 +1214,10 @@ async fn claim_where(
          RETURNING {INVOCATION_COLS}"
     );
     let rows = match placed_on {
-        Some(w) => client.query(&sql, params![&worker.0, &lease_expires_at, &now, &(max as i64), &w.0]).await,
-        None => client.query(&sql, params![&worker.0, &lease_expires_at, &now, &(max as i64)]).await,
+        Some(w) => {
+            pg_query(&client, &sql, params![&worker.0, &lease_expires_at, &now, &(max as i64), &w.0]).await
+        }
+        None => pg_query(&client, &sql, params![&worker.0, &lease_expires_at, &now, &(max as i64)]).await,
     }
     .map_err(pg_err)?;
     let mut claimed: Vec<Claimed> = rows
@@ -1192,14 +1241,14 @@ async fn insert_one(c: &impl GenericClient, new: NewInvocation) -> Result<Result
     let Some(key) = &req.idempotency_key else {
         return Ok(Err(StoreError::Invalid(format!("invocation id {} already exists", req.id))));
     };
-    let id: String = c
-        .query_one(
-            "SELECT id FROM invocations WHERE function = $1 AND idempotency_key = $2",
-            params![&req.function, key],
-        )
-        .await
-        .map_err(pg_err)?
-        .get(0);
+    let id: String = pg_query_one(
+        c,
+        "SELECT id FROM invocations WHERE function = $1 AND idempotency_key = $2",
+        params![&req.function, key],
+    )
+    .await
+    .map_err(pg_err)?
+    .get(0);
     let existing = load_invocation(c, &id)
         .await?
         .ok_or_else(|| StoreError::Backend("idempotency index points nowhere".into()))?;
