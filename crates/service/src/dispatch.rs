@@ -106,6 +106,9 @@ impl Service {
         if self.cfg.local_worker {
             tasks.push(tokio::spawn(self.clone().dispatcher()));
         }
+        if let Some(rx) = self.take_ingest_rx() {
+            tasks.push(tokio::spawn(self.clone().ingest_batcher(rx)));
+        }
         if let Some(rx) = self.dispatch.write_behind_rx.lock().take() {
             tasks.push(tokio::spawn(self.clone().write_behind_task(rx)));
         }

@@ -167,16 +167,14 @@ impl Service {
     async fn enqueue(&self, request: InvocationRequest) -> Result<Invoked> {
         let id = request.id.clone();
         let new = NewInvocation { request, lifecycle: Lifecycle::queued() };
-        let inserted = self.store.insert_invocations(vec![new]).await?.pop();
-        match inserted {
-            Some(Ok(Inserted::Created)) => {
+        match self.insert_one(new).await? {
+            Ok(Inserted::Created) => {
                 Metrics::inc(&self.metrics.async_invocations);
                 self.wake_dispatcher();
                 Ok(Invoked::Accepted { id, existing: false })
             }
-            Some(Ok(Inserted::Existing(rec))) => Ok(Invoked::Accepted { id: rec.request.id, existing: true }),
-            Some(Err(e)) => Err(e.into()),
-            None => Err(ServiceError::Internal("the store answered an empty batch".into())),
+            Ok(Inserted::Existing(rec)) => Ok(Invoked::Accepted { id: rec.request.id, existing: true }),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -219,12 +217,10 @@ impl Service {
         let lease_until = self.clock.now() + self.cfg.lease.as_millis() as i64;
         let new =
             NewInvocation { request, lifecycle: Lifecycle::claimed(self.cfg.worker_id.clone(), lease_until) };
-        let inserted = self.store.insert_invocations(vec![new]).await?.pop();
-        let existing = match inserted {
-            Some(Ok(Inserted::Created)) => None,
-            Some(Ok(Inserted::Existing(rec))) => Some(rec),
-            Some(Err(e)) => return Err(e.into()),
-            None => return Err(ServiceError::Internal("the store answered an empty batch".into())),
+        let existing = match self.insert_one(new).await? {
+            Ok(Inserted::Created) => None,
+            Ok(Inserted::Existing(rec)) => Some(rec),
+            Err(e) => return Err(e.into()),
         };
         if let Some(existing) = existing {
             return self.await_outcome(*existing).await;

@@ -16,6 +16,7 @@ mod control;
 mod dispatch;
 pub use dispatch::Background;
 mod error;
+mod ingest;
 mod invoke;
 mod metrics;
 mod workers;
@@ -102,6 +103,7 @@ pub struct Service {
     cfg: ServiceConfig,
     cache: cache::ControlCache,
     dispatch: dispatch::DispatchState,
+    ingest: ingest::IngestState,
     metrics: Metrics,
     /// Wakes the placer (new queued work, a worker's heartbeat).
     placement_wake: tokio::sync::Notify,
@@ -123,6 +125,7 @@ impl Service {
             cfg,
             cache: cache::ControlCache::default(),
             dispatch: dispatch::DispatchState::default(),
+            ingest: ingest::IngestState::default(),
             metrics: Metrics::default(),
             placement_wake: tokio::sync::Notify::new(),
             worker_wake: tokio::sync::Notify::new(),

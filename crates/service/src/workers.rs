@@ -245,16 +245,14 @@ impl Service {
     ) -> Result<crate::Invoked> {
         debug_assert_eq!(request.mode, Mode::Sync);
         let new = gust_store::NewInvocation { request, lifecycle: Lifecycle::queued() };
-        let inserted = self.store.insert_invocations(vec![new.clone()]).await?.pop();
-        let record = match inserted {
-            Some(Ok(gust_store::Inserted::Created)) => {
+        let record = match self.insert_one(new.clone()).await? {
+            Ok(gust_store::Inserted::Created) => {
                 Metrics::inc(&self.metrics.sync_invocations);
                 self.placement_wake.notify_one();
                 gust_core::InvocationRecord::new(new.request, new.lifecycle)
             }
-            Some(Ok(gust_store::Inserted::Existing(rec))) => *rec,
-            Some(Err(e)) => return Err(e.into()),
-            None => return Err(ServiceError::Internal("the store answered an empty batch".into())),
+            Ok(gust_store::Inserted::Existing(rec)) => *rec,
+            Err(e) => return Err(e.into()),
         };
         self.await_outcome(record).await
     }
