@@ -122,6 +122,124 @@ CREATE TABLE workers (
 
 pub struct PgStore {
     pool: Pool,
+    completions: tokio::sync::mpsc::Sender<PendingCompletion>,
+}
+
+type PendingCompletion = (Completion, Millis, tokio::sync::oneshot::Sender<Result<Lifecycle>>);
+
+/// Most completions committed in one transaction.
+const COMPLETION_BATCH: usize = 256;
+/// Completion transactions in flight at once.
+const COMPLETION_IN_FLIGHT: usize = 4;
+
+/// Group commit for completions: concurrent `complete` calls share one transaction (one
+/// commit), each inside its own savepoint so one failure never spoils the others. Replies go
+/// out only after the commit.
+async fn completion_batcher(pool: Pool, mut rx: tokio::sync::mpsc::Receiver<PendingCompletion>) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(COMPLETION_IN_FLIGHT));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let Some(first) = rx.recv().await else { return };
+        let mut batch = vec![first];
+        while batch.len() < COMPLETION_BATCH {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let (results, replies) = commit_completions(&pool, batch).await;
+            for (reply, r) in replies.into_iter().zip(results) {
+                let _ = reply.send(r);
+            }
+            drop(permit);
+        });
+    }
+}
+
+type Replies = Vec<tokio::sync::oneshot::Sender<Result<Lifecycle>>>;
+
+async fn commit_completions(
+    pool: &Pool,
+    mut batch: Vec<PendingCompletion>,
+) -> (Vec<Result<Lifecycle>>, Replies) {
+    // Every batch locks its rows in id order, so concurrent batches cannot deadlock.
+    batch.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    let n = batch.len();
+    let mut replies = Vec::with_capacity(n);
+    let mut work = Vec::with_capacity(n);
+    for (c, now, reply) in batch {
+        work.push((c, now));
+        replies.push(reply);
+    }
+    let all_failed = |e: StoreError| (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>();
+    let mut client = match pool.get().await {
+        Ok(c) => c,
+        Err(e) => return (all_failed(pool_err(e)), replies),
+    };
+    let tx = match client.transaction().await {
+        Ok(tx) => tx,
+        Err(e) => return (all_failed(pg_err(e)), replies),
+    };
+    let mut results = Vec::with_capacity(n);
+    for (completion, now) in work {
+        if let Err(e) = tx.batch_execute("SAVEPOINT completion").await {
+            return (all_failed(pg_err(e)), replies);
+        }
+        match complete_in(&tx, &completion, now).await {
+            Ok(r) => {
+                if let Err(e) = tx.batch_execute("RELEASE SAVEPOINT completion").await {
+                    return (all_failed(pg_err(e)), replies);
+                }
+                results.push(r.map_err(StoreError::Rejected));
+            }
+            Err(e) => {
+                if let Err(e) = tx.batch_execute("ROLLBACK TO SAVEPOINT completion").await {
+                    return (all_failed(pg_err(e)), replies);
+                }
+                results.push(Err(e));
+            }
+        }
+    }
+    match tx.commit().await {
+        Ok(()) => (results, replies),
+        Err(e) => (all_failed(StoreError::Backend(format!("postgres: commit failed: {e}"))), replies),
+    }
+}
+
+/// One guarded completion inside the caller's transaction.
+async fn complete_in(
+    c: &impl GenericClient,
+    completion: &Completion,
+    now: Millis,
+) -> Result<Result<Lifecycle, Rejected>> {
+    let event = Event::Complete { epoch: completion.epoch, outcome: completion.outcome };
+    let outcome = Outcome {
+        result: completion.result.as_deref(),
+        error: completion.error.as_ref(),
+        log: Some(&completion.log),
+    };
+    let r = transition(c, &completion.id.0, &event, outcome, now).await?;
+    match &r {
+        Ok(_) => {}
+        Err(Rejected::Fenced { .. }) => bump_counter(c, "fenced_completions").await?,
+        Err(Rejected::Terminal(_)) => {
+            let completed: Option<i64> = pg_query_one(
+                c,
+                "SELECT completed_epoch FROM invocations WHERE id = $1",
+                params![&completion.id.0],
+            )
+            .await
+            .map_err(pg_err)?
+            .get(0);
+            if completed == Some(completion.epoch as i64) {
+                return Ok(Err(Rejected::AlreadyCompleted(completion.epoch)));
+            }
+        }
+        Err(_) => {}
+    }
+    Ok(r)
 }
 
 fn pg_err(e: tokio_postgres::Error) -> StoreError {
@@ -149,7 +267,9 @@ impl PgStore {
             .max_size(pool_size.max(1))
             .build()
             .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
-        let store = PgStore { pool };
+        let (completions, rx) = tokio::sync::mpsc::channel(8_192);
+        tokio::spawn(completion_batcher(pool.clone(), rx));
+        let store = PgStore { pool, completions };
         let mut client = store.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(pg_err)?;
         // Concurrent `CREATE SCHEMA IF NOT EXISTS` can collide: create it under the lock too.
@@ -939,36 +1059,13 @@ impl Store for PgStore {
     }
 
     async fn complete(&self, completion: Completion, now: Millis) -> Result<Lifecycle> {
-        let r: Result<Result<Lifecycle, Rejected>> = in_tx!(self, |tx| async {
-            let event = Event::Complete { epoch: completion.epoch, outcome: completion.outcome };
-            let outcome = Outcome {
-                result: completion.result.as_deref(),
-                error: completion.error.as_ref(),
-                log: Some(&completion.log),
-            };
-            let r = transition(&tx, &completion.id.0, &event, outcome, now).await?;
-            match &r {
-                Ok(_) => {}
-                Err(Rejected::Fenced { .. }) => bump_counter(&tx, "fenced_completions").await?,
-                Err(Rejected::Terminal(_)) => {
-                    let completed: Option<i64> = pg_query_one(
-                        &tx,
-                        "SELECT completed_epoch FROM invocations WHERE id = $1",
-                        params![&completion.id.0],
-                    )
-                    .await
-                    .map_err(pg_err)?
-                    .get(0);
-                    if completed == Some(completion.epoch as i64) {
-                        return Ok(Err(Rejected::AlreadyCompleted(completion.epoch)));
-                    }
-                }
-                Err(_) => {}
-            }
-            Ok(r)
-        }
-        .await);
-        r?.map_err(StoreError::Rejected)
+        // Completions are group-committed: see `completion_batcher`.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.completions
+            .send((completion, now, reply))
+            .await
+            .map_err(|_| StoreError::Backend("the completion batcher has stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Backend("the completion batch was abandoned".into()))?
     }
 
     async fn recover(&self, now: Millis) -> Result<Recovered> {
