@@ -106,6 +106,19 @@ impl Service {
         if self.cfg.local_worker {
             tasks.push(tokio::spawn(self.clone().dispatcher()));
         }
+        if let Some(mut completed) = self.store.completion_events() {
+            // Completions committed by other servers wake this server's waiting callers.
+            let service = self.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match completed.recv().await {
+                        Ok(id) => service.dispatch.completed(&id),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            }));
+        }
         if let Some(rx) = self.take_ingest_rx() {
             tasks.push(tokio::spawn(self.clone().ingest_batcher(rx)));
         }

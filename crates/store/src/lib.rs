@@ -256,6 +256,12 @@ pub trait Store: Send + Sync + 'static {
     async fn count_by_state(&self) -> Result<Vec<(StateName, u64)>>;
     async fn counters(&self) -> Result<Counters>;
 
+    /// Invocations completed by any server sharing this store, as they commit; `None` where
+    /// one process owns the store (the caller's own completions are all there is).
+    fn completion_events(&self) -> Option<tokio::sync::broadcast::Receiver<InvocationId>> {
+        None
+    }
+
     // ---- workers and placement ----
 
     /// Records a worker's heartbeat if its revision is newer than the stored one (monotonic per

@@ -123,6 +123,54 @@ CREATE TABLE workers (
 pub struct PgStore {
     pool: Pool,
     completions: tokio::sync::mpsc::Sender<PendingCompletion>,
+    completed: tokio::sync::broadcast::Sender<InvocationId>,
+}
+
+/// The NOTIFY channel on which committed completions are announced to every server of one
+/// gust deployment (one per schema).
+fn completed_channel(schema: Option<&str>) -> String {
+    format!("gust_completed_{}", schema.unwrap_or("public"))
+}
+
+/// Listens for completions committed by any server (LISTEN/NOTIFY on `channel`) and
+/// republishes them; reconnects after a failure. Polling the store stays the safety net.
+async fn completion_listener(
+    cfg: tokio_postgres::Config,
+    channel: String,
+    tx: tokio::sync::broadcast::Sender<InvocationId>,
+) {
+    loop {
+        match cfg.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                // The connection must be polled for LISTEN to complete and notifications to
+                // arrive; it ends when the server goes away.
+                let drive = async {
+                    while let Some(msg) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                        match msg {
+                            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                                for id in n.payload().split(',').filter(|s| !s.is_empty()) {
+                                    let _ = tx.send(InvocationId(id.to_string()));
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "completion listener lost its connection");
+                                return;
+                            }
+                        }
+                    }
+                };
+                let listen = async {
+                    if let Err(e) = client.batch_execute(&format!("LISTEN {channel}")).await {
+                        tracing::warn!(error = %e, "LISTEN failed");
+                    }
+                };
+                tokio::join!(drive, listen);
+            }
+            Err(e) => tracing::warn!(error = %e, "completion listener cannot connect"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 type PendingCompletion = (Completion, Millis, tokio::sync::oneshot::Sender<Result<Lifecycle>>);
@@ -135,7 +183,11 @@ const COMPLETION_IN_FLIGHT: usize = 4;
 /// Group commit for completions: concurrent `complete` calls share one transaction (one
 /// commit), each inside its own savepoint so one failure never spoils the others. Replies go
 /// out only after the commit.
-async fn completion_batcher(pool: Pool, mut rx: tokio::sync::mpsc::Receiver<PendingCompletion>) {
+async fn completion_batcher(
+    pool: Pool,
+    mut rx: tokio::sync::mpsc::Receiver<PendingCompletion>,
+    channel: String,
+) {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(COMPLETION_IN_FLIGHT));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
@@ -147,9 +199,9 @@ async fn completion_batcher(pool: Pool, mut rx: tokio::sync::mpsc::Receiver<Pend
                 Err(_) => break,
             }
         }
-        let pool = pool.clone();
+        let (pool, channel) = (pool.clone(), channel.clone());
         tokio::spawn(async move {
-            let (results, replies) = commit_completions(&pool, batch).await;
+            let (results, replies) = commit_completions(&pool, batch, &channel).await;
             for (reply, r) in replies.into_iter().zip(results) {
                 let _ = reply.send(r);
             }
@@ -163,6 +215,7 @@ type Replies = Vec<tokio::sync::oneshot::Sender<Result<Lifecycle>>>;
 async fn commit_completions(
     pool: &Pool,
     mut batch: Vec<PendingCompletion>,
+    channel: &str,
 ) -> (Vec<Result<Lifecycle>>, Replies) {
     // Every batch locks its rows in id order, so concurrent batches cannot deadlock.
     batch.sort_by(|a, b| a.0.id.cmp(&b.0.id));
@@ -183,6 +236,7 @@ async fn commit_completions(
         Err(e) => return (all_failed(pg_err(e)), replies),
     };
     let mut results = Vec::with_capacity(n);
+    let mut accepted = String::new();
     for (completion, now) in work {
         if let Err(e) = tx.batch_execute("SAVEPOINT completion").await {
             return (all_failed(pg_err(e)), replies);
@@ -192,6 +246,10 @@ async fn commit_completions(
                 if let Err(e) = tx.batch_execute("RELEASE SAVEPOINT completion").await {
                     return (all_failed(pg_err(e)), replies);
                 }
+                if r.is_ok() {
+                    accepted.push_str(&completion.id.0);
+                    accepted.push(',');
+                }
                 results.push(r.map_err(StoreError::Rejected));
             }
             Err(e) => {
@@ -200,6 +258,13 @@ async fn commit_completions(
                 }
                 results.push(Err(e));
             }
+        }
+    }
+    // Announced at commit, to every server (a payload stays under PostgreSQL's 8000 bytes).
+    for chunk in accepted.as_bytes().chunks(37 * 200) {
+        let payload = String::from_utf8_lossy(chunk).into_owned();
+        if let Err(e) = pg_execute(&tx, "SELECT pg_notify($1, $2)", params![&channel, &payload]).await {
+            return (all_failed(pg_err(e)), replies);
         }
     }
     match tx.commit().await {
@@ -262,14 +327,18 @@ impl PgStore {
             }
             cfg.options(format!("-c search_path={schema}"));
         }
+        let listen_cfg = cfg.clone();
+        let channel = completed_channel(schema);
         let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(mgr)
             .max_size(pool_size.max(1))
             .build()
             .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
         let (completions, rx) = tokio::sync::mpsc::channel(8_192);
-        tokio::spawn(completion_batcher(pool.clone(), rx));
-        let store = PgStore { pool, completions };
+        tokio::spawn(completion_batcher(pool.clone(), rx, channel.clone()));
+        let (completed, _) = tokio::sync::broadcast::channel(4_096);
+        tokio::spawn(completion_listener(listen_cfg, channel, completed.clone()));
+        let store = PgStore { pool, completions, completed };
         let mut client = store.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(pg_err)?;
         // Concurrent `CREATE SCHEMA IF NOT EXISTS` can collide: create it under the lock too.
@@ -1190,6 +1259,10 @@ impl Store for PgStore {
             }
         }
         Ok(c)
+    }
+
+    fn completion_events(&self) -> Option<tokio::sync::broadcast::Receiver<InvocationId>> {
+        Some(self.completed.subscribe())
     }
 
     async fn put_worker(&self, state: WorkerState) -> Result<bool> {
