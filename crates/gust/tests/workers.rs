@@ -104,3 +104,17 @@ fn wait_for_workers(s: &Server, n: usize, snapshot: u64) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn without_any_live_worker_a_sync_invocation_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &REMOTE_ONLY);
+    s.deploy("echo", wasm_config(3000), fixture("echo"));
+    let r = s.invoke("echo", None, b"nobody home", &[]);
+    assert_eq!(common::error_code(r, 503), "Unavailable");
+    let all: Value = s.get("/v1/functions/echo/invocations").json().unwrap();
+    assert_eq!(all["invocations"].as_array().unwrap().len(), 0, "nothing was queued");
+    // Async work is still accepted: it waits durably for a worker.
+    let r = s.invoke("echo", None, b"later", &[("invocation-type", "async")]);
+    assert_eq!(r.status(), 202);
+}

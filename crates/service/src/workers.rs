@@ -244,6 +244,13 @@ impl Service {
         request: gust_core::InvocationRequest,
     ) -> Result<crate::Invoked> {
         debug_assert_eq!(request.mode, Mode::Sync);
+        // Refuse at once, rather than after the timeout, when nothing could run it.
+        let now = self.clock.now();
+        if self.store.list_workers(now - LIVENESS_BOUND.as_millis() as i64).await?.is_empty() {
+            return Err(ServiceError::Unavailable(
+                "no live worker can run this invocation: start one with `gust worker`".into(),
+            ));
+        }
         let new = gust_store::NewInvocation { request, lifecycle: Lifecycle::queued() };
         let record = match self.insert_one(new.clone()).await? {
             Ok(gust_store::Inserted::Created) => {
