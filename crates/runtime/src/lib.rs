@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use gust_core::ErrorKind;
 
+pub mod package;
 mod tail;
 pub mod wasm;
 
