@@ -18,6 +18,7 @@ use bytes::Bytes;
 use gust_core::ErrorKind;
 
 pub mod package;
+pub mod process;
 mod tail;
 pub mod wasm;
 

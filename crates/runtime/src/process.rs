@@ -1,0 +1,383 @@
+//! The process runtime: any executable that speaks the AWS Lambda Runtime API
+//! (`/2018-06-01/runtime/...`), as AWS's own runtime clients expect.
+//!
+//! An environment is one process (in its own process group, working directory = the read-only
+//! task root, Lambda's environment variables) plus a Runtime API server on 127.0.0.1 that only
+//! it talks to. It runs one invocation at a time and stays warm for the next invocation of the
+//! same function version, so module-level state survives; it is discarded after a timeout
+//! (the whole process group is killed), an exit, or an init error. stdout and stderr are the
+//! log, bounded to their tail per invocation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes as Body;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use gust_core::limits::{MAX_LOG_BYTES, MAX_RESULT_BYTES};
+use gust_core::ErrorKind;
+use parking_lot::Mutex;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{RunOutcome, Status, TailBuffer};
+
+/// How the environment's process is started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Launch {
+    /// `provided`: the package's own `bootstrap` executable.
+    Bootstrap,
+    /// A managed runtime: a program and its arguments (e.g. `python3 -m awslambdaric HANDLER`).
+    Command { program: String, args: Vec<String> },
+}
+
+/// One function version as the process runtime runs it.
+#[derive(Debug, Clone)]
+pub struct ProcessFunction<'a> {
+    /// Environments are reused only for the same key (function, version, code).
+    pub key: String,
+    pub task_root: PathBuf,
+    pub launch: Launch,
+    pub function: &'a str,
+    pub version: &'a str,
+    pub handler: &'a str,
+    pub env: &'a BTreeMap<String, String>,
+    pub memory_mb: u32,
+    pub timeout_ms: u64,
+}
+
+/// What the Runtime API hands the process and what it answers.
+struct Offered {
+    id: String,
+    payload: Bytes,
+    deadline_ms: i64,
+    function_arn: String,
+    reply: oneshot::Sender<Reply>,
+}
+
+enum Reply {
+    Response(Bytes),
+    Error { error_type: String, message: String },
+    TooLarge,
+    InitError(String),
+}
+
+struct ApiState {
+    next: tokio::sync::Mutex<mpsc::Receiver<Offered>>,
+    inflight: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
+    init_error: Mutex<Option<String>>,
+}
+
+struct Environment {
+    child: tokio::process::Child,
+    pgid: i32,
+    offer: mpsc::Sender<Offered>,
+    api: Arc<ApiState>,
+    server: tokio::task::JoinHandle<()>,
+    log: Arc<Mutex<TailBuffer>>,
+    last_used: Instant,
+}
+
+impl Environment {
+    fn kill(mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.child.start_kill();
+        self.server.abort();
+    }
+}
+
+pub struct ProcessRuntime {
+    idle: Mutex<HashMap<String, Vec<Environment>>>,
+    idle_ttl: Duration,
+}
+
+fn header(v: &str) -> HeaderValue {
+    HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+async fn next(State(api): State<Arc<ApiState>>) -> Response {
+    let offered = {
+        let mut rx = api.next.lock().await;
+        rx.recv().await
+    };
+    let Some(o) = offered else { return StatusCode::GONE.into_response() };
+    api.inflight.lock().insert(o.id.clone(), o.reply);
+    let mut resp = o.payload.into_response();
+    let h = resp.headers_mut();
+    h.insert("lambda-runtime-aws-request-id", header(&o.id));
+    h.insert("lambda-runtime-deadline-ms", header(&o.deadline_ms.to_string()));
+    h.insert("lambda-runtime-invoked-function-arn", header(&o.function_arn));
+    h.insert("lambda-runtime-trace-id", header(&format!("Root=1-{}", &o.id)));
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn accepted() -> Response {
+    (StatusCode::ACCEPTED, "{\"status\":\"OK\"}").into_response()
+}
+
+async fn response(State(api): State<Arc<ApiState>>, UrlPath(id): UrlPath<String>, body: Body) -> Response {
+    let Some(reply) = api.inflight.lock().remove(&id) else { return StatusCode::NOT_FOUND.into_response() };
+    let _ = reply.send(if body.len() > MAX_RESULT_BYTES { Reply::TooLarge } else { Reply::Response(body) });
+    accepted()
+}
+
+/// The error type comes from the JSON body (`errorType`), else the
+/// `Lambda-Runtime-Function-Error-Type` header: each runtime client sends it differently.
+fn error_of(headers: &HeaderMap, body: &[u8]) -> (String, String) {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let header_type = headers.get("lambda-runtime-function-error-type").and_then(|h| h.to_str().ok());
+    let error_type = v["errorType"].as_str().or(header_type).unwrap_or("Unhandled").to_string();
+    let message = v["errorMessage"].as_str().unwrap_or("the function reported an error").to_string();
+    (error_type, message)
+}
+
+async fn error(
+    State(api): State<Arc<ApiState>>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(reply) = api.inflight.lock().remove(&id) else { return StatusCode::NOT_FOUND.into_response() };
+    let (error_type, message) = error_of(&headers, &body);
+    let _ = reply.send(Reply::Error { error_type, message });
+    accepted()
+}
+
+async fn init_error(State(api): State<Arc<ApiState>>, headers: HeaderMap, body: Body) -> Response {
+    let (error_type, message) = error_of(&headers, &body);
+    let text = format!("{error_type}: {message}");
+    *api.init_error.lock() = Some(text.clone());
+    for (_, reply) in api.inflight.lock().drain() {
+        let _ = reply.send(Reply::InitError(text.clone()));
+    }
+    accepted()
+}
+
+fn failed(kind: ErrorKind, message: String, log: String, started: Instant) -> RunOutcome {
+    RunOutcome {
+        status: Status::Failed { kind, message },
+        stdout: Bytes::new(),
+        log,
+        duration: started.elapsed(),
+    }
+}
+
+impl ProcessRuntime {
+    pub fn new(idle_ttl: Duration) -> Arc<Self> {
+        Arc::new(ProcessRuntime { idle: Mutex::new(HashMap::new()), idle_ttl })
+    }
+
+    /// Kills environments idle for longer than the idle TTL; returns how many.
+    pub fn reap_idle(&self) -> usize {
+        let mut reaped = Vec::new();
+        {
+            let mut idle = self.idle.lock();
+            for envs in idle.values_mut() {
+                let (old, keep): (Vec<_>, Vec<_>) =
+                    envs.drain(..).partition(|e| e.last_used.elapsed() > self.idle_ttl);
+                *envs = keep;
+                reaped.extend(old);
+            }
+            idle.retain(|_, v| !v.is_empty());
+        }
+        let n = reaped.len();
+        reaped.into_iter().for_each(Environment::kill);
+        n
+    }
+
+    /// Warm environments right now.
+    pub fn warm(&self) -> usize {
+        self.idle.lock().values().map(Vec::len).sum()
+    }
+
+    async fn spawn(&self, f: &ProcessFunction<'_>) -> std::io::Result<Environment> {
+        let (offer, rx) = mpsc::channel(1);
+        let api = Arc::new(ApiState {
+            next: tokio::sync::Mutex::new(rx),
+            inflight: Mutex::new(HashMap::new()),
+            init_error: Mutex::new(None),
+        });
+        let router = Router::new()
+            .route("/2018-06-01/runtime/invocation/next", get(next))
+            .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+            .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+            .route("/2018-06-01/runtime/init/error", post(init_error))
+            // Bodies past the result limit are read (so the client sees our answer) and refused.
+            .layer(DefaultBodyLimit::max(MAX_RESULT_BYTES + 1024 * 1024))
+            .with_state(api.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let server = tokio::spawn(async move {
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let _ = axum::serve(listener, router).await;
+        });
+        let (program, args) = match &f.launch {
+            Launch::Bootstrap => (f.task_root.join("bootstrap").to_string_lossy().into_owned(), Vec::new()),
+            Launch::Command { program, args } => (program.clone(), args.clone()),
+        };
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .current_dir(&f.task_root)
+            .env_clear()
+            .envs(f.env)
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("LANG", "C.UTF-8")
+            .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+            .env("_HANDLER", f.handler)
+            .env("LAMBDA_TASK_ROOT", &f.task_root)
+            .env("LAMBDA_RUNTIME_DIR", &f.task_root)
+            .env("AWS_LAMBDA_FUNCTION_NAME", f.function)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", f.version)
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", f.memory_mb.to_string())
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", f.function))
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "gust")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_EXECUTION_ENV", "gust")
+            .env("TZ", ":UTC")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                server.abort();
+                return Err(e);
+            }
+        };
+        let pgid = child.id().map_or(0, |p| p as i32);
+        let log = Arc::new(Mutex::new(TailBuffer::new(MAX_LOG_BYTES)));
+        for pipe in [
+            child.stdout.take().map(Box::new).map(|b| b as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            child.stderr.take().map(|b| Box::new(b) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut pipe = pipe;
+                let mut buf = vec![0u8; 8192];
+                while let Ok(n) = pipe.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    log.lock().write(&buf[..n]);
+                }
+            });
+        }
+        Ok(Environment { child, pgid, offer, api, server, log, last_used: Instant::now() })
+    }
+
+    /// Runs one invocation in a warm environment of `f`, or a new one (cold start).
+    pub async fn run(&self, f: &ProcessFunction<'_>, invocation_id: &str, payload: Bytes) -> RunOutcome {
+        let started = Instant::now();
+        let warm = self.idle.lock().get_mut(&f.key).and_then(Vec::pop);
+        let mut env = match warm {
+            Some(env) => env,
+            None => match self.spawn(f).await {
+                Ok(env) => env,
+                Err(e) => {
+                    return failed(
+                        ErrorKind::InitError,
+                        format!("cannot start the runtime: {e}"),
+                        String::new(),
+                        started,
+                    )
+                }
+            },
+        };
+        *env.log.lock() = TailBuffer::new(MAX_LOG_BYTES);
+        let deadline_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+            + f.timeout_ms as i64;
+        let (reply, answer) = oneshot::channel();
+        let offered = Offered {
+            id: invocation_id.to_string(),
+            payload,
+            deadline_ms,
+            function_arn: format!(
+                "arn:aws:lambda:us-east-1:000000000000:function:{}:{}",
+                f.function, f.version
+            ),
+            reply,
+        };
+        if env.offer.send(offered).await.is_err() {
+            env.kill();
+            return failed(
+                ErrorKind::InitError,
+                "the runtime environment is gone".into(),
+                String::new(),
+                started,
+            );
+        }
+        let timeout = tokio::time::sleep(Duration::from_millis(f.timeout_ms));
+        let outcome = tokio::select! {
+            r = answer => r.ok(),
+            _ = env.child.wait() => None,
+            _ = timeout => {
+                let log = env.log.lock().to_text();
+                env.kill();
+                return failed(ErrorKind::Timeout, format!("the function timed out after {} ms", f.timeout_ms), log, started);
+            }
+        };
+        // Give the pipes a moment to deliver what the process wrote before it answered.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let log = env.log.lock().to_text();
+        let status = match outcome {
+            Some(Reply::Response(body)) => {
+                env.last_used = Instant::now();
+                self.idle.lock().entry(f.key.clone()).or_default().push(env);
+                return RunOutcome {
+                    status: Status::Succeeded,
+                    stdout: body,
+                    log,
+                    duration: started.elapsed(),
+                };
+            }
+            Some(Reply::Error { error_type, message }) => {
+                // A handled error leaves the environment usable, as on Lambda.
+                env.last_used = Instant::now();
+                self.idle.lock().entry(f.key.clone()).or_default().push(env);
+                return failed(ErrorKind::FunctionError, format!("{error_type}: {message}"), log, started);
+            }
+            Some(Reply::TooLarge) => Status::Failed {
+                kind: ErrorKind::ResultTooLarge,
+                message: format!("the response exceeded {MAX_RESULT_BYTES} bytes"),
+            },
+            Some(Reply::InitError(text)) => Status::Failed { kind: ErrorKind::InitError, message: text },
+            None => {
+                let code = env.child.try_wait().ok().flatten().and_then(|s| s.code());
+                let init = env.api.init_error.lock().clone();
+                match init {
+                    Some(text) => Status::Failed { kind: ErrorKind::InitError, message: text },
+                    None => Status::Failed {
+                        kind: ErrorKind::Crashed,
+                        message: format!(
+                            "Runtime.ExitError: the runtime exited{} before answering",
+                            code.map(|c| format!(" with code {c}")).unwrap_or_default()
+                        ),
+                    },
+                }
+            }
+        };
+        env.kill();
+        RunOutcome { status, stdout: Bytes::new(), log, duration: started.elapsed() }
+    }
+}

@@ -1,0 +1,142 @@
+//! The process runtime against a real `bootstrap` that speaks the Lambda Runtime API (a small
+//! Python program using only the standard library): results, warm state, handled errors,
+//! crashes, timeouts that kill the process group, and init errors.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gust_core::ErrorKind;
+use gust_runtime::package::{unpack, PackageLimits};
+use gust_runtime::process::{Launch, ProcessFunction, ProcessRuntime};
+use gust_runtime::{RunOutcome, Status};
+
+const BOOTSTRAP: &str = r#"#!/usr/bin/env python3
+import json, os, subprocess, sys, time, urllib.request
+api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime"
+if os.environ.get("FAIL_INIT"):
+    body = json.dumps({"errorType": "InitBroken", "errorMessage": "cannot start"}).encode()
+    urllib.request.urlopen(urllib.request.Request(api + "/init/error", data=body, method="POST"))
+    sys.exit(1)
+count = 0
+while True:
+    with urllib.request.urlopen(api + "/invocation/next") as r:
+        rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+        deadline = int(r.headers["Lambda-Runtime-Deadline-Ms"])
+        event = json.loads(r.read() or b"{}")
+    count += 1
+    print(f"invocation {count}", flush=True)
+    action = event.get("action")
+    if action == "fail":
+        body, path = json.dumps({"errorType": "ValueError", "errorMessage": "bad input"}).encode(), "/error"
+    elif action == "exit":
+        os._exit(3)
+    elif action == "hang":
+        subprocess.Popen(["sleep", "300"])
+        time.sleep(300)
+    else:
+        env = {k: os.environ.get(k) for k in ["AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "_HANDLER", "GREETING"]}
+        body, path = json.dumps({"count": count, "event": event, "env": env, "deadline": deadline > 0, "cwd": os.getcwd()}).encode(), "/response"
+    urllib.request.urlopen(urllib.request.Request(api + "/invocation/" + rid + path, data=body, method="POST"))
+"#;
+
+fn package(dir: &Path) -> std::path::PathBuf {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    w.start_file("bootstrap", zip::write::SimpleFileOptions::default().unix_permissions(0o755)).unwrap();
+    w.write_all(BOOTSTRAP.as_bytes()).unwrap();
+    let bytes = w.finish().unwrap().into_inner();
+    unpack(&bytes, "pkg", dir, PackageLimits::default(), true).unwrap()
+}
+
+async fn run(
+    rt: &Arc<ProcessRuntime>,
+    root: &Path,
+    env: &BTreeMap<String, String>,
+    event: &str,
+    timeout_ms: u64,
+) -> RunOutcome {
+    let f = ProcessFunction {
+        key: "f:1:pkg".into(),
+        task_root: root.to_path_buf(),
+        launch: Launch::Bootstrap,
+        function: "f",
+        version: "1",
+        handler: "app.handler",
+        env,
+        memory_mb: 128,
+        timeout_ms,
+    };
+    rt.run(&f, &uuid_like(), Bytes::from(event.to_string())).await
+}
+
+fn uuid_like() -> String {
+    format!("{:032x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_warm_reports_errors_and_kills_on_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = package(dir.path());
+    let rt = ProcessRuntime::new(Duration::from_secs(60));
+    let env = BTreeMap::from([("GREETING".to_string(), "hi".to_string())]);
+
+    let first = run(&rt, &root, &env, r#"{"n": 1}"#, 5_000).await;
+    assert_eq!(first.status, Status::Succeeded, "{}", first.log);
+    let v: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(v["count"], 1);
+    assert_eq!(v["event"]["n"], 1);
+    assert_eq!(v["env"]["AWS_LAMBDA_FUNCTION_NAME"], "f");
+    assert_eq!(v["env"]["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "128");
+    assert_eq!(v["env"]["_HANDLER"], "app.handler");
+    assert_eq!(v["env"]["GREETING"], "hi");
+    assert_eq!(v["deadline"], true);
+    assert_eq!(first.log, "invocation 1\n");
+
+    let second = run(&rt, &root, &env, "{}", 5_000).await;
+    let v: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(v["count"], 2, "the warm environment kept its module-level state");
+    assert_eq!(rt.warm(), 1);
+
+    let err = run(&rt, &root, &env, r#"{"action": "fail"}"#, 5_000).await;
+    assert_eq!(
+        err.status,
+        Status::Failed { kind: ErrorKind::FunctionError, message: "ValueError: bad input".into() }
+    );
+    assert_eq!(rt.warm(), 1, "a handled error keeps the environment");
+
+    let crash = run(&rt, &root, &env, r#"{"action": "exit"}"#, 5_000).await;
+    let Status::Failed { kind, message } = crash.status else { panic!("exit succeeded") };
+    assert_eq!(kind, ErrorKind::Crashed);
+    assert!(message.contains("Runtime.ExitError") && message.contains("code 3"), "{message}");
+    assert_eq!(rt.warm(), 0, "a crashed environment is discarded");
+
+    let hang = run(&rt, &root, &env, r#"{"action": "hang"}"#, 500).await;
+    assert_eq!(
+        hang.status,
+        Status::Failed { kind: ErrorKind::Timeout, message: "the function timed out after 500 ms".into() }
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sleepers = std::process::Command::new("pgrep").args(["-f", "sleep 300"]).output().unwrap();
+    assert!(sleepers.stdout.is_empty(), "the whole process group was killed");
+
+    let fresh = run(&rt, &root, &env, "{}", 5_000).await;
+    let v: serde_json::Value = serde_json::from_slice(&fresh.stdout).unwrap();
+    assert_eq!(v["count"], 1, "after a timeout the next invocation is a cold start");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_init_error_is_reported_on_the_invocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = package(dir.path());
+    let rt = ProcessRuntime::new(Duration::from_secs(60));
+    let env = BTreeMap::from([("FAIL_INIT".to_string(), "1".to_string())]);
+    let out = run(&rt, &root, &env, "{}", 5_000).await;
+    assert_eq!(
+        out.status,
+        Status::Failed { kind: ErrorKind::InitError, message: "InitBroken: cannot start".into() }
+    );
+    assert_eq!(rt.warm(), 0);
+}
