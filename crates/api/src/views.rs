@@ -7,6 +7,7 @@ pub(crate) fn function(f: &FunctionConfig) -> Value {
     json!({
         "name": f.name,
         "runtime": f.spec.runtime,
+        "handler": f.spec.handler,
         "memory_mb": f.spec.memory_mb,
         "timeout_ms": f.spec.timeout_ms,
         "env": f.spec.env,
@@ -23,6 +24,7 @@ pub(crate) fn version(v: &Version) -> Value {
         "function": v.function,
         "version": v.number,
         "runtime": v.spec.runtime,
+        "handler": v.spec.handler,
         "memory_mb": v.spec.memory_mb,
         "timeout_ms": v.spec.timeout_ms,
         "env": v.spec.env,

@@ -12,24 +12,68 @@ use crate::Millis;
 
 /// Which execution environment runs a function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String", into = "String")]
 pub enum Runtime {
     /// A WASI preview 1 command module run by wasmtime.
     Wasm,
+    /// A zip with an executable `bootstrap` speaking the Lambda Runtime API
+    /// (`provided`, `provided.al2`, `provided.al2023`).
+    Provided,
+    /// Python 3 handlers run by AWS's runtime interface client (`python3.x`; `python3` means
+    /// any minor version when a worker reports what it can run).
+    Python { minor: u8 },
 }
 
 impl Runtime {
-    pub fn as_str(self) -> &'static str {
+    pub fn name(self) -> String {
         match self {
-            Runtime::Wasm => "wasm",
+            Runtime::Wasm => "wasm".into(),
+            Runtime::Provided => "provided".into(),
+            Runtime::Python { minor: 0 } => "python3".into(),
+            Runtime::Python { minor } => format!("python3.{minor}"),
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "wasm" => Some(Runtime::Wasm),
-            _ => None,
+            "provided" | "provided.al2" | "provided.al2023" => Some(Runtime::Provided),
+            "python3" => Some(Runtime::Python { minor: 0 }),
+            _ => s
+                .strip_prefix("python3.")
+                .and_then(|m| m.parse::<u8>().ok())
+                .filter(|m| (8..=30).contains(m))
+                .map(|minor| Runtime::Python { minor }),
         }
+    }
+
+    /// Runtimes of one family run on the same workers.
+    pub fn same_family(self, other: Runtime) -> bool {
+        std::mem::discriminant(&self) == std::mem::discriminant(&other)
+    }
+
+    /// Whether code for this runtime is a zip package (rather than a wasm module).
+    pub fn is_process(self) -> bool {
+        !matches!(self, Runtime::Wasm)
+    }
+}
+
+impl TryFrom<String> for Runtime {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Runtime::parse(&s).ok_or_else(|| {
+            format!(
+                "unknown runtime {:?}: use wasm, provided, provided.al2023 or python3.x",
+                s.chars().take(40).collect::<String>()
+            )
+        })
+    }
+}
+
+impl From<Runtime> for String {
+    fn from(r: Runtime) -> String {
+        r.name()
     }
 }
 
@@ -73,6 +117,9 @@ pub struct FunctionSpec {
     pub timeout_ms: u64,
     pub env: BTreeMap<String, String>,
     pub retry: RetryPolicy,
+    /// The handler of a managed runtime (`module.function` for Python); unused by wasm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
 }
 
 impl Default for FunctionSpec {
@@ -83,6 +130,7 @@ impl Default for FunctionSpec {
             timeout_ms: DEFAULT_TIMEOUT_MS,
             env: BTreeMap::new(),
             retry: RetryPolicy::default(),
+            handler: None,
         }
     }
 }
@@ -103,6 +151,8 @@ pub enum SpecError {
     EventAge(u64),
     #[error("retry.base_delay_ms must be at most {MAX_RETRY_DELAY_MS}, got {0}")]
     RetryDelay(u64),
+    #[error("runtime {0} needs a handler such as app.handler (1-128 characters)")]
+    Handler(String),
 }
 
 impl FunctionSpec {
@@ -132,6 +182,18 @@ impl FunctionSpec {
         }
         if self.retry.base_delay_ms > MAX_RETRY_DELAY_MS {
             return Err(SpecError::RetryDelay(self.retry.base_delay_ms));
+        }
+        let handler_ok = |h: &Option<String>| {
+            h.as_deref()
+                .is_some_and(|h| (1..=128).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_graphic()))
+        };
+        if let Runtime::Python { .. } = self.runtime {
+            if !handler_ok(&self.handler) {
+                return Err(SpecError::Handler(self.runtime.name()));
+            }
+        }
+        if self.handler.is_some() && !handler_ok(&self.handler) {
+            return Err(SpecError::Handler(self.runtime.name()));
         }
         Ok(())
     }
@@ -243,6 +305,23 @@ mod tests {
         spec = FunctionSpec::default();
         spec.retry.max_retries = 3;
         assert_eq!(spec.validate(), Err(SpecError::Retries(3)));
+    }
+
+    #[test]
+    fn runtime_names() {
+        assert_eq!(Runtime::parse("provided.al2023"), Some(Runtime::Provided));
+        assert_eq!(Runtime::parse("python3.12"), Some(Runtime::Python { minor: 12 }));
+        assert_eq!(Runtime::parse("python2.7"), None);
+        assert_eq!(Runtime::Python { minor: 12 }.name(), "python3.12");
+        assert!(Runtime::Python { minor: 0 }.same_family(Runtime::Python { minor: 12 }));
+        assert!(!Runtime::Wasm.same_family(Runtime::Provided));
+        let spec: FunctionSpec =
+            serde_json::from_str(r#"{"runtime":"python3.11","handler":"app.handler"}"#).unwrap();
+        assert_eq!(spec.runtime, Runtime::Python { minor: 11 });
+        assert!(spec.validate().is_ok());
+        let no_handler = FunctionSpec { runtime: Runtime::Python { minor: 11 }, ..FunctionSpec::default() };
+        assert!(matches!(no_handler.validate(), Err(SpecError::Handler(_))));
+        assert!(serde_json::from_str::<FunctionSpec>(r#"{"runtime":"cobol"}"#).is_err());
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub fn choose<'c>(
         .filter(|(_, c)| {
             c.state.is_live(now, liveness_ms)
                 && c.free() > 0
-                && c.state.runtimes.contains(&need.runtime)
+                && c.state.runtimes.iter().any(|r| r.same_family(need.runtime))
                 && c.state.snapshot_version >= need.snapshot_version
         })
         .min_by(|(_, a), (_, b)| {

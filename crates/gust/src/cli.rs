@@ -81,8 +81,12 @@ pub struct DeployArgs {
     /// The code artifact (a WASI command module for the wasm runtime).
     #[arg(long)]
     pub code: std::path::PathBuf,
+    /// wasm, provided (provided.al2, provided.al2023) or python3.x.
     #[arg(long, default_value = "wasm")]
     pub runtime: String,
+    /// The handler of a managed runtime, e.g. app.handler for python3.x.
+    #[arg(long)]
+    pub handler: Option<String>,
     /// Memory limit in MB.
     #[arg(long)]
     pub memory: Option<u32>,
@@ -242,6 +246,9 @@ fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
             let code = std::fs::read(&a.code)
                 .map_err(|e| Failure(format!("cannot read {}: {e}", a.code.display())))?;
             let mut spec = json!({ "runtime": a.runtime });
+            if let Some(h) = &a.handler {
+                spec["handler"] = json!(h);
+            }
             if let Some(m) = a.memory {
                 spec["memory_mb"] = json!(m);
             }

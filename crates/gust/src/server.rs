@@ -50,6 +50,9 @@ pub struct ServerOpts {
     /// Run no invocations in this process: all work, sync included, goes to remote workers.
     #[arg(long)]
     pub no_local_worker: bool,
+    /// The Python interpreter for python3.x functions (it needs `awslambdaric` installed).
+    #[arg(long, env = "GUST_PYTHON", default_value = "python3")]
+    pub python: String,
     /// Commit with synchronous=NORMAL: survives a process crash but may lose the last
     /// acknowledged writes on power loss. Default is an fsync per group commit.
     #[arg(long)]
@@ -137,7 +140,10 @@ async fn serve(opts: ServerOpts) -> anyhow::Result<()> {
         ),
     };
     let worker = Worker::new(
-        WorkerConfig::new(opts.max_concurrency, Duration::from_secs(opts.idle_ttl_s), &opts.data_dir),
+        WorkerConfig {
+            python: opts.python.clone(),
+            ..WorkerConfig::new(opts.max_concurrency, Duration::from_secs(opts.idle_ttl_s), &opts.data_dir)
+        },
         Arc::new(StoreArtifacts(store.clone())),
     )
     .context("starting the local worker")?;

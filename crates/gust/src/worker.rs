@@ -40,6 +40,9 @@ pub struct WorkerOpts {
     /// A stable name; the worker id is NAME-BOOTID.
     #[arg(long, default_value = "worker")]
     pub name: String,
+    /// The Python interpreter for python3.x functions (it needs `awslambdaric` installed).
+    #[arg(long, env = "GUST_PYTHON", default_value = "python3")]
+    pub python: String,
     /// Append one line per attempt event to this file (start, accepted, fenced): an audit
     /// trail for operators and for the chaos test.
     #[arg(long)]
@@ -174,7 +177,10 @@ async fn serve(opts: WorkerOpts) -> anyhow::Result<()> {
         token: opts.worker_token.clone(),
     });
     let worker = Worker::new(
-        WorkerConfig::new(opts.capacity, DEFAULT_IDLE_TTL, &opts.data_dir),
+        WorkerConfig {
+            python: opts.python.clone(),
+            ..WorkerConfig::new(opts.capacity, DEFAULT_IDLE_TTL, &opts.data_dir)
+        },
         Arc::new(ServerArtifacts(conn.clone())),
     )
     .context("starting the worker")?;
@@ -213,7 +219,7 @@ async fn heartbeat_loop(s: Arc<State>) {
         let body = json!({
             "id": s.id,
             "revision": revision,
-            "runtimes": [Runtime::Wasm],
+            "runtimes": [Runtime::Wasm, Runtime::Provided, Runtime::Python { minor: 0 }],
             "capacity": s.capacity,
             "running": s.active.load(Ordering::SeqCst),
             "warm": s.worker.warm_code(),

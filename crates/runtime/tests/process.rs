@@ -14,39 +14,12 @@ use gust_runtime::package::{unpack, PackageLimits};
 use gust_runtime::process::{Launch, ProcessFunction, ProcessRuntime};
 use gust_runtime::{RunOutcome, Status};
 
-const BOOTSTRAP: &str = r#"#!/usr/bin/env python3
-import json, os, subprocess, sys, time, urllib.request
-api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime"
-if os.environ.get("FAIL_INIT"):
-    body = json.dumps({"errorType": "InitBroken", "errorMessage": "cannot start"}).encode()
-    urllib.request.urlopen(urllib.request.Request(api + "/init/error", data=body, method="POST"))
-    sys.exit(1)
-count = 0
-while True:
-    with urllib.request.urlopen(api + "/invocation/next") as r:
-        rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
-        deadline = int(r.headers["Lambda-Runtime-Deadline-Ms"])
-        event = json.loads(r.read() or b"{}")
-    count += 1
-    print(f"invocation {count}", flush=True)
-    action = event.get("action")
-    if action == "fail":
-        body, path = json.dumps({"errorType": "ValueError", "errorMessage": "bad input"}).encode(), "/error"
-    elif action == "exit":
-        os._exit(3)
-    elif action == "hang":
-        subprocess.Popen(["sleep", "300"])
-        time.sleep(300)
-    else:
-        env = {k: os.environ.get(k) for k in ["AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "_HANDLER", "GREETING"]}
-        body, path = json.dumps({"count": count, "event": event, "env": env, "deadline": deadline > 0, "cwd": os.getcwd()}).encode(), "/response"
-    urllib.request.urlopen(urllib.request.Request(api + "/invocation/" + rid + path, data=body, method="POST"))
-"#;
-
 fn package(dir: &Path) -> std::path::PathBuf {
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     w.start_file("bootstrap", zip::write::SimpleFileOptions::default().unix_permissions(0o755)).unwrap();
-    w.write_all(BOOTSTRAP.as_bytes()).unwrap();
+    let bootstrap =
+        std::fs::read(format!("{}/../../tests/fixtures/bootstrap.py", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    w.write_all(&bootstrap).unwrap();
     let bytes = w.finish().unwrap().into_inner();
     unpack(&bytes, "pkg", dir, PackageLimits::default(), true).unwrap()
 }
@@ -113,13 +86,16 @@ async fn runs_warm_reports_errors_and_kills_on_timeout() {
     assert!(message.contains("Runtime.ExitError") && message.contains("code 3"), "{message}");
     assert_eq!(rt.warm(), 0, "a crashed environment is discarded");
 
-    let hang = run(&rt, &root, &env, r#"{"action": "hang"}"#, 500).await;
+    // A child process with a marker of this test's own, to look for afterwards.
+    let marker = format!("300.{}", std::process::id());
+    let hang = run(&rt, &root, &env, &format!(r#"{{"action": "hang", "sleep": "{marker}"}}"#), 500).await;
     assert_eq!(
         hang.status,
         Status::Failed { kind: ErrorKind::Timeout, message: "the function timed out after 500 ms".into() }
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let sleepers = std::process::Command::new("pgrep").args(["-f", "sleep 300"]).output().unwrap();
+    let sleepers =
+        std::process::Command::new("pgrep").args(["-f", &format!("sleep {marker}")]).output().unwrap();
     assert!(sleepers.stdout.is_empty(), "the whole process group was killed");
 
     let fresh = run(&rt, &root, &env, "{}", 5_000).await;

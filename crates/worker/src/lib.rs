@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use gust_core::{Deployment, ErrorKind, Runtime};
+use gust_runtime::process::{Launch, ProcessFunction, ProcessRuntime};
 use gust_runtime::wasm::{WasmConfig, WasmRuntime};
 use gust_runtime::{PrepareError, RunOutcome, RunRequest, Status};
 use parking_lot::Mutex;
@@ -29,6 +30,10 @@ pub struct WorkerConfig {
     pub max_concurrency: usize,
     pub idle_ttl: Duration,
     pub wasm: WasmConfig,
+    /// Where zip packages of the process runtime are unpacked (one task root per sha256).
+    pub tasks_dir: std::path::PathBuf,
+    /// The Python interpreter that runs `python3.x` functions (`-m awslambdaric HANDLER`).
+    pub python: String,
 }
 
 impl WorkerConfig {
@@ -41,6 +46,8 @@ impl WorkerConfig {
                 cache_dir: data_dir.join("modules"),
                 max_instances: gust_runtime::wasm::DEFAULT_MAX_INSTANCES.max(capacity as u32),
             },
+            tasks_dir: data_dir.join("tasks"),
+            python: "python3".into(),
         }
     }
 }
@@ -86,6 +93,9 @@ pub struct Worker {
     warm: Mutex<HashMap<String, Instant>>,
     /// Serialises preparation per code hash so a burst of cold starts compiles once.
     preparing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    process: Arc<ProcessRuntime>,
+    tasks_dir: std::path::PathBuf,
+    python: String,
 }
 
 impl Worker {
@@ -98,6 +108,9 @@ impl Worker {
             idle_ttl: cfg.idle_ttl,
             warm: Mutex::new(HashMap::new()),
             preparing: Mutex::new(HashMap::new()),
+            process: ProcessRuntime::new(cfg.idle_ttl),
+            tasks_dir: cfg.tasks_dir,
+            python: cfg.python,
         }))
     }
 
@@ -117,14 +130,50 @@ impl Worker {
                     .await
                     .map_err(|e| PrepareError::Internal(format!("prepare task failed: {e}")))?
             }
+            Runtime::Provided | Runtime::Python { .. } => {
+                self.unpack(runtime, sha256, code).await.map(|_| ())
+            }
         }
+    }
+
+    /// Unpacks a zip package once per code hash (blocking work off the async runtime).
+    async fn unpack(
+        &self,
+        runtime: Runtime,
+        sha256: &str,
+        code: Bytes,
+    ) -> Result<std::path::PathBuf, PrepareError> {
+        let (root, sha) = (self.tasks_dir.clone(), sha256.to_string());
+        let need_bootstrap = runtime == Runtime::Provided;
+        tokio::task::spawn_blocking(move || {
+            gust_runtime::package::unpack(
+                &code,
+                &sha,
+                &root,
+                gust_runtime::package::PackageLimits::default(),
+                need_bootstrap,
+            )
+        })
+        .await
+        .map_err(|e| PrepareError::Internal(format!("unpack task failed: {e}")))?
+        .map_err(|e| PrepareError::Invalid(e.to_string()))
+    }
+
+    /// The task root of a package, unpacking it (pulling the code) on a miss.
+    async fn task_root(&self, runtime: Runtime, sha256: &str) -> Result<std::path::PathBuf, String> {
+        let root = self.tasks_dir.join(sha256);
+        if root.is_dir() {
+            return Ok(root);
+        }
+        let code = self.source.artifact(sha256).await.map_err(|e| format!("cannot fetch code: {e}"))?;
+        self.unpack(runtime, sha256, code).await.map_err(|e| e.to_string())
     }
 
     pub fn load(&self) -> WorkerLoad {
         WorkerLoad {
             capacity: self.capacity,
             running: self.capacity - self.permits.available_permits(),
-            warm_environments: self.warm.lock().len(),
+            warm_environments: self.warm.lock().len() + self.process.warm(),
         }
     }
 
@@ -156,7 +205,7 @@ impl Worker {
             warm.remove(sha);
             self.wasm.evict(sha);
         }
-        idle.len()
+        idle.len() + self.process.reap_idle()
     }
 
     async fn ensure_prepared(
@@ -164,7 +213,7 @@ impl Worker {
         runtime: Runtime,
         sha256: &str,
     ) -> Result<Arc<gust_runtime::wasm::Prepared>, String> {
-        let Runtime::Wasm = runtime;
+        debug_assert_eq!(runtime, Runtime::Wasm);
         if let Some(p) = self.wasm.prepared_in_memory(sha256) {
             return Ok(p);
         }
@@ -197,6 +246,9 @@ impl Worker {
         let Ok(_permit) = self.permits.clone().acquire_owned().await else {
             return failed(ErrorKind::InitError, "the worker is shutting down".into(), started);
         };
+        if deployment.spec.runtime.is_process() {
+            return self.execute_process(deployment, invocation_id, payload, started).await;
+        }
         let prepared = match self.ensure_prepared(deployment.spec.runtime, &deployment.code_sha256).await {
             Ok(p) => p,
             Err(message) => return failed(ErrorKind::InitError, message, started),
@@ -226,6 +278,46 @@ impl Worker {
                 },
             )
             .await
+    }
+
+    async fn execute_process(
+        &self,
+        deployment: &Deployment,
+        invocation_id: &str,
+        payload: Bytes,
+        started: Instant,
+    ) -> RunOutcome {
+        let spec = &deployment.spec;
+        let task_root = match self.task_root(spec.runtime, &deployment.code_sha256).await {
+            Ok(r) => r,
+            Err(message) => return failed(ErrorKind::InitError, message, started),
+        };
+        let handler = spec.handler.clone().unwrap_or_default();
+        let launch = match spec.runtime {
+            Runtime::Python { .. } => Launch::Command {
+                program: self.python.clone(),
+                args: vec!["-m".into(), "awslambdaric".into(), handler.clone()],
+            },
+            Runtime::Provided | Runtime::Wasm => Launch::Bootstrap,
+        };
+        let label = deployment.resolved.label();
+        let f = ProcessFunction {
+            key: format!(
+                "{}:{}:{}",
+                deployment.function,
+                deployment.resolved.encode(),
+                deployment.code_sha256
+            ),
+            task_root,
+            launch,
+            function: &deployment.function,
+            version: &label,
+            handler: &handler,
+            env: &spec.env,
+            memory_mb: spec.memory_mb,
+            timeout_ms: spec.timeout_ms,
+        };
+        self.process.run(&f, invocation_id, payload).await
     }
 }
 
