@@ -87,3 +87,55 @@ fn bad_packages_are_refused_at_upload() {
         "python needs a handler"
     );
 }
+
+/// The Python interpreter with `awslambdaric` that `./scripts/test` prepares.
+fn test_python() -> String {
+    std::env::var("GUST_TEST_PYTHON")
+        .expect("GUST_TEST_PYTHON is not set: run the suite with ./scripts/test (it installs awslambdaric)")
+}
+
+#[test]
+fn an_unmodified_python_lambda_handler_runs_on_awslambdaric() {
+    let dir = tempfile::tempdir().unwrap();
+    let python = test_python();
+    let s = Server::start(dir.path(), &["--python", &python]);
+    let app = br#"
+import os
+calls = 0
+
+def handler(event, context):
+    global calls
+    calls += 1
+    if event.get("fail"):
+        raise ValueError("no " + event["fail"])
+    return {"hello": event.get("name"), "calls": calls, "function": context.function_name,
+            "remaining_ok": context.get_remaining_time_in_millis() > 0}
+"#;
+    let code = zip(&[("app.py", app, 0o644)]);
+    let r = s.put_json(
+        "/v1/functions/py",
+        &json!({ "runtime": "python3.11", "handler": "app.handler", "timeout_ms": 10_000 }),
+    );
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    let r = s
+        .client()
+        .put(format!("{}/v1/functions/py/code", s.url))
+        .header("content-type", "application/zip")
+        .body(code)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+
+    let r = s.invoke("py", None, br#"{"name": "Ada"}"#, &[]);
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("gust-function-error").is_none());
+    let v: Value = r.json().unwrap();
+    assert_eq!(v, json!({ "hello": "Ada", "calls": 1, "function": "py", "remaining_ok": true }));
+    let v: Value = s.invoke("py", None, br#"{"name": "Bo"}"#, &[]).json().unwrap();
+    assert_eq!(v["calls"], 2, "module state survives between invocations");
+
+    let r = s.invoke("py", None, br#"{"fail": "way"}"#, &[]);
+    assert_eq!(r.headers()["gust-function-error"], "FunctionError");
+    let err: Value = r.json().unwrap();
+    assert_eq!(err["errorMessage"], "ValueError: no way", "errorType from the runtime's error body");
+}
