@@ -168,6 +168,7 @@ async fn serve(opts: ServerOpts) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let shape = if opts.store.is_some() { "cluster (PostgreSQL)" } else { "embedded (SQLite)" };
     tracing::info!(shape, data_dir = %opts.data_dir.display(), worker = %service.worker_id(), "gust server started");
+    tracing::warn!("{}", gust_runtime::sandbox::describe());
     // Tests and scripts read this line to learn the port.
     println!("gust listening on http://{addr}");
     gust_api::serve(listener, router, shutdown_signal()).await?;

@@ -204,6 +204,7 @@ async fn serve(opts: WorkerOpts) -> anyhow::Result<()> {
         fenced: AtomicU64::new(0),
     });
     tracing::info!(worker = %state.id, server = %state.conn.base, "gust worker started");
+    tracing::warn!("{}", gust_runtime::sandbox::describe());
     println!("gust worker {} joined {}", state.id, state.conn.base);
     let heartbeat = tokio::spawn(heartbeat_loop(state.clone()));
     let renew = tokio::spawn(renew_loop(state.clone()));

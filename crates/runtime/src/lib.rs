@@ -19,6 +19,7 @@ use gust_core::ErrorKind;
 
 pub mod package;
 pub mod process;
+pub mod sandbox;
 mod tail;
 pub mod wasm;
 

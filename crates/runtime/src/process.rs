@@ -81,6 +81,7 @@ struct Environment {
     api: Arc<ApiState>,
     server: tokio::task::JoinHandle<()>,
     log: Arc<Mutex<TailBuffer>>,
+    tmp: PathBuf,
     last_used: Instant,
 }
 
@@ -92,7 +93,22 @@ impl Environment {
         );
         let _ = self.child.start_kill();
         self.server.abort();
+        let _ = std::fs::remove_dir_all(&self.tmp);
     }
+}
+
+/// A fresh private temporary directory for one environment.
+fn tempdir_for(function: &str) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let unique = format!(
+        "gust-{}-{}-{:x}",
+        function,
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    );
+    let path = std::env::temp_dir().join(unique);
+    std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+    Ok(path)
 }
 
 pub struct ProcessRuntime {
@@ -228,6 +244,8 @@ impl ProcessRuntime {
             Launch::Bootstrap => (f.task_root.join("bootstrap").to_string_lossy().into_owned(), Vec::new()),
             Launch::Command { program, args } => (program.clone(), args.clone()),
         };
+        // A private, writable temporary directory, removed with the environment.
+        let tmp = tempdir_for(f.function)?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .current_dir(&f.task_root)
@@ -248,15 +266,19 @@ impl ProcessRuntime {
             .env("AWS_DEFAULT_REGION", "us-east-1")
             .env("AWS_EXECUTION_ENV", "gust")
             .env("TZ", ":UTC")
+            .env("TMPDIR", &tmp)
+            .env("HOME", &tmp)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
+        crate::sandbox::limit(&mut cmd, crate::sandbox::Limits::for_memory_mb(f.memory_mb));
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
                 server.abort();
+                let _ = std::fs::remove_dir_all(&tmp);
                 return Err(e);
             }
         };
@@ -281,7 +303,7 @@ impl ProcessRuntime {
                 }
             });
         }
-        Ok(Environment { child, pgid, offer, api, server, log, last_used: Instant::now() })
+        Ok(Environment { child, pgid, offer, api, server, log, tmp, last_used: Instant::now() })
     }
 
     /// Runs one invocation in a warm environment of `f`, or a new one (cold start).

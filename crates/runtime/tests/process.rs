@@ -67,6 +67,8 @@ async fn runs_warm_reports_errors_and_kills_on_timeout() {
     assert_eq!(v["env"]["GREETING"], "hi");
     assert_eq!(v["deadline"], true);
     assert_eq!(first.log, "invocation 1\n");
+    let tmp = std::path::PathBuf::from(v["tmp"].as_str().unwrap());
+    assert!(tmp.join("scratch").exists(), "each environment has a private writable temp dir");
 
     let second = run(&rt, &root, &env, "{}", 5_000).await;
     let v: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
@@ -79,6 +81,11 @@ async fn runs_warm_reports_errors_and_kills_on_timeout() {
         Status::Failed { kind: ErrorKind::FunctionError, message: "ValueError: bad input".into() }
     );
     assert_eq!(rt.warm(), 1, "a handled error keeps the environment");
+
+    let hog = run(&rt, &root, &env, r#"{"action": "alloc", "mb": 1024}"#, 5_000).await;
+    assert!(matches!(hog.status, Status::Failed { .. }), "memory beyond the limit is refused");
+    assert!(hog.log.contains("MemoryError"), "{}", hog.log);
+    assert!(!tmp.exists(), "a discarded environment's temp dir is removed");
 
     let crash = run(&rt, &root, &env, r#"{"action": "exit"}"#, 5_000).await;
     let Status::Failed { kind, message } = crash.status else { panic!("exit succeeded") };
