@@ -41,6 +41,17 @@ struct Args {
 }
 
 const NOOP_WAT: &str = include_str!("../../../tests/fixtures/noop.wat");
+/// A `provided` bootstrap speaking the Lambda Runtime API (Python, standard library only).
+const BOOTSTRAP: &str = include_str!("../../../tests/fixtures/bootstrap.py");
+
+fn provided_package() -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    w.start_file("bootstrap", zip::write::SimpleFileOptions::default().unix_permissions(0o755))
+        .expect("zip entry");
+    w.write_all(BOOTSTRAP.as_bytes()).expect("zip write");
+    w.finish().expect("zip").into_inner()
+}
 
 fn main() -> anyhow::Result<()> {
     let argv: Vec<String> = std::env::args().collect();
@@ -260,6 +271,10 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
     }
     let drain_secs = started.elapsed().as_secs_f64();
 
+    // 5. The process runtime: warm sync invokes of a `provided` function beside the bare
+    //    server, and cold starts (a new process per version) beside the interpreter's own start.
+    let process = process_rows(&gust, &bare, args).await?;
+
     let cluster = match &args.postgres {
         Some(url) => Some(cluster_rows(url, args, &bare).await?),
         None => None,
@@ -332,6 +347,7 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
         },
         "targets": targets,
         "postgres": cluster,
+        "process": process,
         "quick": args.quick,
         "phase_seconds": args.duration,
     }))
@@ -389,6 +405,26 @@ fn markdown(r: &Value) -> String {
     for (k, v) in rows {
         out.push_str(&format!("| {k} | {v} |\n"));
     }
+    let p = &r["process"];
+    out.push_str("\n### Process runtime (`provided` bootstrap in Python, Lambda Runtime API)\n\n");
+    out.push_str("| connections | gust req/s | bare req/s | gust p50 µs | bare p50 µs | p50 overhead µs |\n|---:|---:|---:|---:|---:|---:|\n");
+    for w in p["warm"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            w["connections"],
+            f(&w["gust"]["rps"]),
+            f(&w["bare"]["rps"]),
+            f(&w["gust"]["p50_us"]),
+            f(&w["bare"]["p50_us"]),
+            f(&w["p50_overhead_us"])
+        ));
+    }
+    out.push_str(&format!(
+        "\n| measure | value |\n|---|---:|\n| cold start (first invocation of a version), p50 µs | {} |\n| the interpreter's own start (`python3 -c import …`), p50 µs | {} |\n| cold start over the runtime's own init, µs | {} |\n",
+        f(&p["cold_start_p50_us"]),
+        f(&p["interpreter_start_p50_us"]),
+        f(&p["cold_overhead_us"])
+    ));
     if let Some(pg) = r["postgres"].as_object() {
         out.push_str("\n### Cluster shape on PostgreSQL\n\n| measure | value |\n|---|---:|\n");
         for servers in [1, 2] {
@@ -530,4 +566,67 @@ async fn cluster_rows(url: &str, args: &Args, bare: &Proc) -> anyhow::Result<Val
         json!({ "gust": load_json(&g), "bare": load_json(&b), "throughput_ratio": g.rps() / b.rps() }),
     );
     Ok(Value::Object(rows))
+}
+
+async fn process_rows(gust: &Proc, bare: &Proc, args: &Args) -> anyhow::Result<Value> {
+    let phase = Duration::from_secs_f64(args.duration);
+    let json_ct = [("content-type", "application/json")];
+    client::ok(gust.addr, "PUT", "/v1/functions/lam", &json_ct, r#"{"runtime":"provided.al2023"}"#).await?;
+    client::ok(
+        gust.addr,
+        "PUT",
+        "/v1/functions/lam/code",
+        &[("content-type", "application/zip")],
+        provided_package(),
+    )
+    .await?;
+    let g_target = invoke_target(gust.addr, "lam", "sync");
+    let b_target = invoke_target(bare.addr, "lam", "sync");
+    let mut warm = Vec::new();
+    for conns in [1usize, 16] {
+        loadgen::run(&g_target, conns, Stop::After(phase / 5)).await?;
+        let g = loadgen::run(&g_target, conns, Stop::After(phase)).await?;
+        let b = loadgen::run(&b_target, conns, Stop::After(phase)).await?;
+        anyhow::ensure!(g.errors == 0, "errors during process-runtime load");
+        warm.push(json!({
+            "connections": conns,
+            "gust": load_json(&g),
+            "bare": load_json(&b),
+            "p50_overhead_us": g.percentile_us(0.5) - b.percentile_us(0.5),
+        }));
+    }
+    // Cold starts: each published version gets its own environment.
+    let n = if args.quick { 2 } else { 10 };
+    let mut cold = Vec::new();
+    for i in 0..n {
+        let cfg = format!(r#"{{"runtime":"provided","env":{{"V":"{i}"}}}}"#);
+        client::ok(gust.addr, "PUT", "/v1/functions/lam", &json_ct, cfg).await?;
+        client::ok(gust.addr, "POST", "/v1/functions/lam/versions", &[], Bytes::new()).await?;
+        let path = format!("/v1/functions/lam/invoke?qualifier={}", i + 1);
+        let t = Instant::now();
+        client::ok(gust.addr, "POST", &path, &[], "{}").await?;
+        cold.push(t.elapsed().as_micros() as f64);
+    }
+    let mut interp = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        // The same interpreter the bootstrap gets: environments run with this PATH.
+        let status = std::process::Command::new("python3")
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .args(["-c", "import json, os, subprocess, sys, time, urllib.request"])
+            .status()?;
+        anyhow::ensure!(status.success(), "python3 is needed for the process-runtime rows");
+        interp.push(t.elapsed().as_micros() as f64);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (cold_p50, interp_p50) = (median(&mut cold), median(&mut interp));
+    Ok(json!({
+        "warm": warm,
+        "cold_start_p50_us": cold_p50,
+        "interpreter_start_p50_us": interp_p50,
+        "cold_overhead_us": cold_p50 - interp_p50,
+    }))
 }

@@ -359,8 +359,10 @@ impl ProcessRuntime {
                 return failed(ErrorKind::Timeout, format!("the function timed out after {} ms", f.timeout_ms), log, started);
             }
         };
-        // Give the pipes a moment to deliver what the process wrote before it answered.
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        // Let the pipe readers take what the process wrote before it answered.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
         let log = env.log.lock().to_text();
         let status = match outcome {
             Some(Reply::Response(body)) => {
