@@ -62,6 +62,12 @@ impl TryFrom<String> for Runtime {
     type Error = String;
 
     fn try_from(s: String) -> Result<Self, Self::Error> {
+        if s.starts_with("nodejs") {
+            return Err(format!(
+                "runtime {:?} is not supported yet: package the function with a `bootstrap` (runtime provided.al2023)",
+                s.chars().take(40).collect::<String>()
+            ));
+        }
         Runtime::parse(&s).ok_or_else(|| {
             format!(
                 "unknown runtime {:?}: use wasm, provided, provided.al2023 or python3.x",
@@ -322,6 +328,8 @@ mod tests {
         let no_handler = FunctionSpec { runtime: Runtime::Python { minor: 11 }, ..FunctionSpec::default() };
         assert!(matches!(no_handler.validate(), Err(SpecError::Handler(_))));
         assert!(serde_json::from_str::<FunctionSpec>(r#"{"runtime":"cobol"}"#).is_err());
+        let node = serde_json::from_str::<FunctionSpec>(r#"{"runtime":"nodejs20.x"}"#).unwrap_err();
+        assert!(node.to_string().contains("not supported yet"), "{node}");
     }
 
     #[test]
