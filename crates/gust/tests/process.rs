@@ -128,7 +128,7 @@ def handler(event, context):
 
     let r = s.invoke("py", None, br#"{"name": "Ada"}"#, &[]);
     assert_eq!(r.status(), 200);
-    assert!(r.headers().get("gust-function-error").is_none());
+    assert!(r.headers().get("gust-function-error").is_none(), "{}", r.text().unwrap());
     let v: Value = r.json().unwrap();
     assert_eq!(v, json!({ "hello": "Ada", "calls": 1, "function": "py", "remaining_ok": true }));
     let v: Value = s.invoke("py", None, br#"{"name": "Bo"}"#, &[]).json().unwrap();

@@ -28,6 +28,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{RunOutcome, Status, TailBuffer};
 
+/// `PATH` inside environments.
+const ENV_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
 /// How the environment's process is started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Launch {
@@ -246,12 +249,13 @@ impl ProcessRuntime {
         };
         // A private, writable temporary directory, removed with the environment.
         let tmp = tempdir_for(f.function)?;
+        let program_path = program.clone();
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .current_dir(&f.task_root)
             .env_clear()
             .envs(f.env)
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("PATH", ENV_PATH)
             .env("LANG", "C.UTF-8")
             .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
             .env("_HANDLER", f.handler)
@@ -274,6 +278,20 @@ impl ProcessRuntime {
             .kill_on_drop(true)
             .process_group(0);
         crate::sandbox::limit(&mut cmd, crate::sandbox::Limits::for_memory_mb(f.memory_mb));
+        match crate::sandbox::user_for(&f.task_root, &program_path, ENV_PATH) {
+            Some((uid, gid)) => {
+                std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))?;
+                cmd.uid(uid).gid(gid);
+            }
+            None if nix::unistd::geteuid().is_root() => {
+                tracing::warn!(
+                    task_root = %f.task_root.display(),
+                    program = %program_path,
+                    "function runs as root: its task root or program is not reachable by the sandbox user"
+                );
+            }
+            None => {}
+        }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {

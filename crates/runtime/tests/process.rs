@@ -123,3 +123,18 @@ async fn an_init_error_is_reported_on_the_invocation() {
     );
     assert_eq!(rt.warm(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reachable_task_root_runs_as_an_unprivileged_user_when_gust_is_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = package(dir.path());
+    let rt = ProcessRuntime::new(Duration::from_secs(60));
+    let out = run(&rt, &root, &BTreeMap::new(), "{}", 5_000).await;
+    assert_eq!(out.status, Status::Succeeded, "{}", out.log);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let euid = nix::unistd::geteuid();
+    let want = if euid.is_root() { gust_runtime::sandbox::SANDBOX_UID } else { euid.as_raw() };
+    assert_eq!(v["uid"], want, "functions never run as root when gust can drop privileges");
+}
