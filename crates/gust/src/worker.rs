@@ -148,7 +148,6 @@ struct State {
     snapshot: AtomicU64,
     lease_ms: AtomicU64,
     attempt_log: Option<Mutex<std::fs::File>>,
-    fenced: AtomicU64,
 }
 
 impl State {
@@ -201,7 +200,6 @@ async fn serve(opts: WorkerOpts) -> anyhow::Result<()> {
         snapshot: AtomicU64::new(0),
         lease_ms: AtomicU64::new(5_000),
         attempt_log,
-        fenced: AtomicU64::new(0),
     });
     tracing::info!(worker = %state.id, server = %state.conn.base, "gust worker started");
     tracing::warn!("{}", gust_runtime::sandbox::describe());
@@ -356,7 +354,6 @@ async fn run_assignment(s: Arc<State>, a: Assignment) {
             Ok(r) if r.status().as_u16() == 409 => {
                 let v: serde_json::Value = r.json().await.unwrap_or_default();
                 if v["error"]["code"] == "Fenced" {
-                    s.fenced.fetch_add(1, Ordering::SeqCst);
                     tracing::warn!(id = %a.invocation_id, epoch = a.epoch, "completion refused: fenced; result dropped");
                     break "fenced";
                 }
