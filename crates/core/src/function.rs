@@ -84,7 +84,7 @@ impl From<Runtime> for String {
 }
 
 /// What happens to an async invocation whose function failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Re-runs after a function error (0-2, default 2).
@@ -93,6 +93,16 @@ pub struct RetryPolicy {
     pub max_event_age_s: u64,
     /// Delay before the first retry; doubled for each further retry.
     pub base_delay_ms: u64,
+    /// A function that receives Lambda's invocation record (an async invocation of it, in the
+    /// same transaction) when an async invocation succeeds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_success: Option<String>,
+    /// The same when an async invocation fails for good (retries exhausted or event too old).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<String>,
+    /// When the AWS API's event-invoke config was last set; `None` when it never was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub configured_at: Option<Millis>,
 }
 
 impl Default for RetryPolicy {
@@ -101,6 +111,9 @@ impl Default for RetryPolicy {
             max_retries: DEFAULT_MAX_RETRIES,
             max_event_age_s: DEFAULT_MAX_EVENT_AGE_S,
             base_delay_ms: DEFAULT_RETRY_BASE_DELAY_MS,
+            on_success: None,
+            on_failure: None,
+            configured_at: None,
         }
     }
 }
@@ -126,6 +139,16 @@ pub struct FunctionSpec {
     /// The handler of a managed runtime (`module.function` for Python); unused by wasm.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handler: Option<String>,
+    /// Free text shown back to users.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// The execution role the AWS API was given (kept and echoed; gust has no IAM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Most invocations of the function (all versions) running at once; `Some(0)` throttles
+    /// everything. Enforced by each server for what it admits and runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserved_concurrency: Option<u32>,
 }
 
 impl Default for FunctionSpec {
@@ -137,6 +160,9 @@ impl Default for FunctionSpec {
             env: BTreeMap::new(),
             retry: RetryPolicy::default(),
             handler: None,
+            description: String::new(),
+            role: None,
+            reserved_concurrency: None,
         }
     }
 }
@@ -159,6 +185,14 @@ pub enum SpecError {
     RetryDelay(u64),
     #[error("runtime {0} needs a handler such as app.handler (1-128 characters)")]
     Handler(String),
+    #[error("description must be at most {MAX_DESCRIPTION_BYTES} bytes")]
+    Description,
+    #[error("role must be 1-256 printable characters")]
+    Role,
+    #[error("reserved concurrency must be at most {MAX_RESERVED_CONCURRENCY}, got {0}")]
+    ReservedConcurrency(u32),
+    #[error("destination {0:?} must be a function name or a Lambda function ARN")]
+    Destination(String),
 }
 
 impl FunctionSpec {
@@ -200,6 +234,21 @@ impl FunctionSpec {
         }
         if self.handler.is_some() && !handler_ok(&self.handler) {
             return Err(SpecError::Handler(self.runtime.name()));
+        }
+        if self.description.len() > MAX_DESCRIPTION_BYTES {
+            return Err(SpecError::Description);
+        }
+        let role_ok = |r: &str| (1..=256).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_graphic());
+        if self.role.as_deref().is_some_and(|r| !role_ok(r)) {
+            return Err(SpecError::Role);
+        }
+        if let Some(n) = self.reserved_concurrency.filter(|n| *n > MAX_RESERVED_CONCURRENCY) {
+            return Err(SpecError::ReservedConcurrency(n));
+        }
+        for d in [&self.retry.on_success, &self.retry.on_failure].into_iter().flatten() {
+            if crate::names::validate_function_name(d).is_err() {
+                return Err(SpecError::Destination(d.chars().take(80).collect()));
+            }
         }
         Ok(())
     }
@@ -335,6 +384,10 @@ mod tests {
     #[test]
     fn retry_delay_doubles_and_caps() {
         let p = RetryPolicy { base_delay_ms: 1000, ..RetryPolicy::default() };
+        assert_eq!(
+            serde_json::to_string(&p).unwrap(),
+            r#"{"max_retries":2,"max_event_age_s":21600,"base_delay_ms":1000}"#
+        );
         assert_eq!(p.delay_ms(1), 1000);
         assert_eq!(p.delay_ms(2), 2000);
         assert_eq!(p.delay_ms(30), MAX_RETRY_DELAY_MS);

@@ -273,7 +273,7 @@ pub enum Rejected {
 }
 
 /// What an invocation needs to know about itself to take a transition.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Context {
     pub mode: Mode,
     pub received_at: Millis,
@@ -282,7 +282,7 @@ pub struct Context {
 
 impl From<&InvocationRequest> for Context {
     fn from(r: &InvocationRequest) -> Self {
-        Context { mode: r.mode, received_at: r.received_at, retry: r.retry }
+        Context { mode: r.mode, received_at: r.received_at, retry: r.retry.clone() }
     }
 }
 
@@ -440,6 +440,16 @@ pub struct FunctionErrorBody {
     pub error_type: ErrorKind,
     #[serde(rename = "errorMessage")]
     pub error_message: String,
+    /// The error JSON the function's runtime posted itself (`errorType`, `errorMessage`,
+    /// `stackTrace`, ...), verbatim, when it did: the AWS API returns it as the Invoke payload.
+    #[serde(rename = "runtimeError", default, skip_serializing_if = "Option::is_none")]
+    pub runtime_error: Option<String>,
+}
+
+impl FunctionErrorBody {
+    pub fn new(error_type: ErrorKind, error_message: impl Into<String>) -> Self {
+        FunctionErrorBody { error_type, error_message: error_message.into(), runtime_error: None }
+    }
 }
 
 /// An invocation as the store keeps it: request, lifecycle and the last outcome.
@@ -481,7 +491,12 @@ mod tests {
         Context {
             mode,
             received_at: 0,
-            retry: RetryPolicy { max_retries: 2, max_event_age_s: 60, base_delay_ms: 1000 },
+            retry: RetryPolicy {
+                max_retries: 2,
+                max_event_age_s: 60,
+                base_delay_ms: 1000,
+                ..RetryPolicy::default()
+            },
         }
     }
 

@@ -54,3 +54,8 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 pub const DEFAULT_PLACEMENT_TIMEOUT_MS: i64 = 5_000;
 /// Most rows one recovery sweep changes per kind of recovery (keeps transactions short).
 pub const RECOVERY_BATCH: usize = 1_000;
+
+/// Longest function description.
+pub const MAX_DESCRIPTION_BYTES: usize = 256;
+/// Highest reserved concurrency a function may ask for.
+pub const MAX_RESERVED_CONCURRENCY: u32 = 1000;

@@ -8,8 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use async_trait::async_trait;
 use bytes::Bytes;
-use gust_core::{Deployment, FunctionErrorBody, InvocationId, Runtime, WorkerId};
-use gust_runtime::Status;
+use gust_core::{Deployment, InvocationId, Runtime, WorkerId};
 use gust_service::{Execution, Executor, Service, ServiceConfig, SystemClock};
 use gust_store::postgres::DEFAULT_POOL_SIZE;
 use gust_store::{PgStore, SqliteOptions, SqliteStore, Store};
@@ -75,14 +74,9 @@ struct LocalExecutor(Arc<Worker>);
 #[async_trait]
 impl Executor for LocalExecutor {
     async fn execute(&self, deployment: &Deployment, id: &InvocationId, payload: Bytes) -> Execution {
-        let out = self.0.execute(deployment, &id.0, payload).await;
-        let result = match out.status {
-            Status::Succeeded => Ok(out.stdout),
-            Status::Failed { kind, message } => {
-                Err(FunctionErrorBody { error_type: kind, error_message: message })
-            }
-        };
-        Execution { result, log: out.log }
+        let mut out = self.0.execute(deployment, &id.0, payload).await;
+        let log = std::mem::take(&mut out.log);
+        Execution { result: out.into_result(), log }
     }
 
     fn free_slots(&self) -> usize {

@@ -15,7 +15,7 @@ use anyhow::{bail, Context as _};
 use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
-use gust_core::{Deployment, ErrorKind, FunctionErrorBody, Runtime};
+use gust_core::{Deployment, ErrorKind, Runtime};
 use gust_runtime::Status;
 use gust_worker::{ArtifactSource, Worker, WorkerConfig, DEFAULT_IDLE_TTL, DEFAULT_MAX_CONCURRENCY};
 use parking_lot::Mutex;
@@ -308,7 +308,7 @@ async fn poll_loop(s: Arc<State>) {
 async fn run_assignment(s: Arc<State>, a: Assignment) {
     s.log_attempt("start", &a.invocation_id, a.epoch);
     let payload = base64::engine::general_purpose::STANDARD.decode(&a.payload_b64).map(Bytes::from);
-    let out = match payload {
+    let mut out = match payload {
         Ok(p) => s.worker.execute(&a.deployment, &a.invocation_id, p).await,
         Err(_) => gust_runtime::RunOutcome {
             status: Status::Failed {
@@ -320,13 +320,10 @@ async fn run_assignment(s: Arc<State>, a: Assignment) {
             duration: Duration::ZERO,
         },
     };
-    let (succeeded, result_b64, error) = match out.status {
-        Status::Succeeded => {
-            (true, Some(base64::engine::general_purpose::STANDARD.encode(&out.stdout)), None)
-        }
-        Status::Failed { kind, message } => {
-            (false, None, Some(FunctionErrorBody { error_type: kind, error_message: message }))
-        }
+    let log = std::mem::take(&mut out.log);
+    let (succeeded, result_b64, error) = match out.into_result() {
+        Ok(stdout) => (true, Some(base64::engine::general_purpose::STANDARD.encode(&stdout)), None),
+        Err(error) => (false, None, Some(error)),
     };
     let body = json!({
         "invocation_id": a.invocation_id,
@@ -334,7 +331,7 @@ async fn run_assignment(s: Arc<State>, a: Assignment) {
         "succeeded": succeeded,
         "result_b64": result_b64,
         "error": error,
-        "log": out.log,
+        "log": log,
     });
     let path = format!("/internal/v1/workers/{}/complete", s.id);
     // Retry while the server is unreachable: the completion is idempotent per epoch, and if

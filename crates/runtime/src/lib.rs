@@ -55,6 +55,26 @@ pub struct RunOutcome {
     pub duration: Duration,
 }
 
+impl RunOutcome {
+    /// The result, or the error a caller sees. A failed function that wrote a JSON object with
+    /// an `errorType` (the error body a Lambda runtime client posts; a wasm function may write
+    /// one on stdout before exiting non-zero) keeps it verbatim as the runtime error.
+    pub fn into_result(self) -> Result<Bytes, gust_core::FunctionErrorBody> {
+        match self.status {
+            Status::Succeeded => Ok(self.stdout),
+            Status::Failed { kind, message } => {
+                let mut body = gust_core::FunctionErrorBody::new(kind, message);
+                let is_error_json = serde_json::from_slice::<serde_json::Value>(&self.stdout)
+                    .is_ok_and(|v| v.get("errorType").is_some_and(|t| t.is_string()));
+                if is_error_json {
+                    body.runtime_error = String::from_utf8(self.stdout.to_vec()).ok();
+                }
+                Err(body)
+            }
+        }
+    }
+}
+
 /// Why an artifact cannot be prepared. Reported to the deployer as a 400.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PrepareError {

@@ -66,7 +66,7 @@ struct Offered {
 
 enum Reply {
     Response(Bytes),
-    Error { error_type: String, message: String },
+    Error { error_type: String, message: String, body: Bytes },
     TooLarge,
     InitError(String),
 }
@@ -168,7 +168,7 @@ async fn error(
 ) -> Response {
     let Some(reply) = api.inflight.lock().remove(&id) else { return StatusCode::NOT_FOUND.into_response() };
     let (error_type, message) = error_of(&headers, &body);
-    let _ = reply.send(Reply::Error { error_type, message });
+    let _ = reply.send(Reply::Error { error_type, message, body });
     accepted()
 }
 
@@ -393,11 +393,15 @@ impl ProcessRuntime {
                     duration: started.elapsed(),
                 };
             }
-            Some(Reply::Error { error_type, message }) => {
-                // A handled error leaves the environment usable, as on Lambda.
+            Some(Reply::Error { error_type, message, body }) => {
+                // A handled error leaves the environment usable, as on Lambda. The runtime's
+                // own error JSON goes along as the output (see `RunOutcome::into_result`).
                 env.last_used = Instant::now();
                 self.idle.lock().entry(f.key.clone()).or_default().push(env);
-                return failed(ErrorKind::FunctionError, format!("{error_type}: {message}"), log, started);
+                let mut out =
+                    failed(ErrorKind::FunctionError, format!("{error_type}: {message}"), log, started);
+                out.stdout = body;
+                return out;
             }
             Some(Reply::TooLarge) => Status::Failed {
                 kind: ErrorKind::ResultTooLarge,

@@ -210,10 +210,10 @@ impl Service {
         let exec = match self.deployment(&req.function, req.resolved).await {
             Ok(Some(d)) => self.executor.execute(&d, &req.id, req.payload.clone()).await,
             Ok(None) => Execution {
-                result: Err(gust_core::FunctionErrorBody {
-                    error_type: gust_core::ErrorKind::InitError,
-                    error_message: format!("{}:{} no longer exists", req.function, req.resolved.label()),
-                }),
+                result: Err(gust_core::FunctionErrorBody::new(
+                    gust_core::ErrorKind::InitError,
+                    format!("{}:{} no longer exists", req.function, req.resolved.label()),
+                )),
                 log: String::new(),
             },
             Err(e) => {

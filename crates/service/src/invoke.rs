@@ -69,12 +69,11 @@ fn fingerprint(qualifier: &str, payload: &[u8]) -> String {
 pub(crate) fn outcome_of(rec: &InvocationRecord) -> Option<SyncOutcome> {
     match rec.lifecycle.state {
         State::Succeeded => Some(SyncOutcome::Succeeded(rec.result.clone().unwrap_or_default())),
-        State::Failed | State::Expired => {
-            Some(SyncOutcome::Failed(rec.error.clone().unwrap_or(FunctionErrorBody {
-                error_type: ErrorKind::FunctionError,
-                error_message: "the invocation failed".into(),
-            })))
-        }
+        State::Failed | State::Expired => Some(SyncOutcome::Failed(
+            rec.error
+                .clone()
+                .unwrap_or(FunctionErrorBody::new(ErrorKind::FunctionError, "the invocation failed")),
+        )),
         State::Queued | State::Placed { .. } | State::Running { .. } | State::RetryWait { .. } => None,
     }
 }
@@ -114,7 +113,7 @@ impl Service {
             mode: input.mode,
             idempotency_key: input.idempotency_key,
             received_at: self.clock.now(),
-            retry: deployment.spec.retry,
+            retry: deployment.spec.retry.clone(),
         };
         match (request.mode, request.idempotency_key.is_some()) {
             (Mode::Async, _) => self.enqueue(request).await,

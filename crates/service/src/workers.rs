@@ -97,14 +97,14 @@ impl Service {
                                 epoch: c.epoch,
                                 outcome: gust_core::AttemptOutcome::FunctionError,
                                 result: None,
-                                error: Some(gust_core::FunctionErrorBody {
-                                    error_type: gust_core::ErrorKind::InitError,
-                                    error_message: format!(
+                                error: Some(gust_core::FunctionErrorBody::new(
+                                    gust_core::ErrorKind::InitError,
+                                    format!(
                                         "{}:{} no longer exists",
                                         c.request.function,
                                         c.request.resolved.label()
                                     ),
-                                }),
+                                )),
                                 log: String::new(),
                             };
                             let _ = self.store.complete(completion, self.clock.now()).await;

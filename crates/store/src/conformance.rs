@@ -79,7 +79,12 @@ fn request(function: &str, mode: Mode, key: Option<&str>, payload: &str) -> Invo
         idempotency_key: key.map(str::to_string),
         fingerprint: key.map(|_| crate::sha256_hex(payload.as_bytes())),
         received_at: NOW,
-        retry: RetryPolicy { max_retries: 2, max_event_age_s: 3600, base_delay_ms: 1000 },
+        retry: RetryPolicy {
+            max_retries: 2,
+            max_event_age_s: 3600,
+            base_delay_ms: 1000,
+            ..RetryPolicy::default()
+        },
     }
 }
 
@@ -105,9 +110,7 @@ fn completion(id: &InvocationId, epoch: u64, outcome: AttemptOutcome) -> Complet
         result: Some(Bytes::from_static(b"result")),
         error: match outcome {
             AttemptOutcome::Succeeded => None,
-            AttemptOutcome::FunctionError => {
-                Some(FunctionErrorBody { error_type: ErrorKind::FunctionError, error_message: "boom".into() })
-            }
+            AttemptOutcome::FunctionError => Some(FunctionErrorBody::new(ErrorKind::FunctionError, "boom")),
         },
         log: "log line".into(),
     }

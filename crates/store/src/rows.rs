@@ -109,5 +109,5 @@ pub(crate) struct Outcome<'a> {
 }
 
 pub(crate) fn system_error(kind: ErrorKind, message: String) -> FunctionErrorBody {
-    FunctionErrorBody { error_type: kind, error_message: message }
+    FunctionErrorBody::new(kind, message)
 }
