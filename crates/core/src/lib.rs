@@ -8,6 +8,7 @@
 
 pub mod function;
 pub mod invocation;
+pub mod lambda;
 pub mod limits;
 pub mod names;
 pub mod placement;

@@ -45,6 +45,9 @@ macro_rules! store_conformance_tests {
             finished_records_are_written_once,
             worker_heartbeats_are_monotonic,
             placed_work_is_claimed_only_by_its_worker,
+            functions_are_created_with_their_code_at_once,
+            versions_routed_by_an_alias_are_not_deleted,
+            finishing_writes_the_destination_invocation_it_owes,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -593,4 +596,80 @@ pub async fn placed_work_is_claimed_only_by_its_worker(store: Arc<dyn Store>) {
     let report = store.recover(NOW + 60_000).await.unwrap();
     assert_eq!(report.unplaced, 1);
     assert_eq!(state_of(&*store, &b).await.state, State::Queued);
+}
+
+pub async fn functions_are_created_with_their_code_at_once(store: Arc<dyn Store>) {
+    let sha = store.put_artifact(Bytes::from_static(b"code")).await.unwrap();
+    let f = store.create_function("c", spec(), &sha, NOW).await.unwrap();
+    assert_eq!(f.code_sha256.as_deref(), Some(sha.as_str()));
+    assert_eq!(store.get_function("c").await.unwrap().unwrap(), f);
+    let again = store.create_function("c", spec(), &sha, NOW).await;
+    assert!(matches!(again, Err(StoreError::RevisionMismatch { expected: 0, .. })), "{again:?}");
+    let d = store.get_deployment("c", Resolved::Latest { revision: f.revision }).await.unwrap().unwrap();
+    assert_eq!(d.code_sha256, sha);
+}
+
+pub async fn versions_routed_by_an_alias_are_not_deleted(store: Arc<dyn Store>) {
+    deployable(&*store, "v").await;
+    store.publish_version("v", None, NOW).await.unwrap();
+    let mut changed = spec();
+    changed.memory_mb = 256;
+    store.put_function("v", changed, None, NOW).await.unwrap();
+    store.publish_version("v", None, NOW).await.unwrap();
+    let mut routing = Routing::single(1);
+    routing.weights.insert(2, 0.25);
+    let alias = store.put_alias("v", "live", routing, None, NOW).await.unwrap();
+    for n in [1, 2] {
+        let refused = store.delete_version("v", n, NOW).await;
+        assert!(matches!(refused, Err(StoreError::Invalid(_))), "{refused:?}");
+    }
+    store.put_alias("v", "live", Routing::single(2), Some(alias.revision), NOW).await.unwrap();
+    store.delete_version("v", 1, NOW).await.unwrap();
+    assert!(store.get_version("v", 1).await.unwrap().is_none());
+    assert!(store.get_version("v", 2).await.unwrap().is_some());
+    let missing = store.delete_version("v", 1, NOW).await;
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{missing:?}");
+}
+
+pub async fn finishing_writes_the_destination_invocation_it_owes(store: Arc<dyn Store>) {
+    deployable(&*store, "dest").await;
+    let mut ok = request("src", Mode::Async, None, r#"{"n":1}"#);
+    ok.retry.on_success = Some("dest".into());
+    ok.retry.on_failure = Some("dest".into());
+    ok.retry.max_retries = 0;
+    let mut failing = ok.clone();
+    failing.id = InvocationId(uuid::Uuid::now_v7().to_string());
+    let ok_id = enqueue(&*store, ok).await;
+    let failing_id = enqueue(&*store, failing).await;
+    let claimed = store.claim_queued(&worker("w"), 10, NOW + 5_000, NOW).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let mut done = completion(&ok_id, 1, AttemptOutcome::Succeeded);
+    done.result = Some(Bytes::from_static(br#"{"answer":42}"#));
+    store.complete(done.clone(), NOW + 1).await.unwrap();
+    store.complete(completion(&failing_id, 1, AttemptOutcome::FunctionError), NOW + 1).await.unwrap();
+    assert!(store.complete(done, NOW + 2).await.is_err(), "a repeated report is refused");
+    let filter = InvocationFilter { limit: 10, ..InvocationFilter::default() };
+    let delivered = store.list_invocations("dest", filter).await.unwrap();
+    assert_eq!(delivered.len(), 2, "one record per finish, no more: {delivered:?}");
+    let mut conditions = Vec::new();
+    for d in &delivered {
+        assert_eq!(d.request.mode, Mode::Async);
+        assert_eq!(d.lifecycle.state, State::Queued);
+        let record: serde_json::Value = serde_json::from_slice(&d.request.payload).unwrap();
+        assert_eq!(record["version"], "1.0");
+        assert_eq!(record["requestPayload"], serde_json::json!({"n": 1}));
+        assert_eq!(record["requestContext"]["approximateInvokeCount"], 1);
+        let condition = record["requestContext"]["condition"].as_str().unwrap().to_string();
+        if condition == "Success" {
+            assert_eq!(record["requestContext"]["requestId"], ok_id.0.as_str());
+            assert_eq!(record["responsePayload"], serde_json::json!({"answer": 42}));
+        } else {
+            assert_eq!(record["requestContext"]["requestId"], failing_id.0.as_str());
+            assert_eq!(record["responseContext"]["functionError"], "Unhandled");
+            assert_eq!(record["responsePayload"]["errorMessage"], "boom");
+        }
+        conditions.push(condition);
+    }
+    conditions.sort();
+    assert_eq!(conditions, ["RetriesExhausted", "Success"]);
 }

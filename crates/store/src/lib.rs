@@ -163,6 +163,15 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<FunctionConfig>;
     /// Points a function's `$LATEST` at an artifact already stored with [`Store::put_artifact`].
+    /// Creates a function with its code in one transaction (its artifact stored already);
+    /// `RevisionMismatch { expected: 0 }` if the name exists.
+    async fn create_function(
+        &self,
+        name: &str,
+        spec: FunctionSpec,
+        code_sha256: &str,
+        now: Millis,
+    ) -> Result<FunctionConfig>;
     async fn set_function_code(
         &self,
         name: &str,
@@ -180,6 +189,8 @@ pub trait Store: Send + Sync + 'static {
     /// are unchanged since it.
     async fn publish_version(&self, name: &str, expect: Option<u64>, now: Millis) -> Result<Version>;
     async fn get_version(&self, name: &str, number: u64) -> Result<Option<Version>>;
+    /// Deletes one published version; `Invalid` while an alias routes to it.
+    async fn delete_version(&self, name: &str, number: u64, now: Millis) -> Result<()>;
     async fn list_versions(&self, name: &str, after: Option<u64>, limit: usize) -> Result<Vec<Version>>;
     /// Creates or replaces an alias. Every version it routes to must be published.
     async fn put_alias(

@@ -27,7 +27,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::rows::{
-    corrupt, decode_state, encode_state, json_err, system_error, to_record, Outcome, RawInvocation,
+    corrupt, decode_state, destination_request, encode_state, json_err, may_owe_destination,
+    refuse_if_routed, system_error, to_record, Outcome, RawInvocation,
 };
 use crate::{
     sha256_hex, Claimed, Completion, Counters, Inserted, InvocationFilter, Kind, NewInvocation, Recovered,
@@ -664,7 +665,21 @@ async fn transition(
     if changed != 1 {
         return Err(StoreError::Backend(format!("invocation {id} changed under its guard")));
     }
+    if may_owe_destination(&ctx, &next) {
+        deliver_destination(c, id, now).await?;
+    }
     Ok(Ok(next))
+}
+
+/// Writes the destination invocation a just-finished invocation owes (same transaction).
+async fn deliver_destination(c: &impl GenericClient, id: &str, now: Millis) -> Result<()> {
+    let Some(rec) = load_invocation(c, id).await? else { return Ok(()) };
+    let Some((target, payload)) = gust_core::lambda::destination(&rec, now) else { return Ok(()) };
+    let Some(f) = load_function(c, &target, false).await? else { return Ok(()) };
+    if let Some(new) = destination_request(f, payload, now) {
+        insert_record(c, &new).await?;
+    }
+    Ok(())
 }
 
 async fn ids_where(c: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<String>> {
@@ -680,6 +695,49 @@ async fn expire(c: &impl GenericClient, id: &str, now: Millis) -> Result<bool> {
 }
 
 /// Runs `$body` in one transaction on a pooled connection, committing if it returns `Ok`.
+/// Writes `$LATEST` of a function (creating it if `expect` allows), keeping its code unless
+/// `code` replaces it.
+async fn write_function(
+    tx: &impl GenericClient,
+    name: &str,
+    spec: FunctionSpec,
+    code: Option<String>,
+    expect: Option<u64>,
+    now: Millis,
+) -> Result<FunctionConfig> {
+    // Serialise writers of this name, including its creation.
+    pg_execute(tx, "SELECT pg_advisory_xact_lock(hashtext($1))", params![&name]).await.map_err(pg_err)?;
+    let existing = load_function(tx, name, true).await?;
+    check_revision(expect, existing.as_ref().map_or(0, |f| f.revision))?;
+    let revision = bump_snapshot(tx).await?;
+    let spec_json = serde_json::to_string(&spec).map_err(json_err)?;
+    let code = code.or_else(|| existing.as_ref().and_then(|f| f.code_sha256.clone()));
+    pg_execute(
+        tx,
+        "INSERT INTO functions (name, spec, code_sha256, revision, next_version, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 1, $5, $5) \
+         ON CONFLICT (name) DO UPDATE SET spec = $2, code_sha256 = $3, revision = $4, updated_at = $5",
+        params![&name, &spec_json, &code, &(revision as i64), &now],
+    )
+    .await
+    .map_err(pg_err)?;
+    pg_execute(
+        tx,
+        "INSERT INTO function_revisions (function, revision, spec, code_sha256) VALUES ($1, $2, $3, $4)",
+        params![&name, &(revision as i64), &spec_json, &code],
+    )
+    .await
+    .map_err(pg_err)?;
+    Ok(FunctionConfig {
+        name: name.to_string(),
+        spec,
+        code_sha256: code,
+        revision,
+        created_at: existing.as_ref().map_or(now, |f| f.created_at),
+        updated_at: now,
+    })
+}
+
 macro_rules! in_tx {
     ($self:expr, |$tx:ident| $body:expr) => {{
         let mut client = $self.client().await?;
@@ -708,40 +766,17 @@ impl Store for PgStore {
         expect: Option<u64>,
         now: Millis,
     ) -> Result<FunctionConfig> {
-        in_tx!(self, |tx| {
-            async {
-            // Serialise writers of this name, including its creation.
-            pg_execute(&tx, "SELECT pg_advisory_xact_lock(hashtext($1))", params![&name]).await.map_err(pg_err)?;
-            let existing = load_function(&tx, name, true).await?;
-            check_revision(expect, existing.as_ref().map_or(0, |f| f.revision))?;
-            let revision = bump_snapshot(&tx).await?;
-            let spec_json = serde_json::to_string(&spec).map_err(json_err)?;
-            let code = existing.as_ref().and_then(|f| f.code_sha256.clone());
-            pg_execute(&tx,
-                "INSERT INTO functions (name, spec, code_sha256, revision, next_version, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, 1, $5, $5) \
-                 ON CONFLICT (name) DO UPDATE SET spec = $2, revision = $4, updated_at = $5",
-                params![&name, &spec_json, &code, &(revision as i64), &now],
-            )
-            .await
-            .map_err(pg_err)?;
-            pg_execute(&tx,
-                "INSERT INTO function_revisions (function, revision, spec, code_sha256) VALUES ($1, $2, $3, $4)",
-                params![&name, &(revision as i64), &spec_json, &code],
-            )
-            .await
-            .map_err(pg_err)?;
-            Ok(FunctionConfig {
-                name: name.to_string(),
-                spec,
-                code_sha256: code,
-                revision,
-                created_at: existing.as_ref().map_or(now, |f| f.created_at),
-                updated_at: now,
-            })
-        }
-        .await
-        })
+        in_tx!(self, |tx| write_function(&tx, name, spec, None, expect, now).await)
+    }
+
+    async fn create_function(
+        &self,
+        name: &str,
+        spec: FunctionSpec,
+        code_sha256: &str,
+        now: Millis,
+    ) -> Result<FunctionConfig> {
+        in_tx!(self, |tx| write_function(&tx, name, spec, Some(code_sha256.to_string()), Some(0), now).await)
     }
 
     async fn set_function_code(
@@ -823,6 +858,33 @@ impl Store for PgStore {
                 }
             }
             Ok(cancelled)
+        }
+        .await)
+    }
+
+    async fn delete_version(&self, name: &str, number: u64, _now: Millis) -> Result<()> {
+        in_tx!(self, |tx| async {
+            require_function(&tx, name, None).await?;
+            let routings: Vec<String> =
+                pg_query(&tx, "SELECT routing FROM aliases WHERE function = $1 FOR UPDATE", params![&name])
+                    .await
+                    .map_err(pg_err)?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+            refuse_if_routed(name, number, &routings)?;
+            bump_snapshot(&tx).await?;
+            let n = pg_execute(
+                &tx,
+                "DELETE FROM versions WHERE function = $1 AND number = $2",
+                params![&name, &(number as i64)],
+            )
+            .await
+            .map_err(pg_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound { kind: Kind::Version, name: format!("{name}:{number}") });
+            }
+            Ok(())
         }
         .await)
     }

@@ -108,6 +108,51 @@ pub(crate) struct Outcome<'a> {
     pub(crate) log: Option<&'a str>,
 }
 
+/// Whether a transition to `next` may owe a destination invocation (cheap; checked before
+/// anything is loaded).
+pub(crate) fn may_owe_destination(ctx: &gust_core::Context, next: &Lifecycle) -> bool {
+    ctx.mode == Mode::Async
+        && next.state.is_terminal()
+        && (ctx.retry.on_success.is_some() || ctx.retry.on_failure.is_some())
+}
+
+/// The async invocation of destination function `f` carrying `payload` (Lambda's invocation
+/// record). Backends write it in the same transaction as the finish that owes it, so it is
+/// neither lost nor doubled. `None` when the destination function has no code.
+pub(crate) fn destination_request(
+    f: gust_core::FunctionConfig,
+    payload: Vec<u8>,
+    now: gust_core::Millis,
+) -> Option<InvocationRecord> {
+    f.code_sha256.as_ref()?;
+    let request = InvocationRequest {
+        id: InvocationId(uuid::Uuid::now_v7().to_string()),
+        function: f.name,
+        qualifier: gust_core::names::LATEST.to_string(),
+        resolved: Resolved::Latest { revision: f.revision },
+        payload: Bytes::from(payload),
+        mode: Mode::Async,
+        idempotency_key: None,
+        fingerprint: None,
+        received_at: now,
+        retry: f.spec.retry,
+    };
+    Some(InvocationRecord::new(request, Lifecycle::queued()))
+}
+
+/// Refuses to delete version `number` while an alias (stored routing JSON) routes to it.
+pub(crate) fn refuse_if_routed(function: &str, number: u64, routings: &[String]) -> Result<()> {
+    for raw in routings {
+        let routing: gust_core::Routing = serde_json::from_str(raw).map_err(json_err)?;
+        if routing.versions().any(|v| v == number) {
+            return Err(StoreError::Invalid(format!(
+                "version {number} of {function} is routed to by an alias: update or delete the alias first"
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn system_error(kind: ErrorKind, message: String) -> FunctionErrorBody {
     FunctionErrorBody::new(kind, message)
 }

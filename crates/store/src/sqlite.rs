@@ -29,7 +29,8 @@ use tokio::sync::oneshot;
 
 use crate::blob::BlobDir;
 use crate::rows::{
-    corrupt, decode_state, encode_state, json_err, system_error, to_record, Outcome, RawInvocation,
+    corrupt, decode_state, destination_request, encode_state, json_err, may_owe_destination,
+    refuse_if_routed, system_error, to_record, Outcome, RawInvocation,
 };
 use crate::{
     Claimed, Completion, Counters, Inserted, InvocationFilter, Kind, NewInvocation, Recovered, Result, Store,
@@ -574,7 +575,21 @@ fn transition(
     if changed != 1 {
         return Err(StoreError::Backend(format!("invocation {id} changed under its guard")));
     }
+    if may_owe_destination(&g.ctx, &next) {
+        deliver_destination(c, id, now)?;
+    }
     Ok(Ok(next))
+}
+
+/// Writes the destination invocation a just-finished invocation owes (same transaction).
+fn deliver_destination(c: &Connection, id: &str, now: Millis) -> Result<()> {
+    let Some(rec) = load_invocation(c, id)? else { return Ok(()) };
+    let Some((target, payload)) = gust_core::lambda::destination(&rec, now) else { return Ok(()) };
+    let Some(f) = load_function(c, &target)? else { return Ok(()) };
+    if let Some(new) = destination_request(f, payload, now) {
+        insert_record(c, &new)?;
+    }
+    Ok(())
 }
 
 fn ids_where(c: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<String>> {
@@ -589,6 +604,43 @@ fn expire(c: &Connection, id: &str, now: Millis) -> Result<bool> {
     Ok(transition(c, id, &Event::Expire, Outcome { error: Some(&error), ..Outcome::default() }, now)?.is_ok())
 }
 
+/// Writes `$LATEST` of a function (creating it if `expect` allows), keeping its code unless
+/// `code` replaces it.
+fn write_function(
+    c: &Connection,
+    name: String,
+    spec: FunctionSpec,
+    code: Option<String>,
+    expect: Option<u64>,
+    now: Millis,
+) -> Result<FunctionConfig> {
+    let existing = load_function(c, &name)?;
+    check_revision(expect, existing.as_ref().map_or(0, |f| f.revision))?;
+    let revision = bump_snapshot(c)?;
+    let spec_json = serde_json::to_string(&spec).map_err(json_err)?;
+    let code = code.or_else(|| existing.as_ref().and_then(|f| f.code_sha256.clone()));
+    c.execute(
+        "INSERT INTO functions (name, spec, code_sha256, revision, next_version, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5) \
+         ON CONFLICT (name) DO UPDATE SET spec = ?2, code_sha256 = ?3, revision = ?4, updated_at = ?5",
+        params![name, spec_json, code, revision as i64, now],
+    )
+    .map_err(db_err)?;
+    c.execute(
+        "INSERT INTO function_revisions (function, revision, spec, code_sha256) VALUES (?1, ?2, ?3, ?4)",
+        params![name, revision as i64, spec_json, code],
+    )
+    .map_err(db_err)?;
+    Ok(FunctionConfig {
+        name,
+        spec,
+        code_sha256: code,
+        revision,
+        created_at: existing.as_ref().map_or(now, |f| f.created_at),
+        updated_at: now,
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 
 #[async_trait]
@@ -601,34 +653,18 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<FunctionConfig> {
         let name = name.to_string();
-        self.write(move |c| {
-            let existing = load_function(c, &name)?;
-            check_revision(expect, existing.as_ref().map_or(0, |f| f.revision))?;
-            let revision = bump_snapshot(c)?;
-            let spec_json = serde_json::to_string(&spec).map_err(json_err)?;
-            let code = existing.as_ref().and_then(|f| f.code_sha256.clone());
-            c.execute(
-                "INSERT INTO functions (name, spec, code_sha256, revision, next_version, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5) \
-                 ON CONFLICT (name) DO UPDATE SET spec = ?2, revision = ?4, updated_at = ?5",
-                params![name, spec_json, code, revision as i64, now],
-            )
-            .map_err(db_err)?;
-            c.execute(
-                "INSERT INTO function_revisions (function, revision, spec, code_sha256) VALUES (?1, ?2, ?3, ?4)",
-                params![name, revision as i64, spec_json, code],
-            )
-            .map_err(db_err)?;
-            Ok(FunctionConfig {
-                name,
-                spec,
-                code_sha256: code,
-                revision,
-                created_at: existing.as_ref().map_or(now, |f| f.created_at),
-                updated_at: now,
-            })
-        })
-        .await
+        self.write(move |c| write_function(c, name, spec, None, expect, now)).await
+    }
+
+    async fn create_function(
+        &self,
+        name: &str,
+        spec: FunctionSpec,
+        code_sha256: &str,
+        now: Millis,
+    ) -> Result<FunctionConfig> {
+        let (name, code) = (name.to_string(), code_sha256.to_string());
+        self.write(move |c| write_function(c, name, spec, Some(code), Some(0), now)).await
     }
 
     async fn set_function_code(
@@ -706,6 +742,32 @@ impl Store for SqliteStore {
                 }
             }
             Ok(cancelled)
+        })
+        .await
+    }
+
+    async fn delete_version(&self, name: &str, number: u64, _now: Millis) -> Result<()> {
+        let name = name.to_string();
+        self.write(move |c| {
+            require_function(c, &name, None)?;
+            let routings = {
+                let mut stmt =
+                    c.prepare_cached("SELECT routing FROM aliases WHERE function = ?1").map_err(db_err)?;
+                let rows = stmt.query_map([&name], |r| r.get::<_, String>(0)).map_err(db_err)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)?
+            };
+            refuse_if_routed(&name, number, &routings)?;
+            bump_snapshot(c)?;
+            let n = c
+                .execute(
+                    "DELETE FROM versions WHERE function = ?1 AND number = ?2",
+                    params![name, number as i64],
+                )
+                .map_err(db_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound { kind: Kind::Version, name: format!("{name}:{number}") });
+            }
+            Ok(())
         })
         .await
     }

@@ -1,0 +1,172 @@
+//! What gust looks like to AWS Lambda clients: ARNs, the error payloads runtimes and SDKs
+//! expect, Lambda's timestamp format, and the invocation record sent to destinations. Shared
+//! by the AWS API (which shows them) and the store (which writes destination invocations in
+//! the transaction that finishes the source invocation).
+
+use serde_json::{json, Value};
+
+use crate::invocation::{ErrorKind, FunctionErrorBody, InvocationRecord, State};
+use crate::Millis;
+
+/// The region every gust ARN names.
+pub const REGION: &str = "us-east-1";
+/// The account id every gust ARN names.
+pub const ACCOUNT: &str = "000000000000";
+
+/// `arn:aws:lambda:us-east-1:000000000000:function:NAME[:QUALIFIER]`.
+pub fn function_arn(name: &str, qualifier: Option<&str>) -> String {
+    match qualifier {
+        Some(q) => format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}:{q}"),
+        None => format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"),
+    }
+}
+
+/// Splits what clients pass as a FunctionName: a plain name, a partial ARN
+/// (`ACCOUNT:function:NAME`) or a full ARN, each optionally ending in `:QUALIFIER`.
+/// Returns `(name, qualifier)`; the name is not validated here.
+pub fn split_function_name(input: &str) -> Option<(&str, Option<&str>)> {
+    let parts: Vec<&str> = input.split(':').collect();
+    let rest: &[&str] = match parts.as_slice() {
+        ["arn", "aws", "lambda", _region, _account, "function", rest @ ..] => rest,
+        [_account, "function", rest @ ..] => rest,
+        rest => rest,
+    };
+    match rest {
+        [name] => Some((name, None)),
+        [name, qualifier] => Some((name, Some(qualifier))),
+        _ => None,
+    }
+}
+
+/// The `errorType` Lambda shows for a failure gust classified itself.
+pub fn error_type(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::FunctionError => "Unhandled",
+        ErrorKind::Crashed => "Runtime.ExitError",
+        ErrorKind::Timeout => "Sandbox.Timedout",
+        ErrorKind::OutOfMemory => "Runtime.OutOfMemory",
+        ErrorKind::InitError => "Runtime.InitError",
+        ErrorKind::WorkerLost => "Runtime.WorkerLost",
+        ErrorKind::Expired => "EventAgeExceeded",
+        ErrorKind::FunctionDeleted => "ResourceNotFoundException",
+        ErrorKind::ResultTooLarge => "Function.ResponseSizeTooLarge",
+    }
+}
+
+/// The error JSON a caller receives for a failed invocation: the runtime's own body when it
+/// posted one, else `{"errorMessage", "errorType"}` in Lambda's vocabulary.
+pub fn error_payload(error: &FunctionErrorBody) -> Vec<u8> {
+    if let Some(raw) = &error.runtime_error {
+        return raw.clone().into_bytes();
+    }
+    serde_json::to_vec(&json!({
+        "errorMessage": error.error_message,
+        "errorType": error_type(error.error_type),
+    }))
+    .unwrap_or_default()
+}
+
+/// Lambda's `LastModified`: `2026-11-27T01:12:04.000+0000`.
+pub fn timestamp(ms: Millis) -> String {
+    iso8601(ms, "+0000")
+}
+
+fn iso8601(ms: Millis, zone: &str) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}{zone}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// A payload as JSON when it is JSON, else as a string (lossy for binary payloads).
+fn as_json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// The destination an async invocation that just reached a terminal state is owed, and the
+/// condition: `Some((function, record))` when its policy names one for how it ended.
+pub fn destination(rec: &InvocationRecord, now: Millis) -> Option<(String, Vec<u8>)> {
+    let req = &rec.request;
+    let (target, condition) = match rec.lifecycle.state {
+        State::Succeeded => (req.retry.on_success.as_ref()?, "Success"),
+        State::Failed => (req.retry.on_failure.as_ref()?, "RetriesExhausted"),
+        State::Expired => (req.retry.on_failure.as_ref()?, "EventAgeExceeded"),
+        _ => return None,
+    };
+    let executed = req.resolved.label();
+    let mut response = json!({ "statusCode": 200, "executedVersion": executed });
+    let payload = match (&rec.lifecycle.state, &rec.error) {
+        (State::Succeeded, _) => rec.result.as_deref().map(as_json).unwrap_or(Value::Null),
+        (_, Some(error)) => {
+            response["functionError"] = json!("Unhandled");
+            as_json(&error_payload(error))
+        }
+        (_, None) => Value::Null,
+    };
+    let record = json!({
+        "version": "1.0",
+        "timestamp": iso8601(now, "Z"),
+        "requestContext": {
+            "requestId": req.id.0,
+            "functionArn": function_arn(&req.function, Some(&req.qualifier)),
+            "condition": condition,
+            "approximateInvokeCount": rec.lifecycle.attempt_epoch.max(1),
+        },
+        "requestPayload": as_json(&req.payload),
+        "responseContext": response,
+        "responsePayload": payload,
+    });
+    Some((target.clone(), serde_json::to_vec(&record).unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_arns() {
+        assert_eq!(split_function_name("f"), Some(("f", None)));
+        assert_eq!(split_function_name("f:live"), Some(("f", Some("live"))));
+        assert_eq!(split_function_name("123456789012:function:f"), Some(("f", None)));
+        assert_eq!(split_function_name("arn:aws:lambda:us-east-1:1:function:f:3"), Some(("f", Some("3"))));
+        assert_eq!(split_function_name("a:b:c"), None);
+        assert_eq!(
+            function_arn("f", Some("$LATEST")),
+            "arn:aws:lambda:us-east-1:000000000000:function:f:$LATEST"
+        );
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00.000+0000");
+        assert_eq!(timestamp(1_795_741_924_123), "2026-11-27T01:12:04.123+0000");
+        assert_eq!(iso8601(951_782_400_000, "Z"), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn error_payload_prefers_the_runtime_body() {
+        let mut e = FunctionErrorBody::new(ErrorKind::Timeout, "timed out");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&error_payload(&e)).unwrap(),
+            json!({"errorMessage": "timed out", "errorType": "Sandbox.Timedout"})
+        );
+        e.runtime_error = Some(r#"{"errorType":"ValueError"}"#.into());
+        assert_eq!(error_payload(&e), br#"{"errorType":"ValueError"}"#);
+    }
+}
