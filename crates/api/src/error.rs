@@ -52,6 +52,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::RevisionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "RevisionMismatch"),
             ServiceError::KeyMismatch { .. } => (StatusCode::CONFLICT, "IdempotencyKeyMismatch"),
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+            ServiceError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "Throttled"),
             ServiceError::Fenced(_) => (StatusCode::CONFLICT, "Fenced"),
             ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
             ServiceError::Internal(_) => {

@@ -17,8 +17,9 @@ pub enum Runtime {
     /// A WASI preview 1 command module run by wasmtime.
     Wasm,
     /// A zip with an executable `bootstrap` speaking the Lambda Runtime API
-    /// (`provided`, `provided.al2`, `provided.al2023`).
-    Provided,
+    /// (`provided`, `provided.al2`, `provided.al2023`: `al` is 0, 2 or 2023, kept so the
+    /// name reads back as it was given).
+    Provided { al: u16 },
     /// Python 3 handlers run by AWS's runtime interface client (`python3.x`; `python3` means
     /// any minor version when a worker reports what it can run).
     Python { minor: u8 },
@@ -28,7 +29,8 @@ impl Runtime {
     pub fn name(self) -> String {
         match self {
             Runtime::Wasm => "wasm".into(),
-            Runtime::Provided => "provided".into(),
+            Runtime::Provided { al: 0 } => "provided".into(),
+            Runtime::Provided { al } => format!("provided.al{al}"),
             Runtime::Python { minor: 0 } => "python3".into(),
             Runtime::Python { minor } => format!("python3.{minor}"),
         }
@@ -37,7 +39,9 @@ impl Runtime {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "wasm" => Some(Runtime::Wasm),
-            "provided" | "provided.al2" | "provided.al2023" => Some(Runtime::Provided),
+            "provided" => Some(Runtime::Provided { al: 0 }),
+            "provided.al2" => Some(Runtime::Provided { al: 2 }),
+            "provided.al2023" => Some(Runtime::Provided { al: 2023 }),
             "python3" => Some(Runtime::Python { minor: 0 }),
             _ => s
                 .strip_prefix("python3.")
@@ -364,12 +368,14 @@ mod tests {
 
     #[test]
     fn runtime_names() {
-        assert_eq!(Runtime::parse("provided.al2023"), Some(Runtime::Provided));
+        assert_eq!(Runtime::parse("provided.al2023"), Some(Runtime::Provided { al: 2023 }));
+        assert_eq!(Runtime::Provided { al: 2023 }.name(), "provided.al2023");
+        assert!(Runtime::Provided { al: 0 }.same_family(Runtime::Provided { al: 2 }));
         assert_eq!(Runtime::parse("python3.12"), Some(Runtime::Python { minor: 12 }));
         assert_eq!(Runtime::parse("python2.7"), None);
         assert_eq!(Runtime::Python { minor: 12 }.name(), "python3.12");
         assert!(Runtime::Python { minor: 0 }.same_family(Runtime::Python { minor: 12 }));
-        assert!(!Runtime::Wasm.same_family(Runtime::Provided));
+        assert!(!Runtime::Wasm.same_family(Runtime::Provided { al: 0 }));
         let spec: FunctionSpec =
             serde_json::from_str(r#"{"runtime":"python3.11","handler":"app.handler"}"#).unwrap();
         assert_eq!(spec.runtime, Runtime::Python { minor: 11 });

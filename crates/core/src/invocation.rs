@@ -200,6 +200,9 @@ pub enum AttemptOutcome {
     Succeeded,
     /// The function failed (error, trap, timeout, out of memory): may be retried if async.
     FunctionError,
+    /// The attempt was not run: the function was at its reserved concurrency. An async
+    /// invocation waits and tries again (until its maximum age) without counting an error.
+    Throttled,
 }
 
 /// Something that happens to an invocation.
@@ -335,7 +338,11 @@ pub fn apply(ctx: &Context, lc: &Lifecycle, event: &Event, now: Millis) -> Resul
             check_epoch(lc, *epoch)?;
             next.state = match (outcome, ctx.mode) {
                 (AttemptOutcome::Succeeded, _) => State::Succeeded,
-                (AttemptOutcome::FunctionError, Mode::Sync) => State::Failed,
+                (AttemptOutcome::FunctionError | AttemptOutcome::Throttled, Mode::Sync) => State::Failed,
+                (AttemptOutcome::Throttled, Mode::Async) => {
+                    let delay = ctx.retry.delay_ms(next.attempt_epoch.min(u64::from(u32::MAX)) as u32) as i64;
+                    State::RetryWait { not_before: now.saturating_add(delay) }
+                }
                 (AttemptOutcome::FunctionError, Mode::Async) => {
                     next.function_errors += 1;
                     if next.function_errors <= ctx.retry.max_retries {
@@ -528,6 +535,22 @@ mod tests {
             apply(&c, &done, &Event::Complete { epoch: 1, outcome: AttemptOutcome::FunctionError }, 4),
             Err(Rejected::Terminal(StateName::Succeeded))
         );
+    }
+
+    #[test]
+    fn throttled_async_attempts_wait_without_counting_an_error() {
+        let c = ctx(Mode::Async);
+        let running = claim(&c, &Lifecycle::queued(), "a", 0);
+        let throttled = Event::Complete { epoch: 1, outcome: AttemptOutcome::Throttled };
+        let waiting = apply(&c, &running, &throttled, 10).unwrap();
+        assert_eq!(waiting.state, State::RetryWait { not_before: 1010 });
+        assert_eq!(waiting.function_errors, 0, "a throttle is not a function error");
+        let again = claim(&c, &apply(&c, &waiting, &Event::RetryDue, 1010).unwrap(), "a", 1010);
+        let later =
+            apply(&c, &again, &Event::Complete { epoch: 2, outcome: AttemptOutcome::Throttled }, 1020);
+        assert_eq!(later.unwrap().state, State::RetryWait { not_before: 3020 }, "backs off");
+        let sync = claim(&ctx(Mode::Sync), &Lifecycle::queued(), "a", 0);
+        assert_eq!(apply(&ctx(Mode::Sync), &sync, &throttled, 10).unwrap().state, State::Failed);
     }
 
     #[test]

@@ -218,7 +218,7 @@ async fn heartbeat_loop(s: Arc<State>) {
         let body = json!({
             "id": s.id,
             "revision": revision,
-            "runtimes": [Runtime::Wasm, Runtime::Provided, Runtime::Python { minor: 0 }],
+            "runtimes": [Runtime::Wasm, Runtime::Provided { al: 0 }, Runtime::Python { minor: 0 }],
             "capacity": s.capacity,
             "running": s.active.load(Ordering::SeqCst),
             "warm": s.worker.warm_code(),

@@ -50,28 +50,67 @@ impl Service {
     /// then `$LATEST` points at it. Invalid code leaves nothing behind.
     pub async fn put_code(&self, name: &str, code: Bytes, expect: Option<u64>) -> Result<CodeUploaded> {
         validate_function_name(name)?;
-        if code.len() > MAX_CODE_BYTES {
-            return Err(ServiceError::TooLarge { what: "code", size: code.len(), limit: MAX_CODE_BYTES });
-        }
-        if code.is_empty() {
-            return Err(ServiceError::InvalidCode("the code is empty".into()));
-        }
         let function = self.store.get_function(name).await?.ok_or_else(|| not_found(Kind::Function, name))?;
         if let Some(expected) = expect {
             if expected != function.revision {
                 return Err(ServiceError::RevisionMismatch { expected, actual: function.revision });
             }
         }
-        let sha256 = gust_store::sha256_hex(&code);
-        let size = code.len();
-        self.executor
-            .prepare_code(function.spec.runtime, &sha256, code.clone())
-            .await
-            .map_err(ServiceError::InvalidCode)?;
-        self.store.put_artifact(code).await?;
+        let (sha256, size) = self.store_code(function.spec.runtime, code).await?;
         let result = self.store.set_function_code(name, &sha256, expect, self.clock.now()).await;
         self.cache.invalidate();
         Ok(CodeUploaded { config: result?, sha256, size })
+    }
+
+    /// Creates a function with its code in one step: the code is validated and stored first,
+    /// then the function appears with it, atomically (an existing name is a conflict).
+    pub async fn create_function(&self, name: &str, spec: FunctionSpec, code: Bytes) -> Result<CodeUploaded> {
+        validate_function_name(name)?;
+        spec.validate()?;
+        let (sha256, size) = self.store_code(spec.runtime, code).await?;
+        let result = self.store.create_function(name, spec, &sha256, self.clock.now()).await;
+        self.cache.invalidate();
+        match result {
+            Ok(config) => Ok(CodeUploaded { config, sha256, size }),
+            Err(gust_store::StoreError::RevisionMismatch { .. }) => {
+                Err(ServiceError::Conflict(format!("function {name} already exists")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Validates and prepares code for `runtime`, then stores it by sha256.
+    async fn store_code(&self, runtime: gust_core::Runtime, code: Bytes) -> Result<(String, usize)> {
+        if code.len() > MAX_CODE_BYTES {
+            return Err(ServiceError::TooLarge { what: "code", size: code.len(), limit: MAX_CODE_BYTES });
+        }
+        if code.is_empty() {
+            return Err(ServiceError::InvalidCode("the code is empty".into()));
+        }
+        let sha256 = gust_store::sha256_hex(&code);
+        let size = code.len();
+        self.executor
+            .prepare_code(runtime, &sha256, code.clone())
+            .await
+            .map_err(ServiceError::InvalidCode)?;
+        self.store.put_artifact(code).await?;
+        Ok((sha256, size))
+    }
+
+    /// Deletes one published version (not while an alias routes to it).
+    pub async fn delete_version(&self, name: &str, number: u64) -> Result<()> {
+        validate_function_name(name)?;
+        let result = self.store.delete_version(name, number, self.clock.now()).await;
+        self.cache.invalidate();
+        Ok(result?)
+    }
+
+    pub async fn get_version(&self, name: &str, number: u64) -> Result<Version> {
+        validate_function_name(name)?;
+        self.store
+            .get_version(name, number)
+            .await?
+            .ok_or_else(|| not_found(Kind::Version, format!("{name}:{number}")))
     }
 
     pub async fn get_function(&self, name: &str) -> Result<FunctionView> {

@@ -207,6 +207,27 @@ impl Service {
 
     async fn run_claimed(self: Arc<Self>, claimed: Claimed) {
         let req = &claimed.request;
+        // At its reserved concurrency the attempt is handed back to wait (no error counted).
+        let limit = self.cached_function(&req.function).await.ok().and_then(|f| f.spec.reserved_concurrency);
+        let Some(_permit) = self.concurrency.try_acquire(&req.function, limit) else {
+            Metrics::inc(&self.metrics.throttled);
+            let completion = Completion {
+                id: req.id.clone(),
+                epoch: claimed.epoch,
+                outcome: AttemptOutcome::Throttled,
+                result: None,
+                error: Some(gust_core::FunctionErrorBody::new(
+                    gust_core::ErrorKind::FunctionError,
+                    format!("throttled: {} is at its reserved concurrency", req.function),
+                )),
+                log: String::new(),
+            };
+            self.dispatch.running.lock().remove(&req.id);
+            if let Err(e) = self.store.complete(completion, self.clock.now()).await {
+                tracing::warn!(id = %req.id, error = %e, "handing back a throttled attempt failed");
+            }
+            return;
+        };
         let exec = match self.deployment(&req.function, req.resolved).await {
             Ok(Some(d)) => self.executor.execute(&d, &req.id, req.payload.clone()).await,
             Ok(None) => Execution {

@@ -29,6 +29,9 @@ pub enum ServiceError {
     KeyMismatch { existing: InvocationId },
     #[error("{0}")]
     Conflict(String),
+    /// The function is at its reserved concurrency.
+    #[error("function {function} is at its reserved concurrency of {limit}")]
+    Throttled { function: String, limit: u32 },
     /// A worker's attempt no longer owns the invocation; its report was dropped.
     #[error("{0}")]
     Fenced(String),

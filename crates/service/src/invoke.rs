@@ -115,8 +115,17 @@ impl Service {
             received_at: self.clock.now(),
             retry: deployment.spec.retry.clone(),
         };
+        if request.mode == Mode::Async {
+            return self.enqueue(request).await;
+        }
+        // Sync work counts against the function's reserved concurrency while it runs here.
+        let limit = self.cached_function(&request.function).await?.spec.reserved_concurrency;
+        let Some(_permit) = self.concurrency.try_acquire(&request.function, limit) else {
+            Metrics::inc(&self.metrics.throttled);
+            return Err(ServiceError::Throttled { function: request.function, limit: limit.unwrap_or(0) });
+        };
         match (request.mode, request.idempotency_key.is_some()) {
-            (Mode::Async, _) => self.enqueue(request).await,
+            (Mode::Async, _) => unreachable!("async invocations were queued above"),
             (Mode::Sync, _) if !self.cfg.local_worker => self.run_sync_remote(request).await,
             (Mode::Sync, false) => Ok(self.run_sync_unrecorded(&deployment, request).await),
             (Mode::Sync, true) => self.run_sync_keyed(&deployment, request).await,

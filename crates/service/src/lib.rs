@@ -12,6 +12,7 @@
 
 mod cache;
 mod clock;
+mod concurrency;
 mod control;
 mod dispatch;
 pub use dispatch::Background;
@@ -105,6 +106,7 @@ pub struct Service {
     dispatch: dispatch::DispatchState,
     ingest: ingest::IngestState,
     metrics: Metrics,
+    concurrency: concurrency::Limiter,
     /// Wakes the placer (new queued work, a worker's heartbeat).
     placement_wake: tokio::sync::Notify,
     /// Wakes remote workers' polls (new placements).
@@ -127,6 +129,7 @@ impl Service {
             dispatch: dispatch::DispatchState::default(),
             ingest: ingest::IngestState::default(),
             metrics: Metrics::default(),
+            concurrency: concurrency::Limiter::default(),
             placement_wake: tokio::sync::Notify::new(),
             worker_wake: tokio::sync::Notify::new(),
         })

@@ -15,6 +15,8 @@ pub struct Metrics {
     pub records_dropped: AtomicU64,
     pub recovered_leases: AtomicU64,
     pub expired_events: AtomicU64,
+    /// Invocations refused (sync) or handed back (async) at a reserved-concurrency limit.
+    pub throttled: AtomicU64,
 }
 
 impl Metrics {
@@ -58,6 +60,11 @@ impl Metrics {
                 "gust_expired_events_total",
                 "Async events dropped for exceeding their maximum age",
                 get(&self.expired_events),
+            ),
+            (
+                "gust_throttled_total",
+                "Invocations throttled at their function's reserved concurrency",
+                get(&self.throttled),
             ),
         ]
     }

@@ -113,7 +113,9 @@ fn completion(id: &InvocationId, epoch: u64, outcome: AttemptOutcome) -> Complet
         result: Some(Bytes::from_static(b"result")),
         error: match outcome {
             AttemptOutcome::Succeeded => None,
-            AttemptOutcome::FunctionError => Some(FunctionErrorBody::new(ErrorKind::FunctionError, "boom")),
+            AttemptOutcome::FunctionError | AttemptOutcome::Throttled => {
+                Some(FunctionErrorBody::new(ErrorKind::FunctionError, "boom"))
+            }
         },
         log: "log line".into(),
     }

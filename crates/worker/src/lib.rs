@@ -130,7 +130,7 @@ impl Worker {
                     .await
                     .map_err(|e| PrepareError::Internal(format!("prepare task failed: {e}")))?
             }
-            Runtime::Provided | Runtime::Python { .. } => {
+            Runtime::Provided { .. } | Runtime::Python { .. } => {
                 self.unpack(runtime, sha256, code).await.map(|_| ())
             }
         }
@@ -144,7 +144,7 @@ impl Worker {
         code: Bytes,
     ) -> Result<std::path::PathBuf, PrepareError> {
         let (root, sha) = (self.tasks_dir.clone(), sha256.to_string());
-        let need_bootstrap = runtime == Runtime::Provided;
+        let need_bootstrap = matches!(runtime, Runtime::Provided { .. });
         tokio::task::spawn_blocking(move || {
             gust_runtime::package::unpack(
                 &code,
@@ -298,7 +298,7 @@ impl Worker {
                 program: self.python.clone(),
                 args: vec!["-m".into(), "awslambdaric".into(), handler.clone()],
             },
-            Runtime::Provided | Runtime::Wasm => Launch::Bootstrap,
+            Runtime::Provided { .. } | Runtime::Wasm => Launch::Bootstrap,
         };
         let label = deployment.resolved.label();
         let f = ProcessFunction {
