@@ -5,6 +5,7 @@
 //! Bodies are read through one bounded reader ([`body::read_bounded`]); no handler reads an
 //! unbounded body.
 
+mod aws;
 mod body;
 mod error;
 mod internal;
@@ -31,17 +32,29 @@ pub struct ApiConfig {
     pub token: Option<Arc<str>>,
     /// Token workers present on the worker protocol (`/internal/v1`); `None` disables it.
     pub worker_token: Option<Arc<str>>,
+    /// SigV4 credentials of the AWS API: access key id to secret.
+    pub aws_credentials: Arc<std::collections::HashMap<String, String>>,
+}
+
+impl ApiConfig {
+    /// The AWS API checks signatures whenever authentication is on (a token or AWS credentials).
+    pub(crate) fn aws_auth(&self) -> bool {
+        self.token.is_some() || !self.aws_credentials.is_empty()
+    }
 }
 
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) service: Arc<Service>,
     pub(crate) cfg: ApiConfig,
+    /// Code sizes by sha256, for the AWS API's CodeSize (artifacts never change).
+    pub(crate) code_sizes: Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
 }
 
 /// Builds the whole router (tests call it without a socket).
 pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
-    let state = AppState { service, cfg };
+    let state = AppState { service, cfg, code_sizes: Arc::default() };
+    let aws = aws::routes(state.clone());
     let v1 = match state.cfg.token {
         Some(_) => native::routes().layer(middleware::from_fn_with_state(state.clone(), authenticate)),
         // No token (loopback only): no per-request middleware at all.
@@ -59,6 +72,7 @@ pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
         .route("/metrics", get(metrics))
         .merge(v1)
         .merge(internal)
+        .merge(aws)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such endpoint") })
         .with_state(state)
 }
@@ -113,7 +127,7 @@ async fn authenticate_worker(
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -196,7 +196,14 @@ async fn invoke(
     let idempotency_key = header_str(&headers, "idempotency-key")?.map(str::to_string);
     // Read up to the sync limit; the service applies the (smaller) async limit with a message.
     let payload = read_bounded(body, MAX_SYNC_PAYLOAD_BYTES, "the payload").await?;
-    let input = InvokeInput { function: name, qualifier: q.qualifier, payload, mode, idempotency_key };
+    let input = InvokeInput {
+        function: name,
+        qualifier: q.qualifier,
+        payload,
+        mode,
+        idempotency_key,
+        client_context: None,
+    };
     match s.service.invoke(input).await? {
         Invoked::Accepted { id, existing: _ } => {
             let mut resp = (StatusCode::ACCEPTED, Json(json!({ "invocation_id": id }))).into_response();

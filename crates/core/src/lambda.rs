@@ -13,6 +13,16 @@ pub const REGION: &str = "us-east-1";
 /// The account id every gust ARN names.
 pub const ACCOUNT: &str = "000000000000";
 
+/// What a runtime is told about how it was called, besides the payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallContext {
+    /// The qualifier the caller used (`$LATEST`, a version or an alias): the runtime sees the
+    /// function ARN as invoked.
+    pub qualifier: String,
+    /// The caller's Client-Context (JSON, already base64-decoded); sync invocations only.
+    pub client_context: Option<String>,
+}
+
 /// `arn:aws:lambda:us-east-1:000000000000:function:NAME[:QUALIFIER]`.
 pub fn function_arn(name: &str, qualifier: Option<&str>) -> String {
     match qualifier {

@@ -33,6 +33,16 @@ pub struct ServerOpts {
     /// Bearer token required on the /v1 API. Required unless listening on loopback.
     #[arg(long, env = "GUST_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// An AWS API credential, `ACCESS_KEY_ID:SECRET` (repeatable). With a --token or any of
+    /// these, every AWS API request must be SigV4-signed by a known key; the --token also
+    /// signs as access key id `gust`.
+    #[arg(
+        long = "aws-credential",
+        env = "GUST_AWS_CREDENTIALS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub aws_credentials: Vec<String>,
     /// Invocations the local worker runs at once.
     #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENCY)]
     pub max_concurrency: usize,
@@ -73,8 +83,14 @@ struct LocalExecutor(Arc<Worker>);
 
 #[async_trait]
 impl Executor for LocalExecutor {
-    async fn execute(&self, deployment: &Deployment, id: &InvocationId, payload: Bytes) -> Execution {
-        let mut out = self.0.execute(deployment, &id.0, payload).await;
+    async fn execute(
+        &self,
+        deployment: &Deployment,
+        id: &InvocationId,
+        payload: Bytes,
+        call: &gust_core::lambda::CallContext,
+    ) -> Execution {
+        let mut out = self.0.execute(deployment, &id.0, payload, call).await;
         let log = std::mem::take(&mut out.log);
         Execution { result: out.into_result(), log }
     }
@@ -149,11 +165,24 @@ async fn serve(opts: ServerOpts) -> anyhow::Result<()> {
     }
     let service = Service::new(store, Arc::new(LocalExecutor(worker)), Arc::new(SystemClock), cfg);
     let _background = service.start();
+    let mut aws_credentials = std::collections::HashMap::new();
+    for c in &opts.aws_credentials {
+        match c.split_once(':') {
+            Some((id, secret)) if !id.is_empty() && !secret.is_empty() => {
+                aws_credentials.insert(id.to_string(), secret.to_string());
+            }
+            _ => bail!("--aws-credential must be ACCESS_KEY_ID:SECRET"),
+        }
+    }
+    if let Some(token) = &opts.token {
+        aws_credentials.entry("gust".to_string()).or_insert_with(|| token.clone());
+    }
     let router = gust_api::router(
         service.clone(),
         gust_api::ApiConfig {
             token: opts.token.map(|t| Arc::<str>::from(t.as_str())),
             worker_token: opts.worker_token.map(|t| Arc::<str>::from(t.as_str())),
+            aws_credentials: Arc::new(aws_credentials),
         },
     );
     let listener = tokio::net::TcpListener::bind(opts.listen)

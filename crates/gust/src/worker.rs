@@ -309,7 +309,13 @@ async fn run_assignment(s: Arc<State>, a: Assignment) {
     s.log_attempt("start", &a.invocation_id, a.epoch);
     let payload = base64::engine::general_purpose::STANDARD.decode(&a.payload_b64).map(Bytes::from);
     let mut out = match payload {
-        Ok(p) => s.worker.execute(&a.deployment, &a.invocation_id, p).await,
+        Ok(p) => {
+            let call = gust_core::lambda::CallContext {
+                qualifier: a.deployment.resolved.label(),
+                client_context: None,
+            };
+            s.worker.execute(&a.deployment, &a.invocation_id, p, &call).await
+        }
         Err(_) => gust_runtime::RunOutcome {
             status: Status::Failed {
                 kind: ErrorKind::InitError,

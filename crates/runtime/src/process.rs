@@ -61,6 +61,7 @@ struct Offered {
     payload: Bytes,
     deadline_ms: i64,
     function_arn: String,
+    client_context: Option<String>,
     reply: oneshot::Sender<Reply>,
 }
 
@@ -136,6 +137,9 @@ async fn next(State(api): State<Arc<ApiState>>) -> Response {
     h.insert("lambda-runtime-deadline-ms", header(&o.deadline_ms.to_string()));
     h.insert("lambda-runtime-invoked-function-arn", header(&o.function_arn));
     h.insert("lambda-runtime-trace-id", header(&format!("Root=1-{}", &o.id)));
+    if let Some(cc) = o.client_context.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+        h.insert("lambda-runtime-client-context", cc);
+    }
     h.insert("content-type", HeaderValue::from_static("application/json"));
     resp
 }
@@ -325,7 +329,13 @@ impl ProcessRuntime {
     }
 
     /// Runs one invocation in a warm environment of `f`, or a new one (cold start).
-    pub async fn run(&self, f: &ProcessFunction<'_>, invocation_id: &str, payload: Bytes) -> RunOutcome {
+    pub async fn run(
+        &self,
+        f: &ProcessFunction<'_>,
+        invocation_id: &str,
+        payload: Bytes,
+        call: &gust_core::lambda::CallContext,
+    ) -> RunOutcome {
         let started = Instant::now();
         let warm = self.idle.lock().get_mut(&f.key).and_then(Vec::pop);
         let mut env = match warm {
@@ -352,10 +362,8 @@ impl ProcessRuntime {
             id: invocation_id.to_string(),
             payload,
             deadline_ms,
-            function_arn: format!(
-                "arn:aws:lambda:us-east-1:000000000000:function:{}:{}",
-                f.function, f.version
-            ),
+            function_arn: gust_core::lambda::function_arn(f.function, Some(&call.qualifier)),
+            client_context: call.client_context.clone(),
             reply,
         };
         if env.offer.send(offered).await.is_err() {

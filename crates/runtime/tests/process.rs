@@ -42,7 +42,7 @@ async fn run(
         memory_mb: 128,
         timeout_ms,
     };
-    rt.run(&f, &uuid_like(), Bytes::from(event.to_string())).await
+    rt.run(&f, &uuid_like(), Bytes::from(event.to_string()), &Default::default()).await
 }
 
 fn uuid_like() -> String {

@@ -229,7 +229,11 @@ impl Service {
             return;
         };
         let exec = match self.deployment(&req.function, req.resolved).await {
-            Ok(Some(d)) => self.executor.execute(&d, &req.id, req.payload.clone()).await,
+            Ok(Some(d)) => {
+                let call =
+                    gust_core::lambda::CallContext { qualifier: req.qualifier.clone(), client_context: None };
+                self.executor.execute(&d, &req.id, req.payload.clone(), &call).await
+            }
             Ok(None) => Execution {
                 result: Err(gust_core::FunctionErrorBody::new(
                     gust_core::ErrorKind::InitError,

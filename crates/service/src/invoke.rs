@@ -40,6 +40,8 @@ pub struct InvokeInput {
     pub payload: Bytes,
     pub mode: Mode,
     pub idempotency_key: Option<String>,
+    /// Client-Context for the runtime (JSON); sync invocations only, never stored.
+    pub client_context: Option<String>,
 }
 
 /// How a sync invocation ended.
@@ -100,6 +102,10 @@ impl Service {
             }
         }
         let deployment = self.resolve(&input.function, &qualifier).await?;
+        let call = gust_core::lambda::CallContext {
+            qualifier: qualifier.as_string(),
+            client_context: input.client_context.filter(|_| input.mode == Mode::Sync),
+        };
         let request = InvocationRequest {
             id: InvocationId(uuid::Uuid::now_v7().to_string()),
             function: input.function,
@@ -127,8 +133,8 @@ impl Service {
         match (request.mode, request.idempotency_key.is_some()) {
             (Mode::Async, _) => unreachable!("async invocations were queued above"),
             (Mode::Sync, _) if !self.cfg.local_worker => self.run_sync_remote(request).await,
-            (Mode::Sync, false) => Ok(self.run_sync_unrecorded(&deployment, request).await),
-            (Mode::Sync, true) => self.run_sync_keyed(&deployment, request).await,
+            (Mode::Sync, false) => Ok(self.run_sync_unrecorded(&deployment, request, &call).await),
+            (Mode::Sync, true) => self.run_sync_keyed(&deployment, request, &call).await,
         }
     }
 
@@ -187,9 +193,14 @@ impl Service {
     }
 
     /// The hot path: run now, answer, write the record behind.
-    async fn run_sync_unrecorded(&self, deployment: &Deployment, request: InvocationRequest) -> Invoked {
+    async fn run_sync_unrecorded(
+        &self,
+        deployment: &Deployment,
+        request: InvocationRequest,
+        call: &gust_core::lambda::CallContext,
+    ) -> Invoked {
         Metrics::inc(&self.metrics.sync_invocations);
-        let exec = self.executor.execute(deployment, &request.id, request.payload.clone()).await;
+        let exec = self.executor.execute(deployment, &request.id, request.payload.clone(), call).await;
         self.count_attempt(&exec);
         let now = self.clock.now();
         let (state, result, error, outcome) = match &exec.result {
@@ -220,7 +231,12 @@ impl Service {
 
     /// Sync with an idempotency key: reserve the key durably (already claimed by this worker,
     /// epoch 1), run, complete with the epoch. A repeated key returns the first outcome.
-    async fn run_sync_keyed(&self, deployment: &Deployment, request: InvocationRequest) -> Result<Invoked> {
+    async fn run_sync_keyed(
+        &self,
+        deployment: &Deployment,
+        request: InvocationRequest,
+        call: &gust_core::lambda::CallContext,
+    ) -> Result<Invoked> {
         let (id, payload) = (request.id.clone(), request.payload.clone());
         let lease_until = self.clock.now() + self.cfg.lease.as_millis() as i64;
         let new =
@@ -235,7 +251,7 @@ impl Service {
         }
         Metrics::inc(&self.metrics.sync_invocations);
         self.track_attempt(&id, 1);
-        let exec = self.executor.execute(deployment, &id, payload).await;
+        let exec = self.executor.execute(deployment, &id, payload, call).await;
         let log = exec.log.clone();
         let finished = self.finish_attempt(&id, 1, exec.clone()).await;
         match finished {

@@ -49,7 +49,13 @@ pub struct Execution {
 #[async_trait]
 pub trait Executor: Send + Sync + 'static {
     /// Runs one invocation; waits for a free slot. Never fails: problems are outcomes.
-    async fn execute(&self, deployment: &Deployment, id: &InvocationId, payload: Bytes) -> Execution;
+    async fn execute(
+        &self,
+        deployment: &Deployment,
+        id: &InvocationId,
+        payload: Bytes,
+        call: &gust_core::lambda::CallContext,
+    ) -> Execution;
     /// Slots free right now.
     fn free_slots(&self) -> usize;
     /// Validates and prepares code at upload, so that invalid code is refused before it is

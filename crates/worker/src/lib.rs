@@ -241,13 +241,19 @@ impl Worker {
 
     /// Runs one invocation of `deployment` and returns its outcome. Waits for a free slot.
     /// Never fails: every problem is an outcome the caller records.
-    pub async fn execute(&self, deployment: &Deployment, invocation_id: &str, payload: Bytes) -> RunOutcome {
+    pub async fn execute(
+        &self,
+        deployment: &Deployment,
+        invocation_id: &str,
+        payload: Bytes,
+        call: &gust_core::lambda::CallContext,
+    ) -> RunOutcome {
         let started = Instant::now();
         let Ok(_permit) = self.permits.clone().acquire_owned().await else {
             return failed(ErrorKind::InitError, "the worker is shutting down".into(), started);
         };
         if deployment.spec.runtime.is_process() {
-            return self.execute_process(deployment, invocation_id, payload, started).await;
+            return self.execute_process(deployment, invocation_id, payload, call, started).await;
         }
         let prepared = match self.ensure_prepared(deployment.spec.runtime, &deployment.code_sha256).await {
             Ok(p) => p,
@@ -285,6 +291,7 @@ impl Worker {
         deployment: &Deployment,
         invocation_id: &str,
         payload: Bytes,
+        call: &gust_core::lambda::CallContext,
         started: Instant,
     ) -> RunOutcome {
         let spec = &deployment.spec;
@@ -317,7 +324,7 @@ impl Worker {
             memory_mb: spec.memory_mb,
             timeout_ms: spec.timeout_ms,
         };
-        self.process.run(&f, invocation_id, payload).await
+        self.process.run(&f, invocation_id, payload, call).await
     }
 }
 

@@ -1,0 +1,180 @@
+//! `Invoke`: RequestResponse (200, even when the function fails), Event (202) and DryRun (204).
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use gust_core::lambda::error_payload;
+use gust_core::limits::MAX_SYNC_PAYLOAD_BYTES;
+use gust_core::Mode;
+use gust_service::{InvokeInput, Invoked, SyncOutcome};
+
+use super::{non_latest, target, AwsError, AwsResult, QueryMap};
+use crate::body::read_bounded;
+use crate::AppState;
+
+/// `X-Amz-Log-Result` carries at most this much of the log's tail.
+const LOG_TAIL_BYTES: usize = 4096;
+/// Largest `X-Amz-Client-Context` (base64), as Lambda.
+const MAX_CLIENT_CONTEXT_BYTES: usize = 3583;
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, AwsError> {
+    headers
+        .get(name)
+        .map(|v| v.to_str().map_err(|_| AwsError::invalid(format!("{name} must be ASCII"))))
+        .transpose()
+}
+
+fn set(resp: &mut Response, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        resp.headers_mut().insert(name, v);
+    }
+}
+
+/// Lambda's log shape around the function's own output, cut to its last 4 KB.
+fn log_tail(id: &str, version: &str, log: &str) -> String {
+    let mut text = format!("START RequestId: {id} Version: {version}\n{log}");
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!("END RequestId: {id}\nREPORT RequestId: {id}\n"));
+    let mut start = text.len().saturating_sub(LOG_TAIL_BYTES);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    base64::engine::general_purpose::STANDARD.encode(&text.as_bytes()[start..])
+}
+
+pub(crate) async fn invoke(
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+    Query(q): Query<QueryMap>,
+    headers: HeaderMap,
+    body: Body,
+) -> AwsResult {
+    let (name, qualifier) = target(&raw, q.get("Qualifier").map(String::as_str))?;
+    let kind = header(&headers, "x-amz-invocation-type")?.unwrap_or("RequestResponse");
+    let tail = match header(&headers, "x-amz-log-type")?.unwrap_or("None") {
+        "None" => false,
+        "Tail" => true,
+        other => {
+            return Err(AwsError::invalid(format!(
+                "LogType must be None or Tail, got {:?}",
+                super::truncate(other)
+            )))
+        }
+    };
+    let client_context = match header(&headers, "x-amz-client-context")? {
+        None => None,
+        Some(cc) => {
+            // Passed to the runtime decoded, as Lambda does.
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(cc)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|s| {
+                    cc.len() <= MAX_CLIENT_CONTEXT_BYTES
+                        && serde_json::from_str::<serde_json::Value>(s).is_ok()
+                });
+            Some(decoded.ok_or_else(|| {
+                AwsError::invalid(format!(
+                    "ClientContext must be base64 JSON of at most {MAX_CLIENT_CONTEXT_BYTES} bytes"
+                ))
+            })?)
+        }
+    };
+    // Read (or drain) the whole body first, so an oversized payload gets its 413 rather than a
+    // connection closed mid-upload.
+    let payload = read_bounded(body, MAX_SYNC_PAYLOAD_BYTES, "the request payload").await?;
+    // An invocation without a payload gets the event `{}`, as on Lambda.
+    let payload = if payload.is_empty() { bytes::Bytes::from_static(b"{}") } else { payload };
+    let mode = match kind {
+        "RequestResponse" => Mode::Sync,
+        "Event" => Mode::Async,
+        "DryRun" => {
+            // Everything but running: the function and qualifier must exist.
+            let qualified = non_latest(qualifier);
+            match qualified {
+                None => {
+                    s.service.get_function(&name).await?;
+                }
+                Some(q) => match q.parse::<u64>() {
+                    Ok(n) => {
+                        s.service.get_version(&name, n).await?;
+                    }
+                    Err(_) => {
+                        s.service.get_alias(&name, &q).await?;
+                    }
+                },
+            }
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        other => {
+            return Err(AwsError::invalid(format!(
+                "InvocationType must be RequestResponse, Event or DryRun, got {:?}",
+                super::truncate(other)
+            )))
+        }
+    };
+    // The SDKs keep `amz-sdk-invocation-id` across their retries: an Event retried after a
+    // lost 202 is queued once.
+    let idempotency_key = match mode {
+        Mode::Async => header(&headers, "amz-sdk-invocation-id")?
+            .filter(|k| !k.is_empty() && k.len() <= 200)
+            .map(|k| format!("aws-sdk:{k}")),
+        Mode::Sync => None,
+    };
+    let input = InvokeInput {
+        function: name,
+        qualifier: non_latest(qualifier),
+        payload,
+        mode,
+        idempotency_key,
+        client_context,
+    };
+    match s.service.invoke(input).await.map_err(AwsError::from)? {
+        Invoked::Accepted { id, .. } => {
+            let mut resp = StatusCode::ACCEPTED.into_response();
+            set(&mut resp, "x-amzn-RequestId", &id.0);
+            Ok(resp)
+        }
+        Invoked::Completed { id, executed_version, outcome, log } => {
+            let mut resp = match outcome {
+                SyncOutcome::Succeeded(out) => {
+                    ([(header::CONTENT_TYPE, "application/json")], out).into_response()
+                }
+                SyncOutcome::Failed(err) => {
+                    let mut r =
+                        ([(header::CONTENT_TYPE, "application/json")], error_payload(&err)).into_response();
+                    set(&mut r, "X-Amz-Function-Error", "Unhandled");
+                    r
+                }
+            };
+            set(&mut resp, "x-amzn-RequestId", &id.0);
+            set(&mut resp, "X-Amz-Executed-Version", &executed_version);
+            if tail {
+                set(&mut resp, "X-Amz-Log-Result", &log_tail(&id.0, &executed_version, &log));
+            }
+            Ok(resp)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_tail_is_bounded_and_on_a_char_boundary() {
+        let long = "é".repeat(5000);
+        let b64 = log_tail("id", "$LATEST", &long);
+        let text = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap();
+        assert!(text.len() <= LOG_TAIL_BYTES);
+        assert!(text.ends_with("END RequestId: id\nREPORT RequestId: id\n"));
+        let short = log_tail("id", "3", "hello");
+        let text =
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(short).unwrap()).unwrap();
+        assert!(text.starts_with("START RequestId: id Version: 3\nhello\nEND"));
+    }
+}

@@ -1,0 +1,136 @@
+//! The AWS Lambda API (rest-json, `2015-03-31` and its sibling date prefixes), so boto3, the
+//! AWS CLI and the JavaScript SDK work against gust with `--endpoint-url`.
+//!
+//! Like the native API this is a translation onto [`gust_service::Service`]: names, ARNs,
+//! shapes and error encoding change here, rules do not. What Lambda has and gust does not (S3
+//! code, images, layers, IAM) is refused with `InvalidParameterValueException` naming it.
+
+mod error;
+mod functions;
+mod invoke;
+mod sigv4;
+mod views;
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use gust_core::lambda::split_function_name;
+use gust_core::names::{validate_function_name, LATEST};
+
+pub(crate) use error::AwsError;
+
+use crate::AppState;
+
+type AwsResult = Result<Response, AwsError>;
+
+/// Largest request body the AWS API reads: a 50 MB zip, base64 in JSON.
+const MAX_AWS_BODY_BYTES: usize = 70 * 1024 * 1024;
+
+pub(crate) fn routes(state: AppState) -> Router<AppState> {
+    let r = Router::new()
+        .route("/2015-03-31/functions", post(functions::create).get(functions::list))
+        .route("/2015-03-31/functions/", get(functions::list))
+        .route("/2015-03-31/functions/{name}", get(functions::get).delete(functions::delete))
+        .route(
+            "/2015-03-31/functions/{name}/configuration",
+            get(functions::get_configuration).put(functions::update_configuration),
+        )
+        .route("/2015-03-31/functions/{name}/code", put(functions::update_code))
+        .route(
+            "/2015-03-31/functions/{name}/versions",
+            post(functions::publish).get(functions::list_versions),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/aliases",
+            post(functions::create_alias).get(functions::list_aliases),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/aliases/{alias}",
+            get(functions::get_alias).put(functions::update_alias).delete(functions::delete_alias),
+        )
+        .route("/2015-03-31/functions/{name}/invocations", post(invoke::invoke))
+        .route(
+            "/2017-10-31/functions/{name}/concurrency",
+            put(functions::put_concurrency).delete(functions::delete_concurrency),
+        )
+        .route("/2019-09-30/functions/{name}/concurrency", get(functions::get_concurrency))
+        .route(
+            "/2019-09-25/functions/{name}/event-invoke-config",
+            put(functions::put_event_config)
+                .post(functions::update_event_config)
+                .get(functions::get_event_config)
+                .delete(functions::delete_event_config),
+        )
+        .route("/2019-09-25/functions/{name}/event-invoke-config/list", get(functions::list_event_configs))
+        .route("/2016-08-19/account-settings", get(functions::account_settings))
+        .route("/2016-08-19/account-settings/", get(functions::account_settings));
+    let r =
+        if state.cfg.aws_auth() { r.layer(middleware::from_fn_with_state(state, authenticate)) } else { r };
+    r.layer(middleware::map_response(with_request_id))
+}
+
+/// Every AWS API response carries `x-amzn-RequestId` (botocore's `ResponseMetadata.RequestId`).
+async fn with_request_id(mut resp: Response) -> Response {
+    if !resp.headers().contains_key("x-amzn-requestid") {
+        let id = uuid::Uuid::new_v4().to_string();
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert("x-amzn-RequestId", v);
+        }
+    }
+    resp
+}
+
+/// SigV4: the body is read (bounded) to check the payload hash, then handed on unchanged.
+async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match crate::body::read_bounded(body, MAX_AWS_BODY_BYTES, "the request").await {
+        Ok(b) => b,
+        Err(e) => return AwsError::from(e).into_response(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    let verdict =
+        sigv4::verify(&parts.method, &parts.uri, &parts.headers, &bytes, &state.cfg.aws_credentials, now);
+    match verdict {
+        Ok(()) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Err(e) => AwsError::from(e).into_response(),
+    }
+}
+
+/// A FunctionName as clients send it (plain, partial or full ARN, maybe `:qualifier`) plus
+/// the `Qualifier` query parameter: `(name, qualifier)`. The two must agree when both are set.
+pub(crate) fn target(raw: &str, query: Option<&str>) -> Result<(String, Option<String>), AwsError> {
+    let (name, suffix) = split_function_name(raw).ok_or_else(|| {
+        AwsError::invalid(format!("FunctionName {:?} is not a name or a Lambda function ARN", truncate(raw)))
+    })?;
+    validate_function_name(name).map_err(|e| AwsError::invalid(e.to_string()))?;
+    let query = query.filter(|q| !q.is_empty());
+    let qualifier = match (suffix, query) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(AwsError::invalid(format!(
+                "the qualifier in FunctionName ({a}) and the Qualifier parameter ({b}) differ"
+            )))
+        }
+        (a, b) => a.or(b).map(str::to_string),
+    };
+    Ok((name.to_string(), qualifier))
+}
+
+/// The qualifier, with `$LATEST` spelled as `None`.
+pub(crate) fn non_latest(q: Option<String>) -> Option<String> {
+    q.filter(|q| q != LATEST)
+}
+
+pub(crate) fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+pub(crate) type QueryMap = HashMap<String, String>;
