@@ -9,9 +9,8 @@ use gust::{cli, server, worker};
 fn main() -> ExitCode {
     // The sandbox init that process environments start through: not part of the CLI (its
     // arguments are gust's own, and the function's environment must not reach clap).
-    let mut argv = std::env::args_os();
-    if argv.nth(1).is_some_and(|a| a == gust_runtime::init::SUBCOMMAND) {
-        return ExitCode::from(u8::try_from(gust_runtime::init::main(argv)).unwrap_or(u8::MAX));
+    if let Some(code) = gust::sandbox_init_if_requested() {
+        return code;
     }
     let args = cli::Cli::parse();
     match args.command {

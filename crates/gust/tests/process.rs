@@ -160,6 +160,11 @@ while True:
         host_port = type(e).__name__
     with open("/tmp/scratch", "w") as f:
         f.write("private and writable")
+    try:
+        os.mkdir(os.path.join(os.environ["LAMBDA_TASK_ROOT"], "mine"))
+        task_root = "writable"
+    except OSError as e:
+        task_root = type(e).__name__
     data = event["data_dir"]
     body = {
         "count": count,
@@ -171,6 +176,7 @@ while True:
         "data_dir": sorted(os.listdir(data)) if os.path.isdir(data) else None,
         "tasks": sorted(os.listdir(os.path.join(data, "tasks"))),
         "tmp": sorted(os.listdir("/tmp")),
+        "task_root": task_root,
     }
     urllib.request.urlopen(urllib.request.Request(api + "/invocation/" + rid + "/response", data=json.dumps(body).encode(), method="POST"))
 "#;
@@ -221,6 +227,7 @@ fn a_function_runs_in_its_own_namespaces_and_still_talks_to_the_runtime_api() {
     assert_ne!(v["uid"], 0, "not root: {v}");
     assert_eq!(v["host_port"], "ConnectionRefusedError", "a new network namespace: {v}");
     assert_eq!(v["hostname"], "gust");
+    assert_ne!(v["task_root"], "writable", "the shared task root is read-only: {v}");
     assert_eq!(v["data_dir"], json!(["tasks"]), "the database and artifacts are hidden: {v}");
     assert_eq!(v["tasks"], json!([sha]), "only this function's code is visible: {v}");
     // The environment's own /tmp: its scratch file, and the mount point of its task root (the

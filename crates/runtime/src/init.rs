@@ -16,7 +16,8 @@
 //!    is left in the pid namespace); this process exits with pid 1's status.
 //!
 //! This process stays in the host's mount namespace, so it reaches the Runtime API's socket by
-//! path. It is single-threaded until its fork, so the forked children may allocate.
+//! path. It is single-threaded (after unshare(CLONE_NEWPID) the kernel refuses new threads; the
+//! bridge runs on a current-thread runtime), so its forked children may allocate.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -413,6 +414,7 @@ fn mounts(spec: &InitSpec) -> io::Result<()> {
     for (dir, path) in &binds {
         std::fs::create_dir_all(path).map_err(context(format!("cannot make {}", path.display())))?;
         bind(Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())), path)?;
+        read_only(path)?;
     }
     drop(binds);
     if spec.proc {
@@ -421,6 +423,30 @@ fn mounts(spec: &InitSpec) -> io::Result<()> {
             .map_err(context("cannot mount /proc"))?;
     }
     Ok(())
+}
+
+/// Makes the bind mount at `path` read-only (the task root is shared by every environment of
+/// the same code, and without this a function running as gust's own uid could change it).
+/// A remount must keep the flags the mount already has (the kernel locks them in a user
+/// namespace).
+fn read_only(path: &Path) -> io::Result<()> {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let have = statvfs(path).map_err(os)?.flags();
+    let mut flags =
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    for (has, keep) in [
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if have.contains(has) {
+            flags |= keep;
+        }
+    }
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
+        .map_err(os)
+        .map_err(context(format!("cannot make {} read-only", path.display())))
 }
 
 /// Becomes the function: limits, no new privileges, its user, its working directory, exec.
@@ -451,7 +477,12 @@ fn function(spec: &InitSpec) -> io::Error {
     }
 }
 
+#[allow(unsafe_code)]
 fn become_function(spec: &InitSpec) -> io::Result<()> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: restores the default action of SIGPIPE, which the Rust runtime of this binary
+    // ignores and exec would keep ignored; no handler function is installed.
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.map_err(os)?;
     crate::sandbox::apply(spec.limits).map_err(context("cannot set rlimits"))?;
     nix::sys::prctl::set_no_new_privs().map_err(os)?;
     if let Some((uid, gid)) = spec.user {
