@@ -134,14 +134,18 @@ impl Environment {
     }
 }
 
-/// A fresh private temporary directory for one environment.
-fn tempdir_for(function: &str) -> std::io::Result<PathBuf> {
+/// A fresh private temporary directory for one environment (`kind` names it: the function, or
+/// `api` for the Runtime API's socket).
+fn tempdir_for(kind: &str) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let unique = format!(
-        "gust-{}-{}-{:x}",
-        function,
+        "gust-{}-{}-{:x}-{}",
+        kind,
         std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+        NEXT.fetch_add(1, Ordering::Relaxed)
     );
     let path = std::env::temp_dir().join(unique);
     std::fs::DirBuilder::new().mode(0o700).create(&path)?;
@@ -310,9 +314,8 @@ impl ProcessRuntime {
             std::os::unix::fs::chown(&dirs.tmp, Some(uid), Some(gid))?;
         }
         let (api_addr, api_socket, server) = if sandbox.private_network() {
-            use std::os::unix::fs::DirBuilderExt;
-            let dir = PathBuf::from(format!("{}.api", dirs.tmp.display()));
-            std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+            // Named apart from the function: a Unix socket's path has at most 107 bytes.
+            let dir = tempdir_for("api")?;
             dirs.api = Some(dir.clone());
             let socket = dir.join("api.sock");
             let listener = tokio::net::UnixListener::bind(&socket)?;
