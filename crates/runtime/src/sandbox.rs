@@ -315,20 +315,21 @@ impl Sandbox {
             ipc: try_ns(CloneFlags::CLONE_NEWIPC, "ipc", &mut missing),
             uts: try_ns(CloneFlags::CLONE_NEWUTS, "uts", &mut missing),
         };
-        if ns.any() {
+        // The namespaces are usable only if the init runs in them end to end.
+        let init_works = ns.any() && {
             sandbox.ns = ns;
             sandbox.hidden_dirs = hidden_dirs(&cfg.hidden_dirs);
-            match &cfg.init_program {
-                None => missing.push("the sandbox init (no program to run it)".into()),
-                Some(program) => {
-                    sandbox.init_program = Some(program.clone());
-                    if let Err(e) = sandbox.probe() {
-                        missing.push(format!("namespaces: the sandbox init failed its start-up probe: {e}"));
-                    }
-                }
+            sandbox.init_program = cfg.init_program.clone();
+            let probed = match &sandbox.init_program {
+                None => Err("no program to run it".to_string()),
+                Some(_) => sandbox.probe(),
+            };
+            if let Err(e) = &probed {
+                missing.push(format!("all namespaces: the sandbox init failed its start-up probe: {e}"));
             }
-        }
-        if sandbox.init_program.is_none() || missing.iter().any(|m| m.starts_with("namespaces:")) {
+            probed.is_ok()
+        };
+        if !init_works {
             ns = Namespaces::default();
             sandbox.init_program = None;
             sandbox.hidden_dirs.clear();
