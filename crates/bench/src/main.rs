@@ -53,7 +53,21 @@ fn provided_package() -> Vec<u8> {
     w.finish().expect("zip").into_inner()
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    // gust's servers run as this binary: its process environments start through the same init.
+    if let Some(code) = gust::sandbox_init_if_requested() {
+        return code;
+    }
+    match bench_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench_main() -> anyhow::Result<()> {
     let argv: Vec<String> = std::env::args().collect();
     match argv.get(1).map(String::as_str) {
         Some("__serve") => {

@@ -7,6 +7,11 @@ use clap::Parser;
 use gust::{cli, server, worker};
 
 fn main() -> ExitCode {
+    // The sandbox init that process environments start through: not part of the CLI (its
+    // arguments are gust's own, and the function's environment must not reach clap).
+    if let Some(code) = gust::sandbox_init_if_requested() {
+        return code;
+    }
     let args = cli::Cli::parse();
     match args.command {
         cli::Command::Server(opts) => match server::run(opts) {

@@ -66,6 +66,10 @@ pub struct ServerOpts {
     /// acknowledged writes on power loss. Default is an fsync per group commit.
     #[arg(long)]
     pub no_fsync: bool,
+    /// Isolation of process functions: strict (namespaces and a non-root user, or refuse to
+    /// start), best-effort (what this host allows, warning about the rest) or none.
+    #[arg(long, env = "GUST_ISOLATION", default_value = "best-effort")]
+    pub isolation: gust_runtime::sandbox::Isolation,
 }
 
 /// The store, as the local worker's source of code.
@@ -130,11 +134,12 @@ pub fn run(opts: ServerOpts) -> anyhow::Result<()> {
     if opts.max_concurrency == 0 || opts.lease_ms < 300 {
         bail!("--max-concurrency must be at least 1 and --lease-ms at least 300");
     }
+    let sandbox = crate::worker::sandbox(opts.isolation, &opts.data_dir, &opts.python)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(serve(opts))
+    runtime.block_on(serve(opts, sandbox))
 }
 
-async fn serve(opts: ServerOpts) -> anyhow::Result<()> {
+async fn serve(opts: ServerOpts, sandbox: Arc<gust_runtime::sandbox::Sandbox>) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = match &opts.store {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Arc::new(
             PgStore::connect(url, opts.store_schema.as_deref(), DEFAULT_POOL_SIZE)
@@ -152,6 +157,7 @@ async fn serve(opts: ServerOpts) -> anyhow::Result<()> {
     let worker = Worker::new(
         WorkerConfig {
             python: opts.python.clone(),
+            sandbox,
             ..WorkerConfig::new(opts.max_concurrency, Duration::from_secs(opts.idle_ttl_s), &opts.data_dir)
         },
         Arc::new(StoreArtifacts(store.clone())),
@@ -191,7 +197,6 @@ async fn serve(opts: ServerOpts) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let shape = if opts.store.is_some() { "cluster (PostgreSQL)" } else { "embedded (SQLite)" };
     tracing::info!(shape, data_dir = %opts.data_dir.display(), worker = %service.worker_id(), "gust server started");
-    tracing::warn!("{}", gust_runtime::sandbox::describe());
     // Tests and scripts read this line to learn the port.
     println!("gust listening on http://{addr}");
     gust_api::serve(listener, router, shutdown_signal()).await?;

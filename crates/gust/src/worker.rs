@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
 use gust_core::{Deployment, ErrorKind, Runtime};
+use gust_runtime::sandbox::{Isolation, Sandbox, SandboxConfig};
 use gust_runtime::Status;
 use gust_worker::{ArtifactSource, Worker, WorkerConfig, DEFAULT_IDLE_TTL, DEFAULT_MAX_CONCURRENCY};
 use parking_lot::Mutex;
@@ -47,6 +48,32 @@ pub struct WorkerOpts {
     /// trail for operators and for the chaos test.
     #[arg(long)]
     pub attempt_log: Option<PathBuf>,
+    /// Isolation of process functions: strict (namespaces and a non-root user, or refuse to
+    /// start), best-effort (what this host allows, warning about the rest) or none.
+    #[arg(long, env = "GUST_ISOLATION", default_value = "best-effort")]
+    pub isolation: Isolation,
+}
+
+/// Probes what isolation this host gives process functions and applies `--isolation` (an
+/// error for strict isolation the host cannot give). Environments start through this binary's
+/// hidden sandbox init, and gust's data directory is hidden from them.
+pub fn sandbox(
+    isolation: Isolation,
+    data_dir: &std::path::Path,
+    python: &str,
+) -> anyhow::Result<Arc<Sandbox>> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize()?;
+    // An interpreter inside the data directory must stay visible to python3.x functions.
+    let python = std::path::absolute(python).unwrap_or_default();
+    let hidden_dirs = if python.starts_with(&data_dir) {
+        tracing::warn!(python = %python.display(), "the Python interpreter is inside the data directory, which therefore stays visible to functions");
+        Vec::new()
+    } else {
+        vec![data_dir]
+    };
+    let init_program = std::env::current_exe().ok();
+    Ok(Arc::new(Sandbox::detect(SandboxConfig { isolation, init_program, hidden_dirs })?))
 }
 
 struct Conn {
@@ -165,11 +192,12 @@ pub fn run(opts: WorkerOpts) -> anyhow::Result<()> {
     if opts.capacity == 0 {
         bail!("--capacity must be at least 1");
     }
+    let sandbox = sandbox(opts.isolation, &opts.data_dir, &opts.python)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(serve(opts))
+    rt.block_on(serve(opts, sandbox))
 }
 
-async fn serve(opts: WorkerOpts) -> anyhow::Result<()> {
+async fn serve(opts: WorkerOpts, sandbox: Arc<Sandbox>) -> anyhow::Result<()> {
     let conn = Arc::new(Conn {
         http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
         base: opts.server.trim_end_matches('/').to_string(),
@@ -178,6 +206,7 @@ async fn serve(opts: WorkerOpts) -> anyhow::Result<()> {
     let worker = Worker::new(
         WorkerConfig {
             python: opts.python.clone(),
+            sandbox,
             ..WorkerConfig::new(opts.capacity, DEFAULT_IDLE_TTL, &opts.data_dir)
         },
         Arc::new(ServerArtifacts(conn.clone())),
@@ -202,7 +231,6 @@ async fn serve(opts: WorkerOpts) -> anyhow::Result<()> {
         attempt_log,
     });
     tracing::info!(worker = %state.id, server = %state.conn.base, "gust worker started");
-    tracing::warn!("{}", gust_runtime::sandbox::describe());
     println!("gust worker {} joined {}", state.id, state.conn.base);
     let heartbeat = tokio::spawn(heartbeat_loop(state.clone()));
     let renew = tokio::spawn(renew_loop(state.clone()));

@@ -139,3 +139,143 @@ def handler(event, context):
     let err: Value = r.json().unwrap();
     assert_eq!(err["errorMessage"], "ValueError: no way", "errorType from the runtime's error body");
 }
+
+/// A `provided` bootstrap that reports what it sees from inside its environment.
+const INSPECTOR: &[u8] = br#"#!/usr/bin/env python3
+import json, os, socket, subprocess, time, urllib.request
+api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime"
+count = 0
+while True:
+    with urllib.request.urlopen(api + "/invocation/next") as r:
+        rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+        event = json.loads(r.read() or b"{}")
+    count += 1
+    if event.get("hang"):
+        subprocess.Popen(["sleep", event["hang"]])
+        time.sleep(300)
+    try:
+        socket.create_connection(("127.0.0.1", event["port"]), timeout=2).close()
+        host_port = "reached"
+    except OSError as e:
+        host_port = type(e).__name__
+    with open("/tmp/scratch", "w") as f:
+        f.write("private and writable")
+    try:
+        os.mkdir(os.path.join(os.environ["LAMBDA_TASK_ROOT"], "mine"))
+        task_root = "writable"
+    except OSError as e:
+        task_root = type(e).__name__
+    data = event["data_dir"]
+    body = {
+        "count": count,
+        "pid": os.getpid(),
+        "processes": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+        "uid": os.getuid(),
+        "host_port": host_port,
+        "hostname": socket.gethostname(),
+        "data_dir": sorted(os.listdir(data)) if os.path.isdir(data) else None,
+        "tasks": sorted(os.listdir(os.path.join(data, "tasks"))),
+        "tmp": sorted(os.listdir("/tmp")),
+        "task_root": task_root,
+    }
+    urllib.request.urlopen(urllib.request.Request(api + "/invocation/" + rid + "/response", data=json.dumps(body).encode(), method="POST"))
+"#;
+
+fn deploy_inspector(s: &Server) -> String {
+    let r = s.put_json("/v1/functions/inside", &json!({ "runtime": "provided.al2023", "timeout_ms": 2000 }));
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    let r = s
+        .client()
+        .put(format!("{}/v1/functions/inside/code", s.url))
+        .header("content-type", "application/zip")
+        .body(zip(&[("bootstrap", INSPECTOR, 0o755)]))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    r.json::<Value>().unwrap()["code_sha256"].as_str().unwrap().to_string()
+}
+
+fn namespaces_available() -> bool {
+    // What the sandbox needs as root (the tests run as root on gust's machines); elsewhere,
+    // whatever `unshare` can do for an unprivileged user.
+    std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--pid", "--fork", "--mount", "--net", "--ipc", "--uts", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_function_runs_in_its_own_namespaces_and_still_talks_to_the_runtime_api() {
+    if !namespaces_available() {
+        eprintln!("skipped: this host cannot make namespaces");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--isolation", "strict"]);
+    let sha = deploy_inspector(&s);
+    // A port on the host's loopback that the function must not reach.
+    let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let event = json!({ "port": host.local_addr().unwrap().port(), "data_dir": dir.path() }).to_string();
+
+    let r = s.invoke("inside", None, event.as_bytes(), &[]);
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("gust-function-error").is_none(), "{}", r.text().unwrap());
+    let v: Value = r.json().unwrap();
+    assert!(v["pid"].as_u64().unwrap() <= 3, "a new pid namespace: {v}");
+    let processes = v["processes"].as_array().unwrap();
+    assert!(processes.len() <= 4, "only the environment's own processes are visible: {v}");
+    assert_ne!(v["uid"], 0, "not root: {v}");
+    assert_eq!(v["host_port"], "ConnectionRefusedError", "a new network namespace: {v}");
+    assert_eq!(v["hostname"], "gust");
+    assert_ne!(v["task_root"], "writable", "the shared task root is read-only: {v}");
+    assert_eq!(v["data_dir"], json!(["tasks"]), "the database and artifacts are hidden: {v}");
+    assert_eq!(v["tasks"], json!([sha]), "only this function's code is visible: {v}");
+    // The environment's own /tmp: its scratch file, and the mount point of its task root (the
+    // test's data dir is below /tmp).
+    let mut tmp = vec!["scratch", dir.path().file_name().unwrap().to_str().unwrap()];
+    tmp.sort();
+    assert_eq!(v["tmp"], json!(tmp), "{v}");
+
+    let v: Value = s.invoke("inside", None, event.as_bytes(), &[]).json().unwrap();
+    assert_eq!(v["count"], 2, "the environment stayed warm through the bridge: {v}");
+
+    // A timeout takes the whole environment down, children included.
+    let marker = format!("301.{}", std::process::id());
+    let hang = json!({ "port": 1, "data_dir": dir.path(), "hang": marker }).to_string();
+    let r = s.invoke("inside", None, hang.as_bytes(), &[]);
+    assert_eq!(r.headers()["gust-function-error"], "Timeout");
+    std::thread::sleep(Duration::from_millis(300));
+    let sleepers =
+        std::process::Command::new("pgrep").args(["-f", &format!("sleep {marker}")]).output().unwrap();
+    assert!(sleepers.stdout.is_empty(), "nothing is left of the environment");
+    let v: Value = s.invoke("inside", None, event.as_bytes(), &[]).json().unwrap();
+    assert_eq!(v["count"], 1, "a cold start after the timeout: {v}");
+}
+
+#[test]
+fn strict_isolation_refuses_to_start_without_namespaces() {
+    // Without CAP_SYS_ADMIN root cannot make namespaces; setpriv drops it for the server.
+    let can_drop = std::process::Command::new("setpriv")
+        .args(["--inh-caps=-sys_admin", "--bounding-set=-sys_admin", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !can_drop || !nix_is_root() {
+        eprintln!("skipped: needs root and setpriv");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--inh-caps=-sys_admin", "--bounding-set=-sys_admin", env!("CARGO_BIN_EXE_gust")])
+        .args(["server", "--listen", "127.0.0.1:0", "--isolation", "strict", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--isolation strict") && stderr.contains("pid namespace"), "{stderr}");
+    assert!(out.stdout.is_empty(), "it never listened");
+}
+
+fn nix_is_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n")
+}

@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use gust_core::ErrorKind;
 
+pub mod init;
 pub mod package;
 pub mod process;
 pub mod sandbox;

@@ -2,8 +2,9 @@
 //! (`/2018-06-01/runtime/...`), as AWS's own runtime clients expect.
 //!
 //! An environment is one process (in its own process group, working directory = the read-only
-//! task root, Lambda's environment variables) plus a Runtime API server on 127.0.0.1 that only
-//! it talks to. It runs one invocation at a time and stays warm for the next invocation of the
+//! task root, Lambda's environment variables, isolated as `sandbox.rs` decides) plus a Runtime
+//! API server that only it talks to: on 127.0.0.1 on the host, or, when the environment has its
+//! own network namespace, on a Unix socket that the sandbox init bridges to 127.0.0.1 inside. It runs one invocation at a time and stays warm for the next invocation of the
 //! same function version, so module-level state survives; it is discarded after a timeout
 //! (the whole process group is killed), an exit, or an init error. stdout and stderr are the
 //! log, bounded to their tail per invocation.
@@ -26,6 +27,7 @@ use parking_lot::Mutex;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::sandbox::{Isolation, Sandbox, Start, RUNTIME_API_PORT};
 use crate::{RunOutcome, Status, TailBuffer};
 
 /// `PATH` inside environments.
@@ -78,6 +80,22 @@ struct ApiState {
     init_error: Mutex<Option<String>>,
 }
 
+/// How the process runtime runs environments.
+#[derive(Debug, Clone)]
+pub struct ProcessConfig {
+    /// A warm environment unused for this long is reaped.
+    pub idle_ttl: Duration,
+    /// The isolation environments get, decided at start ([`Sandbox::detect`]).
+    pub sandbox: Arc<Sandbox>,
+}
+
+impl ProcessConfig {
+    /// Environments without namespaces (rlimits, temp dir, process group and user only).
+    pub fn unconfined(idle_ttl: Duration) -> Self {
+        ProcessConfig { idle_ttl, sandbox: Arc::new(Sandbox::unconfined()) }
+    }
+}
+
 struct Environment {
     child: tokio::process::Child,
     pgid: i32,
@@ -85,8 +103,24 @@ struct Environment {
     api: Arc<ApiState>,
     server: tokio::task::JoinHandle<()>,
     log: Arc<Mutex<TailBuffer>>,
-    tmp: PathBuf,
+    dirs: EnvDirs,
     last_used: Instant,
+}
+
+/// An environment's directories on the host: its temp dir and, with a private network, the
+/// directory of its Runtime API socket (0700, gust's user only). Removed when dropped.
+struct EnvDirs {
+    tmp: PathBuf,
+    api: Option<PathBuf>,
+}
+
+impl Drop for EnvDirs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.tmp);
+        if let Some(api) = &self.api {
+            let _ = std::fs::remove_dir_all(api);
+        }
+    }
 }
 
 impl Environment {
@@ -97,18 +131,22 @@ impl Environment {
         );
         let _ = self.child.start_kill();
         self.server.abort();
-        let _ = std::fs::remove_dir_all(&self.tmp);
+        drop(self.dirs);
     }
 }
 
-/// A fresh private temporary directory for one environment.
-fn tempdir_for(function: &str) -> std::io::Result<PathBuf> {
+/// A fresh private temporary directory for one environment (`kind` names it: the function, or
+/// `api` for the Runtime API's socket).
+fn tempdir_for(kind: &str) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let unique = format!(
-        "gust-{}-{}-{:x}",
-        function,
+        "gust-{}-{}-{:x}-{}",
+        kind,
         std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+        NEXT.fetch_add(1, Ordering::Relaxed)
     );
     let path = std::env::temp_dir().join(unique);
     std::fs::DirBuilder::new().mode(0o700).create(&path)?;
@@ -118,6 +156,7 @@ fn tempdir_for(function: &str) -> std::io::Result<PathBuf> {
 pub struct ProcessRuntime {
     idle: Mutex<HashMap<String, Vec<Environment>>>,
     idle_ttl: Duration,
+    sandbox: Arc<Sandbox>,
 }
 
 fn header(v: &str) -> HeaderValue {
@@ -196,8 +235,17 @@ fn failed(kind: ErrorKind, message: String, log: String, started: Instant) -> Ru
 }
 
 impl ProcessRuntime {
-    pub fn new(idle_ttl: Duration) -> Arc<Self> {
-        Arc::new(ProcessRuntime { idle: Mutex::new(HashMap::new()), idle_ttl })
+    pub fn new(cfg: ProcessConfig) -> Arc<Self> {
+        Arc::new(ProcessRuntime {
+            idle: Mutex::new(HashMap::new()),
+            idle_ttl: cfg.idle_ttl,
+            sandbox: cfg.sandbox,
+        })
+    }
+
+    /// The isolation environments get.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
     }
 
     /// Kills environments idle for longer than the idle TTL; returns how many.
@@ -238,30 +286,75 @@ impl ProcessRuntime {
             // Bodies past the result limit are read (so the client sees our answer) and refused.
             .layer(DefaultBodyLimit::max(MAX_RESULT_BYTES + 1024 * 1024))
             .with_state(api.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let server = tokio::spawn(async move {
-            use axum::serve::ListenerExt;
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let _ = axum::serve(listener, router).await;
-        });
         let (program, args) = match &f.launch {
             Launch::Bootstrap => (f.task_root.join("bootstrap").to_string_lossy().into_owned(), Vec::new()),
             Launch::Command { program, args } => (program.clone(), args.clone()),
         };
+        let sandbox = &self.sandbox;
+        if !sandbox.missing().is_empty() {
+            tracing::debug!(
+                function = f.function,
+                missing = %sandbox.missing().join("; "),
+                "environment starts with weaker isolation than configured"
+            );
+        }
+        let user = sandbox.user_for(&f.task_root, &program, ENV_PATH);
+        if user.is_none() && nix::unistd::geteuid().is_root() {
+            if sandbox.isolation() == Isolation::Strict {
+                return Err(std::io::Error::other(format!(
+                    "--isolation strict: the sandbox user cannot reach the task root {} or the program {program}",
+                    f.task_root.display()
+                )));
+            }
+            tracing::warn!(
+                task_root = %f.task_root.display(),
+                program = %program,
+                "function runs as root: its task root or program is not reachable by the sandbox user"
+            );
+        }
         // A private, writable temporary directory, removed with the environment.
-        let tmp = tempdir_for(f.function)?;
-        let program_path = program.clone();
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
-            .current_dir(&f.task_root)
-            .env_clear()
+        let mut dirs = EnvDirs { tmp: tempdir_for(f.function)?, api: None };
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(&dirs.tmp, Some(uid), Some(gid))?;
+        }
+        let (api_addr, api_socket, server) = if sandbox.private_network() {
+            // Named apart from the function: a Unix socket's path has at most 107 bytes.
+            let dir = tempdir_for("api")?;
+            dirs.api = Some(dir.clone());
+            let socket = dir.join("api.sock");
+            let listener = tokio::net::UnixListener::bind(&socket)?;
+            let server = tokio::spawn(async move {
+                let _ = axum::serve(listener, router).await;
+            });
+            (format!("127.0.0.1:{RUNTIME_API_PORT}"), Some(socket), server)
+        } else {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let server = tokio::spawn(async move {
+                use axum::serve::ListenerExt;
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                let _ = axum::serve(listener, router).await;
+            });
+            (addr.to_string(), None, server)
+        };
+        let tmp_inside = if sandbox.private_mounts() { PathBuf::from("/tmp") } else { dirs.tmp.clone() };
+        let start = Start {
+            task_root: &f.task_root,
+            tmp: &dirs.tmp,
+            api_socket: api_socket.as_deref(),
+            program: &program,
+            args: &args,
+            limits: crate::sandbox::Limits::for_memory_mb(f.memory_mb),
+            user,
+        };
+        let mut cmd = tokio::process::Command::from(sandbox.command(&start));
+        cmd.env_clear()
             .envs(f.env)
             .env("PATH", ENV_PATH)
             .env("LANG", "C.UTF-8")
-            .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+            .env("AWS_LAMBDA_RUNTIME_API", api_addr)
             .env("_HANDLER", f.handler)
             .env("LAMBDA_TASK_ROOT", &f.task_root)
             .env("LAMBDA_RUNTIME_DIR", &f.task_root)
@@ -274,33 +367,17 @@ impl ProcessRuntime {
             .env("AWS_DEFAULT_REGION", "us-east-1")
             .env("AWS_EXECUTION_ENV", "gust")
             .env("TZ", ":UTC")
-            .env("TMPDIR", &tmp)
-            .env("HOME", &tmp)
+            .env("TMPDIR", &tmp_inside)
+            .env("HOME", &tmp_inside)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
-        crate::sandbox::limit(&mut cmd, crate::sandbox::Limits::for_memory_mb(f.memory_mb));
-        match crate::sandbox::user_for(&f.task_root, &program_path, ENV_PATH) {
-            Some((uid, gid)) => {
-                std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))?;
-                cmd.uid(uid).gid(gid);
-            }
-            None if nix::unistd::geteuid().is_root() => {
-                tracing::warn!(
-                    task_root = %f.task_root.display(),
-                    program = %program_path,
-                    "function runs as root: its task root or program is not reachable by the sandbox user"
-                );
-            }
-            None => {}
-        }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
                 server.abort();
-                let _ = std::fs::remove_dir_all(&tmp);
                 return Err(e);
             }
         };
@@ -325,7 +402,7 @@ impl ProcessRuntime {
                 }
             });
         }
-        Ok(Environment { child, pgid, offer, api, server, log, tmp, last_used: Instant::now() })
+        Ok(Environment { child, pgid, offer, api, server, log, dirs, last_used: Instant::now() })
     }
 
     /// Runs one invocation in a warm environment of `f`, or a new one (cold start).

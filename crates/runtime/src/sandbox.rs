@@ -1,14 +1,31 @@
-//! The platform code of process isolation: the one module with `unsafe`, each block explained.
+//! The platform code of process isolation: what this host allows, probed once at start, and
+//! how an environment's process is started under it. With `init.rs`, the only modules with
+//! `unsafe`, each block explained.
 //!
-//! Applied to every process environment: its own process group and group kill (see
-//! `process.rs`), a private temporary directory, resource limits set between fork and exec
-//! (address space from the function's memory setting, open files, processes, no core dumps),
-//! and — when gust runs as root — an unprivileged user (`nobody`), provided the task root is
-//! reachable by it (otherwise the environment runs as root and the server says so at start).
-//! Not applied yet (and reported at start): user/pid/mount/net namespaces (a network namespace
-//! needs the Runtime API bridged into it).
+//! Every process environment gets its own process group and group kill (see `process.rs`), a
+//! private temporary directory, resource limits (address space from the function's memory
+//! setting, open files, processes, no core dumps), no new privileges, and — when gust runs as
+//! root — an unprivileged user (`nobody`), provided the task root is reachable by it.
+//!
+//! Where the kernel allows, each environment also runs in new pid, mount, network, ipc and uts
+//! namespaces (plus a user namespace when gust is not root, in which gust's own uid is the
+//! namespace's root and the function runs as gust's uid in a nested one). gust does not enter
+//! them itself: the forked child unshares them between fork and exec and executes the sandbox
+//! init (`gust __sandbox-init`, see `init.rs`), which bridges the Runtime API into the network
+//! namespace, makes the mount namespace, and starts the function.
+//!
+//! [`Isolation`] says what is required: `strict` refuses to start without namespaces,
+//! `best-effort` (the default) uses what works and warns loudly about the rest, `none` is the
+//! old behaviour (no namespaces) for debugging.
 
+use std::ffi::{CString, OsString};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sched::CloneFlags;
 use nix::sys::resource::{setrlimit, Resource};
+
+use crate::init::InitSpec;
 
 /// Open files per environment.
 pub const MAX_OPEN_FILES: u64 = 1024;
@@ -20,9 +37,15 @@ pub const SANDBOX_GID: u32 = 65534;
 /// Headroom over the function's memory for the runtime's own mappings (interpreters map more
 /// address space than they use).
 pub const ADDRESS_SPACE_HEADROOM_MB: u64 = 256;
+/// The Runtime API's port inside an environment's network namespace (Lambda's own).
+pub const RUNTIME_API_PORT: u16 = 9001;
+/// The hostname inside an environment's uts namespace.
+pub const SANDBOX_HOSTNAME: &str = "gust";
+/// How long the start-up probe of the sandbox init may take before it counts as failed.
+const PROBE_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Limits for one environment's process.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub address_space_bytes: u64,
     pub open_files: u64,
@@ -37,18 +60,540 @@ impl Limits {
     }
 }
 
-/// What isolation this host gives environments, for the start-up log.
-pub fn describe() -> String {
-    let root = nix::unistd::geteuid().is_root();
-    format!(
-        "process isolation: own process group, private temp dir, rlimits (address space, open files, processes, \
-         no core){}; NOT applied: user/pid/mount/net namespaces",
-        if root { ", user nobody where the task root is reachable (else root, with a warning)" } else { "" }
-    )
+/// How much isolation environments must have (`--isolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Namespaces and a non-root user are required: gust refuses to start without them, and an
+    /// environment whose task root the sandbox user cannot reach is not started.
+    Strict,
+    /// Use what the host allows; warn loudly at start about what is missing.
+    #[default]
+    BestEffort,
+    /// No namespaces (process group, temp dir, rlimits and user only): for debugging.
+    None,
+}
+
+impl std::str::FromStr for Isolation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "strict" => Ok(Isolation::Strict),
+            "best-effort" => Ok(Isolation::BestEffort),
+            "none" => Ok(Isolation::None),
+            other => Err(format!("unknown isolation {other:?}: expected strict, best-effort or none")),
+        }
+    }
+}
+
+impl std::fmt::Display for Isolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Isolation::Strict => "strict",
+            Isolation::BestEffort => "best-effort",
+            Isolation::None => "none",
+        })
+    }
+}
+
+/// What the operator asked for, and what the sandbox needs to know about this host.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxConfig {
+    pub isolation: Isolation,
+    /// The sandbox init: a program that runs `init::main` when its first argument is
+    /// [`crate::init::SUBCOMMAND`] (the gust binary). Without it there are no namespaces.
+    pub init_program: Option<PathBuf>,
+    /// Directories covered by an empty tmpfs in every environment (gust's data directory: the
+    /// database and every function's code); the environment's own task root is bound back.
+    pub hidden_dirs: Vec<PathBuf>,
+}
+
+/// Which namespaces environments get.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Namespaces {
+    user: bool,
+    pid: bool,
+    mount: bool,
+    net: bool,
+    ipc: bool,
+    uts: bool,
+}
+
+impl Namespaces {
+    /// The namespaces unshared between fork and exec; the mount namespace is made by the
+    /// init's pid 1, so that the init itself keeps the host's view (and the Runtime API socket).
+    fn unshare_flags(self) -> CloneFlags {
+        let mut f = CloneFlags::empty();
+        for (on, flag) in [
+            (self.user, CloneFlags::CLONE_NEWUSER),
+            (self.pid, CloneFlags::CLONE_NEWPID),
+            (self.net, CloneFlags::CLONE_NEWNET),
+            (self.ipc, CloneFlags::CLONE_NEWIPC),
+            (self.uts, CloneFlags::CLONE_NEWUTS),
+        ] {
+            if on {
+                f |= flag;
+            }
+        }
+        f
+    }
+
+    fn any(self) -> bool {
+        self.pid || self.mount || self.net || self.ipc || self.uts
+    }
+
+    fn names(self) -> Vec<&'static str> {
+        [
+            (self.user, "user"),
+            (self.pid, "pid"),
+            (self.mount, "mount"),
+            (self.net, "net"),
+            (self.ipc, "ipc"),
+            (self.uts, "uts"),
+        ]
+        .into_iter()
+        .filter_map(|(on, n)| on.then_some(n))
+        .collect()
+    }
+}
+
+/// Strict isolation was configured and this host cannot give it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--isolation strict: this host cannot isolate functions: missing {}", .missing.join("; "))]
+pub struct IsolationError {
+    pub missing: Vec<String>,
+}
+
+/// The isolation environments get on this host: decided once at start from what was
+/// configured and what the probe found.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    isolation: Isolation,
+    root: bool,
+    ns: Namespaces,
+    init_program: Option<PathBuf>,
+    hidden_dirs: Vec<PathBuf>,
+    /// What was configured but is not available here (empty when nothing is missing).
+    missing: Vec<String>,
+}
+
+/// The user namespace's id maps, formatted before fork (nothing may allocate after it).
+struct IdMaps {
+    uid_map: Vec<u8>,
+    gid_map: Vec<u8>,
+}
+
+impl IdMaps {
+    /// Maps gust's own uid and gid to root inside the new user namespace.
+    fn own_ids_as_root() -> IdMaps {
+        IdMaps {
+            uid_map: format!("0 {} 1\n", nix::unistd::geteuid()).into_bytes(),
+            gid_map: format!("0 {} 1\n", nix::unistd::getegid()).into_bytes(),
+        }
+    }
+}
+
+/// Writes `data` to a `/proc/self` file. Async-signal-safe: no allocation, three syscalls.
+#[allow(unsafe_code)]
+fn write_proc_self(path: &std::ffi::CStr, data: &[u8]) -> std::io::Result<()> {
+    use nix::libc;
+    // SAFETY: `path` is a NUL-terminated C string and `data` a live buffer of `data.len()`
+    // bytes; the descriptor is closed on every path. No allocation or lock is involved, so this
+    // is safe between fork and exec.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = libc::write(fd, data.as_ptr().cast(), data.len());
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if n != data.len() as isize {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// Enters new namespaces (and maps ids in a new user namespace). Runs between fork and exec:
+/// only system calls on prepared data, no allocation.
+fn enter(flags: CloneFlags, maps: Option<&IdMaps>) -> std::io::Result<()> {
+    let os = |e: nix::errno::Errno| std::io::Error::from_raw_os_error(e as i32);
+    nix::sched::unshare(flags).map_err(os)?;
+    if let Some(m) = maps {
+        write_proc_self(c"/proc/self/setgroups", b"deny")?;
+        write_proc_self(c"/proc/self/uid_map", &m.uid_map)?;
+        write_proc_self(c"/proc/self/gid_map", &m.gid_map)?;
+    }
+    Ok(())
+}
+
+/// Forks a child that enters `flags` (mapping ids when a user namespace is among them) and
+/// exits: whether the kernel lets this process make those namespaces.
+#[allow(unsafe_code)]
+fn can_unshare(flags: CloneFlags) -> bool {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+    let maps = flags.contains(CloneFlags::CLONE_NEWUSER).then(IdMaps::own_ids_as_root);
+    // SAFETY: the child only makes system calls on data prepared before the fork (`enter`
+    // allocates nothing) and leaves with `_exit`, so it is async-signal-safe even though this
+    // process has other threads.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let code = i32::from(enter(flags, maps.as_ref()).is_err());
+            // SAFETY: `_exit` ends the child without running destructors or atexit handlers
+            // that belong to the parent's state.
+            unsafe { nix::libc::_exit(code) }
+        }
+        Ok(ForkResult::Parent { child }) => loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => return code == 0,
+                Err(nix::errno::Errno::EINTR) => continue,
+                _ => return false,
+            }
+        },
+        Err(_) => false,
+    }
+}
+
+/// What one environment's process needs to start inside the sandbox.
+pub(crate) struct Start<'a> {
+    pub task_root: &'a Path,
+    /// The private temporary directory (bound at /tmp in a mount namespace).
+    pub tmp: &'a Path,
+    /// The Runtime API's Unix socket, bridged to 127.0.0.1:[`RUNTIME_API_PORT`] inside a
+    /// network namespace.
+    pub api_socket: Option<&'a Path>,
+    pub program: &'a str,
+    pub args: &'a [String],
+    pub limits: Limits,
+    /// The user to run as (gust is root), or None (gust's own user).
+    pub user: Option<(u32, u32)>,
+}
+
+impl Sandbox {
+    /// No namespaces (`--isolation none`), without probing the host.
+    pub fn unconfined() -> Sandbox {
+        Sandbox {
+            isolation: Isolation::None,
+            root: nix::unistd::geteuid().is_root(),
+            ns: Namespaces::default(),
+            init_program: None,
+            hidden_dirs: Vec::new(),
+            missing: Vec::new(),
+        }
+    }
+
+    /// Probes what this host allows (by actually making namespaces, then by running the
+    /// sandbox init once end to end), logs it, and decides what environments get. Blocks for a
+    /// few milliseconds; call once at start. Refuses strict isolation that cannot be given.
+    pub fn detect(cfg: SandboxConfig) -> Result<Sandbox, IsolationError> {
+        let mut sandbox = Sandbox::unconfined();
+        sandbox.isolation = cfg.isolation;
+        if cfg.isolation == Isolation::None {
+            tracing::warn!("{}", sandbox.describe());
+            return Ok(sandbox);
+        }
+        let root = sandbox.root;
+        let user = if root { CloneFlags::empty() } else { CloneFlags::CLONE_NEWUSER };
+        let mut missing = Vec::new();
+        let user_ok = root || can_unshare(CloneFlags::CLONE_NEWUSER);
+        if !user_ok {
+            missing.push("user namespace (gust is not root and cannot make one)".to_string());
+        }
+        let try_ns = |flag: CloneFlags, name: &str, missing: &mut Vec<String>| {
+            let ok = user_ok && can_unshare(user | flag);
+            if !ok {
+                missing.push(format!("{name} namespace"));
+            }
+            ok
+        };
+        let mut ns = Namespaces {
+            user: !root && user_ok,
+            pid: try_ns(CloneFlags::CLONE_NEWPID, "pid", &mut missing),
+            mount: try_ns(CloneFlags::CLONE_NEWNS, "mount", &mut missing),
+            net: try_ns(CloneFlags::CLONE_NEWNET, "net", &mut missing),
+            ipc: try_ns(CloneFlags::CLONE_NEWIPC, "ipc", &mut missing),
+            uts: try_ns(CloneFlags::CLONE_NEWUTS, "uts", &mut missing),
+        };
+        // The namespaces are usable only if the init runs in them end to end.
+        let init_works = ns.any() && {
+            sandbox.ns = ns;
+            sandbox.hidden_dirs = hidden_dirs(&cfg.hidden_dirs);
+            sandbox.init_program = cfg.init_program.clone();
+            let probed = match &sandbox.init_program {
+                None => Err("no program to run it".to_string()),
+                Some(_) => sandbox.probe(),
+            };
+            if let Err(e) = &probed {
+                missing.push(format!("all namespaces: the sandbox init failed its start-up probe: {e}"));
+            }
+            probed.is_ok()
+        };
+        if !init_works {
+            ns = Namespaces::default();
+            sandbox.init_program = None;
+            sandbox.hidden_dirs.clear();
+        }
+        sandbox.ns = ns;
+        sandbox.missing = missing;
+        if cfg.isolation == Isolation::Strict && !sandbox.missing.is_empty() {
+            return Err(IsolationError { missing: sandbox.missing });
+        }
+        if sandbox.missing.is_empty() {
+            tracing::info!("{}", sandbox.describe());
+        } else {
+            tracing::warn!(
+                "WEAKER ISOLATION THAN CONFIGURED: functions run without: {} ({})",
+                sandbox.missing.join("; "),
+                sandbox.describe()
+            );
+        }
+        Ok(sandbox)
+    }
+
+    /// What environments get here, for the start-up log.
+    pub fn describe(&self) -> String {
+        let mut s = format!("process isolation ({}): own process group, private temp dir", self.isolation);
+        if self.ns.any() {
+            s.push_str(&format!(", namespaces: {}", self.ns.names().join(", ")));
+            if self.ns.net {
+                s.push_str(" (no network; Runtime API bridged in)");
+            }
+            if self.ns.mount {
+                s.push_str(", private /tmp");
+                if self.ns.pid {
+                    s.push_str(" and /proc");
+                }
+                if !self.hidden_dirs.is_empty() {
+                    let dirs: Vec<String> =
+                        self.hidden_dirs.iter().map(|d| d.display().to_string()).collect();
+                    s.push_str(&format!(", hidden: {}", dirs.join(", ")));
+                }
+            }
+        }
+        s.push_str(", rlimits (address space, open files, processes, no core), no new privileges");
+        if self.root {
+            s.push_str(", user nobody where the task root is reachable");
+            if self.isolation != Isolation::Strict {
+                s.push_str(" (else root, with a warning)");
+            }
+        } else {
+            s.push_str(", gust's own (non-root) user");
+        }
+        if !self.ns.any() {
+            s.push_str("; NOT applied: namespaces (functions share the host's network, processes and files)");
+        }
+        s.push_str("; not used: cgroups");
+        s
+    }
+
+    /// What was configured but is not available here.
+    pub fn missing(&self) -> &[String] {
+        &self.missing
+    }
+
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
+    }
+
+    /// Whether environments start through the sandbox init, in namespaces.
+    pub fn namespaces(&self) -> bool {
+        self.init_program.is_some() && self.ns.any()
+    }
+
+    /// Whether environments have their own network namespace (the Runtime API is bridged).
+    pub fn private_network(&self) -> bool {
+        self.namespaces() && self.ns.net
+    }
+
+    /// Whether environments have their own mount namespace (private /tmp, hidden data dir).
+    pub fn private_mounts(&self) -> bool {
+        self.namespaces() && self.ns.mount
+    }
+
+    /// Directories that exist only as mount points inside an environment (so their host
+    /// permissions do not matter to the sandbox user).
+    fn covered(&self, dir: &Path) -> bool {
+        self.private_mounts()
+            && (dir.starts_with("/tmp") || self.hidden_dirs.iter().any(|h| dir.starts_with(h)))
+    }
+
+    /// The user an environment should run as: `nobody` when gust runs as root and both the task
+    /// root and the program are reachable by it (as the environment sees them), else None.
+    pub fn user_for(&self, task_root: &Path, program: &str, path: &str) -> Option<(u32, u32)> {
+        let covered = |d: &Path| self.covered(d);
+        let ok = self.root
+            && reachable_by_others_except(task_root, &covered)
+            && executable_by_others_except(program, path, &covered);
+        ok.then_some((SANDBOX_UID, SANDBOX_GID))
+    }
+
+    /// The command that starts `start.program` in a new environment: through the sandbox init
+    /// in namespaces, or directly with rlimits and the user. The caller adds the environment,
+    /// stdio and process group.
+    pub(crate) fn command(&self, start: &Start<'_>) -> std::process::Command {
+        use std::os::unix::process::CommandExt;
+        let Some(init) = self.init_program.as_ref().filter(|_| self.ns.any()) else {
+            let mut cmd = std::process::Command::new(start.program);
+            cmd.args(start.args).current_dir(start.task_root);
+            limit(&mut cmd, start.limits);
+            if let Some((uid, gid)) = start.user {
+                cmd.uid(uid).gid(gid);
+            }
+            return cmd;
+        };
+        let spec = self.init_spec(start);
+        let mut cmd = std::process::Command::new(init);
+        cmd.arg(crate::init::SUBCOMMAND).args(spec.to_args()).current_dir("/");
+        self.enter_on_exec(&mut cmd);
+        cmd
+    }
+
+    fn init_spec(&self, start: &Start<'_>) -> InitSpec {
+        InitSpec {
+            api_socket: start.api_socket.filter(|_| self.ns.net).map(Path::to_path_buf),
+            api_port: RUNTIME_API_PORT,
+            mount: self.ns.mount,
+            proc: self.ns.mount && self.ns.pid,
+            tmp: self.ns.mount.then(|| start.tmp.to_path_buf()),
+            hide: self.hidden_dirs.clone(),
+            bind: vec![start.task_root.to_path_buf()],
+            hostname: self.ns.uts.then(|| SANDBOX_HOSTNAME.to_string()),
+            user: start.user,
+            map_user: self
+                .ns
+                .user
+                .then(|| (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())),
+            limits: start.limits,
+            cwd: start.task_root.to_path_buf(),
+            probe: false,
+            program: OsString::from(start.program),
+            args: start.args.iter().map(OsString::from).collect(),
+        }
+    }
+
+    /// Arranges for the child of `cmd` to enter the namespaces before it executes.
+    #[allow(unsafe_code)]
+    fn enter_on_exec(&self, cmd: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt;
+        let flags = self.ns.unshare_flags();
+        let maps = self.ns.user.then(IdMaps::own_ids_as_root);
+        // SAFETY: the closure runs in the forked child before exec, where only
+        // async-signal-safe work is allowed: unshare(2) and, for a user namespace, three
+        // open/write/close sequences on buffers formatted before the fork. It allocates
+        // nothing (errors are raw errnos) and takes no locks.
+        unsafe {
+            cmd.pre_exec(move || enter(flags, maps.as_ref()));
+        }
+    }
+
+    /// Runs the sandbox init once end to end (namespaces, bridge, mounts, user), with a probe
+    /// in place of the function: the only way to know the whole path works here.
+    fn probe(&self) -> Result<(), String> {
+        use std::io::{Read, Write};
+        use std::os::unix::fs::DirBuilderExt;
+        let base = std::env::temp_dir().join(format!("gust-probe-{}-{:x}", std::process::id(), nanos()));
+        let mk = |p: &Path| std::fs::DirBuilder::new().mode(0o755).create(p).map_err(|e| e.to_string());
+        mk(&base)?;
+        let cleanup = scopeguard(base.clone());
+        let (task, tmp) = (base.join("task"), base.join("tmp"));
+        mk(&task)?;
+        mk(&tmp)?;
+        let socket = base.join("api.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).map_err(|e| e.to_string())?;
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let start = Start {
+            task_root: &task,
+            tmp: &tmp,
+            api_socket: Some(&socket),
+            program: "/bin/true",
+            args: &[],
+            limits: Limits::for_memory_mb(128),
+            user: self.root.then_some((SANDBOX_UID, SANDBOX_GID)),
+        };
+        let mut spec = self.init_spec(&start);
+        spec.probe = true;
+        let mut cmd = std::process::Command::new(self.init_program.as_ref().ok_or("no init program")?);
+        cmd.arg(crate::init::SUBCOMMAND)
+            .args(spec.to_args())
+            .current_dir("/")
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        self.enter_on_exec(&mut cmd);
+        let mut child = cmd.spawn().map_err(|e| format!("cannot start it: {e}"))?;
+        let deadline = Instant::now() + PROBE_PATIENCE;
+        let mut bridged = !self.ns.net;
+        let status = loop {
+            // The probe connects through the bridge and expects an answer.
+            if let Ok((mut conn, _)) = listener.accept() {
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = [0u8; 5];
+                if conn.read_exact(&mut buf).is_ok() && &buf == b"probe" {
+                    bridged = conn.write_all(b"ok").is_ok();
+                }
+            }
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err("it did not finish in time".into());
+                }
+            }
+        };
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        drop(cleanup);
+        if !status.success() {
+            return Err(format!("{status}: {}", stderr.trim()));
+        }
+        if !bridged {
+            return Err("the Runtime API bridge did not answer".into());
+        }
+        Ok(())
+    }
+}
+
+/// Removes a directory tree when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scopeguard(dir: PathBuf) -> RemoveOnDrop {
+    RemoveOnDrop(dir)
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+/// The directories to hide: absolute, existing, not `/`, not below /tmp (a private /tmp hides
+/// those already) or below another hidden one.
+fn hidden_dirs(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = dirs
+        .iter()
+        .filter_map(|d| d.canonicalize().ok())
+        .filter(|d| d.is_dir() && d.parent().is_some() && !d.starts_with("/tmp"))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let all = dirs.clone();
+    dirs.retain(|d| !all.iter().any(|o| o != d && d.starts_with(o)));
+    dirs
 }
 
 /// Sets the limits on the current process. Called between fork and exec.
-fn apply(limits: Limits) -> std::io::Result<()> {
+pub(crate) fn apply(limits: Limits) -> std::io::Result<()> {
     let set = |r, v| setrlimit(r, v, v).map_err(|e| std::io::Error::from_raw_os_error(e as i32));
     set(Resource::RLIMIT_AS, limits.address_space_bytes)?;
     set(Resource::RLIMIT_NOFILE, limits.open_files)?;
@@ -59,42 +604,56 @@ fn apply(limits: Limits) -> std::io::Result<()> {
 
 /// Whether every directory from `/` down to `dir` lets others through (so `nobody` can reach
 /// a task root below it).
-pub fn reachable_by_others(dir: &std::path::Path) -> bool {
+pub fn reachable_by_others(dir: &Path) -> bool {
+    reachable_by_others_except(dir, &|_| false)
+}
+
+/// Like [`reachable_by_others`], skipping ancestors for which `covered` holds (inside an
+/// environment they are mount points made traversable by the sandbox init).
+fn reachable_by_others_except(dir: &Path, covered: &dyn Fn(&Path) -> bool) -> bool {
     use std::os::unix::fs::PermissionsExt;
     let Ok(dir) = dir.canonicalize() else { return false };
-    dir.ancestors().all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+    let others_x = |d: &Path| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0);
+    others_x(&dir) && dir.ancestors().skip(1).all(|d| covered(d) || others_x(d))
 }
 
 /// Whether others may execute `program` (a path, or a name looked up in `path`).
 pub fn executable_by_others(program: &str, path: &str) -> bool {
+    executable_by_others_except(program, path, &|_| false)
+}
+
+fn executable_by_others_except(program: &str, path: &str, covered: &dyn Fn(&Path) -> bool) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    let candidates: Vec<std::path::PathBuf> = if program.contains('/') {
+    let candidates: Vec<PathBuf> = if program.contains('/') {
         vec![program.into()]
     } else {
-        path.split(':').map(|d| std::path::Path::new(d).join(program)).collect()
+        path.split(':').map(|d| Path::new(d).join(program)).collect()
     };
     candidates.into_iter().filter_map(|c| c.canonicalize().ok()).find(|c| c.is_file()).is_some_and(|c| {
         std::fs::metadata(&c).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
-            && c.parent().is_some_and(reachable_by_others)
+            && c.parent().is_some_and(|dir| reachable_by_others_except(dir, covered))
     })
 }
 
-/// The user an environment should run as: `nobody` when gust runs as root and both the task
-/// root and the program are reachable by it, else gust's own user.
-pub fn user_for(task_root: &std::path::Path, program: &str, path: &str) -> Option<(u32, u32)> {
-    let ok = nix::unistd::geteuid().is_root()
-        && reachable_by_others(task_root)
-        && executable_by_others(program, path);
-    ok.then_some((SANDBOX_UID, SANDBOX_GID))
+/// Arranges for `limits` (and no new privileges) to be applied to the child of `cmd` before
+/// it executes.
+#[allow(unsafe_code)]
+pub fn limit(cmd: &mut std::process::Command, limits: Limits) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // work is allowed: it captures a `Copy` value and makes four setrlimit(2) calls and one
+    // prctl(2); it allocates nothing (the error path converts an errno) and takes no locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            apply(limits)?;
+            nix::sys::prctl::set_no_new_privs().map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+        });
+    }
 }
 
-/// Arranges for `limits` to be applied to the child of `cmd` before it executes.
-#[allow(unsafe_code)]
-pub fn limit(cmd: &mut tokio::process::Command, limits: Limits) {
-    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // work is allowed: it captures a `Copy` value and makes three setrlimit(2) system calls;
-    // it allocates nothing (the error path converts an errno) and takes no locks.
-    unsafe {
-        cmd.pre_exec(move || apply(limits));
-    }
+/// A NUL-terminated copy of `s` for system calls made after fork.
+pub(crate) fn c_string(s: impl Into<Vec<u8>>) -> std::io::Result<CString> {
+    CString::new(s).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "a NUL byte in a path or argument")
+    })
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use gust_core::ErrorKind;
 use gust_runtime::package::{unpack, PackageLimits};
-use gust_runtime::process::{Launch, ProcessFunction, ProcessRuntime};
+use gust_runtime::process::{Launch, ProcessConfig, ProcessFunction, ProcessRuntime};
 use gust_runtime::{RunOutcome, Status};
 
 fn package(dir: &Path) -> std::path::PathBuf {
@@ -53,7 +53,7 @@ fn uuid_like() -> String {
 async fn runs_warm_reports_errors_and_kills_on_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let root = package(dir.path());
-    let rt = ProcessRuntime::new(Duration::from_secs(60));
+    let rt = ProcessRuntime::new(ProcessConfig::unconfined(Duration::from_secs(60)));
     let env = BTreeMap::from([("GREETING".to_string(), "hi".to_string())]);
 
     let first = run(&rt, &root, &env, r#"{"n": 1}"#, 5_000).await;
@@ -114,7 +114,7 @@ async fn runs_warm_reports_errors_and_kills_on_timeout() {
 async fn an_init_error_is_reported_on_the_invocation() {
     let dir = tempfile::tempdir().unwrap();
     let root = package(dir.path());
-    let rt = ProcessRuntime::new(Duration::from_secs(60));
+    let rt = ProcessRuntime::new(ProcessConfig::unconfined(Duration::from_secs(60)));
     let env = BTreeMap::from([("FAIL_INIT".to_string(), "1".to_string())]);
     let out = run(&rt, &root, &env, "{}", 5_000).await;
     assert_eq!(
@@ -130,7 +130,7 @@ async fn a_reachable_task_root_runs_as_an_unprivileged_user_when_gust_is_root() 
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let root = package(dir.path());
-    let rt = ProcessRuntime::new(Duration::from_secs(60));
+    let rt = ProcessRuntime::new(ProcessConfig::unconfined(Duration::from_secs(60)));
     let out = run(&rt, &root, &BTreeMap::new(), "{}", 5_000).await;
     assert_eq!(out.status, Status::Succeeded, "{}", out.log);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

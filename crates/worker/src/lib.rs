@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use gust_core::{Deployment, ErrorKind, Runtime};
-use gust_runtime::process::{Launch, ProcessFunction, ProcessRuntime};
+use gust_runtime::process::{Launch, ProcessConfig, ProcessFunction, ProcessRuntime};
+use gust_runtime::sandbox::Sandbox;
 use gust_runtime::wasm::{WasmConfig, WasmRuntime};
 use gust_runtime::{PrepareError, RunOutcome, RunRequest, Status};
 use parking_lot::Mutex;
@@ -34,6 +35,9 @@ pub struct WorkerConfig {
     pub tasks_dir: std::path::PathBuf,
     /// The Python interpreter that runs `python3.x` functions (`-m awslambdaric HANDLER`).
     pub python: String,
+    /// The isolation process environments get ([`Sandbox::detect`] at start; unconfined by
+    /// default).
+    pub sandbox: Arc<Sandbox>,
 }
 
 impl WorkerConfig {
@@ -48,6 +52,7 @@ impl WorkerConfig {
             },
             tasks_dir: data_dir.join("tasks"),
             python: "python3".into(),
+            sandbox: Arc::new(Sandbox::unconfined()),
         }
     }
 }
@@ -108,7 +113,7 @@ impl Worker {
             idle_ttl: cfg.idle_ttl,
             warm: Mutex::new(HashMap::new()),
             preparing: Mutex::new(HashMap::new()),
-            process: ProcessRuntime::new(cfg.idle_ttl),
+            process: ProcessRuntime::new(ProcessConfig { idle_ttl: cfg.idle_ttl, sandbox: cfg.sandbox }),
             tasks_dir: cfg.tasks_dir,
             python: cfg.python,
         }))

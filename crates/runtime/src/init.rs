@@ -1,0 +1,563 @@
+//! The sandbox init (`gust __sandbox-init ...`): the small program that starts a function
+//! inside its environment's namespaces. With `sandbox.rs`, the only modules with `unsafe`.
+//!
+//! gust runs it (its own binary, under a hidden subcommand) in the pid, net, ipc and uts
+//! namespaces (and user namespace) that the forked child unshared before exec. It
+//! 1. brings up the loopback interface of the new network namespace, listens on
+//!    127.0.0.1:PORT there, and forwards every connection byte for byte to the Runtime API's
+//!    Unix socket on the host (keep-alive and chunked bodies pass untouched): the function's
+//!    only way out of the namespace;
+//! 2. forks the pid namespace's pid 1, which dies with this process (parent-death signal),
+//!    makes a private mount namespace (private propagation, the environment's temp dir at
+//!    /tmp, gust's data dir under an empty tmpfs with the task root bound back, a fresh /proc),
+//!    and forks the function: rlimits, no new privileges, the unprivileged user (or gust's uid
+//!    in a nested user namespace), the task root as working directory, then exec;
+//! 3. pid 1 reaps every orphan and exits with the function's status (the kernel then kills what
+//!    is left in the pid namespace); this process exits with pid 1's status.
+//!
+//! This process stays in the host's mount namespace, so it reaches the Runtime API's socket by
+//! path. It is single-threaded (after unshare(CLONE_NEWPID) the kernel refuses new threads; the
+//! bridge runs on a current-thread runtime), so its forked children may allocate.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+
+use crate::sandbox::Limits;
+
+/// The first argument that makes the gust binary run [`main`] instead of its CLI.
+pub const SUBCOMMAND: &str = "__sandbox-init";
+
+/// Exit status when the init cannot set the environment up (its reason is on stderr, which
+/// is the function's log).
+const SETUP_FAILED: i32 = 126;
+/// Exit status when the function's program cannot be executed.
+const EXEC_FAILED: i32 = 127;
+
+/// Everything the init needs, passed as arguments (the environment is the function's own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct InitSpec {
+    /// The Runtime API's Unix socket: bridged to 127.0.0.1:`api_port` in the namespace.
+    pub api_socket: Option<PathBuf>,
+    pub api_port: u16,
+    /// Make a private mount namespace.
+    pub mount: bool,
+    /// Mount a fresh /proc (needs the pid namespace).
+    pub proc: bool,
+    /// Bound at /tmp.
+    pub tmp: Option<PathBuf>,
+    /// Covered by an empty tmpfs.
+    pub hide: Vec<PathBuf>,
+    /// Bound back at their own paths after hiding.
+    pub bind: Vec<PathBuf>,
+    pub hostname: Option<String>,
+    /// Switch to this uid and gid (gust runs as root).
+    pub user: Option<(u32, u32)>,
+    /// Run in a nested user namespace as this (outer) uid and gid (gust is not root).
+    pub map_user: Option<(u32, u32)>,
+    pub limits: Limits,
+    pub cwd: PathBuf,
+    /// Check the set-up instead of executing the program (the start-up probe).
+    pub probe: bool,
+    pub program: OsString,
+    pub args: Vec<OsString>,
+}
+
+impl InitSpec {
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::new();
+        let mut kv = |k: &str, v: &OsStr| {
+            a.push(k.into());
+            a.push(v.to_os_string());
+        };
+        if let Some(s) = &self.api_socket {
+            kv("--api-socket", s.as_os_str());
+        }
+        kv("--api-port", OsStr::new(&self.api_port.to_string()));
+        if let Some(t) = &self.tmp {
+            kv("--tmp", t.as_os_str());
+        }
+        for h in &self.hide {
+            kv("--hide", h.as_os_str());
+        }
+        for b in &self.bind {
+            kv("--bind", b.as_os_str());
+        }
+        if let Some(h) = &self.hostname {
+            kv("--hostname", OsStr::new(h));
+        }
+        if let Some((u, g)) = self.user {
+            kv("--user", OsStr::new(&format!("{u}:{g}")));
+        }
+        if let Some((u, g)) = self.map_user {
+            kv("--map-user", OsStr::new(&format!("{u}:{g}")));
+        }
+        kv("--as", OsStr::new(&self.limits.address_space_bytes.to_string()));
+        kv("--nofile", OsStr::new(&self.limits.open_files.to_string()));
+        kv("--cwd", self.cwd.as_os_str());
+        for (on, flag) in [(self.mount, "--mount"), (self.proc, "--proc"), (self.probe, "--probe")] {
+            if on {
+                a.push(flag.into());
+            }
+        }
+        a.push("--".into());
+        a.push(self.program.clone());
+        a.extend(self.args.iter().cloned());
+        a
+    }
+
+    pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<InitSpec, String> {
+        let mut spec = InitSpec {
+            api_socket: None,
+            api_port: 0,
+            mount: false,
+            proc: false,
+            tmp: None,
+            hide: Vec::new(),
+            bind: Vec::new(),
+            hostname: None,
+            user: None,
+            map_user: None,
+            limits: Limits::for_memory_mb(0),
+            cwd: PathBuf::from("/"),
+            probe: false,
+            program: OsString::new(),
+            args: Vec::new(),
+        };
+        let mut it = args.into_iter();
+        let text = |v: Option<OsString>, k: &str| -> Result<String, String> {
+            v.and_then(|v| v.into_string().ok()).ok_or_else(|| format!("{k} needs a value"))
+        };
+        let ids = |s: String, k: &str| -> Result<(u32, u32), String> {
+            s.split_once(':')
+                .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
+                .ok_or_else(|| format!("{k} wants UID:GID"))
+        };
+        let num = |s: String, k: &str| s.parse::<u64>().map_err(|_| format!("{k} wants a number"));
+        while let Some(arg) = it.next() {
+            let k = arg.to_string_lossy().into_owned();
+            let path = |v: Option<OsString>| v.map(PathBuf::from).ok_or_else(|| format!("{k} needs a value"));
+            match k.as_str() {
+                "--api-socket" => spec.api_socket = Some(path(it.next())?),
+                "--api-port" => {
+                    spec.api_port = text(it.next(), &k)?.parse().map_err(|_| "--api-port wants a port")?
+                }
+                "--tmp" => spec.tmp = Some(path(it.next())?),
+                "--hide" => spec.hide.push(path(it.next())?),
+                "--bind" => spec.bind.push(path(it.next())?),
+                "--hostname" => spec.hostname = Some(text(it.next(), &k)?),
+                "--user" => spec.user = Some(ids(text(it.next(), &k)?, &k)?),
+                "--map-user" => spec.map_user = Some(ids(text(it.next(), &k)?, &k)?),
+                "--as" => spec.limits.address_space_bytes = num(text(it.next(), &k)?, &k)?,
+                "--nofile" => spec.limits.open_files = num(text(it.next(), &k)?, &k)?,
+                "--cwd" => spec.cwd = path(it.next())?,
+                "--mount" => spec.mount = true,
+                "--proc" => spec.proc = true,
+                "--probe" => spec.probe = true,
+                "--" => {
+                    spec.program = it.next().ok_or("no program after --")?;
+                    spec.args = it.collect();
+                    return Ok(spec);
+                }
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        Err("no program (expected -- PROGRAM ARGS...)".into())
+    }
+}
+
+fn os(e: nix::errno::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+fn context(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> io::Error {
+    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// The init's entry point: `args` are the arguments after [`SUBCOMMAND`]. Returns the exit
+/// status (the function's, or [`SETUP_FAILED`] with the reason on stderr).
+pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let spec = match InitSpec::parse(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("gust sandbox init: {e}");
+            return SETUP_FAILED;
+        }
+    };
+    match run(&spec) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gust sandbox init: {e}");
+            SETUP_FAILED
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn run(spec: &InitSpec) -> io::Result<i32> {
+    let listener = match &spec.api_socket {
+        Some(_) => {
+            loopback_up().map_err(context("cannot bring up the loopback interface"))?;
+            let l = std::net::TcpListener::bind(("127.0.0.1", spec.api_port))
+                .map_err(context(format!("cannot listen on 127.0.0.1:{}", spec.api_port)))?;
+            Some(l)
+        }
+        None => None,
+    };
+    // Pid 1 learns that this process is gone from the end of this pipe (its parent is outside
+    // its pid namespace, so getppid() says nothing).
+    let (alive_r, alive_w) = io::pipe()?;
+    // SAFETY: this process has a single thread (and must: after unshare(CLONE_NEWPID) the
+    // kernel refuses new threads), so the child is an ordinary process that may allocate.
+    match unsafe { fork() }.map_err(os)? {
+        ForkResult::Child => {
+            drop((listener, alive_w));
+            let code = match pid1(spec, alive_r) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("gust sandbox init: {e}");
+                    SETUP_FAILED
+                }
+            };
+            std::process::exit(code)
+        }
+        ForkResult::Parent { child } => {
+            drop(alive_r);
+            let code = serve(listener, spec.api_socket.clone(), child);
+            drop(alive_w);
+            code
+        }
+    }
+}
+
+/// The end of `child` as an exit status (128 + signal when killed), or None while it runs.
+fn ended(child: Pid) -> Option<i32> {
+    use nix::sys::wait::WaitPidFlag;
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Some(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Some(128 + sig as i32),
+            Ok(WaitStatus::StillAlive) => return None,
+            Err(nix::errno::Errno::EINTR) | Ok(_) => continue,
+            Err(_) => return Some(SETUP_FAILED),
+        }
+    }
+}
+
+/// Runs the Runtime API bridge (if any) on this thread until pid 1 ends; returns its status.
+/// One thread only: a process that unshared its pid namespace cannot start threads.
+fn serve(listener: Option<std::net::TcpListener>, socket: Option<PathBuf>, pid1: Pid) -> io::Result<i32> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+    rt.block_on(async move {
+        let mut children = signal(SignalKind::child())?;
+        if let (Some(listener), Some(socket)) = (listener, socket) {
+            tokio::spawn(bridge(listener, socket));
+        }
+        loop {
+            // Checked after registering for SIGCHLD, so an early end is not missed.
+            if let Some(code) = ended(pid1) {
+                return Ok(code);
+            }
+            children.recv().await;
+        }
+    })
+}
+
+/// Sets the `IFF_UP` flag of `lo` (a new network namespace starts with it down).
+#[allow(unsafe_code)]
+fn loopback_up() -> io::Result<()> {
+    use nix::libc;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: socket(2) with constant arguments; the descriptor is owned (closed on drop).
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `ifreq` is plain old data; all-zero is a valid value (empty name, no flags).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS and SIOCSIFFLAGS read and write the `ifreq` passed by pointer,
+    // which lives across both calls; reading `ifru_flags` after SIOCGIFFLAGS filled it is
+    // reading the union member the kernel wrote.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Forwards each connection to 127.0.0.1:PORT (inside the namespace) to the Runtime API's
+/// Unix socket: a byte pipe in both directions, half-closes included.
+async fn bridge(listener: std::net::TcpListener, socket: PathBuf) {
+    let listener =
+        match listener.set_nonblocking(true).and_then(|()| tokio::net::TcpListener::from_std(listener)) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("gust sandbox init: Runtime API bridge: {e}");
+                return;
+            }
+        };
+    while let Ok((mut tcp, _)) = listener.accept().await {
+        // Runtime clients write headers and body separately: no Nagle delay.
+        let _ = tcp.set_nodelay(true);
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            match tokio::net::UnixStream::connect(&socket).await {
+                Ok(mut unix) => {
+                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
+                }
+                Err(e) => eprintln!("gust sandbox init: cannot reach the Runtime API: {e}"),
+            }
+        });
+    }
+}
+
+/// Pid 1 of the new pid namespace (or, without one, the function's reaping parent).
+#[allow(unsafe_code)]
+fn pid1(spec: &InitSpec, alive: io::PipeReader) -> io::Result<i32> {
+    use nix::sys::prctl;
+    use std::io::Read;
+    prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(os)?;
+    // If the init died before the line above, its end of the pipe is closed: end of file.
+    let mut alive = alive;
+    nix::fcntl::fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(&alive),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .map_err(os)?;
+    if alive.read(&mut [0u8; 1]).is_ok() {
+        return Err(io::Error::other("the sandbox init exited during start-up"));
+    }
+    drop(alive);
+    // Orphans of the function come to this process when there is no pid namespace.
+    prctl::set_child_subreaper(true).map_err(os)?;
+    if let Some(name) = &spec.hostname {
+        nix::unistd::sethostname(name).map_err(os).map_err(context("cannot set the hostname"))?;
+    }
+    if spec.mount {
+        mounts(spec)?;
+    }
+    // SAFETY: this process is single-threaded (forked from the single-threaded init).
+    match unsafe { fork() }.map_err(os)? {
+        ForkResult::Child => {
+            let e = function(spec);
+            eprintln!("gust sandbox init: cannot start {}: {e}", spec.program.to_string_lossy());
+            std::process::exit(EXEC_FAILED)
+        }
+        ForkResult::Parent { child } => Ok(reap_until(child)),
+    }
+}
+
+/// Reaps every child (as an init must) until `function` ends; returns its exit status.
+fn reap_until(function: Pid) -> i32 {
+    loop {
+        match waitpid(None::<Pid>, None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == function => return code,
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == function => return 128 + sig as i32,
+            Err(nix::errno::Errno::ECHILD) => return SETUP_FAILED,
+            _ => continue,
+        }
+    }
+}
+
+/// The environment's mount namespace: private propagation, its temp dir at /tmp, hidden
+/// directories under an empty tmpfs, the task root bound back, and a /proc of its own.
+fn mounts(spec: &InitSpec) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS)
+        .map_err(os)
+        .map_err(context("cannot make a mount namespace"))?;
+    // Nothing done here propagates back to the host.
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(os)
+        .map_err(context("cannot make mounts private"))?;
+    // Directories to bind back are opened before anything covers them.
+    let binds = spec
+        .bind
+        .iter()
+        .map(|p| {
+            std::fs::File::open(p).map(|f| (f, p)).map_err(context(format!("cannot open {}", p.display())))
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    let bind = |source: &Path, target: &Path| {
+        mount(Some(source), target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .map_err(os)
+            .map_err(context(format!("cannot bind {} at {}", source.display(), target.display())))
+    };
+    if let Some(tmp) = &spec.tmp {
+        bind(tmp, Path::new("/tmp"))?;
+    }
+    let hidden = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    for dir in spec.hide.iter().filter(|d| d.is_dir()) {
+        mount(Some("tmpfs"), dir, Some("tmpfs"), hidden, Some("mode=0755,size=1m"))
+            .map_err(os)
+            .map_err(context(format!("cannot hide {}", dir.display())))?;
+    }
+    // Mount points made below a hidden directory must be traversable by the function's user.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    for (dir, path) in &binds {
+        std::fs::create_dir_all(path).map_err(context(format!("cannot make {}", path.display())))?;
+        bind(Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())), path)?;
+        read_only(path)?;
+    }
+    drop(binds);
+    if spec.proc {
+        mount(Some("proc"), "/proc", Some("proc"), hidden, None::<&str>)
+            .map_err(os)
+            .map_err(context("cannot mount /proc"))?;
+    }
+    Ok(())
+}
+
+/// Makes the bind mount at `path` read-only (the task root is shared by every environment of
+/// the same code, and without this a function running as gust's own uid could change it).
+/// A remount must keep the flags the mount already has (the kernel locks them in a user
+/// namespace).
+fn read_only(path: &Path) -> io::Result<()> {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let have = statvfs(path).map_err(os)?.flags();
+    let mut flags =
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    for (has, keep) in [
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if have.contains(has) {
+            flags |= keep;
+        }
+    }
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
+        .map_err(os)
+        .map_err(context(format!("cannot make {} read-only", path.display())))
+}
+
+/// Becomes the function: limits, no new privileges, its user, its working directory, exec.
+/// Returns only on failure.
+fn function(spec: &InitSpec) -> io::Error {
+    match become_function(spec) {
+        Ok(()) if spec.probe => std::process::exit(match probe(spec) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("gust sandbox init: probe: {e}");
+                1
+            }
+        }),
+        Ok(()) => {}
+        Err(e) => return e,
+    }
+    let program = match crate::sandbox::c_string(spec.program.as_bytes()) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let args: io::Result<Vec<_>> = std::iter::once(&spec.program)
+        .chain(&spec.args)
+        .map(|a| crate::sandbox::c_string(a.as_bytes()))
+        .collect();
+    match args {
+        Ok(args) => os(nix::unistd::execvp(&program, &args).unwrap_err()),
+        Err(e) => e,
+    }
+}
+
+#[allow(unsafe_code)]
+fn become_function(spec: &InitSpec) -> io::Result<()> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: restores the default action of SIGPIPE, which the Rust runtime of this binary
+    // ignores and exec would keep ignored; no handler function is installed.
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.map_err(os)?;
+    crate::sandbox::apply(spec.limits).map_err(context("cannot set rlimits"))?;
+    nix::sys::prctl::set_no_new_privs().map_err(os)?;
+    if let Some((uid, gid)) = spec.user {
+        use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+        let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+        setgroups(&[]).map_err(os)?;
+        setresgid(gid, gid, gid).map_err(os)?;
+        setresuid(uid, uid, uid).map_err(os).map_err(context("cannot switch user"))?;
+    }
+    if let Some((uid, gid)) = spec.map_user {
+        // Root of the namespace is gust's own uid outside; the function gets that uid back,
+        // without capabilities, in a user namespace of its own.
+        nix::sched::unshare(CloneFlags::CLONE_NEWUSER)
+            .map_err(os)
+            .map_err(context("cannot make a user namespace"))?;
+        std::fs::write("/proc/self/setgroups", "deny")?;
+        std::fs::write("/proc/self/uid_map", format!("{uid} 0 1\n"))?;
+        std::fs::write("/proc/self/gid_map", format!("{gid} 0 1\n"))?;
+    }
+    nix::unistd::chdir(&spec.cwd)
+        .map_err(os)
+        .map_err(context(format!("cannot enter {}", spec.cwd.display())))?;
+    Ok(())
+}
+
+/// The start-up probe, in place of the function: the bridge answers and the function's view
+/// is the one configured.
+fn probe(spec: &InitSpec) -> Result<(), String> {
+    use std::io::{Read, Write};
+    if spec.api_socket.is_some() {
+        let mut c =
+            std::net::TcpStream::connect(("127.0.0.1", spec.api_port)).map_err(|e| format!("bridge: {e}"))?;
+        c.write_all(b"probe").map_err(|e| format!("bridge: {e}"))?;
+        let mut answer = [0u8; 2];
+        c.read_exact(&mut answer).map_err(|e| format!("bridge: {e}"))?;
+    }
+    if (spec.user.is_some() || spec.map_user.is_some()) && nix::unistd::getuid().is_root() {
+        return Err("the function would run as root".into());
+    }
+    if spec.proc && std::process::id() > 2 {
+        return Err(format!("pid {} in the new pid namespace", std::process::id()));
+    }
+    for dir in &spec.hide {
+        if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(format!("{} is not hidden", dir.display()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spec_survives_its_command_line() {
+        let spec = InitSpec {
+            api_socket: Some("/tmp/gust-f.api/api.sock".into()),
+            api_port: 9001,
+            mount: true,
+            proc: true,
+            tmp: Some("/tmp/gust-f".into()),
+            hide: vec!["/var/lib/gust".into()],
+            bind: vec!["/var/lib/gust/tasks/abc".into()],
+            hostname: Some("gust".into()),
+            user: Some((65534, 65534)),
+            map_user: None,
+            limits: Limits::for_memory_mb(128),
+            cwd: "/var/lib/gust/tasks/abc".into(),
+            probe: false,
+            program: "python3".into(),
+            args: vec!["-m".into(), "--not-an-init-flag".into(), "".into()],
+        };
+        assert_eq!(InitSpec::parse(spec.to_args()), Ok(spec));
+        assert!(InitSpec::parse(["--mount".into()]).is_err(), "no program");
+        assert!(InitSpec::parse(["--bogus".into(), "--".into(), "x".into()]).is_err());
+    }
+}
