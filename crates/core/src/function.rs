@@ -23,6 +23,9 @@ pub enum Runtime {
     /// Python 3 handlers run by AWS's runtime interface client (`python3.x`; `python3` means
     /// any minor version when a worker reports what it can run).
     Python { minor: u8 },
+    /// Node.js handlers run by AWS's runtime interface client (`nodejs20.x`; `nodejs` means
+    /// any major version when a worker reports what it can run).
+    Node { major: u8 },
 }
 
 impl Runtime {
@@ -33,6 +36,8 @@ impl Runtime {
             Runtime::Provided { al } => format!("provided.al{al}"),
             Runtime::Python { minor: 0 } => "python3".into(),
             Runtime::Python { minor } => format!("python3.{minor}"),
+            Runtime::Node { major: 0 } => "nodejs".into(),
+            Runtime::Node { major } => format!("nodejs{major}.x"),
         }
     }
 
@@ -43,6 +48,13 @@ impl Runtime {
             "provided.al2" => Some(Runtime::Provided { al: 2 }),
             "provided.al2023" => Some(Runtime::Provided { al: 2023 }),
             "python3" => Some(Runtime::Python { minor: 0 }),
+            "nodejs" => Some(Runtime::Node { major: 0 }),
+            _ if s.starts_with("nodejs") => s
+                .strip_prefix("nodejs")
+                .and_then(|m| m.strip_suffix(".x"))
+                .and_then(|m| m.parse::<u8>().ok())
+                .filter(|m| (16..=40).contains(m))
+                .map(|major| Runtime::Node { major }),
             _ => s
                 .strip_prefix("python3.")
                 .and_then(|m| m.parse::<u8>().ok())
@@ -66,15 +78,9 @@ impl TryFrom<String> for Runtime {
     type Error = String;
 
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        if s.starts_with("nodejs") {
-            return Err(format!(
-                "runtime {:?} is not supported yet: package the function with a `bootstrap` (runtime provided.al2023)",
-                s.chars().take(40).collect::<String>()
-            ));
-        }
         Runtime::parse(&s).ok_or_else(|| {
             format!(
-                "unknown runtime {:?}: use wasm, provided, provided.al2023 or python3.x",
+                "unknown runtime {:?}: use wasm, provided, provided.al2023, python3.x or nodejsN.x",
                 s.chars().take(40).collect::<String>()
             )
         })
@@ -231,7 +237,7 @@ impl FunctionSpec {
             h.as_deref()
                 .is_some_and(|h| (1..=128).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_graphic()))
         };
-        if let Runtime::Python { .. } = self.runtime {
+        if let Runtime::Python { .. } | Runtime::Node { .. } = self.runtime {
             if !handler_ok(&self.handler) {
                 return Err(SpecError::Handler(self.runtime.name()));
             }
@@ -383,8 +389,10 @@ mod tests {
         let no_handler = FunctionSpec { runtime: Runtime::Python { minor: 11 }, ..FunctionSpec::default() };
         assert!(matches!(no_handler.validate(), Err(SpecError::Handler(_))));
         assert!(serde_json::from_str::<FunctionSpec>(r#"{"runtime":"cobol"}"#).is_err());
-        let node = serde_json::from_str::<FunctionSpec>(r#"{"runtime":"nodejs20.x"}"#).unwrap_err();
-        assert!(node.to_string().contains("not supported yet"), "{node}");
+        assert_eq!(Runtime::parse("nodejs20.x"), Some(Runtime::Node { major: 20 }));
+        assert_eq!(Runtime::Node { major: 22 }.name(), "nodejs22.x");
+        assert_eq!(Runtime::parse("nodejs20"), None);
+        assert!(Runtime::Node { major: 0 }.same_family(Runtime::Node { major: 20 }));
     }
 
     #[test]

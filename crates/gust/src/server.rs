@@ -62,6 +62,8 @@ pub struct ServerOpts {
     /// The Python interpreter for python3.x functions (it needs `awslambdaric` installed).
     #[arg(long, env = "GUST_PYTHON", default_value = "python3")]
     pub python: String,
+    #[command(flatten)]
+    pub node: crate::worker::NodeOpts,
     /// Commit with synchronous=NORMAL: survives a process crash but may lose the last
     /// acknowledged writes on power loss. Default is an fsync per group commit.
     #[arg(long)]
@@ -154,15 +156,14 @@ async fn serve(opts: ServerOpts, sandbox: Arc<gust_runtime::sandbox::Sandbox>) -
                 .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?,
         ),
     };
-    let worker = Worker::new(
-        WorkerConfig {
-            python: opts.python.clone(),
-            sandbox,
-            ..WorkerConfig::new(opts.max_concurrency, Duration::from_secs(opts.idle_ttl_s), &opts.data_dir)
-        },
-        Arc::new(StoreArtifacts(store.clone())),
-    )
-    .context("starting the local worker")?;
+    let mut worker_cfg = WorkerConfig {
+        python: opts.python.clone(),
+        sandbox,
+        ..WorkerConfig::new(opts.max_concurrency, Duration::from_secs(opts.idle_ttl_s), &opts.data_dir)
+    };
+    opts.node.apply(&mut worker_cfg);
+    let worker = Worker::new(worker_cfg, Arc::new(StoreArtifacts(store.clone())))
+        .context("starting the local worker")?;
     let mut cfg = ServiceConfig::new(WorkerId(format!("local-{}", gust_worker::boot_id())));
     cfg.lease = Duration::from_millis(opts.lease_ms);
     cfg.local_worker = !opts.no_local_worker;

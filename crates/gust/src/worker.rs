@@ -44,6 +44,8 @@ pub struct WorkerOpts {
     /// The Python interpreter for python3.x functions (it needs `awslambdaric` installed).
     #[arg(long, env = "GUST_PYTHON", default_value = "python3")]
     pub python: String,
+    #[command(flatten)]
+    pub node: NodeOpts,
     /// Append one line per attempt event to this file (start, accepted, fenced): an audit
     /// trail for operators and for the chaos test.
     #[arg(long)]
@@ -52,6 +54,27 @@ pub struct WorkerOpts {
     /// start), best-effort (what this host allows, warning about the rest) or none.
     #[arg(long, env = "GUST_ISOLATION", default_value = "best-effort")]
     pub isolation: Isolation,
+}
+
+/// How `nodejsN.x` functions run: `NODE RIC/bin/index.mjs HANDLER`, with AWS's runtime
+/// interface client (`npm install aws-lambda-ric`; its package directory is RIC).
+#[derive(clap::Args, Debug, Clone)]
+pub struct NodeOpts {
+    /// The Node.js binary for nodejsN.x functions.
+    #[arg(long = "node", env = "GUST_NODE", default_value = "node")]
+    pub program: String,
+    /// The aws-lambda-ric package directory (e.g. node_modules/aws-lambda-ric); nodejsN.x
+    /// functions fail to start without it.
+    #[arg(long = "node-ric", env = "GUST_NODE_RIC")]
+    pub ric: Option<PathBuf>,
+}
+
+impl NodeOpts {
+    /// Puts these settings into a worker configuration.
+    pub fn apply(&self, cfg: &mut WorkerConfig) {
+        cfg.node = self.program.clone();
+        cfg.node_ric = self.ric.as_ref().map(|r| std::path::absolute(r).unwrap_or_else(|_| r.clone()));
+    }
 }
 
 /// Probes what isolation this host gives process functions and applies `--isolation` (an
@@ -203,15 +226,13 @@ async fn serve(opts: WorkerOpts, sandbox: Arc<Sandbox>) -> anyhow::Result<()> {
         base: opts.server.trim_end_matches('/').to_string(),
         token: opts.worker_token.clone(),
     });
-    let worker = Worker::new(
-        WorkerConfig {
-            python: opts.python.clone(),
-            sandbox,
-            ..WorkerConfig::new(opts.capacity, DEFAULT_IDLE_TTL, &opts.data_dir)
-        },
-        Arc::new(ServerArtifacts(conn.clone())),
-    )
-    .context("starting the worker")?;
+    let mut cfg = WorkerConfig {
+        python: opts.python.clone(),
+        sandbox,
+        ..WorkerConfig::new(opts.capacity, DEFAULT_IDLE_TTL, &opts.data_dir)
+    };
+    opts.node.apply(&mut cfg);
+    let worker = Worker::new(cfg, Arc::new(ServerArtifacts(conn.clone()))).context("starting the worker")?;
     let attempt_log = match &opts.attempt_log {
         Some(p) => Some(Mutex::new(
             std::fs::OpenOptions::new().create(true).append(true).open(p).context("opening --attempt-log")?,
@@ -246,7 +267,7 @@ async fn heartbeat_loop(s: Arc<State>) {
         let body = json!({
             "id": s.id,
             "revision": revision,
-            "runtimes": [Runtime::Wasm, Runtime::Provided { al: 0 }, Runtime::Python { minor: 0 }],
+            "runtimes": [Runtime::Wasm, Runtime::Provided { al: 0 }, Runtime::Python { minor: 0 }, Runtime::Node { major: 0 }],
             "capacity": s.capacity,
             "running": s.active.load(Ordering::SeqCst),
             "warm": s.worker.warm_code(),

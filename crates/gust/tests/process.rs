@@ -279,3 +279,69 @@ fn strict_isolation_refuses_to_start_without_namespaces() {
 fn nix_is_root() -> bool {
     std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n")
 }
+
+fn test_node_ric() -> String {
+    std::env::var("GUST_TEST_NODE_RIC").expect(
+        "GUST_TEST_NODE_RIC is not set: run the suite with ./scripts/test (it installs aws-lambda-ric)",
+    )
+}
+
+#[test]
+fn an_unmodified_node_lambda_handler_runs_on_aws_lambda_ric() {
+    let dir = tempfile::tempdir().unwrap();
+    let ric = test_node_ric();
+    let s = Server::start(dir.path(), &["--node-ric", &ric]);
+    let app = br#"
+let calls = 0;
+export const handler = async (event, context) => {
+  calls += 1;
+  if (event.fail) throw new TypeError("no " + event.fail);
+  return { hello: event.name, calls, function: context.functionName,
+           remainingOk: context.getRemainingTimeInMillis() > 0, greeting: process.env.GREETING };
+};
+"#;
+    let code = zip(&[("index.mjs", app, 0o644)]);
+    let r = s.put_json(
+        "/v1/functions/js",
+        &json!({ "runtime": "nodejs20.x", "handler": "index.handler", "timeout_ms": 10_000,
+                 "env": { "GREETING": "hi" } }),
+    );
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    let r = s
+        .client()
+        .put(format!("{}/v1/functions/js/code", s.url))
+        .header("content-type", "application/zip")
+        .body(code)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+
+    let r = s.invoke("js", None, br#"{"name": "Ada"}"#, &[]);
+    assert!(r.headers().get("gust-function-error").is_none(), "{}", r.text().unwrap());
+    let v: Value = r.json().unwrap();
+    assert_eq!(
+        v,
+        json!({ "hello": "Ada", "calls": 1, "function": "js", "remainingOk": true, "greeting": "hi" })
+    );
+    let v: Value = s.invoke("js", None, br#"{"name": "Bo"}"#, &[]).json().unwrap();
+    assert_eq!(v["calls"], 2, "module state survives between invocations");
+
+    let r = s.invoke("js", None, br#"{"fail": "way"}"#, &[]);
+    assert_eq!(r.headers()["gust-function-error"], "FunctionError");
+    let err: Value = r.json().unwrap();
+    assert_eq!(err["errorMessage"], "TypeError: no way", "errorType from the runtime's error body");
+    let v: Value = s.invoke("js", None, br#"{"name": "Cy"}"#, &[]).json().unwrap();
+    assert_eq!(v["calls"], 4, "a handled error keeps the environment warm");
+
+    // A handler that does not exist is an init error on the invocation, not a hang.
+    let r = s.put_json(
+        "/v1/functions/js",
+        &json!({ "runtime": "nodejs20.x", "handler": "index.nothere", "timeout_ms": 10_000 }),
+    );
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    let r = s.invoke("js", None, b"{}", &[]);
+    let kind = r.headers()["gust-function-error"].to_str().unwrap().to_string();
+    let err: Value = r.json().unwrap();
+    assert_eq!(kind, "InitError", "{err}");
+    assert!(err["errorMessage"].as_str().unwrap().contains("Runtime.HandlerNotFound"), "{err}");
+}

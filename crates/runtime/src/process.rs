@@ -54,6 +54,9 @@ pub struct ProcessFunction<'a> {
     pub handler: &'a str,
     pub env: &'a BTreeMap<String, String>,
     pub memory_mb: u32,
+    /// Address space allowed beyond `memory_mb` plus the usual headroom: runtimes such as
+    /// V8 reserve far more than they use (Node needs ~700 MB just to start).
+    pub extra_address_space_mb: u64,
     pub timeout_ms: u64,
 }
 
@@ -346,7 +349,11 @@ impl ProcessRuntime {
             api_socket: api_socket.as_deref(),
             program: &program,
             args: &args,
-            limits: crate::sandbox::Limits::for_memory_mb(f.memory_mb),
+            limits: {
+                let mut l = crate::sandbox::Limits::for_memory_mb(f.memory_mb);
+                l.address_space_bytes += f.extra_address_space_mb << 20;
+                l
+            },
             user,
         };
         let mut cmd = tokio::process::Command::from(sandbox.command(&start));

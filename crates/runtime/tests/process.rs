@@ -40,6 +40,7 @@ async fn run(
         handler: "app.handler",
         env,
         memory_mb: 128,
+        extra_address_space_mb: 0,
         timeout_ms,
     };
     rt.run(&f, &uuid_like(), Bytes::from(event.to_string()), &Default::default()).await

@@ -23,6 +23,8 @@ use tokio::sync::Semaphore;
 
 /// Invocations that may run at once on one worker.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
+/// Extra address space for Node.js environments (V8 reserves ~700 MB before running anything).
+pub const NODE_ADDRESS_SPACE_MB: u64 = 1024;
 /// A warm environment unused for this long is reaped.
 pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(600);
 
@@ -35,6 +37,10 @@ pub struct WorkerConfig {
     pub tasks_dir: std::path::PathBuf,
     /// The Python interpreter that runs `python3.x` functions (`-m awslambdaric HANDLER`).
     pub python: String,
+    /// The Node.js binary and the `aws-lambda-ric` package directory that run `nodejsN.x`
+    /// functions (`node RIC/bin/index.mjs HANDLER`); without the package they fail to start.
+    pub node: String,
+    pub node_ric: Option<std::path::PathBuf>,
     /// The isolation process environments get ([`Sandbox::detect`] at start; unconfined by
     /// default).
     pub sandbox: Arc<Sandbox>,
@@ -52,6 +58,8 @@ impl WorkerConfig {
             },
             tasks_dir: data_dir.join("tasks"),
             python: "python3".into(),
+            node: "node".into(),
+            node_ric: None,
             sandbox: Arc::new(Sandbox::unconfined()),
         }
     }
@@ -101,6 +109,8 @@ pub struct Worker {
     process: Arc<ProcessRuntime>,
     tasks_dir: std::path::PathBuf,
     python: String,
+    node: String,
+    node_ric: Option<std::path::PathBuf>,
 }
 
 impl Worker {
@@ -116,6 +126,8 @@ impl Worker {
             process: ProcessRuntime::new(ProcessConfig { idle_ttl: cfg.idle_ttl, sandbox: cfg.sandbox }),
             tasks_dir: cfg.tasks_dir,
             python: cfg.python,
+            node: cfg.node,
+            node_ric: cfg.node_ric,
         }))
     }
 
@@ -135,7 +147,7 @@ impl Worker {
                     .await
                     .map_err(|e| PrepareError::Internal(format!("prepare task failed: {e}")))?
             }
-            Runtime::Provided { .. } | Runtime::Python { .. } => {
+            Runtime::Provided { .. } | Runtime::Python { .. } | Runtime::Node { .. } => {
                 self.unpack(runtime, sha256, code).await.map(|_| ())
             }
         }
@@ -310,6 +322,25 @@ impl Worker {
                 program: self.python.clone(),
                 args: vec!["-m".into(), "awslambdaric".into(), handler.clone()],
             },
+            Runtime::Node { .. } => match &self.node_ric {
+                // The heap is capped at the function's memory; V8's reservations get room.
+                Some(ric) => Launch::Command {
+                    program: self.node.clone(),
+                    args: vec![
+                        format!("--max-old-space-size={}", spec.memory_mb),
+                        ric.join("bin/index.mjs").to_string_lossy().into_owned(),
+                        handler.clone(),
+                    ],
+                },
+                None => {
+                    return failed(
+                        ErrorKind::InitError,
+                        "nodejs runtimes need the aws-lambda-ric package: start gust with --node-ric DIR"
+                            .into(),
+                        started,
+                    )
+                }
+            },
             Runtime::Provided { .. } | Runtime::Wasm => Launch::Bootstrap,
         };
         let label = deployment.resolved.label();
@@ -327,6 +358,11 @@ impl Worker {
             handler: &handler,
             env: &spec.env,
             memory_mb: spec.memory_mb,
+            extra_address_space_mb: if matches!(spec.runtime, Runtime::Node { .. }) {
+                NODE_ADDRESS_SPACE_MB
+            } else {
+                0
+            },
             timeout_ms: spec.timeout_ms,
         };
         self.process.run(&f, invocation_id, payload, call).await
