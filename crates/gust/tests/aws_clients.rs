@@ -1,0 +1,86 @@
+//! The AWS Lambda API driven by the real AWS clients, unmodified: the boto3 + AWS CLI v1 suite
+//! (`tests/aws`, pytest) and the @aws-sdk/client-lambda suite (`tests/aws/node`) each run
+//! against a fresh `gust server` with SigV4 authentication on. `./scripts/test` installs the
+//! clients (PyPI into the venv of `GUST_TEST_PYTHON`, npm into `tests/aws/node/node_modules`).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::Server;
+
+const NATIVE_TOKEN: &str = "gust-native-test-token";
+const ACCESS_KEY_ID: &str = "AKIDGUSTTEST";
+const SECRET_ACCESS_KEY: &str = "gust-secret-key";
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// The venv interpreter with awslambdaric, boto3, awscli and pytest that `./scripts/test` prepares.
+fn test_python() -> String {
+    std::env::var("GUST_TEST_PYTHON").expect(
+        "GUST_TEST_PYTHON is not set: run the suite with ./scripts/test (it installs awslambdaric, \
+         boto3, awscli and pytest into target/py-venv)",
+    )
+}
+
+/// A server with the native token, one AWS credential, and the test interpreter for python3.x.
+fn start_server(dir: &std::path::Path, python: &str) -> Server {
+    let credential = format!("{ACCESS_KEY_ID}:{SECRET_ACCESS_KEY}");
+    Server::start(dir, &["--token", NATIVE_TOKEN, "--aws-credential", &credential, "--python", python])
+}
+
+/// Runs a client suite with the server's coordinates in its environment; fails with its
+/// output unless it exits 0.
+fn run_suite(what: &str, mut cmd: Command, server: &Server) {
+    cmd.current_dir(repo_root())
+        .env("GUST_AWS_ENDPOINT", &server.url)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_REGION", "us-east-1")
+        .env("GUST_NATIVE_TOKEN", NATIVE_TOKEN)
+        // Only these credentials: no profile, config file or instance metadata of the host.
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot start {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+}
+
+#[test]
+fn boto3_and_the_aws_cli_drive_the_lambda_api() {
+    let python = test_python();
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_server(dir.path(), &python);
+    let mut cmd = Command::new(&python);
+    cmd.args(["-m", "pytest", "tests/aws", "-q", "-p", "no:cacheprovider"]);
+    run_suite("the boto3 / AWS CLI suite (tests/aws)", cmd, &s);
+}
+
+#[test]
+fn the_javascript_sdk_drives_the_lambda_api() {
+    let python = test_python();
+    let sdk = repo_root().join("tests/aws/node/node_modules/@aws-sdk/client-lambda");
+    assert!(
+        sdk.is_dir(),
+        "{} is missing: run ./scripts/test (it runs npm ci --prefix tests/aws/node)",
+        sdk.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_server(dir.path(), &python);
+    let mut cmd = Command::new("node");
+    cmd.arg("tests/aws/node/test.mjs");
+    run_suite("the @aws-sdk/client-lambda suite (tests/aws/node)", cmd, &s);
+}
