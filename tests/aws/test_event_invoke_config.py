@@ -177,3 +177,33 @@ def test_on_success_destination_gets_the_invocation_record(lam, native, create_f
     time.sleep(1.0)
     assert len(native.invocations(dest)) == 1, "one record, none for the sync invocation"
     assert native.invocations(failure_dest) == [], "a success goes only to OnSuccess"
+
+
+def test_maximum_event_age_expires_a_waiting_event(lam, native, create_function):
+    # The slowest test (about a minute: 60 s is the smallest age the API accepts). Reserved
+    # concurrency 1 and a long-running first event keep the second one waiting until it is too old.
+    dest, _ = create_function(prefix="age-dest")
+    name, _ = create_function(prefix="age", Timeout=120)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    lam.put_function_event_invoke_config(
+        FunctionName=name, MaximumEventAgeInSeconds=60, MaximumRetryAttempts=0,
+        DestinationConfig={"OnFailure": {"Destination": function_arn(dest)}},
+    )
+    lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"sleep": 80, "which": "A"}))
+    native.wait_for(name, lambda items: any(i["state"] == "RUNNING" for i in items), what="a running event")
+    started = time.monotonic()
+    lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"which": "B"}))
+
+    [rec] = destination_records(native, dest, timeout=120)
+    waited = time.monotonic() - started
+    assert 55 <= waited < 100, f"the event expired after {waited:.0f} s, not after about 60 s"
+    assert rec["version"] == "1.0"
+    assert rec["requestContext"]["condition"] == "EventAgeExceeded"
+    assert rec["requestContext"]["functionArn"] == function_arn(name, "$LATEST")
+    assert rec["requestPayload"] == {"which": "B"}
+
+    items = native.invocations(name)
+    states = {json.loads(native.invocation(i["invocation_id"])["payload"])["which"]: i for i in items}
+    assert states["B"]["state"] == "EXPIRED", states["B"]
+    assert states["B"]["function_errors"] == 0, "the expired event never ran"
+    assert states["A"]["state"] == "RUNNING", "the first event was still running all along"

@@ -8,7 +8,6 @@ from conftest import (
     PYTHON_RUNTIME,
     ROLE,
     UUID,
-    error_code,
     function_arn,
     http_status,
     payload_json,
@@ -79,7 +78,7 @@ def test_creating_an_existing_name_is_a_conflict(lam, create_function):
             Code={"ZipFile": python_zip("other")},
         )
     assert http_status(e.value) == 409
-    assert payload_json(lam.invoke(FunctionName=name))["marker"] == "v1", "the original is intact"
+    assert payload_json(lam.invoke(FunctionName=name, Payload=b"{}"))["marker"] == "v1", "the original is intact"
 
 
 def test_out_of_range_memory_is_an_invalid_parameter(lam, create_function):
@@ -121,7 +120,7 @@ def test_a_missing_function_is_resource_not_found_everywhere(lam):
 
 def test_update_function_code_changes_the_code_that_runs(lam, create_function):
     name, created = create_function(prefix="code", marker="one")
-    assert payload_json(lam.invoke(FunctionName=name))["marker"] == "one"
+    assert payload_json(lam.invoke(FunctionName=name, Payload=b"{}"))["marker"] == "one"
 
     new_code = python_zip("two")
     with pytest.raises(lam.exceptions.PreconditionFailedException) as e:
@@ -129,7 +128,7 @@ def test_update_function_code_changes_the_code_that_runs(lam, create_function):
             FunctionName=name, ZipFile=new_code, RevisionId="00000000-0000-0000-0000-000000000000"
         )
     assert http_status(e.value) == 412
-    assert payload_json(lam.invoke(FunctionName=name))["marker"] == "one", "a refused update changes nothing"
+    assert payload_json(lam.invoke(FunctionName=name, Payload=b"{}"))["marker"] == "one", "a refused update changes nothing"
 
     revision = lam.get_function_configuration(FunctionName=name)["RevisionId"]
     updated = lam.update_function_code(FunctionName=name, ZipFile=new_code, RevisionId=revision)
@@ -144,14 +143,14 @@ def test_update_function_code_changes_the_code_that_runs(lam, create_function):
     conf = lam.get_function(FunctionName=name)["Configuration"]
     assert conf["LastUpdateStatus"] == "Successful"
     assert conf["CodeSha256"] == sha256_b64(new_code)
-    assert payload_json(lam.invoke(FunctionName=name))["marker"] == "two", "the new code runs"
+    assert payload_json(lam.invoke(FunctionName=name, Payload=b"{}"))["marker"] == "two", "the new code runs"
 
 
 def test_update_function_configuration_replaces_settings(lam, create_function):
     name, created = create_function(
         prefix="conf", Environment={"Variables": {"GUST_T_A": "1", "GUST_T_B": "2"}}
     )
-    assert payload_json(lam.invoke(FunctionName=name))["env"] == {"GUST_T_A": "1", "GUST_T_B": "2"}
+    assert payload_json(lam.invoke(FunctionName=name, Payload=b"{}"))["env"] == {"GUST_T_A": "1", "GUST_T_B": "2"}
 
     with pytest.raises(lam.exceptions.PreconditionFailedException):
         lam.update_function_configuration(
@@ -179,7 +178,7 @@ def test_update_function_configuration_replaces_settings(lam, create_function):
     assert (conf["Timeout"], conf["MemorySize"], conf["Description"]) == (20, 512, "reconfigured")
     assert conf["LastUpdateStatus"] == "Successful"
 
-    body = payload_json(lam.invoke(FunctionName=name))
+    body = payload_json(lam.invoke(FunctionName=name, Payload=b"{}"))
     assert body["env"] == {"GUST_T_C": "3"}, "a warm environment does not keep the old config"
     assert body["memory"] == "512"
 
@@ -203,7 +202,7 @@ def test_delete_function_removes_it_and_frees_the_name(lam, create_function):
     lam.get_waiter("function_active_v2").wait(
         FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
     )
-    assert payload_json(lam.invoke(FunctionName=name))["marker"] == "reborn"
+    assert payload_json(lam.invoke(FunctionName=name, Payload=b"{}"))["marker"] == "reborn"
 
 
 def test_list_functions_pages_with_markers(lam, create_function):

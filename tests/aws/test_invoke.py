@@ -23,6 +23,15 @@ def test_request_response_round_trips_the_payload(lam, create_function):
     assert "LogResult" not in out, "no log without LogType=Tail"
 
 
+def test_an_empty_payload_reaches_the_handler_as_an_empty_object(lam, create_function):
+    # Lambda hands the runtime `{}` when Invoke carries no payload (the AWS CLI without
+    # --payload, boto3 without Payload).
+    name, _ = create_function(prefix="empty")
+    out = lam.invoke(FunctionName=name)
+    assert "FunctionError" not in out, out["Payload"].read()
+    assert payload_json(out)["event"] == {}
+
+
 def test_a_function_error_is_reported_in_the_header_and_body(lam, create_function):
     name, _ = create_function(prefix="err")
     out = lam.invoke(FunctionName=name, Payload=json.dumps({"fail": "on purpose"}))
@@ -119,7 +128,7 @@ def test_qualifiers_and_name_forms_resolve_alike(lam, create_function):
         assert (out["ExecutedVersion"], body["marker"]) == (version, marker), (function_name, qualifier)
         assert body["function_version"] == version, (function_name, qualifier)
 
-    via_alias = payload_json(lam.invoke(FunctionName=f"{full}:live"))
+    via_alias = payload_json(lam.invoke(FunctionName=f"{full}:live", Payload=b"{}"))
     assert via_alias["invoked_arn"] == function_arn(name, "live"), "the runtime sees the ARN as invoked"
 
     for function_name, qualifier in [(name, "7"), (name, "nope"), (f"{name}:nope", None),

@@ -65,9 +65,9 @@ def test_publish_version_freezes_code_and_lists_versions(lam, create_function):
     lam.get_waiter("function_updated_v2").wait(
         FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
     )
-    assert payload_json(lam.invoke(FunctionName=name, Qualifier="1"))["marker"] == "one"
-    assert payload_json(lam.invoke(FunctionName=name, Qualifier="2"))["marker"] == "two"
-    assert payload_json(lam.invoke(FunctionName=name))["marker"] == "three"
+    assert payload_json(lam.invoke(FunctionName=name, Qualifier="1", Payload=b"{}"))["marker"] == "one"
+    assert payload_json(lam.invoke(FunctionName=name, Qualifier="2", Payload=b"{}"))["marker"] == "two"
+    assert payload_json(lam.invoke(FunctionName=name, Payload=b"{}"))["marker"] == "three"
 
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
         lam.get_function_configuration(FunctionName=name, Qualifier="9")
@@ -154,8 +154,8 @@ def test_delete_function_with_a_qualifier_deletes_one_version(lam, create_functi
         lam.get_function(FunctionName=name, Qualifier="2")
     versions = lam.list_versions_by_function(FunctionName=name)["Versions"]
     assert [v["Version"] for v in versions] == ["$LATEST", "1"]
-    assert payload_json(lam.invoke(FunctionName=name, Qualifier="live"))["marker"] == "one"
-    assert payload_json(lam.invoke(FunctionName=name))["marker"] == "two", "$LATEST is untouched"
+    assert payload_json(lam.invoke(FunctionName=name, Qualifier="live", Payload=b"{}"))["marker"] == "one"
+    assert payload_json(lam.invoke(FunctionName=name, Payload=b"{}"))["marker"] == "two", "$LATEST is untouched"
 
     lam.delete_function(FunctionName=name)
     with pytest.raises(lam.exceptions.ResourceNotFoundException):

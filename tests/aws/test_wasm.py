@@ -18,7 +18,7 @@ def wasm_function(lam):
     module = HELLO.read_bytes()
     created = lam.create_function(
         FunctionName=name, Runtime="wasm", Role=ROLE, Code={"ZipFile": module},
-        MemorySize=64, Timeout=5, Environment={"Variables": {"GREETING": "Hi"}},
+        MemorySize=128, Timeout=5, Environment={"Variables": {"GREETING": "Hi"}},
     )
     lam.get_waiter("function_active_v2").wait(
         FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
