@@ -1,12 +1,14 @@
 """GetAccountSettings, and SigV4 authentication of the AWS API."""
 
+import datetime
 import json
+from unittest import mock
 
 import pytest
 from botocore import UNSIGNED
 from botocore.exceptions import ClientError
 
-from conftest import SECRET_KEY, client, http_status, payload_json, unique
+from conftest import NATIVE_TOKEN, SECRET_KEY, client, http_status, payload_json, unique
 
 
 def all_functions(lam):
@@ -82,3 +84,23 @@ def test_the_signature_covers_the_payload(lam, create_function):
     assert http_status(e.value) == 403
     out = lam.invoke(FunctionName=name, Payload=json.dumps({"amount": 1}))
     assert payload_json(out)["event"] == {"amount": 1}, "the same request, untampered, passes"
+
+
+def test_an_old_signature_is_refused(lam, create_function):
+    # SigV4 requests are valid for 15 minutes around their X-Amz-Date (no replay of old ones).
+    name, _ = create_function(prefix="stale")
+    stale = client()
+    when = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - datetime.timedelta(minutes=30)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=when):
+        with pytest.raises(ClientError) as e:
+            stale.get_function(FunctionName=name)
+    assert e.value.response["Error"]["Code"] == "InvalidSignatureException"
+    assert http_status(e.value) == 403
+    assert stale.get_function(FunctionName=name)["Configuration"]["FunctionName"] == name
+
+
+def test_the_native_token_signs_as_key_id_gust(create_function):
+    # `gust server --help`: "the --token also signs as access key id `gust`".
+    name, _ = create_function(prefix="tokenkey")
+    native_key = client(access_key="gust", secret_key=NATIVE_TOKEN)
+    assert native_key.get_function(FunctionName=name)["Configuration"]["FunctionName"] == name
