@@ -49,7 +49,7 @@ def test_reserved_concurrency_one_throttles_concurrent_invokes(lam, create_funct
     def call(i):
         start.wait()
         try:
-            out = lam.invoke(FunctionName=name, Payload=json.dumps({"sleep": 3, "i": i}))
+            out = lam.invoke(FunctionName=name, Payload=json.dumps({"sleep": 5, "i": i}))
             outcome = ("ok", out["StatusCode"], payload_json(out)["event"]["i"])
         except lam.exceptions.TooManyRequestsException as e:
             outcome = ("throttled", http_status(e), e.response.get("Reason"))
