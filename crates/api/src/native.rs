@@ -95,7 +95,7 @@ async fn put_code(
 }
 
 async fn publish(State(s): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> ApiResult {
-    let v = s.service.publish(&name, if_match(&headers)?).await?;
+    let v = s.service.publish(&name, if_match(&headers)?, None).await?;
     Ok((StatusCode::CREATED, Json(views::version(&v))).into_response())
 }
 
@@ -129,6 +129,8 @@ struct AliasBody {
     version: u64,
     #[serde(default)]
     weights: std::collections::BTreeMap<String, f64>,
+    #[serde(default)]
+    description: String,
 }
 
 async fn put_alias(
@@ -148,7 +150,7 @@ async fn put_alias(
         })?;
         routing.weights.insert(v, w);
     }
-    let a = s.service.put_alias(&name, &alias, routing, expect).await?;
+    let a = s.service.put_alias(&name, &alias, routing, &parsed.description, expect).await?;
     Ok(Json(views::alias(&a)).into_response())
 }
 

@@ -43,6 +43,7 @@ pub(crate) fn alias(a: &Alias) -> Value {
         "name": a.name,
         "version": a.routing.version,
         "weights": weights,
+        "description": a.description,
         "revision": a.revision,
         "updated_at": a.updated_at,
     })

@@ -295,6 +295,8 @@ pub struct Alias {
     pub function: String,
     pub name: String,
     pub routing: Routing,
+    #[serde(default)]
+    pub description: String,
     pub revision: u64,
     pub updated_at: Millis,
 }

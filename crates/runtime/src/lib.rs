@@ -83,6 +83,8 @@ pub enum PrepareError {
     Invalid(String),
     #[error("the module is not a WASI command: {0}")]
     NotACommand(String),
+    #[error("invalid package: {0}")]
+    Package(String),
     #[error("cannot prepare the module: {0}")]
     Internal(String),
 }

@@ -132,9 +132,18 @@ impl Service {
         Ok(result?)
     }
 
-    pub async fn publish(&self, name: &str, expect: Option<u64>) -> Result<Version> {
+    /// Publishes `$LATEST`; `description` is the version's own (else the function's).
+    pub async fn publish(
+        &self,
+        name: &str,
+        expect: Option<u64>,
+        description: Option<&str>,
+    ) -> Result<Version> {
         validate_function_name(name)?;
-        let result = self.store.publish_version(name, expect, self.clock.now()).await;
+        if description.is_some_and(|d| d.len() > gust_core::limits::MAX_DESCRIPTION_BYTES) {
+            return Err(gust_core::SpecError::Description.into());
+        }
+        let result = self.store.publish_version(name, expect, description, self.clock.now()).await;
         self.cache.invalidate();
         Ok(result?)
     }
@@ -150,12 +159,16 @@ impl Service {
         name: &str,
         alias: &str,
         routing: Routing,
+        description: &str,
         expect: Option<u64>,
     ) -> Result<Alias> {
         validate_function_name(name)?;
         validate_alias_name(alias)?;
         routing.validate()?;
-        let result = self.store.put_alias(name, alias, routing, expect, self.clock.now()).await;
+        if description.len() > gust_core::limits::MAX_DESCRIPTION_BYTES {
+            return Err(gust_core::SpecError::Description.into());
+        }
+        let result = self.store.put_alias(name, alias, routing, description, expect, self.clock.now()).await;
         self.cache.invalidate();
         Ok(result?)
     }

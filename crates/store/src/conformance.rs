@@ -48,6 +48,7 @@ macro_rules! store_conformance_tests {
             functions_are_created_with_their_code_at_once,
             versions_routed_by_an_alias_are_not_deleted,
             finishing_writes_the_destination_invocation_it_owes,
+            versions_and_aliases_keep_their_own_descriptions,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -183,18 +184,18 @@ pub async fn revisions_are_never_reused_across_delete(store: Arc<dyn Store>) {
 
 pub async fn publish_freezes_config_and_code(store: Arc<dyn Store>) {
     store.put_function("p", spec(), None, NOW).await.unwrap();
-    let no_code = store.publish_version("p", None, NOW).await;
+    let no_code = store.publish_version("p", None, None, NOW).await;
     assert!(matches!(no_code, Err(StoreError::Invalid(_))), "{no_code:?}");
     let rev = deployable(&*store, "p").await;
-    let v1 = store.publish_version("p", None, NOW).await.unwrap();
+    let v1 = store.publish_version("p", None, None, NOW).await.unwrap();
     assert_eq!(v1.number, 1);
     assert_eq!(v1.from_revision, rev);
-    let same = store.publish_version("p", None, NOW).await.unwrap();
+    let same = store.publish_version("p", None, None, NOW).await.unwrap();
     assert_eq!(same.number, 1, "publishing an unchanged function returns the newest version");
     let mut s2 = spec();
     s2.timeout_ms = 9000;
     let head = store.put_function("p", s2, None, NOW).await.unwrap();
-    let v2 = store.publish_version("p", Some(head.revision), NOW).await.unwrap();
+    let v2 = store.publish_version("p", Some(head.revision), None, NOW).await.unwrap();
     assert_eq!(v2.number, 2);
     let frozen = store.get_deployment("p", Resolved::Version(1)).await.unwrap().unwrap();
     assert_eq!(frozen.spec.timeout_ms, spec().timeout_ms, "version 1 kept the config it was published with");
@@ -204,25 +205,25 @@ pub async fn publish_freezes_config_and_code(store: Arc<dyn Store>) {
         store.list_versions("p", None, 10).await.unwrap().iter().map(|v| v.number).collect();
     assert_eq!(listed, vec![1, 2]);
     assert_eq!(store.list_versions("p", Some(1), 10).await.unwrap().len(), 1);
-    let stale = store.publish_version("p", Some(rev), NOW).await;
+    let stale = store.publish_version("p", Some(rev), None, NOW).await;
     assert!(matches!(stale, Err(StoreError::RevisionMismatch { .. })));
 }
 
 pub async fn aliases_route_only_to_published_versions_under_cas(store: Arc<dyn Store>) {
     deployable(&*store, "a").await;
-    store.publish_version("a", None, NOW).await.unwrap();
+    store.publish_version("a", None, None, NOW).await.unwrap();
     let mut routing = Routing::single(1);
     routing.weights.insert(2, 0.5);
-    let unpublished = store.put_alias("a", "live", routing, None, NOW).await;
+    let unpublished = store.put_alias("a", "live", routing, "", None, NOW).await;
     assert!(matches!(unpublished, Err(StoreError::NotFound { .. })), "{unpublished:?}");
     assert!(store.get_alias("a", "live").await.unwrap().is_none(), "nothing half-written");
-    let created = store.put_alias("a", "live", Routing::single(1), Some(0), NOW).await.unwrap();
+    let created = store.put_alias("a", "live", Routing::single(1), "", Some(0), NOW).await.unwrap();
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let store = store.clone();
             let rev = created.revision;
             tokio::spawn(
-                async move { store.put_alias("a", "live", Routing::single(1), Some(rev), NOW).await },
+                async move { store.put_alias("a", "live", Routing::single(1), "", Some(rev), NOW).await },
             )
         })
         .collect();
@@ -613,19 +614,19 @@ pub async fn functions_are_created_with_their_code_at_once(store: Arc<dyn Store>
 
 pub async fn versions_routed_by_an_alias_are_not_deleted(store: Arc<dyn Store>) {
     deployable(&*store, "v").await;
-    store.publish_version("v", None, NOW).await.unwrap();
+    store.publish_version("v", None, None, NOW).await.unwrap();
     let mut changed = spec();
     changed.memory_mb = 256;
     store.put_function("v", changed, None, NOW).await.unwrap();
-    store.publish_version("v", None, NOW).await.unwrap();
+    store.publish_version("v", None, None, NOW).await.unwrap();
     let mut routing = Routing::single(1);
     routing.weights.insert(2, 0.25);
-    let alias = store.put_alias("v", "live", routing, None, NOW).await.unwrap();
+    let alias = store.put_alias("v", "live", routing, "", None, NOW).await.unwrap();
     for n in [1, 2] {
         let refused = store.delete_version("v", n, NOW).await;
         assert!(matches!(refused, Err(StoreError::Invalid(_))), "{refused:?}");
     }
-    store.put_alias("v", "live", Routing::single(2), Some(alias.revision), NOW).await.unwrap();
+    store.put_alias("v", "live", Routing::single(2), "", Some(alias.revision), NOW).await.unwrap();
     store.delete_version("v", 1, NOW).await.unwrap();
     assert!(store.get_version("v", 1).await.unwrap().is_none());
     assert!(store.get_version("v", 2).await.unwrap().is_some());
@@ -674,4 +675,18 @@ pub async fn finishing_writes_the_destination_invocation_it_owes(store: Arc<dyn 
     }
     conditions.sort();
     assert_eq!(conditions, ["RetriesExhausted", "Success"]);
+}
+
+pub async fn versions_and_aliases_keep_their_own_descriptions(store: Arc<dyn Store>) {
+    deployable(&*store, "d").await;
+    let v1 = store.publish_version("d", None, Some("first"), NOW).await.unwrap();
+    assert_eq!(v1.spec.description, "first");
+    let same = store.publish_version("d", None, Some("other words"), NOW).await.unwrap();
+    assert_eq!(same.number, 1, "a description alone makes no new version");
+    assert_eq!(store.get_version("d", 1).await.unwrap().unwrap().spec.description, "first");
+    let a = store.put_alias("d", "live", Routing::single(1), "half and half", Some(0), NOW).await.unwrap();
+    assert_eq!(a.description, "half and half");
+    assert_eq!(store.get_alias("d", "live").await.unwrap().unwrap().description, "half and half");
+    store.put_alias("d", "live", Routing::single(1), "", Some(a.revision), NOW).await.unwrap();
+    assert_eq!(store.list_aliases("d").await.unwrap()[0].description, "");
 }

@@ -187,7 +187,15 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_function(&self, name: &str, expect: Option<u64>, now: Millis) -> Result<u64>;
     /// Freezes `$LATEST` into a new version, or returns the newest version if config and code
     /// are unchanged since it.
-    async fn publish_version(&self, name: &str, expect: Option<u64>, now: Millis) -> Result<Version>;
+    /// Publishes `$LATEST` as a version (its description replaced by `description` if given);
+    /// returns the newest version instead when code and config are unchanged.
+    async fn publish_version(
+        &self,
+        name: &str,
+        expect: Option<u64>,
+        description: Option<&str>,
+        now: Millis,
+    ) -> Result<Version>;
     async fn get_version(&self, name: &str, number: u64) -> Result<Option<Version>>;
     /// Deletes one published version; `Invalid` while an alias routes to it.
     async fn delete_version(&self, name: &str, number: u64, now: Millis) -> Result<()>;
@@ -198,6 +206,7 @@ pub trait Store: Send + Sync + 'static {
         function: &str,
         alias: &str,
         routing: Routing,
+        description: &str,
         expect: Option<u64>,
         now: Millis,
     ) -> Result<Alias>;

@@ -28,7 +28,7 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::rows::{
     corrupt, decode_state, destination_request, encode_state, json_err, may_owe_destination,
-    refuse_if_routed, system_error, to_record, Outcome, RawInvocation,
+    refuse_if_routed, same_but_description, system_error, to_record, Outcome, RawInvocation,
 };
 use crate::{
     sha256_hex, Claimed, Completion, Counters, Inserted, InvocationFilter, Kind, NewInvocation, Recovered,
@@ -43,7 +43,8 @@ macro_rules! params {
 /// Connections per server process.
 pub const DEFAULT_POOL_SIZE: usize = 16;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
 INSERT INTO meta (key, value) VALUES ('snapshot_version', 0), ('fenced_completions', 0), ('fenced_renewals', 0);
 CREATE TABLE functions (
@@ -119,7 +120,9 @@ CREATE TABLE workers (
     state TEXT NOT NULL,
     last_heartbeat BIGINT NOT NULL
 );
-"#];
+"#,
+    "ALTER TABLE aliases ADD COLUMN description TEXT NOT NULL DEFAULT ''",
+];
 
 pub struct PgStore {
     pool: Pool,
@@ -486,7 +489,7 @@ fn to_version(r: &Row) -> Result<Version> {
     })
 }
 
-const ALIAS_COLS: &str = "function, name, routing, revision, updated_at";
+const ALIAS_COLS: &str = "function, name, routing, revision, updated_at, description";
 
 fn to_alias(r: &Row) -> Result<Alias> {
     Ok(Alias {
@@ -495,6 +498,7 @@ fn to_alias(r: &Row) -> Result<Alias> {
         routing: serde_json::from_str(r.get::<_, &str>(2)).map_err(json_err)?,
         revision: r.get::<_, i64>(3) as u64,
         updated_at: r.get(4),
+        description: r.get(5),
     })
 }
 
@@ -889,7 +893,13 @@ impl Store for PgStore {
         .await)
     }
 
-    async fn publish_version(&self, name: &str, expect: Option<u64>, now: Millis) -> Result<Version> {
+    async fn publish_version(
+        &self,
+        name: &str,
+        expect: Option<u64>,
+        description: Option<&str>,
+        now: Millis,
+    ) -> Result<Version> {
         in_tx!(self, |tx| {
             async {
             let f = require_function(&tx, name, expect).await?;
@@ -899,7 +909,7 @@ impl Store for PgStore {
             let sql = format!("SELECT {VERSION_COLS} FROM versions WHERE function = $1 ORDER BY number DESC LIMIT 1");
             if let Some(row) = pg_query_opt(&tx, &sql, params![&name]).await.map_err(pg_err)? {
                 let v = to_version(&row)?;
-                if v.spec == f.spec && v.code_sha256 == code {
+                if same_but_description(&v.spec, &f.spec) && v.code_sha256 == code {
                     return Ok(v);
                 }
             }
@@ -911,7 +921,11 @@ impl Store for PgStore {
                 .map_err(pg_err)?
                 .get(0);
             bump_snapshot(&tx).await?;
-            let spec_json = serde_json::to_string(&f.spec).map_err(json_err)?;
+            let mut spec = f.spec.clone();
+            if let Some(d) = &description {
+                spec.description = d.to_string();
+            }
+            let spec_json = serde_json::to_string(&spec).map_err(json_err)?;
             pg_execute(&tx,
                 "INSERT INTO versions (function, number, spec, code_sha256, from_revision, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6)",
@@ -922,7 +936,7 @@ impl Store for PgStore {
             Ok(Version {
                 function: name.to_string(),
                 number: number as u64,
-                spec: f.spec,
+                spec,
                 code_sha256: code,
                 from_revision: f.revision,
                 created_at: now,
@@ -957,6 +971,7 @@ impl Store for PgStore {
         function: &str,
         alias: &str,
         routing: Routing,
+        description: &str,
         expect: Option<u64>,
         now: Millis,
     ) -> Result<Alias> {
@@ -983,13 +998,21 @@ impl Store for PgStore {
             let revision = bump_snapshot(&tx).await?;
             let routing_json = serde_json::to_string(&routing).map_err(json_err)?;
             pg_execute(&tx,
-                "INSERT INTO aliases (function, name, routing, revision, updated_at) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (function, name) DO UPDATE SET routing = $3, revision = $4, updated_at = $5",
-                params![&function, &alias, &routing_json, &(revision as i64), &now],
+                "INSERT INTO aliases (function, name, routing, revision, updated_at, description) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (function, name) DO UPDATE SET routing = $3, revision = $4, updated_at = $5, description = $6",
+                params![&function, &alias, &routing_json, &(revision as i64), &now, &description],
             )
             .await
             .map_err(pg_err)?;
-            Ok(Alias { function: function.to_string(), name: alias.to_string(), routing, revision, updated_at: now })
+            Ok(Alias {
+                function: function.to_string(),
+                name: alias.to_string(),
+                routing,
+                description: description.to_string(),
+                revision,
+                updated_at: now,
+            })
         }
         .await
         })

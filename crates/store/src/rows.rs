@@ -140,6 +140,14 @@ pub(crate) fn destination_request(
     Some(InvocationRecord::new(request, Lifecycle::queued()))
 }
 
+/// Whether two configurations differ only in their description (publishing then makes no
+/// new version: a version's description is its own).
+pub(crate) fn same_but_description(a: &gust_core::FunctionSpec, b: &gust_core::FunctionSpec) -> bool {
+    let strip =
+        |s: &gust_core::FunctionSpec| gust_core::FunctionSpec { description: String::new(), ..s.clone() };
+    strip(a) == strip(b)
+}
+
 /// Refuses to delete version `number` while an alias (stored routing JSON) routes to it.
 pub(crate) fn refuse_if_routed(function: &str, number: u64, routings: &[String]) -> Result<()> {
     for raw in routings {

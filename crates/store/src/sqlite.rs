@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 use crate::blob::BlobDir;
 use crate::rows::{
     corrupt, decode_state, destination_request, encode_state, json_err, may_owe_destination,
-    refuse_if_routed, system_error, to_record, Outcome, RawInvocation,
+    refuse_if_routed, same_but_description, system_error, to_record, Outcome, RawInvocation,
 };
 use crate::{
     Claimed, Completion, Counters, Inserted, InvocationFilter, Kind, NewInvocation, Recovered, Result, Store,
@@ -121,6 +121,7 @@ CREATE TABLE workers (
 CREATE INDEX invocations_placed ON invocations (worker, id) WHERE state = 'PLACED';
 "#,
     "ALTER TABLE invocations ADD COLUMN completed_epoch INTEGER;",
+    "ALTER TABLE aliases ADD COLUMN description TEXT NOT NULL DEFAULT '';",
 ];
 
 /// Options of the SQLite backend.
@@ -378,18 +379,21 @@ fn to_version(raw: (String, i64, String, String, i64, i64)) -> Result<Version> {
     })
 }
 
-const ALIAS_COLS: &str = "function, name, routing, revision, updated_at";
+const ALIAS_COLS: &str = "function, name, routing, revision, updated_at, description";
 
-fn alias_from_row(r: &Row<'_>) -> rusqlite::Result<(String, String, String, i64, i64)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+type RawAlias = (String, String, String, i64, i64, String);
+
+fn alias_from_row(r: &Row<'_>) -> rusqlite::Result<RawAlias> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
 }
 
-fn to_alias(raw: (String, String, String, i64, i64)) -> Result<Alias> {
-    let (function, name, routing, revision, updated_at) = raw;
+fn to_alias(raw: RawAlias) -> Result<Alias> {
+    let (function, name, routing, revision, updated_at, description) = raw;
     Ok(Alias {
         function,
         name,
         routing: serde_json::from_str(&routing).map_err(json_err)?,
+        description,
         revision: revision as u64,
         updated_at,
     })
@@ -772,8 +776,15 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn publish_version(&self, name: &str, expect: Option<u64>, now: Millis) -> Result<Version> {
+    async fn publish_version(
+        &self,
+        name: &str,
+        expect: Option<u64>,
+        description: Option<&str>,
+        now: Millis,
+    ) -> Result<Version> {
         let name = name.to_string();
+        let description = description.map(str::to_string);
         self.write(move |c| {
             let f = require_function(c, &name, expect)?;
             let code = f.code_sha256.clone().ok_or_else(|| {
@@ -790,7 +801,7 @@ impl Store for SqliteStore {
                 .map(to_version)
                 .transpose()?;
             if let Some(v) = latest {
-                if v.spec == f.spec && v.code_sha256 == code {
+                if same_but_description(&v.spec, &f.spec) && v.code_sha256 == code {
                     return Ok(v);
                 }
             }
@@ -802,7 +813,11 @@ impl Store for SqliteStore {
                 )
                 .map_err(db_err)?;
             bump_snapshot(c)?;
-            let spec_json = serde_json::to_string(&f.spec).map_err(json_err)?;
+            let mut spec = f.spec.clone();
+            if let Some(d) = &description {
+                spec.description = d.to_string();
+            }
+            let spec_json = serde_json::to_string(&spec).map_err(json_err)?;
             c.execute(
                 "INSERT INTO versions (function, number, spec, code_sha256, from_revision, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -812,7 +827,7 @@ impl Store for SqliteStore {
             Ok(Version {
                 function: name,
                 number: number as u64,
-                spec: f.spec,
+                spec,
                 code_sha256: code,
                 from_revision: f.revision,
                 created_at: now,
@@ -858,10 +873,12 @@ impl Store for SqliteStore {
         function: &str,
         alias: &str,
         routing: Routing,
+        description: &str,
         expect: Option<u64>,
         now: Millis,
     ) -> Result<Alias> {
-        let (function, alias) = (function.to_string(), alias.to_string());
+        let (function, alias, description) =
+            (function.to_string(), alias.to_string(), description.to_string());
         self.write(move |c| {
             require_function(c, &function, None)?;
             let current: Option<i64> = c
@@ -887,18 +904,20 @@ impl Store for SqliteStore {
             }
             let revision = bump_snapshot(c)?;
             c.execute(
-                "INSERT INTO aliases (function, name, routing, revision, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT (function, name) DO UPDATE SET routing = ?3, revision = ?4, updated_at = ?5",
+                "INSERT INTO aliases (function, name, routing, revision, updated_at, description) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (function, name) DO UPDATE SET routing = ?3, revision = ?4, updated_at = ?5, description = ?6",
                 params![
                     function,
                     alias,
                     serde_json::to_string(&routing).map_err(json_err)?,
                     revision as i64,
-                    now
+                    now,
+                    description
                 ],
             )
             .map_err(db_err)?;
-            Ok(Alias { function, name: alias, routing, revision, updated_at: now })
+            Ok(Alias { function, name: alias, routing, description, revision, updated_at: now })
         })
         .await
     }

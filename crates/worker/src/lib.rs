@@ -173,7 +173,7 @@ impl Worker {
         })
         .await
         .map_err(|e| PrepareError::Internal(format!("unpack task failed: {e}")))?
-        .map_err(|e| PrepareError::Invalid(e.to_string()))
+        .map_err(|e| PrepareError::Package(e.to_string()))
     }
 
     /// The task root of a package, unpacking it (pulling the code) on a miss.

@@ -255,7 +255,7 @@ pub(crate) async fn create(State(s): State<AppState>, body: Body) -> AwsResult {
         e => e.into(),
     })?;
     let body = if req.publish {
-        version_json(&s, &s.service.publish(&name, Some(created.config.revision)).await?).await
+        version_json(&s, &s.service.publish(&name, Some(created.config.revision), None).await?).await
     } else {
         latest_json(&s, &created.config, true).await
     };
@@ -372,7 +372,7 @@ pub(crate) async fn update_code(State(s): State<AppState>, Path(raw): Path<Strin
             e => e.into(),
         })?;
     let body = if req.publish {
-        version_json(&s, &s.service.publish(&name, Some(uploaded.config.revision)).await?).await
+        version_json(&s, &s.service.publish(&name, Some(uploaded.config.revision), None).await?).await
     } else {
         latest_json(&s, &uploaded.config, false).await
     };
@@ -403,6 +403,7 @@ pub(crate) async fn update_configuration(
 #[serde(rename_all = "PascalCase", default)]
 struct PublishIn {
     code_sha256: Option<String>,
+    description: Option<String>,
     revision_id: Option<String>,
 }
 
@@ -416,7 +417,7 @@ pub(crate) async fn publish(State(s): State<AppState>, Path(raw): Path<String>, 
             return Err(AwsError::precondition());
         }
     }
-    let v = s.service.publish(&name, expect).await?;
+    let v = s.service.publish(&name, expect, req.description.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(version_json(&s, &v).await)).into_response())
 }
 
@@ -496,15 +497,15 @@ pub(crate) async fn create_alias(
         req.function_version.as_deref().ok_or_else(|| AwsError::invalid("FunctionVersion is required"))?,
     )?;
     let r = routing(version, &req.routing_config.unwrap_or_default())?;
-    let a = s.service.put_alias(&name, &alias, r, Some(0)).await.map_err(|e| match e {
+    let description = req.description.as_deref().unwrap_or("");
+    let a = s.service.put_alias(&name, &alias, r, description, Some(0)).await.map_err(|e| match e {
         ServiceError::RevisionMismatch { .. } => AwsError::conflict(format!(
             "Alias already exists: {}",
             gust_core::lambda::function_arn(&name, Some(&alias))
         )),
         e => e.into(),
     })?;
-    Ok((StatusCode::CREATED, Json(views::alias(&a, req.description.as_deref().unwrap_or(""))))
-        .into_response())
+    Ok((StatusCode::CREATED, Json(views::alias(&a))).into_response())
 }
 
 pub(crate) async fn get_alias(
@@ -512,7 +513,7 @@ pub(crate) async fn get_alias(
     Path((raw, alias)): Path<(String, String)>,
 ) -> AwsResult {
     let (name, _) = target(&raw, None)?;
-    Ok(Json(views::alias(&s.service.get_alias(&name, &alias).await?, "")).into_response())
+    Ok(Json(views::alias(&s.service.get_alias(&name, &alias).await?)).into_response())
 }
 
 pub(crate) async fn update_alias(
@@ -534,11 +535,14 @@ pub(crate) async fn update_alias(
         Some(w) => routing(primary, w)?,
         None => Routing { version: primary, weights: current.routing.weights.clone() },
     };
-    let a = s.service.put_alias(&name, &alias, r, Some(current.revision)).await.map_err(|e| match e {
-        ServiceError::RevisionMismatch { .. } => AwsError::precondition(),
-        e => e.into(),
-    })?;
-    Ok(Json(views::alias(&a, req.description.as_deref().unwrap_or(""))).into_response())
+    let description = req.description.as_deref().unwrap_or(&current.description);
+    let a = s.service.put_alias(&name, &alias, r, description, Some(current.revision)).await.map_err(
+        |e| match e {
+            ServiceError::RevisionMismatch { .. } => AwsError::precondition(),
+            e => e.into(),
+        },
+    )?;
+    Ok(Json(views::alias(&a)).into_response())
 }
 
 pub(crate) async fn delete_alias(
@@ -564,7 +568,7 @@ pub(crate) async fn list_aliases(
         .await?
         .iter()
         .filter(|a| version.is_none_or(|v| a.routing.versions().any(|x| x == v)))
-        .map(|a| views::alias(a, ""))
+        .map(views::alias)
         .collect();
     Ok(Json(json!({ "Aliases": aliases })).into_response())
 }

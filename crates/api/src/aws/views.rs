@@ -119,14 +119,14 @@ pub(crate) fn configuration(s: &Shown<'_>) -> Value {
     v
 }
 
-pub(crate) fn alias(a: &Alias, description: &str) -> Value {
+pub(crate) fn alias(a: &Alias) -> Value {
     let weights: Map<String, Value> =
         a.routing.weights.iter().map(|(v, w)| (v.to_string(), json!(w))).collect();
     let mut v = json!({
         "AliasArn": function_arn(&a.function, Some(&a.name)),
         "Name": a.name,
         "FunctionVersion": a.routing.version.to_string(),
-        "Description": description,
+        "Description": a.description,
         "RevisionId": alias_revision_id(a),
     });
     if !weights.is_empty() {
