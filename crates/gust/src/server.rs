@@ -136,7 +136,7 @@ pub fn run(opts: ServerOpts) -> anyhow::Result<()> {
     if opts.max_concurrency == 0 || opts.lease_ms < 300 {
         bail!("--max-concurrency must be at least 1 and --lease-ms at least 300");
     }
-    let sandbox = crate::worker::sandbox(opts.isolation, &opts.data_dir, &opts.python)?;
+    let sandbox = crate::worker::sandbox(opts.isolation, &opts.data_dir, &opts.python, &opts.node)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(serve(opts, sandbox))
 }

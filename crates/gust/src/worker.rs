@@ -84,6 +84,7 @@ pub fn sandbox(
     isolation: Isolation,
     data_dir: &std::path::Path,
     python: &str,
+    node: &NodeOpts,
 ) -> anyhow::Result<Arc<Sandbox>> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
@@ -95,8 +96,18 @@ pub fn sandbox(
     } else {
         vec![data_dir]
     };
+    // The runtimes' own files stay visible wherever they are (a venv or a clone under /tmp):
+    // the interpreter's prefix (`VENV` of `VENV/bin/python`) and the RIC's node_modules.
+    let mut runtime_dirs = Vec::new();
+    if let Some(prefix) = python.parent().filter(|b| b.ends_with("bin")).and_then(|b| b.parent()) {
+        runtime_dirs.push(prefix.to_path_buf());
+    }
+    if let Some(ric) = &node.ric {
+        let ric = std::path::absolute(ric).unwrap_or_else(|_| ric.clone());
+        runtime_dirs.push(ric.parent().map_or(ric.clone(), |p| p.to_path_buf()));
+    }
     let init_program = std::env::current_exe().ok();
-    Ok(Arc::new(Sandbox::detect(SandboxConfig { isolation, init_program, hidden_dirs })?))
+    Ok(Arc::new(Sandbox::detect(SandboxConfig { isolation, init_program, hidden_dirs, runtime_dirs })?))
 }
 
 struct Conn {
@@ -215,7 +226,7 @@ pub fn run(opts: WorkerOpts) -> anyhow::Result<()> {
     if opts.capacity == 0 {
         bail!("--capacity must be at least 1");
     }
-    let sandbox = sandbox(opts.isolation, &opts.data_dir, &opts.python)?;
+    let sandbox = sandbox(opts.isolation, &opts.data_dir, &opts.python, &opts.node)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(serve(opts, sandbox))
 }

@@ -105,6 +105,9 @@ pub struct SandboxConfig {
     /// Directories covered by an empty tmpfs in every environment (gust's data directory: the
     /// database and every function's code); the environment's own task root is bound back.
     pub hidden_dirs: Vec<PathBuf>,
+    /// Directories the runtimes themselves need (a Python venv, the Node.js runtime interface
+    /// client): bound back read-only where /tmp or a hidden directory would cover them.
+    pub runtime_dirs: Vec<PathBuf>,
 }
 
 /// Which namespaces environments get.
@@ -172,6 +175,8 @@ pub struct Sandbox {
     ns: Namespaces,
     init_program: Option<PathBuf>,
     hidden_dirs: Vec<PathBuf>,
+    /// Runtime directories that the private /tmp or a hidden directory would cover.
+    runtime_dirs: Vec<PathBuf>,
     /// What was configured but is not available here (empty when nothing is missing).
     missing: Vec<String>,
 }
@@ -279,6 +284,7 @@ impl Sandbox {
             ns: Namespaces::default(),
             init_program: None,
             hidden_dirs: Vec::new(),
+            runtime_dirs: Vec::new(),
             missing: Vec::new(),
         }
     }
@@ -319,6 +325,7 @@ impl Sandbox {
         let init_works = ns.any() && {
             sandbox.ns = ns;
             sandbox.hidden_dirs = hidden_dirs(&cfg.hidden_dirs);
+            sandbox.runtime_dirs = covered(&cfg.runtime_dirs, &sandbox.hidden_dirs);
             sandbox.init_program = cfg.init_program.clone();
             let probed = match &sandbox.init_program {
                 None => Err("no program to run it".to_string()),
@@ -457,7 +464,9 @@ impl Sandbox {
             proc: self.ns.mount && self.ns.pid,
             tmp: self.ns.mount.then(|| start.tmp.to_path_buf()),
             hide: self.hidden_dirs.clone(),
-            bind: vec![start.task_root.to_path_buf()],
+            bind: std::iter::once(start.task_root.to_path_buf())
+                .chain(self.runtime_dirs.iter().cloned())
+                .collect(),
             hostname: self.ns.uts.then(|| SANDBOX_HOSTNAME.to_string()),
             user: start.user,
             map_user: self
@@ -579,6 +588,19 @@ fn nanos() -> u128 {
 
 /// The directories to hide: absolute, existing, not `/`, not below /tmp (a private /tmp hides
 /// those already) or below another hidden one.
+/// The runtime directories an environment's mounts would cover (under /tmp or a hidden
+/// directory), which must therefore be bound back.
+fn covered(dirs: &[PathBuf], hidden: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = dirs
+        .iter()
+        .filter_map(|d| d.canonicalize().ok())
+        .filter(|d| d.is_dir() && (d.starts_with("/tmp") || hidden.iter().any(|h| d.starts_with(h))))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 fn hidden_dirs(dirs: &[PathBuf]) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = dirs
         .iter()
