@@ -24,7 +24,6 @@ use bytes::Bytes;
 use gust_core::limits::{MAX_LOG_BYTES, MAX_RESULT_BYTES};
 use gust_core::ErrorKind;
 use parking_lot::Mutex;
-use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::sandbox::{Isolation, Sandbox, Start, RUNTIME_API_PORT};
@@ -106,8 +105,36 @@ struct Environment {
     api: Arc<ApiState>,
     server: tokio::task::JoinHandle<()>,
     log: Arc<Mutex<TailBuffer>>,
+    /// stdout and stderr, read into `log` as output arrives and drained when an answer comes.
+    pipes: Vec<Arc<OutputPipe>>,
     dirs: EnvDirs,
     last_used: Instant,
+}
+
+/// One of an environment's output pipes. A task moves output into the log as it arrives (so a
+/// chatty function never blocks on a full pipe); `drain` moves what is buffered right now, so
+/// everything written before the runtime answered is in the invocation's log.
+struct OutputPipe {
+    rx: tokio::net::unix::pipe::Receiver,
+    log: Arc<Mutex<TailBuffer>>,
+    /// Held across a read and its append, so a drain never overtakes bytes already read.
+    reading: Mutex<()>,
+}
+
+impl OutputPipe {
+    /// Moves what the pipe holds now into the log; `false` at end of file or on an error.
+    fn drain(&self) -> bool {
+        let _reading = self.reading.lock();
+        let mut buf = [0u8; 8192];
+        loop {
+            match self.rx.try_read(&mut buf) {
+                Ok(0) => return false,
+                Ok(n) => self.log.lock().write(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        }
+    }
 }
 
 /// An environment's directories on the host: its temp dir and, with a private network, the
@@ -390,26 +417,16 @@ impl ProcessRuntime {
         };
         let pgid = child.id().map_or(0, |p| p as i32);
         let log = Arc::new(Mutex::new(TailBuffer::new(MAX_LOG_BYTES)));
-        for pipe in [
-            child.stdout.take().map(Box::new).map(|b| b as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-            child.stderr.take().map(|b| Box::new(b) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut pipe = pipe;
-                let mut buf = vec![0u8; 8192];
-                while let Ok(n) = pipe.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    log.lock().write(&buf[..n]);
-                }
-            });
+        let fds =
+            [child.stdout.take().map(|p| p.into_owned_fd()), child.stderr.take().map(|p| p.into_owned_fd())];
+        let mut pipes = Vec::new();
+        for fd in fds.into_iter().flatten() {
+            let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd?)?;
+            let pipe = Arc::new(OutputPipe { rx, log: log.clone(), reading: Mutex::new(()) });
+            pipes.push(pipe.clone());
+            tokio::spawn(async move { while pipe.rx.readable().await.is_ok() && pipe.drain() {} });
         }
-        Ok(Environment { child, pgid, offer, api, server, log, dirs, last_used: Instant::now() })
+        Ok(Environment { child, pgid, offer, api, server, log, pipes, dirs, last_used: Instant::now() })
     }
 
     /// Runs one invocation in a warm environment of `f`, or a new one (cold start).
@@ -469,9 +486,9 @@ impl ProcessRuntime {
                 return failed(ErrorKind::Timeout, format!("the function timed out after {} ms", f.timeout_ms), log, started);
             }
         };
-        // Let the pipe readers take what the process wrote before it answered.
-        for _ in 0..3 {
-            tokio::task::yield_now().await;
+        // What the process wrote before it answered is in its pipes by now.
+        for pipe in &env.pipes {
+            pipe.drain();
         }
         let log = env.log.lock().to_text();
         let status = match outcome {
