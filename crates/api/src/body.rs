@@ -64,6 +64,16 @@ pub(crate) fn require_content_type(headers: &HeaderMap, allowed: &[&str]) -> Res
     }
 }
 
+/// A header's value as text; a value that is not ASCII is a 400.
+pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str().map_err(|_| ApiError::bad_request("InvalidRequest", format!("{name} must be ASCII")))
+        })
+        .transpose()
+}
+
 /// Parses a JSON body into `T` with a message that names the problem.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes)

@@ -13,7 +13,7 @@ use gust_store::InvocationFilter;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::body::{if_match, parse_json, read_bounded, require_content_type};
+use crate::body::{header_str, if_match, parse_json, read_bounded, require_content_type};
 use crate::{views, ApiError, AppState};
 
 type ApiResult = Result<Response, ApiError>;
@@ -171,15 +171,6 @@ async fn delete_alias(
 #[serde(deny_unknown_fields)]
 struct InvokeQuery {
     qualifier: Option<String>,
-}
-
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
-    headers
-        .get(name)
-        .map(|v| {
-            v.to_str().map_err(|_| ApiError::bad_request("InvalidRequest", format!("{name} must be ASCII")))
-        })
-        .transpose()
 }
 
 async fn invoke(

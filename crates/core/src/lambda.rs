@@ -14,13 +14,13 @@ pub const REGION: &str = "us-east-1";
 pub const ACCOUNT: &str = "000000000000";
 
 /// What a runtime is told about how it was called, besides the payload.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CallContext {
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallContext<'a> {
     /// The qualifier the caller used (`$LATEST`, a version or an alias): the runtime sees the
     /// function ARN as invoked.
-    pub qualifier: String,
+    pub qualifier: &'a str,
     /// The caller's Client-Context (JSON, already base64-decoded); sync invocations only.
-    pub client_context: Option<String>,
+    pub client_context: Option<&'a str>,
 }
 
 /// `arn:aws:lambda:us-east-1:000000000000:function:NAME[:QUALIFIER]`.

@@ -94,7 +94,7 @@ impl Executor for LocalExecutor {
         deployment: &Deployment,
         id: &InvocationId,
         payload: Bytes,
-        call: &gust_core::lambda::CallContext,
+        call: &gust_core::lambda::CallContext<'_>,
     ) -> Execution {
         let mut out = self.0.execute(deployment, &id.0, payload, call).await;
         let log = std::mem::take(&mut out.log);

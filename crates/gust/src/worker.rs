@@ -370,10 +370,8 @@ async fn run_assignment(s: Arc<State>, a: Assignment) {
     let payload = base64::engine::general_purpose::STANDARD.decode(&a.payload_b64).map(Bytes::from);
     let mut out = match payload {
         Ok(p) => {
-            let call = gust_core::lambda::CallContext {
-                qualifier: a.deployment.resolved.label(),
-                client_context: None,
-            };
+            let label = a.deployment.resolved.label();
+            let call = gust_core::lambda::CallContext { qualifier: &label, client_context: None };
             s.worker.execute(&a.deployment, &a.invocation_id, p, &call).await
         }
         Err(_) => gust_runtime::RunOutcome {

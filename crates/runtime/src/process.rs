@@ -435,7 +435,7 @@ impl ProcessRuntime {
         f: &ProcessFunction<'_>,
         invocation_id: &str,
         payload: Bytes,
-        call: &gust_core::lambda::CallContext,
+        call: &gust_core::lambda::CallContext<'_>,
     ) -> RunOutcome {
         let started = Instant::now();
         let warm = self.idle.lock().get_mut(&f.key).and_then(Vec::pop);
@@ -463,8 +463,8 @@ impl ProcessRuntime {
             id: invocation_id.to_string(),
             payload,
             deadline_ms,
-            function_arn: gust_core::lambda::function_arn(f.function, Some(&call.qualifier)),
-            client_context: call.client_context.clone(),
+            function_arn: gust_core::lambda::function_arn(f.function, Some(call.qualifier)),
+            client_context: call.client_context.map(str::to_string),
             reply,
         };
         if env.offer.send(offered).await.is_err() {

@@ -16,11 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use gust_core::lambda::CallContext;
 use gust_core::limits::{MAX_ASYNC_PAYLOAD_BYTES, MAX_SYNC_PAYLOAD_BYTES};
 use gust_core::names::validate_function_name;
 use gust_core::{
-    Deployment, ErrorKind, FunctionErrorBody, InvocationId, InvocationRecord, InvocationRequest, Lifecycle,
-    Mode, Qualifier, Resolved, State,
+    Deployment, ErrorKind, FunctionConfig, FunctionErrorBody, InvocationId, InvocationRecord,
+    InvocationRequest, Lifecycle, Mode, Qualifier, Resolved, State,
 };
 use gust_store::{Inserted, Kind, NewInvocation, StoreError};
 use sha2::{Digest, Sha256};
@@ -101,19 +102,14 @@ impl Service {
                 )));
             }
         }
-        let deployment = self.resolve(&input.function, &qualifier).await?;
-        let call = gust_core::lambda::CallContext {
-            qualifier: qualifier.as_string(),
-            client_context: input.client_context.filter(|_| input.mode == Mode::Sync),
-        };
+        let config = self.cached_function(&input.function).await?;
+        let deployment = self.resolve(&config, &qualifier).await?;
+        let qualifier = qualifier.as_string();
         let request = InvocationRequest {
             id: InvocationId(uuid::Uuid::now_v7().to_string()),
             function: input.function,
-            fingerprint: input
-                .idempotency_key
-                .as_ref()
-                .map(|_| fingerprint(&qualifier.as_string(), &input.payload)),
-            qualifier: qualifier.as_string(),
+            fingerprint: input.idempotency_key.as_ref().map(|_| fingerprint(&qualifier, &input.payload)),
+            qualifier,
             resolved: deployment.resolved,
             payload: input.payload,
             mode: input.mode,
@@ -125,22 +121,22 @@ impl Service {
             return self.enqueue(request).await;
         }
         // Sync work counts against the function's reserved concurrency while it runs here.
-        let limit = self.cached_function(&request.function).await?.spec.reserved_concurrency;
+        let limit = config.spec.reserved_concurrency;
         let Some(_permit) = self.concurrency.try_acquire(&request.function, limit) else {
             Metrics::inc(&self.metrics.throttled);
             return Err(ServiceError::Throttled { function: request.function, limit: limit.unwrap_or(0) });
         };
-        match (request.mode, request.idempotency_key.is_some()) {
-            (Mode::Async, _) => unreachable!("async invocations were queued above"),
-            (Mode::Sync, _) if !self.cfg.local_worker => self.run_sync_remote(request).await,
-            (Mode::Sync, false) => Ok(self.run_sync_unrecorded(&deployment, request, &call).await),
-            (Mode::Sync, true) => self.run_sync_keyed(&deployment, request, &call).await,
+        let client_context = input.client_context.as_deref();
+        match request.idempotency_key.is_some() {
+            _ if !self.cfg.local_worker => self.run_sync_remote(request).await,
+            false => Ok(self.run_sync_unrecorded(&deployment, request, client_context).await),
+            true => self.run_sync_keyed(&deployment, request, client_context).await,
         }
     }
 
     /// Resolves a qualifier to the immutable deployment it names right now.
-    async fn resolve(&self, function: &str, qualifier: &Qualifier) -> Result<Arc<Deployment>> {
-        let config = self.cached_function(function).await?;
+    async fn resolve(&self, config: &FunctionConfig, qualifier: &Qualifier) -> Result<Arc<Deployment>> {
+        let function = config.name.as_str();
         let resolved = match qualifier {
             Qualifier::Latest => {
                 if config.code_sha256.is_none() {
@@ -197,10 +193,11 @@ impl Service {
         &self,
         deployment: &Deployment,
         request: InvocationRequest,
-        call: &gust_core::lambda::CallContext,
+        client_context: Option<&str>,
     ) -> Invoked {
         Metrics::inc(&self.metrics.sync_invocations);
-        let exec = self.executor.execute(deployment, &request.id, request.payload.clone(), call).await;
+        let call = CallContext { qualifier: &request.qualifier, client_context };
+        let exec = self.executor.execute(deployment, &request.id, request.payload.clone(), &call).await;
         self.count_attempt(&exec);
         let now = self.clock.now();
         let (state, result, error, outcome) = match &exec.result {
@@ -235,9 +232,10 @@ impl Service {
         &self,
         deployment: &Deployment,
         request: InvocationRequest,
-        call: &gust_core::lambda::CallContext,
+        client_context: Option<&str>,
     ) -> Result<Invoked> {
-        let (id, payload) = (request.id.clone(), request.payload.clone());
+        let (id, payload, qualifier) =
+            (request.id.clone(), request.payload.clone(), request.qualifier.clone());
         let lease_until = self.clock.now() + self.cfg.lease.as_millis() as i64;
         let new =
             NewInvocation { request, lifecycle: Lifecycle::claimed(self.cfg.worker_id.clone(), lease_until) };
@@ -251,7 +249,8 @@ impl Service {
         }
         Metrics::inc(&self.metrics.sync_invocations);
         self.track_attempt(&id, 1);
-        let exec = self.executor.execute(deployment, &id, payload, call).await;
+        let call = CallContext { qualifier: &qualifier, client_context };
+        let exec = self.executor.execute(deployment, &id, payload, &call).await;
         let log = exec.log.clone();
         let finished = self.finish_attempt(&id, 1, exec.clone()).await;
         match finished {

@@ -54,7 +54,7 @@ pub trait Executor: Send + Sync + 'static {
         deployment: &Deployment,
         id: &InvocationId,
         payload: Bytes,
-        call: &gust_core::lambda::CallContext,
+        call: &gust_core::lambda::CallContext<'_>,
     ) -> Execution;
     /// Slots free right now.
     fn free_slots(&self) -> usize;
@@ -147,6 +147,11 @@ impl Service {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The service's clock (injected; the system clock in production).
+    pub fn now(&self) -> gust_core::Millis {
+        self.clock.now()
     }
 
     pub fn worker_id(&self) -> &WorkerId {

@@ -28,7 +28,7 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::rows::{
     corrupt, decode_state, destination_request, encode_state, json_err, may_owe_destination,
-    refuse_if_routed, same_but_description, system_error, to_record, Outcome, RawInvocation,
+    refuse_if_routed, same_but_description, system_error, to_record, version_spec, Outcome, RawInvocation,
 };
 use crate::{
     sha256_hex, Claimed, Completion, Counters, Inserted, InvocationFilter, Kind, NewInvocation, Recovered,
@@ -921,10 +921,7 @@ impl Store for PgStore {
                 .map_err(pg_err)?
                 .get(0);
             bump_snapshot(&tx).await?;
-            let mut spec = f.spec.clone();
-            if let Some(d) = &description {
-                spec.description = d.to_string();
-            }
+            let spec = version_spec(&f.spec, description);
             let spec_json = serde_json::to_string(&spec).map_err(json_err)?;
             pg_execute(&tx,
                 "INSERT INTO versions (function, number, spec, code_sha256, from_revision, created_at) \

@@ -148,6 +148,19 @@ pub(crate) fn same_but_description(a: &gust_core::FunctionSpec, b: &gust_core::F
     strip(a) == strip(b)
 }
 
+/// The configuration a version freezes: `$LATEST`'s, with the version's own description if
+/// it was given one.
+pub(crate) fn version_spec(
+    latest: &gust_core::FunctionSpec,
+    description: Option<&str>,
+) -> gust_core::FunctionSpec {
+    let mut spec = latest.clone();
+    if let Some(d) = description {
+        spec.description = d.to_string();
+    }
+    spec
+}
+
 /// Refuses to delete version `number` while an alias (stored routing JSON) routes to it.
 pub(crate) fn refuse_if_routed(function: &str, number: u64, routings: &[String]) -> Result<()> {
     for raw in routings {

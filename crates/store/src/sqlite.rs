@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 use crate::blob::BlobDir;
 use crate::rows::{
     corrupt, decode_state, destination_request, encode_state, json_err, may_owe_destination,
-    refuse_if_routed, same_but_description, system_error, to_record, Outcome, RawInvocation,
+    refuse_if_routed, same_but_description, system_error, to_record, version_spec, Outcome, RawInvocation,
 };
 use crate::{
     Claimed, Completion, Counters, Inserted, InvocationFilter, Kind, NewInvocation, Recovered, Result, Store,
@@ -813,10 +813,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(db_err)?;
             bump_snapshot(c)?;
-            let mut spec = f.spec.clone();
-            if let Some(d) = &description {
-                spec.description = d.to_string();
-            }
+            let spec = version_spec(&f.spec, description.as_deref());
             let spec_json = serde_json::to_string(&spec).map_err(json_err)?;
             c.execute(
                 "INSERT INTO versions (function, number, spec, code_sha256, from_revision, created_at) \

@@ -263,7 +263,7 @@ impl Worker {
         deployment: &Deployment,
         invocation_id: &str,
         payload: Bytes,
-        call: &gust_core::lambda::CallContext,
+        call: &gust_core::lambda::CallContext<'_>,
     ) -> RunOutcome {
         let started = Instant::now();
         let Ok(_permit) = self.permits.clone().acquire_owned().await else {
@@ -308,7 +308,7 @@ impl Worker {
         deployment: &Deployment,
         invocation_id: &str,
         payload: Bytes,
-        call: &gust_core::lambda::CallContext,
+        call: &gust_core::lambda::CallContext<'_>,
         started: Instant,
     ) -> RunOutcome {
         let spec = &deployment.spec;

@@ -41,13 +41,6 @@ async fn json_body<T: serde::de::DeserializeOwned>(body: Body, limit: usize) -> 
     })
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
 /// The size of a code artifact (cached: artifacts never change).
 async fn code_size(s: &AppState, sha256: Option<&str>) -> u64 {
     let Some(sha) = sha256 else { return 0 };
@@ -189,10 +182,7 @@ impl ConfigIn {
         }
         if let Some(r) = self.runtime {
             let runtime = Runtime::try_from(r).map_err(AwsError::invalid)?;
-            if has_code
-                && !runtime.same_family(spec.runtime)
-                && runtime.is_process() != spec.runtime.is_process()
-            {
+            if has_code && runtime.is_process() != spec.runtime.is_process() {
                 return Err(AwsError::invalid(
                     "switching between the wasm runtime and a zip runtime needs new code: use UpdateFunctionCode after creating a new function",
                 ));
@@ -685,7 +675,7 @@ async fn set_event_config(s: &AppState, name: &str, req: EventConfigIn, merge: b
     }
     let dc = req.destination_config.clone().unwrap_or_default();
     let (on_success, on_failure) = (destination(&dc.on_success)?, destination(&dc.on_failure)?);
-    let now = now_ms();
+    let now = s.service.now();
     let f = mutate_spec(s, name, None, |spec| {
         let r = &mut spec.retry;
         if !merge {

@@ -20,10 +20,7 @@ const LOG_TAIL_BYTES: usize = 4096;
 const MAX_CLIENT_CONTEXT_BYTES: usize = 3583;
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, AwsError> {
-    headers
-        .get(name)
-        .map(|v| v.to_str().map_err(|_| AwsError::invalid(format!("{name} must be ASCII"))))
-        .transpose()
+    crate::body::header_str(headers, name).map_err(|e| AwsError::invalid(e.message))
 }
 
 fn set(resp: &mut Response, name: &'static str, value: &str) {
