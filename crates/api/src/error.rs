@@ -38,6 +38,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::InvalidRouting(_) => (StatusCode::BAD_REQUEST, "InvalidRouting"),
             ServiceError::InvalidCode(_) => (StatusCode::BAD_REQUEST, "InvalidCode"),
             ServiceError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "InvalidRequest"),
+            ServiceError::RuntimeUnavailable(_) => (StatusCode::BAD_REQUEST, "RuntimeUnavailable"),
             ServiceError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "TooLarge"),
             ServiceError::NotFound { kind, .. } => (
                 StatusCode::NOT_FOUND,

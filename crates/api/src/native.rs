@@ -20,7 +20,7 @@ type ApiResult = Result<Response, ApiError>;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/functions", get(list_functions))
+        .route("/v1/functions", get(list_functions).post(create_function))
         .route("/v1/functions/{name}", put(put_function).get(get_function).delete(delete_function))
         .route("/v1/functions/{name}/code", put(put_code))
         .route("/v1/functions/{name}/versions", post(publish).get(list_versions))
@@ -47,6 +47,32 @@ async fn list_functions(State(s): State<AppState>, Query(page): Query<Page>) -> 
     let next = (functions.len() == limit).then(|| functions.last().map(|f| f.name.clone())).flatten();
     let items: Vec<_> = functions.iter().map(views::function).collect();
     Ok(Json(json!({ "functions": items, "next": next })).into_response())
+}
+
+/// `POST /v1/functions`: a new function with its code in one atomic step (one revision); 409
+/// if the name exists. What `gust deploy` sends first.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewFunction {
+    name: String,
+    #[serde(default)]
+    config: FunctionSpec,
+    code_b64: String,
+}
+
+async fn create_function(State(s): State<AppState>, headers: HeaderMap, body: Body) -> ApiResult {
+    use base64::Engine as _;
+    require_content_type(&headers, JSON)?;
+    let limit = MAX_CODE_BYTES.div_ceil(3) * 4 + MAX_CONFIG_BODY_BYTES;
+    let bytes = read_bounded(body, limit, "the function").await?;
+    let new: NewFunction = parse_json(&bytes)?;
+    let code = base64::engine::general_purpose::STANDARD
+        .decode(new.code_b64.as_bytes())
+        .map_err(|_| ApiError::bad_request("InvalidCode", "code_b64 is not valid base64"))?;
+    let up = s.service.create_function(&new.name, new.config, code.into()).await?;
+    let mut v = views::function(&up.config);
+    v["size"] = json!(up.size);
+    Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
 async fn put_function(

@@ -71,8 +71,7 @@ fn bench_main() -> anyhow::Result<()> {
     let argv: Vec<String> = std::env::args().collect();
     match argv.get(1).map(String::as_str) {
         Some("__serve") => {
-            use clap::Parser as _;
-            let cli = gust::cli::Cli::parse_from(argv.iter().skip(1));
+            let cli = gust::cli::Cli::parse_from(argv.iter().skip(1)).map_err(|e| anyhow::anyhow!("{e}"))?;
             return match cli.command {
                 gust::cli::Command::Server(opts) => gust::server::run(opts),
                 gust::cli::Command::Worker(opts) => gust::worker::run(opts),

@@ -11,23 +11,64 @@ use crate::server::ServerOpts;
 
 #[derive(Parser, Debug)]
 #[command(name = "gust", version, about = "gust: a self-hosted serverless compute platform")]
-pub struct Cli {
-    #[command(flatten)]
-    pub global: Global,
+struct Line {
     #[command(subcommand)]
+    command: Command,
+}
+
+/// A parsed command line: the command, and the client options when it is a client command.
+#[derive(Debug)]
+pub struct Cli {
+    pub global: Option<Global>,
     pub command: Command,
+}
+
+/// Commands that are not clients of a server, and so take no client options.
+const NOT_CLIENTS: [&str; 2] = ["server", "worker"];
+
+impl Cli {
+    /// Parses the command line. Every client command takes the client options
+    /// (`gust invoke f --server URL`); `gust server` and `gust worker` neither show nor take
+    /// them.
+    pub fn parse_args() -> Result<Self, clap::Error> {
+        Cli::parse_from(std::env::args_os())
+    }
+
+    /// Parses `argv` (its first item is the program name).
+    pub fn parse_from<I, T>(argv: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut cmd = Line::command();
+        let clients: Vec<String> = cmd
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .filter(|n| !NOT_CLIENTS.contains(&n.as_str()))
+            .collect();
+        for name in &clients {
+            cmd = cmd.mut_subcommand(name, Global::augment_args);
+        }
+        let matches = cmd.try_get_matches_from(argv)?;
+        let global = match matches.subcommand() {
+            Some((name, m)) if clients.iter().any(|c| c == name) => Some(Global::from_arg_matches(m)?),
+            _ => None,
+        };
+        Ok(Cli { global, command: Line::from_arg_matches(&matches)?.command })
+    }
 }
 
 #[derive(Args, Debug)]
 pub struct Global {
     /// The gust server to talk to.
-    #[arg(long, global = true, env = "GUST_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, env = "GUST_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
     /// Bearer token for the server's API.
-    #[arg(long, global = true, env = "GUST_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "GUST_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Output format.
-    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }
 
@@ -167,8 +208,16 @@ impl Api {
 
     /// Sends and turns a non-2xx answer into the server's error message.
     fn send(&self, rb: RequestBuilder) -> Result<Response, Failure> {
-        let resp =
-            rb.send().map_err(|e| Failure(format!("cannot reach the gust server at {}: {e}", self.base)))?;
+        self.check(self.transmit(rb)?)
+    }
+
+    /// Sends; only a transport failure is an error.
+    fn transmit(&self, rb: RequestBuilder) -> Result<Response, Failure> {
+        rb.send().map_err(|e| Failure(format!("cannot reach the gust server at {}: {e}", self.base)))
+    }
+
+    /// A 2xx answer, or the server's error message.
+    fn check(&self, resp: Response) -> Result<Response, Failure> {
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -269,13 +318,27 @@ fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
                 retry.insert("base_delay_ms".into(), json!(r));
             }
             spec["retry"] = Value::Object(retry);
-            let path = format!("/v1/functions/{}", enc(&a.name));
-            api.json(api.req(Method::PUT, &path).json(&spec))?;
-            let v = api.json(
-                api.req(Method::PUT, &format!("{path}/code"))
-                    .header("content-type", "application/octet-stream")
-                    .body(code),
-            )?;
+            // A new function is created with its code in one atomic request (one revision);
+            // an existing one gets its configuration, then its code.
+            use base64::Engine as _;
+            let create = json!({
+                "name": a.name,
+                "config": spec,
+                "code_b64": base64::engine::general_purpose::STANDARD.encode(&code),
+            });
+            let created = api.transmit(api.req(Method::POST, "/v1/functions").json(&create))?;
+            let v: Value = match created.status() {
+                reqwest::StatusCode::CONFLICT => {
+                    let path = format!("/v1/functions/{}", enc(&a.name));
+                    api.json(api.req(Method::PUT, &path).json(&spec))?;
+                    api.json(
+                        api.req(Method::PUT, &format!("{path}/code"))
+                            .header("content-type", "application/octet-stream")
+                            .body(code),
+                    )?
+                }
+                _ => api.check(created)?.json()?,
+            };
             print(g, &v, |v| {
                 format!(
                     "deployed {} (revision {}, code sha256 {})",
@@ -315,12 +378,12 @@ fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
             let v = api.json(api.req(Method::GET, &format!("/v1/functions?limit={limit}")))?;
             print(g, &v, |v| {
                 let mut out = format!(
-                    "{:<32} {:<8} {:>8} {:>10} {:>9}",
+                    "{:<32} {:<16} {:>8} {:>10} {:>9}",
                     "NAME", "RUNTIME", "MEMORY", "TIMEOUT", "REVISION"
                 );
                 for f in v["functions"].as_array().into_iter().flatten() {
                     out.push_str(&format!(
-                        "\n{:<32} {:<8} {:>6}MB {:>8}ms {:>9}",
+                        "\n{:<32} {:<16} {:>6}MB {:>8}ms {:>9}",
                         f["name"].as_str().unwrap_or("?"),
                         f["runtime"].as_str().unwrap_or("?"),
                         f["memory_mb"].to_string(),

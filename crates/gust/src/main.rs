@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use gust::{cli, server, worker};
 
 fn main() -> ExitCode {
@@ -12,7 +11,10 @@ fn main() -> ExitCode {
     if let Some(code) = gust::sandbox_init_if_requested() {
         return code;
     }
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::parse_args() {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
     match args.command {
         cli::Command::Server(opts) => match server::run(opts) {
             Ok(()) => ExitCode::SUCCESS,
@@ -28,6 +30,9 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        command => cli::run(args.global, command),
+        command => cli::run(
+            args.global.unwrap_or_else(|| unreachable!("client commands have client options")),
+            command,
+        ),
     }
 }

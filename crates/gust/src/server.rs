@@ -14,6 +14,8 @@ use gust_store::postgres::DEFAULT_POOL_SIZE;
 use gust_store::{PgStore, SqliteOptions, SqliteStore, Store};
 use gust_worker::{ArtifactSource, Worker, WorkerConfig, DEFAULT_IDLE_TTL, DEFAULT_MAX_CONCURRENCY};
 
+use crate::host::HostRuntimes;
+
 #[derive(clap::Args, Debug)]
 pub struct ServerOpts {
     /// Where the embedded store keeps its database, artifacts and compiled modules.
@@ -59,11 +61,8 @@ pub struct ServerOpts {
     /// Run no invocations in this process: all work, sync included, goes to remote workers.
     #[arg(long)]
     pub no_local_worker: bool,
-    /// The Python interpreter for python3.x functions (it needs `awslambdaric` installed).
-    #[arg(long, env = "GUST_PYTHON", default_value = "python3")]
-    pub python: String,
     #[command(flatten)]
-    pub node: crate::worker::NodeOpts,
+    pub runtimes: crate::host::RuntimeOpts,
     /// Commit with synchronous=NORMAL: survives a process crash but may lose the last
     /// acknowledged writes on power loss. Default is an fsync per group commit.
     #[arg(long)]
@@ -116,6 +115,10 @@ impl Executor for LocalExecutor {
     fn warm_environments(&self) -> usize {
         self.0.load().warm_environments
     }
+
+    fn runs(&self, runtime: Runtime) -> bool {
+        self.0.runs(runtime)
+    }
 }
 
 /// Logs go to stderr, filtered by `GUST_LOG` (default `info`).
@@ -128,7 +131,7 @@ pub fn init_tracing() {
         .init();
 }
 
-pub fn run(opts: ServerOpts) -> anyhow::Result<()> {
+pub fn run(mut opts: ServerOpts) -> anyhow::Result<()> {
     init_tracing();
     if opts.token.is_none() && !opts.listen.ip().is_loopback() {
         bail!("refusing to listen on {} without --token: the API would be open to the network", opts.listen);
@@ -136,12 +139,28 @@ pub fn run(opts: ServerOpts) -> anyhow::Result<()> {
     if opts.max_concurrency == 0 || opts.lease_ms < 300 {
         bail!("--max-concurrency must be at least 1 and --lease-ms at least 300");
     }
-    let sandbox = crate::worker::sandbox(opts.isolation, &opts.data_dir, &opts.python, &opts.node)?;
+    // Every path is resolved once, here: the store, the worker and the sandbox see only
+    // absolute ones.
+    opts.data_dir = crate::host::resolve_dir(&opts.data_dir, "--data-dir")?;
+    let host = HostRuntimes::detect(&opts.runtimes)?;
+    let sandbox = crate::worker::sandbox(opts.isolation, &opts.data_dir, &host)?;
+    let worker_cfg = crate::worker::worker_config(
+        opts.max_concurrency,
+        Duration::from_secs(opts.idle_ttl_s),
+        &opts.data_dir,
+        &host,
+        sandbox,
+    );
+    if opts.no_local_worker {
+        tracing::info!("no local worker: remote workers run every function");
+    } else {
+        host.log();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(serve(opts, sandbox))
+    runtime.block_on(serve(opts, worker_cfg))
 }
 
-async fn serve(opts: ServerOpts, sandbox: Arc<gust_runtime::sandbox::Sandbox>) -> anyhow::Result<()> {
+async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = match &opts.store {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Arc::new(
             PgStore::connect(url, opts.store_schema.as_deref(), DEFAULT_POOL_SIZE)
@@ -156,12 +175,6 @@ async fn serve(opts: ServerOpts, sandbox: Arc<gust_runtime::sandbox::Sandbox>) -
                 .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?,
         ),
     };
-    let mut worker_cfg = WorkerConfig {
-        python: opts.python.clone(),
-        sandbox,
-        ..WorkerConfig::new(opts.max_concurrency, Duration::from_secs(opts.idle_ttl_s), &opts.data_dir)
-    };
-    opts.node.apply(&mut worker_cfg);
     let worker = Worker::new(worker_cfg, Arc::new(StoreArtifacts(store.clone())))
         .context("starting the local worker")?;
     let mut cfg = ServiceConfig::new(WorkerId(format!("local-{}", gust_worker::boot_id())));

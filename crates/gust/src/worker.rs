@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,8 @@ use gust_core::{Deployment, ErrorKind, Runtime};
 use gust_runtime::sandbox::{Isolation, Sandbox, SandboxConfig};
 use gust_runtime::Status;
 use gust_worker::{ArtifactSource, Worker, WorkerConfig, DEFAULT_IDLE_TTL, DEFAULT_MAX_CONCURRENCY};
+
+use crate::host::{HostRuntimes, RuntimeOpts};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::json;
@@ -41,11 +43,8 @@ pub struct WorkerOpts {
     /// A stable name; the worker id is NAME-BOOTID.
     #[arg(long, default_value = "worker")]
     pub name: String,
-    /// The Python interpreter for python3.x functions (it needs `awslambdaric` installed).
-    #[arg(long, env = "GUST_PYTHON", default_value = "python3")]
-    pub python: String,
     #[command(flatten)]
-    pub node: NodeOpts,
+    pub runtimes: RuntimeOpts,
     /// Append one line per attempt event to this file (start, accepted, fenced): an audit
     /// trail for operators and for the chaos test.
     #[arg(long)]
@@ -56,45 +55,17 @@ pub struct WorkerOpts {
     pub isolation: Isolation,
 }
 
-/// How `nodejsN.x` functions run: `NODE RIC/bin/index.mjs HANDLER`, with AWS's runtime
-/// interface client (`npm install aws-lambda-ric`; its package directory is RIC).
-#[derive(clap::Args, Debug, Clone)]
-pub struct NodeOpts {
-    /// The Node.js binary for nodejsN.x functions.
-    #[arg(long = "node", env = "GUST_NODE", default_value = "node")]
-    pub program: String,
-    /// The aws-lambda-ric package directory (e.g. node_modules/aws-lambda-ric); nodejsN.x
-    /// functions fail to start without it.
-    #[arg(long = "node-ric", env = "GUST_NODE_RIC")]
-    pub ric: Option<PathBuf>,
-}
-
-impl NodeOpts {
-    /// Puts these settings into a worker configuration.
-    pub fn apply(&self, cfg: &mut WorkerConfig) {
-        cfg.node = self.program.clone();
-        cfg.node_ric = self.ric.as_ref().map(|r| std::path::absolute(r).unwrap_or_else(|_| r.clone()));
-    }
-}
-
 /// Probes what isolation this host gives process functions and applies `--isolation` (an
 /// error for strict isolation the host cannot give). Environments start through this binary's
-/// hidden sandbox init, and gust's data directory is hidden from them.
-pub fn sandbox(
-    isolation: Isolation,
-    data_dir: &std::path::Path,
-    python: &str,
-    node: &NodeOpts,
-) -> anyhow::Result<Arc<Sandbox>> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let data_dir = data_dir.canonicalize()?;
+/// hidden sandbox init, and gust's data directory (`data_dir`, absolute) is hidden from them.
+pub fn sandbox(isolation: Isolation, data_dir: &Path, host: &HostRuntimes) -> anyhow::Result<Arc<Sandbox>> {
     // An interpreter inside the data directory must stay visible to python3.x functions.
-    let python = std::path::absolute(python).unwrap_or_default();
-    let hidden_dirs = if python.starts_with(&data_dir) {
+    let python = host.python.clone().unwrap_or_default();
+    let hidden_dirs = if host.python.is_some() && python.starts_with(data_dir) {
         tracing::warn!(python = %python.display(), "the Python interpreter is inside the data directory, which therefore stays visible to functions");
         Vec::new()
     } else {
-        vec![data_dir]
+        vec![data_dir.to_path_buf()]
     };
     // The runtimes' own files stay visible wherever they are (a venv or a clone under /tmp):
     // the interpreter's prefix (`VENV` of `VENV/bin/python`) and the RIC's node_modules.
@@ -102,12 +73,32 @@ pub fn sandbox(
     if let Some(prefix) = python.parent().filter(|b| b.ends_with("bin")).and_then(|b| b.parent()) {
         runtime_dirs.push(prefix.to_path_buf());
     }
-    if let Some(ric) = &node.ric {
-        let ric = std::path::absolute(ric).unwrap_or_else(|_| ric.clone());
+    if let Some(ric) = &host.node_ric {
         runtime_dirs.push(ric.parent().map_or(ric.clone(), |p| p.to_path_buf()));
     }
     let init_program = std::env::current_exe().ok();
     Ok(Arc::new(Sandbox::detect(SandboxConfig { isolation, init_program, hidden_dirs, runtime_dirs })?))
+}
+
+/// A worker configuration for this host's resolved runtimes.
+pub fn worker_config(
+    capacity: usize,
+    idle_ttl: Duration,
+    data_dir: &Path,
+    host: &HostRuntimes,
+    sandbox: Arc<Sandbox>,
+) -> WorkerConfig {
+    let mut cfg = WorkerConfig::new(capacity, idle_ttl, data_dir);
+    if let Some(python) = &host.python {
+        cfg.python = python.to_string_lossy().into_owned();
+    }
+    if let Some(node) = &host.node {
+        cfg.node = node.to_string_lossy().into_owned();
+    }
+    cfg.node_ric = host.node_ric.clone();
+    cfg.runtimes = host.available();
+    cfg.sandbox = sandbox;
+    cfg
 }
 
 struct Conn {
@@ -202,6 +193,8 @@ struct State {
     worker: Arc<Worker>,
     id: String,
     capacity: usize,
+    /// The runtime families this worker can run (reported in every heartbeat).
+    runtimes: Vec<Runtime>,
     active: AtomicUsize,
     /// Attempts running, as (invocation id, epoch).
     running: Mutex<HashSet<(String, u64)>>,
@@ -226,23 +219,22 @@ pub fn run(opts: WorkerOpts) -> anyhow::Result<()> {
     if opts.capacity == 0 {
         bail!("--capacity must be at least 1");
     }
-    let sandbox = sandbox(opts.isolation, &opts.data_dir, &opts.python, &opts.node)?;
+    let data_dir = crate::host::resolve_dir(&opts.data_dir, "--data-dir")?;
+    let host = HostRuntimes::detect(&opts.runtimes)?;
+    host.log();
+    let sandbox = sandbox(opts.isolation, &data_dir, &host)?;
+    let cfg = worker_config(opts.capacity, DEFAULT_IDLE_TTL, &data_dir, &host, sandbox);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(serve(opts, sandbox))
+    rt.block_on(serve(opts, cfg))
 }
 
-async fn serve(opts: WorkerOpts, sandbox: Arc<Sandbox>) -> anyhow::Result<()> {
+async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
     let conn = Arc::new(Conn {
         http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
         base: opts.server.trim_end_matches('/').to_string(),
         token: opts.worker_token.clone(),
     });
-    let mut cfg = WorkerConfig {
-        python: opts.python.clone(),
-        sandbox,
-        ..WorkerConfig::new(opts.capacity, DEFAULT_IDLE_TTL, &opts.data_dir)
-    };
-    opts.node.apply(&mut cfg);
+    let runtimes = cfg.runtimes.clone();
     let worker = Worker::new(cfg, Arc::new(ServerArtifacts(conn.clone()))).context("starting the worker")?;
     let attempt_log = match &opts.attempt_log {
         Some(p) => Some(Mutex::new(
@@ -255,6 +247,7 @@ async fn serve(opts: WorkerOpts, sandbox: Arc<Sandbox>) -> anyhow::Result<()> {
         worker,
         id: format!("{}-{}", opts.name, gust_worker::boot_id()),
         capacity: opts.capacity,
+        runtimes,
         active: AtomicUsize::new(0),
         running: Mutex::new(HashSet::new()),
         revision: AtomicU64::new(0),
@@ -278,7 +271,7 @@ async fn heartbeat_loop(s: Arc<State>) {
         let body = json!({
             "id": s.id,
             "revision": revision,
-            "runtimes": [Runtime::Wasm, Runtime::Provided { al: 0 }, Runtime::Python { minor: 0 }, Runtime::Node { major: 0 }],
+            "runtimes": s.runtimes,
             "capacity": s.capacity,
             "running": s.active.load(Ordering::SeqCst),
             "warm": s.worker.warm_code(),

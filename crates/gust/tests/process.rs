@@ -4,20 +4,10 @@
 
 mod common;
 
-use std::io::Write;
 use std::time::Duration;
 
-use common::{error_code, Server};
+use common::{error_code, zip, Server};
 use serde_json::{json, Value};
-
-fn zip(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
-    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    for (name, data, mode) in files {
-        w.start_file(*name, zip::write::SimpleFileOptions::default().unix_permissions(*mode)).unwrap();
-        w.write_all(data).unwrap();
-    }
-    w.finish().unwrap().into_inner()
-}
 
 fn bootstrap() -> Vec<u8> {
     std::fs::read(format!("{}/../../tests/fixtures/bootstrap.py", env!("CARGO_MANIFEST_DIR"))).unwrap()

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use gust_core::limits::{MAX_CODE_BYTES, MAX_PAGE_SIZE};
 use gust_core::names::{validate_alias_name, validate_function_name};
-use gust_core::{Alias, FunctionConfig, FunctionSpec, InvocationId, InvocationRecord, Routing, Version};
+use gust_core::{
+    Alias, FunctionConfig, FunctionSpec, InvocationId, InvocationRecord, Routing, Runtime, Version,
+};
 use gust_store::{InvocationFilter, Kind};
 
 use crate::{Service, ServiceError};
@@ -40,6 +42,7 @@ impl Service {
     ) -> Result<FunctionConfig> {
         validate_function_name(name)?;
         spec.validate()?;
+        self.check_runtime(spec.runtime).await?;
         let now = self.clock.now();
         let result = self.store.put_function(name, spec, expect, now).await;
         self.cache.invalidate();
@@ -67,6 +70,7 @@ impl Service {
     pub async fn create_function(&self, name: &str, spec: FunctionSpec, code: Bytes) -> Result<CodeUploaded> {
         validate_function_name(name)?;
         spec.validate()?;
+        self.check_runtime(spec.runtime).await?;
         let (sha256, size) = self.store_code(spec.runtime, code).await?;
         let result = self.store.create_function(name, spec, &sha256, self.clock.now()).await;
         self.cache.invalidate();
@@ -77,6 +81,32 @@ impl Service {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Refuses a runtime that neither this server's own worker nor any live remote worker can
+    /// run, so a deploy fails clearly instead of its first invocation. With no local worker and
+    /// no live worker there is nothing to judge by, and the work waits for a worker.
+    async fn check_runtime(&self, runtime: Runtime) -> Result<()> {
+        if self.cfg.local_worker && self.executor.runs(runtime) {
+            return Ok(());
+        }
+        let since = self.clock.now() - crate::workers::LIVENESS_BOUND.as_millis() as i64;
+        let live = self.store.list_workers(since).await?;
+        if live.iter().any(|w| w.runtimes.iter().any(|r| r.same_family(runtime)))
+            || (!self.cfg.local_worker && live.is_empty())
+        {
+            return Ok(());
+        }
+        let how = match runtime {
+            Runtime::Python { .. } => {
+                "it needs a Python interpreter with awslambdaric: start gust with --python PATH (the start-up log says what it found)"
+            }
+            Runtime::Node { .. } => {
+                "it needs node and AWS's aws-lambda-ric package: start gust with --node-ric DIR (the start-up log says what it found)"
+            }
+            _ => "no worker reports it",
+        };
+        Err(ServiceError::RuntimeUnavailable(format!("runtime {} cannot run here: {how}", runtime.name())))
     }
 
     /// Validates and prepares code for `runtime`, then stores it by sha256.
@@ -202,6 +232,7 @@ impl Service {
         if !valid {
             return Err(not_found(Kind::Invocation, id.chars().take(80).collect::<String>()));
         }
+        self.dispatch.written_behind().await;
         self.store
             .get_invocation(&InvocationId(id.to_string()))
             .await?
@@ -215,6 +246,7 @@ impl Service {
     ) -> Result<Vec<InvocationRecord>> {
         validate_function_name(name)?;
         filter.limit = filter.limit.clamp(1, MAX_PAGE_SIZE);
+        self.dispatch.written_behind().await;
         Ok(self.store.list_invocations(name, filter).await?)
     }
 

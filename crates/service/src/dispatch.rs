@@ -9,7 +9,9 @@ use std::time::Duration;
 use gust_core::{AttemptOutcome, InvocationId, InvocationRecord, Lifecycle, Rejected};
 use gust_store::{Claimed, Completion, StoreError};
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, Notify};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::{Execution, Metrics, Service};
@@ -22,6 +24,9 @@ const WRITE_BEHIND_QUEUE: usize = 20_000;
 const WRITE_BEHIND_BATCH: usize = 2_000;
 /// How long the write-behind task gathers records before writing a partial batch.
 const WRITE_BEHIND_LINGER: Duration = Duration::from_millis(20);
+/// How long a read waits for records queued before it to be written (a stalled store must not
+/// hang reads; past this the read answers with what the store has).
+const WRITE_BEHIND_READ_WAIT: Duration = Duration::from_secs(2);
 
 pub(crate) struct DispatchState {
     /// Attempts this process is running: invocation id → attempt epoch (renewed together).
@@ -29,6 +34,14 @@ pub(crate) struct DispatchState {
     wake: Notify,
     pub(crate) write_behind: mpsc::Sender<InvocationRecord>,
     write_behind_rx: Mutex<Option<mpsc::Receiver<InvocationRecord>>>,
+    /// Records ever queued for writing behind (counted before the send, so a reader that sees
+    /// a count is sure every record queued before it is included).
+    behind_queued: AtomicU64,
+    /// Records settled: written (or failed to write) by the task, or dropped on a full queue.
+    /// A read waits until this reaches what was queued when it began.
+    behind_settled: watch::Sender<u64>,
+    /// Asks the write-behind task to write what it holds now instead of lingering.
+    behind_flush: Notify,
     /// Callers waiting for an invocation's outcome on this server, woken when a completion
     /// arrives here (polling the store stays the safety net, e.g. for other servers).
     waiters: Mutex<HashMap<InvocationId, (Arc<Notify>, usize)>>,
@@ -68,6 +81,36 @@ impl DispatchState {
     }
 }
 
+impl DispatchState {
+    /// Queues a finished record to be written behind; drops it (returning false) when the
+    /// queue is full rather than slowing the caller down.
+    pub(crate) fn write_behind(&self, record: InvocationRecord) -> bool {
+        self.behind_queued.fetch_add(1, Ordering::SeqCst);
+        if self.write_behind.try_send(record).is_ok() {
+            return true;
+        }
+        self.settle(1);
+        false
+    }
+
+    fn settle(&self, n: usize) {
+        self.behind_settled.send_modify(|v| *v += n as u64);
+    }
+
+    /// Waits until every record queued before this call is in the store, so a read right
+    /// after a sync invocation's answer finds its record. Free when nothing is queued; the
+    /// invocation itself never waits for this.
+    pub(crate) async fn written_behind(&self) {
+        let target = self.behind_queued.load(Ordering::SeqCst);
+        let mut settled = self.behind_settled.subscribe();
+        if *settled.borrow() >= target {
+            return;
+        }
+        self.behind_flush.notify_one();
+        let _ = tokio::time::timeout(WRITE_BEHIND_READ_WAIT, settled.wait_for(|v| *v >= target)).await;
+    }
+}
+
 impl Default for DispatchState {
     fn default() -> Self {
         let (tx, rx) = mpsc::channel(WRITE_BEHIND_QUEUE);
@@ -76,6 +119,9 @@ impl Default for DispatchState {
             wake: Notify::new(),
             write_behind: tx,
             write_behind_rx: Mutex::new(Some(rx)),
+            behind_queued: AtomicU64::new(0),
+            behind_settled: watch::Sender::new(0),
+            behind_flush: Notify::new(),
             waiters: Mutex::new(HashMap::new()),
         }
     }
@@ -318,11 +364,23 @@ impl Service {
                         None => break,
                     },
                     _ = &mut linger => break,
+                    // A reader is waiting: take what is queued already and write it now.
+                    _ = self.dispatch.behind_flush.notified() => {
+                        while batch.len() < WRITE_BEHIND_BATCH {
+                            match rx.try_recv() {
+                                Ok(r) => batch.push(r),
+                                Err(_) => break,
+                            }
+                        }
+                        break;
+                    }
                 }
             }
+            let n = batch.len();
             if let Err(e) = self.store.record_finished(std::mem::take(&mut batch)).await {
                 tracing::warn!(error = %e, "could not record sync invocations");
             }
+            self.dispatch.settle(n);
         }
     }
 

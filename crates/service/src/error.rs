@@ -17,6 +17,9 @@ pub enum ServiceError {
     InvalidCode(String),
     #[error("{0}")]
     InvalidRequest(String),
+    /// Neither this server nor any live worker can run the function's runtime.
+    #[error("{0}")]
+    RuntimeUnavailable(String),
     #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
     TooLarge { what: &'static str, size: usize, limit: usize },
     #[error("{} {name} not found", kind.as_str())]

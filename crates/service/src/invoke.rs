@@ -221,7 +221,7 @@ impl Service {
     /// Queues a finished record for the write-behind task; drops (and counts) it if the
     /// queue is full rather than slowing the caller down.
     fn write_behind(&self, record: InvocationRecord) {
-        if self.dispatch.write_behind.try_send(record).is_err() {
+        if !self.dispatch.write_behind(record) {
             Metrics::inc(&self.metrics.records_dropped);
         }
     }

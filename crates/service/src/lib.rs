@@ -65,6 +65,8 @@ pub trait Executor: Send + Sync + 'static {
     fn reap_idle(&self) -> usize;
     /// Warm environments right now.
     fn warm_environments(&self) -> usize;
+    /// Whether this executor can run functions of `runtime`'s family (start-up detection).
+    fn runs(&self, runtime: Runtime) -> bool;
 }
 
 /// Tunables of the service, each with a documented default.

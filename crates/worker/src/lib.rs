@@ -41,6 +41,9 @@ pub struct WorkerConfig {
     /// functions (`node RIC/bin/index.mjs HANDLER`); without the package they fail to start.
     pub node: String,
     pub node_ric: Option<std::path::PathBuf>,
+    /// The runtime families this worker can run (what start-up detection found; a deploy no
+    /// worker can run is refused).
+    pub runtimes: Vec<Runtime>,
     /// The isolation process environments get ([`Sandbox::detect`] at start; unconfined by
     /// default).
     pub sandbox: Arc<Sandbox>,
@@ -60,6 +63,7 @@ impl WorkerConfig {
             python: "python3".into(),
             node: "node".into(),
             node_ric: None,
+            runtimes: vec![Runtime::Wasm, Runtime::Provided { al: 0 }],
             sandbox: Arc::new(Sandbox::unconfined()),
         }
     }
@@ -111,6 +115,7 @@ pub struct Worker {
     python: String,
     node: String,
     node_ric: Option<std::path::PathBuf>,
+    runtimes: Vec<Runtime>,
 }
 
 impl Worker {
@@ -128,6 +133,7 @@ impl Worker {
             python: cfg.python,
             node: cfg.node,
             node_ric: cfg.node_ric,
+            runtimes: cfg.runtimes,
         }))
     }
 
@@ -184,6 +190,16 @@ impl Worker {
         }
         let code = self.source.artifact(sha256).await.map_err(|e| format!("cannot fetch code: {e}"))?;
         self.unpack(runtime, sha256, code).await.map_err(|e| e.to_string())
+    }
+
+    /// Whether this worker can run functions of `runtime`'s family.
+    pub fn runs(&self, runtime: Runtime) -> bool {
+        self.runtimes.iter().any(|r| r.same_family(runtime))
+    }
+
+    /// The runtime families this worker can run.
+    pub fn runtimes(&self) -> &[Runtime] {
+        &self.runtimes
     }
 
     pub fn load(&self) -> WorkerLoad {

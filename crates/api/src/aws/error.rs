@@ -73,7 +73,8 @@ impl From<ServiceError> for AwsError {
             | ServiceError::InvalidConfig(_)
             | ServiceError::InvalidRouting(_)
             | ServiceError::InvalidCode(_)
-            | ServiceError::InvalidRequest(_) => AwsError::invalid(message),
+            | ServiceError::InvalidRequest(_)
+            | ServiceError::RuntimeUnavailable(_) => AwsError::invalid(message),
             ServiceError::TooLarge { .. } => {
                 AwsError::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLargeException", message)
             }

@@ -18,6 +18,17 @@ pub fn example(name: &str) -> Vec<u8> {
     std::fs::read(format!("{}/../../examples/{name}/{name}.wasm", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
+/// A zip package of `(name, contents, unix mode)` entries.
+pub fn zip(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data, mode) in files {
+        w.start_file(*name, zip::write::SimpleFileOptions::default().unix_permissions(*mode)).unwrap();
+        w.write_all(data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
 /// A running `gust server`, killed (SIGKILL) when dropped.
 pub struct Server {
     child: Child,
