@@ -159,6 +159,9 @@ pub struct FunctionSpec {
     /// everything. Enforced by each server for what it admits and runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reserved_concurrency: Option<u32>,
+    /// The size of a process function's /tmp in MB (Lambda's `EphemeralStorage.Size`); a
+    /// write past it fails with ENOSPC.
+    pub ephemeral_storage_mb: u32,
 }
 
 impl Default for FunctionSpec {
@@ -173,6 +176,7 @@ impl Default for FunctionSpec {
             description: String::new(),
             role: None,
             reserved_concurrency: None,
+            ephemeral_storage_mb: DEFAULT_EPHEMERAL_STORAGE_MB,
         }
     }
 }
@@ -183,10 +187,17 @@ pub enum SpecError {
     Memory(u32),
     #[error("timeout_ms must be within [{MIN_TIMEOUT_MS}, {MAX_TIMEOUT_MS}], got {0}")]
     Timeout(u64),
+    #[error("ephemeral_storage_mb must be within [{MIN_EPHEMERAL_STORAGE_MB}, {MAX_EPHEMERAL_STORAGE_MB}], got {0}")]
+    EphemeralStorage(u32),
     #[error("at most {MAX_ENV_VARS} environment variables and {MAX_ENV_BYTES} bytes in all")]
     EnvTooLarge,
     #[error("environment variable name {0:?} must match [A-Za-z_][A-Za-z0-9_]*")]
     EnvName(String),
+    /// Lambda's own message, so tools that match on it keep working.
+    #[error("Lambda was unable to configure your environment variables because the environment variables you have provided contains reserved keys that are currently not supported for modification. Reserved keys used in this request: {}", .0.join(", "))]
+    EnvReserved(Vec<String>),
+    #[error("environment variable {0:?} has a NUL character in its value")]
+    EnvValue(String),
     #[error("retry.max_retries must be within [0, {MAX_RETRIES}], got {0}")]
     Retries(u32),
     #[error("retry.max_event_age_s must be within [{MIN_MAX_EVENT_AGE_S}, {MAX_MAX_EVENT_AGE_S}], got {0}")]
@@ -205,6 +216,30 @@ pub enum SpecError {
     Destination(String),
 }
 
+/// Environment variables the platform sets for every function, which Lambda refuses in a
+/// function's configuration (and so does gust: the runtime must be able to trust them).
+pub const RESERVED_ENV: &[&str] = &[
+    "_HANDLER",
+    "_X_AMZN_TRACE_ID",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_EXECUTION_ENV",
+    "AWS_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_XRAY_CONTEXT_MISSING",
+    "AWS_XRAY_DAEMON_ADDRESS",
+    "LAMBDA_TASK_ROOT",
+    "LAMBDA_RUNTIME_DIR",
+];
+
+/// Whether Lambda reserves this environment variable name (the list above, and every
+/// `AWS_LAMBDA_*`).
+pub fn is_reserved_env(name: &str) -> bool {
+    RESERVED_ENV.contains(&name) || name.starts_with("AWS_LAMBDA_")
+}
+
 impl FunctionSpec {
     pub fn validate(&self) -> Result<(), SpecError> {
         if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&self.memory_mb) {
@@ -213,16 +248,26 @@ impl FunctionSpec {
         if !(MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
             return Err(SpecError::Timeout(self.timeout_ms));
         }
+        if !(MIN_EPHEMERAL_STORAGE_MB..=MAX_EPHEMERAL_STORAGE_MB).contains(&self.ephemeral_storage_mb) {
+            return Err(SpecError::EphemeralStorage(self.ephemeral_storage_mb));
+        }
         let env_bytes: usize = self.env.iter().map(|(k, v)| k.len() + v.len()).sum();
         if self.env.len() > MAX_ENV_VARS || env_bytes > MAX_ENV_BYTES {
             return Err(SpecError::EnvTooLarge);
         }
-        for key in self.env.keys() {
+        for (key, value) in &self.env {
             let mut chars = key.chars();
             let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
             if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(SpecError::EnvName(key.chars().take(80).collect()));
             }
+            if value.contains('\0') {
+                return Err(SpecError::EnvValue(key.clone()));
+            }
+        }
+        let reserved: Vec<String> = self.env.keys().filter(|k| is_reserved_env(k)).cloned().collect();
+        if !reserved.is_empty() {
+            return Err(SpecError::EnvReserved(reserved));
         }
         if self.retry.max_retries > MAX_RETRIES {
             return Err(SpecError::Retries(self.retry.max_retries));
@@ -369,6 +414,23 @@ mod tests {
         spec = FunctionSpec::default();
         spec.env.insert("1BAD".into(), "x".into());
         assert!(matches!(spec.validate(), Err(SpecError::EnvName(_))));
+        spec.env.clear();
+        // What Lambda reserves is refused with Lambda's message, naming every key.
+        for key in
+            ["_HANDLER", "AWS_REGION", "AWS_LAMBDA_RUNTIME_API", "AWS_LAMBDA_ANYTHING", "LAMBDA_TASK_ROOT"]
+        {
+            spec.env.insert(key.into(), "x".into());
+        }
+        spec.env.insert("LD_PRELOAD".into(), "/var/task/x.so".into());
+        let e = spec.validate().unwrap_err();
+        assert!(matches!(&e, SpecError::EnvReserved(k) if k.len() == 5), "{e}");
+        assert!(e.to_string().contains("Reserved keys used in this request: AWS_LAMBDA_ANYTHING"), "{e}");
+        spec.env.clear();
+        spec.env.insert("LD_PRELOAD".into(), "/var/task/x.so".into());
+        assert_eq!(spec.validate(), Ok(()), "the function's own loader variables are its business");
+        spec.env.insert("K".into(), "a\0b".into());
+        assert_eq!(spec.validate(), Err(SpecError::EnvValue("K".into())));
+        spec.env.clear();
         spec = FunctionSpec::default();
         spec.retry.max_retries = 3;
         assert_eq!(spec.validate(), Err(SpecError::Retries(3)));

@@ -59,3 +59,8 @@ pub const RECOVERY_BATCH: usize = 1_000;
 pub const MAX_DESCRIPTION_BYTES: usize = 256;
 /// Highest reserved concurrency a function may ask for.
 pub const MAX_RESERVED_CONCURRENCY: u32 = 1000;
+
+/// A process function's /tmp (Lambda's `EphemeralStorage.Size`, in MB): default and bounds.
+pub const DEFAULT_EPHEMERAL_STORAGE_MB: u32 = 512;
+pub const MIN_EPHEMERAL_STORAGE_MB: u32 = 512;
+pub const MAX_EPHEMERAL_STORAGE_MB: u32 = 10_240;

@@ -19,7 +19,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Prints the interpreter's real path, its version, then `ok` or why awslambdaric does not
 /// import.
-const PYTHON_PROBE: &str = "import sys\nprint(sys.executable)\nprint(sys.version.split()[0])\ntry:\n    import awslambdaric\n    print('ok')\nexcept Exception as e:\n    print('no: %s' % e)";
+const PYTHON_PROBE: &str = "import sys\nprint(sys.executable)\nprint(sys.version.split()[0])\nprint(sys.prefix)\nprint(sys.base_prefix)\ntry:\n    import awslambdaric\n    print('ok')\nexcept Exception as e:\n    print('no: %s' % e)";
 
 /// The programs that run the managed runtimes, as flags and environment give them.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -53,6 +53,9 @@ pub struct HostRuntimes {
     pub python: Option<PathBuf>,
     pub node: Option<PathBuf>,
     pub node_ric: Option<PathBuf>,
+    /// Directories the runtimes need inside every environment (a venv and its base
+    /// installation, node's prefix, the runtime client's node_modules).
+    pub runtime_dirs: Vec<PathBuf>,
     pub support: Vec<RuntimeSupport>,
 }
 
@@ -84,6 +87,7 @@ impl HostRuntimes {
                 detail: "a zip with an executable bootstrap".into(),
             },
         ];
+        let mut runtime_dirs = Vec::new();
         // The interpreters say where they really are (a pyenv or asdf shim on PATH is a script
         // that finds the interpreter through the user's home; a venv's python stays itself).
         let (python, python_support) = match python {
@@ -99,6 +103,10 @@ impl HostRuntimes {
                     let mut lines = out.lines();
                     let exe = lines.next().filter(|l| l.starts_with('/')).map_or(p.clone(), PathBuf::from);
                     let version = lines.next().unwrap_or("?").to_string();
+                    // A venv's prefix and the installation it was made from: both must be
+                    // inside every environment.
+                    runtime_dirs
+                        .extend(lines.by_ref().take(2).filter(|l| l.starts_with('/')).map(PathBuf::from));
                     let verdict = lines.next().unwrap_or("");
                     let support = if verdict == "ok" {
                         RuntimeSupport {
@@ -135,6 +143,11 @@ impl HostRuntimes {
                             lines.next().filter(|l| l.starts_with('/')).map_or(n.clone(), PathBuf::from);
                         let version = lines.next().unwrap_or("?").to_string();
                         let node_ric = node_ric.clone().or_else(|| default_node_ric(&[&n, &exe]));
+                        if let Some(prefix) =
+                            exe.canonicalize().ok().as_deref().and_then(Path::parent).and_then(Path::parent)
+                        {
+                            runtime_dirs.push(prefix.to_path_buf());
+                        }
                         let support = match &node_ric {
                         Some(ric) => RuntimeSupport {
                             runtime: Runtime::Node { major: 0 },
@@ -154,7 +167,10 @@ impl HostRuntimes {
         let node_ric = node_ric.or_else(|| node.as_deref().and_then(|n| default_node_ric(&[n])));
         support.push(python_support);
         support.push(node_support);
-        Ok(HostRuntimes { python, node, node_ric, support })
+        if let Some(ric) = &node_ric {
+            runtime_dirs.push(ric.parent().map_or(ric.clone(), Path::to_path_buf));
+        }
+        Ok(HostRuntimes { python, node, node_ric, runtime_dirs, support })
     }
 
     /// The runtime families this host runs (what a worker reports and deploys are checked

@@ -67,15 +67,8 @@ pub fn sandbox(isolation: Isolation, data_dir: &Path, host: &HostRuntimes) -> an
     } else {
         vec![data_dir.to_path_buf()]
     };
-    // The runtimes' own files stay visible wherever they are (a venv or a clone under /tmp):
-    // the interpreter's prefix (`VENV` of `VENV/bin/python`) and the RIC's node_modules.
-    let mut runtime_dirs = Vec::new();
-    if let Some(prefix) = python.parent().filter(|b| b.ends_with("bin")).and_then(|b| b.parent()) {
-        runtime_dirs.push(prefix.to_path_buf());
-    }
-    if let Some(ric) = &host.node_ric {
-        runtime_dirs.push(ric.parent().map_or(ric.clone(), |p| p.to_path_buf()));
-    }
+    // The runtimes' own files are bound into every environment, read-only.
+    let runtime_dirs = host.runtime_dirs.clone();
     let init_program = std::env::current_exe().ok();
     Ok(Arc::new(Sandbox::detect(SandboxConfig { isolation, init_program, hidden_dirs, runtime_dirs })?))
 }

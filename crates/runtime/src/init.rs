@@ -40,7 +40,13 @@ const SETUP_FAILED: i32 = 126;
 /// Exit status when the function's program cannot be executed.
 const EXEC_FAILED: i32 = 127;
 
-/// Everything the init needs, passed as arguments (the environment is the function's own).
+/// Largest environment file the init reads (the function's variables, limited at deploy to a
+/// few KB, plus Lambda's own).
+const MAX_ENV_FILE_BYTES: u64 = 256 * 1024;
+
+/// Everything the init needs, passed as arguments. The init's own environment is empty: the
+/// function's variables (untrusted configuration) arrive in a file and are handed only to the
+/// function's execve, after the privilege drop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct InitSpec {
     /// The Runtime API's Unix socket: bridged to 127.0.0.1:`api_port` in the namespace.
@@ -50,11 +56,16 @@ pub(crate) struct InitSpec {
     pub mount: bool,
     /// Mount a fresh /proc (needs the pid namespace).
     pub proc: bool,
-    /// Bound at /tmp.
-    pub tmp: Option<PathBuf>,
-    /// Covered by an empty tmpfs.
+    /// An empty directory only gust can enter, where the environment's root is built (a
+    /// tmpfs) before the init's pid 1 pivots into it.
+    pub root: Option<PathBuf>,
+    /// The size of the tmpfs at /tmp, in MB (the function's ephemeral storage).
+    pub tmp_mb: u64,
+    /// Directories the function must not see (checked by the start-up probe; the new root
+    /// holds nothing it was not given).
     pub hide: Vec<PathBuf>,
-    /// Bound back at their own paths after hiding.
+    /// Bound read-only at their own paths in the new root (the task root, the runtimes' own
+    /// directories).
     pub bind: Vec<PathBuf>,
     pub hostname: Option<String>,
     /// Switch to this uid and gid (gust runs as root).
@@ -63,6 +74,9 @@ pub(crate) struct InitSpec {
     pub map_user: Option<(u32, u32)>,
     pub limits: Limits,
     pub cwd: PathBuf,
+    /// The function's environment, `KEY=VALUE` entries separated by NUL bytes, in a file only
+    /// gust can read; removed once read.
+    pub env_file: Option<PathBuf>,
     /// Check the set-up instead of executing the program (the start-up probe).
     pub probe: bool,
     pub program: OsString,
@@ -80,9 +94,10 @@ impl InitSpec {
             kv("--api-socket", s.as_os_str());
         }
         kv("--api-port", OsStr::new(&self.api_port.to_string()));
-        if let Some(t) = &self.tmp {
-            kv("--tmp", t.as_os_str());
+        if let Some(r) = &self.root {
+            kv("--root", r.as_os_str());
         }
+        kv("--tmp-mb", OsStr::new(&self.tmp_mb.to_string()));
         for h in &self.hide {
             kv("--hide", h.as_os_str());
         }
@@ -101,6 +116,9 @@ impl InitSpec {
         kv("--as", OsStr::new(&self.limits.address_space_bytes.to_string()));
         kv("--nofile", OsStr::new(&self.limits.open_files.to_string()));
         kv("--cwd", self.cwd.as_os_str());
+        if let Some(e) = &self.env_file {
+            kv("--env-file", e.as_os_str());
+        }
         for (on, flag) in [(self.mount, "--mount"), (self.proc, "--proc"), (self.probe, "--probe")] {
             if on {
                 a.push(flag.into());
@@ -118,7 +136,8 @@ impl InitSpec {
             api_port: 0,
             mount: false,
             proc: false,
-            tmp: None,
+            root: None,
+            tmp_mb: 0,
             hide: Vec::new(),
             bind: Vec::new(),
             hostname: None,
@@ -126,6 +145,7 @@ impl InitSpec {
             map_user: None,
             limits: Limits::for_memory_mb(0),
             cwd: PathBuf::from("/"),
+            env_file: None,
             probe: false,
             program: OsString::new(),
             args: Vec::new(),
@@ -148,7 +168,8 @@ impl InitSpec {
                 "--api-port" => {
                     spec.api_port = text(it.next(), &k)?.parse().map_err(|_| "--api-port wants a port")?
                 }
-                "--tmp" => spec.tmp = Some(path(it.next())?),
+                "--root" => spec.root = Some(path(it.next())?),
+                "--tmp-mb" => spec.tmp_mb = num(text(it.next(), &k)?, &k)?,
                 "--hide" => spec.hide.push(path(it.next())?),
                 "--bind" => spec.bind.push(path(it.next())?),
                 "--hostname" => spec.hostname = Some(text(it.next(), &k)?),
@@ -157,6 +178,7 @@ impl InitSpec {
                 "--as" => spec.limits.address_space_bytes = num(text(it.next(), &k)?, &k)?,
                 "--nofile" => spec.limits.open_files = num(text(it.next(), &k)?, &k)?,
                 "--cwd" => spec.cwd = path(it.next())?,
+                "--env-file" => spec.env_file = Some(path(it.next())?),
                 "--mount" => spec.mount = true,
                 "--proc" => spec.proc = true,
                 "--probe" => spec.probe = true,
@@ -199,8 +221,34 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     }
 }
 
+/// Reads (bounded) and removes the function's environment file: NUL-separated `KEY=VALUE`.
+fn read_env(path: &Path) -> io::Result<Vec<std::ffi::CString>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(context(format!("cannot open {}", path.display())))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_ENV_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    let _ = std::fs::remove_file(path);
+    if bytes.len() as u64 > MAX_ENV_FILE_BYTES {
+        return Err(io::Error::other("the environment file is too large"));
+    }
+    bytes
+        .split(|b| *b == 0)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            if !e.contains(&b'=') {
+                return Err(io::Error::other("an environment entry without ="));
+            }
+            crate::sandbox::c_string(e)
+        })
+        .collect()
+}
+
 #[allow(unsafe_code)]
 fn run(spec: &InitSpec) -> io::Result<i32> {
+    let env = match &spec.env_file {
+        Some(path) => read_env(path)?,
+        None => Vec::new(),
+    };
     let listener = match &spec.api_socket {
         Some(_) => {
             loopback_up().map_err(context("cannot bring up the loopback interface"))?;
@@ -218,7 +266,7 @@ fn run(spec: &InitSpec) -> io::Result<i32> {
     match unsafe { fork() }.map_err(os)? {
         ForkResult::Child => {
             drop((listener, alive_w));
-            let code = match pid1(spec, alive_r) {
+            let code = match pid1(spec, &env, alive_r) {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("gust sandbox init: {e}");
@@ -330,7 +378,7 @@ async fn bridge(listener: std::net::TcpListener, socket: PathBuf) {
 
 /// Pid 1 of the new pid namespace (or, without one, the function's reaping parent).
 #[allow(unsafe_code)]
-fn pid1(spec: &InitSpec, alive: io::PipeReader) -> io::Result<i32> {
+fn pid1(spec: &InitSpec, env: &[std::ffi::CString], alive: io::PipeReader) -> io::Result<i32> {
     use nix::sys::prctl;
     use std::io::Read;
     prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(os)?;
@@ -356,7 +404,7 @@ fn pid1(spec: &InitSpec, alive: io::PipeReader) -> io::Result<i32> {
     // SAFETY: this process is single-threaded (forked from the single-threaded init).
     match unsafe { fork() }.map_err(os)? {
         ForkResult::Child => {
-            let e = function(spec);
+            let e = function(spec, env);
             eprintln!("gust sandbox init: cannot start {}: {e}", spec.program.to_string_lossy());
             std::process::exit(EXEC_FAILED)
         }
@@ -376,10 +424,21 @@ fn reap_until(function: Pid) -> i32 {
     }
 }
 
-/// The environment's mount namespace: private propagation, its temp dir at /tmp, hidden
-/// directories under an empty tmpfs, the task root bound back, and a /proc of its own.
+/// Host directories every environment sees read-only (programs, libraries, configuration);
+/// a link (a merged /usr's /bin) is recreated as the same link.
+const SYSTEM_DIRS: &[&str] =
+    &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/sys"];
+/// Device nodes an environment gets (Lambda's minimal /dev).
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// Size of an environment's /dev/shm.
+const SHM_SIZE: &str = "size=64m";
+
+/// The environment's filesystem: a new root (a tmpfs, read-only once built) holding the host's
+/// system directories read-only, the task root and the runtimes' directories read-only at
+/// their own paths, a size-limited tmpfs at /tmp, a minimal /dev and a /proc of its own; then
+/// pivot_root into it, so nothing else of the host (gust's data dir, /home, /root, /run and its
+/// sockets, /var) exists for the function.
 fn mounts(spec: &InitSpec) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     nix::sched::unshare(CloneFlags::CLONE_NEWNS)
         .map_err(os)
         .map_err(context("cannot make a mount namespace"))?;
@@ -387,41 +446,102 @@ fn mounts(spec: &InitSpec) -> io::Result<()> {
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .map_err(os)
         .map_err(context("cannot make mounts private"))?;
-    // Directories to bind back are opened before anything covers them.
-    let binds = spec
-        .bind
-        .iter()
-        .map(|p| {
-            std::fs::File::open(p).map(|f| (f, p)).map_err(context(format!("cannot open {}", p.display())))
-        })
-        .collect::<io::Result<Vec<_>>>()?;
+    let Some(root) = &spec.root else { return Ok(()) };
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let tmpfs = |at: &Path, flags: MsFlags, opts: &str| {
+        mount(Some("tmpfs"), at, Some("tmpfs"), flags, Some(opts))
+            .map_err(os)
+            .map_err(context(format!("cannot mount a tmpfs at {}", at.display())))
+    };
     let bind = |source: &Path, target: &Path| {
         mount(Some(source), target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
             .map_err(os)
             .map_err(context(format!("cannot bind {} at {}", source.display(), target.display())))
     };
-    if let Some(tmp) = &spec.tmp {
-        bind(tmp, Path::new("/tmp"))?;
-    }
-    let hidden = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    for dir in spec.hide.iter().filter(|d| d.is_dir()) {
-        mount(Some("tmpfs"), dir, Some("tmpfs"), hidden, Some("mode=0755,size=1m"))
-            .map_err(os)
-            .map_err(context(format!("cannot hide {}", dir.display())))?;
-    }
-    // Mount points made below a hidden directory must be traversable by the function's user.
+    // What is bound in is opened first: the new root's tmpfs may cover its path.
+    let sources = spec
+        .bind
+        .iter()
+        .map(|p| std::fs::File::open(p).map(|f| (f, p)).map_err(context(format!("cannot open {}", p.display()))))
+        .collect::<io::Result<Vec<_>>>()?;
+    // Mount points made in the new root must be traversable by the function's user.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
-    for (dir, path) in &binds {
-        std::fs::create_dir_all(path).map_err(context(format!("cannot make {}", path.display())))?;
-        bind(Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())), path)?;
-        read_only(path)?;
+    tmpfs(root, nosuid, "mode=0755,size=1m")?;
+    let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+    for dir in SYSTEM_DIRS.iter().map(Path::new) {
+        let Ok(meta) = std::fs::symlink_metadata(dir) else { continue };
+        if meta.file_type().is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(dir)?, inside(dir))?;
+        } else if meta.is_dir() {
+            std::fs::create_dir_all(inside(dir))?;
+            bind(dir, &inside(dir))?;
+            read_only(&inside(dir))?;
+        }
     }
-    drop(binds);
+    // First, so that what is bound below /tmp (a task root in a data dir there) stays visible.
+    let tmp = inside(Path::new("/tmp"));
+    std::fs::create_dir_all(&tmp)?;
+    tmpfs(&tmp, nosuid, &format!("mode=1777,size={}m", spec.tmp_mb.max(1)))?;
+    for (source, dir) in &sources {
+        use std::os::fd::AsRawFd;
+        let at = inside(dir);
+        // A runtime directory below a system directory is already there, read-only.
+        if at.exists() && SYSTEM_DIRS.iter().any(|s| dir.starts_with(s)) {
+            continue;
+        }
+        std::fs::create_dir_all(&at).map_err(context(format!("cannot make {}", at.display())))?;
+        bind(Path::new(&format!("/proc/self/fd/{}", source.as_raw_fd())), &at)?;
+        read_only(&at)?;
+    }
+    drop(sources);
+    let dev = inside(Path::new("/dev"));
+    std::fs::create_dir_all(&dev)?;
+    tmpfs(&dev, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, "mode=0755,size=64k")?;
+    for name in DEVICES {
+        let host = Path::new("/dev").join(name);
+        if host.exists() {
+            std::fs::File::create(dev.join(name))?;
+            bind(&host, &dev.join(name))?;
+        }
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(link))?;
+    }
+    std::fs::create_dir(dev.join("shm"))?;
+    tmpfs(&dev.join("shm"), nosuid | MsFlags::MS_NOEXEC, &format!("mode=1777,{SHM_SIZE}"))?;
+    let proc = inside(Path::new("/proc"));
+    std::fs::create_dir_all(&proc)?;
     if spec.proc {
-        mount(Some("proc"), "/proc", Some("proc"), hidden, None::<&str>)
+        mount(Some("proc"), &proc, Some("proc"), nosuid | MsFlags::MS_NOEXEC, None::<&str>)
             .map_err(os)
             .map_err(context("cannot mount /proc"))?;
+    } else {
+        bind(Path::new("/proc"), &proc)?;
     }
+    // Into the new root; the old one is detached, so nothing of it stays reachable.
+    std::fs::create_dir(inside(Path::new("/.old")))?;
+    nix::unistd::chdir(root).map_err(os)?;
+    nix::unistd::pivot_root(".", ".old").map_err(os).map_err(context("cannot pivot into the new root"))?;
+    nix::unistd::chdir("/").map_err(os)?;
+    nix::mount::umount2("/.old", nix::mount::MntFlags::MNT_DETACH)
+        .map_err(os)
+        .map_err(context("cannot detach the host's root"))?;
+    std::fs::remove_dir("/.old")?;
+    // The root itself becomes read-only: only /tmp and /dev/shm are writable.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | nosuid,
+        None::<&str>,
+    )
+    .map_err(os)
+    .map_err(context("cannot make the root read-only"))?;
     Ok(())
 }
 
@@ -449,9 +569,9 @@ fn read_only(path: &Path) -> io::Result<()> {
         .map_err(context(format!("cannot make {} read-only", path.display())))
 }
 
-/// Becomes the function: limits, no new privileges, its user, its working directory, exec.
-/// Returns only on failure.
-fn function(spec: &InitSpec) -> io::Error {
+/// Becomes the function: limits, no new privileges, its user, its working directory, then
+/// exec with the function's environment (only here does it apply). Returns only on failure.
+fn function(spec: &InitSpec, env: &[std::ffi::CString]) -> io::Error {
     match become_function(spec) {
         Ok(()) if spec.probe => std::process::exit(match probe(spec) {
             Ok(()) => 0,
@@ -471,10 +591,27 @@ fn function(spec: &InitSpec) -> io::Error {
         .chain(&spec.args)
         .map(|a| crate::sandbox::c_string(a.as_bytes()))
         .collect();
-    match args {
-        Ok(args) => os(nix::unistd::execvp(&program, &args).unwrap_err()),
-        Err(e) => e,
+    let args = match args {
+        Ok(args) => args,
+        Err(e) => return e,
+    };
+    if spec.program.as_bytes().contains(&b'/') {
+        return os(nix::unistd::execve(&program, &args, env).unwrap_err());
     }
+    // A bare name is looked up in the function's PATH, as the function's user.
+    let path = env
+        .iter()
+        .find_map(|e| e.to_bytes().strip_prefix(b"PATH="))
+        .unwrap_or(b"/usr/local/bin:/usr/bin:/bin");
+    let mut last = io::Error::from(io::ErrorKind::NotFound);
+    for dir in path.split(|b| *b == b':').filter(|d| !d.is_empty()) {
+        let full = match crate::sandbox::c_string([dir, b"/", spec.program.as_bytes()].concat()) {
+            Ok(f) => f,
+            Err(e) => return e,
+        };
+        last = os(nix::unistd::execve(&full, &args, env).unwrap_err());
+    }
+    last
 }
 
 #[allow(unsafe_code)]
@@ -526,9 +663,18 @@ fn probe(spec: &InitSpec) -> Result<(), String> {
         return Err(format!("pid {} in the new pid namespace", std::process::id()));
     }
     for dir in &spec.hide {
-        if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+        // Only the environment's own task root may show below a hidden directory.
+        let visible = std::fs::read_dir(dir)
+            .is_ok_and(|d| d.flatten().any(|e| !spec.bind.iter().any(|b| b.starts_with(e.path()))));
+        if visible {
             return Err(format!("{} is not hidden", dir.display()));
         }
+    }
+    if spec.root.is_some() {
+        if std::fs::write("/gust-probe", b"x").is_ok() || std::fs::write("/usr/gust-probe", b"x").is_ok() {
+            return Err("the root is writable".into());
+        }
+        std::fs::write("/tmp/gust-probe", b"x").map_err(|e| format!("/tmp is not writable: {e}"))?;
     }
     Ok(())
 }
@@ -544,7 +690,8 @@ mod tests {
             api_port: 9001,
             mount: true,
             proc: true,
-            tmp: Some("/tmp/gust-f".into()),
+            root: Some("/tmp/gust-api-1".into()),
+            tmp_mb: 512,
             hide: vec!["/var/lib/gust".into()],
             bind: vec!["/var/lib/gust/tasks/abc".into()],
             hostname: Some("gust".into()),
@@ -552,6 +699,7 @@ mod tests {
             map_user: None,
             limits: Limits::for_memory_mb(128),
             cwd: "/var/lib/gust/tasks/abc".into(),
+            env_file: Some("/tmp/gust-f.api/env".into()),
             probe: false,
             program: "python3".into(),
             args: vec!["-m".into(), "--not-an-init-flag".into(), "".into()],

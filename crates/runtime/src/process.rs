@@ -26,7 +26,7 @@ use gust_core::ErrorKind;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::sandbox::{Isolation, Sandbox, Start, RUNTIME_API_PORT};
+use crate::sandbox::{Sandbox, Start, RUNTIME_API_PORT};
 use crate::{RunOutcome, Status, TailBuffer};
 
 /// `PATH` inside environments.
@@ -53,6 +53,8 @@ pub struct ProcessFunction<'a> {
     pub handler: &'a str,
     pub env: &'a BTreeMap<String, String>,
     pub memory_mb: u32,
+    /// The size of the environment's /tmp (Lambda's ephemeral storage).
+    pub ephemeral_storage_mb: u32,
     /// Address space allowed beyond `memory_mb` plus the usual headroom: runtimes such as
     /// V8 reserve far more than they use (Node needs ~700 MB just to start).
     pub extra_address_space_mb: u64,
@@ -141,15 +143,15 @@ impl OutputPipe {
 /// directory of its Runtime API socket (0700, gust's user only). Removed when dropped.
 struct EnvDirs {
     tmp: PathBuf,
-    api: Option<PathBuf>,
+    /// Only gust can enter it (0700): the Runtime API's socket, the environment handed to the
+    /// sandbox init.
+    private: PathBuf,
 }
 
 impl Drop for EnvDirs {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.tmp);
-        if let Some(api) = &self.api {
-            let _ = std::fs::remove_dir_all(api);
-        }
+        let _ = std::fs::remove_dir_all(&self.private);
     }
 }
 
@@ -328,30 +330,15 @@ impl ProcessRuntime {
                 "environment starts with weaker isolation than configured"
             );
         }
-        let user = sandbox.user_for(&f.task_root, &program, ENV_PATH);
-        if user.is_none() && nix::unistd::geteuid().is_root() {
-            if sandbox.isolation() == Isolation::Strict {
-                return Err(std::io::Error::other(format!(
-                    "--isolation strict: the sandbox user cannot reach the task root {} or the program {program}",
-                    f.task_root.display()
-                )));
-            }
-            tracing::warn!(
-                task_root = %f.task_root.display(),
-                program = %program,
-                "function runs as root: its task root or program is not reachable by the sandbox user"
-            );
-        }
+        let user = sandbox.user_for(&f.task_root, &program, ENV_PATH).map_err(std::io::Error::other)?;
         // A private, writable temporary directory, removed with the environment.
-        let mut dirs = EnvDirs { tmp: tempdir_for(f.function)?, api: None };
+        // Named apart from the function: a Unix socket's path has at most 107 bytes.
+        let dirs = EnvDirs { tmp: tempdir_for(f.function)?, private: tempdir_for("api")? };
         if let Some((uid, gid)) = user {
             std::os::unix::fs::chown(&dirs.tmp, Some(uid), Some(gid))?;
         }
         let (api_addr, api_socket, server) = if sandbox.private_network() {
-            // Named apart from the function: a Unix socket's path has at most 107 bytes.
-            let dir = tempdir_for("api")?;
-            dirs.api = Some(dir.clone());
-            let socket = dir.join("api.sock");
+            let socket = dirs.private.join("api.sock");
             let listener = tokio::net::UnixListener::bind(&socket)?;
             let server = tokio::spawn(async move {
                 let _ = axum::serve(listener, router).await;
@@ -370,12 +357,43 @@ impl ProcessRuntime {
             (addr.to_string(), None, server)
         };
         let tmp_inside = if sandbox.private_mounts() { PathBuf::from("/tmp") } else { dirs.tmp.clone() };
+        let tmp_inside = tmp_inside.to_string_lossy().into_owned();
+        let task_root = f.task_root.to_string_lossy().into_owned();
+        let mut env: Vec<(String, String)> = f.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        env.extend(
+            [
+                ("PATH", ENV_PATH),
+                ("LANG", "C.UTF-8"),
+                ("AWS_LAMBDA_RUNTIME_API", &api_addr),
+                ("_HANDLER", f.handler),
+                ("LAMBDA_TASK_ROOT", &task_root),
+                ("LAMBDA_RUNTIME_DIR", &task_root),
+                ("AWS_LAMBDA_FUNCTION_NAME", f.function),
+                ("AWS_LAMBDA_FUNCTION_VERSION", f.version),
+                ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", &f.memory_mb.to_string()),
+                ("AWS_LAMBDA_LOG_GROUP_NAME", &format!("/aws/lambda/{}", f.function)),
+                ("AWS_LAMBDA_LOG_STREAM_NAME", "gust"),
+                ("AWS_REGION", "us-east-1"),
+                ("AWS_DEFAULT_REGION", "us-east-1"),
+                ("AWS_EXECUTION_ENV", "gust"),
+                ("TZ", ":UTC"),
+                ("TMPDIR", &tmp_inside),
+                ("HOME", &tmp_inside),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        // The platform's variables win over a same-named one in the configuration.
+        let mut seen = std::collections::HashSet::new();
+        env.reverse();
+        env.retain(|(k, _)| seen.insert(k.clone()));
         let start = Start {
             task_root: &f.task_root,
-            tmp: &dirs.tmp,
             api_socket: api_socket.as_deref(),
             program: &program,
             args: &args,
+            tmp_mb: u64::from(f.ephemeral_storage_mb),
+            env: &env,
+            private_dir: &dirs.private,
             limits: {
                 let mut l = crate::sandbox::Limits::for_memory_mb(f.memory_mb);
                 l.address_space_bytes += f.extra_address_space_mb << 20;
@@ -383,27 +401,14 @@ impl ProcessRuntime {
             },
             user,
         };
-        let mut cmd = tokio::process::Command::from(sandbox.command(&start));
-        cmd.env_clear()
-            .envs(f.env)
-            .env("PATH", ENV_PATH)
-            .env("LANG", "C.UTF-8")
-            .env("AWS_LAMBDA_RUNTIME_API", api_addr)
-            .env("_HANDLER", f.handler)
-            .env("LAMBDA_TASK_ROOT", &f.task_root)
-            .env("LAMBDA_RUNTIME_DIR", &f.task_root)
-            .env("AWS_LAMBDA_FUNCTION_NAME", f.function)
-            .env("AWS_LAMBDA_FUNCTION_VERSION", f.version)
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", f.memory_mb.to_string())
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", f.function))
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", "gust")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_EXECUTION_ENV", "gust")
-            .env("TZ", ":UTC")
-            .env("TMPDIR", &tmp_inside)
-            .env("HOME", &tmp_inside)
-            .stdin(std::process::Stdio::null())
+        let mut cmd = match sandbox.command(&start) {
+            Ok(cmd) => tokio::process::Command::from(cmd),
+            Err(e) => {
+                server.abort();
+                return Err(e);
+            }
+        };
+        cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)

@@ -263,13 +263,18 @@ fn can_unshare(flags: CloneFlags) -> bool {
 /// What one environment's process needs to start inside the sandbox.
 pub(crate) struct Start<'a> {
     pub task_root: &'a Path,
-    /// The private temporary directory (bound at /tmp in a mount namespace).
-    pub tmp: &'a Path,
+    /// The size of /tmp in MB (the function's ephemeral storage).
+    pub tmp_mb: u64,
     /// The Runtime API's Unix socket, bridged to 127.0.0.1:[`RUNTIME_API_PORT`] inside a
     /// network namespace.
     pub api_socket: Option<&'a Path>,
     pub program: &'a str,
     pub args: &'a [String],
+    /// The function's environment (its configuration and Lambda's variables): untrusted, so
+    /// it reaches only the function's own execve, never the sandbox init.
+    pub env: &'a [(String, String)],
+    /// A directory only gust can read, for handing the environment to the init.
+    pub private_dir: &'a Path,
     pub limits: Limits,
     /// The user to run as (gust is root), or None (gust's own user).
     pub user: Option<(u32, u32)>,
@@ -325,7 +330,7 @@ impl Sandbox {
         let init_works = ns.any() && {
             sandbox.ns = ns;
             sandbox.hidden_dirs = hidden_dirs(&cfg.hidden_dirs);
-            sandbox.runtime_dirs = covered(&cfg.runtime_dirs, &sandbox.hidden_dirs);
+            sandbox.runtime_dirs = existing_dirs(&cfg.runtime_dirs);
             sandbox.init_program = cfg.init_program.clone();
             let probed = match &sandbox.init_program {
                 None => Err("no program to run it".to_string()),
@@ -367,10 +372,11 @@ impl Sandbox {
                 s.push_str(" (no network; Runtime API bridged in)");
             }
             if self.ns.mount {
-                s.push_str(", private /tmp");
+                s.push_str(", a read-only root of its own (system directories, task root and runtimes read-only; /tmp a tmpfs of the function's ephemeral storage; minimal /dev");
                 if self.ns.pid {
-                    s.push_str(" and /proc");
+                    s.push_str("; its own /proc");
                 }
+                s.push(')');
                 if !self.hidden_dirs.is_empty() {
                     let dirs: Vec<String> =
                         self.hidden_dirs.iter().map(|d| d.display().to_string()).collect();
@@ -380,10 +386,7 @@ impl Sandbox {
         }
         s.push_str(", rlimits (address space, open files, processes, no core), no new privileges");
         if self.root {
-            s.push_str(", user nobody where the task root is reachable");
-            if self.isolation != Isolation::Strict {
-                s.push_str(" (else root, with a warning)");
-            }
+            s.push_str(", user nobody (never root)");
         } else {
             s.push_str(", gust's own (non-root) user");
         }
@@ -418,42 +421,58 @@ impl Sandbox {
         self.namespaces() && self.ns.mount
     }
 
-    /// Directories that exist only as mount points inside an environment (so their host
-    /// permissions do not matter to the sandbox user).
-    fn covered(&self, dir: &Path) -> bool {
-        self.private_mounts()
-            && (dir.starts_with("/tmp") || self.hidden_dirs.iter().any(|h| dir.starts_with(h)))
-    }
-
-    /// The user an environment should run as: `nobody` when gust runs as root and both the task
-    /// root and the program are reachable by it (as the environment sees them), else None.
-    pub fn user_for(&self, task_root: &Path, program: &str, path: &str) -> Option<(u32, u32)> {
-        let covered = |d: &Path| self.covered(d);
-        let ok = self.root
-            && reachable_by_others_except(task_root, &covered)
-            && executable_by_others_except(program, path, &covered);
-        ok.then_some((SANDBOX_UID, SANDBOX_GID))
+    /// The user an environment runs as when gust is root: always `nobody`, never root. With a
+    /// mount namespace every directory the function needs is bound into a root whose mount
+    /// points anyone may traverse; without one, the task root and program must be reachable by
+    /// `nobody` as they are, or the environment does not start (Err says why). None when gust
+    /// is not root (the function then runs as gust's uid, in a user namespace where it can
+    /// write nothing of the host's).
+    pub fn user_for(
+        &self,
+        task_root: &Path,
+        program: &str,
+        path: &str,
+    ) -> Result<Option<(u32, u32)>, String> {
+        if !self.root {
+            return Ok(None);
+        }
+        let reachable = reachable_by_others(task_root) && executable_by_others(program, path);
+        if !self.private_mounts() && !reachable
+        {
+            return Err(format!(
+                "the sandbox user cannot reach the task root {} or the program {program}, and functions never run as root",
+                task_root.display()
+            ));
+        }
+        Ok(Some((SANDBOX_UID, SANDBOX_GID)))
     }
 
     /// The command that starts `start.program` in a new environment: through the sandbox init
-    /// in namespaces, or directly with rlimits and the user. The caller adds the environment,
-    /// stdio and process group.
-    pub(crate) fn command(&self, start: &Start<'_>) -> std::process::Command {
+    /// in namespaces, or directly with rlimits and the user. The caller adds stdio and the
+    /// process group. The init starts with an empty environment (a function's `LD_PRELOAD`
+    /// must never reach a process that runs as root on the host); the function's variables are
+    /// written to a file in `start.private_dir` that the init reads and hands only to the
+    /// function's execve.
+    pub(crate) fn command(&self, start: &Start<'_>) -> std::io::Result<std::process::Command> {
         use std::os::unix::process::CommandExt;
         let Some(init) = self.init_program.as_ref().filter(|_| self.ns.any()) else {
             let mut cmd = std::process::Command::new(start.program);
-            cmd.args(start.args).current_dir(start.task_root);
+            cmd.args(start.args).current_dir(start.task_root).env_clear();
+            cmd.envs(start.env.iter().map(|(k, v)| (k, v)));
             limit(&mut cmd, start.limits);
             if let Some((uid, gid)) = start.user {
                 cmd.uid(uid).gid(gid);
             }
-            return cmd;
+            return Ok(cmd);
         };
-        let spec = self.init_spec(start);
+        let env_file = start.private_dir.join("env");
+        write_env_file(&env_file, start.env)?;
+        let mut spec = self.init_spec(start);
+        spec.env_file = Some(env_file);
         let mut cmd = std::process::Command::new(init);
-        cmd.arg(crate::init::SUBCOMMAND).args(spec.to_args()).current_dir("/");
+        cmd.arg(crate::init::SUBCOMMAND).args(spec.to_args()).current_dir("/").env_clear();
         self.enter_on_exec(&mut cmd);
-        cmd
+        Ok(cmd)
     }
 
     fn init_spec(&self, start: &Start<'_>) -> InitSpec {
@@ -462,7 +481,8 @@ impl Sandbox {
             api_port: RUNTIME_API_PORT,
             mount: self.ns.mount,
             proc: self.ns.mount && self.ns.pid,
-            tmp: self.ns.mount.then(|| start.tmp.to_path_buf()),
+            root: self.ns.mount.then(|| start.private_dir.to_path_buf()),
+            tmp_mb: start.tmp_mb,
             hide: self.hidden_dirs.clone(),
             bind: std::iter::once(start.task_root.to_path_buf())
                 .chain(self.runtime_dirs.iter().cloned())
@@ -475,6 +495,7 @@ impl Sandbox {
                 .then(|| (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())),
             limits: start.limits,
             cwd: start.task_root.to_path_buf(),
+            env_file: None,
             probe: false,
             program: OsString::from(start.program),
             args: start.args.iter().map(OsString::from).collect(),
@@ -505,18 +526,20 @@ impl Sandbox {
         let mk = |p: &Path| std::fs::DirBuilder::new().mode(0o755).create(p).map_err(|e| e.to_string());
         mk(&base)?;
         let cleanup = scopeguard(base.clone());
-        let (task, tmp) = (base.join("task"), base.join("tmp"));
+        let (task, private) = (base.join("task"), base.join("private"));
         mk(&task)?;
-        mk(&tmp)?;
-        let socket = base.join("api.sock");
+        mk(&private)?;
+        let socket = private.join("api.sock");
         let listener = std::os::unix::net::UnixListener::bind(&socket).map_err(|e| e.to_string())?;
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let start = Start {
             task_root: &task,
-            tmp: &tmp,
             api_socket: Some(&socket),
             program: "/bin/true",
             args: &[],
+            tmp_mb: 1,
+            env: &[],
+            private_dir: &private,
             limits: Limits::for_memory_mb(128),
             user: self.root.then_some((SANDBOX_UID, SANDBOX_GID)),
         };
@@ -569,6 +592,27 @@ impl Sandbox {
     }
 }
 
+/// Writes `KEY=VALUE` entries separated by NUL bytes to a new file only its owner can read.
+fn write_env_file(path: &Path, env: &[(String, String)]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = Vec::new();
+    for (k, v) in env {
+        if k.contains(['=', '\0']) || v.contains('\0') {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("environment variable {k:?} cannot be passed"),
+            ));
+        }
+        bytes.extend_from_slice(k.as_bytes());
+        bytes.push(b'=');
+        bytes.extend_from_slice(v.as_bytes());
+        bytes.push(0);
+    }
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(&bytes)
+}
+
 /// Removes a directory tree when dropped.
 struct RemoveOnDrop(PathBuf);
 
@@ -586,21 +630,20 @@ fn nanos() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }
 
-/// The directories to hide: absolute, existing, not `/`, not below /tmp (a private /tmp hides
-/// those already) or below another hidden one.
-/// The runtime directories an environment's mounts would cover (under /tmp or a hidden
-/// directory), which must therefore be bound back.
-fn covered(dirs: &[PathBuf], hidden: &[PathBuf]) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = dirs
-        .iter()
-        .filter_map(|d| d.canonicalize().ok())
-        .filter(|d| d.is_dir() && (d.starts_with("/tmp") || hidden.iter().any(|h| d.starts_with(h))))
-        .collect();
+/// The runtime directories that exist, canonical (an environment's root holds only what is
+/// bound into it), without those below another.
+fn existing_dirs(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> =
+        dirs.iter().filter_map(|d| d.canonicalize().ok()).filter(|d| d.is_dir()).collect();
     out.sort();
     out.dedup();
+    let all = out.clone();
+    out.retain(|d| !all.iter().any(|o| o != d && d.starts_with(o)));
     out
 }
 
+/// The directories to hide: absolute, existing, not `/`, not below /tmp, and not below another
+/// hidden one.
 fn hidden_dirs(dirs: &[PathBuf]) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = dirs
         .iter()

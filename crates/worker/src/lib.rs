@@ -374,6 +374,7 @@ impl Worker {
             handler: &handler,
             env: &spec.env,
             memory_mb: spec.memory_mb,
+            ephemeral_storage_mb: spec.ephemeral_storage_mb,
             extra_address_space_mb: if matches!(spec.runtime, Runtime::Node { .. }) {
                 NODE_ADDRESS_SPACE_MB
             } else {

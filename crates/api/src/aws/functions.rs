@@ -146,6 +146,12 @@ struct EnvironmentIn {
     variables: BTreeMap<String, String>,
 }
 
+#[derive(Deserialize, Clone)]
+#[serde(rename_all = "PascalCase")]
+struct EphemeralStorageIn {
+    size: u32,
+}
+
 /// Configuration fields Create and UpdateFunctionConfiguration share.
 #[derive(Deserialize, Default, Clone)]
 #[serde(rename_all = "PascalCase", default)]
@@ -156,6 +162,7 @@ struct ConfigIn {
     description: Option<String>,
     timeout: Option<u64>,
     memory_size: Option<u32>,
+    ephemeral_storage: Option<EphemeralStorageIn>,
     environment: Option<EnvironmentIn>,
     layers: Option<Vec<String>>,
     dead_letter_config: Option<Value>,
@@ -206,6 +213,9 @@ impl ConfigIn {
         }
         if let Some(m) = self.memory_size {
             spec.memory_mb = m;
+        }
+        if let Some(e) = self.ephemeral_storage {
+            spec.ephemeral_storage_mb = e.size;
         }
         if let Some(e) = self.environment {
             spec.env = e.variables;

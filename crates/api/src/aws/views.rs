@@ -101,7 +101,7 @@ pub(crate) fn configuration(s: &Shown<'_>) -> Value {
         "RevisionId": s.revision_id,
         "PackageType": "Zip",
         "Architectures": ["x86_64"],
-        "EphemeralStorage": { "Size": 512 },
+        "EphemeralStorage": { "Size": s.spec.ephemeral_storage_mb },
         "LoggingConfig": { "LogFormat": "Text", "LogGroup": format!("/aws/lambda/{}", s.name) },
         "LastUpdateStatus": "Successful",
     });
