@@ -16,7 +16,7 @@ const SHELL_BOOTSTRAP: &[u8] = br#"#!/bin/sh
 api="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation"
 headers="$(mktemp)"
 while true; do
-    event="$(curl -sS -D "$headers" "$api/next")"
+    event="$(curl -sS -D "$headers" "$api/next")" || exit 1
     id="$(grep -i '^lambda-runtime-aws-request-id:' "$headers" | tr -d '\r' | cut -d' ' -f2)"
     cmd="$(printf '%s' "$event" | sed -n 's/^{"sh":"\(.*\)"}$/\1/p')"
     out="$(sh -c "$cmd" 2>&1)"
@@ -156,7 +156,12 @@ fn a_function_never_runs_as_root_and_sees_a_read_only_root_of_its_own() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
     let s = Server::start(&locked.join("data"), &[]);
-    deploy(&s, "box", json!({ "runtime": "provided", "memory_mb": 1024 }), &[("bootstrap", SHELL_BOOTSTRAP, 0o755)]);
+    deploy(
+        &s,
+        "box",
+        json!({ "runtime": "provided", "memory_mb": 1024 }),
+        &[("bootstrap", SHELL_BOOTSTRAP, 0o755)],
+    );
     assert_eq!(sh(&s, "box", "id -u").1, "65534", "nobody, never root");
     for path in ["/etc/gust-x", "/usr/gust-x", "/gust-x", "/sys/gust-x"] {
         let (code, out) = sh(&s, "box", &format!("touch {path}"));
@@ -171,10 +176,18 @@ fn a_function_never_runs_as_root_and_sees_a_read_only_root_of_its_own() {
     let (_, dev) = sh(&s, "box", "ls -A /dev");
     let mut dev: Vec<&str> = dev.split('|').collect();
     dev.sort();
-    assert_eq!(dev, ["fd", "full", "null", "random", "shm", "stderr", "stdin", "stdout", "tty", "urandom", "zero"]);
+    assert_eq!(
+        dev,
+        ["fd", "full", "null", "random", "shm", "stderr", "stdin", "stdout", "tty", "urandom", "zero"]
+    );
     let (code, out) = sh(&s, "box", "ls /run/dbus /var/run/docker.sock /run/systemd 2>&1");
     assert_ne!(code, 0, "no host sockets: {out}");
     assert!(!dir.path().join("locked/data/gust-x").exists());
+    // seccomp: nobody may make user namespaces on this host, but not inside a function.
+    let (code, out) = sh(&s, "box", "unshare -U true 2>&1");
+    assert_ne!(code, 0, "no new user namespaces: {out}");
+    let (code, out) = sh(&s, "box", "unshare -r -m true 2>&1; echo $?");
+    assert!(code == 0 && !out.ends_with("|0"), "no mount namespace either: {out}");
 }
 
 #[test]
@@ -187,12 +200,39 @@ fn tmp_holds_the_ephemeral_storage_and_no_more() {
     let s = Server::start(dir.path(), &[]);
     let config = json!({ "runtime": "provided", "memory_mb": 1024, "ephemeral_storage_mb": 512, "timeout_ms": 20_000 });
     deploy(&s, "fill", config, &[("bootstrap", SHELL_BOOTSTRAP, 0o755)]);
-    let (code, out) = sh(&s, "fill", "dd if=/dev/zero of=/tmp/fill bs=1M count=700 2>&1; du -m /tmp/fill | cut -f1; rm /tmp/fill");
+    let (code, out) = sh(
+        &s,
+        "fill",
+        "dd if=/dev/zero of=/tmp/fill bs=1M count=700 2>&1; du -m /tmp/fill | cut -f1; rm /tmp/fill",
+    );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("No space left on device"), "a write past the limit fails with ENOSPC: {out}");
     let used: u64 = out.rsplit('|').next().unwrap().trim().parse().unwrap();
     assert!(used <= 512, "at most the ephemeral storage: {used} MB");
-    let r = s.put_json("/v1/functions/fill", &json!({ "runtime": "provided", "ephemeral_storage_mb": 20_000 }));
+    let r =
+        s.put_json("/v1/functions/fill", &json!({ "runtime": "provided", "ephemeral_storage_mb": 20_000 }));
     assert_eq!(error_code(r, 400), "InvalidConfig");
     assert_eq!(s.get("/healthz").status(), 200);
+}
+
+#[test]
+fn memory_is_a_limit_on_all_of_a_functions_processes_together() {
+    if !namespaces_and_root() {
+        eprintln!("skipped: needs root and namespaces");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let config = json!({ "runtime": "provided", "memory_mb": 128, "timeout_ms": 20_000 });
+    deploy(&s, "hog", config, &[("bootstrap", SHELL_BOOTSTRAP, 0o755)]);
+    // Six processes of 200 MB each (`tail` holds a line without newlines in memory), each
+    // within its own address-space limit: 1.2 GB in a 128 MB function.
+    let cmd = "for i in 1 2 3 4 5 6; do head -c 200M /dev/zero | tail > /dev/null & done; wait; echo done";
+    let r = s.invoke("hog", None, json!({ "sh": cmd }).to_string().as_bytes(), &[]);
+    let kind = r.headers().get("gust-function-error").map(|v| v.to_str().unwrap().to_string());
+    let body = r.text().unwrap();
+    assert_eq!(kind.as_deref(), Some("OutOfMemory"), "{body}");
+    assert!(body.contains("Runtime.OutOfMemory"), "{body}");
+    // The next invocation starts a fresh environment and works.
+    assert_eq!(sh(&s, "hog", "echo fine"), (0, "fine".to_string()));
 }

@@ -37,6 +37,8 @@ pub const SUBCOMMAND: &str = "__sandbox-init";
 /// Exit status when the init cannot set the environment up (its reason is on stderr, which
 /// is the function's log).
 const SETUP_FAILED: i32 = 126;
+/// How often the init checks that gust, its parent, is still there.
+const PARENT_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 /// Exit status when the function's program cannot be executed.
 const EXEC_FAILED: i32 = 127;
 
@@ -302,18 +304,28 @@ fn ended(child: Pid) -> Option<i32> {
 /// One thread only: a process that unshared its pid namespace cannot start threads.
 fn serve(listener: Option<std::net::TcpListener>, socket: Option<PathBuf>, pid1: Pid) -> io::Result<i32> {
     use tokio::signal::unix::{signal, SignalKind};
-    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
+    // gust, which started this init; if it dies (kill -9), the environment goes with it rather
+    // than spinning on a Runtime API that is gone (pid 1 dies with this process).
+    let gust = nix::unistd::getppid();
     rt.block_on(async move {
         let mut children = signal(SignalKind::child())?;
         if let (Some(listener), Some(socket)) = (listener, socket) {
             tokio::spawn(bridge(listener, socket));
         }
+        let mut watch = tokio::time::interval(PARENT_CHECK);
         loop {
             // Checked after registering for SIGCHLD, so an early end is not missed.
             if let Some(code) = ended(pid1) {
                 return Ok(code);
             }
-            children.recv().await;
+            if nix::unistd::getppid() != gust {
+                return Ok(SETUP_FAILED);
+            }
+            tokio::select! {
+                _ = children.recv() => {}
+                _ = watch.tick() => {}
+            }
         }
     })
 }
@@ -401,10 +413,12 @@ fn pid1(spec: &InitSpec, env: &[std::ffi::CString], alive: io::PipeReader) -> io
     if spec.mount {
         mounts(spec)?;
     }
+    // Built here (it allocates); installed by the function's process as its last step.
+    let filter = crate::seccomp::Filter::new().map_err(context("cannot build the seccomp filter"))?;
     // SAFETY: this process is single-threaded (forked from the single-threaded init).
     match unsafe { fork() }.map_err(os)? {
         ForkResult::Child => {
-            let e = function(spec, env);
+            let e = function(spec, env, &filter);
             eprintln!("gust sandbox init: cannot start {}: {e}", spec.program.to_string_lossy());
             std::process::exit(EXEC_FAILED)
         }
@@ -462,7 +476,9 @@ fn mounts(spec: &InitSpec) -> io::Result<()> {
     let sources = spec
         .bind
         .iter()
-        .map(|p| std::fs::File::open(p).map(|f| (f, p)).map_err(context(format!("cannot open {}", p.display()))))
+        .map(|p| {
+            std::fs::File::open(p).map(|f| (f, p)).map_err(context(format!("cannot open {}", p.display())))
+        })
         .collect::<io::Result<Vec<_>>>()?;
     // Mount points made in the new root must be traversable by the function's user.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
@@ -571,7 +587,7 @@ fn read_only(path: &Path) -> io::Result<()> {
 
 /// Becomes the function: limits, no new privileges, its user, its working directory, then
 /// exec with the function's environment (only here does it apply). Returns only on failure.
-fn function(spec: &InitSpec, env: &[std::ffi::CString]) -> io::Error {
+fn function(spec: &InitSpec, env: &[std::ffi::CString], filter: &crate::seccomp::Filter) -> io::Error {
     match become_function(spec) {
         Ok(()) if spec.probe => std::process::exit(match probe(spec) {
             Ok(()) => 0,
@@ -595,6 +611,10 @@ fn function(spec: &InitSpec, env: &[std::ffi::CString]) -> io::Error {
         Ok(args) => args,
         Err(e) => return e,
     };
+    // The last step before exec: from here on the dangerous system calls fail with EPERM.
+    if let Err(e) = filter.install() {
+        return io::Error::new(e.kind(), format!("cannot install the seccomp filter: {e}"));
+    }
     if spec.program.as_bytes().contains(&b'/') {
         return os(nix::unistd::execve(&program, &args, env).unwrap_err());
     }

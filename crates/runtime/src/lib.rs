@@ -17,10 +17,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use gust_core::ErrorKind;
 
+pub mod cgroup;
 pub mod init;
 pub mod package;
 pub mod process;
 pub mod sandbox;
+pub mod seccomp;
 mod tail;
 pub mod wasm;
 
@@ -85,6 +87,12 @@ pub enum PrepareError {
     NotACommand(String),
     #[error("invalid package: {0}")]
     Package(String),
+    /// Beyond the bounds on compiling an untrusted module (size, function size, time).
+    #[error("the module is too large or complex to compile: {0}")]
+    TooComplex(String),
+    /// Every compilation slot stayed taken; the same code may be accepted later.
+    #[error("the compiler is busy: {0}")]
+    Busy(String),
     #[error("cannot prepare the module: {0}")]
     Internal(String),
 }

@@ -110,6 +110,8 @@ struct Environment {
     /// stdout and stderr, read into `log` as output arrives and drained when an answer comes.
     pipes: Vec<Arc<OutputPipe>>,
     dirs: EnvDirs,
+    /// Its cgroup: the memory limit of all its processes, and how an OOM kill is told apart.
+    cgroup: Option<crate::cgroup::EnvCgroup>,
     last_used: Instant,
 }
 
@@ -164,6 +166,10 @@ impl Environment {
         let _ = self.child.start_kill();
         self.server.abort();
         drop(self.dirs);
+        // Removing a cgroup waits for its processes to go: off the async threads.
+        if let Some(cg) = self.cgroup.take() {
+            tokio::task::spawn_blocking(move || drop(cg));
+        }
     }
 }
 
@@ -356,6 +362,17 @@ impl ProcessRuntime {
             });
             (addr.to_string(), None, server)
         };
+        let cgroup = {
+            let name = dirs.private.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name: String = name.chars().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect();
+            match sandbox.cgroup(&name, f.memory_mb) {
+                Ok(cg) => Some(cg),
+                Err(e) => {
+                    server.abort();
+                    return Err(std::io::Error::other(format!("cannot make the environment's cgroup: {e}")));
+                }
+            }
+        };
         let tmp_inside = if sandbox.private_mounts() { PathBuf::from("/tmp") } else { dirs.tmp.clone() };
         let tmp_inside = tmp_inside.to_string_lossy().into_owned();
         let task_root = f.task_root.to_string_lossy().into_owned();
@@ -400,6 +417,7 @@ impl ProcessRuntime {
                 l
             },
             user,
+            cgroup: cgroup.as_ref().map(crate::cgroup::EnvCgroup::joiner),
         };
         let mut cmd = match sandbox.command(&start) {
             Ok(cmd) => tokio::process::Command::from(cmd),
@@ -431,7 +449,18 @@ impl ProcessRuntime {
             pipes.push(pipe.clone());
             tokio::spawn(async move { while pipe.rx.readable().await.is_ok() && pipe.drain() {} });
         }
-        Ok(Environment { child, pgid, offer, api, server, log, pipes, dirs, last_used: Instant::now() })
+        Ok(Environment {
+            child,
+            pgid,
+            offer,
+            api,
+            server,
+            log,
+            pipes,
+            dirs,
+            cgroup,
+            last_used: Instant::now(),
+        })
     }
 
     /// Runs one invocation in a warm environment of `f`, or a new one (cold start).
@@ -496,6 +525,16 @@ impl ProcessRuntime {
             pipe.drain();
         }
         let log = env.log.lock().to_text();
+        // A process of the environment was killed for memory: the invocation fails as on
+        // Lambda, whatever the runtime answered, and the environment is discarded.
+        if env.cgroup.as_ref().is_some_and(crate::cgroup::EnvCgroup::oom_killed) {
+            env.kill();
+            let message = format!(
+                "Runtime.OutOfMemory: the function's processes used more than its {} MB",
+                f.memory_mb
+            );
+            return failed(ErrorKind::OutOfMemory, message, log, started);
+        }
         let status = match outcome {
             Some(Reply::Response(body)) => {
                 env.last_used = Instant::now();
@@ -525,7 +564,15 @@ impl ProcessRuntime {
             None => {
                 let code = env.child.try_wait().ok().flatten().and_then(|s| s.code());
                 let init = env.api.init_error.lock().clone();
+                let oom = env.cgroup.as_ref().is_some_and(crate::cgroup::EnvCgroup::oom_killed);
                 match init {
+                    _ if oom => Status::Failed {
+                        kind: ErrorKind::OutOfMemory,
+                        message: format!(
+                            "Runtime.OutOfMemory: the function's processes used more than its {} MB",
+                            f.memory_mb
+                        ),
+                    },
                     Some(text) => Status::Failed { kind: ErrorKind::InitError, message: text },
                     None => Status::Failed {
                         kind: ErrorKind::Crashed,

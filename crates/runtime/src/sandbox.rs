@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use nix::sched::CloneFlags;
 use nix::sys::resource::{setrlimit, Resource};
 
+use crate::cgroup::{CgroupJoiner, Cgroups, EnvCgroup};
 use crate::init::InitSpec;
 
 /// Open files per environment.
@@ -179,6 +180,8 @@ pub struct Sandbox {
     runtime_dirs: Vec<PathBuf>,
     /// What was configured but is not available here (empty when nothing is missing).
     missing: Vec<String>,
+    /// Each environment's own cgroup: memory, pids and CPU limits (what this host enforces).
+    cgroups: Cgroups,
 }
 
 /// The user namespace's id maps, formatted before fork (nothing may allocate after it).
@@ -278,6 +281,9 @@ pub(crate) struct Start<'a> {
     pub limits: Limits,
     /// The user to run as (gust is root), or None (gust's own user).
     pub user: Option<(u32, u32)>,
+    /// The environment's cgroup, joined by the child first thing after fork (before it makes
+    /// namespaces), so everything it starts is inside.
+    pub cgroup: Option<CgroupJoiner>,
 }
 
 impl Sandbox {
@@ -291,6 +297,7 @@ impl Sandbox {
             hidden_dirs: Vec::new(),
             runtime_dirs: Vec::new(),
             missing: Vec::new(),
+            cgroups: Cgroups::disabled(),
         }
     }
 
@@ -304,6 +311,7 @@ impl Sandbox {
             tracing::warn!("{}", sandbox.describe());
             return Ok(sandbox);
         }
+        sandbox.cgroups = Cgroups::detect();
         let root = sandbox.root;
         let user = if root { CloneFlags::empty() } else { CloneFlags::CLONE_NEWUSER };
         let mut missing = Vec::new();
@@ -347,6 +355,11 @@ impl Sandbox {
             sandbox.hidden_dirs.clear();
         }
         sandbox.ns = ns;
+        for (has, what) in [(sandbox.cgroups.memory(), "memory"), (sandbox.cgroups.pids(), "pids")] {
+            if !has {
+                missing.push(format!("cgroup {what} limits"));
+            }
+        }
         sandbox.missing = missing;
         if cfg.isolation == Isolation::Strict && !sandbox.missing.is_empty() {
             return Err(IsolationError { missing: sandbox.missing });
@@ -393,8 +406,16 @@ impl Sandbox {
         if !self.ns.any() {
             s.push_str("; NOT applied: namespaces (functions share the host's network, processes and files)");
         }
-        s.push_str("; not used: cgroups");
+        s.push_str("; ");
+        s.push_str(&self.cgroups.describe());
         s
+    }
+
+    /// A cgroup of its own for one environment (memory is the hard limit of all its
+    /// processes, CPU in proportion to memory, a bound on processes); inert where this host has
+    /// no cgroups to give.
+    pub fn cgroup(&self, name: &str, memory_mb: u32) -> std::io::Result<EnvCgroup> {
+        self.cgroups.create(name, memory_mb)
     }
 
     /// What was configured but is not available here.
@@ -437,8 +458,7 @@ impl Sandbox {
             return Ok(None);
         }
         let reachable = reachable_by_others(task_root) && executable_by_others(program, path);
-        if !self.private_mounts() && !reachable
-        {
+        if !self.private_mounts() && !reachable {
             return Err(format!(
                 "the sandbox user cannot reach the task root {} or the program {program}, and functions never run as root",
                 task_root.display()
@@ -454,15 +474,12 @@ impl Sandbox {
     /// written to a file in `start.private_dir` that the init reads and hands only to the
     /// function's execve.
     pub(crate) fn command(&self, start: &Start<'_>) -> std::io::Result<std::process::Command> {
-        use std::os::unix::process::CommandExt;
         let Some(init) = self.init_program.as_ref().filter(|_| self.ns.any()) else {
             let mut cmd = std::process::Command::new(start.program);
             cmd.args(start.args).current_dir(start.task_root).env_clear();
             cmd.envs(start.env.iter().map(|(k, v)| (k, v)));
-            limit(&mut cmd, start.limits);
-            if let Some((uid, gid)) = start.user {
-                cmd.uid(uid).gid(gid);
-            }
+            let filter = crate::seccomp::Filter::new()?;
+            confine_on_exec(&mut cmd, start.cgroup.clone(), start.limits, start.user, filter);
             return Ok(cmd);
         };
         let env_file = start.private_dir.join("env");
@@ -471,6 +488,7 @@ impl Sandbox {
         spec.env_file = Some(env_file);
         let mut cmd = std::process::Command::new(init);
         cmd.arg(crate::init::SUBCOMMAND).args(spec.to_args()).current_dir("/").env_clear();
+        join_on_exec(&mut cmd, start.cgroup.clone());
         self.enter_on_exec(&mut cmd);
         Ok(cmd)
     }
@@ -542,6 +560,7 @@ impl Sandbox {
             private_dir: &private,
             limits: Limits::for_memory_mb(128),
             user: self.root.then_some((SANDBOX_UID, SANDBOX_GID)),
+            cgroup: None,
         };
         let mut spec = self.init_spec(&start);
         spec.probe = true;
@@ -700,18 +719,52 @@ fn executable_by_others_except(program: &str, path: &str, covered: &dyn Fn(&Path
     })
 }
 
-/// Arranges for `limits` (and no new privileges) to be applied to the child of `cmd` before
-/// it executes.
+/// Arranges for the child of `cmd` to join `cgroup` before anything else it does.
 #[allow(unsafe_code)]
-pub fn limit(cmd: &mut std::process::Command, limits: Limits) {
+fn join_on_exec(cmd: &mut std::process::Command, cgroup: Option<CgroupJoiner>) {
     use std::os::unix::process::CommandExt;
+    let Some(cgroup) = cgroup else { return };
+    // SAFETY: the closure runs in the forked child before exec; `join_self` only opens, writes
+    // and closes files whose NUL-terminated paths were prepared before the fork: no allocation,
+    // no locks.
+    unsafe {
+        cmd.pre_exec(move || cgroup.join_self());
+    }
+}
+
+/// Arranges for the child of `cmd` (started without namespaces) to join its cgroup, take its
+/// limits and no new privileges, become `user`, and install the seccomp filter, in that order,
+/// before it executes. (Command's own uid switch would run before this closure, and a cgroup
+/// must be joined with gust's privileges.)
+#[allow(unsafe_code)]
+fn confine_on_exec(
+    cmd: &mut std::process::Command,
+    cgroup: Option<CgroupJoiner>,
+    limits: Limits,
+    user: Option<(u32, u32)>,
+    filter: crate::seccomp::Filter,
+) {
+    use std::os::unix::process::CommandExt;
+    let os = |e: nix::errno::Errno| std::io::Error::from_raw_os_error(e as i32);
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // work is allowed: it captures a `Copy` value and makes four setrlimit(2) calls and one
-    // prctl(2); it allocates nothing (the error path converts an errno) and takes no locks.
+    // work is allowed: writes to prepared cgroup files, setrlimit(2), prctl(2), setgroups(2)
+    // with an empty list, setresgid(2), setresuid(2) and installing a filter built before the
+    // fork. It allocates nothing (errors are raw errnos) and takes no locks.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(cg) = &cgroup {
+                cg.join_self()?;
+            }
             apply(limits)?;
-            nix::sys::prctl::set_no_new_privs().map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+            nix::sys::prctl::set_no_new_privs().map_err(os)?;
+            if let Some((uid, gid)) = user {
+                use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+                let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+                setgroups(&[]).map_err(os)?;
+                setresgid(gid, gid, gid).map_err(os)?;
+                setresuid(uid, uid, uid).map_err(os)?;
+            }
+            filter.install()
         });
     }
 }

@@ -7,26 +7,35 @@
 //!
 //! Isolation: no preopened directories (no host filesystem), no sockets, only the function's
 //! environment variables. Limits: memory by a `ResourceLimiter` from the function's memory
-//! setting; time by the epoch deadline callback.
+//! setting; time by a wall-clock deadline on the whole invocation, host calls included;
+//! compilation of an untrusted module by [`CompileLimits`].
 //!
 //! Execution is async: a guest runs on a fiber on the caller's tokio worker thread (no thread
 //! hand-off on the hot path) and yields back to the scheduler every epoch tick (a ticker
 //! thread advances the engine's epoch), so a long-running function never holds a worker
 //! thread for more than one tick; past its timeout the same callback interrupts it.
+//! The epoch check only runs in wasm code, so a guest blocked in a host call (`poll_oneoff`
+//! sleeping) is stopped by a tokio timer instead, registered the first time the guest yields
+//! to tokio: an invocation that finishes without yielding (the common, short one) never is.
+//! Every WASI host call either returns at once (stdin and stdout are memory pipes, stderr a
+//! tail buffer) or waits as a tokio future; none blocks the thread, since blocking the thread
+//! (`allow_blocking_current_thread`) would put a sleep out of the timer's reach.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gust_core::limits::{MAX_LOG_BYTES, MAX_MEMORY_MB, MAX_RESULT_BYTES};
+use gust_core::limits::{MAX_CODE_BYTES, MAX_LOG_BYTES, MAX_MEMORY_MB, MAX_RESULT_BYTES};
 use gust_core::ErrorKind;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig,
     ResourceLimiter, Store, Trap, UpdateDeadline,
@@ -50,6 +59,55 @@ const POOL_KEEP_RESIDENT: usize = 64 * 1024;
 const POOL_DECOMMIT_BATCH: usize = 16;
 /// Wasm stack size: ample for compiled C, Zig and Rust guests.
 const WASM_STACK_BYTES: usize = 1024 * 1024;
+/// Largest module compiled: the code upload limit. A lower wasm-specific figure would refuse
+/// real toolchain output (Go and .NET modules run to tens of MB); the function body and time
+/// bounds below are what stop a module built to be expensive.
+pub const DEFAULT_MAX_MODULE_BYTES: usize = MAX_CODE_BYTES;
+/// Largest function body compiled. The validator alone allows 7.6 MB, and Cranelift's time
+/// and memory grow faster than linearly with one function's size when the function is built
+/// for it (thousands of locals live across thousands of blocks: a 355 KB body took 30 s and
+/// 1.6 GB, a 1.4 MB one 400 s and 6 GB); ordinary code compiles at MBs per second, and
+/// compilers' largest functions (an interpreter's dispatch loop) are a few hundred KB.
+pub const DEFAULT_MAX_FUNCTION_BODY_BYTES: usize = 512 * 1024;
+/// Longest a module may take to compile before it is refused. Ordinary code compiles at
+/// several MB per second on one core, so a module of the largest size fits.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Compilations running at once, abandoned ones included: the bound that stops modules that
+/// overrun their time from piling up threads that cannot be stopped.
+pub const DEFAULT_MAX_CONCURRENT_COMPILES: usize = 2;
+
+/// Bounds on compiling an untrusted module at prepare; a module beyond them is refused with
+/// [`PrepareError::TooComplex`].
+///
+/// The caller's wait is bounded, the compiler's work only partly. A compilation runs on its
+/// own thread, one function at a time, and a thread cannot be stopped: one that overruns its
+/// time is abandoned, its result discarded, and keeps its core, its slot and its memory until
+/// it ends, which for a module built to be slow can be minutes or more. So at most
+/// `max_concurrent` cores compile, each holding one function's compiler state (bounded only
+/// through `max_function_body_bytes`: up to GBs for a hostile function, see above) plus its
+/// module's (proportional to `max_module_bytes`); there is no byte cap on the compiler's own
+/// allocations. Compiling in a child process that can be killed and given an address-space
+/// limit would bound both.
+#[derive(Debug, Clone)]
+pub struct CompileLimits {
+    pub max_module_bytes: usize,
+    pub max_function_body_bytes: usize,
+    /// Wall time of one compilation, not counting the wait for a free compilation slot (which
+    /// is bounded by the same duration, then refused with [`PrepareError::Busy`]).
+    pub timeout: Duration,
+    pub max_concurrent: usize,
+}
+
+impl Default for CompileLimits {
+    fn default() -> Self {
+        CompileLimits {
+            max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
+            max_function_body_bytes: DEFAULT_MAX_FUNCTION_BODY_BYTES,
+            timeout: DEFAULT_COMPILE_TIMEOUT,
+            max_concurrent: DEFAULT_MAX_CONCURRENT_COMPILES,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct WasmConfig {
@@ -101,6 +159,74 @@ impl ResourceLimiter for MemoryLimit {
     }
 }
 
+/// Counts compilations in flight against [`CompileLimits::max_concurrent`].
+struct CompileSlots {
+    running: Mutex<usize>,
+    freed: Condvar,
+    max: usize,
+}
+
+impl CompileSlots {
+    /// Waits until `until` for a free slot.
+    fn acquire(self: &Arc<Self>, until: Instant) -> Option<CompileSlot> {
+        let mut running = self.running.lock();
+        while *running >= self.max {
+            if self.freed.wait_until(&mut running, until).timed_out() && *running >= self.max {
+                return None;
+            }
+        }
+        *running += 1;
+        Some(CompileSlot(self.clone()))
+    }
+}
+
+/// One compilation's slot, given back when the compilation ends (not when its caller stops
+/// waiting for it).
+struct CompileSlot(Arc<CompileSlots>);
+
+impl Drop for CompileSlot {
+    fn drop(&mut self) {
+        *self.0.running.lock() -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// The size of the largest function body in a module, read from its code section without
+/// validating anything else; `None` if the bytes are not laid out as a module (the validator
+/// then says why). Cheap: it skips from section to section and body to body.
+fn largest_function_body(bytes: &[u8]) -> Option<usize> {
+    const CODE_SECTION: u8 = 10;
+    let mut rest = bytes.strip_prefix(b"\0asm\x01\0\0\0")?;
+    while let Some((&id, after_id)) = rest.split_first() {
+        let (size, after_size) = leb128_u32(after_id)?;
+        let (section, after_section) = after_size.split_at_checked(size)?;
+        if id == CODE_SECTION {
+            let (count, mut bodies) = leb128_u32(section)?;
+            let mut largest = 0;
+            for _ in 0..count {
+                let (len, body) = leb128_u32(bodies)?;
+                largest = largest.max(len);
+                bodies = body.get(len..)?;
+            }
+            return Some(largest);
+        }
+        rest = after_section;
+    }
+    Some(0)
+}
+
+/// An unsigned LEB128 number of at most 5 bytes (a wasm `u32`) and the bytes after it.
+fn leb128_u32(bytes: &[u8]) -> Option<(usize, &[u8])> {
+    let mut value = 0u64;
+    for (i, &byte) in bytes.iter().take(5).enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((usize::try_from(value).ok()?, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
 /// A module compiled and linked against WASI, ready to instantiate.
 pub struct Prepared {
     pre: InstancePre<Host>,
@@ -112,11 +238,21 @@ pub struct WasmRuntime {
     cache_dir: PathBuf,
     engine_hash: String,
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
+    compile_limits: CompileLimits,
+    compile_slots: Arc<CompileSlots>,
 }
 
 impl WasmRuntime {
     /// Node start: builds the engine with the pooling allocator and starts the epoch ticker.
     pub fn new(cfg: WasmConfig) -> Result<Arc<Self>, PrepareError> {
+        Self::with_compile_limits(cfg, CompileLimits::default())
+    }
+
+    /// [`WasmRuntime::new`] with other bounds on compilation.
+    pub fn with_compile_limits(
+        cfg: WasmConfig,
+        compile_limits: CompileLimits,
+    ) -> Result<Arc<Self>, PrepareError> {
         let internal = |e: wasmtime::Error| PrepareError::Internal(format!("{e:#}"));
         let mut pool = PoolingAllocationConfig::new();
         pool.total_core_instances(cfg.max_instances)
@@ -136,7 +272,9 @@ impl WasmRuntime {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .epoch_interruption(true)
             .max_wasm_stack(WASM_STACK_BYTES)
-            .parallel_compilation(true);
+            // One function at a time per compilation: an untrusted module then holds one core
+            // and one function's compiler state, whatever the machine (see `CompileLimits`).
+            .parallel_compilation(false);
         let engine = Engine::new(&config).map_err(internal)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut Host| &mut h.wasi).map_err(internal)?;
@@ -151,6 +289,12 @@ impl WasmRuntime {
             cache_dir: cfg.cache_dir,
             engine_hash,
             prepared: Mutex::new(HashMap::new()),
+            compile_slots: Arc::new(CompileSlots {
+                running: Mutex::new(0),
+                freed: Condvar::new(),
+                max: compile_limits.max_concurrent.max(1),
+            }),
+            compile_limits,
         });
         let weak = Arc::downgrade(&rt);
         std::thread::Builder::new()
@@ -209,17 +353,20 @@ impl WasmRuntime {
         unsafe { Module::deserialize_file(&self.engine, path) }
     }
 
-    /// Prepare phase: compiles `bytes` (whose sha256 is `sha256`) once, caches the compiled
-    /// code on disk and the linked module in memory. Refuses modules that are not commands.
+    /// Prepare phase: compiles `bytes` (whose sha256 is `sha256`) once within the
+    /// [`CompileLimits`], caches the compiled code on disk and the linked module in memory.
+    /// Refuses modules that are not commands. Blocks for up to twice the compile timeout (a
+    /// free slot, then the compilation): call it from a blocking thread.
     pub fn prepare(&self, sha256: &str, bytes: &[u8]) -> Result<Arc<Prepared>, PrepareError> {
         if let Some(p) = self.prepared(sha256) {
             return Ok(p);
         }
-        self.validate(bytes)?;
-        let compiled =
-            self.engine.precompile_module(bytes).map_err(|e| PrepareError::Invalid(format!("{e:#}")))?;
+        let compiled = self.compile(bytes)?;
         let path = self.cache_path(sha256);
-        let tmp = self.cache_dir.join(format!(".tmp-{sha256}-{}", std::process::id()));
+        // Unique per call: a deploy and a cold start may prepare the same code at once.
+        static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+        let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.cache_dir.join(format!(".tmp-{sha256}-{}-{seq}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&compiled)?;
@@ -229,6 +376,57 @@ impl WasmRuntime {
         write().map_err(|e| PrepareError::Internal(format!("write compiled module: {e}")))?;
         let module = self.load_cached(&path).map_err(|e| PrepareError::Internal(format!("{e:#}")))?;
         self.link(sha256, module)
+    }
+
+    /// Validates and compiles an untrusted module within the [`CompileLimits`].
+    ///
+    /// The compilation runs on a thread of its own so that the caller can give up on it; a
+    /// thread cannot be stopped, so one that overruns finishes in the background, its result
+    /// discarded, and keeps its compilation slot until then.
+    fn compile(&self, bytes: &[u8]) -> Result<Vec<u8>, PrepareError> {
+        let limits = &self.compile_limits;
+        if bytes.len() > limits.max_module_bytes {
+            return Err(PrepareError::TooComplex(format!(
+                "it is {} bytes, over the limit of {} bytes",
+                bytes.len(),
+                limits.max_module_bytes
+            )));
+        }
+        if let Some(largest) = largest_function_body(bytes) {
+            if largest > limits.max_function_body_bytes {
+                return Err(PrepareError::TooComplex(format!(
+                    "a function body is {largest} bytes, over the limit of {} bytes",
+                    limits.max_function_body_bytes
+                )));
+            }
+        }
+        let Some(slot) = self.compile_slots.acquire(Instant::now() + limits.timeout) else {
+            return Err(PrepareError::Busy(format!(
+                "{} compilations are already running; try again later",
+                self.compile_slots.max
+            )));
+        };
+        let (done, result) = std::sync::mpsc::sync_channel(1);
+        let (engine, code) = (self.engine.clone(), bytes.to_vec());
+        std::thread::Builder::new()
+            .name("gust-wasm-compile".into())
+            .spawn(move || {
+                let _slot = slot;
+                // `precompile_module` validates first: an invalid module fails fast.
+                let compiled = engine.precompile_module(&code).map_err(|e| format!("{e:#}"));
+                // The caller may have given up and gone: nothing to do then.
+                let _ = done.send(compiled);
+            })
+            .map_err(|e| PrepareError::Internal(format!("spawn a compiler thread: {e}")))?;
+        match result.recv_timeout(limits.timeout) {
+            Ok(compiled) => compiled.map_err(PrepareError::Invalid),
+            Err(RecvTimeoutError::Timeout) => {
+                Err(PrepareError::TooComplex(format!("it did not compile within {:?}", limits.timeout)))
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(PrepareError::Internal("the compiler thread panicked".into()))
+            }
+        }
     }
 
     fn link(&self, sha256: &str, module: Module) -> Result<Arc<Prepared>, PrepareError> {
@@ -253,13 +451,16 @@ impl WasmRuntime {
     /// Cost: one store and WASI context (a few small allocations), one instantiation from the
     /// pool (copy-on-write memory init, a few µs), one fiber switch in and out, the guest's own
     /// work. No thread hand-off, no store round trips; the payload is shared (`Bytes`), not
-    /// copied, until the guest reads it.
+    /// copied, until the guest reads it. A tokio timer is registered only if the guest yields
+    /// (it ran past an epoch tick or waits in a host call). Needs a tokio runtime with time.
     pub async fn run(&self, prepared: &Prepared, req: RunRequest<'_>) -> RunOutcome {
         let started = Instant::now();
         let stdout = MemoryOutputPipe::new(MAX_RESULT_BYTES);
         let log = LogPipe(Arc::new(Mutex::new(TailBuffer::new(MAX_LOG_BYTES))));
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdin(MemoryInputPipe::new(req.payload))
+        // Already the default; stated because the timeout depends on it (module doc).
+        wasi.allow_blocking_current_thread(false)
+            .stdin(MemoryInputPipe::new(req.payload))
             .stdout(stdout.clone())
             .stderr(log.clone())
             .args(&[req.function])
@@ -278,19 +479,27 @@ impl WasmRuntime {
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.limits);
         // Every epoch tick the guest yields to the scheduler, and past its deadline it is
-        // interrupted (a trap), so a runaway guest costs at most one tick per turn and no timer.
+        // interrupted (a trap), so a runaway guest costs at most one tick per turn.
         let deadline = started + Duration::from_millis(req.timeout_ms);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
         });
 
-        let result = async {
+        let call = async {
             let instance = prepared.pre.instantiate_async(&mut store).await?;
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
             start.call_async(&mut store, ()).await
-        }
-        .await;
+        };
+        // The deadline of a guest blocked in a host call. `Timeout` polls the call first and
+        // registers its timer only once the call is pending, so a call that ends in one poll
+        // (the common, short invocation) costs no timer registration. Past the deadline the
+        // call is dropped, which unwinds the guest's fiber, and the invocation ends as the
+        // same interrupt a runaway loop gets.
+        let result = match tokio::time::timeout_at(deadline.into(), call).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(wasmtime::Error::new(Trap::Interrupt)),
+        };
         let duration = started.elapsed();
         let status = match result {
             Ok(()) => Status::Succeeded,

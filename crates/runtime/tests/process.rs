@@ -40,6 +40,7 @@ async fn run(
         handler: "app.handler",
         env,
         memory_mb: 128,
+        ephemeral_storage_mb: 512,
         extra_address_space_mb: 0,
         timeout_ms,
     };

@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gust_core::ErrorKind;
-use gust_runtime::wasm::{WasmConfig, WasmRuntime};
+use gust_runtime::wasm::{CompileLimits, WasmConfig, WasmRuntime};
 use gust_runtime::{PrepareError, RunOutcome, RunRequest, Status};
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -15,6 +16,59 @@ fn fixture(name: &str) -> Vec<u8> {
 
 fn runtime(dir: &std::path::Path) -> Arc<WasmRuntime> {
     WasmRuntime::new(WasmConfig { cache_dir: dir.join("modules"), max_instances: 8 }).unwrap()
+}
+
+fn runtime_with(dir: &std::path::Path, limits: CompileLimits) -> Arc<WasmRuntime> {
+    let cfg = WasmConfig { cache_dir: dir.join("modules"), max_instances: 8 };
+    WasmRuntime::with_compile_limits(cfg, limits).unwrap()
+}
+
+/// A command whose `_start` is `body_bytes` of `nop`s: valid, cheap to compile, and as large
+/// as asked.
+fn command_with_body(body_bytes: usize) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut body = vec![0x00]; // no locals
+    body.resize(1 + body_bytes, 0x01); // nop
+    body.push(0x0b); // end
+    let mut code = vec![0x01];
+    leb(body.len(), &mut code);
+    code.extend(body);
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    module.extend([0x01, 0x04, 0x01, 0x60, 0x00, 0x00]); // type: () -> ()
+    module.extend([0x03, 0x02, 0x01, 0x00]); // one function of that type
+    module.extend([0x07, 0x0a, 0x01, 0x06]); // export "_start" = function 0
+    module.extend(b"_start");
+    module.extend([0x00, 0x00]);
+    module.push(0x0a);
+    leb(code.len(), &mut module);
+    module.extend(code);
+    module
+}
+
+/// A small command built to be slow to compile: `locals` locals stay live across `blocks`
+/// blocks, and the compiler's work grows with their product.
+fn slow_to_compile(locals: usize, blocks: usize) -> Vec<u8> {
+    let mut wat = String::from("(module (memory 1) (func (export \"_start\")");
+    wat.push_str(&" (local i32)".repeat(locals));
+    for i in 0..blocks {
+        let local = i % locals;
+        wat.push_str(&format!(" (block (br_if 0 (local.get {local})) (local.set {local} (i32.const {i})))"));
+    }
+    for local in 0..locals {
+        wat.push_str(&format!(" (i32.store (i32.const 0) (local.get {local}))"));
+    }
+    wat.push_str("))");
+    wat::parse_str(&wat).unwrap()
 }
 
 async fn run(rt: &WasmRuntime, name: &str, payload: &str, memory_mb: u32, timeout_ms: u64) -> RunOutcome {
@@ -80,6 +134,51 @@ async fn runaway_function_times_out() {
 }
 
 #[tokio::test]
+async fn a_guest_sleeping_in_a_host_call_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let started = Instant::now();
+    let out = run(&rt, "sleep", "", 128, 1000).await;
+    assert_eq!(
+        out.status,
+        Status::Failed { kind: ErrorKind::Timeout, message: "the function timed out after 1000 ms".into() }
+    );
+    // Generous: the point is that the 8 s sleep is cut short, not how precisely.
+    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+    assert!(out.duration >= Duration::from_millis(1000), "{:?}", out.duration);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleeping_guests_time_out_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    rt.prepare("sleep-test", &fixture("sleep")).unwrap();
+    let started = Instant::now();
+    let runs = (0..4).map(|_| {
+        let rt = rt.clone();
+        tokio::spawn(async move { run(&rt, "sleep", "", 128, 300).await })
+    });
+    for handle in runs.collect::<Vec<_>>() {
+        let out = handle.await.unwrap();
+        assert!(matches!(out.status, Status::Failed { kind: ErrorKind::Timeout, .. }), "{:?}", out.status);
+    }
+    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_guest_looping_in_host_calls_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = run(&runtime(dir.path()), "chatty", "", 128, 200).await;
+    assert_eq!(
+        out.status,
+        Status::Failed { kind: ErrorKind::Timeout, message: "the function timed out after 200 ms".into() }
+    );
+    assert!(out.log.ends_with("chatty\n"), "the log tail survives a timeout");
+    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
 async fn memory_is_capped_by_the_function_setting() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(&runtime(dir.path()), "hog", "", 32, 3000).await;
@@ -121,4 +220,48 @@ async fn guests_see_no_host_filesystem() {
         Status::Failed { kind: ErrorKind::FunctionError, message: "the function exited with code 8".into() },
         "fd 3 must not be a preopened directory (EBADF)"
     );
+}
+
+#[test]
+fn oversized_modules_and_functions_are_refused_at_prepare() {
+    let dir = tempfile::tempdir().unwrap();
+    let big_function = command_with_body(600 * 1024);
+    let err = runtime(dir.path()).prepare("big-function", &big_function).map(|_| ()).unwrap_err();
+    let PrepareError::TooComplex(message) = &err else { panic!("{err:?}") };
+    // The body's size as encoded: the nops, its (empty) locals and its `end`.
+    assert_eq!(message, "a function body is 614402 bytes, over the limit of 524288 bytes");
+
+    let limits = CompileLimits { max_function_body_bytes: 1 << 20, ..CompileLimits::default() };
+    assert!(
+        runtime_with(dir.path(), limits).prepare("big-function", &big_function).is_ok(),
+        "within a raised limit"
+    );
+
+    let limits = CompileLimits { max_module_bytes: 4096, ..CompileLimits::default() };
+    let big_module = command_with_body(8192);
+    let err = runtime_with(dir.path(), limits).prepare("big-module", &big_module).map(|_| ()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the module is too large or complex to compile: it is {} bytes, over the limit of 4096 bytes",
+            big_module.len()
+        )
+    );
+}
+
+#[test]
+fn a_module_that_compiles_too_slowly_is_refused_and_cannot_pile_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits =
+        CompileLimits { timeout: Duration::from_millis(100), max_concurrent: 1, ..CompileLimits::default() };
+    let rt = runtime_with(dir.path(), limits);
+    let started = Instant::now();
+    let err = rt.prepare("slow", &slow_to_compile(1000, 2000)).map(|_| ()).unwrap_err();
+    assert_eq!(err, PrepareError::TooComplex("it did not compile within 100ms".into()));
+    // Generous: the point is that the caller does not wait for the compiler.
+    assert!(started.elapsed() < Duration::from_millis(1000), "{:?}", started.elapsed());
+    // The abandoned compilation still holds the only slot: the next one waits, then gives up.
+    let err = rt.prepare("echo", &fixture("echo")).map(|_| ()).unwrap_err();
+    assert!(matches!(err, PrepareError::Busy(_)), "{err:?}");
+    assert!(rt.prepared("slow").is_none(), "an abandoned compilation's result is discarded");
 }
