@@ -88,7 +88,11 @@ fn test_python() -> String {
 fn an_unmodified_python_lambda_handler_runs_on_awslambdaric() {
     let dir = tempfile::tempdir().unwrap();
     let python = test_python();
-    let s = Server::start(dir.path(), &["--python", &python]);
+    // Strict isolation where the host has it (the interpreter lives under /root here, which
+    // only root may enter: it is bound into the function's root).
+    let strict: &[&str] =
+        if namespaces_available() && nix_is_root() { &["--isolation", "strict"] } else { &[] };
+    let s = Server::start(dir.path(), &[&["--python", &python][..], strict].concat());
     let app = br#"
 import os
 calls = 0
@@ -280,7 +284,9 @@ fn test_node_ric() -> String {
 fn an_unmodified_node_lambda_handler_runs_on_aws_lambda_ric() {
     let dir = tempfile::tempdir().unwrap();
     let ric = test_node_ric();
-    let s = Server::start(dir.path(), &["--node-ric", &ric]);
+    let strict: &[&str] =
+        if namespaces_available() && nix_is_root() { &["--isolation", "strict"] } else { &[] };
+    let s = Server::start(dir.path(), &[&["--node-ric", &ric][..], strict].concat());
     let app = br#"
 let calls = 0;
 export const handler = async (event, context) => {

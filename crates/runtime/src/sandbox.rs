@@ -312,6 +312,9 @@ impl Sandbox {
             return Ok(sandbox);
         }
         sandbox.cgroups = Cgroups::detect();
+        if let Err(e) = crate::seccomp::Filter::new() {
+            return Err(IsolationError { missing: vec![format!("seccomp filter: {e}")] });
+        }
         let root = sandbox.root;
         let user = if root { CloneFlags::empty() } else { CloneFlags::CLONE_NEWUSER };
         let mut missing = Vec::new();
@@ -406,7 +409,7 @@ impl Sandbox {
         if !self.ns.any() {
             s.push_str("; NOT applied: namespaces (functions share the host's network, processes and files)");
         }
-        s.push_str("; ");
+        s.push_str(&format!(", seccomp ({} system calls denied); ", crate::seccomp::denied().len()));
         s.push_str(&self.cgroups.describe());
         s
     }
