@@ -433,8 +433,12 @@ fn markdown(r: &Value) -> String {
         ));
     }
     out.push_str(&format!(
-        "\n| measure | value |\n|---|---:|\n| cold start (first invocation of a version), p50 µs | {} |\n| the interpreter's own start (`python3 -c import …`), p50 µs | {} |\n| cold start over the runtime's own init, µs | {} |\n",
+        "\n| measure | value |\n|---|---:|\n| cold start (first invocation of a version), full sandbox, p50 µs | {} |\n| cold start without the sandbox (`--isolation none`), p50 µs | {} |\n| the sandbox's share of a cold start, µs (target ≤ 5,000) | {} |\n| warm p50 at 1 connection without the sandbox, µs | {} |\n| the sandbox's share of a warm invocation, µs | {} |\n| the interpreter's own start (`python3 -c import …`), p50 µs | {} |\n| cold start over the runtime's own init, µs | {} |\n",
         f(&p["cold_start_p50_us"]),
+        f(&p["cold_start_unsandboxed_p50_us"]),
+        f(&p["sandbox_cold_overhead_us"]),
+        f(&p["warm_unsandboxed_p50_us"]),
+        f(&p["sandbox_warm_overhead_us"]),
         f(&p["interpreter_start_p50_us"]),
         f(&p["cold_overhead_us"])
     ));
@@ -608,18 +612,27 @@ async fn process_rows(gust: &Proc, bare: &Proc, args: &Args) -> anyhow::Result<V
             "p50_overhead_us": g.percentile_us(0.5) - b.percentile_us(0.5),
         }));
     }
-    // Cold starts: each published version gets its own environment.
+    // Cold starts: each published version gets its own environment; the same on a server
+    // whose environments have no sandbox (`--isolation none`), to price the sandbox.
     let n = if args.quick { 2 } else { 10 };
-    let mut cold = Vec::new();
-    for i in 0..n {
-        let cfg = format!(r#"{{"runtime":"provided","env":{{"V":"{i}"}}}}"#);
-        client::ok(gust.addr, "PUT", "/v1/functions/lam", &json_ct, cfg).await?;
-        client::ok(gust.addr, "POST", "/v1/functions/lam/versions", &[], Bytes::new()).await?;
-        let path = format!("/v1/functions/lam/invoke?qualifier={}", i + 1);
-        let t = Instant::now();
-        client::ok(gust.addr, "POST", &path, &[], "{}").await?;
-        cold.push(t.elapsed().as_micros() as f64);
-    }
+    let mut cold = cold_starts(gust.addr, n).await?;
+    let bare_dir = tempfile::tempdir()?;
+    let unsandboxed = Proc::gust_with(bare_dir.path(), &["--isolation", "none"])?;
+    client::ok(unsandboxed.addr, "PUT", "/v1/functions/lam", &json_ct, r#"{"runtime":"provided"}"#).await?;
+    client::ok(
+        unsandboxed.addr,
+        "PUT",
+        "/v1/functions/lam/code",
+        &[("content-type", "application/zip")],
+        provided_package(),
+    )
+    .await?;
+    let mut cold_none = cold_starts(unsandboxed.addr, n).await?;
+    let u_target = invoke_target(unsandboxed.addr, "lam", "sync");
+    loadgen::run(&u_target, 1, Stop::After(phase / 5)).await?;
+    let u = loadgen::run(&u_target, 1, Stop::After(phase)).await?;
+    anyhow::ensure!(u.errors == 0, "errors during unsandboxed process-runtime load");
+    drop(unsandboxed);
     let mut interp = Vec::new();
     for _ in 0..n {
         let t = Instant::now();
@@ -636,10 +649,36 @@ async fn process_rows(gust: &Proc, bare: &Proc, args: &Args) -> anyhow::Result<V
         v[v.len() / 2]
     };
     let (cold_p50, interp_p50) = (median(&mut cold), median(&mut interp));
+    let cold_none_p50 = median(&mut cold_none);
+    let warm1_p50 = warm[0]["gust"]["p50_us"].as_f64().unwrap_or(0.0);
     Ok(json!({
         "warm": warm,
         "cold_start_p50_us": cold_p50,
+        "cold_start_unsandboxed_p50_us": cold_none_p50,
+        "sandbox_cold_overhead_us": cold_p50 - cold_none_p50,
+        "warm_unsandboxed_p50_us": u.percentile_us(0.5),
+        "sandbox_warm_overhead_us": warm1_p50 - u.percentile_us(0.5),
         "interpreter_start_p50_us": interp_p50,
         "cold_overhead_us": cold_p50 - interp_p50,
     }))
+}
+
+/// Cold starts of `n` new versions of `lam` (each gets its own environment), in µs.
+async fn cold_starts(addr: std::net::SocketAddr, n: usize) -> anyhow::Result<Vec<f64>> {
+    let json_ct = [("content-type", "application/json")];
+    let mut cold = Vec::new();
+    for i in 0..n {
+        let cfg = format!(r#"{{"runtime":"provided","env":{{"V":"{i}"}}}}"#);
+        client::ok(addr, "PUT", "/v1/functions/lam", &json_ct, cfg).await?;
+        let v = client::ok(addr, "POST", "/v1/functions/lam/versions", &[], Bytes::new()).await?;
+        let number = serde_json::from_slice::<Value>(&v)
+            .ok()
+            .and_then(|v| v["version"].as_u64())
+            .unwrap_or(i as u64 + 1);
+        let path = format!("/v1/functions/lam/invoke?qualifier={number}");
+        let t = Instant::now();
+        client::ok(addr, "POST", &path, &[], "{}").await?;
+        cold.push(t.elapsed().as_micros() as f64);
+    }
+    Ok(cold)
 }

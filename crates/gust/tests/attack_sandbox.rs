@@ -236,3 +236,26 @@ fn memory_is_a_limit_on_all_of_a_functions_processes_together() {
     // The next invocation starts a fresh environment and works.
     assert_eq!(sh(&s, "hog", "echo fine"), (0, "fine".to_string()));
 }
+
+#[test]
+fn a_fork_bomb_in_one_function_does_not_stop_another_from_starting() {
+    if !namespaces_and_root() {
+        eprintln!("skipped: needs root and namespaces");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    // Memory enough for a thousand processes: the process bound is what stops this one.
+    let config = json!({ "runtime": "provided", "timeout_ms": 20_000, "memory_mb": 2048 });
+    deploy(&s, "bomb", config.clone(), &[("bootstrap", SHELL_BOOTSTRAP, 0o755)]);
+    deploy(&s, "victim", config, &[("bootstrap", SHELL_BOOTSTRAP, 0o755)]);
+    // Far more processes than one environment may have (the subshell gives up at its first
+    // failed fork); counted and waited for with shell builtins only, which need no fork.
+    let bomb = "(for i in $(seq 3000); do sleep 3 >/dev/null 2>&1 & done) 2>/dev/null; \
+                set -- /proc/[0-9]*; n=$#; while set -- /proc/[0-9]*; [ $# -gt 20 ]; do :; done; echo $n";
+    let (_, out) = sh(&s, "bomb", bomb);
+    let alive: u64 = out.trim().parse().unwrap_or(0);
+    assert!(alive > 100 && alive <= 1024 + 8, "the environment's processes are bounded: {out}");
+    // Another function still starts and answers.
+    assert_eq!(sh(&s, "victim", "echo alive"), (0, "alive".to_string()));
+}
