@@ -202,8 +202,17 @@ fn unavailable(runtime: Runtime, detail: String) -> RuntimeSupport {
 }
 
 /// A directory gust owns (a data dir): created if missing, then made absolute and canonical.
+/// A new one lets others only traverse it (0711: task roots below it are bound into
+/// environments by path; nobody can list what is there). An existing one is left as it is.
 pub fn resolve_dir(dir: &Path, flag: &str) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("{flag} {}: cannot create it", dir.display()))?;
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(dir)
+            .with_context(|| format!("{flag} {}: cannot create it", dir.display()))?;
+    }
     dir.canonicalize().with_context(|| format!("{flag} {}: cannot resolve it", dir.display()))
 }
 

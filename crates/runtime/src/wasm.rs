@@ -282,6 +282,11 @@ impl WasmRuntime {
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_hash = format!("{:016x}", hasher.finish());
         std::fs::create_dir_all(&cfg.cache_dir)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                // Compiled tenants' code: only gust reads it.
+                std::fs::set_permissions(&cfg.cache_dir, std::fs::Permissions::from_mode(0o700))
+            })
             .map_err(|e| PrepareError::Internal(format!("create {}: {e}", cfg.cache_dir.display())))?;
         let rt = Arc::new(WasmRuntime {
             engine,

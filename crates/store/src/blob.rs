@@ -30,7 +30,10 @@ pub(crate) struct BlobDir {
 
 impl BlobDir {
     pub(crate) fn open(dir: &Path) -> Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(dir).map_err(io_err)?;
+        // Function code is the tenants' property: only gust reads it.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err)?;
         Ok(BlobDir { dir: dir.to_path_buf() })
     }
 
@@ -42,7 +45,13 @@ impl BlobDir {
             return Ok(sha);
         }
         let tmp = self.dir.join(format!(".tmp-{sha}-{}", uuid::Uuid::new_v4()));
-        let mut file = std::fs::File::create(&tmp).map_err(io_err)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err)?;
         file.write_all(bytes).map_err(io_err)?;
         file.sync_all().map_err(io_err)?;
         drop(file);

@@ -163,6 +163,27 @@ fn open_connection(path: &Path, opts: &SqliteOptions) -> Result<Connection> {
     Ok(conn)
 }
 
+/// The database, which holds every function's configuration, is the owner's alone (SQLite gives
+/// its -wal and -shm files the database file's mode).
+fn private_files(dir: &Path, db: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let fail = |e: std::io::Error| StoreError::Backend(format!("permissions in {}: {e}", dir.display()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(db)
+        .map_err(fail)?;
+    for name in ["gust.db", "gust.db-wal", "gust.db-shm"] {
+        let p = dir.join(name);
+        if p.exists() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+        }
+    }
+    Ok(())
+}
+
 fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
     let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db_err)?;
@@ -185,6 +206,7 @@ impl SqliteStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("create {}: {e}", dir.display())))?;
         let path = dir.join("gust.db");
+        private_files(dir, &path)?;
         let mut conn = open_connection(&path, &opts)?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel::<Job>();
