@@ -67,6 +67,11 @@ pub struct ServerOpts {
     /// acknowledged writes on power loss. Default is an fsync per group commit.
     #[arg(long)]
     pub no_fsync: bool,
+    /// A file holding the 64-hex-digit key that encrypts functions' environment variables at
+    /// rest (AES-256-GCM). Default: `secrets.key` in the data dir, generated on first start;
+    /// every server of a cluster needs the same key.
+    #[arg(long, env = "GUST_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
     /// Isolation of process functions: strict (namespaces and a non-root user, or refuse to
     /// start), best-effort (what this host allows, warning about the rest) or none.
     #[arg(long, env = "GUST_ISOLATION", default_value = "best-effort")]
@@ -121,6 +126,27 @@ impl Executor for LocalExecutor {
     }
 }
 
+/// Installs the key that seals functions' environment variables in the store: the given file
+/// (which must exist), or `secrets.key` in the data dir (created on first start).
+fn install_secrets_key(opts: &ServerOpts) -> anyhow::Result<()> {
+    let path = match &opts.secrets_key_file {
+        Some(p) => {
+            let p = std::path::absolute(p)?;
+            anyhow::ensure!(p.is_file(), "--secrets-key-file {}: no such file", p.display());
+            p
+        }
+        None => {
+            if opts.store.is_some() {
+                tracing::warn!("no --secrets-key-file: environment variables are sealed with a key in this server's data dir; every server of the cluster needs that same key");
+            }
+            opts.data_dir.join("secrets.key")
+        }
+    };
+    let key = gust_store::secrets::load_or_create_key(&path)
+        .with_context(|| format!("the secrets key {}", path.display()))?;
+    gust_store::secrets::install(&key).map_err(anyhow::Error::msg)
+}
+
 /// Logs go to stderr, filtered by `GUST_LOG` (default `info`).
 pub fn init_tracing() {
     tracing_subscriber::fmt()
@@ -142,6 +168,7 @@ pub fn run(mut opts: ServerOpts) -> anyhow::Result<()> {
     // Every path is resolved once, here: the store, the worker and the sandbox see only
     // absolute ones.
     opts.data_dir = crate::host::resolve_dir(&opts.data_dir, "--data-dir")?;
+    install_secrets_key(&opts)?;
     let host = HostRuntimes::detect(&opts.runtimes)?;
     let sandbox = crate::worker::sandbox(opts.isolation, &opts.data_dir, &host)?;
     let worker_cfg = crate::worker::worker_config(

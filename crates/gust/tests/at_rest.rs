@@ -28,3 +28,43 @@ fn the_data_dir_database_and_code_are_not_readable_by_others() {
     assert_eq!(mode(&data.join("artifacts").join(sha)), 0o600);
     assert_eq!(mode(&data.join("modules")), 0o700);
 }
+
+#[test]
+fn environment_variables_are_sealed_in_the_store_and_reach_the_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "Sesame-4f2a9c";
+    let s = Server::start(dir.path(), &[]);
+    let config = serde_json::json!({ "runtime": "wasm", "env": { "GREETING": secret } });
+    s.deploy("hello", config, common::example("hello"));
+    s.publish("hello");
+    // (Not invoked yet: a result that echoes the value is the function's output, not config.)
+    s.kill9();
+    // Nothing on disk holds the value: not the database, its log, nor anything else.
+    let mut found = Vec::new();
+    for entry in walk(dir.path()) {
+        if std::fs::read(&entry).is_ok_and(|b| b.windows(secret.len()).any(|w| w == secret.as_bytes())) {
+            found.push(entry);
+        }
+    }
+    assert!(found.is_empty(), "the secret is stored in plain text in {found:?}");
+    assert_eq!(mode(&dir.path().join("secrets.key")), 0o600);
+    // The same key after a restart: the function still gets its value.
+    let s = Server::start(dir.path(), &[]);
+    for qualifier in [None, Some("1")] {
+        let r = s.invoke("hello", qualifier, br#"{"name":"Ada"}"#, &[]).text().unwrap();
+        assert!(r.contains(&format!("{secret}, Ada!")), "{r}");
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -22,6 +22,7 @@ mod blob;
 pub mod conformance;
 pub mod postgres;
 mod rows;
+pub mod secrets;
 pub mod sqlite;
 
 pub use blob::sha256_hex;

@@ -452,7 +452,7 @@ const FUNCTION_COLS: &str = "name, spec, code_sha256, revision, created_at, upda
 fn to_function(r: &Row) -> Result<FunctionConfig> {
     Ok(FunctionConfig {
         name: r.get(0),
-        spec: serde_json::from_str(r.get::<_, &str>(1)).map_err(json_err)?,
+        spec: crate::secrets::open_spec(r.get::<_, &str>(1))?,
         code_sha256: r.get(2),
         revision: r.get::<_, i64>(3) as u64,
         created_at: r.get(4),
@@ -482,7 +482,7 @@ fn to_version(r: &Row) -> Result<Version> {
     Ok(Version {
         function: r.get(0),
         number: r.get::<_, i64>(1) as u64,
-        spec: serde_json::from_str(r.get::<_, &str>(2)).map_err(json_err)?,
+        spec: crate::secrets::open_spec(r.get::<_, &str>(2))?,
         code_sha256: r.get(3),
         from_revision: r.get::<_, i64>(4) as u64,
         created_at: r.get(5),
@@ -714,7 +714,7 @@ async fn write_function(
     let existing = load_function(tx, name, true).await?;
     check_revision(expect, existing.as_ref().map_or(0, |f| f.revision))?;
     let revision = bump_snapshot(tx).await?;
-    let spec_json = serde_json::to_string(&spec).map_err(json_err)?;
+    let spec_json = crate::secrets::seal_spec(&spec)?;
     let code = code.or_else(|| existing.as_ref().and_then(|f| f.code_sha256.clone()));
     pg_execute(
         tx,
@@ -801,7 +801,7 @@ impl Store for PgStore {
                 return Err(StoreError::NotFound { kind: Kind::Artifact, name: code_sha256.to_string() });
             }
             let revision = bump_snapshot(&tx).await?;
-            let spec_json = serde_json::to_string(&f.spec).map_err(json_err)?;
+            let spec_json = crate::secrets::seal_spec(&f.spec)?;
             pg_execute(&tx,
                 "UPDATE functions SET code_sha256 = $2, revision = $3, updated_at = $4 WHERE name = $1",
                 params![&name, &code_sha256, &(revision as i64), &now],
@@ -922,7 +922,7 @@ impl Store for PgStore {
                 .get(0);
             bump_snapshot(&tx).await?;
             let spec = version_spec(&f.spec, description);
-            let spec_json = serde_json::to_string(&spec).map_err(json_err)?;
+            let spec_json = crate::secrets::seal_spec(&spec)?;
             pg_execute(&tx,
                 "INSERT INTO versions (function, number, spec, code_sha256, from_revision, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6)",
@@ -1085,7 +1085,7 @@ impl Store for PgStore {
         Ok(Some(Deployment {
             function: function.to_string(),
             resolved,
-            spec: serde_json::from_str(row.get::<_, &str>(0)).map_err(json_err)?,
+            spec: crate::secrets::open_spec(row.get::<_, &str>(0))?,
             code_sha256,
         }))
     }

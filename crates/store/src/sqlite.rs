@@ -353,7 +353,7 @@ fn to_function(raw: (String, String, Option<String>, i64, i64, i64)) -> Result<F
     let (name, spec, code_sha256, revision, created_at, updated_at) = raw;
     Ok(FunctionConfig {
         name,
-        spec: serde_json::from_str(&spec).map_err(json_err)?,
+        spec: crate::secrets::open_spec(&spec)?,
         code_sha256,
         revision: revision as u64,
         created_at,
@@ -394,7 +394,7 @@ fn to_version(raw: (String, i64, String, String, i64, i64)) -> Result<Version> {
     Ok(Version {
         function,
         number: number as u64,
-        spec: serde_json::from_str(&spec).map_err(json_err)?,
+        spec: crate::secrets::open_spec(&spec)?,
         code_sha256,
         from_revision: from_revision as u64,
         created_at,
@@ -643,7 +643,7 @@ fn write_function(
     let existing = load_function(c, &name)?;
     check_revision(expect, existing.as_ref().map_or(0, |f| f.revision))?;
     let revision = bump_snapshot(c)?;
-    let spec_json = serde_json::to_string(&spec).map_err(json_err)?;
+    let spec_json = crate::secrets::seal_spec(&spec)?;
     let code = code.or_else(|| existing.as_ref().and_then(|f| f.code_sha256.clone()));
     c.execute(
         "INSERT INTO functions (name, spec, code_sha256, revision, next_version, created_at, updated_at) \
@@ -706,7 +706,7 @@ impl Store for SqliteStore {
             let mut f = require_function(c, &name, expect)?;
             blobs.get(&code)?; // the artifact must exist and verify
             let revision = bump_snapshot(c)?;
-            let spec_json = serde_json::to_string(&f.spec).map_err(json_err)?;
+            let spec_json = crate::secrets::seal_spec(&f.spec)?;
             c.execute(
                 "UPDATE functions SET code_sha256 = ?2, revision = ?3, updated_at = ?4 WHERE name = ?1",
                 params![name, code, revision as i64, now],
@@ -836,7 +836,7 @@ impl Store for SqliteStore {
                 .map_err(db_err)?;
             bump_snapshot(c)?;
             let spec = version_spec(&f.spec, description.as_deref());
-            let spec_json = serde_json::to_string(&spec).map_err(json_err)?;
+            let spec_json = crate::secrets::seal_spec(&spec)?;
             c.execute(
                 "INSERT INTO versions (function, number, spec, code_sha256, from_revision, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -1025,7 +1025,7 @@ impl Store for SqliteStore {
                 Some((spec, Some(code_sha256))) => Ok(Some(Deployment {
                     function,
                     resolved,
-                    spec: serde_json::from_str(&spec).map_err(json_err)?,
+                    spec: crate::secrets::open_spec(&spec)?,
                     code_sha256,
                 })),
                 Some((_, None)) | None => Ok(None),
