@@ -64,9 +64,13 @@ pub struct Global {
     /// The gust server to talk to.
     #[arg(long, env = "GUST_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
-    /// Bearer token for the server's API.
+    /// Bearer token for the server's API (better: GUST_TOKEN or --token-file, which other
+    /// users cannot see in the process list).
     #[arg(long, env = "GUST_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the bearer token (its first line).
+    #[arg(long, env = "GUST_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -195,7 +199,16 @@ struct Api {
 impl Api {
     fn new(g: &Global) -> Result<Self, Failure> {
         let client = Client::builder().timeout(Duration::from_secs(16 * 60)).build()?;
-        Ok(Api { client, base: g.server.trim_end_matches('/').to_string(), token: g.token.clone() })
+        let token = match (&g.token, &g.token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(f)) => {
+                let text = std::fs::read_to_string(f)
+                    .map_err(|e| Failure(format!("cannot read --token-file {}: {e}", f.display())))?;
+                Some(text.lines().next().unwrap_or("").trim().to_string()).filter(|t| !t.is_empty())
+            }
+            (None, None) => None,
+        };
+        Ok(Api { client, base: g.server.trim_end_matches('/').to_string(), token })
     }
 
     fn req(&self, method: reqwest::Method, path: &str) -> RequestBuilder {

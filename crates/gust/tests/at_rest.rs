@@ -68,3 +68,22 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn the_cli_takes_its_token_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"), &["--token", "file-token-1"]);
+    let token = dir.path().join("token");
+    std::fs::write(&token, "file-token-1\n").unwrap();
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
+            .args(["functions", "--server", &s.url])
+            .args(extra)
+            .env_remove("GUST_TOKEN")
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["--token-file", token.to_str().unwrap()]).status.success());
+    let denied = run(&[]);
+    assert_eq!(denied.status.code(), Some(2), "no token, no answer");
+}
