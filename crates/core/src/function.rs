@@ -52,11 +52,13 @@ impl Runtime {
             _ if s.starts_with("nodejs") => s
                 .strip_prefix("nodejs")
                 .and_then(|m| m.strip_suffix(".x"))
+                .filter(|m| canonical_number(m))
                 .and_then(|m| m.parse::<u8>().ok())
                 .filter(|m| (16..=40).contains(m))
                 .map(|major| Runtime::Node { major }),
             _ => s
                 .strip_prefix("python3.")
+                .filter(|m| canonical_number(m))
                 .and_then(|m| m.parse::<u8>().ok())
                 .filter(|m| (8..=30).contains(m))
                 .map(|minor| Runtime::Python { minor }),
@@ -72,6 +74,11 @@ impl Runtime {
     pub fn is_process(self) -> bool {
         !matches!(self, Runtime::Wasm)
     }
+}
+
+/// Digits only, no leading zero: the one spelling of a version number in a runtime name.
+fn canonical_number(s: &str) -> bool {
+    !s.is_empty() && !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 impl TryFrom<String> for Runtime {

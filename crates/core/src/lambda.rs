@@ -38,7 +38,8 @@ pub fn split_function_name(input: &str) -> Option<(&str, Option<&str>)> {
     let parts: Vec<&str> = input.split(':').collect();
     let rest: &[&str] = match parts.as_slice() {
         ["arn", "aws", "lambda", _region, _account, "function", rest @ ..] => rest,
-        [_account, "function", rest @ ..] => rest,
+        // `NAME:function` is a name and an alias named `function`, not a partial ARN.
+        [_account, "function", rest @ ..] if !rest.is_empty() => rest,
         rest => rest,
     };
     match rest {

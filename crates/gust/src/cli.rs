@@ -447,6 +447,15 @@ fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `s` with control characters escaped: a function's output must not drive the terminal of
+/// whoever reads its log (escape sequences can retitle the window, set the clipboard or forge
+/// lines).
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() && c != '\t' { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
+}
+
 fn invocation_text(v: &Value) -> String {
     let mut out = format!(
         "invocation {}\n  function  {}:{} (ran {})\n  mode      {}\n  state     {} after {} attempt(s)",
@@ -459,20 +468,20 @@ fn invocation_text(v: &Value) -> String {
         v["attempts"],
     );
     if let Some(r) = v["result"].as_str() {
-        out.push_str(&format!("\n  result    {r}"));
+        out.push_str(&format!("\n  result    {}", printable(r)));
     }
     if v["error"].is_object() {
         out.push_str(&format!(
             "\n  error     {}: {}",
-            v["error"]["errorType"].as_str().unwrap_or("?"),
-            v["error"]["errorMessage"].as_str().unwrap_or("?")
+            printable(v["error"]["errorType"].as_str().unwrap_or("?")),
+            printable(v["error"]["errorMessage"].as_str().unwrap_or("?"))
         ));
     }
     let log = v["log"].as_str().unwrap_or("");
     if !log.is_empty() {
         out.push_str("\n  log:");
         for line in log.lines() {
-            out.push_str(&format!("\n    {line}"));
+            out.push_str(&format!("\n    {}", printable(line)));
         }
     }
     out
@@ -542,4 +551,16 @@ fn invoke(g: &Global, api: &Api, a: InvokeArgs) -> Result<ExitCode, Failure> {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod printable_tests {
+    #[test]
+    fn control_characters_from_a_function_are_escaped() {
+        assert_eq!(super::printable("ok\tfine"), "ok\tfine");
+        let hostile = "\u{1b}]0;PWNED\u{7}\u{1b}[1A  state SUCCEEDED";
+        let shown = super::printable(hostile);
+        assert!(!shown.chars().any(|c| c.is_control()), "{shown}");
+        assert!(shown.contains("PWNED"));
+    }
 }

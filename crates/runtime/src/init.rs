@@ -37,6 +37,9 @@ pub const SUBCOMMAND: &str = "__sandbox-init";
 /// Exit status when the init cannot set the environment up (its reason is on stderr, which
 /// is the function's log).
 const SETUP_FAILED: i32 = 126;
+/// Connections a function may hold open to the Runtime API at once (its runtime client needs
+/// one or two).
+const MAX_API_CONNECTIONS: usize = 16;
 /// How often the init checks that gust, its parent, is still there.
 const PARENT_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 /// Exit status when the function's program cannot be executed.
@@ -117,6 +120,7 @@ impl InitSpec {
         }
         kv("--as", OsStr::new(&self.limits.address_space_bytes.to_string()));
         kv("--nofile", OsStr::new(&self.limits.open_files.to_string()));
+        kv("--nproc", OsStr::new(&self.limits.processes.to_string()));
         kv("--cwd", self.cwd.as_os_str());
         if let Some(e) = &self.env_file {
             kv("--env-file", e.as_os_str());
@@ -179,6 +183,7 @@ impl InitSpec {
                 "--map-user" => spec.map_user = Some(ids(text(it.next(), &k)?, &k)?),
                 "--as" => spec.limits.address_space_bytes = num(text(it.next(), &k)?, &k)?,
                 "--nofile" => spec.limits.open_files = num(text(it.next(), &k)?, &k)?,
+                "--nproc" => spec.limits.processes = num(text(it.next(), &k)?, &k)?,
                 "--cwd" => spec.cwd = path(it.next())?,
                 "--env-file" => spec.env_file = Some(path(it.next())?),
                 "--mount" => spec.mount = true,
@@ -373,11 +378,16 @@ async fn bridge(listener: std::net::TcpListener, socket: PathBuf) {
                 return;
             }
         };
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_API_CONNECTIONS));
     while let Ok((mut tcp, _)) = listener.accept().await {
+        // A function may hold only so many connections to gust (each costs gust descriptors
+        // and memory); past that a new one is closed at once.
+        let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
         // Runtime clients write headers and body separately: no Nagle delay.
         let _ = tcp.set_nodelay(true);
         let socket = socket.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match tokio::net::UnixStream::connect(&socket).await {
                 Ok(mut unix) => {
                     let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
@@ -439,11 +449,14 @@ fn reap_until(function: Pid) -> i32 {
 }
 
 /// Host directories every environment sees read-only (programs, libraries, configuration);
-/// a link (a merged /usr's /bin) is recreated as the same link.
+/// a link (a merged /usr's /bin) is recreated as the same link. Not /sys: it shows the host's
+/// interfaces and every cgroup, and its submounts would stay writable.
 const SYSTEM_DIRS: &[&str] =
-    &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/sys"];
+    &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt"];
 /// Device nodes an environment gets (Lambda's minimal /dev).
-const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// No tty: a function has no terminal (its session has none), and the host's must stay out of
+/// reach.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
 /// Size of an environment's /dev/shm.
 const SHM_SIZE: &str = "size=64m";
 

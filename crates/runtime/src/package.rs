@@ -67,6 +67,8 @@ pub enum PackageError {
     NotAZip(String),
     #[error("zip entry {0:?} has an unsafe path (absolute, or outside the package)")]
     UnsafePath(String),
+    #[error("zip entry {0:.200}... has a path deeper than {MAX_PATH_DEPTH} directories or longer than {MAX_NAME_BYTES} bytes")]
+    PathTooLong(String),
     #[error("zip entry {0:?} is a link that points outside the package")]
     UnsafeLink(String),
     #[error("zip entry {0:?} is a link with an empty, overlong or NUL-containing target")]
@@ -148,12 +150,22 @@ enum EntryType {
     Link,
 }
 
+/// Directories an entry's path may go down (Linux's own limit on a path is 4,096 bytes).
+pub const MAX_PATH_DEPTH: usize = 64;
+/// Bytes in an entry's name.
+pub const MAX_NAME_BYTES: usize = 1024;
+
 /// The components of an entry's name: `.` and empty ones dropped; absolute names, `..` and NUL
 /// refused outright, so nothing is ever resolved upwards.
 fn components(name: &str) -> Result<Vec<String>, PackageError> {
     let unsafe_path = || PackageError::UnsafePath(name.to_string());
     if name.starts_with('/') || name.contains('\0') {
         return Err(unsafe_path());
+    }
+    // Bounded before anything else looks at it: a deep tree costs time in every check and
+    // stack in every recursive removal.
+    if name.len() > MAX_NAME_BYTES || name.split('/').count() > MAX_PATH_DEPTH {
+        return Err(PackageError::PathTooLong(name.chars().take(200).collect()));
     }
     let mut path = Vec::new();
     for c in name.split('/') {
@@ -188,8 +200,9 @@ fn read_entries(bytes: &[u8], limits: PackageLimits) -> Result<Vec<Entry>, Packa
     let mut entries = Vec::with_capacity(zip.len());
     let mut declared: u64 = 0;
     let mut seen: HashSet<Vec<String>> = HashSet::with_capacity(zip.len());
-    // Folded name of every path and parent directory -> the first spelling seen.
-    let mut spellings: HashMap<String, String> = HashMap::with_capacity(zip.len());
+    // (parent's id, folded name) of every path and parent directory -> its id and the first
+    // spelling seen: memory in proportion to the names, however deep they go.
+    let mut spellings: HashMap<(usize, String), (usize, String)> = HashMap::with_capacity(zip.len());
     for index in 0..zip.len() {
         let mut file = zip.by_index(index).map_err(not_a_zip)?;
         let name = file.name().map_err(not_a_zip)?.into_owned();
@@ -198,12 +211,15 @@ fn read_entries(bytes: &[u8], limits: PackageLimits) -> Result<Vec<Entry>, Packa
         if !seen.insert(path.clone()) {
             return Err(PackageError::DuplicateEntry(name));
         }
-        for depth in 1..=path.len() {
-            let spelling = path[..depth].join("/");
-            let first = spellings.entry(fold(&spelling)).or_insert_with(|| spelling.clone());
-            if *first != spelling {
-                return Err(PackageError::NameCollision(first.clone(), spelling));
+        let mut parent = 0;
+        for (depth, part) in path.iter().enumerate() {
+            let next = spellings.len() + 1;
+            let (id, first) = spellings.entry((parent, fold(part))).or_insert_with(|| (next, part.clone()));
+            if first != part {
+                let above = path[..depth].iter().map(|p| format!("{p}/")).collect::<String>();
+                return Err(PackageError::NameCollision(format!("{above}{first}"), path[..=depth].join("/")));
             }
+            parent = *id;
         }
         declared = declared.saturating_add(file.size());
         if declared > limits.max_unpacked_bytes {
@@ -931,5 +947,17 @@ mod tests {
         }
         // The generator must exercise the success path too, links included.
         assert!(unpacked > 50 && with_links > 20, "unpacked {unpacked}, links {with_links}");
+    }
+
+    #[test]
+    fn deep_or_long_paths_are_refused_before_they_cost_anything() {
+        let deep = format!("{}f", "a/".repeat(30_000));
+        let pkg = zip_of(&[("bootstrap", b"#!/bin/sh\n", 0o755), (deep.as_str(), b"x", 0o644)], &[]);
+        let started = std::time::Instant::now();
+        assert!(matches!(check(&pkg, PackageLimits::default(), true), Err(PackageError::PathTooLong(_))));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let long = "x".repeat(MAX_NAME_BYTES + 1);
+        let pkg = zip_of(&[(long.as_str(), b"x", 0o644)], &[]);
+        assert!(matches!(check(&pkg, PackageLimits::default(), false), Err(PackageError::PathTooLong(_))));
     }
 }

@@ -29,6 +29,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::sandbox::{Sandbox, Start, RUNTIME_API_PORT};
 use crate::{RunOutcome, Status, TailBuffer};
 
+/// Request bodies (answers, errors) one environment may have gust read at once.
+const MAX_BODIES_IN_FLIGHT: usize = 2;
+
 /// `PATH` inside environments.
 const ENV_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
@@ -323,6 +326,21 @@ impl ProcessRuntime {
             .route("/2018-06-01/runtime/init/error", post(init_error))
             // Bodies past the result limit are read (so the client sees our answer) and refused.
             .layer(DefaultBodyLimit::max(MAX_RESULT_BYTES + 1024 * 1024))
+            // A function buffers at most this many bodies in gust at once (the rest wait), so
+            // its connections cannot make gust hold gigabytes it is not charged for.
+            .layer(axum::middleware::from_fn({
+                let bodies = Arc::new(tokio::sync::Semaphore::new(MAX_BODIES_IN_FLIGHT));
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    let bodies = bodies.clone();
+                    async move {
+                        if req.method() != axum::http::Method::POST {
+                            return next.run(req).await;
+                        }
+                        let _permit = bodies.acquire_owned().await;
+                        next.run(req).await
+                    }
+                }
+            }))
             .with_state(api.clone());
         let (program, args) = match &f.launch {
             Launch::Bootstrap => (f.task_root.join("bootstrap").to_string_lossy().into_owned(), Vec::new()),
@@ -429,8 +447,7 @@ impl ProcessRuntime {
         cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .process_group(0);
+            .kill_on_drop(true);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {

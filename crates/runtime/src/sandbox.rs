@@ -50,6 +50,10 @@ const PROBE_PATIENCE: Duration = Duration::from_secs(10);
 pub struct Limits {
     pub address_space_bytes: u64,
     pub open_files: u64,
+    /// RLIMIT_NPROC, which counts every process of the (shared) sandbox user: unlimited where
+    /// each environment has a pids cgroup of its own, so one tenant's processes cannot use up
+    /// another's.
+    pub processes: u64,
 }
 
 impl Limits {
@@ -57,6 +61,7 @@ impl Limits {
         Limits {
             address_space_bytes: (u64::from(memory_mb) + ADDRESS_SPACE_HEADROOM_MB) << 20,
             open_files: MAX_OPEN_FILES,
+            processes: MAX_PROCESSES,
         }
     }
 }
@@ -477,11 +482,20 @@ impl Sandbox {
     /// written to a file in `start.private_dir` that the init reads and hands only to the
     /// function's execve.
     pub(crate) fn command(&self, start: &Start<'_>) -> std::io::Result<std::process::Command> {
+        let mut limits = start.limits;
+        if self.cgroups.pids() && start.cgroup.is_some() {
+            // As high as this process may go (raising the hard limit needs CAP_SYS_RESOURCE).
+            if let Ok((_, hard)) = nix::sys::resource::getrlimit(Resource::RLIMIT_NPROC) {
+                limits.processes = hard;
+            }
+        }
+        let start = &Start { limits, cgroup: start.cgroup.clone(), ..*start };
         let Some(init) = self.init_program.as_ref().filter(|_| self.ns.any()) else {
             let mut cmd = std::process::Command::new(start.program);
             cmd.args(start.args).current_dir(start.task_root).env_clear();
             cmd.envs(start.env.iter().map(|(k, v)| (k, v)));
             let filter = crate::seccomp::Filter::new()?;
+            new_session_on_exec(&mut cmd);
             confine_on_exec(&mut cmd, start.cgroup.clone(), start.limits, start.user, filter);
             return Ok(cmd);
         };
@@ -491,6 +505,7 @@ impl Sandbox {
         spec.env_file = Some(env_file);
         let mut cmd = std::process::Command::new(init);
         cmd.arg(crate::init::SUBCOMMAND).args(spec.to_args()).current_dir("/").env_clear();
+        new_session_on_exec(&mut cmd);
         join_on_exec(&mut cmd, start.cgroup.clone());
         self.enter_on_exec(&mut cmd);
         Ok(cmd)
@@ -685,7 +700,7 @@ pub(crate) fn apply(limits: Limits) -> std::io::Result<()> {
     set(Resource::RLIMIT_AS, limits.address_space_bytes)?;
     set(Resource::RLIMIT_NOFILE, limits.open_files)?;
     set(Resource::RLIMIT_CORE, 0)?;
-    set(Resource::RLIMIT_NPROC, MAX_PROCESSES)?;
+    set(Resource::RLIMIT_NPROC, limits.processes)?;
     Ok(())
 }
 
@@ -720,6 +735,21 @@ fn executable_by_others_except(program: &str, path: &str, covered: &dyn Fn(&Path
         std::fs::metadata(&c).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
             && c.parent().is_some_and(|dir| reachable_by_others_except(dir, covered))
     })
+}
+
+/// Arranges for the child of `cmd` to start a session of its own (and so a process group whose
+/// id is its pid, which a timeout kills): without a controlling terminal, a function can
+/// neither write to the operator's terminal nor type into it (TIOCSTI).
+#[allow(unsafe_code)]
+fn new_session_on_exec(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and makes one setsid(2) call;
+    // it allocates nothing and takes no locks.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map(drop).map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+        });
+    }
 }
 
 /// Arranges for the child of `cmd` to join `cgroup` before anything else it does.
