@@ -90,6 +90,7 @@ struct Arch {
     clone: u32,
     clone3: u32,
     personality: u32,
+    socket: u32,
     /// Denied outright, in the order of `names`.
     denied: &'static [u32],
     /// The names of `denied`, then the calls denied conditionally.
@@ -100,6 +101,7 @@ macro_rules! arch {
     (
         $const:ident: $rust:literal, audit = $audit:expr, x32 = $x32:literal,
         clone = $clone:literal, clone3 = $clone3:literal, personality = $personality:literal,
+        socket = $socket:literal,
         denied { $($name:ident = $nr:literal,)* }
     ) => {
         const $const: Arch = Arch {
@@ -109,12 +111,14 @@ macro_rules! arch {
             clone: $clone,
             clone3: $clone3,
             personality: $personality,
+            socket: $socket,
             denied: &[$($nr),*],
             names: &[
                 $(stringify!($name),)*
                 "clone (namespace flags)",
                 "clone3 (ENOSYS)",
                 "personality (changes)",
+                "socket (AF_VSOCK)",
             ],
         };
     };
@@ -123,7 +127,7 @@ macro_rules! arch {
 // From arch/x86/entry/syscalls/syscall_64.tbl. x86_64 has no `umount` and no `stime`.
 arch! {
     X86_64: "x86_64", audit = AUDIT_ARCH_X86_64, x32 = true,
-    clone = 56, clone3 = 435, personality = 135,
+    clone = 56, clone3 = 435, personality = 135, socket = 41,
     denied {
         mount = 165,
         umount2 = 166,
@@ -190,7 +194,7 @@ arch! {
 // obsolete module calls, `uselib`, `ustat`, `sysfs` nor `_sysctl`.
 arch! {
     AARCH64: "aarch64", audit = AUDIT_ARCH_AARCH64, x32 = false,
-    clone = 220, clone3 = 435, personality = 92,
+    clone = 220, clone3 = 435, personality = 92, socket = 198,
     denied {
         mount = 40,
         umount2 = 39,
@@ -424,6 +428,14 @@ fn program(arch: &Arch, errno: u32) -> Vec<libc::sock_filter> {
     b.ret(deny);
     b.ret(ALLOW);
 
+    // socket: no AF_VSOCK, which a network namespace does not confine (it reaches the
+    // hypervisor and other VMs' host).
+    b.jeq(arch.socket, 0, 4);
+    b.load(DATA_ARG0_LOW);
+    b.jeq(libc::AF_VSOCK as u32, 0, 1);
+    b.ret(deny);
+    b.ret(ALLOW);
+
     // clone3: the flags are out of reach; ENOSYS makes the libc fall back to clone.
     b.jeq(arch.clone3, 0, 1);
     b.ret(errno_action(libc::ENOSYS as u32));
@@ -501,7 +513,12 @@ mod tests {
         for arch in ARCHES {
             let p = program(arch, libc::EPERM as u32);
             assert!(p.len() <= MAX_INSTRUCTIONS);
-            assert_eq!(arch.denied.len() + 3, arch.names.len());
+            assert_eq!(arch.denied.len() + 4, arch.names.len());
+            // No AF_VSOCK sockets; other families stay allowed.
+            assert_eq!(run(&p, arch.audit, arch.socket, [libc::AF_VSOCK as u64, 1, 0, 0, 0, 0]), DENY);
+            for family in [libc::AF_UNIX, libc::AF_INET, libc::AF_INET6, libc::AF_NETLINK] {
+                assert_eq!(run(&p, arch.audit, arch.socket, [family as u64, 1, 0, 0, 0, 0]), ALLOW);
+            }
             for (&nr, name) in arch.denied.iter().zip(arch.names) {
                 assert_eq!(run(&p, arch.audit, nr, [0; 6]), DENY, "{} {name}", arch.rust_name);
                 assert_eq!(run(&p, arch.audit, nr, [u64::MAX; 6]), DENY, "{name}");
