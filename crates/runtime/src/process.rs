@@ -10,7 +10,7 @@
 //! log, bounded to their tail per invocation.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -194,6 +194,25 @@ fn tempdir_for(kind: &str) -> std::io::Result<PathBuf> {
     Ok(path)
 }
 
+/// Removes the environment directories (`gust-KIND-PID-NANOS-N`, see [`tempdir_for`]) that a
+/// gust process killed with -9 left behind: those whose process is gone.
+fn remove_orphaned_dirs(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let parts: Vec<&str> = name.split('-').collect();
+        let pid = match parts.as_slice() {
+            ["gust", .., pid, _nanos, _n] if parts.len() >= 5 => pid.parse::<u32>().ok(),
+            _ => None,
+        };
+        let orphaned =
+            pid.is_some_and(|pid| pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists());
+        if orphaned && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 pub struct ProcessRuntime {
     idle: Mutex<HashMap<String, Vec<Environment>>>,
     idle_ttl: Duration,
@@ -277,6 +296,7 @@ fn failed(kind: ErrorKind, message: String, log: String, started: Instant) -> Ru
 
 impl ProcessRuntime {
     pub fn new(cfg: ProcessConfig) -> Arc<Self> {
+        remove_orphaned_dirs(&std::env::temp_dir());
         Arc::new(ProcessRuntime {
             idle: Mutex::new(HashMap::new()),
             idle_ttl: cfg.idle_ttl,
@@ -603,5 +623,22 @@ impl ProcessRuntime {
         };
         env.kill();
         RunOutcome { status, stdout: Bytes::new(), log, duration: started.elapsed() }
+    }
+}
+
+#[cfg(test)]
+mod orphan_tests {
+    #[test]
+    fn directories_of_dead_gust_processes_are_removed_and_live_ones_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dead = tmp.path().join("gust-api-999999999-1a2b-0");
+        let mine = tmp.path().join(format!("gust-my-fn-{}-1a2b-1", std::process::id()));
+        let other = tmp.path().join("unrelated-999999999-1-1");
+        for d in [&dead, &mine, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        super::remove_orphaned_dirs(tmp.path());
+        assert!(!dead.exists());
+        assert!(mine.exists() && other.exists());
     }
 }
