@@ -56,6 +56,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "Throttled"),
             ServiceError::Fenced(_) => (StatusCode::CONFLICT, "Fenced"),
             ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
+            ServiceError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown"),
             ServiceError::Internal(_) => {
                 tracing::error!(error = %message, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "Internal")

@@ -2,7 +2,8 @@
 //! worker token. A worker heartbeats (its state), polls for invocations placed on it (each
 //! arrives with its exact deployment), renews the leases of what it runs, completes with the
 //! attempt epoch, and fetches code by sha256. A completion from a fenced attempt is refused
-//! with 409 `Fenced`.
+//! with 409 `Fenced`. A worker shutting down releases (hands back) the attempts it will not
+//! finish, so they are redelivered at once.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -30,6 +31,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/internal/v1/workers/heartbeat", post(heartbeat))
         .route("/internal/v1/workers/{id}/poll", post(poll))
         .route("/internal/v1/workers/{id}/renew", post(renew))
+        .route("/internal/v1/workers/{id}/release", post(release))
         .route("/internal/v1/workers/{id}/complete", post(complete))
         .route("/internal/v1/artifacts/{sha}", get(artifact))
         .route("/internal/v1/snapshot", get(snapshot))
@@ -120,6 +122,17 @@ async fn renew(State(s): State<AppState>, Path(id): Path<String>, body: Body) ->
     let r: Renew = json_body(body).await?;
     let attempts = r.attempts.into_iter().map(|(id, epoch)| (InvocationId(id), epoch)).collect();
     let results = s.service.worker_renew(&worker, attempts).await?;
+    let items: Vec<_> = results.iter().map(|r| r.as_ref().err().map(|e| e.to_string())).collect();
+    Ok(Json(json!({ "results": items })).into_response())
+}
+
+/// `{attempts: [[id, epoch]]}` (the shape of a renewal): each attempt's lease ends now and it
+/// is recovered at once; per entry `null` or why it was refused.
+async fn release(State(s): State<AppState>, Path(id): Path<String>, body: Body) -> ApiResult {
+    let worker = worker_id(&id)?;
+    let r: Renew = json_body(body).await?;
+    let attempts = r.attempts.into_iter().map(|(id, epoch)| (InvocationId(id), epoch)).collect();
+    let results = s.service.worker_release(&worker, attempts).await?;
     let items: Vec<_> = results.iter().map(|r| r.as_ref().err().map(|e| e.to_string())).collect();
     Ok(Json(json!({ "results": items })).into_response())
 }

@@ -2,11 +2,15 @@
 //!
 //! Handlers translate HTTP to [`gust_service::Service`] calls and back, nothing more: every
 //! business rule lives in the service. This is the only crate that knows HTTP status codes.
-//! Bodies are read through one bounded reader ([`body::read_bounded`]); no handler reads an
-//! unbounded body.
+//! Bodies are read through one bounded reader ([`body::read_bounded`]: a size limit, a
+//! deadline and a share of a process-wide budget); no handler reads an unbounded body.
+//! Every request first passes the edge ([`edge`]): connection limits and timeouts in
+//! [`serve`], then the browser guard (Host, Origin, content type), then authentication, all
+//! before any body is read.
 
 mod aws;
 mod body;
+mod edge;
 mod error;
 mod internal;
 mod native;
@@ -22,10 +26,14 @@ use axum::routing::get;
 use axum::Router;
 use gust_service::Service;
 
+pub use edge::{
+    raise_fd_limit, serve, BrowserPolicy, InvalidPolicy, ServeLimits, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_WRITE_STALL_TIMEOUT,
+};
 pub use error::ApiError;
 
 /// What the HTTP layer needs besides the service.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct ApiConfig {
     /// Bearer token required on every `/v1` endpoint; `None` disables authentication
     /// (allowed only on loopback; the binary enforces that).
@@ -34,6 +42,8 @@ pub struct ApiConfig {
     pub worker_token: Option<Arc<str>>,
     /// SigV4 credentials of the AWS API: access key id to secret.
     pub aws_credentials: Arc<std::collections::HashMap<String, String>>,
+    /// Which web pages (`--allow-origin`) and names (`--public-host`) the API answers.
+    pub browser: Arc<BrowserPolicy>,
 }
 
 impl ApiConfig {
@@ -74,21 +84,9 @@ pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
         .merge(internal)
         .merge(aws)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such endpoint") })
+        // Outermost: browsers are refused before authentication and before any body is read.
+        .layer(middleware::from_fn_with_state(state.clone(), edge::guard))
         .with_state(state)
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves. Sets TCP_NODELAY on every
-/// connection (headers and body are separate writes; Nagle would add ~40 ms).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router.into_make_service()).with_graceful_shutdown(shutdown).await
 }
 
 fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
@@ -178,6 +176,25 @@ async fn metrics(State(state): State<AppState>) -> Response {
         "Attempts running on this process",
         "gauge",
         state.service.running_attempts() as u64,
+    );
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    counter(
+        "gust_http_connections_open",
+        "HTTP connections open",
+        "gauge",
+        edge::OPEN_CONNECTIONS.load(relaxed),
+    );
+    counter(
+        "gust_http_connection_cap_waits_total",
+        "Times the accept loop waited at the connection cap for a connection to close",
+        "counter",
+        edge::CAP_WAITS.load(relaxed),
+    );
+    counter(
+        "gust_http_accept_errors_total",
+        "Failed accepts (such as EMFILE), each followed by a short back-off",
+        "counter",
+        edge::ACCEPT_ERRORS.load(relaxed),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

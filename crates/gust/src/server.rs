@@ -45,6 +45,21 @@ pub struct ServerOpts {
         hide_env_values = true
     )]
     pub aws_credentials: Vec<String>,
+    /// A web page origin allowed to call the API from a browser, `scheme://host[:port]`
+    /// (repeatable). Requests from any other page's origin are refused.
+    #[arg(long = "allow-origin", env = "GUST_ALLOW_ORIGINS", value_delimiter = ',')]
+    pub allow_origins: Vec<String>,
+    /// A name this server answers to, `NAME` or `NAME:PORT` (repeatable). Without a --token the
+    /// API answers only requests whose Host is its own address or localhost (DNS rebinding).
+    #[arg(long = "public-host", env = "GUST_PUBLIC_HOSTS", value_delimiter = ',')]
+    pub public_hosts: Vec<String>,
+    /// Connections served at once (also at most 3/4 of the open-file limit); more wait in the
+    /// listen backlog until one closes.
+    #[arg(long, default_value_t = gust_api::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Milliseconds a client has to send a request's headers (also the keep-alive idle time).
+    #[arg(long, hide = true, default_value_t = gust_api::DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64)]
+    pub header_read_timeout_ms: u64,
     /// Invocations the local worker runs at once.
     #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENCY)]
     pub max_concurrency: usize,
@@ -54,6 +69,10 @@ pub struct ServerOpts {
     /// Lease of an attempt in milliseconds, renewed while it runs.
     #[arg(long, default_value_t = gust_core::limits::DEFAULT_LEASE_MS as u64)]
     pub lease_ms: u64,
+    /// Seconds a SIGTERM (or SIGINT) waits for in-flight invocations and running attempts to
+    /// finish before handing back what still runs; a second signal cuts it short.
+    #[arg(long, env = "GUST_SHUTDOWN_GRACE", default_value_t = 30)]
+    pub shutdown_grace: u64,
     /// Token remote workers must present (`gust worker --worker-token`); enables the worker
     /// protocol under /internal/v1.
     #[arg(long, env = "GUST_WORKER_TOKEN", hide_env_values = true)]
@@ -68,8 +87,9 @@ pub struct ServerOpts {
     #[arg(long)]
     pub no_fsync: bool,
     /// A file holding the 64-hex-digit key that encrypts functions' environment variables at
-    /// rest (AES-256-GCM). Default: `secrets.key` in the data dir, generated on first start;
-    /// every server of a cluster needs the same key.
+    /// rest (AES-256-GCM). Default in the embedded shape: `secrets.key` in the data dir,
+    /// generated on first start; a cluster needs it (the same file on every server), else
+    /// environment variables are stored unencrypted, with a warning.
     #[arg(long, env = "GUST_SECRETS_KEY_FILE")]
     pub secrets_key_file: Option<PathBuf>,
     /// Isolation of process functions: strict (namespaces and a non-root user, or refuse to
@@ -127,7 +147,8 @@ impl Executor for LocalExecutor {
 }
 
 /// Installs the key that seals functions' environment variables in the store: the given file
-/// (which must exist), or `secrets.key` in the data dir (created on first start).
+/// (which must exist), or, in the embedded shape, `secrets.key` in the data dir (created on
+/// first start).
 fn install_secrets_key(opts: &ServerOpts) -> anyhow::Result<()> {
     let path = match &opts.secrets_key_file {
         Some(p) => {
@@ -135,12 +156,13 @@ fn install_secrets_key(opts: &ServerOpts) -> anyhow::Result<()> {
             anyhow::ensure!(p.is_file(), "--secrets-key-file {}: no such file", p.display());
             p
         }
-        None => {
-            if opts.store.is_some() {
-                tracing::warn!("no --secrets-key-file: environment variables are sealed with a key in this server's data dir; every server of the cluster needs that same key");
-            }
-            opts.data_dir.join("secrets.key")
+        // Servers of a cluster share the database, so they must share the key: a key made in
+        // one server's data dir would lock the others out.
+        None if opts.store.is_some() => {
+            tracing::warn!("no --secrets-key-file: functions' environment variables are stored UNENCRYPTED in PostgreSQL; give every server the same key file to seal them");
+            return Ok(());
         }
+        None => opts.data_dir.join("secrets.key"),
     };
     let key = gust_store::secrets::load_or_create_key(&path)
         .with_context(|| format!("the secrets key {}", path.display()))?;
@@ -230,35 +252,98 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
             token: opts.token.map(|t| Arc::<str>::from(t.as_str())),
             worker_token: opts.worker_token.map(|t| Arc::<str>::from(t.as_str())),
             aws_credentials: Arc::new(aws_credentials),
+            browser: Arc::new(gust_api::BrowserPolicy::new(&opts.allow_origins, &opts.public_hosts)?),
         },
     );
+    let limits = gust_api::ServeLimits {
+        header_read_timeout: Duration::from_millis(opts.header_read_timeout_ms.max(1)),
+        max_connections: opts.max_connections.max(1),
+        ..gust_api::ServeLimits::default()
+    };
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
     let addr = listener.local_addr()?;
     let shape = if opts.store.is_some() { "cluster (PostgreSQL)" } else { "embedded (SQLite)" };
     tracing::info!(shape, data_dir = %opts.data_dir.display(), worker = %service.worker_id(), "gust server started");
+    let signals = ShutdownSignals::install()?;
     // Tests and scripts read this line to learn the port.
     println!("gust listening on http://{addr}");
-    gust_api::serve(listener, router, shutdown_signal()).await?;
-    tracing::info!("gust server stopped");
+    let mut http = tokio::spawn(gust_api::serve(listener, router, limits, signals.received(1)));
+    tokio::select! {
+        // The HTTP server ends on the signal too: the signal wins.
+        biased;
+        () = signals.received(1) => {}
+        served = &mut http => {
+            served??;
+            bail!("the HTTP server stopped by itself");
+        }
+    }
+    // Graceful shutdown: the HTTP server stops accepting (and closes each connection after
+    // its request in flight); the service refuses new invocations and claims no more work.
+    let grace = Duration::from_secs(opts.shutdown_grace);
+    service.begin_shutdown();
+    tracing::info!(grace_s = opts.shutdown_grace, running = service.running_attempts(), "shutting down");
+    let drained = async {
+        let _ = (&mut http).await;
+        service.attempts_finished().await;
+    };
+    let forced = tokio::select! {
+        () = drained => false,
+        () = tokio::time::sleep(grace) => false,
+        () = signals.received(2) => true,
+    };
+    if forced {
+        tracing::warn!("second signal: exiting now");
+    }
+    // Hand back what still runs (redelivered at once) and write every queued sync record.
+    let patience = forced.then_some(FORCED_SHUTDOWN_PATIENCE);
+    let done = service.finish_shutdown(patience).await;
+    http.abort();
+    drop(_background);
+    if !done.records_written {
+        tracing::error!("shutdown: not every keyless sync record could be written");
+    }
+    tracing::info!(
+        handed_back = done.handed_back,
+        finished_meanwhile = done.not_handed_back,
+        records_lost = done.records_lost,
+        "gust server stopped"
+    );
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// After a second signal, how long each remaining shutdown step (hand-back, writing queued
+/// records) may take.
+const FORCED_SHUTDOWN_PATIENCE: Duration = Duration::from_secs(1);
+
+/// SIGTERM and SIGINT, counted: the first starts a graceful shutdown, a second cuts it short.
+/// Installed once at start, so no signal is lost between the two.
+pub(crate) struct ShutdownSignals(tokio::sync::watch::Receiver<u32>);
+
+impl ShutdownSignals {
+    pub(crate) fn install() -> anyhow::Result<ShutdownSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+        let (count, received) = tokio::sync::watch::channel(0u32);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                count.send_modify(|n| *n += 1);
             }
-            Err(_) => std::future::pending::<()>().await,
+        });
+        Ok(ShutdownSignals(received))
+    }
+
+    /// Resolves once `n` signals have arrived.
+    pub(crate) fn received(&self, n: u32) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            let _ = rx.wait_for(|count| *count >= n).await;
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
     }
 }

@@ -3,11 +3,16 @@
 //! on it, runs each with the deployment it came with (pulling code it lacks, verified by
 //! sha256), renews their leases while they run, and completes with the attempt epoch. A
 //! completion the server refuses as fenced is dropped.
+//!
+//! On SIGTERM (or SIGINT) it stops polling and reports no free capacity, lets its attempts
+//! finish within `--shutdown-grace` (completing them as usual), then stops renewing and
+//! releases (hands back) the ones still running, whose results it then drops: the server
+//! queues them again at once. A second signal cuts the grace short.
 
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,6 +58,10 @@ pub struct WorkerOpts {
     /// start), best-effort (what this host allows, warning about the rest) or none.
     #[arg(long, env = "GUST_ISOLATION", default_value = "best-effort")]
     pub isolation: Isolation,
+    /// Seconds a SIGTERM (or SIGINT) waits for running attempts to finish before handing
+    /// back the rest; a second signal cuts it short.
+    #[arg(long, env = "GUST_SHUTDOWN_GRACE", default_value_t = 30)]
+    pub shutdown_grace: u64,
 }
 
 /// Probes what isolation this host gives process functions and applies `--isolation` (an
@@ -191,6 +200,17 @@ struct State {
     active: AtomicUsize,
     /// Attempts running, as (invocation id, epoch).
     running: Mutex<HashSet<(String, u64)>>,
+    /// Attempts released at shutdown while still executing: their results are dropped. Lock
+    /// order: `running`, then this.
+    handed_back: Mutex<HashSet<(String, u64)>>,
+    /// Held by the renew loop across one renewal, so a renewal never races a release.
+    renewing: tokio::sync::Mutex<()>,
+    /// Set once shutdown begins: no more polls, no free capacity reported.
+    draining: AtomicBool,
+    /// Sends a heartbeat at once (shutdown begins).
+    heartbeat_now: tokio::sync::Notify,
+    /// Woken whenever an attempt ends.
+    attempt_ended: tokio::sync::Notify,
     revision: AtomicU64,
     snapshot: AtomicU64,
     lease_ms: AtomicU64,
@@ -218,8 +238,17 @@ pub fn run(opts: WorkerOpts) -> anyhow::Result<()> {
     let sandbox = sandbox(opts.isolation, &data_dir, &host)?;
     let cfg = worker_config(opts.capacity, DEFAULT_IDLE_TTL, &data_dir, &host, sandbox);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(serve(opts, cfg))
+    let served = rt.block_on(serve(opts, cfg));
+    // Attempts handed back at shutdown may still be executing: they are dropped, not awaited.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    served
 }
+
+/// How long releasing the attempts still running at the end of the grace may take (the
+/// server may be unreachable: then their leases expire instead).
+const RELEASE_PATIENCE: Duration = Duration::from_secs(5);
+/// The same after a second signal.
+const FORCED_RELEASE_PATIENCE: Duration = Duration::from_secs(1);
 
 async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
     let conn = Arc::new(Conn {
@@ -243,19 +272,110 @@ async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
         runtimes,
         active: AtomicUsize::new(0),
         running: Mutex::new(HashSet::new()),
+        handed_back: Mutex::new(HashSet::new()),
+        renewing: tokio::sync::Mutex::new(()),
+        draining: AtomicBool::new(false),
+        heartbeat_now: tokio::sync::Notify::new(),
+        attempt_ended: tokio::sync::Notify::new(),
         revision: AtomicU64::new(0),
         snapshot: AtomicU64::new(0),
         lease_ms: AtomicU64::new(5_000),
         attempt_log,
     });
+    let signals = crate::server::ShutdownSignals::install()?;
     tracing::info!(worker = %state.id, server = %state.conn.base, "gust worker started");
     println!("gust worker {} joined {}", state.id, state.conn.base);
     let heartbeat = tokio::spawn(heartbeat_loop(state.clone()));
     let renew = tokio::spawn(renew_loop(state.clone()));
-    poll_loop(state).await;
+    let mut poll = tokio::spawn(poll_loop(state.clone()));
+    signals.received(1).await;
+
+    // Graceful shutdown: no more polls; what runs may finish within the grace.
+    state.draining.store(true, Ordering::SeqCst);
+    state.heartbeat_now.notify_one();
+    tracing::info!(
+        grace_s = opts.shutdown_grace,
+        running = state.active.load(Ordering::SeqCst),
+        "shutting down"
+    );
+    let drained = async {
+        // A poll in flight ends within its wait; what it brings runs like the rest.
+        let _ = (&mut poll).await;
+        attempts_finished(&state).await;
+    };
+    let forced = tokio::select! {
+        () = drained => false,
+        () = tokio::time::sleep(Duration::from_secs(opts.shutdown_grace)) => false,
+        () = signals.received(2) => true,
+    };
+    if forced {
+        tracing::warn!("second signal: exiting now");
+    }
+    poll.abort();
+    {
+        // Stop renewing (never mid-renewal), then hand back what still runs.
+        let _round = state.renewing.lock().await;
+        renew.abort();
+    }
+    let patience = if forced { FORCED_RELEASE_PATIENCE } else { RELEASE_PATIENCE };
+    let released = tokio::time::timeout(patience, release_running(&state)).await.unwrap_or(0);
     heartbeat.abort();
-    renew.abort();
+    tracing::info!(released, "gust worker stopped");
     Ok(())
+}
+
+/// Resolves once no attempt runs.
+async fn attempts_finished(s: &State) {
+    loop {
+        let ended = s.attempt_ended.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        if s.active.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        ended.await;
+    }
+}
+
+/// Releases every attempt still running (their results will be dropped); returns how many
+/// the server queued again. If the server cannot be reached, their leases expire instead.
+async fn release_running(s: &State) -> usize {
+    let attempts: Vec<(String, u64)> = {
+        let mut running = s.running.lock();
+        let mut handed_back = s.handed_back.lock();
+        running
+            .drain()
+            .inspect(|a| {
+                handed_back.insert(a.clone());
+            })
+            .collect()
+    };
+    if attempts.is_empty() {
+        return 0;
+    }
+    let path = format!("/internal/v1/workers/{}/release", s.id);
+    let reply = match s.conn.post(&path).json(&json!({ "attempts": attempts })).send().await {
+        Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await.unwrap_or_default(),
+        Ok(r) => {
+            tracing::warn!(status = %r.status(), "the server refused the release; the leases will expire");
+            return 0;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot release running attempts; their leases will expire");
+            return 0;
+        }
+    };
+    let mut released = 0;
+    for ((id, epoch), r) in attempts.iter().zip(reply["results"].as_array().into_iter().flatten()) {
+        match r.as_str() {
+            None => {
+                released += 1;
+                s.log_attempt("handed-back", id, *epoch);
+            }
+            Some(why) => tracing::info!(%id, epoch, why, "attempt not handed back"),
+        }
+    }
+    released
 }
 
 async fn heartbeat_loop(s: Arc<State>) {
@@ -265,7 +385,8 @@ async fn heartbeat_loop(s: Arc<State>) {
             "id": s.id,
             "revision": revision,
             "runtimes": s.runtimes,
-            "capacity": s.capacity,
+            // Shutting down: no free slot, so nothing more is placed here.
+            "capacity": if s.draining.load(Ordering::SeqCst) { 0 } else { s.capacity },
             "running": s.active.load(Ordering::SeqCst),
             "warm": s.worker.warm_code(),
             "snapshot_version": s.snapshot.load(Ordering::SeqCst),
@@ -289,13 +410,17 @@ async fn heartbeat_loop(s: Arc<State>) {
             Ok(r) => tracing::warn!(status = %r.status(), "heartbeat refused"),
             Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
         }
-        tokio::time::sleep(every).await;
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = s.heartbeat_now.notified() => {}
+        }
     }
 }
 
 async fn renew_loop(s: Arc<State>) {
     loop {
         tokio::time::sleep(Duration::from_millis(s.lease_ms.load(Ordering::SeqCst) / 3)).await;
+        let _round = s.renewing.lock().await;
         let attempts: Vec<(String, u64)> = s.running.lock().iter().cloned().collect();
         if attempts.is_empty() {
             continue;
@@ -318,6 +443,9 @@ async fn renew_loop(s: Arc<State>) {
 async fn poll_loop(s: Arc<State>) {
     let path = format!("/internal/v1/workers/{}/poll", s.id);
     loop {
+        if s.draining.load(Ordering::SeqCst) {
+            return;
+        }
         let free = s.capacity.saturating_sub(s.active.load(Ordering::SeqCst));
         if free == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -384,6 +512,13 @@ async fn run_assignment(s: Arc<State>, a: Assignment) {
         "log": log,
     });
     let path = format!("/internal/v1/workers/{}/complete", s.id);
+    let key = (a.invocation_id.clone(), a.epoch);
+    if s.handed_back.lock().remove(&key) {
+        tracing::info!(id = %a.invocation_id, epoch = a.epoch, "the attempt was handed back at shutdown; result dropped");
+        s.active.fetch_sub(1, Ordering::SeqCst);
+        s.attempt_ended.notify_waiters();
+        return;
+    }
     // Retry while the server is unreachable: the completion is idempotent per epoch, and if
     // the lease expires meanwhile the server refuses it as fenced.
     let mut backoff = Duration::from_millis(50);
@@ -414,8 +549,13 @@ async fn run_assignment(s: Arc<State>, a: Assignment) {
         }
     };
     s.log_attempt(verdict, &a.invocation_id, a.epoch);
-    s.running.lock().remove(&(a.invocation_id.clone(), a.epoch));
+    {
+        let mut running = s.running.lock();
+        running.remove(&key);
+        s.handed_back.lock().remove(&key);
+    }
     s.active.fetch_sub(1, Ordering::SeqCst);
+    s.attempt_ended.notify_waiters();
 }
 
 /// Pulls what changed since `since` and prepares new code ahead of its first invocation.

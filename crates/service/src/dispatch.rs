@@ -1,15 +1,27 @@
 //! The local worker's side of the lifecycle: claim queued work, run it, renew leases while it
-//! runs, complete with the attempt epoch; and the sweeper that recovers expired leases, due
-//! retries and too-old events.
+//! runs, complete with the attempt epoch; the sweeper that recovers expired leases, due
+//! retries and too-old events; and graceful shutdown.
+//!
+//! # Shutdown
+//!
+//! [`Service::begin_shutdown`] refuses new invocations (`ShuttingDown`), stops the dispatcher
+//! claiming and remote polls receiving work; what runs goes on, its leases renewed. From then
+//! on a keyless sync invocation answers only once its record is written. The caller waits
+//! (within its grace) for [`Service::attempts_finished`], then [`Service::finish_shutdown`]
+//! hands back what still runs and writes every queued record. Handing back an attempt ends
+//! its lease now and recovers it at once (`renew_leases` to `now`, then `recover(now)`, under
+//! the renewer's lock so no renewal slips in between): an async invocation is queued again for
+//! any server, a sync one fails as worker lost (never re-run); its epoch no longer runs, so a
+//! late completion of it is fenced, and this process drops its result without reporting it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gust_core::{AttemptOutcome, InvocationId, InvocationRecord, Lifecycle, Rejected};
+use gust_core::{AttemptOutcome, InvocationId, InvocationRecord, Lifecycle, Rejected, WorkerId};
 use gust_store::{Claimed, Completion, StoreError};
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
@@ -31,6 +43,16 @@ const WRITE_BEHIND_READ_WAIT: Duration = Duration::from_secs(2);
 pub(crate) struct DispatchState {
     /// Attempts this process is running: invocation id → attempt epoch (renewed together).
     running: Mutex<HashMap<InvocationId, u64>>,
+    /// Attempts handed back at shutdown, still executing: their results are dropped, never
+    /// reported. Lock order: `running`, then this.
+    handed_back: Mutex<HashSet<(InvocationId, u64)>>,
+    /// Woken whenever an attempt stops being tracked (shutdown waits for none to be left).
+    attempt_ended: Notify,
+    /// Held by the renewer across one renewal round, and by a hand-back, so a renewal never
+    /// lands between a hand-back's lease end and its recovery.
+    renewing: tokio::sync::Mutex<()>,
+    /// Set once shutdown begins: no new invocations, no new claims.
+    draining: AtomicBool,
     wake: Notify,
     pub(crate) write_behind: mpsc::Sender<InvocationRecord>,
     write_behind_rx: Mutex<Option<mpsc::Receiver<InvocationRecord>>>,
@@ -40,6 +62,8 @@ pub(crate) struct DispatchState {
     /// Records settled: written (or failed to write) by the task, or dropped on a full queue.
     /// A read waits until this reaches what was queued when it began.
     behind_settled: watch::Sender<u64>,
+    /// Records whose write failed (settled, but not in the store).
+    behind_lost: AtomicU64,
     /// Asks the write-behind task to write what it holds now instead of lingering.
     behind_flush: Notify,
     /// Callers waiting for an invocation's outcome on this server, woken when a completion
@@ -97,6 +121,32 @@ impl DispatchState {
         self.behind_settled.send_modify(|v| *v += n as u64);
     }
 
+    /// During shutdown: queues a record (waiting for room rather than dropping it) and
+    /// returns once it is written, so the caller answers only with its record in the store.
+    pub(crate) async fn write_behind_durably(&self, record: InvocationRecord) {
+        let target = self.behind_queued.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.write_behind.send(record).await.is_err() {
+            self.settle(1);
+            return;
+        }
+        self.flush_behind(target, None).await;
+    }
+
+    /// Waits until `target` records are settled, asking the task to write at once; `false`
+    /// if `patience` ran out first.
+    async fn flush_behind(&self, target: u64, patience: Option<Duration>) -> bool {
+        let mut settled = self.behind_settled.subscribe();
+        if *settled.borrow() >= target {
+            return true;
+        }
+        self.behind_flush.notify_one();
+        let wait = settled.wait_for(|v| *v >= target);
+        match patience {
+            Some(p) => matches!(tokio::time::timeout(p, wait).await, Ok(Ok(_))),
+            None => wait.await.is_ok(),
+        }
+    }
+
     /// Waits until every record queued before this call is in the store, so a read right
     /// after a sync invocation's answer finds its record. Free when nothing is queued; the
     /// invocation itself never waits for this.
@@ -116,15 +166,35 @@ impl Default for DispatchState {
         let (tx, rx) = mpsc::channel(WRITE_BEHIND_QUEUE);
         DispatchState {
             running: Mutex::new(HashMap::new()),
+            handed_back: Mutex::new(HashSet::new()),
+            attempt_ended: Notify::new(),
+            renewing: tokio::sync::Mutex::new(()),
+            draining: AtomicBool::new(false),
             wake: Notify::new(),
             write_behind: tx,
             write_behind_rx: Mutex::new(Some(rx)),
             behind_queued: AtomicU64::new(0),
             behind_settled: watch::Sender::new(0),
+            behind_lost: AtomicU64::new(0),
             behind_flush: Notify::new(),
             waiters: Mutex::new(HashMap::new()),
         }
     }
+}
+
+/// What [`Service::finish_shutdown`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Attempts still running at the deadline, handed back for redelivery.
+    pub handed_back: usize,
+    /// Attempts still running at the deadline that the store would not hand back (they had
+    /// just completed, or were fenced already).
+    pub not_handed_back: usize,
+    /// Whether every keyless sync record queued was written (or failed to be, see below).
+    pub records_written: bool,
+    /// Keyless sync records this process never got into the store (a full queue, a failed
+    /// write), since it started.
+    pub records_lost: u64,
 }
 
 /// The background tasks of a service; aborted when dropped.
@@ -174,6 +244,123 @@ impl Service {
         Background { tasks }
     }
 
+    /// Begins a graceful shutdown: new invocations are refused (`ShuttingDown`), the
+    /// dispatcher claims nothing more and remote workers' polls get nothing; attempts running
+    /// here go on, their leases renewed. Keyless sync invocations still finishing answer only
+    /// once their records are written.
+    pub fn begin_shutdown(&self) {
+        self.dispatch.draining.store(true, Ordering::SeqCst);
+        self.dispatch.wake.notify_one();
+        self.worker_wake.notify_waiters();
+    }
+
+    /// Whether a shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.dispatch.draining.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once no attempt runs on this process (async attempts of the dispatcher and
+    /// sync attempts with an idempotency key).
+    pub async fn attempts_finished(&self) {
+        loop {
+            let ended = self.dispatch.attempt_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.dispatch.running.lock().is_empty() {
+                return;
+            }
+            ended.await;
+        }
+    }
+
+    /// Ends a shutdown begun by [`Service::begin_shutdown`]: hands back every attempt still
+    /// running here (their results are then dropped), and writes every keyless sync record
+    /// still queued. With `patience`, each step gives up after it (a forced shutdown).
+    pub async fn finish_shutdown(&self, patience: Option<Duration>) -> Drained {
+        let mut drained = Drained::default();
+        let hand_back = self.hand_back_running();
+        let handed = match patience {
+            Some(p) => tokio::time::timeout(p, hand_back)
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Backend("the store did not answer in time".into()))),
+            None => hand_back.await,
+        };
+        match handed {
+            Ok((requested, n)) => (drained.handed_back, drained.not_handed_back) = (n, requested - n),
+            Err(e) => {
+                tracing::error!(error = %e, "handing back running attempts failed; their leases will expire")
+            }
+        }
+        let target = self.dispatch.behind_queued.load(Ordering::SeqCst);
+        drained.records_written = self.dispatch.flush_behind(target, patience).await;
+        drained.records_lost = self.dispatch.behind_lost.load(Ordering::Relaxed)
+            + self.metrics.records_dropped.load(Ordering::Relaxed);
+        drained
+    }
+
+    /// Hands back every attempt running on this process: `(attempts, handed back)`.
+    async fn hand_back_running(&self) -> Result<(usize, usize), StoreError> {
+        let _round = self.dispatch.renewing.lock().await;
+        let attempts: Vec<(InvocationId, u64)> = {
+            let mut running = self.dispatch.running.lock();
+            let mut handed_back = self.dispatch.handed_back.lock();
+            running
+                .drain()
+                .inspect(|(id, epoch)| {
+                    handed_back.insert((id.clone(), *epoch));
+                })
+                .collect()
+        };
+        self.dispatch.attempt_ended.notify_waiters();
+        if attempts.is_empty() {
+            return Ok((0, 0));
+        }
+        let n = attempts.len();
+        let results = self.hand_back(&self.cfg.worker_id, attempts.clone()).await?;
+        for ((id, epoch), r) in attempts.iter().zip(&results) {
+            match r {
+                Ok(()) => tracing::info!(%id, epoch, "attempt handed back at shutdown"),
+                Err(why) => tracing::info!(%id, epoch, %why, "attempt not handed back"),
+            }
+        }
+        Ok((n, results.iter().filter(|r| r.is_ok()).count()))
+    }
+
+    /// Hands back attempts `worker` runs and will not finish: each lease ends now and the
+    /// attempt is recovered at once (async: queued again for any server; sync: failed as
+    /// worker lost, never re-run). Guarded like a renewal (the worker must own the current
+    /// epoch); per entry, ok or why it was refused (already completed, fenced, not its own).
+    /// The caller stops renewing these attempts first.
+    pub(crate) async fn hand_back(
+        &self,
+        worker: &WorkerId,
+        attempts: Vec<(InvocationId, u64)>,
+    ) -> Result<Vec<Result<(), Rejected>>, StoreError> {
+        let now = self.clock.now();
+        let ids: Vec<InvocationId> = attempts.iter().map(|(id, _)| id.clone()).collect();
+        let results = self.store.renew_leases(worker, attempts, now, now).await?;
+        if results.iter().any(Result::is_ok) {
+            let r = self.store.recover(now).await?;
+            Metrics::add(&self.metrics.recovered_leases, r.requeued + r.lost);
+            Metrics::add(&self.metrics.expired_events, r.expired);
+            for id in &ids {
+                self.dispatch.completed(id);
+            }
+            self.wake_dispatcher();
+        }
+        Ok(results)
+    }
+
+    /// Worker protocol: a worker shutting down hands back the attempts it will not finish (it
+    /// has stopped renewing them), so they are redelivered now rather than after their lease.
+    pub async fn worker_release(
+        &self,
+        worker: &WorkerId,
+        attempts: Vec<(InvocationId, u64)>,
+    ) -> Result<Vec<Result<(), Rejected>>, crate::ServiceError> {
+        Ok(self.hand_back(worker, attempts).await?)
+    }
+
     pub(crate) fn wake_dispatcher(&self) {
         self.dispatch.wake.notify_one();
         self.placement_wake.notify_one();
@@ -183,21 +370,39 @@ impl Service {
         self.dispatch.running.lock().insert(id.clone(), epoch);
     }
 
+    /// Stops tracking an attempt this process ran; `false` if it was handed back at shutdown
+    /// (then its result must be dropped, not reported).
+    fn untrack_attempt(&self, id: &InvocationId, epoch: u64) -> bool {
+        let handed_back = {
+            let mut running = self.dispatch.running.lock();
+            if running.get(id) == Some(&epoch) {
+                running.remove(id);
+            }
+            self.dispatch.handed_back.lock().remove(&(id.clone(), epoch))
+        };
+        self.dispatch.attempt_ended.notify_waiters();
+        !handed_back
+    }
+
     /// Attempts running on this process right now.
     pub fn running_attempts(&self) -> usize {
         self.dispatch.running.lock().len()
     }
 
     /// Guarded completion of an attempt this process ran. A refusal means the attempt was
-    /// fenced (or the invocation already ended): its result is dropped.
+    /// fenced (or the invocation already ended, or it was handed back): its result is dropped.
     pub(crate) async fn finish_attempt(
         &self,
         id: &InvocationId,
         epoch: u64,
         exec: Execution,
     ) -> Result<Lifecycle, StoreError> {
-        self.dispatch.running.lock().remove(id);
+        let ours = self.untrack_attempt(id, epoch);
         self.count_attempt(&exec);
+        if !ours {
+            tracing::info!(%id, epoch, "the attempt was handed back at shutdown; dropping its result");
+            return Err(StoreError::Rejected(Rejected::Fenced { current: epoch, given: epoch }));
+        }
         let (outcome, result, error) = match exec.result {
             Ok(out) => (AttemptOutcome::Succeeded, Some(out), None),
             Err(e) => (AttemptOutcome::FunctionError, None, Some(e)),
@@ -223,6 +428,9 @@ impl Service {
 
     async fn dispatcher(self: Arc<Self>) {
         loop {
+            if self.is_shutting_down() {
+                return;
+            }
             let free = self.executor.free_slots().min(self.cfg.claim_batch);
             let mut claimed_all = false;
             if free > 0 {
@@ -268,7 +476,9 @@ impl Service {
                 )),
                 log: String::new(),
             };
-            self.dispatch.running.lock().remove(&req.id);
+            if !self.untrack_attempt(&req.id, claimed.epoch) {
+                return;
+            }
             if let Err(e) = self.store.complete(completion, self.clock.now()).await {
                 tracing::warn!(id = %req.id, error = %e, "handing back a throttled attempt failed");
             }
@@ -289,7 +499,7 @@ impl Service {
             Err(e) => {
                 // Leave the attempt to its lease: it is retried once the store is reachable.
                 tracing::error!(id = %req.id, error = %e, "cannot load the deployment");
-                self.dispatch.running.lock().remove(&req.id);
+                self.untrack_attempt(&req.id, claimed.epoch);
                 return;
             }
         };
@@ -301,6 +511,7 @@ impl Service {
         let every = self.cfg.lease / 3;
         loop {
             tokio::time::sleep(every).await;
+            let _round = self.dispatch.renewing.lock().await;
             let attempts: Vec<(InvocationId, u64)> =
                 self.dispatch.running.lock().iter().map(|(id, epoch)| (id.clone(), *epoch)).collect();
             if attempts.is_empty() {
@@ -317,6 +528,7 @@ impl Service {
                             let mut running = self.dispatch.running.lock();
                             if running.get(&id) == Some(&epoch) {
                                 running.remove(&id);
+                                self.dispatch.attempt_ended.notify_waiters();
                             }
                         }
                     }
@@ -379,6 +591,7 @@ impl Service {
             let n = batch.len();
             if let Err(e) = self.store.record_finished(std::mem::take(&mut batch)).await {
                 tracing::warn!(error = %e, "could not record sync invocations");
+                self.dispatch.behind_lost.fetch_add(n as u64, Ordering::Relaxed);
             }
             self.dispatch.settle(n);
         }

@@ -40,6 +40,10 @@ pub enum ServiceError {
     Fenced(String),
     #[error("{0}")]
     Unavailable(String),
+    /// This server is shutting down (SIGTERM): it takes no new invocations; retry elsewhere
+    /// or after its restart.
+    #[error("the server is shutting down: retry on another server or after its restart")]
+    ShuttingDown,
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -6,7 +6,9 @@
 //! `Bytes` shared with the runtime's stdin), one uuid, a few small allocations, and the
 //! runtime's own cost (one pooled instantiation, ~3 µs for a no-op). Resolution reads the control-plane cache; the invocation's
 //! record is written behind, batched by the store's group commit, because a keyless sync
-//! caller holds the truth (DESIGN.md, "What must be durable").
+//! caller holds the truth (DESIGN.md, "What must be durable"). Only while the server shuts
+//! down (two relaxed loads of a flag otherwise) does the reply wait for its record, since the
+//! process is about to exit.
 //!
 //! With an `Idempotency-Key` the key is reserved durably first (one group-committed write) so
 //! a retried request can never run the function twice; async invocations are acknowledged only
@@ -85,6 +87,9 @@ impl Service {
     /// Admits one invocation: validates, resolves the qualifier to one concrete version,
     /// applies idempotency, then runs it (sync) or queues it durably (async).
     pub async fn invoke(self: &Arc<Self>, input: InvokeInput) -> Result<Invoked> {
+        if self.is_shutting_down() {
+            return Err(ServiceError::ShuttingDown);
+        }
         validate_function_name(&input.function)?;
         let qualifier = Qualifier::parse(input.qualifier.as_deref())?;
         let limit = match input.mode {
@@ -214,7 +219,12 @@ impl Service {
             updated_at: now,
             finished_at: Some(now),
         };
-        self.write_behind(record);
+        if self.is_shutting_down() {
+            // The process is about to exit: answer only once the record is in the store.
+            self.dispatch.write_behind_durably(record).await;
+        } else {
+            self.write_behind(record);
+        }
         Invoked::Completed { id, executed_version: deployment.resolved.label(), outcome, log: exec.log }
     }
 

@@ -15,7 +15,7 @@ mod clock;
 mod concurrency;
 mod control;
 mod dispatch;
-pub use dispatch::Background;
+pub use dispatch::{Background, Drained};
 mod error;
 mod ingest;
 mod invoke;

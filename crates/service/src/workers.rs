@@ -82,6 +82,10 @@ impl Service {
         let deadline = tokio::time::Instant::now() + wait.min(MAX_POLL_WAIT);
         loop {
             let notified = self.worker_wake.notified();
+            // A server shutting down hands out no more work (and holds no poll open).
+            if self.is_shutting_down() {
+                return Ok(Vec::new());
+            }
             let now = self.clock.now();
             let lease_until = now + self.cfg.lease.as_millis() as i64;
             let claimed = self.store.claim_placed(worker, max.min(256), lease_until, now).await?;
@@ -183,6 +187,10 @@ impl Service {
     /// `gust_core::placement`), then wakes their polls.
     pub(crate) async fn placer(self: Arc<Self>) {
         loop {
+            // A server shutting down places nothing more (its workers' polls get nothing).
+            if self.is_shutting_down() {
+                return;
+            }
             match self.place_round().await {
                 Ok(n) if n > 0 => {
                     self.worker_wake.notify_waiters();

@@ -87,9 +87,11 @@ pub(crate) fn open_spec(stored: &str) -> Result<FunctionSpec> {
     let mut v: serde_json::Value = serde_json::from_str(stored).map_err(|e| crypto(&e.to_string()))?;
     if let Some(obj) = v.as_object_mut() {
         if let Some(sealed) = obj.remove("env_sealed") {
-            let cipher =
-                CIPHER.get().ok_or_else(|| crypto("a sealed configuration and no key (--secrets-key-file)"))?;
-            let text = sealed.as_str().and_then(|t| t.strip_prefix(PREFIX)).ok_or_else(|| crypto("unknown seal"))?;
+            let cipher = CIPHER
+                .get()
+                .ok_or_else(|| crypto("a sealed configuration and no key (--secrets-key-file)"))?;
+            let text =
+                sealed.as_str().and_then(|t| t.strip_prefix(PREFIX)).ok_or_else(|| crypto("unknown seal"))?;
             let blob = base64::engine::general_purpose::STANDARD
                 .decode(text)
                 .map_err(|_| crypto("a damaged seal"))?;
@@ -100,7 +102,8 @@ pub(crate) fn open_spec(stored: &str) -> Result<FunctionSpec> {
             let plain = cipher
                 .decrypt(Nonce::from_slice(nonce), sealed)
                 .map_err(|_| crypto("the configuration does not open with this key"))?;
-            let env: serde_json::Value = serde_json::from_slice(&plain).map_err(|e| crypto(&e.to_string()))?;
+            let env: serde_json::Value =
+                serde_json::from_slice(&plain).map_err(|e| crypto(&e.to_string()))?;
             obj.insert("env".into(), env);
         }
     }

@@ -102,7 +102,7 @@ impl From<ServiceError> for AwsError {
                 e.extra.insert("retryAfterSeconds".into(), json!("1"));
                 e
             }
-            ServiceError::Unavailable(_) => {
+            ServiceError::Unavailable(_) | ServiceError::ShuttingDown => {
                 AwsError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceException", message)
             }
             ServiceError::Internal(_) => {
@@ -129,6 +129,13 @@ impl From<ApiError> for AwsError {
             }
             StatusCode::UNSUPPORTED_MEDIA_TYPE => {
                 AwsError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaTypeException", e.message)
+            }
+            // The bounded reader's deadline and its share of the body budget.
+            StatusCode::REQUEST_TIMEOUT => {
+                AwsError::new(StatusCode::REQUEST_TIMEOUT, "RequestTimeoutException", e.message)
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                AwsError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceException", e.message)
             }
             _ => AwsError::new(StatusCode::BAD_REQUEST, "InvalidRequestContentException", e.message),
         }

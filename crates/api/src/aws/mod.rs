@@ -76,7 +76,7 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
 }
 
 /// Every AWS API response carries `x-amzn-RequestId` (botocore's `ResponseMetadata.RequestId`).
-async fn with_request_id(mut resp: Response) -> Response {
+pub(crate) async fn with_request_id(mut resp: Response) -> Response {
     if !resp.headers().contains_key("x-amzn-requestid") {
         let id = uuid::Uuid::new_v4().to_string();
         if let Ok(v) = HeaderValue::from_str(&id) {
@@ -86,23 +86,56 @@ async fn with_request_id(mut resp: Response) -> Response {
     resp
 }
 
-/// SigV4: the body is read (bounded) to check the payload hash, then handed on unchanged.
+/// SigV4, judged before the body is read wherever the request allows: a missing, malformed,
+/// unknown-key or stale Authorization is refused at once, and so is a bad signature over a
+/// declared `x-amz-content-sha256` (the body is then read, bounded, and must match the
+/// declared hash). Only a request that declares no hash (botocore's) has its body read first,
+/// since the signature covers the body's hash.
 async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
-    let bytes = match crate::body::read_bounded(body, MAX_AWS_BODY_BYTES, "the request").await {
-        Ok(b) => b,
-        Err(e) => return AwsError::from(e).into_response(),
-    };
+    match check_signed(&state, req).await {
+        Ok(req) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn check_signed(state: &AppState, req: Request) -> Result<Request, AwsError> {
+    use sha2::{Digest, Sha256};
+    use sigv4::DeclaredPayload;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or_default();
-    let verdict =
-        sigv4::verify(&parts.method, &parts.uri, &parts.headers, &bytes, &state.cfg.aws_credentials, now);
-    match verdict {
-        Ok(()) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
-        Err(e) => AwsError::from(e).into_response(),
-    }
+    let (parts, body) = req.into_parts();
+    let body = {
+        let presented = sigv4::check_headers(&parts.headers, &state.cfg.aws_credentials, now)?;
+        let check = |payload_hash: &str| {
+            sigv4::check_signature(&parts.method, &parts.uri, &parts.headers, &presented, payload_hash)
+        };
+        match sigv4::declared_payload(&parts.headers)? {
+            DeclaredPayload::Unsigned => {
+                check(sigv4::UNSIGNED_PAYLOAD)?;
+                // The handler reads (bounded) what the signature does not cover.
+                body
+            }
+            DeclaredPayload::Sha256(claimed) => {
+                check(&claimed)?;
+                let bytes = crate::body::read_bounded(body, MAX_AWS_BODY_BYTES, "the request").await?;
+                if hex::encode(Sha256::digest(&bytes)) != claimed {
+                    return Err(sigv4::SigError::Invalid(
+                        "x-amz-content-sha256 does not match the body".into(),
+                    )
+                    .into());
+                }
+                Body::from(bytes)
+            }
+            DeclaredPayload::Absent => {
+                let bytes = crate::body::read_bounded(body, MAX_AWS_BODY_BYTES, "the request").await?;
+                check(&hex::encode(Sha256::digest(&bytes)))?;
+                Body::from(bytes)
+            }
+        }
+    };
+    Ok(Request::from_parts(parts, body))
 }
 
 /// A FunctionName as clients send it (plain, partial or full ARN, maybe `:qualifier`) plus

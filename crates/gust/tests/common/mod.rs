@@ -225,3 +225,42 @@ impl Drop for Worker {
 /// Server flags for a server whose work runs only on remote workers.
 pub const REMOTE_ONLY: [&str; 5] =
     ["--no-local-worker", "--worker-token", "test-worker-token", "--lease-ms", "1000"];
+
+/// Sends `sig` (e.g. "-TERM") to a child process.
+fn send_signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig} failed");
+}
+
+/// Waits up to `timeout` for a child to exit; `None` if it is still running.
+fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Server {
+    /// Sends a signal (e.g. "-TERM") to the server process.
+    pub fn signal(&self, sig: &str) {
+        send_signal(&self.child, sig);
+    }
+
+    /// Waits up to `timeout` for the server to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        wait_child(&mut self.child, timeout)
+    }
+}
+
+impl Worker {
+    /// Waits up to `timeout` for the worker to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        wait_child(&mut self.child, timeout)
+    }
+}
