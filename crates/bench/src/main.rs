@@ -587,16 +587,7 @@ async fn cluster_rows(url: &str, args: &Args, bare: &Proc) -> anyhow::Result<Val
 
 async fn process_rows(gust: &Proc, bare: &Proc, args: &Args) -> anyhow::Result<Value> {
     let phase = Duration::from_secs_f64(args.duration);
-    let json_ct = [("content-type", "application/json")];
-    client::ok(gust.addr, "PUT", "/v1/functions/lam", &json_ct, r#"{"runtime":"provided.al2023"}"#).await?;
-    client::ok(
-        gust.addr,
-        "PUT",
-        "/v1/functions/lam/code",
-        &[("content-type", "application/zip")],
-        provided_package(),
-    )
-    .await?;
+    deploy_lam(gust.addr).await?;
     let g_target = invoke_target(gust.addr, "lam", "sync");
     let b_target = invoke_target(bare.addr, "lam", "sync");
     let mut warm = Vec::new();
@@ -618,15 +609,7 @@ async fn process_rows(gust: &Proc, bare: &Proc, args: &Args) -> anyhow::Result<V
     let mut cold = cold_starts(gust.addr, n).await?;
     let bare_dir = tempfile::tempdir()?;
     let unsandboxed = Proc::gust_with(bare_dir.path(), &["--isolation", "none"])?;
-    client::ok(unsandboxed.addr, "PUT", "/v1/functions/lam", &json_ct, r#"{"runtime":"provided"}"#).await?;
-    client::ok(
-        unsandboxed.addr,
-        "PUT",
-        "/v1/functions/lam/code",
-        &[("content-type", "application/zip")],
-        provided_package(),
-    )
-    .await?;
+    deploy_lam(unsandboxed.addr).await?;
     let mut cold_none = cold_starts(unsandboxed.addr, n).await?;
     let u_target = invoke_target(unsandboxed.addr, "lam", "sync");
     loadgen::run(&u_target, 1, Stop::After(phase / 5)).await?;
@@ -661,6 +644,15 @@ async fn process_rows(gust: &Proc, bare: &Proc, args: &Args) -> anyhow::Result<V
         "interpreter_start_p50_us": interp_p50,
         "cold_overhead_us": cold_p50 - interp_p50,
     }))
+}
+
+/// Deploys `lam`, the Python `provided` bootstrap of the process-runtime rows.
+async fn deploy_lam(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let json_ct = [("content-type", "application/json")];
+    client::ok(addr, "PUT", "/v1/functions/lam", &json_ct, r#"{"runtime":"provided.al2023"}"#).await?;
+    let zip_ct = [("content-type", "application/zip")];
+    client::ok(addr, "PUT", "/v1/functions/lam/code", &zip_ct, provided_package()).await?;
+    Ok(())
 }
 
 /// Cold starts of `n` new versions of `lam` (each gets its own environment), in µs.

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{fixture, wasm_config, Server, Worker};
+use common::{fixture, wait_for_workers, wasm_config, Server, Worker};
 use serde_json::Value;
 
 /// Remote-only server flags with a long lease, so a lease expiry is easy to tell from a
@@ -219,25 +219,6 @@ fn an_async_attempt_still_running_at_the_deadline_is_handed_back_and_redelivered
     assert_eq!(rec["state"], "SUCCEEDED", "{rec}");
     assert_eq!(rec["attempts"], 2, "the handed-back attempt never completed: {rec}");
     assert_eq!(rec["result"], "3000");
-}
-
-/// Waits until `n` live workers have applied at least snapshot `snapshot`.
-fn wait_for_workers(s: &Server, n: usize, snapshot: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v: Value = s.get("/v1/workers").json().unwrap();
-        let ready = v["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|w| w["live"] == true && w["snapshot_version"].as_u64().unwrap() >= snapshot)
-            .count();
-        if ready >= n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "workers not ready: {v}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

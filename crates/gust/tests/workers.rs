@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{fixture, wasm_config, Server, Worker, REMOTE_ONLY};
+use common::{fixture, wait_for_workers, wasm_config, Server, Worker, REMOTE_ONLY};
 use serde_json::Value;
 
 #[test]
@@ -84,25 +84,6 @@ fn a_sync_invocation_whose_worker_dies_fails_as_worker_lost() {
     let all: Value = s.get("/v1/functions/slow/invocations").json().unwrap();
     let rec = &all["invocations"][0];
     assert_eq!((rec["state"].as_str(), rec["attempts"].as_u64()), (Some("FAILED"), Some(1)), "never re-run");
-}
-
-/// Waits until `n` live workers have applied at least snapshot `snapshot`.
-fn wait_for_workers(s: &Server, n: usize, snapshot: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v: Value = s.get("/v1/workers").json().unwrap();
-        let ready = v["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|w| w["live"] == true && w["snapshot_version"].as_u64().unwrap() >= snapshot)
-            .count();
-        if ready >= n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "workers not ready: {v}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

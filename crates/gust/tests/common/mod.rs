@@ -264,3 +264,22 @@ impl Worker {
         wait_child(&mut self.child, timeout)
     }
 }
+
+/// Waits until `n` live workers have applied at least snapshot `snapshot`.
+pub fn wait_for_workers(s: &Server, n: usize, snapshot: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v: Value = s.get("/v1/workers").json().unwrap();
+        let ready = v["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["live"] == true && w["snapshot_version"].as_u64().unwrap() >= snapshot)
+            .count();
+        if ready >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "workers not ready: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
