@@ -82,6 +82,13 @@ pub fn timestamp(ms: Millis) -> String {
     iso8601(ms, "+0000")
 }
 
+/// SigV4's `X-Amz-Date` of Unix seconds: `20261127T011204Z`.
+pub fn amz_date(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 fn iso8601(ms: Millis, zone: &str) -> String {
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000);
@@ -165,6 +172,7 @@ mod tests {
 
     #[test]
     fn timestamps() {
+        assert_eq!(amz_date(1_796_174_724), "20261202T012524Z");
         assert_eq!(timestamp(0), "1970-01-01T00:00:00.000+0000");
         assert_eq!(timestamp(1_795_741_924_123), "2026-11-27T01:12:04.123+0000");
         assert_eq!(iso8601(951_782_400_000, "Z"), "2000-02-29T00:00:00.000Z");

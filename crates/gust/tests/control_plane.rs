@@ -200,3 +200,31 @@ fn a_token_protects_the_api() {
     assert_eq!(r.status(), 200);
     assert_eq!(s.get("/healthz").status(), 200, "health is public");
 }
+
+#[test]
+fn creating_a_function_with_its_code_is_atomic_and_refuses_bad_input() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let post = |body: Value| s.client().post(format!("{}/v1/functions", s.url)).json(&body).send().unwrap();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let r = post(json!({ "name": "f", "config": wasm_config(1000), "code_b64": "not base64!" }));
+    assert_eq!(error_code(r, 400), "InvalidCode");
+    let r = post(json!({ "name": "f", "config": wasm_config(1000), "code_b64": b64(b"not wasm") }));
+    assert_eq!(error_code(r, 400), "InvalidCode");
+    let r = post(
+        json!({ "name": "f", "config": { "runtime": "wasm", "env": { "AWS_REGION": "x" } }, "code_b64": b64(&fixture("echo")) }),
+    );
+    assert_eq!(error_code(r, 400), "InvalidConfig");
+    let r = post(
+        json!({ "name": "f", "config": wasm_config(1000), "code_b64": b64(&fixture("echo")), "extra": 1 }),
+    );
+    assert_eq!(error_code(r, 400), "InvalidJson", "unknown fields are refused");
+    assert_eq!(s.get("/v1/functions/f").status(), 404, "nothing was half-written");
+    let r = post(json!({ "name": "f", "config": wasm_config(1000), "code_b64": b64(&fixture("echo")) }));
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().unwrap();
+    assert!(v["code_sha256"].is_string());
+    let r = post(json!({ "name": "f", "config": wasm_config(1000), "code_b64": b64(&fixture("echo")) }));
+    assert_eq!(error_code(r, 409), "Conflict", "an existing name is not overwritten");
+}

@@ -147,7 +147,9 @@ impl OutputPipe {
 /// An environment's directories on the host: its temp dir and, with a private network, the
 /// directory of its Runtime API socket (0700, gust's user only). Removed when dropped.
 struct EnvDirs {
-    tmp: PathBuf,
+    /// The environment's TMPDIR on the host, when it has no mount namespace (else /tmp is a
+    /// tmpfs of its own).
+    tmp: Option<PathBuf>,
     /// Only gust can enter it (0700): the Runtime API's socket, the environment handed to the
     /// sandbox init.
     private: PathBuf,
@@ -155,7 +157,9 @@ struct EnvDirs {
 
 impl Drop for EnvDirs {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.tmp);
+        if let Some(tmp) = &self.tmp {
+            let _ = std::fs::remove_dir_all(tmp);
+        }
         let _ = std::fs::remove_dir_all(&self.private);
     }
 }
@@ -377,9 +381,11 @@ impl ProcessRuntime {
         let user = sandbox.user_for(&f.task_root, &program, ENV_PATH).map_err(std::io::Error::other)?;
         // A private, writable temporary directory, removed with the environment.
         // Named apart from the function: a Unix socket's path has at most 107 bytes.
-        let dirs = EnvDirs { tmp: tempdir_for(f.function)?, private: tempdir_for("api")? };
-        if let Some((uid, gid)) = user {
-            std::os::unix::fs::chown(&dirs.tmp, Some(uid), Some(gid))?;
+        // With a mount namespace /tmp is a tmpfs of the environment's own: no host directory.
+        let tmp = if sandbox.private_mounts() { None } else { Some(tempdir_for(f.function)?) };
+        let dirs = EnvDirs { tmp, private: tempdir_for("api")? };
+        if let (Some(tmp), Some((uid, gid))) = (&dirs.tmp, user) {
+            std::os::unix::fs::chown(tmp, Some(uid), Some(gid))?;
         }
         let (api_addr, api_socket, server) = if sandbox.private_network() {
             let socket = dirs.private.join("api.sock");
@@ -401,8 +407,8 @@ impl ProcessRuntime {
             (addr.to_string(), None, server)
         };
         let cgroup = {
+            // Named after the private directory: unique, and short enough (`gust-api-PID-HEX-N`).
             let name = dirs.private.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let name: String = name.chars().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect();
             match sandbox.cgroup(&name, f.memory_mb) {
                 Ok(cg) => Some(cg),
                 Err(e) => {
@@ -411,7 +417,7 @@ impl ProcessRuntime {
                 }
             }
         };
-        let tmp_inside = if sandbox.private_mounts() { PathBuf::from("/tmp") } else { dirs.tmp.clone() };
+        let tmp_inside = dirs.tmp.clone().unwrap_or_else(|| PathBuf::from("/tmp"));
         let tmp_inside = tmp_inside.to_string_lossy().into_owned();
         let task_root = f.task_root.to_string_lossy().into_owned();
         let mut env: Vec<(String, String)> = f.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();

@@ -501,19 +501,8 @@ mod fuzz {
         "%20",
     ];
 
-    /// Unix seconds to `YYYYMMDDTHHMMSSZ` (Howard Hinnant's civil_from_days).
     fn amz_date(t: i64) -> String {
-        let (days, rem) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+        gust_core::lambda::amz_date(t)
     }
 
     fn unreserved(b: u8) -> bool {
