@@ -110,15 +110,16 @@ struct Environment {
     api: Arc<ApiState>,
     server: tokio::task::JoinHandle<()>,
     log: Arc<Mutex<TailBuffer>>,
-    /// stdout and stderr, read into `log` as output arrives and drained when an answer comes.
-    pipes: Vec<Arc<OutputPipe>>,
+    /// stdout and stderr (one pipe), read into `log` as output arrives and drained when an
+    /// answer comes.
+    output: Arc<OutputPipe>,
     dirs: EnvDirs,
     /// Its cgroup: the memory limit of all its processes, and how an OOM kill is told apart.
     cgroup: Option<crate::cgroup::EnvCgroup>,
     last_used: Instant,
 }
 
-/// One of an environment's output pipes. A task moves output into the log as it arrives (so a
+/// An environment's output pipe. A task moves output into the log as it arrives (so a
 /// chatty function never blocks on a full pipe); `drain` moves what is buffered right now, so
 /// everything written before the runtime answered is in the invocation's log.
 struct OutputPipe {
@@ -470,11 +471,12 @@ impl ProcessRuntime {
                 return Err(e);
             }
         };
-        cmd.stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = match cmd.spawn() {
+        cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
+        // stdout and stderr share one pipe, as Lambda's one log stream: what the function wrote
+        // stays in the order it wrote it (two pipes are read in whatever order they wake).
+        let (log_rx, log_tx) = std::io::pipe()?;
+        cmd.stdout(log_tx.try_clone()?).stderr(log_tx);
+        let child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
                 server.abort();
@@ -483,15 +485,13 @@ impl ProcessRuntime {
         };
         let pgid = child.id().map_or(0, |p| p as i32);
         let log = Arc::new(Mutex::new(TailBuffer::new(MAX_LOG_BYTES)));
-        let fds =
-            [child.stdout.take().map(|p| p.into_owned_fd()), child.stderr.take().map(|p| p.into_owned_fd())];
-        let mut pipes = Vec::new();
-        for fd in fds.into_iter().flatten() {
-            let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd?)?;
-            let pipe = Arc::new(OutputPipe { rx, log: log.clone(), reading: Mutex::new(()) });
-            pipes.push(pipe.clone());
-            tokio::spawn(async move { while pipe.rx.readable().await.is_ok() && pipe.drain() {} });
-        }
+        // The write ends went to the child with `cmd` (dropped here with it, so the read end
+        // sees end of file when the environment's processes are gone).
+        drop(cmd);
+        let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(log_rx.into())?;
+        let output = Arc::new(OutputPipe { rx, log: log.clone(), reading: Mutex::new(()) });
+        let pipe = output.clone();
+        tokio::spawn(async move { while pipe.rx.readable().await.is_ok() && pipe.drain() {} });
         Ok(Environment {
             child,
             pgid,
@@ -499,7 +499,7 @@ impl ProcessRuntime {
             api,
             server,
             log,
-            pipes,
+            output,
             dirs,
             cgroup,
             last_used: Instant::now(),
@@ -563,10 +563,8 @@ impl ProcessRuntime {
                 return failed(ErrorKind::Timeout, format!("the function timed out after {} ms", f.timeout_ms), log, started);
             }
         };
-        // What the process wrote before it answered is in its pipes by now.
-        for pipe in &env.pipes {
-            pipe.drain();
-        }
+        // What the process wrote before it answered is in its pipe by now.
+        env.output.drain();
         let log = env.log.lock().to_text();
         // A process of the environment was killed for memory: the invocation fails as on
         // Lambda, whatever the runtime answered, and the environment is discarded.
