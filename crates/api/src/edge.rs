@@ -5,7 +5,10 @@
 //!   is raised to its hard limit at start; past it, new ones wait in the listen backlog), a header-read timeout (which also closes idle
 //!   keep-alive connections), a write-stall timeout for clients that stop reading, and an
 //!   accept loop that backs off on `EMFILE` instead of spinning or dying. Slow bodies are the
-//!   bounded body reader's job ([`crate::body`]).
+//!   bounded body reader's job ([`crate::body`]). With TLS ([`crate::tls`]) the handshake
+//!   runs inside the connection's slot and within the header-read timeout, so a client that
+//!   never finishes it (or never starts it) is closed like one that never sends headers; a
+//!   plain-HTTP request to the TLS port gets a plain 400 that says to use `https://`.
 //! - **Browsers** ([`guard`]): a web page the user happens to visit can reach a loopback server
 //!   (a form post, `fetch` in no-cors mode, DNS rebinding). Every API request is refused when
 //!   its `Origin` is another site's (unless `--allow-origin` names it), when a mutating request
@@ -50,7 +53,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// A client has this long to send a request's headers, counted from the connection's start or
 /// the end of its previous response; so it is also how long an idle keep-alive connection
-/// stays open. Long enough for any real client on a slow link, short enough that stalled
+/// stays open. With TLS, the handshake gets as long again before it. Long enough for any real client on a slow link, short enough that stalled
 /// connections cannot pile up (`--header-read-timeout-ms`, hidden, for tests).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -95,6 +98,9 @@ impl Default for ServeLimits {
 pub(crate) static OPEN_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static CAP_WAITS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static ACCEPT_ERRORS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static TLS_HANDSHAKE_FAILURES: AtomicU64 = AtomicU64::new(0);
+pub(crate) static TLS_PLAIN_HTTP: AtomicU64 = AtomicU64::new(0);
+pub(crate) static TLS_RELOADS: AtomicU64 = AtomicU64::new(0);
 
 /// Raises this process's soft limit on open files to its hard limit (every connection holds
 /// one) and returns the soft limit in force afterwards.
@@ -115,14 +121,15 @@ pub fn raise_fd_limit() -> u64 {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, within `limits`; then stops
-/// accepting, lets every connection finish its request in flight, and returns once all are
-/// closed. Sets TCP_NODELAY on every connection (headers and body are separate writes; Nagle
-/// would add ~40 ms).
+/// Serves `router` on `listener` until `shutdown` resolves, within `limits`, over TLS when
+/// `tls` is given (its certificate may change while serving); then stops accepting, lets every
+/// connection finish its request in flight, and returns once all are closed. Sets TCP_NODELAY
+/// on every connection (headers and body are separate writes; Nagle would add ~40 ms).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ServeLimits,
+    tls: Option<Arc<crate::tls::ServerTls>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let fd_limit = raise_fd_limit();
@@ -133,8 +140,10 @@ pub async fn serve(
         max_connections,
         fd_limit,
         header_read_timeout_ms = limits.header_read_timeout.as_millis() as u64,
+        tls = tls.is_some(),
         "edge: connections capped, slow clients timed out"
     );
+    let acceptor = tls.as_ref().map(|t| t.acceptor());
     let slots = Arc::new(Semaphore::new(max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -189,7 +198,8 @@ pub async fn serve(
             tcp,
             router.clone(),
             http.clone(),
-            limits.write_stall_timeout,
+            acceptor.clone(),
+            limits,
             slot,
             stop_rx.clone(),
         ));
@@ -217,7 +227,8 @@ async fn connection(
     tcp: TcpStream,
     router: Router,
     http: hyper::server::conn::http1::Builder,
-    write_stall_timeout: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: ServeLimits,
     _slot: OwnedSemaphorePermit,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -227,7 +238,92 @@ async fn connection(
     });
     let _ = tcp.set_nodelay(true);
     let local = tcp.local_addr().ok();
-    let io = TokioIo::new(StallGuard::new(tcp, write_stall_timeout));
+    let io = StallGuard::new(tcp, limits.write_stall_timeout);
+    let Some(acceptor) = tls else {
+        return serve_http(io, local, router, http, stop).await;
+    };
+    // The handshake (and the ClientHello before it) gets the header-read timeout: a client
+    // that connects and stays silent, or stalls mid-handshake, holds its slot no longer than
+    // one that never sends headers. Shutting down abandons handshakes in progress.
+    let handshake = tokio::time::timeout(limits.header_read_timeout, tls_handshake(io, acceptor));
+    let tls_stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(Some(stream))) => stream,
+            // A plain-HTTP request, already answered.
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                TLS_HANDSHAKE_FAILURES.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                TLS_HANDSHAKE_FAILURES.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("TLS handshake timed out");
+                return;
+            }
+        },
+        _ = stop.wait_for(|stopping| *stopping) => return,
+    };
+    serve_http(tls_stream, local, router, http, stop).await
+}
+
+/// The first byte of a TLS handshake record; a plain HTTP request starts with a method's
+/// uppercase letter instead.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// How much of a plain-HTTP request on the TLS port is read (and dropped) before answering
+/// it, so the answer is not lost to a reset: closing a socket with unread bytes resets it.
+const PLAIN_HTTP_DRAIN: usize = 64 * 1024;
+
+/// Runs the TLS handshake; a plain-HTTP request instead gets a plain 400 that says to use
+/// `https://` (answered here, `None`), so a mistyped URL fails with a clear message rather
+/// than a garbled connection.
+async fn tls_handshake(
+    mut io: StallGuard,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> std::io::Result<Option<tokio_rustls::server::TlsStream<StallGuard>>> {
+    use tokio::io::AsyncReadExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let mut first = [0u8; 1];
+    if io.tcp.peek(&mut first).await? == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before a ClientHello"));
+    }
+    if first[0] == TLS_HANDSHAKE_RECORD || !first[0].is_ascii_uppercase() {
+        return acceptor.accept(io).await.map(Some);
+    }
+    TLS_PLAIN_HTTP.fetch_add(1, Ordering::Relaxed);
+    let mut request = vec![0u8; PLAIN_HTTP_DRAIN];
+    let mut read = 0;
+    // Up to the end of the headers, which is all a client sends before it reads an answer
+    // (a body after them is a reset risk the client takes).
+    while read < request.len() && !request[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+        match io.read(&mut request[read..]).await? {
+            0 => break,
+            n => read += n,
+        }
+    }
+    let body =
+        r#"{"error":{"code":"TlsRequired","message":"this server speaks HTTPS only: use an https:// URL"}}"#;
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    io.write_all(answer.as_bytes()).await?;
+    io.shutdown().await?;
+    Ok(None)
+}
+
+/// Serves HTTP/1.1 on one connection (plain or TLS) until it ends or the server stops.
+async fn serve_http<I>(
+    io: I,
+    local: Option<SocketAddr>,
+    router: Router,
+    http: hyper::server::conn::http1::Builder,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut req = req.map(Body::new);
         if let Some(local) = local {

@@ -48,6 +48,8 @@ impl From<ServiceError> for ApiError {
                     Kind::Alias => "AliasNotFound",
                     Kind::Invocation => "InvocationNotFound",
                     Kind::Artifact => "ArtifactNotFound",
+                    Kind::Worker => "WorkerNotFound",
+                    Kind::ApiKey => "TokenNotFound",
                 },
             ),
             ServiceError::RevisionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "RevisionMismatch"),
@@ -55,6 +57,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
             ServiceError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "Throttled"),
             ServiceError::Fenced(_) => (StatusCode::CONFLICT, "Fenced"),
+            ServiceError::WorkerForbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
             ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
             ServiceError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown"),
             ServiceError::Internal(_) => {

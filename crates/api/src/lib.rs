@@ -5,15 +5,19 @@
 //! Bodies are read through one bounded reader ([`body::read_bounded`]: a size limit, a
 //! deadline and a share of a process-wide budget); no handler reads an unbounded body.
 //! Every request first passes the edge ([`edge`]): connection limits and timeouts in
-//! [`serve`], then the browser guard (Host, Origin, content type), then authentication, all
-//! before any body is read.
+//! [`serve`], then the browser guard (Host, Origin, content type), then authentication (who
+//! is calling: the `--token`, an `--aws-credential` or a named API key), then authorization
+//! ([`access`]: may this caller take this route for this function), all before any body is
+//! read.
 
+mod access;
 mod aws;
 mod body;
 mod edge;
 mod error;
 mod internal;
 mod native;
+pub mod tls;
 mod views;
 
 use std::sync::Arc;
@@ -24,13 +28,15 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use gust_service::Service;
+use gust_core::access::Grant;
+use gust_service::{ApiKeys, Service};
 
 pub use edge::{
     raise_fd_limit, serve, BrowserPolicy, InvalidPolicy, ServeLimits, DEFAULT_HEADER_READ_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_WRITE_STALL_TIMEOUT,
 };
 pub use error::ApiError;
+pub use internal::{EnrollRequest, IssuedCredential, ProvisionRequest};
 
 /// What the HTTP layer needs besides the service.
 #[derive(Clone, Default)]
@@ -38,7 +44,9 @@ pub struct ApiConfig {
     /// Bearer token required on every `/v1` endpoint; `None` disables authentication
     /// (allowed only on loopback; the binary enforces that).
     pub token: Option<Arc<str>>,
-    /// Token workers present on the worker protocol (`/internal/v1`); `None` disables it.
+    /// The enrollment token: a worker presenting it gets its own id and secret
+    /// (`/internal/v1/workers/enroll`), and it is good for nothing else; `None` disables
+    /// enrollment (provisioned worker credentials still work).
     pub worker_token: Option<Arc<str>>,
     /// SigV4 credentials of the AWS API: access key id to secret.
     pub aws_credentials: Arc<std::collections::HashMap<String, String>>,
@@ -59,23 +67,29 @@ pub(crate) struct AppState {
     pub(crate) cfg: ApiConfig,
     /// Code sizes by sha256, for the AWS API's CodeSize (artifacts never change).
     pub(crate) code_sizes: Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
+    /// Named API keys, looked up through a short-lived cache.
+    pub(crate) keys: Arc<ApiKeys>,
+    /// The caller who presents the `--token`.
+    pub(crate) bootstrap: access::Access,
 }
 
 /// Builds the whole router (tests call it without a socket).
 pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
-    let state = AppState { service, cfg, code_sizes: Arc::default() };
+    let keys = Arc::new(ApiKeys::new(service.store().clone()));
+    let bootstrap = access::Access(Arc::new(Grant::admin("the --token")));
+    let state = AppState { service, cfg, code_sizes: Arc::default(), keys, bootstrap };
     let aws = aws::routes(state.clone());
+    let native = native::routes().merge(internal::admin_routes());
     let v1 = match state.cfg.token {
-        Some(_) => native::routes().layer(middleware::from_fn_with_state(state.clone(), authenticate)),
+        Some(_) => native
+            .route_layer(middleware::from_fn(access::authorize))
+            .layer(middleware::from_fn_with_state(state.clone(), authenticate)),
         // No token (loopback only): no per-request middleware at all.
-        None => native::routes(),
+        None => native,
     };
-    let internal = match state.cfg.worker_token {
-        Some(_) => {
-            internal::routes().layer(middleware::from_fn_with_state(state.clone(), authenticate_worker))
-        }
-        None => Router::new(),
-    };
+    // Always mounted: workers with provisioned credentials need no enrollment token.
+    let internal =
+        internal::routes().layer(middleware::from_fn_with_state(state.clone(), internal::authenticate));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -89,40 +103,27 @@ pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
         .with_state(state)
 }
 
-fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes()))
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
 }
 
-async fn authenticate(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    req: Request,
-    next: Next,
-) -> Response {
-    match &state.cfg.token {
-        Some(token) if !bearer_matches(&headers, token) => {
-            ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "a valid bearer token is required")
-                .into_response()
-        }
-        _ => next.run(req).await,
-    }
-}
-
-async fn authenticate_worker(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    req: Request,
-    next: Next,
-) -> Response {
-    match &state.cfg.worker_token {
-        Some(token) if bearer_matches(&headers, token) => next.run(req).await,
-        _ => ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "a valid worker token is required")
-            .into_response(),
-    }
+/// `/v1` authentication, from the headers alone: the `--token` (an admin) or a named key's
+/// bearer token (`gust_<id>_<secret>`, found by id through [`ApiKeys`]' short-lived cache).
+/// The caller's [`access::Access`] goes into the request for [`access::authorize`].
+async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let unauthorized =
+        || ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "a valid bearer token is required");
+    let Some(presented) = bearer(req.headers()) else { return unauthorized().into_response() };
+    let caller = match &state.cfg.token {
+        Some(token) if constant_time_eq(presented.as_bytes(), token.as_bytes()) => state.bootstrap.clone(),
+        _ => match state.keys.by_bearer(presented, state.service.now()).await {
+            Ok(Some(key)) => access::Access(Arc::new(key.grant())),
+            Ok(None) => return unauthorized().into_response(),
+            Err(e) => return ApiError::from(e).into_response(),
+        },
+    };
+    req.extensions_mut().insert(caller);
+    next.run(req).await
 }
 
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -196,5 +197,18 @@ async fn metrics(State(state): State<AppState>) -> Response {
         "counter",
         edge::ACCEPT_ERRORS.load(relaxed),
     );
+    counter(
+        "gust_tls_handshake_failures_total",
+        "TLS handshakes that failed or timed out (untrusted certificate, protocol error, silent client)",
+        "counter",
+        edge::TLS_HANDSHAKE_FAILURES.load(relaxed),
+    );
+    counter(
+        "gust_tls_plain_http_total",
+        "Plain-HTTP requests to the TLS port, answered 400",
+        "counter",
+        edge::TLS_PLAIN_HTTP.load(relaxed),
+    );
+    counter("gust_tls_reloads_total", "TLS certificate reloads", "counter", edge::TLS_RELOADS.load(relaxed));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

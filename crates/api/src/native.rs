@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use gust_core::limits::{DEFAULT_PAGE_SIZE, MAX_CODE_BYTES, MAX_CONFIG_BODY_BYTES, MAX_SYNC_PAYLOAD_BYTES};
 use gust_core::{FunctionSpec, InvocationId, Mode, Routing, StateName};
@@ -13,6 +13,7 @@ use gust_store::InvocationFilter;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::access::Access;
 use crate::body::{header_str, if_match, parse_json, read_bounded, require_content_type};
 use crate::{views, ApiError, AppState};
 
@@ -30,6 +31,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/functions/{name}/invocations", get(list_invocations))
         .route("/v1/invocations/{id}", get(get_invocation))
         .route("/v1/workers", get(list_workers))
+        .route("/v1/tokens", post(create_token).get(list_tokens))
+        .route("/v1/tokens/{name}", delete(revoke_token))
 }
 
 const JSON: &[&str] = &["application/json"];
@@ -41,11 +44,13 @@ struct Page {
     after: Option<String>,
 }
 
-async fn list_functions(State(s): State<AppState>, Query(page): Query<Page>) -> ApiResult {
+/// A key limited to some functions sees only those: a page may then hold fewer than `limit`
+/// items while `next` still leads on.
+async fn list_functions(State(s): State<AppState>, access: Access, Query(page): Query<Page>) -> ApiResult {
     let limit = page.limit.unwrap_or(DEFAULT_PAGE_SIZE);
     let functions = s.service.list_functions(page.after.as_deref(), limit).await?;
     let next = (functions.len() == limit).then(|| functions.last().map(|f| f.name.clone())).flatten();
-    let items: Vec<_> = functions.iter().map(views::function).collect();
+    let items: Vec<_> = functions.iter().filter(|f| access.covers(&f.name)).map(views::function).collect();
     Ok(Json(json!({ "functions": items, "next": next })).into_response())
 }
 
@@ -60,12 +65,19 @@ struct NewFunction {
     code_b64: String,
 }
 
-async fn create_function(State(s): State<AppState>, headers: HeaderMap, body: Body) -> ApiResult {
+async fn create_function(
+    State(s): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
     use base64::Engine as _;
     require_content_type(&headers, JSON)?;
     let limit = MAX_CODE_BYTES.div_ceil(3) * 4 + MAX_CONFIG_BODY_BYTES;
     let bytes = read_bounded(body, limit, "the function").await?;
     let new: NewFunction = parse_json(&bytes)?;
+    access.check(gust_core::Action::Deploy, Some(&new.name))?;
+    access.check_destinations(&new.config.retry)?;
     let code = base64::engine::general_purpose::STANDARD
         .decode(new.code_b64.as_bytes())
         .map_err(|_| ApiError::bad_request("InvalidCode", "code_b64 is not valid base64"))?;
@@ -77,6 +89,7 @@ async fn create_function(State(s): State<AppState>, headers: HeaderMap, body: Bo
 
 async fn put_function(
     State(s): State<AppState>,
+    access: Access,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -85,6 +98,7 @@ async fn put_function(
     let expect = if_match(&headers)?;
     let bytes = read_bounded(body, MAX_CONFIG_BODY_BYTES, "the configuration").await?;
     let spec: FunctionSpec = if bytes.is_empty() { FunctionSpec::default() } else { parse_json(&bytes)? };
+    access.check_destinations(&spec.retry)?;
     let f = s.service.put_function(&name, spec, expect).await?;
     Ok(Json(views::function(&f)).into_response())
 }
@@ -283,8 +297,9 @@ async fn list_invocations(
     Ok(Json(json!({ "invocations": items, "next": next })).into_response())
 }
 
-async fn get_invocation(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+async fn get_invocation(State(s): State<AppState>, access: Access, Path(id): Path<String>) -> ApiResult {
     let rec = s.service.get_invocation(&id).await?;
+    access.check(gust_core::Action::Read, Some(&rec.request.function))?;
     Ok(Json(views::invocation(&rec, true)).into_response())
 }
 
@@ -311,4 +326,57 @@ async fn list_workers(State(s): State<AppState>) -> ApiResult {
         })
         .collect();
     Ok(Json(json!({ "workers": items })).into_response())
+}
+
+/// `POST /v1/tokens`: `{"name", "role", "functions"}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    role: String,
+    #[serde(default)]
+    functions: Option<String>,
+}
+
+/// Creates a named key and answers, once, its bearer token and SigV4 key pair. Refused
+/// without a `--token`: such a server checks no credentials at all, so a key would protect
+/// nothing and its holder could do everything.
+async fn create_token(State(s): State<AppState>, headers: HeaderMap, body: Body) -> ApiResult {
+    if s.cfg.token.is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "AuthenticationOff",
+            "this server has no --token, so it checks no credentials and API keys would protect nothing: restart it with --token (or GUST_TOKEN) to use named keys",
+        ));
+    }
+    require_content_type(&headers, JSON)?;
+    let bytes = read_bounded(body, MAX_CONFIG_BODY_BYTES, "the key").await?;
+    let new: NewToken = parse_json(&bytes)?;
+    let role = gust_core::Role::parse(&new.role).ok_or_else(|| {
+        ApiError::bad_request(
+            "InvalidRequest",
+            format!("unknown role {:?}: use admin, deployer, invoker or reader", views_truncate(&new.role)),
+        )
+    })?;
+    let issued = s.keys.create(&new.name, role, new.functions.as_deref(), s.service.now()).await?;
+    let mut v = views::api_key(&issued.key);
+    v["token"] = json!(issued.bearer_token);
+    v["secret_access_key"] = json!(issued.secret_access_key);
+    tracing::info!(name = %issued.key.name, role = %issued.key.role, "API key created");
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+fn views_truncate(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+async fn list_tokens(State(s): State<AppState>) -> ApiResult {
+    let keys = s.keys.list().await?;
+    Ok(Json(json!({ "tokens": keys.iter().map(views::api_key).collect::<Vec<_>>() })).into_response())
+}
+
+async fn revoke_token(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    s.keys.revoke(&name).await?;
+    tracing::info!(name = %name, "API key revoked");
+    Ok(Json(json!({ "revoked": name })).into_response())
 }

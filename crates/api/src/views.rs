@@ -111,3 +111,15 @@ fn base64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// An API key as `GET /v1/tokens` lists it: never a secret (not even the stored hash).
+pub fn api_key(k: &gust_core::ApiKey) -> Value {
+    serde_json::json!({
+        "name": k.name,
+        "role": k.role.as_str(),
+        "functions": k.functions.as_ref().map(|g| g.as_str()),
+        "access_key_id": k.access_key_id(),
+        "created_at": k.created_at,
+        "last_used_at": k.last_used_at,
+    })
+}

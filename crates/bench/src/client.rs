@@ -1,4 +1,4 @@
-//! One-off HTTP calls for setting up functions (not measured).
+//! One-off HTTP calls for setting up functions (not measured), plain or over TLS.
 
 use std::net::SocketAddr;
 
@@ -7,6 +7,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
+use crate::tls::BenchTls;
+
 pub async fn call(
     addr: SocketAddr,
     method: &str,
@@ -14,9 +16,32 @@ pub async fn call(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> anyhow::Result<(u16, Bytes)> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
+    call_with(addr, None, method, path, headers, body).await
+}
+
+/// [`call`], over TLS when `tls` is given.
+pub async fn call_with(
+    addr: SocketAddr,
+    tls: Option<&BenchTls>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> anyhow::Result<(u16, Bytes)> {
+    let mut sender = match tls {
+        Some(tls) => {
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(tls.connect(addr).await?)).await?;
+            tokio::spawn(conn);
+            sender
+        }
+        None => {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            sender
+        }
+    };
     let mut req = Request::builder().method(method).uri(path).header("host", addr.to_string());
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -35,7 +60,19 @@ pub async fn ok(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> anyhow::Result<Bytes> {
-    let (status, body) = call(addr, method, path, headers, body).await?;
+    ok_with(addr, None, method, path, headers, body).await
+}
+
+/// [`ok`], over TLS when `tls` is given.
+pub async fn ok_with(
+    addr: SocketAddr,
+    tls: Option<&BenchTls>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> anyhow::Result<Bytes> {
+    let (status, body) = call_with(addr, tls, method, path, headers, body).await?;
     anyhow::ensure!(
         (200..300).contains(&status),
         "{method} {path}: HTTP {status}: {}",
@@ -45,10 +82,21 @@ pub async fn ok(
 }
 
 pub async fn deploy(addr: SocketAddr, name: &str, config: &str, code: Vec<u8>) -> anyhow::Result<()> {
+    deploy_with(addr, None, name, config, code).await
+}
+
+/// [`deploy`], over TLS when `tls` is given.
+pub async fn deploy_with(
+    addr: SocketAddr,
+    tls: Option<&BenchTls>,
+    name: &str,
+    config: &str,
+    code: Vec<u8>,
+) -> anyhow::Result<()> {
     let json = [("content-type", "application/json")];
-    ok(addr, "PUT", &format!("/v1/functions/{name}"), &json, config.to_string()).await?;
+    ok_with(addr, tls, "PUT", &format!("/v1/functions/{name}"), &json, config.to_string()).await?;
     let wasm = [("content-type", "application/wasm")];
-    ok(addr, "PUT", &format!("/v1/functions/{name}/code"), &wasm, code).await?;
+    ok_with(addr, tls, "PUT", &format!("/v1/functions/{name}/code"), &wasm, code).await?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
-//! The load generator: N keep-alive HTTP/1.1 connections, each sending requests back to back,
-//! recording every request's latency. The same generator drives gust and the bare baseline.
+//! The load generator: N keep-alive HTTP/1.1 connections (plain or TLS), each sending requests
+//! back to back, recording every request's latency. The same generator drives gust and the bare
+//! baseline. A TLS handshake happens once per connection, before any request is timed.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -18,6 +19,8 @@ pub struct Target {
     pub body: Bytes,
     /// Status every response must have; others count as errors.
     pub expect_status: u16,
+    /// Speak TLS (https) to `addr`.
+    pub tls: Option<crate::tls::BenchTls>,
 }
 
 /// When a run stops.
@@ -57,9 +60,27 @@ async fn connection(
     started: Instant,
     issued: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> anyhow::Result<(Vec<u32>, u64)> {
-    let stream = tokio::net::TcpStream::connect(target.addr).await?;
-    stream.set_nodelay(true)?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    match target.tls.clone() {
+        Some(tls) => drive(tls.connect(target.addr).await?, target, stop, started, issued).await,
+        None => {
+            let stream = tokio::net::TcpStream::connect(target.addr).await?;
+            stream.set_nodelay(true)?;
+            drive(stream, target, stop, started, issued).await
+        }
+    }
+}
+
+async fn drive<I>(
+    io: I,
+    target: Target,
+    stop: Stop,
+    started: Instant,
+    issued: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> anyhow::Result<(Vec<u32>, u64)>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
     tokio::spawn(conn);
     let mut latencies = Vec::with_capacity(1 << 16);
     let mut errors = 0;

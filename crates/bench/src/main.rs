@@ -4,11 +4,14 @@
 //! as separate processes on loopback; one load generator drives both. Every figure that can
 //! have a baseline is printed beside it, as a ratio: absolute times on shared machines are
 //! noise. `--quick` runs every phase for a moment (the test suite's smoke run).
+//! The warm sync rows run twice, over plain HTTP and over TLS (a second gust server and a TLS
+//! bare baseline, with a certificate made at start).
 
 mod bare;
 mod client;
 mod loadgen;
 mod procs;
+mod tls;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -78,7 +81,10 @@ fn bench_main() -> anyhow::Result<()> {
                 _ => anyhow::bail!("__serve runs `server` or `worker`"),
             };
         }
-        Some("__bare") => return bare::serve(),
+        Some("__bare") if argv.len() == 4 => {
+            return bare::serve(Some((std::path::Path::new(&argv[2]), std::path::Path::new(&argv[3]))))
+        }
+        Some("__bare") => return bare::serve(None),
         // For profiling: `gust-bench __load ADDR FUNCTION CONNECTIONS SECONDS` loads a running server.
         Some("__load") if argv.len() == 6 => {
             let addr: SocketAddr = argv[2].parse()?;
@@ -165,6 +171,7 @@ fn invoke_target(addr: SocketAddr, function: &str, mode: &str) -> Target {
         headers: vec![("invocation-type", mode.to_string())],
         body: Bytes::from_static(b"{}"),
         expect_status: if mode == "async" { 202 } else { 200 },
+        tls: None,
     }
 }
 
@@ -191,25 +198,27 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
     let idle_rss = gust.rss_bytes();
 
     // 1. Warm sync invoke against the bare server, same generator, interleaved.
-    let mut warm = Vec::new();
-    let mut loaded_rss = idle_rss;
-    for conns in [1usize, 16, 64] {
-        let g_target = invoke_target(gust.addr, "noop", "sync");
-        let b_target = invoke_target(bare.addr, "noop", "sync");
-        loadgen::run(&g_target, conns, Stop::After(warmup)).await?;
-        loadgen::run(&b_target, conns, Stop::After(warmup)).await?;
-        let b = loadgen::run(&b_target, conns, Stop::After(phase)).await?;
-        let g = loadgen::run(&g_target, conns, Stop::After(phase)).await?;
-        loaded_rss = loaded_rss.max(gust.rss_bytes());
-        anyhow::ensure!(g.errors == 0 && b.errors == 0, "errors during warm sync load");
-        warm.push(json!({
-            "connections": conns,
-            "gust": load_json(&g),
-            "bare": load_json(&b),
-            "throughput_ratio": g.rps() / b.rps(),
-            "p50_overhead_us": g.percentile_us(0.5) - b.percentile_us(0.5),
-        }));
-    }
+    let (warm, loaded_rss) = warm_rows(&gust, &bare, None, phase, warmup).await?;
+    let mut loaded_rss = loaded_rss.max(idle_rss);
+
+    // 1b. The same over TLS: a second gust server and the bare baseline serving a certificate
+    //     made now; each connection's handshake is done before its requests are timed.
+    let tls_dir = tempfile::tempdir()?;
+    let bench_tls = tls::BenchTls::generate(tls_dir.path())?;
+    let warm_tls = {
+        let bare_tls = Proc::bare_tls(&bench_tls)?;
+        let gust_tls = Proc::gust_tls(tls_dir.path(), &bench_tls)?;
+        client::deploy_with(gust_tls.addr, Some(&bench_tls), "noop", "{}", noop.clone()).await?;
+        client::ok_with(gust_tls.addr, Some(&bench_tls), "POST", "/v1/functions/noop/invoke", &[], "{}")
+            .await?;
+        let (mut rows, _) = warm_rows(&gust_tls, &bare_tls, Some(&bench_tls), phase, warmup).await?;
+        for (row, plain) in rows.iter_mut().zip(&warm) {
+            row["tls_over_plain_gust_throughput"] = json!(
+                row["gust"]["rps"].as_f64().unwrap_or(0.0) / plain["gust"]["rps"].as_f64().unwrap_or(1.0)
+            );
+        }
+        rows
+    };
 
     // 2. Cold start: versions whose modules are compiled and cached on disk, first invocation
     //    after a restart (nothing in memory: module loaded from the disk cache, linked,
@@ -339,6 +348,7 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
     }
     Ok(json!({
         "warm_sync": warm,
+        "warm_sync_tls": warm_tls,
         "cold_start": {
             "versions": cold_n,
             "first_invocation_p50_us": cold_p50,
@@ -366,6 +376,39 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
     }))
 }
 
+/// Warm sync invokes of `noop` at 1, 16 and 64 connections, gust beside the bare server, over
+/// TLS when `tls` is given; returns the rows and the largest gust RSS sampled.
+async fn warm_rows(
+    gust: &Proc,
+    bare: &Proc,
+    tls: Option<&tls::BenchTls>,
+    phase: Duration,
+    warmup: Duration,
+) -> anyhow::Result<(Vec<Value>, u64)> {
+    let mut warm = Vec::new();
+    let mut loaded_rss = 0;
+    for conns in [1usize, 16, 64] {
+        let mut g_target = invoke_target(gust.addr, "noop", "sync");
+        let mut b_target = invoke_target(bare.addr, "noop", "sync");
+        g_target.tls = tls.cloned();
+        b_target.tls = tls.cloned();
+        loadgen::run(&g_target, conns, Stop::After(warmup)).await?;
+        loadgen::run(&b_target, conns, Stop::After(warmup)).await?;
+        let b = loadgen::run(&b_target, conns, Stop::After(phase)).await?;
+        let g = loadgen::run(&g_target, conns, Stop::After(phase)).await?;
+        loaded_rss = loaded_rss.max(gust.rss_bytes());
+        anyhow::ensure!(g.errors == 0 && b.errors == 0, "errors during warm sync load");
+        warm.push(json!({
+            "connections": conns,
+            "gust": load_json(&g),
+            "bare": load_json(&b),
+            "throughput_ratio": g.rps() / b.rps(),
+            "p50_overhead_us": g.percentile_us(0.5) - b.percentile_us(0.5),
+        }));
+    }
+    Ok((warm, loaded_rss))
+}
+
 fn target(name: &str, goal: &str, measured: Option<f64>, ok: impl Fn(f64) -> bool) -> Value {
     json!({ "target": name, "goal": goal, "measured": measured, "met": measured.map(ok) })
 }
@@ -391,6 +434,23 @@ fn markdown(r: &Value) -> String {
             f(&w["p50_overhead_us"]),
             f(&w["gust"]["p99_us"]),
             f(&w["bare"]["p99_us"]),
+        ));
+    }
+    out.push_str("\n### The same over TLS (HTTPS keep-alive, TLS 1.3; handshakes before timing)\n\n");
+    out.push_str("| connections | gust req/s | bare req/s | gust/bare | gust p50 µs | bare p50 µs | p50 overhead µs | gust p99 µs | gust TLS/plain req/s |\n");
+    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for w in r["warm_sync_tls"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            w["connections"],
+            f(&w["gust"]["rps"]),
+            f(&w["bare"]["rps"]),
+            f(&w["throughput_ratio"]),
+            f(&w["gust"]["p50_us"]),
+            f(&w["bare"]["p50_us"]),
+            f(&w["p50_overhead_us"]),
+            f(&w["gust"]["p99_us"]),
+            f(&w["tls_over_plain_gust_throughput"]),
         ));
     }
     let c = &r["cold_start"];

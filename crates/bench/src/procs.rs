@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use crate::tls::BenchTls;
+
 pub struct Proc {
     child: Child,
     pub addr: SocketAddr,
@@ -68,6 +70,30 @@ impl Proc {
         Proc::spawn(&["__bare"], "bare listening on http://")
     }
 
+    /// The bare baseline over TLS with the bench's certificate.
+    pub fn bare_tls(tls: &BenchTls) -> anyhow::Result<Proc> {
+        let (cert, key) = (utf8(&tls.cert)?, utf8(&tls.key)?);
+        Proc::spawn(&["__bare", cert, key], "bare listening on https://")
+    }
+
+    /// A gust server serving HTTPS with the bench's certificate.
+    pub fn gust_tls(data_dir: &Path, tls: &BenchTls) -> anyhow::Result<Proc> {
+        let (dir, cert, key) = (utf8(data_dir)?, utf8(&tls.cert)?, utf8(&tls.key)?);
+        let args = [
+            "__serve",
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir,
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+        ];
+        Proc::spawn(&args, "gust listening on https://")
+    }
+
     /// Resident set size in bytes, from /proc.
     pub fn rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
@@ -77,6 +103,10 @@ impl Proc {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map_or(0, |kb| kb * 1024)
     }
+}
+
+fn utf8(path: &Path) -> anyhow::Result<&str> {
+    path.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path {}", path.display()))
 }
 
 impl Drop for Proc {

@@ -13,6 +13,13 @@ fn quick_bench_prints_every_row() {
         assert!(w["gust"]["requests"].as_u64().unwrap() > 0 && w["bare"]["requests"].as_u64().unwrap() > 0);
         assert_eq!(w["gust"]["errors"], 0);
     }
+    let tls = report["warm_sync_tls"].as_array().unwrap();
+    assert_eq!(tls.len(), 3);
+    for w in tls {
+        assert!(w["gust"]["requests"].as_u64().unwrap() > 0 && w["bare"]["requests"].as_u64().unwrap() > 0);
+        assert_eq!(w["gust"]["errors"], 0);
+        assert!(w["tls_over_plain_gust_throughput"].as_f64().unwrap() > 0.0);
+    }
     assert!(report["cold_start"]["first_invocation_p50_us"].as_f64().unwrap() > 0.0);
     assert!(report["async"]["drain_per_second"].as_f64().unwrap() > 0.0);
     assert!(report["memory"]["idle_rss_mb"].as_f64().unwrap() > 0.0);

@@ -221,7 +221,9 @@ pub enum Event {
         epoch: u64,
         lease_expires_at: Millis,
     },
+    /// The report of the attempt `epoch` by `worker`, which must be the attempt's owner.
     Complete {
+        worker: WorkerId,
         epoch: u64,
         outcome: AttemptOutcome,
     },
@@ -334,8 +336,11 @@ pub fn apply(ctx: &Context, lc: &Lifecycle, event: &Event, now: Millis) -> Resul
             }
             next.state = State::Running { worker: owner.clone(), lease_expires_at: *lease_expires_at };
         }
-        (Event::Complete { epoch, outcome }, State::Running { .. }) => {
+        (Event::Complete { worker, epoch, outcome }, State::Running { worker: owner, .. }) => {
             check_epoch(lc, *epoch)?;
+            if owner != worker {
+                return Err(Rejected::NotOwner);
+            }
             next.state = match (outcome, ctx.mode) {
                 (AttemptOutcome::Succeeded, _) => State::Succeeded,
                 (AttemptOutcome::FunctionError | AttemptOutcome::Throttled, Mode::Sync) => State::Failed,
@@ -527,12 +532,22 @@ mod tests {
         );
         let running = claim(&c, &placed, "a", 2);
         assert_eq!(running.attempt_epoch, 1);
-        let done = apply(&c, &running, &Event::Complete { epoch: 1, outcome: AttemptOutcome::Succeeded }, 3)
-            .unwrap();
+        let done = apply(
+            &c,
+            &running,
+            &Event::Complete { worker: w("a"), epoch: 1, outcome: AttemptOutcome::Succeeded },
+            3,
+        )
+        .unwrap();
         assert_eq!(done.state, State::Succeeded);
         // Exactly one terminal outcome: a second completion is refused.
         assert_eq!(
-            apply(&c, &done, &Event::Complete { epoch: 1, outcome: AttemptOutcome::FunctionError }, 4),
+            apply(
+                &c,
+                &done,
+                &Event::Complete { worker: w("a"), epoch: 1, outcome: AttemptOutcome::FunctionError },
+                4
+            ),
             Err(Rejected::Terminal(StateName::Succeeded))
         );
     }
@@ -541,13 +556,17 @@ mod tests {
     fn throttled_async_attempts_wait_without_counting_an_error() {
         let c = ctx(Mode::Async);
         let running = claim(&c, &Lifecycle::queued(), "a", 0);
-        let throttled = Event::Complete { epoch: 1, outcome: AttemptOutcome::Throttled };
+        let throttled = Event::Complete { worker: w("a"), epoch: 1, outcome: AttemptOutcome::Throttled };
         let waiting = apply(&c, &running, &throttled, 10).unwrap();
         assert_eq!(waiting.state, State::RetryWait { not_before: 1010 });
         assert_eq!(waiting.function_errors, 0, "a throttle is not a function error");
         let again = claim(&c, &apply(&c, &waiting, &Event::RetryDue, 1010).unwrap(), "a", 1010);
-        let later =
-            apply(&c, &again, &Event::Complete { epoch: 2, outcome: AttemptOutcome::Throttled }, 1020);
+        let later = apply(
+            &c,
+            &again,
+            &Event::Complete { worker: w("a"), epoch: 2, outcome: AttemptOutcome::Throttled },
+            1020,
+        );
         assert_eq!(later.unwrap().state, State::RetryWait { not_before: 3020 }, "backs off");
         let sync = claim(&ctx(Mode::Sync), &Lifecycle::queued(), "a", 0);
         assert_eq!(apply(&ctx(Mode::Sync), &sync, &throttled, 10).unwrap().state, State::Failed);
@@ -562,7 +581,7 @@ mod tests {
         assert_eq!(lost.lost_attempts, 1);
         let second = claim(&c, &lost, "b", 6001);
         assert_eq!(second.attempt_epoch, 2);
-        let stale = Event::Complete { epoch: 1, outcome: AttemptOutcome::Succeeded };
+        let stale = Event::Complete { worker: w("a"), epoch: 1, outcome: AttemptOutcome::Succeeded };
         assert_eq!(apply(&c, &second, &stale, 6002), Err(Rejected::Fenced { current: 2, given: 1 }));
         let renew = Event::RenewLease { worker: w("a"), epoch: 1, lease_expires_at: 9999 };
         assert_eq!(apply(&c, &second, &renew, 6002), Err(Rejected::Fenced { current: 2, given: 1 }));
@@ -588,9 +607,22 @@ mod tests {
     }
 
     #[test]
+    fn only_the_owner_completes_its_attempt() {
+        let c = ctx(Mode::Async);
+        let running = claim(&c, &Lifecycle::queued(), "a", 0);
+        let by = |worker: &str| Event::Complete {
+            worker: w(worker),
+            epoch: 1,
+            outcome: AttemptOutcome::Succeeded,
+        };
+        assert_eq!(apply(&c, &running, &by("b"), 10), Err(Rejected::NotOwner), "right epoch, wrong worker");
+        assert_eq!(apply(&c, &running, &by("a"), 10).unwrap().state, State::Succeeded);
+    }
+
+    #[test]
     fn async_function_errors_retry_with_backoff_then_fail() {
         let c = ctx(Mode::Async);
-        let err = |epoch| Event::Complete { epoch, outcome: AttemptOutcome::FunctionError };
+        let err = |epoch| Event::Complete { worker: w("a"), epoch, outcome: AttemptOutcome::FunctionError };
         let r1 = claim(&c, &Lifecycle::queued(), "a", 0);
         let w1 = apply(&c, &r1, &err(1), 100).unwrap();
         assert_eq!(w1.state, State::RetryWait { not_before: 1100 });
@@ -609,9 +641,13 @@ mod tests {
     fn sync_is_never_rerun() {
         let c = ctx(Mode::Sync);
         let running = Lifecycle::claimed(w("a"), 5000);
-        let failed =
-            apply(&c, &running, &Event::Complete { epoch: 1, outcome: AttemptOutcome::FunctionError }, 10)
-                .unwrap();
+        let failed = apply(
+            &c,
+            &running,
+            &Event::Complete { worker: w("a"), epoch: 1, outcome: AttemptOutcome::FunctionError },
+            10,
+        )
+        .unwrap();
         assert_eq!(failed.state, State::Failed);
         let lost = apply(&c, &running, &Event::LeaseExpired, 5000).unwrap();
         assert_eq!(lost.state, State::Failed, "a sync invocation whose worker died fails: worker lost");

@@ -6,6 +6,7 @@
 //! unit-tested without sleeping. The store enforces the same guards atomically where the state
 //! lives.
 
+pub mod access;
 pub mod function;
 pub mod invocation;
 pub mod lambda;
@@ -14,6 +15,7 @@ pub mod names;
 pub mod placement;
 pub mod routing;
 
+pub use access::{ApiKey, Action, FunctionGlob, Grant, Role};
 pub use function::{
     Alias, Deployment, FunctionConfig, FunctionSpec, Resolved, RetryPolicy, Runtime, SpecError, Version,
 };

@@ -47,8 +47,15 @@ impl Cli {
             .map(|c| c.get_name().to_string())
             .filter(|n| !NOT_CLIENTS.contains(&n.as_str()))
             .collect();
+        // Global: also after a nested subcommand (`gust token create NAME --server URL`).
+        let global_ids: Vec<clap::Id> = Global::augment_args(clap::Command::new("global"))
+            .get_arguments()
+            .map(|a| a.get_id().clone())
+            .collect();
         for name in &clients {
-            cmd = cmd.mut_subcommand(name, Global::augment_args);
+            cmd = cmd.mut_subcommand(name, |c| {
+                global_ids.iter().fold(Global::augment_args(c), |c, id| c.mut_arg(id, |a| a.global(true)))
+            });
         }
         let matches = cmd.try_get_matches_from(argv)?;
         let global = match matches.subcommand() {
@@ -71,6 +78,10 @@ pub struct Global {
     /// A file holding the bearer token (its first line).
     #[arg(long, env = "GUST_TOKEN_FILE", conflicts_with = "token")]
     pub token_file: Option<std::path::PathBuf>,
+    /// A CA certificate (PEM) to trust for an https:// server, besides the system's roots:
+    /// the private CA that signed the server's certificate.
+    #[arg(long, env = "GUST_CA")]
+    pub ca: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -88,8 +99,17 @@ pub enum Command {
     Server(ServerOpts),
     /// Run a remote worker that joins a server.
     Worker(crate::worker::WorkerOpts),
-    /// List workers: liveness, capacity, load, snapshot version, warm environments.
-    Workers,
+    /// List workers: liveness, capacity, load, snapshot version, warm environments; and
+    /// manage their credentials (`gust workers create|revoke|credentials`).
+    Workers {
+        #[command(subcommand)]
+        action: Option<WorkersAction>,
+    },
+    /// Named API keys with roles: `gust token create|list|revoke` (needs an admin token).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Create or update a function's configuration and upload its code.
     Deploy(DeployArgs),
     /// Publish $LATEST as a new immutable version.
@@ -118,6 +138,50 @@ pub enum Command {
         #[arg(long)]
         state: Option<String>,
     },
+}
+
+/// Named API keys (administrators).
+#[derive(Subcommand, Debug)]
+pub enum TokenAction {
+    /// Create a key NAME with a role and print, once, its bearer token and its SigV4 key pair
+    /// (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for boto3 and the AWS CLI). The server keeps
+    /// only a hash of the bearer secret; neither secret can be shown again.
+    Create {
+        name: String,
+        /// reader: read functions, versions, aliases and invocations; invoker: reader and
+        /// invoke; deployer: invoker and create, update and delete functions, versions,
+        /// aliases, concurrency and event-invoke configuration; admin: everything, API keys
+        /// and workers included.
+        #[arg(long, value_parser = ["admin", "deployer", "invoker", "reader"])]
+        role: String,
+        /// Only functions whose names match this glob (`*` any run of characters, `?` one),
+        /// e.g. 'team-a-*': every other function is refused and hidden from listings.
+        #[arg(long, value_name = "GLOB")]
+        functions: Option<String>,
+    },
+    /// List keys: name, role, functions, access key id, created, last used (never secrets).
+    List,
+    /// Revoke a key: refused at once by this server, within a second by every other server of
+    /// a cluster. Its name may be used again.
+    Revoke { name: String },
+}
+
+/// Worker credentials (administrators).
+#[derive(Subcommand, Debug)]
+pub enum WorkersAction {
+    /// Provision a credential for worker NAME, for `gust worker --name NAME --secret-file F`
+    /// on a host that should not hold the enrollment token; the secret is shown once.
+    Create {
+        name: String,
+        /// Write the secret to this new file (mode 0600) instead of printing it.
+        #[arg(long)]
+        secret_file: Option<std::path::PathBuf>,
+    },
+    /// Revoke a worker's credential (enrolled or provisioned): its calls are refused from now
+    /// on, so its attempts are recovered when their leases expire.
+    Revoke { id: String },
+    /// List worker credentials, never their secrets.
+    Credentials,
 }
 
 #[derive(Args, Debug)]
@@ -198,7 +262,13 @@ struct Api {
 
 impl Api {
     fn new(g: &Global) -> Result<Self, Failure> {
-        let client = Client::builder().timeout(Duration::from_secs(16 * 60)).build()?;
+        let mut builder = Client::builder().timeout(Duration::from_secs(16 * 60));
+        if let Some(ca) = &g.ca {
+            for cert in crate::client_tls::load_ca(ca).map_err(Failure)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder.build()?;
         let token = match (&g.token, &g.token_file) {
             (Some(t), _) => Some(t.clone()),
             (None, Some(f)) => {
@@ -226,7 +296,7 @@ impl Api {
 
     /// Sends; only a transport failure is an error.
     fn transmit(&self, rb: RequestBuilder) -> Result<Response, Failure> {
-        rb.send().map_err(|e| Failure(format!("cannot reach the gust server at {}: {e}", self.base)))
+        rb.send().map_err(|e| Failure(crate::client_tls::transport_error(&self.base, &e)))
     }
 
     /// A 2xx answer, or the server's error message.
@@ -263,6 +333,139 @@ fn print(global: &Global, v: &Value, text: impl FnOnce(&Value) -> String) {
     }
 }
 
+fn token_action(g: &Global, api: &Api, action: TokenAction) -> Result<(), Failure> {
+    use reqwest::Method;
+    match action {
+        TokenAction::Create { name, role, functions } => {
+            let body = json!({ "name": name, "role": role, "functions": functions });
+            let v = api.json(api.req(Method::POST, "/v1/tokens").json(&body))?;
+            print(g, &v, |v| {
+                let s = |k: &str| v[k].as_str().unwrap_or("?").to_string();
+                format!(
+                    "created key {} (role {}{})\n\
+                     bearer token:      {}\n\
+                     access key id:     {}\n\
+                     secret access key: {}\n\
+                     These secrets are shown once; keep them where only their user can read them.",
+                    s("name"),
+                    s("role"),
+                    v["functions"].as_str().map(|f| format!(", functions {f}")).unwrap_or_default(),
+                    s("token"),
+                    s("access_key_id"),
+                    s("secret_access_key"),
+                )
+            });
+        }
+        TokenAction::List => {
+            let v = api.json(api.req(Method::GET, "/v1/tokens"))?;
+            print(g, &v, |v| {
+                let mut out = format!(
+                    "{:<24} {:<9} {:<20} {:<22} {:<20} {:<20}",
+                    "NAME", "ROLE", "FUNCTIONS", "ACCESS KEY ID", "CREATED", "LAST USED"
+                );
+                for k in v["tokens"].as_array().into_iter().flatten() {
+                    out.push_str(&format!(
+                        "\n{:<24} {:<9} {:<20} {:<22} {:<20} {:<20}",
+                        k["name"].as_str().unwrap_or("?"),
+                        k["role"].as_str().unwrap_or("?"),
+                        k["functions"].as_str().unwrap_or("*"),
+                        k["access_key_id"].as_str().unwrap_or("?"),
+                        k["created_at"].as_i64().map(utc).unwrap_or_default(),
+                        k["last_used_at"].as_i64().map(utc).unwrap_or_else(|| "never".into()),
+                    ));
+                }
+                out
+            });
+        }
+        TokenAction::Revoke { name } => {
+            api.send(api.req(Method::DELETE, &format!("/v1/tokens/{}", enc(&name))))?;
+            print(g, &json!({ "revoked": name }), |_| format!("revoked key {name}"));
+        }
+    }
+    Ok(())
+}
+
+/// Milliseconds since the epoch as `2026-11-27 01:12:04Z`.
+fn utc(ms: i64) -> String {
+    let iso = gust_core::lambda::timestamp(ms);
+    format!("{}Z", iso.get(..19).unwrap_or(&iso).replace('T', " "))
+}
+
+fn workers_action(g: &Global, api: &Api, action: WorkersAction) -> Result<(), Failure> {
+    use reqwest::Method;
+    match action {
+        WorkersAction::Create { name, secret_file } => {
+            // Refuse an existing file before the server issues a secret nobody would keep.
+            let file = match &secret_file {
+                Some(path) => Some(new_private_file(path)?),
+                None => None,
+            };
+            let request = gust_api::ProvisionRequest { name };
+            let issued = api.send(api.req(Method::POST, "/v1/workers").json(&request)).and_then(|r| {
+                r.json::<gust_api::IssuedCredential>().map_err(|e| Failure(format!("bad reply: {e}")))
+            });
+            let issued = match (issued, &secret_file) {
+                (Ok(issued), _) => issued,
+                (Err(e), Some(path)) => {
+                    let _ = std::fs::remove_file(path);
+                    return Err(e);
+                }
+                (Err(e), None) => return Err(e),
+            };
+            match (file, &secret_file) {
+                (Some(mut f), Some(path)) => {
+                    use std::io::Write;
+                    writeln!(f, "{}", issued.secret)
+                        .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))?;
+                    println!(
+                        "worker {} may now run: gust worker --name {} --secret-file {}",
+                        issued.id,
+                        issued.id,
+                        path.display()
+                    );
+                }
+                _ => {
+                    let v = serde_json::json!({ "id": issued.id, "secret": issued.secret });
+                    print(g, &v, |v| {
+                        format!("worker {}\nsecret {} (shown once: keep it in a file readable only by the worker)", v["id"].as_str().unwrap_or("?"), v["secret"].as_str().unwrap_or("?"))
+                    });
+                }
+            }
+        }
+        WorkersAction::Revoke { id } => {
+            api.send(api.req(Method::DELETE, &format!("/v1/workers/{}", enc(&id))))?;
+            print(g, &serde_json::json!({ "revoked": id }), |_| format!("revoked worker {id}'s credential"));
+        }
+        WorkersAction::Credentials => {
+            let v = api.json(api.req(Method::GET, "/v1/workers/credentials"))?;
+            print(g, &v, |v| {
+                let mut out = format!("{:<40} {:<12} {:<6}", "WORKER", "ORIGIN", "VALID");
+                for c in v["credentials"].as_array().into_iter().flatten() {
+                    out.push_str(&format!(
+                        "\n{:<40} {:<12} {:<6}",
+                        c["id"].as_str().unwrap_or("?"),
+                        c["origin"].as_str().unwrap_or("?"),
+                        if c["valid"].as_bool() == Some(true) { "yes" } else { "no" },
+                    ));
+                }
+                out
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A new file only its owner can read, for a secret.
+fn new_private_file(path: &std::path::Path) -> Result<std::fs::File, Failure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Failure(format!("cannot create {}: {e}", path.display())))
+}
+
 fn kv(s: &str, what: &str) -> Result<(String, String), Failure> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -283,7 +486,9 @@ fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
     use reqwest::Method;
     match command {
         Command::Server(_) | Command::Worker(_) => unreachable!("main runs servers and workers"),
-        Command::Workers => {
+        Command::Workers { action: Some(action) } => workers_action(g, &api, action)?,
+        Command::Token { action } => token_action(g, &api, action)?,
+        Command::Workers { action: None } => {
             let v = api.json(api.req(Method::GET, "/v1/workers"))?;
             print(g, &v, |v| {
                 let mut out = format!(

@@ -2,6 +2,7 @@
 //! `gust-bench` can run a real server process from their own binary.
 
 pub mod cli;
+pub mod client_tls;
 pub mod host;
 pub mod server;
 pub mod worker;

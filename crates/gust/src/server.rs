@@ -32,7 +32,22 @@ pub struct ServerOpts {
     /// Address to listen on (port 0 picks a free port; the chosen address is printed).
     #[arg(long, env = "GUST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Bearer token required on the /v1 API. Required unless listening on loopback.
+    /// Serve HTTPS with this certificate chain (PEM, leaf first). Reloaded on SIGHUP and when
+    /// the file changes.
+    #[arg(long, env = "GUST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "GUST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Listen beyond loopback without TLS (when a proxy in front terminates it): tokens, code
+    /// and payloads then cross the network as plain HTTP.
+    #[arg(long, env = "GUST_INSECURE_HTTP", conflicts_with = "tls_cert")]
+    pub insecure_http: bool,
+    /// Milliseconds between looks at the TLS files' modification times (hidden, for tests).
+    #[arg(long, hide = true, default_value_t = gust_api::tls::DEFAULT_TLS_POLL.as_millis() as u64)]
+    pub tls_poll_ms: u64,
+    /// Bearer token required on the /v1 API: the bootstrap admin, which creates named keys
+    /// with roles (`gust token create`). Required unless listening on loopback.
     #[arg(long, env = "GUST_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// An AWS API credential, `ACCESS_KEY_ID:SECRET` (repeatable). With a --token or any of
@@ -73,10 +88,15 @@ pub struct ServerOpts {
     /// finish before handing back what still runs; a second signal cuts it short.
     #[arg(long, env = "GUST_SHUTDOWN_GRACE", default_value_t = 30)]
     pub shutdown_grace: u64,
-    /// Token remote workers must present (`gust worker --worker-token`); enables the worker
-    /// protocol under /internal/v1.
+    /// Enrollment token for remote workers (`gust worker --worker-token`): a worker that
+    /// presents it gets its own id and secret, and acts only with that. Workers with a
+    /// provisioned secret (`gust workers create NAME`) need no token.
     #[arg(long, env = "GUST_WORKER_TOKEN", hide_env_values = true)]
     pub worker_token: Option<String>,
+    /// Seconds an enrolled worker's credential outlives its last heartbeat; then it is refused
+    /// and deleted (the worker enrolls again when restarted).
+    #[arg(long, env = "GUST_WORKER_CREDENTIAL_TTL", default_value_t = gust_service::DEFAULT_ENROLLED_CREDENTIAL_TTL.as_secs())]
+    pub worker_credential_ttl: u64,
     /// Run no invocations in this process: all work, sync included, goes to remote workers.
     #[arg(long)]
     pub no_local_worker: bool,
@@ -184,8 +204,17 @@ pub fn run(mut opts: ServerOpts) -> anyhow::Result<()> {
     if opts.token.is_none() && !opts.listen.ip().is_loopback() {
         bail!("refusing to listen on {} without --token: the API would be open to the network", opts.listen);
     }
+    if opts.tls_cert.is_none() && !opts.insecure_http && !opts.listen.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {} without TLS: tokens, code and payloads would cross the network in clear text; give --tls-cert and --tls-key, or --insecure-http if a proxy in front of gust terminates TLS",
+            opts.listen
+        );
+    }
     if opts.max_concurrency == 0 || opts.lease_ms < 300 {
         bail!("--max-concurrency must be at least 1 and --lease-ms at least 300");
+    }
+    if opts.worker_credential_ttl == 0 {
+        bail!("--worker-credential-ttl must be at least 1 second (workers heartbeat twice a second)");
     }
     // Every path is resolved once, here: the store, the worker and the sandbox see only
     // absolute ones.
@@ -229,8 +258,9 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
     let mut cfg = ServiceConfig::new(WorkerId(format!("local-{}", gust_worker::boot_id())));
     cfg.lease = Duration::from_millis(opts.lease_ms);
     cfg.local_worker = !opts.no_local_worker;
+    cfg.enrolled_credential_ttl = Duration::from_secs(opts.worker_credential_ttl);
     if opts.no_local_worker && opts.worker_token.is_none() {
-        bail!("--no-local-worker needs --worker-token: without remote workers nothing would run");
+        tracing::warn!("--no-local-worker without --worker-token: only workers with a provisioned credential (`gust workers create NAME`) can run anything");
     }
     let service = Service::new(store, Arc::new(LocalExecutor(worker)), Arc::new(SystemClock), cfg);
     let _background = service.start();
@@ -260,6 +290,14 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
         max_connections: opts.max_connections.max(1),
         ..gust_api::ServeLimits::default()
     };
+    let tls = match (&opts.tls_cert, &opts.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files =
+                gust_api::tls::TlsFiles { cert: std::path::absolute(cert)?, key: std::path::absolute(key)? };
+            Some(gust_api::tls::ServerTls::load(files).context("loading the TLS certificate")?)
+        }
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
@@ -267,9 +305,17 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
     let shape = if opts.store.is_some() { "cluster (PostgreSQL)" } else { "embedded (SQLite)" };
     tracing::info!(shape, data_dir = %opts.data_dir.display(), worker = %service.worker_id(), "gust server started");
     let signals = ShutdownSignals::install()?;
+    // Before the listening line: from then on a SIGHUP reloads instead of ending the process.
+    let _reloader = match &tls {
+        Some(tls) => {
+            Some(keep_certificate_current(tls.clone(), Duration::from_millis(opts.tls_poll_ms.max(10)))?)
+        }
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // Tests and scripts read this line to learn the port.
-    println!("gust listening on http://{addr}");
-    let mut http = tokio::spawn(gust_api::serve(listener, router, limits, signals.received(1)));
+    println!("gust listening on {scheme}://{addr}");
+    let mut http = tokio::spawn(gust_api::serve(listener, router, limits, tls, signals.received(1)));
     tokio::select! {
         // The HTTP server ends on the signal too: the signal wins.
         biased;
@@ -311,6 +357,36 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
         "gust server stopped"
     );
     Ok(())
+}
+
+/// Reloads the TLS certificate on SIGHUP and when its files change, until the returned task is
+/// dropped (aborted).
+fn keep_certificate_current(
+    tls: Arc<gust_api::tls::ServerTls>,
+    poll: Duration,
+) -> anyhow::Result<AbortOnDrop> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("handling SIGHUP")?;
+    let reload_now = Arc::new(tokio::sync::Notify::new());
+    let notify = reload_now.clone();
+    let forward = tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            notify.notify_one();
+        }
+    });
+    let watch = tokio::spawn(tls.keep_current(reload_now, poll));
+    Ok(AbortOnDrop(vec![forward, watch]))
+}
+
+/// Background tasks that end with their owner.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// After a second signal, how long each remaining shutdown step (hand-back, writing queued

@@ -4,6 +4,12 @@
 //! sha256), renews their leases while they run, and completes with the attempt epoch. A
 //! completion the server refuses as fenced is dropped.
 //!
+//! Identity: it acts as one worker id with its own secret. With `--worker-token` (the
+//! server's enrollment token) it enrolls at start and gets a fresh id `NAME-RANDOM` and a
+//! secret it keeps in memory only (a restart enrolls anew); with `--secret-file` it runs as the
+//! provisioned worker `--name`. A credential the server stops accepting (revoked, expired)
+//! ends the worker with an error.
+//!
 //! On SIGTERM (or SIGINT) it stops polling and reports no free capacity, lets its attempts
 //! finish within `--shutdown-grace` (completing them as usual), then stops renewing and
 //! releases (hands back) the ones still running, whose results it then drops: the server
@@ -36,16 +42,28 @@ pub struct WorkerOpts {
     /// The gust server to join.
     #[arg(long, env = "GUST_SERVER")]
     pub server: String,
-    /// The worker token the server was started with (`--worker-token`).
-    #[arg(long, env = "GUST_WORKER_TOKEN", hide_env_values = true)]
-    pub worker_token: String,
+    /// The server's enrollment token (`gust server --worker-token`): the worker enrolls with
+    /// it and gets its own id (NAME-RANDOM) and secret.
+    #[arg(
+        long,
+        env = "GUST_WORKER_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "secret_file",
+        conflicts_with = "secret_file"
+    )]
+    pub worker_token: Option<String>,
+    /// A file holding a provisioned worker secret (`gust workers create NAME`, its first
+    /// line): the worker runs as worker NAME (`--name`) without the enrollment token.
+    #[arg(long, env = "GUST_WORKER_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
     /// Invocations this worker runs at once.
     #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENCY)]
     pub capacity: usize,
     /// Where compiled modules are cached.
     #[arg(long, default_value = "./.gust-worker")]
     pub data_dir: PathBuf,
-    /// A stable name; the worker id is NAME-BOOTID.
+    /// The worker's name: an enrolled worker's id is NAME-RANDOM; with `--secret-file`, the
+    /// id is NAME itself.
     #[arg(long, default_value = "worker")]
     pub name: String,
     #[command(flatten)]
@@ -62,6 +80,9 @@ pub struct WorkerOpts {
     /// back the rest; a second signal cuts it short.
     #[arg(long, env = "GUST_SHUTDOWN_GRACE", default_value_t = 30)]
     pub shutdown_grace: u64,
+    /// A CA certificate (PEM) to trust for an https:// server, besides the system's roots.
+    #[arg(long, env = "GUST_CA")]
+    pub ca: Option<PathBuf>,
 }
 
 /// Probes what isolation this host gives process functions and applies `--isolation` (an
@@ -106,6 +127,7 @@ pub fn worker_config(
 struct Conn {
     http: reqwest::Client,
     base: String,
+    /// This worker's own secret (never the enrollment token).
     token: String,
 }
 
@@ -211,6 +233,8 @@ struct State {
     heartbeat_now: tokio::sync::Notify,
     /// Woken whenever an attempt ends.
     attempt_ended: tokio::sync::Notify,
+    /// Notified when the server refuses this worker's credential (401): the worker stops.
+    credential_refused: tokio::sync::Notify,
     revision: AtomicU64,
     snapshot: AtomicU64,
     lease_ms: AtomicU64,
@@ -244,6 +268,88 @@ pub fn run(opts: WorkerOpts) -> anyhow::Result<()> {
     served
 }
 
+/// The client of the worker protocol: trusts `--ca` besides the system's roots, and warns when
+/// the worker token and code would cross a network in clear text.
+fn http_client(opts: &WorkerOpts) -> anyhow::Result<reqwest::Client> {
+    if crate::client_tls::is_plain_http_beyond_loopback(&opts.server) {
+        tracing::warn!(server = %opts.server, "the server is reached over plain HTTP beyond loopback: the worker token, code and payloads cross the network unencrypted; use an https:// URL");
+    }
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+    if let Some(ca) = &opts.ca {
+        for cert in crate::client_tls::load_ca(ca).map_err(anyhow::Error::msg)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    Ok(builder.build()?)
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The worker id and secret this worker acts with: enrolled now with the enrollment token
+/// (waiting for an unreachable server), or provisioned (`--secret-file`, id `--name`).
+async fn credential(
+    opts: &WorkerOpts,
+    http: &reqwest::Client,
+    base: &str,
+) -> anyhow::Result<(String, String)> {
+    if let Some(path) = &opts.secret_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the worker secret from {}", path.display()))?;
+        let secret = text.lines().next().unwrap_or("").trim().to_string();
+        if secret.is_empty() {
+            bail!("{} holds no worker secret", path.display());
+        }
+        return Ok((opts.name.clone(), secret));
+    }
+    let Some(token) = &opts.worker_token else { bail!("give --worker-token or --secret-file") };
+    let request = gust_api::EnrollRequest { name: opts.name.clone() };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let sent = http
+            .post(format!("{base}/internal/v1/workers/enroll"))
+            .bearer_auth(token)
+            .json(&request)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {
+                let issued: gust_api::IssuedCredential =
+                    r.json().await.context("reading the enrollment reply")?;
+                return Ok((issued.id, issued.secret));
+            }
+            Ok(r) if r.status().is_client_error() => {
+                let status = r.status();
+                let why = r.json::<serde_json::Value>().await.unwrap_or_default()["error"]["message"]
+                    .as_str()
+                    .unwrap_or("no reason given")
+                    .to_string();
+                bail!("the server refused to enroll this worker: HTTP {status}: {why}");
+            }
+            Ok(r) => tracing::warn!(status = %r.status(), "enrolling failed; retrying"),
+            Err(e) => {
+                let error = crate::client_tls::transport_error(base, &e);
+                tracing::warn!(%error, "enrolling failed; retrying")
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Tells the server this worker stops for good (an enrolled credential ends with it). Best
+/// effort: an enrolled credential also expires on its own.
+async fn deregister(s: &State, patience: Duration) {
+    let path = format!("/internal/v1/workers/{}/deregister", s.id);
+    match tokio::time::timeout(patience, s.conn.post(&path).send()).await {
+        Ok(Ok(r)) if r.status().is_success() => {}
+        Ok(Ok(r)) => tracing::warn!(status = %r.status(), "deregistering refused"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot deregister"),
+        Err(_) => tracing::warn!("deregistering timed out"),
+    }
+}
+
 /// How long releasing the attempts still running at the end of the grace may take (the
 /// server may be unreachable: then their leases expire instead).
 const RELEASE_PATIENCE: Duration = Duration::from_secs(5);
@@ -251,11 +357,10 @@ const RELEASE_PATIENCE: Duration = Duration::from_secs(5);
 const FORCED_RELEASE_PATIENCE: Duration = Duration::from_secs(1);
 
 async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
-    let conn = Arc::new(Conn {
-        http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
-        base: opts.server.trim_end_matches('/').to_string(),
-        token: opts.worker_token.clone(),
-    });
+    let http = http_client(&opts)?;
+    let base = opts.server.trim_end_matches('/').to_string();
+    let (id, token) = credential(&opts, &http, &base).await?;
+    let conn = Arc::new(Conn { http, base, token });
     let runtimes = cfg.runtimes.clone();
     let worker = Worker::new(cfg, Arc::new(ServerArtifacts(conn.clone()))).context("starting the worker")?;
     let attempt_log = match &opts.attempt_log {
@@ -267,7 +372,7 @@ async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
     let state = Arc::new(State {
         conn,
         worker,
-        id: format!("{}-{}", opts.name, gust_worker::boot_id()),
+        id,
         capacity: opts.capacity,
         runtimes,
         active: AtomicUsize::new(0),
@@ -277,18 +382,35 @@ async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
         draining: AtomicBool::new(false),
         heartbeat_now: tokio::sync::Notify::new(),
         attempt_ended: tokio::sync::Notify::new(),
-        revision: AtomicU64::new(0),
+        credential_refused: tokio::sync::Notify::new(),
+        // Heartbeat revisions start at the wall clock (ms), so those of a restarted worker
+        // with a provisioned id outrank its previous run's (the server ignores older ones).
+        revision: AtomicU64::new(unix_millis()),
         snapshot: AtomicU64::new(0),
         lease_ms: AtomicU64::new(5_000),
         attempt_log,
     });
     let signals = crate::server::ShutdownSignals::install()?;
+    // The first heartbeat proves the credential (a refusal ends the worker here, clearly).
+    first_heartbeat(&state).await?;
     tracing::info!(worker = %state.id, server = %state.conn.base, "gust worker started");
     println!("gust worker {} joined {}", state.id, state.conn.base);
     let heartbeat = tokio::spawn(heartbeat_loop(state.clone()));
     let renew = tokio::spawn(renew_loop(state.clone()));
     let mut poll = tokio::spawn(poll_loop(state.clone()));
-    signals.received(1).await;
+    tokio::select! {
+        () = signals.received(1) => {}
+        () = state.credential_refused.notified() => {
+            poll.abort();
+            renew.abort();
+            heartbeat.abort();
+            bail!(
+                "the server no longer accepts worker {}'s credential (revoked, or expired after a long \
+                 silence): its attempts will be recovered; start the worker again to enroll anew",
+                state.id
+            );
+        }
+    }
 
     // Graceful shutdown: no more polls; what runs may finish within the grace.
     state.draining.store(true, Ordering::SeqCst);
@@ -320,6 +442,7 @@ async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
     let patience = if forced { FORCED_RELEASE_PATIENCE } else { RELEASE_PATIENCE };
     let released = tokio::time::timeout(patience, release_running(&state)).await.unwrap_or(0);
     heartbeat.abort();
+    deregister(&state, patience).await;
     tracing::info!(released, "gust worker stopped");
     Ok(())
 }
@@ -378,21 +501,56 @@ async fn release_running(s: &State) -> usize {
     released
 }
 
+async fn send_heartbeat(s: &State) -> reqwest::Result<reqwest::Response> {
+    let revision = s.revision.fetch_add(1, Ordering::SeqCst) + 1;
+    let body = json!({
+        "id": s.id,
+        "revision": revision,
+        "runtimes": s.runtimes,
+        // Shutting down: no free slot, so nothing more is placed here.
+        "capacity": if s.draining.load(Ordering::SeqCst) { 0 } else { s.capacity },
+        "running": s.active.load(Ordering::SeqCst),
+        "warm": s.worker.warm_code(),
+        "snapshot_version": s.snapshot.load(Ordering::SeqCst),
+    });
+    s.conn.post("/internal/v1/workers/heartbeat").json(&body).send().await
+}
+
+/// Heartbeats until the server answers: an unreachable server is waited for; a refusal (a
+/// credential it does not accept, an id that is not the credential's) is an error. The
+/// server's lease is learnt here, before any attempt runs (leases are renewed at a third of it).
+async fn first_heartbeat(s: &State) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match send_heartbeat(s).await {
+            Ok(r) if r.status().is_success() => {
+                let reply: HeartbeatReply = r.json().await.context("reading the heartbeat reply")?;
+                s.lease_ms.store(reply.lease_ms, Ordering::SeqCst);
+                return Ok(());
+            }
+            Ok(r) if r.status().is_client_error() => {
+                let status = r.status();
+                let why = r.json::<serde_json::Value>().await.unwrap_or_default()["error"]["message"]
+                    .as_str()
+                    .unwrap_or("no reason given")
+                    .to_string();
+                bail!("the server refused worker {}: HTTP {status}: {why}", s.id);
+            }
+            Ok(r) => tracing::warn!(status = %r.status(), "heartbeat failed; retrying"),
+            Err(e) => {
+                let error = crate::client_tls::transport_error(&s.conn.base, &e);
+                tracing::warn!(%error, "heartbeat failed; retrying")
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
 async fn heartbeat_loop(s: Arc<State>) {
     loop {
-        let revision = s.revision.fetch_add(1, Ordering::SeqCst) + 1;
-        let body = json!({
-            "id": s.id,
-            "revision": revision,
-            "runtimes": s.runtimes,
-            // Shutting down: no free slot, so nothing more is placed here.
-            "capacity": if s.draining.load(Ordering::SeqCst) { 0 } else { s.capacity },
-            "running": s.active.load(Ordering::SeqCst),
-            "warm": s.worker.warm_code(),
-            "snapshot_version": s.snapshot.load(Ordering::SeqCst),
-        });
         let mut every = Duration::from_millis(500);
-        match s.conn.post("/internal/v1/workers/heartbeat").json(&body).send().await {
+        match send_heartbeat(&s).await {
             Ok(r) if r.status().is_success() => {
                 if let Ok(reply) = r.json::<HeartbeatReply>().await {
                     // Applying a snapshot is learning its version: deployments arrive with
@@ -407,8 +565,16 @@ async fn heartbeat_loop(s: Arc<State>) {
                     }
                 }
             }
+            Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED => {
+                tracing::error!("the server refused this worker's credential");
+                s.credential_refused.notify_one();
+                return;
+            }
             Ok(r) => tracing::warn!(status = %r.status(), "heartbeat refused"),
-            Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
+            Err(e) => {
+                let error = crate::client_tls::transport_error(&s.conn.base, &e);
+                tracing::warn!(%error, "heartbeat failed; retrying")
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(every) => {}

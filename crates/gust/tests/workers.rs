@@ -17,14 +17,14 @@ fn remote_workers_run_sync_and_async_and_report_state() {
     let deployed = s.deploy("echo", wasm_config(3000), fixture("echo"));
 
     // Snapshot propagation: workers pull what changed and compile new code before it is invoked.
-    let delta: Value = s
-        .client()
-        .get(format!("{}/internal/v1/snapshot?since=0", s.url))
-        .bearer_auth("test-worker-token")
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    // The snapshot is for workers only (an enrolled one that reported the wasm runtime here),
+    // not for the enrollment token.
+    let snapshot = format!("{}/internal/v1/snapshot?since=0", s.url);
+    let r = s.client().get(&snapshot).bearer_auth("test-worker-token").send().unwrap();
+    assert_eq!(common::error_code(r, 401), "Unauthorized");
+    let (id, secret) = common::enroll(&s, "observer");
+    assert_eq!(common::heartbeat_as(&s, &secret, &id, &["wasm"], 0).status(), 200);
+    let delta: Value = s.client().get(&snapshot).bearer_auth(&secret).send().unwrap().json().unwrap();
     assert_eq!(delta["functions"][0]["code_sha256"], deployed["code_sha256"], "{delta}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !["w1", "w2"].iter().all(|w| {
@@ -48,7 +48,13 @@ fn remote_workers_run_sync_and_async_and_report_state() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let v: Value = s.get("/v1/workers").json().unwrap();
-        let workers = v["workers"].as_array().unwrap().clone();
+        let workers: Vec<Value> = v["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| [&_w1.id, &_w2.id].iter().any(|id| w["id"] == id.as_str()))
+            .cloned()
+            .collect();
         let warm: u64 = workers.iter().map(|w| w["warm_environments"].as_u64().unwrap()).sum();
         if workers.len() == 2 && warm >= 1 {
             assert!(workers.iter().all(|w| w["live"] == true && w["capacity"] == 4), "{v}");

@@ -230,16 +230,25 @@ impl Cgroups {
     /// `[A-Za-z0-9._-]`, at most [`MAX_NAME_LEN`] bytes) with these limits. Where no controller
     /// is available the result is inert (joining and killing do nothing).
     pub fn create(&self, name: &str, memory_mb: u32) -> io::Result<EnvCgroup> {
+        let mut env = self.create_unlimited(name)?;
+        env.limit(memory_mb)?;
+        Ok(env)
+    }
+
+    /// Creates the cgroup(s) of one environment with its pids bound but no memory or CPU
+    /// limit yet ([`EnvCgroup::limit`] sets them): a pre-started environment joins its cgroup
+    /// before it knows which function it will run.
+    pub fn create_unlimited(&self, name: &str) -> io::Result<EnvCgroup> {
         validate_name(name)?;
-        if memory_mb == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "memory size 0 MB"));
-        }
         let mut env = EnvCgroup {
             name: name.to_string(),
             dirs: Vec::new(),
             joiner: CgroupJoiner { procs: Vec::new() },
             kill_file: None,
             memory: None,
+            memory_dir: self.memory.as_ref().map(|h| (h.version, h.parent.join(name))),
+            cpu_dir: self.cpu.as_ref().map(|h| (h.version, h.parent.join(name))),
+            cpus: self.cpus,
         };
         // On an error below, dropping `env` removes what was made.
         for parent in self.parents() {
@@ -249,50 +258,8 @@ impl Cgroups {
             env.dirs.push(dir);
             env.joiner.procs.push(CString::new(procs.as_os_str().as_bytes())?);
         }
-        if let Some(h) = &self.memory {
-            let dir = h.parent.join(name);
-            let limit = u64::from(memory_mb) << 20;
-            match h.version {
-                Version::V2 => {
-                    write_file(&dir.join("memory.max"), &limit.to_string())?;
-                    let swap = dir.join("memory.swap.max");
-                    if swap.exists() {
-                        write_file(&swap, "0")?;
-                    }
-                }
-                Version::V1 => {
-                    // The memory limit first: the kernel keeps memsw >= memory.
-                    write_file(&dir.join("memory.limit_in_bytes"), &limit.to_string())?;
-                    let memsw = dir.join("memory.memsw.limit_in_bytes");
-                    if memsw.exists() {
-                        write_file(&memsw, &limit.to_string())?;
-                    }
-                }
-            }
-            env.memory = Some(MemoryFiles { version: h.version, dir, limit });
-        }
         if let Some(h) = &self.pids {
             write_file(&h.parent.join(name).join("pids.max"), &self.pids_max.to_string())?;
-        }
-        if let Some(h) = &self.cpu {
-            let dir = h.parent.join(name);
-            let quota = cpu_quota_us(memory_mb, self.cpus);
-            match h.version {
-                Version::V2 => write_file(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?,
-                Version::V1 => {
-                    write_file(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-                    let file = dir.join("cpu.cfs_quota_us");
-                    if let Err(e) = write_file(&file, &quota.to_string()) {
-                        // v1 refuses a quota above an ancestor's; unlimited is allowed, and
-                        // the ancestor's quota still bounds the environment.
-                        if e.kind() != io::ErrorKind::InvalidInput {
-                            return Err(e);
-                        }
-                        tracing::debug!("{e}; leaving the cpu quota to the parent cgroup");
-                        write_file(&file, "-1")?;
-                    }
-                }
-            }
         }
         if let Some(parent) = &self.kill {
             let file = parent.join(name).join("cgroup.kill");
@@ -452,10 +419,74 @@ pub struct EnvCgroup {
     dirs: Vec<PathBuf>,
     joiner: CgroupJoiner,
     kill_file: Option<PathBuf>,
+    /// Set once [`EnvCgroup::limit`] has written the memory limit.
     memory: Option<MemoryFiles>,
+    /// This cgroup in the memory and cpu hierarchies, where those controllers are enforced.
+    memory_dir: Option<(Version, PathBuf)>,
+    cpu_dir: Option<(Version, PathBuf)>,
+    /// The CPUs gust may use: the cap of the CPU quota.
+    cpus: u64,
 }
 
 impl EnvCgroup {
+    /// Sets the memory limit (the hard limit of all the cgroup's processes, no swap) and the
+    /// CPU quota that follows from it. Each is one small write, so a pre-started environment
+    /// takes its function's limits just before it starts the function.
+    pub fn limit(&mut self, memory_mb: u32) -> io::Result<()> {
+        if memory_mb == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "memory size 0 MB"));
+        }
+        if let Some((version, dir)) = &self.memory_dir {
+            let limit = u64::from(memory_mb) << 20;
+            match version {
+                Version::V2 => {
+                    write_file(&dir.join("memory.max"), &limit.to_string())?;
+                    let swap = dir.join("memory.swap.max");
+                    if swap.exists() {
+                        write_file(&swap, "0")?;
+                    }
+                }
+                Version::V1 => {
+                    // The kernel keeps memsw >= memory: lowering, memory goes first; raising,
+                    // memsw does.
+                    let memsw = dir.join("memory.memsw.limit_in_bytes");
+                    let (memsw, memory) =
+                        (memsw.exists().then_some(memsw), dir.join("memory.limit_in_bytes"));
+                    let raising = read_u64(&memory).is_some_and(|now| now < limit);
+                    let mut files = vec![memory];
+                    files.extend(memsw);
+                    if raising {
+                        files.reverse();
+                    }
+                    for f in &files {
+                        write_file(f, &limit.to_string())?;
+                    }
+                }
+            }
+            self.memory = Some(MemoryFiles { version: *version, dir: dir.clone(), limit });
+        }
+        if let Some((version, dir)) = &self.cpu_dir {
+            let quota = cpu_quota_us(memory_mb, self.cpus);
+            match version {
+                Version::V2 => write_file(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?,
+                Version::V1 => {
+                    write_file(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                    let file = dir.join("cpu.cfs_quota_us");
+                    if let Err(e) = write_file(&file, &quota.to_string()) {
+                        // v1 refuses a quota above an ancestor's; unlimited is allowed, and
+                        // the ancestor's quota still bounds the environment.
+                        if e.kind() != io::ErrorKind::InvalidInput {
+                            return Err(e);
+                        }
+                        tracing::debug!("{e}; leaving the cpu quota to the parent cgroup");
+                        write_file(&file, "-1")?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -958,10 +989,22 @@ mod tests {
         let cgroups = Cgroups::detect();
         eprintln!("{}", cgroups.describe());
         if !cgroups.memory() {
+            // Root on a host with a v1 memory hierarchy (this kind of machine) must get one.
+            let v1 = Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists();
+            assert!(
+                !(v1 && nix::unistd::geteuid().is_root()),
+                "memory controller unusable as root: {}",
+                cgroups.describe()
+            );
             eprintln!("skipped: no memory controller");
             return;
         }
-        let cg = cgroups.create(&unique("memory"), 32).unwrap();
+        // As a pre-started environment gets it: made unlimited, joined, then limited (lowered
+        // from unlimited, raised, lowered again).
+        let mut cg = cgroups.create_unlimited(&unique("memory")).unwrap();
+        for mb in [64, 256, 32] {
+            cg.limit(mb).unwrap();
+        }
         assert!(!cg.oom_killed());
         // `exec` so that the killed process is the child itself; bytes * n writes every page.
         let mut child = spawn_in(&cg, "exec python3 -c \"b = b'x' * (200 * 1024 * 1024)\"", Stdio::null());

@@ -21,7 +21,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
@@ -45,14 +45,17 @@ const PARENT_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 /// Exit status when the function's program cannot be executed.
 const EXEC_FAILED: i32 = 127;
 
-/// Largest environment file the init reads (the function's variables, limited at deploy to a
-/// few KB, plus Lambda's own).
-const MAX_ENV_FILE_BYTES: u64 = 256 * 1024;
+/// Largest spec the init reads from its stdin (the function's variables, limited at deploy to
+/// a few KB, Lambda's own, paths and arguments).
+const MAX_SPEC_BYTES: u64 = 1024 * 1024;
 
-/// Everything the init needs, passed as arguments. The init's own environment is empty: the
-/// function's variables (untrusted configuration) arrive in a file and are handed only to the
-/// function's execve, after the privilege drop.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything the init needs. It arrives on the init's stdin (a pipe from gust), not in its
+/// arguments or environment: the function's variables are untrusted configuration and may be
+/// secrets, so they are neither visible in the process list nor applied to the init (whose
+/// own environment is empty); they reach only the function's execve, after the privilege drop.
+/// Because the spec is read only when it arrives, gust can start an init (exec, cgroup,
+/// namespaces) before it knows which function it will run: a pre-started environment.
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct InitSpec {
     /// The Runtime API's Unix socket: bridged to 127.0.0.1:`api_port` in the namespace.
     pub api_socket: Option<PathBuf>,
@@ -79,17 +82,62 @@ pub(crate) struct InitSpec {
     pub map_user: Option<(u32, u32)>,
     pub limits: Limits,
     pub cwd: PathBuf,
-    /// The function's environment, `KEY=VALUE` entries separated by NUL bytes, in a file only
-    /// gust can read; removed once read.
-    pub env_file: Option<PathBuf>,
+    /// The function's environment, `KEY=VALUE` each.
+    pub env: Vec<std::ffi::CString>,
     /// Check the set-up instead of executing the program (the start-up probe).
     pub probe: bool,
     pub program: OsString,
     pub args: Vec<OsString>,
 }
 
+impl std::fmt::Debug for InitSpec {
+    /// Everything but the values of the function's variables (which may be secrets).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitSpec")
+            .field("api_socket", &self.api_socket)
+            .field("root", &self.root)
+            .field("bind", &self.bind)
+            .field("user", &self.user)
+            .field("map_user", &self.map_user)
+            .field("cwd", &self.cwd)
+            .field("env", &format_args!("{} variables", self.env.len()))
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .finish_non_exhaustive()
+    }
+}
+
 impl InitSpec {
-    pub fn to_args(&self) -> Vec<OsString> {
+    /// The spec as gust writes it to the init's stdin: the number of arguments, then the
+    /// arguments, each ended by a NUL byte (the count tells a whole spec from a cut one).
+    pub fn encode(&self) -> Vec<u8> {
+        let args = self.to_args();
+        let mut out = format!("{}\0", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(a.as_bytes());
+            out.push(0);
+        }
+        out
+    }
+
+    /// Reads what [`InitSpec::encode`] wrote (bounded).
+    pub fn decode(bytes: &[u8]) -> Result<InitSpec, String> {
+        if bytes.len() as u64 > MAX_SPEC_BYTES {
+            return Err("the spec is too large".into());
+        }
+        let incomplete = || "the spec is incomplete (gust went away while writing it?)".to_string();
+        let body = bytes.strip_suffix(&[0]).ok_or_else(incomplete)?;
+        let mut tokens = body.split(|b| *b == 0);
+        let count: usize =
+            tokens.next().and_then(|c| std::str::from_utf8(c).ok()?.parse().ok()).ok_or_else(incomplete)?;
+        let args: Vec<OsString> = tokens.map(|a| OsStr::from_bytes(a).to_os_string()).collect();
+        if args.len() != count {
+            return Err(incomplete());
+        }
+        InitSpec::parse(args)
+    }
+
+    fn to_args(&self) -> Vec<OsString> {
         let mut a: Vec<OsString> = Vec::new();
         let mut kv = |k: &str, v: &OsStr| {
             a.push(k.into());
@@ -122,8 +170,8 @@ impl InitSpec {
         kv("--nofile", OsStr::new(&self.limits.open_files.to_string()));
         kv("--nproc", OsStr::new(&self.limits.processes.to_string()));
         kv("--cwd", self.cwd.as_os_str());
-        if let Some(e) = &self.env_file {
-            kv("--env-file", e.as_os_str());
+        for e in &self.env {
+            kv("--env", OsStr::from_bytes(e.as_bytes()));
         }
         for (on, flag) in [(self.mount, "--mount"), (self.proc, "--proc"), (self.probe, "--probe")] {
             if on {
@@ -136,7 +184,7 @@ impl InitSpec {
         a
     }
 
-    pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<InitSpec, String> {
+    fn parse(args: impl IntoIterator<Item = OsString>) -> Result<InitSpec, String> {
         let mut spec = InitSpec {
             api_socket: None,
             api_port: 0,
@@ -151,7 +199,7 @@ impl InitSpec {
             map_user: None,
             limits: Limits::for_memory_mb(0),
             cwd: PathBuf::from("/"),
-            env_file: None,
+            env: Vec::new(),
             probe: false,
             program: OsString::new(),
             args: Vec::new(),
@@ -185,7 +233,13 @@ impl InitSpec {
                 "--nofile" => spec.limits.open_files = num(text(it.next(), &k)?, &k)?,
                 "--nproc" => spec.limits.processes = num(text(it.next(), &k)?, &k)?,
                 "--cwd" => spec.cwd = path(it.next())?,
-                "--env-file" => spec.env_file = Some(path(it.next())?),
+                "--env" => {
+                    let entry = it.next().ok_or("--env needs a value")?.into_vec();
+                    if !entry.contains(&b'=') {
+                        return Err("an environment entry without =".into());
+                    }
+                    spec.env.push(std::ffi::CString::new(entry).map_err(|_| "a NUL byte in --env")?);
+                }
                 "--mount" => spec.mount = true,
                 "--proc" => spec.proc = true,
                 "--probe" => spec.probe = true,
@@ -209,10 +263,15 @@ fn context(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> io::Error 
     move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
-/// The init's entry point: `args` are the arguments after [`SUBCOMMAND`]. Returns the exit
-/// status (the function's, or [`SETUP_FAILED`] with the reason on stderr).
+/// The init's entry point: `args` are the arguments after [`SUBCOMMAND`] (there are none: the
+/// spec arrives on stdin, see [`InitSpec`]). Returns the exit status (the function's, or
+/// [`SETUP_FAILED`] with the reason on stderr).
 pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
-    let spec = match InitSpec::parse(args) {
+    if let Some(a) = args.into_iter().next() {
+        eprintln!("gust sandbox init: unexpected argument {a:?} (the spec is read from stdin)");
+        return SETUP_FAILED;
+    }
+    let spec = match read_spec() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("gust sandbox init: {e}");
@@ -228,34 +287,20 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     }
 }
 
-/// Reads (bounded) and removes the function's environment file: NUL-separated `KEY=VALUE`.
-fn read_env(path: &Path) -> io::Result<Vec<std::ffi::CString>> {
+/// Waits for the spec on stdin (until gust closes it; bounded), then puts /dev/null in its
+/// place, which the function inherits.
+fn read_spec() -> io::Result<InitSpec> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(context(format!("cannot open {}", path.display())))?;
     let mut bytes = Vec::new();
-    file.take(MAX_ENV_FILE_BYTES + 1).read_to_end(&mut bytes)?;
-    let _ = std::fs::remove_file(path);
-    if bytes.len() as u64 > MAX_ENV_FILE_BYTES {
-        return Err(io::Error::other("the environment file is too large"));
-    }
-    bytes
-        .split(|b| *b == 0)
-        .filter(|e| !e.is_empty())
-        .map(|e| {
-            if !e.contains(&b'=') {
-                return Err(io::Error::other("an environment entry without ="));
-            }
-            crate::sandbox::c_string(e)
-        })
-        .collect()
+    io::stdin().lock().take(MAX_SPEC_BYTES + 1).read_to_end(&mut bytes)?;
+    let spec = InitSpec::decode(&bytes).map_err(io::Error::other)?;
+    let null = std::fs::File::open("/dev/null")?;
+    nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0).map_err(os)?;
+    Ok(spec)
 }
 
 #[allow(unsafe_code)]
 fn run(spec: &InitSpec) -> io::Result<i32> {
-    let env = match &spec.env_file {
-        Some(path) => read_env(path)?,
-        None => Vec::new(),
-    };
     let listener = match &spec.api_socket {
         Some(_) => {
             loopback_up().map_err(context("cannot bring up the loopback interface"))?;
@@ -273,7 +318,7 @@ fn run(spec: &InitSpec) -> io::Result<i32> {
     match unsafe { fork() }.map_err(os)? {
         ForkResult::Child => {
             drop((listener, alive_w));
-            let code = match pid1(spec, &env, alive_r) {
+            let code = match pid1(spec, alive_r) {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("gust sandbox init: {e}");
@@ -400,7 +445,7 @@ async fn bridge(listener: std::net::TcpListener, socket: PathBuf) {
 
 /// Pid 1 of the new pid namespace (or, without one, the function's reaping parent).
 #[allow(unsafe_code)]
-fn pid1(spec: &InitSpec, env: &[std::ffi::CString], alive: io::PipeReader) -> io::Result<i32> {
+fn pid1(spec: &InitSpec, alive: io::PipeReader) -> io::Result<i32> {
     use nix::sys::prctl;
     use std::io::Read;
     prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(os)?;
@@ -428,7 +473,7 @@ fn pid1(spec: &InitSpec, env: &[std::ffi::CString], alive: io::PipeReader) -> io
     // SAFETY: this process is single-threaded (forked from the single-threaded init).
     match unsafe { fork() }.map_err(os)? {
         ForkResult::Child => {
-            let e = function(spec, env, &filter);
+            let e = function(spec, &filter);
             eprintln!("gust sandbox init: cannot start {}: {e}", spec.program.to_string_lossy());
             std::process::exit(EXEC_FAILED)
         }
@@ -600,7 +645,8 @@ fn read_only(path: &Path) -> io::Result<()> {
 
 /// Becomes the function: limits, no new privileges, its user, its working directory, then
 /// exec with the function's environment (only here does it apply). Returns only on failure.
-fn function(spec: &InitSpec, env: &[std::ffi::CString], filter: &crate::seccomp::Filter) -> io::Error {
+fn function(spec: &InitSpec, filter: &crate::seccomp::Filter) -> io::Error {
+    let env = &spec.env;
     match become_function(spec) {
         Ok(()) if spec.probe => std::process::exit(match probe(spec) {
             Ok(()) => 0,
@@ -732,13 +778,19 @@ mod tests {
             map_user: None,
             limits: Limits::for_memory_mb(128),
             cwd: "/var/lib/gust/tasks/abc".into(),
-            env_file: Some("/tmp/gust-f.api/env".into()),
+            env: vec![c"A=1".into(), c"SECRET=x=y".into()],
             probe: false,
             program: "python3".into(),
             args: vec!["-m".into(), "--not-an-init-flag".into(), "".into()],
         };
-        assert_eq!(InitSpec::parse(spec.to_args()), Ok(spec));
-        assert!(InitSpec::parse(["--mount".into()]).is_err(), "no program");
-        assert!(InitSpec::parse(["--bogus".into(), "--".into(), "x".into()]).is_err());
+        assert_eq!(InitSpec::decode(&spec.encode()), Ok(spec.clone()));
+        assert!(!format!("{spec:?}").contains("x=y"), "no variable's value in Debug");
+        let encoded = spec.encode();
+        assert!(InitSpec::decode(&encoded[..encoded.len() - 1]).is_err(), "cut short");
+        assert!(InitSpec::decode(b"").is_err(), "nothing");
+        assert!(InitSpec::decode(b"1\0--mount\0").is_err(), "no program");
+        assert!(InitSpec::decode(b"3\0--bogus\0--\0x\0").is_err());
+        assert!(InitSpec::decode(b"4\0--env\0NOEQUALS\0--\0x\0").is_err());
+        assert!(InitSpec::decode(b"4\0--env\0A=1\0--\0x\0").is_ok());
     }
 }

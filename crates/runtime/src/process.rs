@@ -32,6 +32,12 @@ use crate::{RunOutcome, Status, TailBuffer};
 /// Request bodies (answers, errors) one environment may have gust read at once.
 const MAX_BODIES_IN_FLIGHT: usize = 2;
 
+/// Environments kept started ahead of need, when environments start through the sandbox init:
+/// the init already executed, in its cgroup and namespaces, waiting to learn its function.
+/// Joining a cgroup (an RCU grace period on cgroup v1) and executing the init cost more than
+/// everything else a sandboxed cold start does, so they happen here, off the invocation's path.
+const PRESTARTED: usize = 2;
+
 /// `PATH` inside environments.
 const ENV_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
@@ -222,6 +228,113 @@ pub struct ProcessRuntime {
     idle: Mutex<HashMap<String, Vec<Environment>>>,
     idle_ttl: Duration,
     sandbox: Arc<Sandbox>,
+    prestarted: Arc<Prestarted>,
+}
+
+/// An environment started before its function is known: the sandbox init, in its own cgroup
+/// (no memory or CPU limit yet) and namespaces, blocked reading its spec from stdin. Nothing
+/// of any function is in it.
+struct Blank {
+    child: tokio::process::Child,
+    spec: tokio::process::ChildStdin,
+    output: std::io::PipeReader,
+    /// Its private directory (the future root, the Runtime API's socket), removed on drop.
+    dirs: EnvDirs,
+    cgroup: Option<crate::cgroup::EnvCgroup>,
+}
+
+impl Blank {
+    /// Starts one (blocking: joining the cgroup waits for the kernel).
+    fn start(sandbox: &Sandbox) -> std::io::Result<Blank> {
+        let dirs = EnvDirs { tmp: None, private: tempdir_for("api")? };
+        // Named after the private directory: unique, and short enough (`gust-api-PID-HEX-N`).
+        let name = dirs.private.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let cgroup = sandbox
+            .cgroup_unlimited(&name)
+            .map_err(|e| std::io::Error::other(format!("cannot make the environment's cgroup: {e}")))?;
+        let cmd = sandbox.init_command(Some(cgroup.joiner()));
+        let mut cmd =
+            tokio::process::Command::from(cmd.ok_or_else(|| std::io::Error::other("no sandbox init"))?);
+        cmd.kill_on_drop(true);
+        // stdout and stderr share one pipe, as Lambda's one log stream: what the function wrote
+        // stays in the order it wrote it (two pipes are read in whatever order they wake).
+        let (output, log_tx) = std::io::pipe()?;
+        cmd.stdout(log_tx.try_clone()?).stderr(log_tx);
+        let mut child = cmd.spawn()?;
+        // The write ends went to the child with `cmd` (dropped here with it, so the read end
+        // sees end of file when the environment's processes are gone).
+        drop(cmd);
+        let spec = child.stdin.take().ok_or_else(|| std::io::Error::other("no stdin pipe"))?;
+        Ok(Blank { child, spec, output, dirs, cgroup: Some(cgroup) })
+    }
+
+    /// Ends it (the cgroup is removed off the async threads: that waits for its processes).
+    fn discard(mut self) {
+        let _ = self.child.start_kill();
+        if let Some(cg) = self.cgroup.take() {
+            tokio::task::spawn_blocking(move || drop(cg));
+        }
+    }
+}
+
+/// Refills the pre-started environments when dropped.
+struct RefillOnDrop(Arc<Prestarted>);
+
+impl Drop for RefillOnDrop {
+    fn drop(&mut self) {
+        self.0.refill();
+    }
+}
+
+/// The pre-started environments ([`PRESTARTED`] of them, refilled after a cold start).
+struct Prestarted {
+    sandbox: Arc<Sandbox>,
+    ready: Mutex<Vec<Blank>>,
+    /// Being started right now.
+    starting: std::sync::atomic::AtomicUsize,
+}
+
+impl Prestarted {
+    /// A pre-started environment, or one started now (the slow path of a burst).
+    async fn take(self: &Arc<Self>) -> std::io::Result<Blank> {
+        let ready = loop {
+            let Some(mut b) = self.ready.lock().pop() else { break None };
+            // One that died while waiting (killed from outside) is of no use.
+            match b.child.try_wait() {
+                Ok(None) => break Some(b),
+                _ => b.discard(),
+            }
+        };
+        match ready {
+            Some(b) => Ok(b),
+            None => {
+                let sandbox = self.sandbox.clone();
+                tokio::task::spawn_blocking(move || Blank::start(&sandbox))
+                    .await
+                    .map_err(std::io::Error::other)?
+            }
+        }
+    }
+
+    /// Starts environments in the background until [`PRESTARTED`] are ready or starting.
+    fn refill(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        while self.ready.lock().len() + self.starting.load(Ordering::SeqCst) < PRESTARTED {
+            self.starting.fetch_add(1, Ordering::SeqCst);
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || {
+                let started = Blank::start(&this.sandbox);
+                this.starting.fetch_sub(1, Ordering::SeqCst);
+                match started {
+                    Ok(b) => this.ready.lock().push(b),
+                    Err(e) => tracing::warn!("cannot pre-start an environment: {e}"),
+                }
+            });
+        }
+    }
 }
 
 fn header(v: &str) -> HeaderValue {
@@ -302,10 +415,19 @@ fn failed(kind: ErrorKind, message: String, log: String, started: Instant) -> Ru
 impl ProcessRuntime {
     pub fn new(cfg: ProcessConfig) -> Arc<Self> {
         remove_orphaned_dirs(&std::env::temp_dir());
+        let prestarted = Arc::new(Prestarted {
+            sandbox: cfg.sandbox.clone(),
+            ready: Mutex::new(Vec::new()),
+            starting: Default::default(),
+        });
+        if cfg.sandbox.namespaces() {
+            prestarted.refill();
+        }
         Arc::new(ProcessRuntime {
             idle: Mutex::new(HashMap::new()),
             idle_ttl: cfg.idle_ttl,
             sandbox: cfg.sandbox,
+            prestarted,
         })
     }
 
@@ -380,11 +502,21 @@ impl ProcessRuntime {
             );
         }
         let user = sandbox.user_for(&f.task_root, &program, ENV_PATH).map_err(std::io::Error::other)?;
+        // Through the sandbox init: a pre-started environment (already in its cgroup and
+        // namespaces) learns its function now. Without namespaces: the program directly.
+        let mut blank = match sandbox.namespaces() {
+            true => Some(self.prestarted.take().await?),
+            false => None,
+        };
         // A private, writable temporary directory, removed with the environment.
         // Named apart from the function: a Unix socket's path has at most 107 bytes.
         // With a mount namespace /tmp is a tmpfs of the environment's own: no host directory.
         let tmp = if sandbox.private_mounts() { None } else { Some(tempdir_for(f.function)?) };
-        let dirs = EnvDirs { tmp, private: tempdir_for("api")? };
+        let private = match &mut blank {
+            Some(b) => std::mem::take(&mut b.dirs.private),
+            None => tempdir_for("api")?,
+        };
+        let dirs = EnvDirs { tmp, private };
         if let (Some(tmp), Some((uid, gid))) = (&dirs.tmp, user) {
             std::os::unix::fs::chown(tmp, Some(uid), Some(gid))?;
         }
@@ -407,14 +539,37 @@ impl ProcessRuntime {
             });
             (addr.to_string(), None, server)
         };
-        let cgroup = {
-            // Named after the private directory: unique, and short enough (`gust-api-PID-HEX-N`).
-            let name = dirs.private.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            match sandbox.cgroup(&name, f.memory_mb) {
-                Ok(cg) => Some(cg),
-                Err(e) => {
-                    server.abort();
-                    return Err(std::io::Error::other(format!("cannot make the environment's cgroup: {e}")));
+        // From here on an error must stop the Runtime API server and end the pre-started init.
+        let abandon = |server: tokio::task::JoinHandle<()>, blank: Option<Blank>| {
+            server.abort();
+            if let Some(b) = blank {
+                b.discard();
+            }
+        };
+        let cgroup = match &mut blank {
+            Some(b) => {
+                let mut cg = b.cgroup.take();
+                match cg.as_mut().map(|cg| cg.limit(f.memory_mb)).transpose() {
+                    Ok(_) => cg,
+                    Err(e) => {
+                        abandon(server, blank);
+                        return Err(std::io::Error::other(format!(
+                            "cannot limit the environment's cgroup: {e}"
+                        )));
+                    }
+                }
+            }
+            None => {
+                let name =
+                    dirs.private.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                match sandbox.cgroup(&name, f.memory_mb) {
+                    Ok(cg) => Some(cg),
+                    Err(e) => {
+                        abandon(server, None);
+                        return Err(std::io::Error::other(format!(
+                            "cannot make the environment's cgroup: {e}"
+                        )));
+                    }
                 }
             }
         };
@@ -464,30 +619,52 @@ impl ProcessRuntime {
             user,
             cgroup: cgroup.as_ref().map(crate::cgroup::EnvCgroup::joiner),
         };
-        let mut cmd = match sandbox.command(&start) {
-            Ok(cmd) => tokio::process::Command::from(cmd),
-            Err(e) => {
-                server.abort();
-                return Err(e);
+        let (child, log_rx) = match blank {
+            Some(mut b) => {
+                let written = match sandbox.init_spec(&start) {
+                    Ok(spec) => {
+                        use tokio::io::AsyncWriteExt;
+                        // Closing stdin (dropping it) tells the init the spec is whole.
+                        b.spec.write_all(&spec.encode()).await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = written {
+                    abandon(server, Some(b));
+                    return Err(e);
+                }
+                let Blank { child, spec, output, .. } = b;
+                drop(spec);
+                (child, output)
             }
-        };
-        cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
-        // stdout and stderr share one pipe, as Lambda's one log stream: what the function wrote
-        // stays in the order it wrote it (two pipes are read in whatever order they wake).
-        let (log_rx, log_tx) = std::io::pipe()?;
-        cmd.stdout(log_tx.try_clone()?).stderr(log_tx);
-        let child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                server.abort();
-                return Err(e);
+            None => {
+                let mut cmd = match sandbox.direct_command(&start) {
+                    Ok(cmd) => tokio::process::Command::from(cmd),
+                    Err(e) => {
+                        abandon(server, None);
+                        return Err(e);
+                    }
+                };
+                cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
+                // stdout and stderr share one pipe, as Lambda's one log stream: what the
+                // function wrote stays in the order it wrote it.
+                let (log_rx, log_tx) = std::io::pipe()?;
+                cmd.stdout(log_tx.try_clone()?).stderr(log_tx);
+                let child = match cmd.spawn() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        abandon(server, None);
+                        return Err(e);
+                    }
+                };
+                // The write ends went to the child with `cmd` (dropped here with it, so the
+                // read end sees end of file when the environment's processes are gone).
+                drop(cmd);
+                (child, log_rx)
             }
         };
         let pgid = child.id().map_or(0, |p| p as i32);
         let log = Arc::new(Mutex::new(TailBuffer::new(MAX_LOG_BYTES)));
-        // The write ends went to the child with `cmd` (dropped here with it, so the read end
-        // sees end of file when the environment's processes are gone).
-        drop(cmd);
         let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(log_rx.into())?;
         let output = Arc::new(OutputPipe { rx, log: log.clone(), reading: Mutex::new(()) });
         let pipe = output.clone();
@@ -516,6 +693,10 @@ impl ProcessRuntime {
     ) -> RunOutcome {
         let started = Instant::now();
         let warm = self.idle.lock().get_mut(&f.key).and_then(Vec::pop);
+        // A cold start that took a pre-started environment has it replaced once this
+        // invocation is over: starting one joins a cgroup, which holds up every fork and
+        // thread start on the host for a moment, so not while this function starts.
+        let _refill = warm.is_none().then(|| RefillOnDrop(self.prestarted.clone()));
         let mut env = match warm {
             Some(env) => env,
             None => match self.spawn(f).await {

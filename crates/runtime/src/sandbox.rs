@@ -281,7 +281,7 @@ pub(crate) struct Start<'a> {
     /// The function's environment (its configuration and Lambda's variables): untrusted, so
     /// it reaches only the function's own execve, never the sandbox init.
     pub env: &'a [(String, String)],
-    /// A directory only gust can read, for handing the environment to the init.
+    /// A directory only gust can enter, where the environment's root is built.
     pub private_dir: &'a Path,
     pub limits: Limits,
     /// The user to run as (gust is root), or None (gust's own user).
@@ -426,6 +426,12 @@ impl Sandbox {
         self.cgroups.create(name, memory_mb)
     }
 
+    /// A cgroup of its own for an environment started before its function is known: pids
+    /// bounded, memory and CPU limited later ([`EnvCgroup::limit`]).
+    pub fn cgroup_unlimited(&self, name: &str) -> std::io::Result<EnvCgroup> {
+        self.cgroups.create_unlimited(name)
+    }
+
     /// What was configured but is not available here.
     pub fn missing(&self) -> &[String] {
         &self.missing
@@ -475,13 +481,10 @@ impl Sandbox {
         Ok(Some((SANDBOX_UID, SANDBOX_GID)))
     }
 
-    /// The command that starts `start.program` in a new environment: through the sandbox init
-    /// in namespaces, or directly with rlimits and the user. The caller adds stdio and the
-    /// process group. The init starts with an empty environment (a function's `LD_PRELOAD`
-    /// must never reach a process that runs as root on the host); the function's variables are
-    /// written to a file in `start.private_dir` that the init reads and hands only to the
-    /// function's execve.
-    pub(crate) fn command(&self, start: &Start<'_>) -> std::io::Result<std::process::Command> {
+    /// The rlimits of an environment's processes: `start.limits`, with the process count left
+    /// to the pids cgroup where there is one (RLIMIT_NPROC counts every process of the user,
+    /// and all environments run as the same one).
+    fn limits(&self, start: &Start<'_>) -> Limits {
         let mut limits = start.limits;
         if self.cgroups.pids() && start.cgroup.is_some() {
             // As high as this process may go (raising the hard limit needs CAP_SYS_RESOURCE).
@@ -489,29 +492,55 @@ impl Sandbox {
                 limits.processes = hard;
             }
         }
-        let start = &Start { limits, cgroup: start.cgroup.clone(), ..*start };
-        let Some(init) = self.init_program.as_ref().filter(|_| self.ns.any()) else {
-            let mut cmd = std::process::Command::new(start.program);
-            cmd.args(start.args).current_dir(start.task_root).env_clear();
-            cmd.envs(start.env.iter().map(|(k, v)| (k, v)));
-            let filter = crate::seccomp::Filter::new()?;
-            new_session_on_exec(&mut cmd);
-            confine_on_exec(&mut cmd, start.cgroup.clone(), start.limits, start.user, filter);
-            return Ok(cmd);
-        };
-        let env_file = start.private_dir.join("env");
-        write_env_file(&env_file, start.env)?;
-        let mut spec = self.init_spec(start);
-        spec.env_file = Some(env_file);
-        let mut cmd = std::process::Command::new(init);
-        cmd.arg(crate::init::SUBCOMMAND).args(spec.to_args()).current_dir("/").env_clear();
+        limits
+    }
+
+    /// The command that starts `start.program` directly, without namespaces (no sandbox init):
+    /// its cgroup, rlimits, no new privileges, the user and seccomp applied between fork and
+    /// exec. The caller adds stdio.
+    pub(crate) fn direct_command(&self, start: &Start<'_>) -> std::io::Result<std::process::Command> {
+        let mut cmd = std::process::Command::new(start.program);
+        cmd.args(start.args).current_dir(start.task_root).env_clear();
+        cmd.envs(start.env.iter().map(|(k, v)| (k, v)));
+        let filter = crate::seccomp::Filter::new()?;
         new_session_on_exec(&mut cmd);
-        join_on_exec(&mut cmd, start.cgroup.clone());
-        self.enter_on_exec(&mut cmd);
+        confine_on_exec(&mut cmd, start.cgroup.clone(), self.limits(start), start.user, filter);
         Ok(cmd)
     }
 
-    fn init_spec(&self, start: &Start<'_>) -> InitSpec {
+    /// The command that starts the sandbox init in namespaces, when environments get them:
+    /// joined to `cgroup` first thing after fork, in a session of its own, with an empty
+    /// environment (a function's `LD_PRELOAD` must never reach a process that runs as root on
+    /// the host) and its stdin piped. The init then waits for its [`InitSpec`] on stdin
+    /// ([`Sandbox::init_spec`], written by the caller), so it can be started before the
+    /// function is known. The caller adds stdout and stderr.
+    pub(crate) fn init_command(&self, cgroup: Option<CgroupJoiner>) -> Option<std::process::Command> {
+        let init = self.init_program.as_ref().filter(|_| self.ns.any())?;
+        let mut cmd = std::process::Command::new(init);
+        cmd.arg(crate::init::SUBCOMMAND).current_dir("/").env_clear().stdin(std::process::Stdio::piped());
+        new_session_on_exec(&mut cmd);
+        join_on_exec(&mut cmd, cgroup);
+        self.enter_on_exec(&mut cmd);
+        Some(cmd)
+    }
+
+    /// What the sandbox init needs to start `start.program` (the function's environment
+    /// included; refused if a name or value cannot be passed).
+    pub(crate) fn init_spec(&self, start: &Start<'_>) -> std::io::Result<InitSpec> {
+        let mut env = Vec::with_capacity(start.env.len());
+        for (k, v) in start.env {
+            if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("environment variable {k:?} cannot be passed"),
+                ));
+            }
+            env.push(c_string(format!("{k}={v}"))?);
+        }
+        Ok(InitSpec { env, limits: self.limits(start), ..self.spec_of(start) })
+    }
+
+    fn spec_of(&self, start: &Start<'_>) -> InitSpec {
         InitSpec {
             api_socket: start.api_socket.filter(|_| self.ns.net).map(Path::to_path_buf),
             api_port: RUNTIME_API_PORT,
@@ -531,7 +560,7 @@ impl Sandbox {
                 .then(|| (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())),
             limits: start.limits,
             cwd: start.task_root.to_path_buf(),
-            env_file: None,
+            env: Vec::new(),
             probe: false,
             program: OsString::from(start.program),
             args: start.args.iter().map(OsString::from).collect(),
@@ -580,18 +609,15 @@ impl Sandbox {
             user: self.root.then_some((SANDBOX_UID, SANDBOX_GID)),
             cgroup: None,
         };
-        let mut spec = self.init_spec(&start);
+        let mut spec = self.init_spec(&start).map_err(|e| e.to_string())?;
         spec.probe = true;
-        let mut cmd = std::process::Command::new(self.init_program.as_ref().ok_or("no init program")?);
-        cmd.arg(crate::init::SUBCOMMAND)
-            .args(spec.to_args())
-            .current_dir("/")
-            .env_clear()
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped());
-        self.enter_on_exec(&mut cmd);
+        let mut cmd = self.init_command(None).ok_or("no init program")?;
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("cannot start it: {e}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // Small (no environment), so the pipe's buffer takes it whole.
+            let _ = stdin.write_all(&spec.encode());
+        }
         let deadline = Instant::now() + PROBE_PATIENCE;
         let mut bridged = !self.ns.net;
         let status = loop {
@@ -627,27 +653,6 @@ impl Sandbox {
         }
         Ok(())
     }
-}
-
-/// Writes `KEY=VALUE` entries separated by NUL bytes to a new file only its owner can read.
-fn write_env_file(path: &Path, env: &[(String, String)]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut bytes = Vec::new();
-    for (k, v) in env {
-        if k.contains(['=', '\0']) || v.contains('\0') {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("environment variable {k:?} cannot be passed"),
-            ));
-        }
-        bytes.extend_from_slice(k.as_bytes());
-        bytes.push(b'=');
-        bytes.extend_from_slice(v.as_bytes());
-        bytes.push(0);
-    }
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    f.write_all(&bytes)
 }
 
 /// Removes a directory tree when dropped.

@@ -407,7 +407,15 @@ impl Service {
             Ok(out) => (AttemptOutcome::Succeeded, Some(out), None),
             Err(e) => (AttemptOutcome::FunctionError, None, Some(e)),
         };
-        let completion = Completion { id: id.clone(), epoch, outcome, result, error, log: exec.log };
+        let completion = Completion {
+            id: id.clone(),
+            worker: self.cfg.worker_id.clone(),
+            epoch,
+            outcome,
+            result,
+            error,
+            log: exec.log,
+        };
         let r = self.store.complete(completion, self.clock.now()).await;
         self.dispatch.completed(id);
         match &r {
@@ -467,6 +475,7 @@ impl Service {
             Metrics::inc(&self.metrics.throttled);
             let completion = Completion {
                 id: req.id.clone(),
+                worker: self.cfg.worker_id.clone(),
                 epoch: claimed.epoch,
                 outcome: AttemptOutcome::Throttled,
                 result: None,

@@ -38,6 +38,10 @@ pub enum ServiceError {
     /// A worker's attempt no longer owns the invocation; its report was dropped.
     #[error("{0}")]
     Fenced(String),
+    /// An authenticated worker asked for what is not its own (another worker's attempt, code
+    /// of work never placed on it). Nothing changed.
+    #[error("{0}")]
+    WorkerForbidden(String),
     #[error("{0}")]
     Unavailable(String),
     /// This server is shutting down (SIGTERM): it takes no new invocations; retry elsewhere

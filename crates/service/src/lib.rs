@@ -19,6 +19,7 @@ pub use dispatch::{Background, Drained};
 mod error;
 mod ingest;
 mod invoke;
+pub mod keys;
 mod metrics;
 mod workers;
 
@@ -34,8 +35,12 @@ pub use clock::{Clock, SystemClock};
 pub use control::{CodeUploaded, FunctionView};
 pub use error::ServiceError;
 pub use invoke::{InvokeInput, Invoked, SyncOutcome};
+pub use keys::{ApiKeys, IssuedKey};
 pub use metrics::Metrics;
-pub use workers::{Assignment, HeartbeatReply, HEARTBEAT_INTERVAL, LIVENESS_BOUND, WORKER_PROTOCOL};
+pub use workers::{
+    Assignment, HeartbeatReply, IssuedCredential, DEFAULT_ENROLLED_CREDENTIAL_TTL, HEARTBEAT_INTERVAL,
+    LIVENESS_BOUND, WORKER_PROTOCOL,
+};
 
 /// How one execution ended, as the service records it.
 #[derive(Debug, Clone)]
@@ -88,6 +93,9 @@ pub struct ServiceConfig {
     /// Whether this server runs invocations itself (the embedded shape's local worker).
     /// Without it, all work, sync included, goes to remote workers.
     pub local_worker: bool,
+    /// How long an enrolled worker's credential outlives its last heartbeat
+    /// ([`workers::DEFAULT_ENROLLED_CREDENTIAL_TTL`]).
+    pub enrolled_credential_ttl: Duration,
 }
 
 impl ServiceConfig {
@@ -100,6 +108,7 @@ impl ServiceConfig {
             snapshot_poll_interval: Duration::from_millis(500),
             claim_batch: 64,
             local_worker: true,
+            enrolled_credential_ttl: workers::DEFAULT_ENROLLED_CREDENTIAL_TTL,
         }
     }
 }
@@ -119,6 +128,8 @@ pub struct Service {
     placement_wake: tokio::sync::Notify,
     /// Wakes remote workers' polls (new placements).
     worker_wake: tokio::sync::Notify,
+    /// Worker credentials checked recently.
+    credentials: workers::CredentialCache,
 }
 
 impl Service {
@@ -140,6 +151,7 @@ impl Service {
             concurrency: concurrency::Limiter::default(),
             placement_wake: tokio::sync::Notify::new(),
             worker_wake: tokio::sync::Notify::new(),
+            credentials: workers::CredentialCache::default(),
         })
     }
 

@@ -1,15 +1,27 @@
-//! The server's side of remote workers: heartbeats (worker state), placement of queued work
-//! onto live workers, and the calls a worker makes to run what it was given (poll, renew,
-//! complete, fetch code). Workers never open the database: every state change they cause is a
-//! guarded store transition made here.
+//! The server's side of remote workers: their credentials, heartbeats (worker state),
+//! placement of queued work onto live workers, and the calls a worker makes to run what it was
+//! given (poll, renew, complete, fetch code). Workers never open the database: every state
+//! change they cause is a guarded store transition made here.
+//!
+//! Identity: every worker call is made as one worker id, proven by that worker's own secret
+//! (only its SHA-256 is stored). A worker gets one by enrolling with the shared enrollment
+//! token (a fresh id `NAME-RANDOM`, so the token never names an existing worker), or an
+//! administrator provisions one for a stable id (`gust workers create NAME`). What a worker may
+//! touch is decided from the store, not from what it claims: the attempts it owns (the store
+//! refuses another worker's renewal or completion as `NotOwner`) and the code of work placed
+//! on it or named by its snapshot.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gust_core::placement::{choose, Candidate, Need};
-use gust_core::{Deployment, InvocationId, Lifecycle, Mode, Rejected, Resolved, WorkerId, WorkerState};
-use gust_store::{Claimed, Completion, StoreError};
+use gust_core::{
+    Deployment, InvocationId, Lifecycle, Mode, Rejected, Resolved, Runtime, WorkerId, WorkerState,
+};
+use gust_store::{Claimed, Completion, CredentialOrigin, FoundCredential, StoreError, WorkerCredential};
+use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::{Metrics, Service, ServiceError};
@@ -26,6 +38,59 @@ pub const LIVENESS_BOUND: Duration = Duration::from_millis(2_000);
 const PLACEMENT_BATCH: usize = 512;
 /// Longest a worker's poll waits for work.
 pub const MAX_POLL_WAIT: Duration = Duration::from_secs(5);
+/// How long an enrolled worker's credential outlives its last heartbeat (or its enrollment,
+/// if it never heartbeated): long enough to ride out a server restart or a network partition,
+/// short enough that the credentials of workers that are gone (every restart enrolls anew)
+/// stop working and are deleted. Provisioned credentials never expire; both are revocable.
+/// Overridden by `gust server --worker-credential-ttl`.
+pub const DEFAULT_ENROLLED_CREDENTIAL_TTL: Duration = Duration::from_secs(600);
+/// How long a server trusts a credential it has checked before it reads it again: bounds how
+/// long a revocation made through another server takes to apply, and keeps a store read off
+/// most worker calls.
+const CREDENTIAL_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Most credentials remembered (one per worker in use; only valid ones are remembered).
+const CREDENTIAL_CACHE_CAPACITY: usize = 4_096;
+/// How often the placer deletes expired enrolled credentials.
+const CREDENTIAL_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+/// Worker secrets start with this, so a leaked one is recognisable (secret scanners, logs).
+const SECRET_PREFIX: &str = "gustw_";
+/// Bytes of randomness in a secret (256 bits) and in an enrolled worker id's suffix (64 bits,
+/// so that ids never repeat; they need not be secret).
+const SECRET_BYTES: usize = 32;
+const ENROLLED_ID_BYTES: usize = 8;
+
+/// A worker's new credential; the secret is shown here once and never stored.
+#[derive(Debug, Clone)]
+pub struct IssuedCredential {
+    pub worker: WorkerId,
+    pub secret: String,
+}
+
+/// Credentials this server checked recently: secret hash to (worker, checked at).
+#[derive(Default)]
+pub(crate) struct CredentialCache(Mutex<HashMap<String, (WorkerId, Instant)>>);
+
+fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+/// A worker name: 1-64 characters of `[A-Za-z0-9._-]` (an id is a name, or a name plus a
+/// suffix, and must fit the protocol's 128).
+fn valid_name(name: &str) -> Result<()> {
+    let ok = (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::InvalidRequest(format!(
+            "invalid worker name {:?}: use 1-64 characters of [A-Za-z0-9._-]",
+            name.chars().take(80).collect::<String>()
+        )))
+    }
+}
 
 /// What a heartbeat answers: the control-plane snapshot and the protocol's timings.
 #[derive(Debug, Clone, Serialize)]
@@ -54,6 +119,108 @@ fn needed_snapshot(resolved: Resolved) -> u64 {
 }
 
 impl Service {
+    /// Enrollment: a worker that presented the enrollment token gets a fresh id (`NAME-` and
+    /// 16 random hex digits) and its own secret.
+    pub async fn enroll_worker(&self, name: &str) -> Result<IssuedCredential> {
+        valid_name(name)?;
+        let worker = WorkerId(format!("{name}-{}", random_hex(ENROLLED_ID_BYTES)));
+        self.issue_credential(worker, CredentialOrigin::Enrolled).await
+    }
+
+    /// An administrator provisions a credential for the worker id `name`, for
+    /// `gust worker --name NAME --secret-file F`; refused (409) if that worker has one.
+    pub async fn provision_worker(&self, name: &str) -> Result<IssuedCredential> {
+        valid_name(name)?;
+        self.issue_credential(WorkerId(name.to_string()), CredentialOrigin::Provisioned).await
+    }
+
+    async fn issue_credential(&self, worker: WorkerId, origin: CredentialOrigin) -> Result<IssuedCredential> {
+        let secret = format!("{SECRET_PREFIX}{}", random_hex(SECRET_BYTES));
+        let credential = WorkerCredential {
+            worker: worker.clone(),
+            secret_sha256: gust_store::sha256_hex(secret.as_bytes()),
+            origin,
+            created_at: self.clock.now(),
+        };
+        self.store.create_worker_credential(credential).await?;
+        tracing::info!(%worker, origin = origin.as_str(), "worker credential issued");
+        Ok(IssuedCredential { worker, secret })
+    }
+
+    /// The worker a secret proves, or `None` (unknown, revoked, or an enrolled credential
+    /// whose worker has been silent past the credential's lifetime).
+    pub async fn authenticate_worker(&self, secret: &str) -> Result<Option<WorkerId>> {
+        let sha = gust_store::sha256_hex(secret.as_bytes());
+        if let Some((worker, checked)) = self.credentials.0.lock().get(&sha) {
+            if checked.elapsed() < CREDENTIAL_CACHE_TTL {
+                return Ok(Some(worker.clone()));
+            }
+        }
+        let Some(found) = self.store.find_worker_credential(&sha).await? else {
+            self.credentials.0.lock().remove(&sha);
+            return Ok(None);
+        };
+        if self.credential_expired(&found) {
+            self.credentials.0.lock().remove(&sha);
+            return Ok(None);
+        }
+        let worker = found.credential.worker;
+        let mut cache = self.credentials.0.lock();
+        if cache.len() >= CREDENTIAL_CACHE_CAPACITY {
+            cache.retain(|_, (_, checked)| checked.elapsed() < CREDENTIAL_CACHE_TTL);
+        }
+        if cache.len() < CREDENTIAL_CACHE_CAPACITY {
+            cache.insert(sha, (worker.clone(), Instant::now()));
+        }
+        Ok(Some(worker))
+    }
+
+    fn credential_expired(&self, found: &FoundCredential) -> bool {
+        match found.credential.origin {
+            CredentialOrigin::Provisioned => false,
+            CredentialOrigin::Enrolled => {
+                let heard = found.last_heartbeat.unwrap_or(0).max(found.credential.created_at);
+                let ttl = self.cfg.enrolled_credential_ttl.as_millis() as i64;
+                self.clock.now().saturating_sub(heard) > ttl
+            }
+        }
+    }
+
+    /// Revokes a worker's credential at once on this server (within a second on the others):
+    /// its calls are refused, so its leases expire and its work is recovered.
+    pub async fn revoke_worker(&self, worker: &WorkerId) -> Result<()> {
+        if !self.store.delete_worker_credential(worker).await? {
+            return Err(ServiceError::NotFound { kind: gust_store::Kind::Worker, name: worker.0.clone() });
+        }
+        self.credentials.0.lock().retain(|_, (w, _)| w != worker);
+        tracing::info!(%worker, "worker credential revoked");
+        Ok(())
+    }
+
+    /// A worker stopping for good: an enrolled credential ends with it (a restart enrolls
+    /// anew); a provisioned one stays for the worker's next start.
+    pub async fn deregister_worker(&self, worker: &WorkerId) -> Result<()> {
+        let mine =
+            self.store.list_worker_credentials().await?.into_iter().find(|f| &f.credential.worker == worker);
+        if mine.is_some_and(|f| f.credential.origin == CredentialOrigin::Enrolled) {
+            self.store.delete_worker_credential(worker).await?;
+            self.credentials.0.lock().retain(|_, (w, _)| w != worker);
+        }
+        Ok(())
+    }
+
+    /// Every worker credential (never a secret), with whether it is still valid.
+    pub async fn worker_credentials(&self) -> Result<Vec<(FoundCredential, bool)>> {
+        let all = self.store.list_worker_credentials().await?;
+        Ok(all
+            .into_iter()
+            .map(|f| {
+                let valid = !self.credential_expired(&f);
+                (f, valid)
+            })
+            .collect())
+    }
+
     /// Records a worker's heartbeat (its state, stamped with the server's clock).
     pub async fn worker_heartbeat(&self, mut state: WorkerState) -> Result<HeartbeatReply> {
         state.last_heartbeat = self.clock.now();
@@ -98,6 +265,7 @@ impl Service {
                             // The version is gone (function deleted): fail the attempt now.
                             let completion = Completion {
                                 id: c.request.id.clone(),
+                                worker: worker.clone(),
                                 epoch: c.epoch,
                                 outcome: gust_core::AttemptOutcome::FunctionError,
                                 result: None,
@@ -135,11 +303,15 @@ impl Service {
         Ok(self.store.renew_leases(worker, attempts, until, now).await?)
     }
 
-    /// A worker reports an attempt's outcome. A fenced attempt is refused (and counted).
+    /// A worker reports an attempt's outcome. A fenced attempt is refused (and counted); an
+    /// attempt the reporting worker (`completion.worker`) does not own is refused.
     pub async fn worker_complete(&self, completion: Completion) -> Result<Lifecycle> {
         let id = completion.id.clone();
+        let worker_of_completion = completion.worker.clone();
         let result = self.store.complete(completion, self.clock.now()).await;
-        self.dispatch.completed(&id);
+        if !matches!(result, Err(StoreError::Rejected(Rejected::NotOwner))) {
+            self.dispatch.completed(&id);
+        }
         match result {
             Ok(lc) => Ok(lc),
             // A retried report of the accepted attempt (the first reply was lost): ack it again.
@@ -155,41 +327,105 @@ impl Service {
                 Metrics::inc(&self.metrics.fenced_completions);
                 Err(ServiceError::Fenced(r.to_string()))
             }
+            Err(StoreError::Rejected(Rejected::NotOwner)) => Err(ServiceError::WorkerForbidden(format!(
+                "invocation {id} is not an attempt of worker {}",
+                worker_of_completion
+            ))),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// The control-plane delta a worker pulls when its snapshot version moves: every function
-    /// whose `$LATEST` changed after `since`, so the worker can fetch and compile new code before
-    /// the first invocation needs it.
-    pub async fn snapshot_delta(&self, since: u64) -> Result<(u64, Vec<gust_core::FunctionConfig>)> {
+    /// The control-plane delta `worker` pulls when its snapshot version moves: every function
+    /// of a runtime it reported whose `$LATEST` changed after `since`, so the worker can fetch
+    /// and compile new code before the first invocation needs it. A worker that has not
+    /// heartbeated yet (no runtimes known) is named nothing.
+    pub async fn snapshot_delta(
+        &self,
+        worker: &WorkerId,
+        since: u64,
+    ) -> Result<(u64, Vec<gust_core::FunctionConfig>)> {
         let version = self.store.snapshot_version().await?;
-        let mut changed = Vec::new();
+        let runtimes = self.reported_runtimes(worker).await?;
+        let changed = self.functions_for(&runtimes, |f| f.revision > since).await?;
+        Ok((version, changed))
+    }
+
+    /// Functions of the runtimes in `runtimes` (by family) that pass `keep`.
+    async fn functions_for(
+        &self,
+        runtimes: &[Runtime],
+        keep: impl Fn(&gust_core::FunctionConfig) -> bool,
+    ) -> Result<Vec<gust_core::FunctionConfig>> {
+        let mut out = Vec::new();
+        if runtimes.is_empty() {
+            return Ok(out);
+        }
         let mut after: Option<String> = None;
         loop {
             let page = self.store.list_functions(after.as_deref(), 1000).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.name.clone());
             let full = page.len() == 1000;
-            changed.extend(page.into_iter().filter(|f| f.revision > since));
+            out.extend(
+                page.into_iter()
+                    .filter(|f| runtimes.iter().any(|r| r.same_family(f.spec.runtime)) && keep(f)),
+            );
             if !full {
                 break;
             }
         }
-        Ok((version, changed))
+        Ok(out)
     }
 
-    pub async fn artifact(&self, sha256: &str) -> Result<Bytes> {
+    /// The runtimes `worker` said it runs in its latest heartbeat (none if never heard from).
+    async fn reported_runtimes(&self, worker: &WorkerId) -> Result<Vec<Runtime>> {
+        let since = self.clock.now() - 3_600_000;
+        let workers = self.store.list_workers(since).await?;
+        Ok(workers.into_iter().find(|w| &w.id == worker).map(|w| w.runtimes).unwrap_or_default())
+    }
+
+    /// Code for `worker`, only if it may run it: code of an invocation placed on it or that it
+    /// runs, or the `$LATEST` code of a function its snapshot names. Anything else is refused
+    /// before the artifact is even looked up (so a refusal says nothing about what exists).
+    /// Rare (once per code per worker), so it may scan: a few store reads.
+    pub async fn worker_artifact(&self, worker: &WorkerId, sha256: &str) -> Result<Bytes> {
+        if !self.may_fetch(worker, sha256).await? {
+            return Err(ServiceError::WorkerForbidden(format!(
+                "artifact {} is not code of work placed on worker {worker} nor named by its snapshot",
+                sha256.chars().take(80).collect::<String>()
+            )));
+        }
         Ok(self.store.get_artifact(sha256).await?)
+    }
+
+    async fn may_fetch(&self, worker: &WorkerId, sha256: &str) -> Result<bool> {
+        for (function, resolved) in self.store.assigned_deployments(worker).await? {
+            if self.deployment(&function, resolved).await?.is_some_and(|d| d.code_sha256 == sha256) {
+                return Ok(true);
+            }
+        }
+        let runtimes = self.reported_runtimes(worker).await?;
+        let named = self.functions_for(&runtimes, |f| f.code_sha256.as_deref() == Some(sha256)).await?;
+        Ok(!named.is_empty())
     }
 
     /// Places queued invocations on live remote workers (pure policy in
     /// `gust_core::placement`), then wakes their polls.
     pub(crate) async fn placer(self: Arc<Self>) {
+        let mut next_prune = tokio::time::Instant::now();
         loop {
             // A server shutting down places nothing more (its workers' polls get nothing).
             if self.is_shutting_down() {
                 return;
+            }
+            if tokio::time::Instant::now() >= next_prune {
+                next_prune += CREDENTIAL_PRUNE_INTERVAL;
+                let silent_since = self.clock.now() - self.cfg.enrolled_credential_ttl.as_millis() as i64;
+                match self.store.prune_enrolled_credentials(silent_since).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(n, "expired enrolled worker credentials deleted"),
+                    Err(e) => tracing::warn!(error = %e, "pruning worker credentials failed"),
+                }
             }
             match self.place_round().await {
                 Ok(n) if n > 0 => {

@@ -18,7 +18,10 @@ use gust_core::{
     Mode, Rejected, Resolved, RetryPolicy, Routing, Runtime, State, StateName, WorkerId, WorkerState,
 };
 
-use crate::{Completion, Inserted, InvocationFilter, NewInvocation, Store, StoreError};
+use crate::{
+    Completion, CredentialOrigin, Inserted, InvocationFilter, NewInvocation, Store, StoreError,
+    WorkerCredential,
+};
 
 /// Runs every conformance case as its own test against stores made by `$make`.
 #[macro_export]
@@ -49,6 +52,13 @@ macro_rules! store_conformance_tests {
             versions_routed_by_an_alias_are_not_deleted,
             finishing_writes_the_destination_invocation_it_owes,
             versions_and_aliases_keep_their_own_descriptions,
+            completion_is_accepted_only_from_the_attempts_worker,
+            assigned_deployments_are_the_workers_own,
+            worker_credentials_are_found_by_their_secret_hash,
+            silent_enrolled_credentials_are_pruned,
+            api_keys_have_unique_names_and_revoking_frees_the_name,
+            concurrent_creators_of_one_api_key_name_have_one_winner,
+            api_key_last_use_only_moves_forward,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -106,9 +116,11 @@ async fn state_of(store: &dyn Store, id: &InvocationId) -> Lifecycle {
     store.get_invocation(id).await.unwrap().expect("invocation exists").lifecycle
 }
 
-fn completion(id: &InvocationId, epoch: u64, outcome: AttemptOutcome) -> Completion {
+/// The report of attempt `epoch` of `id` by worker `by`.
+fn completion(by: &str, id: &InvocationId, epoch: u64, outcome: AttemptOutcome) -> Completion {
     Completion {
         id: id.clone(),
+        worker: worker(by),
         epoch,
         outcome,
         result: Some(Bytes::from_static(b"result")),
@@ -369,16 +381,17 @@ pub async fn completion_is_guarded_by_the_attempt_epoch(store: Arc<dyn Store>) {
     store.recover(NOW + 5_000).await.unwrap();
     let second = store.claim(&id, &worker("b"), NOW + 15_000, NOW + 10_000).await.unwrap();
     assert_eq!((first.epoch, second.epoch), (1, 2));
-    let stale = store.complete(completion(&id, 1, AttemptOutcome::Succeeded), NOW + 11_000).await;
+    let stale = store.complete(completion("a", &id, 1, AttemptOutcome::Succeeded), NOW + 11_000).await;
     assert!(
         matches!(stale, Err(StoreError::Rejected(Rejected::Fenced { current: 2, given: 1 }))),
         "{stale:?}"
     );
     assert_eq!(store.counters().await.unwrap().fenced_completions, 1, "the fenced completion is counted");
     assert_eq!(state_of(&*store, &id).await.state.name(), StateName::Running, "it changed nothing");
-    let done = store.complete(completion(&id, 2, AttemptOutcome::Succeeded), NOW + 11_000).await.unwrap();
+    let done =
+        store.complete(completion("b", &id, 2, AttemptOutcome::Succeeded), NOW + 11_000).await.unwrap();
     assert_eq!(done.state, State::Succeeded);
-    let twice = store.complete(completion(&id, 2, AttemptOutcome::FunctionError), NOW + 12_000).await;
+    let twice = store.complete(completion("b", &id, 2, AttemptOutcome::FunctionError), NOW + 12_000).await;
     assert!(
         matches!(twice, Err(StoreError::Rejected(Rejected::AlreadyCompleted(2)))),
         "a repeated report of the accepted attempt is recognised, and changes nothing: {twice:?}"
@@ -395,7 +408,7 @@ pub async fn completion_is_guarded_by_the_attempt_epoch(store: Arc<dyn Store>) {
         .map(|_| {
             let (store, id) = (store.clone(), id.clone());
             tokio::spawn(async move {
-                store.complete(completion(&id, claimed.epoch, AttemptOutcome::Succeeded), NOW + 1).await
+                store.complete(completion("a", &id, claimed.epoch, AttemptOutcome::Succeeded), NOW + 1).await
             })
         })
         .collect();
@@ -447,8 +460,10 @@ pub async fn function_errors_retry_then_fail(store: Arc<dyn Store>) {
         let c = store.claim_queued(&worker("w"), 10, now + 5_000, now).await.unwrap();
         assert_eq!(c.len(), 1, "attempt {attempt} is claimable");
         assert_eq!(c[0].epoch, attempt);
-        let lc =
-            store.complete(completion(&id, attempt, AttemptOutcome::FunctionError), now + 1).await.unwrap();
+        let lc = store
+            .complete(completion("w", &id, attempt, AttemptOutcome::FunctionError), now + 1)
+            .await
+            .unwrap();
         if attempt < 3 {
             let State::RetryWait { not_before } = lc.state else { panic!("expected RETRY_WAIT, got {lc:?}") };
             assert!(store.claim_queued(&worker("w"), 10, now + 5_000, now + 2).await.unwrap().is_empty());
@@ -490,7 +505,7 @@ pub async fn deleting_a_function_cancels_its_pending_invocations(store: Arc<dyn 
         assert_eq!(rec.lifecycle.state, State::Failed);
         assert_eq!(rec.error.unwrap().error_type, ErrorKind::FunctionDeleted);
     }
-    let late = store.complete(completion(&running, c.epoch, AttemptOutcome::Succeeded), NOW + 1).await;
+    let late = store.complete(completion("w", &running, c.epoch, AttemptOutcome::Succeeded), NOW + 1).await;
     assert!(
         matches!(late, Err(StoreError::Rejected(Rejected::Terminal(StateName::Failed)))),
         "a cancelled attempt's completion is not mistaken for an accepted one: {late:?}"
@@ -646,10 +661,10 @@ pub async fn finishing_writes_the_destination_invocation_it_owes(store: Arc<dyn 
     let failing_id = enqueue(&*store, failing).await;
     let claimed = store.claim_queued(&worker("w"), 10, NOW + 5_000, NOW).await.unwrap();
     assert_eq!(claimed.len(), 2);
-    let mut done = completion(&ok_id, 1, AttemptOutcome::Succeeded);
+    let mut done = completion("w", &ok_id, 1, AttemptOutcome::Succeeded);
     done.result = Some(Bytes::from_static(br#"{"answer":42}"#));
     store.complete(done.clone(), NOW + 1).await.unwrap();
-    store.complete(completion(&failing_id, 1, AttemptOutcome::FunctionError), NOW + 1).await.unwrap();
+    store.complete(completion("w", &failing_id, 1, AttemptOutcome::FunctionError), NOW + 1).await.unwrap();
     assert!(store.complete(done, NOW + 2).await.is_err(), "a repeated report is refused");
     let filter = InvocationFilter { limit: 10, ..InvocationFilter::default() };
     let delivered = store.list_invocations("dest", filter).await.unwrap();
@@ -689,4 +704,158 @@ pub async fn versions_and_aliases_keep_their_own_descriptions(store: Arc<dyn Sto
     assert_eq!(store.get_alias("d", "live").await.unwrap().unwrap().description, "half and half");
     store.put_alias("d", "live", Routing::single(1), "", Some(a.revision), NOW).await.unwrap();
     assert_eq!(store.list_aliases("d").await.unwrap()[0].description, "");
+}
+
+pub async fn completion_is_accepted_only_from_the_attempts_worker(store: Arc<dyn Store>) {
+    let id = enqueue(&*store, request("own", Mode::Async, None, "{}")).await;
+    let c = store.claim(&id, &worker("a"), NOW + 5_000, NOW).await.unwrap();
+    let foreign = store.complete(completion("b", &id, c.epoch, AttemptOutcome::Succeeded), NOW + 1).await;
+    assert!(matches!(foreign, Err(StoreError::Rejected(Rejected::NotOwner))), "{foreign:?}");
+    let lc = state_of(&*store, &id).await;
+    assert_eq!((lc.state.name(), lc.attempt_epoch), (StateName::Running, c.epoch), "it changed nothing");
+    let renewed = store.renew_leases(&worker("b"), vec![(id.clone(), c.epoch)], NOW + 9_000, NOW + 1).await;
+    assert_eq!(renewed.unwrap(), vec![Err(Rejected::NotOwner)], "nor renews another worker's lease");
+    store.complete(completion("a", &id, c.epoch, AttemptOutcome::Succeeded), NOW + 2).await.unwrap();
+    // After the owner's completion, a repeat is recognised only from the owner.
+    let repeat = store.complete(completion("a", &id, c.epoch, AttemptOutcome::Succeeded), NOW + 3).await;
+    assert!(matches!(repeat, Err(StoreError::Rejected(Rejected::AlreadyCompleted(1)))), "{repeat:?}");
+    let late = store.complete(completion("b", &id, c.epoch, AttemptOutcome::FunctionError), NOW + 3).await;
+    assert!(matches!(late, Err(StoreError::Rejected(Rejected::NotOwner))), "{late:?}");
+    let rec = store.get_invocation(&id).await.unwrap().unwrap();
+    assert_eq!((rec.lifecycle.state, rec.error), (State::Succeeded, None));
+}
+
+pub async fn assigned_deployments_are_the_workers_own(store: Arc<dyn Store>) {
+    let mut pinned = request("one", Mode::Async, None, "1");
+    pinned.resolved = Resolved::Version(3);
+    let placed = enqueue(&*store, pinned).await;
+    let running = enqueue(&*store, request("two", Mode::Async, None, "2")).await;
+    let finished = enqueue(&*store, request("three", Mode::Async, None, "3")).await;
+    store.place(vec![(placed.clone(), worker("w1"))], NOW).await.unwrap();
+    store.claim(&running, &worker("w1"), NOW + 5_000, NOW).await.unwrap();
+    let done = store.claim(&finished, &worker("w1"), NOW + 5_000, NOW).await.unwrap();
+    store.complete(completion("w1", &finished, done.epoch, AttemptOutcome::Succeeded), NOW).await.unwrap();
+    let mut mine = store.assigned_deployments(&worker("w1")).await.unwrap();
+    mine.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        mine,
+        vec![("one".to_string(), Resolved::Version(3)), ("two".to_string(), Resolved::Version(1))]
+    );
+    assert!(store.assigned_deployments(&worker("w2")).await.unwrap().is_empty(), "nothing is w2's");
+}
+
+fn credential(id: &str, secret: &str, origin: CredentialOrigin, created_at: i64) -> WorkerCredential {
+    WorkerCredential {
+        worker: worker(id),
+        secret_sha256: crate::sha256_hex(secret.as_bytes()),
+        origin,
+        created_at,
+    }
+}
+
+pub async fn worker_credentials_are_found_by_their_secret_hash(store: Arc<dyn Store>) {
+    let w1 = credential("w1", "secret-1", CredentialOrigin::Enrolled, NOW);
+    store.create_worker_credential(w1.clone()).await.unwrap();
+    let again =
+        store.create_worker_credential(credential("w1", "other", CredentialOrigin::Provisioned, NOW)).await;
+    assert!(matches!(again, Err(StoreError::Invalid(_))), "one credential per worker: {again:?}");
+    let found = store.find_worker_credential(&w1.secret_sha256).await.unwrap().expect("found by its hash");
+    assert_eq!((found.credential, found.last_heartbeat), (w1.clone(), None), "the first one is kept");
+    assert!(store.find_worker_credential(&crate::sha256_hex(b"other")).await.unwrap().is_none());
+    store.put_worker(heartbeat("w1", 1, 0, NOW + 500)).await.unwrap();
+    let found = store.find_worker_credential(&w1.secret_sha256).await.unwrap().unwrap();
+    assert_eq!(found.last_heartbeat, Some(NOW + 500), "with its worker's last heartbeat");
+    store
+        .create_worker_credential(credential("w0", "secret-0", CredentialOrigin::Provisioned, NOW))
+        .await
+        .unwrap();
+    let all = store.list_worker_credentials().await.unwrap();
+    let ids: Vec<_> = all.iter().map(|f| f.credential.worker.0.as_str()).collect();
+    assert_eq!(ids, vec!["w0", "w1"]);
+    assert!(store.delete_worker_credential(&worker("w1")).await.unwrap());
+    assert!(!store.delete_worker_credential(&worker("w1")).await.unwrap(), "deleted once");
+    assert!(store.find_worker_credential(&w1.secret_sha256).await.unwrap().is_none(), "revoked");
+}
+
+pub async fn silent_enrolled_credentials_are_pruned(store: Arc<dyn Store>) {
+    for (id, origin) in [
+        ("quiet", CredentialOrigin::Enrolled),
+        ("talking", CredentialOrigin::Enrolled),
+        ("fresh", CredentialOrigin::Enrolled),
+        ("kept", CredentialOrigin::Provisioned),
+    ] {
+        let created = if id == "fresh" { NOW + 10_000 } else { NOW };
+        store.create_worker_credential(credential(id, id, origin, created)).await.unwrap();
+    }
+    store.put_worker(heartbeat("quiet", 1, 0, NOW + 1_000)).await.unwrap();
+    store.put_worker(heartbeat("talking", 1, 0, NOW + 20_000)).await.unwrap();
+    assert_eq!(store.prune_enrolled_credentials(NOW + 5_000).await.unwrap(), 1);
+    let left: Vec<_> =
+        store.list_worker_credentials().await.unwrap().into_iter().map(|f| f.credential.worker.0).collect();
+    assert_eq!(left, vec!["fresh", "kept", "talking"], "silent and enrolled: pruned; the rest stay");
+}
+
+fn api_key(name: &str, id_seed: u32) -> gust_core::ApiKey {
+    gust_core::ApiKey {
+        name: name.to_string(),
+        id: format!("K{:019}", id_seed),
+        role: gust_core::Role::Deployer,
+        functions: Some(gust_core::FunctionGlob::parse("app-*").unwrap()),
+        bearer_sha256: format!("{:064x}", id_seed),
+        sigv4_secret: format!("sigv4-secret-{id_seed}"),
+        created_at: NOW,
+        last_used_at: None,
+    }
+}
+
+pub async fn api_keys_have_unique_names_and_revoking_frees_the_name(store: Arc<dyn Store>) {
+    let ci = api_key("ci", 1);
+    store.create_api_key(ci.clone()).await.unwrap();
+    assert_eq!(store.get_api_key(&ci.id).await.unwrap(), Some(ci.clone()), "read back whole, secret opened");
+    let mut reader = api_key("reader", 2);
+    reader.role = gust_core::Role::Reader;
+    reader.functions = None;
+    store.create_api_key(reader.clone()).await.unwrap();
+    let same_name = api_key("ci", 3);
+    assert!(matches!(store.create_api_key(same_name.clone()).await, Err(StoreError::Invalid(_))));
+    assert_eq!(store.get_api_key(&same_name.id).await.unwrap(), None, "a refused create writes nothing");
+    assert_eq!(store.get_api_key("K0000000000000000099").await.unwrap(), None);
+    let names: Vec<_> = store.list_api_keys().await.unwrap().into_iter().map(|k| k.name).collect();
+    assert_eq!(names, ["ci", "reader"]);
+
+    assert!(store.revoke_api_key("ci").await.unwrap());
+    assert_eq!(store.get_api_key(&ci.id).await.unwrap(), None, "a revoked key is gone");
+    assert!(!store.revoke_api_key("ci").await.unwrap(), "nothing left to revoke");
+    store.create_api_key(same_name.clone()).await.unwrap();
+    assert_eq!(store.get_api_key(&same_name.id).await.unwrap(), Some(same_name), "the name is free again");
+    assert_eq!(store.get_api_key(&ci.id).await.unwrap(), None, "the old key stays revoked");
+    assert_eq!(store.list_api_keys().await.unwrap().len(), 2);
+}
+
+pub async fn concurrent_creators_of_one_api_key_name_have_one_winner(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.create_api_key(api_key("race", 100 + i)).await })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => won += 1,
+            Err(StoreError::Invalid(_)) => {}
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(won, 1, "exactly one creator wins a name");
+    assert_eq!(store.list_api_keys().await.unwrap().len(), 1);
+}
+
+pub async fn api_key_last_use_only_moves_forward(store: Arc<dyn Store>) {
+    let k = api_key("used", 7);
+    store.create_api_key(k.clone()).await.unwrap();
+    store.touch_api_key(&k.id, NOW + 100).await.unwrap();
+    store.touch_api_key(&k.id, NOW + 50).await.unwrap();
+    assert_eq!(store.get_api_key(&k.id).await.unwrap().unwrap().last_used_at, Some(NOW + 100));
+    store.touch_api_key("K0000000000000000099", NOW).await.unwrap();
 }

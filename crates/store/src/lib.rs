@@ -11,7 +11,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use gust_core::{
-    Alias, AttemptOutcome, Deployment, FunctionConfig, FunctionErrorBody, FunctionSpec, InvocationId,
+    Alias, ApiKey, AttemptOutcome, Deployment, FunctionConfig, FunctionErrorBody, FunctionSpec, InvocationId,
     InvocationRecord, InvocationRequest, Lifecycle, Millis, Rejected, Resolved, Routing, StateName, Version,
     WorkerId, WorkerState,
 };
@@ -37,6 +37,8 @@ pub enum Kind {
     Alias,
     Invocation,
     Artifact,
+    Worker,
+    ApiKey,
 }
 
 impl Kind {
@@ -47,6 +49,8 @@ impl Kind {
             Kind::Alias => "alias",
             Kind::Invocation => "invocation",
             Kind::Artifact => "artifact",
+            Kind::Worker => "worker",
+            Kind::ApiKey => "API key",
         }
     }
 }
@@ -109,6 +113,8 @@ pub struct Claimed {
 #[derive(Debug, Clone)]
 pub struct Completion {
     pub id: InvocationId,
+    /// The worker reporting; accepted only from the worker that owns the attempt.
+    pub worker: WorkerId,
     pub epoch: u64,
     pub outcome: AttemptOutcome,
     pub result: Option<Bytes>,
@@ -138,6 +144,53 @@ pub struct Counters {
     pub fenced_completions: u64,
     /// Lease renewals refused because their attempt epoch was fenced.
     pub fenced_renewals: u64,
+}
+
+/// How a worker credential came to be, which decides how long it lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialOrigin {
+    /// Issued to a worker that presented the enrollment token: lasts while its worker
+    /// heartbeats (the service expires it after a long silence) or until revoked.
+    Enrolled,
+    /// Created ahead of time by an administrator for a named worker: lasts until revoked.
+    Provisioned,
+}
+
+impl CredentialOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialOrigin::Enrolled => "enrolled",
+            CredentialOrigin::Provisioned => "provisioned",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "enrolled" => Some(CredentialOrigin::Enrolled),
+            "provisioned" => Some(CredentialOrigin::Provisioned),
+            _ => None,
+        }
+    }
+}
+
+/// A worker's own credential: it authenticates as exactly one worker id. Only the secret's
+/// SHA-256 is stored; the secret itself is shown once, to whoever created it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkerCredential {
+    pub worker: WorkerId,
+    /// SHA-256 (hex) of the secret.
+    #[serde(skip)]
+    pub secret_sha256: String,
+    pub origin: CredentialOrigin,
+    pub created_at: Millis,
+}
+
+/// A credential found by its secret, with when its worker last heartbeated (if ever).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundCredential {
+    pub credential: WorkerCredential,
+    pub last_heartbeat: Option<Millis>,
 }
 
 /// A page of invocations for one function, newest first.
@@ -308,4 +361,35 @@ pub trait Store: Send + Sync + 'static {
         lease_expires_at: Millis,
         now: Millis,
     ) -> Result<Vec<Claimed>>;
+    /// The distinct `(function, resolved)` of invocations PLACED on or RUNNING on `worker`:
+    /// the deployments whose code it may fetch.
+    async fn assigned_deployments(&self, worker: &WorkerId) -> Result<Vec<(String, Resolved)>>;
+
+    // ---- worker credentials ----
+
+    /// Stores a new credential; `Invalid` if its worker already has one (nothing changes).
+    async fn create_worker_credential(&self, credential: WorkerCredential) -> Result<()>;
+    /// The credential whose secret hashes to `secret_sha256`, with its worker's last heartbeat.
+    async fn find_worker_credential(&self, secret_sha256: &str) -> Result<Option<FoundCredential>>;
+    /// Every credential, by worker id, with its worker's last heartbeat.
+    async fn list_worker_credentials(&self) -> Result<Vec<FoundCredential>>;
+    /// Deletes a worker's credential; whether there was one.
+    async fn delete_worker_credential(&self, worker: &WorkerId) -> Result<bool>;
+    /// Deletes enrolled credentials whose worker was last heard from (or, never heard from,
+    /// that were created) before `silent_since`; returns how many.
+    async fn prune_enrolled_credentials(&self, silent_since: Millis) -> Result<u64>;
+
+    // ---- API keys: named bearer tokens and SigV4 key pairs ----
+
+    /// Stores a new key; `Invalid` if a key with its name exists (nothing changes).
+    async fn create_api_key(&self, key: ApiKey) -> Result<()>;
+    /// The key with this id (revoked keys are gone).
+    async fn get_api_key(&self, id: &str) -> Result<Option<ApiKey>>;
+    /// Every key, by name.
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>>;
+    /// Revokes (deletes) the key named `name`, so its name may be used again; whether there
+    /// was one.
+    async fn revoke_api_key(&self, name: &str) -> Result<bool>;
+    /// Records that key `id` authenticated a request at `now` (a later time only).
+    async fn touch_api_key(&self, id: &str, now: Millis) -> Result<()>;
 }

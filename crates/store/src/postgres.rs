@@ -19,20 +19,23 @@ use bytes::Bytes;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use gust_core::limits::{DEFAULT_PLACEMENT_TIMEOUT_MS, RECOVERY_BATCH};
 use gust_core::{
-    apply, Alias, Context, Deployment, ErrorKind, Event, FunctionConfig, FunctionSpec, InvocationId,
+    apply, Alias, ApiKey, Context, Deployment, ErrorKind, Event, FunctionConfig, FunctionSpec, InvocationId,
     InvocationRecord, Lifecycle, Millis, Mode, Rejected, Resolved, Routing, StateName, Version, WorkerId,
     WorkerState,
 };
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
+
+mod tls;
 
 use crate::rows::{
-    corrupt, decode_state, destination_request, encode_state, json_err, may_owe_destination,
-    refuse_if_routed, same_but_description, system_error, to_record, version_spec, Outcome, RawInvocation,
+    corrupt, credential_row, decode_state, destination_request, encode_state, json_err, may_owe_destination,
+    refuse_if_routed, repeated_report, same_but_description, system_error, to_record, version_spec, KeyRow,
+    Outcome, RawInvocation, KEY_COLUMNS,
 };
 use crate::{
-    sha256_hex, Claimed, Completion, Counters, Inserted, InvocationFilter, Kind, NewInvocation, Recovered,
-    Result, Store, StoreError,
+    sha256_hex, Claimed, Completion, Counters, FoundCredential, Inserted, InvocationFilter, Kind,
+    NewInvocation, Recovered, Result, Store, StoreError, WorkerCredential,
 };
 
 /// A parameter list of mixed types.
@@ -122,6 +125,27 @@ CREATE TABLE workers (
 );
 "#,
     "ALTER TABLE aliases ADD COLUMN description TEXT NOT NULL DEFAULT ''",
+    r#"
+ALTER TABLE invocations ADD COLUMN completed_by TEXT;
+CREATE TABLE worker_credentials (
+    worker TEXT PRIMARY KEY,
+    secret_sha256 TEXT NOT NULL UNIQUE,
+    origin TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+"#,
+    r#"
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    functions TEXT,
+    bearer_sha256 TEXT NOT NULL,
+    sigv4_secret TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    last_used_at BIGINT
+);
+"#,
 ];
 
 pub struct PgStore {
@@ -140,11 +164,12 @@ fn completed_channel(schema: Option<&str>) -> String {
 /// republishes them; reconnects after a failure. Polling the store stays the safety net.
 async fn completion_listener(
     cfg: tokio_postgres::Config,
+    tls: tls::PgTls,
     channel: String,
     tx: tokio::sync::broadcast::Sender<InvocationId>,
 ) {
     loop {
-        match cfg.connect(NoTls).await {
+        match cfg.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 // The connection must be polled for LISTEN to complete and notifications to
                 // arrive; it ends when the server goes away.
@@ -283,7 +308,11 @@ async fn complete_in(
     completion: &Completion,
     now: Millis,
 ) -> Result<Result<Lifecycle, Rejected>> {
-    let event = Event::Complete { epoch: completion.epoch, outcome: completion.outcome };
+    let event = Event::Complete {
+        worker: completion.worker.clone(),
+        epoch: completion.epoch,
+        outcome: completion.outcome,
+    };
     let outcome = Outcome {
         result: completion.result.as_deref(),
         error: completion.error.as_ref(),
@@ -294,16 +323,15 @@ async fn complete_in(
         Ok(_) => {}
         Err(Rejected::Fenced { .. }) => bump_counter(c, "fenced_completions").await?,
         Err(Rejected::Terminal(_)) => {
-            let completed: Option<i64> = pg_query_one(
+            let row = pg_query_one(
                 c,
-                "SELECT completed_epoch FROM invocations WHERE id = $1",
+                "SELECT completed_epoch, completed_by FROM invocations WHERE id = $1",
                 params![&completion.id.0],
             )
             .await
-            .map_err(pg_err)?
-            .get(0);
-            if completed == Some(completion.epoch as i64) {
-                return Ok(Err(Rejected::AlreadyCompleted(completion.epoch)));
+            .map_err(pg_err)?;
+            if row.get::<_, Option<i64>>(0) == Some(completion.epoch as i64) {
+                return Ok(Err(repeated_report(row.get(1), completion)));
             }
         }
         Err(_) => {}
@@ -323,8 +351,12 @@ impl PgStore {
     /// Connects to `url` (a `postgres://` URL), optionally inside `schema` (created if
     /// missing; tests use one schema each), and applies migrations under an advisory lock.
     pub async fn connect(url: &str, schema: Option<&str>, pool_size: usize) -> Result<Self> {
-        let mut cfg = tokio_postgres::Config::from_str(url)
+        let (url, tls_plan) = tls::plan(url)?;
+        let mut cfg = tokio_postgres::Config::from_str(&url)
             .map_err(|e| StoreError::Backend(format!("invalid PostgreSQL URL: {e}")))?;
+        cfg.ssl_mode(tls::tokio_ssl_mode(tls_plan.mode));
+        let tls = tls::connector(&tls_plan)?;
+        tracing::info!(tls = %tls_plan.describe(), "PostgreSQL store");
         if let Some(schema) = schema {
             if !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(StoreError::Backend(format!("invalid schema name {schema:?}")));
@@ -333,7 +365,8 @@ impl PgStore {
         }
         let listen_cfg = cfg.clone();
         let channel = completed_channel(schema);
-        let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let mgr =
+            Manager::from_config(cfg, tls.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(mgr)
             .max_size(pool_size.max(1))
             .build()
@@ -341,9 +374,15 @@ impl PgStore {
         let (completions, rx) = tokio::sync::mpsc::channel(8_192);
         tokio::spawn(completion_batcher(pool.clone(), rx, channel.clone()));
         let (completed, _) = tokio::sync::broadcast::channel(4_096);
-        tokio::spawn(completion_listener(listen_cfg, channel, completed.clone()));
+        tokio::spawn(completion_listener(listen_cfg, tls, channel, completed.clone()));
         let store = PgStore { pool, completions, completed };
-        let mut client = store.pool.get().await.map_err(pool_err)?;
+        let mut client = store.pool.get().await.map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot connect to PostgreSQL ({}): {}",
+                tls_plan.describe(),
+                tls::error_chain(&e)
+            ))
+        })?;
         let tx = client.transaction().await.map_err(pg_err)?;
         // Concurrent `CREATE SCHEMA IF NOT EXISTS` can collide: create it under the lock too.
         pg_execute(&tx, "SELECT pg_advisory_xact_lock(7215421)", &[]).await.map_err(pg_err)?;
@@ -634,16 +673,17 @@ async fn transition(
     let error_json = outcome.error.map(serde_json::to_string).transpose().map_err(json_err)?;
     let set_outcome = outcome.result.is_some() || outcome.error.is_some();
     // An accepted completion records its epoch, so a repeated report is recognised.
-    let completed_epoch = match event {
-        Event::Complete { epoch, .. } => Some(*epoch as i64),
-        _ => None,
+    let (completed_epoch, completed_by) = match event {
+        Event::Complete { epoch, worker, .. } => (Some(*epoch as i64), Some(worker.0.as_str())),
+        _ => (None, None),
     };
     let changed = pg_execute(c,
             "UPDATE invocations SET state = $1, worker = $2, due_at = $3, attempt_epoch = $4, function_errors = $5, \
              lost_attempts = $6, updated_at = $7, finished_at = COALESCE($8, finished_at), \
              result = CASE WHEN $9 THEN $10 ELSE result END, \
              error = CASE WHEN $9 THEN $11 ELSE error END, \
-             log = COALESCE($12, log), completed_epoch = COALESCE($16, completed_epoch) \
+             log = COALESCE($12, log), completed_epoch = COALESCE($16, completed_epoch), \
+             completed_by = COALESCE($17, completed_by) \
              WHERE id = $13 AND state = $14 AND attempt_epoch = $15",
             &[
                 &state,
@@ -662,6 +702,7 @@ async fn transition(
                 &current.state.name().as_str(),
                 &(current.attempt_epoch as i64),
                 &completed_epoch,
+                &completed_by,
             ],
         )
         .await
@@ -1441,6 +1482,170 @@ impl Store for PgStore {
         )
         .await
     }
+
+    async fn assigned_deployments(&self, worker: &WorkerId) -> Result<Vec<(String, Resolved)>> {
+        let client = self.client().await?;
+        let rows = pg_query(
+            &client,
+            "SELECT DISTINCT function, resolved FROM invocations \
+             WHERE state IN ('PLACED', 'RUNNING') AND worker = $1",
+            params![&worker.0],
+        )
+        .await
+        .map_err(pg_err)?;
+        rows.iter()
+            .map(|r| {
+                let resolved =
+                    Resolved::decode(r.get::<_, &str>(1)).ok_or_else(|| corrupt("resolved version"))?;
+                Ok((r.get(0), resolved))
+            })
+            .collect()
+    }
+
+    async fn create_worker_credential(&self, credential: WorkerCredential) -> Result<()> {
+        let client = self.client().await?;
+        let created = pg_execute(
+            &client,
+            "INSERT INTO worker_credentials (worker, secret_sha256, origin, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            params![
+                &credential.worker.0,
+                &credential.secret_sha256,
+                &credential.origin.as_str(),
+                &credential.created_at
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Invalid(format!("worker {} already has a credential", credential.worker)))
+        }
+    }
+
+    async fn find_worker_credential(&self, secret_sha256: &str) -> Result<Option<FoundCredential>> {
+        let client = self.client().await?;
+        let sql = format!("{CREDENTIAL_SELECT} WHERE k.secret_sha256 = $1");
+        let row = pg_query_opt(&client, &sql, params![&secret_sha256]).await.map_err(pg_err)?;
+        row.as_ref().map(decode_credential).transpose()
+    }
+
+    async fn list_worker_credentials(&self) -> Result<Vec<FoundCredential>> {
+        let client = self.client().await?;
+        let sql = format!("{CREDENTIAL_SELECT} ORDER BY k.worker");
+        let rows = pg_query(&client, &sql, &[]).await.map_err(pg_err)?;
+        rows.iter().map(decode_credential).collect()
+    }
+
+    async fn delete_worker_credential(&self, worker: &WorkerId) -> Result<bool> {
+        let client = self.client().await?;
+        let deleted =
+            pg_execute(&client, "DELETE FROM worker_credentials WHERE worker = $1", params![&worker.0])
+                .await
+                .map_err(pg_err)?;
+        Ok(deleted == 1)
+    }
+
+    async fn prune_enrolled_credentials(&self, silent_since: Millis) -> Result<u64> {
+        let client = self.client().await?;
+        pg_execute(
+            &client,
+            "DELETE FROM worker_credentials k WHERE origin = 'enrolled' \
+             AND GREATEST(created_at, COALESCE((SELECT last_heartbeat FROM workers w \
+             WHERE w.id = k.worker), 0)) < $1",
+            params![&silent_since],
+        )
+        .await
+        .map_err(pg_err)
+    }
+
+    async fn create_api_key(&self, key: ApiKey) -> Result<()> {
+        let row = KeyRow::seal(&key)?;
+        let client = self.client().await?;
+        let created = pg_execute(
+            &client,
+            &format!(
+                "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (name) DO NOTHING"
+            ),
+            params![
+                &row.id,
+                &row.name,
+                &row.role,
+                &row.functions,
+                &row.bearer_sha256,
+                &row.sigv4_secret_sealed,
+                &row.created_at,
+                &row.last_used_at
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Invalid(format!("an API key named {} exists", row.name)))
+        }
+    }
+
+    async fn get_api_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        let client = self.client().await?;
+        let row =
+            pg_query_opt(&client, &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"), params![&id])
+                .await
+                .map_err(pg_err)?;
+        row.map(|r| key_row(&r).open()).transpose()
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>> {
+        let client = self.client().await?;
+        let rows = pg_query(&client, &format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY name"), &[])
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(|r| key_row(r).open()).collect()
+    }
+
+    async fn revoke_api_key(&self, name: &str) -> Result<bool> {
+        let client = self.client().await?;
+        let deleted = pg_execute(&client, "DELETE FROM api_keys WHERE name = $1", params![&name])
+            .await
+            .map_err(pg_err)?;
+        Ok(deleted == 1)
+    }
+
+    async fn touch_api_key(&self, id: &str, now: Millis) -> Result<()> {
+        let client = self.client().await?;
+        pg_execute(
+            &client,
+            "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND COALESCE(last_used_at, 0) < $2",
+            params![&id, &now],
+        )
+        .await
+        .map_err(pg_err)?;
+        Ok(())
+    }
+}
+
+fn key_row(r: &Row) -> KeyRow {
+    KeyRow {
+        id: r.get(0),
+        name: r.get(1),
+        role: r.get(2),
+        functions: r.get(3),
+        bearer_sha256: r.get(4),
+        sigv4_secret_sealed: r.get(5),
+        created_at: r.get(6),
+        last_used_at: r.get(7),
+    }
+}
+
+/// A credential with its worker's last heartbeat (`k` is the credential, `w` the worker).
+const CREDENTIAL_SELECT: &str = "SELECT k.worker, k.secret_sha256, k.origin, k.created_at, w.last_heartbeat \
+     FROM worker_credentials k LEFT JOIN workers w ON w.id = k.worker";
+
+fn decode_credential(r: &Row) -> Result<FoundCredential> {
+    credential_row(r.get(0), r.get(1), r.get::<_, &str>(2), r.get(3), r.get(4))
 }
 
 /// Claims up to `max` rows matching `filter` in one statement: a new attempt epoch and a

@@ -4,10 +4,10 @@
 use bytes::Bytes;
 use gust_core::{
     ErrorKind, FunctionErrorBody, InvocationId, InvocationRecord, InvocationRequest, Lifecycle, Mode,
-    Resolved, RetryPolicy, State, StateName, WorkerId,
+    Rejected, Resolved, RetryPolicy, State, StateName, WorkerId,
 };
 
-use crate::{Result, StoreError};
+use crate::{Completion, CredentialOrigin, FoundCredential, Result, StoreError, WorkerCredential};
 
 pub(crate) fn json_err(e: serde_json::Error) -> StoreError {
     StoreError::Backend(format!("stored JSON is invalid: {e}"))
@@ -176,4 +176,80 @@ pub(crate) fn refuse_if_routed(function: &str, number: u64, routings: &[String])
 
 pub(crate) fn system_error(kind: ErrorKind, message: String) -> FunctionErrorBody {
     FunctionErrorBody::new(kind, message)
+}
+
+/// Why a report of an attempt that already completed its (now terminal) invocation changes
+/// nothing: the completing worker's repeat (its first reply was lost) is recognised; the same
+/// epoch from any other worker was never its attempt. Completions recorded before workers were
+/// tracked (`completed_by` empty) count as the reporter's.
+pub(crate) fn repeated_report(completed_by: Option<&str>, completion: &Completion) -> Rejected {
+    match completed_by {
+        Some(by) if by != completion.worker.0 => Rejected::NotOwner,
+        _ => Rejected::AlreadyCompleted(completion.epoch),
+    }
+}
+
+/// A `worker_credentials` row (joined with its worker's last heartbeat), decoded.
+pub(crate) fn credential_row(
+    worker: String,
+    secret_sha256: String,
+    origin: &str,
+    created_at: i64,
+    last_heartbeat: Option<i64>,
+) -> Result<FoundCredential> {
+    let origin = CredentialOrigin::parse(origin).ok_or_else(|| corrupt("credential origin"))?;
+    Ok(FoundCredential {
+        credential: WorkerCredential { worker: WorkerId(worker), secret_sha256, origin, created_at },
+        last_heartbeat,
+    })
+}
+
+/// An API key as both backends store it, one column per field; the SigV4 secret sealed.
+pub(crate) struct KeyRow {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub functions: Option<String>,
+    pub bearer_sha256: String,
+    pub sigv4_secret_sealed: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// The columns of a key row, in [`KeyRow`]'s order.
+pub(crate) const KEY_COLUMNS: &str =
+    "id, name, role, functions, bearer_sha256, sigv4_secret, created_at, last_used_at";
+
+impl KeyRow {
+    pub(crate) fn seal(key: &gust_core::ApiKey) -> Result<KeyRow> {
+        Ok(KeyRow {
+            id: key.id.clone(),
+            name: key.name.clone(),
+            role: key.role.as_str().to_string(),
+            functions: key.functions.as_ref().map(|g| g.as_str().to_string()),
+            bearer_sha256: key.bearer_sha256.clone(),
+            sigv4_secret_sealed: crate::secrets::seal_text(&key.sigv4_secret)?,
+            created_at: key.created_at,
+            last_used_at: key.last_used_at,
+        })
+    }
+
+    pub(crate) fn open(self) -> Result<gust_core::ApiKey> {
+        let bad = |what: &str| StoreError::Backend(format!("stored API key {}: {what}", self.name));
+        Ok(gust_core::ApiKey {
+            role: gust_core::Role::parse(&self.role).ok_or_else(|| bad("unknown role"))?,
+            functions: self
+                .functions
+                .as_deref()
+                .map(gust_core::FunctionGlob::parse)
+                .transpose()
+                .map_err(|e| bad(&e))?,
+            sigv4_secret: crate::secrets::open_text(&self.sigv4_secret_sealed)?,
+            name: self.name,
+            id: self.id,
+            bearer_sha256: self.bearer_sha256,
+            created_at: self.created_at,
+            last_used_at: self.last_used_at,
+        })
+    }
 }

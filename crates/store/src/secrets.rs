@@ -72,12 +72,7 @@ pub(crate) fn seal_spec(spec: &FunctionSpec) -> Result<String> {
     if let (Some(cipher), Some(obj)) = (CIPHER.get(), v.as_object_mut()) {
         let env = obj.remove("env").unwrap_or_default();
         let plain = serde_json::to_vec(&env).map_err(|e| crypto(&e.to_string()))?;
-        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let sealed = cipher.encrypt(&nonce, plain.as_slice()).map_err(|_| crypto("cannot encrypt"))?;
-        let mut blob = nonce.to_vec();
-        blob.extend_from_slice(&sealed);
-        let text = format!("{PREFIX}{}", base64::engine::general_purpose::STANDARD.encode(blob));
-        obj.insert("env_sealed".into(), serde_json::Value::String(text));
+        obj.insert("env_sealed".into(), serde_json::Value::String(seal_bytes(cipher, &plain)?));
     }
     serde_json::to_string(&v).map_err(|e| crypto(&e.to_string()))
 }
@@ -90,24 +85,59 @@ pub(crate) fn open_spec(stored: &str) -> Result<FunctionSpec> {
             let cipher = CIPHER
                 .get()
                 .ok_or_else(|| crypto("a sealed configuration and no key (--secrets-key-file)"))?;
-            let text =
-                sealed.as_str().and_then(|t| t.strip_prefix(PREFIX)).ok_or_else(|| crypto("unknown seal"))?;
-            let blob = base64::engine::general_purpose::STANDARD
-                .decode(text)
-                .map_err(|_| crypto("a damaged seal"))?;
-            if blob.len() < NONCE_BYTES {
-                return Err(crypto("a damaged seal"));
-            }
-            let (nonce, sealed) = blob.split_at(NONCE_BYTES);
-            let plain = cipher
-                .decrypt(Nonce::from_slice(nonce), sealed)
-                .map_err(|_| crypto("the configuration does not open with this key"))?;
+            let text = sealed.as_str().ok_or_else(|| crypto("unknown seal"))?;
+            let plain = open_bytes(cipher, text, "the configuration")?;
             let env: serde_json::Value =
                 serde_json::from_slice(&plain).map_err(|e| crypto(&e.to_string()))?;
             obj.insert("env".into(), env);
         }
     }
     serde_json::from_value(v).map_err(|e| crypto(&e.to_string()))
+}
+
+/// `v1:` + base64(nonce ‖ AES-256-GCM ciphertext).
+fn seal_bytes(cipher: &Aes256Gcm, plain: &[u8]) -> Result<String> {
+    let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+    let sealed = cipher.encrypt(&nonce, plain).map_err(|_| crypto("cannot encrypt"))?;
+    let mut blob = nonce.to_vec();
+    blob.extend_from_slice(&sealed);
+    Ok(format!("{PREFIX}{}", base64::engine::general_purpose::STANDARD.encode(blob)))
+}
+
+fn open_bytes(cipher: &Aes256Gcm, text: &str, what: &str) -> Result<Vec<u8>> {
+    let text = text.strip_prefix(PREFIX).ok_or_else(|| crypto("unknown seal"))?;
+    let blob =
+        base64::engine::general_purpose::STANDARD.decode(text).map_err(|_| crypto("a damaged seal"))?;
+    if blob.len() < NONCE_BYTES {
+        return Err(crypto("a damaged seal"));
+    }
+    let (nonce, sealed) = blob.split_at(NONCE_BYTES);
+    cipher
+        .decrypt(Nonce::from_slice(nonce), sealed)
+        .map_err(|_| crypto(&format!("{what} does not open with this key")))
+}
+
+/// Marks a short secret stored without a key installed.
+const PLAIN_PREFIX: &str = "plain:";
+
+/// The stored form of a short secret (an API key's SigV4 secret, which the server must read
+/// back to check signatures): sealed like environment variables when a key is installed,
+/// otherwise `plain:` and the text (the same caveat as unsealed environment variables).
+pub(crate) fn seal_text(text: &str) -> Result<String> {
+    match CIPHER.get() {
+        Some(cipher) => seal_bytes(cipher, text.as_bytes()),
+        None => Ok(format!("{PLAIN_PREFIX}{text}")),
+    }
+}
+
+/// A short secret from its stored form (sealed or plain).
+pub(crate) fn open_text(stored: &str) -> Result<String> {
+    if let Some(plain) = stored.strip_prefix(PLAIN_PREFIX) {
+        return Ok(plain.to_string());
+    }
+    let cipher = CIPHER.get().ok_or_else(|| crypto("a sealed secret and no key (--secrets-key-file)"))?;
+    String::from_utf8(open_bytes(cipher, stored, "an API key's secret")?)
+        .map_err(|_| crypto("a damaged seal"))
 }
 
 #[cfg(test)]
@@ -133,6 +163,17 @@ mod tests {
         let flipped = format!("{}{}", &s[..s.len() - 2], if s.ends_with("A=") { "B=" } else { "A=" });
         v["env_sealed"] = flipped.into();
         assert!(open_spec(&v.to_string()).is_err());
+    }
+
+    #[test]
+    fn short_secrets_are_sealed_and_open_again() {
+        let _ = install(&[7u8; KEY_BYTES]);
+        let stored = seal_text("sigv4-secret-0123").unwrap();
+        assert!(stored.starts_with(PREFIX) && !stored.contains("sigv4-secret"), "{stored}");
+        assert_ne!(seal_text("sigv4-secret-0123").unwrap(), stored, "a fresh nonce per write");
+        assert_eq!(open_text(&stored).unwrap(), "sigv4-secret-0123");
+        assert_eq!(open_text("plain:written-without-a-key").unwrap(), "written-without-a-key");
+        assert!(open_text("v1:AAAA").is_err() && open_text("garbage").is_err());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use gust_core::limits::{DEFAULT_PLACEMENT_TIMEOUT_MS, RECOVERY_BATCH};
 use gust_core::{
-    apply, Alias, Context, Deployment, ErrorKind, Event, FunctionConfig, FunctionSpec, InvocationId,
+    apply, Alias, ApiKey, Context, Deployment, ErrorKind, Event, FunctionConfig, FunctionSpec, InvocationId,
     InvocationRecord, Lifecycle, Millis, Mode, Rejected, Resolved, Routing, StateName, Version, WorkerId,
     WorkerState,
 };
@@ -29,12 +29,13 @@ use tokio::sync::oneshot;
 
 use crate::blob::BlobDir;
 use crate::rows::{
-    corrupt, decode_state, destination_request, encode_state, json_err, may_owe_destination,
-    refuse_if_routed, same_but_description, system_error, to_record, version_spec, Outcome, RawInvocation,
+    corrupt, credential_row, decode_state, destination_request, encode_state, json_err, may_owe_destination,
+    refuse_if_routed, repeated_report, same_but_description, system_error, to_record, version_spec, KeyRow,
+    Outcome, RawInvocation, KEY_COLUMNS,
 };
 use crate::{
-    Claimed, Completion, Counters, Inserted, InvocationFilter, Kind, NewInvocation, Recovered, Result, Store,
-    StoreError,
+    Claimed, Completion, Counters, FoundCredential, Inserted, InvocationFilter, Kind, NewInvocation,
+    Recovered, Result, Store, StoreError, WorkerCredential,
 };
 
 /// Most jobs committed in one group.
@@ -122,6 +123,27 @@ CREATE INDEX invocations_placed ON invocations (worker, id) WHERE state = 'PLACE
 "#,
     "ALTER TABLE invocations ADD COLUMN completed_epoch INTEGER;",
     "ALTER TABLE aliases ADD COLUMN description TEXT NOT NULL DEFAULT '';",
+    r#"
+ALTER TABLE invocations ADD COLUMN completed_by TEXT;
+CREATE TABLE worker_credentials (
+    worker TEXT PRIMARY KEY,
+    secret_sha256 TEXT NOT NULL UNIQUE,
+    origin TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+"#,
+    r#"
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    functions TEXT,
+    bearer_sha256 TEXT NOT NULL,
+    sigv4_secret TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    last_used_at INTEGER
+);
+"#,
 ];
 
 /// Options of the SQLite backend.
@@ -1171,7 +1193,11 @@ impl Store for SqliteStore {
 
     async fn complete(&self, completion: Completion, now: Millis) -> Result<Lifecycle> {
         self.write(move |c| {
-            let event = Event::Complete { epoch: completion.epoch, outcome: completion.outcome };
+            let event = Event::Complete {
+                worker: completion.worker.clone(),
+                epoch: completion.epoch,
+                outcome: completion.outcome,
+            };
             let outcome = Outcome {
                 result: completion.result.as_deref(),
                 error: completion.error.as_ref(),
@@ -1181,22 +1207,22 @@ impl Store for SqliteStore {
             match &r {
                 Ok(_) => {
                     c.execute(
-                        "UPDATE invocations SET completed_epoch = ?2 WHERE id = ?1",
-                        params![completion.id.0, completion.epoch as i64],
+                        "UPDATE invocations SET completed_epoch = ?2, completed_by = ?3 WHERE id = ?1",
+                        params![completion.id.0, completion.epoch as i64, completion.worker.0],
                     )
                     .map_err(db_err)?;
                 }
                 Err(Rejected::Fenced { .. }) => bump_counter(c, "fenced_completions")?,
                 Err(Rejected::Terminal(_)) => {
-                    let completed: Option<i64> = c
+                    let (epoch, by): (Option<i64>, Option<String>) = c
                         .query_row(
-                            "SELECT completed_epoch FROM invocations WHERE id = ?1",
+                            "SELECT completed_epoch, completed_by FROM invocations WHERE id = ?1",
                             [&completion.id.0],
-                            |r| r.get(0),
+                            |r| Ok((r.get(0)?, r.get(1)?)),
                         )
                         .map_err(db_err)?;
-                    if completed == Some(completion.epoch as i64) {
-                        return Ok(Err(Rejected::AlreadyCompleted(completion.epoch)));
+                    if epoch == Some(completion.epoch as i64) {
+                        return Ok(Err(repeated_report(by.as_deref(), &completion)));
                     }
                 }
                 Err(_) => {}
@@ -1428,6 +1454,201 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn assigned_deployments(&self, worker: &WorkerId) -> Result<Vec<(String, Resolved)>> {
+        let worker = worker.clone();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT DISTINCT function, resolved FROM invocations \
+                     WHERE state IN ('PLACED', 'RUNNING') AND worker = ?1",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map([&worker.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(db_err)?;
+            rows.map(|r| {
+                let (function, resolved) = r.map_err(db_err)?;
+                Ok((function, Resolved::decode(&resolved).ok_or_else(|| corrupt("resolved version"))?))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn create_worker_credential(&self, credential: WorkerCredential) -> Result<()> {
+        self.write(move |c| {
+            let created = c
+                .execute(
+                    "INSERT INTO worker_credentials (worker, secret_sha256, origin, created_at) \
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                    params![
+                        credential.worker.0,
+                        credential.secret_sha256,
+                        credential.origin.as_str(),
+                        credential.created_at
+                    ],
+                )
+                .map_err(db_err)?;
+            if created == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Invalid(format!("worker {} already has a credential", credential.worker)))
+            }
+        })
+        .await
+    }
+
+    async fn find_worker_credential(&self, secret_sha256: &str) -> Result<Option<FoundCredential>> {
+        let sha = secret_sha256.to_string();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!("{CREDENTIAL_SELECT} WHERE k.secret_sha256 = ?1"))
+                .map_err(db_err)?;
+            let mut rows = stmt.query_map([&sha], credential_columns).map_err(db_err)?;
+            rows.next().transpose().map_err(db_err)?.map(decode_credential).transpose()
+        })
+        .await
+    }
+
+    async fn list_worker_credentials(&self) -> Result<Vec<FoundCredential>> {
+        self.read(move |c| {
+            let mut stmt =
+                c.prepare_cached(&format!("{CREDENTIAL_SELECT} ORDER BY k.worker")).map_err(db_err)?;
+            let rows = stmt.query_map([], credential_columns).map_err(db_err)?;
+            rows.map(|r| r.map_err(db_err).and_then(decode_credential)).collect()
+        })
+        .await
+    }
+
+    async fn delete_worker_credential(&self, worker: &WorkerId) -> Result<bool> {
+        let worker = worker.clone();
+        self.write(move |c| {
+            let deleted =
+                c.execute("DELETE FROM worker_credentials WHERE worker = ?1", [&worker.0]).map_err(db_err)?;
+            Ok(deleted == 1)
+        })
+        .await
+    }
+
+    async fn prune_enrolled_credentials(&self, silent_since: Millis) -> Result<u64> {
+        self.write(move |c| {
+            let deleted = c
+                .execute(
+                    "DELETE FROM worker_credentials WHERE origin = 'enrolled' \
+                     AND MAX(created_at, COALESCE((SELECT last_heartbeat FROM workers w \
+                     WHERE w.id = worker_credentials.worker), 0)) < ?1",
+                    [silent_since],
+                )
+                .map_err(db_err)?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+
+    async fn create_api_key(&self, key: ApiKey) -> Result<()> {
+        let row = KeyRow::seal(&key)?;
+        self.write(move |c| {
+            let created = c
+                .execute(
+                    &format!(
+                        "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                         ON CONFLICT (name) DO NOTHING"
+                    ),
+                    params![
+                        row.id,
+                        row.name,
+                        row.role,
+                        row.functions,
+                        row.bearer_sha256,
+                        row.sigv4_secret_sealed,
+                        row.created_at,
+                        row.last_used_at
+                    ],
+                )
+                .map_err(db_err)?;
+            if created == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Invalid(format!("an API key named {} exists", row.name)))
+            }
+        })
+        .await
+    }
+
+    async fn get_api_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"))
+                .map_err(db_err)?;
+            let mut rows = stmt.query_map([&id], key_row).map_err(db_err)?;
+            rows.next().transpose().map_err(db_err)?.map(KeyRow::open).transpose()
+        })
+        .await
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY name"))
+                .map_err(db_err)?;
+            let rows = stmt.query_map([], key_row).map_err(db_err)?;
+            rows.map(|r| r.map_err(db_err).and_then(KeyRow::open)).collect()
+        })
+        .await
+    }
+
+    async fn revoke_api_key(&self, name: &str) -> Result<bool> {
+        let name = name.to_string();
+        self.write(move |c| {
+            let deleted = c.execute("DELETE FROM api_keys WHERE name = ?1", [&name]).map_err(db_err)?;
+            Ok(deleted == 1)
+        })
+        .await
+    }
+
+    async fn touch_api_key(&self, id: &str, now: Millis) -> Result<()> {
+        let id = id.to_string();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1 AND COALESCE(last_used_at, 0) < ?2",
+                params![id, now],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
+    Ok(KeyRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        role: r.get(2)?,
+        functions: r.get(3)?,
+        bearer_sha256: r.get(4)?,
+        sigv4_secret_sealed: r.get(5)?,
+        created_at: r.get(6)?,
+        last_used_at: r.get(7)?,
+    })
+}
+
+/// A credential with its worker's last heartbeat (`k` is the credential, `w` the worker).
+const CREDENTIAL_SELECT: &str = "SELECT k.worker, k.secret_sha256, k.origin, k.created_at, w.last_heartbeat \
+     FROM worker_credentials k LEFT JOIN workers w ON w.id = k.worker";
+
+type CredentialColumns = (String, String, String, i64, Option<i64>);
+
+fn credential_columns(r: &rusqlite::Row<'_>) -> rusqlite::Result<CredentialColumns> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn decode_credential(
+    (worker, sha, origin, created_at, last_heartbeat): CredentialColumns,
+) -> Result<FoundCredential> {
+    credential_row(worker, sha, &origin, created_at, last_heartbeat)
 }
 
 /// Claims the given invocations for `worker` (up to `max`); too-old events are expired.

@@ -85,6 +85,8 @@ impl From<ServiceError> for AwsError {
                     Kind::Alias => "Alias",
                     Kind::Invocation => "Invocation",
                     Kind::Artifact => "Code",
+                    Kind::Worker => "Worker",
+                    Kind::ApiKey => "API key",
                 };
                 AwsError::not_found(format!("{what} not found: {}", arn_of(&name)))
             }
@@ -101,6 +103,10 @@ impl From<ServiceError> for AwsError {
                 e.extra.insert("Reason".into(), json!("ReservedFunctionConcurrentInvocationLimitExceeded"));
                 e.extra.insert("retryAfterSeconds".into(), json!("1"));
                 e
+            }
+            // Only the worker protocol refuses this; the AWS API never does.
+            ServiceError::WorkerForbidden(_) => {
+                AwsError::new(StatusCode::FORBIDDEN, "AccessDeniedException", message)
             }
             ServiceError::Unavailable(_) | ServiceError::ShuttingDown => {
                 AwsError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceException", message)

@@ -13,13 +13,14 @@ use bytes::Bytes;
 use gust_core::lambda::split_function_name;
 use gust_core::limits::{DEFAULT_MAX_EVENT_AGE_S, DEFAULT_MAX_RETRIES, MAX_CONFIG_BODY_BYTES};
 use gust_core::names::LATEST;
-use gust_core::{FunctionConfig, FunctionSpec, Qualifier, Routing, Runtime, Version};
+use gust_core::{Action, FunctionConfig, FunctionSpec, Qualifier, Routing, Runtime, Version};
 use gust_service::ServiceError;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::views::{self, Shown};
 use super::{non_latest, target, truncate, AwsError, AwsResult, QueryMap, MAX_AWS_BODY_BYTES};
+use crate::access::Access;
 use crate::body::read_bounded;
 use crate::AppState;
 
@@ -236,9 +237,10 @@ struct CreateIn {
     config: ConfigIn,
 }
 
-pub(crate) async fn create(State(s): State<AppState>, body: Body) -> AwsResult {
+pub(crate) async fn create(State(s): State<AppState>, access: Access, body: Body) -> AwsResult {
     let req: CreateIn = json_body(body, MAX_AWS_BODY_BYTES).await?;
     let (name, qualifier) = target(&req.function_name, None)?;
+    access.check(Action::Deploy, Some(&name))?;
     if qualifier.is_some() {
         return Err(AwsError::invalid("FunctionName must not carry a qualifier here"));
     }
@@ -262,13 +264,14 @@ pub(crate) async fn create(State(s): State<AppState>, body: Body) -> AwsResult {
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-pub(crate) async fn list(State(s): State<AppState>, Query(q): Query<QueryMap>) -> AwsResult {
+/// A key limited to some functions sees only those (a page may be short; NextMarker leads on).
+pub(crate) async fn list(State(s): State<AppState>, access: Access, Query(q): Query<QueryMap>) -> AwsResult {
     let max = page_size(&q)?;
     let all_versions = q.get("FunctionVersion").is_some_and(|v| v == "ALL");
     let marker = q.get("Marker").filter(|m| !m.is_empty()).map(String::as_str);
     let page = s.service.list_functions(marker, max).await?;
     let mut functions = Vec::with_capacity(page.len());
-    for f in &page {
+    for f in page.iter().filter(|f| access.covers(&f.name)) {
         functions.push(latest_json(&s, f, false).await);
         if all_versions {
             for v in s.service.list_versions(&f.name, None, MAX_ITEMS).await? {
@@ -676,7 +679,13 @@ fn destination(d: &Option<DestinationIn>) -> Result<Option<String>, AwsError> {
 
 /// Sets the event-invoke config: `merge` keeps what the request omits (UpdateFunctionEventInvokeConfig),
 /// otherwise omitted settings go back to their defaults (Put overwrites).
-async fn set_event_config(s: &AppState, name: &str, req: EventConfigIn, merge: bool) -> AwsResult {
+async fn set_event_config(
+    s: &AppState,
+    access: &Access,
+    name: &str,
+    req: EventConfigIn,
+    merge: bool,
+) -> AwsResult {
     if req.maximum_retry_attempts.is_some_and(|n| n > 2) {
         return Err(AwsError::invalid("MaximumRetryAttempts must be within [0, 2]"));
     }
@@ -685,6 +694,10 @@ async fn set_event_config(s: &AppState, name: &str, req: EventConfigIn, merge: b
     }
     let dc = req.destination_config.clone().unwrap_or_default();
     let (on_success, on_failure) = (destination(&dc.on_success)?, destination(&dc.on_failure)?);
+    // A destination is a function this one invokes: the caller must be able to invoke it.
+    for d in [&on_success, &on_failure].into_iter().flatten() {
+        access.check(Action::Invoke, Some(d))?;
+    }
     let now = s.service.now();
     let f = mutate_spec(s, name, None, |spec| {
         let r = &mut spec.retry;
@@ -715,22 +728,24 @@ async fn set_event_config(s: &AppState, name: &str, req: EventConfigIn, merge: b
 
 pub(crate) async fn put_event_config(
     State(s): State<AppState>,
+    access: Access,
     Path(raw): Path<String>,
     Query(q): Query<QueryMap>,
     body: Body,
 ) -> AwsResult {
     let name = event_target(&raw, &q)?;
-    set_event_config(&s, &name, json_body(body, MAX_CONFIG_BODY_BYTES).await?, false).await
+    set_event_config(&s, &access, &name, json_body(body, MAX_CONFIG_BODY_BYTES).await?, false).await
 }
 
 pub(crate) async fn update_event_config(
     State(s): State<AppState>,
+    access: Access,
     Path(raw): Path<String>,
     Query(q): Query<QueryMap>,
     body: Body,
 ) -> AwsResult {
     let name = event_target(&raw, &q)?;
-    set_event_config(&s, &name, json_body(body, MAX_CONFIG_BODY_BYTES).await?, true).await
+    set_event_config(&s, &access, &name, json_body(body, MAX_CONFIG_BODY_BYTES).await?, true).await
 }
 
 pub(crate) async fn get_event_config(
@@ -776,12 +791,17 @@ pub(crate) async fn list_event_configs(State(s): State<AppState>, Path(raw): Pat
     Ok(Json(json!({ "FunctionEventInvokeConfigs": configs })).into_response())
 }
 
-pub(crate) async fn account_settings(State(s): State<AppState>, _headers: HeaderMap) -> AwsResult {
+/// Usage counts only the functions the caller covers.
+pub(crate) async fn account_settings(
+    State(s): State<AppState>,
+    access: Access,
+    _headers: HeaderMap,
+) -> AwsResult {
     let (mut count, mut code, mut reserved) = (0u64, 0u64, 0u64);
     let mut after: Option<String> = None;
     loop {
         let page = s.service.list_functions(after.as_deref(), 1000).await?;
-        for f in &page {
+        for f in page.iter().filter(|f| access.covers(&f.name)) {
             count += 1;
             code += code_size(&s, f.code_sha256.as_deref()).await;
             reserved += u64::from(f.spec.reserved_concurrency.unwrap_or(0));

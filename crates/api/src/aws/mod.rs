@@ -25,6 +25,7 @@ use gust_core::names::{validate_function_name, LATEST};
 
 pub(crate) use error::AwsError;
 
+use crate::access::Access;
 use crate::AppState;
 
 type AwsResult = Result<Response, AwsError>;
@@ -70,8 +71,12 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
         .route("/2019-09-25/functions/{name}/event-invoke-config/list", get(functions::list_event_configs))
         .route("/2016-08-19/account-settings", get(functions::account_settings))
         .route("/2016-08-19/account-settings/", get(functions::account_settings));
-    let r =
-        if state.cfg.aws_auth() { r.layer(middleware::from_fn_with_state(state, authenticate)) } else { r };
+    let r = if state.cfg.aws_auth() {
+        r.route_layer(middleware::from_fn(crate::access::authorize))
+            .layer(middleware::from_fn_with_state(state, authenticate))
+    } else {
+        r
+    };
     r.layer(middleware::map_response(with_request_id))
 }
 
@@ -105,9 +110,22 @@ async fn check_signed(state: &AppState, req: Request) -> Result<Request, AwsErro
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or_default();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // Whose key: an `--aws-credential` (or the `--token` as key id `gust`), an admin; else a
+    // named key, from the store through its short-lived cache.
+    let key_id = sigv4::access_key_id(&parts.headers)?;
+    let (secret, caller, named) = match state.cfg.aws_credentials.get(key_id) {
+        Some(secret) => {
+            let grant = gust_core::Grant::admin(&format!("access key {key_id}"));
+            (secret.clone(), Access(std::sync::Arc::new(grant)), None)
+        }
+        None => match state.keys.by_access_key_id(key_id).await? {
+            Some(key) => (key.sigv4_secret.clone(), Access(std::sync::Arc::new(key.grant())), Some(key)),
+            None => return Err(sigv4::SigError::UnknownKey.into()),
+        },
+    };
     let body = {
-        let presented = sigv4::check_headers(&parts.headers, &state.cfg.aws_credentials, now)?;
+        let presented = sigv4::check_headers(&parts.headers, &secret, now)?;
         let check = |payload_hash: &str| {
             sigv4::check_signature(&parts.method, &parts.uri, &parts.headers, &presented, payload_hash)
         };
@@ -135,6 +153,10 @@ async fn check_signed(state: &AppState, req: Request) -> Result<Request, AwsErro
             }
         }
     };
+    if let Some(key) = named {
+        state.keys.record_use(&key, now * 1000);
+    }
+    parts.extensions.insert(caller);
     Ok(Request::from_parts(parts, body))
 }
 

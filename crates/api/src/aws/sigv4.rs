@@ -11,8 +11,6 @@
 //! declare up front. Only a signature over an undeclared hash (botocore's, for Lambda) waits
 //! for the body.
 
-use std::collections::HashMap;
-
 use axum::http::{HeaderMap, Method, Uri};
 use sha2::{Digest, Sha256};
 
@@ -93,16 +91,26 @@ pub(crate) fn declared_payload(headers: &HeaderMap) -> Result<DeclaredPayload, S
     }
 }
 
-/// Checks what needs no body: a well-formed `Authorization` naming a known key, a signed Host,
-/// and an `X-Amz-Date` within the allowed skew of `now_s` (Unix seconds).
+fn authorization(headers: &HeaderMap) -> Result<Authorization<'_>, SigError> {
+    let value = headers.get("authorization").and_then(|v| v.to_str().ok()).ok_or(SigError::Missing)?;
+    parse_authorization(value).ok_or(SigError::Missing)
+}
+
+/// The access key id a request's well-formed `Authorization` names: the caller finds its
+/// secret (a static credential or a named key in the store) before [`check_headers`].
+pub(crate) fn access_key_id(headers: &HeaderMap) -> Result<&str, SigError> {
+    authorization(headers).map(|a| a.key_id)
+}
+
+/// Checks what needs no body, given the secret of the key the request names: a well-formed
+/// `Authorization`, a signed Host, and an `X-Amz-Date` within the allowed skew of `now_s`
+/// (Unix seconds).
 pub(crate) fn check_headers<'a>(
     headers: &'a HeaderMap,
-    secrets: &'a HashMap<String, String>,
+    secret: &'a str,
     now_s: i64,
 ) -> Result<Presented<'a>, SigError> {
-    let value = headers.get("authorization").and_then(|v| v.to_str().ok()).ok_or(SigError::Missing)?;
-    let auth = parse_authorization(value).ok_or(SigError::Missing)?;
-    let secret = secrets.get(auth.key_id).ok_or(SigError::UnknownKey)?;
+    let auth = authorization(headers)?;
     let amz_date = headers
         .get("x-amz-date")
         .and_then(|v| v.to_str().ok())
@@ -178,10 +186,11 @@ pub(crate) fn verify(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-    secrets: &HashMap<String, String>,
+    secrets: &std::collections::HashMap<String, String>,
     now_s: i64,
 ) -> Result<(), SigError> {
-    let presented = check_headers(headers, secrets, now_s)?;
+    let secret = secrets.get(access_key_id(headers)?).ok_or(SigError::UnknownKey)?;
+    let presented = check_headers(headers, secret, now_s)?;
     let body_hash = hex::encode(Sha256::digest(body));
     let payload_hash = match declared_payload(headers)? {
         DeclaredPayload::Unsigned => UNSIGNED_PAYLOAD.to_string(),
@@ -291,6 +300,7 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     #[test]
     fn hmac_matches_rfc_4231() {
@@ -362,21 +372,20 @@ mod tests {
         let auth = |key: &str, signed: &str| {
             format!("AWS4-HMAC-SHA256 Credential={key}/20150830/us-east-1/lambda/aws4_request, SignedHeaders={signed}, Signature=00")
         };
-        assert!(matches!(check_headers(&HeaderMap::new(), &secrets, now), Err(SigError::Missing)));
-        assert!(matches!(check_headers(&headers("Bearer x", &[]), &secrets, now), Err(SigError::Missing)));
+        // As the AWS API's middleware does: the key's secret first, then the headers.
+        let check = |h: &HeaderMap, now: i64| -> Result<(), SigError> {
+            let secret = secrets.get(access_key_id(h)?).ok_or(SigError::UnknownKey)?;
+            check_headers(h, secret, now).map(|_| ())
+        };
+        assert_eq!(check(&HeaderMap::new(), now), Err(SigError::Missing));
+        assert_eq!(check(&headers("Bearer x", &[]), now), Err(SigError::Missing));
+        assert_eq!(check(&headers(&auth("nobody", "host;x-amz-date"), &[]), now), Err(SigError::UnknownKey));
+        assert!(matches!(check(&headers(&auth("gust", "x-amz-date"), &[]), now), Err(SigError::Invalid(_))));
         assert!(matches!(
-            check_headers(&headers(&auth("nobody", "host;x-amz-date"), &[]), &secrets, now),
-            Err(SigError::UnknownKey)
-        ));
-        assert!(matches!(
-            check_headers(&headers(&auth("gust", "x-amz-date"), &[]), &secrets, now),
+            check(&headers(&auth("gust", "host;x-amz-date"), &[]), now + 3600),
             Err(SigError::Invalid(_))
         ));
-        assert!(matches!(
-            check_headers(&headers(&auth("gust", "host;x-amz-date"), &[]), &secrets, now + 3600),
-            Err(SigError::Invalid(_))
-        ));
-        assert!(check_headers(&headers(&auth("gust", "host;x-amz-date"), &[]), &secrets, now).is_ok());
+        assert!(check(&headers(&auth("gust", "host;x-amz-date"), &[]), now).is_ok());
 
         let declared = |v: &str| declared_payload(&headers("x", &[("x-amz-content-sha256", v)]));
         assert_eq!(declared_payload(&headers("x", &[])), Ok(DeclaredPayload::Absent));
@@ -399,6 +408,7 @@ mod tests {
 mod fuzz {
     use super::*;
     use axum::http::{HeaderName, HeaderValue};
+    use std::collections::HashMap;
 
     /// Inputs per property. A verification costs ~100 µs unoptimised (seven HMACs), so the
     /// signed-request property, which verifies each request ten times over, takes fewer.

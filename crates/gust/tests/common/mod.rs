@@ -182,12 +182,28 @@ pub fn wasm_config(timeout_ms: u64) -> Value {
 /// A running `gust worker`, killed (SIGKILL) when dropped.
 pub struct Worker {
     child: Child,
+    /// The worker id it acts as (an enrolled worker's is NAME-RANDOM).
+    pub id: String,
 }
 
 impl Worker {
+    /// Starts a worker that enrolls with the test servers' enrollment token.
     pub fn start(server_url: &str, data_dir: &Path, name: &str, extra: &[&str]) -> Worker {
+        Worker::start_with(server_url, data_dir, name, &["--worker-token", "test-worker-token"], extra)
+    }
+
+    /// Starts a worker that proves itself with `credential` (its flags: an enrollment token or
+    /// a provisioned secret file).
+    pub fn start_with(
+        server_url: &str,
+        data_dir: &Path,
+        name: &str,
+        credential: &[&str],
+        extra: &[&str],
+    ) -> Worker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gust"))
-            .args(["worker", "--server", server_url, "--worker-token", "test-worker-token", "--name", name])
+            .args(["worker", "--server", server_url, "--name", name])
+            .args(credential)
             .arg("--data-dir")
             .arg(data_dir.join(name))
             .arg("--attempt-log")
@@ -200,8 +216,12 @@ impl Worker {
             .expect("spawn gust worker");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("worker banner");
-        assert!(line.starts_with("gust worker "), "unexpected worker banner {line:?}");
-        Worker { child }
+        let id = line
+            .strip_prefix("gust worker ")
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_else(|| panic!("unexpected worker banner {line:?}"))
+            .to_string();
+        Worker { child, id }
     }
 
     pub fn signal(&self, sig: &str) {
@@ -282,4 +302,35 @@ pub fn wait_for_workers(s: &Server, n: usize, snapshot: u64) {
         assert!(Instant::now() < deadline, "workers not ready: {v}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Enrolls a worker named `name` with the test servers' enrollment token, as a raw client:
+/// its `(id, secret)`.
+pub fn enroll(s: &Server, name: &str) -> (String, String) {
+    let r = s
+        .client()
+        .post(format!("{}/internal/v1/workers/enroll", s.url))
+        .bearer_auth("test-worker-token")
+        .json(&json!({ "name": name }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "enrolling {name}");
+    let v: Value = r.json().unwrap();
+    (v["id"].as_str().unwrap().to_string(), v["secret"].as_str().unwrap().to_string())
+}
+
+/// One heartbeat as worker `id` with `secret`, reporting `runtimes` and `capacity` (0: nothing
+/// is ever placed on it). Revisions are the clock in ms, as a real worker's start from.
+pub fn heartbeat_as(s: &Server, secret: &str, id: &str, runtimes: &[&str], capacity: u32) -> Response {
+    let revision =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    s.client()
+        .post(format!("{}/internal/v1/workers/heartbeat", s.url))
+        .bearer_auth(secret)
+        .json(&json!({
+            "id": id, "revision": revision, "runtimes": runtimes, "capacity": capacity,
+            "running": 0, "warm": [], "snapshot_version": 0,
+        }))
+        .send()
+        .unwrap()
 }
