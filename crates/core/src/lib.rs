@@ -15,7 +15,7 @@ pub mod names;
 pub mod placement;
 pub mod routing;
 
-pub use access::{ApiKey, Action, FunctionGlob, Grant, Role};
+pub use access::{Action, ApiKey, FunctionGlob, Grant, Role};
 pub use function::{
     Alias, Deployment, FunctionConfig, FunctionSpec, Resolved, RetryPolicy, Runtime, SpecError, Version,
 };

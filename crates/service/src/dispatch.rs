@@ -46,7 +46,11 @@ pub(crate) struct DispatchState {
     /// Attempts handed back at shutdown, still executing: their results are dropped, never
     /// reported. Lock order: `running`, then this.
     handed_back: Mutex<HashSet<(InvocationId, u64)>>,
-    /// Woken whenever an attempt stops being tracked (shutdown waits for none to be left).
+    /// Attempts no longer tracked whose completion is being written right now: shutdown waits
+    /// for them too, or a completion could be cut off by the exit.
+    completing: std::sync::atomic::AtomicUsize,
+    /// Woken whenever an attempt stops being tracked or its completion is written (shutdown
+    /// waits for none to be left).
     attempt_ended: Notify,
     /// Held by the renewer across one renewal round, and by a hand-back, so a renewal never
     /// lands between a hand-back's lease end and its recovery.
@@ -167,6 +171,7 @@ impl Default for DispatchState {
         DispatchState {
             running: Mutex::new(HashMap::new()),
             handed_back: Mutex::new(HashSet::new()),
+            completing: Default::default(),
             attempt_ended: Notify::new(),
             renewing: tokio::sync::Mutex::new(()),
             draining: AtomicBool::new(false),
@@ -266,7 +271,8 @@ impl Service {
             let ended = self.dispatch.attempt_ended.notified();
             tokio::pin!(ended);
             ended.as_mut().enable();
-            if self.dispatch.running.lock().is_empty() {
+            if self.dispatch.running.lock().is_empty() && self.dispatch.completing.load(Ordering::SeqCst) == 0
+            {
                 return;
             }
             ended.await;
@@ -392,6 +398,20 @@ impl Service {
     /// Guarded completion of an attempt this process ran. A refusal means the attempt was
     /// fenced (or the invocation already ended, or it was handed back): its result is dropped.
     pub(crate) async fn finish_attempt(
+        &self,
+        id: &InvocationId,
+        epoch: u64,
+        exec: Execution,
+    ) -> Result<Lifecycle, StoreError> {
+        // Counted before the attempt stops being tracked, so shutdown never sees neither.
+        self.dispatch.completing.fetch_add(1, Ordering::SeqCst);
+        let r = self.complete_attempt(id, epoch, exec).await;
+        self.dispatch.completing.fetch_sub(1, Ordering::SeqCst);
+        self.dispatch.attempt_ended.notify_waiters();
+        r
+    }
+
+    async fn complete_attempt(
         &self,
         id: &InvocationId,
         epoch: u64,
