@@ -56,10 +56,12 @@ impl From<ServiceError> for ApiError {
             ServiceError::KeyMismatch { .. } => (StatusCode::CONFLICT, "IdempotencyKeyMismatch"),
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
             ServiceError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "Throttled"),
+            ServiceError::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "QueueFull"),
             ServiceError::Fenced(_) => (StatusCode::CONFLICT, "Fenced"),
             ServiceError::WorkerForbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
             ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
             ServiceError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown"),
+            ServiceError::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "InsufficientStorage"),
             ServiceError::Internal(_) => {
                 tracing::error!(error = %message, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "Internal")

@@ -130,7 +130,14 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Ready when the store answers and has room for new work: a store whose disk is full answers
+/// 503 `InsufficientStorage` (it still runs sync invocations and finishes accepted work, but
+/// refuses new work), so a load balancer can send new work elsewhere until space is freed.
 async fn readyz(State(state): State<AppState>) -> Response {
+    if let Err(e) = state.service.store().check_space() {
+        let message = format!("{e}; new work is refused until space is freed");
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "InsufficientStorage", &message).into_response();
+    }
     match state.service.store().snapshot_version().await {
         Ok(_) => "ready".into_response(),
         Err(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NotReady", &e.to_string()).into_response(),
@@ -159,6 +166,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
             c.fenced_renewals,
         );
     }
+    counter(
+        "gust_store_disk_full",
+        "1 while the store's disk is below the reserve kept for finishing accepted work (new work is refused), else 0",
+        "gauge",
+        u64::from(state.service.store().check_space().is_err()),
+    );
     let exec = state.service.executor();
     counter(
         "gust_worker_free_slots",

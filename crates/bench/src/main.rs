@@ -665,12 +665,17 @@ async fn process_rows(gust: &Proc, bare: &Proc, args: &Args) -> anyhow::Result<V
     }
     // Cold starts: each published version gets its own environment; the same on a server
     // whose environments have no sandbox (`--isolation none`), to price the sandbox.
-    let n = if args.quick { 2 } else { 10 };
-    let mut cold = cold_starts(gust.addr, n).await?;
+    // The two alternate, one version at a time, so both see the same machine (a noisy
+    // neighbour slows both, not one).
+    let n = if args.quick { 2 } else { 20 };
     let bare_dir = tempfile::tempdir()?;
     let unsandboxed = Proc::gust_with(bare_dir.path(), &["--isolation", "none"])?;
     deploy_lam(unsandboxed.addr).await?;
-    let mut cold_none = cold_starts(unsandboxed.addr, n).await?;
+    let (mut cold, mut cold_none) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        cold.push(cold_start(gust.addr, i).await?);
+        cold_none.push(cold_start(unsandboxed.addr, i).await?);
+    }
     let u_target = invoke_target(unsandboxed.addr, "lam", "sync");
     loadgen::run(&u_target, 1, Stop::After(phase / 5)).await?;
     let u = loadgen::run(&u_target, 1, Stop::After(phase)).await?;
@@ -715,22 +720,16 @@ async fn deploy_lam(addr: std::net::SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Cold starts of `n` new versions of `lam` (each gets its own environment), in µs.
-async fn cold_starts(addr: std::net::SocketAddr, n: usize) -> anyhow::Result<Vec<f64>> {
+/// The cold start of a new version of `lam` (the `i`th; each gets its own environment), in µs.
+async fn cold_start(addr: std::net::SocketAddr, i: usize) -> anyhow::Result<f64> {
     let json_ct = [("content-type", "application/json")];
-    let mut cold = Vec::new();
-    for i in 0..n {
-        let cfg = format!(r#"{{"runtime":"provided","env":{{"V":"{i}"}}}}"#);
-        client::ok(addr, "PUT", "/v1/functions/lam", &json_ct, cfg).await?;
-        let v = client::ok(addr, "POST", "/v1/functions/lam/versions", &[], Bytes::new()).await?;
-        let number = serde_json::from_slice::<Value>(&v)
-            .ok()
-            .and_then(|v| v["version"].as_u64())
-            .unwrap_or(i as u64 + 1);
-        let path = format!("/v1/functions/lam/invoke?qualifier={number}");
-        let t = Instant::now();
-        client::ok(addr, "POST", &path, &[], "{}").await?;
-        cold.push(t.elapsed().as_micros() as f64);
-    }
-    Ok(cold)
+    let cfg = format!(r#"{{"runtime":"provided","env":{{"V":"{i}"}}}}"#);
+    client::ok(addr, "PUT", "/v1/functions/lam", &json_ct, cfg).await?;
+    let v = client::ok(addr, "POST", "/v1/functions/lam/versions", &[], Bytes::new()).await?;
+    let number =
+        serde_json::from_slice::<Value>(&v).ok().and_then(|v| v["version"].as_u64()).unwrap_or(i as u64 + 1);
+    let path = format!("/v1/functions/lam/invoke?qualifier={number}");
+    let t = Instant::now();
+    client::ok(addr, "POST", &path, &[], "{}").await?;
+    Ok(t.elapsed().as_micros() as f64)
 }

@@ -94,6 +94,8 @@ pub enum Output {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once at start: the server's many flags make that variant large, and boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run a gust server (embedded shape: SQLite store, API and a local worker).
     Server(ServerOpts),

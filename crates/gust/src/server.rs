@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _};
 use async_trait::async_trait;
 use bytes::Bytes;
 use gust_core::{Deployment, InvocationId, Runtime, WorkerId};
-use gust_service::{Execution, Executor, Service, ServiceConfig, SystemClock};
+use gust_service::{Execution, Executor, Service, ServiceConfig, ServiceError, SystemClock};
 use gust_store::postgres::DEFAULT_POOL_SIZE;
 use gust_store::{PgStore, SqliteOptions, SqliteStore, Store};
 use gust_worker::{ArtifactSource, Worker, WorkerConfig, DEFAULT_IDLE_TTL, DEFAULT_MAX_CONCURRENCY};
@@ -88,6 +88,30 @@ pub struct ServerOpts {
     /// finish before handing back what still runs; a second signal cuts it short.
     #[arg(long, env = "GUST_SHUTDOWN_GRACE", default_value_t = 30)]
     pub shutdown_grace: u64,
+    /// How long the records of ended invocations (payload, result, log) are kept, e.g. 7d,
+    /// 12h, 30m; `off` keeps them until the byte budget needs the room.
+    #[arg(long, default_value = "7d", value_parser = parse_retention_age)]
+    pub retain_invocations: OptionalDuration,
+    /// Most bytes the records of ended invocations may hold (oldest deleted first), e.g. 1GB,
+    /// 512MB; `off` for no budget.
+    #[arg(long, default_value = "1GB", value_parser = parse_retention_bytes)]
+    pub retain_invocation_bytes: OptionalBytes,
+    /// Most async invocations of one function waiting to run; more answer 429.
+    #[arg(long, default_value_t = gust_service::QueueCaps::default().per_function)]
+    pub max_queued_async_per_function: u64,
+    /// Most async invocations of all functions waiting to run; more answer 429.
+    #[arg(long, default_value_t = gust_service::QueueCaps::default().total)]
+    pub max_queued_async: u64,
+    /// How often retention runs, in milliseconds (for tests).
+    #[arg(long, hide = true, default_value_t = 60_000)]
+    pub retention_interval_ms: u64,
+    /// How often unreferenced code (artifacts, task roots, compiled modules) is collected, in
+    /// milliseconds (for tests).
+    #[arg(long, hide = true, default_value_t = gust_service::gc::DEFAULT_GC_INTERVAL.as_millis() as u64)]
+    pub gc_interval_ms: u64,
+    /// How long unreferenced code survives before it is collected, in milliseconds (for tests).
+    #[arg(long, hide = true, default_value_t = gust_service::gc::DEFAULT_GC_GRACE.as_millis() as u64)]
+    pub gc_grace_ms: u64,
     /// Enrollment token for remote workers (`gust worker --worker-token`): a worker that
     /// presents it gets its own id and secret, and acts only with that. Workers with a
     /// provisioned secret (`gust workers create NAME`) need no token.
@@ -106,6 +130,11 @@ pub struct ServerOpts {
     /// acknowledged writes on power loss. Default is an fsync per group commit.
     #[arg(long)]
     pub no_fsync: bool,
+    /// MiB of free disk the embedded store keeps for finishing work already accepted (claims,
+    /// completions): below it, deploys, code uploads and async invocations are refused with
+    /// 507 until space is freed. At most 2% of the disk.
+    #[arg(long, env = "GUST_DISK_RESERVE_MB", default_value_t = gust_store::space::DEFAULT_DISK_RESERVE_BYTES >> 20)]
+    pub disk_reserve_mb: u64,
     /// A file holding the 64-hex-digit key that encrypts functions' environment variables at
     /// rest (AES-256-GCM). Default in the embedded shape: `secrets.key` in the data dir,
     /// generated on first start; a cluster needs it (the same file on every server), else
@@ -149,8 +178,11 @@ impl Executor for LocalExecutor {
         self.0.free_slots()
     }
 
-    async fn prepare_code(&self, runtime: Runtime, sha256: &str, code: Bytes) -> Result<(), String> {
-        self.0.prepare_code(runtime, sha256, code).await.map_err(|e| e.to_string())
+    async fn prepare_code(&self, runtime: Runtime, sha256: &str, code: Bytes) -> Result<(), ServiceError> {
+        self.0.prepare_code(runtime, sha256, code).await.map_err(|e| match e {
+            gust_runtime::PrepareError::NoSpace(_) => ServiceError::InsufficientStorage(e.to_string()),
+            e => ServiceError::InvalidCode(e.to_string()),
+        })
     }
 
     fn reap_idle(&self) -> usize {
@@ -163,6 +195,21 @@ impl Executor for LocalExecutor {
 
     fn runs(&self, runtime: Runtime) -> bool {
         self.0.runs(runtime)
+    }
+
+    async fn collect_cache(
+        &self,
+        keep: std::collections::HashSet<String>,
+        grace: Duration,
+    ) -> gust_service::gc::CacheCollected {
+        let worker = self.0.clone();
+        match tokio::task::spawn_blocking(move || worker.collect_cache(&keep, grace)).await {
+            Ok(c) => gust_service::gc::CacheCollected { task_roots: c.task_roots, modules: c.modules, bytes: c.bytes },
+            Err(e) => {
+                tracing::warn!(error = %e, "the cache collection task failed");
+                gust_service::gc::CacheCollected::default()
+            }
+        }
     }
 }
 
@@ -249,7 +296,13 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
             bail!("--store must be a postgres:// URL, got {:?}", other.split('@').next_back().unwrap_or(""))
         }
         None => Arc::new(
-            SqliteStore::open(&opts.data_dir, SqliteOptions { fsync_every_commit: !opts.no_fsync })
+            SqliteStore::open(
+                &opts.data_dir,
+                SqliteOptions {
+                    fsync_every_commit: !opts.no_fsync,
+                    disk_reserve_bytes: opts.disk_reserve_mb << 20,
+                },
+            )
                 .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?,
         ),
     };
@@ -259,11 +312,27 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
     cfg.lease = Duration::from_millis(opts.lease_ms);
     cfg.local_worker = !opts.no_local_worker;
     cfg.enrolled_credential_ttl = Duration::from_secs(opts.worker_credential_ttl);
+    cfg.retention = gust_service::Retention {
+        max_age: opts.retain_invocations.0,
+        max_bytes: opts.retain_invocation_bytes.0,
+        interval: Duration::from_millis(opts.retention_interval_ms.max(10)),
+    };
+    cfg.queue_caps = gust_service::QueueCaps {
+        per_function: opts.max_queued_async_per_function,
+        total: opts.max_queued_async,
+    };
     if opts.no_local_worker && opts.worker_token.is_none() {
         tracing::warn!("--no-local-worker without --worker-token: only workers with a provisioned credential (`gust workers create NAME`) can run anything");
     }
     let service = Service::new(store, Arc::new(LocalExecutor(worker)), Arc::new(SystemClock), cfg);
     let _background = service.start();
+    let _code_collector = AbortOnDrop(vec![tokio::spawn(service.clone().collect_code_forever(
+        gust_service::gc::GcConfig {
+            interval: Duration::from_millis(opts.gc_interval_ms.max(10)),
+            grace: Duration::from_millis(opts.gc_grace_ms),
+            ..gust_service::gc::GcConfig::default()
+        },
+    ))]);
     let mut aws_credentials = std::collections::HashMap::new();
     for c in &opts.aws_credentials {
         match c.split_once(':') {
@@ -376,6 +445,31 @@ fn keep_certificate_current(
     });
     let watch = tokio::spawn(tls.keep_current(reload_now, poll));
     Ok(AbortOnDrop(vec![forward, watch]))
+}
+
+/// A duration flag that may be `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionalDuration(pub Option<Duration>);
+
+/// A size flag that may be `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionalBytes(pub Option<u64>);
+
+fn parse_retention_age(s: &str) -> Result<OptionalDuration, String> {
+    if s == "off" {
+        return Ok(OptionalDuration(None));
+    }
+    match gust_service::retention::parse_duration(s)? {
+        d if d.is_zero() => Err("a retention of 0 would delete every record as it ends; use off or a duration".into()),
+        d => Ok(OptionalDuration(Some(d))),
+    }
+}
+
+fn parse_retention_bytes(s: &str) -> Result<OptionalBytes, String> {
+    if s == "off" {
+        return Ok(OptionalBytes(None));
+    }
+    gust_service::retention::parse_bytes(s).map(|b| OptionalBytes(Some(b)))
 }
 
 /// Background tasks that end with their owner.

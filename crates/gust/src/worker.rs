@@ -83,6 +83,13 @@ pub struct WorkerOpts {
     /// A CA certificate (PEM) to trust for an https:// server, besides the system's roots.
     #[arg(long, env = "GUST_CA")]
     pub ca: Option<PathBuf>,
+    /// How often cached code the server no longer names is collected, in milliseconds (for
+    /// tests).
+    #[arg(long, hide = true, default_value_t = gust_service::gc::DEFAULT_GC_INTERVAL.as_millis() as u64)]
+    pub gc_interval_ms: u64,
+    /// How long unused cached code survives before it is collected, in milliseconds (for tests).
+    #[arg(long, hide = true, default_value_t = gust_service::gc::DEFAULT_GC_GRACE.as_millis() as u64)]
+    pub gc_grace_ms: u64,
 }
 
 /// Probes what isolation this host gives process functions and applies `--isolation` (an
@@ -398,6 +405,11 @@ async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
     let heartbeat = tokio::spawn(heartbeat_loop(state.clone()));
     let renew = tokio::spawn(renew_loop(state.clone()));
     let mut poll = tokio::spawn(poll_loop(state.clone()));
+    let collector = tokio::spawn(collect_cache_forever(
+        state.clone(),
+        Duration::from_millis(opts.gc_interval_ms.max(10)),
+        Duration::from_millis(opts.gc_grace_ms),
+    ));
     tokio::select! {
         () = signals.received(1) => {}
         () = state.credential_refused.notified() => {
@@ -442,6 +454,7 @@ async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
     let patience = if forced { FORCED_RELEASE_PATIENCE } else { RELEASE_PATIENCE };
     let released = tokio::time::timeout(patience, release_running(&state)).await.unwrap_or(0);
     heartbeat.abort();
+    collector.abort();
     deregister(&state, patience).await;
     tracing::info!(released, "gust worker stopped");
     Ok(())
@@ -722,6 +735,43 @@ async fn run_assignment(s: Arc<State>, a: Assignment) {
     }
     s.active.fetch_sub(1, Ordering::SeqCst);
     s.attempt_ended.notify_waiters();
+}
+
+/// Collects cached code (task roots, compiled modules) that the server no longer names for
+/// this worker (its whole snapshot: the `$LATEST` code of the functions of its runtimes) and
+/// that nothing here used within the grace; code of work it runs is in use meanwhile. A round
+/// whose snapshot cannot be read collects nothing.
+async fn collect_cache_forever(s: Arc<State>, interval: Duration, grace: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let url = format!("{}/internal/v1/snapshot?since=0", s.conn.base);
+        let reply = s.conn.http.get(url).bearer_auth(&s.conn.token).send().await.and_then(|r| r.error_for_status());
+        let snapshot = match reply {
+            Ok(r) => r.json::<serde_json::Value>().await,
+            Err(e) => Err(e),
+        };
+        let named = match &snapshot {
+            Ok(snapshot) => snapshot["functions"].as_array(),
+            Err(_) => None,
+        };
+        let Some(named) = named else {
+            tracing::debug!("cache collection skipped: the snapshot could not be read");
+            continue;
+        };
+        let keep: HashSet<String> =
+            named.iter().filter_map(|f| f["code_sha256"].as_str().map(str::to_string)).collect();
+        let worker = s.worker.clone();
+        match tokio::task::spawn_blocking(move || worker.collect_cache(&keep, grace)).await {
+            Ok(c) if c == gust_worker::CacheCollected::default() => {}
+            Ok(c) => tracing::info!(
+                task_roots = c.task_roots,
+                modules = c.modules,
+                bytes = c.bytes,
+                "cache collection freed unreferenced code"
+            ),
+            Err(e) => tracing::warn!(error = %e, "the cache collection task failed"),
+        }
+    }
 }
 
 /// Pulls what changed since `since` and prepares new code ahead of its first invocation.

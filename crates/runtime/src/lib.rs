@@ -78,9 +78,14 @@ impl RunOutcome {
     }
 }
 
-/// Why an artifact cannot be prepared. Reported to the deployer as a 400.
+/// Why an artifact cannot be prepared. Reported to the deployer as a 400, except `NoSpace`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PrepareError {
+    /// The disk that holds prepared code (compiled modules, task roots) is full: nothing is
+    /// wrong with the code, and the same code is accepted once space is freed. Nothing partly
+    /// written is left behind.
+    #[error("no space left on this node's disk to prepare the code: {0}")]
+    NoSpace(String),
     #[error("invalid WebAssembly module: {0}")]
     Invalid(String),
     #[error("the module is not a WASI command: {0}")]
@@ -95,4 +100,10 @@ pub enum PrepareError {
     Busy(String),
     #[error("cannot prepare the module: {0}")]
     Internal(String),
+}
+
+/// Whether an I/O error means the disk (or the user's quota on it) is full.
+pub fn is_out_of_space(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    matches!(Errno::from_io_error(e), Some(Errno::NOSPC | Errno::DQUOT))
 }

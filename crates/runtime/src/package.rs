@@ -91,10 +91,28 @@ pub enum PackageError {
     MissingBootstrap,
     #[error("cannot unpack the package: {0}")]
     Io(String),
+    /// The disk under the task roots is full (nothing of the package is left behind).
+    #[error("no space left on the disk to unpack the package: {0}")]
+    NoSpace(String),
 }
 
-fn io(e: impl std::fmt::Display) -> PackageError {
-    PackageError::Io(e.to_string())
+fn io(e: impl Into<std::io::Error>) -> PackageError {
+    let e = e.into();
+    if crate::is_out_of_space(&e) {
+        PackageError::NoSpace(e.to_string())
+    } else {
+        PackageError::Io(e.to_string())
+    }
+}
+
+/// An I/O error writing one entry.
+fn entry_io(name: &str, e: std::io::Error) -> PackageError {
+    let what = format!("zip entry {name:?}: {e}");
+    if crate::is_out_of_space(&e) {
+        PackageError::NoSpace(what)
+    } else {
+        PackageError::Io(what)
+    }
 }
 
 fn not_a_zip(e: impl std::fmt::Display) -> PackageError {
@@ -421,7 +439,7 @@ fn write_entries(
     let mut written: u64 = 0;
     // Directories and files first: no link of the package exists yet.
     for entry in entries {
-        let at = |e: std::io::Error| PackageError::Io(format!("zip entry {:?}: {e}", entry.name));
+        let at = |e: std::io::Error| entry_io(&entry.name, e);
         match &entry.kind {
             Kind::Dir => {
                 make_dirs(&tmp, &entry.path).map_err(at)?;
@@ -450,7 +468,7 @@ fn write_entries(
     // through a link made earlier in this loop.
     for entry in entries {
         if let Kind::Link { target } = &entry.kind {
-            let at = |e: std::io::Error| PackageError::Io(format!("zip entry {:?}: {e}", entry.name));
+            let at = |e: std::io::Error| entry_io(&entry.name, e);
             let (link_name, parents) = entry.path.split_last().expect("paths are never empty");
             let parent = make_dirs(&tmp, parents).map_err(at)?;
             rustix::fs::symlinkat(target.as_str(), &parent, link_name.as_str()).map_err(|e| at(e.into()))?;

@@ -459,6 +459,11 @@ impl ProcessRuntime {
         self.idle.lock().values().map(Vec::len).sum()
     }
 
+    /// The keys ([`ProcessFunction::key`]) with a warm environment: their task roots are in use.
+    pub fn warm_keys(&self) -> Vec<String> {
+        self.idle.lock().iter().filter(|(_, envs)| !envs.is_empty()).map(|(k, _)| k.clone()).collect()
+    }
+
     async fn spawn(&self, f: &ProcessFunction<'_>) -> std::io::Result<Environment> {
         let (offer, rx) = mpsc::channel(1);
         let api = Arc::new(ApiState {

@@ -378,7 +378,16 @@ impl WasmRuntime {
             f.sync_all()?;
             std::fs::rename(&tmp, &path)
         };
-        write().map_err(|e| PrepareError::Internal(format!("write compiled module: {e}")))?;
+        write().map_err(|e| {
+            // A full disk (or any failure) leaves no partial module behind.
+            let _ = std::fs::remove_file(&tmp);
+            let what = format!("write compiled module: {e}");
+            if crate::is_out_of_space(&e) {
+                PrepareError::NoSpace(what)
+            } else {
+                PrepareError::Internal(what)
+            }
+        })?;
         let module = self.load_cached(&path).map_err(|e| PrepareError::Internal(format!("{e:#}")))?;
         self.link(sha256, module)
     }

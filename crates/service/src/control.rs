@@ -117,12 +117,11 @@ impl Service {
         if code.is_empty() {
             return Err(ServiceError::InvalidCode("the code is empty".into()));
         }
+        // A disk below its reserve refuses before anything is compiled or unpacked onto it.
+        self.store.check_space()?;
         let sha256 = gust_store::sha256_hex(&code);
         let size = code.len();
-        self.executor
-            .prepare_code(runtime, &sha256, code.clone())
-            .await
-            .map_err(ServiceError::InvalidCode)?;
+        self.executor.prepare_code(runtime, &sha256, code.clone()).await?;
         self.store.put_artifact(code).await?;
         Ok((sha256, size))
     }

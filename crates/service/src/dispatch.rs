@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gust_core::{AttemptOutcome, InvocationId, InvocationRecord, Lifecycle, Rejected, WorkerId};
+use gust_store::space::LogEvery;
 use gust_store::{Claimed, Completion, StoreError};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +33,19 @@ use crate::{Execution, Metrics, Service};
 const SWEEPS_PER_REAP: u32 = 40;
 /// Keyless sync records waiting to be written behind; past this they are dropped (and counted).
 const WRITE_BEHIND_QUEUE: usize = 20_000;
+/// Bytes (payload, result, error, log) of the keyless sync records waiting to be written
+/// behind; past this they are dropped (and counted), so a store that cannot take them for a
+/// while (a full disk) costs bounded memory whatever the payloads' sizes.
+const WRITE_BEHIND_MAX_BYTES: u64 = 256 << 20;
+/// While the store's disk is full, the write-behind task retries its batch this often at first,
+/// backing off to [`WRITE_BEHIND_FULL_RETRY_MAX`].
+const WRITE_BEHIND_FULL_RETRY: Duration = Duration::from_millis(250);
+const WRITE_BEHIND_FULL_RETRY_MAX: Duration = Duration::from_secs(2);
+/// Tries of a batch on a full disk once shutdown has begun, before its records are given up
+/// (a shutdown must end).
+const WRITE_BEHIND_TRIES_AT_SHUTDOWN: u32 = 3;
+/// How often a lasting condition (a full disk, records dropped) is logged again.
+const REPEATED_WARNING_EVERY: Duration = Duration::from_secs(30);
 /// Most records written behind in one store call.
 const WRITE_BEHIND_BATCH: usize = 2_000;
 /// How long the write-behind task gathers records before writing a partial batch.
@@ -68,6 +82,15 @@ pub(crate) struct DispatchState {
     behind_settled: watch::Sender<u64>,
     /// Records whose write failed (settled, but not in the store).
     behind_lost: AtomicU64,
+    /// Bytes of the records queued and not yet settled ([`WRITE_BEHIND_MAX_BYTES`]).
+    behind_bytes: AtomicU64,
+    /// Set while the store's disk is full and the task holds a batch it cannot write: reads
+    /// then do not wait for records that cannot land yet.
+    behind_stalled: AtomicBool,
+    /// Warnings about records dropped, and about store calls failing on a full disk, said at
+    /// most once per [`REPEATED_WARNING_EVERY`].
+    dropped_log: LogEvery,
+    full_disk_log: LogEvery,
     /// Asks the write-behind task to write what it holds now instead of lingering.
     behind_flush: Notify,
     /// Callers waiting for an invocation's outcome on this server, woken when a completion
@@ -111,14 +134,38 @@ impl DispatchState {
 
 impl DispatchState {
     /// Queues a finished record to be written behind; drops it (returning false) when the
-    /// queue is full rather than slowing the caller down.
+    /// queue is full, in records or bytes, rather than slowing the caller down.
     pub(crate) fn write_behind(&self, record: InvocationRecord) -> bool {
         self.behind_queued.fetch_add(1, Ordering::SeqCst);
-        if self.write_behind.try_send(record).is_ok() {
+        let size = record_bytes(&record);
+        let held = self.behind_bytes.fetch_add(size, Ordering::Relaxed) + size;
+        if held <= WRITE_BEHIND_MAX_BYTES && self.write_behind.try_send(record).is_ok() {
             return true;
         }
+        self.behind_bytes.fetch_sub(size, Ordering::Relaxed);
         self.settle(1);
+        if let Some(held) = self.dropped_log.allow() {
+            tracing::warn!(
+                dropped_meanwhile = held,
+                "the write-behind queue is full ({WRITE_BEHIND_QUEUE} records or {WRITE_BEHIND_MAX_BYTES} bytes): a keyless sync invocation's record is dropped (its caller had the answer; counted in gust_records_dropped_total)"
+            );
+        }
         false
+    }
+
+    /// Logs a background store call that failed: a full disk is said once in a while (it
+    /// lasts, and the call is retried at its own pace), anything else every time.
+    pub(crate) fn store_failed(&self, what: &str, e: &StoreError) {
+        self.failed_for_space(what, matches!(e, StoreError::Full(_)), e);
+    }
+
+    /// [`DispatchState::store_failed`] for an error already in the service's terms.
+    pub(crate) fn failed_for_space(&self, what: &str, disk_full: bool, e: &dyn std::fmt::Display) {
+        if !disk_full {
+            tracing::error!(error = %e, "{what} failed");
+        } else if let Some(held) = self.full_disk_log.allow() {
+            tracing::warn!(error = %e, repeated = held, "{what} failed: the disk is full; retrying until space is freed");
+        }
     }
 
     fn settle(&self, n: usize) {
@@ -129,7 +176,10 @@ impl DispatchState {
     /// returns once it is written, so the caller answers only with its record in the store.
     pub(crate) async fn write_behind_durably(&self, record: InvocationRecord) {
         let target = self.behind_queued.fetch_add(1, Ordering::SeqCst) + 1;
+        let size = record_bytes(&record);
+        self.behind_bytes.fetch_add(size, Ordering::Relaxed);
         if self.write_behind.send(record).await.is_err() {
+            self.behind_bytes.fetch_sub(size, Ordering::Relaxed);
             self.settle(1);
             return;
         }
@@ -155,6 +205,9 @@ impl DispatchState {
     /// after a sync invocation's answer finds its record. Free when nothing is queued; the
     /// invocation itself never waits for this.
     pub(crate) async fn written_behind(&self) {
+        if self.behind_stalled.load(Ordering::Relaxed) {
+            return;
+        }
         let target = self.behind_queued.load(Ordering::SeqCst);
         let mut settled = self.behind_settled.subscribe();
         if *settled.borrow() >= target {
@@ -181,6 +234,10 @@ impl Default for DispatchState {
             behind_queued: AtomicU64::new(0),
             behind_settled: watch::Sender::new(0),
             behind_lost: AtomicU64::new(0),
+            behind_bytes: AtomicU64::new(0),
+            behind_stalled: AtomicBool::new(false),
+            dropped_log: LogEvery::new(REPEATED_WARNING_EVERY),
+            full_disk_log: LogEvery::new(REPEATED_WARNING_EVERY),
             behind_flush: Notify::new(),
             waiters: Mutex::new(HashMap::new()),
         }
@@ -223,6 +280,8 @@ impl Service {
             tokio::spawn(self.clone().sweeper()),
             tokio::spawn(self.clone().snapshot_poller()),
             tokio::spawn(self.clone().placer()),
+            tokio::spawn(self.clone().retainer()),
+            tokio::spawn(self.clone().backlog_refresher()),
         ];
         if self.cfg.local_worker {
             tasks.push(tokio::spawn(self.clone().dispatcher()));
@@ -447,6 +506,9 @@ impl Service {
             Err(StoreError::Rejected(other)) => {
                 tracing::info!(%id, reason = %other, "completion refused; dropping its result");
             }
+            Err(e @ StoreError::Full(_)) => {
+                self.dispatch.store_failed("a completion (the lease will expire and recover it)", e)
+            }
             Err(e) => {
                 tracing::error!(%id, error = %e, "completion failed; the lease will expire and recover it")
             }
@@ -472,7 +534,7 @@ impl Service {
                             tokio::spawn(self.clone().run_claimed(c));
                         }
                     }
-                    Err(e) => tracing::error!(error = %e, "claiming queued invocations failed"),
+                    Err(e) => self.dispatch.store_failed("claiming queued invocations", &e),
                 }
             }
             if claimed_all {
@@ -562,7 +624,7 @@ impl Service {
                         }
                     }
                 }
-                Err(e) => tracing::error!(error = %e, "lease renewal failed"),
+                Err(e) => self.dispatch.store_failed("lease renewal", &e),
             }
         }
     }
@@ -579,7 +641,7 @@ impl Service {
                         self.wake_dispatcher();
                     }
                 }
-                Err(e) => tracing::error!(error = %e, "recovery sweep failed"),
+                Err(e) => self.dispatch.store_failed("recovery sweep", &e),
             }
             sweeps += 1;
             if sweeps.is_multiple_of(SWEEPS_PER_REAP) {
@@ -618,12 +680,45 @@ impl Service {
                 }
             }
             let n = batch.len();
-            if let Err(e) = self.store.record_finished(std::mem::take(&mut batch)).await {
-                tracing::warn!(error = %e, "could not record sync invocations");
+            let bytes: u64 = batch.iter().map(record_bytes).sum();
+            if !self.wait_for_room().await {
+                tracing::error!(
+                    records = n,
+                    "shutdown: the disk is still full; these sync invocations' records are lost"
+                );
+                batch.clear();
+                self.dispatch.behind_lost.fetch_add(n as u64, Ordering::Relaxed);
+            } else if let Err(e) = self.store.record_finished(std::mem::take(&mut batch)).await {
+                self.dispatch.store_failed("recording sync invocations (their records are lost)", &e);
                 self.dispatch.behind_lost.fetch_add(n as u64, Ordering::Relaxed);
             }
+            self.dispatch.behind_bytes.fetch_sub(bytes, Ordering::Relaxed);
             self.dispatch.settle(n);
         }
+    }
+
+    /// Waits while the store has no room for new records (a full disk), so the batch in hand
+    /// is kept, not lost; meanwhile more records queue up to the queue's bounds and are dropped
+    /// past them. `false` if shutdown began and the disk stayed full: the batch is given up.
+    /// A disk that fills during the write itself still fails the batch (counted as lost).
+    async fn wait_for_room(&self) -> bool {
+        let mut wait = WRITE_BEHIND_FULL_RETRY;
+        let mut tries_at_shutdown = 0;
+        while let Err(e) = self.store.check_space() {
+            self.dispatch.behind_stalled.store(true, Ordering::Relaxed);
+            self.dispatch.store_failed("recording sync invocations", &e);
+            if self.is_shutting_down() {
+                tries_at_shutdown += 1;
+                if tries_at_shutdown > WRITE_BEHIND_TRIES_AT_SHUTDOWN {
+                    self.dispatch.behind_stalled.store(false, Ordering::Relaxed);
+                    return false;
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(WRITE_BEHIND_FULL_RETRY_MAX);
+        }
+        self.dispatch.behind_stalled.store(false, Ordering::Relaxed);
+        true
     }
 
     async fn snapshot_poller(self: Arc<Self>) {
@@ -634,4 +729,13 @@ impl Service {
             tokio::time::sleep(self.cfg.snapshot_poll_interval).await;
         }
     }
+}
+
+/// The bytes a record holds in memory that grow with use (for the write-behind queue's bound).
+fn record_bytes(r: &InvocationRecord) -> u64 {
+    let error = r
+        .error
+        .as_ref()
+        .map_or(0, |e| e.error_message.len() + e.runtime_error.as_ref().map_or(0, String::len));
+    (r.request.payload.len() + r.result.as_ref().map_or(0, |b| b.len()) + r.log.len() + error) as u64
 }

@@ -35,6 +35,9 @@ pub enum ServiceError {
     /// The function is at its reserved concurrency.
     #[error("function {function} is at its reserved concurrency of {limit}")]
     Throttled { function: String, limit: u32 },
+    /// Too many async invocations are already waiting (of the function, or of all).
+    #[error("{waiting} async invocations of {scope} are already waiting (at most {limit}); function {function} cannot queue more until some run")]
+    QueueFull { function: String, waiting: u64, limit: u64, scope: &'static str },
     /// A worker's attempt no longer owns the invocation; its report was dropped.
     #[error("{0}")]
     Fenced(String),
@@ -44,6 +47,10 @@ pub enum ServiceError {
     WorkerForbidden(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The store's disk is full (or below the reserve kept for finishing work already
+    /// accepted): new work is refused until space is freed; nothing accepted is lost.
+    #[error("{0}; new work is refused until space is freed (work already accepted is kept)")]
+    InsufficientStorage(String),
     /// This server is shutting down (SIGTERM): it takes no new invocations; retry elsewhere
     /// or after its restart.
     #[error("the server is shutting down: retry on another server or after its restart")]
@@ -62,6 +69,7 @@ impl From<StoreError> for ServiceError {
             StoreError::KeyMismatch { existing } => ServiceError::KeyMismatch { existing },
             StoreError::Invalid(msg) => ServiceError::Conflict(msg),
             StoreError::Rejected(r) => ServiceError::Conflict(r.to_string()),
+            e @ StoreError::Full(_) => ServiceError::InsufficientStorage(e.to_string()),
             e @ (StoreError::Corrupt(_) | StoreError::Backend(_)) => ServiceError::Internal(e.to_string()),
         }
     }

@@ -180,6 +180,7 @@ impl Service {
     }
 
     async fn enqueue(&self, request: InvocationRequest) -> Result<Invoked> {
+        self.admit_async(&request.function)?;
         let id = request.id.clone();
         let new = NewInvocation { request, lifecycle: Lifecycle::queued() };
         match self.insert_one(new).await? {

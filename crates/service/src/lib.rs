@@ -17,10 +17,12 @@ mod control;
 mod dispatch;
 pub use dispatch::{Background, Drained};
 mod error;
+pub mod gc;
 mod ingest;
 mod invoke;
 pub mod keys;
 mod metrics;
+pub mod retention;
 mod workers;
 
 use std::sync::Arc;
@@ -37,6 +39,7 @@ pub use error::ServiceError;
 pub use invoke::{InvokeInput, Invoked, SyncOutcome};
 pub use keys::{ApiKeys, IssuedKey};
 pub use metrics::Metrics;
+pub use retention::{QueueCaps, Retention};
 pub use workers::{
     Assignment, HeartbeatReply, IssuedCredential, DEFAULT_ENROLLED_CREDENTIAL_TTL, HEARTBEAT_INTERVAL,
     LIVENESS_BOUND, WORKER_PROTOCOL,
@@ -64,14 +67,19 @@ pub trait Executor: Send + Sync + 'static {
     /// Slots free right now.
     fn free_slots(&self) -> usize;
     /// Validates and prepares code at upload, so that invalid code is refused before it is
-    /// stored and the first invocation does not compile.
-    async fn prepare_code(&self, runtime: Runtime, sha256: &str, code: Bytes) -> Result<(), String>;
+    /// stored and the first invocation does not compile: `InvalidCode` for code that cannot
+    /// run, `InsufficientStorage` when the disk that holds prepared code is full.
+    async fn prepare_code(&self, runtime: Runtime, sha256: &str, code: Bytes) -> Result<(), ServiceError>;
     /// Reaps idle environments; returns how many.
     fn reap_idle(&self) -> usize;
     /// Warm environments right now.
     fn warm_environments(&self) -> usize;
     /// Whether this executor can run functions of `runtime`'s family (start-up detection).
     fn runs(&self, runtime: Runtime) -> bool;
+    /// Drops cached code (task roots, compiled modules) whose sha256 is not in `keep`, that
+    /// nothing uses and that was not used or prepared within `grace` ([`gc`]).
+    async fn collect_cache(&self, keep: std::collections::HashSet<String>, grace: Duration)
+        -> gc::CacheCollected;
 }
 
 /// Tunables of the service, each with a documented default.
@@ -96,6 +104,10 @@ pub struct ServiceConfig {
     /// How long an enrolled worker's credential outlives its last heartbeat
     /// ([`workers::DEFAULT_ENROLLED_CREDENTIAL_TTL`]).
     pub enrolled_credential_ttl: Duration,
+    /// How long and how much of ended invocations is kept.
+    pub retention: Retention,
+    /// Most async invocations waiting to run, per function and in total.
+    pub queue_caps: QueueCaps,
 }
 
 impl ServiceConfig {
@@ -109,6 +121,8 @@ impl ServiceConfig {
             claim_batch: 64,
             local_worker: true,
             enrolled_credential_ttl: workers::DEFAULT_ENROLLED_CREDENTIAL_TTL,
+            retention: Retention::default(),
+            queue_caps: QueueCaps::default(),
         }
     }
 }
@@ -130,6 +144,8 @@ pub struct Service {
     worker_wake: tokio::sync::Notify,
     /// Worker credentials checked recently.
     credentials: workers::CredentialCache,
+    /// Async work waiting, for the queue caps.
+    backlog: retention::Backlog,
 }
 
 impl Service {
@@ -152,6 +168,7 @@ impl Service {
             placement_wake: tokio::sync::Notify::new(),
             worker_wake: tokio::sync::Notify::new(),
             credentials: workers::CredentialCache::default(),
+            backlog: retention::Backlog::default(),
         })
     }
 

@@ -17,6 +17,10 @@ pub struct Metrics {
     pub expired_events: AtomicU64,
     /// Invocations refused (sync) or handed back (async) at a reserved-concurrency limit.
     pub throttled: AtomicU64,
+    /// Async invocations refused because too many were already waiting.
+    pub queue_full: AtomicU64,
+    /// Ended invocation records deleted by retention.
+    pub records_pruned: AtomicU64,
 }
 
 impl Metrics {
@@ -65,6 +69,16 @@ impl Metrics {
                 "gust_throttled_total",
                 "Invocations throttled at their function's reserved concurrency",
                 get(&self.throttled),
+            ),
+            (
+                "gust_queue_full_total",
+                "Async invocations refused because too many were already waiting",
+                get(&self.queue_full),
+            ),
+            (
+                "gust_records_pruned_total",
+                "Ended invocation records deleted by retention",
+                get(&self.records_pruned),
             ),
         ]
     }

@@ -433,7 +433,11 @@ impl Service {
                     continue;
                 }
                 Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "placement round failed"),
+                Err(e) => self.dispatch.failed_for_space(
+                    "a placement round",
+                    matches!(e, ServiceError::InsufficientStorage(_)),
+                    &e,
+                ),
             }
             tokio::select! {
                 _ = self.placement_wake.notified() => {}

@@ -19,7 +19,7 @@ use gust_core::{
 };
 
 use crate::{
-    Completion, CredentialOrigin, Inserted, InvocationFilter, NewInvocation, Store, StoreError,
+    Completion, CredentialOrigin, Inserted, InvocationFilter, NewInvocation, Pruned, Store, StoreError,
     WorkerCredential,
 };
 
@@ -59,6 +59,10 @@ macro_rules! store_conformance_tests {
             api_keys_have_unique_names_and_revoking_frees_the_name,
             concurrent_creators_of_one_api_key_name_have_one_winner,
             api_key_last_use_only_moves_forward,
+            retention_prunes_only_ended_records_oldest_first,
+            code_collection_frees_only_unreferenced_old_code,
+            code_stored_again_is_fresh_again,
+            code_collection_racing_deploys_never_frees_referenced_code,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -859,3 +863,216 @@ pub async fn api_key_last_use_only_moves_forward(store: Arc<dyn Store>) {
     assert_eq!(store.get_api_key(&k.id).await.unwrap().unwrap().last_used_at, Some(NOW + 100));
     store.touch_api_key("K0000000000000000099", NOW).await.unwrap();
 }
+
+pub async fn retention_prunes_only_ended_records_oldest_first(store: Arc<dyn Store>) {
+    // Ended records of 10, 20 and 30 payload bytes (plus a 3-byte result each), finished in
+    // that order; and async work still waiting, which retention never touches.
+    let ended = |finished_at: i64, payload_len: usize| gust_core::InvocationRecord {
+        request: request("kept", Mode::Sync, None, &"x".repeat(payload_len)),
+        lifecycle: Lifecycle { state: State::Succeeded, attempt_epoch: 1, function_errors: 0, lost_attempts: 0 },
+        result: Some(Bytes::from_static(b"out")),
+        error: None,
+        log: String::new(),
+        updated_at: finished_at,
+        finished_at: Some(finished_at),
+    };
+    let records = [ended(NOW + 20, 30), ended(NOW, 10), ended(NOW + 10, 20)];
+    let ids: Vec<InvocationId> = records.iter().map(|r| r.request.id.clone()).collect();
+    store.record_finished(records.to_vec()).await.unwrap();
+    let waiting = enqueue(&*store, request("busy", Mode::Async, None, "{}")).await;
+    enqueue(&*store, request("busy", Mode::Async, None, "{}")).await;
+    assert_eq!(store.async_backlog().await.unwrap(), vec![("busy".to_string(), 2)]);
+    assert_eq!(store.ended_invocations().await.unwrap(), Pruned { invocations: 3, bytes: 13 + 23 + 33 });
+
+    // Finished before NOW + 15: the 10- and 20-byte records, and nothing else.
+    let pruned = store.prune_invocations(NOW + 15, 100).await.unwrap();
+    assert_eq!(pruned, Pruned { invocations: 2, bytes: 13 + 23 });
+    assert!(store.get_invocation(&ids[1]).await.unwrap().is_none());
+    assert!(store.get_invocation(&ids[2]).await.unwrap().is_none());
+    assert!(store.get_invocation(&ids[0]).await.unwrap().is_some());
+    assert_eq!(store.ended_invocations().await.unwrap(), Pruned { invocations: 1, bytes: 33 });
+
+    // A budget pass takes the oldest first, a batch at a time; waiting work stays.
+    assert_eq!(store.prune_invocations(i64::MAX, 1).await.unwrap(), Pruned { invocations: 1, bytes: 33 });
+    assert_eq!(store.prune_invocations(i64::MAX, 100).await.unwrap(), Pruned::default());
+    assert_eq!(state_of(&*store, &waiting).await.state, State::Queued);
+    assert_eq!(store.async_backlog().await.unwrap(), vec![("busy".to_string(), 2)]);
+}
+
+/// The wall clock in ms: artifacts are stamped with it when stored (the embedded store uses
+/// the file's modification time).
+fn wall_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+pub async fn code_collection_frees_only_unreferenced_old_code(store: Arc<dyn Store>) {
+    let put = |bytes: &'static str| {
+        let store = store.clone();
+        async move { store.put_artifact(Bytes::from_static(bytes.as_bytes())).await.unwrap() }
+    };
+    // f: code a (published as version 1), b (a queued invocation resolved to that revision),
+    // c (superseded, nothing needs it), d (current). e was uploaded and never used. g's code
+    // goes with g.
+    let a = put("code a").await;
+    store.create_function("f", spec(), &a, NOW).await.unwrap();
+    assert_eq!(store.publish_version("f", None, None, NOW).await.unwrap().number, 1);
+    let b = put("code b").await;
+    let on_b = store.set_function_code("f", &b, None, NOW).await.unwrap().revision;
+    let mut queued = request("f", Mode::Async, None, "{}");
+    queued.resolved = Resolved::Latest { revision: on_b };
+    let queued = enqueue(&*store, queued).await;
+    let c = put("code c").await;
+    let on_c = store.set_function_code("f", &c, None, NOW).await.unwrap().revision;
+    let d = put("code d").await;
+    let current = store.set_function_code("f", &d, None, NOW).await.unwrap().revision;
+    let e = put("code e").await;
+    let g = put("code of g").await;
+    store.create_function("g", spec(), &g, NOW).await.unwrap();
+    store.delete_function("g", None, NOW).await.unwrap();
+    let mut referenced = store.referenced_code().await.unwrap();
+    referenced.sort();
+    let mut expected = vec![a.clone(), b.clone(), c.clone(), d.clone()];
+    expected.sort();
+    assert_eq!(referenced, expected, "before collection, every revision still names its code");
+
+    // Within the grace (stored after the cutoff), no artifact goes; superseded revisions that
+    // nothing runs do (they were written at NOW, long before the cutoff).
+    let fresh = store.collect_code(wall_now() - 3_600_000, 100).await.unwrap();
+    assert!(fresh.artifacts.is_empty(), "{fresh:?}");
+    assert_eq!(fresh.revisions, 2, "the create's and c's revisions; b's is needed by queued work");
+    assert!(store.get_deployment("f", Resolved::Latest { revision: on_c }).await.unwrap().is_none());
+    for sha in [&a, &b, &c, &d, &e, &g] {
+        store.get_artifact(sha).await.unwrap();
+    }
+
+    // Past the grace: exactly the unreferenced ones go.
+    let collected = store.collect_code(wall_now() + 1_000, 100).await.unwrap();
+    let mut gone = vec![c.clone(), e.clone(), g.clone()];
+    gone.sort();
+    assert_eq!(collected.artifacts, gone);
+    assert_eq!(collected.bytes, ("code c".len() + "code e".len() + "code of g".len()) as u64);
+    for sha in &gone {
+        assert!(matches!(store.get_artifact(sha).await, Err(StoreError::NotFound { .. })), "{sha} stays deleted");
+    }
+    assert_eq!(store.get_artifact(&a).await.unwrap(), Bytes::from_static(b"code a"), "version 1's code");
+    assert_eq!(store.get_artifact(&d).await.unwrap(), Bytes::from_static(b"code d"), "$LATEST's code");
+    let pending = store.get_deployment("f", Resolved::Latest { revision: on_b }).await.unwrap();
+    assert_eq!(pending.expect("the queued invocation can still run").code_sha256, b);
+    store.get_artifact(&b).await.unwrap();
+    assert_eq!(store.get_deployment("f", Resolved::Latest { revision: current }).await.unwrap().unwrap().code_sha256, d);
+
+    // Idempotent: a second pass finds nothing.
+    assert_eq!(store.collect_code(wall_now() + 1_000, 100).await.unwrap(), crate::CollectedCode::default());
+    // Gone code cannot be pointed at; stored again, it can.
+    let stale = store.set_function_code("f", &c, None, NOW).await;
+    assert!(matches!(stale, Err(StoreError::NotFound { .. })), "{stale:?}");
+    let created = store.create_function("h", spec(), &e, NOW).await;
+    assert!(matches!(created, Err(StoreError::NotFound { .. })), "{created:?}");
+    assert!(store.get_function("h").await.unwrap().is_none());
+    assert_eq!(put("code c").await, c);
+    store.set_function_code("f", &c, None, NOW).await.unwrap();
+    store.set_function_code("f", &d, None, NOW).await.unwrap();
+
+    // Once the queued invocation has ended, its revision and code go too.
+    let claimed = store.claim(&queued, &worker("w"), NOW + 5_000, NOW).await.unwrap();
+    store.complete(completion("w", &queued, claimed.epoch, AttemptOutcome::Succeeded), NOW).await.unwrap();
+    let after = store.collect_code(wall_now() + 1_000, 100).await.unwrap();
+    let mut gone = vec![b.clone(), c.clone()];
+    gone.sort();
+    assert_eq!(after.artifacts, gone);
+    assert!(store.get_deployment("f", Resolved::Latest { revision: on_b }).await.unwrap().is_none());
+
+    // Deleting the function frees the rest, its published version's code included.
+    store.delete_function("f", None, NOW).await.unwrap();
+    let last = store.collect_code(wall_now() + 1_000, 100).await.unwrap();
+    let mut gone = vec![a, d];
+    gone.sort();
+    assert_eq!(last.artifacts, gone);
+    assert!(store.referenced_code().await.unwrap().is_empty());
+}
+
+pub async fn code_stored_again_is_fresh_again(store: Arc<dyn Store>) {
+    let code = Bytes::from_static(b"uploaded twice");
+    let sha = store.put_artifact(code.clone()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let between = wall_now();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // The second upload (the first half of a deploy) starts the grace over.
+    assert_eq!(store.put_artifact(code.clone()).await.unwrap(), sha);
+    let kept = store.collect_code(between, 100).await.unwrap();
+    assert!(kept.artifacts.is_empty(), "{kept:?}");
+    store.create_function("f", spec(), &sha, NOW).await.unwrap();
+    store.delete_function("f", None, NOW).await.unwrap();
+    let gone = store.collect_code(wall_now() + 1_000, 100).await.unwrap();
+    assert_eq!(gone.artifacts, vec![sha.clone()]);
+    // A limit bounds one pass.
+    for i in 0..3 {
+        store.put_artifact(Bytes::from(format!("orphan {i}"))).await.unwrap();
+    }
+    assert_eq!(store.collect_code(wall_now() + 1_000, 2).await.unwrap().artifacts.len(), 2);
+    assert_eq!(store.collect_code(wall_now() + 1_000, 2).await.unwrap().artifacts.len(), 1);
+}
+
+/// Deploys (upload, then point `$LATEST` at it, then maybe publish) race collections that have no
+/// grace at all: every upload is garbage the moment it is stored, so a deploy either commits
+/// its reference first or is refused with `NotFound`; never does a function or version end up
+/// naming code that is gone.
+pub async fn code_collection_racing_deploys_never_frees_referenced_code(store: Arc<dyn Store>) {
+    const DEPLOYERS: usize = 4;
+    const DEPLOYS: usize = 25;
+    for d in 0..DEPLOYERS {
+        let sha = store.put_artifact(Bytes::from(format!("first code of d{d}"))).await.unwrap();
+        store.create_function(&format!("d{d}"), spec(), &sha, NOW).await.unwrap();
+    }
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let (store, done) = (store.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut freed = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                freed += store.collect_code(wall_now() + 60_000, 1_000).await.unwrap().artifacts.len();
+                tokio::task::yield_now().await;
+            }
+            freed + store.collect_code(wall_now() + 60_000, 1_000).await.unwrap().artifacts.len()
+        })
+    };
+    let mut deployers = Vec::new();
+    for d in 0..DEPLOYERS {
+        let store = store.clone();
+        deployers.push(tokio::spawn(async move {
+            let (name, mut refused) = (format!("d{d}"), 0);
+            for i in 0..DEPLOYS {
+                let sha = store.put_artifact(Bytes::from(format!("code {i} of {name}"))).await.unwrap();
+                match store.set_function_code(&name, &sha, None, NOW).await {
+                    // Every other deploy is published; the rest become garbage when superseded.
+                    Ok(_) if i % 2 == 0 => {
+                        store.publish_version(&name, None, None, NOW).await.unwrap();
+                    }
+                    Ok(_) => {}
+                    Err(StoreError::NotFound { .. }) => refused += 1,
+                    Err(e) => panic!("deploy failed: {e}"),
+                }
+            }
+            refused
+        }));
+    }
+    for d in deployers {
+        d.await.unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(collector.await.unwrap() > 0, "the collector ran and freed superseded code");
+    for d in 0..DEPLOYERS {
+        let name = format!("d{d}");
+        let f = store.get_function(&name).await.unwrap().unwrap();
+        let current = f.code_sha256.unwrap();
+        store.get_artifact(&current).await.unwrap_or_else(|e| panic!("{name}'s $LATEST code is gone: {e}"));
+        for v in store.list_versions(&name, None, 1_000).await.unwrap() {
+            store.get_artifact(&v.code_sha256).await.unwrap_or_else(|e| panic!("{name}:{} code is gone: {e}", v.number));
+        }
+    }
+    // What the collections left is referenced, all of it.
+    for sha in store.referenced_code().await.unwrap() {
+        store.get_artifact(&sha).await.unwrap();
+    }
+}
+

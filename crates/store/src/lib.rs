@@ -20,9 +20,11 @@ use thiserror::Error;
 
 mod blob;
 pub mod conformance;
+mod gc;
 pub mod postgres;
 mod rows;
 pub mod secrets;
+pub mod space;
 pub mod sqlite;
 
 pub use blob::sha256_hex;
@@ -76,6 +78,11 @@ pub enum StoreError {
     /// Stored bytes do not hash to their name.
     #[error("artifact {0} is corrupt: its bytes do not match its sha256")]
     Corrupt(String),
+    /// The store's disk is full, or below the reserve kept for finishing work already accepted
+    /// ([`space`]). Nothing changed: the write was refused, or rolled back whole. It passes
+    /// once space is freed.
+    #[error("the store's disk is full: {0}")]
+    Full(String),
     /// The backend failed (I/O, database). The operation may or may not have been applied only
     /// if the message says the commit failed; otherwise nothing changed.
     #[error("store backend error: {0}")]
@@ -122,6 +129,14 @@ pub struct Completion {
     pub log: String,
 }
 
+/// Invocation records and their bytes: what one retention pass deleted, or what is kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    pub invocations: u64,
+    /// Payload, result, error and log bytes of the deleted records.
+    pub bytes: u64,
+}
+
 /// What one recovery sweep changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Recovered {
@@ -135,6 +150,17 @@ pub struct Recovered {
     pub unplaced: u64,
     /// Async invocations older than their maximum event age.
     pub expired: u64,
+}
+
+/// What one garbage collection of code ([`Store::collect_code`]) deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CollectedCode {
+    /// `$LATEST` revisions no longer needed (rows only; their code may still be named elsewhere).
+    pub revisions: u64,
+    /// Artifacts deleted, by sha256.
+    pub artifacts: Vec<String>,
+    /// Bytes of the deleted artifacts.
+    pub bytes: u64,
 }
 
 /// Monotonic counters kept with the state, for metrics and tests.
@@ -272,12 +298,33 @@ pub trait Store: Send + Sync + 'static {
     async fn get_deployment(&self, function: &str, resolved: Resolved) -> Result<Option<Deployment>>;
     /// The control-plane snapshot version: bumped by every control-plane write.
     async fn snapshot_version(&self) -> Result<u64>;
+    /// Whether the store has room for new work: [`StoreError::Full`] while its disk is below
+    /// the reserve kept for finishing work already accepted ([`space`]). The store's own
+    /// writes of new work check it too; callers ask first to refuse before doing any work.
+    /// Cheap (no I/O most of the time). A backend whose disk is not its own to watch
+    /// (PostgreSQL) always has room, and reports a full disk from the writes themselves.
+    fn check_space(&self) -> Result<()> {
+        Ok(())
+    }
 
     // ---- artifacts: content addressed, verified on every read ----
 
     /// Stores bytes under their sha256 (hex), durably. Idempotent.
     async fn put_artifact(&self, bytes: Bytes) -> Result<String>;
     async fn get_artifact(&self, sha256: &str) -> Result<Bytes>;
+    /// Garbage collection of code, in one transaction with its reference check, so a write that
+    /// starts referencing an artifact either commits first (and the artifact stays) or finds it
+    /// gone (`NotFound`, nothing changed). Deletes `$LATEST` revisions superseded before
+    /// `older_than` that no unfinished invocation resolved to (a function redeployed a thousand
+    /// times keeps one), then up to `limit` artifacts last stored (`put_artifact`) before
+    /// `older_than` that no function's `$LATEST`, kept revision or published version names.
+    /// The grace before `older_than` covers an upload between `put_artifact` and the write
+    /// that references it, and work admitted against a revision just superseded. Idempotent;
+    /// several servers may run it at once.
+    async fn collect_code(&self, older_than: Millis, limit: usize) -> Result<CollectedCode>;
+    /// Every sha256 a function's `$LATEST`, a kept revision or a published version names: the
+    /// code local caches (task roots, compiled modules) keep.
+    async fn referenced_code(&self) -> Result<Vec<String>>;
 
     // ---- invocations ----
 
@@ -328,6 +375,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<InvocationRecord>>;
     /// Invocations per state, for status and tests.
     async fn count_by_state(&self) -> Result<Vec<(StateName, u64)>>;
+    /// Deletes up to `limit` ended invocations that finished before `finished_before`, oldest
+    /// first (retention). Work still in flight is never touched. Returns what was freed.
+    async fn prune_invocations(&self, finished_before: Millis, limit: usize) -> Result<Pruned>;
+    /// How many records of ended invocations there are, and the bytes they hold (payloads,
+    /// results, errors, logs).
+    async fn ended_invocations(&self) -> Result<Pruned>;
+    /// Async invocations waiting to run (QUEUED, PLACED, RETRY_WAIT), per function.
+    async fn async_backlog(&self) -> Result<Vec<(String, u64)>>;
     async fn counters(&self) -> Result<Counters>;
 
     /// Invocations completed by any server sharing this store, as they commit; `None` where

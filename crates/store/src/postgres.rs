@@ -12,6 +12,7 @@
 //! completions), leaving dead tuples that autovacuum reclaims; the partial indexes (queued,
 //! due, placed) stay small because they only cover live work.
 
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use async_trait::async_trait;
@@ -28,15 +29,20 @@ use tokio_postgres::Row;
 
 mod tls;
 
+use crate::gc;
 use crate::rows::{
     corrupt, credential_row, decode_state, destination_request, encode_state, json_err, may_owe_destination,
     refuse_if_routed, repeated_report, same_but_description, system_error, to_record, version_spec, KeyRow,
     Outcome, RawInvocation, KEY_COLUMNS,
 };
 use crate::{
-    sha256_hex, Claimed, Completion, Counters, FoundCredential, Inserted, InvocationFilter, Kind,
-    NewInvocation, Recovered, Result, Store, StoreError, WorkerCredential,
+    sha256_hex, Claimed, CollectedCode, Completion, Counters, FoundCredential, Inserted, InvocationFilter, Kind,
+    NewInvocation, Pruned, Recovered, Result, Store, StoreError, WorkerCredential,
 };
+
+/// The bytes of an invocation record that grow with use (what retention's budget counts).
+const RECORD_BYTES: &str = "octet_length(payload) + COALESCE(octet_length(result), 0) \
+     + COALESCE(octet_length(error), 0) + octet_length(log)";
 
 /// A parameter list of mixed types.
 macro_rules! params {
@@ -146,7 +152,29 @@ CREATE TABLE api_keys (
     last_used_at BIGINT
 );
 "#,
+    // Retention prunes terminal records oldest first (finished_at is set only when an
+    // invocation ends).
+    "CREATE INDEX invocations_finished ON invocations (finished_at) WHERE finished_at IS NOT NULL;",
+    // Garbage collection of code: when each artifact was last stored and each `$LATEST`
+    // revision written (rows from before count as written at the upgrade, so none is
+    // collected sooner than its grace).
+    r#"
+ALTER TABLE artifacts ADD COLUMN stored_at BIGINT NOT NULL DEFAULT 0;
+UPDATE artifacts SET stored_at = (extract(epoch from now()) * 1000)::BIGINT;
+ALTER TABLE function_revisions ADD COLUMN created_at BIGINT NOT NULL DEFAULT 0;
+UPDATE function_revisions SET created_at = (extract(epoch from now()) * 1000)::BIGINT;
+"#,
 ];
+
+/// The advisory lock a code collection holds for its transaction (with the schema's hash as
+/// the second key: advisory locks are per database): one server collects at a time, the
+/// others skip the round.
+const CODE_GC_LOCK: i32 = 7_215_422;
+
+/// An artifact (`a`) that no function's `$LATEST`, revision or version names.
+const UNREFERENCED: &str = "NOT EXISTS (SELECT 1 FROM functions f WHERE f.code_sha256 = a.sha256) \
+     AND NOT EXISTS (SELECT 1 FROM versions v WHERE v.code_sha256 = a.sha256) \
+     AND NOT EXISTS (SELECT 1 FROM function_revisions r WHERE r.code_sha256 = a.sha256)";
 
 pub struct PgStore {
     pool: Pool,
@@ -298,7 +326,7 @@ async fn commit_completions(
     }
     match tx.commit().await {
         Ok(()) => (results, replies),
-        Err(e) => (all_failed(StoreError::Backend(format!("postgres: commit failed: {e}"))), replies),
+        Err(e) => (all_failed(by_sqlstate(e.code(), format!("postgres: commit failed: {e}"))), replies),
     }
 }
 
@@ -340,7 +368,22 @@ async fn complete_in(
 }
 
 fn pg_err(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Backend(format!("postgres: {e}"))
+    by_sqlstate(e.code(), format!("postgres: {e}"))
+}
+
+/// The database's own disk is full (`53100 disk_full`, or the class `53000
+/// insufficient_resources` itself): the same error as the embedded store's full disk, so
+/// clients see 507 and retry later. Nothing was written (the statement or the transaction
+/// failed). `53200 out_of_memory` and `53300 too_many_connections` are not about disk and pass
+/// soon by themselves: plain backend errors.
+fn by_sqlstate(code: Option<&tokio_postgres::error::SqlState>, message: String) -> StoreError {
+    use tokio_postgres::error::SqlState;
+    match code {
+        Some(c) if *c == SqlState::DISK_FULL || *c == SqlState::INSUFFICIENT_RESOURCES => {
+            StoreError::Full(message)
+        }
+        _ => StoreError::Backend(message),
+    }
 }
 
 fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
@@ -768,8 +811,9 @@ async fn write_function(
     .map_err(pg_err)?;
     pg_execute(
         tx,
-        "INSERT INTO function_revisions (function, revision, spec, code_sha256) VALUES ($1, $2, $3, $4)",
-        params![&name, &(revision as i64), &spec_json, &code],
+        "INSERT INTO function_revisions (function, revision, spec, code_sha256, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+        params![&name, &(revision as i64), &spec_json, &code, &now],
     )
     .await
     .map_err(pg_err)?;
@@ -781,6 +825,75 @@ async fn write_function(
         created_at: existing.as_ref().map_or(now, |f| f.created_at),
         updated_at: now,
     })
+}
+
+/// The wall clock in ms, for when an artifact was stored (the embedded store uses the file's
+/// modification time, the same clock).
+fn unix_millis() -> Millis {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Holds a stored artifact until the transaction ends, so a code collection either waits for
+/// this transaction's reference or has deleted the artifact first (then `NotFound`).
+async fn hold_artifact(tx: &impl GenericClient, sha256: &str) -> Result<()> {
+    let held = pg_query_opt(tx, "SELECT 1 FROM artifacts WHERE sha256 = $1 FOR KEY SHARE", params![&sha256])
+        .await
+        .map_err(pg_err)?
+        .is_some();
+    if !held {
+        return Err(StoreError::NotFound { kind: Kind::Artifact, name: sha256.chars().take(80).collect() });
+    }
+    Ok(())
+}
+
+/// Deletes the `$LATEST` revisions [`gc::prunable_revisions`] names, locking their functions
+/// first as every writer of a function does (one being written now is skipped until the next
+/// collection); returns how many.
+async fn prune_revisions(tx: &impl GenericClient, older_than: Millis) -> Result<u64> {
+    let live = pg_query(tx, gc::LIVE_RESOLVED_SQL, &[]).await.map_err(pg_err)?;
+    let live = gc::live_revisions(live.iter().map(|r| (r.get(0), r.get(1))));
+    let revisions: Vec<gc::RevisionRow> = pg_query(tx, gc::REVISIONS_SQL, &[])
+        .await
+        .map_err(pg_err)?
+        .iter()
+        .map(|r| gc::RevisionRow {
+            function: r.get(0),
+            revision: r.get::<_, i64>(1) as u64,
+            created_at: r.get(2),
+        })
+        .collect();
+    let current: HashMap<String, u64> = pg_query(tx, gc::CURRENT_SQL, &[])
+        .await
+        .map_err(pg_err)?
+        .iter()
+        .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+        .collect();
+    let prune = gc::prunable_revisions(&revisions, &current, &live, older_than);
+    if prune.is_empty() {
+        return Ok(0);
+    }
+    let mut names: Vec<&str> = prune.iter().map(|(f, _)| f.as_str()).collect();
+    names.dedup();
+    let locked: HashSet<String> = pg_query(
+        tx,
+        "SELECT name FROM functions WHERE name = ANY($1) ORDER BY name FOR UPDATE SKIP LOCKED",
+        params![&names],
+    )
+    .await
+    .map_err(pg_err)?
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    let (functions, numbers): (Vec<&str>, Vec<i64>) =
+        prune.iter().filter(|(f, _)| locked.contains(f)).map(|(f, r)| (f.as_str(), *r as i64)).unzip();
+    pg_execute(
+        tx,
+        "DELETE FROM function_revisions WHERE (function, revision) IN \
+         (SELECT * FROM unnest($1::TEXT[], $2::BIGINT[]))",
+        params![&functions, &numbers],
+    )
+    .await
+    .map_err(pg_err)
 }
 
 macro_rules! in_tx {
@@ -821,7 +934,11 @@ impl Store for PgStore {
         code_sha256: &str,
         now: Millis,
     ) -> Result<FunctionConfig> {
-        in_tx!(self, |tx| write_function(&tx, name, spec, Some(code_sha256.to_string()), Some(0), now).await)
+        in_tx!(self, |tx| async {
+            hold_artifact(&tx, code_sha256).await?;
+            write_function(&tx, name, spec, Some(code_sha256.to_string()), Some(0), now).await
+        }
+        .await)
     }
 
     async fn set_function_code(
@@ -834,13 +951,7 @@ impl Store for PgStore {
         in_tx!(self, |tx| {
             async {
             let mut f = require_function(&tx, name, expect).await?;
-            let exists = pg_query_opt(&tx, "SELECT 1 FROM artifacts WHERE sha256 = $1", params![&code_sha256])
-                .await
-                .map_err(pg_err)?
-                .is_some();
-            if !exists {
-                return Err(StoreError::NotFound { kind: Kind::Artifact, name: code_sha256.to_string() });
-            }
+            hold_artifact(&tx, code_sha256).await?;
             let revision = bump_snapshot(&tx).await?;
             let spec_json = crate::secrets::seal_spec(&f.spec)?;
             pg_execute(&tx,
@@ -850,8 +961,9 @@ impl Store for PgStore {
             .await
             .map_err(pg_err)?;
             pg_execute(&tx,
-                "INSERT INTO function_revisions (function, revision, spec, code_sha256) VALUES ($1, $2, $3, $4)",
-                params![&name, &(revision as i64), &spec_json, &code_sha256],
+                "INSERT INTO function_revisions (function, revision, spec, code_sha256, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                params![&name, &(revision as i64), &spec_json, &code_sha256, &now],
             )
             .await
             .map_err(pg_err)?;
@@ -1145,8 +1257,10 @@ impl Store for PgStore {
         let data: &[u8] = &bytes;
         pg_execute(
             &client,
-            "INSERT INTO artifacts (sha256, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            params![&sha, &data],
+            // Stored again: the collection grace starts over (the upload's config write follows).
+            "INSERT INTO artifacts (sha256, bytes, stored_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (sha256) DO UPDATE SET stored_at = GREATEST(artifacts.stored_at, EXCLUDED.stored_at)",
+            params![&sha, &data, &unix_millis()],
         )
         .await
         .map_err(pg_err)?;
@@ -1165,6 +1279,67 @@ impl Store for PgStore {
             return Err(StoreError::Corrupt(sha256.to_string()));
         }
         Ok(Bytes::from(bytes))
+    }
+
+    async fn collect_code(&self, older_than: Millis, limit: usize) -> Result<CollectedCode> {
+        in_tx!(self, |tx| async {
+            let ours: bool = pg_query_one(
+                &tx,
+                "SELECT pg_try_advisory_xact_lock($1, hashtext(current_schema()))",
+                params![&CODE_GC_LOCK],
+            )
+                .await
+                .map_err(pg_err)?
+                .get(0);
+            if !ours {
+                return Ok(CollectedCode::default());
+            }
+            let revisions = prune_revisions(&tx, older_than).await?;
+            // Lock the candidates, skipping any a deploy holds (`hold_artifact`); then decide
+            // again in a statement that starts after the locks were granted, so it sees every
+            // reference committed before them. A deploy that comes later waits for this commit
+            // and finds the artifact gone.
+            let candidates: Vec<String> = pg_query(
+                &tx,
+                &format!(
+                    "SELECT sha256 FROM artifacts a WHERE stored_at < $1 AND {UNREFERENCED} \
+                     LIMIT $2 FOR UPDATE SKIP LOCKED"
+                ),
+                params![&older_than, &(limit as i64)],
+            )
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+            let mut collected = CollectedCode { revisions, ..CollectedCode::default() };
+            if candidates.is_empty() {
+                return Ok(collected);
+            }
+            let deleted = pg_query(
+                &tx,
+                &format!(
+                    "DELETE FROM artifacts a WHERE sha256 = ANY($1) AND stored_at < $2 AND {UNREFERENCED} \
+                     RETURNING sha256, octet_length(bytes)::BIGINT"
+                ),
+                params![&candidates, &older_than],
+            )
+            .await
+            .map_err(pg_err)?;
+            for row in &deleted {
+                collected.artifacts.push(row.get(0));
+                collected.bytes += row.get::<_, i64>(1).max(0) as u64;
+            }
+            collected.artifacts.sort();
+            Ok(collected)
+        }
+        .await)
+    }
+
+    async fn referenced_code(&self) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        let rows = pg_query(&client, gc::REFERENCED_SQL, &[]).await.map_err(pg_err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     async fn insert_invocations(&self, batch: Vec<NewInvocation>) -> Result<Vec<Result<Inserted>>> {
@@ -1363,6 +1538,44 @@ impl Store for PgStore {
                 Ok((state, r.get::<_, i64>(1) as u64))
             })
             .collect()
+    }
+
+    async fn prune_invocations(&self, finished_before: Millis, limit: usize) -> Result<Pruned> {
+        let client = self.client().await?;
+        // Rows another server is pruning right now are skipped, not waited for.
+        let sql = format!(
+            "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations \
+             WHERE finished_at IS NOT NULL AND finished_at < $1 ORDER BY finished_at LIMIT $2 \
+             FOR UPDATE SKIP LOCKED) RETURNING {RECORD_BYTES}"
+        );
+        let rows = pg_query(&client, &sql, &[&finished_before, &(limit as i64)]).await.map_err(pg_err)?;
+        let bytes = rows.iter().map(|r| r.get::<_, Option<i32>>(0).unwrap_or(0).max(0) as u64).sum();
+        Ok(Pruned { invocations: rows.len() as u64, bytes })
+    }
+
+    async fn ended_invocations(&self) -> Result<Pruned> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT COUNT(*), COALESCE(SUM({RECORD_BYTES}), 0)::BIGINT FROM invocations WHERE finished_at IS NOT NULL"
+        );
+        let rows = pg_query(&client, &sql, &[]).await.map_err(pg_err)?;
+        Ok(rows.first().map_or(Pruned::default(), |r| Pruned {
+            invocations: r.get::<_, i64>(0).max(0) as u64,
+            bytes: r.get::<_, i64>(1).max(0) as u64,
+        }))
+    }
+
+    async fn async_backlog(&self) -> Result<Vec<(String, u64)>> {
+        let client = self.client().await?;
+        let rows = pg_query(
+            &client,
+            "SELECT function, COUNT(*) FROM invocations \
+             WHERE state IN ('QUEUED', 'PLACED', 'RETRY_WAIT') AND mode = 'async' GROUP BY function",
+            &[],
+        )
+        .await
+        .map_err(pg_err)?;
+        Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64)).collect())
     }
 
     async fn counters(&self) -> Result<Counters> {
@@ -1714,4 +1927,22 @@ async fn insert_one(c: &impl GenericClient, new: NewInvocation) -> Result<Result
     } else {
         Err(StoreError::KeyMismatch { existing: existing.request.id })
     })
+}
+
+#[cfg(test)]
+mod disk_full_tests {
+    use super::by_sqlstate;
+    use crate::StoreError;
+    use tokio_postgres::error::SqlState;
+
+    #[test]
+    fn a_full_database_disk_is_the_stores_full_error() {
+        for full in [SqlState::DISK_FULL, SqlState::INSUFFICIENT_RESOURCES] {
+            assert!(matches!(by_sqlstate(Some(&full), "m".into()), StoreError::Full(m) if m == "m"));
+        }
+        for other in [SqlState::OUT_OF_MEMORY, SqlState::TOO_MANY_CONNECTIONS, SqlState::UNIQUE_VIOLATION] {
+            assert!(matches!(by_sqlstate(Some(&other), "m".into()), StoreError::Backend(_)), "{other:?}");
+        }
+        assert!(matches!(by_sqlstate(None, "connection reset".into()), StoreError::Backend(_)));
+    }
 }

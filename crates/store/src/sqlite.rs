@@ -11,6 +11,7 @@
 //! write is also a conditional UPDATE on `(state, attempt_epoch)`, so the pattern stays correct
 //! on a backend without a global write lock.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -28,14 +29,16 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, Transact
 use tokio::sync::oneshot;
 
 use crate::blob::BlobDir;
+use crate::gc;
 use crate::rows::{
     corrupt, credential_row, decode_state, destination_request, encode_state, json_err, may_owe_destination,
     refuse_if_routed, repeated_report, same_but_description, system_error, to_record, version_spec, KeyRow,
     Outcome, RawInvocation, KEY_COLUMNS,
 };
+use crate::space::{DiskSpace, LogEvery, DEFAULT_DISK_RESERVE_BYTES};
 use crate::{
-    Claimed, Completion, Counters, FoundCredential, Inserted, InvocationFilter, Kind, NewInvocation,
-    Recovered, Result, Store, StoreError, WorkerCredential,
+    Claimed, CollectedCode, Completion, Counters, FoundCredential, Inserted, InvocationFilter, Kind, NewInvocation,
+    Pruned, Recovered, Result, Store, StoreError, WorkerCredential,
 };
 
 /// Most jobs committed in one group.
@@ -144,7 +147,25 @@ CREATE TABLE api_keys (
     last_used_at INTEGER
 );
 "#,
+    // Retention prunes terminal records oldest first (finished_at is set only when an
+    // invocation ends).
+    "CREATE INDEX invocations_finished ON invocations (finished_at) WHERE finished_at IS NOT NULL;",
+    // Garbage collection of code: when each `$LATEST` revision was written (rows from before
+    // count as written at the upgrade, so none is collected sooner than its grace).
+    "ALTER TABLE function_revisions ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0; \
+     UPDATE function_revisions SET created_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER);",
 ];
+
+/// The bytes of an invocation record that grow with use (what retention's budget counts).
+const RECORD_BYTES: &str =
+    "length(payload) + COALESCE(length(result), 0) + COALESCE(length(error), 0) + length(log)";
+/// Deletes the oldest ended invocations (`?1` finished before, `?2` at most), each row
+/// answering its size.
+const PRUNE_SQL: &str = "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations \
+     WHERE finished_at IS NOT NULL AND finished_at < ?1 ORDER BY finished_at LIMIT ?2) \
+     RETURNING length(payload) + COALESCE(length(result), 0) + COALESCE(length(error), 0) + length(log)";
+const BACKLOG_SQL: &str = "SELECT function, COUNT(*) FROM invocations \
+     WHERE state IN ('QUEUED', 'PLACED', 'RETRY_WAIT') AND mode = 'async' GROUP BY function";
 
 /// Options of the SQLite backend.
 #[derive(Debug, Clone)]
@@ -152,26 +173,45 @@ pub struct SqliteOptions {
     /// `synchronous=FULL` (fsync every commit; survives power loss) or `NORMAL` (survives a
     /// process crash, may lose the last commits on power loss). Default FULL.
     pub fsync_every_commit: bool,
+    /// Free space kept for finishing work already accepted: below it, new work is refused
+    /// ([`crate::space`]). Default [`DEFAULT_DISK_RESERVE_BYTES`].
+    pub disk_reserve_bytes: u64,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions { fsync_every_commit: true }
+        SqliteOptions { fsync_every_commit: true, disk_reserve_bytes: DEFAULT_DISK_RESERVE_BYTES }
     }
 }
 
 type Reply = Box<dyn FnOnce(Result<()>) + Send>;
-type Job = Box<dyn FnOnce(&mut Transaction<'_>) -> Reply + Send>;
+/// A job runs in the group's transaction and answers its reply, plus its own error (if it
+/// failed) for the group to report should the whole transaction be lost with it.
+type Job = Box<dyn FnOnce(&mut Transaction<'_>) -> (Reply, Option<StoreError>) + Send>;
 
 pub struct SqliteStore {
     writer: Mutex<mpsc::Sender<Job>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
     blobs: BlobDir,
+    space: Arc<DiskSpace>,
 }
 
 fn db_err(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(format!("sqlite: {e}"))
+    match e.sqlite_error_code() {
+        // SQLite's own verdict on ENOSPC (and a database at its size limit).
+        Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(format!("sqlite: {e}")),
+        _ => StoreError::Backend(format!("sqlite: {e}")),
+    }
+}
+
+/// A failed write on a disk below its reserve is a full disk: SQLite reports some of ENOSPC's
+/// consequences (growing the shared-memory index, EDQUOT on a write) as plain I/O errors.
+fn on_disk(space: &DiskSpace, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Backend(msg) if space.is_low() => StoreError::Full(msg),
+        e => e,
+    }
 }
 
 fn open_connection(path: &Path, opts: &SqliteOptions) -> Result<Connection> {
@@ -232,9 +272,11 @@ impl SqliteStore {
         let mut conn = open_connection(&path, &opts)?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel::<Job>();
+        let space = Arc::new(DiskSpace::new(dir, opts.disk_reserve_bytes));
+        let writer_space = space.clone();
         std::thread::Builder::new()
             .name("gust-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, &writer_space))
             .map_err(|e| StoreError::Backend(format!("spawn writer: {e}")))?;
         let readers = (0..READERS).map(|_| open_connection(&path, &opts)).collect::<Result<Vec<_>>>()?;
         Ok(SqliteStore {
@@ -242,7 +284,14 @@ impl SqliteStore {
             readers: Arc::new(Mutex::new(readers)),
             path,
             blobs: BlobDir::open(&dir.join("artifacts"))?,
+            space,
         })
+    }
+
+    /// Refuses new work (`Full`) while the disk is below its reserve; writes that finish work
+    /// already accepted (claims, renewals, completions, recovery) do not ask.
+    fn admit(&self) -> Result<()> {
+        self.space.admit()
     }
 
     /// Runs `f` in the next group-commit transaction; resolves after the commit.
@@ -252,6 +301,7 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let (reply_tx, reply_rx) = oneshot::channel::<Result<T>>();
+        let space = self.space.clone();
         let job: Job = Box::new(move |tx: &mut Transaction<'_>| {
             let outcome = match tx.savepoint() {
                 Ok(mut sp) => {
@@ -269,9 +319,11 @@ impl SqliteStore {
                 }
                 Err(e) => Err(db_err(e)),
             };
-            Box::new(move |committed: Result<()>| {
-                let _ = reply_tx.send(committed.and(outcome));
-            })
+            let failed = outcome.as_ref().err().cloned();
+            let reply: Reply = Box::new(move |committed: Result<()>| {
+                let _ = reply_tx.send(committed.and(outcome).map_err(|e| on_disk(&space, e)));
+            });
+            (reply, failed)
         });
         self.writer
             .lock()
@@ -317,7 +369,30 @@ impl SqliteStore {
     }
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+/// How often the writer repeats that commits fail (while a disk is full they fail at the rate
+/// work arrives).
+const FAILED_COMMIT_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn commit_err(e: rusqlite::Error) -> StoreError {
+    match db_err(e) {
+        StoreError::Full(m) => StoreError::Full(format!("commit failed: {m}")),
+        other => StoreError::Backend(format!("commit failed: {other}")),
+    }
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, space: &DiskSpace) {
+    let quiet = LogEvery::new(FAILED_COMMIT_LOG_EVERY);
+    let log = |e: &StoreError| {
+        if let Some(held) = quiet.allow() {
+            match on_disk(space, e.clone()) {
+                StoreError::Full(_) => tracing::warn!(
+                    error = %e, repeated = held,
+                    "sqlite: writes fail: the disk is full; new work is refused and accepted work waits until space is freed"
+                ),
+                _ => tracing::error!(error = %e, repeated = held, "sqlite: writes fail"),
+            }
+        }
+    };
     while let Ok(first) = rx.recv() {
         let mut jobs = Vec::with_capacity(16);
         jobs.push(first);
@@ -327,24 +402,44 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-            Ok(tx) => tx,
-            Err(e) => {
-                let msg = format!("sqlite: begin: {e}");
-                tracing::error!("{msg}");
-                // The jobs are dropped unanswered; their callers see "dropped the request".
-                drop(jobs);
-                std::thread::sleep(std::time::Duration::from_millis(10));
-                continue;
+        // One transaction for the group, unless SQLite cancels it mid-way (on SQLITE_FULL,
+        // IOERR or NOMEM it may roll back the whole transaction, not only the statement): the
+        // jobs run until then fail with it, since their writes are gone, and the rest go into
+        // a transaction of their own. Without this, the rest would run outside any transaction
+        // and the earlier jobs be answered as if committed.
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+                Ok(tx) => tx,
+                Err(e) => {
+                    log(&StoreError::Backend(format!("sqlite: begin: {e}")));
+                    // The jobs are dropped unanswered; their callers see "dropped the request".
+                    jobs.by_ref().for_each(drop);
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    break;
+                }
+            };
+            let mut replies: Vec<Reply> = Vec::new();
+            let mut lost = None;
+            for job in jobs.by_ref() {
+                let (reply, failed) = job(&mut tx);
+                replies.push(reply);
+                if tx.is_autocommit() {
+                    let rolled_back = || StoreError::Backend("sqlite rolled the transaction back".into());
+                    lost = Some(failed.unwrap_or_else(rolled_back));
+                    break;
+                }
             }
-        };
-        let replies: Vec<Reply> = jobs.into_iter().map(|job| job(&mut tx)).collect();
-        let committed = tx.commit().map_err(|e| StoreError::Backend(format!("sqlite: commit failed: {e}")));
-        if let Err(e) = &committed {
-            tracing::error!("{e}");
-        }
-        for reply in replies {
-            reply(committed.clone());
+            let committed = match lost {
+                Some(e) => Err(e),
+                None => tx.commit().map_err(commit_err),
+            };
+            if let Err(e) = &committed {
+                log(e);
+            }
+            for reply in replies {
+                reply(committed.clone());
+            }
         }
     }
 }
@@ -675,8 +770,9 @@ fn write_function(
     )
     .map_err(db_err)?;
     c.execute(
-        "INSERT INTO function_revisions (function, revision, spec, code_sha256) VALUES (?1, ?2, ?3, ?4)",
-        params![name, revision as i64, spec_json, code],
+        "INSERT INTO function_revisions (function, revision, spec, code_sha256, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![name, revision as i64, spec_json, code, now],
     )
     .map_err(db_err)?;
     Ok(FunctionConfig {
@@ -687,6 +783,47 @@ fn write_function(
         created_at: existing.as_ref().map_or(now, |f| f.created_at),
         updated_at: now,
     })
+}
+
+/// The first column of every row of `sql`, as text.
+fn strings(c: &Connection, sql: &str) -> Result<Vec<String>> {
+    let mut stmt = c.prepare_cached(sql).map_err(db_err)?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(db_err)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+}
+
+/// Deletes the `$LATEST` revisions [`gc::prunable_revisions`] names; returns how many.
+fn prune_revisions(c: &Connection, older_than: Millis) -> Result<u64> {
+    let live = {
+        let mut stmt = c.prepare_cached(gc::LIVE_RESOLVED_SQL).map_err(db_err)?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(db_err)?;
+        gc::live_revisions(rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)?)
+    };
+    let revisions = {
+        let mut stmt = c.prepare_cached(gc::REVISIONS_SQL).map_err(db_err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(gc::RevisionRow {
+                    function: r.get(0)?,
+                    revision: r.get::<_, i64>(1)? as u64,
+                    created_at: r.get(2)?,
+                })
+            })
+            .map_err(db_err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)?
+    };
+    let current: HashMap<String, u64> = {
+        let mut stmt = c.prepare_cached(gc::CURRENT_SQL).map_err(db_err)?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))).map_err(db_err)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db_err)?
+    };
+    let prune = gc::prunable_revisions(&revisions, &current, &live, older_than);
+    let mut delete =
+        c.prepare_cached("DELETE FROM function_revisions WHERE function = ?1 AND revision = ?2").map_err(db_err)?;
+    for (function, revision) in &prune {
+        delete.execute(params![function, *revision as i64]).map_err(db_err)?;
+    }
+    Ok(prune.len() as u64)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -700,6 +837,7 @@ impl Store for SqliteStore {
         expect: Option<u64>,
         now: Millis,
     ) -> Result<FunctionConfig> {
+        self.admit()?;
         let name = name.to_string();
         self.write(move |c| write_function(c, name, spec, None, expect, now)).await
     }
@@ -711,8 +849,18 @@ impl Store for SqliteStore {
         code_sha256: &str,
         now: Millis,
     ) -> Result<FunctionConfig> {
+        self.admit()?;
         let (name, code) = (name.to_string(), code_sha256.to_string());
-        self.write(move |c| write_function(c, name, spec, Some(code), Some(0), now)).await
+        let blobs = self.blobs.clone();
+        self.write(move |c| {
+            // Checked in the writer, which collections also run in: the artifact cannot go
+            // between this check and the commit.
+            if !blobs.exists(&code) {
+                return Err(StoreError::NotFound { kind: Kind::Artifact, name: code.chars().take(80).collect() });
+            }
+            write_function(c, name, spec, Some(code), Some(0), now)
+        })
+        .await
     }
 
     async fn set_function_code(
@@ -722,6 +870,7 @@ impl Store for SqliteStore {
         expect: Option<u64>,
         now: Millis,
     ) -> Result<FunctionConfig> {
+        self.admit()?;
         let (name, code) = (name.to_string(), code_sha256.to_string());
         let blobs = self.blobs.clone();
         self.write(move |c| {
@@ -735,8 +884,9 @@ impl Store for SqliteStore {
             )
             .map_err(db_err)?;
             c.execute(
-                "INSERT INTO function_revisions (function, revision, spec, code_sha256) VALUES (?1, ?2, ?3, ?4)",
-                params![name, revision as i64, spec_json, code],
+                "INSERT INTO function_revisions (function, revision, spec, code_sha256, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![name, revision as i64, spec_json, code, now],
             )
             .map_err(db_err)?;
             f.code_sha256 = Some(code);
@@ -827,6 +977,7 @@ impl Store for SqliteStore {
         description: Option<&str>,
         now: Millis,
     ) -> Result<Version> {
+        self.admit()?;
         let name = name.to_string();
         let description = description.map(str::to_string);
         self.write(move |c| {
@@ -918,6 +1069,7 @@ impl Store for SqliteStore {
         expect: Option<u64>,
         now: Millis,
     ) -> Result<Alias> {
+        self.admit()?;
         let (function, alias, description) =
             (function.to_string(), alias.to_string(), description.to_string());
         self.write(move |c| {
@@ -1056,6 +1208,10 @@ impl Store for SqliteStore {
         .await
     }
 
+    fn check_space(&self) -> Result<()> {
+        self.admit()
+    }
+
     async fn snapshot_version(&self) -> Result<u64> {
         self.read(|c| {
             c.query_row("SELECT value FROM meta WHERE key = 'snapshot_version'", [], |r| r.get::<_, i64>(0))
@@ -1066,6 +1222,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_artifact(&self, bytes: Bytes) -> Result<String> {
+        self.admit()?;
         self.blocking(move |b| b.put(&bytes)).await
     }
 
@@ -1074,7 +1231,29 @@ impl Store for SqliteStore {
         self.blocking(move |b| b.get(&sha)).await
     }
 
+    async fn collect_code(&self, older_than: Millis, limit: usize) -> Result<CollectedCode> {
+        // Revisions first, committed on their own, so the artifact step sees their code freed.
+        let revisions = self.write(move |c| prune_revisions(c, older_than)).await?;
+        let blobs = self.blobs.clone();
+        let stored_before = std::time::UNIX_EPOCH + std::time::Duration::from_millis(older_than.max(0) as u64);
+        // In the writer, which every write that references an artifact also runs in (and checks
+        // the file there): nothing can start referencing an artifact between this read and its
+        // removal. `put_artifact` is kept out by the blob directory's own lock.
+        let removed = self
+            .write(move |c| {
+                let referenced: HashSet<String> = strings(c, gc::REFERENCED_SQL)?.into_iter().collect();
+                blobs.remove_garbage(|sha| !referenced.contains(sha), stored_before, limit)
+            })
+            .await?;
+        Ok(CollectedCode { revisions, artifacts: removed.artifacts, bytes: removed.bytes })
+    }
+
+    async fn referenced_code(&self) -> Result<Vec<String>> {
+        self.read(|c| strings(c, gc::REFERENCED_SQL)).await
+    }
+
     async fn insert_invocations(&self, batch: Vec<NewInvocation>) -> Result<Vec<Result<Inserted>>> {
+        self.admit()?;
         self.write(move |c| {
             let mut out = Vec::with_capacity(batch.len());
             for new in batch {
@@ -1115,6 +1294,9 @@ impl Store for SqliteStore {
     }
 
     async fn record_finished(&self, records: Vec<InvocationRecord>) -> Result<()> {
+        // Records of answered work, but new rows all the same: they wait (in the service's
+        // bounded queue) rather than spend the reserve that completions need.
+        self.admit()?;
         self.write(move |c| {
             for rec in &records {
                 insert_record(c, rec)?;
@@ -1334,6 +1516,46 @@ impl Store for SqliteStore {
                 out.push((StateName::parse(&state).ok_or_else(|| corrupt("state"))?, n as u64));
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn prune_invocations(&self, finished_before: Millis, limit: usize) -> Result<Pruned> {
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached(PRUNE_SQL).map_err(db_err)?;
+            let freed = stmt
+                .query_map(params![finished_before, limit as i64], |r| r.get::<_, i64>(0))
+                .map_err(db_err)?;
+            let mut pruned = Pruned::default();
+            for bytes in freed {
+                pruned.invocations += 1;
+                pruned.bytes += bytes.map_err(db_err)? as u64;
+            }
+            Ok(pruned)
+        })
+        .await
+    }
+
+    async fn ended_invocations(&self) -> Result<Pruned> {
+        self.read(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT COUNT(*), COALESCE(SUM({RECORD_BYTES}), 0) FROM invocations WHERE finished_at IS NOT NULL"
+                ),
+                [],
+                |r| Ok(Pruned { invocations: r.get::<_, i64>(0)? as u64, bytes: r.get::<_, i64>(1)? as u64 }),
+            )
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn async_backlog(&self) -> Result<Vec<(String, u64)>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(BACKLOG_SQL).map_err(db_err)?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))).map_err(db_err)?;
+            rows.collect::<std::result::Result<Vec<_>, _>>().map_err(db_err)
         })
         .await
     }

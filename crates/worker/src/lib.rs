@@ -21,6 +21,9 @@ use gust_runtime::{PrepareError, RunOutcome, RunRequest, Status};
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
+mod cache;
+pub use cache::CacheCollected;
+
 /// Invocations that may run at once on one worker.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
 /// Extra address space for Node.js environments (V8 reserves ~700 MB before running anything).
@@ -116,10 +119,15 @@ pub struct Worker {
     node: String,
     node_ric: Option<std::path::PathBuf>,
     runtimes: Vec<Runtime>,
+    /// Where compiled modules are cached (the wasm runtime's cache directory).
+    modules_dir: std::path::PathBuf,
+    /// Code in use and when it was last used, for the cache collection ([`cache`]).
+    code_use: cache::CodeUses,
 }
 
 impl Worker {
     pub fn new(cfg: WorkerConfig, source: Arc<dyn ArtifactSource>) -> Result<Arc<Self>, PrepareError> {
+        let modules_dir = cfg.wasm.cache_dir.clone();
         Ok(Arc::new(Worker {
             wasm: WasmRuntime::new(cfg.wasm)?,
             source,
@@ -134,6 +142,8 @@ impl Worker {
             node: cfg.node,
             node_ric: cfg.node_ric,
             runtimes: cfg.runtimes,
+            modules_dir,
+            code_use: Default::default(),
         }))
     }
 
@@ -145,6 +155,9 @@ impl Worker {
         sha256: &str,
         code: Bytes,
     ) -> Result<(), PrepareError> {
+        // Just prepared: kept by cache collections for their grace, as the config write that
+        // will reference it follows.
+        let _in_use = cache::hold(&self.code_use, sha256);
         match runtime {
             Runtime::Wasm => {
                 let wasm = self.wasm.clone();
@@ -179,7 +192,10 @@ impl Worker {
         })
         .await
         .map_err(|e| PrepareError::Internal(format!("unpack task failed: {e}")))?
-        .map_err(|e| PrepareError::Package(e.to_string()))
+        .map_err(|e| match e {
+            gust_runtime::package::PackageError::NoSpace(m) => PrepareError::NoSpace(format!("unpacking: {m}")),
+            e => PrepareError::Package(e.to_string()),
+        })
     }
 
     /// The task root of a package, unpacking it (pulling the code) on a miss.
@@ -285,6 +301,8 @@ impl Worker {
         let Ok(_permit) = self.permits.clone().acquire_owned().await else {
             return failed(ErrorKind::InitError, "the worker is shutting down".into(), started);
         };
+        // Before anything looks for the code on disk: a cache collection leaves it alone now.
+        let _in_use = cache::hold(&self.code_use, &deployment.code_sha256);
         if deployment.spec.runtime.is_process() {
             return self.execute_process(deployment, invocation_id, payload, call, started).await;
         }

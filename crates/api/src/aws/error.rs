@@ -104,11 +104,22 @@ impl From<ServiceError> for AwsError {
                 e.extra.insert("retryAfterSeconds".into(), json!("1"));
                 e
             }
+            ServiceError::QueueFull { .. } => {
+                let mut e = AwsError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", message);
+                e.extra.insert("Reason".into(), json!("CallerRateLimitExceeded"));
+                e.extra.insert("retryAfterSeconds".into(), json!("1"));
+                e
+            }
             // Only the worker protocol refuses this; the AWS API never does.
             ServiceError::WorkerForbidden(_) => {
                 AwsError::new(StatusCode::FORBIDDEN, "AccessDeniedException", message)
             }
-            ServiceError::Unavailable(_) | ServiceError::ShuttingDown => {
+            // Lambda has no full-disk error: 503 ServiceException is one every SDK parses and
+            // retries with backoff (507 is not in their transient list), and it passes once
+            // space is freed.
+            ServiceError::Unavailable(_)
+            | ServiceError::ShuttingDown
+            | ServiceError::InsufficientStorage(_) => {
                 AwsError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceException", message)
             }
             ServiceError::Internal(_) => {
