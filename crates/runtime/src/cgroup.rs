@@ -148,7 +148,30 @@ impl Cgroups {
     pub fn detect() -> Cgroups {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        Self::set_up(&discover(&mountinfo, &own))
+        let cgroups = Self::set_up(&discover(&mountinfo, &own));
+        cgroups.remove_orphans();
+        cgroups
+    }
+
+    /// Removes the environment cgroups that a gust process killed with -9 left behind (nothing
+    /// ran their destructors): those named `gust-KIND-PID-...` whose process is gone. A cgroup
+    /// that still holds processes is left alone (removing it fails).
+    fn remove_orphans(&self) {
+        let mut removed = 0;
+        for parent in self.parents() {
+            let Ok(entries) = std::fs::read_dir(parent) else { continue };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(pid) = orphan_owner(&name) else { continue };
+                let gone = pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists();
+                if gone && std::fs::remove_dir(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "removed the cgroups of environments of gust processes that are gone");
+        }
     }
 
     /// No cgroups at all: [`Cgroups::create`] makes inert environment cgroups. For hosts where
@@ -374,6 +397,11 @@ impl Cgroups {
         let env = self.create(name, 128)?;
         join_in_child(&env.joiner)
     }
+}
+
+/// The gust process an environment cgroup named `gust-KIND-PID-...` belongs to.
+fn orphan_owner(name: &str) -> Option<u32> {
+    name.strip_prefix("gust-")?.split('-').nth(1)?.parse().ok()
 }
 
 /// The CPU quota per [`CPU_PERIOD_US`] of a function with `memory_mb`: Lambda's share
@@ -1121,6 +1149,29 @@ mod tests {
             let signals_only = Cgroups { kill: None, ..cgroups.clone() };
             drop_kills_and_removes(&signals_only, "drop-signals");
         }
+    }
+
+    #[test]
+    fn cgroups_of_gone_gust_processes_are_removed_at_start() {
+        assert_eq!(orphan_owner("gust-api-4242-18ed60d29e612fdf-0"), Some(4242));
+        assert_eq!(orphan_owner("gust-probe-17-memory"), Some(17));
+        assert_eq!(orphan_owner("gust-envs"), None);
+        assert_eq!(orphan_owner("user.slice"), None);
+        let cgroups = Cgroups::detect();
+        let Some(parent) = cgroups.parents().first().map(|p| p.to_path_buf()) else {
+            eprintln!("skipped: no cgroups");
+            return;
+        };
+        // Pid 2^22 + 1 is above the kernel's pid_max: never a live process.
+        let dead = parent.join("gust-api-4194305-abc-0");
+        let live = parent.join(format!("gust-api-{}-abc-9", std::process::id()));
+        for dir in [&dead, &live] {
+            let _ = std::fs::create_dir(dir);
+        }
+        Cgroups::detect();
+        assert!(!dead.exists(), "the cgroup of a gone gust process is removed");
+        assert!(live.exists(), "a live process's cgroup is kept");
+        let _ = std::fs::remove_dir(&live);
     }
 
     #[test]
