@@ -136,7 +136,8 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 async fn readyz(State(state): State<AppState>) -> Response {
     if let Err(e) = state.service.store().check_space() {
         let message = format!("{e}; new work is refused until space is freed");
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "InsufficientStorage", &message).into_response();
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "InsufficientStorage", &message)
+            .into_response();
     }
     match state.service.store().snapshot_version().await {
         Ok(_) => "ready".into_response(),

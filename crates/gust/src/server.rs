@@ -204,7 +204,11 @@ impl Executor for LocalExecutor {
     ) -> gust_service::gc::CacheCollected {
         let worker = self.0.clone();
         match tokio::task::spawn_blocking(move || worker.collect_cache(&keep, grace)).await {
-            Ok(c) => gust_service::gc::CacheCollected { task_roots: c.task_roots, modules: c.modules, bytes: c.bytes },
+            Ok(c) => gust_service::gc::CacheCollected {
+                task_roots: c.task_roots,
+                modules: c.modules,
+                bytes: c.bytes,
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "the cache collection task failed");
                 gust_service::gc::CacheCollected::default()
@@ -303,7 +307,7 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
                     disk_reserve_bytes: opts.disk_reserve_mb << 20,
                 },
             )
-                .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?,
+            .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?,
         ),
     };
     let worker = Worker::new(worker_cfg, Arc::new(StoreArtifacts(store.clone())))
@@ -326,13 +330,12 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
     }
     let service = Service::new(store, Arc::new(LocalExecutor(worker)), Arc::new(SystemClock), cfg);
     let _background = service.start();
-    let _code_collector = AbortOnDrop(vec![tokio::spawn(service.clone().collect_code_forever(
-        gust_service::gc::GcConfig {
+    let _code_collector =
+        AbortOnDrop(vec![tokio::spawn(service.clone().collect_code_forever(gust_service::gc::GcConfig {
             interval: Duration::from_millis(opts.gc_interval_ms.max(10)),
             grace: Duration::from_millis(opts.gc_grace_ms),
             ..gust_service::gc::GcConfig::default()
-        },
-    ))]);
+        }))]);
     let mut aws_credentials = std::collections::HashMap::new();
     for c in &opts.aws_credentials {
         match c.split_once(':') {
@@ -460,7 +463,9 @@ fn parse_retention_age(s: &str) -> Result<OptionalDuration, String> {
         return Ok(OptionalDuration(None));
     }
     match gust_service::retention::parse_duration(s)? {
-        d if d.is_zero() => Err("a retention of 0 would delete every record as it ends; use off or a duration".into()),
+        d if d.is_zero() => {
+            Err("a retention of 0 would delete every record as it ends; use off or a duration".into())
+        }
         d => Ok(OptionalDuration(Some(d))),
     }
 }

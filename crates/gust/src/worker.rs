@@ -560,7 +560,12 @@ async fn first_heartbeat(s: &State) -> anyhow::Result<()> {
     }
 }
 
+/// How often a worker repeats that the server keeps refusing its heartbeats or polls.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(30);
+
 async fn heartbeat_loop(s: Arc<State>) {
+    // A refusal that lasts (the server's disk is full: 507) is said once in a while.
+    let refused = gust_store::space::LogEvery::new(REFUSAL_LOG_EVERY);
     loop {
         let mut every = Duration::from_millis(500);
         match send_heartbeat(&s).await {
@@ -583,7 +588,11 @@ async fn heartbeat_loop(s: Arc<State>) {
                 s.credential_refused.notify_one();
                 return;
             }
-            Ok(r) => tracing::warn!(status = %r.status(), "heartbeat refused"),
+            Ok(r) => {
+                if let Some(held) = refused.allow() {
+                    tracing::warn!(status = %r.status(), repeated = held, "heartbeat refused");
+                }
+            }
             Err(e) => {
                 let error = crate::client_tls::transport_error(&s.conn.base, &e);
                 tracing::warn!(%error, "heartbeat failed; retrying")
@@ -621,6 +630,7 @@ async fn renew_loop(s: Arc<State>) {
 
 async fn poll_loop(s: Arc<State>) {
     let path = format!("/internal/v1/workers/{}/poll", s.id);
+    let refused = gust_store::space::LogEvery::new(REFUSAL_LOG_EVERY);
     loop {
         if s.draining.load(Ordering::SeqCst) {
             return;
@@ -640,7 +650,9 @@ async fn poll_loop(s: Arc<State>) {
                 }
             },
             Ok(r) => {
-                tracing::warn!(status = %r.status(), "poll refused");
+                if let Some(held) = refused.allow() {
+                    tracing::warn!(status = %r.status(), repeated = held, "poll refused");
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 Vec::new()
             }
@@ -745,7 +757,8 @@ async fn collect_cache_forever(s: Arc<State>, interval: Duration, grace: Duratio
     loop {
         tokio::time::sleep(interval).await;
         let url = format!("{}/internal/v1/snapshot?since=0", s.conn.base);
-        let reply = s.conn.http.get(url).bearer_auth(&s.conn.token).send().await.and_then(|r| r.error_for_status());
+        let reply =
+            s.conn.http.get(url).bearer_auth(&s.conn.token).send().await.and_then(|r| r.error_for_status());
         let snapshot = match reply {
             Ok(r) => r.json::<serde_json::Value>().await,
             Err(e) => Err(e),

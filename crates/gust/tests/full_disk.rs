@@ -247,6 +247,8 @@ fn a_full_disk_refuses_new_work_keeps_what_was_accepted_and_recovers() {
 
     // Now the disk is full.
     fill(&disk, &filler, 0);
+    // The server trusts a look at free space for 100 ms (`SPACE_CHECK_INTERVAL`).
+    std::thread::sleep(Duration::from_millis(150));
     let full_since = Instant::now();
     assert_eq!(s.get("/healthz").status(), 200);
     let r = s.get("/readyz");

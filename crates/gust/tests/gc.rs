@@ -107,10 +107,21 @@ fn superseded_and_deleted_code_goes_and_needed_code_stays(s: &Server, artifacts_
     });
     let r_current = upload(s, "r", retry, variant(echo.clone(), 100), "application/wasm");
     // A process function (task roots): its first package ran (warm until reaped), then replaced.
-    let p_old = upload(s, "p", json!({ "runtime": "provided.al2023", "timeout_ms": 5000 }), package(0), "application/zip");
+    let p_old = upload(
+        s,
+        "p",
+        json!({ "runtime": "provided.al2023", "timeout_ms": 5000 }),
+        package(0),
+        "application/zip",
+    );
     assert_eq!(s.invoke("p", None, b"{}", &[]).status(), 200);
-    let p_current =
-        upload(s, "p", json!({ "runtime": "provided.al2023", "timeout_ms": 5000 }), package(1), "application/zip");
+    let p_current = upload(
+        s,
+        "p",
+        json!({ "runtime": "provided.al2023", "timeout_ms": 5000 }),
+        package(1),
+        "application/zip",
+    );
     // A function deleted outright.
     let deleted = upload(s, "gone", wasm_config(3000), variant(echo.clone(), 200), "application/wasm");
     assert!(s.delete("/v1/functions/gone").status().is_success());
@@ -125,7 +136,10 @@ fn superseded_and_deleted_code_goes_and_needed_code_stays(s: &Server, artifacts_
         let artifacts = artifacts_dir.map(shas_in);
         let modules = shas_in(&data.join("modules"));
         let tasks = shas_in(&data.join("tasks"));
-        if artifacts.as_ref().is_none_or(|a| *a == needed) && modules.is_disjoint(&garbage) && !tasks.contains(&p_old) {
+        if artifacts.as_ref().is_none_or(|a| *a == needed)
+            && modules.is_disjoint(&garbage)
+            && !tasks.contains(&p_old)
+        {
             eprintln!("collected after {:?}", started.elapsed());
             break;
         }
@@ -151,7 +165,10 @@ fn superseded_and_deleted_code_goes_and_needed_code_stays(s: &Server, artifacts_
     assert_eq!(done["state"], "FAILED", "{done}");
     assert_eq!(done["attempts"], 2, "the retry ran: {done}");
     let error = done["error"].to_string();
-    assert!(!error.contains("cannot fetch code") && !error.contains("InitError"), "the retry found its code: {done}");
+    assert!(
+        !error.contains("cannot fetch code") && !error.contains("InitError"),
+        "the retry found its code: {done}"
+    );
 }
 
 #[test]

@@ -78,8 +78,11 @@ pub trait Executor: Send + Sync + 'static {
     fn runs(&self, runtime: Runtime) -> bool;
     /// Drops cached code (task roots, compiled modules) whose sha256 is not in `keep`, that
     /// nothing uses and that was not used or prepared within `grace` ([`gc`]).
-    async fn collect_cache(&self, keep: std::collections::HashSet<String>, grace: Duration)
-        -> gc::CacheCollected;
+    async fn collect_cache(
+        &self,
+        keep: std::collections::HashSet<String>,
+        grace: Duration,
+    ) -> gc::CacheCollected;
 }
 
 /// Tunables of the service, each with a documented default.

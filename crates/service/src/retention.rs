@@ -65,7 +65,7 @@ pub struct QueueCaps {
 
 impl Default for QueueCaps {
     fn default() -> Self {
-        QueueCaps { per_function: 10_000, total: 100_000 }
+        QueueCaps { per_function: 100_000, total: 1_000_000 }
     }
 }
 

@@ -131,7 +131,10 @@ impl BlobDir {
                 }
                 continue;
             }
-            if removed.artifacts.len() >= limit || !is_sha256_hex(&name) || modified >= older_than || !garbage(&name)
+            if removed.artifacts.len() >= limit
+                || !is_sha256_hex(&name)
+                || modified >= older_than
+                || !garbage(&name)
             {
                 continue;
             }

@@ -869,7 +869,12 @@ pub async fn retention_prunes_only_ended_records_oldest_first(store: Arc<dyn Sto
     // that order; and async work still waiting, which retention never touches.
     let ended = |finished_at: i64, payload_len: usize| gust_core::InvocationRecord {
         request: request("kept", Mode::Sync, None, &"x".repeat(payload_len)),
-        lifecycle: Lifecycle { state: State::Succeeded, attempt_epoch: 1, function_errors: 0, lost_attempts: 0 },
+        lifecycle: Lifecycle {
+            state: State::Succeeded,
+            attempt_epoch: 1,
+            function_errors: 0,
+            lost_attempts: 0,
+        },
         result: Some(Bytes::from_static(b"out")),
         error: None,
         log: String::new(),
@@ -952,14 +957,20 @@ pub async fn code_collection_frees_only_unreferenced_old_code(store: Arc<dyn Sto
     assert_eq!(collected.artifacts, gone);
     assert_eq!(collected.bytes, ("code c".len() + "code e".len() + "code of g".len()) as u64);
     for sha in &gone {
-        assert!(matches!(store.get_artifact(sha).await, Err(StoreError::NotFound { .. })), "{sha} stays deleted");
+        assert!(
+            matches!(store.get_artifact(sha).await, Err(StoreError::NotFound { .. })),
+            "{sha} stays deleted"
+        );
     }
     assert_eq!(store.get_artifact(&a).await.unwrap(), Bytes::from_static(b"code a"), "version 1's code");
     assert_eq!(store.get_artifact(&d).await.unwrap(), Bytes::from_static(b"code d"), "$LATEST's code");
     let pending = store.get_deployment("f", Resolved::Latest { revision: on_b }).await.unwrap();
     assert_eq!(pending.expect("the queued invocation can still run").code_sha256, b);
     store.get_artifact(&b).await.unwrap();
-    assert_eq!(store.get_deployment("f", Resolved::Latest { revision: current }).await.unwrap().unwrap().code_sha256, d);
+    assert_eq!(
+        store.get_deployment("f", Resolved::Latest { revision: current }).await.unwrap().unwrap().code_sha256,
+        d
+    );
 
     // Idempotent: a second pass finds nothing.
     assert_eq!(store.collect_code(wall_now() + 1_000, 100).await.unwrap(), crate::CollectedCode::default());
@@ -1067,7 +1078,10 @@ pub async fn code_collection_racing_deploys_never_frees_referenced_code(store: A
         let current = f.code_sha256.unwrap();
         store.get_artifact(&current).await.unwrap_or_else(|e| panic!("{name}'s $LATEST code is gone: {e}"));
         for v in store.list_versions(&name, None, 1_000).await.unwrap() {
-            store.get_artifact(&v.code_sha256).await.unwrap_or_else(|e| panic!("{name}:{} code is gone: {e}", v.number));
+            store
+                .get_artifact(&v.code_sha256)
+                .await
+                .unwrap_or_else(|e| panic!("{name}:{} code is gone: {e}", v.number));
         }
     }
     // What the collections left is referenced, all of it.
@@ -1075,4 +1089,3 @@ pub async fn code_collection_racing_deploys_never_frees_referenced_code(store: A
         store.get_artifact(&sha).await.unwrap();
     }
 }
-

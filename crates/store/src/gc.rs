@@ -13,7 +13,8 @@ use gust_core::{Millis, Resolved};
 /// `(function, resolved)` of every unfinished invocation. Each branch is answered by a partial
 /// index that holds live work only (QUEUED: `invocations_queue`; PLACED, RUNNING and
 /// RETRY_WAIT carry a `due_at`: `invocations_due`), so this never scans ended records.
-pub(crate) const LIVE_RESOLVED_SQL: &str = "SELECT function, resolved FROM invocations WHERE state = 'QUEUED' \
+pub(crate) const LIVE_RESOLVED_SQL: &str =
+    "SELECT function, resolved FROM invocations WHERE state = 'QUEUED' \
      UNION SELECT function, resolved FROM invocations \
      WHERE due_at IS NOT NULL AND state IN ('PLACED', 'RUNNING', 'RETRY_WAIT')";
 

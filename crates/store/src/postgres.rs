@@ -36,8 +36,8 @@ use crate::rows::{
     Outcome, RawInvocation, KEY_COLUMNS,
 };
 use crate::{
-    sha256_hex, Claimed, CollectedCode, Completion, Counters, FoundCredential, Inserted, InvocationFilter, Kind,
-    NewInvocation, Pruned, Recovered, Result, Store, StoreError, WorkerCredential,
+    sha256_hex, Claimed, CollectedCode, Completion, Counters, FoundCredential, Inserted, InvocationFilter,
+    Kind, NewInvocation, Pruned, Recovered, Result, Store, StoreError, WorkerCredential,
 };
 
 /// The bytes of an invocation record that grow with use (what retention's budget counts).
@@ -950,29 +950,31 @@ impl Store for PgStore {
     ) -> Result<FunctionConfig> {
         in_tx!(self, |tx| {
             async {
-            let mut f = require_function(&tx, name, expect).await?;
-            hold_artifact(&tx, code_sha256).await?;
-            let revision = bump_snapshot(&tx).await?;
-            let spec_json = crate::secrets::seal_spec(&f.spec)?;
-            pg_execute(&tx,
-                "UPDATE functions SET code_sha256 = $2, revision = $3, updated_at = $4 WHERE name = $1",
-                params![&name, &code_sha256, &(revision as i64), &now],
-            )
-            .await
-            .map_err(pg_err)?;
-            pg_execute(&tx,
-                "INSERT INTO function_revisions (function, revision, spec, code_sha256, created_at) \
+                let mut f = require_function(&tx, name, expect).await?;
+                hold_artifact(&tx, code_sha256).await?;
+                let revision = bump_snapshot(&tx).await?;
+                let spec_json = crate::secrets::seal_spec(&f.spec)?;
+                pg_execute(
+                    &tx,
+                    "UPDATE functions SET code_sha256 = $2, revision = $3, updated_at = $4 WHERE name = $1",
+                    params![&name, &code_sha256, &(revision as i64), &now],
+                )
+                .await
+                .map_err(pg_err)?;
+                pg_execute(
+                    &tx,
+                    "INSERT INTO function_revisions (function, revision, spec, code_sha256, created_at) \
                  VALUES ($1, $2, $3, $4, $5)",
-                params![&name, &(revision as i64), &spec_json, &code_sha256, &now],
-            )
+                    params![&name, &(revision as i64), &spec_json, &code_sha256, &now],
+                )
+                .await
+                .map_err(pg_err)?;
+                f.code_sha256 = Some(code_sha256.to_string());
+                f.revision = revision;
+                f.updated_at = now;
+                Ok(f)
+            }
             .await
-            .map_err(pg_err)?;
-            f.code_sha256 = Some(code_sha256.to_string());
-            f.revision = revision;
-            f.updated_at = now;
-            Ok(f)
-        }
-        .await
         })
     }
 
@@ -1288,9 +1290,9 @@ impl Store for PgStore {
                 "SELECT pg_try_advisory_xact_lock($1, hashtext(current_schema()))",
                 params![&CODE_GC_LOCK],
             )
-                .await
-                .map_err(pg_err)?
-                .get(0);
+            .await
+            .map_err(pg_err)?
+            .get(0);
             if !ours {
                 return Ok(CollectedCode::default());
             }

@@ -37,8 +37,8 @@ use crate::rows::{
 };
 use crate::space::{DiskSpace, LogEvery, DEFAULT_DISK_RESERVE_BYTES};
 use crate::{
-    Claimed, CollectedCode, Completion, Counters, FoundCredential, Inserted, InvocationFilter, Kind, NewInvocation,
-    Pruned, Recovered, Result, Store, StoreError, WorkerCredential,
+    Claimed, CollectedCode, Completion, Counters, FoundCredential, Inserted, InvocationFilter, Kind,
+    NewInvocation, Pruned, Recovered, Result, Store, StoreError, WorkerCredential,
 };
 
 /// Most jobs committed in one group.
@@ -796,7 +796,8 @@ fn strings(c: &Connection, sql: &str) -> Result<Vec<String>> {
 fn prune_revisions(c: &Connection, older_than: Millis) -> Result<u64> {
     let live = {
         let mut stmt = c.prepare_cached(gc::LIVE_RESOLVED_SQL).map_err(db_err)?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(db_err)?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(db_err)?;
         gc::live_revisions(rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)?)
     };
     let revisions = {
@@ -814,12 +815,15 @@ fn prune_revisions(c: &Connection, older_than: Millis) -> Result<u64> {
     };
     let current: HashMap<String, u64> = {
         let mut stmt = c.prepare_cached(gc::CURRENT_SQL).map_err(db_err)?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))).map_err(db_err)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+            .map_err(db_err)?;
         rows.collect::<rusqlite::Result<_>>().map_err(db_err)?
     };
     let prune = gc::prunable_revisions(&revisions, &current, &live, older_than);
-    let mut delete =
-        c.prepare_cached("DELETE FROM function_revisions WHERE function = ?1 AND revision = ?2").map_err(db_err)?;
+    let mut delete = c
+        .prepare_cached("DELETE FROM function_revisions WHERE function = ?1 AND revision = ?2")
+        .map_err(db_err)?;
     for (function, revision) in &prune {
         delete.execute(params![function, *revision as i64]).map_err(db_err)?;
     }
@@ -856,7 +860,10 @@ impl Store for SqliteStore {
             // Checked in the writer, which collections also run in: the artifact cannot go
             // between this check and the commit.
             if !blobs.exists(&code) {
-                return Err(StoreError::NotFound { kind: Kind::Artifact, name: code.chars().take(80).collect() });
+                return Err(StoreError::NotFound {
+                    kind: Kind::Artifact,
+                    name: code.chars().take(80).collect(),
+                });
             }
             write_function(c, name, spec, Some(code), Some(0), now)
         })
@@ -1235,7 +1242,8 @@ impl Store for SqliteStore {
         // Revisions first, committed on their own, so the artifact step sees their code freed.
         let revisions = self.write(move |c| prune_revisions(c, older_than)).await?;
         let blobs = self.blobs.clone();
-        let stored_before = std::time::UNIX_EPOCH + std::time::Duration::from_millis(older_than.max(0) as u64);
+        let stored_before =
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(older_than.max(0) as u64);
         // In the writer, which every write that references an artifact also runs in (and checks
         // the file there): nothing can start referencing an artifact between this read and its
         // removal. `put_artifact` is kept out by the blob directory's own lock.
@@ -1553,8 +1561,9 @@ impl Store for SqliteStore {
     async fn async_backlog(&self) -> Result<Vec<(String, u64)>> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(BACKLOG_SQL).map_err(db_err)?;
-            let rows =
-                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))).map_err(db_err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+                .map_err(db_err)?;
             rows.collect::<std::result::Result<Vec<_>, _>>().map_err(db_err)
         })
         .await

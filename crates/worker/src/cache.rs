@@ -83,9 +83,7 @@ fn size_of(path: &Path) -> u64 {
     if !meta.is_dir() {
         return meta.len();
     }
-    std::fs::read_dir(path)
-        .map(|entries| entries.flatten().map(|e| size_of(&e.path())).sum())
-        .unwrap_or(0)
+    std::fs::read_dir(path).map(|entries| entries.flatten().map(|e| size_of(&e.path())).sum()).unwrap_or(0)
 }
 
 static NEXT_TRASH: AtomicU64 = AtomicU64::new(0);

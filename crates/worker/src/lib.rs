@@ -193,7 +193,9 @@ impl Worker {
         .await
         .map_err(|e| PrepareError::Internal(format!("unpack task failed: {e}")))?
         .map_err(|e| match e {
-            gust_runtime::package::PackageError::NoSpace(m) => PrepareError::NoSpace(format!("unpacking: {m}")),
+            gust_runtime::package::PackageError::NoSpace(m) => {
+                PrepareError::NoSpace(format!("unpacking: {m}"))
+            }
             e => PrepareError::Package(e.to_string()),
         })
     }
