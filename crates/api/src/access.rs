@@ -43,6 +43,41 @@ impl Access {
     }
 
     /// A configuration's destinations are functions it invokes: they must be covered too.
+    /// A page of at most `limit` functions after `after` that this key covers, and the marker
+    /// of the next page: the last function returned, never one the key does not cover (a
+    /// marker taken from the unfiltered page would name other tenants' functions).
+    pub(crate) async fn functions_page(
+        &self,
+        service: &gust_service::Service,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<gust_core::FunctionConfig>, Option<String>), gust_service::ServiceError> {
+        let limit = limit.clamp(1, gust_core::limits::MAX_PAGE_SIZE);
+        if self.0.functions.is_none() {
+            let page = service.list_functions(after, limit).await?;
+            let next = (page.len() == limit).then(|| page.last().map(|f| f.name.clone())).flatten();
+            return Ok((page, next));
+        }
+        // Scoped: read on past functions it does not cover until the page is full.
+        const SCAN: usize = 256;
+        let (mut covered, mut cursor) = (Vec::new(), after.map(str::to_string));
+        loop {
+            let page = service.list_functions(cursor.as_deref(), SCAN).await?;
+            let exhausted = page.len() < SCAN;
+            cursor = page.last().map(|f| f.name.clone());
+            for f in page.into_iter().filter(|f| self.covers(&f.name)) {
+                covered.push(f);
+                if covered.len() == limit {
+                    let next = covered.last().map(|f| f.name.clone());
+                    return Ok((covered, next));
+                }
+            }
+            if exhausted {
+                return Ok((covered, None));
+            }
+        }
+    }
+
     pub(crate) fn check_destinations(&self, retry: &gust_core::RetryPolicy) -> Result<(), Denied> {
         for d in [&retry.on_success, &retry.on_failure].into_iter().flatten() {
             self.check(Action::Invoke, Some(d))?;

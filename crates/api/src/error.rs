@@ -1,5 +1,6 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use gust_core::protocol::ErrorCode;
 use gust_service::ServiceError;
 use gust_store::Kind;
 use serde_json::json;
@@ -57,8 +58,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
             ServiceError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "Throttled"),
             ServiceError::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "QueueFull"),
-            ServiceError::Fenced(_) => (StatusCode::CONFLICT, "Fenced"),
-            ServiceError::WorkerForbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
+            // The worker protocol's refusals: codes a worker reads (`gust_core::protocol`).
+            ServiceError::Fenced(_) => (StatusCode::CONFLICT, ErrorCode::Fenced.as_str()),
+            ServiceError::WorkerForbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden.as_str()),
             ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
             ServiceError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown"),
             ServiceError::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "InsufficientStorage"),

@@ -9,6 +9,9 @@
 //! 409 `Fenced`. A worker shutting down releases (hands back) the attempts it will not finish,
 //! so they are redelivered at once, and deregisters.
 //!
+//! Every message is a type of `gust_core::protocol`, the one definition the worker uses too;
+//! this module adds the routes, authentication, body limits and status codes.
+//!
 //! Also here: the administrators' side of worker credentials under `/v1/workers` (provision,
 //! list, revoke), mounted with the rest of `/v1` and behind its authentication.
 
@@ -17,11 +20,16 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Extension, Json, Router};
 use base64::Engine as _;
 use bytes::Bytes;
-use gust_core::{AttemptOutcome, FunctionErrorBody, InvocationId, Runtime, WorkerId, WorkerState};
+use gust_core::protocol::{
+    self, AttemptsReply, AttemptsRequest, CompleteReply, CompleteRequest, EnrollRequest, ErrorCode,
+    Heartbeat, IssuedCredential, PollReply, PollRequest, SnapshotFunction, SnapshotQuery, SnapshotReply,
+    WorkerCall,
+};
+use gust_core::{AttemptOutcome, WorkerId};
 use gust_store::Completion;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -38,19 +46,27 @@ const MAX_WORKER_BODY: usize = 9 * 1024 * 1024;
 const MAX_ADMIN_BODY: usize = 4 * 1024;
 
 /// The one call the enrollment token is good for.
-const ENROLL_PATH: &str = "/internal/v1/workers/enroll";
+const ENROLL_PATH: &str = protocol::ENROLL_PATH;
 
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
+    let mut router = Router::new()
         .route(ENROLL_PATH, post(enroll))
-        .route("/internal/v1/workers/heartbeat", post(heartbeat))
-        .route("/internal/v1/workers/{id}/poll", post(poll))
-        .route("/internal/v1/workers/{id}/renew", post(renew))
-        .route("/internal/v1/workers/{id}/release", post(release))
-        .route("/internal/v1/workers/{id}/complete", post(complete))
-        .route("/internal/v1/workers/{id}/deregister", post(deregister))
-        .route("/internal/v1/artifacts/{sha}", get(artifact))
-        .route("/internal/v1/snapshot", get(snapshot))
+        .route(protocol::HEARTBEAT_PATH, post(heartbeat))
+        .route(&format!("{}/{{sha}}", protocol::ARTIFACTS_PATH), get(artifact))
+        .route(protocol::SNAPSHOT_PATH, get(snapshot));
+    for call in WorkerCall::ALL {
+        router = router.route(
+            call.route(),
+            match call {
+                WorkerCall::Poll => post(poll),
+                WorkerCall::Renew => attempts_route(AttemptsCall::Renew),
+                WorkerCall::Release => attempts_route(AttemptsCall::Release),
+                WorkerCall::Complete => post(complete),
+                WorkerCall::Deregister => post(deregister),
+            },
+        );
+    }
+    router
 }
 
 /// Administrators' routes, mounted under `/v1` (so behind its authentication).
@@ -59,22 +75,6 @@ pub(crate) fn admin_routes() -> Router<AppState> {
         .route("/v1/workers", post(provision))
         .route("/v1/workers/credentials", get(list_credentials))
         .route("/v1/workers/{id}", delete(revoke))
-}
-
-/// Enrollment: `POST /internal/v1/workers/enroll`, authenticated with the enrollment token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnrollRequest {
-    /// The worker's name; its id will be `NAME-` and 16 random hex digits.
-    pub name: String,
-}
-
-/// A new credential: the worker id it proves and its secret (shown once, stored hashed).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssuedCredential {
-    pub id: String,
-    pub secret: String,
 }
 
 /// `POST /v1/workers`: provision a credential for the worker id `name`.
@@ -89,7 +89,7 @@ pub struct ProvisionRequest {
 struct AuthenticatedWorker(WorkerId);
 
 fn unauthorized(message: &str) -> Response {
-    ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", message).into_response()
+    ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized.as_str(), message).into_response()
 }
 
 /// Authentication of the worker protocol, before any body is read: enrollment takes the
@@ -109,7 +109,7 @@ pub(crate) async fn authenticate(State(s): State<AppState>, mut req: Request, ne
             }
             (None, _) => ApiError::new(
                 StatusCode::FORBIDDEN,
-                "EnrollmentDisabled",
+                ErrorCode::EnrollmentDisabled.as_str(),
                 "this server takes no enrollments (it has no --worker-token): use a provisioned credential",
             )
             .into_response(),
@@ -133,7 +133,7 @@ pub(crate) async fn authenticate(State(s): State<AppState>, mut req: Request, ne
 }
 
 fn worker_id(id: &str) -> Result<WorkerId, ApiError> {
-    let ok = (1..=128).contains(&id.len())
+    let ok = (1..=protocol::MAX_WORKER_ID_BYTES).contains(&id.len())
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
     if ok {
         Ok(WorkerId(id.to_string()))
@@ -148,7 +148,7 @@ fn own_id(auth: &AuthenticatedWorker, id: &str) -> Result<WorkerId, ApiError> {
     if worker != auth.0 {
         return Err(ApiError {
             status: StatusCode::FORBIDDEN,
-            code: "Forbidden",
+            code: ErrorCode::Forbidden.as_str(),
             message: format!("this credential is worker {}'s; it cannot act as worker {worker}", auth.0),
         });
     }
@@ -166,46 +166,19 @@ async fn enroll(State(s): State<AppState>, body: Body) -> ApiResult {
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Heartbeat {
-    id: String,
-    revision: u64,
-    runtimes: Vec<Runtime>,
-    capacity: u32,
-    running: u32,
-    warm: Vec<String>,
-    snapshot_version: u64,
-}
-
 async fn heartbeat(
     State(s): State<AppState>,
     Extension(auth): Extension<AuthenticatedWorker>,
     body: Body,
 ) -> ApiResult {
     let hb: Heartbeat = json_body(body).await?;
-    let id = own_id(&auth, &hb.id)?;
-    if hb.warm.len() > 100_000 {
+    let id = own_id(&auth, &hb.id.0)?;
+    if hb.warm.len() > protocol::MAX_WARM_REPORTED {
         return Err(ApiError::bad_request("InvalidRequest", "too many warm environments reported"));
     }
-    let state = WorkerState {
-        id,
-        revision: hb.revision,
-        runtimes: hb.runtimes,
-        capacity: hb.capacity,
-        running: hb.running,
-        warm: hb.warm,
-        snapshot_version: hb.snapshot_version,
-        last_heartbeat: 0,
-    };
+    // The server stamps the heartbeat with its own clock.
+    let state = Heartbeat { id, ..hb }.into_state(0);
     Ok(Json(s.service.worker_heartbeat(state).await?).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Poll {
-    max: usize,
-    wait_ms: u64,
 }
 
 async fn poll(
@@ -215,74 +188,62 @@ async fn poll(
     body: Body,
 ) -> ApiResult {
     let worker = own_id(&auth, &id)?;
-    let p: Poll = json_body(body).await?;
+    let p: PollRequest = json_body(body).await?;
     let wait = std::time::Duration::from_millis(p.wait_ms);
     let assignments = s.service.worker_poll(&worker, p.max, wait).await?;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let items: Vec<_> = assignments
-        .iter()
+    let assignments = assignments
+        .into_iter()
         .map(|a| {
             let req = &a.claimed.request;
-            json!({
-                "invocation_id": req.id,
-                "epoch": a.claimed.epoch,
-                "lease_expires_at": a.claimed.lease_expires_at,
-                "mode": req.mode,
-                "deployment": &*a.deployment,
-                "payload_b64": b64.encode(&req.payload),
-            })
+            protocol::Assignment {
+                invocation_id: req.id.clone(),
+                epoch: a.claimed.epoch,
+                lease_expires_at: a.claimed.lease_expires_at,
+                mode: req.mode,
+                deployment: a.deployment,
+                payload_b64: b64.encode(&req.payload),
+            }
         })
         .collect();
-    Ok(Json(json!({ "assignments": items })).into_response())
+    Ok(Json(PollReply { assignments }).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Renew {
-    attempts: Vec<(String, u64)>,
+/// The two calls about a list of attempts, which share their shape.
+#[derive(Debug, Clone, Copy)]
+enum AttemptsCall {
+    /// Renews the leases.
+    Renew,
+    /// Ends the leases now (a worker shutting down hands its attempts back): each attempt is
+    /// recovered at once.
+    Release,
 }
 
-/// `{attempts: [[id, epoch]]}`: per entry `null` or why it was refused (fenced, or not this
-/// worker's attempt); a refused entry changes nothing.
-async fn renew(
-    State(s): State<AppState>,
-    Extension(auth): Extension<AuthenticatedWorker>,
-    Path(id): Path<String>,
+fn attempts_route(call: AttemptsCall) -> MethodRouter<AppState> {
+    post(
+        move |State(s): State<AppState>,
+              Extension(auth): Extension<AuthenticatedWorker>,
+              Path(id): Path<String>,
+              body: Body| attempts(call, s, auth, id, body),
+    )
+}
+
+/// Renewal or release: per attempt a verdict (and `null` or why it was refused: fenced, or not
+/// this worker's attempt); a refused entry changes nothing.
+async fn attempts(
+    call: AttemptsCall,
+    s: AppState,
+    auth: AuthenticatedWorker,
+    id: String,
     body: Body,
 ) -> ApiResult {
     let worker = own_id(&auth, &id)?;
-    let r: Renew = json_body(body).await?;
-    let attempts = r.attempts.into_iter().map(|(id, epoch)| (InvocationId(id), epoch)).collect();
-    let results = s.service.worker_renew(&worker, attempts).await?;
-    let items: Vec<_> = results.iter().map(|r| r.as_ref().err().map(|e| e.to_string())).collect();
-    Ok(Json(json!({ "results": items })).into_response())
-}
-
-/// `{attempts: [[id, epoch]]}` (the shape of a renewal): each attempt's lease ends now and it
-/// is recovered at once; per entry `null` or why it was refused.
-async fn release(
-    State(s): State<AppState>,
-    Extension(auth): Extension<AuthenticatedWorker>,
-    Path(id): Path<String>,
-    body: Body,
-) -> ApiResult {
-    let worker = own_id(&auth, &id)?;
-    let r: Renew = json_body(body).await?;
-    let attempts = r.attempts.into_iter().map(|(id, epoch)| (InvocationId(id), epoch)).collect();
-    let results = s.service.worker_release(&worker, attempts).await?;
-    let items: Vec<_> = results.iter().map(|r| r.as_ref().err().map(|e| e.to_string())).collect();
-    Ok(Json(json!({ "results": items })).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Complete {
-    invocation_id: String,
-    epoch: u64,
-    succeeded: bool,
-    result_b64: Option<String>,
-    error: Option<FunctionErrorBody>,
-    log: String,
+    let r: AttemptsRequest = json_body(body).await?;
+    let results = match call {
+        AttemptsCall::Renew => s.service.worker_renew(&worker, r.attempts).await?,
+        AttemptsCall::Release => s.service.worker_release(&worker, r.attempts).await?,
+    };
+    Ok(Json(AttemptsReply::new(&results)).into_response())
 }
 
 async fn complete(
@@ -292,7 +253,7 @@ async fn complete(
     body: Body,
 ) -> ApiResult {
     let worker = own_id(&auth, &id)?;
-    let c: Complete = json_body(body).await?;
+    let c: CompleteRequest = json_body(body).await?;
     let result = c
         .result_b64
         .map(|r| base64::engine::general_purpose::STANDARD.decode(r))
@@ -300,7 +261,7 @@ async fn complete(
         .map_err(|_| ApiError::bad_request("InvalidRequest", "result_b64 is not base64"))?
         .map(Bytes::from);
     let completion = Completion {
-        id: InvocationId(c.invocation_id),
+        id: c.invocation_id,
         worker,
         epoch: c.epoch,
         outcome: if c.succeeded { AttemptOutcome::Succeeded } else { AttemptOutcome::FunctionError },
@@ -309,7 +270,7 @@ async fn complete(
         log: c.log,
     };
     let lc = s.service.worker_complete(completion).await?;
-    Ok(Json(json!({ "state": lc.state.name() })).into_response())
+    Ok(Json(CompleteReply { state: lc.state.name() }).into_response())
 }
 
 /// A worker stopping for good (after releasing what it ran): an enrolled credential ends here.
@@ -332,23 +293,22 @@ async fn artifact(
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Since {
-    since: u64,
-}
-
 async fn snapshot(
     State(s): State<AppState>,
     Extension(auth): Extension<AuthenticatedWorker>,
-    axum::extract::Query(q): axum::extract::Query<Since>,
+    axum::extract::Query(q): axum::extract::Query<SnapshotQuery>,
 ) -> ApiResult {
-    let (version, changed) = s.service.snapshot_delta(&auth.0, q.since).await?;
-    let functions: Vec<_> = changed
-        .iter()
-        .map(|f| json!({ "name": f.name, "revision": f.revision, "runtime": f.spec.runtime, "code_sha256": f.code_sha256 }))
+    let (snapshot_version, changed) = s.service.snapshot_delta(&auth.0, q.since).await?;
+    let functions = changed
+        .into_iter()
+        .map(|f| SnapshotFunction {
+            name: f.name,
+            revision: f.revision,
+            runtime: f.spec.runtime,
+            code_sha256: f.code_sha256,
+        })
         .collect();
-    Ok(Json(json!({ "snapshot_version": version, "functions": functions })).into_response())
+    Ok(Json(SnapshotReply { snapshot_version, functions }).into_response())
 }
 
 /// `POST /v1/workers {name}`: a provisioned credential for worker `name` (201, secret shown

@@ -36,7 +36,8 @@ pub use edge::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_WRITE_STALL_TIMEOUT,
 };
 pub use error::ApiError;
-pub use internal::{EnrollRequest, IssuedCredential, ProvisionRequest};
+pub use gust_core::protocol::{EnrollRequest, IssuedCredential};
+pub use internal::ProvisionRequest;
 
 /// What the HTTP layer needs besides the service.
 #[derive(Clone, Default)]

@@ -44,13 +44,11 @@ struct Page {
     after: Option<String>,
 }
 
-/// A key limited to some functions sees only those: a page may then hold fewer than `limit`
-/// items while `next` still leads on.
+/// A key limited to some functions sees only those, and markers name only those.
 async fn list_functions(State(s): State<AppState>, access: Access, Query(page): Query<Page>) -> ApiResult {
     let limit = page.limit.unwrap_or(DEFAULT_PAGE_SIZE);
-    let functions = s.service.list_functions(page.after.as_deref(), limit).await?;
-    let next = (functions.len() == limit).then(|| functions.last().map(|f| f.name.clone())).flatten();
-    let items: Vec<_> = functions.iter().filter(|f| access.covers(&f.name)).map(views::function).collect();
+    let (functions, next) = access.functions_page(&s.service, page.after.as_deref(), limit).await?;
+    let items: Vec<_> = functions.iter().map(views::function).collect();
     Ok(Json(json!({ "functions": items, "next": next })).into_response())
 }
 

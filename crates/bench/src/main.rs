@@ -57,8 +57,9 @@ fn provided_package() -> Vec<u8> {
 }
 
 fn main() -> std::process::ExitCode {
-    // gust's servers run as this binary: its process environments start through the same init.
-    if let Some(code) = gust::sandbox_init_if_requested() {
+    // gust's servers run as this binary: its process environments start through the same
+    // init, and its wasm modules compile in the same compiler child.
+    if let Some(code) = gust::internal_command_if_requested() {
         return code;
     }
     match bench_main() {

@@ -283,11 +283,22 @@ pub struct Context {
     pub mode: Mode,
     pub received_at: Millis,
     pub retry: RetryPolicy,
+    /// The last completion accepted for this invocation (stores record it with the transition
+    /// that accepted it), so a repeated report of it is recognised rather than refused.
+    pub completed: Option<AcceptedCompletion>,
+}
+
+/// A completion that was accepted: its attempt and the worker that reported it (`None` when it
+/// was recorded before workers were tracked; it then counts as any reporter's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedCompletion {
+    pub epoch: u64,
+    pub worker: Option<WorkerId>,
 }
 
 impl From<&InvocationRequest> for Context {
     fn from(r: &InvocationRequest) -> Self {
-        Context { mode: r.mode, received_at: r.received_at, retry: r.retry.clone() }
+        Context { mode: r.mode, received_at: r.received_at, retry: r.retry.clone(), completed: None }
     }
 }
 
@@ -306,6 +317,16 @@ pub fn apply(ctx: &Context, lc: &Lifecycle, event: &Event, now: Millis) -> Resul
         if let Event::Complete { epoch, .. } | Event::RenewLease { epoch, .. } = event {
             if *epoch != lc.attempt_epoch {
                 return Err(Rejected::Fenced { current: lc.attempt_epoch, given: *epoch });
+            }
+        }
+        // A repeated report of the completion that ended it (its first reply was lost) is
+        // recognised; the same epoch from any other worker was never its attempt.
+        if let (Event::Complete { epoch, worker, .. }, Some(done)) = (event, &ctx.completed) {
+            if done.epoch == *epoch {
+                return match &done.worker {
+                    Some(by) if by != worker => Err(Rejected::NotOwner),
+                    Some(_) | None => Err(Rejected::AlreadyCompleted(*epoch)),
+                };
             }
         }
         return Err(Rejected::Terminal(from));
@@ -509,6 +530,7 @@ mod tests {
                 base_delay_ms: 1000,
                 ..RetryPolicy::default()
             },
+            completed: None,
         }
     }
 
@@ -549,6 +571,30 @@ mod tests {
                 4
             ),
             Err(Rejected::Terminal(StateName::Succeeded))
+        );
+    }
+
+    #[test]
+    fn a_repeated_report_of_the_accepted_completion_is_recognised() {
+        let mut c = ctx(Mode::Sync);
+        let running = claim(&c, &Lifecycle::queued(), "a", 0);
+        let report = |worker: &str, epoch| Event::Complete {
+            worker: w(worker),
+            epoch,
+            outcome: AttemptOutcome::Succeeded,
+        };
+        let done = apply(&c, &running, &report("a", 1), 1).unwrap();
+        // Not recorded as accepted: an ended invocation refuses the report.
+        assert_eq!(apply(&c, &done, &report("a", 1), 2), Err(Rejected::Terminal(StateName::Succeeded)));
+        c.completed = Some(AcceptedCompletion { epoch: 1, worker: Some(w("a")) });
+        assert_eq!(apply(&c, &done, &report("a", 1), 2), Err(Rejected::AlreadyCompleted(1)));
+        assert_eq!(apply(&c, &done, &report("b", 1), 2), Err(Rejected::NotOwner), "never its attempt");
+        assert_eq!(apply(&c, &done, &report("a", 0), 2), Err(Rejected::Fenced { current: 1, given: 0 }));
+        c.completed = Some(AcceptedCompletion { epoch: 1, worker: None });
+        assert_eq!(
+            apply(&c, &done, &report("b", 1), 2),
+            Err(Rejected::AlreadyCompleted(1)),
+            "recorded before workers"
         );
     }
 

@@ -13,6 +13,7 @@ pub mod lambda;
 pub mod limits;
 pub mod names;
 pub mod placement;
+pub mod protocol;
 pub mod routing;
 
 pub use access::{Action, ApiKey, FunctionGlob, Grant, Role};
@@ -20,8 +21,8 @@ pub use function::{
     Alias, Deployment, FunctionConfig, FunctionSpec, Resolved, RetryPolicy, Runtime, SpecError, Version,
 };
 pub use invocation::{
-    apply, AttemptOutcome, Context, ErrorKind, Event, FunctionErrorBody, InvocationId, InvocationRecord,
-    InvocationRequest, Lifecycle, Mode, Rejected, State, StateName, WorkerId,
+    apply, AcceptedCompletion, AttemptOutcome, Context, ErrorKind, Event, FunctionErrorBody, InvocationId,
+    InvocationRecord, InvocationRequest, Lifecycle, Mode, Rejected, State, StateName, WorkerId,
 };
 pub use names::{NameError, Qualifier};
 pub use placement::WorkerState;

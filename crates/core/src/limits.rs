@@ -45,6 +45,9 @@ pub const MAX_LOST_ATTEMPTS: u32 = 5;
 /// Lease granted on claim and renewed while the function runs. Short, so a crashed worker's
 /// work is retried within seconds rather than after the function timeout.
 pub const DEFAULT_LEASE_MS: i64 = 5_000;
+/// Shortest lease a server may be configured with (`--lease-ms`): it is renewed a few times per
+/// lease (`protocol::RENEWALS_PER_LEASE`), and each renewal is a round trip.
+pub const MIN_LEASE_MS: u64 = 300;
 /// Aliases may route to at most this many extra versions.
 pub const MAX_ROUTING_EXTRA_VERSIONS: usize = 1;
 /// Page size bounds for list endpoints.

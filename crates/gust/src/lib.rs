@@ -4,18 +4,28 @@
 pub mod cli;
 pub mod client_tls;
 pub mod host;
+pub mod node;
 pub mod server;
 pub mod worker;
 
-/// Runs the sandbox init that process environments start through, when this process was
-/// started as one (`BINARY __sandbox-init ...`, see `gust_runtime::init`); returns its exit
-/// code, or None for any other command line. A binary that runs `gust server` or `gust worker`
-/// calls this first thing in `main`, before parsing its own arguments.
-pub fn sandbox_init_if_requested() -> Option<std::process::ExitCode> {
+/// Runs one of the binary's internal entry points when this process was started as one, and
+/// returns its exit code; None for any other command line:
+/// - the sandbox init that process environments start through (`BINARY __sandbox-init ...`,
+///   see `gust_runtime::init`);
+/// - the compiler child that compiles an untrusted wasm module under hard limits
+///   (`BINARY __compile ...`, see `gust_runtime::wasm::Compiler`).
+///
+/// A binary that runs `gust server` or `gust worker` calls this first thing in `main`, before
+/// parsing its own arguments (which are not the CLI's here, and must not reach clap).
+pub fn internal_command_if_requested() -> Option<std::process::ExitCode> {
     let mut argv = std::env::args_os();
-    if argv.nth(1).is_none_or(|a| a != gust_runtime::init::SUBCOMMAND) {
+    let command = argv.nth(1)?;
+    let code = if command == gust_runtime::init::SUBCOMMAND {
+        gust_runtime::init::main(argv)
+    } else if command == gust_runtime::wasm::COMPILE_SUBCOMMAND {
+        gust_runtime::wasm::compile_main(argv)
+    } else {
         return None;
-    }
-    let code = gust_runtime::init::main(argv);
+    };
     Some(std::process::ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)))
 }

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use gust::{cli, server, worker};
 
 fn main() -> ExitCode {
-    // The sandbox init that process environments start through: not part of the CLI (its
-    // arguments are gust's own, and the function's environment must not reach clap).
-    if let Some(code) = gust::sandbox_init_if_requested() {
+    // The sandbox init that process environments start through and the wasm compiler child:
+    // not part of the CLI (their arguments are gust's own, and a function's environment must
+    // not reach clap).
+    if let Some(code) = gust::internal_command_if_requested() {
         return code;
     }
     let args = match cli::Cli::parse_args() {

@@ -8,13 +8,16 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use async_trait::async_trait;
 use bytes::Bytes;
+use gust_core::limits::MIN_LEASE_MS;
 use gust_core::{Deployment, InvocationId, Runtime, WorkerId};
 use gust_service::{Execution, Executor, Service, ServiceConfig, ServiceError, SystemClock};
-use gust_store::postgres::DEFAULT_POOL_SIZE;
-use gust_store::{PgStore, SqliteOptions, SqliteStore, Store};
+use gust_store::Store;
+use gust_store_postgres::{PgStore, DEFAULT_POOL_SIZE};
+use gust_store_sqlite::{SqliteOptions, SqliteStore};
 use gust_worker::{ArtifactSource, Worker, WorkerConfig, DEFAULT_IDLE_TTL, DEFAULT_MAX_CONCURRENCY};
 
 use crate::host::HostRuntimes;
+use crate::node::{AbortOnDrop, ShutdownSignals, DEFAULT_SHUTDOWN_GRACE_S, FORCED_SHUTDOWN_PATIENCE};
 
 #[derive(clap::Args, Debug)]
 pub struct ServerOpts {
@@ -86,7 +89,7 @@ pub struct ServerOpts {
     pub lease_ms: u64,
     /// Seconds a SIGTERM (or SIGINT) waits for in-flight invocations and running attempts to
     /// finish before handing back what still runs; a second signal cuts it short.
-    #[arg(long, env = "GUST_SHUTDOWN_GRACE", default_value_t = 30)]
+    #[arg(long, env = "GUST_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE_S)]
     pub shutdown_grace: u64,
     /// How long the records of ended invocations (payload, result, log) are kept, e.g. 7d,
     /// 12h, 30m; `off` keeps them until the byte budget needs the room.
@@ -145,6 +148,12 @@ pub struct ServerOpts {
     /// start), best-effort (what this host allows, warning about the rest) or none.
     #[arg(long, env = "GUST_ISOLATION", default_value = "best-effort")]
     pub isolation: gust_runtime::sandbox::Isolation,
+    /// MiB of address space the compiler of a wasm module may use (hidden, for tests).
+    #[arg(long, hide = true, default_value_t = gust_runtime::wasm::DEFAULT_COMPILE_MEMORY_BYTES >> 20)]
+    pub compile_memory_mb: u64,
+    /// Milliseconds a wasm module may take to compile (hidden, for tests).
+    #[arg(long, hide = true, default_value_t = gust_runtime::wasm::DEFAULT_COMPILE_TIMEOUT.as_millis() as u64)]
+    pub compile_timeout_ms: u64,
 }
 
 /// The store, as the local worker's source of code.
@@ -202,18 +211,8 @@ impl Executor for LocalExecutor {
         keep: std::collections::HashSet<String>,
         grace: Duration,
     ) -> gust_service::gc::CacheCollected {
-        let worker = self.0.clone();
-        match tokio::task::spawn_blocking(move || worker.collect_cache(&keep, grace)).await {
-            Ok(c) => gust_service::gc::CacheCollected {
-                task_roots: c.task_roots,
-                modules: c.modules,
-                bytes: c.bytes,
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "the cache collection task failed");
-                gust_service::gc::CacheCollected::default()
-            }
-        }
+        let c = crate::node::collect_cache(self.0.clone(), keep, grace).await;
+        gust_service::gc::CacheCollected { task_roots: c.task_roots, modules: c.modules, bytes: c.bytes }
     }
 }
 
@@ -240,18 +239,8 @@ fn install_secrets_key(opts: &ServerOpts) -> anyhow::Result<()> {
     gust_store::secrets::install(&key).map_err(anyhow::Error::msg)
 }
 
-/// Logs go to stderr, filtered by `GUST_LOG` (default `info`).
-pub fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GUST_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 pub fn run(mut opts: ServerOpts) -> anyhow::Result<()> {
-    init_tracing();
+    crate::node::init_tracing();
     if opts.token.is_none() && !opts.listen.ip().is_loopback() {
         bail!("refusing to listen on {} without --token: the API would be open to the network", opts.listen);
     }
@@ -261,8 +250,8 @@ pub fn run(mut opts: ServerOpts) -> anyhow::Result<()> {
             opts.listen
         );
     }
-    if opts.max_concurrency == 0 || opts.lease_ms < 300 {
-        bail!("--max-concurrency must be at least 1 and --lease-ms at least 300");
+    if opts.max_concurrency == 0 || opts.lease_ms < MIN_LEASE_MS {
+        bail!("--max-concurrency must be at least 1 and --lease-ms at least {MIN_LEASE_MS}");
     }
     if opts.worker_credential_ttl == 0 {
         bail!("--worker-credential-ttl must be at least 1 second (workers heartbeat twice a second)");
@@ -272,14 +261,16 @@ pub fn run(mut opts: ServerOpts) -> anyhow::Result<()> {
     opts.data_dir = crate::host::resolve_dir(&opts.data_dir, "--data-dir")?;
     install_secrets_key(&opts)?;
     let host = HostRuntimes::detect(&opts.runtimes)?;
-    let sandbox = crate::worker::sandbox(opts.isolation, &opts.data_dir, &host)?;
-    let worker_cfg = crate::worker::worker_config(
+    let sandbox = crate::node::sandbox(opts.isolation, &opts.data_dir, &host)?;
+    let mut worker_cfg = crate::node::worker_config(
         opts.max_concurrency,
         Duration::from_secs(opts.idle_ttl_s),
         &opts.data_dir,
         &host,
         sandbox,
     );
+    worker_cfg.wasm.compile_limits.max_memory_bytes = opts.compile_memory_mb << 20;
+    worker_cfg.wasm.compile_limits.timeout = Duration::from_millis(opts.compile_timeout_ms);
     if opts.no_local_worker {
         tracing::info!("no local worker: remote workers run every function");
     } else {
@@ -406,14 +397,7 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
         let _ = (&mut http).await;
         service.attempts_finished().await;
     };
-    let forced = tokio::select! {
-        () = drained => false,
-        () = tokio::time::sleep(grace) => false,
-        () = signals.received(2) => true,
-    };
-    if forced {
-        tracing::warn!("second signal: exiting now");
-    }
+    let forced = signals.grace(drained, grace).await;
     // Hand back what still runs (redelivered at once) and write every queued sync record.
     let patience = forced.then_some(FORCED_SHUTDOWN_PATIENCE);
     let done = service.finish_shutdown(patience).await;
@@ -475,50 +459,4 @@ fn parse_retention_bytes(s: &str) -> Result<OptionalBytes, String> {
         return Ok(OptionalBytes(None));
     }
     gust_service::retention::parse_bytes(s).map(|b| OptionalBytes(Some(b)))
-}
-
-/// Background tasks that end with their owner.
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
-    }
-}
-
-/// After a second signal, how long each remaining shutdown step (hand-back, writing queued
-/// records) may take.
-const FORCED_SHUTDOWN_PATIENCE: Duration = Duration::from_secs(1);
-
-/// SIGTERM and SIGINT, counted: the first starts a graceful shutdown, a second cuts it short.
-/// Installed once at start, so no signal is lost between the two.
-pub(crate) struct ShutdownSignals(tokio::sync::watch::Receiver<u32>);
-
-impl ShutdownSignals {
-    pub(crate) fn install() -> anyhow::Result<ShutdownSignals> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("handling SIGTERM")?;
-        let mut int = signal(SignalKind::interrupt()).context("handling SIGINT")?;
-        let (count, received) = tokio::sync::watch::channel(0u32);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-                count.send_modify(|n| *n += 1);
-            }
-        });
-        Ok(ShutdownSignals(received))
-    }
-
-    /// Resolves once `n` signals have arrived.
-    pub(crate) fn received(&self, n: u32) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut rx = self.0.clone();
-        async move {
-            let _ = rx.wait_for(|count| *count >= n).await;
-        }
-    }
 }

@@ -14,10 +14,15 @@
 //! finish within `--shutdown-grace` (completing them as usual), then stops renewing and
 //! releases (hands back) the ones still running, whose results it then drops: the server
 //! queues them again at once. A second signal cuts the grace short.
+//!
+//! Every message is a type of `gust_core::protocol`, the one definition the server uses too.
+//! The first heartbeat's reply says which protocol version the server speaks: a version this
+//! worker does not know ends it with an error before it runs anything (and later, if the
+//! server is replaced by one of another release).
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,16 +31,21 @@ use anyhow::{bail, Context as _};
 use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
-use gust_core::{Deployment, ErrorKind, Runtime};
-use gust_runtime::sandbox::{Isolation, Sandbox, SandboxConfig};
+use gust_core::limits::DEFAULT_LEASE_MS;
+use gust_core::protocol::{
+    self, Assignment, Attempt, AttemptsReply, AttemptsRequest, CompleteReply, CompleteRequest, EnrollRequest,
+    ErrorCode, ErrorReply, Heartbeat, HeartbeatReply, IssuedCredential, PollReply, PollRequest, ReplyError,
+    SnapshotReply, Verdict, WorkerCall,
+};
+use gust_core::{ErrorKind, Runtime, WorkerId};
+use gust_runtime::sandbox::Isolation;
 use gust_runtime::Status;
 use gust_worker::{ArtifactSource, Worker, WorkerConfig, DEFAULT_IDLE_TTL, DEFAULT_MAX_CONCURRENCY};
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
 
 use crate::host::{HostRuntimes, RuntimeOpts};
-use parking_lot::Mutex;
-use serde::Deserialize;
-use serde_json::json;
-use sha2::{Digest, Sha256};
+use crate::node::{ShutdownSignals, DEFAULT_SHUTDOWN_GRACE_S, FORCED_SHUTDOWN_PATIENCE};
 
 #[derive(clap::Args, Debug)]
 pub struct WorkerOpts {
@@ -78,7 +88,7 @@ pub struct WorkerOpts {
     pub isolation: Isolation,
     /// Seconds a SIGTERM (or SIGINT) waits for running attempts to finish before handing
     /// back the rest; a second signal cuts it short.
-    #[arg(long, env = "GUST_SHUTDOWN_GRACE", default_value_t = 30)]
+    #[arg(long, env = "GUST_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE_S)]
     pub shutdown_grace: u64,
     /// A CA certificate (PEM) to trust for an https:// server, besides the system's roots.
     #[arg(long, env = "GUST_CA")]
@@ -92,45 +102,6 @@ pub struct WorkerOpts {
     pub gc_grace_ms: u64,
 }
 
-/// Probes what isolation this host gives process functions and applies `--isolation` (an
-/// error for strict isolation the host cannot give). Environments start through this binary's
-/// hidden sandbox init, and gust's data directory (`data_dir`, absolute) is hidden from them.
-pub fn sandbox(isolation: Isolation, data_dir: &Path, host: &HostRuntimes) -> anyhow::Result<Arc<Sandbox>> {
-    // An interpreter inside the data directory must stay visible to python3.x functions.
-    let python = host.python.clone().unwrap_or_default();
-    let hidden_dirs = if host.python.is_some() && python.starts_with(data_dir) {
-        tracing::warn!(python = %python.display(), "the Python interpreter is inside the data directory, which therefore stays visible to functions");
-        Vec::new()
-    } else {
-        vec![data_dir.to_path_buf()]
-    };
-    // The runtimes' own files are bound into every environment, read-only.
-    let runtime_dirs = host.runtime_dirs.clone();
-    let init_program = std::env::current_exe().ok();
-    Ok(Arc::new(Sandbox::detect(SandboxConfig { isolation, init_program, hidden_dirs, runtime_dirs })?))
-}
-
-/// A worker configuration for this host's resolved runtimes.
-pub fn worker_config(
-    capacity: usize,
-    idle_ttl: Duration,
-    data_dir: &Path,
-    host: &HostRuntimes,
-    sandbox: Arc<Sandbox>,
-) -> WorkerConfig {
-    let mut cfg = WorkerConfig::new(capacity, idle_ttl, data_dir);
-    if let Some(python) = &host.python {
-        cfg.python = python.to_string_lossy().into_owned();
-    }
-    if let Some(node) = &host.node {
-        cfg.node = node.to_string_lossy().into_owned();
-    }
-    cfg.node_ric = host.node_ric.clone();
-    cfg.runtimes = host.available();
-    cfg.sandbox = sandbox;
-    cfg
-}
-
 struct Conn {
     http: reqwest::Client,
     base: String,
@@ -142,7 +113,53 @@ impl Conn {
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.token)
     }
+
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token)
+    }
+
+    /// The control-plane functions named for this worker whose `$LATEST` changed after
+    /// snapshot version `since` (0: all of them).
+    async fn snapshot(&self, since: u64) -> reqwest::Result<SnapshotReply> {
+        let path = format!("{}?since={since}", protocol::SNAPSHOT_PATH);
+        self.get(&path).send().await?.error_for_status()?.json().await
+    }
 }
+
+/// Exponentially growing pauses between tries of a call the server did not answer.
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(first: Duration, max: Duration) -> Backoff {
+        Backoff { next: first, max }
+    }
+
+    async fn pause(&mut self) {
+        tokio::time::sleep(self.next_pause()).await;
+    }
+
+    fn next_pause(&mut self) -> Duration {
+        let pause = self.next;
+        self.next = (self.next * 2).min(self.max);
+        pause
+    }
+}
+
+/// The first and longest pause between tries of enrolling or the first heartbeat while the
+/// server is unreachable, and of a completion while it is.
+const STARTUP_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
+const COMPLETION_BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
+/// The same for fetching code, within [`ARTIFACT_FETCH_PATIENCE`].
+const ARTIFACT_BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(1));
+/// Longest a request to the server may take (a poll waits at most [`protocol::MAX_POLL_WAIT`]).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the poll loop waits for a free slot before it looks again.
+const FULL_PAUSE: Duration = Duration::from_millis(5);
+/// How long the poll loop waits after a failed or refused poll.
+const POLL_RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// Code from the server, verified against its sha256 before use.
 struct ServerArtifacts(Arc<Conn>);
@@ -155,7 +172,7 @@ const ARTIFACT_FETCH_PATIENCE: Duration = Duration::from_secs(10);
 impl ArtifactSource for ServerArtifacts {
     async fn artifact(&self, sha256: &str) -> Result<Bytes, String> {
         let deadline = tokio::time::Instant::now() + ARTIFACT_FETCH_PATIENCE;
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(ARTIFACT_BACKOFF.0, ARTIFACT_BACKOFF.1);
         loop {
             match self.fetch(sha256).await {
                 Ok(bytes) => return Ok(bytes),
@@ -164,8 +181,7 @@ impl ArtifactSource for ServerArtifacts {
                 }
                 Err((_, e)) => {
                     tracing::warn!(%sha256, error = %e, "fetching code failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    backoff.pause().await;
                 }
             }
         }
@@ -175,14 +191,8 @@ impl ArtifactSource for ServerArtifacts {
 impl ServerArtifacts {
     /// One fetch; the error says whether trying again could help.
     async fn fetch(&self, sha256: &str) -> Result<Bytes, (bool, String)> {
-        let c = &self.0;
-        let resp = c
-            .http
-            .get(format!("{}/internal/v1/artifacts/{sha256}", c.base))
-            .bearer_auth(&c.token)
-            .send()
-            .await
-            .map_err(|e| (true, e.to_string()))?;
+        let path = format!("{}/{sha256}", protocol::ARTIFACTS_PATH);
+        let resp = self.0.get(&path).send().await.map_err(|e| (true, e.to_string()))?;
         let status = resp.status();
         if !status.is_success() {
             return Err((status.is_server_error(), format!("artifact {sha256}: HTTP {status}")));
@@ -199,26 +209,6 @@ fn verify(sha256: &str, bytes: Bytes) -> Result<Bytes, String> {
     Ok(bytes)
 }
 
-#[derive(Deserialize)]
-struct HeartbeatReply {
-    snapshot_version: u64,
-    lease_ms: u64,
-    heartbeat_ms: u64,
-}
-
-#[derive(Deserialize)]
-struct Assignment {
-    invocation_id: String,
-    epoch: u64,
-    deployment: Deployment,
-    payload_b64: String,
-}
-
-#[derive(Deserialize)]
-struct PollReply {
-    assignments: Vec<Assignment>,
-}
-
 struct State {
     conn: Arc<Conn>,
     worker: Arc<Worker>,
@@ -227,11 +217,11 @@ struct State {
     /// The runtime families this worker can run (reported in every heartbeat).
     runtimes: Vec<Runtime>,
     active: AtomicUsize,
-    /// Attempts running, as (invocation id, epoch).
-    running: Mutex<HashSet<(String, u64)>>,
+    /// Attempts running.
+    running: Mutex<HashSet<Attempt>>,
     /// Attempts released at shutdown while still executing: their results are dropped. Lock
     /// order: `running`, then this.
-    handed_back: Mutex<HashSet<(String, u64)>>,
+    handed_back: Mutex<HashSet<Attempt>>,
     /// Held by the renew loop across one renewal, so a renewal never races a release.
     renewing: tokio::sync::Mutex<()>,
     /// Set once shutdown begins: no more polls, no free capacity reported.
@@ -240,8 +230,10 @@ struct State {
     heartbeat_now: tokio::sync::Notify,
     /// Woken whenever an attempt ends.
     attempt_ended: tokio::sync::Notify,
-    /// Notified when the server refuses this worker's credential (401): the worker stops.
-    credential_refused: tokio::sync::Notify,
+    /// Notified when the worker cannot go on (the server refuses its credential, or speaks
+    /// a protocol version it does not know): it stops, with the reason in `fatal_reason`.
+    fatal: tokio::sync::Notify,
+    fatal_reason: Mutex<Option<String>>,
     revision: AtomicU64,
     snapshot: AtomicU64,
     lease_ms: AtomicU64,
@@ -249,29 +241,40 @@ struct State {
 }
 
 impl State {
-    fn log_attempt(&self, event: &str, id: &str, epoch: u64) {
+    fn log_attempt(&self, event: &str, (id, epoch): &Attempt) {
         if let Some(f) = &self.attempt_log {
             // One write per line, so concurrent appends never interleave.
             let line = format!("{event} {id} {epoch} {}\n", self.id);
             let _ = f.lock().write_all(line.as_bytes());
         }
     }
+
+    fn path(&self, call: WorkerCall) -> String {
+        call.path(&self.id)
+    }
+
+    /// Stops the worker with `reason`.
+    fn fail(&self, reason: String) {
+        tracing::error!("{reason}");
+        *self.fatal_reason.lock() = Some(reason);
+        self.fatal.notify_one();
+    }
 }
 
 pub fn run(opts: WorkerOpts) -> anyhow::Result<()> {
-    crate::server::init_tracing();
+    crate::node::init_tracing();
     if opts.capacity == 0 {
         bail!("--capacity must be at least 1");
     }
     let data_dir = crate::host::resolve_dir(&opts.data_dir, "--data-dir")?;
     let host = HostRuntimes::detect(&opts.runtimes)?;
     host.log();
-    let sandbox = sandbox(opts.isolation, &data_dir, &host)?;
-    let cfg = worker_config(opts.capacity, DEFAULT_IDLE_TTL, &data_dir, &host, sandbox);
+    let sandbox = crate::node::sandbox(opts.isolation, &data_dir, &host)?;
+    let cfg = crate::node::worker_config(opts.capacity, DEFAULT_IDLE_TTL, &data_dir, &host, sandbox);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let served = rt.block_on(serve(opts, cfg));
     // Attempts handed back at shutdown may still be executing: they are dropped, not awaited.
-    rt.shutdown_timeout(Duration::from_secs(1));
+    rt.shutdown_timeout(FORCED_SHUTDOWN_PATIENCE);
     served
 }
 
@@ -281,7 +284,7 @@ fn http_client(opts: &WorkerOpts) -> anyhow::Result<reqwest::Client> {
     if crate::client_tls::is_plain_http_beyond_loopback(&opts.server) {
         tracing::warn!(server = %opts.server, "the server is reached over plain HTTP beyond loopback: the worker token, code and payloads cross the network unencrypted; use an https:// URL");
     }
-    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+    let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
     if let Some(ca) = &opts.ca {
         for cert in crate::client_tls::load_ca(ca).map_err(anyhow::Error::msg)? {
             builder = builder.add_root_certificate(cert);
@@ -292,6 +295,44 @@ fn http_client(opts: &WorkerOpts) -> anyhow::Result<reqwest::Client> {
 
 fn unix_millis() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Why the server refused a call: the message of its error reply.
+async fn refusal(r: reqwest::Response) -> String {
+    match r.json::<ErrorReply>().await {
+        Ok(reply) => reply.error.message,
+        Err(_) => "no reason given".to_string(),
+    }
+}
+
+/// Sends a call until the server answers it (waiting for an unreachable or failing server):
+/// its successful reply, or an error naming `refused` for a refusal (a 4xx).
+async fn until_answered<F, Fut>(
+    base: &str,
+    what: &str,
+    refused: &str,
+    send: F,
+) -> anyhow::Result<reqwest::Response>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+{
+    let mut backoff = Backoff::new(STARTUP_BACKOFF.0, STARTUP_BACKOFF.1);
+    loop {
+        match send().await {
+            Ok(r) if r.status().is_success() => return Ok(r),
+            Ok(r) if r.status().is_client_error() => {
+                let status = r.status();
+                bail!("{refused}: HTTP {status}: {}", refusal(r).await);
+            }
+            Ok(r) => tracing::warn!(status = %r.status(), "{what} failed; retrying"),
+            Err(e) => {
+                let error = crate::client_tls::transport_error(base, &e);
+                tracing::warn!(%error, "{what} failed; retrying")
+            }
+        }
+        backoff.pause().await;
+    }
 }
 
 /// The worker id and secret this worker acts with: enrolled now with the enrollment token
@@ -311,44 +352,18 @@ async fn credential(
         return Ok((opts.name.clone(), secret));
     }
     let Some(token) = &opts.worker_token else { bail!("give --worker-token or --secret-file") };
-    let request = gust_api::EnrollRequest { name: opts.name.clone() };
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let sent = http
-            .post(format!("{base}/internal/v1/workers/enroll"))
-            .bearer_auth(token)
-            .json(&request)
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status().is_success() => {
-                let issued: gust_api::IssuedCredential =
-                    r.json().await.context("reading the enrollment reply")?;
-                return Ok((issued.id, issued.secret));
-            }
-            Ok(r) if r.status().is_client_error() => {
-                let status = r.status();
-                let why = r.json::<serde_json::Value>().await.unwrap_or_default()["error"]["message"]
-                    .as_str()
-                    .unwrap_or("no reason given")
-                    .to_string();
-                bail!("the server refused to enroll this worker: HTTP {status}: {why}");
-            }
-            Ok(r) => tracing::warn!(status = %r.status(), "enrolling failed; retrying"),
-            Err(e) => {
-                let error = crate::client_tls::transport_error(base, &e);
-                tracing::warn!(%error, "enrolling failed; retrying")
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
-    }
+    let request = EnrollRequest { name: opts.name.clone() };
+    let url = format!("{base}{}", protocol::ENROLL_PATH);
+    let send = || http.post(&url).bearer_auth(token).json(&request).send();
+    let r = until_answered(base, "enrolling", "the server refused to enroll this worker", send).await?;
+    let issued: IssuedCredential = r.json().await.context("reading the enrollment reply")?;
+    Ok((issued.id, issued.secret))
 }
 
 /// Tells the server this worker stops for good (an enrolled credential ends with it). Best
 /// effort: an enrolled credential also expires on its own.
 async fn deregister(s: &State, patience: Duration) {
-    let path = format!("/internal/v1/workers/{}/deregister", s.id);
+    let path = s.path(WorkerCall::Deregister);
     match tokio::time::timeout(patience, s.conn.post(&path).send()).await {
         Ok(Ok(r)) if r.status().is_success() => {}
         Ok(Ok(r)) => tracing::warn!(status = %r.status(), "deregistering refused"),
@@ -358,10 +373,9 @@ async fn deregister(s: &State, patience: Duration) {
 }
 
 /// How long releasing the attempts still running at the end of the grace may take (the
-/// server may be unreachable: then their leases expire instead).
+/// server may be unreachable: then their leases expire instead); after a second signal,
+/// [`FORCED_SHUTDOWN_PATIENCE`].
 const RELEASE_PATIENCE: Duration = Duration::from_secs(5);
-/// The same after a second signal.
-const FORCED_RELEASE_PATIENCE: Duration = Duration::from_secs(1);
 
 async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
     let http = http_client(&opts)?;
@@ -389,16 +403,19 @@ async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
         draining: AtomicBool::new(false),
         heartbeat_now: tokio::sync::Notify::new(),
         attempt_ended: tokio::sync::Notify::new(),
-        credential_refused: tokio::sync::Notify::new(),
+        fatal: tokio::sync::Notify::new(),
+        fatal_reason: Mutex::new(None),
         // Heartbeat revisions start at the wall clock (ms), so those of a restarted worker
         // with a provisioned id outrank its previous run's (the server ignores older ones).
         revision: AtomicU64::new(unix_millis()),
         snapshot: AtomicU64::new(0),
-        lease_ms: AtomicU64::new(5_000),
+        // Until the first heartbeat says the server's.
+        lease_ms: AtomicU64::new(DEFAULT_LEASE_MS as u64),
         attempt_log,
     });
-    let signals = crate::server::ShutdownSignals::install()?;
-    // The first heartbeat proves the credential (a refusal ends the worker here, clearly).
+    let signals = ShutdownSignals::install()?;
+    // The first heartbeat proves the credential and the protocol version (a refusal ends the
+    // worker here, clearly).
     first_heartbeat(&state).await?;
     tracing::info!(worker = %state.id, server = %state.conn.base, "gust worker started");
     println!("gust worker {} joined {}", state.id, state.conn.base);
@@ -412,15 +429,13 @@ async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
     ));
     tokio::select! {
         () = signals.received(1) => {}
-        () = state.credential_refused.notified() => {
+        () = state.fatal.notified() => {
             poll.abort();
             renew.abort();
             heartbeat.abort();
-            bail!(
-                "the server no longer accepts worker {}'s credential (revoked, or expired after a long \
-                 silence): its attempts will be recovered; start the worker again to enroll anew",
-                state.id
-            );
+            collector.abort();
+            let reason = state.fatal_reason.lock().take().unwrap_or_default();
+            bail!("{reason}");
         }
     }
 
@@ -437,21 +452,14 @@ async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
         let _ = (&mut poll).await;
         attempts_finished(&state).await;
     };
-    let forced = tokio::select! {
-        () = drained => false,
-        () = tokio::time::sleep(Duration::from_secs(opts.shutdown_grace)) => false,
-        () = signals.received(2) => true,
-    };
-    if forced {
-        tracing::warn!("second signal: exiting now");
-    }
+    let forced = signals.grace(drained, Duration::from_secs(opts.shutdown_grace)).await;
     poll.abort();
     {
         // Stop renewing (never mid-renewal), then hand back what still runs.
         let _round = state.renewing.lock().await;
         renew.abort();
     }
-    let patience = if forced { FORCED_RELEASE_PATIENCE } else { RELEASE_PATIENCE };
+    let patience = if forced { FORCED_SHUTDOWN_PATIENCE } else { RELEASE_PATIENCE };
     let released = tokio::time::timeout(patience, release_running(&state)).await.unwrap_or(0);
     heartbeat.abort();
     collector.abort();
@@ -476,7 +484,7 @@ async fn attempts_finished(s: &State) {
 /// Releases every attempt still running (their results will be dropped); returns how many
 /// the server queued again. If the server cannot be reached, their leases expire instead.
 async fn release_running(s: &State) -> usize {
-    let attempts: Vec<(String, u64)> = {
+    let attempts: Vec<Attempt> = {
         let mut running = s.running.lock();
         let mut handed_back = s.handed_back.lock();
         running
@@ -489,9 +497,15 @@ async fn release_running(s: &State) -> usize {
     if attempts.is_empty() {
         return 0;
     }
-    let path = format!("/internal/v1/workers/{}/release", s.id);
-    let reply = match s.conn.post(&path).json(&json!({ "attempts": attempts })).send().await {
-        Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await.unwrap_or_default(),
+    let request = AttemptsRequest { attempts };
+    let reply = match s.conn.post(&s.path(WorkerCall::Release)).json(&request).send().await {
+        Ok(r) if r.status().is_success() => match r.json::<AttemptsReply>().await {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::warn!(error = %e, "bad release reply");
+                return 0;
+            }
+        },
         Ok(r) => {
             tracing::warn!(status = %r.status(), "the server refused the release; the leases will expire");
             return 0;
@@ -502,62 +516,43 @@ async fn release_running(s: &State) -> usize {
         }
     };
     let mut released = 0;
-    for ((id, epoch), r) in attempts.iter().zip(reply["results"].as_array().into_iter().flatten()) {
-        match r.as_str() {
-            None => {
-                released += 1;
-                s.log_attempt("handed-back", id, *epoch);
-            }
-            Some(why) => tracing::info!(%id, epoch, why, "attempt not handed back"),
+    for ((attempt, verdict), why) in request.attempts.iter().zip(&reply.verdicts).zip(&reply.results) {
+        if *verdict == Verdict::Accepted {
+            released += 1;
+            s.log_attempt("handed-back", attempt);
+        } else {
+            let (id, epoch) = attempt;
+            tracing::info!(%id, epoch, ?verdict, why = why.as_deref().unwrap_or(""), "attempt not handed back");
         }
     }
     released
 }
 
 async fn send_heartbeat(s: &State) -> reqwest::Result<reqwest::Response> {
-    let revision = s.revision.fetch_add(1, Ordering::SeqCst) + 1;
-    let body = json!({
-        "id": s.id,
-        "revision": revision,
-        "runtimes": s.runtimes,
+    let heartbeat = Heartbeat {
+        id: WorkerId(s.id.clone()),
+        revision: s.revision.fetch_add(1, Ordering::SeqCst) + 1,
+        runtimes: s.runtimes.clone(),
         // Shutting down: no free slot, so nothing more is placed here.
-        "capacity": if s.draining.load(Ordering::SeqCst) { 0 } else { s.capacity },
-        "running": s.active.load(Ordering::SeqCst),
-        "warm": s.worker.warm_code(),
-        "snapshot_version": s.snapshot.load(Ordering::SeqCst),
-    });
-    s.conn.post("/internal/v1/workers/heartbeat").json(&body).send().await
+        capacity: if s.draining.load(Ordering::SeqCst) { 0 } else { s.capacity as u32 },
+        running: s.active.load(Ordering::SeqCst) as u32,
+        warm: s.worker.warm_code(),
+        snapshot_version: s.snapshot.load(Ordering::SeqCst),
+    };
+    s.conn.post(protocol::HEARTBEAT_PATH).json(&heartbeat).send().await
 }
 
 /// Heartbeats until the server answers: an unreachable server is waited for; a refusal (a
-/// credential it does not accept, an id that is not the credential's) is an error. The
-/// server's lease is learnt here, before any attempt runs (leases are renewed at a third of it).
+/// credential it does not accept, an id that is not the credential's) is an error, and so is
+/// a protocol version this worker does not know. The server's lease is learnt here, before
+/// any attempt runs (leases are renewed [`protocol::RENEWALS_PER_LEASE`] times per lease).
 async fn first_heartbeat(s: &State) -> anyhow::Result<()> {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match send_heartbeat(s).await {
-            Ok(r) if r.status().is_success() => {
-                let reply: HeartbeatReply = r.json().await.context("reading the heartbeat reply")?;
-                s.lease_ms.store(reply.lease_ms, Ordering::SeqCst);
-                return Ok(());
-            }
-            Ok(r) if r.status().is_client_error() => {
-                let status = r.status();
-                let why = r.json::<serde_json::Value>().await.unwrap_or_default()["error"]["message"]
-                    .as_str()
-                    .unwrap_or("no reason given")
-                    .to_string();
-                bail!("the server refused worker {}: HTTP {status}: {why}", s.id);
-            }
-            Ok(r) => tracing::warn!(status = %r.status(), "heartbeat failed; retrying"),
-            Err(e) => {
-                let error = crate::client_tls::transport_error(&s.conn.base, &e);
-                tracing::warn!(%error, "heartbeat failed; retrying")
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
-    }
+    let refused = format!("the server refused worker {}", s.id);
+    let r = until_answered(&s.conn.base, "heartbeat", &refused, || send_heartbeat(s)).await?;
+    let body = r.bytes().await.context("reading the heartbeat reply")?;
+    let reply = HeartbeatReply::parse(&body).context("the heartbeat reply")?;
+    s.lease_ms.store(reply.lease_ms, Ordering::SeqCst);
+    Ok(())
 }
 
 /// How often a worker repeats that the server keeps refusing its heartbeats or polls.
@@ -567,25 +562,43 @@ async fn heartbeat_loop(s: Arc<State>) {
     // A refusal that lasts (the server's disk is full: 507) is said once in a while.
     let refused = gust_store::space::LogEvery::new(REFUSAL_LOG_EVERY);
     loop {
-        let mut every = Duration::from_millis(500);
+        let mut every = protocol::HEARTBEAT_INTERVAL;
         match send_heartbeat(&s).await {
             Ok(r) if r.status().is_success() => {
-                if let Ok(reply) = r.json::<HeartbeatReply>().await {
-                    // Applying a snapshot is learning its version: deployments arrive with
-                    // each assignment and code is pulled by sha256 on a miss. A newer version
-                    // is reported back at once, so placement sees it within one round trip.
-                    let before = s.snapshot.fetch_max(reply.snapshot_version, Ordering::SeqCst);
-                    s.lease_ms.store(reply.lease_ms, Ordering::SeqCst);
-                    every = Duration::from_millis(reply.heartbeat_ms.clamp(50, 10_000));
-                    if reply.snapshot_version > before {
-                        every = Duration::ZERO;
-                        tokio::spawn(pull_snapshot(s.clone(), before));
+                let reply = match r.bytes().await {
+                    Ok(body) => HeartbeatReply::parse(&body),
+                    Err(e) => Err(ReplyError::Malformed(e.to_string())),
+                };
+                match reply {
+                    Ok(reply) => {
+                        // Applying a snapshot is learning its version: deployments arrive with
+                        // each assignment and code is pulled by sha256 on a miss. A newer
+                        // version is reported back at once, so placement sees it within one
+                        // round trip.
+                        let before = s.snapshot.fetch_max(reply.snapshot_version, Ordering::SeqCst);
+                        s.lease_ms.store(reply.lease_ms, Ordering::SeqCst);
+                        every = reply.heartbeat_interval();
+                        if reply.snapshot_version > before {
+                            every = Duration::ZERO;
+                            tokio::spawn(pull_snapshot(s.clone(), before));
+                        }
                     }
+                    // The server was replaced by one of another release: nothing it says can
+                    // be trusted, and its leases expire the attempts running here.
+                    Err(ReplyError::UnknownVersion(e)) => {
+                        s.fail(e.to_string());
+                        return;
+                    }
+                    Err(ReplyError::Malformed(e)) => tracing::warn!(error = %e, "bad heartbeat reply"),
                 }
             }
             Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED => {
                 tracing::error!("the server refused this worker's credential");
-                s.credential_refused.notify_one();
+                s.fail(format!(
+                    "the server no longer accepts worker {}'s credential (revoked, or expired after a long \
+                     silence): its attempts will be recovered; start the worker again to enroll anew",
+                    s.id
+                ));
                 return;
             }
             Ok(r) => {
@@ -607,29 +620,29 @@ async fn heartbeat_loop(s: Arc<State>) {
 
 async fn renew_loop(s: Arc<State>) {
     loop {
-        tokio::time::sleep(Duration::from_millis(s.lease_ms.load(Ordering::SeqCst) / 3)).await;
+        let lease = Duration::from_millis(s.lease_ms.load(Ordering::SeqCst));
+        tokio::time::sleep(lease / protocol::RENEWALS_PER_LEASE).await;
         let _round = s.renewing.lock().await;
-        let attempts: Vec<(String, u64)> = s.running.lock().iter().cloned().collect();
+        let attempts: Vec<Attempt> = s.running.lock().iter().cloned().collect();
         if attempts.is_empty() {
             continue;
         }
-        let path = format!("/internal/v1/workers/{}/renew", s.id);
-        let reply = s.conn.post(&path).json(&json!({ "attempts": attempts })).send().await;
+        let request = AttemptsRequest { attempts };
+        let reply = s.conn.post(&s.path(WorkerCall::Renew)).json(&request).send().await;
         let Ok(reply) = reply else { continue };
-        let Ok(v) = reply.json::<serde_json::Value>().await else { continue };
-        for ((id, epoch), r) in attempts.iter().zip(v["results"].as_array().into_iter().flatten()) {
-            if let Some(reason) = r.as_str() {
-                if reason.contains("no longer owns") || reason.contains("another worker") {
-                    tracing::warn!(%id, epoch, "lease lost: the attempt was fenced");
-                    s.running.lock().remove(&(id.clone(), *epoch));
-                }
+        let Ok(reply) = reply.json::<AttemptsReply>().await else { continue };
+        for (attempt, verdict) in request.attempts.iter().zip(&reply.verdicts) {
+            if verdict.attempt_lost() {
+                let (id, epoch) = attempt;
+                tracing::warn!(%id, epoch, ?verdict, "lease lost: the attempt was fenced");
+                s.running.lock().remove(attempt);
             }
         }
     }
 }
 
 async fn poll_loop(s: Arc<State>) {
-    let path = format!("/internal/v1/workers/{}/poll", s.id);
+    let path = s.path(WorkerCall::Poll);
     let refused = gust_store::space::LogEvery::new(REFUSAL_LOG_EVERY);
     loop {
         if s.draining.load(Ordering::SeqCst) {
@@ -637,10 +650,11 @@ async fn poll_loop(s: Arc<State>) {
         }
         let free = s.capacity.saturating_sub(s.active.load(Ordering::SeqCst));
         if free == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(FULL_PAUSE).await;
             continue;
         }
-        let reply = s.conn.post(&path).json(&json!({ "max": free, "wait_ms": 1000 })).send().await;
+        let request = PollRequest { max: free, wait_ms: protocol::POLL_WAIT.as_millis() as u64 };
+        let reply = s.conn.post(&path).json(&request).send().await;
         let assignments = match reply {
             Ok(r) if r.status().is_success() => match r.json::<PollReply>().await {
                 Ok(p) => p.assignments,
@@ -653,31 +667,33 @@ async fn poll_loop(s: Arc<State>) {
                 if let Some(held) = refused.allow() {
                     tracing::warn!(status = %r.status(), repeated = held, "poll refused");
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(POLL_RETRY_PAUSE).await;
                 Vec::new()
             }
             Err(e) => {
                 tracing::warn!(error = %e, "poll failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(POLL_RETRY_PAUSE).await;
                 Vec::new()
             }
         };
         for a in assignments {
             s.active.fetch_add(1, Ordering::SeqCst);
-            s.running.lock().insert((a.invocation_id.clone(), a.epoch));
+            s.running.lock().insert(a.attempt());
             tokio::spawn(run_assignment(s.clone(), a));
         }
     }
 }
 
 async fn run_assignment(s: Arc<State>, a: Assignment) {
-    s.log_attempt("start", &a.invocation_id, a.epoch);
-    let payload = base64::engine::general_purpose::STANDARD.decode(&a.payload_b64).map(Bytes::from);
+    let attempt = a.attempt();
+    s.log_attempt("start", &attempt);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let payload = b64.decode(&a.payload_b64).map(Bytes::from);
     let mut out = match payload {
         Ok(p) => {
             let label = a.deployment.resolved.label();
             let call = gust_core::lambda::CallContext { qualifier: &label, client_context: None };
-            s.worker.execute(&a.deployment, &a.invocation_id, p, &call).await
+            s.worker.execute(&a.deployment, &a.invocation_id.0, p, &call).await
         }
         Err(_) => gust_runtime::RunOutcome {
             status: Status::Failed {
@@ -691,62 +707,64 @@ async fn run_assignment(s: Arc<State>, a: Assignment) {
     };
     let log = std::mem::take(&mut out.log);
     let (succeeded, result_b64, error) = match out.into_result() {
-        Ok(stdout) => (true, Some(base64::engine::general_purpose::STANDARD.encode(&stdout)), None),
+        Ok(stdout) => (true, Some(b64.encode(&stdout)), None),
         Err(error) => (false, None, Some(error)),
     };
-    let body = json!({
-        "invocation_id": a.invocation_id,
-        "epoch": a.epoch,
-        "succeeded": succeeded,
-        "result_b64": result_b64,
-        "error": error,
-        "log": log,
-    });
-    let path = format!("/internal/v1/workers/{}/complete", s.id);
-    let key = (a.invocation_id.clone(), a.epoch);
-    if s.handed_back.lock().remove(&key) {
-        tracing::info!(id = %a.invocation_id, epoch = a.epoch, "the attempt was handed back at shutdown; result dropped");
+    let report =
+        CompleteRequest { invocation_id: a.invocation_id, epoch: a.epoch, succeeded, result_b64, error, log };
+    if s.handed_back.lock().remove(&attempt) {
+        let (id, epoch) = &attempt;
+        tracing::info!(%id, epoch, "the attempt was handed back at shutdown; result dropped");
         s.active.fetch_sub(1, Ordering::SeqCst);
         s.attempt_ended.notify_waiters();
         return;
     }
-    // Retry while the server is unreachable: the completion is idempotent per epoch, and if
-    // the lease expires meanwhile the server refuses it as fenced.
-    let mut backoff = Duration::from_millis(50);
-    let verdict = loop {
-        match s.conn.post(&path).json(&body).send().await {
-            Ok(r) if r.status().is_success() => {
-                // Record whether this completion ended the invocation or scheduled a retry.
-                let v: serde_json::Value = r.json().await.unwrap_or_default();
-                break if v["state"] == "SUCCEEDED" || v["state"] == "FAILED" {
-                    "accepted"
-                } else {
-                    "accepted-retry"
-                };
-            }
-            Ok(r) if r.status().as_u16() == 409 => {
-                let v: serde_json::Value = r.json().await.unwrap_or_default();
-                if v["error"]["code"] == "Fenced" {
-                    tracing::warn!(id = %a.invocation_id, epoch = a.epoch, "completion refused: fenced; result dropped");
-                    break "fenced";
-                }
-                break "refused";
-            }
-            Ok(r) if r.status().is_client_error() => break "refused",
-            Ok(_) | Err(_) => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-        }
-    };
-    s.log_attempt(verdict, &a.invocation_id, a.epoch);
+    let verdict = complete(&s, &report).await;
+    s.log_attempt(verdict, &attempt);
     {
         let mut running = s.running.lock();
-        running.remove(&key);
-        s.handed_back.lock().remove(&key);
+        running.remove(&attempt);
+        s.handed_back.lock().remove(&attempt);
     }
     s.active.fetch_sub(1, Ordering::SeqCst);
     s.attempt_ended.notify_waiters();
+}
+
+/// Reports an attempt's outcome, retrying while the server is unreachable: the completion is
+/// idempotent per epoch, and if the lease expires meanwhile the server refuses it as fenced.
+/// Returns what the attempt log records: whether this completion ended the invocation
+/// (`accepted`) or scheduled a retry (`accepted-retry`), or was `fenced` or `refused`.
+async fn complete(s: &State, report: &CompleteRequest) -> &'static str {
+    let path = s.path(WorkerCall::Complete);
+    let mut backoff = Backoff::new(COMPLETION_BACKOFF.0, COMPLETION_BACKOFF.1);
+    loop {
+        match s.conn.post(&path).json(report).send().await {
+            Ok(r) if r.status().is_success() => {
+                return match r.json::<CompleteReply>().await {
+                    Ok(reply) if reply.state.is_terminal() => "accepted",
+                    Ok(_) | Err(_) => "accepted-retry",
+                };
+            }
+            Ok(r) if r.status().is_client_error() => {
+                let code = r.json::<ErrorReply>().await.map(|e| e.error.code);
+                return match code {
+                    Ok(ErrorCode::Fenced) => {
+                        let (id, epoch) = (&report.invocation_id, report.epoch);
+                        tracing::warn!(%id, epoch, "completion refused: fenced; result dropped");
+                        "fenced"
+                    }
+                    Ok(
+                        ErrorCode::Forbidden
+                        | ErrorCode::Unauthorized
+                        | ErrorCode::EnrollmentDisabled
+                        | ErrorCode::Other,
+                    )
+                    | Err(_) => "refused",
+                };
+            }
+            Ok(_) | Err(_) => backoff.pause().await,
+        }
+    }
 }
 
 /// Collects cached code (task roots, compiled modules) that the server no longer names for
@@ -756,58 +774,50 @@ async fn run_assignment(s: Arc<State>, a: Assignment) {
 async fn collect_cache_forever(s: Arc<State>, interval: Duration, grace: Duration) {
     loop {
         tokio::time::sleep(interval).await;
-        let url = format!("{}/internal/v1/snapshot?since=0", s.conn.base);
-        let reply =
-            s.conn.http.get(url).bearer_auth(&s.conn.token).send().await.and_then(|r| r.error_for_status());
-        let snapshot = match reply {
-            Ok(r) => r.json::<serde_json::Value>().await,
-            Err(e) => Err(e),
-        };
-        let named = match &snapshot {
-            Ok(snapshot) => snapshot["functions"].as_array(),
-            Err(_) => None,
-        };
-        let Some(named) = named else {
+        let Ok(snapshot) = s.conn.snapshot(0).await else {
             tracing::debug!("cache collection skipped: the snapshot could not be read");
             continue;
         };
-        let keep: HashSet<String> =
-            named.iter().filter_map(|f| f["code_sha256"].as_str().map(str::to_string)).collect();
-        let worker = s.worker.clone();
-        match tokio::task::spawn_blocking(move || worker.collect_cache(&keep, grace)).await {
-            Ok(c) if c == gust_worker::CacheCollected::default() => {}
-            Ok(c) => tracing::info!(
+        let keep: HashSet<String> = snapshot.functions.into_iter().filter_map(|f| f.code_sha256).collect();
+        let c = crate::node::collect_cache(s.worker.clone(), keep, grace).await;
+        if c != gust_worker::CacheCollected::default() {
+            tracing::info!(
                 task_roots = c.task_roots,
                 modules = c.modules,
                 bytes = c.bytes,
                 "cache collection freed unreferenced code"
-            ),
-            Err(e) => tracing::warn!(error = %e, "the cache collection task failed"),
+            );
         }
     }
 }
 
 /// Pulls what changed since `since` and prepares new code ahead of its first invocation.
 async fn pull_snapshot(s: Arc<State>, since: u64) {
-    let url = format!("{}/internal/v1/snapshot?since={since}", s.conn.base);
-    let Ok(reply) = s.conn.http.get(url).bearer_auth(&s.conn.token).send().await else { return };
-    let Ok(delta) = reply.json::<serde_json::Value>().await else { return };
-    for f in delta["functions"].as_array().into_iter().flatten() {
-        let (Some(sha), Ok(runtime)) =
-            (f["code_sha256"].as_str(), serde_json::from_value::<Runtime>(f["runtime"].clone()))
-        else {
-            continue;
-        };
-        if s.worker.is_warm(sha) {
+    let Ok(delta) = s.conn.snapshot(since).await else { return };
+    for f in delta.functions {
+        let Some(sha) = f.code_sha256 else { continue };
+        if s.worker.is_warm(&sha) {
             continue;
         }
-        match ServerArtifacts(s.conn.clone()).artifact(sha).await {
+        match ServerArtifacts(s.conn.clone()).artifact(&sha).await {
             Ok(code) => {
-                if let Err(e) = s.worker.prepare_code(runtime, sha, code).await {
+                if let Err(e) = s.worker.prepare_code(f.runtime, &sha, code).await {
                     tracing::warn!(%sha, error = %e, "cannot prepare pulled code");
                 }
             }
             Err(e) => tracing::warn!(%sha, error = %e, "cannot pull code"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_bound() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(250));
+        let pauses: Vec<u128> = (0..4).map(|_| backoff.next_pause().as_millis()).collect();
+        assert_eq!(pauses, [100, 200, 250, 250]);
     }
 }

@@ -193,6 +193,34 @@ fn a_function_never_runs_as_root_and_sees_a_read_only_root_of_its_own() {
 }
 
 #[test]
+fn descriptors_gust_inherited_never_reach_a_function() {
+    // gust started with an open descriptor it did not ask for (a shell's `77<secret`, a
+    // supervisor's pipe): the function must not be able to read it, sandboxed or not.
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "TOP-SECRET-HOST-FILE").unwrap();
+    let file = std::fs::File::open(&secret).unwrap();
+    // Inherited by the server this test process spawns (not close-on-exec), at fd 77.
+    nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&file), 77).unwrap();
+    let isolations: &[&str] = if namespaces_and_root() { &["best-effort", "none"] } else { &["none"] };
+    for isolation in isolations {
+        let data = dir.path().join(isolation);
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+        let s = Server::start(&data, &["--isolation", isolation]);
+        deploy(&s, "fds", json!({ "runtime": "provided" }), &[("bootstrap", SHELL_BOOTSTRAP, 0o755)]);
+        // bash: dash's redirections take one-digit descriptors only. The bootstrap turns the
+        // listing's newlines into `|`.
+        let (_, out) = sh(&s, "fds", "ls /proc/self/fd; bash -c 'cat <&77' 2>&1");
+        assert!(!out.contains("TOP-SECRET"), "{isolation}: the function read gust's descriptor: {out}");
+        let open: Vec<&str> = out.split(['|', ' ']).filter(|t| !t.is_empty()).collect();
+        assert!(open.contains(&"2"), "the listing ran: {out}");
+        assert!(!open.contains(&"77"), "{isolation}: fd 77 is open in the function: {out}");
+    }
+    nix::unistd::close(77).unwrap();
+}
+
+#[test]
 fn tmp_holds_the_ephemeral_storage_and_no_more() {
     if !namespaces_and_root() {
         eprintln!("skipped: needs root and namespaces");

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use bytes::Bytes;
-use gust_runtime::wasm::{WasmConfig, WasmRuntime};
+use gust_runtime::wasm::{CompileLimits, Compiler, WasmConfig, WasmRuntime};
 use gust_runtime::RunRequest;
 
 #[tokio::main(flavor = "current_thread")]
@@ -16,8 +16,14 @@ async fn main() {
     let path = format!("{}/../../tests/fixtures/{name}.wat", env!("CARGO_MANIFEST_DIR"));
     let code = wat::parse_file(&path).expect("fixture");
     let dir = tempfile::tempdir().expect("temp dir");
-    let rt = WasmRuntime::new(WasmConfig { cache_dir: dir.path().to_path_buf(), max_instances: 16 })
-        .expect("runtime");
+    // A fixture of this repository: trusted, compiled in process.
+    let rt = WasmRuntime::new(WasmConfig {
+        cache_dir: dir.path().to_path_buf(),
+        max_instances: 16,
+        compile_limits: CompileLimits::default(),
+        compiler: Compiler::InProcess,
+    })
+    .expect("runtime");
     let prepared = rt.prepare("sha", &code).expect("prepare");
     let env = BTreeMap::new();
     let payload = Bytes::from_static(b"{}");

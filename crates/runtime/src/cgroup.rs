@@ -38,7 +38,7 @@
 //! the [`EnvCgroup`] kills what is left (`cgroup.kill` where the kernel has it, else SIGKILL to
 //! every listed process until none is left) and removes the cgroups.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::fmt;
 use std::io::{self, Write as _};
 use std::os::unix::ffi::OsStrExt;
@@ -425,7 +425,7 @@ impl CgroupJoiner {
     /// exec.
     pub fn join_self(&self) -> io::Result<()> {
         for procs in &self.procs {
-            write_raw(procs, b"0")?;
+            crate::sys::write_file(procs, b"0")?;
         }
         Ok(())
     }
@@ -702,59 +702,9 @@ fn write_file(path: &Path, value: &str) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("writing {value:?} to {}: {e}", path.display())))
 }
 
-/// Writes `data` to the file at `path`. Async-signal-safe: no allocation, three system calls
-/// (errors are raw errnos).
-#[allow(unsafe_code)]
-fn write_raw(path: &CStr, data: &[u8]) -> io::Result<()> {
-    use nix::libc;
-    // SAFETY: `path` is a NUL-terminated C string and `data` a live buffer of `data.len()`
-    // bytes; the descriptor is closed on every path. No allocation or lock is involved, so this
-    // is safe between fork and exec.
-    unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = libc::write(fd, data.as_ptr().cast(), data.len());
-        let err = io::Error::last_os_error();
-        libc::close(fd);
-        if n != data.len() as isize {
-            return Err(err);
-        }
-    }
-    Ok(())
-}
-
-/// Forks a child that joins the cgroups of `joiner` and exits: whether environments can.
-#[allow(unsafe_code)]
+/// Whether this process may join the cgroups of `joiner`: a forked child joins them and exits.
 fn join_in_child(joiner: &CgroupJoiner) -> io::Result<()> {
-    use nix::errno::Errno;
-    use nix::sys::wait::{waitpid, WaitStatus};
-    use nix::unistd::{fork, ForkResult};
-    // SAFETY: the child only makes system calls on paths prepared before the fork (`join_self`
-    // allocates nothing) and leaves with `_exit`, so it is async-signal-safe even though this
-    // process has other threads.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            let code = match joiner.join_self() {
-                Ok(()) => 0,
-                Err(e) => e.raw_os_error().unwrap_or(nix::libc::EIO).clamp(1, 255),
-            };
-            // SAFETY: `_exit` ends the child without running destructors or atexit handlers
-            // that belong to the parent's state.
-            unsafe { nix::libc::_exit(code) }
-        }
-        Ok(ForkResult::Parent { child }) => loop {
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, 0)) => return Ok(()),
-                Ok(WaitStatus::Exited(_, errno)) => return Err(io::Error::from_raw_os_error(errno)),
-                Ok(other) => return Err(io::Error::other(format!("the test child ended as {other:?}"))),
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        },
-        Err(e) => Err(e.into()),
-    }
+    crate::sys::in_child(|| joiner.join_self())
 }
 
 /// The number after `key` in a flat-keyed cgroup file ("oom_kill 3").

@@ -1,5 +1,7 @@
 //! The sandbox init (`gust __sandbox-init ...`): the small program that starts a function
-//! inside its environment's namespaces. With `sandbox.rs`, the only modules with `unsafe`.
+//! inside its environment's namespaces. With `sandbox.rs`, `sys.rs`, `cgroup.rs` and
+//! `seccomp.rs`, the only modules with `unsafe`. It knows nothing of `sandbox.rs` (which starts
+//! it): what both need of the system (rlimits, id maps, the user switch) is in `sys.rs`.
 //!
 //! gust runs it (its own binary, under a hidden subcommand) in the pid, net, ipc and uts
 //! namespaces (and user namespace) that the forked child unshared before exec. It
@@ -29,7 +31,7 @@ use nix::sched::CloneFlags;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
-use crate::sandbox::Limits;
+use crate::sys::{c_string, errno, IdMaps, Limits};
 
 /// The first argument that makes the gust binary run [`main`] instead of its CLI.
 pub const SUBCOMMAND: &str = "__sandbox-init";
@@ -255,10 +257,6 @@ impl InitSpec {
     }
 }
 
-fn os(e: nix::errno::Errno) -> io::Error {
-    io::Error::from_raw_os_error(e as i32)
-}
-
 fn context(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> io::Error {
     move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
 }
@@ -295,7 +293,7 @@ fn read_spec() -> io::Result<InitSpec> {
     io::stdin().lock().take(MAX_SPEC_BYTES + 1).read_to_end(&mut bytes)?;
     let spec = InitSpec::decode(&bytes).map_err(io::Error::other)?;
     let null = std::fs::File::open("/dev/null")?;
-    nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0).map_err(os)?;
+    nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0).map_err(errno)?;
     Ok(spec)
 }
 
@@ -315,7 +313,7 @@ fn run(spec: &InitSpec) -> io::Result<i32> {
     let (alive_r, alive_w) = io::pipe()?;
     // SAFETY: this process has a single thread (and must: after unshare(CLONE_NEWPID) the
     // kernel refuses new threads), so the child is an ordinary process that may allocate.
-    match unsafe { fork() }.map_err(os)? {
+    match unsafe { fork() }.map_err(errno)? {
         ForkResult::Child => {
             drop((listener, alive_w));
             let code = match pid1(spec, alive_r) {
@@ -448,22 +446,22 @@ async fn bridge(listener: std::net::TcpListener, socket: PathBuf) {
 fn pid1(spec: &InitSpec, alive: io::PipeReader) -> io::Result<i32> {
     use nix::sys::prctl;
     use std::io::Read;
-    prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(os)?;
+    prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(errno)?;
     // If the init died before the line above, its end of the pipe is closed: end of file.
     let mut alive = alive;
     nix::fcntl::fcntl(
         std::os::fd::AsRawFd::as_raw_fd(&alive),
         nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
     )
-    .map_err(os)?;
+    .map_err(errno)?;
     if alive.read(&mut [0u8; 1]).is_ok() {
         return Err(io::Error::other("the sandbox init exited during start-up"));
     }
     drop(alive);
     // Orphans of the function come to this process when there is no pid namespace.
-    prctl::set_child_subreaper(true).map_err(os)?;
+    prctl::set_child_subreaper(true).map_err(errno)?;
     if let Some(name) = &spec.hostname {
-        nix::unistd::sethostname(name).map_err(os).map_err(context("cannot set the hostname"))?;
+        nix::unistd::sethostname(name).map_err(errno).map_err(context("cannot set the hostname"))?;
     }
     if spec.mount {
         mounts(spec)?;
@@ -471,7 +469,7 @@ fn pid1(spec: &InitSpec, alive: io::PipeReader) -> io::Result<i32> {
     // Built here (it allocates); installed by the function's process as its last step.
     let filter = crate::seccomp::Filter::new().map_err(context("cannot build the seccomp filter"))?;
     // SAFETY: this process is single-threaded (forked from the single-threaded init).
-    match unsafe { fork() }.map_err(os)? {
+    match unsafe { fork() }.map_err(errno)? {
         ForkResult::Child => {
             let e = function(spec, &filter);
             eprintln!("gust sandbox init: cannot start {}: {e}", spec.program.to_string_lossy());
@@ -512,22 +510,22 @@ const SHM_SIZE: &str = "size=64m";
 /// sockets, /var) exists for the function.
 fn mounts(spec: &InitSpec) -> io::Result<()> {
     nix::sched::unshare(CloneFlags::CLONE_NEWNS)
-        .map_err(os)
+        .map_err(errno)
         .map_err(context("cannot make a mount namespace"))?;
     // Nothing done here propagates back to the host.
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(os)
+        .map_err(errno)
         .map_err(context("cannot make mounts private"))?;
     let Some(root) = &spec.root else { return Ok(()) };
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     let tmpfs = |at: &Path, flags: MsFlags, opts: &str| {
         mount(Some("tmpfs"), at, Some("tmpfs"), flags, Some(opts))
-            .map_err(os)
+            .map_err(errno)
             .map_err(context(format!("cannot mount a tmpfs at {}", at.display())))
     };
     let bind = |source: &Path, target: &Path| {
         mount(Some(source), target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .map_err(os)
+            .map_err(errno)
             .map_err(context(format!("cannot bind {} at {}", source.display(), target.display())))
     };
     // What is bound in is opened first: the new root's tmpfs may cover its path.
@@ -592,18 +590,18 @@ fn mounts(spec: &InitSpec) -> io::Result<()> {
     std::fs::create_dir_all(&proc)?;
     if spec.proc {
         mount(Some("proc"), &proc, Some("proc"), nosuid | MsFlags::MS_NOEXEC, None::<&str>)
-            .map_err(os)
+            .map_err(errno)
             .map_err(context("cannot mount /proc"))?;
     } else {
         bind(Path::new("/proc"), &proc)?;
     }
     // Into the new root; the old one is detached, so nothing of it stays reachable.
     std::fs::create_dir(inside(Path::new("/.old")))?;
-    nix::unistd::chdir(root).map_err(os)?;
-    nix::unistd::pivot_root(".", ".old").map_err(os).map_err(context("cannot pivot into the new root"))?;
-    nix::unistd::chdir("/").map_err(os)?;
+    nix::unistd::chdir(root).map_err(errno)?;
+    nix::unistd::pivot_root(".", ".old").map_err(errno).map_err(context("cannot pivot into the new root"))?;
+    nix::unistd::chdir("/").map_err(errno)?;
     nix::mount::umount2("/.old", nix::mount::MntFlags::MNT_DETACH)
-        .map_err(os)
+        .map_err(errno)
         .map_err(context("cannot detach the host's root"))?;
     std::fs::remove_dir("/.old")?;
     // The root itself becomes read-only: only /tmp and /dev/shm are writable.
@@ -614,7 +612,7 @@ fn mounts(spec: &InitSpec) -> io::Result<()> {
         MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | nosuid,
         None::<&str>,
     )
-    .map_err(os)
+    .map_err(errno)
     .map_err(context("cannot make the root read-only"))?;
     Ok(())
 }
@@ -625,7 +623,7 @@ fn mounts(spec: &InitSpec) -> io::Result<()> {
 /// namespace).
 fn read_only(path: &Path) -> io::Result<()> {
     use nix::sys::statvfs::{statvfs, FsFlags};
-    let have = statvfs(path).map_err(os)?.flags();
+    let have = statvfs(path).map_err(errno)?.flags();
     let mut flags =
         MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     for (has, keep) in [
@@ -639,7 +637,7 @@ fn read_only(path: &Path) -> io::Result<()> {
         }
     }
     mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
-        .map_err(os)
+        .map_err(errno)
         .map_err(context(format!("cannot make {} read-only", path.display())))
 }
 
@@ -658,24 +656,24 @@ fn function(spec: &InitSpec, filter: &crate::seccomp::Filter) -> io::Error {
         Ok(()) => {}
         Err(e) => return e,
     }
-    let program = match crate::sandbox::c_string(spec.program.as_bytes()) {
+    let program = match c_string(spec.program.as_bytes()) {
         Ok(p) => p,
         Err(e) => return e,
     };
-    let args: io::Result<Vec<_>> = std::iter::once(&spec.program)
-        .chain(&spec.args)
-        .map(|a| crate::sandbox::c_string(a.as_bytes()))
-        .collect();
+    let args: io::Result<Vec<_>> =
+        std::iter::once(&spec.program).chain(&spec.args).map(|a| c_string(a.as_bytes())).collect();
     let args = match args {
         Ok(args) => args,
         Err(e) => return e,
     };
+    // Nothing but stdin, stdout and stderr crosses the exec, whatever this process holds.
+    crate::sys::cloexec_inherited();
     // The last step before exec: from here on the dangerous system calls fail with EPERM.
     if let Err(e) = filter.install() {
         return io::Error::new(e.kind(), format!("cannot install the seccomp filter: {e}"));
     }
     if spec.program.as_bytes().contains(&b'/') {
-        return os(nix::unistd::execve(&program, &args, env).unwrap_err());
+        return errno(nix::unistd::execve(&program, &args, env).unwrap_err());
     }
     // A bare name is looked up in the function's PATH, as the function's user.
     let path = env
@@ -684,11 +682,11 @@ fn function(spec: &InitSpec, filter: &crate::seccomp::Filter) -> io::Error {
         .unwrap_or(b"/usr/local/bin:/usr/bin:/bin");
     let mut last = io::Error::from(io::ErrorKind::NotFound);
     for dir in path.split(|b| *b == b':').filter(|d| !d.is_empty()) {
-        let full = match crate::sandbox::c_string([dir, b"/", spec.program.as_bytes()].concat()) {
+        let full = match c_string([dir, b"/", spec.program.as_bytes()].concat()) {
             Ok(f) => f,
             Err(e) => return e,
         };
-        last = os(nix::unistd::execve(&full, &args, env).unwrap_err());
+        last = errno(nix::unistd::execve(&full, &args, env).unwrap_err());
     }
     last
 }
@@ -698,28 +696,22 @@ fn become_function(spec: &InitSpec) -> io::Result<()> {
     use nix::sys::signal::{signal, SigHandler, Signal};
     // SAFETY: restores the default action of SIGPIPE, which the Rust runtime of this binary
     // ignores and exec would keep ignored; no handler function is installed.
-    unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.map_err(os)?;
-    crate::sandbox::apply(spec.limits).map_err(context("cannot set rlimits"))?;
-    nix::sys::prctl::set_no_new_privs().map_err(os)?;
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.map_err(errno)?;
+    spec.limits.apply().map_err(context("cannot set rlimits"))?;
+    nix::sys::prctl::set_no_new_privs().map_err(errno)?;
     if let Some((uid, gid)) = spec.user {
-        use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
-        let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
-        setgroups(&[]).map_err(os)?;
-        setresgid(gid, gid, gid).map_err(os)?;
-        setresuid(uid, uid, uid).map_err(os).map_err(context("cannot switch user"))?;
+        crate::sys::become_user(uid, gid).map_err(context("cannot switch user"))?;
     }
     if let Some((uid, gid)) = spec.map_user {
         // Root of the namespace is gust's own uid outside; the function gets that uid back,
         // without capabilities, in a user namespace of its own.
         nix::sched::unshare(CloneFlags::CLONE_NEWUSER)
-            .map_err(os)
+            .map_err(errno)
             .map_err(context("cannot make a user namespace"))?;
-        std::fs::write("/proc/self/setgroups", "deny")?;
-        std::fs::write("/proc/self/uid_map", format!("{uid} 0 1\n"))?;
-        std::fs::write("/proc/self/gid_map", format!("{gid} 0 1\n"))?;
+        IdMaps::nested(uid, gid).write().map_err(context("cannot map the function's user"))?;
     }
     nix::unistd::chdir(&spec.cwd)
-        .map_err(os)
+        .map_err(errno)
         .map_err(context(format!("cannot enter {}", spec.cwd.display())))?;
     Ok(())
 }

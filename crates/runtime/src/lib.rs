@@ -23,6 +23,7 @@ pub mod package;
 pub mod process;
 pub mod sandbox;
 pub mod seccomp;
+mod sys;
 mod tail;
 pub mod wasm;
 

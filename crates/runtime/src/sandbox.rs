@@ -1,6 +1,7 @@
 //! The platform code of process isolation: what this host allows, probed once at start, and
-//! how an environment's process is started under it. With `init.rs`, the only modules with
-//! `unsafe`, each block explained.
+//! how an environment's process is started under it. With `init.rs`, `sys.rs`, `cgroup.rs` and
+//! `seccomp.rs`, the only modules with `unsafe`, each block explained. The system-call helpers
+//! it shares with the sandbox init (rlimits, id maps, the user switch) are in `sys.rs`.
 //!
 //! Every process environment gets its own process group and group kill (see `process.rs`), a
 //! private temporary directory, resource limits (address space from the function's memory
@@ -18,7 +19,7 @@
 //! `best-effort` (the default) uses what works and warns loudly about the rest, `none` is the
 //! old behaviour (no namespaces) for debugging.
 
-use std::ffi::{CString, OsString};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -27,44 +28,16 @@ use nix::sys::resource::{setrlimit, Resource};
 
 use crate::cgroup::{CgroupJoiner, Cgroups, EnvCgroup};
 use crate::init::InitSpec;
-
-/// Open files per environment.
-pub const MAX_OPEN_FILES: u64 = 1024;
-/// Processes (and threads) of the sandbox user; enforced only for a non-root user.
-pub const MAX_PROCESSES: u64 = 4096;
-/// The unprivileged user and group environments run as when gust runs as root.
-pub const SANDBOX_UID: u32 = 65534;
-pub const SANDBOX_GID: u32 = 65534;
-/// Headroom over the function's memory for the runtime's own mappings (interpreters map more
-/// address space than they use).
-pub const ADDRESS_SPACE_HEADROOM_MB: u64 = 256;
+use crate::sys::{c_string, errno, IdMaps};
+pub use crate::sys::{
+    Limits, ADDRESS_SPACE_HEADROOM_MB, MAX_OPEN_FILES, MAX_PROCESSES, SANDBOX_GID, SANDBOX_UID,
+};
 /// The Runtime API's port inside an environment's network namespace (Lambda's own).
 pub const RUNTIME_API_PORT: u16 = 9001;
 /// The hostname inside an environment's uts namespace.
 pub const SANDBOX_HOSTNAME: &str = "gust";
 /// How long the start-up probe of the sandbox init may take before it counts as failed.
 const PROBE_PATIENCE: Duration = Duration::from_secs(10);
-
-/// Limits for one environment's process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub address_space_bytes: u64,
-    pub open_files: u64,
-    /// RLIMIT_NPROC, which counts every process of the (shared) sandbox user: unlimited where
-    /// each environment has a pids cgroup of its own, so one tenant's processes cannot use up
-    /// another's.
-    pub processes: u64,
-}
-
-impl Limits {
-    pub fn for_memory_mb(memory_mb: u32) -> Self {
-        Limits {
-            address_space_bytes: (u64::from(memory_mb) + ADDRESS_SPACE_HEADROOM_MB) << 20,
-            open_files: MAX_OPEN_FILES,
-            processes: MAX_PROCESSES,
-        }
-    }
-}
 
 /// How much isolation environments must have (`--isolation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -189,83 +162,21 @@ pub struct Sandbox {
     cgroups: Cgroups,
 }
 
-/// The user namespace's id maps, formatted before fork (nothing may allocate after it).
-struct IdMaps {
-    uid_map: Vec<u8>,
-    gid_map: Vec<u8>,
-}
-
-impl IdMaps {
-    /// Maps gust's own uid and gid to root inside the new user namespace.
-    fn own_ids_as_root() -> IdMaps {
-        IdMaps {
-            uid_map: format!("0 {} 1\n", nix::unistd::geteuid()).into_bytes(),
-            gid_map: format!("0 {} 1\n", nix::unistd::getegid()).into_bytes(),
-        }
-    }
-}
-
-/// Writes `data` to a `/proc/self` file. Async-signal-safe: no allocation, three syscalls.
-#[allow(unsafe_code)]
-fn write_proc_self(path: &std::ffi::CStr, data: &[u8]) -> std::io::Result<()> {
-    use nix::libc;
-    // SAFETY: `path` is a NUL-terminated C string and `data` a live buffer of `data.len()`
-    // bytes; the descriptor is closed on every path. No allocation or lock is involved, so this
-    // is safe between fork and exec.
-    unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let n = libc::write(fd, data.as_ptr().cast(), data.len());
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        if n != data.len() as isize {
-            return Err(err);
-        }
-    }
-    Ok(())
-}
-
 /// Enters new namespaces (and maps ids in a new user namespace). Runs between fork and exec:
 /// only system calls on prepared data, no allocation.
 fn enter(flags: CloneFlags, maps: Option<&IdMaps>) -> std::io::Result<()> {
-    let os = |e: nix::errno::Errno| std::io::Error::from_raw_os_error(e as i32);
-    nix::sched::unshare(flags).map_err(os)?;
-    if let Some(m) = maps {
-        write_proc_self(c"/proc/self/setgroups", b"deny")?;
-        write_proc_self(c"/proc/self/uid_map", &m.uid_map)?;
-        write_proc_self(c"/proc/self/gid_map", &m.gid_map)?;
+    nix::sched::unshare(flags).map_err(errno)?;
+    match maps {
+        Some(m) => m.write(),
+        None => Ok(()),
     }
-    Ok(())
 }
 
-/// Forks a child that enters `flags` (mapping ids when a user namespace is among them) and
-/// exits: whether the kernel lets this process make those namespaces.
-#[allow(unsafe_code)]
+/// Whether the kernel lets this process make the namespaces `flags` (mapping ids when a user
+/// namespace is among them): a forked child makes them and exits.
 fn can_unshare(flags: CloneFlags) -> bool {
-    use nix::sys::wait::{waitpid, WaitStatus};
-    use nix::unistd::{fork, ForkResult};
     let maps = flags.contains(CloneFlags::CLONE_NEWUSER).then(IdMaps::own_ids_as_root);
-    // SAFETY: the child only makes system calls on data prepared before the fork (`enter`
-    // allocates nothing) and leaves with `_exit`, so it is async-signal-safe even though this
-    // process has other threads.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            let code = i32::from(enter(flags, maps.as_ref()).is_err());
-            // SAFETY: `_exit` ends the child without running destructors or atexit handlers
-            // that belong to the parent's state.
-            unsafe { nix::libc::_exit(code) }
-        }
-        Ok(ForkResult::Parent { child }) => loop {
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, code)) => return code == 0,
-                Err(nix::errno::Errno::EINTR) => continue,
-                _ => return false,
-            }
-        },
-        Err(_) => false,
-    }
+    crate::sys::in_child(|| enter(flags, maps.as_ref())).is_ok()
 }
 
 /// What one environment's process needs to start inside the sandbox.
@@ -699,16 +610,6 @@ fn hidden_dirs(dirs: &[PathBuf]) -> Vec<PathBuf> {
     dirs
 }
 
-/// Sets the limits on the current process. Called between fork and exec.
-pub(crate) fn apply(limits: Limits) -> std::io::Result<()> {
-    let set = |r, v| setrlimit(r, v, v).map_err(|e| std::io::Error::from_raw_os_error(e as i32));
-    set(Resource::RLIMIT_AS, limits.address_space_bytes)?;
-    set(Resource::RLIMIT_NOFILE, limits.open_files)?;
-    set(Resource::RLIMIT_CORE, 0)?;
-    set(Resource::RLIMIT_NPROC, limits.processes)?;
-    Ok(())
-}
-
 /// Whether every directory from `/` down to `dir` lets others through (so `nobody` can reach
 /// a task root below it).
 pub fn reachable_by_others(dir: &Path) -> bool {
@@ -744,15 +645,18 @@ fn executable_by_others_except(program: &str, path: &str, covered: &dyn Fn(&Path
 
 /// Arranges for the child of `cmd` to start a session of its own (and so a process group whose
 /// id is its pid, which a timeout kills): without a controlling terminal, a function can
-/// neither write to the operator's terminal nor type into it (TIOCSTI).
+/// neither write to the operator's terminal nor type into it (TIOCSTI). It also keeps every
+/// descriptor gust inherited from whoever started it (a shell's redirect, a supervisor's pipe,
+/// an activated socket) out of the environment: see [`crate::sys::cloexec_inherited`].
 #[allow(unsafe_code)]
 fn new_session_on_exec(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec and makes one setsid(2) call;
-    // it allocates nothing and takes no locks.
+    // SAFETY: the closure runs in the forked child before exec and makes system calls only
+    // (close_range(2) or fcntl(2), then setsid(2)); it allocates nothing and takes no locks.
     unsafe {
         cmd.pre_exec(|| {
-            nix::unistd::setsid().map(drop).map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+            crate::sys::cloexec_inherited();
+            nix::unistd::setsid().map(drop).map_err(errno)
         });
     }
 }
@@ -783,7 +687,6 @@ fn confine_on_exec(
     filter: crate::seccomp::Filter,
 ) {
     use std::os::unix::process::CommandExt;
-    let os = |e: nix::errno::Errno| std::io::Error::from_raw_os_error(e as i32);
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
     // work is allowed: writes to prepared cgroup files, setrlimit(2), prctl(2), setgroups(2)
     // with an empty list, setresgid(2), setresuid(2) and installing a filter built before the
@@ -793,23 +696,63 @@ fn confine_on_exec(
             if let Some(cg) = &cgroup {
                 cg.join_self()?;
             }
-            apply(limits)?;
-            nix::sys::prctl::set_no_new_privs().map_err(os)?;
+            limits.apply()?;
+            nix::sys::prctl::set_no_new_privs().map_err(errno)?;
             if let Some((uid, gid)) = user {
-                use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
-                let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
-                setgroups(&[]).map_err(os)?;
-                setresgid(gid, gid, gid).map_err(os)?;
-                setresuid(uid, uid, uid).map_err(os)?;
+                crate::sys::become_user(uid, gid)?;
             }
             filter.install()
         });
     }
 }
 
-/// A NUL-terminated copy of `s` for system calls made after fork.
-pub(crate) fn c_string(s: impl Into<Vec<u8>>) -> std::io::Result<CString> {
-    CString::new(s).map_err(|_| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "a NUL byte in a path or argument")
-    })
+/// Limits of the compiler child (`gust __compile`, see `wasm/compile.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CompilerLimits {
+    /// RLIMIT_AS: what bounds the compiler's own allocations.
+    pub address_space_bytes: u64,
+    /// RLIMIT_CPU (soft; SIGXCPU ends the child there, SIGKILL one second later).
+    pub cpu_seconds: u64,
+}
+
+/// Open files of the compiler child: its three pipes and what the runtime opens at start.
+const COMPILER_OPEN_FILES: u64 = 64;
+
+/// Arranges for the child of `cmd`, which compiles an untrusted module, to start a session of
+/// its own, die with the thread that started it, take its limits (address space, CPU time, no
+/// core dumps, no file writes, few open files) and no new privileges, and install `filter`, in
+/// that order, before it executes. It keeps gust's user: it opens no files, and reads and
+/// writes only the pipes it inherits.
+#[allow(unsafe_code)]
+pub(crate) fn confine_compiler_on_exec(
+    cmd: &mut std::process::Command,
+    limits: CompilerLimits,
+    filter: Option<crate::seccomp::Filter>,
+) {
+    use std::os::unix::process::CommandExt;
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // work is allowed: setsid(2), prctl(2), getppid(2), setrlimit(2) and installing a filter
+    // built before the fork. It allocates nothing (errors are raw errnos) and takes no locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(errno)?;
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(errno)?;
+            // gust died before the line above: nobody is waiting for this compilation.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+            }
+            let set = |r, soft, hard| setrlimit(r, soft, hard).map_err(errno);
+            set(Resource::RLIMIT_AS, limits.address_space_bytes, limits.address_space_bytes)?;
+            set(Resource::RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 1)?;
+            set(Resource::RLIMIT_CORE, 0, 0)?;
+            set(Resource::RLIMIT_FSIZE, 0, 0)?;
+            set(Resource::RLIMIT_NOFILE, COMPILER_OPEN_FILES, COMPILER_OPEN_FILES)?;
+            nix::sys::prctl::set_no_new_privs().map_err(errno)?;
+            match &filter {
+                Some(filter) => filter.install(),
+                None => Ok(()),
+            }
+        });
+    }
 }

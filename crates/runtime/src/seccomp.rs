@@ -809,7 +809,7 @@ mod tests {
         // SAFETY: integer arguments only.
         unsafe {
             if setup.unprivileged && libc::geteuid() == 0 {
-                let (uid, gid) = (crate::sandbox::SANDBOX_UID, crate::sandbox::SANDBOX_GID);
+                let (uid, gid) = (crate::sys::SANDBOX_UID, crate::sys::SANDBOX_GID);
                 if sys(libc::SYS_setgroups, &[0, 0]) != 0
                     || sys(libc::SYS_setgid, &[gid as c_long]) != 0
                     || sys(libc::SYS_setuid, &[uid as c_long]) != 0

@@ -8,7 +8,8 @@
 //! Isolation: no preopened directories (no host filesystem), no sockets, only the function's
 //! environment variables. Limits: memory by a `ResourceLimiter` from the function's memory
 //! setting; time by a wall-clock deadline on the whole invocation, host calls included;
-//! compilation of an untrusted module by [`CompileLimits`].
+//! compilation of an untrusted module by [`CompileLimits`], in a child process of its own
+//! ([`Compiler::ChildProcess`], see `wasm/compile.rs`).
 //!
 //! Execution is async: a guest runs on a fiber on the caller's tokio worker thread (no thread
 //! hand-off on the hot path) and yields back to the scheduler every epoch tick (a ticker
@@ -20,6 +21,8 @@
 //! Every WASI host call either returns at once (stdin and stdout are memory pipes, stderr a
 //! tail buffer) or waits as a tokio future; none blocks the thread, since blocking the thread
 //! (`allow_blocking_current_thread`) would put a sleep out of the timer's reach.
+
+mod compile;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -72,22 +75,25 @@ pub const DEFAULT_MAX_FUNCTION_BODY_BYTES: usize = 512 * 1024;
 /// Longest a module may take to compile before it is refused. Ordinary code compiles at
 /// several MB per second on one core, so a module of the largest size fits.
 pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Compilations running at once, abandoned ones included: the bound that stops modules that
-/// overrun their time from piling up threads that cannot be stopped.
+/// Compilations running at once: each holds a core (and, in process, compilations that
+/// overran their time count until they end).
 pub const DEFAULT_MAX_CONCURRENT_COMPILES: usize = 2;
+/// Address space of the compiler child. It holds the module, one function's compiler state at
+/// a time and the compiled code so far: about 35 MB per MB of dense code plus 50 MB (a 1 MB
+/// module fits in 96 MB, a 10 MB one in 384 MB; the largest allowed, 50 MB, peaked at 1.6 GB
+/// resident and compiled within 2 GiB in 47 s). Modules built to make the compiler allocate
+/// need GBs for a few KB (see `DEFAULT_MAX_FUNCTION_BODY_BYTES`).
+pub const DEFAULT_COMPILE_MEMORY_BYTES: u64 = 2 << 30;
 
 /// Bounds on compiling an untrusted module at prepare; a module beyond them is refused with
 /// [`PrepareError::TooComplex`].
 ///
-/// The caller's wait is bounded, the compiler's work only partly. A compilation runs on its
-/// own thread, one function at a time, and a thread cannot be stopped: one that overruns its
-/// time is abandoned, its result discarded, and keeps its core, its slot and its memory until
-/// it ends, which for a module built to be slow can be minutes or more. So at most
-/// `max_concurrent` cores compile, each holding one function's compiler state (bounded only
-/// through `max_function_body_bytes`: up to GBs for a hostile function, see above) plus its
-/// module's (proportional to `max_module_bytes`); there is no byte cap on the compiler's own
-/// allocations. Compiling in a child process that can be killed and given an address-space
-/// limit would bound both.
+/// With [`Compiler::ChildProcess`] every bound is hard: the child is killed at its deadline,
+/// its allocations fail past `max_memory_bytes`, and every path reaps it before `prepare`
+/// returns, so a refused module leaves nothing running. With [`Compiler::InProcess`] only
+/// the caller's wait is bounded: a thread cannot be stopped, so one that overruns its time is
+/// abandoned, its result discarded, and keeps its core, its slot and its memory (no cap at
+/// all) until it ends, which for a module built to be slow can be minutes or more.
 #[derive(Debug, Clone)]
 pub struct CompileLimits {
     pub max_module_bytes: usize,
@@ -96,6 +102,8 @@ pub struct CompileLimits {
     /// is bounded by the same duration, then refused with [`PrepareError::Busy`]).
     pub timeout: Duration,
     pub max_concurrent: usize,
+    /// Address space of the compiler child (RLIMIT_AS; not enforced in process).
+    pub max_memory_bytes: u64,
 }
 
 impl Default for CompileLimits {
@@ -105,8 +113,22 @@ impl Default for CompileLimits {
             max_function_body_bytes: DEFAULT_MAX_FUNCTION_BODY_BYTES,
             timeout: DEFAULT_COMPILE_TIMEOUT,
             max_concurrent: DEFAULT_MAX_CONCURRENT_COMPILES,
+            max_memory_bytes: DEFAULT_COMPILE_MEMORY_BYTES,
         }
     }
+}
+
+/// Where modules are compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compiler {
+    /// In a child process, `PROGRAM __compile` (the gust binary, whose `main` runs
+    /// [`compile_main`] for it), under hard limits of memory, CPU and wall time: for untrusted
+    /// modules, and so what servers and workers use.
+    ChildProcess { program: PathBuf },
+    /// On a thread of this process, bounded only in the caller's wait (see
+    /// [`CompileLimits`]): for trusted modules (tests of this crate, examples) and programs
+    /// that have no `__compile` entry point.
+    InProcess,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +137,35 @@ pub struct WasmConfig {
     pub cache_dir: PathBuf,
     /// Slots in the pooling allocator: the most wasm invocations running at once.
     pub max_instances: u32,
+    pub compile_limits: CompileLimits,
+    pub compiler: Compiler,
+}
+
+/// The first argument that makes a program run [`compile_main`] (see [`Compiler`]).
+pub const COMPILE_SUBCOMMAND: &str = compile::SUBCOMMAND;
+
+/// The compiler child, `PROGRAM __compile MAX_MODULE_BYTES`: reads a module on stdin, writes
+/// the compiled module on stdout, returns the process's exit code. `args` are the arguments
+/// after [`COMPILE_SUBCOMMAND`]. A program that names itself in [`Compiler::ChildProcess`]
+/// calls this from `main` before parsing its own arguments.
+pub fn compile_main(args: impl Iterator<Item = std::ffi::OsString>) -> i32 {
+    compile::main(args)
+}
+
+/// The engine settings that shape compiled code, shared by the runtime's engine and the
+/// compiler child: a compiled module loads only into an engine that agrees with the one that
+/// compiled it (wasmtime checks). The allocation strategy is not among them (wasmtime leaves
+/// it out of its compatibility check), so the child does without the pooling allocator and
+/// its address-space reservations.
+fn compile_config() -> Config {
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .max_wasm_stack(WASM_STACK_BYTES)
+        // One function at a time per compilation: an untrusted module then holds one core
+        // and one function's compiler state, whatever the machine (see `CompileLimits`).
+        .parallel_compilation(false);
+    config
 }
 
 /// What a wasm instance's store holds.
@@ -239,20 +290,13 @@ pub struct WasmRuntime {
     engine_hash: String,
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
     compile_limits: CompileLimits,
+    compiler: Compiler,
     compile_slots: Arc<CompileSlots>,
 }
 
 impl WasmRuntime {
     /// Node start: builds the engine with the pooling allocator and starts the epoch ticker.
     pub fn new(cfg: WasmConfig) -> Result<Arc<Self>, PrepareError> {
-        Self::with_compile_limits(cfg, CompileLimits::default())
-    }
-
-    /// [`WasmRuntime::new`] with other bounds on compilation.
-    pub fn with_compile_limits(
-        cfg: WasmConfig,
-        compile_limits: CompileLimits,
-    ) -> Result<Arc<Self>, PrepareError> {
         let internal = |e: wasmtime::Error| PrepareError::Internal(format!("{e:#}"));
         let mut pool = PoolingAllocationConfig::new();
         pool.total_core_instances(cfg.max_instances)
@@ -267,14 +311,8 @@ impl WasmRuntime {
             .table_keep_resident(POOL_KEEP_RESIDENT)
             .async_stack_keep_resident(POOL_KEEP_RESIDENT)
             .decommit_batch_size(POOL_DECOMMIT_BATCH);
-        let mut config = Config::new();
-        config
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .epoch_interruption(true)
-            .max_wasm_stack(WASM_STACK_BYTES)
-            // One function at a time per compilation: an untrusted module then holds one core
-            // and one function's compiler state, whatever the machine (see `CompileLimits`).
-            .parallel_compilation(false);
+        let mut config = compile_config();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(internal)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut Host| &mut h.wasi).map_err(internal)?;
@@ -297,9 +335,10 @@ impl WasmRuntime {
             compile_slots: Arc::new(CompileSlots {
                 running: Mutex::new(0),
                 freed: Condvar::new(),
-                max: compile_limits.max_concurrent.max(1),
+                max: cfg.compile_limits.max_concurrent.max(1),
             }),
-            compile_limits,
+            compile_limits: cfg.compile_limits,
+            compiler: cfg.compiler,
         });
         let weak = Arc::downgrade(&rt);
         std::thread::Builder::new()
@@ -351,10 +390,15 @@ impl WasmRuntime {
 
     #[allow(unsafe_code)]
     fn load_cached(&self, path: &Path) -> wasmtime::Result<Module> {
-        // SAFETY: the file was produced by `Engine::precompile_module` of an engine with the
-        // same compatibility hash (it is in the file name) and written by `compile_to_cache`
+        // SAFETY: the file was produced by `Engine::precompile_module` of an engine built from
+        // `compile_config` (in gust's own compiler child, `gust __compile`, or in process),
+        // with the same compatibility hash (it is in the file name), and written by `prepare`
         // with an atomic rename, inside gust's data directory, which gust trusts as much as
-        // its own binary. wasmtime additionally checks the header and engine settings.
+        // its own binary. The child only ever returns what `precompile_module` gave it; a
+        // child that failed is never read from. (The child bounds resources, it is not a trust
+        // boundary: a compiler subverted by its input could answer anything, as it could
+        // have done anything in process before.) wasmtime additionally checks the header and
+        // engine settings.
         unsafe { Module::deserialize_file(&self.engine, path) }
     }
 
@@ -392,11 +436,8 @@ impl WasmRuntime {
         self.link(sha256, module)
     }
 
-    /// Validates and compiles an untrusted module within the [`CompileLimits`].
-    ///
-    /// The compilation runs on a thread of its own so that the caller can give up on it; a
-    /// thread cannot be stopped, so one that overruns finishes in the background, its result
-    /// discarded, and keeps its compilation slot until then.
+    /// Validates and compiles an untrusted module within the [`CompileLimits`], where the
+    /// [`Compiler`] says.
     fn compile(&self, bytes: &[u8]) -> Result<Vec<u8>, PrepareError> {
         let limits = &self.compile_limits;
         if bytes.len() > limits.max_module_bytes {
@@ -420,6 +461,22 @@ impl WasmRuntime {
                 self.compile_slots.max
             )));
         };
+        match &self.compiler {
+            Compiler::ChildProcess { program } => {
+                let compiled = compile::in_child(program, bytes, limits);
+                // Given back only now: the child has been reaped.
+                drop(slot);
+                compiled
+            }
+            Compiler::InProcess => self.compile_in_process(slot, bytes),
+        }
+    }
+
+    /// Compiles on a thread of its own, so that the caller can give up on it; a thread cannot
+    /// be stopped, so one that overruns finishes in the background, its result discarded, and
+    /// keeps its compilation slot until then.
+    fn compile_in_process(&self, slot: CompileSlot, bytes: &[u8]) -> Result<Vec<u8>, PrepareError> {
+        let limits = &self.compile_limits;
         let (done, result) = std::sync::mpsc::sync_channel(1);
         let (engine, code) = (self.engine.clone(), bytes.to_vec());
         std::thread::Builder::new()

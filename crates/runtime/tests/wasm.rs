@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gust_core::ErrorKind;
-use gust_runtime::wasm::{CompileLimits, WasmConfig, WasmRuntime};
+use gust_runtime::wasm::{CompileLimits, Compiler, WasmConfig, WasmRuntime};
 use gust_runtime::{PrepareError, RunOutcome, RunRequest, Status};
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -15,12 +15,19 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn runtime(dir: &std::path::Path) -> Arc<WasmRuntime> {
-    WasmRuntime::new(WasmConfig { cache_dir: dir.join("modules"), max_instances: 8 }).unwrap()
+    runtime_with(dir, CompileLimits::default())
 }
 
-fn runtime_with(dir: &std::path::Path, limits: CompileLimits) -> Arc<WasmRuntime> {
-    let cfg = WasmConfig { cache_dir: dir.join("modules"), max_instances: 8 };
-    WasmRuntime::with_compile_limits(cfg, limits).unwrap()
+/// A runtime that compiles in process: this crate has no binary with a `__compile` entry point
+/// (the compiler child is tested through the gust binary, `crates/gust/tests/attack_wasm_compile.rs`).
+fn runtime_with(dir: &std::path::Path, compile_limits: CompileLimits) -> Arc<WasmRuntime> {
+    let cfg = WasmConfig {
+        cache_dir: dir.join("modules"),
+        max_instances: 8,
+        compile_limits,
+        compiler: Compiler::InProcess,
+    };
+    WasmRuntime::new(cfg).unwrap()
 }
 
 /// A command whose `_start` is `body_bytes` of `nop`s: valid, cheap to compile, and as large

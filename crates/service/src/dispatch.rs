@@ -599,7 +599,7 @@ impl Service {
     }
 
     async fn renewer(self: Arc<Self>) {
-        let every = self.cfg.lease / 3;
+        let every = self.cfg.lease / gust_core::protocol::RENEWALS_PER_LEASE;
         loop {
             tokio::time::sleep(every).await;
             let _round = self.dispatch.renewing.lock().await;

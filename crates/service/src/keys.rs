@@ -57,6 +57,9 @@ struct Cached {
 pub struct ApiKeys {
     store: Arc<dyn Store>,
     cache: Mutex<HashMap<String, Cached>>,
+    /// Bumped (under the cache's lock) by every revocation: a lookup that read the store
+    /// before a revocation must not cache what it read after the revocation cleared the cache.
+    revocations: std::sync::atomic::AtomicU64,
     /// When this process last recorded each key's use.
     recorded_use: Mutex<HashMap<String, Instant>>,
 }
@@ -78,7 +81,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 impl ApiKeys {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        ApiKeys { store, cache: Mutex::default(), recorded_use: Mutex::default() }
+        ApiKeys {
+            store,
+            cache: Mutex::default(),
+            revocations: Default::default(),
+            recorded_use: Mutex::default(),
+        }
     }
 
     /// Creates a key named `name`. An admin key covers every function: a scoped admin could
@@ -130,7 +138,11 @@ impl ApiKeys {
     /// [`KEY_CACHE_TTL`].
     pub async fn revoke(&self, name: &str) -> Result<(), ServiceError> {
         let revoked = self.store.revoke_api_key(name).await?;
-        self.cache.lock().clear();
+        {
+            let mut cache = self.cache.lock();
+            cache.clear();
+            self.revocations.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         if revoked {
             Ok(())
         } else {
@@ -164,8 +176,15 @@ impl ApiKeys {
                 return Ok(c.key.clone());
             }
         }
+        let generation = self.revocations.load(std::sync::atomic::Ordering::SeqCst);
         let key = self.store.get_api_key(id).await?.map(Arc::new);
         let mut cache = self.cache.lock();
+        if self.revocations.load(std::sync::atomic::Ordering::SeqCst) != generation {
+            // A revocation ran meanwhile: what was read may be the revoked key. Not cached, and
+            // read again, so this request sees the revocation too.
+            drop(cache);
+            return Ok(self.store.get_api_key(id).await?.map(Arc::new));
+        }
         if cache.len() >= KEY_CACHE_CAPACITY {
             cache.retain(|_, c| c.at.elapsed() < KEY_CACHE_TTL);
         }

@@ -22,22 +22,18 @@ use gust_core::{
 };
 use gust_store::{Claimed, Completion, CredentialOrigin, FoundCredential, StoreError, WorkerCredential};
 use parking_lot::Mutex;
-use serde::Serialize;
 
 use crate::{Metrics, Service, ServiceError};
 
 type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
-/// Version of the worker protocol spoken by this server.
-pub const WORKER_PROTOCOL: u32 = 1;
-/// How often workers heartbeat.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
-/// A worker not heard from for this long gets no new work.
-pub const LIVENESS_BOUND: Duration = Duration::from_millis(2_000);
+/// The protocol's version and timings are the protocol's own (`gust_core::protocol`), shared
+/// with the workers that speak it.
+pub use gust_core::protocol::{
+    HeartbeatReply, HEARTBEAT_INTERVAL, LIVENESS_BOUND, MAX_POLL_WAIT, VERSION as WORKER_PROTOCOL,
+};
 /// Most queued invocations placed in one round.
 const PLACEMENT_BATCH: usize = 512;
-/// Longest a worker's poll waits for work.
-pub const MAX_POLL_WAIT: Duration = Duration::from_secs(5);
 /// How long an enrolled worker's credential outlives its last heartbeat (or its enrollment,
 /// if it never heartbeated): long enough to ride out a server restart or a network partition,
 /// short enough that the credentials of workers that are gone (every restart enrolls anew)
@@ -66,9 +62,20 @@ pub struct IssuedCredential {
     pub secret: String,
 }
 
-/// Credentials this server checked recently: secret hash to (worker, checked at).
+/// Credentials this server checked recently: secret hash to (worker, checked at); and a count
+/// of removals, bumped under the lock, so a check that read the store before a credential was
+/// removed never caches what the removal took away.
 #[derive(Default)]
-pub(crate) struct CredentialCache(Mutex<HashMap<String, (WorkerId, Instant)>>);
+pub(crate) struct CredentialCache(Mutex<HashMap<String, (WorkerId, Instant)>>, std::sync::atomic::AtomicU64);
+
+impl CredentialCache {
+    /// Forgets `worker`'s credential after the store removed it.
+    fn forget(&self, worker: &WorkerId) {
+        let mut cache = self.0.lock();
+        cache.retain(|_, (w, _)| w != worker);
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 fn random_hex(bytes: usize) -> String {
     use rand::RngCore;
@@ -90,15 +97,6 @@ fn valid_name(name: &str) -> Result<()> {
             name.chars().take(80).collect::<String>()
         )))
     }
-}
-
-/// What a heartbeat answers: the control-plane snapshot and the protocol's timings.
-#[derive(Debug, Clone, Serialize)]
-pub struct HeartbeatReply {
-    pub protocol: u32,
-    pub snapshot_version: u64,
-    pub lease_ms: u64,
-    pub heartbeat_ms: u64,
 }
 
 /// One invocation handed to a worker: everything it needs to run it, including the exact
@@ -156,6 +154,7 @@ impl Service {
                 return Ok(Some(worker.clone()));
             }
         }
+        let generation = self.credentials.1.load(std::sync::atomic::Ordering::SeqCst);
         let Some(found) = self.store.find_worker_credential(&sha).await? else {
             self.credentials.0.lock().remove(&sha);
             return Ok(None);
@@ -166,6 +165,12 @@ impl Service {
         }
         let worker = found.credential.worker;
         let mut cache = self.credentials.0.lock();
+        if self.credentials.1.load(std::sync::atomic::Ordering::SeqCst) != generation {
+            // Removed meanwhile, perhaps: ask the store again, and cache nothing.
+            drop(cache);
+            let again = self.store.find_worker_credential(&sha).await?;
+            return Ok(again.filter(|f| !self.credential_expired(f)).map(|f| f.credential.worker));
+        }
         if cache.len() >= CREDENTIAL_CACHE_CAPACITY {
             cache.retain(|_, (_, checked)| checked.elapsed() < CREDENTIAL_CACHE_TTL);
         }
@@ -192,7 +197,7 @@ impl Service {
         if !self.store.delete_worker_credential(worker).await? {
             return Err(ServiceError::NotFound { kind: gust_store::Kind::Worker, name: worker.0.clone() });
         }
-        self.credentials.0.lock().retain(|_, (w, _)| w != worker);
+        self.credentials.forget(worker);
         tracing::info!(%worker, "worker credential revoked");
         Ok(())
     }
@@ -204,7 +209,7 @@ impl Service {
             self.store.list_worker_credentials().await?.into_iter().find(|f| &f.credential.worker == worker);
         if mine.is_some_and(|f| f.credential.origin == CredentialOrigin::Enrolled) {
             self.store.delete_worker_credential(worker).await?;
-            self.credentials.0.lock().retain(|_, (w, _)| w != worker);
+            self.credentials.forget(worker);
         }
         Ok(())
     }

@@ -13,25 +13,24 @@ use gust_core::{Millis, Resolved};
 /// `(function, resolved)` of every unfinished invocation. Each branch is answered by a partial
 /// index that holds live work only (QUEUED: `invocations_queue`; PLACED, RUNNING and
 /// RETRY_WAIT carry a `due_at`: `invocations_due`), so this never scans ended records.
-pub(crate) const LIVE_RESOLVED_SQL: &str =
-    "SELECT function, resolved FROM invocations WHERE state = 'QUEUED' \
+pub const LIVE_RESOLVED_SQL: &str = "SELECT function, resolved FROM invocations WHERE state = 'QUEUED' \
      UNION SELECT function, resolved FROM invocations \
      WHERE due_at IS NOT NULL AND state IN ('PLACED', 'RUNNING', 'RETRY_WAIT')";
 
 /// Every sha256 named by a function's `$LATEST`, a kept revision or a published version.
-pub(crate) const REFERENCED_SQL: &str = "SELECT code_sha256 FROM functions WHERE code_sha256 IS NOT NULL \
+pub const REFERENCED_SQL: &str = "SELECT code_sha256 FROM functions WHERE code_sha256 IS NOT NULL \
      UNION SELECT code_sha256 FROM versions \
      UNION SELECT code_sha256 FROM function_revisions WHERE code_sha256 IS NOT NULL";
 
 /// Every `$LATEST` revision row, without its spec.
-pub(crate) const REVISIONS_SQL: &str = "SELECT function, revision, created_at FROM function_revisions";
+pub const REVISIONS_SQL: &str = "SELECT function, revision, created_at FROM function_revisions";
 
 /// Every function's current revision.
-pub(crate) const CURRENT_SQL: &str = "SELECT name, revision FROM functions";
+pub const CURRENT_SQL: &str = "SELECT name, revision FROM functions";
 
 /// One `$LATEST` revision, as the rules see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RevisionRow {
+pub struct RevisionRow {
     pub function: String,
     pub revision: u64,
     /// When the revision was written (0 if unknown: written before revisions had a time).
@@ -40,7 +39,7 @@ pub(crate) struct RevisionRow {
 
 /// The `$LATEST` revisions unfinished invocations resolved to, from [`LIVE_RESOLVED_SQL`]'s
 /// rows (versions are kept anyway; an undecodable `resolved` keeps nothing extra).
-pub(crate) fn live_revisions(rows: impl IntoIterator<Item = (String, String)>) -> HashSet<(String, u64)> {
+pub fn live_revisions(rows: impl IntoIterator<Item = (String, String)>) -> HashSet<(String, u64)> {
     rows.into_iter()
         .filter_map(|(function, resolved)| match Resolved::decode(&resolved)? {
             Resolved::Latest { revision } => Some((function, revision)),
@@ -51,7 +50,7 @@ pub(crate) fn live_revisions(rows: impl IntoIterator<Item = (String, String)>) -
 
 /// The revisions to delete: superseded before `older_than` (a newer revision of the same
 /// function was written before it), not current, and not the target of unfinished work.
-pub(crate) fn prunable_revisions(
+pub fn prunable_revisions(
     rows: &[RevisionRow],
     current: &HashMap<String, u64>,
     live: &HashSet<(String, u64)>,

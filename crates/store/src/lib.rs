@@ -1,12 +1,16 @@
-//! gust's persistence: the [`Store`] trait every backend implements, the SQLite backend of the
-//! embedded shape, content-addressed artifacts, and the conformance suite every backend runs.
+//! gust's persistence: the [`Store`] trait every backend implements, its one error type, what a
+//! stored row means ([`rows`]), sealed secrets, the rules of code collection ([`gc`]), and the
+//! conformance suite every backend runs. The backends live in their own crates
+//! (`gust-store-sqlite`, `gust-store-postgres`); the binary picks one.
 //!
 //! Architecture invariant: every guard (revision CAS, claim, guarded completion, idempotency
 //! key) is enforced inside one backend transaction that holds the rows it decides on; nothing
 //! here is read-then-write across calls. The lifecycle rules themselves come from
 //! [`gust_core::apply`], so each backend enforces exactly the same state machine.
 //!
-//! Architecture invariant: this crate knows nothing of HTTP or runtimes.
+//! Architecture invariant: this crate knows nothing of HTTP or runtimes, and depends on no
+//! database driver (as TiKV's `engine_traits` must not depend on RocksDB): callers of [`Store`]
+//! compile no driver.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,18 +22,18 @@ use gust_core::{
 use serde::Serialize;
 use thiserror::Error;
 
-mod blob;
 pub mod conformance;
-mod gc;
-pub mod postgres;
-mod rows;
+pub mod gc;
+pub mod ops;
+pub mod rows;
 pub mod secrets;
 pub mod space;
-pub mod sqlite;
 
-pub use blob::sha256_hex;
-pub use postgres::PgStore;
-pub use sqlite::{SqliteOptions, SqliteStore};
+/// The sha256 of `bytes`, in lowercase hex: an artifact's name.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
 
 /// What a store error is about, for messages and status codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,48 +1,480 @@
 //! Row encoding shared by the backends: how an invocation's lifecycle maps to columns and
 //! back. Backends differ in SQL and drivers, never in what a row means.
+//!
+//! A backend binds parameters as [`Value`]s and reads columns through [`ColumnRow`], so every
+//! row is encoded and decoded here once; the statements both dialects accept as written are
+//! here too (with `$N` placeholders, which the SQLite backend rewrites to `?N`).
 
 use bytes::Bytes;
 use gust_core::{
     ErrorKind, FunctionErrorBody, InvocationId, InvocationRecord, InvocationRequest, Lifecycle, Mode,
-    Rejected, Resolved, RetryPolicy, State, StateName, WorkerId,
+    Resolved, RetryPolicy, State, StateName, WorkerId,
 };
 
-use crate::{Completion, CredentialOrigin, FoundCredential, Result, StoreError, WorkerCredential};
+use crate::{CredentialOrigin, FoundCredential, Result, StoreError, WorkerCredential};
 
-pub(crate) fn json_err(e: serde_json::Error) -> StoreError {
+pub fn json_err(e: serde_json::Error) -> StoreError {
     StoreError::Backend(format!("stored JSON is invalid: {e}"))
 }
 
-/// An invocation row as stored, before decoding.
-pub(crate) struct RawInvocation {
-    pub(crate) id: String,
-    pub(crate) function: String,
-    pub(crate) qualifier: String,
-    pub(crate) resolved: String,
-    pub(crate) payload: Vec<u8>,
-    pub(crate) mode: String,
-    pub(crate) idempotency_key: Option<String>,
-    pub(crate) fingerprint: Option<String>,
-    pub(crate) received_at: i64,
-    pub(crate) retry: String,
-    pub(crate) state: String,
-    pub(crate) worker: Option<String>,
-    pub(crate) due_at: Option<i64>,
-    pub(crate) attempt_epoch: i64,
-    pub(crate) function_errors: i64,
-    pub(crate) lost_attempts: i64,
-    pub(crate) result: Option<Vec<u8>>,
-    pub(crate) error: Option<String>,
-    pub(crate) log: String,
-    pub(crate) updated_at: i64,
-    pub(crate) finished_at: Option<i64>,
+/// A statement parameter, the same for both backends: each wraps it in its driver's own
+/// parameter trait, so a row is encoded once.
+#[derive(Debug, Clone, Copy)]
+pub enum Value<'a> {
+    Null,
+    Int(i64),
+    Bool(bool),
+    Text(&'a str),
+    Bytes(&'a [u8]),
 }
 
-pub(crate) fn corrupt(what: &str) -> StoreError {
+impl<'a> From<&'a str> for Value<'a> {
+    fn from(v: &'a str) -> Self {
+        Value::Text(v)
+    }
+}
+
+impl<'a> From<&'a String> for Value<'a> {
+    fn from(v: &'a String) -> Self {
+        Value::Text(v)
+    }
+}
+
+impl<'a> From<&'a [u8]> for Value<'a> {
+    fn from(v: &'a [u8]) -> Self {
+        Value::Bytes(v)
+    }
+}
+
+impl From<i64> for Value<'_> {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+
+impl From<u64> for Value<'_> {
+    fn from(v: u64) -> Self {
+        Value::Int(v as i64)
+    }
+}
+
+impl From<usize> for Value<'_> {
+    fn from(v: usize) -> Self {
+        Value::Int(v.min(i64::MAX as usize) as i64)
+    }
+}
+
+impl From<bool> for Value<'_> {
+    fn from(v: bool) -> Self {
+        Value::Bool(v)
+    }
+}
+
+impl<'a, T: Into<Value<'a>>> From<Option<T>> for Value<'a> {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+
+/// One column of a result row as its backend read it, before decoding.
+#[derive(Debug)]
+pub enum Column {
+    Null,
+    Int(i64),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+/// One result row of a backend, read by column index: a backend says how to read one column
+/// ([`ColumnRow::column`]); every decoder here is written against the typed readers once.
+pub trait ColumnRow {
+    fn column(&self, i: usize) -> Result<Column>;
+
+    fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        match self.column(i)? {
+            Column::Null => Ok(None),
+            Column::Text(v) => Ok(Some(v)),
+            other => Err(unexpected(i, "text", &other)),
+        }
+    }
+
+    fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+        match self.column(i)? {
+            Column::Null => Ok(None),
+            Column::Int(v) => Ok(Some(v)),
+            other => Err(unexpected(i, "an integer", &other)),
+        }
+    }
+
+    fn opt_bytes(&self, i: usize) -> Result<Option<Vec<u8>>> {
+        match self.column(i)? {
+            Column::Null => Ok(None),
+            Column::Bytes(v) => Ok(Some(v)),
+            Column::Text(v) => Ok(Some(v.into_bytes())),
+            other => Err(unexpected(i, "bytes", &other)),
+        }
+    }
+
+    fn text(&self, i: usize) -> Result<String> {
+        self.opt_text(i)?.ok_or_else(|| unexpected(i, "text", &Column::Null))
+    }
+
+    fn int(&self, i: usize) -> Result<i64> {
+        self.opt_int(i)?.ok_or_else(|| unexpected(i, "an integer", &Column::Null))
+    }
+
+    fn bytes(&self, i: usize) -> Result<Vec<u8>> {
+        self.opt_bytes(i)?.ok_or_else(|| unexpected(i, "bytes", &Column::Null))
+    }
+}
+
+fn unexpected(i: usize, wanted: &str, found: &Column) -> StoreError {
+    let found = match found {
+        Column::Null => "NULL",
+        Column::Int(_) => "an integer",
+        Column::Text(_) => "text",
+        Column::Bytes(_) => "bytes",
+    };
+    StoreError::Backend(format!("stored column {i} holds {found} where {wanted} belongs"))
+}
+
+/// The columns of an invocation record, in [`RawInvocation::read`]'s order.
+pub const INVOCATION_COLUMNS: &str = "id, function, qualifier, resolved, payload, mode, idempotency_key, \
+     fingerprint, received_at, retry, state, worker, due_at, attempt_epoch, function_errors, lost_attempts, \
+     result, error, log, updated_at, finished_at";
+
+/// Inserts an invocation ([`insert_values`]); a conflict on its id or idempotency key inserts
+/// nothing.
+pub const INSERT_INVOCATION: &str = "INSERT INTO invocations (id, function, qualifier, resolved, payload, mode, \
+     idempotency_key, fingerprint, received_at, retry, state, worker, due_at, attempt_epoch, function_errors, \
+     lost_attempts, result, error, log, updated_at, finished_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+     $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) ON CONFLICT DO NOTHING";
+
+/// What a transition needs of an invocation row, in [`read_guarded`]'s order.
+pub const GUARDED_COLUMNS: &str = "mode, received_at, retry, state, worker, due_at, attempt_epoch, \
+     function_errors, lost_attempts, completed_epoch, completed_by";
+
+/// A transition's conditional write ([`GuardedWrite::values`]): applied only if the row is
+/// still in the state and attempt epoch the transition was decided on. An accepted completion
+/// records its epoch and worker in the same statement, so a repeated report is recognised.
+pub const UPDATE_GUARDED: &str = "UPDATE invocations SET state = $1, worker = $2, due_at = $3, \
+     attempt_epoch = $4, function_errors = $5, lost_attempts = $6, updated_at = $7, \
+     finished_at = COALESCE($8, finished_at), result = CASE WHEN $9 THEN $10 ELSE result END, \
+     error = CASE WHEN $9 THEN $11 ELSE error END, log = COALESCE($12, log), \
+     completed_epoch = COALESCE($16, completed_epoch), completed_by = COALESCE($17, completed_by) \
+     WHERE id = $13 AND state = $14 AND attempt_epoch = $15";
+
+/// The columns of a function, in [`read_function`]'s order.
+pub const FUNCTION_COLUMNS: &str = "name, spec, code_sha256, revision, created_at, updated_at";
+/// The columns of a version, in [`read_version`]'s order.
+pub const VERSION_COLUMNS: &str = "function, number, spec, code_sha256, from_revision, created_at";
+/// The columns of an alias, in [`read_alias`]'s order.
+pub const ALIAS_COLUMNS: &str = "function, name, routing, revision, updated_at, description";
+
+/// Creates a function or replaces its `$LATEST` (`$1` name, `$2` sealed spec, `$3` code,
+/// `$4` revision, `$5` now).
+pub const UPSERT_FUNCTION: &str = "INSERT INTO functions (name, spec, code_sha256, revision, next_version, \
+     created_at, updated_at) VALUES ($1, $2, $3, $4, 1, $5, $5) \
+     ON CONFLICT (name) DO UPDATE SET spec = $2, code_sha256 = $3, revision = $4, updated_at = $5";
+/// Points a function at new code (`$1` name, `$2` code, `$3` revision, `$4` now).
+pub const SET_CODE: &str =
+    "UPDATE functions SET code_sha256 = $2, revision = $3, updated_at = $4 WHERE name = $1";
+/// Keeps a `$LATEST` revision (`$1` function, `$2` revision, `$3` sealed spec, `$4` code, `$5` now).
+pub const INSERT_REVISION: &str = "INSERT INTO function_revisions (function, revision, spec, code_sha256, \
+     created_at) VALUES ($1, $2, $3, $4, $5)";
+/// Takes a function's next version number (`$1` name).
+pub const NEXT_VERSION: &str =
+    "UPDATE functions SET next_version = next_version + 1 WHERE name = $1 RETURNING next_version - 1";
+/// Stores a version (`$1` function, `$2` number, `$3` sealed spec, `$4` code, `$5` from revision,
+/// `$6` now).
+pub const INSERT_VERSION: &str = "INSERT INTO versions (function, number, spec, code_sha256, from_revision, \
+     created_at) VALUES ($1, $2, $3, $4, $5, $6)";
+/// Creates or replaces an alias (`$1` function, `$2` name, `$3` routing JSON, `$4` revision,
+/// `$5` now, `$6` description).
+pub const UPSERT_ALIAS: &str =
+    "INSERT INTO aliases (function, name, routing, revision, updated_at, description) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (function, name) \
+     DO UPDATE SET routing = $3, revision = $4, updated_at = $5, description = $6";
+
+/// An invocation row as stored, before decoding.
+pub struct RawInvocation {
+    pub id: String,
+    pub function: String,
+    pub qualifier: String,
+    pub resolved: String,
+    pub payload: Vec<u8>,
+    pub mode: String,
+    pub idempotency_key: Option<String>,
+    pub fingerprint: Option<String>,
+    pub received_at: i64,
+    pub retry: String,
+    pub state: String,
+    pub worker: Option<String>,
+    pub due_at: Option<i64>,
+    pub attempt_epoch: i64,
+    pub function_errors: i64,
+    pub lost_attempts: i64,
+    pub result: Option<Vec<u8>>,
+    pub error: Option<String>,
+    pub log: String,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+impl RawInvocation {
+    /// Reads the columns of [`INVOCATION_COLUMNS`].
+    pub fn read(r: &dyn ColumnRow) -> Result<RawInvocation> {
+        Ok(RawInvocation {
+            id: r.text(0)?,
+            function: r.text(1)?,
+            qualifier: r.text(2)?,
+            resolved: r.text(3)?,
+            payload: r.bytes(4)?,
+            mode: r.text(5)?,
+            idempotency_key: r.opt_text(6)?,
+            fingerprint: r.opt_text(7)?,
+            received_at: r.int(8)?,
+            retry: r.text(9)?,
+            state: r.text(10)?,
+            worker: r.opt_text(11)?,
+            due_at: r.opt_int(12)?,
+            attempt_epoch: r.int(13)?,
+            function_errors: r.int(14)?,
+            lost_attempts: r.int(15)?,
+            result: r.opt_bytes(16)?,
+            error: r.opt_text(17)?,
+            log: r.text(18)?,
+            updated_at: r.int(19)?,
+            finished_at: r.opt_int(20)?,
+        })
+    }
+}
+
+/// A record read with [`INVOCATION_COLUMNS`], decoded.
+pub fn read_record(r: &dyn ColumnRow) -> Result<InvocationRecord> {
+    to_record(RawInvocation::read(r)?)
+}
+
+/// The owned parameters of [`INSERT_INVOCATION`] for one record.
+pub struct InsertInvocation<'a> {
+    rec: &'a InvocationRecord,
+    resolved: String,
+    retry: String,
+    error: Option<String>,
+}
+
+impl<'a> InsertInvocation<'a> {
+    pub fn new(rec: &'a InvocationRecord) -> Result<Self> {
+        Ok(InsertInvocation {
+            rec,
+            resolved: rec.request.resolved.encode(),
+            retry: serde_json::to_string(&rec.request.retry).map_err(json_err)?,
+            error: rec.error.as_ref().map(serde_json::to_string).transpose().map_err(json_err)?,
+        })
+    }
+
+    pub fn values(&self) -> [Value<'_>; 22] {
+        let (rec, req) = (self.rec, &self.rec.request);
+        let (state, worker, due_at) = encode_state(&rec.lifecycle.state);
+        // An async event older than its maximum age is never run (the expiry index).
+        let expires_at = match req.mode {
+            Mode::Async => {
+                Some(req.received_at.saturating_add((req.retry.max_event_age_s as i64).saturating_mul(1000)))
+            }
+            Mode::Sync => None,
+        };
+        [
+            Value::from(&req.id.0),
+            Value::from(&req.function),
+            Value::from(&req.qualifier),
+            Value::from(&self.resolved),
+            Value::from(req.payload.as_ref()),
+            Value::from(req.mode.as_str()),
+            Value::from(req.idempotency_key.as_ref()),
+            Value::from(req.fingerprint.as_ref()),
+            Value::from(req.received_at),
+            Value::from(&self.retry),
+            Value::from(state),
+            Value::from(worker),
+            Value::from(due_at),
+            Value::from(rec.lifecycle.attempt_epoch),
+            Value::from(u64::from(rec.lifecycle.function_errors)),
+            Value::from(u64::from(rec.lifecycle.lost_attempts)),
+            Value::from(rec.result.as_deref()),
+            Value::from(self.error.as_ref()),
+            Value::from(&rec.log),
+            Value::from(rec.updated_at),
+            Value::from(rec.finished_at),
+            Value::from(expires_at),
+        ]
+    }
+}
+
+/// The part of an invocation row a transition needs: what [`gust_core::apply`] decides on.
+pub struct Guarded {
+    pub ctx: gust_core::Context,
+    pub lifecycle: Lifecycle,
+}
+
+/// Reads the columns of [`GUARDED_COLUMNS`].
+pub fn read_guarded(r: &dyn ColumnRow) -> Result<Guarded> {
+    let completed =
+        r.opt_int(9)?.map(|epoch| gust_core::AcceptedCompletion { epoch: epoch as u64, worker: None });
+    let completed = match (completed, r.opt_text(10)?) {
+        (Some(c), by) => Some(gust_core::AcceptedCompletion { worker: by.map(WorkerId), ..c }),
+        (None, _) => None,
+    };
+    Ok(Guarded {
+        ctx: gust_core::Context {
+            mode: Mode::parse(&r.text(0)?).ok_or_else(|| corrupt("mode"))?,
+            received_at: r.int(1)?,
+            retry: serde_json::from_str(&r.text(2)?).map_err(json_err)?,
+            completed,
+        },
+        lifecycle: Lifecycle {
+            state: decode_state(&r.text(3)?, r.opt_text(4)?, r.opt_int(5)?)?,
+            attempt_epoch: r.int(6)? as u64,
+            function_errors: r.int(7)? as u32,
+            lost_attempts: r.int(8)? as u32,
+        },
+    })
+}
+
+/// The parameters of [`UPDATE_GUARDED`]: invocation `id` moves from `from` to `next`.
+pub struct GuardedWrite<'a> {
+    pub id: &'a str,
+    pub from: &'a Lifecycle,
+    pub next: &'a Lifecycle,
+    pub now: gust_core::Millis,
+    pub outcome: Outcome<'a>,
+    /// The accepted completion's `(epoch, worker)`, if this transition is one.
+    pub completed: Option<(u64, &'a WorkerId)>,
+    error_json: Option<String>,
+}
+
+impl<'a> GuardedWrite<'a> {
+    pub fn new(
+        id: &'a str,
+        from: &'a Lifecycle,
+        next: &'a Lifecycle,
+        event: &'a gust_core::Event,
+        outcome: Outcome<'a>,
+        now: gust_core::Millis,
+    ) -> Result<Self> {
+        let completed = match event {
+            gust_core::Event::Complete { epoch, worker, .. } => Some((*epoch, worker)),
+            _ => None,
+        };
+        let error_json = outcome.error.map(serde_json::to_string).transpose().map_err(json_err)?;
+        Ok(GuardedWrite { id, from, next, now, outcome, completed, error_json })
+    }
+
+    pub fn values(&self) -> [Value<'_>; 17] {
+        let (state, worker, due_at) = encode_state(&self.next.state);
+        let finished_at = self.next.state.is_terminal().then_some(self.now);
+        [
+            Value::from(state),
+            Value::from(worker),
+            Value::from(due_at),
+            Value::from(self.next.attempt_epoch),
+            Value::from(u64::from(self.next.function_errors)),
+            Value::from(u64::from(self.next.lost_attempts)),
+            Value::from(self.now),
+            Value::from(finished_at),
+            Value::from(self.outcome.result.is_some() || self.outcome.error.is_some()),
+            Value::from(self.outcome.result),
+            Value::from(self.error_json.as_ref()),
+            Value::from(self.outcome.log),
+            Value::from(self.id),
+            Value::from(self.from.state.name().as_str()),
+            Value::from(self.from.attempt_epoch),
+            Value::from(self.completed.map(|(epoch, _)| epoch)),
+            Value::from(self.completed.map(|(_, worker)| worker.0.as_str())),
+        ]
+    }
+}
+
+/// Reads the columns of [`FUNCTION_COLUMNS`].
+pub fn read_function(r: &dyn ColumnRow) -> Result<gust_core::FunctionConfig> {
+    Ok(gust_core::FunctionConfig {
+        name: r.text(0)?,
+        spec: crate::secrets::open_spec(&r.text(1)?)?,
+        code_sha256: r.opt_text(2)?,
+        revision: r.int(3)? as u64,
+        created_at: r.int(4)?,
+        updated_at: r.int(5)?,
+    })
+}
+
+/// Reads the columns of [`VERSION_COLUMNS`].
+pub fn read_version(r: &dyn ColumnRow) -> Result<gust_core::Version> {
+    Ok(gust_core::Version {
+        function: r.text(0)?,
+        number: r.int(1)? as u64,
+        spec: crate::secrets::open_spec(&r.text(2)?)?,
+        code_sha256: r.text(3)?,
+        from_revision: r.int(4)? as u64,
+        created_at: r.int(5)?,
+    })
+}
+
+/// Reads the columns of [`ALIAS_COLUMNS`].
+pub fn read_alias(r: &dyn ColumnRow) -> Result<gust_core::Alias> {
+    Ok(gust_core::Alias {
+        function: r.text(0)?,
+        name: r.text(1)?,
+        routing: serde_json::from_str(&r.text(2)?).map_err(json_err)?,
+        revision: r.int(3)? as u64,
+        updated_at: r.int(4)?,
+        description: r.text(5)?,
+    })
+}
+
+/// Reads the columns of [`KEY_COLUMNS`].
+pub fn read_key(r: &dyn ColumnRow) -> Result<gust_core::ApiKey> {
+    KeyRow {
+        id: r.text(0)?,
+        name: r.text(1)?,
+        role: r.text(2)?,
+        functions: r.opt_text(3)?,
+        bearer_sha256: r.text(4)?,
+        sigv4_secret_sealed: r.text(5)?,
+        created_at: r.int(6)?,
+        last_used_at: r.opt_int(7)?,
+    }
+    .open()
+}
+
+/// A credential with its worker's last heartbeat (`k` is the credential, `w` the worker), read
+/// by [`read_credential`].
+pub const CREDENTIAL_SELECT: &str =
+    "SELECT k.worker, k.secret_sha256, k.origin, k.created_at, w.last_heartbeat \
+     FROM worker_credentials k LEFT JOIN workers w ON w.id = k.worker";
+
+/// Reads a row of [`CREDENTIAL_SELECT`].
+pub fn read_credential(r: &dyn ColumnRow) -> Result<FoundCredential> {
+    credential_row(r.text(0)?, r.text(1)?, &r.text(2)?, r.int(3)?, r.opt_int(4)?)
+}
+
+/// The values of [`KEY_COLUMNS`] for a sealed key.
+pub fn key_values(row: &KeyRow) -> [Value<'_>; 8] {
+    [
+        Value::from(&row.id),
+        Value::from(&row.name),
+        Value::from(&row.role),
+        Value::from(row.functions.as_ref()),
+        Value::from(&row.bearer_sha256),
+        Value::from(&row.sigv4_secret_sealed),
+        Value::from(row.created_at),
+        Value::from(row.last_used_at),
+    ]
+}
+
+pub fn corrupt(what: &str) -> StoreError {
     StoreError::Backend(format!("stored invocation has an invalid {what}"))
 }
 
-pub(crate) fn decode_state(name: &str, worker: Option<String>, due_at: Option<i64>) -> Result<State> {
+pub fn decode_state(name: &str, worker: Option<String>, due_at: Option<i64>) -> Result<State> {
     let name = StateName::parse(name).ok_or_else(|| corrupt("state"))?;
     let worker = || worker.clone().map(WorkerId).ok_or_else(|| corrupt("worker"));
     let due = || due_at.ok_or_else(|| corrupt("due time"));
@@ -58,7 +490,7 @@ pub(crate) fn decode_state(name: &str, worker: Option<String>, due_at: Option<i6
 }
 
 /// `(state, worker, due_at)` columns of a state.
-pub(crate) fn encode_state(state: &State) -> (&'static str, Option<&str>, Option<i64>) {
+pub fn encode_state(state: &State) -> (&'static str, Option<&str>, Option<i64>) {
     let name = state.name().as_str();
     match state {
         State::Queued | State::Succeeded | State::Failed | State::Expired => (name, None, None),
@@ -70,7 +502,7 @@ pub(crate) fn encode_state(state: &State) -> (&'static str, Option<&str>, Option
     }
 }
 
-pub(crate) fn to_record(raw: RawInvocation) -> Result<InvocationRecord> {
+pub fn to_record(raw: RawInvocation) -> Result<InvocationRecord> {
     let request = InvocationRequest {
         id: InvocationId(raw.id),
         function: raw.function,
@@ -101,16 +533,16 @@ pub(crate) fn to_record(raw: RawInvocation) -> Result<InvocationRecord> {
 }
 
 /// What a transition writes besides the lifecycle.
-#[derive(Default)]
-pub(crate) struct Outcome<'a> {
-    pub(crate) result: Option<&'a [u8]>,
-    pub(crate) error: Option<&'a FunctionErrorBody>,
-    pub(crate) log: Option<&'a str>,
+#[derive(Default, Clone, Copy)]
+pub struct Outcome<'a> {
+    pub result: Option<&'a [u8]>,
+    pub error: Option<&'a FunctionErrorBody>,
+    pub log: Option<&'a str>,
 }
 
 /// Whether a transition to `next` may owe a destination invocation (cheap; checked before
 /// anything is loaded).
-pub(crate) fn may_owe_destination(ctx: &gust_core::Context, next: &Lifecycle) -> bool {
+pub fn may_owe_destination(ctx: &gust_core::Context, next: &Lifecycle) -> bool {
     ctx.mode == Mode::Async
         && next.state.is_terminal()
         && (ctx.retry.on_success.is_some() || ctx.retry.on_failure.is_some())
@@ -119,7 +551,7 @@ pub(crate) fn may_owe_destination(ctx: &gust_core::Context, next: &Lifecycle) ->
 /// The async invocation of destination function `f` carrying `payload` (Lambda's invocation
 /// record). Backends write it in the same transaction as the finish that owes it, so it is
 /// neither lost nor doubled. `None` when the destination function has no code.
-pub(crate) fn destination_request(
+pub fn destination_request(
     f: gust_core::FunctionConfig,
     payload: Vec<u8>,
     now: gust_core::Millis,
@@ -142,7 +574,7 @@ pub(crate) fn destination_request(
 
 /// Whether two configurations differ only in their description (publishing then makes no
 /// new version: a version's description is its own).
-pub(crate) fn same_but_description(a: &gust_core::FunctionSpec, b: &gust_core::FunctionSpec) -> bool {
+pub fn same_but_description(a: &gust_core::FunctionSpec, b: &gust_core::FunctionSpec) -> bool {
     let strip =
         |s: &gust_core::FunctionSpec| gust_core::FunctionSpec { description: String::new(), ..s.clone() };
     strip(a) == strip(b)
@@ -150,10 +582,7 @@ pub(crate) fn same_but_description(a: &gust_core::FunctionSpec, b: &gust_core::F
 
 /// The configuration a version freezes: `$LATEST`'s, with the version's own description if
 /// it was given one.
-pub(crate) fn version_spec(
-    latest: &gust_core::FunctionSpec,
-    description: Option<&str>,
-) -> gust_core::FunctionSpec {
+pub fn version_spec(latest: &gust_core::FunctionSpec, description: Option<&str>) -> gust_core::FunctionSpec {
     let mut spec = latest.clone();
     if let Some(d) = description {
         spec.description = d.to_string();
@@ -162,7 +591,7 @@ pub(crate) fn version_spec(
 }
 
 /// Refuses to delete version `number` while an alias (stored routing JSON) routes to it.
-pub(crate) fn refuse_if_routed(function: &str, number: u64, routings: &[String]) -> Result<()> {
+pub fn refuse_if_routed(function: &str, number: u64, routings: &[String]) -> Result<()> {
     for raw in routings {
         let routing: gust_core::Routing = serde_json::from_str(raw).map_err(json_err)?;
         if routing.versions().any(|v| v == number) {
@@ -174,23 +603,12 @@ pub(crate) fn refuse_if_routed(function: &str, number: u64, routings: &[String])
     Ok(())
 }
 
-pub(crate) fn system_error(kind: ErrorKind, message: String) -> FunctionErrorBody {
+pub fn system_error(kind: ErrorKind, message: String) -> FunctionErrorBody {
     FunctionErrorBody::new(kind, message)
 }
 
-/// Why a report of an attempt that already completed its (now terminal) invocation changes
-/// nothing: the completing worker's repeat (its first reply was lost) is recognised; the same
-/// epoch from any other worker was never its attempt. Completions recorded before workers were
-/// tracked (`completed_by` empty) count as the reporter's.
-pub(crate) fn repeated_report(completed_by: Option<&str>, completion: &Completion) -> Rejected {
-    match completed_by {
-        Some(by) if by != completion.worker.0 => Rejected::NotOwner,
-        _ => Rejected::AlreadyCompleted(completion.epoch),
-    }
-}
-
 /// A `worker_credentials` row (joined with its worker's last heartbeat), decoded.
-pub(crate) fn credential_row(
+pub fn credential_row(
     worker: String,
     secret_sha256: String,
     origin: &str,
@@ -205,7 +623,7 @@ pub(crate) fn credential_row(
 }
 
 /// An API key as both backends store it, one column per field; the SigV4 secret sealed.
-pub(crate) struct KeyRow {
+pub struct KeyRow {
     pub id: String,
     pub name: String,
     pub role: String,
@@ -217,11 +635,11 @@ pub(crate) struct KeyRow {
 }
 
 /// The columns of a key row, in [`KeyRow`]'s order.
-pub(crate) const KEY_COLUMNS: &str =
+pub const KEY_COLUMNS: &str =
     "id, name, role, functions, bearer_sha256, sigv4_secret, created_at, last_used_at";
 
 impl KeyRow {
-    pub(crate) fn seal(key: &gust_core::ApiKey) -> Result<KeyRow> {
+    pub fn seal(key: &gust_core::ApiKey) -> Result<KeyRow> {
         Ok(KeyRow {
             id: key.id.clone(),
             name: key.name.clone(),
@@ -234,7 +652,7 @@ impl KeyRow {
         })
     }
 
-    pub(crate) fn open(self) -> Result<gust_core::ApiKey> {
+    pub fn open(self) -> Result<gust_core::ApiKey> {
         let bad = |what: &str| StoreError::Backend(format!("stored API key {}: {what}", self.name));
         Ok(gust_core::ApiKey {
             role: gust_core::Role::parse(&self.role).ok_or_else(|| bad("unknown role"))?,
@@ -252,4 +670,180 @@ impl KeyRow {
             last_used_at: self.last_used_at,
         })
     }
+}
+
+// ---- statements both dialects accept as written, and their rows ------------------------------
+
+/// Invocations per state.
+pub const COUNT_BY_STATE: &str = "SELECT state, COUNT(*) FROM invocations GROUP BY state";
+
+/// Reads a row of [`COUNT_BY_STATE`].
+pub fn read_state_count(r: &dyn ColumnRow) -> Result<(StateName, u64)> {
+    Ok((StateName::parse(&r.text(0)?).ok_or_else(|| corrupt("state"))?, r.int(1)? as u64))
+}
+
+/// Async invocations waiting to run, per function.
+pub const ASYNC_BACKLOG: &str = "SELECT function, COUNT(*) FROM invocations \
+     WHERE state IN ('QUEUED', 'PLACED', 'RETRY_WAIT') AND mode = 'async' GROUP BY function";
+
+/// The fencing counters, as `(key, value)` rows.
+pub const COUNTERS: &str =
+    "SELECT key, value FROM meta WHERE key IN ('fenced_completions', 'fenced_renewals')";
+
+/// The counters from the rows of [`COUNTERS`].
+pub fn counters(rows: Vec<(String, i64)>) -> Result<crate::Counters> {
+    let mut counters = crate::Counters::default();
+    for (key, value) in rows {
+        match key.as_str() {
+            "fenced_completions" => counters.fenced_completions = value as u64,
+            "fenced_renewals" => counters.fenced_renewals = value as u64,
+            other => return Err(StoreError::Backend(format!("unexpected counter {other}"))),
+        }
+    }
+    Ok(counters)
+}
+
+/// Records a heartbeat only if its revision is newer (`$1` id, `$2` revision, `$3` state JSON,
+/// `$4` time).
+pub const PUT_WORKER: &str =
+    "INSERT INTO workers (id, revision, state, last_heartbeat) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (id) DO UPDATE SET revision = $2, state = $3, last_heartbeat = $4 \
+     WHERE excluded.revision > workers.revision";
+
+/// The parameters of [`PUT_WORKER`].
+pub fn worker_values<'a>(state: &'a gust_core::WorkerState, json: &'a str) -> [Value<'a>; 4] {
+    [
+        Value::from(&state.id.0),
+        Value::from(state.revision),
+        Value::from(json),
+        Value::from(state.last_heartbeat),
+    ]
+}
+
+/// Workers heard from since `$1`, by id.
+pub const LIST_WORKERS: &str = "SELECT state FROM workers WHERE last_heartbeat >= $1 ORDER BY id";
+
+/// Reads a row of [`LIST_WORKERS`].
+pub fn read_worker(r: &dyn ColumnRow) -> Result<gust_core::WorkerState> {
+    serde_json::from_str(&r.text(0)?).map_err(json_err)
+}
+
+/// The oldest QUEUED invocations (`$1` at most).
+pub const QUEUED: &str =
+    "SELECT id, function, resolved FROM invocations WHERE state = 'QUEUED' ORDER BY id LIMIT $1";
+
+/// Reads a row of [`QUEUED`].
+pub fn read_queued(r: &dyn ColumnRow) -> Result<(InvocationId, String, Resolved)> {
+    let resolved = Resolved::decode(&r.text(2)?).ok_or_else(|| corrupt("resolved version"))?;
+    Ok((InvocationId(r.text(0)?), r.text(1)?, resolved))
+}
+
+/// PLACED invocations per worker.
+pub const PLACED_COUNTS: &str =
+    "SELECT worker, COUNT(*) FROM invocations WHERE state = 'PLACED' GROUP BY worker";
+
+/// The deployments of work placed on or running on worker `$1`.
+pub const ASSIGNED: &str = "SELECT DISTINCT function, resolved FROM invocations \
+     WHERE state IN ('PLACED', 'RUNNING') AND worker = $1";
+
+/// Reads a row of [`ASSIGNED`].
+pub fn read_assigned(r: &dyn ColumnRow) -> Result<(String, Resolved)> {
+    Ok((r.text(0)?, Resolved::decode(&r.text(1)?).ok_or_else(|| corrupt("resolved version"))?))
+}
+
+/// Stores a worker credential unless its worker has one.
+pub const INSERT_CREDENTIAL: &str =
+    "INSERT INTO worker_credentials (worker, secret_sha256, origin, created_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+
+/// The parameters of [`INSERT_CREDENTIAL`].
+pub fn credential_values(c: &WorkerCredential) -> [Value<'_>; 4] {
+    [
+        Value::from(&c.worker.0),
+        Value::from(&c.secret_sha256),
+        Value::from(c.origin.as_str()),
+        Value::from(c.created_at),
+    ]
+}
+
+/// The answer to [`INSERT_CREDENTIAL`] that changed `inserted` rows.
+pub fn created_credential(inserted: u64, c: &WorkerCredential) -> Result<()> {
+    match inserted {
+        1 => Ok(()),
+        _ => Err(StoreError::Invalid(format!("worker {} already has a credential", c.worker))),
+    }
+}
+
+/// Deletes worker `$1`'s credential.
+pub const DELETE_CREDENTIAL: &str = "DELETE FROM worker_credentials WHERE worker = $1";
+
+/// Stores an API key unless its name is taken ([`key_values`]).
+pub const INSERT_KEY: &str = "INSERT INTO api_keys \
+     (id, name, role, functions, bearer_sha256, sigv4_secret, created_at, last_used_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING";
+
+/// The answer to [`INSERT_KEY`] that changed `inserted` rows.
+pub fn created_key(inserted: u64, row: &KeyRow) -> Result<()> {
+    match inserted {
+        1 => Ok(()),
+        _ => Err(StoreError::Invalid(format!("an API key named {} exists", row.name))),
+    }
+}
+
+/// The key with id `$1` ([`read_key`]).
+pub const GET_KEY: &str = "SELECT id, name, role, functions, bearer_sha256, sigv4_secret, created_at, \
+     last_used_at FROM api_keys WHERE id = $1";
+/// Every key, by name ([`read_key`]).
+pub const LIST_KEYS: &str = "SELECT id, name, role, functions, bearer_sha256, sigv4_secret, created_at, \
+     last_used_at FROM api_keys ORDER BY name";
+/// Revokes the key named `$1`.
+pub const REVOKE_KEY: &str = "DELETE FROM api_keys WHERE name = $1";
+/// Records that key `$1` was used at `$2` (a later time only).
+pub const TOUCH_KEY: &str =
+    "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND COALESCE(last_used_at, 0) < $2";
+
+/// The statement reading a resolved version's `(spec, code_sha256)` (`$1` function, `$2` the
+/// returned number or revision).
+pub fn deployment_statement(resolved: Resolved) -> (&'static str, u64) {
+    match resolved {
+        Resolved::Version(n) => {
+            ("SELECT spec, code_sha256 FROM versions WHERE function = $1 AND number = $2", n)
+        }
+        Resolved::Latest { revision } => (
+            "SELECT spec, code_sha256 FROM function_revisions WHERE function = $1 AND revision = $2",
+            revision,
+        ),
+    }
+}
+
+/// The deployment a row of [`deployment_statement`] describes (none without code).
+pub fn deployment(
+    function: String,
+    resolved: Resolved,
+    row: Option<(String, Option<String>)>,
+) -> Result<Option<gust_core::Deployment>> {
+    match row {
+        Some((spec, Some(code_sha256))) => Ok(Some(gust_core::Deployment {
+            function,
+            resolved,
+            spec: crate::secrets::open_spec(&spec)?,
+            code_sha256,
+        })),
+        Some((_, None)) | None => Ok(None),
+    }
+}
+
+/// One page of a function's invocations, newest first ([`read_record`]).
+pub fn invocation_page<'a>(
+    function: &'a str,
+    filter: &'a crate::InvocationFilter,
+) -> (String, Vec<Value<'a>>) {
+    // '~' sorts after every UUID character, so "no cursor" means "from the newest".
+    let before = filter.before.as_ref().map_or("~", |b| b.0.as_str());
+    let sql = format!(
+        "SELECT {INVOCATION_COLUMNS} FROM invocations WHERE function = $1 AND id < $2 \
+         AND (CAST($3 AS TEXT) IS NULL OR state = $3) ORDER BY id DESC LIMIT $4"
+    );
+    let state = filter.state.map(|s| s.as_str());
+    (sql, vec![function.into(), before.into(), state.into(), filter.limit.into()])
 }

@@ -67,7 +67,7 @@ fn crypto(what: &str) -> StoreError {
 }
 
 /// The stored form of a configuration: its JSON, with `env` sealed when a key is installed.
-pub(crate) fn seal_spec(spec: &FunctionSpec) -> Result<String> {
+pub fn seal_spec(spec: &FunctionSpec) -> Result<String> {
     let mut v = serde_json::to_value(spec).map_err(|e| crypto(&e.to_string()))?;
     if let (Some(cipher), Some(obj)) = (CIPHER.get(), v.as_object_mut()) {
         let env = obj.remove("env").unwrap_or_default();
@@ -78,7 +78,7 @@ pub(crate) fn seal_spec(spec: &FunctionSpec) -> Result<String> {
 }
 
 /// A configuration from its stored form (sealed or not).
-pub(crate) fn open_spec(stored: &str) -> Result<FunctionSpec> {
+pub fn open_spec(stored: &str) -> Result<FunctionSpec> {
     let mut v: serde_json::Value = serde_json::from_str(stored).map_err(|e| crypto(&e.to_string()))?;
     if let Some(obj) = v.as_object_mut() {
         if let Some(sealed) = obj.remove("env_sealed") {
@@ -123,7 +123,7 @@ const PLAIN_PREFIX: &str = "plain:";
 /// The stored form of a short secret (an API key's SigV4 secret, which the server must read
 /// back to check signatures): sealed like environment variables when a key is installed,
 /// otherwise `plain:` and the text (the same caveat as unsealed environment variables).
-pub(crate) fn seal_text(text: &str) -> Result<String> {
+pub fn seal_text(text: &str) -> Result<String> {
     match CIPHER.get() {
         Some(cipher) => seal_bytes(cipher, text.as_bytes()),
         None => Ok(format!("{PLAIN_PREFIX}{text}")),
@@ -131,7 +131,7 @@ pub(crate) fn seal_text(text: &str) -> Result<String> {
 }
 
 /// A short secret from its stored form (sealed or plain).
-pub(crate) fn open_text(stored: &str) -> Result<String> {
+pub fn open_text(stored: &str) -> Result<String> {
     if let Some(plain) = stored.strip_prefix(PLAIN_PREFIX) {
         return Ok(plain.to_string());
     }

@@ -39,7 +39,7 @@ pub fn is_out_of_space(e: &std::io::Error) -> bool {
 
 /// The store error for an I/O error: [`StoreError::Full`] when the disk is full, else a
 /// backend error. `what` says what was being written.
-pub(crate) fn io_error(what: &str, e: std::io::Error) -> StoreError {
+pub fn io_error(what: &str, e: std::io::Error) -> StoreError {
     if is_out_of_space(&e) {
         StoreError::Full(format!("{what}: {e}"))
     } else {

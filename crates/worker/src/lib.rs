@@ -16,7 +16,7 @@ use bytes::Bytes;
 use gust_core::{Deployment, ErrorKind, Runtime};
 use gust_runtime::process::{Launch, ProcessConfig, ProcessFunction, ProcessRuntime};
 use gust_runtime::sandbox::Sandbox;
-use gust_runtime::wasm::{WasmConfig, WasmRuntime};
+use gust_runtime::wasm::{CompileLimits, Compiler, WasmConfig, WasmRuntime};
 use gust_runtime::{PrepareError, RunOutcome, RunRequest, Status};
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
@@ -61,6 +61,10 @@ impl WorkerConfig {
             wasm: WasmConfig {
                 cache_dir: data_dir.join("modules"),
                 max_instances: gust_runtime::wasm::DEFAULT_MAX_INSTANCES.max(capacity as u32),
+                compile_limits: CompileLimits::default(),
+                // Trusted code only; gust's roles compile in a child of the gust binary
+                // (`gust::worker::worker_config`).
+                compiler: Compiler::InProcess,
             },
             tasks_dir: data_dir.join("tasks"),
             python: "python3".into(),

@@ -264,14 +264,14 @@ pub(crate) async fn create(State(s): State<AppState>, access: Access, body: Body
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-/// A key limited to some functions sees only those (a page may be short; NextMarker leads on).
+/// A key limited to some functions sees only those, and markers name only those.
 pub(crate) async fn list(State(s): State<AppState>, access: Access, Query(q): Query<QueryMap>) -> AwsResult {
     let max = page_size(&q)?;
     let all_versions = q.get("FunctionVersion").is_some_and(|v| v == "ALL");
     let marker = q.get("Marker").filter(|m| !m.is_empty()).map(String::as_str);
-    let page = s.service.list_functions(marker, max).await?;
+    let (page, next) = access.functions_page(&s.service, marker, max).await?;
     let mut functions = Vec::with_capacity(page.len());
-    for f in page.iter().filter(|f| access.covers(&f.name)) {
+    for f in &page {
         functions.push(latest_json(&s, f, false).await);
         if all_versions {
             for v in s.service.list_versions(&f.name, None, MAX_ITEMS).await? {
@@ -279,7 +279,6 @@ pub(crate) async fn list(State(s): State<AppState>, access: Access, Query(q): Qu
             }
         }
     }
-    let next = (page.len() == max).then(|| page.last().map(|f| f.name.clone())).flatten();
     Ok(Json(json!({ "Functions": functions, "NextMarker": next })).into_response())
 }
 

@@ -10,13 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use parking_lot::RwLock;
-use sha2::{Digest, Sha256};
 
-use crate::{Kind, Result, StoreError};
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+use gust_store::{sha256_hex, Kind, Result, StoreError};
 
 fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
@@ -80,7 +75,7 @@ impl BlobDir {
         if let Err(e) = write() {
             // A full disk (or any failure) leaves no partial file behind.
             let _ = std::fs::remove_file(&tmp);
-            return Err(crate::space::io_error("artifact store", e));
+            return Err(gust_store::space::io_error("artifact store", e));
         }
         std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_err)?;
         Ok(sha)

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use gust_store::{PgStore, Store};
+use gust_store::Store;
+use gust_store_postgres::PgStore;
 
 async fn make() -> Arc<dyn Store> {
     let url = std::env::var("GUST_TEST_POSTGRES")

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use gust_core::{InvocationId, InvocationRequest, Lifecycle, Mode, Resolved, RetryPolicy, WorkerId};
-use gust_store::{Inserted, NewInvocation, SqliteOptions, SqliteStore, Store, StoreError};
+use gust_store::{Inserted, NewInvocation, Store, StoreError};
+use gust_store_sqlite::{SqliteOptions, SqliteStore};
 
 /// A tmpfs mounted on a temp dir, unmounted when dropped.
 struct Tmpfs(tempfile::TempDir);
@@ -98,7 +99,10 @@ async fn writes_on_a_filling_disk_are_all_or_nothing_and_resume_when_space_is_fr
             (id, other) => panic!("{id}: expected Created or Full, got {other:?}"),
         }
     }
-    assert!(!stored.is_empty() && !refused.is_empty(), "the disk filled part-way: {} stored", stored.len());
+    // Usually part of them fit; on a loaded machine the writer may put all 160 in groups that
+    // each meet the full disk, and then none does. Either way the disk did fill.
+    assert!(!refused.is_empty(), "the disk filled: {} stored", stored.len());
+    eprintln!("{} stored, {} refused", stored.len(), refused.len());
     for id in &stored {
         assert!(store.get_invocation(id).await.unwrap().is_some(), "acknowledged {id} is kept");
     }

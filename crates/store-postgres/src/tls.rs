@@ -32,7 +32,7 @@ use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStor
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::StoreError;
+use gust_store::StoreError;
 
 /// The connector every PostgreSQL connection of a store uses.
 pub(crate) type PgTls = MakeRustlsConnect;

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use gust_store::{SqliteOptions, SqliteStore, Store, StoreError};
+use gust_store::{Store, StoreError};
+use gust_store_sqlite::{SqliteOptions, SqliteStore};
 
 async fn make() -> Arc<dyn Store> {
     let dir = tempfile::tempdir().unwrap().keep();

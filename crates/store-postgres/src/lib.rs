@@ -1,0 +1,1253 @@
+//! The PostgreSQL backend of the cluster shape: any number of gust servers share one database.
+//!
+//! Every store call is one transaction on a pooled connection. Lifecycle guards lock the row
+//! (`SELECT … FOR UPDATE`), run the state machine (`gust_core::apply`) and write with a
+//! conditional UPDATE on `(state, attempt_epoch)`; queue claims take rows with
+//! `FOR UPDATE SKIP LOCKED`, so many claimers never wait on each other or share a row.
+//! Migrations run under an advisory lock, so several servers can start at once.
+//! Artifacts are stored in the database (`artifacts`, BYTEA, at most 50 MB each), so every
+//! server can serve every artifact; workers cache them by sha256.
+//!
+//! Vacuum: the queue's hot path updates invocation rows in place (claims, renewals,
+//! completions), leaving dead tuples that autovacuum reclaims; the partial indexes (queued,
+//! due, placed) stay small because they only cover live work.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use gust_core::{
+    Alias, ApiKey, Deployment, FunctionConfig, FunctionSpec, InvocationId, InvocationRecord, Lifecycle,
+    Millis, Rejected, Resolved, Routing, StateName, Version, WorkerId, WorkerState,
+};
+use gust_store::gc;
+use gust_store::ops::{self, Counter, Scan, Tx};
+use gust_store::rows::{
+    self, json_err, key_values, read_alias, read_credential, read_function, read_guarded, read_key,
+    read_record, read_version, Column, ColumnRow, Guarded, GuardedWrite, InsertInvocation, KeyRow, Value,
+    ALIAS_COLUMNS, CREDENTIAL_SELECT, FUNCTION_COLUMNS, GUARDED_COLUMNS, INSERT_INVOCATION,
+    INVOCATION_COLUMNS, NEXT_VERSION, UPDATE_GUARDED, VERSION_COLUMNS,
+};
+use gust_store::{
+    sha256_hex, Claimed, CollectedCode, Completion, Counters, FoundCredential, Inserted, InvocationFilter,
+    Kind, NewInvocation, Pruned, Recovered, Result, Store, StoreError, WorkerCredential,
+};
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use tokio_postgres::Row;
+
+mod tls;
+
+/// The bytes of an invocation record that grow with use (what retention's budget counts).
+const RECORD_BYTES: &str = "octet_length(payload) + COALESCE(octet_length(result), 0) \
+     + COALESCE(octet_length(error), 0) + octet_length(log)";
+
+/// A parameter list of mixed types.
+macro_rules! params {
+    ($($x:expr),* $(,)?) => { &[$($x as &(dyn ToSql + Sync)),*] };
+}
+
+/// Connections per server process.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
+INSERT INTO meta (key, value) VALUES ('snapshot_version', 0), ('fenced_completions', 0), ('fenced_renewals', 0);
+CREATE TABLE functions (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    code_sha256 TEXT,
+    revision BIGINT NOT NULL,
+    next_version BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE function_revisions (
+    function TEXT NOT NULL,
+    revision BIGINT NOT NULL,
+    spec TEXT NOT NULL,
+    code_sha256 TEXT,
+    PRIMARY KEY (function, revision)
+);
+CREATE TABLE versions (
+    function TEXT NOT NULL,
+    number BIGINT NOT NULL,
+    spec TEXT NOT NULL,
+    code_sha256 TEXT NOT NULL,
+    from_revision BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (function, number)
+);
+CREATE TABLE aliases (
+    function TEXT NOT NULL,
+    name TEXT NOT NULL,
+    routing TEXT NOT NULL,
+    revision BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (function, name)
+);
+CREATE TABLE artifacts (sha256 TEXT PRIMARY KEY, bytes BYTEA NOT NULL);
+CREATE TABLE invocations (
+    id TEXT PRIMARY KEY,
+    function TEXT NOT NULL,
+    qualifier TEXT NOT NULL,
+    resolved TEXT NOT NULL,
+    payload BYTEA NOT NULL,
+    mode TEXT NOT NULL,
+    idempotency_key TEXT,
+    fingerprint TEXT,
+    received_at BIGINT NOT NULL,
+    retry TEXT NOT NULL,
+    state TEXT NOT NULL,
+    worker TEXT,
+    due_at BIGINT,
+    attempt_epoch BIGINT NOT NULL,
+    function_errors BIGINT NOT NULL,
+    lost_attempts BIGINT NOT NULL,
+    result BYTEA,
+    error TEXT,
+    log TEXT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    finished_at BIGINT,
+    expires_at BIGINT,
+    completed_epoch BIGINT
+);
+CREATE UNIQUE INDEX invocations_idempotency ON invocations (function, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX invocations_queue ON invocations (id) WHERE state = 'QUEUED';
+CREATE INDEX invocations_due ON invocations (state, due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX invocations_expiry ON invocations (expires_at)
+    WHERE expires_at IS NOT NULL AND state IN ('QUEUED', 'PLACED', 'RETRY_WAIT');
+CREATE INDEX invocations_function ON invocations (function, id);
+CREATE INDEX invocations_placed ON invocations (worker, id) WHERE state = 'PLACED';
+CREATE TABLE workers (
+    id TEXT PRIMARY KEY,
+    revision BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    last_heartbeat BIGINT NOT NULL
+);
+"#,
+    "ALTER TABLE aliases ADD COLUMN description TEXT NOT NULL DEFAULT ''",
+    r#"
+ALTER TABLE invocations ADD COLUMN completed_by TEXT;
+CREATE TABLE worker_credentials (
+    worker TEXT PRIMARY KEY,
+    secret_sha256 TEXT NOT NULL UNIQUE,
+    origin TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+"#,
+    r#"
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    functions TEXT,
+    bearer_sha256 TEXT NOT NULL,
+    sigv4_secret TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    last_used_at BIGINT
+);
+"#,
+    // Retention prunes terminal records oldest first (finished_at is set only when an
+    // invocation ends).
+    "CREATE INDEX invocations_finished ON invocations (finished_at) WHERE finished_at IS NOT NULL;",
+    // Garbage collection of code: when each artifact was last stored and each `$LATEST`
+    // revision written (rows from before count as written at the upgrade, so none is
+    // collected sooner than its grace).
+    r#"
+ALTER TABLE artifacts ADD COLUMN stored_at BIGINT NOT NULL DEFAULT 0;
+UPDATE artifacts SET stored_at = (extract(epoch from now()) * 1000)::BIGINT;
+ALTER TABLE function_revisions ADD COLUMN created_at BIGINT NOT NULL DEFAULT 0;
+UPDATE function_revisions SET created_at = (extract(epoch from now()) * 1000)::BIGINT;
+"#,
+];
+
+/// The advisory lock a code collection holds for its transaction (with the schema's hash as
+/// the second key: advisory locks are per database): one server collects at a time, the
+/// others skip the round.
+const CODE_GC_LOCK: i32 = 7_215_422;
+
+/// An artifact (`a`) that no function's `$LATEST`, revision or version names.
+const UNREFERENCED: &str = "NOT EXISTS (SELECT 1 FROM functions f WHERE f.code_sha256 = a.sha256) \
+     AND NOT EXISTS (SELECT 1 FROM versions v WHERE v.code_sha256 = a.sha256) \
+     AND NOT EXISTS (SELECT 1 FROM function_revisions r WHERE r.code_sha256 = a.sha256)";
+
+pub struct PgStore {
+    pool: Pool,
+    completions: tokio::sync::mpsc::Sender<PendingCompletion>,
+    completed: tokio::sync::broadcast::Sender<InvocationId>,
+}
+
+/// The NOTIFY channel on which committed completions are announced to every server of one
+/// gust deployment (one per schema).
+fn completed_channel(schema: Option<&str>) -> String {
+    format!("gust_completed_{}", schema.unwrap_or("public"))
+}
+
+/// Listens for completions committed by any server (LISTEN/NOTIFY on `channel`) and
+/// republishes them; reconnects after a failure. Polling the store stays the safety net.
+async fn completion_listener(
+    cfg: tokio_postgres::Config,
+    tls: tls::PgTls,
+    channel: String,
+    tx: tokio::sync::broadcast::Sender<InvocationId>,
+) {
+    loop {
+        match cfg.connect(tls.clone()).await {
+            Ok((client, mut connection)) => {
+                // The connection must be polled for LISTEN to complete and notifications to
+                // arrive; it ends when the server goes away.
+                let drive = async {
+                    while let Some(msg) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                        match msg {
+                            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                                for id in n.payload().split(',').filter(|s| !s.is_empty()) {
+                                    let _ = tx.send(InvocationId(id.to_string()));
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "completion listener lost its connection");
+                                return;
+                            }
+                        }
+                    }
+                };
+                let listen = async {
+                    if let Err(e) = client.batch_execute(&format!("LISTEN {channel}")).await {
+                        tracing::warn!(error = %e, "LISTEN failed");
+                    }
+                };
+                tokio::join!(drive, listen);
+            }
+            Err(e) => tracing::warn!(error = %e, "completion listener cannot connect"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+type PendingCompletion = (Completion, Millis, tokio::sync::oneshot::Sender<Result<Lifecycle>>);
+
+/// Most completions committed in one transaction.
+const COMPLETION_BATCH: usize = 256;
+/// Completion transactions in flight at once.
+const COMPLETION_IN_FLIGHT: usize = 4;
+
+/// Group commit for completions: concurrent `complete` calls share one transaction (one
+/// commit), each inside its own savepoint so one failure never spoils the others. Replies go
+/// out only after the commit.
+async fn completion_batcher(
+    pool: Pool,
+    mut rx: tokio::sync::mpsc::Receiver<PendingCompletion>,
+    channel: String,
+) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(COMPLETION_IN_FLIGHT));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let Some(first) = rx.recv().await else { return };
+        let mut batch = vec![first];
+        while batch.len() < COMPLETION_BATCH {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let (pool, channel) = (pool.clone(), channel.clone());
+        tokio::spawn(async move {
+            let (results, replies) = commit_completions(&pool, batch, &channel).await;
+            for (reply, r) in replies.into_iter().zip(results) {
+                let _ = reply.send(r);
+            }
+            drop(permit);
+        });
+    }
+}
+
+type Replies = Vec<tokio::sync::oneshot::Sender<Result<Lifecycle>>>;
+
+async fn commit_completions(
+    pool: &Pool,
+    mut batch: Vec<PendingCompletion>,
+    channel: &str,
+) -> (Vec<Result<Lifecycle>>, Replies) {
+    // Every batch locks its rows in id order, so concurrent batches cannot deadlock.
+    batch.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    let n = batch.len();
+    let mut replies = Vec::with_capacity(n);
+    let mut work = Vec::with_capacity(n);
+    for (c, now, reply) in batch {
+        work.push((c, now));
+        replies.push(reply);
+    }
+    let all_failed = |e: StoreError| (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>();
+    let mut client = match pool.get().await {
+        Ok(c) => c,
+        Err(e) => return (all_failed(pool_err(e)), replies),
+    };
+    let tx = match client.transaction().await {
+        Ok(tx) => tx,
+        Err(e) => return (all_failed(pg_err(e)), replies),
+    };
+    let mut results = Vec::with_capacity(n);
+    let mut accepted = String::new();
+    for (completion, now) in work {
+        if let Err(e) = tx.batch_execute("SAVEPOINT completion").await {
+            return (all_failed(pg_err(e)), replies);
+        }
+        match ops::complete(&PgTx(&tx), &completion, now).await {
+            Ok(r) => {
+                if let Err(e) = tx.batch_execute("RELEASE SAVEPOINT completion").await {
+                    return (all_failed(pg_err(e)), replies);
+                }
+                if r.is_ok() {
+                    accepted.push_str(&completion.id.0);
+                    accepted.push(',');
+                }
+                results.push(r.map_err(StoreError::Rejected));
+            }
+            Err(e) => {
+                if let Err(e) = tx.batch_execute("ROLLBACK TO SAVEPOINT completion").await {
+                    return (all_failed(pg_err(e)), replies);
+                }
+                results.push(Err(e));
+            }
+        }
+    }
+    // Announced at commit, to every server (a payload stays under PostgreSQL's 8000 bytes).
+    for chunk in accepted.as_bytes().chunks(37 * 200) {
+        let payload = String::from_utf8_lossy(chunk).into_owned();
+        if let Err(e) = pg_execute(&tx, "SELECT pg_notify($1, $2)", params![&channel, &payload]).await {
+            return (all_failed(pg_err(e)), replies);
+        }
+    }
+    match tx.commit().await {
+        Ok(()) => (results, replies),
+        Err(e) => (all_failed(by_sqlstate(e.code(), format!("postgres: commit failed: {e}"))), replies),
+    }
+}
+
+fn pg_err(e: tokio_postgres::Error) -> StoreError {
+    by_sqlstate(e.code(), format!("postgres: {e}"))
+}
+
+/// The database's own disk is full (`53100 disk_full`, or the class `53000
+/// insufficient_resources` itself): the same error as the embedded store's full disk, so
+/// clients see 507 and retry later. Nothing was written (the statement or the transaction
+/// failed). `53200 out_of_memory` and `53300 too_many_connections` are not about disk and pass
+/// soon by themselves: plain backend errors.
+fn by_sqlstate(code: Option<&tokio_postgres::error::SqlState>, message: String) -> StoreError {
+    use tokio_postgres::error::SqlState;
+    match code {
+        Some(c) if *c == SqlState::DISK_FULL || *c == SqlState::INSUFFICIENT_RESOURCES => {
+            StoreError::Full(message)
+        }
+        _ => StoreError::Backend(message),
+    }
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
+    StoreError::Backend(format!("postgres pool: {e}"))
+}
+
+impl PgStore {
+    /// Connects to `url` (a `postgres://` URL), optionally inside `schema` (created if
+    /// missing; tests use one schema each), and applies migrations under an advisory lock.
+    pub async fn connect(url: &str, schema: Option<&str>, pool_size: usize) -> Result<Self> {
+        let (url, tls_plan) = tls::plan(url)?;
+        let mut cfg = tokio_postgres::Config::from_str(&url)
+            .map_err(|e| StoreError::Backend(format!("invalid PostgreSQL URL: {e}")))?;
+        cfg.ssl_mode(tls::tokio_ssl_mode(tls_plan.mode));
+        let tls = tls::connector(&tls_plan)?;
+        tracing::info!(tls = %tls_plan.describe(), "PostgreSQL store");
+        if let Some(schema) = schema {
+            if !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(StoreError::Backend(format!("invalid schema name {schema:?}")));
+            }
+            cfg.options(format!("-c search_path={schema}"));
+        }
+        let listen_cfg = cfg.clone();
+        let channel = completed_channel(schema);
+        let mgr =
+            Manager::from_config(cfg, tls.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(mgr)
+            .max_size(pool_size.max(1))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
+        let (completions, rx) = tokio::sync::mpsc::channel(8_192);
+        tokio::spawn(completion_batcher(pool.clone(), rx, channel.clone()));
+        let (completed, _) = tokio::sync::broadcast::channel(4_096);
+        tokio::spawn(completion_listener(listen_cfg, tls, channel, completed.clone()));
+        let store = PgStore { pool, completions, completed };
+        let mut client = store.pool.get().await.map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot connect to PostgreSQL ({}): {}",
+                tls_plan.describe(),
+                tls::error_chain(&e)
+            ))
+        })?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        // Concurrent `CREATE SCHEMA IF NOT EXISTS` can collide: create it under the lock too.
+        pg_execute(&tx, "SELECT pg_advisory_xact_lock(7215421)", &[]).await.map_err(pg_err)?;
+        if let Some(schema) = schema {
+            tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await.map_err(pg_err)?;
+        }
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS gust_schema (version BIGINT NOT NULL)")
+            .await
+            .map_err(pg_err)?;
+        let current: i64 = match pg_query_opt(&tx, "SELECT version FROM gust_schema", &[])
+            .await
+            .map_err(pg_err)?
+        {
+            Some(row) => row.get(0),
+            None => {
+                pg_execute(&tx, "INSERT INTO gust_schema (version) VALUES (0)", &[]).await.map_err(pg_err)?;
+                0
+            }
+        };
+        if current as usize > MIGRATIONS.len() {
+            return Err(StoreError::Backend(format!(
+                "database schema version {current} is newer than this gust ({}); refusing to run",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            tx.batch_execute(sql).await.map_err(pg_err)?;
+            pg_execute(&tx, "UPDATE gust_schema SET version = $1", params![&((i + 1) as i64)])
+                .await
+                .map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        drop(client);
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(pool_err)
+    }
+}
+
+// Every statement goes through the connection's prepared-statement cache: one round trip per
+// statement instead of a prepare and an execute.
+
+async fn pg_query(
+    c: &impl GenericClient,
+    sql: &str,
+    p: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let stmt = c.prepare_cached(sql).await?;
+    c.query(&stmt, p).await
+}
+
+async fn pg_query_opt(
+    c: &impl GenericClient,
+    sql: &str,
+    p: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    let stmt = c.prepare_cached(sql).await?;
+    c.query_opt(&stmt, p).await
+}
+
+async fn pg_query_one(
+    c: &impl GenericClient,
+    sql: &str,
+    p: &[&(dyn ToSql + Sync)],
+) -> Result<Row, tokio_postgres::Error> {
+    let stmt = c.prepare_cached(sql).await?;
+    c.query_one(&stmt, p).await
+}
+
+async fn pg_execute(
+    c: &impl GenericClient,
+    sql: &str,
+    p: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    let stmt = c.prepare_cached(sql).await?;
+    c.execute(&stmt, p).await
+}
+
+/// The wall clock in ms, for when an artifact was stored (the embedded store uses the file's
+/// modification time, the same clock).
+fn unix_millis() -> Millis {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Deletes the `$LATEST` revisions [`gc::prunable_revisions`] names, locking their functions
+/// first as every writer of a function does (one being written now is skipped until the next
+/// collection); returns how many.
+async fn prune_revisions(tx: &impl GenericClient, older_than: Millis) -> Result<u64> {
+    let live = pg_query(tx, gc::LIVE_RESOLVED_SQL, &[]).await.map_err(pg_err)?;
+    let live = gc::live_revisions(live.iter().map(|r| (r.get(0), r.get(1))));
+    let revisions: Vec<gc::RevisionRow> = pg_query(tx, gc::REVISIONS_SQL, &[])
+        .await
+        .map_err(pg_err)?
+        .iter()
+        .map(|r| gc::RevisionRow {
+            function: r.get(0),
+            revision: r.get::<_, i64>(1) as u64,
+            created_at: r.get(2),
+        })
+        .collect();
+    let current: HashMap<String, u64> = pg_query(tx, gc::CURRENT_SQL, &[])
+        .await
+        .map_err(pg_err)?
+        .iter()
+        .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+        .collect();
+    let prune = gc::prunable_revisions(&revisions, &current, &live, older_than);
+    if prune.is_empty() {
+        return Ok(0);
+    }
+    let mut names: Vec<&str> = prune.iter().map(|(f, _)| f.as_str()).collect();
+    names.dedup();
+    let locked: HashSet<String> = pg_query(
+        tx,
+        "SELECT name FROM functions WHERE name = ANY($1) ORDER BY name FOR UPDATE SKIP LOCKED",
+        params![&names],
+    )
+    .await
+    .map_err(pg_err)?
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    let (functions, numbers): (Vec<&str>, Vec<i64>) =
+        prune.iter().filter(|(f, _)| locked.contains(f)).map(|(f, r)| (f.as_str(), *r as i64)).unzip();
+    pg_execute(
+        tx,
+        "DELETE FROM function_revisions WHERE (function, revision) IN \
+         (SELECT * FROM unnest($1::TEXT[], $2::BIGINT[]))",
+        params![&functions, &numbers],
+    )
+    .await
+    .map_err(pg_err)
+}
+
+/// Runs `$body` in one transaction on a pooled connection (`$tx` is its [`PgTx`]), committing
+/// if it answers `Ok` and rolling back (awaited, so no row lock outlives the call) otherwise.
+/// A `?` in `$body` would return past the rollback: bodies that use it are `async` blocks.
+macro_rules! in_tx {
+    ($self:expr, |$tx:ident| $body:expr) => {{
+        let mut client = $self.client().await?;
+        let transaction = client.transaction().await.map_err(pg_err)?;
+        let $tx = PgTx(&transaction);
+        let out = $body;
+        match out {
+            Ok(v) => {
+                transaction.commit().await.map_err(pg_err)?;
+                Ok(v)
+            }
+            Err(e) => {
+                // Roll back before answering, so no row lock outlives the call.
+                let _ = transaction.rollback().await;
+                Err(e)
+            }
+        }
+    }};
+}
+
+// ---------------------------------------------------------------------------------------------
+// The primitives of `gust_store::ops`, on one PostgreSQL transaction (or a pooled connection)
+
+/// A [`Value`] bound as a PostgreSQL parameter (the statement decides its type; every number
+/// gust stores is a BIGINT).
+#[derive(Debug)]
+struct Pg<'a>(Value<'a>);
+
+impl ToSql for Pg<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self.0 {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(v) => v.to_sql(ty, out),
+            Value::Bool(v) => v.to_sql(ty, out),
+            Value::Text(v) => v.to_sql(ty, out),
+            Value::Bytes(v) => v.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// A PostgreSQL row, read by [`gust_store::rows`]' decoders.
+struct PgRow<'a>(&'a Row);
+
+impl ColumnRow for PgRow<'_> {
+    fn column(&self, i: usize) -> Result<Column> {
+        let ty = self.0.columns().get(i).map(|c| c.type_().clone());
+        let column = match ty {
+            Some(Type::INT8) => self.0.try_get::<_, Option<i64>>(i).map(|v| v.map(Column::Int)),
+            Some(Type::INT4) => self.0.try_get::<_, Option<i32>>(i).map(|v| v.map(|v| Column::Int(v.into()))),
+            Some(Type::BOOL) => {
+                self.0.try_get::<_, Option<bool>>(i).map(|v| v.map(|v| Column::Int(v.into())))
+            }
+            Some(Type::BYTEA) => self.0.try_get::<_, Option<Vec<u8>>>(i).map(|v| v.map(Column::Bytes)),
+            _ => self.0.try_get::<_, Option<String>>(i).map(|v| v.map(Column::Text)),
+        };
+        Ok(column.map_err(pg_err)?.unwrap_or(Column::Null))
+    }
+}
+
+/// One transaction, or a pooled connection for a single statement.
+struct PgTx<'a, C>(&'a C);
+
+impl<C: GenericClient> PgTx<'_, C> {
+    /// Every row of `statement`, each read by `read`.
+    async fn query<T>(
+        &self,
+        statement: &str,
+        values: &[Value<'_>],
+        mut read: impl FnMut(&dyn ColumnRow) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let params: Vec<Pg<'_>> = values.iter().map(|v| Pg(*v)).collect();
+        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let rows = pg_query(self.0, statement, &params).await.map_err(pg_err)?;
+        rows.iter().map(|r| read(&PgRow(r))).collect()
+    }
+
+    /// The first row of `statement`, if any.
+    async fn query_opt<T>(
+        &self,
+        statement: &str,
+        values: &[Value<'_>],
+        read: impl FnMut(&dyn ColumnRow) -> Result<T>,
+    ) -> Result<Option<T>> {
+        Ok(self.query(statement, values, read).await?.into_iter().next())
+    }
+
+    async fn run(&self, statement: &str, values: &[Value<'_>]) -> Result<u64> {
+        let params: Vec<Pg<'_>> = values.iter().map(|v| Pg(*v)).collect();
+        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        pg_execute(self.0, statement, &params).await.map_err(pg_err)
+    }
+}
+
+impl<C: GenericClient> Tx for PgTx<'_, C> {
+    async fn load_guarded(&self, id: &str) -> Result<Option<Guarded>> {
+        let sql = format!("SELECT {GUARDED_COLUMNS} FROM invocations WHERE id = $1 FOR UPDATE");
+        self.query_opt(&sql, &[id.into()], read_guarded).await
+    }
+
+    async fn update_guarded(&self, write: &GuardedWrite<'_>) -> Result<u64> {
+        self.run(UPDATE_GUARDED, &write.values()).await
+    }
+
+    async fn load_invocation(&self, id: &str) -> Result<Option<InvocationRecord>> {
+        let sql = format!("SELECT {INVOCATION_COLUMNS} FROM invocations WHERE id = $1");
+        self.query_opt(&sql, &[id.into()], read_record).await
+    }
+
+    async fn insert_invocation(&self, rec: &InvocationRecord) -> Result<bool> {
+        Ok(self.run(INSERT_INVOCATION, &InsertInvocation::new(rec)?.values()).await? == 1)
+    }
+
+    async fn id_by_key(&self, function: &str, key: &str) -> Result<Option<String>> {
+        let sql = "SELECT id FROM invocations WHERE function = $1 AND idempotency_key = $2";
+        self.query_opt(sql, &[function.into(), key.into()], |r| r.text(0)).await
+    }
+
+    async fn ids(&self, scan: Scan<'_>) -> Result<Vec<String>> {
+        let (statement, values) = scan.statement();
+        match scan {
+            // Work another server is sweeping right now is skipped, not waited for.
+            Scan::LeaseExpired { .. }
+            | Scan::RetryDue { .. }
+            | Scan::Unclaimed { .. }
+            | Scan::TooOld { .. } => {
+                let locked = format!("{statement} FOR UPDATE SKIP LOCKED");
+                self.query(&locked, &values, |r| r.text(0)).await
+            }
+            Scan::Pending { .. } | Scan::Queued { .. } | Scan::PlacedOn { .. } => {
+                self.query(statement, &values, |r| r.text(0)).await
+            }
+        }
+    }
+
+    async fn bump(&self, counter: Counter) -> Result<u64> {
+        let sql = "UPDATE meta SET value = value + 1 WHERE key = $1 RETURNING value";
+        let value = self.query_opt(sql, &[counter.key().into()], |r| r.int(0)).await?;
+        Ok(value.ok_or_else(|| StoreError::Backend(format!("counter {} is missing", counter.key())))? as u64)
+    }
+
+    async fn load_function(&self, name: &str, lock: bool) -> Result<Option<FunctionConfig>> {
+        let lock = if lock { " FOR UPDATE" } else { "" };
+        let sql = format!("SELECT {FUNCTION_COLUMNS} FROM functions WHERE name = $1{lock}");
+        self.query_opt(&sql, &[name.into()], read_function).await
+    }
+
+    async fn lock_name(&self, name: &str) -> Result<()> {
+        self.query("SELECT pg_advisory_xact_lock(hashtext($1))", &[name.into()], |_| Ok(())).await.map(drop)
+    }
+
+    async fn hold_artifact(&self, sha256: &str) -> Result<()> {
+        let sql = "SELECT 1 FROM artifacts WHERE sha256 = $1 FOR KEY SHARE";
+        match self.query_opt(sql, &[sha256.into()], |_| Ok(())).await? {
+            Some(()) => Ok(()),
+            None => {
+                Err(StoreError::NotFound { kind: Kind::Artifact, name: sha256.chars().take(80).collect() })
+            }
+        }
+    }
+
+    async fn execute(&self, statement: &'static str, values: &[Value<'_>]) -> Result<u64> {
+        self.run(statement, values).await
+    }
+
+    async fn delete_function_rows(&self, name: &str) -> Result<()> {
+        for sql in [
+            "DELETE FROM function_revisions WHERE function = $1",
+            "DELETE FROM versions WHERE function = $1",
+            "DELETE FROM aliases WHERE function = $1",
+            "DELETE FROM functions WHERE name = $1",
+        ] {
+            self.run(sql, &[name.into()]).await?;
+        }
+        Ok(())
+    }
+
+    async fn next_version(&self, name: &str) -> Result<u64> {
+        let number = self.query_opt(NEXT_VERSION, &[name.into()], |r| r.int(0)).await?;
+        Ok(number.ok_or_else(|| StoreError::NotFound { kind: Kind::Function, name: name.to_string() })?
+            as u64)
+    }
+
+    async fn latest_version(&self, name: &str) -> Result<Option<Version>> {
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM versions WHERE function = $1 ORDER BY number DESC LIMIT 1"
+        );
+        self.query_opt(&sql, &[name.into()], read_version).await
+    }
+
+    async fn version_exists(&self, function: &str, number: u64) -> Result<bool> {
+        let sql = "SELECT 1 FROM versions WHERE function = $1 AND number = $2";
+        Ok(self.query_opt(sql, &[function.into(), number.into()], |_| Ok(())).await?.is_some())
+    }
+
+    async fn delete_version_row(&self, function: &str, number: u64) -> Result<u64> {
+        let sql = "DELETE FROM versions WHERE function = $1 AND number = $2";
+        self.run(sql, &[function.into(), number.into()]).await
+    }
+
+    async fn alias_routings(&self, function: &str) -> Result<Vec<String>> {
+        let sql = "SELECT routing FROM aliases WHERE function = $1 FOR UPDATE";
+        self.query(sql, &[function.into()], |r| r.text(0)).await
+    }
+
+    async fn alias_revision(&self, function: &str, alias: &str) -> Result<Option<u64>> {
+        let sql = "SELECT revision FROM aliases WHERE function = $1 AND name = $2 FOR UPDATE";
+        Ok(self.query_opt(sql, &[function.into(), alias.into()], |r| r.int(0)).await?.map(|r| r as u64))
+    }
+
+    async fn delete_alias_row(&self, function: &str, alias: &str) -> Result<()> {
+        let sql = "DELETE FROM aliases WHERE function = $1 AND name = $2";
+        self.run(sql, &[function.into(), alias.into()]).await.map(drop)
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn put_function(
+        &self,
+        name: &str,
+        spec: FunctionSpec,
+        expect: Option<u64>,
+        now: Millis,
+    ) -> Result<FunctionConfig> {
+        in_tx!(self, |tx| ops::write_function(&tx, name, spec, None, expect, now).await)
+    }
+
+    async fn create_function(
+        &self,
+        name: &str,
+        spec: FunctionSpec,
+        code_sha256: &str,
+        now: Millis,
+    ) -> Result<FunctionConfig> {
+        in_tx!(self, |tx| ops::write_function(&tx, name, spec, Some(code_sha256), Some(0), now).await)
+    }
+
+    async fn set_function_code(
+        &self,
+        name: &str,
+        code_sha256: &str,
+        expect: Option<u64>,
+        now: Millis,
+    ) -> Result<FunctionConfig> {
+        in_tx!(self, |tx| ops::set_function_code(&tx, name, code_sha256, expect, now).await)
+    }
+
+    async fn get_function(&self, name: &str) -> Result<Option<FunctionConfig>> {
+        let client = self.client().await?;
+        PgTx(&client).load_function(name, false).await
+    }
+
+    async fn list_functions(&self, after: Option<&str>, limit: usize) -> Result<Vec<FunctionConfig>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {FUNCTION_COLUMNS} FROM functions WHERE name > $1 ORDER BY name LIMIT $2");
+        PgTx(&client).query(&sql, &[after.unwrap_or("").into(), limit.into()], read_function).await
+    }
+
+    async fn delete_function(&self, name: &str, expect: Option<u64>, now: Millis) -> Result<u64> {
+        in_tx!(self, |tx| ops::delete_function(&tx, name, expect, now).await)
+    }
+
+    async fn delete_version(&self, name: &str, number: u64, _now: Millis) -> Result<()> {
+        in_tx!(self, |tx| ops::delete_version(&tx, name, number).await)
+    }
+
+    async fn publish_version(
+        &self,
+        name: &str,
+        expect: Option<u64>,
+        description: Option<&str>,
+        now: Millis,
+    ) -> Result<Version> {
+        in_tx!(self, |tx| ops::publish_version(&tx, name, expect, description, now).await)
+    }
+
+    async fn get_version(&self, name: &str, number: u64) -> Result<Option<Version>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {VERSION_COLUMNS} FROM versions WHERE function = $1 AND number = $2");
+        PgTx(&client).query_opt(&sql, &[name.into(), number.into()], read_version).await
+    }
+
+    async fn list_versions(&self, name: &str, after: Option<u64>, limit: usize) -> Result<Vec<Version>> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM versions WHERE function = $1 AND number > $2 ORDER BY number LIMIT $3"
+        );
+        PgTx(&client).query(&sql, &[name.into(), after.unwrap_or(0).into(), limit.into()], read_version).await
+    }
+
+    async fn put_alias(
+        &self,
+        function: &str,
+        alias: &str,
+        routing: Routing,
+        description: &str,
+        expect: Option<u64>,
+        now: Millis,
+    ) -> Result<Alias> {
+        in_tx!(self, |tx| ops::put_alias(&tx, function, alias, routing, description, expect, now).await)
+    }
+
+    async fn get_alias(&self, function: &str, alias: &str) -> Result<Option<Alias>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {ALIAS_COLUMNS} FROM aliases WHERE function = $1 AND name = $2");
+        PgTx(&client).query_opt(&sql, &[function.into(), alias.into()], read_alias).await
+    }
+
+    async fn list_aliases(&self, function: &str) -> Result<Vec<Alias>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {ALIAS_COLUMNS} FROM aliases WHERE function = $1 ORDER BY name");
+        PgTx(&client).query(&sql, &[function.into()], read_alias).await
+    }
+
+    async fn delete_alias(
+        &self,
+        function: &str,
+        alias: &str,
+        expect: Option<u64>,
+        _now: Millis,
+    ) -> Result<()> {
+        in_tx!(self, |tx| ops::delete_alias(&tx, function, alias, expect).await)
+    }
+
+    async fn get_deployment(&self, function: &str, resolved: Resolved) -> Result<Option<Deployment>> {
+        let client = self.client().await?;
+        let (sql, key) = rows::deployment_statement(resolved);
+        let read = |r: &dyn ColumnRow| Ok((r.text(0)?, r.opt_text(1)?));
+        let row = PgTx(&client).query_opt(sql, &[function.into(), key.into()], read).await?;
+        rows::deployment(function.to_string(), resolved, row)
+    }
+
+    async fn snapshot_version(&self) -> Result<u64> {
+        let client = self.client().await?;
+        let sql = "SELECT value FROM meta WHERE key = 'snapshot_version'";
+        Ok(PgTx(&client).query_opt(sql, &[], |r| r.int(0)).await?.unwrap_or(0) as u64)
+    }
+
+    async fn put_artifact(&self, bytes: Bytes) -> Result<String> {
+        let sha = sha256_hex(&bytes);
+        let client = self.client().await?;
+        // Stored again: the collection grace starts over (the upload's config write follows).
+        let sql = "INSERT INTO artifacts (sha256, bytes, stored_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (sha256) DO UPDATE SET stored_at = GREATEST(artifacts.stored_at, EXCLUDED.stored_at)";
+        PgTx(&client).run(sql, &[sha.as_str().into(), bytes.as_ref().into(), unix_millis().into()]).await?;
+        Ok(sha)
+    }
+
+    async fn get_artifact(&self, sha256: &str) -> Result<Bytes> {
+        let client = self.client().await?;
+        let sql = "SELECT bytes FROM artifacts WHERE sha256 = $1";
+        let bytes = PgTx(&client).query_opt(sql, &[sha256.into()], |r| r.bytes(0)).await?;
+        let bytes = bytes.ok_or_else(|| StoreError::NotFound {
+            kind: Kind::Artifact,
+            name: sha256.chars().take(80).collect(),
+        })?;
+        if sha256_hex(&bytes) != sha256 {
+            return Err(StoreError::Corrupt(sha256.to_string()));
+        }
+        Ok(Bytes::from(bytes))
+    }
+
+    async fn collect_code(&self, older_than: Millis, limit: usize) -> Result<CollectedCode> {
+        in_tx!(self, |tx| async {
+            let ours: bool = pg_query_one(
+                tx.0,
+                "SELECT pg_try_advisory_xact_lock($1, hashtext(current_schema()))",
+                params![&CODE_GC_LOCK],
+            )
+            .await
+            .map_err(pg_err)?
+            .get(0);
+            if !ours {
+                return Ok(CollectedCode::default());
+            }
+            let revisions = prune_revisions(tx.0, older_than).await?;
+            // Lock the candidates, skipping any a deploy holds (`hold_artifact`); then decide
+            // again in a statement that starts after the locks were granted, so it sees every
+            // reference committed before them. A deploy that comes later waits for this commit
+            // and finds the artifact gone.
+            let candidates: Vec<String> = pg_query(
+                tx.0,
+                &format!(
+                    "SELECT sha256 FROM artifacts a WHERE stored_at < $1 AND {UNREFERENCED} \
+                     LIMIT $2 FOR UPDATE SKIP LOCKED"
+                ),
+                params![&older_than, &(limit as i64)],
+            )
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+            let mut collected = CollectedCode { revisions, ..CollectedCode::default() };
+            if candidates.is_empty() {
+                return Ok(collected);
+            }
+            let deleted = pg_query(
+                tx.0,
+                &format!(
+                    "DELETE FROM artifacts a WHERE sha256 = ANY($1) AND stored_at < $2 AND {UNREFERENCED} \
+                     RETURNING sha256, octet_length(bytes)::BIGINT"
+                ),
+                params![&candidates, &older_than],
+            )
+            .await
+            .map_err(pg_err)?;
+            for row in &deleted {
+                collected.artifacts.push(row.get(0));
+                collected.bytes += row.get::<_, i64>(1).max(0) as u64;
+            }
+            collected.artifacts.sort();
+            Ok(collected)
+        }
+        .await)
+    }
+
+    async fn referenced_code(&self) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        PgTx(&client).query(gc::REFERENCED_SQL, &[], |r| r.text(0)).await
+    }
+
+    async fn insert_invocations(&self, batch: Vec<NewInvocation>) -> Result<Vec<Result<Inserted>>> {
+        if batch.len() == 1 {
+            // The ingest hot path: one autocommitted statement (two on a key conflict).
+            let client = self.client().await?;
+            let new = batch.into_iter().next().expect("one entry");
+            return Ok(vec![ops::insert_invocation(&PgTx(&client), new).await?]);
+        }
+        in_tx!(self, |tx| async {
+            let mut out = Vec::with_capacity(batch.len());
+            for new in batch {
+                out.push(ops::insert_invocation(&tx, new).await?);
+            }
+            Ok(out)
+        }
+        .await)
+    }
+
+    async fn record_finished(&self, records: Vec<InvocationRecord>) -> Result<()> {
+        in_tx!(self, |tx| async {
+            for rec in &records {
+                tx.insert_invocation(rec).await?;
+            }
+            Ok(())
+        }
+        .await)
+    }
+
+    async fn claim_queued(
+        &self,
+        worker: &WorkerId,
+        max: usize,
+        lease_expires_at: Millis,
+        now: Millis,
+    ) -> Result<Vec<Claimed>> {
+        // One statement: its WHERE clause is `apply`'s Claim rule for QUEUED rows (not older
+        // than their maximum age; too-old rows are left to the sweeper, which expires them).
+        claim_where(self, "state = 'QUEUED'", None, worker, max, lease_expires_at, now).await
+    }
+
+    async fn claim(
+        &self,
+        id: &InvocationId,
+        worker: &WorkerId,
+        lease_expires_at: Millis,
+        now: Millis,
+    ) -> Result<Claimed> {
+        // In a block of its own: a refusal must reach `in_tx!`'s rollback, not return past it.
+        in_tx!(self, |tx| async { Ok(ops::claim(&tx, &id.0, worker, lease_expires_at, now).await??) }.await)
+    }
+
+    async fn renew_leases(
+        &self,
+        worker: &WorkerId,
+        attempts: Vec<(InvocationId, u64)>,
+        lease_expires_at: Millis,
+        now: Millis,
+    ) -> Result<Vec<Result<(), Rejected>>> {
+        in_tx!(self, |tx| ops::renew_leases(&tx, worker, attempts, lease_expires_at, now).await)
+    }
+
+    async fn complete(&self, completion: Completion, now: Millis) -> Result<Lifecycle> {
+        // Completions are group-committed: see `completion_batcher`.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.completions
+            .send((completion, now, reply))
+            .await
+            .map_err(|_| StoreError::Backend("the completion batcher has stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Backend("the completion batch was abandoned".into()))?
+    }
+
+    async fn recover(&self, now: Millis) -> Result<Recovered> {
+        in_tx!(self, |tx| ops::recover(&tx, now).await)
+    }
+
+    async fn get_invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>> {
+        let client = self.client().await?;
+        PgTx(&client).load_invocation(&id.0).await
+    }
+
+    async fn list_invocations(
+        &self,
+        function: &str,
+        filter: InvocationFilter,
+    ) -> Result<Vec<InvocationRecord>> {
+        let client = self.client().await?;
+        let (sql, values) = rows::invocation_page(function, &filter);
+        PgTx(&client).query(&sql, &values, read_record).await
+    }
+
+    async fn count_by_state(&self) -> Result<Vec<(StateName, u64)>> {
+        let client = self.client().await?;
+        PgTx(&client).query(rows::COUNT_BY_STATE, &[], rows::read_state_count).await
+    }
+
+    async fn prune_invocations(&self, finished_before: Millis, limit: usize) -> Result<Pruned> {
+        let client = self.client().await?;
+        // Rows another server is pruning right now are skipped, not waited for.
+        let sql = format!(
+            "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations \
+             WHERE finished_at IS NOT NULL AND finished_at < $1 ORDER BY finished_at LIMIT $2 \
+             FOR UPDATE SKIP LOCKED) RETURNING ({RECORD_BYTES})::BIGINT"
+        );
+        let sizes = PgTx(&client).query(&sql, &[finished_before.into(), limit.into()], |r| r.int(0)).await?;
+        Ok(Pruned { invocations: sizes.len() as u64, bytes: sizes.iter().map(|b| (*b).max(0) as u64).sum() })
+    }
+
+    async fn ended_invocations(&self) -> Result<Pruned> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT COUNT(*), COALESCE(SUM({RECORD_BYTES}), 0)::BIGINT FROM invocations WHERE finished_at IS NOT NULL"
+        );
+        let read = |r: &dyn ColumnRow| {
+            Ok(Pruned { invocations: r.int(0)?.max(0) as u64, bytes: r.int(1)?.max(0) as u64 })
+        };
+        Ok(PgTx(&client).query_opt(&sql, &[], read).await?.unwrap_or_default())
+    }
+
+    async fn async_backlog(&self) -> Result<Vec<(String, u64)>> {
+        let client = self.client().await?;
+        PgTx(&client).query(rows::ASYNC_BACKLOG, &[], |r| Ok((r.text(0)?, r.int(1)? as u64))).await
+    }
+
+    async fn counters(&self) -> Result<Counters> {
+        let client = self.client().await?;
+        rows::counters(PgTx(&client).query(rows::COUNTERS, &[], |r| Ok((r.text(0)?, r.int(1)?))).await?)
+    }
+
+    fn completion_events(&self) -> Option<tokio::sync::broadcast::Receiver<InvocationId>> {
+        Some(self.completed.subscribe())
+    }
+
+    async fn put_worker(&self, state: WorkerState) -> Result<bool> {
+        let client = self.client().await?;
+        let json = serde_json::to_string(&state).map_err(json_err)?;
+        Ok(PgTx(&client).run(rows::PUT_WORKER, &rows::worker_values(&state, &json)).await? == 1)
+    }
+
+    async fn list_workers(&self, since: Millis) -> Result<Vec<WorkerState>> {
+        let client = self.client().await?;
+        PgTx(&client).query(rows::LIST_WORKERS, &[since.into()], rows::read_worker).await
+    }
+
+    async fn queued(&self, limit: usize) -> Result<Vec<(InvocationId, String, Resolved)>> {
+        let client = self.client().await?;
+        PgTx(&client).query(rows::QUEUED, &[limit.into()], rows::read_queued).await
+    }
+
+    async fn placed_counts(&self) -> Result<Vec<(WorkerId, u64)>> {
+        let client = self.client().await?;
+        let read = |r: &dyn ColumnRow| Ok((WorkerId(r.text(0)?), r.int(1)? as u64));
+        PgTx(&client).query(rows::PLACED_COUNTS, &[], read).await
+    }
+
+    async fn place(
+        &self,
+        placements: Vec<(InvocationId, WorkerId)>,
+        now: Millis,
+    ) -> Result<Vec<Result<(), Rejected>>> {
+        in_tx!(self, |tx| ops::place(&tx, placements, now).await)
+    }
+
+    async fn claim_placed(
+        &self,
+        worker: &WorkerId,
+        max: usize,
+        lease_expires_at: Millis,
+        now: Millis,
+    ) -> Result<Vec<Claimed>> {
+        let filter = "state = 'PLACED' AND worker = $5";
+        claim_where(self, filter, Some(worker), worker, max, lease_expires_at, now).await
+    }
+
+    async fn assigned_deployments(&self, worker: &WorkerId) -> Result<Vec<(String, Resolved)>> {
+        let client = self.client().await?;
+        PgTx(&client).query(rows::ASSIGNED, &[worker.0.as_str().into()], rows::read_assigned).await
+    }
+
+    async fn create_worker_credential(&self, credential: WorkerCredential) -> Result<()> {
+        let client = self.client().await?;
+        let created =
+            PgTx(&client).run(rows::INSERT_CREDENTIAL, &rows::credential_values(&credential)).await?;
+        rows::created_credential(created, &credential)
+    }
+
+    async fn find_worker_credential(&self, secret_sha256: &str) -> Result<Option<FoundCredential>> {
+        let client = self.client().await?;
+        let sql = format!("{CREDENTIAL_SELECT} WHERE k.secret_sha256 = $1");
+        PgTx(&client).query_opt(&sql, &[secret_sha256.into()], read_credential).await
+    }
+
+    async fn list_worker_credentials(&self) -> Result<Vec<FoundCredential>> {
+        let client = self.client().await?;
+        PgTx(&client).query(&format!("{CREDENTIAL_SELECT} ORDER BY k.worker"), &[], read_credential).await
+    }
+
+    async fn delete_worker_credential(&self, worker: &WorkerId) -> Result<bool> {
+        let client = self.client().await?;
+        Ok(PgTx(&client).run(rows::DELETE_CREDENTIAL, &[worker.0.as_str().into()]).await? == 1)
+    }
+
+    async fn prune_enrolled_credentials(&self, silent_since: Millis) -> Result<u64> {
+        let client = self.client().await?;
+        let sql = "DELETE FROM worker_credentials k WHERE origin = 'enrolled' \
+             AND GREATEST(created_at, COALESCE((SELECT last_heartbeat FROM workers w \
+             WHERE w.id = k.worker), 0)) < $1";
+        PgTx(&client).run(sql, &[silent_since.into()]).await
+    }
+
+    async fn create_api_key(&self, key: ApiKey) -> Result<()> {
+        let row = KeyRow::seal(&key)?;
+        let client = self.client().await?;
+        rows::created_key(PgTx(&client).run(rows::INSERT_KEY, &key_values(&row)).await?, &row)
+    }
+
+    async fn get_api_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        let client = self.client().await?;
+        PgTx(&client).query_opt(rows::GET_KEY, &[id.into()], read_key).await
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>> {
+        let client = self.client().await?;
+        PgTx(&client).query(rows::LIST_KEYS, &[], read_key).await
+    }
+
+    async fn revoke_api_key(&self, name: &str) -> Result<bool> {
+        let client = self.client().await?;
+        Ok(PgTx(&client).run(rows::REVOKE_KEY, &[name.into()]).await? == 1)
+    }
+
+    async fn touch_api_key(&self, id: &str, now: Millis) -> Result<()> {
+        let client = self.client().await?;
+        PgTx(&client).run(rows::TOUCH_KEY, &[id.into(), now.into()]).await.map(drop)
+    }
+}
+
+/// Claims up to `max` rows matching `filter` in one statement: a new attempt epoch and a
+/// lease each, rows locked by other claimers skipped.
+async fn claim_where(
+    store: &PgStore,
+    filter: &str,
+    placed_on: Option<&WorkerId>,
+    worker: &WorkerId,
+    max: usize,
+    lease_expires_at: Millis,
+    now: Millis,
+) -> Result<Vec<Claimed>> {
+    if max == 0 {
+        return Ok(Vec::new());
+    }
+    let client = store.client().await?;
+    let sql = format!(
+        "UPDATE invocations SET state = 'RUNNING', worker = $1, due_at = $2, attempt_epoch = attempt_epoch + 1, \
+         updated_at = $3 \
+         WHERE id IN (SELECT id FROM invocations WHERE {filter} AND (expires_at IS NULL OR expires_at >= $3) \
+         ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+         RETURNING {INVOCATION_COLUMNS}"
+    );
+    let rows = match placed_on {
+        Some(w) => {
+            pg_query(&client, &sql, params![&worker.0, &lease_expires_at, &now, &(max as i64), &w.0]).await
+        }
+        None => pg_query(&client, &sql, params![&worker.0, &lease_expires_at, &now, &(max as i64)]).await,
+    }
+    .map_err(pg_err)?;
+    let mut claimed: Vec<Claimed> = rows
+        .iter()
+        .map(|r| {
+            let rec = read_record(&PgRow(r))?;
+            Ok(Claimed { epoch: rec.lifecycle.attempt_epoch, request: rec.request, lease_expires_at })
+        })
+        .collect::<Result<_>>()?;
+    claimed.sort_by(|a, b| a.request.id.cmp(&b.request.id));
+    Ok(claimed)
+}
+
+#[cfg(test)]
+mod disk_full_tests {
+    use super::by_sqlstate;
+    use gust_store::StoreError;
+    use tokio_postgres::error::SqlState;
+
+    #[test]
+    fn a_full_database_disk_is_the_stores_full_error() {
+        for full in [SqlState::DISK_FULL, SqlState::INSUFFICIENT_RESOURCES] {
+            assert!(matches!(by_sqlstate(Some(&full), "m".into()), StoreError::Full(m) if m == "m"));
+        }
+        for other in [SqlState::OUT_OF_MEMORY, SqlState::TOO_MANY_CONNECTIONS, SqlState::UNIQUE_VIOLATION] {
+            assert!(matches!(by_sqlstate(Some(&other), "m".into()), StoreError::Backend(_)), "{other:?}");
+        }
+        assert!(matches!(by_sqlstate(None, "connection reset".into()), StoreError::Backend(_)));
+    }
+}
