@@ -147,24 +147,6 @@ fn unique_module(base: &[u8], tag: &str) -> Vec<u8> {
     out
 }
 
-/// A WASI command of about 1 MB: many functions of integer arithmetic.
-fn large_module() -> Vec<u8> {
-    let mut wat = String::from("(module (memory (export \"memory\") 1)\n");
-    for i in 0..5200 {
-        wat.push_str(&format!("(func $f{i} (param i32) (result i32) (local i32)\n"));
-        for k in 0..12 {
-            wat.push_str(&format!(
-                "local.get 0 i32.const {} i32.mul i32.const {} i32.add local.get 1 i32.xor local.set 1\n",
-                i * 31 + k,
-                k * 7 + 1
-            ));
-        }
-        wat.push_str("local.get 1)\n");
-    }
-    wat.push_str("(func (export \"_start\") i32.const 1 call $f0 drop))");
-    wat::parse_str(&wat).expect("generated WAT is valid")
-}
-
 fn invoke_target(addr: SocketAddr, function: &str, mode: &str) -> Target {
     Target {
         addr,
@@ -250,7 +232,7 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
     let (cold_p50, warm_p50) = (median(&mut first), median(&mut second));
 
     // The first-ever compile of a ~1 MB module (upload = validate + compile + cache + store).
-    let big = large_module();
+    let big = gust_testkit::large_module();
     client::ok(gust.addr, "PUT", "/v1/functions/big", &[("content-type", "application/json")], "{}").await?;
     let t = Instant::now();
     client::ok(

@@ -8,24 +8,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 
-/// A WASI command of about 1 MB: many functions of integer arithmetic (the bench's module).
-fn large_module() -> Vec<u8> {
-    let mut wat = String::from("(module (memory (export \"memory\") 1)\n");
-    for i in 0..5200 {
-        wat.push_str(&format!("(func $f{i} (param i32) (result i32) (local i32)\n"));
-        for k in 0..12 {
-            wat.push_str(&format!(
-                "local.get 0 i32.const {} i32.mul i32.const {} i32.add local.get 1 i32.xor local.set 1\n",
-                i * 31 + k,
-                k * 7 + 1
-            ));
-        }
-        wat.push_str("local.get 1)\n");
-    }
-    wat.push_str("(func (export \"_start\") i32.const 1 call $f0 drop))");
-    wat::parse_str(&wat).unwrap()
-}
-
 /// The cost of compiling in a child process: the first-ever upload of a ~1 MB module.
 #[test]
 #[ignore = "a measurement: cargo nextest run -p gust --test attack_wasm_compile --run-ignored all measure"]
@@ -34,7 +16,7 @@ fn measure_first_compile_of_a_1mb_module() {
     let s = Server::start(dir.path(), &[]);
     let mut times = Vec::new();
     for i in 0..8 {
-        let mut module = large_module();
+        let mut module = gust_testkit::large_module();
         // A distinct module each time (a custom section), so every upload compiles.
         let name = format!("m{i}");
         module.extend_from_slice(&[0, 3 + name.len() as u8, 2, b'i', b'd']);
@@ -46,25 +28,7 @@ fn measure_first_compile_of_a_1mb_module() {
         assert_eq!(r.status(), 200, "{}", r.text().unwrap());
         times.push(t.elapsed());
     }
-    eprintln!("first-ever compile of a {} byte module: {times:?}", large_module().len());
-}
-
-/// A command whose `_start` keeps `locals` locals live across `blocks` blocks: small (2,000 ×
-/// 2,000 is 44 KB, far below the function body limit), and Cranelift's memory and time grow
-/// with the product (2,000 × 2,000: ~190 MB resident and ~0.8 s in a debug build; a single
-/// allocation of ~400 MB).
-fn hungry_to_compile(locals: usize, blocks: usize) -> Vec<u8> {
-    let mut wat = String::from("(module (memory 1) (func (export \"_start\")");
-    wat.push_str(&" (local i32)".repeat(locals));
-    for i in 0..blocks {
-        let local = i % locals;
-        wat.push_str(&format!(" (block (br_if 0 (local.get {local})) (local.set {local} (i32.const {i})))"));
-    }
-    for local in 0..locals {
-        wat.push_str(&format!(" (i32.store (i32.const 0) (local.get {local}))"));
-    }
-    wat.push_str("))");
-    wat::parse_str(&wat).unwrap()
+    eprintln!("first-ever compile of a {} byte module: {times:?}", gust_testkit::large_module().len());
 }
 
 /// The compiler children (`gust __compile`) of the server, alive or not yet reaped.
@@ -147,7 +111,7 @@ fn a_module_that_needs_more_memory_to_compile_than_allowed_is_a_400_and_leaves_n
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &["--compile-memory-mb", "64"]);
     let started = Instant::now();
-    let (status, body) = upload(&s, "hungry", hungry_to_compile(2000, 2000));
+    let (status, body) = upload(&s, "hungry", gust_testkit::costly_to_compile(2000, 2000));
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "InvalidCode", "{body}");
     assert_eq!(
@@ -158,7 +122,7 @@ fn a_module_that_needs_more_memory_to_compile_than_allowed_is_a_400_and_leaves_n
     assert!(started.elapsed() < Duration::from_secs(30), "refused at the limit, not at the deadline");
     nothing_compiles(&s);
     // The same module again: refused the same way (no half-written cache entry accepted it).
-    let (status, body) = upload(&s, "hungry-again", hungry_to_compile(2000, 2000));
+    let (status, body) = upload(&s, "hungry-again", gust_testkit::costly_to_compile(2000, 2000));
     assert_eq!(status, 400, "{body}");
     assert!(compiler_children(&s).is_empty());
     // A module that compiles within the same 64 MB still deploys and runs.
@@ -170,7 +134,7 @@ fn a_module_that_compiles_too_slowly_is_a_400_and_its_compiler_is_gone_with_it()
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &["--compile-timeout-ms", "300"]);
     let started = Instant::now();
-    let (status, body) = upload(&s, "slow", hungry_to_compile(3000, 4000));
+    let (status, body) = upload(&s, "slow", gust_testkit::costly_to_compile(3000, 4000));
     let took = started.elapsed();
     assert_eq!(status, 400, "{body}");
     assert_eq!(

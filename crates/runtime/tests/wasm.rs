@@ -62,22 +62,6 @@ fn command_with_body(body_bytes: usize) -> Vec<u8> {
     module
 }
 
-/// A small command built to be slow to compile: `locals` locals stay live across `blocks`
-/// blocks, and the compiler's work grows with their product.
-fn slow_to_compile(locals: usize, blocks: usize) -> Vec<u8> {
-    let mut wat = String::from("(module (memory 1) (func (export \"_start\")");
-    wat.push_str(&" (local i32)".repeat(locals));
-    for i in 0..blocks {
-        let local = i % locals;
-        wat.push_str(&format!(" (block (br_if 0 (local.get {local})) (local.set {local} (i32.const {i})))"));
-    }
-    for local in 0..locals {
-        wat.push_str(&format!(" (i32.store (i32.const 0) (local.get {local}))"));
-    }
-    wat.push_str("))");
-    wat::parse_str(&wat).unwrap()
-}
-
 async fn run(rt: &WasmRuntime, name: &str, payload: &str, memory_mb: u32, timeout_ms: u64) -> RunOutcome {
     let code = fixture(name);
     let sha = format!("{name}-test");
@@ -263,7 +247,7 @@ fn a_module_that_compiles_too_slowly_is_refused_and_cannot_pile_up() {
         CompileLimits { timeout: Duration::from_millis(100), max_concurrent: 1, ..CompileLimits::default() };
     let rt = runtime_with(dir.path(), limits);
     let started = Instant::now();
-    let err = rt.prepare("slow", &slow_to_compile(1000, 2000)).map(|_| ()).unwrap_err();
+    let err = rt.prepare("slow", &gust_testkit::costly_to_compile(1000, 2000)).map(|_| ()).unwrap_err();
     assert_eq!(err, PrepareError::TooComplex("it did not compile within 100ms".into()));
     // Generous: the point is that the caller does not wait for the compiler.
     assert!(started.elapsed() < Duration::from_millis(1000), "{:?}", started.elapsed());

@@ -330,7 +330,12 @@ async fn commit_completions(
 }
 
 fn pg_err(e: tokio_postgres::Error) -> StoreError {
-    by_sqlstate(e.code(), format!("postgres: {e}"))
+    // tokio-postgres says only "db error"; the server's own words and SQLSTATE are the cause.
+    let message = match e.as_db_error() {
+        Some(db) => format!("postgres: {} ({}): {}", db.severity(), db.code().code(), db.message()),
+        None => format!("postgres: {e}"),
+    };
+    by_sqlstate(e.code(), message)
 }
 
 /// The database's own disk is full (`53100 disk_full`, or the class `53000
