@@ -176,6 +176,13 @@ async fn heartbeat(
     if hb.warm.len() > protocol::MAX_WARM_REPORTED {
         return Err(ApiError::bad_request("InvalidRequest", "too many warm environments reported"));
     }
+    let digest = |w: &String| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hb.warm.iter().all(digest) {
+        return Err(ApiError::bad_request(
+            "InvalidRequest",
+            "warm code must be reported as SHA-256 hex digests",
+        ));
+    }
     // The server stamps the heartbeat with its own clock.
     let state = Heartbeat { id, ..hb }.into_state(0);
     Ok(Json(s.service.worker_heartbeat(state).await?).into_response())

@@ -43,8 +43,10 @@ pub const RENEWALS_PER_LEASE: u32 = 3;
 
 /// The longest worker id (`[A-Za-z0-9._-]`).
 pub const MAX_WORKER_ID_BYTES: usize = 128;
-/// Most warm code hashes one heartbeat may report (a worker with more is refused).
-pub const MAX_WARM_REPORTED: usize = 100_000;
+/// Most warm code hashes one heartbeat may report (a worker with more reports this many; a
+/// heartbeat with more, or with anything but SHA-256 hex digests, is refused): the server
+/// stores each heartbeat, so it must stay small (at most ~1 MB).
+pub const MAX_WARM_REPORTED: usize = 16_384;
 
 /// `POST`, authenticated with the enrollment token: [`EnrollRequest`] → 201 [`IssuedCredential`].
 pub const ENROLL_PATH: &str = "/internal/v1/workers/enroll";

@@ -536,7 +536,7 @@ async fn send_heartbeat(s: &State) -> reqwest::Result<reqwest::Response> {
         // Shutting down: no free slot, so nothing more is placed here.
         capacity: if s.draining.load(Ordering::SeqCst) { 0 } else { s.capacity as u32 },
         running: s.active.load(Ordering::SeqCst) as u32,
-        warm: s.worker.warm_code(),
+        warm: s.worker.warm_code().into_iter().take(protocol::MAX_WARM_REPORTED).collect(),
         snapshot_version: s.snapshot.load(Ordering::SeqCst),
     };
     s.conn.post(protocol::HEARTBEAT_PATH).json(&heartbeat).send().await

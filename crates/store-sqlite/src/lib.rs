@@ -1067,6 +1067,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_worker_credential(&self, credential: WorkerCredential) -> Result<()> {
+        // A new worker is new work: each one stores its heartbeats.
+        self.admit()?;
         self.write(move |tx| {
             let created = tx.run(rows::INSERT_CREDENTIAL, &rows::credential_values(&credential))?;
             rows::created_credential(created, &credential)
