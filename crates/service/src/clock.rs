@@ -17,3 +17,33 @@ impl Clock for SystemClock {
             .unwrap_or_default()
     }
 }
+
+/// A clock that moves only when told to: tests set or advance it to expire leases, make
+/// retries due and age events without sleeping. Clones share one time.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock {
+    now: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl ManualClock {
+    /// A clock that reads `start` until it is moved.
+    pub fn at(start: Millis) -> Self {
+        ManualClock { now: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(start)) }
+    }
+
+    pub fn set(&self, now: Millis) {
+        self.now.store(now, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Moves the clock forward by `by` and answers the new time.
+    pub fn advance(&self, by: std::time::Duration) -> Millis {
+        let by = by.as_millis() as Millis;
+        self.now.fetch_add(by, std::sync::atomic::Ordering::SeqCst) + by
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Millis {
+        self.now.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

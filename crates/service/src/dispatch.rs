@@ -521,21 +521,10 @@ impl Service {
             if self.is_shutting_down() {
                 return;
             }
-            let free = self.executor.free_slots().min(self.cfg.claim_batch);
-            let mut claimed_all = false;
-            if free > 0 {
-                let now = self.clock.now();
-                let lease_until = now + self.cfg.lease.as_millis() as i64;
-                match self.store.claim_queued(&self.cfg.worker_id, free, lease_until, now).await {
-                    Ok(claimed) => {
-                        claimed_all = claimed.len() == free;
-                        for c in claimed {
-                            self.track_attempt(&c.request.id, c.epoch);
-                            tokio::spawn(self.clone().run_claimed(c));
-                        }
-                    }
-                    Err(e) => self.dispatch.store_failed("claiming queued invocations", &e),
-                }
+            let (asked, claimed) = self.claim_for_local().await;
+            let claimed_all = asked > 0 && claimed.len() == asked;
+            for c in claimed {
+                tokio::spawn(self.clone().run_claimed(c));
             }
             if claimed_all {
                 // More work is likely waiting; yield, then claim again.
@@ -549,7 +538,31 @@ impl Service {
         }
     }
 
-    async fn run_claimed(self: Arc<Self>, claimed: Claimed) {
+    /// One claim of the dispatcher: up to the local worker's free slots (at most a batch),
+    /// each claimed attempt tracked for renewal. Answers how many were asked for (0 when no
+    /// slot is free) and what was claimed; the caller runs each with [`Service::run_claimed`].
+    pub(crate) async fn claim_for_local(&self) -> (usize, Vec<Claimed>) {
+        let free = self.executor.free_slots().min(self.cfg.claim_batch);
+        if free == 0 {
+            return (0, Vec::new());
+        }
+        let now = self.clock.now();
+        let lease_until = now + self.cfg.lease.as_millis() as i64;
+        match self.store.claim_queued(&self.cfg.worker_id, free, lease_until, now).await {
+            Ok(claimed) => {
+                for c in &claimed {
+                    self.track_attempt(&c.request.id, c.epoch);
+                }
+                (free, claimed)
+            }
+            Err(e) => {
+                self.dispatch.store_failed("claiming queued invocations", &e);
+                (free, Vec::new())
+            }
+        }
+    }
+
+    pub(crate) async fn run_claimed(self: Arc<Self>, claimed: Claimed) {
         let req = &claimed.request;
         // At its reserved concurrency the attempt is handed back to wait (no error counted).
         let limit = self.cached_function(&req.function).await.ok().and_then(|f| f.spec.reserved_concurrency);
@@ -629,19 +642,24 @@ impl Service {
         }
     }
 
+    /// One recovery sweep at the clock's now: expired leases, due retries, unclaimed
+    /// placements and too-old events; wakes the dispatcher when work was queued again.
+    pub(crate) async fn sweep_once(&self) -> Result<gust_store::Recovered, StoreError> {
+        let r = self.store.recover(self.clock.now()).await?;
+        Metrics::add(&self.metrics.recovered_leases, r.requeued + r.lost);
+        Metrics::add(&self.metrics.expired_events, r.expired);
+        if r.requeued + r.retries_due + r.unplaced > 0 {
+            self.wake_dispatcher();
+        }
+        Ok(r)
+    }
+
     async fn sweeper(self: Arc<Self>) {
         let mut sweeps = 0u32;
         loop {
             tokio::time::sleep(self.cfg.sweep_interval).await;
-            match self.store.recover(self.clock.now()).await {
-                Ok(r) => {
-                    Metrics::add(&self.metrics.recovered_leases, r.requeued + r.lost);
-                    Metrics::add(&self.metrics.expired_events, r.expired);
-                    if r.requeued + r.retries_due + r.unplaced > 0 {
-                        self.wake_dispatcher();
-                    }
-                }
-                Err(e) => self.dispatch.store_failed("recovery sweep", &e),
+            if let Err(e) = self.sweep_once().await {
+                self.dispatch.store_failed("recovery sweep", &e);
             }
             sweeps += 1;
             if sweeps.is_multiple_of(SWEEPS_PER_REAP) {

@@ -23,6 +23,8 @@ mod invoke;
 pub mod keys;
 mod metrics;
 pub mod retention;
+#[cfg(test)]
+mod tests;
 mod workers;
 
 use std::sync::Arc;
@@ -33,7 +35,7 @@ use bytes::Bytes;
 use gust_core::{Deployment, FunctionErrorBody, InvocationId, Runtime, WorkerId};
 use gust_store::Store;
 
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use control::{CodeUploaded, FunctionView};
 pub use error::ServiceError;
 pub use invoke::{InvokeInput, Invoked, SyncOutcome};

@@ -1,5 +1,14 @@
 //! Test support shared by gust's crates (tests and the bench): generated WebAssembly modules
-//! whose size or compile cost is known, so every crate measures and attacks the same thing.
+//! whose size or compile cost is known, so every crate measures and attacks the same thing;
+//! with the `sqlite` feature, a store in a temporary directory ([`TempSqlite`]).
+//!
+//! It depends on no service or API crate, so any of them can use it as a dev-dependency
+//! without a cycle.
+
+#[cfg(feature = "sqlite")]
+mod sqlite;
+#[cfg(feature = "sqlite")]
+pub use sqlite::TempSqlite;
 
 /// A WASI command of about 1 MB: 5,200 functions of integer arithmetic (the bench's "first-ever
 /// compile of a ~1 MB module").
