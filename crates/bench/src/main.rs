@@ -402,40 +402,31 @@ fn markdown(r: &Value) -> String {
             .map_or("-".into(), |x| if x.abs() >= 100.0 { format!("{x:.0}") } else { format!("{x:.2}") })
     };
     let mut out = String::new();
+    // The warm rows, over plain HTTP and then over TLS: the same columns but the last.
+    let warm_table = |out: &mut String, rows: &Value, last: (&str, &str)| {
+        out.push_str(&format!(
+            "| connections | gust req/s | bare req/s | gust/bare | gust p50 µs | bare p50 µs | p50 overhead µs | gust p99 µs | {} |\n",
+            last.0
+        ));
+        out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for w in rows.as_array().into_iter().flatten() {
+            let cells = [
+                f(&w["gust"]["rps"]),
+                f(&w["bare"]["rps"]),
+                f(&w["throughput_ratio"]),
+                f(&w["gust"]["p50_us"]),
+                f(&w["bare"]["p50_us"]),
+                f(&w["p50_overhead_us"]),
+                f(&w["gust"]["p99_us"]),
+                f(w.pointer(last.1).unwrap_or(&Value::Null)),
+            ];
+            out.push_str(&format!("| {} | {} |\n", w["connections"], cells.join(" | ")));
+        }
+    };
     out.push_str("### Warm sync invoke of a no-op wasm function (HTTP keep-alive)\n\n");
-    out.push_str("| connections | gust req/s | bare req/s | gust/bare | gust p50 µs | bare p50 µs | p50 overhead µs | gust p99 µs | bare p99 µs |\n");
-    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    for w in r["warm_sync"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            w["connections"],
-            f(&w["gust"]["rps"]),
-            f(&w["bare"]["rps"]),
-            f(&w["throughput_ratio"]),
-            f(&w["gust"]["p50_us"]),
-            f(&w["bare"]["p50_us"]),
-            f(&w["p50_overhead_us"]),
-            f(&w["gust"]["p99_us"]),
-            f(&w["bare"]["p99_us"]),
-        ));
-    }
+    warm_table(&mut out, &r["warm_sync"], ("bare p99 µs", "/bare/p99_us"));
     out.push_str("\n### The same over TLS (HTTPS keep-alive, TLS 1.3; handshakes before timing)\n\n");
-    out.push_str("| connections | gust req/s | bare req/s | gust/bare | gust p50 µs | bare p50 µs | p50 overhead µs | gust p99 µs | gust TLS/plain req/s |\n");
-    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    for w in r["warm_sync_tls"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            w["connections"],
-            f(&w["gust"]["rps"]),
-            f(&w["bare"]["rps"]),
-            f(&w["throughput_ratio"]),
-            f(&w["gust"]["p50_us"]),
-            f(&w["bare"]["p50_us"]),
-            f(&w["p50_overhead_us"]),
-            f(&w["gust"]["p99_us"]),
-            f(&w["tls_over_plain_gust_throughput"]),
-        ));
-    }
+    warm_table(&mut out, &r["warm_sync_tls"], ("gust TLS/plain req/s", "/tls_over_plain_gust_throughput"));
     let c = &r["cold_start"];
     let a = &r["async"];
     let m = &r["memory"];
