@@ -162,3 +162,40 @@ fn an_invalid_module_is_refused_with_the_compilers_own_words() {
     assert!(message.contains("local"), "{message}");
     assert!(compiler_children(&s).is_empty());
 }
+
+#[test]
+fn the_compiler_of_untrusted_code_never_runs_as_root() {
+    let root =
+        std::fs::read_to_string("/proc/self/status").unwrap().lines().any(|l| l.starts_with("Uid:\t0\t"));
+    if !root {
+        eprintln!("skipped: gust drops to the sandbox user only when it runs as root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--compile-timeout-ms", "5000"]);
+    std::thread::scope(|scope| {
+        let upload = scope.spawn(|| upload(&s, "slow", gust_testkit::costly_to_compile(3000, 4000)));
+        // Catch the compiler while it works and read its ids.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let uids = loop {
+            let found = compiler_children(&s).into_iter().find_map(|child| {
+                // "PID: stat line"
+                let pid = child.split(':').next()?;
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+
+                let uid = status.lines().find(|l| l.starts_with("Uid:"))?.to_string();
+                // Just forked, before the child dropped root itself: look again.
+                (!uid.starts_with("Uid:\t0\t")).then_some(uid)
+            });
+            if let Some(uids) = found {
+                break uids;
+            }
+            assert!(Instant::now() < deadline, "no compiler seen running as anything but root");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(uids.split_whitespace().skip(1).collect::<Vec<_>>(), ["65534"; 4], "{uids}");
+        // Compiled in time or refused at the deadline: either way an answer, not a hang.
+        let (status, body) = upload.join().unwrap();
+        assert!(status == 200 || status == 400, "{status} {body}");
+    });
+}

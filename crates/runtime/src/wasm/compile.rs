@@ -10,7 +10,9 @@
 //! every path reaps it before returning, so a refused module leaves nothing running.
 //!
 //! The child must not touch the data directory or anything else on disk: it writes nothing but
-//! its stdout and stderr. The parent caches what it answers.
+//! its stdout and stderr. The parent caches what it answers. Started by gust as root, it first
+//! becomes the sandbox user, before it reads a byte of the module: a compiler bug that the
+//! module exploits then runs as `nobody`, under the same seccomp filter.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -47,6 +49,12 @@ const MAX_MESSAGE_BYTES: usize = 4096;
 /// The child: compiles the module on stdin, answers on stdout, returns its exit code. `args`
 /// are the arguments after [`SUBCOMMAND`].
 pub fn main(mut args: impl Iterator<Item = OsString>) -> i32 {
+    if nix::unistd::geteuid().is_root() {
+        // Its stdin and stdout are already open: nothing it needs is lost with root.
+        if let Err(e) = crate::sys::become_user(crate::sys::SANDBOX_UID, crate::sys::SANDBOX_GID) {
+            return fail(exit::USAGE, &format!("cannot become the sandbox user: {e}"));
+        }
+    }
     let max_module_bytes = match args.next().and_then(|a| a.to_str()?.parse::<usize>().ok()) {
         Some(max) if args.next().is_none() => max,
         _ => return fail(exit::USAGE, "usage: gust __compile MAX_MODULE_BYTES < module.wasm > module.cwasm"),
