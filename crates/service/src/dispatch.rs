@@ -456,7 +456,8 @@ impl Service {
 
     /// Guarded completion of an attempt this process ran. A refusal means the attempt was
     /// fenced (or the invocation already ended, or it was handed back): its result is dropped.
-    pub(crate) async fn finish_attempt(
+    #[doc(hidden)] // Reports an attempt this process ran; called directly by lifecycle tests.
+    pub async fn finish_attempt(
         &self,
         id: &InvocationId,
         epoch: u64,
@@ -541,7 +542,8 @@ impl Service {
     /// One claim of the dispatcher: up to the local worker's free slots (at most a batch),
     /// each claimed attempt tracked for renewal. Answers how many were asked for (0 when no
     /// slot is free) and what was claimed; the caller runs each with [`Service::run_claimed`].
-    pub(crate) async fn claim_for_local(&self) -> (usize, Vec<Claimed>) {
+    #[doc(hidden)] // A single pass of a background loop, for lifecycle tests.
+    pub async fn claim_for_local(&self) -> (usize, Vec<Claimed>) {
         let free = self.executor.free_slots().min(self.cfg.claim_batch);
         if free == 0 {
             return (0, Vec::new());
@@ -562,7 +564,8 @@ impl Service {
         }
     }
 
-    pub(crate) async fn run_claimed(self: Arc<Self>, claimed: Claimed) {
+    #[doc(hidden)] // A single pass of a background loop, for lifecycle tests.
+    pub async fn run_claimed(self: Arc<Self>, claimed: Claimed) {
         let req = &claimed.request;
         // At its reserved concurrency the attempt is handed back to wait (no error counted).
         let limit = self.cached_function(&req.function).await.ok().and_then(|f| f.spec.reserved_concurrency);
@@ -644,7 +647,8 @@ impl Service {
 
     /// One recovery sweep at the clock's now: expired leases, due retries, unclaimed
     /// placements and too-old events; wakes the dispatcher when work was queued again.
-    pub(crate) async fn sweep_once(&self) -> Result<gust_store::Recovered, StoreError> {
+    #[doc(hidden)] // A single pass of a background loop, for lifecycle tests.
+    pub async fn sweep_once(&self) -> Result<gust_store::Recovered, StoreError> {
         let r = self.store.recover(self.clock.now()).await?;
         Metrics::add(&self.metrics.recovered_leases, r.requeued + r.lost);
         Metrics::add(&self.metrics.expired_events, r.expired);

@@ -23,8 +23,6 @@ mod invoke;
 pub mod keys;
 mod metrics;
 pub mod retention;
-#[cfg(test)]
-mod tests;
 mod workers;
 
 use std::sync::Arc;

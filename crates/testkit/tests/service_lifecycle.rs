@@ -19,7 +19,7 @@ use gust_testkit::TempSqlite;
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
-use crate::{
+use gust_service::{
     Clock, Execution, Executor, InvokeInput, Invoked, ManualClock, QueueCaps, Service, ServiceConfig,
     ServiceError, SyncOutcome,
 };
@@ -114,8 +114,8 @@ impl Executor for FakeExecutor {
         &self,
         _keep: std::collections::HashSet<String>,
         _grace: Duration,
-    ) -> crate::gc::CacheCollected {
-        crate::gc::CacheCollected::default()
+    ) -> gust_service::gc::CacheCollected {
+        gust_service::gc::CacheCollected::default()
     }
 }
 
