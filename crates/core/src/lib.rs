@@ -30,3 +30,20 @@ pub use routing::{Routing, RoutingError};
 
 /// Milliseconds since the Unix epoch. Every timestamp in gust is one of these.
 pub type Millis = i64;
+
+/// An error and its causes, joined with ": " (a cause already in the text is not repeated):
+/// many libraries say only what kind of thing failed ("error sending request", "db error")
+/// and keep what went wrong in the causes.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}

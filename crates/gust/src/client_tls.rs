@@ -43,10 +43,10 @@ pub fn transport_error(base: &str, e: &reqwest::Error) -> String {
         }
         Some(rustls::Error::InvalidMessage(_)) | Some(rustls::Error::InappropriateMessage { .. }) => format!(
             "TLS with {base} failed: the server did not answer in TLS (is it serving plain HTTP? then use an http:// URL): {}",
-            chain(e)
+            gust_core::error_chain(e)
         ),
         Some(other) => format!("TLS with {base} failed: {other}"),
-        None => format!("cannot reach the gust server at {base}: {}", chain(e)),
+        None => format!("cannot reach the gust server at {base}: {}", gust_core::error_chain(e)),
     }
 }
 
@@ -65,22 +65,6 @@ fn find_tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a ru
         };
     }
     None
-}
-
-/// An error and its causes, joined: reqwest's own message alone ("error sending request")
-/// does not say what happened.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = cause.source();
-    }
-    out
 }
 
 /// True when `url` is plain `http://` to a host that is not loopback: what crosses the

@@ -390,7 +390,7 @@ impl PgStore {
             StoreError::Backend(format!(
                 "cannot connect to PostgreSQL ({}): {}",
                 tls_plan.describe(),
-                tls::error_chain(&e)
+                gust_core::error_chain(&e)
             ))
         })?;
         let tx = client.transaction().await.map_err(pg_err)?;

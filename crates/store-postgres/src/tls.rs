@@ -245,22 +245,6 @@ fn load_roots(path: &Path) -> Result<RootCertStore, StoreError> {
     Ok(roots)
 }
 
-/// An error and its causes, joined: tokio-postgres's own message is only its kind ("db
-/// error", "error performing TLS handshake"); what went wrong is in the causes.
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = cause.source();
-    }
-    out
-}
-
 fn percent_decode(s: &str) -> Result<String, StoreError> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
