@@ -47,10 +47,7 @@ impl Access {
     /// of the next page: the last function returned, never one the key does not cover (a
     /// marker taken from the unfiltered page would name other tenants' functions).
     pub(crate) async fn functions_page(
-        &self,
-        service: &gust_service::Service,
-        after: Option<&str>,
-        limit: usize,
+        &self, service: &gust_service::Service, after: Option<&str>, limit: usize,
     ) -> Result<(Vec<gust_core::FunctionConfig>, Option<String>), gust_service::ServiceError> {
         let limit = limit.clamp(1, gust_core::limits::MAX_PAGE_SIZE);
         if self.0.functions.is_none() {
@@ -198,9 +195,7 @@ pub(crate) fn aws_rule(method: &Method, route: &str) -> Option<Rule> {
 /// The route layer of both APIs: the caller's role must allow the route's action, and, when
 /// the route names its function in the path, the caller's glob must cover it.
 pub(crate) async fn authorize(
-    params: Result<RawPathParams, RawPathParamsRejection>,
-    req: Request,
-    next: Next,
+    params: Result<RawPathParams, RawPathParamsRejection>, req: Request, next: Next,
 ) -> Response {
     let params = params.ok();
     let native = is_native(req.uri().path());
@@ -217,10 +212,7 @@ pub(crate) async fn authorize(
 }
 
 fn decide(
-    access: &Access,
-    req: &Request,
-    params: Option<&RawPathParams>,
-    native: bool,
+    access: &Access, req: &Request, params: Option<&RawPathParams>, native: bool,
 ) -> Result<(), Denied> {
     let route = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("");
     let rule = if native { native_rule(req.method(), route) } else { aws_rule(req.method(), route) };

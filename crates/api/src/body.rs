@@ -113,10 +113,7 @@ pub(crate) async fn read_bounded(body: Body, limit: usize, what: &str) -> Result
 }
 
 pub(crate) async fn read_with(
-    body: Body,
-    limit: usize,
-    what: &str,
-    rules: ReadRules,
+    body: Body, limit: usize, what: &str, rules: ReadRules,
 ) -> Result<Bytes, ApiError> {
     let mut body = body;
     let start = tokio::time::Instant::now();
@@ -236,8 +233,7 @@ mod tests {
         type Error = Infallible;
 
         fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _cx: &mut Context<'_>,
+            mut self: Pin<&mut Self>, _cx: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
             match self.0.take() {
                 Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),

@@ -126,10 +126,7 @@ pub fn raise_fd_limit() -> u64 {
 /// connection finish its request in flight, and returns once all are closed. Sets TCP_NODELAY
 /// on every connection (headers and body are separate writes; Nagle would add ~40 ms).
 pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    limits: ServeLimits,
-    tls: Option<Arc<crate::tls::ServerTls>>,
+    listener: TcpListener, router: Router, limits: ServeLimits, tls: Option<Arc<crate::tls::ServerTls>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let fd_limit = raise_fd_limit();
@@ -224,12 +221,8 @@ pub(crate) struct ConnInfo {
 }
 
 async fn connection(
-    tcp: TcpStream,
-    router: Router,
-    http: hyper::server::conn::http1::Builder,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    limits: ServeLimits,
-    _slot: OwnedSemaphorePermit,
+    tcp: TcpStream, router: Router, http: hyper::server::conn::http1::Builder,
+    tls: Option<tokio_rustls::TlsAcceptor>, limits: ServeLimits, _slot: OwnedSemaphorePermit,
     mut stop: watch::Receiver<bool>,
 ) {
     OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
@@ -279,8 +272,7 @@ const PLAIN_HTTP_DRAIN: usize = 64 * 1024;
 /// `https://` (answered here, `None`), so a mistyped URL fails with a clear message rather
 /// than a garbled connection.
 async fn tls_handshake(
-    mut io: StallGuard,
-    acceptor: tokio_rustls::TlsAcceptor,
+    mut io: StallGuard, acceptor: tokio_rustls::TlsAcceptor,
 ) -> std::io::Result<Option<tokio_rustls::server::TlsStream<StallGuard>>> {
     use tokio::io::AsyncReadExt as _;
     use tokio::io::AsyncWriteExt as _;
@@ -315,10 +307,7 @@ async fn tls_handshake(
 
 /// Serves HTTP/1.1 on one connection (plain or TLS) until it ends or the server stops.
 async fn serve_http<I>(
-    io: I,
-    local: Option<SocketAddr>,
-    router: Router,
-    http: hyper::server::conn::http1::Builder,
+    io: I, local: Option<SocketAddr>, router: Router, http: hyper::server::conn::http1::Builder,
     mut stop: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -420,9 +409,7 @@ impl StallGuard {
 
 impl AsyncRead for StallGuard {
     fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
+        mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.tcp).poll_read(cx, buf)
     }
@@ -430,18 +417,14 @@ impl AsyncRead for StallGuard {
 
 impl AsyncWrite for StallGuard {
     fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
+        mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let poll = Pin::new(&mut self.tcp).poll_write(cx, buf);
         self.watch(cx, poll)
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
+        mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let poll = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
         self.watch(cx, poll)

@@ -167,9 +167,7 @@ async fn enroll(State(s): State<AppState>, body: Body) -> ApiResult {
 }
 
 async fn heartbeat(
-    State(s): State<AppState>,
-    Extension(auth): Extension<AuthenticatedWorker>,
-    body: Body,
+    State(s): State<AppState>, Extension(auth): Extension<AuthenticatedWorker>, body: Body,
 ) -> ApiResult {
     let hb: Heartbeat = json_body(body).await?;
     let id = own_id(&auth, &hb.id.0)?;
@@ -189,9 +187,7 @@ async fn heartbeat(
 }
 
 async fn poll(
-    State(s): State<AppState>,
-    Extension(auth): Extension<AuthenticatedWorker>,
-    Path(id): Path<String>,
+    State(s): State<AppState>, Extension(auth): Extension<AuthenticatedWorker>, Path(id): Path<String>,
     body: Body,
 ) -> ApiResult {
     let worker = own_id(&auth, &id)?;
@@ -238,11 +234,7 @@ fn attempts_route(call: AttemptsCall) -> MethodRouter<AppState> {
 /// Renewal or release: per attempt a verdict (and `null` or why it was refused: fenced, or not
 /// this worker's attempt); a refused entry changes nothing.
 async fn attempts(
-    call: AttemptsCall,
-    s: AppState,
-    auth: AuthenticatedWorker,
-    id: String,
-    body: Body,
+    call: AttemptsCall, s: AppState, auth: AuthenticatedWorker, id: String, body: Body,
 ) -> ApiResult {
     let worker = own_id(&auth, &id)?;
     let r: AttemptsRequest = json_body(body).await?;
@@ -254,9 +246,7 @@ async fn attempts(
 }
 
 async fn complete(
-    State(s): State<AppState>,
-    Extension(auth): Extension<AuthenticatedWorker>,
-    Path(id): Path<String>,
+    State(s): State<AppState>, Extension(auth): Extension<AuthenticatedWorker>, Path(id): Path<String>,
     body: Body,
 ) -> ApiResult {
     let worker = own_id(&auth, &id)?;
@@ -282,9 +272,7 @@ async fn complete(
 
 /// A worker stopping for good (after releasing what it ran): an enrolled credential ends here.
 async fn deregister(
-    State(s): State<AppState>,
-    Extension(auth): Extension<AuthenticatedWorker>,
-    Path(id): Path<String>,
+    State(s): State<AppState>, Extension(auth): Extension<AuthenticatedWorker>, Path(id): Path<String>,
 ) -> ApiResult {
     let worker = own_id(&auth, &id)?;
     s.service.deregister_worker(&worker).await?;
@@ -292,17 +280,14 @@ async fn deregister(
 }
 
 async fn artifact(
-    State(s): State<AppState>,
-    Extension(auth): Extension<AuthenticatedWorker>,
-    Path(sha): Path<String>,
+    State(s): State<AppState>, Extension(auth): Extension<AuthenticatedWorker>, Path(sha): Path<String>,
 ) -> ApiResult {
     let bytes = s.service.worker_artifact(&auth.0, &sha).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
 async fn snapshot(
-    State(s): State<AppState>,
-    Extension(auth): Extension<AuthenticatedWorker>,
+    State(s): State<AppState>, Extension(auth): Extension<AuthenticatedWorker>,
     axum::extract::Query(q): axum::extract::Query<SnapshotQuery>,
 ) -> ApiResult {
     let (snapshot_version, changed) = s.service.snapshot_delta(&auth.0, q.since).await?;

@@ -64,10 +64,7 @@ struct NewFunction {
 }
 
 async fn create_function(
-    State(s): State<AppState>,
-    access: Access,
-    headers: HeaderMap,
-    body: Body,
+    State(s): State<AppState>, access: Access, headers: HeaderMap, body: Body,
 ) -> ApiResult {
     use base64::Engine as _;
     require_content_type(&headers, JSON)?;
@@ -86,11 +83,7 @@ async fn create_function(
 }
 
 async fn put_function(
-    State(s): State<AppState>,
-    access: Access,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    State(s): State<AppState>, access: Access, Path(name): Path<String>, headers: HeaderMap, body: Body,
 ) -> ApiResult {
     require_content_type(&headers, JSON)?;
     let expect = if_match(&headers)?;
@@ -109,19 +102,14 @@ async fn get_function(State(s): State<AppState>, Path(name): Path<String>) -> Ap
 }
 
 async fn delete_function(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
+    State(s): State<AppState>, Path(name): Path<String>, headers: HeaderMap,
 ) -> ApiResult {
     let cancelled = s.service.delete_function(&name, if_match(&headers)?).await?;
     Ok(Json(json!({ "deleted": name, "cancelled_invocations": cancelled })).into_response())
 }
 
 async fn put_code(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    State(s): State<AppState>, Path(name): Path<String>, headers: HeaderMap, body: Body,
 ) -> ApiResult {
     require_content_type(&headers, &["application/wasm", "application/octet-stream", "application/zip"])?;
     let expect = if_match(&headers)?;
@@ -138,9 +126,7 @@ async fn publish(State(s): State<AppState>, Path(name): Path<String>, headers: H
 }
 
 async fn list_versions(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    Query(page): Query<Page>,
+    State(s): State<AppState>, Path(name): Path<String>, Query(page): Query<Page>,
 ) -> ApiResult {
     let after = page
         .after
@@ -172,10 +158,7 @@ struct AliasBody {
 }
 
 async fn put_alias(
-    State(s): State<AppState>,
-    Path((name, alias)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
+    State(s): State<AppState>, Path((name, alias)): Path<(String, String)>, headers: HeaderMap, body: Body,
 ) -> ApiResult {
     require_content_type(&headers, JSON)?;
     let expect = if_match(&headers)?;
@@ -197,9 +180,7 @@ async fn get_alias(State(s): State<AppState>, Path((name, alias)): Path<(String,
 }
 
 async fn delete_alias(
-    State(s): State<AppState>,
-    Path((name, alias)): Path<(String, String)>,
-    headers: HeaderMap,
+    State(s): State<AppState>, Path((name, alias)): Path<(String, String)>, headers: HeaderMap,
 ) -> ApiResult {
     s.service.delete_alias(&name, &alias, if_match(&headers)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -212,10 +193,7 @@ struct InvokeQuery {
 }
 
 async fn invoke(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    Query(q): Query<InvokeQuery>,
-    headers: HeaderMap,
+    State(s): State<AppState>, Path(name): Path<String>, Query(q): Query<InvokeQuery>, headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
     let mode = match header_str(&headers, "invocation-type")? {
@@ -272,9 +250,7 @@ struct InvocationQuery {
 }
 
 async fn list_invocations(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    Query(q): Query<InvocationQuery>,
+    State(s): State<AppState>, Path(name): Path<String>, Query(q): Query<InvocationQuery>,
 ) -> ApiResult {
     let state = q
         .state

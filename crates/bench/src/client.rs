@@ -10,22 +10,14 @@ use hyper_util::rt::TokioIo;
 use crate::tls::BenchTls;
 
 pub async fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Bytes>,
+    addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>,
 ) -> anyhow::Result<(u16, Bytes)> {
     call_with(addr, None, method, path, headers, body).await
 }
 
 /// [`call`], over TLS when `tls` is given.
 pub async fn call_with(
-    addr: SocketAddr,
-    tls: Option<&BenchTls>,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
+    addr: SocketAddr, tls: Option<&BenchTls>, method: &str, path: &str, headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> anyhow::Result<(u16, Bytes)> {
     let mut sender = match tls {
@@ -54,22 +46,14 @@ pub async fn call_with(
 
 /// Calls and insists on a 2xx.
 pub async fn ok(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Bytes>,
+    addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>,
 ) -> anyhow::Result<Bytes> {
     ok_with(addr, None, method, path, headers, body).await
 }
 
 /// [`ok`], over TLS when `tls` is given.
 pub async fn ok_with(
-    addr: SocketAddr,
-    tls: Option<&BenchTls>,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
+    addr: SocketAddr, tls: Option<&BenchTls>, method: &str, path: &str, headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> anyhow::Result<Bytes> {
     let (status, body) = call_with(addr, tls, method, path, headers, body).await?;
@@ -87,11 +71,7 @@ pub async fn deploy(addr: SocketAddr, name: &str, config: &str, code: Vec<u8>) -
 
 /// [`deploy`], over TLS when `tls` is given.
 pub async fn deploy_with(
-    addr: SocketAddr,
-    tls: Option<&BenchTls>,
-    name: &str,
-    config: &str,
-    code: Vec<u8>,
+    addr: SocketAddr, tls: Option<&BenchTls>, name: &str, config: &str, code: Vec<u8>,
 ) -> anyhow::Result<()> {
     let json = [("content-type", "application/json")];
     ok_with(addr, tls, "PUT", &format!("/v1/functions/{name}"), &json, config.to_string()).await?;

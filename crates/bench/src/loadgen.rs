@@ -55,10 +55,7 @@ impl LoadResult {
 }
 
 async fn connection(
-    target: Target,
-    stop: Stop,
-    started: Instant,
-    issued: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    target: Target, stop: Stop, started: Instant, issued: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> anyhow::Result<(Vec<u32>, u64)> {
     match target.tls.clone() {
         Some(tls) => drive(tls.connect(target.addr).await?, target, stop, started, issued).await,
@@ -71,11 +68,7 @@ async fn connection(
 }
 
 async fn drive<I>(
-    io: I,
-    target: Target,
-    stop: Stop,
-    started: Instant,
-    issued: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    io: I, target: Target, stop: Stop, started: Instant, issued: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> anyhow::Result<(Vec<u32>, u64)>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,

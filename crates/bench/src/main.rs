@@ -362,11 +362,7 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
 /// Warm sync invokes of `noop` at 1, 16 and 64 connections, gust beside the bare server, over
 /// TLS when `tls` is given; returns the rows and the largest gust RSS sampled.
 async fn warm_rows(
-    gust: &Proc,
-    bare: &Proc,
-    tls: Option<&tls::BenchTls>,
-    phase: Duration,
-    warmup: Duration,
+    gust: &Proc, bare: &Proc, tls: Option<&tls::BenchTls>, phase: Duration, warmup: Duration,
 ) -> anyhow::Result<(Vec<Value>, u64)> {
     let mut warm = Vec::new();
     let mut loaded_rss = 0;

@@ -63,10 +63,7 @@ impl Candidate<'_> {
 
 /// Picks the worker for one invocation, or `None` if no worker qualifies.
 pub fn choose<'c>(
-    need: &Need<'_>,
-    candidates: &'c [Candidate<'c>],
-    now: Millis,
-    liveness_ms: i64,
+    need: &Need<'_>, candidates: &'c [Candidate<'c>], now: Millis, liveness_ms: i64,
 ) -> Option<usize> {
     candidates
         .iter()
@@ -89,12 +86,7 @@ mod tests {
     use super::*;
 
     fn worker(
-        id: &str,
-        capacity: u32,
-        running: u32,
-        warm: &[&str],
-        snapshot: u64,
-        heartbeat: Millis,
+        id: &str, capacity: u32, running: u32, warm: &[&str], snapshot: u64, heartbeat: Millis,
     ) -> WorkerState {
         WorkerState {
             id: WorkerId(id.into()),

@@ -52,11 +52,7 @@ pub fn sandbox(isolation: Isolation, data_dir: &Path, host: &HostRuntimes) -> an
 
 /// A worker configuration for this host's resolved runtimes.
 pub fn worker_config(
-    capacity: usize,
-    idle_ttl: Duration,
-    data_dir: &Path,
-    host: &HostRuntimes,
-    sandbox: Arc<Sandbox>,
+    capacity: usize, idle_ttl: Duration, data_dir: &Path, host: &HostRuntimes, sandbox: Arc<Sandbox>,
 ) -> WorkerConfig {
     let mut cfg = WorkerConfig::new(capacity, idle_ttl, data_dir);
     cfg.wasm.compiler = wasm_compiler();

@@ -172,10 +172,7 @@ struct LocalExecutor(Arc<Worker>);
 #[async_trait]
 impl Executor for LocalExecutor {
     async fn execute(
-        &self,
-        deployment: &Deployment,
-        id: &InvocationId,
-        payload: Bytes,
+        &self, deployment: &Deployment, id: &InvocationId, payload: Bytes,
         call: &gust_core::lambda::CallContext<'_>,
     ) -> Execution {
         let mut out = self.0.execute(deployment, &id.0, payload, call).await;
@@ -207,9 +204,7 @@ impl Executor for LocalExecutor {
     }
 
     async fn collect_cache(
-        &self,
-        keep: std::collections::HashSet<String>,
-        grace: Duration,
+        &self, keep: std::collections::HashSet<String>, grace: Duration,
     ) -> gust_service::gc::CacheCollected {
         let c = crate::node::collect_cache(self.0.clone(), keep, grace).await;
         gust_service::gc::CacheCollected { task_roots: c.task_roots, modules: c.modules, bytes: c.bytes }
@@ -418,8 +413,7 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
 /// Reloads the TLS certificate on SIGHUP and when its files change, until the returned task is
 /// dropped (aborted).
 fn keep_certificate_current(
-    tls: Arc<gust_api::tls::ServerTls>,
-    poll: Duration,
+    tls: Arc<gust_api::tls::ServerTls>, poll: Duration,
 ) -> anyhow::Result<AbortOnDrop> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).context("handling SIGHUP")?;

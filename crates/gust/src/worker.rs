@@ -308,10 +308,7 @@ async fn refusal(r: reqwest::Response) -> String {
 /// Sends a call until the server answers it (waiting for an unreachable or failing server):
 /// its successful reply, or an error naming `refused` for a refusal (a 4xx).
 async fn until_answered<F, Fut>(
-    base: &str,
-    what: &str,
-    refused: &str,
-    send: F,
+    base: &str, what: &str, refused: &str, send: F,
 ) -> anyhow::Result<reqwest::Response>
 where
     F: Fn() -> Fut,
@@ -338,9 +335,7 @@ where
 /// The worker id and secret this worker acts with: enrolled now with the enrollment token
 /// (waiting for an unreachable server), or provisioned (`--secret-file`, id `--name`).
 async fn credential(
-    opts: &WorkerOpts,
-    http: &reqwest::Client,
-    base: &str,
+    opts: &WorkerOpts, http: &reqwest::Client, base: &str,
 ) -> anyhow::Result<(String, String)> {
     if let Some(path) = &opts.secret_file {
         let text = std::fs::read_to_string(path)

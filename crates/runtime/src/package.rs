@@ -294,10 +294,7 @@ enum Resolved {
 /// Resolves `target` from the directory `at` (components below the root), expanding the
 /// package's links as they are met. `..` at the root, or an absolute target, is `Outside`.
 fn resolve(
-    links: &HashMap<Vec<String>, &str>,
-    at: &mut Vec<String>,
-    target: &str,
-    hops: &mut usize,
+    links: &HashMap<Vec<String>, &str>, at: &mut Vec<String>, target: &str, hops: &mut usize,
 ) -> Resolved {
     if target.starts_with('/') {
         return Resolved::Outside;
@@ -381,11 +378,7 @@ pub fn check(bytes: &[u8], limits: PackageLimits, need_bootstrap: bool) -> Resul
 /// Unpacks a package into `root/<sha256>` unless it is already there; returns that task root.
 /// Files keep their executable bits and become read-only.
 pub fn unpack(
-    bytes: &[u8],
-    sha256: &str,
-    root: &Path,
-    limits: PackageLimits,
-    need_bootstrap: bool,
+    bytes: &[u8], sha256: &str, root: &Path, limits: PackageLimits, need_bootstrap: bool,
 ) -> Result<PathBuf, PackageError> {
     let dest = root.join(sha256);
     if dest.is_dir() {
@@ -417,11 +410,7 @@ impl Drop for TempRoot {
 /// `root/<sha256>`. Every component is opened relative to its parent's descriptor with
 /// `O_NOFOLLOW`, and links are created last, so nothing is written through a link.
 fn write_entries(
-    bytes: &[u8],
-    entries: &[Entry],
-    sha256: &str,
-    root: &Path,
-    limits: PackageLimits,
+    bytes: &[u8], entries: &[Entry], sha256: &str, root: &Path, limits: PackageLimits,
 ) -> Result<PathBuf, PackageError> {
     if sha256.is_empty() || sha256.contains(['/', '\0']) || sha256 == "." || sha256 == ".." {
         return Err(PackageError::Io(format!("invalid code hash {sha256:?}")));

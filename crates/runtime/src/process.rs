@@ -382,10 +382,7 @@ fn error_of(headers: &HeaderMap, body: &[u8]) -> (String, String) {
 }
 
 async fn error(
-    State(api): State<Arc<ApiState>>,
-    UrlPath(id): UrlPath<String>,
-    headers: HeaderMap,
-    body: Body,
+    State(api): State<Arc<ApiState>>, UrlPath(id): UrlPath<String>, headers: HeaderMap, body: Body,
 ) -> Response {
     let Some(reply) = api.inflight.lock().remove(&id) else { return StatusCode::NOT_FOUND.into_response() };
     let (error_type, message) = error_of(&headers, &body);
@@ -690,10 +687,7 @@ impl ProcessRuntime {
 
     /// Runs one invocation in a warm environment of `f`, or a new one (cold start).
     pub async fn run(
-        &self,
-        f: &ProcessFunction<'_>,
-        invocation_id: &str,
-        payload: Bytes,
+        &self, f: &ProcessFunction<'_>, invocation_id: &str, payload: Bytes,
         call: &gust_core::lambda::CallContext<'_>,
     ) -> RunOutcome {
         let started = Instant::now();

@@ -374,10 +374,7 @@ impl Sandbox {
     /// is not root (the function then runs as gust's uid, in a user namespace where it can
     /// write nothing of the host's).
     pub fn user_for(
-        &self,
-        task_root: &Path,
-        program: &str,
-        path: &str,
+        &self, task_root: &Path, program: &str, path: &str,
     ) -> Result<Option<(u32, u32)>, String> {
         if !self.root {
             return Ok(None);
@@ -680,10 +677,7 @@ fn join_on_exec(cmd: &mut std::process::Command, cgroup: Option<CgroupJoiner>) {
 /// must be joined with gust's privileges.)
 #[allow(unsafe_code)]
 fn confine_on_exec(
-    cmd: &mut std::process::Command,
-    cgroup: Option<CgroupJoiner>,
-    limits: Limits,
-    user: Option<(u32, u32)>,
+    cmd: &mut std::process::Command, cgroup: Option<CgroupJoiner>, limits: Limits, user: Option<(u32, u32)>,
     filter: crate::seccomp::Filter,
 ) {
     use std::os::unix::process::CommandExt;
@@ -725,9 +719,7 @@ const COMPILER_OPEN_FILES: u64 = 64;
 /// writes only the pipes it inherits.
 #[allow(unsafe_code)]
 pub(crate) fn confine_compiler_on_exec(
-    cmd: &mut std::process::Command,
-    limits: CompilerLimits,
-    filter: Option<crate::seccomp::Filter>,
+    cmd: &mut std::process::Command, limits: CompilerLimits, filter: Option<crate::seccomp::Filter>,
 ) {
     use std::os::unix::process::CommandExt;
     let parent = nix::unistd::getpid();

@@ -182,10 +182,7 @@ struct MemoryLimit {
 
 impl ResourceLimiter for MemoryLimit {
     fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
+        &mut self, _current: usize, desired: usize, _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             self.exceeded = true;
@@ -201,10 +198,7 @@ impl ResourceLimiter for MemoryLimit {
     }
 
     fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
+        &mut self, _current: usize, desired: usize, _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }

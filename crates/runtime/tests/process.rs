@@ -25,11 +25,7 @@ fn package(dir: &Path) -> std::path::PathBuf {
 }
 
 async fn run(
-    rt: &Arc<ProcessRuntime>,
-    root: &Path,
-    env: &BTreeMap<String, String>,
-    event: &str,
-    timeout_ms: u64,
+    rt: &Arc<ProcessRuntime>, root: &Path, env: &BTreeMap<String, String>, event: &str, timeout_ms: u64,
 ) -> RunOutcome {
     let f = ProcessFunction {
         key: "f:1:pkg".into(),

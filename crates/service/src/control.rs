@@ -35,10 +35,7 @@ fn not_found(kind: Kind, name: impl Into<String>) -> ServiceError {
 
 impl Service {
     pub async fn put_function(
-        &self,
-        name: &str,
-        spec: FunctionSpec,
-        expect: Option<u64>,
+        &self, name: &str, spec: FunctionSpec, expect: Option<u64>,
     ) -> Result<FunctionConfig> {
         validate_function_name(name)?;
         spec.validate()?;
@@ -163,10 +160,7 @@ impl Service {
 
     /// Publishes `$LATEST`; `description` is the version's own (else the function's).
     pub async fn publish(
-        &self,
-        name: &str,
-        expect: Option<u64>,
-        description: Option<&str>,
+        &self, name: &str, expect: Option<u64>, description: Option<&str>,
     ) -> Result<Version> {
         validate_function_name(name)?;
         if description.is_some_and(|d| d.len() > gust_core::limits::MAX_DESCRIPTION_BYTES) {
@@ -184,12 +178,7 @@ impl Service {
     }
 
     pub async fn put_alias(
-        &self,
-        name: &str,
-        alias: &str,
-        routing: Routing,
-        description: &str,
-        expect: Option<u64>,
+        &self, name: &str, alias: &str, routing: Routing, description: &str, expect: Option<u64>,
     ) -> Result<Alias> {
         validate_function_name(name)?;
         validate_alias_name(alias)?;
@@ -239,9 +228,7 @@ impl Service {
     }
 
     pub async fn list_invocations(
-        &self,
-        name: &str,
-        mut filter: InvocationFilter,
+        &self, name: &str, mut filter: InvocationFilter,
     ) -> Result<Vec<InvocationRecord>> {
         validate_function_name(name)?;
         filter.limit = filter.limit.clamp(1, MAX_PAGE_SIZE);

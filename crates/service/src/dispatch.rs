@@ -397,9 +397,7 @@ impl Service {
     /// epoch); per entry, ok or why it was refused (already completed, fenced, not its own).
     /// The caller stops renewing these attempts first.
     pub(crate) async fn hand_back(
-        &self,
-        worker: &WorkerId,
-        attempts: Vec<(InvocationId, u64)>,
+        &self, worker: &WorkerId, attempts: Vec<(InvocationId, u64)>,
     ) -> Result<Vec<Result<(), Rejected>>, StoreError> {
         let now = self.clock.now();
         let ids: Vec<InvocationId> = attempts.iter().map(|(id, _)| id.clone()).collect();
@@ -419,9 +417,7 @@ impl Service {
     /// Worker protocol: a worker shutting down hands back the attempts it will not finish (it
     /// has stopped renewing them), so they are redelivered now rather than after their lease.
     pub async fn worker_release(
-        &self,
-        worker: &WorkerId,
-        attempts: Vec<(InvocationId, u64)>,
+        &self, worker: &WorkerId, attempts: Vec<(InvocationId, u64)>,
     ) -> Result<Vec<Result<(), Rejected>>, crate::ServiceError> {
         Ok(self.hand_back(worker, attempts).await?)
     }
@@ -458,10 +454,7 @@ impl Service {
     /// fenced (or the invocation already ended, or it was handed back): its result is dropped.
     #[doc(hidden)] // Reports an attempt this process ran; called directly by lifecycle tests.
     pub async fn finish_attempt(
-        &self,
-        id: &InvocationId,
-        epoch: u64,
-        exec: Execution,
+        &self, id: &InvocationId, epoch: u64, exec: Execution,
     ) -> Result<Lifecycle, StoreError> {
         // Counted before the attempt stops being tracked, so shutdown never sees neither.
         self.dispatch.completing.fetch_add(1, Ordering::SeqCst);
@@ -472,10 +465,7 @@ impl Service {
     }
 
     async fn complete_attempt(
-        &self,
-        id: &InvocationId,
-        epoch: u64,
-        exec: Execution,
+        &self, id: &InvocationId, epoch: u64, exec: Execution,
     ) -> Result<Lifecycle, StoreError> {
         let ours = self.untrack_attempt(id, epoch);
         self.count_attempt(&exec);

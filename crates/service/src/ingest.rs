@@ -35,8 +35,7 @@ impl Default for IngestState {
 impl Service {
     /// Durably inserts one invocation as part of the next ingest batch.
     pub(crate) async fn insert_one(
-        &self,
-        new: NewInvocation,
+        &self, new: NewInvocation,
     ) -> Result<Result<Inserted, StoreError>, ServiceError> {
         if self.ingest.rx.lock().is_some() {
             // The batcher is not running (the service was not started): insert directly.

@@ -165,9 +165,7 @@ impl Service {
 
     /// The immutable deployment of a resolved version (cached).
     pub(crate) async fn deployment(
-        &self,
-        function: &str,
-        resolved: Resolved,
+        &self, function: &str, resolved: Resolved,
     ) -> Result<Option<Arc<Deployment>>> {
         if let Some(d) = self.cache.deployment(function, resolved) {
             return Ok(Some(d));
@@ -196,10 +194,7 @@ impl Service {
 
     /// The hot path: run now, answer, write the record behind.
     async fn run_sync_unrecorded(
-        &self,
-        deployment: &Deployment,
-        request: InvocationRequest,
-        client_context: Option<&str>,
+        &self, deployment: &Deployment, request: InvocationRequest, client_context: Option<&str>,
     ) -> Invoked {
         Metrics::inc(&self.metrics.sync_invocations);
         let call = CallContext { qualifier: &request.qualifier, client_context };
@@ -240,10 +235,7 @@ impl Service {
     /// Sync with an idempotency key: reserve the key durably (already claimed by this worker,
     /// epoch 1), run, complete with the epoch. A repeated key returns the first outcome.
     async fn run_sync_keyed(
-        &self,
-        deployment: &Deployment,
-        request: InvocationRequest,
-        client_context: Option<&str>,
+        &self, deployment: &Deployment, request: InvocationRequest, client_context: Option<&str>,
     ) -> Result<Invoked> {
         let (id, payload, qualifier) =
             (request.id.clone(), request.payload.clone(), request.qualifier.clone());

@@ -92,11 +92,7 @@ impl ApiKeys {
     /// Creates a key named `name`. An admin key covers every function: a scoped admin could
     /// create an unscoped key, so the scope would mean nothing.
     pub async fn create(
-        &self,
-        name: &str,
-        role: Role,
-        functions: Option<&str>,
-        now: Millis,
+        &self, name: &str, role: Role, functions: Option<&str>, now: Millis,
     ) -> Result<IssuedKey, ServiceError> {
         access::validate_key_name(name).map_err(ServiceError::InvalidRequest)?;
         let functions =

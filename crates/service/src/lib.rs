@@ -58,10 +58,7 @@ pub struct Execution {
 pub trait Executor: Send + Sync + 'static {
     /// Runs one invocation; waits for a free slot. Never fails: problems are outcomes.
     async fn execute(
-        &self,
-        deployment: &Deployment,
-        id: &InvocationId,
-        payload: Bytes,
+        &self, deployment: &Deployment, id: &InvocationId, payload: Bytes,
         call: &gust_core::lambda::CallContext<'_>,
     ) -> Execution;
     /// Slots free right now.
@@ -79,9 +76,7 @@ pub trait Executor: Send + Sync + 'static {
     /// Drops cached code (task roots, compiled modules) whose sha256 is not in `keep`, that
     /// nothing uses and that was not used or prepared within `grace` ([`gc`]).
     async fn collect_cache(
-        &self,
-        keep: std::collections::HashSet<String>,
-        grace: Duration,
+        &self, keep: std::collections::HashSet<String>, grace: Duration,
     ) -> gc::CacheCollected;
 }
 
@@ -153,10 +148,7 @@ pub struct Service {
 
 impl Service {
     pub fn new(
-        store: Arc<dyn Store>,
-        executor: Arc<dyn Executor>,
-        clock: Arc<dyn Clock>,
-        cfg: ServiceConfig,
+        store: Arc<dyn Store>, executor: Arc<dyn Executor>, clock: Arc<dyn Clock>, cfg: ServiceConfig,
     ) -> Arc<Self> {
         Arc::new(Service {
             store,

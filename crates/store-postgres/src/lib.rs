@@ -22,7 +22,6 @@ use gust_core::{
     Alias, ApiKey, Deployment, FunctionConfig, FunctionSpec, InvocationId, InvocationRecord, Lifecycle,
     Millis, Rejected, Resolved, Routing, StateName, Version, WorkerId, WorkerState,
 };
-use gust_store::gc;
 use gust_store::ops::{self, Counter, Scan, Tx};
 use gust_store::rows::{
     self, json_err, key_values, read_alias, read_credential, read_function, read_guarded, read_key,
@@ -30,6 +29,7 @@ use gust_store::rows::{
     ALIAS_COLUMNS, CREDENTIAL_SELECT, FUNCTION_COLUMNS, GUARDED_COLUMNS, INSERT_INVOCATION,
     INVOCATION_COLUMNS, NEXT_VERSION, UPDATE_GUARDED, VERSION_COLUMNS,
 };
+use gust_store::{gc, schema};
 use gust_store::{
     sha256_hex, Claimed, CollectedCode, Completion, Counters, FoundCredential, Inserted, InvocationFilter,
     Kind, NewInvocation, Pruned, Recovered, Result, Store, StoreError, WorkerCredential,
@@ -51,119 +51,34 @@ macro_rules! params {
 /// Connections per server process.
 pub const DEFAULT_POOL_SIZE: usize = 16;
 
-const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
-INSERT INTO meta (key, value) VALUES ('snapshot_version', 0), ('fenced_completions', 0), ('fenced_renewals', 0);
-CREATE TABLE functions (
-    name TEXT PRIMARY KEY,
-    spec TEXT NOT NULL,
-    code_sha256 TEXT,
-    revision BIGINT NOT NULL,
-    next_version BIGINT NOT NULL,
-    created_at BIGINT NOT NULL,
-    updated_at BIGINT NOT NULL
-);
-CREATE TABLE function_revisions (
-    function TEXT NOT NULL,
-    revision BIGINT NOT NULL,
-    spec TEXT NOT NULL,
-    code_sha256 TEXT,
-    PRIMARY KEY (function, revision)
-);
-CREATE TABLE versions (
-    function TEXT NOT NULL,
-    number BIGINT NOT NULL,
-    spec TEXT NOT NULL,
-    code_sha256 TEXT NOT NULL,
-    from_revision BIGINT NOT NULL,
-    created_at BIGINT NOT NULL,
-    PRIMARY KEY (function, number)
-);
-CREATE TABLE aliases (
-    function TEXT NOT NULL,
-    name TEXT NOT NULL,
-    routing TEXT NOT NULL,
-    revision BIGINT NOT NULL,
-    updated_at BIGINT NOT NULL,
-    PRIMARY KEY (function, name)
-);
-CREATE TABLE artifacts (sha256 TEXT PRIMARY KEY, bytes BYTEA NOT NULL);
-CREATE TABLE invocations (
-    id TEXT PRIMARY KEY,
-    function TEXT NOT NULL,
-    qualifier TEXT NOT NULL,
-    resolved TEXT NOT NULL,
-    payload BYTEA NOT NULL,
-    mode TEXT NOT NULL,
-    idempotency_key TEXT,
-    fingerprint TEXT,
-    received_at BIGINT NOT NULL,
-    retry TEXT NOT NULL,
-    state TEXT NOT NULL,
-    worker TEXT,
-    due_at BIGINT,
-    attempt_epoch BIGINT NOT NULL,
-    function_errors BIGINT NOT NULL,
-    lost_attempts BIGINT NOT NULL,
-    result BYTEA,
-    error TEXT,
-    log TEXT NOT NULL,
-    updated_at BIGINT NOT NULL,
-    finished_at BIGINT,
-    expires_at BIGINT,
-    completed_epoch BIGINT
-);
-CREATE UNIQUE INDEX invocations_idempotency ON invocations (function, idempotency_key)
-    WHERE idempotency_key IS NOT NULL;
-CREATE INDEX invocations_queue ON invocations (id) WHERE state = 'QUEUED';
-CREATE INDEX invocations_due ON invocations (state, due_at) WHERE due_at IS NOT NULL;
-CREATE INDEX invocations_expiry ON invocations (expires_at)
-    WHERE expires_at IS NOT NULL AND state IN ('QUEUED', 'PLACED', 'RETRY_WAIT');
-CREATE INDEX invocations_function ON invocations (function, id);
-CREATE INDEX invocations_placed ON invocations (worker, id) WHERE state = 'PLACED';
-CREATE TABLE workers (
-    id TEXT PRIMARY KEY,
-    revision BIGINT NOT NULL,
-    state TEXT NOT NULL,
-    last_heartbeat BIGINT NOT NULL
-);
-"#,
-    "ALTER TABLE aliases ADD COLUMN description TEXT NOT NULL DEFAULT ''",
-    r#"
-ALTER TABLE invocations ADD COLUMN completed_by TEXT;
-CREATE TABLE worker_credentials (
-    worker TEXT PRIMARY KEY,
-    secret_sha256 TEXT NOT NULL UNIQUE,
-    origin TEXT NOT NULL,
-    created_at BIGINT NOT NULL
-);
-"#,
-    r#"
-CREATE TABLE api_keys (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    role TEXT NOT NULL,
-    functions TEXT,
-    bearer_sha256 TEXT NOT NULL,
-    sigv4_secret TEXT NOT NULL,
-    created_at BIGINT NOT NULL,
-    last_used_at BIGINT
-);
-"#,
-    // Retention prunes terminal records oldest first (finished_at is set only when an
-    // invocation ends).
-    "CREATE INDEX invocations_finished ON invocations (finished_at) WHERE finished_at IS NOT NULL;",
-    // Garbage collection of code: when each artifact was last stored and each `$LATEST`
-    // revision written (rows from before count as written at the upgrade, so none is
-    // collected sooner than its grace).
-    r#"
-ALTER TABLE artifacts ADD COLUMN stored_at BIGINT NOT NULL DEFAULT 0;
-UPDATE artifacts SET stored_at = (extract(epoch from now()) * 1000)::BIGINT;
-ALTER TABLE function_revisions ADD COLUMN created_at BIGINT NOT NULL DEFAULT 0;
-UPDATE function_revisions SET created_at = (extract(epoch from now()) * 1000)::BIGINT;
-"#,
+/// The schema's steps in the order PostgreSQL databases have applied them (see [`schema`]).
+/// Artifacts live in the database here (SQLite keeps them in files).
+const MIGRATIONS: &[&[&str]] = &[
+    &[
+        schema::CATALOG,
+        "CREATE TABLE artifacts (sha256 TEXT PRIMARY KEY, bytes BYTEA NOT NULL);",
+        schema::INVOCATIONS,
+        schema::COMPLETED_EPOCH,
+        schema::WORKERS,
+    ],
+    &[schema::ALIAS_DESCRIPTION],
+    &[schema::WORKER_CREDENTIALS],
+    &[schema::API_KEYS],
+    &[schema::FINISHED_INDEX],
+    // When each artifact was last stored (the collection grace starts over at each upload).
+    &[
+        "ALTER TABLE artifacts ADD COLUMN stored_at {int} NOT NULL DEFAULT 0; \
+         UPDATE artifacts SET stored_at = {now_ms};",
+        schema::REVISION_CREATED_AT,
+    ],
 ];
+
+const DIALECT: schema::Dialect = schema::Dialect {
+    int: "BIGINT",
+    blob: "BYTEA",
+    keyed: "",
+    now_ms: "(extract(epoch from now()) * 1000)::BIGINT",
+};
 
 /// The advisory lock a code collection holds for its transaction (with the schema's hash as
 /// the second key: advisory locks are per database): one server collects at a time, the
@@ -190,9 +105,7 @@ fn completed_channel(schema: Option<&str>) -> String {
 /// Listens for completions committed by any server (LISTEN/NOTIFY on `channel`) and
 /// republishes them; reconnects after a failure. Polling the store stays the safety net.
 async fn completion_listener(
-    cfg: tokio_postgres::Config,
-    tls: tls::PgTls,
-    channel: String,
+    cfg: tokio_postgres::Config, tls: tls::PgTls, channel: String,
     tx: tokio::sync::broadcast::Sender<InvocationId>,
 ) {
     loop {
@@ -240,9 +153,7 @@ const COMPLETION_IN_FLIGHT: usize = 4;
 /// commit), each inside its own savepoint so one failure never spoils the others. Replies go
 /// out only after the commit.
 async fn completion_batcher(
-    pool: Pool,
-    mut rx: tokio::sync::mpsc::Receiver<PendingCompletion>,
-    channel: String,
+    pool: Pool, mut rx: tokio::sync::mpsc::Receiver<PendingCompletion>, channel: String,
 ) {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(COMPLETION_IN_FLIGHT));
     loop {
@@ -269,9 +180,7 @@ async fn completion_batcher(
 type Replies = Vec<tokio::sync::oneshot::Sender<Result<Lifecycle>>>;
 
 async fn commit_completions(
-    pool: &Pool,
-    mut batch: Vec<PendingCompletion>,
-    channel: &str,
+    pool: &Pool, mut batch: Vec<PendingCompletion>, channel: &str,
 ) -> (Vec<Result<Lifecycle>>, Replies) {
     // Every batch locks its rows in id order, so concurrent batches cannot deadlock.
     batch.sort_by(|a, b| a.0.id.cmp(&b.0.id));
@@ -412,14 +321,9 @@ impl PgStore {
                 0
             }
         };
-        if current as usize > MIGRATIONS.len() {
-            return Err(StoreError::Backend(format!(
-                "database schema version {current} is newer than this gust ({}); refusing to run",
-                MIGRATIONS.len()
-            )));
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-            tx.batch_execute(sql).await.map_err(pg_err)?;
+        schema::check_version(current, MIGRATIONS.len())?;
+        for (i, steps) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            tx.batch_execute(&DIALECT.render(steps)).await.map_err(pg_err)?;
             pg_execute(&tx, "UPDATE gust_schema SET version = $1", params![&((i + 1) as i64)])
                 .await
                 .map_err(pg_err)?;
@@ -438,36 +342,28 @@ impl PgStore {
 // statement instead of a prepare and an execute.
 
 async fn pg_query(
-    c: &impl GenericClient,
-    sql: &str,
-    p: &[&(dyn ToSql + Sync)],
+    c: &impl GenericClient, sql: &str, p: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
     let stmt = c.prepare_cached(sql).await?;
     c.query(&stmt, p).await
 }
 
 async fn pg_query_opt(
-    c: &impl GenericClient,
-    sql: &str,
-    p: &[&(dyn ToSql + Sync)],
+    c: &impl GenericClient, sql: &str, p: &[&(dyn ToSql + Sync)],
 ) -> Result<Option<Row>, tokio_postgres::Error> {
     let stmt = c.prepare_cached(sql).await?;
     c.query_opt(&stmt, p).await
 }
 
 async fn pg_query_one(
-    c: &impl GenericClient,
-    sql: &str,
-    p: &[&(dyn ToSql + Sync)],
+    c: &impl GenericClient, sql: &str, p: &[&(dyn ToSql + Sync)],
 ) -> Result<Row, tokio_postgres::Error> {
     let stmt = c.prepare_cached(sql).await?;
     c.query_one(&stmt, p).await
 }
 
 async fn pg_execute(
-    c: &impl GenericClient,
-    sql: &str,
-    p: &[&(dyn ToSql + Sync)],
+    c: &impl GenericClient, sql: &str, p: &[&(dyn ToSql + Sync)],
 ) -> Result<u64, tokio_postgres::Error> {
     let stmt = c.prepare_cached(sql).await?;
     c.execute(&stmt, p).await
@@ -562,9 +458,7 @@ struct Pg<'a>(Value<'a>);
 
 impl ToSql for Pg<'_> {
     fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut bytes::BytesMut,
+        &self, ty: &Type, out: &mut bytes::BytesMut,
     ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         match self.0 {
             Value::Null => Ok(IsNull::Yes),
@@ -607,10 +501,7 @@ struct PgTx<'a, C>(&'a C);
 impl<C: GenericClient> PgTx<'_, C> {
     /// Every row of `statement`, each read by `read`.
     async fn query<T>(
-        &self,
-        statement: &str,
-        values: &[Value<'_>],
-        mut read: impl FnMut(&dyn ColumnRow) -> Result<T>,
+        &self, statement: &str, values: &[Value<'_>], mut read: impl FnMut(&dyn ColumnRow) -> Result<T>,
     ) -> Result<Vec<T>> {
         let params: Vec<Pg<'_>> = values.iter().map(|v| Pg(*v)).collect();
         let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
@@ -620,10 +511,7 @@ impl<C: GenericClient> PgTx<'_, C> {
 
     /// The first row of `statement`, if any.
     async fn query_opt<T>(
-        &self,
-        statement: &str,
-        values: &[Value<'_>],
-        read: impl FnMut(&dyn ColumnRow) -> Result<T>,
+        &self, statement: &str, values: &[Value<'_>], read: impl FnMut(&dyn ColumnRow) -> Result<T>,
     ) -> Result<Option<T>> {
         Ok(self.query(statement, values, read).await?.into_iter().next())
     }
@@ -760,31 +648,19 @@ impl<C: GenericClient> Tx for PgTx<'_, C> {
 #[async_trait]
 impl Store for PgStore {
     async fn put_function(
-        &self,
-        name: &str,
-        spec: FunctionSpec,
-        expect: Option<u64>,
-        now: Millis,
+        &self, name: &str, spec: FunctionSpec, expect: Option<u64>, now: Millis,
     ) -> Result<FunctionConfig> {
         in_tx!(self, |tx| ops::write_function(&tx, name, spec, None, expect, now).await)
     }
 
     async fn create_function(
-        &self,
-        name: &str,
-        spec: FunctionSpec,
-        code_sha256: &str,
-        now: Millis,
+        &self, name: &str, spec: FunctionSpec, code_sha256: &str, now: Millis,
     ) -> Result<FunctionConfig> {
         in_tx!(self, |tx| ops::write_function(&tx, name, spec, Some(code_sha256), Some(0), now).await)
     }
 
     async fn set_function_code(
-        &self,
-        name: &str,
-        code_sha256: &str,
-        expect: Option<u64>,
-        now: Millis,
+        &self, name: &str, code_sha256: &str, expect: Option<u64>, now: Millis,
     ) -> Result<FunctionConfig> {
         in_tx!(self, |tx| ops::set_function_code(&tx, name, code_sha256, expect, now).await)
     }
@@ -809,11 +685,7 @@ impl Store for PgStore {
     }
 
     async fn publish_version(
-        &self,
-        name: &str,
-        expect: Option<u64>,
-        description: Option<&str>,
-        now: Millis,
+        &self, name: &str, expect: Option<u64>, description: Option<&str>, now: Millis,
     ) -> Result<Version> {
         in_tx!(self, |tx| ops::publish_version(&tx, name, expect, description, now).await)
     }
@@ -833,12 +705,7 @@ impl Store for PgStore {
     }
 
     async fn put_alias(
-        &self,
-        function: &str,
-        alias: &str,
-        routing: Routing,
-        description: &str,
-        expect: Option<u64>,
+        &self, function: &str, alias: &str, routing: Routing, description: &str, expect: Option<u64>,
         now: Millis,
     ) -> Result<Alias> {
         in_tx!(self, |tx| ops::put_alias(&tx, function, alias, routing, description, expect, now).await)
@@ -857,11 +724,7 @@ impl Store for PgStore {
     }
 
     async fn delete_alias(
-        &self,
-        function: &str,
-        alias: &str,
-        expect: Option<u64>,
-        _now: Millis,
+        &self, function: &str, alias: &str, expect: Option<u64>, _now: Millis,
     ) -> Result<()> {
         in_tx!(self, |tx| ops::delete_alias(&tx, function, alias, expect).await)
     }
@@ -992,11 +855,7 @@ impl Store for PgStore {
     }
 
     async fn claim_queued(
-        &self,
-        worker: &WorkerId,
-        max: usize,
-        lease_expires_at: Millis,
-        now: Millis,
+        &self, worker: &WorkerId, max: usize, lease_expires_at: Millis, now: Millis,
     ) -> Result<Vec<Claimed>> {
         // One statement: its WHERE clause is `apply`'s Claim rule for QUEUED rows (not older
         // than their maximum age; too-old rows are left to the sweeper, which expires them).
@@ -1004,22 +863,14 @@ impl Store for PgStore {
     }
 
     async fn claim(
-        &self,
-        id: &InvocationId,
-        worker: &WorkerId,
-        lease_expires_at: Millis,
-        now: Millis,
+        &self, id: &InvocationId, worker: &WorkerId, lease_expires_at: Millis, now: Millis,
     ) -> Result<Claimed> {
         // In a block of its own: a refusal must reach `in_tx!`'s rollback, not return past it.
         in_tx!(self, |tx| async { Ok(ops::claim(&tx, &id.0, worker, lease_expires_at, now).await??) }.await)
     }
 
     async fn renew_leases(
-        &self,
-        worker: &WorkerId,
-        attempts: Vec<(InvocationId, u64)>,
-        lease_expires_at: Millis,
-        now: Millis,
+        &self, worker: &WorkerId, attempts: Vec<(InvocationId, u64)>, lease_expires_at: Millis, now: Millis,
     ) -> Result<Vec<Result<(), Rejected>>> {
         in_tx!(self, |tx| ops::renew_leases(&tx, worker, attempts, lease_expires_at, now).await)
     }
@@ -1044,9 +895,7 @@ impl Store for PgStore {
     }
 
     async fn list_invocations(
-        &self,
-        function: &str,
-        filter: InvocationFilter,
+        &self, function: &str, filter: InvocationFilter,
     ) -> Result<Vec<InvocationRecord>> {
         let client = self.client().await?;
         let (sql, values) = rows::invocation_page(function, &filter);
@@ -1118,19 +967,13 @@ impl Store for PgStore {
     }
 
     async fn place(
-        &self,
-        placements: Vec<(InvocationId, WorkerId)>,
-        now: Millis,
+        &self, placements: Vec<(InvocationId, WorkerId)>, now: Millis,
     ) -> Result<Vec<Result<(), Rejected>>> {
         in_tx!(self, |tx| ops::place(&tx, placements, now).await)
     }
 
     async fn claim_placed(
-        &self,
-        worker: &WorkerId,
-        max: usize,
-        lease_expires_at: Millis,
-        now: Millis,
+        &self, worker: &WorkerId, max: usize, lease_expires_at: Millis, now: Millis,
     ) -> Result<Vec<Claimed>> {
         let filter = "state = 'PLACED' AND worker = $5";
         claim_where(self, filter, Some(worker), worker, max, lease_expires_at, now).await
@@ -1202,13 +1045,8 @@ impl Store for PgStore {
 /// Claims up to `max` rows matching `filter` in one statement: a new attempt epoch and a
 /// lease each, rows locked by other claimers skipped.
 async fn claim_where(
-    store: &PgStore,
-    filter: &str,
-    placed_on: Option<&WorkerId>,
-    worker: &WorkerId,
-    max: usize,
-    lease_expires_at: Millis,
-    now: Millis,
+    store: &PgStore, filter: &str, placed_on: Option<&WorkerId>, worker: &WorkerId, max: usize,
+    lease_expires_at: Millis, now: Millis,
 ) -> Result<Vec<Claimed>> {
     if max == 0 {
         return Ok(Vec::new());

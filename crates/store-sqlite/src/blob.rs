@@ -108,10 +108,7 @@ impl BlobDir {
     /// says yes, and temporary files a crash left behind. Exclusive with `put`. Blocking: the
     /// caller holds whatever makes `garbage`'s answer current (SQLite: the writer).
     pub(crate) fn remove_garbage(
-        &self,
-        garbage: impl Fn(&str) -> bool,
-        older_than: SystemTime,
-        limit: usize,
+        &self, garbage: impl Fn(&str) -> bool, older_than: SystemTime, limit: usize,
     ) -> Result<Removed> {
         let _exclusive = self.collecting.write();
         let mut removed = Removed::default();

@@ -24,7 +24,6 @@ use gust_core::{
     Alias, ApiKey, Deployment, FunctionConfig, FunctionSpec, InvocationId, InvocationRecord, Lifecycle,
     Millis, Rejected, Resolved, Routing, StateName, Version, WorkerId, WorkerState,
 };
-use gust_store::gc;
 use gust_store::ops::{self, Counter, Scan, Tx};
 use gust_store::rows::{
     self, corrupt, json_err, key_values, read_alias, read_credential, read_function, read_guarded, read_key,
@@ -33,6 +32,7 @@ use gust_store::rows::{
     INVOCATION_COLUMNS, NEXT_VERSION, UPDATE_GUARDED, VERSION_COLUMNS,
 };
 use gust_store::space::{DiskSpace, LogEvery, DEFAULT_DISK_RESERVE_BYTES};
+use gust_store::{gc, schema};
 use gust_store::{
     Claimed, CollectedCode, Completion, Counters, FoundCredential, Inserted, InvocationFilter, Kind,
     NewInvocation, Pruned, Recovered, Result, Store, StoreError, WorkerCredential,
@@ -51,115 +51,24 @@ const MAX_GROUP: usize = 1024;
 /// Read connections kept open.
 const READERS: usize = 4;
 
-const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT INTO meta (key, value) VALUES ('snapshot_version', 0), ('fenced_completions', 0), ('fenced_renewals', 0);
-CREATE TABLE functions (
-    name TEXT PRIMARY KEY,
-    spec TEXT NOT NULL,
-    code_sha256 TEXT,
-    revision INTEGER NOT NULL,
-    next_version INTEGER NOT NULL,
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
-);
-CREATE TABLE function_revisions (
-    function TEXT NOT NULL,
-    revision INTEGER NOT NULL,
-    spec TEXT NOT NULL,
-    code_sha256 TEXT,
-    PRIMARY KEY (function, revision)
-);
-CREATE TABLE versions (
-    function TEXT NOT NULL,
-    number INTEGER NOT NULL,
-    spec TEXT NOT NULL,
-    code_sha256 TEXT NOT NULL,
-    from_revision INTEGER NOT NULL,
-    created_at INTEGER NOT NULL,
-    PRIMARY KEY (function, number)
-);
-CREATE TABLE aliases (
-    function TEXT NOT NULL,
-    name TEXT NOT NULL,
-    routing TEXT NOT NULL,
-    revision INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL,
-    PRIMARY KEY (function, name)
-);
-CREATE TABLE invocations (
-    id TEXT PRIMARY KEY,
-    function TEXT NOT NULL,
-    qualifier TEXT NOT NULL,
-    resolved TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    mode TEXT NOT NULL,
-    idempotency_key TEXT,
-    fingerprint TEXT,
-    received_at INTEGER NOT NULL,
-    retry TEXT NOT NULL,
-    state TEXT NOT NULL,
-    worker TEXT,
-    due_at INTEGER,
-    attempt_epoch INTEGER NOT NULL,
-    function_errors INTEGER NOT NULL,
-    lost_attempts INTEGER NOT NULL,
-    result BLOB,
-    error TEXT,
-    log TEXT NOT NULL,
-    updated_at INTEGER NOT NULL,
-    finished_at INTEGER,
-    expires_at INTEGER
-) WITHOUT ROWID;
-CREATE UNIQUE INDEX invocations_idempotency ON invocations (function, idempotency_key)
-    WHERE idempotency_key IS NOT NULL;
-CREATE INDEX invocations_queue ON invocations (id) WHERE state = 'QUEUED';
-CREATE INDEX invocations_due ON invocations (state, due_at) WHERE due_at IS NOT NULL;
-CREATE INDEX invocations_expiry ON invocations (expires_at)
-    WHERE expires_at IS NOT NULL AND state IN ('QUEUED', 'PLACED', 'RETRY_WAIT');
-CREATE INDEX invocations_function ON invocations (function, id);
-"#,
-    r#"
-CREATE TABLE workers (
-    id TEXT PRIMARY KEY,
-    revision INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    last_heartbeat INTEGER NOT NULL
-);
-CREATE INDEX invocations_placed ON invocations (worker, id) WHERE state = 'PLACED';
-"#,
-    "ALTER TABLE invocations ADD COLUMN completed_epoch INTEGER;",
-    "ALTER TABLE aliases ADD COLUMN description TEXT NOT NULL DEFAULT '';",
-    r#"
-ALTER TABLE invocations ADD COLUMN completed_by TEXT;
-CREATE TABLE worker_credentials (
-    worker TEXT PRIMARY KEY,
-    secret_sha256 TEXT NOT NULL UNIQUE,
-    origin TEXT NOT NULL,
-    created_at INTEGER NOT NULL
-);
-"#,
-    r#"
-CREATE TABLE api_keys (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    role TEXT NOT NULL,
-    functions TEXT,
-    bearer_sha256 TEXT NOT NULL,
-    sigv4_secret TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    last_used_at INTEGER
-);
-"#,
-    // Retention prunes terminal records oldest first (finished_at is set only when an
-    // invocation ends).
-    "CREATE INDEX invocations_finished ON invocations (finished_at) WHERE finished_at IS NOT NULL;",
-    // Garbage collection of code: when each `$LATEST` revision was written (rows from before
-    // count as written at the upgrade, so none is collected sooner than its grace).
-    "ALTER TABLE function_revisions ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0; \
-     UPDATE function_revisions SET created_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER);",
+/// The schema's steps in the order SQLite databases have applied them (see [`schema`]).
+const MIGRATIONS: &[&[&str]] = &[
+    &[schema::CATALOG, schema::INVOCATIONS],
+    &[schema::WORKERS],
+    &[schema::COMPLETED_EPOCH],
+    &[schema::ALIAS_DESCRIPTION],
+    &[schema::WORKER_CREDENTIALS],
+    &[schema::API_KEYS],
+    &[schema::FINISHED_INDEX],
+    &[schema::REVISION_CREATED_AT],
 ];
+
+const DIALECT: schema::Dialect = schema::Dialect {
+    int: "INTEGER",
+    blob: "BLOB",
+    keyed: " WITHOUT ROWID",
+    now_ms: "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+};
 
 /// The bytes of an invocation record that grow with use (what retention's budget counts).
 const RECORD_BYTES: &str =
@@ -251,14 +160,9 @@ fn private_files(dir: &Path, db: &Path) -> Result<()> {
 fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
     let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db_err)?;
-    if current as usize > MIGRATIONS.len() {
-        return Err(StoreError::Backend(format!(
-            "database schema version {current} is newer than this gust ({}); refusing to run",
-            MIGRATIONS.len()
-        )));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        tx.execute_batch(sql).map_err(db_err)?;
+    schema::check_version(current, MIGRATIONS.len())?;
+    for (i, steps) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(&DIALECT.render(steps)).map_err(db_err)?;
         tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).map_err(db_err)?;
     }
     tx.commit().map_err(db_err)
@@ -516,10 +420,7 @@ struct SqliteTx<'a> {
 impl SqliteTx<'_> {
     /// Every row of `statement` (`$N` placeholders), each read by `read`.
     fn query<T>(
-        &self,
-        statement: &str,
-        values: &[Value<'_>],
-        mut read: impl FnMut(&dyn ColumnRow) -> Result<T>,
+        &self, statement: &str, values: &[Value<'_>], mut read: impl FnMut(&dyn ColumnRow) -> Result<T>,
     ) -> Result<Vec<T>> {
         let mut stmt = self.c.prepare_cached(&dialect(statement)).map_err(db_err)?;
         let mut rows = stmt.query(bind(values)).map_err(db_err)?;
@@ -532,10 +433,7 @@ impl SqliteTx<'_> {
 
     /// The first row of `statement`, if any.
     fn query_opt<T>(
-        &self,
-        statement: &str,
-        values: &[Value<'_>],
-        read: impl FnOnce(&dyn ColumnRow) -> Result<T>,
+        &self, statement: &str, values: &[Value<'_>], read: impl FnOnce(&dyn ColumnRow) -> Result<T>,
     ) -> Result<Option<T>> {
         let mut stmt = self.c.prepare_cached(&dialect(statement)).map_err(db_err)?;
         let mut rows = stmt.query(bind(values)).map_err(db_err)?;
@@ -690,11 +588,7 @@ fn prune_revisions(tx: &SqliteTx<'_>, older_than: Millis) -> Result<u64> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn put_function(
-        &self,
-        name: &str,
-        spec: FunctionSpec,
-        expect: Option<u64>,
-        now: Millis,
+        &self, name: &str, spec: FunctionSpec, expect: Option<u64>, now: Millis,
     ) -> Result<FunctionConfig> {
         self.admit()?;
         let name = name.to_string();
@@ -702,11 +596,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_function(
-        &self,
-        name: &str,
-        spec: FunctionSpec,
-        code_sha256: &str,
-        now: Millis,
+        &self, name: &str, spec: FunctionSpec, code_sha256: &str, now: Millis,
     ) -> Result<FunctionConfig> {
         self.admit()?;
         let (name, code) = (name.to_string(), code_sha256.to_string());
@@ -714,11 +604,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_function_code(
-        &self,
-        name: &str,
-        code_sha256: &str,
-        expect: Option<u64>,
-        now: Millis,
+        &self, name: &str, code_sha256: &str, expect: Option<u64>, now: Millis,
     ) -> Result<FunctionConfig> {
         self.admit()?;
         // The artifact must verify: hashed here, on a blocking thread, never inside the writer's
@@ -757,11 +643,7 @@ impl Store for SqliteStore {
     }
 
     async fn publish_version(
-        &self,
-        name: &str,
-        expect: Option<u64>,
-        description: Option<&str>,
-        now: Millis,
+        &self, name: &str, expect: Option<u64>, description: Option<&str>, now: Millis,
     ) -> Result<Version> {
         self.admit()?;
         let name = name.to_string();
@@ -791,12 +673,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_alias(
-        &self,
-        function: &str,
-        alias: &str,
-        routing: Routing,
-        description: &str,
-        expect: Option<u64>,
+        &self, function: &str, alias: &str, routing: Routing, description: &str, expect: Option<u64>,
         now: Millis,
     ) -> Result<Alias> {
         self.admit()?;
@@ -825,11 +702,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_alias(
-        &self,
-        function: &str,
-        alias: &str,
-        expect: Option<u64>,
-        _now: Millis,
+        &self, function: &str, alias: &str, expect: Option<u64>, _now: Millis,
     ) -> Result<()> {
         let (function, alias) = (function.to_string(), alias.to_string());
         self.write(move |tx| ready(ops::delete_alias(tx, &function, &alias, expect))).await
@@ -916,11 +789,7 @@ impl Store for SqliteStore {
     }
 
     async fn claim_queued(
-        &self,
-        worker: &WorkerId,
-        max: usize,
-        lease_expires_at: Millis,
-        now: Millis,
+        &self, worker: &WorkerId, max: usize, lease_expires_at: Millis, now: Millis,
     ) -> Result<Vec<Claimed>> {
         if max == 0 {
             return Ok(Vec::new());
@@ -935,22 +804,14 @@ impl Store for SqliteStore {
     }
 
     async fn claim(
-        &self,
-        id: &InvocationId,
-        worker: &WorkerId,
-        lease_expires_at: Millis,
-        now: Millis,
+        &self, id: &InvocationId, worker: &WorkerId, lease_expires_at: Millis, now: Millis,
     ) -> Result<Claimed> {
         let (id, worker) = (id.clone(), worker.clone());
         self.write(move |tx| Ok(ready(ops::claim(tx, &id.0, &worker, lease_expires_at, now))??)).await
     }
 
     async fn renew_leases(
-        &self,
-        worker: &WorkerId,
-        attempts: Vec<(InvocationId, u64)>,
-        lease_expires_at: Millis,
-        now: Millis,
+        &self, worker: &WorkerId, attempts: Vec<(InvocationId, u64)>, lease_expires_at: Millis, now: Millis,
     ) -> Result<Vec<Result<(), Rejected>>> {
         let worker = worker.clone();
         self.write(move |tx| ready(ops::renew_leases(tx, &worker, attempts, lease_expires_at, now))).await
@@ -970,9 +831,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_invocations(
-        &self,
-        function: &str,
-        filter: InvocationFilter,
+        &self, function: &str, filter: InvocationFilter,
     ) -> Result<Vec<InvocationRecord>> {
         let function = function.to_string();
         self.read(move |tx| {
@@ -1036,19 +895,13 @@ impl Store for SqliteStore {
     }
 
     async fn place(
-        &self,
-        placements: Vec<(InvocationId, WorkerId)>,
-        now: Millis,
+        &self, placements: Vec<(InvocationId, WorkerId)>, now: Millis,
     ) -> Result<Vec<Result<(), Rejected>>> {
         self.write(move |tx| ready(ops::place(tx, placements, now))).await
     }
 
     async fn claim_placed(
-        &self,
-        worker: &WorkerId,
-        max: usize,
-        lease_expires_at: Millis,
-        now: Millis,
+        &self, worker: &WorkerId, max: usize, lease_expires_at: Millis, now: Millis,
     ) -> Result<Vec<Claimed>> {
         if max == 0 {
             return Ok(Vec::new());

@@ -51,10 +51,7 @@ pub fn live_revisions(rows: impl IntoIterator<Item = (String, String)>) -> HashS
 /// The revisions to delete: superseded before `older_than` (a newer revision of the same
 /// function was written before it), not current, and not the target of unfinished work.
 pub fn prunable_revisions(
-    rows: &[RevisionRow],
-    current: &HashMap<String, u64>,
-    live: &HashSet<(String, u64)>,
-    older_than: Millis,
+    rows: &[RevisionRow], current: &HashMap<String, u64>, live: &HashSet<(String, u64)>, older_than: Millis,
 ) -> Vec<(String, u64)> {
     // Per function, the newest revision written before the cutoff: everything below it was
     // superseded before the cutoff.

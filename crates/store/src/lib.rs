@@ -26,6 +26,7 @@ pub mod conformance;
 pub mod gc;
 pub mod ops;
 pub mod rows;
+pub mod schema;
 pub mod secrets;
 pub mod space;
 
@@ -240,28 +241,16 @@ pub trait Store: Send + Sync + 'static {
     /// Creates or replaces a function's configuration. With `expect`, the current revision
     /// must equal it (0 means "must not exist yet").
     async fn put_function(
-        &self,
-        name: &str,
-        spec: FunctionSpec,
-        expect: Option<u64>,
-        now: Millis,
+        &self, name: &str, spec: FunctionSpec, expect: Option<u64>, now: Millis,
     ) -> Result<FunctionConfig>;
     /// Points a function's `$LATEST` at an artifact already stored with [`Store::put_artifact`].
     /// Creates a function with its code in one transaction (its artifact stored already);
     /// `RevisionMismatch { expected: 0 }` if the name exists.
     async fn create_function(
-        &self,
-        name: &str,
-        spec: FunctionSpec,
-        code_sha256: &str,
-        now: Millis,
+        &self, name: &str, spec: FunctionSpec, code_sha256: &str, now: Millis,
     ) -> Result<FunctionConfig>;
     async fn set_function_code(
-        &self,
-        name: &str,
-        code_sha256: &str,
-        expect: Option<u64>,
-        now: Millis,
+        &self, name: &str, code_sha256: &str, expect: Option<u64>, now: Millis,
     ) -> Result<FunctionConfig>;
     async fn get_function(&self, name: &str) -> Result<Option<FunctionConfig>>;
     /// Functions ordered by name, after `after`.
@@ -274,11 +263,7 @@ pub trait Store: Send + Sync + 'static {
     /// Publishes `$LATEST` as a version (its description replaced by `description` if given);
     /// returns the newest version instead when code and config are unchanged.
     async fn publish_version(
-        &self,
-        name: &str,
-        expect: Option<u64>,
-        description: Option<&str>,
-        now: Millis,
+        &self, name: &str, expect: Option<u64>, description: Option<&str>, now: Millis,
     ) -> Result<Version>;
     async fn get_version(&self, name: &str, number: u64) -> Result<Option<Version>>;
     /// Deletes one published version; `Invalid` while an alias routes to it.
@@ -286,12 +271,7 @@ pub trait Store: Send + Sync + 'static {
     async fn list_versions(&self, name: &str, after: Option<u64>, limit: usize) -> Result<Vec<Version>>;
     /// Creates or replaces an alias. Every version it routes to must be published.
     async fn put_alias(
-        &self,
-        function: &str,
-        alias: &str,
-        routing: Routing,
-        description: &str,
-        expect: Option<u64>,
+        &self, function: &str, alias: &str, routing: Routing, description: &str, expect: Option<u64>,
         now: Millis,
     ) -> Result<Alias>;
     async fn get_alias(&self, function: &str, alias: &str) -> Result<Option<Alias>>;
@@ -343,28 +323,16 @@ pub trait Store: Send + Sync + 'static {
     /// attempt epoch and a lease. Too-old events are never claimed: they are expired here or
     /// by the next recovery sweep.
     async fn claim_queued(
-        &self,
-        worker: &WorkerId,
-        max: usize,
-        lease_expires_at: Millis,
-        now: Millis,
+        &self, worker: &WorkerId, max: usize, lease_expires_at: Millis, now: Millis,
     ) -> Result<Vec<Claimed>>;
     /// Claims one invocation. Exactly one of several concurrent claimers wins each epoch.
     async fn claim(
-        &self,
-        id: &InvocationId,
-        worker: &WorkerId,
-        lease_expires_at: Millis,
-        now: Millis,
+        &self, id: &InvocationId, worker: &WorkerId, lease_expires_at: Millis, now: Millis,
     ) -> Result<Claimed>;
     /// Renews the leases of attempts a worker is running. Per entry: ok or why it was refused
     /// (a fenced attempt should be abandoned).
     async fn renew_leases(
-        &self,
-        worker: &WorkerId,
-        attempts: Vec<(InvocationId, u64)>,
-        lease_expires_at: Millis,
-        now: Millis,
+        &self, worker: &WorkerId, attempts: Vec<(InvocationId, u64)>, lease_expires_at: Millis, now: Millis,
     ) -> Result<Vec<Result<(), Rejected>>>;
     /// Guarded completion: accepted only for the current attempt epoch of a RUNNING invocation.
     /// A refused completion changes nothing but the fenced counter.
@@ -373,9 +341,7 @@ pub trait Store: Send + Sync + 'static {
     async fn recover(&self, now: Millis) -> Result<Recovered>;
     async fn get_invocation(&self, id: &InvocationId) -> Result<Option<InvocationRecord>>;
     async fn list_invocations(
-        &self,
-        function: &str,
-        filter: InvocationFilter,
+        &self, function: &str, filter: InvocationFilter,
     ) -> Result<Vec<InvocationRecord>>;
     /// Invocations per state, for status and tests.
     async fn count_by_state(&self) -> Result<Vec<(StateName, u64)>>;
@@ -408,17 +374,11 @@ pub trait Store: Send + Sync + 'static {
     async fn placed_counts(&self) -> Result<Vec<(WorkerId, u64)>>;
     /// Places invocations on workers (QUEUED → PLACED). Per entry: ok or why it was refused.
     async fn place(
-        &self,
-        placements: Vec<(InvocationId, WorkerId)>,
-        now: Millis,
+        &self, placements: Vec<(InvocationId, WorkerId)>, now: Millis,
     ) -> Result<Vec<Result<(), Rejected>>>;
     /// Claims up to `max` invocations placed on `worker`, oldest first.
     async fn claim_placed(
-        &self,
-        worker: &WorkerId,
-        max: usize,
-        lease_expires_at: Millis,
-        now: Millis,
+        &self, worker: &WorkerId, max: usize, lease_expires_at: Millis, now: Millis,
     ) -> Result<Vec<Claimed>>;
     /// The distinct `(function, resolved)` of invocations PLACED on or RUNNING on `worker`:
     /// the deployments whose code it may fetch.

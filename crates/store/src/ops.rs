@@ -155,11 +155,7 @@ pub trait Tx {
 /// conditionally, and writes the destination invocation a finish owes in the same transaction.
 /// Returns the new lifecycle, or the state machine's refusal (nothing written).
 pub async fn transition(
-    tx: &impl Tx,
-    id: &str,
-    event: &Event,
-    outcome: Outcome<'_>,
-    now: Millis,
+    tx: &impl Tx, id: &str, event: &Event, outcome: Outcome<'_>, now: Millis,
 ) -> Result<Result<Lifecycle, Rejected>> {
     let g = tx
         .load_guarded(id)
@@ -226,11 +222,7 @@ pub async fn insert_invocation(tx: &impl Tx, new: NewInvocation) -> Result<Resul
 
 /// Claims one invocation for `worker`.
 pub async fn claim(
-    tx: &impl Tx,
-    id: &str,
-    worker: &WorkerId,
-    lease_expires_at: Millis,
-    now: Millis,
+    tx: &impl Tx, id: &str, worker: &WorkerId, lease_expires_at: Millis, now: Millis,
 ) -> Result<Result<Claimed, Rejected>> {
     let event = Event::Claim { worker: worker.clone(), lease_expires_at };
     let lc = match transition(tx, id, &event, Outcome::default(), now).await? {
@@ -245,12 +237,7 @@ pub async fn claim(
 /// Claims up to `max` of the invocations `scan` names for `worker`, oldest first; too-old events
 /// are expired instead.
 pub async fn claim_scan(
-    tx: &impl Tx,
-    scan: Scan<'_>,
-    worker: &WorkerId,
-    max: usize,
-    lease_expires_at: Millis,
-    now: Millis,
+    tx: &impl Tx, scan: Scan<'_>, worker: &WorkerId, max: usize, lease_expires_at: Millis, now: Millis,
 ) -> Result<Vec<Claimed>> {
     let mut claimed = Vec::with_capacity(max);
     for id in tx.ids(scan).await? {
@@ -270,10 +257,7 @@ pub async fn claim_scan(
 
 /// Renews the leases of attempts `worker` runs; a fenced renewal is counted.
 pub async fn renew_leases(
-    tx: &impl Tx,
-    worker: &WorkerId,
-    attempts: Vec<(InvocationId, u64)>,
-    lease_expires_at: Millis,
+    tx: &impl Tx, worker: &WorkerId, attempts: Vec<(InvocationId, u64)>, lease_expires_at: Millis,
     now: Millis,
 ) -> Result<Vec<Result<(), Rejected>>> {
     let mut out = Vec::with_capacity(attempts.len());
@@ -294,9 +278,7 @@ pub async fn renew_leases(
 
 /// Places invocations on workers (QUEUED → PLACED).
 pub async fn place(
-    tx: &impl Tx,
-    placements: Vec<(InvocationId, WorkerId)>,
-    now: Millis,
+    tx: &impl Tx, placements: Vec<(InvocationId, WorkerId)>, now: Millis,
 ) -> Result<Vec<Result<(), Rejected>>> {
     let mut out = Vec::with_capacity(placements.len());
     for (id, worker) in placements {
@@ -308,9 +290,7 @@ pub async fn place(
 /// One guarded completion; a fenced one is counted. A repeated report of the completion that
 /// ended the invocation is `apply`'s [`Rejected::AlreadyCompleted`].
 pub async fn complete(
-    tx: &impl Tx,
-    completion: &Completion,
-    now: Millis,
+    tx: &impl Tx, completion: &Completion, now: Millis,
 ) -> Result<Result<Lifecycle, Rejected>> {
     let event = Event::Complete {
         worker: completion.worker.clone(),
@@ -391,12 +371,7 @@ async fn require_function(tx: &impl Tx, name: &str, expect: Option<u64>) -> Resu
 /// Writes `$LATEST` of a function (creating it if `expect` allows), keeping its code unless
 /// `code` replaces it (that artifact held first: [`Tx::hold_artifact`]).
 pub async fn write_function(
-    tx: &impl Tx,
-    name: &str,
-    spec: FunctionSpec,
-    code: Option<&str>,
-    expect: Option<u64>,
-    now: Millis,
+    tx: &impl Tx, name: &str, spec: FunctionSpec, code: Option<&str>, expect: Option<u64>, now: Millis,
 ) -> Result<FunctionConfig> {
     if let Some(code) = code {
         tx.hold_artifact(code).await?;
@@ -424,11 +399,7 @@ pub async fn write_function(
 
 /// Points a function's `$LATEST` at a stored artifact.
 pub async fn set_function_code(
-    tx: &impl Tx,
-    name: &str,
-    code: &str,
-    expect: Option<u64>,
-    now: Millis,
+    tx: &impl Tx, name: &str, code: &str, expect: Option<u64>, now: Millis,
 ) -> Result<FunctionConfig> {
     let mut f = require_function(tx, name, expect).await?;
     tx.hold_artifact(code).await?;
@@ -464,11 +435,7 @@ pub async fn delete_function(tx: &impl Tx, name: &str, expect: Option<u64>, now:
 /// Publishes `$LATEST` as a version, or answers the newest version when code and config (but
 /// for the description) are unchanged since it.
 pub async fn publish_version(
-    tx: &impl Tx,
-    name: &str,
-    expect: Option<u64>,
-    description: Option<&str>,
-    now: Millis,
+    tx: &impl Tx, name: &str, expect: Option<u64>, description: Option<&str>, now: Millis,
 ) -> Result<Version> {
     let f = require_function(tx, name, expect).await?;
     let code = f.code_sha256.clone().ok_or_else(|| {
@@ -515,12 +482,7 @@ pub async fn delete_version(tx: &impl Tx, name: &str, number: u64) -> Result<()>
 
 /// Creates or replaces an alias; every version it routes to must be published.
 pub async fn put_alias(
-    tx: &impl Tx,
-    function: &str,
-    alias: &str,
-    routing: Routing,
-    description: &str,
-    expect: Option<u64>,
+    tx: &impl Tx, function: &str, alias: &str, routing: Routing, description: &str, expect: Option<u64>,
     now: Millis,
 ) -> Result<Alias> {
     require_function(tx, function, None).await?;

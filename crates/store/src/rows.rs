@@ -354,12 +354,8 @@ pub struct GuardedWrite<'a> {
 
 impl<'a> GuardedWrite<'a> {
     pub fn new(
-        id: &'a str,
-        from: &'a Lifecycle,
-        next: &'a Lifecycle,
-        event: &'a gust_core::Event,
-        outcome: Outcome<'a>,
-        now: gust_core::Millis,
+        id: &'a str, from: &'a Lifecycle, next: &'a Lifecycle, event: &'a gust_core::Event,
+        outcome: Outcome<'a>, now: gust_core::Millis,
     ) -> Result<Self> {
         let completed = match event {
             gust_core::Event::Complete { epoch, worker, .. } => Some((*epoch, worker)),
@@ -552,9 +548,7 @@ pub fn may_owe_destination(ctx: &gust_core::Context, next: &Lifecycle) -> bool {
 /// record). Backends write it in the same transaction as the finish that owes it, so it is
 /// neither lost nor doubled. `None` when the destination function has no code.
 pub fn destination_request(
-    f: gust_core::FunctionConfig,
-    payload: Vec<u8>,
-    now: gust_core::Millis,
+    f: gust_core::FunctionConfig, payload: Vec<u8>, now: gust_core::Millis,
 ) -> Option<InvocationRecord> {
     f.code_sha256.as_ref()?;
     let request = InvocationRequest {
@@ -609,11 +603,7 @@ pub fn system_error(kind: ErrorKind, message: String) -> FunctionErrorBody {
 
 /// A `worker_credentials` row (joined with its worker's last heartbeat), decoded.
 pub fn credential_row(
-    worker: String,
-    secret_sha256: String,
-    origin: &str,
-    created_at: i64,
-    last_heartbeat: Option<i64>,
+    worker: String, secret_sha256: String, origin: &str, created_at: i64, last_heartbeat: Option<i64>,
 ) -> Result<FoundCredential> {
     let origin = CredentialOrigin::parse(origin).ok_or_else(|| corrupt("credential origin"))?;
     Ok(FoundCredential {
@@ -818,9 +808,7 @@ pub fn deployment_statement(resolved: Resolved) -> (&'static str, u64) {
 
 /// The deployment a row of [`deployment_statement`] describes (none without code).
 pub fn deployment(
-    function: String,
-    resolved: Resolved,
-    row: Option<(String, Option<String>)>,
+    function: String, resolved: Resolved, row: Option<(String, Option<String>)>,
 ) -> Result<Option<gust_core::Deployment>> {
     match row {
         Some((spec, Some(code_sha256))) => Ok(Some(gust_core::Deployment {
@@ -835,8 +823,7 @@ pub fn deployment(
 
 /// One page of a function's invocations, newest first ([`read_record`]).
 pub fn invocation_page<'a>(
-    function: &'a str,
-    filter: &'a crate::InvocationFilter,
+    function: &'a str, filter: &'a crate::InvocationFilter,
 ) -> (String, Vec<Value<'a>>) {
     // '~' sorts after every UUID character, so "no cursor" means "from the newest".
     let before = filter.before.as_ref().map_or("~", |b| b.0.as_str());

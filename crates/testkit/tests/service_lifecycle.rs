@@ -75,10 +75,7 @@ impl FakeExecutor {
 #[async_trait]
 impl Executor for FakeExecutor {
     async fn execute(
-        &self,
-        _deployment: &Deployment,
-        _id: &InvocationId,
-        _payload: Bytes,
+        &self, _deployment: &Deployment, _id: &InvocationId, _payload: Bytes,
         _call: &gust_core::lambda::CallContext<'_>,
     ) -> Execution {
         self.calls.fetch_add(1, Ordering::SeqCst);
@@ -111,9 +108,7 @@ impl Executor for FakeExecutor {
     }
 
     async fn collect_cache(
-        &self,
-        _keep: std::collections::HashSet<String>,
-        _grace: Duration,
+        &self, _keep: std::collections::HashSet<String>, _grace: Duration,
     ) -> gust_service::gc::CacheCollected {
         gust_service::gc::CacheCollected::default()
     }

@@ -154,10 +154,7 @@ impl Worker {
     /// Validates and compiles code at upload time, so the first invocation is a warm-cache
     /// start. Blocking work runs off the async runtime.
     pub async fn prepare_code(
-        &self,
-        runtime: Runtime,
-        sha256: &str,
-        code: Bytes,
+        &self, runtime: Runtime, sha256: &str, code: Bytes,
     ) -> Result<(), PrepareError> {
         // Just prepared: kept by cache collections for their grace, as the config write that
         // will reference it follows.
@@ -178,10 +175,7 @@ impl Worker {
 
     /// Unpacks a zip package once per code hash (blocking work off the async runtime).
     async fn unpack(
-        &self,
-        runtime: Runtime,
-        sha256: &str,
-        code: Bytes,
+        &self, runtime: Runtime, sha256: &str, code: Bytes,
     ) -> Result<std::path::PathBuf, PrepareError> {
         let (root, sha) = (self.tasks_dir.clone(), sha256.to_string());
         let need_bootstrap = matches!(runtime, Runtime::Provided { .. });
@@ -264,9 +258,7 @@ impl Worker {
     }
 
     async fn ensure_prepared(
-        &self,
-        runtime: Runtime,
-        sha256: &str,
+        &self, runtime: Runtime, sha256: &str,
     ) -> Result<Arc<gust_runtime::wasm::Prepared>, String> {
         debug_assert_eq!(runtime, Runtime::Wasm);
         if let Some(p) = self.wasm.prepared_in_memory(sha256) {
@@ -297,10 +289,7 @@ impl Worker {
     /// Runs one invocation of `deployment` and returns its outcome. Waits for a free slot.
     /// Never fails: every problem is an outcome the caller records.
     pub async fn execute(
-        &self,
-        deployment: &Deployment,
-        invocation_id: &str,
-        payload: Bytes,
+        &self, deployment: &Deployment, invocation_id: &str, payload: Bytes,
         call: &gust_core::lambda::CallContext<'_>,
     ) -> RunOutcome {
         let started = Instant::now();
@@ -344,12 +333,8 @@ impl Worker {
     }
 
     async fn execute_process(
-        &self,
-        deployment: &Deployment,
-        invocation_id: &str,
-        payload: Bytes,
-        call: &gust_core::lambda::CallContext<'_>,
-        started: Instant,
+        &self, deployment: &Deployment, invocation_id: &str, payload: Bytes,
+        call: &gust_core::lambda::CallContext<'_>, started: Instant,
     ) -> RunOutcome {
         let spec = &deployment.spec;
         let task_root = match self.task_root(spec.runtime, &deployment.code_sha256).await {

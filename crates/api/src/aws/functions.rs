@@ -92,9 +92,7 @@ fn expect_revision(f: &FunctionConfig, revision_id: Option<&str>) -> Result<Opti
 /// Applies `change` to `$LATEST`'s spec under the revision CAS (retried when another writer
 /// moved the revision and the client did not pin one).
 async fn mutate_spec(
-    s: &AppState,
-    name: &str,
-    revision_id: Option<&str>,
+    s: &AppState, name: &str, revision_id: Option<&str>,
     change: impl Fn(&mut FunctionSpec) -> Result<(), AwsError>,
 ) -> Result<FunctionConfig, AwsError> {
     let mut attempts = 0;
@@ -295,9 +293,7 @@ fn page_size(q: &QueryMap) -> Result<usize, AwsError> {
 }
 
 pub(crate) async fn get(
-    State(s): State<AppState>,
-    Path(raw): Path<String>,
-    Query(q): Query<QueryMap>,
+    State(s): State<AppState>, Path(raw): Path<String>, Query(q): Query<QueryMap>,
 ) -> AwsResult {
     let (name, qualifier) = target(&raw, q.get("Qualifier").map(String::as_str))?;
     let configuration = configuration_of(&s, &name, qualifier).await?;
@@ -314,18 +310,14 @@ pub(crate) async fn get(
 }
 
 pub(crate) async fn get_configuration(
-    State(s): State<AppState>,
-    Path(raw): Path<String>,
-    Query(q): Query<QueryMap>,
+    State(s): State<AppState>, Path(raw): Path<String>, Query(q): Query<QueryMap>,
 ) -> AwsResult {
     let (name, qualifier) = target(&raw, q.get("Qualifier").map(String::as_str))?;
     Ok(Json(configuration_of(&s, &name, qualifier).await?).into_response())
 }
 
 pub(crate) async fn delete(
-    State(s): State<AppState>,
-    Path(raw): Path<String>,
-    Query(q): Query<QueryMap>,
+    State(s): State<AppState>, Path(raw): Path<String>, Query(q): Query<QueryMap>,
 ) -> AwsResult {
     let (name, qualifier) = target(&raw, q.get("Qualifier").map(String::as_str))?;
     match qualifier.as_deref().map(|q| Qualifier::parse(Some(q))) {
@@ -390,9 +382,7 @@ struct UpdateConfigIn {
 }
 
 pub(crate) async fn update_configuration(
-    State(s): State<AppState>,
-    Path(raw): Path<String>,
-    body: Body,
+    State(s): State<AppState>, Path(raw): Path<String>, body: Body,
 ) -> AwsResult {
     let (name, _) = target(&raw, None)?;
     let req: UpdateConfigIn = json_body(body, MAX_CONFIG_BODY_BYTES).await?;
@@ -424,9 +414,7 @@ pub(crate) async fn publish(State(s): State<AppState>, Path(raw): Path<String>, 
 }
 
 pub(crate) async fn list_versions(
-    State(s): State<AppState>,
-    Path(raw): Path<String>,
-    Query(q): Query<QueryMap>,
+    State(s): State<AppState>, Path(raw): Path<String>, Query(q): Query<QueryMap>,
 ) -> AwsResult {
     let (name, _) = target(&raw, None)?;
     let max = page_size(&q)?;
@@ -488,9 +476,7 @@ fn routing(primary: u64, weights: &RoutingIn) -> Result<Routing, AwsError> {
 }
 
 pub(crate) async fn create_alias(
-    State(s): State<AppState>,
-    Path(raw): Path<String>,
-    body: Body,
+    State(s): State<AppState>, Path(raw): Path<String>, body: Body,
 ) -> AwsResult {
     let (name, _) = target(&raw, None)?;
     let req: AliasIn = json_body(body, MAX_CONFIG_BODY_BYTES).await?;
@@ -511,17 +497,14 @@ pub(crate) async fn create_alias(
 }
 
 pub(crate) async fn get_alias(
-    State(s): State<AppState>,
-    Path((raw, alias)): Path<(String, String)>,
+    State(s): State<AppState>, Path((raw, alias)): Path<(String, String)>,
 ) -> AwsResult {
     let (name, _) = target(&raw, None)?;
     Ok(Json(views::alias(&s.service.get_alias(&name, &alias).await?)).into_response())
 }
 
 pub(crate) async fn update_alias(
-    State(s): State<AppState>,
-    Path((raw, alias)): Path<(String, String)>,
-    body: Body,
+    State(s): State<AppState>, Path((raw, alias)): Path<(String, String)>, body: Body,
 ) -> AwsResult {
     let (name, _) = target(&raw, None)?;
     let req: AliasIn = json_body(body, MAX_CONFIG_BODY_BYTES).await?;
@@ -548,8 +531,7 @@ pub(crate) async fn update_alias(
 }
 
 pub(crate) async fn delete_alias(
-    State(s): State<AppState>,
-    Path((raw, alias)): Path<(String, String)>,
+    State(s): State<AppState>, Path((raw, alias)): Path<(String, String)>,
 ) -> AwsResult {
     let (name, _) = target(&raw, None)?;
     s.service.delete_alias(&name, &alias, None).await?;
@@ -557,9 +539,7 @@ pub(crate) async fn delete_alias(
 }
 
 pub(crate) async fn list_aliases(
-    State(s): State<AppState>,
-    Path(raw): Path<String>,
-    Query(q): Query<QueryMap>,
+    State(s): State<AppState>, Path(raw): Path<String>, Query(q): Query<QueryMap>,
 ) -> AwsResult {
     let (name, _) = target(&raw, None)?;
     let version =
@@ -582,9 +562,7 @@ struct ConcurrencyIn {
 }
 
 pub(crate) async fn put_concurrency(
-    State(s): State<AppState>,
-    Path(raw): Path<String>,
-    body: Body,
+    State(s): State<AppState>, Path(raw): Path<String>, body: Body,
 ) -> AwsResult {
     let (name, _) = target(&raw, None)?;
     let req: ConcurrencyIn = json_body(body, MAX_CONFIG_BODY_BYTES).await?;
@@ -679,11 +657,7 @@ fn destination(d: &Option<DestinationIn>) -> Result<Option<String>, AwsError> {
 /// Sets the event-invoke config: `merge` keeps what the request omits (UpdateFunctionEventInvokeConfig),
 /// otherwise omitted settings go back to their defaults (Put overwrites).
 async fn set_event_config(
-    s: &AppState,
-    access: &Access,
-    name: &str,
-    req: EventConfigIn,
-    merge: bool,
+    s: &AppState, access: &Access, name: &str, req: EventConfigIn, merge: bool,
 ) -> AwsResult {
     if req.maximum_retry_attempts.is_some_and(|n| n > 2) {
         return Err(AwsError::invalid("MaximumRetryAttempts must be within [0, 2]"));
@@ -726,31 +700,21 @@ async fn set_event_config(
 }
 
 pub(crate) async fn put_event_config(
-    State(s): State<AppState>,
-    access: Access,
-    Path(raw): Path<String>,
-    Query(q): Query<QueryMap>,
-    body: Body,
+    State(s): State<AppState>, access: Access, Path(raw): Path<String>, Query(q): Query<QueryMap>, body: Body,
 ) -> AwsResult {
     let name = event_target(&raw, &q)?;
     set_event_config(&s, &access, &name, json_body(body, MAX_CONFIG_BODY_BYTES).await?, false).await
 }
 
 pub(crate) async fn update_event_config(
-    State(s): State<AppState>,
-    access: Access,
-    Path(raw): Path<String>,
-    Query(q): Query<QueryMap>,
-    body: Body,
+    State(s): State<AppState>, access: Access, Path(raw): Path<String>, Query(q): Query<QueryMap>, body: Body,
 ) -> AwsResult {
     let name = event_target(&raw, &q)?;
     set_event_config(&s, &access, &name, json_body(body, MAX_CONFIG_BODY_BYTES).await?, true).await
 }
 
 pub(crate) async fn get_event_config(
-    State(s): State<AppState>,
-    Path(raw): Path<String>,
-    Query(q): Query<QueryMap>,
+    State(s): State<AppState>, Path(raw): Path<String>, Query(q): Query<QueryMap>,
 ) -> AwsResult {
     let name = event_target(&raw, &q)?;
     let f = s.service.get_function(&name).await?.config;
@@ -764,9 +728,7 @@ pub(crate) async fn get_event_config(
 }
 
 pub(crate) async fn delete_event_config(
-    State(s): State<AppState>,
-    Path(raw): Path<String>,
-    Query(q): Query<QueryMap>,
+    State(s): State<AppState>, Path(raw): Path<String>, Query(q): Query<QueryMap>,
 ) -> AwsResult {
     let name = event_target(&raw, &q)?;
     let f = s.service.get_function(&name).await?.config;
@@ -792,9 +754,7 @@ pub(crate) async fn list_event_configs(State(s): State<AppState>, Path(raw): Pat
 
 /// Usage counts only the functions the caller covers.
 pub(crate) async fn account_settings(
-    State(s): State<AppState>,
-    access: Access,
-    _headers: HeaderMap,
+    State(s): State<AppState>, access: Access, _headers: HeaderMap,
 ) -> AwsResult {
     let (mut count, mut code, mut reserved) = (0u64, 0u64, 0u64);
     let mut after: Option<String> = None;

@@ -44,10 +44,7 @@ fn log_tail(id: &str, version: &str, log: &str) -> String {
 }
 
 pub(crate) async fn invoke(
-    State(s): State<AppState>,
-    Path(raw): Path<String>,
-    Query(q): Query<QueryMap>,
-    headers: HeaderMap,
+    State(s): State<AppState>, Path(raw): Path<String>, Query(q): Query<QueryMap>, headers: HeaderMap,
     body: Body,
 ) -> AwsResult {
     let (name, qualifier) = target(&raw, q.get("Qualifier").map(String::as_str))?;

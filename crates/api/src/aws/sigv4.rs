@@ -106,9 +106,7 @@ pub(crate) fn access_key_id(headers: &HeaderMap) -> Result<&str, SigError> {
 /// `Authorization`, a signed Host, and an `X-Amz-Date` within the allowed skew of `now_s`
 /// (Unix seconds).
 pub(crate) fn check_headers<'a>(
-    headers: &'a HeaderMap,
-    secret: &'a str,
-    now_s: i64,
+    headers: &'a HeaderMap, secret: &'a str, now_s: i64,
 ) -> Result<Presented<'a>, SigError> {
     let auth = authorization(headers)?;
     let amz_date = headers
@@ -134,11 +132,7 @@ pub(crate) fn check_headers<'a>(
 /// Checks the signature of a request whose headers passed [`check_headers`], with
 /// `payload_hash` (hex, or `UNSIGNED-PAYLOAD`) as the canonical request's last line.
 pub(crate) fn check_signature(
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    presented: &Presented<'_>,
-    payload_hash: &str,
+    method: &Method, uri: &Uri, headers: &HeaderMap, presented: &Presented<'_>, payload_hash: &str,
 ) -> Result<(), SigError> {
     let Presented { auth, secret, amz_date } = presented;
     let mut canonical_headers = String::new();
@@ -182,12 +176,8 @@ pub(crate) fn check_signature(
 /// against `body`, then the signature.
 #[cfg(test)]
 pub(crate) fn verify(
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-    secrets: &std::collections::HashMap<String, String>,
-    now_s: i64,
+    method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8],
+    secrets: &std::collections::HashMap<String, String>, now_s: i64,
 ) -> Result<(), SigError> {
     let secret = secrets.get(access_key_id(headers)?).ok_or(SigError::UnknownKey)?;
     let presented = check_headers(headers, secret, now_s)?;
@@ -863,11 +853,7 @@ mod fuzz {
     }
 
     fn refused(
-        result: Option<Result<(), SigError>>,
-        what: &str,
-        case: usize,
-        original: &Request,
-        mutated: &Request,
+        result: Option<Result<(), SigError>>, what: &str, case: usize, original: &Request, mutated: &Request,
     ) {
         if let Some(Ok(())) = result {
             panic!(

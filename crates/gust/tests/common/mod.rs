@@ -121,11 +121,7 @@ impl Server {
 
     /// Invokes; `headers` adds e.g. ("invocation-type", "async").
     pub fn invoke(
-        &self,
-        name: &str,
-        qualifier: Option<&str>,
-        payload: &[u8],
-        headers: &[(&str, &str)],
+        &self, name: &str, qualifier: Option<&str>, payload: &[u8], headers: &[(&str, &str)],
     ) -> Response {
         let mut url = format!("{}/v1/functions/{name}/invoke", self.url);
         if let Some(q) = qualifier {
@@ -195,11 +191,7 @@ impl Worker {
     /// Starts a worker that proves itself with `credential` (its flags: an enrollment token or
     /// a provisioned secret file).
     pub fn start_with(
-        server_url: &str,
-        data_dir: &Path,
-        name: &str,
-        credential: &[&str],
-        extra: &[&str],
+        server_url: &str, data_dir: &Path, name: &str, credential: &[&str], extra: &[&str],
     ) -> Worker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gust"))
             .args(["worker", "--server", server_url, "--name", name])

@@ -227,10 +227,7 @@ fn out_of_memory(limits: &CompileLimits) -> PrepareError {
 /// What the deployer is told about a child that ended as `end`, having written `compiled` on
 /// stdout and `message` on stderr.
 fn outcome(
-    end: ChildEnd,
-    compiled: Vec<u8>,
-    message: &str,
-    limits: &CompileLimits,
+    end: ChildEnd, compiled: Vec<u8>, message: &str, limits: &CompileLimits,
 ) -> Result<Vec<u8>, PrepareError> {
     use nix::libc::{SIGKILL, SIGXCPU};
     let message = message.trim();

@@ -1,0 +1,196 @@
+//! The schema, written once for both backends. Each backend lists its migrations as steps of
+//! this module (plus its few dialect-only statements) in the order its databases have applied
+//! them; a [`Dialect`] renders the placeholders: `{int}` (a 64-bit integer), `{blob}` (bytes),
+//! `{keyed}` (the suffix of a table that is only ever read by its primary key), `{now_ms}` (the
+//! current Unix time in milliseconds).
+//!
+//! A migration's number is its position in the backend's list: never reorder, edit or remove
+//! an applied one; append.
+
+use crate::{Result, StoreError};
+
+/// How a backend spells the placeholders.
+pub struct Dialect {
+    pub int: &'static str,
+    pub blob: &'static str,
+    pub keyed: &'static str,
+    pub now_ms: &'static str,
+}
+
+impl Dialect {
+    /// One migration: its steps rendered and joined.
+    pub fn render(&self, steps: &[&str]) -> String {
+        steps
+            .iter()
+            .map(|s| {
+                s.replace("{int}", self.int)
+                    .replace("{blob}", self.blob)
+                    .replace("{keyed}", self.keyed)
+                    .replace("{now_ms}", self.now_ms)
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Refuses a database written by a newer gust (`current` migrations applied, `known` here).
+pub fn check_version(current: i64, known: usize) -> Result<()> {
+    if current < 0 || current as usize > known {
+        return Err(StoreError::Backend(format!(
+            "database schema version {current} is newer than this gust ({known}); refusing to run"
+        )));
+    }
+    Ok(())
+}
+
+/// Counters, functions, their revisions, versions and aliases.
+pub const CATALOG: &str = r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value {int} NOT NULL);
+INSERT INTO meta (key, value) VALUES ('snapshot_version', 0), ('fenced_completions', 0), ('fenced_renewals', 0);
+CREATE TABLE functions (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    code_sha256 TEXT,
+    revision {int} NOT NULL,
+    next_version {int} NOT NULL,
+    created_at {int} NOT NULL,
+    updated_at {int} NOT NULL
+);
+CREATE TABLE function_revisions (
+    function TEXT NOT NULL,
+    revision {int} NOT NULL,
+    spec TEXT NOT NULL,
+    code_sha256 TEXT,
+    PRIMARY KEY (function, revision)
+);
+CREATE TABLE versions (
+    function TEXT NOT NULL,
+    number {int} NOT NULL,
+    spec TEXT NOT NULL,
+    code_sha256 TEXT NOT NULL,
+    from_revision {int} NOT NULL,
+    created_at {int} NOT NULL,
+    PRIMARY KEY (function, number)
+);
+CREATE TABLE aliases (
+    function TEXT NOT NULL,
+    name TEXT NOT NULL,
+    routing TEXT NOT NULL,
+    revision {int} NOT NULL,
+    updated_at {int} NOT NULL,
+    PRIMARY KEY (function, name)
+);
+"#;
+
+/// The invocation records and the indexes of the scans over them.
+pub const INVOCATIONS: &str = r#"
+CREATE TABLE invocations (
+    id TEXT PRIMARY KEY,
+    function TEXT NOT NULL,
+    qualifier TEXT NOT NULL,
+    resolved TEXT NOT NULL,
+    payload {blob} NOT NULL,
+    mode TEXT NOT NULL,
+    idempotency_key TEXT,
+    fingerprint TEXT,
+    received_at {int} NOT NULL,
+    retry TEXT NOT NULL,
+    state TEXT NOT NULL,
+    worker TEXT,
+    due_at {int},
+    attempt_epoch {int} NOT NULL,
+    function_errors {int} NOT NULL,
+    lost_attempts {int} NOT NULL,
+    result {blob},
+    error TEXT,
+    log TEXT NOT NULL,
+    updated_at {int} NOT NULL,
+    finished_at {int},
+    expires_at {int}
+){keyed};
+CREATE UNIQUE INDEX invocations_idempotency ON invocations (function, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX invocations_queue ON invocations (id) WHERE state = 'QUEUED';
+CREATE INDEX invocations_due ON invocations (state, due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX invocations_expiry ON invocations (expires_at)
+    WHERE expires_at IS NOT NULL AND state IN ('QUEUED', 'PLACED', 'RETRY_WAIT');
+CREATE INDEX invocations_function ON invocations (function, id);
+"#;
+
+/// Remote workers and the scan of the work placed on each.
+pub const WORKERS: &str = r#"
+CREATE TABLE workers (
+    id TEXT PRIMARY KEY,
+    revision {int} NOT NULL,
+    state TEXT NOT NULL,
+    last_heartbeat {int} NOT NULL
+);
+CREATE INDEX invocations_placed ON invocations (worker, id) WHERE state = 'PLACED';
+"#;
+
+/// The epoch of the attempt that completed an invocation (fencing a late duplicate).
+pub const COMPLETED_EPOCH: &str = "ALTER TABLE invocations ADD COLUMN completed_epoch {int};";
+
+pub const ALIAS_DESCRIPTION: &str = "ALTER TABLE aliases ADD COLUMN description TEXT NOT NULL DEFAULT '';";
+
+/// Per-worker credentials, and which worker completed an invocation.
+pub const WORKER_CREDENTIALS: &str = r#"
+ALTER TABLE invocations ADD COLUMN completed_by TEXT;
+CREATE TABLE worker_credentials (
+    worker TEXT PRIMARY KEY,
+    secret_sha256 TEXT NOT NULL UNIQUE,
+    origin TEXT NOT NULL,
+    created_at {int} NOT NULL
+);
+"#;
+
+pub const API_KEYS: &str = r#"
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    functions TEXT,
+    bearer_sha256 TEXT NOT NULL,
+    sigv4_secret TEXT NOT NULL,
+    created_at {int} NOT NULL,
+    last_used_at {int}
+);
+"#;
+
+/// Retention prunes ended records oldest first (`finished_at` is set only when one ends).
+pub const FINISHED_INDEX: &str =
+    "CREATE INDEX invocations_finished ON invocations (finished_at) WHERE finished_at IS NOT NULL;";
+
+/// Garbage collection of code: when each `$LATEST` revision was written (rows from before count
+/// as written at the upgrade, so none is collected sooner than its grace).
+pub const REVISION_CREATED_AT: &str =
+    "ALTER TABLE function_revisions ADD COLUMN created_at {int} NOT NULL DEFAULT 0;
+UPDATE function_revisions SET created_at = {now_ms};";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_placeholder_is_rendered() {
+        let d = Dialect { int: "BIGINT", blob: "BYTEA", keyed: "", now_ms: "0" };
+        let all = d.render(&[
+            CATALOG,
+            INVOCATIONS,
+            WORKERS,
+            COMPLETED_EPOCH,
+            ALIAS_DESCRIPTION,
+            WORKER_CREDENTIALS,
+            API_KEYS,
+            FINISHED_INDEX,
+            REVISION_CREATED_AT,
+        ]);
+        assert!(!all.contains('{'), "unrendered placeholder in {all}");
+    }
+
+    #[test]
+    fn a_newer_database_is_refused() {
+        assert!(check_version(3, 3).is_ok());
+        assert!(check_version(4, 3).unwrap_err().to_string().contains("newer than this gust"));
+    }
+}
