@@ -94,19 +94,50 @@ pub struct PgStore {
     pool: Pool,
     completions: tokio::sync::mpsc::Sender<PendingCompletion>,
     completed: tokio::sync::broadcast::Sender<InvocationId>,
+    placed: tokio::sync::broadcast::Sender<WorkerId>,
+    channels: Channels,
 }
 
-/// The NOTIFY channel on which committed completions are announced to every server of one
-/// gust deployment (one per schema).
-fn completed_channel(schema: Option<&str>) -> String {
-    format!("gust_completed_{}", schema.unwrap_or("public"))
+/// The NOTIFY channels on which one gust deployment (one per schema) announces, to every
+/// server, completions and placements as they commit.
+#[derive(Clone)]
+struct Channels {
+    completed: String,
+    placed: String,
 }
 
-/// Listens for completions committed by any server (LISTEN/NOTIFY on `channel`) and
+impl Channels {
+    fn of(schema: Option<&str>) -> Channels {
+        let schema = schema.unwrap_or("public");
+        Channels { completed: format!("gust_completed_{schema}"), placed: format!("gust_placed_{schema}") }
+    }
+}
+
+/// Announces `items` on `channel` when the transaction commits, in payloads of comma-separated
+/// ids under PostgreSQL's 8000 bytes.
+async fn notify<'a>(
+    tx: &impl GenericClient, channel: &str, items: impl Iterator<Item = &'a str>,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let mut payload = String::new();
+    for item in items {
+        if !payload.is_empty() && payload.len() + item.len() >= 7_000 {
+            pg_execute(tx, "SELECT pg_notify($1, $2)", params![&channel, &payload]).await?;
+            payload.clear();
+        }
+        payload.push_str(item);
+        payload.push(',');
+    }
+    if !payload.is_empty() {
+        pg_execute(tx, "SELECT pg_notify($1, $2)", params![&channel, &payload]).await?;
+    }
+    Ok(())
+}
+
+/// Listens for completions and placements committed by any server (LISTEN/NOTIFY) and
 /// republishes them; reconnects after a failure. Polling the store stays the safety net.
-async fn completion_listener(
-    cfg: tokio_postgres::Config, tls: tls::PgTls, channel: String,
-    tx: tokio::sync::broadcast::Sender<InvocationId>,
+async fn listener(
+    cfg: tokio_postgres::Config, tls: tls::PgTls, channels: Channels,
+    completed: tokio::sync::broadcast::Sender<InvocationId>, placed: tokio::sync::broadcast::Sender<WorkerId>,
 ) {
     loop {
         match cfg.connect(tls.clone()).await {
@@ -117,8 +148,15 @@ async fn completion_listener(
                     while let Some(msg) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
                         match msg {
                             Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
-                                for id in n.payload().split(',').filter(|s| !s.is_empty()) {
-                                    let _ = tx.send(InvocationId(id.to_string()));
+                                let ids = n.payload().split(',').filter(|s| !s.is_empty());
+                                if n.channel() == channels.placed {
+                                    for id in ids {
+                                        let _ = placed.send(WorkerId(id.to_string()));
+                                    }
+                                } else {
+                                    for id in ids {
+                                        let _ = completed.send(InvocationId(id.to_string()));
+                                    }
                                 }
                             }
                             Ok(_) => {}
@@ -130,7 +168,8 @@ async fn completion_listener(
                     }
                 };
                 let listen = async {
-                    if let Err(e) = client.batch_execute(&format!("LISTEN {channel}")).await {
+                    let sql = format!("LISTEN {}; LISTEN {}", channels.completed, channels.placed);
+                    if let Err(e) = client.batch_execute(&sql).await {
                         tracing::warn!(error = %e, "LISTEN failed");
                     }
                 };
@@ -201,7 +240,7 @@ async fn commit_completions(
         Err(e) => return (all_failed(pg_err(e)), replies),
     };
     let mut results = Vec::with_capacity(n);
-    let mut accepted = String::new();
+    let mut accepted = Vec::new();
     for (completion, now) in work {
         if let Err(e) = tx.batch_execute("SAVEPOINT completion").await {
             return (all_failed(pg_err(e)), replies);
@@ -212,8 +251,7 @@ async fn commit_completions(
                     return (all_failed(pg_err(e)), replies);
                 }
                 if r.is_ok() {
-                    accepted.push_str(&completion.id.0);
-                    accepted.push(',');
+                    accepted.push(completion.id.0.clone());
                 }
                 results.push(r.map_err(StoreError::Rejected));
             }
@@ -225,12 +263,9 @@ async fn commit_completions(
             }
         }
     }
-    // Announced at commit, to every server (a payload stays under PostgreSQL's 8000 bytes).
-    for chunk in accepted.as_bytes().chunks(37 * 200) {
-        let payload = String::from_utf8_lossy(chunk).into_owned();
-        if let Err(e) = pg_execute(&tx, "SELECT pg_notify($1, $2)", params![&channel, &payload]).await {
-            return (all_failed(pg_err(e)), replies);
-        }
+    // Announced at commit, to every server.
+    if let Err(e) = notify(&tx, channel, accepted.iter().map(String::as_str)).await {
+        return (all_failed(pg_err(e)), replies);
     }
     match tx.commit().await {
         Ok(()) => (results, replies),
@@ -283,7 +318,7 @@ impl PgStore {
             cfg.options(format!("-c search_path={schema}"));
         }
         let listen_cfg = cfg.clone();
-        let channel = completed_channel(schema);
+        let channels = Channels::of(schema);
         let mgr =
             Manager::from_config(cfg, tls.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(mgr)
@@ -291,10 +326,11 @@ impl PgStore {
             .build()
             .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
         let (completions, rx) = tokio::sync::mpsc::channel(8_192);
-        tokio::spawn(completion_batcher(pool.clone(), rx, channel.clone()));
+        tokio::spawn(completion_batcher(pool.clone(), rx, channels.completed.clone()));
         let (completed, _) = tokio::sync::broadcast::channel(4_096);
-        tokio::spawn(completion_listener(listen_cfg, tls, channel, completed.clone()));
-        let store = PgStore { pool, completions, completed };
+        let (placed, _) = tokio::sync::broadcast::channel(4_096);
+        tokio::spawn(listener(listen_cfg, tls, channels.clone(), completed.clone(), placed.clone()));
+        let store = PgStore { pool, completions, completed, placed, channels };
         let mut client = store.pool.get().await.map_err(|e| {
             StoreError::Backend(format!(
                 "cannot connect to PostgreSQL ({}): {}",
@@ -940,6 +976,10 @@ impl Store for PgStore {
         rows::counters(PgTx(&client).query(rows::COUNTERS, &[], |r| Ok((r.text(0)?, r.int(1)?))).await?)
     }
 
+    fn placement_events(&self) -> Option<tokio::sync::broadcast::Receiver<WorkerId>> {
+        Some(self.placed.subscribe())
+    }
+
     fn completion_events(&self) -> Option<tokio::sync::broadcast::Receiver<InvocationId>> {
         Some(self.completed.subscribe())
     }
@@ -969,7 +1009,18 @@ impl Store for PgStore {
     async fn place(
         &self, placements: Vec<(InvocationId, WorkerId)>, now: Millis,
     ) -> Result<Vec<Result<(), Rejected>>> {
-        in_tx!(self, |tx| ops::place(&tx, placements, now).await)
+        in_tx!(self, |tx| async {
+            let workers: Vec<WorkerId> = placements.iter().map(|(_, w)| w.clone()).collect();
+            let results = ops::place(&tx, placements, now).await?;
+            // Announced at commit, so the server each worker polls wakes it at once.
+            let mut placed: Vec<&str> =
+                workers.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(w, _)| w.0.as_str()).collect();
+            placed.sort_unstable();
+            placed.dedup();
+            notify(tx.0, &self.channels.placed, placed.into_iter()).await.map_err(pg_err)?;
+            Ok(results)
+        }
+        .await)
     }
 
     async fn claim_placed(

@@ -622,6 +622,33 @@ pub async fn placed_work_is_claimed_only_by_its_worker(store: Arc<dyn Store>) {
     assert_eq!(state_of(&*store, &b).await.state, State::Queued);
 }
 
+/// For backends shared by several servers: a placement committed through `placer` is announced
+/// to `listener` (another server's store) with its worker, so that server wakes the worker's
+/// poll at once; a refused placement announces nothing.
+pub async fn placements_are_announced_to_every_server(placer: Arc<dyn Store>, listener: Arc<dyn Store>) {
+    let mut events = listener.placement_events().expect("a shared store announces placements");
+    // The listener's LISTEN may still be on its way: place until one announcement arrives.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let heard = loop {
+        let id = enqueue(&*placer, request("ann", Mode::Async, None, "1")).await;
+        assert_eq!(placer.place(vec![(id, worker("w-ann"))], NOW).await.unwrap(), vec![Ok(())]);
+        match tokio::time::timeout(std::time::Duration::from_millis(500), events.recv()).await {
+            Ok(heard) => break heard.unwrap(),
+            Err(_) => assert!(std::time::Instant::now() < deadline, "no placement was announced"),
+        }
+    };
+    assert_eq!(heard, worker("w-ann"));
+    while events.try_recv().is_ok() {}
+    let id = enqueue(&*placer, request("ann", Mode::Async, None, "2")).await;
+    assert_eq!(placer.place(vec![(id.clone(), worker("w-one"))], NOW).await.unwrap(), vec![Ok(())]);
+    let refused = placer.place(vec![(id, worker("w-two"))], NOW).await.unwrap();
+    assert!(refused[0].is_err(), "placed once");
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv()).await;
+    assert_eq!(heard.expect("announced").unwrap(), worker("w-one"));
+    let more = tokio::time::timeout(std::time::Duration::from_millis(300), events.recv()).await;
+    assert!(more.is_err(), "a refused placement is not announced: {more:?}");
+}
+
 pub async fn functions_are_created_with_their_code_at_once(store: Arc<dyn Store>) {
     let sha = store.put_artifact(Bytes::from_static(b"code")).await.unwrap();
     let f = store.create_function("c", spec(), &sha, NOW).await.unwrap();

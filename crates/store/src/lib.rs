@@ -361,6 +361,13 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// Workers that had work placed on them by any server sharing this store, as the
+    /// placements commit (so the server a worker polls wakes it at once); `None` where one
+    /// process owns the store (its own placer wakes its polls).
+    fn placement_events(&self) -> Option<tokio::sync::broadcast::Receiver<WorkerId>> {
+        None
+    }
+
     // ---- workers and placement ----
 
     /// Records a worker's heartbeat if its revision is newer than the stored one (monotonic per
