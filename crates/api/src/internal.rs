@@ -5,9 +5,10 @@
 //! service sees it, and the store refuses to renew or complete an attempt the worker does not
 //! own. A worker heartbeats (its state), polls for invocations placed on it (each arrives with
 //! its exact deployment), renews the leases of what it runs, completes with the attempt epoch,
-//! and fetches code it may run by sha256. A completion from a fenced attempt is refused with
-//! 409 `Fenced`. A worker shutting down releases (hands back) the attempts it will not finish,
-//! so they are redelivered at once, and deregisters.
+//! and fetches code it may run by sha256. A completion answers its verdict (`accepted`, or
+//! `already_completed` for a repeat of the accepted report whose reply was lost); one from a
+//! fenced attempt is refused with 409 `Fenced`. A worker shutting down releases (hands back)
+//! the attempts it will not finish, so they are redelivered at once, and deregisters.
 //!
 //! Every message is a type of `gust_core::protocol`, the one definition the worker uses too;
 //! this module adds the routes, authentication, body limits and status codes.
@@ -16,7 +17,8 @@
 //! list, revoke), mounted with the rest of `/v1` and behind its authentication.
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -25,9 +27,8 @@ use axum::{Extension, Json, Router};
 use base64::Engine as _;
 use bytes::Bytes;
 use gust_core::protocol::{
-    self, AttemptsReply, AttemptsRequest, CompleteReply, CompleteRequest, EnrollRequest, ErrorCode,
-    Heartbeat, IssuedCredential, PollReply, PollRequest, SnapshotFunction, SnapshotQuery, SnapshotReply,
-    WorkerCall,
+    self, AttemptsReply, AttemptsRequest, CompleteRequest, EnrollRequest, ErrorCode, Heartbeat,
+    IssuedCredential, PollReply, PollRequest, SnapshotFunction, SnapshotQuery, SnapshotReply, WorkerCall,
 };
 use gust_core::{AttemptOutcome, WorkerId};
 use gust_store::Completion;
@@ -159,6 +160,39 @@ async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiE
     parse_json(&read_bounded(body, MAX_WORKER_BODY, "the request").await?)
 }
 
+/// The worker a call about itself (`/workers/{id}/…`) names, which must be the authenticated
+/// one (403 otherwise).
+struct OwnWorker(WorkerId);
+
+/// [`OwnWorker`] and the call's JSON body, read only once the worker is checked.
+struct OwnCall<T>(WorkerId, T);
+
+impl FromRequestParts<AppState> for OwnWorker {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let Path(id) =
+            Path::<String>::from_request_parts(parts, state).await.map_err(|e| e.into_response())?;
+        let Some(auth) = parts.extensions.get::<AuthenticatedWorker>() else {
+            // `authenticate` runs before every worker call: a routing mistake; refuse.
+            let message = "the request reached a worker call without authentication";
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", message).into_response());
+        };
+        own_id(auth, &id).map(OwnWorker).map_err(|e| e.into_response())
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for OwnCall<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let OwnWorker(worker) = OwnWorker::from_request_parts(&mut parts, state).await?;
+        let body = json_body(body).await.map_err(|e| e.into_response())?;
+        Ok(OwnCall(worker, body))
+    }
+}
+
 async fn enroll(State(s): State<AppState>, body: Body) -> ApiResult {
     let r: EnrollRequest = json_body(body).await?;
     let issued = s.service.enroll_worker(&r.name).await?;
@@ -186,12 +220,7 @@ async fn heartbeat(
     Ok(Json(s.service.worker_heartbeat(state).await?).into_response())
 }
 
-async fn poll(
-    State(s): State<AppState>, Extension(auth): Extension<AuthenticatedWorker>, Path(id): Path<String>,
-    body: Body,
-) -> ApiResult {
-    let worker = own_id(&auth, &id)?;
-    let p: PollRequest = json_body(body).await?;
+async fn poll(State(s): State<AppState>, OwnCall(worker, p): OwnCall<PollRequest>) -> ApiResult {
     let wait = std::time::Duration::from_millis(p.wait_ms);
     let assignments = s.service.worker_poll(&worker, p.max, wait).await?;
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -223,21 +252,14 @@ enum AttemptsCall {
 }
 
 fn attempts_route(call: AttemptsCall) -> MethodRouter<AppState> {
-    post(
-        move |State(s): State<AppState>,
-              Extension(auth): Extension<AuthenticatedWorker>,
-              Path(id): Path<String>,
-              body: Body| attempts(call, s, auth, id, body),
-    )
+    post(move |State(s): State<AppState>, own: OwnCall<AttemptsRequest>| attempts(call, s, own))
 }
 
 /// Renewal or release: per attempt a verdict (and `null` or why it was refused: fenced, or not
 /// this worker's attempt); a refused entry changes nothing.
 async fn attempts(
-    call: AttemptsCall, s: AppState, auth: AuthenticatedWorker, id: String, body: Body,
+    call: AttemptsCall, s: AppState, OwnCall(worker, r): OwnCall<AttemptsRequest>,
 ) -> ApiResult {
-    let worker = own_id(&auth, &id)?;
-    let r: AttemptsRequest = json_body(body).await?;
     let results = match call {
         AttemptsCall::Renew => s.service.worker_renew(&worker, r.attempts).await?,
         AttemptsCall::Release => s.service.worker_release(&worker, r.attempts).await?,
@@ -245,12 +267,10 @@ async fn attempts(
     Ok(Json(AttemptsReply::new(&results)).into_response())
 }
 
-async fn complete(
-    State(s): State<AppState>, Extension(auth): Extension<AuthenticatedWorker>, Path(id): Path<String>,
-    body: Body,
-) -> ApiResult {
-    let worker = own_id(&auth, &id)?;
-    let c: CompleteRequest = json_body(body).await?;
+/// A guarded completion: its verdict (`accepted`, or `already_completed` for a repeat of the
+/// accepted report) and the state after it; 409 `Fenced` for a stale attempt, 403 `Forbidden`
+/// for another worker's.
+async fn complete(State(s): State<AppState>, OwnCall(worker, c): OwnCall<CompleteRequest>) -> ApiResult {
     let result = c
         .result_b64
         .map(|r| base64::engine::general_purpose::STANDARD.decode(r))
@@ -266,15 +286,11 @@ async fn complete(
         error: c.error,
         log: c.log,
     };
-    let lc = s.service.worker_complete(completion).await?;
-    Ok(Json(CompleteReply { state: lc.state.name() }).into_response())
+    Ok(Json(s.service.worker_complete(completion).await?).into_response())
 }
 
 /// A worker stopping for good (after releasing what it ran): an enrolled credential ends here.
-async fn deregister(
-    State(s): State<AppState>, Extension(auth): Extension<AuthenticatedWorker>, Path(id): Path<String>,
-) -> ApiResult {
-    let worker = own_id(&auth, &id)?;
+async fn deregister(State(s): State<AppState>, OwnWorker(worker): OwnWorker) -> ApiResult {
     s.service.deregister_worker(&worker).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -83,9 +83,6 @@ pub async fn deploy_with(
 /// Reads one counter from `/metrics`.
 pub async fn metric(addr: SocketAddr, name: &str) -> anyhow::Result<u64> {
     let text = ok(addr, "GET", "/metrics", &[], Bytes::new()).await?;
-    let text = String::from_utf8_lossy(&text);
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
+    gust_testkit::metric(&String::from_utf8_lossy(&text), name)
         .ok_or_else(|| anyhow::anyhow!("metric {name} missing"))
 }

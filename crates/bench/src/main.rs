@@ -43,17 +43,10 @@ struct Args {
     postgres: Option<String>,
 }
 
-const NOOP_WAT: &str = include_str!("../../../tests/fixtures/noop.wat");
-/// A `provided` bootstrap speaking the Lambda Runtime API (Python, standard library only).
-const BOOTSTRAP: &str = include_str!("../../../tests/fixtures/bootstrap.py");
-
+/// A `provided` package whose bootstrap speaks the Lambda Runtime API (the test fixture, Python,
+/// standard library only).
 fn provided_package() -> Vec<u8> {
-    use std::io::Write;
-    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    w.start_file("bootstrap", zip::write::SimpleFileOptions::default().unix_permissions(0o755))
-        .expect("zip entry");
-    w.write_all(BOOTSTRAP.as_bytes()).expect("zip write");
-    w.finish().expect("zip").into_inner()
+    gust_testkit::zip(&[("bootstrap", &gust_testkit::fixture_file("bootstrap.py"), 0o755)])
 }
 
 fn main() -> std::process::ExitCode {
@@ -124,27 +117,7 @@ fn bench_main() -> anyhow::Result<()> {
 
 /// A module as unique bytes: the no-op plus a custom section, so it has its own sha256.
 fn unique_module(base: &[u8], tag: &str) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let name = b"gust-bench";
-    let mut payload = Vec::new();
-    leb(name.len(), &mut payload);
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
-    let mut out = base.to_vec();
-    out.push(0);
-    leb(payload.len(), &mut out);
-    out.extend_from_slice(&payload);
-    out
+    gust_testkit::with_custom_section(base, "gust-bench", tag.as_bytes())
 }
 
 fn invoke_target(addr: SocketAddr, function: &str, mode: &str) -> Target {
@@ -174,7 +147,7 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
     let data = tempfile::tempdir()?;
     let bare = Proc::bare()?;
     let mut gust = Proc::gust(data.path())?;
-    let noop = wat::parse_str(NOOP_WAT)?;
+    let noop = gust_testkit::fixture("noop");
     client::deploy(gust.addr, "noop", "{}", noop.clone()).await?;
     client::ok(gust.addr, "POST", "/v1/functions/noop/invoke", &[], "{}").await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -547,7 +520,7 @@ async fn cluster_rows(url: &str, args: &Args, bare: &Proc) -> anyhow::Result<Val
     let n = if args.quick { 1_000 } else { args.drain.min(50_000) };
     let phase = Duration::from_secs_f64(args.duration);
     let mut rows = serde_json::Map::new();
-    let noop = wat::parse_str(NOOP_WAT)?;
+    let noop = gust_testkit::fixture("noop");
     for servers in [1usize, 2] {
         // Ingest with nothing draining (servers without a local worker), then drain the
         // backlog with fresh servers that have one: two clean rates.

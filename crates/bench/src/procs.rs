@@ -1,35 +1,31 @@
 //! The processes under test: gust (this binary re-executed as a real `gust server` or `gust
 //! worker`) and the bare baseline, each in its own process, as a user would run them.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use gust_testkit::process::Process;
 
 use crate::tls::BenchTls;
 
+/// One process under test, killed when dropped.
 pub struct Proc {
-    child: Child,
+    process: Process,
     pub addr: SocketAddr,
 }
 
 impl Proc {
+    /// This binary with `args`, once its first line has said `prefix` and its address.
     fn spawn(args: &[&str], prefix: &str) -> anyhow::Result<Proc> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(args)
-            .env("GUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line)?;
-        let rest = line
-            .trim()
-            .strip_prefix(prefix)
-            .ok_or_else(|| anyhow::anyhow!("unexpected first line {line:?}"))?;
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(args).env("GUST_LOG", "error").stderr(Stdio::inherit());
+        let (process, banner) = Process::start(&mut cmd)?;
+        let rest =
+            banner.strip_prefix(prefix).ok_or_else(|| anyhow::anyhow!("unexpected first line {banner:?}"))?;
         // Servers print their address; a worker's banner carries none.
         let addr = rest.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
-        Ok(Proc { child, addr })
+        Ok(Proc { process, addr })
     }
 
     /// A gust server (embedded, durable defaults) on loopback with its data in `data_dir`.
@@ -96,7 +92,8 @@ impl Proc {
 
     /// Resident set size in bytes, from /proc.
     pub fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.process.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -107,11 +104,4 @@ impl Proc {
 
 fn utf8(path: &Path) -> anyhow::Result<&str> {
     path.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path {}", path.display()))
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -312,21 +312,22 @@ impl Context {
 /// The invocation state machine: the next lifecycle, or why the event is refused.
 pub fn apply(ctx: &Context, lc: &Lifecycle, event: &Event, now: Millis) -> Result<Lifecycle, Rejected> {
     let from = lc.state.name();
+    // A repeated report of the last accepted completion (its first reply was lost), while no
+    // attempt has started since: recognised, whether that completion ended the invocation or
+    // scheduled a retry; the same epoch from any other worker was never its attempt.
+    if let (Event::Complete { epoch, worker, .. }, Some(done)) = (event, &ctx.completed) {
+        if done.epoch == *epoch && lc.attempt_epoch == *epoch {
+            return match &done.worker {
+                Some(by) if by != worker => Err(Rejected::NotOwner),
+                Some(_) | None => Err(Rejected::AlreadyCompleted(*epoch)),
+            };
+        }
+    }
     if from.is_terminal() {
         // A completion for an ended invocation from an old attempt is a fenced completion.
         if let Event::Complete { epoch, .. } | Event::RenewLease { epoch, .. } = event {
             if *epoch != lc.attempt_epoch {
                 return Err(Rejected::Fenced { current: lc.attempt_epoch, given: *epoch });
-            }
-        }
-        // A repeated report of the completion that ended it (its first reply was lost) is
-        // recognised; the same epoch from any other worker was never its attempt.
-        if let (Event::Complete { epoch, worker, .. }, Some(done)) = (event, &ctx.completed) {
-            if done.epoch == *epoch {
-                return match &done.worker {
-                    Some(by) if by != worker => Err(Rejected::NotOwner),
-                    Some(_) | None => Err(Rejected::AlreadyCompleted(*epoch)),
-                };
             }
         }
         return Err(Rejected::Terminal(from));
@@ -596,6 +597,20 @@ mod tests {
             Err(Rejected::AlreadyCompleted(1)),
             "recorded before workers"
         );
+    }
+
+    #[test]
+    fn a_repeated_report_of_a_completion_that_scheduled_a_retry_is_recognised() {
+        let mut c = ctx(Mode::Async);
+        let running = claim(&c, &Lifecycle::queued(), "a", 0);
+        let failed = Event::Complete { worker: w("a"), epoch: 1, outcome: AttemptOutcome::FunctionError };
+        let waiting = apply(&c, &running, &failed, 10).unwrap();
+        assert!(matches!(waiting.state, State::RetryWait { .. }), "{waiting:?}");
+        c.completed = Some(AcceptedCompletion { epoch: 1, worker: Some(w("a")) });
+        assert_eq!(apply(&c, &waiting, &failed, 11), Err(Rejected::AlreadyCompleted(1)));
+        // Once the retry has started, the old attempt's report is fenced.
+        let retried = claim(&c, &apply(&c, &waiting, &Event::RetryDue, 2_000).unwrap(), "a", 2_000);
+        assert_eq!(apply(&c, &retried, &failed, 2_001), Err(Rejected::Fenced { current: 2, given: 1 }));
     }
 
     #[test]

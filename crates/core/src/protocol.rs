@@ -66,8 +66,8 @@ pub enum WorkerCall {
     Renew,
     /// [`AttemptsRequest`] → [`AttemptsReply`].
     Release,
-    /// [`CompleteRequest`] → [`CompleteReply`], or a refusal ([`ErrorCode::Fenced`],
-    /// [`ErrorCode::Forbidden`]).
+    /// [`CompleteRequest`] → [`CompleteReply`] (verdict `accepted` or `already_completed`),
+    /// or a refusal ([`ErrorCode::Fenced`], [`ErrorCode::Forbidden`]; [`Verdict::of_refusal`]).
     Complete,
     /// No body → 204.
     Deregister,
@@ -300,6 +300,16 @@ impl Verdict {
         }
     }
 
+    /// The verdict a refused call's error code stands for (a completion is refused rather
+    /// than answered with a verdict: 409 `Fenced`, 403 `Forbidden`).
+    pub fn of_refusal(code: ErrorCode) -> Verdict {
+        match code {
+            ErrorCode::Fenced => Verdict::Fenced,
+            ErrorCode::Forbidden => Verdict::Forbidden,
+            ErrorCode::Unauthorized | ErrorCode::EnrollmentDisabled | ErrorCode::Other => Verdict::Refused,
+        }
+    }
+
     /// Whether the worker no longer holds the attempt (it must stop renewing it).
     pub fn attempt_lost(self) -> bool {
         match self {
@@ -321,11 +331,24 @@ pub struct CompleteRequest {
     pub log: String,
 }
 
-/// An accepted completion (or a repeat of it): the invocation's state after it, which says
-/// whether the invocation ended or a retry was scheduled.
+/// A completion the server took: its verdict, and the invocation's state after it, which says
+/// whether the invocation ended or a retry was scheduled. A completion it did not take is
+/// refused instead (409 `Fenced`, 403 `Forbidden`), and [`Verdict::of_refusal`] reads that.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompleteReply {
     pub state: StateName,
+    /// [`Verdict::Accepted`], or [`Verdict::AlreadyCompleted`] for a repeat of the accepted
+    /// report (its first reply was lost): nothing changed, and the worker is done all the same.
+    /// Added within version 1, so a reply without it (an older server) reads as accepted.
+    #[serde(default = "Verdict::accepted")]
+    pub verdict: Verdict,
+}
+
+impl Verdict {
+    /// What a [`CompleteReply`] without a verdict means (serde's default needs a function).
+    fn accepted() -> Verdict {
+        Verdict::Accepted
+    }
 }
 
 /// `?since=V`: what changed after snapshot version V.
@@ -435,6 +458,22 @@ mod tests {
         assert_eq!(wire["results"][2], json!("the attempt is owned by another worker"));
         let read: AttemptsReply = serde_json::from_value(wire).unwrap();
         assert_eq!(read.verdicts.iter().map(|v| v.attempt_lost()).collect::<Vec<_>>(), [false, true, true]);
+    }
+
+    #[test]
+    fn a_completion_reply_says_whether_it_was_a_repeat() {
+        let repeat = CompleteReply { state: StateName::Succeeded, verdict: Verdict::AlreadyCompleted };
+        let wire = serde_json::to_value(&repeat).unwrap();
+        assert_eq!(wire, json!({ "state": "SUCCEEDED", "verdict": "already_completed" }));
+        assert_eq!(serde_json::from_value::<CompleteReply>(wire).unwrap(), repeat);
+        // A server of this version that predates the verdict answered only the state: that
+        // was an acceptance (a refusal is an error reply, never a 200).
+        let older: CompleteReply = serde_json::from_value(json!({ "state": "RETRY_WAIT" })).unwrap();
+        assert_eq!(older.verdict, Verdict::Accepted);
+        // A refusal's code is the verdict the worker acts on.
+        assert_eq!(Verdict::of_refusal(ErrorCode::Fenced), Verdict::Fenced);
+        assert_eq!(Verdict::of_refusal(ErrorCode::Forbidden), Verdict::Forbidden);
+        assert_eq!(Verdict::of_refusal(ErrorCode::Other), Verdict::Refused);
     }
 
     #[test]

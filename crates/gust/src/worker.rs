@@ -2,7 +2,8 @@
 //! `/internal/v1`), never to the database: heartbeats its state, polls for invocations placed
 //! on it, runs each with the deployment it came with (pulling code it lacks, verified by
 //! sha256), renews their leases while they run, and completes with the attempt epoch. A
-//! completion the server refuses as fenced is dropped.
+//! completion the server refuses as fenced is dropped; one it had already taken (the report
+//! sent again after a lost reply: `already_completed`) is done, like an accepted one.
 //!
 //! Identity: it acts as one worker id with its own secret. With `--worker-token` (the
 //! server's enrollment token) it enrolls at start and gets a fresh id `NAME-RANDOM` and a
@@ -34,7 +35,7 @@ use bytes::Bytes;
 use gust_core::limits::DEFAULT_LEASE_MS;
 use gust_core::protocol::{
     self, Assignment, Attempt, AttemptsReply, AttemptsRequest, CompleteReply, CompleteRequest, EnrollRequest,
-    ErrorCode, ErrorReply, Heartbeat, HeartbeatReply, IssuedCredential, PollReply, PollRequest, ReplyError,
+    ErrorReply, Heartbeat, HeartbeatReply, IssuedCredential, PollReply, PollRequest, ReplyError,
     SnapshotReply, Verdict, WorkerCall,
 };
 use gust_core::{ErrorKind, Runtime, WorkerId};
@@ -234,6 +235,8 @@ struct State {
     /// a protocol version it does not know): it stops, with the reason in `fatal_reason`.
     fatal: tokio::sync::Notify,
     fatal_reason: Mutex<Option<String>>,
+    /// Completions the server had already taken (a reply lost, the report sent again).
+    repeated_completions: AtomicU64,
     revision: AtomicU64,
     snapshot: AtomicU64,
     lease_ms: AtomicU64,
@@ -400,6 +403,7 @@ async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
         attempt_ended: tokio::sync::Notify::new(),
         fatal: tokio::sync::Notify::new(),
         fatal_reason: Mutex::new(None),
+        repeated_completions: AtomicU64::new(0),
         // Heartbeat revisions start at the wall clock (ms), so those of a restarted worker
         // with a provisioned id outrank its previous run's (the server ignores older ones).
         revision: AtomicU64::new(unix_millis()),
@@ -459,7 +463,8 @@ async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
     heartbeat.abort();
     collector.abort();
     deregister(&state, patience).await;
-    tracing::info!(released, "gust worker stopped");
+    let repeated_completions = state.repeated_completions.load(Ordering::Relaxed);
+    tracing::info!(released, repeated_completions, "gust worker stopped");
     Ok(())
 }
 
@@ -626,14 +631,19 @@ async fn renew_loop(s: Arc<State>) {
         let reply = s.conn.post(&s.path(WorkerCall::Renew)).json(&request).send().await;
         let Ok(reply) = reply else { continue };
         let Ok(reply) = reply.json::<AttemptsReply>().await else { continue };
-        for (attempt, verdict) in request.attempts.iter().zip(&reply.verdicts) {
-            if verdict.attempt_lost() {
-                let (id, epoch) = attempt;
-                tracing::warn!(%id, epoch, ?verdict, "lease lost: the attempt was fenced");
-                s.running.lock().remove(attempt);
-            }
+        for (id, epoch) in forget_lost(&mut s.running.lock(), &request, &reply) {
+            tracing::warn!(%id, epoch, "lease lost: the attempt was fenced");
         }
     }
+}
+
+/// Stops renewing the attempts a renewal's reply says this worker lost (fenced, or not its
+/// own): nothing it reports for them counts any more. Answers them.
+fn forget_lost(
+    running: &mut HashSet<Attempt>, request: &AttemptsRequest, reply: &AttemptsReply,
+) -> Vec<Attempt> {
+    let lost = request.attempts.iter().zip(&reply.verdicts).filter(|(_, v)| v.attempt_lost());
+    lost.filter_map(|(attempt, _)| running.take(attempt)).collect()
 }
 
 async fn poll_loop(s: Arc<State>) {
@@ -714,8 +724,8 @@ async fn run_assignment(s: Arc<State>, a: Assignment) {
         s.attempt_ended.notify_waiters();
         return;
     }
-    let verdict = complete(&s, &report).await;
-    s.log_attempt(verdict, &attempt);
+    let completed = complete(&s, &report).await;
+    s.log_attempt(completed.event(), &attempt);
     {
         let mut running = s.running.lock();
         running.remove(&attempt);
@@ -725,37 +735,56 @@ async fn run_assignment(s: Arc<State>, a: Assignment) {
     s.attempt_ended.notify_waiters();
 }
 
+/// What became of a completion: the server's verdict and, for one it took, whether the
+/// invocation ended (rather than a retry being scheduled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Completed {
+    verdict: Verdict,
+    ended: bool,
+}
+
+impl Completed {
+    /// What the attempt log records: whether this attempt's report ended the invocation
+    /// (`accepted`) or scheduled a retry (`accepted-retry`), or was `fenced` or `refused`. A
+    /// repeat of the accepted report (`already_completed`: the first reply was lost) is that
+    /// same acceptance, which nothing logged yet.
+    fn event(self) -> &'static str {
+        match self.verdict {
+            Verdict::Accepted | Verdict::AlreadyCompleted if self.ended => "accepted",
+            Verdict::Accepted | Verdict::AlreadyCompleted => "accepted-retry",
+            Verdict::Fenced => "fenced",
+            Verdict::Forbidden | Verdict::Refused => "refused",
+        }
+    }
+}
+
 /// Reports an attempt's outcome, retrying while the server is unreachable: the completion is
-/// idempotent per epoch, and if the lease expires meanwhile the server refuses it as fenced.
-/// Returns what the attempt log records: whether this completion ended the invocation
-/// (`accepted`) or scheduled a retry (`accepted-retry`), or was `fenced` or `refused`.
-async fn complete(s: &State, report: &CompleteRequest) -> &'static str {
+/// idempotent per epoch (a repeat of the accepted one answers `already_completed`, which is
+/// just as done), and if the lease expires meanwhile the server refuses it as fenced.
+async fn complete(s: &State, report: &CompleteRequest) -> Completed {
     let path = s.path(WorkerCall::Complete);
+    let (id, epoch) = (&report.invocation_id, report.epoch);
     let mut backoff = Backoff::new(COMPLETION_BACKOFF.0, COMPLETION_BACKOFF.1);
     loop {
         match s.conn.post(&path).json(report).send().await {
             Ok(r) if r.status().is_success() => {
-                return match r.json::<CompleteReply>().await {
-                    Ok(reply) if reply.state.is_terminal() => "accepted",
-                    Ok(_) | Err(_) => "accepted-retry",
+                let Ok(reply) = r.json::<CompleteReply>().await else {
+                    // Taken (a 2xx), though what followed is unknown.
+                    return Completed { verdict: Verdict::Accepted, ended: false };
                 };
+                if reply.verdict == Verdict::AlreadyCompleted {
+                    s.repeated_completions.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%id, epoch, "completion already taken (an earlier reply was lost)");
+                }
+                return Completed { verdict: reply.verdict, ended: reply.state.is_terminal() };
             }
             Ok(r) if r.status().is_client_error() => {
-                let code = r.json::<ErrorReply>().await.map(|e| e.error.code);
-                return match code {
-                    Ok(ErrorCode::Fenced) => {
-                        let (id, epoch) = (&report.invocation_id, report.epoch);
-                        tracing::warn!(%id, epoch, "completion refused: fenced; result dropped");
-                        "fenced"
-                    }
-                    Ok(
-                        ErrorCode::Forbidden
-                        | ErrorCode::Unauthorized
-                        | ErrorCode::EnrollmentDisabled
-                        | ErrorCode::Other,
-                    )
-                    | Err(_) => "refused",
+                let verdict = match r.json::<ErrorReply>().await {
+                    Ok(refusal) => Verdict::of_refusal(refusal.error.code),
+                    Err(_) => Verdict::Refused,
                 };
+                tracing::warn!(%id, epoch, ?verdict, "completion refused; result dropped");
+                return Completed { verdict, ended: false };
             }
             Ok(_) | Err(_) => backoff.pause().await,
         }
@@ -808,6 +837,40 @@ async fn pull_snapshot(s: Arc<State>, since: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn attempt(id: &str, epoch: u64) -> Attempt {
+        (gust_core::InvocationId(id.to_string()), epoch)
+    }
+
+    #[test]
+    fn a_fenced_attempt_is_renewed_no_more() {
+        let mut running: HashSet<Attempt> = [attempt("a", 1), attempt("b", 1), attempt("c", 2)].into();
+        let request = AttemptsRequest { attempts: vec![attempt("a", 1), attempt("b", 1), attempt("c", 2)] };
+        let reply = AttemptsReply::new(&[
+            Ok(()),
+            Err(gust_core::Rejected::Fenced { current: 2, given: 1 }),
+            Err(gust_core::Rejected::NotOwner),
+        ]);
+        assert_eq!(forget_lost(&mut running, &request, &reply), [attempt("b", 1), attempt("c", 2)]);
+        assert_eq!(running, [attempt("a", 1)].into(), "only the accepted attempt is renewed again");
+        // A refusal for another reason (the invocation just ended) is not a lost lease: the
+        // attempt's completion is on its way.
+        let ended =
+            AttemptsReply::new(&[Err(gust_core::Rejected::Terminal(gust_core::StateName::Succeeded))]);
+        let request = AttemptsRequest { attempts: vec![attempt("a", 1)] };
+        assert_eq!(forget_lost(&mut running, &request, &ended), []);
+        assert_eq!(running.len(), 1);
+    }
+
+    #[test]
+    fn a_repeated_completion_is_logged_as_the_acceptance_it_repeats() {
+        let event = |verdict, ended| Completed { verdict, ended }.event();
+        assert_eq!(event(Verdict::AlreadyCompleted, true), "accepted");
+        assert_eq!(event(Verdict::AlreadyCompleted, false), "accepted-retry");
+        assert_eq!(event(Verdict::Accepted, true), "accepted");
+        assert_eq!(event(Verdict::Fenced, false), "fenced");
+        assert_eq!(event(Verdict::Forbidden, false), "refused");
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_bound() {

@@ -6,7 +6,8 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::{fixture, wasm_config, Server};
+use common::{wasm_config, Server, GUST};
+use gust_testkit::{example, fixture};
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode() & 0o777
@@ -35,7 +36,7 @@ fn environment_variables_are_sealed_in_the_store_and_reach_the_function() {
     let secret = "Sesame-4f2a9c";
     let s = Server::start(dir.path(), &[]);
     let config = serde_json::json!({ "runtime": "wasm", "env": { "GREETING": secret } });
-    s.deploy("hello", config, common::example("hello"));
+    s.deploy("hello", config, example("hello"));
     s.publish("hello");
     // (Not invoked yet: a result that echoes the value is the function's output, not config.)
     s.kill9();
@@ -76,7 +77,7 @@ fn the_cli_takes_its_token_from_a_file() {
     let token = dir.path().join("token");
     std::fs::write(&token, "file-token-1\n").unwrap();
     let run = |extra: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
+        std::process::Command::new(GUST)
             .args(["functions", "--server", &s.url])
             .args(extra)
             .env_remove("GUST_TOKEN")

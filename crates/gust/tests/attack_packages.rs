@@ -4,43 +4,15 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
 
 use common::Server;
+use gust_testkit::zip_with_links;
 use reqwest::blocking::Response;
 use serde_json::{json, Value};
-use zip::write::SimpleFileOptions;
-
-/// A zip of files `(name, contents, mode)` followed by links `(name, target)`, in that order
-/// unless `links_first`.
-fn package(files: &[(&str, &[u8], u32)], links: &[(&str, &str)], links_first: bool) -> Vec<u8> {
-    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let add_links = |w: &mut zip::ZipWriter<std::io::Cursor<Vec<u8>>>| {
-        for (name, target) in links {
-            w.add_symlink(*name, *target, SimpleFileOptions::default()).unwrap();
-        }
-    };
-    if links_first {
-        add_links(&mut w);
-    }
-    for (name, data, mode) in files {
-        w.start_file(*name, SimpleFileOptions::default().unix_permissions(*mode)).unwrap();
-        w.write_all(data).unwrap();
-    }
-    if !links_first {
-        add_links(&mut w);
-    }
-    w.finish().unwrap().into_inner()
-}
 
 fn upload(s: &Server, name: &str, code: Vec<u8>) -> Response {
-    s.client()
-        .put(format!("{}/v1/functions/{name}/code", s.url))
-        .header("content-type", "application/zip")
-        .body(code)
-        .send()
-        .unwrap()
+    s.put_zip(&format!("/v1/functions/{name}/code"), code)
 }
 
 /// Every path under `dir`, sorted.
@@ -76,10 +48,10 @@ fn a_symlink_chain_cannot_write_outside_the_data_dir() {
     let escaped = tmp.path().join("escaped");
     let bootstrap: (&str, &[u8], u32) = ("bootstrap", b"#!/bin/sh\n", 0o755);
     let attacks = [
-        (package(&[bootstrap, ("x3/escaped", b"pwned", 0o644)], &chain, true), "\"x1\""),
+        (zip_with_links(&[bootstrap, ("x3/escaped", b"pwned", 0o644)], &chain, true), "\"x1\""),
         // Files first: the file is refused for lying under a link before the links are judged.
-        (package(&[bootstrap, ("x3/escaped", b"pwned", 0o644)], &chain, false), "\"x3/escaped\""),
-        (package(&[bootstrap, ("etc/escaped", b"pwned", 0o644)], &[("etc", "/tmp")], true), "\"etc\""),
+        (zip_with_links(&[bootstrap, ("x3/escaped", b"pwned", 0o644)], &chain, false), "\"x3/escaped\""),
+        (zip_with_links(&[bootstrap, ("etc/escaped", b"pwned", 0o644)], &[("etc", "/tmp")], true), "\"etc\""),
     ];
     let tasks = data.join("tasks");
     let before = tree(&tasks);
@@ -104,7 +76,7 @@ fn a_symlink_chain_cannot_write_outside_the_data_dir() {
 
     // Still serving, and a legitimate package (with a link inside it) unpacks.
     assert_eq!(s.get("/healthz").status(), 200);
-    let good = package(
+    let good = zip_with_links(
         &[("bootstrap", b"#!/bin/sh\nexec sleep 1000\n", 0o755), ("lib/data.txt", b"hello", 0o644)],
         &[("lib/alias", "data.txt")],
         false,

@@ -6,7 +6,8 @@
 
 mod common;
 
-use common::{error_code, zip, Server};
+use common::{error_code, Server};
+use gust_testkit::{is_root, zip};
 use serde_json::{json, Value};
 use sha2::Digest as _;
 
@@ -29,7 +30,7 @@ done
 "#;
 
 fn namespaces_and_root() -> bool {
-    let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n");
+    let root = is_root();
     let ns = std::process::Command::new("unshare")
         .args(["--pid", "--fork", "--mount", "--net", "true"])
         .status()
@@ -38,17 +39,7 @@ fn namespaces_and_root() -> bool {
 }
 
 fn deploy(s: &Server, name: &str, config: Value, files: &[(&str, &[u8], u32)]) -> String {
-    let r = s.put_json(&format!("/v1/functions/{name}"), &config);
-    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
-    let r = s
-        .client()
-        .put(format!("{}/v1/functions/{name}/code", s.url))
-        .header("content-type", "application/zip")
-        .body(zip(files))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
-    r.json::<Value>().unwrap()["code_sha256"].as_str().unwrap().to_string()
+    s.deploy_zip(name, config, zip(files))["code_sha256"].as_str().unwrap().to_string()
 }
 
 fn sh(s: &Server, name: &str, cmd: &str) -> (i64, String) {
@@ -99,7 +90,7 @@ __attribute__((constructor)) static void pwn(void) {
     let so_bytes = std::fs::read(&so).unwrap();
     let mut with_so = files.clone();
     with_so.push(("x.so", &so_bytes, 0o755));
-    let sha = hex(&sha2::Sha256::digest(zip(&with_so)));
+    let sha = hex::encode(sha2::Sha256::digest(zip(&with_so)));
     let preload = data.join("tasks").join(&sha).join("x.so");
     let config = json!({ "runtime": "provided", "env": {
         "LD_PRELOAD": preload, "GUST_MARKER": marker,
@@ -110,10 +101,6 @@ __attribute__((constructor)) static void pwn(void) {
     assert_eq!(out, "loaded|65534", "the function itself (as nobody) may preload what it likes");
     assert!(!marker.exists(), "nothing ran on the host side with the function's environment");
     assert_eq!(s.get("/healthz").status(), 200);
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]

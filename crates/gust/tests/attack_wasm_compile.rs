@@ -5,7 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::{wasm_config, Server};
+use gust_testkit::{costly_to_compile, fixture, is_root, large_module, with_custom_section};
 use serde_json::{json, Value};
 
 /// The cost of compiling in a child process: the first-ever upload of a ~1 MB module.
@@ -16,11 +17,9 @@ fn measure_first_compile_of_a_1mb_module() {
     let s = Server::start(dir.path(), &[]);
     let mut times = Vec::new();
     for i in 0..8 {
-        let mut module = gust_testkit::large_module();
         // A distinct module each time (a custom section), so every upload compiles.
         let name = format!("m{i}");
-        module.extend_from_slice(&[0, 3 + name.len() as u8, 2, b'i', b'd']);
-        module.extend_from_slice(name.as_bytes());
+        let module = with_custom_section(&large_module(), "id", name.as_bytes());
         let r = s.put_json(&format!("/v1/functions/{name}"), &json!({}));
         assert_eq!(r.status(), 200);
         let t = Instant::now();
@@ -28,7 +27,7 @@ fn measure_first_compile_of_a_1mb_module() {
         assert_eq!(r.status(), 200, "{}", r.text().unwrap());
         times.push(t.elapsed());
     }
-    eprintln!("first-ever compile of a {} byte module: {times:?}", gust_testkit::large_module().len());
+    eprintln!("first-ever compile of a {} byte module: {times:?}", large_module().len());
 }
 
 /// The compiler children (`gust __compile`) of the server, alive or not yet reaped.
@@ -111,7 +110,7 @@ fn a_module_that_needs_more_memory_to_compile_than_allowed_is_a_400_and_leaves_n
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &["--compile-memory-mb", "64"]);
     let started = Instant::now();
-    let (status, body) = upload(&s, "hungry", gust_testkit::costly_to_compile(2000, 2000));
+    let (status, body) = upload(&s, "hungry", costly_to_compile(2000, 2000));
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "InvalidCode", "{body}");
     assert_eq!(
@@ -122,7 +121,7 @@ fn a_module_that_needs_more_memory_to_compile_than_allowed_is_a_400_and_leaves_n
     assert!(started.elapsed() < Duration::from_secs(30), "refused at the limit, not at the deadline");
     nothing_compiles(&s);
     // The same module again: refused the same way (no half-written cache entry accepted it).
-    let (status, body) = upload(&s, "hungry-again", gust_testkit::costly_to_compile(2000, 2000));
+    let (status, body) = upload(&s, "hungry-again", costly_to_compile(2000, 2000));
     assert_eq!(status, 400, "{body}");
     assert!(compiler_children(&s).is_empty());
     // A module that compiles within the same 64 MB still deploys and runs.
@@ -134,7 +133,7 @@ fn a_module_that_compiles_too_slowly_is_a_400_and_its_compiler_is_gone_with_it()
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &["--compile-timeout-ms", "300"]);
     let started = Instant::now();
-    let (status, body) = upload(&s, "slow", gust_testkit::costly_to_compile(3000, 4000));
+    let (status, body) = upload(&s, "slow", costly_to_compile(3000, 4000));
     let took = started.elapsed();
     assert_eq!(status, 400, "{body}");
     assert_eq!(
@@ -165,16 +164,14 @@ fn an_invalid_module_is_refused_with_the_compilers_own_words() {
 
 #[test]
 fn the_compiler_of_untrusted_code_never_runs_as_root() {
-    let root =
-        std::fs::read_to_string("/proc/self/status").unwrap().lines().any(|l| l.starts_with("Uid:\t0\t"));
-    if !root {
+    if !is_root() {
         eprintln!("skipped: gust drops to the sandbox user only when it runs as root");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &["--compile-timeout-ms", "5000"]);
     std::thread::scope(|scope| {
-        let upload = scope.spawn(|| upload(&s, "slow", gust_testkit::costly_to_compile(3000, 4000)));
+        let upload = scope.spawn(|| upload(&s, "slow", costly_to_compile(3000, 4000)));
         // Catch the compiler while it works and read its ids.
         let deadline = Instant::now() + Duration::from_secs(5);
         let uids = loop {

@@ -5,26 +5,14 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::Server;
+use gust_testkit::{python, repo_root};
 
 const NATIVE_TOKEN: &str = "gust-native-test-token";
 const ACCESS_KEY_ID: &str = "AKIDGUSTTEST";
 const SECRET_ACCESS_KEY: &str = "gust-secret-key";
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-/// The venv interpreter with awslambdaric, boto3, awscli and pytest that `./scripts/test` prepares.
-fn test_python() -> String {
-    std::env::var("GUST_TEST_PYTHON").expect(
-        "GUST_TEST_PYTHON is not set: run the suite with ./scripts/test (it installs awslambdaric, \
-         boto3, awscli and pytest into target/py-venv)",
-    )
-}
 
 /// A server with the native token, one AWS credential, and the test interpreter for python3.x.
 fn start_server(dir: &std::path::Path, python: &str) -> Server {
@@ -61,7 +49,7 @@ fn run_suite(what: &str, mut cmd: Command, server: &Server) {
 
 #[test]
 fn boto3_and_the_aws_cli_drive_the_lambda_api() {
-    let python = test_python();
+    let python = python();
     let dir = tempfile::tempdir().unwrap();
     let s = start_server(dir.path(), &python);
     let mut cmd = Command::new(&python);
@@ -71,7 +59,7 @@ fn boto3_and_the_aws_cli_drive_the_lambda_api() {
 
 #[test]
 fn the_javascript_sdk_drives_the_lambda_api() {
-    let python = test_python();
+    let python = python();
     let sdk = repo_root().join("tests/aws/node/node_modules/@aws-sdk/client-lambda");
     assert!(
         sdk.is_dir(),

@@ -14,7 +14,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{fixture, wasm_config, Server, Worker, REMOTE_ONLY};
+use common::{wasm_config, Server, Worker, REMOTE_ONLY};
+use gust_testkit::{fixture, metric, unique_schema};
 use serde_json::Value;
 
 const INVOCATIONS: usize = 2_000;
@@ -48,11 +49,13 @@ fn chaos_embedded_shape() {
 
 #[test]
 fn chaos_cluster_shape() {
-    let url = std::env::var("GUST_TEST_POSTGRES")
-        .expect("GUST_TEST_POSTGRES is not set: run the suite with ./scripts/test (it starts PostgreSQL)");
-    let schema = format!("chaos_{}", std::process::id());
     let mut args: Vec<String> = REMOTE_ONLY.iter().map(|s| s.to_string()).collect();
-    args.extend(["--store".into(), url, "--store-schema".into(), schema]);
+    args.extend([
+        "--store".into(),
+        gust_testkit::postgres(),
+        "--store-schema".into(),
+        unique_schema("chaos"),
+    ]);
     chaos(&args, true);
 }
 
@@ -65,7 +68,7 @@ fn chaos(server_args: &[String], two_servers: bool) {
     let other_dir = tempfile::tempdir().unwrap();
     let second = two_servers.then(|| Server::start(other_dir.path(), &args));
     let base = first.url.clone();
-    let listen = base.trim_start_matches("http://").to_string();
+    let listen = first.addr().to_string();
     let mut urls = vec![base.clone()];
     urls.extend(second.as_ref().map(|s| s.url.clone()));
     let capacity = ["--capacity", "8"];
@@ -181,11 +184,7 @@ fn chaos(server_args: &[String], two_servers: bool) {
     let attempts: usize = started.values().map(Vec::len).sum();
     let redeliveries = attempts - started.len();
     let metrics = server.get("/metrics").text().unwrap();
-    let store_fenced = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("gust_store_fenced_completions_total "))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap();
+    let store_fenced = metric(&metrics, "gust_store_fenced_completions_total").unwrap();
     eprintln!(
         "chaos ({}): {INVOCATIONS} invocations, {succeeded} succeeded, {attempts} attempts, {redeliveries} redeliveries, \
          {fenced} fenced completions (store counter {store_fenced}), {unlogged} accepted but unrecorded (worker killed)",
@@ -195,11 +194,7 @@ fn chaos(server_args: &[String], two_servers: bool) {
     // The paused worker comes back with attempts whose leases expired and were run again
     // elsewhere: whichever it sends first is fenced, a completion (counted above) or a lease
     // renewal (after which it drops the attempt and reports nothing). Which one wins is timing.
-    let store_fenced_renewals = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("gust_store_fenced_renewals_total "))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap();
+    let store_fenced_renewals = metric(&metrics, "gust_store_fenced_renewals_total").unwrap();
     assert!(
         fenced + store_fenced_renewals >= 1,
         "the paused worker's late attempts were fenced (completions {fenced}, renewals {store_fenced_renewals})"

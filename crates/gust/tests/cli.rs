@@ -2,18 +2,13 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::Server;
 use serde_json::Value;
 
 fn gust(server: &Server, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gust"))
-        .args(args)
-        .env("GUST_SERVER", &server.url)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .output()
-        .expect("run gust")
+    common::cli(&server.url).args(args).output().expect("run gust")
 }
 
 fn stdout(o: &Output) -> String {

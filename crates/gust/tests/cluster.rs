@@ -5,25 +5,20 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{fixture, wasm_config, Server, Worker, REMOTE_ONLY};
+use common::{accepted_id, wasm_config, Server, Worker, REMOTE_ONLY};
+use gust_testkit::{fixture, unique_schema};
 use serde_json::Value;
 
 /// Server flags for one cluster member: the shared database, in a schema of this test's own.
 fn cluster_args(schema: &str) -> Vec<String> {
-    let url = std::env::var("GUST_TEST_POSTGRES")
-        .expect("GUST_TEST_POSTGRES is not set: run the suite with ./scripts/test (it starts PostgreSQL)");
     let mut args: Vec<String> = REMOTE_ONLY.iter().map(|s| s.to_string()).collect();
-    args.extend(["--store".into(), url, "--store-schema".into(), schema.into()]);
+    args.extend(["--store".into(), gust_testkit::postgres(), "--store-schema".into(), schema.into()]);
     args
-}
-
-fn schema() -> String {
-    format!("c_{}", std::process::id()) + &format!("_{}", Instant::now().elapsed().as_nanos())
 }
 
 #[test]
 fn any_server_answers_and_sync_results_cross_servers() {
-    let schema = schema() + "_x";
+    let schema = unique_schema("c");
     let args = cluster_args(&schema);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -46,8 +41,7 @@ fn any_server_answers_and_sync_results_cross_servers() {
         assert!(Instant::now() < deadline, "sync invocation through A never ran: {}", r.text().unwrap());
         std::thread::sleep(Duration::from_millis(100));
     }
-    let r = b.invoke("echo", None, b"queued at B", &[("invocation-type", "async")]);
-    let id = r.json::<Value>().unwrap()["invocation_id"].as_str().unwrap().to_string();
+    let id = accepted_id(b.invoke("echo", None, b"queued at B", &[("invocation-type", "async")]));
     let rec = a.wait_terminal(&id, Duration::from_secs(10));
     assert_eq!(rec["result"], "queued at B", "status is visible from any server");
     let workers: Value = a.get("/v1/workers").json().unwrap();

@@ -3,8 +3,15 @@
 
 mod common;
 
-use common::{error_code, fixture, wasm_config, Server};
+use common::{error_code, wasm_config, Server};
+use gust_testkit::fixture;
+use reqwest::blocking::Response;
 use serde_json::{json, Value};
+
+/// A PUT of `body` with `If-Match: if_match` (compare-and-set on the revision).
+fn put_if_match(s: &Server, path: &str, if_match: &str, body: &Value) -> Response {
+    s.client().put(format!("{}{path}", s.url)).header("if-match", if_match).json(body).send().unwrap()
+}
 
 #[test]
 fn deploy_publish_alias_and_cas() {
@@ -25,23 +32,12 @@ fn deploy_publish_alias_and_cas() {
     assert!(r2 > r1);
 
     // CAS: a stale If-Match is 412 and changes nothing.
-    let stale = s
-        .client()
-        .put(format!("{}/v1/functions/echo", s.url))
-        .header("if-match", r1.to_string())
-        .json(&json!({ "memory_mb": 512 }))
-        .send()
-        .unwrap();
+    let stale = put_if_match(&s, "/v1/functions/echo", &r1.to_string(), &json!({ "memory_mb": 512 }));
     assert_eq!(error_code(stale, 412), "RevisionMismatch");
     let f: Value = s.get("/v1/functions/echo").json().unwrap();
     assert_eq!((f["memory_mb"].as_u64(), f["revision"].as_u64()), (Some(64), Some(r2)));
-    let ok = s
-        .client()
-        .put(format!("{}/v1/functions/echo", s.url))
-        .header("if-match", format!("\"{r2}\""))
-        .json(&json!({ "memory_mb": 512, "timeout_ms": 1000, "env": { "MODE": "test" } }))
-        .send()
-        .unwrap();
+    let config = json!({ "memory_mb": 512, "timeout_ms": 1000, "env": { "MODE": "test" } });
+    let ok = put_if_match(&s, "/v1/functions/echo", &format!("\"{r2}\""), &config);
     assert_eq!(ok.status(), 200);
     let f: Value = ok.json().unwrap();
     assert_eq!(f["memory_mb"], 512);
@@ -63,13 +59,12 @@ fn deploy_publish_alias_and_cas() {
     let alias: Value = alias.json().unwrap();
     assert_eq!(alias["weights"]["2"], 0.2);
     let a_rev = alias["revision"].as_u64().unwrap();
-    let stale = s
-        .client()
-        .put(format!("{}/v1/functions/echo/aliases/live", s.url))
-        .header("if-match", (a_rev - 1).to_string())
-        .json(&json!({ "version": 2 }))
-        .send()
-        .unwrap();
+    let stale = put_if_match(
+        &s,
+        "/v1/functions/echo/aliases/live",
+        &(a_rev - 1).to_string(),
+        &json!({ "version": 2 }),
+    );
     assert_eq!(error_code(stale, 412), "RevisionMismatch");
     assert_eq!(s.get("/v1/functions/echo/aliases/live").json::<Value>().unwrap()["version"], 1);
     let f: Value = s.get("/v1/functions/echo").json().unwrap();
@@ -120,25 +115,13 @@ fn bad_input_is_refused_and_stores_nothing() {
     // Unknown function, malformed JSON, invalid names, wrong content type, unknown fields.
     assert_eq!(error_code(s.get("/v1/functions/nope"), 404), "FunctionNotFound");
     assert_eq!(error_code(s.put_bytes("/v1/functions/nope/code", fixture("echo")), 404), "FunctionNotFound");
-    let r = s
-        .client()
-        .put(format!("{}/v1/functions/g", s.url))
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .unwrap();
+    let r = s.put_body("/v1/functions/g", "application/json", b"{not json".to_vec());
     assert_eq!(error_code(r, 400), "InvalidJson");
     assert_eq!(error_code(s.put_json("/v1/functions/bad%20name", &json!({})), 400), "InvalidName");
     assert_eq!(error_code(s.put_json("/v1/functions/g", &json!({ "memory_mb": 1 })), 400), "InvalidConfig");
     assert_eq!(error_code(s.put_json("/v1/functions/g", &json!({ "memroy_mb": 128 })), 400), "InvalidJson");
     assert_eq!(error_code(s.put_json("/v1/functions/g", &json!({ "runtime": "cobol" })), 400), "InvalidJson");
-    let r = s
-        .client()
-        .put(format!("{}/v1/functions/g", s.url))
-        .header("content-type", "text/plain")
-        .body("{}")
-        .send()
-        .unwrap();
+    let r = s.put_body("/v1/functions/g", "text/plain", b"{}".to_vec());
     assert_eq!(error_code(r, 415), "UnsupportedMediaType");
     assert_eq!(error_code(s.get("/v1/functions/g"), 404), "FunctionNotFound", "nothing was created");
 

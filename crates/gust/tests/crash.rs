@@ -6,7 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{fixture, wasm_config, Server};
+use common::{accepted_id, wasm_config, Server};
+use gust_testkit::fixture;
 use serde_json::Value;
 
 #[test]
@@ -19,9 +20,12 @@ fn kill9_and_restart_loses_no_acknowledged_invocation() {
     let mut acknowledged = Vec::new();
     for i in 0..150 {
         let key = format!("job-{i}");
-        let r = s.invoke("work", None, b"50", &[("invocation-type", "async"), ("idempotency-key", &key)]);
-        assert_eq!(r.status(), 202);
-        let id = r.json::<Value>().unwrap()["invocation_id"].as_str().unwrap().to_string();
+        let id = accepted_id(s.invoke(
+            "work",
+            None,
+            b"50",
+            &[("invocation-type", "async"), ("idempotency-key", &key)],
+        ));
         acknowledged.push((key, id));
     }
     // Let some run, then kill -9 with work queued and running.
@@ -35,7 +39,7 @@ fn kill9_and_restart_loses_no_acknowledged_invocation() {
     // Idempotency keys survive the crash.
     for (key, id) in acknowledged.iter().step_by(37) {
         let r = s.invoke("work", None, b"50", &[("invocation-type", "async"), ("idempotency-key", key)]);
-        assert_eq!(r.json::<Value>().unwrap()["invocation_id"].as_str().unwrap(), id);
+        assert_eq!(&accepted_id(r), id);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut recovered = 0;

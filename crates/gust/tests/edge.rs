@@ -10,7 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{error_code, fixture, Server};
+use common::{error_code, Server, GUST};
+use gust_testkit::fixture;
 use serde_json::{json, Value};
 
 /// A response as read off the wire.
@@ -37,10 +38,6 @@ impl Raw {
     fn code(&self) -> String {
         self.json()["error"]["code"].as_str().unwrap_or_default().to_string()
     }
-}
-
-fn addr(s: &Server) -> String {
-    s.url.strip_prefix("http://").unwrap().to_string()
 }
 
 /// Sends `head` (request line and headers, without the blank line) and `body`, and reads one
@@ -87,17 +84,17 @@ fn read_response(tcp: &mut TcpStream) -> Raw {
 /// A GET with the given Host (and more header lines).
 fn get_as(s: &Server, path: &str, host: &str, more: &str) -> Raw {
     let head = format!("GET {path} HTTP/1.1\nHost: {host}\nConnection: close\n{more}");
-    raw(&addr(s), head.trim_end(), b"", Duration::from_secs(10))
+    raw(s.addr(), head.trim_end(), b"", Duration::from_secs(10))
 }
 
 /// A POST of `body` with the given extra header lines (Host is the server's own).
 fn post_as(s: &Server, path: &str, more: &str, body: &[u8]) -> Raw {
     let head = format!(
         "POST {path} HTTP/1.1\nHost: {}\nConnection: close\nContent-Length: {}\n{more}",
-        addr(s),
+        s.addr(),
         body.len()
     );
-    raw(&addr(s), head.trim_end(), body, Duration::from_secs(30))
+    raw(s.addr(), head.trim_end(), body, Duration::from_secs(30))
 }
 
 fn create_function_body(name: &str) -> Vec<u8> {
@@ -146,11 +143,11 @@ fn a_web_page_can_neither_deploy_nor_read() {
         native.as_bytes(),
     );
     assert_eq!((r.status, r.code().as_str()), (403, "ForbiddenOrigin"));
-    let r = get_as(&s, "/v1/functions", &addr(&s), "Origin: http://evil.example");
+    let r = get_as(&s, "/v1/functions", s.addr(), "Origin: http://evil.example");
     assert_eq!((r.status, r.code().as_str()), (403, "ForbiddenOrigin"));
-    let r = get_as(&s, "/v1/functions", &addr(&s), "Origin: null");
+    let r = get_as(&s, "/v1/functions", s.addr(), "Origin: null");
     assert_eq!((r.status, r.code().as_str()), (403, "ForbiddenOrigin"));
-    let r = get_as(&s, "/v1/functions", &addr(&s), "Sec-Fetch-Site: cross-site");
+    let r = get_as(&s, "/v1/functions", s.addr(), "Sec-Fetch-Site: cross-site");
     assert_eq!((r.status, r.code().as_str()), (403, "ForbiddenOrigin"));
     let r = post_as(
         &s,
@@ -166,7 +163,7 @@ fn a_web_page_can_neither_deploy_nor_read() {
 
     // CLI-style requests (no Origin) and the server's own origin still work; invoke takes any
     // content type.
-    let own = format!("Origin: http://{}\nContent-Type: application/json", addr(&s));
+    let own = format!("Origin: http://{}\nContent-Type: application/json", s.addr());
     let r = post_as(&s, "/2015-03-31/functions", &own, &create_function_body("mine"));
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let r = post_as(&s, "/v1/functions/mine/invoke", "Content-Type: text/plain", b"{\"a\":1}");
@@ -178,7 +175,7 @@ fn a_web_page_can_neither_deploy_nor_read() {
 fn dns_rebinding_is_refused_but_health_answers_any_host() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
-    let port = addr(&s).rsplit_once(':').unwrap().1.to_string();
+    let port = s.addr().rsplit_once(':').unwrap().1.to_string();
     // evil.example resolves to 127.0.0.1: the browser sends the attacker's name as Host.
     let r = get_as(&s, "/v1/functions", &format!("evil.example:{port}"), "");
     assert_eq!((r.status, r.code().as_str()), (403, "ForbiddenHost"));
@@ -216,7 +213,7 @@ fn the_operator_allows_origins_and_names() {
         ],
     );
     let r = raw(
-        &addr(&s),
+        s.addr(),
         "GET /v1/functions HTTP/1.1\nHost: gust.example\nOrigin: http://console.example:3000\nConnection: close",
         b"",
         Duration::from_secs(10),
@@ -238,7 +235,7 @@ fn the_operator_allows_origins_and_names() {
     );
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     // A malformed list refuses to start.
-    let out = Command::new(env!("CARGO_BIN_EXE_gust"))
+    let out = Command::new(GUST)
         .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("other"))
         .args(["--allow-origin", "https://*.example.com"])
@@ -285,9 +282,10 @@ fn amz_now() -> String {
 /// Sends only the headers of a request that declares a 60 MB body and asserts its refusal
 /// arrives within 2 s, without the body.
 fn refused_before_body(s: &Server, head: &str, status: u16) -> Raw {
-    let head = format!("{head}\nHost: {}\nContent-Length: 60000000\nContent-Type: application/json", addr(s));
+    let head =
+        format!("{head}\nHost: {}\nContent-Length: 60000000\nContent-Type: application/json", s.addr());
     let t = Instant::now();
-    let r = raw(&addr(s), &head, b"", Duration::from_secs(2));
+    let r = raw(s.addr(), &head, b"", Duration::from_secs(2));
     assert_eq!(r.status, status, "{head}\n{}", String::from_utf8_lossy(&r.body));
     assert!(t.elapsed() < Duration::from_secs(2), "{head}: answered after {:?}", t.elapsed());
     r
@@ -376,7 +374,7 @@ fn closed_by_server(tcp: &mut TcpStream, wait: Duration) -> bool {
 
 fn healthz_within(s: &Server, limit: Duration) -> Duration {
     let t = Instant::now();
-    let r = get_as(s, "/healthz", &addr(s), "");
+    let r = get_as(s, "/healthz", s.addr(), "");
     assert_eq!(r.status, 200);
     let took = t.elapsed();
     assert!(took < limit, "/healthz took {took:?}");
@@ -389,7 +387,7 @@ fn half_open_connections_do_not_starve_the_server_and_are_closed() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &["--header-read-timeout-ms", "4000"]);
     let opened = Instant::now();
-    let mut stalled = half_open(&addr(&s), 1000);
+    let mut stalled = half_open(s.addr(), 1000);
     healthz_within(&s, Duration::from_secs(3));
     // They were all still held while /healthz answered (unless opening them took that long).
     if opened.elapsed() < Duration::from_secs(3) {
@@ -423,7 +421,7 @@ fn running_out_of_file_descriptors_does_not_stop_the_server() {
         Ok(st) => assert!(st.success(), "prlimit failed"),
         Err(e) => panic!("this test needs util-linux's prlimit: {e}"),
     }
-    let mut stalled = half_open(&addr(&s), 300);
+    let mut stalled = half_open(s.addr(), 300);
     // Accept fails with EMFILE until stalled connections time out; the server backs off,
     // keeps accepting, and answers.
     healthz_within(&s, Duration::from_secs(15));
@@ -432,12 +430,9 @@ fn running_out_of_file_descriptors_does_not_stop_the_server() {
     }
     drop(stalled);
     healthz_within(&s, Duration::from_secs(5));
-    let metrics = get_as(&s, "/metrics", &addr(&s), "");
-    let text = String::from_utf8_lossy(&metrics.body).to_string();
-    let accept_errors = text
-        .lines()
-        .find_map(|l| l.strip_prefix("gust_http_accept_errors_total "))
-        .and_then(|v| v.parse::<u64>().ok());
+    let metrics = get_as(&s, "/metrics", s.addr(), "");
+    let accept_errors =
+        gust_testkit::metric(&String::from_utf8_lossy(&metrics.body), "gust_http_accept_errors_total");
     // EMFILE did happen (so the test tested something), and the loop backed off rather than
     // spinning: about one failed accept per 50 ms while it lasted, not millions.
     assert!(accept_errors.is_some_and(|n| (1..10_000).contains(&n)), "{accept_errors:?}");
@@ -448,15 +443,15 @@ fn connections_past_the_cap_wait_for_a_slot() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &["--max-connections", "50", "--header-read-timeout-ms", "1500"]);
     let opened = Instant::now();
-    let mut stalled = half_open(&addr(&s), 100);
+    let mut stalled = half_open(s.addr(), 100);
     // Queued behind two waves of stalled connections, each cut off at the header-read timeout.
     let took = healthz_within(&s, Duration::from_secs(15));
     assert!(opened.elapsed() >= Duration::from_millis(1400), "answered past a full cap after {took:?}");
     for tcp in &mut stalled {
         assert!(closed_by_server(tcp, Duration::from_secs(15)));
     }
-    let metrics = get_as(&s, "/metrics", &addr(&s), "");
-    let text = String::from_utf8_lossy(&metrics.body).to_string();
-    let waits = text.lines().find_map(|l| l.strip_prefix("gust_http_connection_cap_waits_total "));
-    assert!(waits.and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| n > 0), "{waits:?}");
+    let metrics = get_as(&s, "/metrics", s.addr(), "");
+    let waits =
+        gust_testkit::metric(&String::from_utf8_lossy(&metrics.body), "gust_http_connection_cap_waits_total");
+    assert!(waits.is_some_and(|n| n > 0), "{waits:?}");
 }

@@ -8,13 +8,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fixture, wasm_config, zip};
-use reqwest::blocking::{Client, Response};
+use common::{accepted_id, wasm_config, Server};
+use gust_testkit::{fixture, is_root, wait_until, zip};
+use reqwest::blocking::Response;
 use serde_json::{json, Value};
 
 /// Size of the tmpfs the store lives on.
@@ -77,100 +78,13 @@ fn fill(disk: &Tmpfs, filler: &Path, leave: u64) {
     }
 }
 
-/// `gust server` with its stderr in a file, killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    client: Client,
-    log: PathBuf,
+/// An async invocation of `name` with `payload`.
+fn invoke_async(s: &Server, name: &str, payload: &str) -> Response {
+    s.invoke(name, None, payload.as_bytes(), &[("invocation-type", "async")])
 }
 
-impl Server {
-    fn start(data_dir: &Path, log: PathBuf) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gust"))
-            .args(["server", "--listen", "127.0.0.1:0", "--lease-ms", "1000", "--data-dir"])
-            .arg(data_dir)
-            .env("GUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn gust server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("gust listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}; log: {}", read(&log)))
-            .to_string();
-        let client = Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        Server { child, url, client, log }
-    }
-
-    fn get(&self, path: &str) -> Response {
-        self.client.get(format!("{}{path}", self.url)).send().unwrap()
-    }
-
-    fn put_json(&self, path: &str, body: &Value) -> Response {
-        self.client.put(format!("{}{path}", self.url)).json(body).send().unwrap()
-    }
-
-    fn put_code(&self, name: &str, code: Vec<u8>, content_type: &str) -> Response {
-        self.client
-            .put(format!("{}/v1/functions/{name}/code", self.url))
-            .header("content-type", content_type)
-            .body(code)
-            .send()
-            .unwrap()
-    }
-
-    fn invoke(&self, name: &str, payload: &str, headers: &[(&str, &str)]) -> Response {
-        let mut rb =
-            self.client.post(format!("{}/v1/functions/{name}/invoke", self.url)).body(payload.to_string());
-        for (k, v) in headers {
-            rb = rb.header(*k, *v);
-        }
-        rb.send().unwrap()
-    }
-
-    fn invoke_async(&self, name: &str, payload: &str) -> Response {
-        self.invoke(name, payload, &[("invocation-type", "async")])
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    fn log(&self) -> String {
-        read(&self.log)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// Asserts a native-API 507 naming the full disk.
-fn insufficient_storage(r: Response, what: &str) {
-    assert_eq!(r.status().as_u16(), 507, "{what}: expected 507, got {} {}", r.status(), r.text().unwrap());
-    let v: Value = r.json().unwrap();
-    assert_eq!(v["error"]["code"], "InsufficientStorage", "{what}: {v}");
-    let message = v["error"]["message"].as_str().unwrap();
-    assert!(message.contains("disk is full") || message.contains("no space left"), "{what}: {message}");
-}
-
-fn async_id(r: Response) -> String {
-    assert_eq!(r.status().as_u16(), 202, "{}", r.text().unwrap());
-    r.json::<Value>().unwrap()["invocation_id"].as_str().unwrap().to_string()
-}
-
-/// The invocation's record (`Null` while there is none).
+/// The invocation's record (`Null` while there is none): reads answer 200 or 404 whatever the
+/// disk, so anything else fails the test at once.
 fn record(s: &Server, id: &str) -> Value {
     let r = s.get(&format!("/v1/invocations/{id}"));
     match r.status().as_u16() {
@@ -180,12 +94,13 @@ fn record(s: &Server, id: &str) -> Value {
     }
 }
 
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Asserts a native-API 507 naming the full disk.
+fn insufficient_storage(r: Response, what: &str) {
+    assert_eq!(r.status().as_u16(), 507, "{what}: expected 507, got {} {}", r.status(), r.text().unwrap());
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["error"]["code"], "InsufficientStorage", "{what}: {v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("disk is full") || message.contains("no space left"), "{what}: {message}");
 }
 
 /// Files left half written: temporary names in the store's and the worker's directories.
@@ -204,7 +119,7 @@ fn temporaries(data_dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_full_disk_refuses_new_work_keeps_what_was_accepted_and_recovers() {
-    if !Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n")) {
+    if !is_root() {
         eprintln!("skipped: mounting a tmpfs needs root");
         return;
     }
@@ -215,19 +130,20 @@ fn a_full_disk_refuses_new_work_keeps_what_was_accepted_and_recovers() {
     let logs = tempfile::tempdir().unwrap();
     let data_dir = disk.path().join("gust");
     let filler = disk.path().join("filler");
-    let mut s = Server::start(&data_dir, logs.path().join("server.log"));
+    let mut s =
+        Server::start_logged(&data_dir, &logs.path().join("server.log"), "info", &["--lease-ms", "1000"]);
 
     // Work accepted before the disk fills: quick ones, and slow ones still running (or queued)
     // when it fills.
     let r = s.put_json("/v1/functions/echo", &wasm_config(2000));
     assert_eq!(r.status(), 200, "{}", r.text().unwrap());
-    assert_eq!(s.put_code("echo", fixture("echo"), "application/wasm").status(), 200);
+    assert_eq!(s.put_bytes("/v1/functions/echo/code", fixture("echo")).status(), 200);
     let r = s.put_json("/v1/functions/burn", &wasm_config(10_000));
     assert_eq!(r.status(), 200, "{}", r.text().unwrap());
-    assert_eq!(s.put_code("burn", fixture("burn"), "application/wasm").status(), 200);
+    assert_eq!(s.put_bytes("/v1/functions/burn/code", fixture("burn")).status(), 200);
     let mut accepted: Vec<String> =
-        (0..20).map(|i| async_id(s.invoke_async("echo", &format!("before-{i}")))).collect();
-    accepted.extend((0..4).map(|_| async_id(s.invoke_async("burn", "1500"))));
+        (0..20).map(|i| accepted_id(invoke_async(&s, "echo", &format!("before-{i}")))).collect();
+    accepted.extend((0..4).map(|_| accepted_id(invoke_async(&s, "burn", "1500"))));
 
     // A write that does not fit, while the disk is still above its reserve: a package that
     // unpacks to more than is free is refused with 507, and no partial task root is left.
@@ -238,12 +154,12 @@ fn a_full_disk_refuses_new_work_keeps_what_was_accepted_and_recovers() {
     let package = zip(&[("bootstrap", b"#!/bin/sh\nexit 0\n", 0o755), ("bulk.bin", &bulk, 0o644)]);
     assert!(package.len() < 1 << 20, "the package compresses well ({} bytes)", package.len());
     insufficient_storage(
-        s.put_code("big", package.clone(), "application/zip"),
+        s.put_zip("/v1/functions/big/code", package.clone()),
         "a package too big for the disk",
     );
     assert_eq!(temporaries(&data_dir), Vec::<String>::new(), "nothing half written");
     // Still above the reserve: small new work is taken.
-    accepted.push(async_id(s.invoke_async("echo", "between")));
+    accepted.push(accepted_id(invoke_async(&s, "echo", "between")));
 
     // Now the disk is full.
     fill(&disk, &filler, 0);
@@ -254,31 +170,22 @@ fn a_full_disk_refuses_new_work_keeps_what_was_accepted_and_recovers() {
     let r = s.get("/readyz");
     assert_eq!(r.status().as_u16(), 503);
     assert_eq!(r.json::<Value>().unwrap()["error"]["code"], "InsufficientStorage");
-    insufficient_storage(s.invoke_async("echo", "refused"), "an async invocation");
+    insufficient_storage(invoke_async(&s, "echo", "refused"), "an async invocation");
     insufficient_storage(
-        s.invoke("echo", "keyed", &[("idempotency-key", "k-1")]),
+        s.invoke("echo", None, b"keyed", &[("idempotency-key", "k-1")]),
         "a sync invocation with a key",
     );
     insufficient_storage(s.put_json("/v1/functions/fresh", &wasm_config(1000)), "a new function");
-    insufficient_storage(s.put_code("echo", fixture("noop"), "application/wasm"), "new code");
-    insufficient_storage(
-        s.client.post(format!("{}/v1/functions/echo/versions", s.url)).send().unwrap(),
-        "publish",
-    );
+    insufficient_storage(s.put_bytes("/v1/functions/echo/code", fixture("noop")), "new code");
+    insufficient_storage(s.post("/v1/functions/echo/versions"), "publish");
     // The AWS API answers a retryable ServiceException (503) for the same refusal.
-    let r = s
-        .client
-        .post(format!("{}/2015-03-31/functions/echo/invocations", s.url))
-        .header("x-amz-invocation-type", "Event")
-        .body("{}")
-        .send()
-        .unwrap();
+    let r = s.invoke_aws_event("echo");
     assert_eq!(r.status().as_u16(), 503);
     assert_eq!(r.headers()["x-amzn-errortype"], "ServiceException");
     assert!(r.text().unwrap().contains("disk is full"));
     // A keyless sync invocation is still answered (its caller holds the result); its record
     // waits in memory until it can be written.
-    let r = s.invoke("echo", "sync-while-full", &[]);
+    let r = s.invoke("echo", None, b"sync-while-full", &[]);
     assert_eq!(r.status(), 200);
     let sync_id = r.headers()["gust-invocation-id"].to_str().unwrap().to_string();
     assert_eq!(r.text().unwrap(), "sync-while-full");
@@ -292,25 +199,25 @@ fn a_full_disk_refuses_new_work_keeps_what_was_accepted_and_recovers() {
     // Hammer it for a while: every request is refused at once, nothing crashes or spins.
     let mut refused = 0;
     while full_since.elapsed() < Duration::from_secs(4) {
-        assert_eq!(s.invoke_async("echo", "hammer").status().as_u16(), 507);
+        assert_eq!(invoke_async(&s, "echo", "hammer").status().as_u16(), 507);
         refused += 1;
         assert_eq!(s.get("/healthz").status(), 200);
     }
     assert!(refused > 20, "refusals are quick ({refused} in 4 s)");
-    assert!(s.alive(), "the server survived the full disk: {}", s.log());
+    assert!(s.is_running(), "the server survived the full disk: {}", s.log());
     assert_eq!(temporaries(&data_dir), Vec::<String>::new(), "nothing half written");
 
     // Space is freed: the same requests succeed, without a restart.
     std::fs::remove_file(&filler).unwrap();
     wait_until("ready again", Duration::from_secs(5), || s.get("/readyz").status() == 200);
-    accepted.push(async_id(s.invoke_async("echo", "after")));
+    accepted.push(accepted_id(invoke_async(&s, "echo", "after")));
     let r = s.put_json("/v1/functions/fresh", &wasm_config(1000));
     assert_eq!(r.status(), 200, "{}", r.text().unwrap());
-    let r = s.put_code("fresh", fixture("echo"), "application/wasm");
+    let r = s.put_bytes("/v1/functions/fresh/code", fixture("echo"));
     assert_eq!(r.status(), 200, "{}", r.text().unwrap());
-    let r = s.put_code("big", package, "application/zip");
+    let r = s.put_zip("/v1/functions/big/code", package);
     assert_eq!(r.status(), 200, "the package fits now: {}", r.text().unwrap());
-    let r = s.invoke("echo", "keyed", &[("idempotency-key", "k-1")]);
+    let r = s.invoke("echo", None, b"keyed", &[("idempotency-key", "k-1")]);
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().unwrap(), "keyed");
 
@@ -327,7 +234,7 @@ fn a_full_disk_refuses_new_work_keeps_what_was_accepted_and_recovers() {
     let metrics = s.get("/metrics").text().unwrap();
     assert!(metrics.contains("gust_store_disk_full 0"), "{metrics}");
     assert!(metrics.contains("gust_records_dropped_total 0"), "{metrics}");
-    assert!(s.alive());
+    assert!(s.is_running());
 
     // The log said what happened, but not at the rate it happened.
     let log = s.log();

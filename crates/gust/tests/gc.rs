@@ -8,50 +8,31 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{fixture, wait_for_workers, wasm_config, zip, Server, Worker, REMOTE_ONLY};
+use common::{accepted_id, wait_for_workers, wasm_config, Server, Worker, REMOTE_ONLY};
+use gust_testkit::{fixture, fixture_file, unique_schema, wait_until, with_custom_section, zip};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 /// Collect every 200 ms what has been unreferenced for a second.
 const GC: [&str; 4] = ["--gc-interval-ms", "200", "--gc-grace-ms", "1000"];
 
-fn sha256(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// `wasm` with a custom section making it code of its own (another sha256, same behaviour).
-fn variant(mut wasm: Vec<u8>, n: u32) -> Vec<u8> {
-    let name = b"gust-gc-test";
-    let payload = n.to_le_bytes();
-    wasm.extend([0u8, (1 + name.len() + payload.len()) as u8, name.len() as u8]);
-    wasm.extend(name);
-    wasm.extend(payload);
-    wasm
+fn variant(wasm: Vec<u8>, n: u32) -> Vec<u8> {
+    with_custom_section(&wasm, "gust-gc-test", &n.to_le_bytes())
 }
 
 /// A `provided` package of its own (the bootstrap and a file that tells it apart).
 fn package(n: u32) -> Vec<u8> {
-    let bootstrap =
-        std::fs::read(format!("{}/../../tests/fixtures/bootstrap.py", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    zip(&[("bootstrap", &bootstrap, 0o755), ("variant.txt", n.to_string().as_bytes(), 0o644)])
+    zip(&[
+        ("bootstrap", &fixture_file("bootstrap.py"), 0o755),
+        ("variant.txt", n.to_string().as_bytes(), 0o644),
+    ])
 }
 
+/// Deploys `code` as `name`'s code: its sha256.
 fn upload(s: &Server, name: &str, config: Value, code: Vec<u8>, content_type: &str) -> String {
-    let r = s.put_json(&format!("/v1/functions/{name}"), &config);
-    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
-    let sha = sha256(&code);
-    let r = s
-        .client()
-        .put(format!("{}/v1/functions/{name}/code", s.url))
-        .header("content-type", content_type)
-        .body(code)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    let sha = hex::encode(Sha256::digest(&code));
+    s.deploy_as(name, config, content_type, code);
     sha
 }
 
@@ -63,14 +44,6 @@ fn shas_in(dir: &Path) -> BTreeSet<String> {
         .filter_map(|e| e.file_name().to_str()?.get(..64).map(str::to_string))
         .filter(|n| n.bytes().all(|b| b.is_ascii_hexdigit()))
         .collect()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn output(r: reqwest::blocking::Response) -> Vec<u8> {
@@ -99,9 +72,7 @@ fn superseded_and_deleted_code_goes_and_needed_code_stays(s: &Server, artifacts_
     // An async invocation that failed and waits for its retry on code since replaced.
     let retry = json!({ "runtime": "wasm", "timeout_ms": 3000, "retry": { "max_retries": 1, "base_delay_ms": 15000 } });
     let retried = upload(s, "r", retry.clone(), variant(fixture("fail"), 0), "application/wasm");
-    let r = s.invoke("r", None, b"x", &[("invocation-type", "async")]);
-    assert_eq!(r.status(), 202);
-    let waiting = r.json::<Value>().unwrap()["invocation_id"].as_str().unwrap().to_string();
+    let waiting = accepted_id(s.invoke("r", None, b"x", &[("invocation-type", "async")]));
     wait_until("the failing invocation waits for its retry", Duration::from_secs(10), || {
         s.invocation(&waiting)["state"] == "RETRY_WAIT"
     });
@@ -182,12 +153,9 @@ fn the_embedded_server_collects_unreferenced_artifacts_task_roots_and_modules() 
 
 #[test]
 fn a_cluster_server_collects_unreferenced_code_in_postgresql() {
-    let Ok(url) = std::env::var("GUST_TEST_POSTGRES") else {
-        eprintln!("skipped: GUST_TEST_POSTGRES is not set (run with ./scripts/with-postgres)");
-        return;
-    };
+    let Some(url) = gust_testkit::postgres_or_skip() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let schema = format!("gc_{}", std::process::id());
+    let schema = unique_schema("gc");
     let mut args = GC.to_vec();
     args.extend(["--idle-ttl-s", "1", "--store", &url, "--store-schema", &schema]);
     let s = Server::start(dir.path(), &args);

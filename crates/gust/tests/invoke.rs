@@ -5,7 +5,8 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{error_code, example, fixture, wasm_config, Server};
+use common::{accepted_id, error_code, wasm_config, Server};
+use gust_testkit::{example, fixture};
 use serde_json::{json, Value};
 
 fn header(r: &reqwest::blocking::Response, name: &str) -> Option<String> {
@@ -110,9 +111,7 @@ fn async_invocations_complete_and_failures_retry() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     s.deploy("echo", wasm_config(3000), fixture("echo"));
-    let r = s.invoke("echo", None, b"async event", &[("invocation-type", "async")]);
-    assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().unwrap()["invocation_id"].as_str().unwrap().to_string();
+    let id = accepted_id(s.invoke("echo", None, b"async event", &[("invocation-type", "async")]));
     let rec = s.wait_terminal(&id, Duration::from_secs(10));
     assert_eq!(rec["state"], "SUCCEEDED");
     assert_eq!(rec["result"], "async event");
@@ -121,8 +120,7 @@ fn async_invocations_complete_and_failures_retry() {
 
     // A failing async function is retried twice with backoff, then fails.
     s.deploy("fail", json!({ "retry": { "max_retries": 2, "base_delay_ms": 100 } }), fixture("fail"));
-    let r = s.invoke("fail", None, b"{}", &[("invocation-type", "async")]);
-    let id = r.json::<Value>().unwrap()["invocation_id"].as_str().unwrap().to_string();
+    let id = accepted_id(s.invoke("fail", None, b"{}", &[("invocation-type", "async")]));
     let rec = s.wait_terminal(&id, Duration::from_secs(20));
     assert_eq!(rec["state"], "FAILED");
     assert_eq!(rec["attempts"], 3, "{rec}");
@@ -132,8 +130,7 @@ fn async_invocations_complete_and_failures_retry() {
 
     // With retries off, one attempt.
     s.deploy("fail0", json!({ "retry": { "max_retries": 0 } }), fixture("fail"));
-    let r = s.invoke("fail0", None, b"{}", &[("invocation-type", "async")]);
-    let id = r.json::<Value>().unwrap()["invocation_id"].as_str().unwrap().to_string();
+    let id = accepted_id(s.invoke("fail0", None, b"{}", &[("invocation-type", "async")]));
     assert_eq!(s.wait_terminal(&id, Duration::from_secs(10))["attempts"], 1);
 
     // Listing by state, newest first.
@@ -195,8 +192,7 @@ fn a_function_running_longer_than_its_lease_keeps_it() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &["--lease-ms", "1000"]);
     s.deploy("slow", wasm_config(5000), fixture("burn"));
-    let r = s.invoke("slow", None, b"2500", &[("invocation-type", "async")]);
-    let id = r.json::<Value>().unwrap()["invocation_id"].as_str().unwrap().to_string();
+    let id = accepted_id(s.invoke("slow", None, b"2500", &[("invocation-type", "async")]));
     let rec = s.wait_terminal(&id, Duration::from_secs(10));
     assert_eq!(rec["state"], "SUCCEEDED");
     assert_eq!(rec["attempts"], 1, "renewal kept the lease: no second attempt: {rec}");

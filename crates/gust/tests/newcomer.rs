@@ -5,27 +5,20 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{error_code, zip, REMOTE_ONLY};
+use common::{error_code, GUST, REMOTE_ONLY};
+use gust_testkit::process::Process;
+use gust_testkit::{node_ric, python, repo_root, zip};
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
-
-const GUST: &str = env!("CARGO_BIN_EXE_gust");
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
 
 /// The venv with awslambdaric that `./scripts/test` prepares; its bin directory goes first on
 /// PATH, so the default `python3` is the one with the runtime client.
 fn venv_bin() -> PathBuf {
-    let python = std::env::var("GUST_TEST_PYTHON")
-        .expect("GUST_TEST_PYTHON is not set: run the suite with ./scripts/test (it installs awslambdaric)");
-    Path::new(&python).parent().unwrap().to_path_buf()
+    Path::new(&python()).parent().unwrap().to_path_buf()
 }
 
 fn path_with(first: &Path) -> String {
@@ -34,7 +27,7 @@ fn path_with(first: &Path) -> String {
 
 /// The first ```bash block after `heading` in the README.
 fn readme_block(heading: &str) -> String {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
     let at = readme.find(heading).unwrap_or_else(|| panic!("README has no {heading:?}"));
     let rest = &readme[at..];
     let start = rest.find("```bash\n").expect("a bash block") + "```bash\n".len();
@@ -44,7 +37,7 @@ fn readme_block(heading: &str) -> String {
 
 /// A process started the way a user would, in `cwd` with `env`; killed when dropped.
 struct Proc {
-    child: Child,
+    _process: Process,
     stderr: PathBuf,
 }
 
@@ -52,10 +45,7 @@ impl Proc {
     fn start(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> (Proc, String) {
         let stderr = cwd.join(format!("{}.stderr", args[0]));
         let mut cmd = Command::new(GUST);
-        cmd.args(args)
-            .current_dir(cwd)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap());
+        cmd.args(args).current_dir(cwd).stderr(std::fs::File::create(&stderr).unwrap());
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("GUST_") && !k.starts_with("GUST_TEST"))
         {
             cmd.env_remove(k);
@@ -64,21 +54,12 @@ impl Proc {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn gust");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        (Proc { child, stderr }, line.trim().to_string())
+        let (process, banner) = Process::start(&mut cmd).expect("spawn gust");
+        (Proc { _process: process, stderr }, banner)
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -90,9 +71,9 @@ fn url_of(banner: &str) -> String {
 /// installed in ./node_modules (what `npm install aws-lambda-ric` there leaves).
 fn workdir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(repo().join("examples"), dir.path().join("examples")).unwrap();
-    let ric = std::env::var("GUST_TEST_NODE_RIC").expect("GUST_TEST_NODE_RIC is not set: run ./scripts/test");
-    std::os::unix::fs::symlink(Path::new(&ric).parent().unwrap(), dir.path().join("node_modules")).unwrap();
+    std::os::unix::fs::symlink(repo_root().join("examples"), dir.path().join("examples")).unwrap();
+    std::os::unix::fs::symlink(Path::new(&node_ric()).parent().unwrap(), dir.path().join("node_modules"))
+        .unwrap();
     dir
 }
 
@@ -185,7 +166,7 @@ fn a_worker_on_its_defaults_runs_zip_functions_and_reports_what_it_can_run() {
             .send()
             .unwrap()
     };
-    let app = std::fs::read(repo().join("examples/python/app.py")).unwrap();
+    let app = std::fs::read(repo_root().join("examples/python/app.py")).unwrap();
     let r = deploy("early", "python3.12", "app.handler", zip(&[("app.py", &app, 0o644)]));
     assert_eq!(r.status(), 201, "{}", r.text().unwrap());
 
@@ -206,7 +187,7 @@ fn a_worker_on_its_defaults_runs_zip_functions_and_reports_what_it_can_run() {
 
     let r = deploy("py", "python3.12", "app.handler", zip(&[("app.py", &app, 0o644)]));
     assert_eq!(r.status(), 201, "{}", r.text().unwrap());
-    let bootstrap = std::fs::read(repo().join("examples/provided/bootstrap")).unwrap();
+    let bootstrap = std::fs::read(repo_root().join("examples/provided/bootstrap")).unwrap();
     let r = deploy("lam", "provided", "", zip(&[("bootstrap", &bootstrap, 0o755)]));
     assert_eq!(r.status(), 201, "{}", r.text().unwrap());
     let r = deploy(
@@ -294,7 +275,7 @@ fn a_runtime_this_server_cannot_run_is_refused_at_deploy_and_a_bad_program_flag_
 fn a_sync_invocation_is_readable_as_soon_as_it_answered() {
     let dir = tempfile::tempdir().unwrap();
     let s = common::Server::start(dir.path(), &[]);
-    s.deploy("echo", common::wasm_config(1000), common::fixture("echo"));
+    s.deploy("echo", common::wasm_config(1000), gust_testkit::fixture("echo"));
     for i in 0..20 {
         let r = s.invoke("echo", None, format!("{{\"i\":{i}}}").as_bytes(), &[]);
         assert_eq!(r.status(), 200);

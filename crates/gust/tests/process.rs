@@ -6,31 +6,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{error_code, zip, Server};
+use common::{error_code, Server, GUST};
+use gust_testkit::{fixture_file, is_root, node_ric, python, zip};
 use serde_json::{json, Value};
-
-fn bootstrap() -> Vec<u8> {
-    std::fs::read(format!("{}/../../tests/fixtures/bootstrap.py", env!("CARGO_MANIFEST_DIR"))).unwrap()
-}
 
 #[test]
 fn a_provided_function_runs_warm_and_reports_errors() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
-    let code = zip(&[("bootstrap", &bootstrap(), 0o755)]);
-    let r = s.put_json(
-        "/v1/functions/lam",
-        &json!({ "runtime": "provided.al2023", "timeout_ms": 2000, "env": { "GREETING": "hey" } }),
-    );
-    assert_eq!(r.status(), 200);
-    let r = s
-        .client()
-        .put(format!("{}/v1/functions/lam/code", s.url))
-        .header("content-type", "application/zip")
-        .body(code)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    let code = zip(&[("bootstrap", &fixture_file("bootstrap.py"), 0o755)]);
+    let config = json!({ "runtime": "provided.al2023", "timeout_ms": 2000, "env": { "GREETING": "hey" } });
+    s.deploy_zip("lam", config, code);
 
     let r = s.invoke("lam", None, br#"{"n": 1}"#, &[]);
     assert_eq!(r.status(), 200);
@@ -46,8 +32,7 @@ fn a_provided_function_runs_warm_and_reports_errors() {
     let r = s.invoke("lam", None, br#"{"action": "hang"}"#, &[]);
     assert_eq!(r.headers()["gust-function-error"], "Timeout");
 
-    let r = s.invoke("lam", None, br#"{"n": 2}"#, &[("invocation-type", "async")]);
-    let id = r.json::<Value>().unwrap()["invocation_id"].as_str().unwrap().to_string();
+    let id = common::accepted_id(s.invoke("lam", None, br#"{"n": 2}"#, &[("invocation-type", "async")]));
     let rec = s.wait_terminal(&id, Duration::from_secs(10));
     assert_eq!(rec["state"], "SUCCEEDED");
     assert!(rec["log"].as_str().unwrap().starts_with("invocation "), "stdout is the log: {rec}");
@@ -58,14 +43,7 @@ fn bad_packages_are_refused_at_upload() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     s.put_json("/v1/functions/lam", &json!({ "runtime": "provided" }));
-    let upload = |code: Vec<u8>| {
-        s.client()
-            .put(format!("{}/v1/functions/lam/code", s.url))
-            .header("content-type", "application/zip")
-            .body(code)
-            .send()
-            .unwrap()
-    };
+    let upload = |code: Vec<u8>| s.put_zip("/v1/functions/lam/code", code);
     assert_eq!(error_code(upload(b"not a zip".to_vec()), 400), "InvalidCode");
     assert_eq!(error_code(upload(zip(&[("app.py", b"", 0o644)])), 400), "InvalidCode", "no bootstrap");
     assert_eq!(error_code(upload(zip(&[("../../evil", b"", 0o755)])), 400), "InvalidCode", "zip-slip");
@@ -78,21 +56,13 @@ fn bad_packages_are_refused_at_upload() {
     );
 }
 
-/// The Python interpreter with `awslambdaric` that `./scripts/test` prepares.
-fn test_python() -> String {
-    std::env::var("GUST_TEST_PYTHON")
-        .expect("GUST_TEST_PYTHON is not set: run the suite with ./scripts/test (it installs awslambdaric)")
-}
-
 #[test]
 fn an_unmodified_python_lambda_handler_runs_on_awslambdaric() {
     let dir = tempfile::tempdir().unwrap();
-    let python = test_python();
-    // Strict isolation where the host has it (the interpreter lives under /root here, which
-    // only root may enter: it is bound into the function's root).
-    let strict: &[&str] =
-        if namespaces_available() && nix_is_root() { &["--isolation", "strict"] } else { &[] };
-    let s = Server::start(dir.path(), &[&["--python", &python][..], strict].concat());
+    let python = python();
+    // The interpreter lives under /root here, which only root may enter: it is bound into the
+    // function's root.
+    let s = Server::start(dir.path(), &[&["--python", &python][..], strict_where_possible()].concat());
     let app = br#"
 import os
 calls = 0
@@ -105,20 +75,8 @@ def handler(event, context):
     return {"hello": event.get("name"), "calls": calls, "function": context.function_name,
             "remaining_ok": context.get_remaining_time_in_millis() > 0}
 "#;
-    let code = zip(&[("app.py", app, 0o644)]);
-    let r = s.put_json(
-        "/v1/functions/py",
-        &json!({ "runtime": "python3.11", "handler": "app.handler", "timeout_ms": 10_000 }),
-    );
-    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
-    let r = s
-        .client()
-        .put(format!("{}/v1/functions/py/code", s.url))
-        .header("content-type", "application/zip")
-        .body(code)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    let config = json!({ "runtime": "python3.11", "handler": "app.handler", "timeout_ms": 10_000 });
+    s.deploy_zip("py", config, zip(&[("app.py", app, 0o644)]));
 
     let r = s.invoke("py", None, br#"{"name": "Ada"}"#, &[]);
     assert_eq!(r.status(), 200);
@@ -176,17 +134,9 @@ while True:
 "#;
 
 fn deploy_inspector(s: &Server) -> String {
-    let r = s.put_json("/v1/functions/inside", &json!({ "runtime": "provided.al2023", "timeout_ms": 2000 }));
-    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
-    let r = s
-        .client()
-        .put(format!("{}/v1/functions/inside/code", s.url))
-        .header("content-type", "application/zip")
-        .body(zip(&[("bootstrap", INSPECTOR, 0o755)]))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
-    r.json::<Value>().unwrap()["code_sha256"].as_str().unwrap().to_string()
+    let config = json!({ "runtime": "provided.al2023", "timeout_ms": 2000 });
+    let f = s.deploy_zip("inside", config, zip(&[("bootstrap", INSPECTOR, 0o755)]));
+    f["code_sha256"].as_str().unwrap().to_string()
 }
 
 fn namespaces_available() -> bool {
@@ -196,6 +146,15 @@ fn namespaces_available() -> bool {
         .args(["--user", "--map-root-user", "--pid", "--fork", "--mount", "--net", "--ipc", "--uts", "true"])
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Strict isolation where the host has it (namespaces, and root to make them), none elsewhere.
+fn strict_where_possible() -> &'static [&'static str] {
+    if namespaces_available() && is_root() {
+        &["--isolation", "strict"]
+    } else {
+        &[]
+    }
 }
 
 #[test]
@@ -253,13 +212,13 @@ fn strict_isolation_refuses_to_start_without_namespaces() {
         .args(["--inh-caps=-sys_admin", "--bounding-set=-sys_admin", "true"])
         .status()
         .is_ok_and(|s| s.success());
-    if !can_drop || !nix_is_root() {
+    if !can_drop || !is_root() {
         eprintln!("skipped: needs root and setpriv");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new("setpriv")
-        .args(["--inh-caps=-sys_admin", "--bounding-set=-sys_admin", env!("CARGO_BIN_EXE_gust")])
+        .args(["--inh-caps=-sys_admin", "--bounding-set=-sys_admin", GUST])
         .args(["server", "--listen", "127.0.0.1:0", "--isolation", "strict", "--data-dir"])
         .arg(dir.path())
         .output()
@@ -270,23 +229,11 @@ fn strict_isolation_refuses_to_start_without_namespaces() {
     assert!(out.stdout.is_empty(), "it never listened");
 }
 
-fn nix_is_root() -> bool {
-    std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n")
-}
-
-fn test_node_ric() -> String {
-    std::env::var("GUST_TEST_NODE_RIC").expect(
-        "GUST_TEST_NODE_RIC is not set: run the suite with ./scripts/test (it installs aws-lambda-ric)",
-    )
-}
-
 #[test]
 fn an_unmodified_node_lambda_handler_runs_on_aws_lambda_ric() {
     let dir = tempfile::tempdir().unwrap();
-    let ric = test_node_ric();
-    let strict: &[&str] =
-        if namespaces_available() && nix_is_root() { &["--isolation", "strict"] } else { &[] };
-    let s = Server::start(dir.path(), &[&["--node-ric", &ric][..], strict].concat());
+    let ric = node_ric();
+    let s = Server::start(dir.path(), &[&["--node-ric", &ric][..], strict_where_possible()].concat());
     let app = br#"
 let calls = 0;
 export const handler = async (event, context) => {
@@ -296,21 +243,9 @@ export const handler = async (event, context) => {
            remainingOk: context.getRemainingTimeInMillis() > 0, greeting: process.env.GREETING };
 };
 "#;
-    let code = zip(&[("index.mjs", app, 0o644)]);
-    let r = s.put_json(
-        "/v1/functions/js",
-        &json!({ "runtime": "nodejs20.x", "handler": "index.handler", "timeout_ms": 10_000,
-                 "env": { "GREETING": "hi" } }),
-    );
-    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
-    let r = s
-        .client()
-        .put(format!("{}/v1/functions/js/code", s.url))
-        .header("content-type", "application/zip")
-        .body(code)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    let config = json!({ "runtime": "nodejs20.x", "handler": "index.handler", "timeout_ms": 10_000,
+                         "env": { "GREETING": "hi" } });
+    s.deploy_zip("js", config, zip(&[("index.mjs", app, 0o644)]));
 
     let r = s.invoke("js", None, br#"{"name": "Ada"}"#, &[]);
     assert!(r.headers().get("gust-function-error").is_none(), "{}", r.text().unwrap());

@@ -5,9 +5,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{error_code, fixture, wasm_config, Server};
+use common::{error_code, wasm_config, Server};
+use gust_testkit::{fixture, wait_until};
 use serde_json::Value;
 
 /// The invocation id of an answer: the header of a sync one, the body of an async one.
@@ -25,21 +26,6 @@ fn exists(s: &Server, id: &str) -> bool {
         200 => true,
         404 => false,
         other => panic!("GET invocation {id}: {other}"),
-    }
-}
-
-fn metric(s: &Server, name: &str) -> u64 {
-    let text = s.get("/metrics").text().unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -70,7 +56,7 @@ fn ended_records_go_after_their_retention_and_waiting_work_stays() {
         !exists(&s, &sync) && !exists(&s, &done)
     });
     assert_eq!(s.invocation(&waiting)["state"], "RETRY_WAIT", "work in flight is never deleted");
-    assert!(metric(&s, "gust_records_pruned_total") >= 2);
+    assert!(s.metric("gust_records_pruned_total") >= 2);
     // A fresh record is kept again until its own retention passes.
     let fresh = id_of(s.invoke("echo", None, b"fresh", &[]));
     s.wait_terminal(&fresh, Duration::from_secs(10));
@@ -140,13 +126,7 @@ fn async_work_past_its_caps_answers_429_on_both_apis() {
     assert_eq!(error_code(s.invoke("b", None, b"{}", &event), 429), "QueueFull");
 
     // The AWS API answers as Lambda throttles: TooManyRequestsException.
-    let r = s
-        .client()
-        .post(format!("{}/2015-03-31/functions/b/invocations", s.url))
-        .header("X-Amz-Invocation-Type", "Event")
-        .body("{}")
-        .send()
-        .unwrap();
+    let r = s.invoke_aws_event("b");
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["x-amzn-errortype"], "TooManyRequestsException");
 
@@ -154,7 +134,7 @@ fn async_work_past_its_caps_answers_429_on_both_apis() {
     // refused was queued.
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(s.invoke("a", None, b"{}", &event).status(), 429);
-    assert_eq!(metric(&s, "gust_queue_full_total"), 4);
+    assert_eq!(s.metric("gust_queue_full_total"), 4);
     let listed: Value = s.get("/v1/functions/a/invocations").json().unwrap();
     assert_eq!(listed["invocations"].as_array().map(Vec::len), Some(3), "{listed}");
 }

@@ -6,12 +6,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{fixture, wasm_config, Server};
+use common::{wasm_config, Server};
+use gust_testkit::{fixture, python, unique_schema};
 use reqwest::blocking::Response;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -131,10 +130,7 @@ for name, kwargs in ops:
         })
 print(json.dumps(out, default=str))
 "#;
-    let python = std::env::var("GUST_TEST_PYTHON").expect(
-        "GUST_TEST_PYTHON is not set: run the suite with ./scripts/test (it installs boto3 into target/py-venv)",
-    );
-    let out = Command::new(python)
+    let out = Command::new(python())
         .args(["-c", SCRIPT, endpoint, access_key_id, secret, &ops.to_string()])
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
@@ -157,6 +153,11 @@ fn aws_denied(r: &Value, what: &str) {
 
 fn aws_ok(r: &Value, what: &str) {
     assert_eq!(r["ok"], true, "{what}: {r}");
+}
+
+/// The function names a `list_functions` result of [`boto3`] lists.
+fn aws_function_names(r: &Value) -> Vec<&str> {
+    r["result"]["Functions"].as_array().unwrap().iter().map(|f| f["FunctionName"].as_str().unwrap()).collect()
 }
 
 #[test]
@@ -312,12 +313,7 @@ fn each_role_on_the_aws_api_through_boto3() {
         for (i, op) in ["get", "list", "versions", "account"].iter().enumerate() {
             aws_ok(&r[i], &format!("{role} {op}"));
         }
-        let names: Vec<&str> = r[1]["result"]["Functions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["FunctionName"].as_str().unwrap())
-            .collect();
+        let names = aws_function_names(&r[1]);
         assert!(names.contains(&"app"), "{role}: {names:?}");
         for (i, op) in [(4, "invoke"), (5, "invoke Event")] {
             if level >= 1 {
@@ -443,12 +439,7 @@ fn a_key_limited_to_some_functions_cannot_touch_list_or_read_the_others() {
         ]),
     );
     aws_ok(&r[0], "list");
-    let names: Vec<&str> = r[0]["result"]["Functions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["FunctionName"].as_str().unwrap())
-        .collect();
+    let names = aws_function_names(&r[0]);
     assert_eq!(names, ["app-1", "app-2"], "only covered functions are listed");
     for (i, op) in [(1, "get"), (2, "get by ARN"), (3, "invoke"), (4, "delete"), (5, "destination outside")] {
         aws_denied(&r[i], op);
@@ -490,15 +481,11 @@ fn a_revoked_key_is_refused_at_once_as_bearer_and_as_sigv4() {
 /// on one is refused by the other within the key cache's bound.
 #[test]
 fn revocation_reaches_every_server_of_a_cluster() {
-    let Ok(url) = std::env::var("GUST_TEST_POSTGRES") else {
-        eprintln!("skipped: GUST_TEST_POSTGRES is not set (run under ./scripts/with-postgres)");
-        return;
-    };
+    let Some(url) = gust_testkit::postgres_or_skip() else { return };
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("secrets.key");
     std::fs::write(&key_file, "ab".repeat(32)).unwrap();
-    let schema =
-        format!("roles_{}_{}", std::process::id(), std::time::UNIX_EPOCH.elapsed().unwrap().as_micros());
+    let schema = unique_schema("roles");
     let args = [
         "--token",
         ADMIN,
@@ -530,38 +517,9 @@ fn revocation_reaches_every_server_of_a_cluster() {
     assert_eq!(sigv4_b()[0]["code"], "UnrecognizedClientException", "SigV4 on B after the bound");
 }
 
-/// A server whose log (GUST_LOG=debug) is captured in a file.
-struct Logged {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_logged(data_dir: &Path, log: &Path, extra: &[&str]) -> Logged {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gust"))
-        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .args(extra)
-        .env("GUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("gust listening on ").unwrap().to_string();
-    Logged { child, url }
-}
-
 fn gust_cli(url: &str, token: Option<&str>, args: &[&str]) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gust"));
-    cmd.args(args).env("GUST_SERVER", url).env_remove("GUST_TOKEN").env_remove("GUST_TOKEN_FILE");
+    let mut cmd = common::cli(url);
+    cmd.args(args).env_remove("GUST_TOKEN").env_remove("GUST_TOKEN_FILE");
     if let Some(t) = token {
         cmd.env("GUST_TOKEN", t);
     }
@@ -573,7 +531,7 @@ fn secrets_are_shown_once_and_never_appear_in_listings_logs_or_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("server.log");
     let data = dir.path().join("data");
-    let s = start_logged(&data, &log, &["--token", ADMIN]);
+    let s = Server::start_logged(&data, &log, "debug", &["--token", ADMIN]);
     // Through the CLI, as an operator would; options after the nested subcommand.
     let out = gust_cli(
         &s.url,

@@ -12,31 +12,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{fixture, wait_for_workers, wasm_config, Server, Worker};
+use common::{accepted_id, deploy_to_workers, wasm_config, Server, Worker};
+use gust_testkit::fixture;
 use serde_json::Value;
 
 /// Remote-only server flags with a long lease, so a lease expiry is easy to tell from a
 /// hand-back.
 const REMOTE_LONG_LEASE: [&str; 5] =
     ["--no-local-worker", "--worker-token", "test-worker-token", "--lease-ms", "10000"];
-
-fn id_of(r: reqwest::blocking::Response) -> String {
-    r.json::<Value>().unwrap()["invocation_id"].as_str().unwrap().to_string()
-}
-
-/// Waits until an invocation's record satisfies `ok`; panics with the record after `timeout`.
-fn wait_record(s: &Server, id: &str, timeout: Duration, ok: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let r = s.get(&format!("/v1/invocations/{id}"));
-        let v: Value = if r.status() == 404 { Value::Null } else { r.json().unwrap() };
-        if ok(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "invocation {id} never got there: {v}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn running(v: &Value) -> bool {
     v["state"] == "RUNNING"
@@ -82,7 +65,7 @@ fn sigterm_under_load_keeps_every_answered_record_and_every_acknowledged_invocat
                             assert_eq!(r.text().unwrap(), payload);
                             answered.lock().unwrap().push((id, payload));
                         }
-                        202 => accepted.lock().unwrap().push(id_of(r)),
+                        202 => accepted.lock().unwrap().push(accepted_id(r)),
                         503 => {
                             assert_eq!(common::error_code(r, 503), "ShuttingDown");
                             refused.fetch_add(1, Ordering::SeqCst);
@@ -150,7 +133,7 @@ fn a_request_arriving_during_shutdown_gets_503_shutting_down() {
     let mut s = Server::start(dir.path(), &["--shutdown-grace", "10"]);
     s.deploy("echo", wasm_config(3000), fixture("echo"));
     // A connection the server accepted before the signal, whose request is finished after it.
-    let addr = s.url.strip_prefix("http://").unwrap().to_string();
+    let addr = s.addr().to_string();
     let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
     tcp.write_all(format!("POST /v1/functions/echo/invoke HTTP/1.1\r\nHost: {addr}\r\n").as_bytes()).unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -174,8 +157,8 @@ fn a_running_async_attempt_finishes_within_the_grace() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Server::start(dir.path(), &["--shutdown-grace", "10", "--lease-ms", "10000"]);
     s.deploy("burn", wasm_config(20_000), fixture("burn"));
-    let id = id_of(s.invoke("burn", None, b"1500", &[("invocation-type", "async")]));
-    wait_record(&s, &id, Duration::from_secs(10), running);
+    let id = accepted_id(s.invoke("burn", None, b"1500", &[("invocation-type", "async")]));
+    s.wait_record(&id, Duration::from_secs(10), running);
     let t0 = Instant::now();
     s.signal("-TERM");
     let status = s.wait_exit(Duration::from_secs(15)).expect("the server did not exit");
@@ -199,8 +182,8 @@ fn an_async_attempt_still_running_at_the_deadline_is_handed_back_and_redelivered
     let opts = ["--shutdown-grace", "1", "--lease-ms", "10000"];
     let mut s = Server::start(dir.path(), &opts);
     s.deploy("burn", wasm_config(20_000), fixture("burn"));
-    let id = id_of(s.invoke("burn", None, b"3000", &[("invocation-type", "async")]));
-    wait_record(&s, &id, Duration::from_secs(10), running);
+    let id = accepted_id(s.invoke("burn", None, b"3000", &[("invocation-type", "async")]));
+    s.wait_record(&id, Duration::from_secs(10), running);
     let t0 = Instant::now();
     s.signal("-TERM");
     let status = s.wait_exit(Duration::from_secs(10)).expect("the server did not exit");
@@ -211,7 +194,7 @@ fn an_async_attempt_still_running_at_the_deadline_is_handed_back_and_redelivered
     let t1 = Instant::now();
     let s = Server::start(dir.path(), &opts);
     // Redelivered at once: a second attempt starts right after the restart.
-    let rec = wait_record(&s, &id, Duration::from_secs(3), |v| v["attempts"].as_u64() >= Some(2));
+    let rec = s.wait_record(&id, Duration::from_secs(3), |v| v["attempts"].as_u64() >= Some(2));
     assert!(t1.elapsed() < Duration::from_secs(3), "redelivered within {:?}: {rec}", t1.elapsed());
     let rec = s.wait_terminal(&id, Duration::from_secs(10));
     eprintln!("handed-back attempt done {:?} after the restart", t1.elapsed());
@@ -226,10 +209,9 @@ fn a_worker_finishes_its_attempt_on_sigterm_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &REMOTE_LONG_LEASE);
     let mut w = Worker::start(&s.url, dir.path(), "w1", &["--capacity", "1", "--shutdown-grace", "10"]);
-    let deployed = s.deploy("burn", wasm_config(20_000), fixture("burn"));
-    wait_for_workers(&s, 1, deployed["revision"].as_u64().unwrap());
-    let id = id_of(s.invoke("burn", None, b"1500", &[("invocation-type", "async")]));
-    wait_record(&s, &id, Duration::from_secs(10), running);
+    deploy_to_workers(&s, 1, "burn", wasm_config(20_000), fixture("burn"));
+    let id = accepted_id(s.invoke("burn", None, b"1500", &[("invocation-type", "async")]));
+    s.wait_record(&id, Duration::from_secs(10), running);
     let t0 = Instant::now();
     w.signal("-TERM");
     let status = w.wait_exit(Duration::from_secs(15)).expect("the worker did not exit");
@@ -244,10 +226,9 @@ fn a_worker_hands_back_what_outlives_its_grace() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &REMOTE_LONG_LEASE);
     let mut w1 = Worker::start(&s.url, dir.path(), "w1", &["--capacity", "1", "--shutdown-grace", "1"]);
-    let deployed = s.deploy("burn", wasm_config(20_000), fixture("burn"));
-    wait_for_workers(&s, 1, deployed["revision"].as_u64().unwrap());
-    let id = id_of(s.invoke("burn", None, b"4000", &[("invocation-type", "async")]));
-    wait_record(&s, &id, Duration::from_secs(10), running);
+    deploy_to_workers(&s, 1, "burn", wasm_config(20_000), fixture("burn"));
+    let id = accepted_id(s.invoke("burn", None, b"4000", &[("invocation-type", "async")]));
+    s.wait_record(&id, Duration::from_secs(10), running);
     let t0 = Instant::now();
     w1.signal("-TERM");
     let status = w1.wait_exit(Duration::from_secs(10)).expect("the worker did not exit");
@@ -272,8 +253,8 @@ fn a_second_signal_cuts_the_grace_short_and_still_hands_back() {
     let opts = ["--shutdown-grace", "30", "--lease-ms", "10000"];
     let mut s = Server::start(dir.path(), &opts);
     s.deploy("burn", wasm_config(20_000), fixture("burn"));
-    let id = id_of(s.invoke("burn", None, b"3000", &[("invocation-type", "async")]));
-    wait_record(&s, &id, Duration::from_secs(10), running);
+    let id = accepted_id(s.invoke("burn", None, b"3000", &[("invocation-type", "async")]));
+    s.wait_record(&id, Duration::from_secs(10), running);
     s.signal("-TERM");
     std::thread::sleep(Duration::from_millis(300));
     assert!(s.wait_exit(Duration::ZERO).is_none(), "the first signal waits for the running attempt");
@@ -285,7 +266,7 @@ fn a_second_signal_cuts_the_grace_short_and_still_hands_back() {
 
     let t1 = Instant::now();
     let s = Server::start(dir.path(), &opts);
-    let rec = wait_record(&s, &id, Duration::from_secs(3), |v| v["attempts"].as_u64() >= Some(2));
+    let rec = s.wait_record(&id, Duration::from_secs(3), |v| v["attempts"].as_u64() >= Some(2));
     assert!(t1.elapsed() < Duration::from_secs(3), "redelivered at once: {rec}");
     let rec = s.wait_terminal(&id, Duration::from_secs(10));
     assert_eq!((rec["state"].as_str(), rec["attempts"].as_u64()), (Some("SUCCEEDED"), Some(2)), "{rec}");

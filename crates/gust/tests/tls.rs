@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fixture, wasm_config, Server, Worker, REMOTE_ONLY};
+use common::{metric, wasm_config, Server, Worker, GUST, REMOTE_ONLY};
+use gust_testkit::process::Process;
+use gust_testkit::{fixture, python, unique_schema, wait_until};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
@@ -112,14 +114,6 @@ fn trusted_by(s: &Server, ca: &Ca) -> bool {
     client(Some(ca)).get(format!("{}/healthz", s.url)).send().is_ok_and(|r| r.status() == 200)
 }
 
-fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Creates `name` running the echo fixture through the native API over https.
 fn deploy_echo(c: &Client, url: &str, name: &str) {
     let r = c.put(format!("{url}/v1/functions/{name}")).json(&wasm_config(3000)).send().unwrap();
@@ -133,24 +127,8 @@ fn deploy_echo(c: &Client, url: &str, name: &str) {
     assert_eq!(r.status(), 200, "{}", r.text().unwrap());
 }
 
-fn metric(c: &Client, url: &str, name: &str) -> u64 {
-    let text = c.get(format!("{url}/metrics")).send().unwrap().text().unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
-        .parse()
-        .unwrap()
-}
-
 fn gust(server: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gust"))
-        .args(args)
-        .env("GUST_SERVER", server)
-        .env_remove("GUST_CA")
-        .envs(env.iter().copied())
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .output()
-        .expect("run gust")
+    common::cli(server).args(args).env_remove("GUST_CA").envs(env.iter().copied()).output().expect("run gust")
 }
 
 fn stderr(o: &Output) -> String {
@@ -160,28 +138,21 @@ fn stderr(o: &Output) -> String {
 /// Runs `gust server ARGS`, which must refuse to start: returns what it said. A server that
 /// starts instead is killed and the test fails.
 fn refused(dir: &Path, args: &[&str]) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gust"))
-        .arg("server")
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("GUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("gust server {args:?} started instead of refusing");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let mut server = Process::spawn(
+        Command::new(GUST)
+            .arg("server")
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir)
+            .env("GUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .unwrap();
+    let Some(status) = server.wait_exit(Duration::from_secs(30)) else {
+        panic!("gust server {args:?} started instead of refusing");
     };
+    let child = server.child_mut();
     let mut out = String::new();
     child.stderr.take().unwrap().read_to_string(&mut out).unwrap();
     let mut stdout = String::new();
@@ -261,31 +232,40 @@ fn a_worker_joins_over_https_with_its_ca_and_runs_a_function() {
 
 /// A `gust worker` without `--ca`, its log read line by line; killed when dropped.
 struct UntrustingWorker {
-    child: std::process::Child,
+    _process: Process,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl UntrustingWorker {
     fn start(url: &str, dir: &Path) -> UntrustingWorker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gust"))
-            .args(["worker", "--server", url, "--worker-token", "test-worker-token", "--name", "untrusting"])
-            .arg("--data-dir")
-            .arg(dir.join("untrusting"))
-            .env("GUST_LOG", "warn")
-            .env_remove("GUST_CA")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut process = Process::spawn(
+            Command::new(GUST)
+                .args([
+                    "worker",
+                    "--server",
+                    url,
+                    "--worker-token",
+                    "test-worker-token",
+                    "--name",
+                    "untrusting",
+                ])
+                .arg("--data-dir")
+                .arg(dir.join("untrusting"))
+                .env("GUST_LOG", "warn")
+                .env_remove("GUST_CA")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        )
+        .unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
-        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let stderr = std::io::BufReader::new(process.child_mut().stderr.take().unwrap());
         std::thread::spawn(move || {
             use std::io::BufRead;
             for line in stderr.lines().map_while(Result::ok) {
                 let _ = tx.send(line);
             }
         });
-        UntrustingWorker { child, lines }
+        UntrustingWorker { _process: process, lines }
     }
 
     fn wait_for_log(&self, needle: &str) {
@@ -298,13 +278,6 @@ impl UntrustingWorker {
             seen.push(line);
         }
         panic!("the worker never logged {needle:?}; it logged:\n{}", seen.join("\n"));
-    }
-}
-
-impl Drop for UntrustingWorker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -342,9 +315,7 @@ print("ok")
 
 #[test]
 fn boto3_speaks_to_the_aws_api_over_https_with_verify_ca() {
-    let python = std::env::var("GUST_TEST_PYTHON").expect(
-        "GUST_TEST_PYTHON is not set: run the suite with ./scripts/test (it installs boto3 into target/py-venv)",
-    );
+    let python = python();
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(dir.path(), "main");
     let files = ServerFiles::new(dir.path(), &ca);
@@ -433,7 +404,7 @@ fn plain_http_to_the_tls_port_fails_cleanly_and_the_server_keeps_serving() {
     let ca = Ca::new(dir.path(), "main");
     let files = ServerFiles::new(dir.path(), &ca);
     let s = start_tls(dir.path(), &files, &[]);
-    let addr = s.url.strip_prefix("https://").unwrap().to_string();
+    let addr = s.addr().to_string();
 
     // A plain request gets a plain answer that says what to use, then the connection closes.
     let mut tcp = TcpStream::connect(&addr).unwrap();
@@ -471,7 +442,7 @@ fn a_client_that_never_finishes_its_handshake_is_closed_after_the_timeout() {
     let ca = Ca::new(dir.path(), "main");
     let files = ServerFiles::new(dir.path(), &ca);
     let s = start_tls(dir.path(), &files, &["--header-read-timeout-ms", "1500"]);
-    let addr = s.url.strip_prefix("https://").unwrap().to_string();
+    let addr = s.addr().to_string();
     let started = Instant::now();
     // One never sends a byte; one sends a record header announcing a ClientHello it never sends.
     let mut silent = TcpStream::connect(&addr).unwrap();
@@ -530,14 +501,9 @@ fn postgres_tls() -> Option<(String, String)> {
     }
 }
 
-fn pg_schema(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("tls_{tag}_{}_{nanos}", std::process::id())
-}
-
 /// A server on the PostgreSQL store at `url` runs a function (so the store works for real).
 fn runs_on_postgres(dir: &Path, url: &str) {
-    let s = Server::start(dir, &["--store", url, "--store-schema", &pg_schema("ok")]);
+    let s = Server::start(dir, &["--store", url, "--store-schema", &unique_schema("tls_ok")]);
     s.deploy("echo", wasm_config(3000), fixture("echo"));
     let r = s.invoke("echo", None, b"stored over TLS", &[]);
     assert_eq!(r.status(), 200);
@@ -579,7 +545,7 @@ fn the_postgres_store_honours_sslmode() {
     runs_on_postgres(&dir.path().join("require"), &format!("{tls_url}?sslmode=require"));
 
     // sslmode=disable still works for a role that may connect unencrypted.
-    let plain = std::env::var("GUST_TEST_POSTGRES").unwrap();
+    let plain = gust_testkit::postgres();
     assert!(plain.contains("sslmode=disable"), "{plain}");
     runs_on_postgres(&dir.path().join("disabled"), &plain);
 }

@@ -6,11 +6,13 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{
-    enroll, error_code, fixture, heartbeat_as, wait_for_workers, wasm_config, Server, Worker, REMOTE_ONLY,
+    accepted_id, deploy_to_workers, enroll, error_code, heartbeat_as, wait_for_workers, wasm_config, Server,
+    Worker, GUST, REMOTE_ONLY,
 };
+use gust_testkit::fixture;
 use reqwest::blocking::Response;
 use serde_json::{json, Value};
 
@@ -22,26 +24,12 @@ fn get_as(s: &Server, secret: &str, path: &str) -> Response {
     s.client().get(format!("{}{path}", s.url)).bearer_auth(secret).send().unwrap()
 }
 
-/// Waits until invocation `id` runs, and returns its record.
-fn wait_running(s: &Server, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = s.invocation(id);
-        if v["state"] == "RUNNING" {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "invocation {id} did not start: {v}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_worker_cannot_act_as_another_or_touch_its_attempts() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &REMOTE_ONLY);
     let victim = Worker::start(&s.url, dir.path(), "victim", &["--capacity", "1"]);
-    let deployed = s.deploy("slow", wasm_config(10_000), fixture("burn"));
-    wait_for_workers(&s, 1, deployed["revision"].as_u64().unwrap());
+    deploy_to_workers(&s, 1, "slow", wasm_config(10_000), fixture("burn"));
 
     // The attacker holds a valid credential of its own, enrolled under the victim's very id
     // as its name: enrollment always mints a fresh id, never an existing worker's.
@@ -51,9 +39,8 @@ fn a_worker_cannot_act_as_another_or_touch_its_attempts() {
     // Capacity 0: nothing is ever placed on it.
     assert_eq!(heartbeat_as(&s, &secret, &mallory, &["wasm"], 0).status(), 200);
 
-    let r = s.invoke("slow", None, b"3000", &[("invocation-type", "async")]);
-    let id = r.json::<Value>().unwrap()["invocation_id"].as_str().unwrap().to_string();
-    let running = wait_running(&s, &id);
+    let id = accepted_id(s.invoke("slow", None, b"3000", &[("invocation-type", "async")]));
+    let running = s.wait_record(&id, Duration::from_secs(10), |v| v["state"] == "RUNNING");
     assert_eq!(running["worker"], victim.id.as_str(), "{running}");
     let epoch = running["attempts"].as_u64().unwrap();
     let attempt = json!({ "attempts": [[id, epoch]] });
@@ -214,7 +201,7 @@ fn revoked_and_expired_credentials_stop_working() {
     let secret_file = dir.path().join("edge-1.secret");
     std::fs::write(&secret_file, format!("{edge_secret}\n")).unwrap();
     let file_flag = ["--secret-file", secret_file.to_str().unwrap()];
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gust"))
+    let out = std::process::Command::new(GUST)
         .args(["worker", "--server", &s.url, "--name", "someone-else", "--data-dir"])
         .arg(dir.path().join("someone-else"))
         .args(file_flag)
@@ -225,8 +212,7 @@ fn revoked_and_expired_credentials_stop_working() {
     assert!(stderr.contains("refused worker someone-else: HTTP 403"), "{stderr}");
     let mut edge = Worker::start_with(&s.url, dir.path(), "edge-1", &file_flag, &["--capacity", "1"]);
     assert_eq!(edge.id, "edge-1");
-    let deployed = s.deploy("echo", wasm_config(3000), fixture("echo"));
-    wait_for_workers(&s, 1, deployed["revision"].as_u64().unwrap());
+    deploy_to_workers(&s, 1, "echo", wasm_config(3000), fixture("echo"));
     let r = s.invoke("echo", None, b"provisioned", &[]);
     assert_eq!(r.text().unwrap(), "provisioned");
     // Revoked while it runs: the worker stops, with an error.

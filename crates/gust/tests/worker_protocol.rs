@@ -1,5 +1,9 @@
-//! The worker protocol's version, end to end: a real `gust worker` joins a server that speaks
-//! a version it does not know, and refuses it before running anything, saying why.
+//! The worker protocol end to end: a real `gust worker` joins a server that speaks a version
+//! it does not know, and refuses it before running anything, saying why; and a server tells a
+//! worker what became of each completion (accepted, already completed, fenced) in the
+//! protocol's own types.
+
+mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -7,7 +11,14 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use gust_core::protocol::{self, HeartbeatReply};
+use common::{accepted_id, enroll, metric, wasm_config, Server, REMOTE_ONLY};
+use gust_core::protocol::{
+    self, Assignment, AttemptsReply, AttemptsRequest, CompleteReply, CompleteRequest, ErrorReply, Heartbeat,
+    HeartbeatReply, PollReply, PollRequest, Verdict, WorkerCall,
+};
+use gust_core::{Runtime, StateName, WorkerId};
+use reqwest::blocking::Response;
+use serde::Serialize;
 
 /// A server of another release: answers every request with a heartbeat reply of protocol
 /// `version`, and reports each request line it got.
@@ -92,4 +103,108 @@ fn a_worker_refuses_a_server_speaking_an_unknown_protocol_version() {
     let asked: Vec<String> = requests.try_iter().collect();
     assert!(!asked.is_empty(), "the worker reached the server");
     assert!(asked.iter().all(|r| r.starts_with(&format!("POST {} ", protocol::HEARTBEAT_PATH))), "{asked:?}");
+}
+
+/// A worker written against the protocol's types by hand, so a test chooses exactly what it
+/// sends and when (a real worker never repeats a completion unless a reply is lost).
+struct RawWorker<'s> {
+    server: &'s Server,
+    id: String,
+    secret: String,
+}
+
+impl RawWorker<'_> {
+    fn post(&self, path: &str, body: &impl Serialize) -> Response {
+        let url = format!("{}{path}", self.server.url);
+        self.server.client().post(url).bearer_auth(&self.secret).json(body).send().unwrap()
+    }
+
+    /// Reports itself live, able to run wasm, at snapshot `snapshot`.
+    fn heartbeat(&self, snapshot: u64) {
+        let revision = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let heartbeat = Heartbeat {
+            id: WorkerId(self.id.clone()),
+            revision: revision as u64,
+            runtimes: vec![Runtime::Wasm],
+            capacity: 4,
+            running: 0,
+            warm: Vec::new(),
+            snapshot_version: snapshot,
+        };
+        assert_eq!(self.post(protocol::HEARTBEAT_PATH, &heartbeat).status(), 200);
+    }
+
+    /// Polls (heartbeating, so it stays live) until invocation `id` is handed to it.
+    fn claim(&self, snapshot: u64, id: &str) -> Assignment {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            self.heartbeat(snapshot);
+            let poll = PollRequest { max: 1, wait_ms: 500 };
+            let reply: PollReply = self.post(&WorkerCall::Poll.path(&self.id), &poll).json().unwrap();
+            if let Some(a) = reply.assignments.into_iter().find(|a| a.invocation_id.0 == id) {
+                return a;
+            }
+            assert!(Instant::now() < deadline, "invocation {id} was never handed to the worker");
+        }
+    }
+
+    /// Reports attempt `epoch` of invocation `id` as succeeded: the verdict, and the state after
+    /// it for a completion the server took.
+    fn complete(&self, id: &str, epoch: u64) -> (Verdict, Option<StateName>) {
+        let report = CompleteRequest {
+            invocation_id: gust_core::InvocationId(id.to_string()),
+            epoch,
+            succeeded: true,
+            result_b64: Some("ImRvbmUi".into()),
+            error: None,
+            log: String::new(),
+        };
+        let r = self.post(&WorkerCall::Complete.path(&self.id), &report);
+        if r.status().is_success() {
+            let reply: CompleteReply = r.json().unwrap();
+            (reply.verdict, Some(reply.state))
+        } else {
+            assert!(r.status().is_client_error(), "{}", r.status());
+            (Verdict::of_refusal(r.json::<ErrorReply>().unwrap().error.code), None)
+        }
+    }
+}
+
+fn enqueue(s: &Server, function: &str) -> String {
+    accepted_id(s.invoke(function, None, b"{}", &[("invocation-type", "async")]))
+}
+
+#[test]
+fn a_completion_is_told_whether_it_was_accepted_repeated_or_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    // Remote workers only, with the default lease: no attempt here may expire while it is held.
+    let s = Server::start(dir.path(), &REMOTE_ONLY[..3]);
+    let snapshot =
+        s.deploy("f", wasm_config(5_000), gust_testkit::fixture("noop"))["revision"].as_u64().unwrap();
+    let (id, secret) = enroll(&s, "raw");
+    let w = RawWorker { server: &s, id, secret };
+    w.heartbeat(snapshot);
+
+    // Accepted; then the same report again, as a worker sends it when the reply was lost: taken
+    // again as a repeat, never as a second outcome, and never as fenced.
+    let first = enqueue(&s, "f");
+    let a = w.claim(snapshot, &first);
+    assert_eq!(w.complete(&first, a.epoch), (Verdict::Accepted, Some(StateName::Succeeded)));
+    assert_eq!(w.complete(&first, a.epoch), (Verdict::AlreadyCompleted, Some(StateName::Succeeded)));
+    assert_eq!(s.invocation(&first)["attempts"], a.epoch, "one attempt, completed once");
+
+    // Fenced: an attempt the worker handed back was delivered again as a new epoch, so the
+    // old epoch's report is refused, and the new one's is accepted.
+    let second = enqueue(&s, "f");
+    let stale = w.claim(snapshot, &second);
+    let release = AttemptsRequest { attempts: vec![stale.attempt()] };
+    let released: AttemptsReply = w.post(&WorkerCall::Release.path(&w.id), &release).json().unwrap();
+    assert_eq!(released.verdicts, [Verdict::Accepted]);
+    let current = w.claim(snapshot, &second);
+    assert_eq!(current.epoch, stale.epoch + 1);
+    assert_eq!(w.complete(&second, stale.epoch), (Verdict::Fenced, None));
+    assert_eq!(w.complete(&second, current.epoch), (Verdict::Accepted, Some(StateName::Succeeded)));
+
+    assert_eq!(metric(s.client(), &s.url, "gust_repeated_completions_total"), 1);
+    assert_eq!(metric(s.client(), &s.url, "gust_fenced_completions_total"), 1);
 }

@@ -5,7 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{fixture, wait_for_workers, wasm_config, Server, Worker, REMOTE_ONLY};
+use common::{accepted_id, deploy_to_workers, wasm_config, Server, Worker, REMOTE_ONLY};
+use gust_testkit::fixture;
 use serde_json::Value;
 
 #[test]
@@ -39,8 +40,7 @@ fn remote_workers_run_sync_and_async_and_report_state() {
     let r = s.invoke("echo", None, b"via a worker", &[]);
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().unwrap(), "via a worker");
-    let r = s.invoke("echo", None, b"queued", &[("invocation-type", "async")]);
-    let id = r.json::<Value>().unwrap()["invocation_id"].as_str().unwrap().to_string();
+    let id = accepted_id(s.invoke("echo", None, b"queued", &[("invocation-type", "async")]));
     let rec = s.wait_terminal(&id, Duration::from_secs(10));
     assert_eq!(rec["state"], "SUCCEEDED");
     assert_eq!(rec["result"], "queued");
@@ -75,8 +75,7 @@ fn a_sync_invocation_whose_worker_dies_fails_as_worker_lost() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &REMOTE_ONLY);
     let w = Worker::start(&s.url, dir.path(), "doomed", &["--capacity", "1"]);
-    let deployed = s.deploy("slow", wasm_config(10_000), fixture("burn"));
-    wait_for_workers(&s, 1, deployed["revision"].as_u64().unwrap());
+    deploy_to_workers(&s, 1, "slow", wasm_config(10_000), fixture("burn"));
     std::thread::scope(|scope| {
         let call = scope.spawn(|| s.invoke("slow", None, b"5000", &[]));
         std::thread::sleep(Duration::from_millis(700));

@@ -3,7 +3,6 @@
 //! crashes, timeouts that kill the process group, and init errors.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,14 +12,10 @@ use gust_core::ErrorKind;
 use gust_runtime::package::{unpack, PackageLimits};
 use gust_runtime::process::{Launch, ProcessConfig, ProcessFunction, ProcessRuntime};
 use gust_runtime::{RunOutcome, Status};
+use gust_testkit::{fixture_file, zip};
 
 fn package(dir: &Path) -> std::path::PathBuf {
-    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    w.start_file("bootstrap", zip::write::SimpleFileOptions::default().unix_permissions(0o755)).unwrap();
-    let bootstrap =
-        std::fs::read(format!("{}/../../tests/fixtures/bootstrap.py", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    w.write_all(&bootstrap).unwrap();
-    let bytes = w.finish().unwrap().into_inner();
+    let bytes = zip(&[("bootstrap", &fixture_file("bootstrap.py"), 0o755)]);
     unpack(&bytes, "pkg", dir, PackageLimits::default(), true).unwrap()
 }
 

@@ -8,11 +8,7 @@ use bytes::Bytes;
 use gust_core::ErrorKind;
 use gust_runtime::wasm::{CompileLimits, Compiler, WasmConfig, WasmRuntime};
 use gust_runtime::{PrepareError, RunOutcome, RunRequest, Status};
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/../../tests/fixtures/{name}.wat", env!("CARGO_MANIFEST_DIR"));
-    wat::parse_file(&path).unwrap()
-}
+use gust_testkit::{fixture, leb128};
 
 fn runtime(dir: &std::path::Path) -> Arc<WasmRuntime> {
     runtime_with(dir, CompileLimits::default())
@@ -33,22 +29,11 @@ fn runtime_with(dir: &std::path::Path, compile_limits: CompileLimits) -> Arc<Was
 /// A command whose `_start` is `body_bytes` of `nop`s: valid, cheap to compile, and as large
 /// as asked.
 fn command_with_body(body_bytes: usize) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
     let mut body = vec![0x00]; // no locals
     body.resize(1 + body_bytes, 0x01); // nop
     body.push(0x0b); // end
     let mut code = vec![0x01];
-    leb(body.len(), &mut code);
+    leb128(body.len(), &mut code);
     code.extend(body);
     let mut module = b"\0asm\x01\0\0\0".to_vec();
     module.extend([0x01, 0x04, 0x01, 0x60, 0x00, 0x00]); // type: () -> ()
@@ -57,7 +42,7 @@ fn command_with_body(body_bytes: usize) -> Vec<u8> {
     module.extend(b"_start");
     module.extend([0x00, 0x00]);
     module.push(0x0a);
-    leb(code.len(), &mut module);
+    leb128(code.len(), &mut module);
     module.extend(code);
     module
 }

@@ -299,6 +299,20 @@ impl Service {
                 }
             }));
         }
+        if let Some(mut placed) = self.store.placement_events() {
+            // Placements committed by any server wake the polls of their workers held here.
+            let service = self.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match placed.recv().await {
+                        Ok(worker) => service.polls.wake(&worker),
+                        // Missed some: every poll here checks again.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => service.polls.wake_all(),
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            }));
+        }
         if let Some(rx) = self.take_ingest_rx() {
             tasks.push(tokio::spawn(self.clone().ingest_batcher(rx)));
         }
@@ -315,7 +329,7 @@ impl Service {
     pub fn begin_shutdown(&self) {
         self.dispatch.draining.store(true, Ordering::SeqCst);
         self.dispatch.wake.notify_one();
-        self.worker_wake.notify_waiters();
+        self.polls.wake_all();
     }
 
     /// Whether a shutdown has begun.
@@ -608,30 +622,38 @@ impl Service {
         let every = self.cfg.lease / gust_core::protocol::RENEWALS_PER_LEASE;
         loop {
             tokio::time::sleep(every).await;
-            let _round = self.dispatch.renewing.lock().await;
-            let attempts: Vec<(InvocationId, u64)> =
-                self.dispatch.running.lock().iter().map(|(id, epoch)| (id.clone(), *epoch)).collect();
-            if attempts.is_empty() {
-                continue;
-            }
-            let now = self.clock.now();
-            let until = now + self.cfg.lease.as_millis() as i64;
-            match self.store.renew_leases(&self.cfg.worker_id, attempts.clone(), until, now).await {
-                Ok(results) => {
-                    for ((id, epoch), r) in attempts.into_iter().zip(results) {
-                        if let Err(Rejected::Fenced { .. } | Rejected::NotOwner) = r {
-                            Metrics::inc(&self.metrics.fenced_renewals);
-                            tracing::warn!(%id, epoch, "lease renewal refused: the attempt was fenced");
-                            let mut running = self.dispatch.running.lock();
-                            if running.get(&id) == Some(&epoch) {
-                                running.remove(&id);
-                                self.dispatch.attempt_ended.notify_waiters();
-                            }
+            self.renew_once().await;
+        }
+    }
+
+    /// One renewal round: extends the lease of every attempt running here by a lease from the
+    /// clock's now; an attempt whose renewal is refused as fenced (or not this worker's) is no
+    /// longer tracked, so it is renewed no more (and counted).
+    #[doc(hidden)] // A single pass of a background loop, for lifecycle tests.
+    pub async fn renew_once(&self) {
+        let _round = self.dispatch.renewing.lock().await;
+        let attempts: Vec<(InvocationId, u64)> =
+            self.dispatch.running.lock().iter().map(|(id, epoch)| (id.clone(), *epoch)).collect();
+        if attempts.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        let until = now + self.cfg.lease.as_millis() as i64;
+        match self.store.renew_leases(&self.cfg.worker_id, attempts.clone(), until, now).await {
+            Ok(results) => {
+                for ((id, epoch), r) in attempts.into_iter().zip(results) {
+                    if let Err(Rejected::Fenced { .. } | Rejected::NotOwner) = r {
+                        Metrics::inc(&self.metrics.fenced_renewals);
+                        tracing::warn!(%id, epoch, "lease renewal refused: the attempt was fenced");
+                        let mut running = self.dispatch.running.lock();
+                        if running.get(&id) == Some(&epoch) {
+                            running.remove(&id);
+                            self.dispatch.attempt_ended.notify_waiters();
                         }
                     }
                 }
-                Err(e) => self.dispatch.store_failed("lease renewal", &e),
             }
+            Err(e) => self.dispatch.store_failed("lease renewal", &e),
         }
     }
 

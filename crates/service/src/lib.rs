@@ -138,8 +138,8 @@ pub struct Service {
     concurrency: concurrency::Limiter,
     /// Wakes the placer (new queued work, a worker's heartbeat).
     placement_wake: tokio::sync::Notify,
-    /// Wakes remote workers' polls (new placements).
-    worker_wake: tokio::sync::Notify,
+    /// Wakes remote workers' open polls: each worker's on a placement for it, all at shutdown.
+    polls: workers::Polls,
     /// Worker credentials checked recently.
     credentials: workers::CredentialCache,
     /// Async work waiting, for the queue caps.
@@ -161,7 +161,7 @@ impl Service {
             metrics: Metrics::default(),
             concurrency: concurrency::Limiter::default(),
             placement_wake: tokio::sync::Notify::new(),
-            worker_wake: tokio::sync::Notify::new(),
+            polls: workers::Polls::default(),
             credentials: workers::CredentialCache::default(),
             backlog: retention::Backlog::default(),
         })

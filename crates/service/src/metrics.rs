@@ -9,6 +9,9 @@ pub struct Metrics {
     pub attempts_failed: AtomicU64,
     /// Completions this server's worker reported that the store refused as fenced.
     pub fenced_completions: AtomicU64,
+    /// Completions a remote worker reported again after they were accepted (the first reply
+    /// was lost), acknowledged as `already_completed`.
+    pub repeated_completions: AtomicU64,
     /// Attempts this server's worker abandoned because lease renewal was refused.
     pub fenced_renewals: AtomicU64,
     /// Write-behind records of keyless sync invocations dropped because the queue was full.
@@ -44,6 +47,11 @@ impl Metrics {
                 "gust_fenced_completions_total",
                 "Completions refused for a stale attempt epoch",
                 get(&self.fenced_completions),
+            ),
+            (
+                "gust_repeated_completions_total",
+                "Completions reported again after they were accepted (a lost reply)",
+                get(&self.repeated_completions),
             ),
             (
                 "gust_fenced_renewals_total",

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gust_core::placement::{choose, Candidate, Need};
+use gust_core::protocol::{CompleteReply, Verdict};
 use gust_core::{
     Deployment, InvocationId, Lifecycle, Mode, Rejected, Resolved, Runtime, WorkerId, WorkerState,
 };
@@ -32,6 +33,9 @@ type Result<T, E = ServiceError> = std::result::Result<T, E>;
 pub use gust_core::protocol::{
     HeartbeatReply, HEARTBEAT_INTERVAL, LIVENESS_BOUND, MAX_POLL_WAIT, VERSION as WORKER_PROTOCOL,
 };
+/// How often an open poll checks the store without being woken: the safety net under the
+/// wake-ups placements send (in process, or announced by the store from other servers).
+const POLL_RECHECK: Duration = Duration::from_secs(1);
 /// Most queued invocations placed in one round.
 const PLACEMENT_BATCH: usize = 512;
 /// How long an enrolled worker's credential outlives its last heartbeat (or its enrollment,
@@ -96,6 +100,51 @@ fn valid_name(name: &str) -> Result<()> {
             "invalid worker name {:?}: use 1-64 characters of [A-Za-z0-9._-]",
             name.chars().take(80).collect::<String>()
         )))
+    }
+}
+
+/// The wake-ups of the remote workers' open polls on this server, one per worker, so a
+/// placement wakes only the poll of the worker it is for.
+#[derive(Default)]
+pub(crate) struct Polls {
+    wakes: Mutex<HashMap<WorkerId, Arc<tokio::sync::Notify>>>,
+    all: tokio::sync::Notify,
+}
+
+impl Polls {
+    /// `worker`'s wake-up, held while one of its polls is open here.
+    fn open<'a>(&'a self, worker: &'a WorkerId) -> OpenPoll<'a> {
+        let wake = self.wakes.lock().entry(worker.clone()).or_default().clone();
+        OpenPoll { polls: self, worker, wake }
+    }
+
+    /// Wakes `worker`'s polls held here, if any.
+    pub(crate) fn wake(&self, worker: &WorkerId) {
+        if let Some(n) = self.wakes.lock().get(worker) {
+            n.notify_waiters();
+        }
+    }
+
+    pub(crate) fn wake_all(&self) {
+        self.all.notify_waiters();
+    }
+}
+
+/// An open poll's hold on its worker's wake-up; the last poll of a worker to close removes it
+/// (so workers that are gone leave nothing behind).
+struct OpenPoll<'a> {
+    polls: &'a Polls,
+    worker: &'a WorkerId,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for OpenPoll<'_> {
+    fn drop(&mut self) {
+        let mut wakes = self.polls.wakes.lock();
+        // Two holders left: the map and this poll.
+        if Arc::strong_count(&self.wake) == 2 {
+            wakes.remove(self.worker);
+        }
     }
 }
 
@@ -246,14 +295,13 @@ impl Service {
 
     /// A worker asks for up to `max` invocations placed on it; waits up to `wait` for some.
     pub async fn worker_poll(
-        &self,
-        worker: &WorkerId,
-        max: usize,
-        wait: Duration,
+        &self, worker: &WorkerId, max: usize, wait: Duration,
     ) -> Result<Vec<Assignment>> {
         let deadline = tokio::time::Instant::now() + wait.min(MAX_POLL_WAIT);
+        let open = self.polls.open(worker);
         loop {
-            let notified = self.worker_wake.notified();
+            // Made before the store is asked, so a placement committed meanwhile still wakes us.
+            let (mine, all) = (open.wake.notified(), self.polls.all.notified());
             // A server shutting down hands out no more work (and holds no poll open).
             if self.is_shutting_down() {
                 return Ok(Vec::new());
@@ -291,26 +339,27 @@ impl Service {
                 return Ok(out);
             }
             tokio::select! {
-                _ = notified => {}
+                _ = mine => {}
+                _ = all => {}
                 _ = tokio::time::sleep_until(deadline) => {}
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = tokio::time::sleep(POLL_RECHECK) => {}
             }
         }
     }
 
     pub async fn worker_renew(
-        &self,
-        worker: &WorkerId,
-        attempts: Vec<(InvocationId, u64)>,
+        &self, worker: &WorkerId, attempts: Vec<(InvocationId, u64)>,
     ) -> Result<Vec<std::result::Result<(), Rejected>>> {
         let now = self.clock.now();
         let until = now + self.cfg.lease.as_millis() as i64;
         Ok(self.store.renew_leases(worker, attempts, until, now).await?)
     }
 
-    /// A worker reports an attempt's outcome. A fenced attempt is refused (and counted); an
-    /// attempt the reporting worker (`completion.worker`) does not own is refused.
-    pub async fn worker_complete(&self, completion: Completion) -> Result<Lifecycle> {
+    /// A worker reports an attempt's outcome: the verdict and the invocation's state after it.
+    /// A repeat of the accepted report (its first reply was lost) is taken again, as
+    /// `already_completed` (and counted); a fenced attempt is refused (and counted); an attempt
+    /// the reporting worker (`completion.worker`) does not own is refused.
+    pub async fn worker_complete(&self, completion: Completion) -> Result<CompleteReply> {
         let id = completion.id.clone();
         let worker_of_completion = completion.worker.clone();
         let result = self.store.complete(completion, self.clock.now()).await;
@@ -318,15 +367,16 @@ impl Service {
             self.dispatch.completed(&id);
         }
         match result {
-            Ok(lc) => Ok(lc),
+            Ok(lc) => Ok(CompleteReply { state: lc.state.name(), verdict: Verdict::Accepted }),
             // A retried report of the accepted attempt (the first reply was lost): ack it again.
             Err(StoreError::Rejected(Rejected::AlreadyCompleted(_))) => {
+                Metrics::inc(&self.metrics.repeated_completions);
                 let rec = self
                     .store
                     .get_invocation(&id)
                     .await?
                     .ok_or_else(|| ServiceError::Internal("vanished".into()))?;
-                Ok(rec.lifecycle)
+                Ok(CompleteReply { state: rec.lifecycle.state.name(), verdict: Verdict::AlreadyCompleted })
             }
             Err(StoreError::Rejected(r @ Rejected::Fenced { .. })) => {
                 Metrics::inc(&self.metrics.fenced_completions);
@@ -345,9 +395,7 @@ impl Service {
     /// and compile new code before the first invocation needs it. A worker that has not
     /// heartbeated yet (no runtimes known) is named nothing.
     pub async fn snapshot_delta(
-        &self,
-        worker: &WorkerId,
-        since: u64,
+        &self, worker: &WorkerId, since: u64,
     ) -> Result<(u64, Vec<gust_core::FunctionConfig>)> {
         let version = self.store.snapshot_version().await?;
         let runtimes = self.reported_runtimes(worker).await?;
@@ -357,9 +405,7 @@ impl Service {
 
     /// Functions of the runtimes in `runtimes` (by family) that pass `keep`.
     async fn functions_for(
-        &self,
-        runtimes: &[Runtime],
-        keep: impl Fn(&gust_core::FunctionConfig) -> bool,
+        &self, runtimes: &[Runtime], keep: impl Fn(&gust_core::FunctionConfig) -> bool,
     ) -> Result<Vec<gust_core::FunctionConfig>> {
         let mut out = Vec::new();
         if runtimes.is_empty() {
@@ -432,11 +478,8 @@ impl Service {
                     Err(e) => tracing::warn!(error = %e, "pruning worker credentials failed"),
                 }
             }
-            match self.place_round().await {
-                Ok(n) if n > 0 => {
-                    self.worker_wake.notify_waiters();
-                    continue;
-                }
+            match self.place_once().await {
+                Ok(n) if n > 0 => continue,
                 Ok(_) => {}
                 Err(e) => self.dispatch.failed_for_space(
                     "a placement round",
@@ -451,7 +494,10 @@ impl Service {
         }
     }
 
-    async fn place_round(&self) -> Result<usize> {
+    /// One placement round: queued invocations placed on live workers that can run them
+    /// (and those workers' polls woken); answers how many were placed.
+    #[doc(hidden)] // A single pass of a background loop, for lifecycle tests.
+    pub async fn place_once(&self) -> Result<usize> {
         let now = self.clock.now();
         let liveness = LIVENESS_BOUND.as_millis() as i64;
         let workers = self.store.list_workers(now - liveness).await?;
@@ -486,15 +532,22 @@ impl Service {
         if batch.is_empty() {
             return Ok(0);
         }
+        let workers: Vec<WorkerId> = batch.iter().map(|(_, w)| w.clone()).collect();
         let results = self.store.place(batch, now).await?;
-        Ok(results.iter().filter(|r| r.is_ok()).count())
+        let mut placed = 0;
+        for (worker, r) in workers.iter().zip(&results) {
+            if r.is_ok() {
+                placed += 1;
+                self.polls.wake(worker);
+            }
+        }
+        Ok(placed)
     }
 
     /// Sync invocations when this server has no local worker: queued for a remote worker, and
     /// the caller waits for the one outcome (a lost worker fails it: sync is never re-run).
     pub(crate) async fn run_sync_remote(
-        &self,
-        request: gust_core::InvocationRequest,
+        &self, request: gust_core::InvocationRequest,
     ) -> Result<crate::Invoked> {
         debug_assert_eq!(request.mode, Mode::Sync);
         // Refuse at once, rather than after the timeout, when nothing could run it.

@@ -137,7 +137,8 @@ async fn notify<'a>(
 /// republishes them; reconnects after a failure. Polling the store stays the safety net.
 async fn listener(
     cfg: tokio_postgres::Config, tls: tls::PgTls, channels: Channels,
-    completed: tokio::sync::broadcast::Sender<InvocationId>, placed: tokio::sync::broadcast::Sender<WorkerId>,
+    completed: tokio::sync::broadcast::Sender<InvocationId>,
+    placed: tokio::sync::broadcast::Sender<WorkerId>,
 ) {
     loop {
         match cfg.connect(tls.clone()).await {

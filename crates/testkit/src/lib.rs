@@ -1,47 +1,48 @@
-//! Test support shared by gust's crates (tests and the bench): generated WebAssembly modules
-//! whose size or compile cost is known, so every crate measures and attacks the same thing;
-//! with the `sqlite` feature, a store in a temporary directory ([`TempSqlite`]).
+//! Test support shared by gust's crates (tests and the bench), so that each helper is written
+//! once:
+//! - the repository's fixtures and examples ([`fixture`], [`fixture_file`], [`example`]);
+//! - generated WebAssembly modules whose size or compile cost is known, so every crate measures
+//!   and attacks the same thing ([`large_module`], [`costly_to_compile`]), and
+//!   [`with_custom_section`] to make code new bytes;
+//! - child processes killed when dropped ([`process::Process`]), [`wait_until`], and [`metric`]
+//!   to read `/metrics`;
+//! - what the test machine provides: [`python`], [`node_ric`], [`postgres`], [`is_root`];
+//! - with the `zip` feature, zip packages (`zip`, `zip_with_links`);
+//! - with the `sqlite` feature, a store in a temporary directory (`TempSqlite`).
 //!
 //! It depends on no service or API crate, so any of them can use it as a dev-dependency
-//! without a cycle.
+//! without a cycle; and it knows nothing of gust's HTTP API (that lives with the black-box
+//! tests, `crates/gust/tests/common`).
 
+mod env;
+mod files;
+#[cfg(feature = "zip")]
+mod package;
+pub mod process;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod wasm;
+
+use std::time::{Duration, Instant};
+
+pub use env::{is_root, node_ric, postgres, postgres_or_skip, python, unique_schema};
+pub use files::{example, fixture, fixture_file, repo_root};
+#[cfg(feature = "zip")]
+pub use package::{zip, zip_with_links};
 #[cfg(feature = "sqlite")]
 pub use sqlite::TempSqlite;
+pub use wasm::{costly_to_compile, large_module, leb128, with_custom_section};
 
-/// A WASI command of about 1 MB: 5,200 functions of integer arithmetic (the bench's "first-ever
-/// compile of a ~1 MB module").
-pub fn large_module() -> Vec<u8> {
-    let mut wat = String::from("(module (memory (export \"memory\") 1)\n");
-    for i in 0..5200 {
-        wat.push_str(&format!("(func $f{i} (param i32) (result i32) (local i32)\n"));
-        for k in 0..12 {
-            wat.push_str(&format!(
-                "local.get 0 i32.const {} i32.mul i32.const {} i32.add local.get 1 i32.xor local.set 1\n",
-                i * 31 + k,
-                k * 7 + 1
-            ));
-        }
-        wat.push_str("local.get 1)\n");
+/// Polls `ok` every 50 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
     }
-    wat.push_str("(func (export \"_start\") i32.const 1 call $f0 drop))");
-    wat::parse_str(&wat).expect("generated WAT is valid")
 }
 
-/// A small command that is costly to compile: `_start` keeps `locals` locals live across
-/// `blocks` blocks, and the compiler's memory and time grow with their product (2,000 × 2,000
-/// is 44 KB of code, ~190 MB resident and ~0.8 s to compile in a debug build).
-pub fn costly_to_compile(locals: usize, blocks: usize) -> Vec<u8> {
-    let mut wat = String::from("(module (memory 1) (func (export \"_start\")");
-    wat.push_str(&" (local i32)".repeat(locals));
-    for i in 0..blocks {
-        let local = i % locals;
-        wat.push_str(&format!(" (block (br_if 0 (local.get {local})) (local.set {local} (i32.const {i})))"));
-    }
-    for local in 0..locals {
-        wat.push_str(&format!(" (i32.store (i32.const 0) (local.get {local}))"));
-    }
-    wat.push_str("))");
-    wat::parse_str(&wat).expect("generated WAT is valid")
+/// The value of the counter or gauge `name` in a Prometheus text exposition (`/metrics`).
+pub fn metric(exposition: &str, name: &str) -> Option<u64> {
+    exposition.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }

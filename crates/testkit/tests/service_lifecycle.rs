@@ -3,188 +3,23 @@
 //! loops are not started; each test calls their single passes ([`Service::claim_for_local`] +
 //! [`Service::run_claimed`] for the dispatcher, [`Service::sweep_once`] for the sweeper) and
 //! moves the clock past leases, backoffs and event ages itself.
+//!
+//! [`ManualClock`]: gust_service::ManualClock
+//! [`FakeExecutor`]: support::FakeExecutor
+//! [`Service::claim_for_local`]: gust_service::Service::claim_for_local
+//! [`Service::run_claimed`]: gust_service::Service::run_claimed
+//! [`Service::sweep_once`]: gust_service::Service::sweep_once
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+mod support;
+
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use gust_core::{
-    Deployment, ErrorKind, FunctionErrorBody, FunctionSpec, InvocationId, Mode, Runtime, State, WorkerId,
-};
+use gust_core::{ErrorKind, Mode, State};
+use gust_service::{Clock, Execution, InvokeInput, Invoked, QueueCaps, ServiceError, SyncOutcome};
 use gust_store::{Completion, StoreError};
-use gust_testkit::TempSqlite;
-use parking_lot::Mutex;
-use tokio::sync::Semaphore;
-
-use gust_service::{
-    Clock, Execution, Executor, InvokeInput, Invoked, ManualClock, QueueCaps, Service, ServiceConfig,
-    ServiceError, SyncOutcome,
-};
-
-/// An executor that answers scripted results in order (a success once the script is empty),
-/// counts its calls, and can hold every call until the test releases it.
-struct FakeExecutor {
-    script: Mutex<VecDeque<Result<Bytes, FunctionErrorBody>>>,
-    calls: AtomicUsize,
-    holding: AtomicBool,
-    /// One permit per call that has started.
-    entered: Semaphore,
-    /// Calls held return once they take a permit.
-    released: Semaphore,
-}
-
-impl Default for FakeExecutor {
-    fn default() -> Self {
-        FakeExecutor {
-            script: Mutex::default(),
-            calls: AtomicUsize::new(0),
-            holding: AtomicBool::new(false),
-            entered: Semaphore::new(0),
-            released: Semaphore::new(0),
-        }
-    }
-}
-
-impl FakeExecutor {
-    fn answer(&self, result: Result<Bytes, FunctionErrorBody>) {
-        self.script.lock().push_back(result);
-    }
-
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    /// From now on each call waits for [`FakeExecutor::release`].
-    fn hold(&self) {
-        self.holding.store(true, Ordering::SeqCst);
-    }
-
-    /// Waits until a call has started.
-    async fn entered(&self) {
-        self.entered.acquire().await.expect("open").forget();
-    }
-
-    fn release(&self, calls: usize) {
-        self.released.add_permits(calls);
-    }
-}
-
-#[async_trait]
-impl Executor for FakeExecutor {
-    async fn execute(
-        &self, _deployment: &Deployment, _id: &InvocationId, _payload: Bytes,
-        _call: &gust_core::lambda::CallContext<'_>,
-    ) -> Execution {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.entered.add_permits(1);
-        if self.holding.load(Ordering::SeqCst) {
-            self.released.acquire().await.expect("open").forget();
-        }
-        let result = self.script.lock().pop_front().unwrap_or_else(|| Ok(Bytes::from_static(b"\"ok\"")));
-        Execution { result, log: String::new() }
-    }
-
-    fn free_slots(&self) -> usize {
-        8
-    }
-
-    async fn prepare_code(&self, _runtime: Runtime, _sha256: &str, _code: Bytes) -> Result<(), ServiceError> {
-        Ok(())
-    }
-
-    fn reap_idle(&self) -> usize {
-        0
-    }
-
-    fn warm_environments(&self) -> usize {
-        0
-    }
-
-    fn runs(&self, _runtime: Runtime) -> bool {
-        true
-    }
-
-    async fn collect_cache(
-        &self, _keep: std::collections::HashSet<String>, _grace: Duration,
-    ) -> gust_service::gc::CacheCollected {
-        gust_service::gc::CacheCollected::default()
-    }
-}
-
-/// Where the manual clock starts (any fixed time: tests only move it forward).
-const T0: gust_core::Millis = 1_700_000_000_000;
-const LEASE: Duration = Duration::from_secs(10);
-
-struct Harness {
-    service: Arc<Service>,
-    executor: Arc<FakeExecutor>,
-    clock: ManualClock,
-    _store: TempSqlite,
-}
-
-impl Harness {
-    fn new() -> Self {
-        Self::with(|_| {})
-    }
-
-    fn with(configure: impl FnOnce(&mut ServiceConfig)) -> Self {
-        let store = TempSqlite::new();
-        let executor = Arc::new(FakeExecutor::default());
-        let clock = ManualClock::at(T0);
-        let mut cfg = ServiceConfig::new(WorkerId("test-worker".into()));
-        cfg.lease = LEASE;
-        configure(&mut cfg);
-        let service = Service::new(store.store.clone(), executor.clone(), Arc::new(clock.clone()), cfg);
-        Harness { service, executor, clock, _store: store }
-    }
-
-    async fn function(&self, name: &str, configure: impl FnOnce(&mut FunctionSpec)) {
-        let mut spec = FunctionSpec::default();
-        configure(&mut spec);
-        self.service.create_function(name, spec, Bytes::from_static(b"code")).await.expect("create");
-    }
-
-    async fn invoke(&self, function: &str, mode: Mode, key: Option<&str>) -> Result<Invoked, ServiceError> {
-        self.service
-            .invoke(InvokeInput {
-                function: function.into(),
-                qualifier: None,
-                payload: Bytes::from_static(b"{}"),
-                mode,
-                idempotency_key: key.map(str::to_string),
-                client_context: None,
-            })
-            .await
-    }
-
-    async fn enqueue(&self, function: &str) -> InvocationId {
-        match self.invoke(function, Mode::Async, None).await.expect("enqueue") {
-            Invoked::Accepted { id, existing: false } => id,
-            other => panic!("expected a new async invocation, got {other:?}"),
-        }
-    }
-
-    /// One dispatcher pass, each claimed attempt run to its completion.
-    async fn dispatch(&self) -> usize {
-        let (_, claimed) = self.service.claim_for_local().await;
-        let n = claimed.len();
-        for c in claimed {
-            self.service.clone().run_claimed(c).await;
-        }
-        n
-    }
-
-    async fn state(&self, id: &InvocationId) -> gust_core::InvocationRecord {
-        self.service.store().get_invocation(id).await.expect("read").expect("exists")
-    }
-}
-
-fn function_error() -> Result<Bytes, FunctionErrorBody> {
-    Err(FunctionErrorBody::new(ErrorKind::FunctionError, "boom"))
-}
+use support::{function_error, Harness, LEASE};
 
 #[tokio::test]
 async fn a_failing_async_invocation_is_retried_with_backoff_then_fails() {
@@ -229,10 +64,7 @@ async fn a_failing_async_invocation_is_retried_with_backoff_then_fails() {
 #[tokio::test]
 async fn an_expired_lease_requeues_async_work() {
     let h = Harness::new();
-    h.function("f", |_| {}).await;
-    let id = h.enqueue("f").await;
-    let (_, claimed) = h.service.claim_for_local().await;
-    assert_eq!(claimed.len(), 1);
+    let (id, _) = h.one_claimed().await;
     // The worker goes silent: no renewal, no completion.
     h.clock.advance(LEASE - Duration::from_millis(1));
     assert_eq!(h.service.sweep_once().await.expect("sweep").requeued, 0);
@@ -288,10 +120,7 @@ async fn an_expired_lease_fails_sync_work_as_worker_lost() {
 #[tokio::test]
 async fn a_completion_from_a_fenced_epoch_changes_nothing() {
     let h = Harness::new();
-    h.function("f", |_| {}).await;
-    let id = h.enqueue("f").await;
-    let (_, first) = h.service.claim_for_local().await;
-    assert_eq!(first[0].epoch, 1);
+    let (id, _) = h.one_claimed().await;
     h.clock.advance(LEASE);
     h.service.sweep_once().await.expect("sweep");
     let (_, second) = h.service.claim_for_local().await;

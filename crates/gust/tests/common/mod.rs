@@ -1,39 +1,26 @@
 //! Black-box test harness: starts the real `gust` binary on 127.0.0.1:0 and talks HTTP to it.
+//! What is not about gust's HTTP API (fixtures, zip packages, child processes killed on drop,
+//! the test interpreters) is shared with the other crates' tests in `gust_testkit`.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use gust_testkit::process::Process;
 use reqwest::blocking::{Client, Response};
 use serde_json::{json, Value};
 
-pub fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/../../tests/fixtures/{name}.wat", env!("CARGO_MANIFEST_DIR"));
-    wat::parse_file(&path).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
-}
-
-pub fn example(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/../../examples/{name}/{name}.wasm", env!("CARGO_MANIFEST_DIR"))).unwrap()
-}
-
-/// A zip package of `(name, contents, unix mode)` entries.
-pub fn zip(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
-    use std::io::Write;
-    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    for (name, data, mode) in files {
-        w.start_file(*name, zip::write::SimpleFileOptions::default().unix_permissions(*mode)).unwrap();
-        w.write_all(data).unwrap();
-    }
-    w.finish().unwrap().into_inner()
-}
+/// The binary under test.
+pub const GUST: &str = env!("CARGO_BIN_EXE_gust");
 
 /// A running `gust server`, killed (SIGKILL) when dropped.
 pub struct Server {
-    child: Child,
+    process: Process,
     pub url: String,
     pub data_dir: PathBuf,
+    /// Where its stderr goes, when it is captured ([`Server::start_logged`]).
+    log: Option<PathBuf>,
     client: Client,
 }
 
@@ -44,35 +31,63 @@ impl Server {
 
     /// Starts on a given address (a restart that workers must find again).
     pub fn start_at(data_dir: &Path, listen: &str, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gust"))
-            .args(["server", "--listen", listen, "--data-dir"])
-            .arg(data_dir)
-            .args(extra)
-            .env("GUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn gust server");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
-        let url = line
-            .trim()
+        let mut cmd = server_command(data_dir, listen, extra);
+        cmd.env("GUST_LOG", "warn").stderr(Stdio::inherit());
+        Server::spawn(cmd, data_dir, None)
+    }
+
+    /// Starts with its log at `level` (`GUST_LOG`) written to the file `log`.
+    pub fn start_logged(data_dir: &Path, log: &Path, level: &str, extra: &[&str]) -> Server {
+        let mut cmd = server_command(data_dir, "127.0.0.1:0", extra);
+        cmd.env("GUST_LOG", level).stderr(std::fs::File::create(log).expect("create the server log"));
+        Server::spawn(cmd, data_dir, Some(log))
+    }
+
+    fn spawn(mut cmd: Command, data_dir: &Path, log: Option<&Path>) -> Server {
+        let (process, banner) = Process::start(&mut cmd).expect("spawn gust server");
+        let log = log.map(Path::to_path_buf);
+        let url = banner
             .strip_prefix("gust listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .unwrap_or_else(|| {
+                let said = log.as_deref().map(read_log).unwrap_or_default();
+                panic!("unexpected first line: {banner:?}\n{said}")
+            })
             .to_string();
         let client = Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
-        Server { child, url, data_dir: data_dir.to_path_buf(), client }
+        Server { process, url, data_dir: data_dir.to_path_buf(), log, client }
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
+    }
+
+    /// `host:port` of the listening address (the URL without its scheme).
+    pub fn addr(&self) -> &str {
+        self.url.split_once("://").map_or(self.url.as_str(), |(_, addr)| addr)
     }
 
     /// kill -9, and wait for the process to be gone.
-    pub fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn kill9(self) {
+        self.process.kill9();
+    }
+
+    /// Sends a signal (e.g. "-TERM") to the server process.
+    pub fn signal(&self, sig: &str) {
+        self.process.signal(sig);
+    }
+
+    /// Waits up to `timeout` for the server to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.process.wait_exit(timeout)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// What it logged so far, when started with [`Server::start_logged`].
+    pub fn log(&self) -> String {
+        self.log.as_deref().map(read_log).expect("a server started with start_logged")
     }
 
     pub fn client(&self) -> &Client {
@@ -87,13 +102,22 @@ impl Server {
         self.client.put(format!("{}{path}", self.url)).json(body).send().unwrap()
     }
 
-    pub fn put_bytes(&self, path: &str, body: Vec<u8>) -> Response {
+    /// PUTs `body` as `content_type` (code: `application/wasm` or `application/zip`).
+    pub fn put_body(&self, path: &str, content_type: &str, body: Vec<u8>) -> Response {
         self.client
             .put(format!("{}{path}", self.url))
-            .header("content-type", "application/wasm")
+            .header("content-type", content_type)
             .body(body)
             .send()
             .unwrap()
+    }
+
+    pub fn put_bytes(&self, path: &str, body: Vec<u8>) -> Response {
+        self.put_body(path, "application/wasm", body)
+    }
+
+    pub fn put_zip(&self, path: &str, body: Vec<u8>) -> Response {
+        self.put_body(path, "application/zip", body)
     }
 
     pub fn post(&self, path: &str) -> Response {
@@ -104,11 +128,22 @@ impl Server {
         self.client.delete(format!("{}{path}", self.url)).send().unwrap()
     }
 
-    /// Creates (or replaces) a function with `config` and uploads `code`.
+    /// Creates (or replaces) a function with `config` and uploads `code` (a wasm module).
     pub fn deploy(&self, name: &str, config: Value, code: Vec<u8>) -> Value {
+        self.deploy_as(name, config, "application/wasm", code)
+    }
+
+    /// Creates (or replaces) a function with `config` and uploads `code`, a zip package.
+    pub fn deploy_zip(&self, name: &str, config: Value, code: Vec<u8>) -> Value {
+        self.deploy_as(name, config, "application/zip", code)
+    }
+
+    /// Creates (or replaces) a function with `config` and uploads `code` as `content_type`;
+    /// the function as the upload answers it.
+    pub fn deploy_as(&self, name: &str, config: Value, content_type: &str, code: Vec<u8>) -> Value {
         let r = self.put_json(&format!("/v1/functions/{name}"), &config);
         assert_eq!(r.status(), 200, "{}", r.text().unwrap());
-        let r = self.put_bytes(&format!("/v1/functions/{name}/code"), code);
+        let r = self.put_body(&format!("/v1/functions/{name}/code"), content_type, code);
         assert_eq!(r.status(), 200, "{}", r.text().unwrap());
         r.json().unwrap()
     }
@@ -134,33 +169,75 @@ impl Server {
         rb.send().unwrap()
     }
 
+    /// An async (`Event`) invocation of `name` with payload `{}` through the AWS Lambda API.
+    pub fn invoke_aws_event(&self, name: &str) -> Response {
+        self.client
+            .post(format!("{}/2015-03-31/functions/{name}/invocations", self.url))
+            .header("x-amz-invocation-type", "Event")
+            .body("{}")
+            .send()
+            .unwrap()
+    }
+
     pub fn invocation(&self, id: &str) -> Value {
         let r = self.get(&format!("/v1/invocations/{id}"));
         assert_eq!(r.status(), 200);
         r.json().unwrap()
     }
 
-    /// Polls an invocation until it reaches a terminal state or `timeout` passes.
-    pub fn wait_terminal(&self, id: &str, timeout: Duration) -> Value {
+    /// An invocation's record, `Null` while there is none (a keyless sync invocation's record
+    /// is written behind: 404 until it lands).
+    pub fn record(&self, id: &str) -> Value {
+        let r = self.get(&format!("/v1/invocations/{id}"));
+        if r.status() == 404 {
+            Value::Null
+        } else {
+            r.json().unwrap()
+        }
+    }
+
+    /// Polls an invocation's record until `ok` holds; panics with the record after `timeout`.
+    pub fn wait_record(&self, id: &str, timeout: Duration, ok: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
-            // A keyless sync invocation's record is written behind: 404 until it lands.
-            let r = self.get(&format!("/v1/invocations/{id}"));
-            let v: Value = if r.status() == 404 { Value::Null } else { r.json().unwrap() };
-            if matches!(v["state"].as_str(), Some("SUCCEEDED" | "FAILED" | "EXPIRED")) {
+            let v = self.record(id);
+            if ok(&v) {
                 return v;
             }
-            assert!(Instant::now() < deadline, "invocation {id} did not finish: {v}");
+            assert!(Instant::now() < deadline, "invocation {id} never got there: {v}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+
+    /// Polls an invocation until it reaches a terminal state or `timeout` passes.
+    pub fn wait_terminal(&self, id: &str, timeout: Duration) -> Value {
+        self.wait_record(id, timeout, |v| {
+            matches!(v["state"].as_str(), Some("SUCCEEDED" | "FAILED" | "EXPIRED"))
+        })
+    }
+
+    /// The counter or gauge `name` of `/metrics`.
+    pub fn metric(&self, name: &str) -> u64 {
+        metric(&self.client, &self.url, name)
+    }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `gust server --listen LISTEN --data-dir DATA_DIR EXTRA…`.
+fn server_command(data_dir: &Path, listen: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(GUST);
+    cmd.args(["server", "--listen", listen, "--data-dir"]).arg(data_dir).args(extra);
+    cmd
+}
+
+fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The counter or gauge `name` of the `/metrics` of the server at `url`, read with `client`
+/// (one that trusts the server's certificate, over TLS).
+pub fn metric(client: &Client, url: &str, name: &str) -> u64 {
+    let text = client.get(format!("{url}/metrics")).send().unwrap().text().unwrap();
+    gust_testkit::metric(&text, name).unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 
 /// `{"error":{"code":..}}` of a response, asserting its status.
@@ -171,13 +248,27 @@ pub fn error_code(r: Response, status: u16) -> String {
     v["error"]["code"].as_str().unwrap().to_string()
 }
 
+/// The id of an accepted async invocation, from its body, asserting 202 Accepted.
+pub fn accepted_id(r: Response) -> String {
+    assert_eq!(r.status(), 202, "{}", r.text().unwrap());
+    r.json::<Value>().unwrap()["invocation_id"].as_str().unwrap().to_string()
+}
+
 pub fn wasm_config(timeout_ms: u64) -> Value {
     json!({ "runtime": "wasm", "memory_mb": 64, "timeout_ms": timeout_ms })
 }
 
+/// The CLI, pointed at the server at `url` and run from the repository root (so `examples/…`
+/// paths work).
+pub fn cli(url: &str) -> Command {
+    let mut cmd = Command::new(GUST);
+    cmd.env("GUST_SERVER", url).current_dir(gust_testkit::repo_root());
+    cmd
+}
+
 /// A running `gust worker`, killed (SIGKILL) when dropped.
 pub struct Worker {
-    child: Child,
+    process: Process,
     /// The worker id it acts as (an enrolled worker's is NAME-RANDOM).
     pub id: String,
 }
@@ -193,8 +284,8 @@ impl Worker {
     pub fn start_with(
         server_url: &str, data_dir: &Path, name: &str, credential: &[&str], extra: &[&str],
     ) -> Worker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gust"))
-            .args(["worker", "--server", server_url, "--name", name])
+        let mut cmd = Command::new(GUST);
+        cmd.args(["worker", "--server", server_url, "--name", name])
             .args(credential)
             .arg("--data-dir")
             .arg(data_dir.join(name))
@@ -202,80 +293,33 @@ impl Worker {
             .arg(data_dir.join(format!("attempts-{name}.log")))
             .args(extra)
             .env("GUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn gust worker");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("worker banner");
-        let id = line
+            .stderr(Stdio::inherit());
+        let (process, banner) = Process::start(&mut cmd).expect("spawn gust worker");
+        let id = banner
             .strip_prefix("gust worker ")
             .and_then(|rest| rest.split(' ').next())
-            .unwrap_or_else(|| panic!("unexpected worker banner {line:?}"))
+            .unwrap_or_else(|| panic!("unexpected worker banner {banner:?}"))
             .to_string();
-        Worker { child, id }
+        Worker { process, id }
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
-        assert!(ok, "kill {sig} failed");
+        self.process.signal(sig);
     }
 
-    pub fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn kill9(self) {
+        self.process.kill9();
     }
-}
 
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// Waits up to `timeout` for the worker to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.process.wait_exit(timeout)
     }
 }
 
 /// Server flags for a server whose work runs only on remote workers.
 pub const REMOTE_ONLY: [&str; 5] =
     ["--no-local-worker", "--worker-token", "test-worker-token", "--lease-ms", "1000"];
-
-/// Sends `sig` (e.g. "-TERM") to a child process.
-fn send_signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success();
-    assert!(ok, "kill {sig} failed");
-}
-
-/// Waits up to `timeout` for a child to exit; `None` if it is still running.
-fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-impl Server {
-    /// Sends a signal (e.g. "-TERM") to the server process.
-    pub fn signal(&self, sig: &str) {
-        send_signal(&self.child, sig);
-    }
-
-    /// Waits up to `timeout` for the server to exit; `None` if it is still running.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        wait_child(&mut self.child, timeout)
-    }
-}
-
-impl Worker {
-    /// Waits up to `timeout` for the worker to exit; `None` if it is still running.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        wait_child(&mut self.child, timeout)
-    }
-}
 
 /// Waits until `n` live workers have applied at least snapshot `snapshot`.
 pub fn wait_for_workers(s: &Server, n: usize, snapshot: u64) {
@@ -294,6 +338,14 @@ pub fn wait_for_workers(s: &Server, n: usize, snapshot: u64) {
         assert!(Instant::now() < deadline, "workers not ready: {v}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Deploys `code` as `name` (as [`Server::deploy`]) and waits until `n` live workers have the
+/// snapshot with it, so what is invoked next runs at once.
+pub fn deploy_to_workers(s: &Server, n: usize, name: &str, config: Value, code: Vec<u8>) -> Value {
+    let deployed = s.deploy(name, config, code);
+    wait_for_workers(s, n, deployed["revision"].as_u64().unwrap());
+    deployed
 }
 
 /// Enrolls a worker named `name` with the test servers' enrollment token, as a raw client:
