@@ -470,6 +470,32 @@ fn markdown(r: &Value) -> String {
             f(&rw["gust"]["p50_us"]),
             f(&rw["gust"]["p99_us"])
         ));
+        let lat = &pg["latency"];
+        let e = &lat["embedded"];
+        let shapes = [
+            ("one server, its own worker", "embedded"),
+            ("a remote worker, request at its server", "remote_own_server"),
+            ("a remote worker, request at another server", "remote_other_server"),
+        ];
+        out.push_str("\n| one call at a time, new connection each | sync p50 / p90 µs | over embedded p50 µs (goal) | async ingest-to-start p50 / p90 µs (goal p50 ≤ 2,000) |\n|---|---:|---:|---:|\n");
+        for (label, key) in shapes {
+            let row = &lat[key];
+            let over =
+                row["sync"]["p50_us"].as_f64().unwrap_or(0.0) - e["sync"]["p50_us"].as_f64().unwrap_or(0.0);
+            let goal = match key {
+                "embedded" => "",
+                "remote_own_server" => " (≤ 1,000)",
+                _ => " (≤ 2,000)",
+            };
+            out.push_str(&format!(
+                "| {label} | {} / {} | {}{goal} | {} / {} |\n",
+                f(&row["sync"]["p50_us"]),
+                f(&row["sync"]["p90_us"]),
+                if key == "embedded" { "-".to_string() } else { format!("{over:.0}") },
+                f(&row["async_ingest_to_start"]["p50_us"]),
+                f(&row["async_ingest_to_start"]["p90_us"]),
+            ));
+        }
     }
     out.push_str("\n### Targets\n\n| target | goal | measured | met |\n|---|---|---:|---|\n");
     for t in r["targets"].as_array().into_iter().flatten() {
@@ -558,7 +584,7 @@ async fn cluster_rows(url: &str, args: &Args, bare: &Proc) -> anyhow::Result<Val
         );
     }
     // Warm sync invoke through a server whose worker is remote, beside the bare server.
-    let schema = format!("bench_{}_remote", std::process::id());
+    let schema = remote_schema();
     let (ds, dw) = (tempfile::tempdir()?, tempfile::tempdir()?);
     let server = Proc::gust_with(
         ds.path(),
@@ -566,16 +592,7 @@ async fn cluster_rows(url: &str, args: &Args, bare: &Proc) -> anyhow::Result<Val
     )?;
     let _worker = Proc::worker(server.addr, dw.path(), "bench-token")?;
     client::deploy(server.addr, "noop", "{}", noop).await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, body) =
-            client::call(server.addr, "POST", "/v1/functions/noop/invoke", &[], "{}").await?;
-        if status == 200 && body.is_empty() {
-            break;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "the remote worker never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_ready(server.addr).await?;
     let g_target = invoke_target(server.addr, "noop", "sync");
     let b_target = invoke_target(bare.addr, "noop", "sync");
     loadgen::run(&g_target, 16, Stop::After(phase / 5)).await?;
@@ -585,7 +602,107 @@ async fn cluster_rows(url: &str, args: &Args, bare: &Proc) -> anyhow::Result<Val
         "remote_worker_sync_16".into(),
         json!({ "gust": load_json(&g), "bare": load_json(&b), "throughput_ratio": g.rps() / b.rps() }),
     );
+    rows.insert("latency".into(), latency_rows(url, args, &server).await?);
     Ok(Value::Object(rows))
+}
+
+/// Calls made one after another in each cluster shape, each on a new connection (keep-alive
+/// off, as a load balancer in front of servers often is): sync p50/p90, and async ingest to
+/// the function's start (the `clock` fixture answers the wall clock when it starts).
+/// `remote` is a server without a local worker whose one remote worker polls it.
+async fn latency_rows(url: &str, args: &Args, remote: &Proc) -> anyhow::Result<Value> {
+    let calls = if args.quick { 20 } else { 400 };
+    let schema = remote_schema();
+    let (dl, db) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    // The embedded shape on the same store: one server, its own worker.
+    let local = Proc::gust_with(dl.path(), &["--store", url, "--store-schema", &format!("{schema}_local")])?;
+    // A second server of the remote worker's cluster: no worker polls it.
+    let other = Proc::gust_with(
+        db.path(),
+        &["--store", url, "--store-schema", &schema, "--no-local-worker", "--worker-token", "bench-token"],
+    )?;
+    let clock = gust_testkit::fixture("clock");
+    client::deploy(local.addr, "noop", "{}", gust_testkit::fixture("noop")).await?;
+    client::deploy(local.addr, "clock", "{}", clock.clone()).await?;
+    client::deploy(remote.addr, "clock", "{}", clock).await?;
+    let mut out = serde_json::Map::new();
+    for (name, proc) in [("embedded", &local), ("remote_own_server", remote), ("remote_other_server", &other)]
+    {
+        until_ready(proc.addr).await?;
+        sequential(proc.addr, "noop", "sync", calls / 10).await?; // warm up
+        let sync = sequential(proc.addr, "noop", "sync", calls).await?;
+        let start = ingest_to_start(proc.addr, calls / 4).await?;
+        out.insert(name.into(), json!({ "sync": sync, "async_ingest_to_start": start }));
+    }
+    Ok(Value::Object(out))
+}
+
+/// Waits until `noop` answers a sync invocation at `addr` (its worker is up, the server has
+/// seen the deploy).
+async fn until_ready(addr: SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = client::call(addr, "POST", "/v1/functions/noop/invoke", &[], "{}").await?;
+        if status == 200 && body.is_empty() {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "noop never answered at {addr}: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The schema of the remote-worker rows (their servers share it).
+fn remote_schema() -> String {
+    format!("bench_{}_remote", std::process::id())
+}
+
+/// p50 and p90 (µs) of `times`.
+fn percentiles(mut times: Vec<f64>) -> Value {
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times.get(((times.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0.0);
+    json!({ "p50_us": at(0.5), "p90_us": at(0.9), "calls": times.len() })
+}
+
+/// `n` invocations one after another, each on a new connection.
+async fn sequential(addr: SocketAddr, function: &str, mode: &str, n: usize) -> anyhow::Result<Value> {
+    let path = format!("/v1/functions/{function}/invoke");
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let (status, body) = client::call(addr, "POST", &path, &[("invocation-type", mode)], "{}").await?;
+        anyhow::ensure!(status == 200, "{function}: {status} {}", String::from_utf8_lossy(&body));
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(percentiles(times))
+}
+
+/// From just before an async invocation is sent to when the function starts (its own clock
+/// reading), one at a time, so nothing queues behind another.
+async fn ingest_to_start(addr: SocketAddr, n: usize) -> anyhow::Result<Value> {
+    let unix_ns = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let sent = unix_ns();
+        let (status, body) =
+            client::call(addr, "POST", "/v1/functions/clock/invoke", &[("invocation-type", "async")], "{}")
+                .await?;
+        anyhow::ensure!(status == 202, "async clock: {status} {}", String::from_utf8_lossy(&body));
+        let id = serde_json::from_slice::<Value>(&body)?["invocation_id"].as_str().unwrap_or("").to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let started: u128 = loop {
+            let (_, rec) = client::call(addr, "GET", &format!("/v1/invocations/{id}"), &[], "").await?;
+            let rec: Value = serde_json::from_slice(&rec)?;
+            match rec["state"].as_str() {
+                Some("SUCCEEDED") => break rec["result"].as_str().unwrap_or("0").parse()?,
+                Some("FAILED") => anyhow::bail!("async clock failed: {rec}"),
+                _ => {}
+            }
+            anyhow::ensure!(Instant::now() < deadline, "async clock never finished: {rec}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        times.push(started.saturating_sub(sent) as f64 / 1e3);
+    }
+    Ok(percentiles(times))
 }
 
 async fn process_rows(gust: &Proc, bare: &Proc, args: &Args) -> anyhow::Result<Value> {
