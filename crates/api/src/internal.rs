@@ -235,6 +235,8 @@ async fn poll(State(s): State<AppState>, OwnCall(worker, p): OwnCall<PollRequest
                 mode: req.mode,
                 deployment: a.deployment,
                 payload_b64: b64.encode(&req.payload),
+                qualifier: Some(req.qualifier.clone()),
+                client_context: req.client_context.clone(),
             }
         })
         .collect();

@@ -85,6 +85,10 @@ pub struct InvocationRequest {
     pub received_at: Millis,
     /// The retry policy of the resolved version, frozen with the request.
     pub retry: RetryPolicy,
+    /// Lambda's ClientContext (the JSON the caller sent, decoded; sync only), handed to the
+    /// runtime of whichever worker runs the invocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_context: Option<String>,
 }
 
 /// Where an invocation is in its lifecycle.

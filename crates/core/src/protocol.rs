@@ -227,6 +227,13 @@ pub struct Assignment {
     pub mode: Mode,
     pub deployment: Arc<Deployment>,
     pub payload_b64: String,
+    /// The qualifier the caller invoked (`$LATEST`, `3`, `live`): the runtime is told the ARN
+    /// the caller used, as in the embedded shape. Absent from older servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qualifier: Option<String>,
+    /// Lambda's Client-Context of a sync invocation, for the runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_context: Option<String>,
 }
 
 impl Assignment {

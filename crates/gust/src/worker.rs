@@ -696,8 +696,11 @@ async fn run_assignment(s: Arc<State>, a: Assignment) {
     let payload = b64.decode(&a.payload_b64).map(Bytes::from);
     let mut out = match payload {
         Ok(p) => {
-            let label = a.deployment.resolved.label();
-            let call = gust_core::lambda::CallContext { qualifier: &label, client_context: None };
+            let qualifier = a.qualifier.clone().unwrap_or_else(|| a.deployment.resolved.label());
+            let call = gust_core::lambda::CallContext {
+                qualifier: &qualifier,
+                client_context: a.client_context.as_deref(),
+            };
             s.worker.execute(&a.deployment, &a.invocation_id.0, p, &call).await
         }
         Err(_) => gust_runtime::RunOutcome {

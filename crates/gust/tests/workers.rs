@@ -104,3 +104,49 @@ fn without_any_live_worker_a_sync_invocation_is_refused_at_once() {
     let r = s.invoke("echo", None, b"later", &[("invocation-type", "async")]);
     assert_eq!(r.status(), 202);
 }
+
+/// What the embedded shape hands a runtime reaches one on a remote worker too: the ARN the
+/// caller invoked (qualified as the caller qualified it, unqualified when the caller did not
+/// qualify) and Lambda's Client-Context.
+#[test]
+fn the_caller_s_arn_and_client_context_reach_a_runtime_on_a_remote_worker() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &REMOTE_ONLY);
+    let _w = Worker::start(&s.url, dir.path(), "w1", &["--capacity", "2"]);
+    let code = gust_testkit::zip(&[("bootstrap", &gust_testkit::fixture_file("bootstrap.py"), 0o755)]);
+    s.deploy_zip("lam", serde_json::json!({ "runtime": "provided.al2023", "timeout_ms": 5000 }), code);
+    let version = s.publish("lam");
+    let context = base64::engine::general_purpose::STANDARD.encode(r#"{"custom":{"tenant":"t-42"}}"#);
+    let invoke = |qualifier: Option<String>| -> Value {
+        let mut url = format!("{}/2015-03-31/functions/lam/invocations", s.url);
+        if let Some(q) = qualifier {
+            url.push_str(&format!("?Qualifier={q}"));
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = s.client().post(&url).header("x-amz-client-context", &context).body("{}").send().unwrap();
+            let (status, error) = (r.status(), r.headers().get("x-amz-function-error").cloned());
+            let body = r.text().unwrap();
+            if status == 200 && error.is_none() {
+                return serde_json::from_str(&body).unwrap();
+            }
+            assert!(Instant::now() < deadline, "never ran on the worker: {status} {body}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let r = s.put_json("/v1/functions/lam/aliases/live", &serde_json::json!({ "version": version }));
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+    // Through an alias: the runtime is told the alias's ARN (the worker used to name the
+    // version it resolved to) and the caller's Client-Context (it used to get none).
+    let v = invoke(Some("live".into()));
+    let seen = &v["context"];
+    let arn = seen["arn"].as_str().unwrap();
+    assert!(arn.ends_with(":function:lam:live"), "the ARN the caller invoked: {seen}");
+    let cc: Value = serde_json::from_str(seen["client_context"].as_str().unwrap()).unwrap();
+    assert_eq!(cc["custom"]["tenant"], "t-42", "{seen}");
+    assert!(seen["trace_id"].as_str().is_some_and(|t| t.starts_with("Root=1-")), "{seen}");
+    // Unqualified: the same ARN the embedded shape passes.
+    let v = invoke(None);
+    assert!(v["context"]["arn"].as_str().unwrap().ends_with(":function:lam:$LATEST"), "{v}");
+}

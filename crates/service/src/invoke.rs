@@ -43,7 +43,8 @@ pub struct InvokeInput {
     pub payload: Bytes,
     pub mode: Mode,
     pub idempotency_key: Option<String>,
-    /// Client-Context for the runtime (JSON); sync invocations only, never stored.
+    /// Client-Context for the runtime (JSON); sync invocations only (Lambda passes it to
+    /// synchronous invocations only), stored with the request when a remote worker runs it.
     pub client_context: Option<String>,
 }
 
@@ -121,6 +122,10 @@ impl Service {
             idempotency_key: input.idempotency_key,
             received_at: self.clock.now(),
             retry: deployment.spec.retry.clone(),
+            client_context: match input.mode {
+                Mode::Sync => input.client_context,
+                Mode::Async => None,
+            },
         };
         if request.mode == Mode::Async {
             return self.enqueue(request).await;
@@ -131,7 +136,8 @@ impl Service {
             Metrics::inc(&self.metrics.throttled);
             return Err(ServiceError::Throttled { function: request.function, limit: limit.unwrap_or(0) });
         };
-        let client_context = input.client_context.as_deref();
+        let client_context = request.client_context.clone();
+        let client_context = client_context.as_deref();
         match request.idempotency_key.is_some() {
             _ if !self.cfg.local_worker => self.run_sync_remote(request).await,
             false => Ok(self.run_sync_unrecorded(&deployment, request, client_context).await),

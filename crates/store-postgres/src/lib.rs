@@ -71,6 +71,7 @@ const MIGRATIONS: &[&[&str]] = &[
          UPDATE artifacts SET stored_at = {now_ms};",
         schema::REVISION_CREATED_AT,
     ],
+    &[schema::CLIENT_CONTEXT],
 ];
 
 const DIALECT: schema::Dialect = schema::Dialect {

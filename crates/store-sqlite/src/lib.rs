@@ -61,6 +61,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::API_KEYS],
     &[schema::FINISHED_INDEX],
     &[schema::REVISION_CREATED_AT],
+    &[schema::CLIENT_CONTEXT],
 ];
 
 const DIALECT: schema::Dialect = schema::Dialect {

@@ -55,6 +55,7 @@ fn async_request(payload: Bytes) -> NewInvocation {
             fingerprint: None,
             received_at: 1,
             retry: RetryPolicy::default(),
+            client_context: None,
         },
         lifecycle: Lifecycle::queued(),
     }

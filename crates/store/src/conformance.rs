@@ -105,6 +105,7 @@ fn request(function: &str, mode: Mode, key: Option<&str>, payload: &str) -> Invo
             base_delay_ms: 1000,
             ..RetryPolicy::default()
         },
+        client_context: None,
     }
 }
 

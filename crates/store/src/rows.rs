@@ -141,14 +141,15 @@ fn unexpected(i: usize, wanted: &str, found: &Column) -> StoreError {
 /// The columns of an invocation record, in [`RawInvocation::read`]'s order.
 pub const INVOCATION_COLUMNS: &str = "id, function, qualifier, resolved, payload, mode, idempotency_key, \
      fingerprint, received_at, retry, state, worker, due_at, attempt_epoch, function_errors, lost_attempts, \
-     result, error, log, updated_at, finished_at";
+     result, error, log, updated_at, finished_at, client_context";
 
 /// Inserts an invocation ([`insert_values`]); a conflict on its id or idempotency key inserts
 /// nothing.
 pub const INSERT_INVOCATION: &str = "INSERT INTO invocations (id, function, qualifier, resolved, payload, mode, \
      idempotency_key, fingerprint, received_at, retry, state, worker, due_at, attempt_epoch, function_errors, \
-     lost_attempts, result, error, log, updated_at, finished_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-     $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) ON CONFLICT DO NOTHING";
+     lost_attempts, result, error, log, updated_at, finished_at, expires_at, client_context) VALUES ($1, $2, $3, \
+     $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) \
+     ON CONFLICT DO NOTHING";
 
 /// What a transition needs of an invocation row, in [`read_guarded`]'s order.
 pub const GUARDED_COLUMNS: &str = "mode, received_at, retry, state, worker, due_at, attempt_epoch, \
@@ -219,6 +220,7 @@ pub struct RawInvocation {
     pub log: String,
     pub updated_at: i64,
     pub finished_at: Option<i64>,
+    pub client_context: Option<String>,
 }
 
 impl RawInvocation {
@@ -246,6 +248,7 @@ impl RawInvocation {
             log: r.text(18)?,
             updated_at: r.int(19)?,
             finished_at: r.opt_int(20)?,
+            client_context: r.opt_text(21)?,
         })
     }
 }
@@ -273,7 +276,7 @@ impl<'a> InsertInvocation<'a> {
         })
     }
 
-    pub fn values(&self) -> [Value<'_>; 22] {
+    pub fn values(&self) -> [Value<'_>; 23] {
         let (rec, req) = (self.rec, &self.rec.request);
         let (state, worker, due_at) = encode_state(&rec.lifecycle.state);
         // An async event older than its maximum age is never run (the expiry index).
@@ -306,6 +309,7 @@ impl<'a> InsertInvocation<'a> {
             Value::from(rec.updated_at),
             Value::from(rec.finished_at),
             Value::from(expires_at),
+            Value::from(req.client_context.as_ref()),
         ]
     }
 }
@@ -510,6 +514,7 @@ pub fn to_record(raw: RawInvocation) -> Result<InvocationRecord> {
         fingerprint: raw.fingerprint,
         received_at: raw.received_at,
         retry: serde_json::from_str::<RetryPolicy>(&raw.retry).map_err(json_err)?,
+        client_context: raw.client_context,
     };
     let lifecycle = Lifecycle {
         state: decode_state(&raw.state, raw.worker, raw.due_at)?,
@@ -562,6 +567,7 @@ pub fn destination_request(
         fingerprint: None,
         received_at: now,
         retry: f.spec.retry,
+        client_context: None,
     };
     Some(InvocationRecord::new(request, Lifecycle::queued()))
 }

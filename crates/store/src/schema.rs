@@ -167,6 +167,9 @@ pub const REVISION_CREATED_AT: &str =
     "ALTER TABLE function_revisions ADD COLUMN created_at {int} NOT NULL DEFAULT 0;
 UPDATE function_revisions SET created_at = {now_ms};";
 
+/// Lambda's ClientContext of a sync invocation, for the worker that runs it.
+pub const CLIENT_CONTEXT: &str = "ALTER TABLE invocations ADD COLUMN client_context TEXT;";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +187,7 @@ mod tests {
             API_KEYS,
             FINISHED_INDEX,
             REVISION_CREATED_AT,
+            CLIENT_CONTEXT,
         ]);
         assert!(!all.contains('{'), "unrendered placeholder in {all}");
     }
