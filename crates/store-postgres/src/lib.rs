@@ -243,17 +243,21 @@ async fn commit_completions(
     };
     let mut results = Vec::with_capacity(n);
     let mut accepted = Vec::new();
+    let mut fenced = 0;
     for (completion, now) in work {
         if let Err(e) = tx.batch_execute("SAVEPOINT completion").await {
             return (all_failed(pg_err(e)), replies);
         }
-        match ops::complete(&PgTx(&tx), &completion, now).await {
+        match ops::complete_uncounted(&PgTx(&tx), &completion, now).await {
             Ok(r) => {
                 if let Err(e) = tx.batch_execute("RELEASE SAVEPOINT completion").await {
                     return (all_failed(pg_err(e)), replies);
                 }
                 if r.is_ok() {
                     accepted.push(completion.id.0.clone());
+                }
+                if matches!(r, Err(Rejected::Fenced { .. })) {
+                    fenced += 1;
                 }
                 results.push(r.map_err(StoreError::Rejected));
             }
@@ -264,6 +268,10 @@ async fn commit_completions(
                 results.push(Err(e));
             }
         }
+    }
+    // Counted once every row of the batch is locked (rows first, counters last).
+    if let Err(e) = ops::count_fenced_completions(&PgTx(&tx), fenced).await {
+        return (all_failed(e), replies);
     }
     // Announced at commit, to every server.
     if let Err(e) = notify(&tx, channel, accepted.iter().map(String::as_str)).await {

@@ -441,6 +441,20 @@ pub async fn lease_renewal_is_fenced(store: Arc<dyn Store>) {
     let late = store.renew_leases(&worker("a"), vec![(id.clone(), c.epoch)], NOW + 20_000, NOW + 9_500).await;
     assert!(matches!(late.unwrap()[0], Err(Rejected::Fenced { .. })), "a recovered attempt cannot renew");
     assert_eq!(store.counters().await.unwrap().fenced_renewals, 1);
+    // Several at once, named out of id order (rows are locked in id order): each answer is in
+    // the caller's place.
+    let b = enqueue(&*store, request("r", Mode::Async, None, "b")).await;
+    let cb = store.claim(&b, &worker("a"), NOW + 20_000, NOW + 10_000).await.unwrap();
+    let (mut first, mut second) = ((b.clone(), cb.epoch), (id.clone(), c.epoch));
+    if first.0 < second.0 {
+        std::mem::swap(&mut first, &mut second);
+    }
+    let fenced_first = first.0 == id;
+    let both =
+        store.renew_leases(&worker("a"), vec![first, second], NOW + 30_000, NOW + 10_500).await.unwrap();
+    assert_eq!(both[usize::from(fenced_first)], Ok(()), "{both:?}");
+    assert!(matches!(both[usize::from(!fenced_first)], Err(Rejected::Fenced { .. })), "{both:?}");
+    assert_eq!(store.counters().await.unwrap().fenced_renewals, 2);
 }
 
 pub async fn recovery_requeues_async_and_fails_sync(store: Arc<dyn Store>) {

@@ -255,41 +255,85 @@ pub async fn claim_scan(
     Ok(claimed)
 }
 
-/// Renews the leases of attempts `worker` runs; a fenced renewal is counted.
+/// The positions of `ids` in ascending id order. Every transaction that locks several
+/// invocation rows locks them in this order, and takes counter rows only after them, so no two
+/// can wait on each other (PostgreSQL would abort one as a deadlock).
+fn id_order(ids: &[&InvocationId]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by(|&a, &b| ids[a].cmp(ids[b]));
+    order
+}
+
+/// Answers computed in [`id_order`], put back in the caller's order.
+fn in_caller_order<R>(mut answers: Vec<(usize, R)>) -> Vec<R> {
+    answers.sort_by_key(|(i, _)| *i);
+    answers.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Renews the leases of attempts `worker` runs; fenced renewals are counted.
 pub async fn renew_leases(
     tx: &impl Tx, worker: &WorkerId, attempts: Vec<(InvocationId, u64)>, lease_expires_at: Millis,
     now: Millis,
 ) -> Result<Vec<Result<(), Rejected>>> {
-    let mut out = Vec::with_capacity(attempts.len());
-    for (id, epoch) in attempts {
-        let event = Event::RenewLease { worker: worker.clone(), epoch, lease_expires_at };
+    let order = id_order(&attempts.iter().map(|(id, _)| id).collect::<Vec<_>>());
+    let mut answers = Vec::with_capacity(attempts.len());
+    let mut fenced = 0;
+    for i in order {
+        let (id, epoch) = &attempts[i];
+        let event = Event::RenewLease { worker: worker.clone(), epoch: *epoch, lease_expires_at };
         let r = match transition(tx, &id.0, &event, Outcome::default(), now).await {
             Ok(r) => r.map(|_| ()),
-            Err(StoreError::NotFound { .. }) => Err(Rejected::Fenced { current: 0, given: epoch }),
+            Err(StoreError::NotFound { .. }) => Err(Rejected::Fenced { current: 0, given: *epoch }),
             Err(e) => return Err(e),
         };
         if matches!(r, Err(Rejected::Fenced { .. })) {
-            tx.bump(Counter::FencedRenewals).await?;
+            fenced += 1;
         }
-        out.push(r);
+        answers.push((i, r));
     }
-    Ok(out)
+    for _ in 0..fenced {
+        tx.bump(Counter::FencedRenewals).await?;
+    }
+    Ok(in_caller_order(answers))
 }
 
 /// Places invocations on workers (QUEUED → PLACED).
 pub async fn place(
     tx: &impl Tx, placements: Vec<(InvocationId, WorkerId)>, now: Millis,
 ) -> Result<Vec<Result<(), Rejected>>> {
-    let mut out = Vec::with_capacity(placements.len());
-    for (id, worker) in placements {
-        out.push(transition(tx, &id.0, &Event::Place { worker }, Outcome::default(), now).await?.map(|_| ()));
+    let order = id_order(&placements.iter().map(|(id, _)| id).collect::<Vec<_>>());
+    let mut answers = Vec::with_capacity(placements.len());
+    for i in order {
+        let (id, worker) = &placements[i];
+        let event = Event::Place { worker: worker.clone() };
+        answers.push((i, transition(tx, &id.0, &event, Outcome::default(), now).await?.map(|_| ())));
     }
-    Ok(out)
+    Ok(in_caller_order(answers))
 }
 
 /// One guarded completion; a fenced one is counted. A repeated report of the completion that
 /// ended the invocation is `apply`'s [`Rejected::AlreadyCompleted`].
 pub async fn complete(
+    tx: &impl Tx, completion: &Completion, now: Millis,
+) -> Result<Result<Lifecycle, Rejected>> {
+    let r = complete_uncounted(tx, completion, now).await?;
+    if matches!(r, Err(Rejected::Fenced { .. })) {
+        count_fenced_completions(tx, 1).await?;
+    }
+    Ok(r)
+}
+
+/// Counts `n` fenced completions: a batch of completions (rows locked in id order) counts its
+/// fenced ones once every row is locked (see [`id_order`]).
+pub async fn count_fenced_completions(tx: &impl Tx, n: usize) -> Result<()> {
+    for _ in 0..n {
+        tx.bump(Counter::FencedCompletions).await?;
+    }
+    Ok(())
+}
+
+/// [`complete`] without counting a fenced refusal.
+pub async fn complete_uncounted(
     tx: &impl Tx, completion: &Completion, now: Millis,
 ) -> Result<Result<Lifecycle, Rejected>> {
     let event = Event::Complete {
@@ -302,11 +346,7 @@ pub async fn complete(
         error: completion.error.as_ref(),
         log: Some(&completion.log),
     };
-    let r = transition(tx, &completion.id.0, &event, outcome, now).await?;
-    if matches!(r, Err(Rejected::Fenced { .. })) {
-        tx.bump(Counter::FencedCompletions).await?;
-    }
-    Ok(r)
+    transition(tx, &completion.id.0, &event, outcome, now).await
 }
 
 /// One recovery sweep: expired leases, due retries, placement timeouts, too-old events, at most
