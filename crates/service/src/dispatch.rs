@@ -330,6 +330,7 @@ impl Service {
         self.dispatch.draining.store(true, Ordering::SeqCst);
         self.dispatch.wake.notify_one();
         self.polls.wake_all();
+        self.direct.unhand_waiting();
     }
 
     /// Whether a shutdown has begun.
@@ -433,7 +434,8 @@ impl Service {
     pub async fn worker_release(
         &self, worker: &WorkerId, attempts: Vec<(InvocationId, u64)>,
     ) -> Result<Vec<Result<(), Rejected>>, crate::ServiceError> {
-        Ok(self.hand_back(worker, attempts).await?)
+        let until = self.clock.now();
+        self.renew_or_release(worker, attempts, until, true).await
     }
 
     pub(crate) fn wake_dispatcher(&self) {

@@ -221,13 +221,18 @@ impl Service {
             updated_at: now,
             finished_at: Some(now),
         };
+        self.write_finished(record).await;
+        Invoked::Completed { id, executed_version: deployment.resolved.label(), outcome, log: exec.log }
+    }
+
+    /// Writes the record of a sync invocation that ran without one behind the answer (durably
+    /// first when the process is about to exit).
+    pub(crate) async fn write_finished(&self, record: InvocationRecord) {
         if self.is_shutting_down() {
-            // The process is about to exit: answer only once the record is in the store.
             self.dispatch.write_behind_durably(record).await;
         } else {
             self.write_behind(record);
         }
-        Invoked::Completed { id, executed_version: deployment.resolved.label(), outcome, log: exec.log }
     }
 
     /// Queues a finished record for the write-behind task; drops (and counts) it if the

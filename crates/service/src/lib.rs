@@ -14,6 +14,7 @@ mod cache;
 mod clock;
 mod concurrency;
 mod control;
+mod direct;
 mod dispatch;
 pub use dispatch::{Background, Drained};
 mod error;
@@ -140,6 +141,8 @@ pub struct Service {
     placement_wake: tokio::sync::Notify,
     /// Wakes remote workers' open polls: each worker's on a placement for it, all at shutdown.
     polls: workers::Polls,
+    /// Keyless sync invocations handed to remote workers attached here, skipping the store.
+    direct: direct::Direct,
     /// Worker credentials checked recently.
     credentials: workers::CredentialCache,
     /// Async work waiting, for the queue caps.
@@ -162,6 +165,7 @@ impl Service {
             concurrency: concurrency::Limiter::default(),
             placement_wake: tokio::sync::Notify::new(),
             polls: workers::Polls::default(),
+            direct: direct::Direct::default(),
             credentials: workers::CredentialCache::default(),
             backlog: retention::Backlog::default(),
         })

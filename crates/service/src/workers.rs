@@ -158,7 +158,7 @@ pub struct Assignment {
 
 /// The snapshot version at which a resolved version became visible: `$LATEST@r` needs a worker
 /// that has seen revision `r`; published versions are immutable and pulled on a miss.
-fn needed_snapshot(resolved: Resolved) -> u64 {
+pub(crate) fn needed_snapshot(resolved: Resolved) -> u64 {
     match resolved {
         Resolved::Latest { revision } => revision,
         Resolved::Version(_) => 0,
@@ -278,6 +278,7 @@ impl Service {
     /// Records a worker's heartbeat (its state, stamped with the server's clock).
     pub async fn worker_heartbeat(&self, mut state: WorkerState) -> Result<HeartbeatReply> {
         state.last_heartbeat = self.clock.now();
+        self.direct.attached(&state);
         self.store.put_worker(state).await?;
         self.placement_wake.notify_one();
         Ok(HeartbeatReply {
@@ -308,6 +309,11 @@ impl Service {
             }
             let now = self.clock.now();
             let lease_until = now + self.cfg.lease.as_millis() as i64;
+            // Handed here directly first: no store on the way.
+            let handed = self.direct.take(worker, max.min(256), lease_until);
+            if !handed.is_empty() {
+                return Ok(handed);
+            }
             let claimed = self.store.claim_placed(worker, max.min(256), lease_until, now).await?;
             if !claimed.is_empty() || tokio::time::Instant::now() >= deadline {
                 let mut out = Vec::with_capacity(claimed.len());
@@ -352,7 +358,27 @@ impl Service {
     ) -> Result<Vec<std::result::Result<(), Rejected>>> {
         let now = self.clock.now();
         let until = now + self.cfg.lease.as_millis() as i64;
-        Ok(self.store.renew_leases(worker, attempts, until, now).await?)
+        self.renew_or_release(worker, attempts, until, false).await
+    }
+
+    /// Renews (or, with `release`, hands back) attempts: those handed here directly in
+    /// memory, the others in the store; answers in the caller's order.
+    pub(crate) async fn renew_or_release(
+        &self, worker: &WorkerId, attempts: Vec<(InvocationId, u64)>, until: gust_core::Millis, release: bool,
+    ) -> Result<Vec<std::result::Result<(), Rejected>>> {
+        let (mut answered, others) = self.direct.renew(worker, &attempts, until, release);
+        if !others.is_empty() {
+            let theirs: Vec<(InvocationId, u64)> = others.iter().map(|&i| attempts[i].clone()).collect();
+            let stored = if release {
+                self.hand_back(worker, theirs).await?
+            } else {
+                let now = self.clock.now();
+                self.store.renew_leases(worker, theirs, until, now).await?
+            };
+            answered.extend(others.into_iter().zip(stored));
+        }
+        answered.sort_by_key(|(i, _)| *i);
+        Ok(answered.into_iter().map(|(_, r)| r).collect())
     }
 
     /// A worker reports an attempt's outcome: the verdict and the invocation's state after it.
@@ -362,7 +388,16 @@ impl Service {
     pub async fn worker_complete(&self, completion: Completion) -> Result<CompleteReply> {
         let id = completion.id.clone();
         let worker_of_completion = completion.worker.clone();
-        let result = self.store.complete(completion, self.clock.now()).await;
+        let result = match self.direct.complete(completion.clone()) {
+            Some(Ok(reply)) => {
+                if reply.verdict == Verdict::AlreadyCompleted {
+                    Metrics::inc(&self.metrics.repeated_completions);
+                }
+                return Ok(reply);
+            }
+            Some(Err(rejected)) => Err(StoreError::Rejected(rejected)),
+            None => self.store.complete(completion, self.clock.now()).await,
+        };
         if !matches!(result, Err(StoreError::Rejected(Rejected::NotOwner))) {
             self.dispatch.completed(&id);
         }
@@ -450,6 +485,9 @@ impl Service {
     }
 
     async fn may_fetch(&self, worker: &WorkerId, sha256: &str) -> Result<bool> {
+        if self.direct.may_fetch(worker, sha256) {
+            return Ok(true);
+        }
         for (function, resolved) in self.store.assigned_deployments(worker).await? {
             if self.deployment(&function, resolved).await?.is_some_and(|d| d.code_sha256 == sha256) {
                 return Ok(true);
@@ -550,6 +588,15 @@ impl Service {
         &self, request: gust_core::InvocationRequest,
     ) -> Result<crate::Invoked> {
         debug_assert_eq!(request.mode, Mode::Sync);
+        // Without a key the caller holds the truth: a worker attached here takes it directly.
+        let (request, counted) = match request.idempotency_key {
+            None => match self.run_sync_direct(request).await? {
+                Ok(invoked) => return Ok(invoked),
+                // Not taken directly (counted if it was handed and not picked up).
+                Err((request, counted)) => (request, counted),
+            },
+            Some(_) => (request, false),
+        };
         // Refuse at once, rather than after the timeout, when nothing could run it.
         let now = self.clock.now();
         if self.store.list_workers(now - LIVENESS_BOUND.as_millis() as i64).await?.is_empty() {
@@ -560,7 +607,9 @@ impl Service {
         let new = gust_store::NewInvocation { request, lifecycle: Lifecycle::queued() };
         let record = match self.insert_one(new.clone()).await? {
             Ok(gust_store::Inserted::Created) => {
-                Metrics::inc(&self.metrics.sync_invocations);
+                if !counted {
+                    Metrics::inc(&self.metrics.sync_invocations);
+                }
                 self.placement_wake.notify_one();
                 gust_core::InvocationRecord::new(new.request, new.lifecycle)
             }

@@ -10,15 +10,13 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
 use gust_core::protocol::{CompleteReply, Verdict};
-use gust_core::{AttemptOutcome, InvocationId, Runtime, State, StateName, WorkerId, WorkerState};
-use gust_service::{Assignment, Clock, ServiceError, LIVENESS_BOUND};
-use gust_store::Completion;
-use support::{Harness, LEASE};
+use gust_core::{InvocationId, Runtime, State, StateName};
+use gust_service::{Clock, ServiceError, LIVENESS_BOUND};
+use support::{accepted, complete, heartbeat, poll, snapshot, worker, Harness, LEASE};
 
 /// A server whose work runs only on remote workers, with one wasm function, "f", and one
 /// async invocation of it, queued; and the snapshot version a worker needs to run it.
@@ -38,58 +36,6 @@ async fn runs_on(h: &Harness, id: &str, version: u64) -> u64 {
     let got = poll(h, id).await;
     assert_eq!(got.len(), 1, "{id} was given the invocation");
     got[0].claimed.epoch
-}
-
-fn worker(id: &str) -> WorkerId {
-    WorkerId(id.to_string())
-}
-
-/// The version the control plane is at (a worker must have applied it to get `$LATEST`).
-async fn snapshot(h: &Harness) -> u64 {
-    h.service.store().snapshot_version().await.expect("snapshot version")
-}
-
-/// A heartbeat of worker `id`: the runtimes it runs, its free capacity (0 while it shuts
-/// down) and the snapshot it has applied; stamped with the harness's clock. Each has a newer
-/// revision than the last, as a worker's do (the server ignores an older or equal one).
-async fn heartbeat(h: &Harness, id: &str, runtimes: &[Runtime], capacity: u32, snapshot: u64) {
-    static REVISION: AtomicU64 = AtomicU64::new(0);
-    let state = WorkerState {
-        id: worker(id),
-        revision: REVISION.fetch_add(1, Ordering::Relaxed) + 1,
-        runtimes: runtimes.to_vec(),
-        capacity,
-        running: 0,
-        warm: Vec::new(),
-        snapshot_version: snapshot,
-        last_heartbeat: 0,
-    };
-    h.service.worker_heartbeat(state).await.expect("heartbeat");
-}
-
-/// What worker `id` gets from one poll that does not wait.
-async fn poll(h: &Harness, id: &str) -> Vec<Assignment> {
-    h.service.worker_poll(&worker(id), 8, Duration::ZERO).await.expect("poll")
-}
-
-/// Worker `by` reports attempt `epoch` of `id` as succeeded with `result`.
-async fn complete(
-    h: &Harness, by: &str, id: &InvocationId, epoch: u64, result: &'static [u8],
-) -> Result<CompleteReply, ServiceError> {
-    let completion = Completion {
-        id: id.clone(),
-        worker: worker(by),
-        epoch,
-        outcome: AttemptOutcome::Succeeded,
-        result: Some(Bytes::from_static(result)),
-        error: None,
-        log: String::new(),
-    };
-    h.service.worker_complete(completion).await
-}
-
-fn accepted(state: StateName) -> CompleteReply {
-    CompleteReply { state, verdict: Verdict::Accepted }
 }
 
 #[tokio::test]

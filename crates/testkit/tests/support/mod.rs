@@ -5,19 +5,21 @@
 #![allow(dead_code)] // Each test file uses part of it.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use gust_core::protocol::{CompleteReply, Verdict};
 use gust_core::{
-    Deployment, ErrorKind, FunctionErrorBody, FunctionSpec, InvocationId, Mode, Runtime, WorkerId,
+    AttemptOutcome, Deployment, ErrorKind, FunctionErrorBody, FunctionSpec, InvocationId, Mode, Runtime,
+    StateName, WorkerId, WorkerState,
 };
 use gust_service::{
-    Execution, Executor, InvokeInput, Invoked, ManualClock, Service, ServiceConfig, ServiceError,
+    Assignment, Execution, Executor, InvokeInput, Invoked, ManualClock, Service, ServiceConfig, ServiceError,
 };
-use gust_store::Claimed;
+use gust_store::{Claimed, Completion};
 use gust_testkit::TempSqlite;
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
@@ -196,4 +198,58 @@ impl Harness {
 
 pub fn function_error() -> Result<Bytes, FunctionErrorBody> {
     Err(FunctionErrorBody::new(ErrorKind::FunctionError, "boom"))
+}
+
+// ---- a remote worker: the service calls its protocol handlers make ----
+
+pub fn worker(id: &str) -> WorkerId {
+    WorkerId(id.to_string())
+}
+
+/// The version the control plane is at (a worker must have applied it to get `$LATEST`).
+pub async fn snapshot(h: &Harness) -> u64 {
+    h.service.store().snapshot_version().await.expect("snapshot version")
+}
+
+/// A heartbeat of worker `id`: the runtimes it runs, its free capacity (0 while it shuts
+/// down) and the snapshot it has applied; stamped with the harness's clock. Each has a newer
+/// revision than the last, as a worker's do (the server ignores an older or equal one).
+pub async fn heartbeat(h: &Harness, id: &str, runtimes: &[Runtime], capacity: u32, snapshot: u64) {
+    static REVISION: AtomicU64 = AtomicU64::new(0);
+    let state = WorkerState {
+        id: worker(id),
+        revision: REVISION.fetch_add(1, Ordering::Relaxed) + 1,
+        runtimes: runtimes.to_vec(),
+        capacity,
+        running: 0,
+        warm: Vec::new(),
+        snapshot_version: snapshot,
+        last_heartbeat: 0,
+    };
+    h.service.worker_heartbeat(state).await.expect("heartbeat");
+}
+
+/// What worker `id` gets from one poll that does not wait.
+pub async fn poll(h: &Harness, id: &str) -> Vec<Assignment> {
+    h.service.worker_poll(&worker(id), 8, Duration::ZERO).await.expect("poll")
+}
+
+/// Worker `by` reports attempt `epoch` of `id` as succeeded with `result`.
+pub async fn complete(
+    h: &Harness, by: &str, id: &InvocationId, epoch: u64, result: &'static [u8],
+) -> Result<CompleteReply, ServiceError> {
+    let completion = Completion {
+        id: id.clone(),
+        worker: worker(by),
+        epoch,
+        outcome: AttemptOutcome::Succeeded,
+        result: Some(Bytes::from_static(result)),
+        error: None,
+        log: String::new(),
+    };
+    h.service.worker_complete(completion).await
+}
+
+pub fn accepted(state: StateName) -> CompleteReply {
+    CompleteReply { state, verdict: Verdict::Accepted }
 }
