@@ -19,7 +19,7 @@ use bytes::Bytes;
 use gust_core::placement::{choose, Candidate, Need};
 use gust_core::protocol::{CompleteReply, Verdict};
 use gust_core::{
-    Deployment, InvocationId, Lifecycle, Mode, Rejected, Resolved, Runtime, WorkerId, WorkerState,
+    Deployment, InvocationId, Lifecycle, Mode, Rejected, Resolved, Runtime, State, WorkerId, WorkerState,
 };
 use gust_store::{Claimed, Completion, CredentialOrigin, FoundCredential, StoreError, WorkerCredential};
 use parking_lot::Mutex;
@@ -599,18 +599,42 @@ impl Service {
         };
         // Refuse at once, rather than after the timeout, when nothing could run it.
         let now = self.clock.now();
-        if self.store.list_workers(now - LIVENESS_BOUND.as_millis() as i64).await?.is_empty() {
+        let liveness = LIVENESS_BOUND.as_millis() as i64;
+        let workers = self.store.list_workers(now - liveness).await?;
+        if workers.is_empty() {
             return Err(ServiceError::Unavailable(
                 "no live worker can run this invocation: start one with `gust worker`".into(),
             ));
         }
-        let new = gust_store::NewInvocation { request, lifecycle: Lifecycle::queued() };
+        // Placed as it is inserted, on a live worker that can run it (this server's placer
+        // would place it a round later): the store announces it to that worker's server.
+        let mut lifecycle = Lifecycle::queued();
+        if let Some(d) = self.deployment(&request.function, request.resolved).await? {
+            let candidates: Vec<Candidate<'_>> =
+                workers.iter().map(|w| Candidate { state: w, placed: 0 }).collect();
+            let need = Need {
+                runtime: d.spec.runtime,
+                code_sha256: &d.code_sha256,
+                snapshot_version: needed_snapshot(request.resolved),
+            };
+            if let Some(i) = choose(&need, &candidates, now, liveness) {
+                lifecycle.state = State::Placed { worker: workers[i].id.clone(), placed_at: now };
+            }
+        }
+        let placed_on = match &lifecycle.state {
+            State::Placed { worker, .. } => Some(worker.clone()),
+            _ => None,
+        };
+        let new = gust_store::NewInvocation { request, lifecycle };
         let record = match self.insert_one(new.clone()).await? {
             Ok(gust_store::Inserted::Created) => {
                 if !counted {
                     Metrics::inc(&self.metrics.sync_invocations);
                 }
-                self.placement_wake.notify_one();
+                match &placed_on {
+                    Some(worker) => self.polls.wake(worker),
+                    None => self.placement_wake.notify_one(),
+                }
                 gust_core::InvocationRecord::new(new.request, new.lifecycle)
             }
             Ok(gust_store::Inserted::Existing(rec)) => *rec,

@@ -874,20 +874,41 @@ impl Store for PgStore {
     }
 
     async fn insert_invocations(&self, batch: Vec<NewInvocation>) -> Result<Vec<Result<Inserted>>> {
-        if batch.len() == 1 {
+        // Invocations inserted already placed on a worker are announced like placements, once
+        // committed, so the server that worker polls wakes it.
+        let placed_on = |new: &NewInvocation| match &new.lifecycle.state {
+            gust_core::State::Placed { worker, .. } => Some(worker.clone()),
+            _ => None,
+        };
+        let workers: Vec<Option<WorkerId>> = batch.iter().map(placed_on).collect();
+        let out = if batch.len() == 1 {
             // The ingest hot path: one autocommitted statement (two on a key conflict).
             let client = self.client().await?;
             let new = batch.into_iter().next().expect("one entry");
-            return Ok(vec![ops::insert_invocation(&PgTx(&client), new).await?]);
-        }
-        in_tx!(self, |tx| async {
-            let mut out = Vec::with_capacity(batch.len());
-            for new in batch {
-                out.push(ops::insert_invocation(&tx, new).await?);
+            vec![ops::insert_invocation(&PgTx(&client), new).await?]
+        } else {
+            in_tx!(self, |tx| async {
+                let mut out = Vec::with_capacity(batch.len());
+                for new in batch {
+                    out.push(ops::insert_invocation(&tx, new).await?);
+                }
+                Ok::<_, StoreError>(out)
             }
-            Ok(out)
+            .await)?
+        };
+        let mut placed: Vec<&str> = workers
+            .iter()
+            .zip(&out)
+            .filter_map(|(w, r)| w.as_ref().filter(|_| matches!(r, Ok(Inserted::Created))))
+            .map(|w| w.0.as_str())
+            .collect();
+        if !placed.is_empty() {
+            placed.sort_unstable();
+            placed.dedup();
+            let client = self.client().await?;
+            notify(&client, &self.channels.placed, placed.into_iter()).await.map_err(pg_err)?;
         }
-        .await)
+        Ok(out)
     }
 
     async fn record_finished(&self, records: Vec<InvocationRecord>) -> Result<()> {

@@ -662,6 +662,15 @@ pub async fn placements_are_announced_to_every_server(placer: Arc<dyn Store>, li
     assert_eq!(heard.expect("announced").unwrap(), worker("w-one"));
     let more = tokio::time::timeout(std::time::Duration::from_millis(300), events.recv()).await;
     assert!(more.is_err(), "a refused placement is not announced: {more:?}");
+    // An invocation inserted already placed is announced too.
+    let placed_at_ingest = Lifecycle {
+        state: State::Placed { worker: worker("w-ingest"), placed_at: NOW },
+        ..Lifecycle::queued()
+    };
+    let new = NewInvocation { request: request("ann", Mode::Sync, None, "3"), lifecycle: placed_at_ingest };
+    assert!(matches!(placer.insert_invocations(vec![new]).await.unwrap()[0], Ok(Inserted::Created)));
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv()).await;
+    assert_eq!(heard.expect("announced").unwrap(), worker("w-ingest"));
 }
 
 pub async fn functions_are_created_with_their_code_at_once(store: Arc<dyn Store>) {
