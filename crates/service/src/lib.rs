@@ -143,6 +143,8 @@ pub struct Service {
     polls: workers::Polls,
     /// Keyless sync invocations handed to remote workers attached here, skipping the store.
     direct: direct::Direct,
+    /// The live workers sync invocations are placed among (read at most 4 times a second).
+    live_workers: workers::LiveWorkers,
     /// Worker credentials checked recently.
     credentials: workers::CredentialCache,
     /// Async work waiting, for the queue caps.
@@ -166,6 +168,7 @@ impl Service {
             placement_wake: tokio::sync::Notify::new(),
             polls: workers::Polls::default(),
             direct: direct::Direct::default(),
+            live_workers: workers::LiveWorkers::default(),
             credentials: workers::CredentialCache::default(),
             backlog: retention::Backlog::default(),
         })

@@ -103,6 +103,15 @@ fn valid_name(name: &str) -> Result<()> {
     }
 }
 
+/// How long the live workers a sync invocation is placed among are read from the store once
+/// (a placement on a worker that died meanwhile returns to the queue after the placement
+/// timeout, before it ever started).
+const LIVE_WORKERS_TTL: Duration = Duration::from_millis(250);
+
+/// The live workers, read from the store at most once per [`LIVE_WORKERS_TTL`].
+#[derive(Default)]
+pub(crate) struct LiveWorkers(Mutex<Option<(Instant, Arc<Vec<WorkerState>>)>>);
+
 /// The wake-ups of the remote workers' open polls on this server, one per worker, so a
 /// placement wakes only the poll of the worker it is for.
 #[derive(Default)]
@@ -582,6 +591,20 @@ impl Service {
         Ok(placed)
     }
 
+    async fn live_workers(&self, now: gust_core::Millis, liveness: i64) -> Result<Arc<Vec<WorkerState>>> {
+        if let Some((read, workers)) = self.live_workers.0.lock().as_ref() {
+            if read.elapsed() < LIVE_WORKERS_TTL {
+                return Ok(workers.clone());
+            }
+        }
+        let workers = Arc::new(self.store.list_workers(now - liveness).await?);
+        // None is never remembered: a worker that just joined is found at once.
+        if !workers.is_empty() {
+            *self.live_workers.0.lock() = Some((Instant::now(), workers.clone()));
+        }
+        Ok(workers)
+    }
+
     /// Sync invocations when this server has no local worker: queued for a remote worker, and
     /// the caller waits for the one outcome (a lost worker fails it: sync is never re-run).
     pub(crate) async fn run_sync_remote(
@@ -600,7 +623,7 @@ impl Service {
         // Refuse at once, rather than after the timeout, when nothing could run it.
         let now = self.clock.now();
         let liveness = LIVENESS_BOUND.as_millis() as i64;
-        let workers = self.store.list_workers(now - liveness).await?;
+        let workers = self.live_workers(now, liveness).await?;
         if workers.is_empty() {
             return Err(ServiceError::Unavailable(
                 "no live worker can run this invocation: start one with `gust worker`".into(),

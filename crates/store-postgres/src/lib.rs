@@ -99,6 +99,15 @@ pub struct PgStore {
     channels: Channels,
 }
 
+/// [`INSERT_INVOCATION`] of an invocation already placed, announcing it on the placement
+/// channel of the current schema ([`Channels`]) if it was inserted; answers how many were.
+static INSERT_PLACED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH ins AS ({INSERT_INVOCATION} RETURNING worker) \
+         SELECT count(pg_notify('gust_placed_' || current_schema(), worker || ',')) FROM ins"
+    )
+});
+
 /// The NOTIFY channels on which one gust deployment (one per schema) announces, to every
 /// server, completions and placements as they commit.
 #[derive(Clone)]
@@ -108,8 +117,7 @@ struct Channels {
 }
 
 impl Channels {
-    fn of(schema: Option<&str>) -> Channels {
-        let schema = schema.unwrap_or("public");
+    fn of(schema: &str) -> Channels {
         Channels { completed: format!("gust_completed_{schema}"), placed: format!("gust_placed_{schema}") }
     }
 }
@@ -244,14 +252,27 @@ async fn commit_completions(
     let mut results = Vec::with_capacity(n);
     let mut accepted = Vec::new();
     let mut fenced = 0;
+    // One completion alone needs no savepoint: its failure is the transaction's (two round
+    // trips fewer on the way back to a waiting caller).
+    let alone = n == 1;
     for (completion, now) in work {
-        if let Err(e) = tx.batch_execute("SAVEPOINT completion").await {
-            return (all_failed(pg_err(e)), replies);
+        if !alone {
+            if let Err(e) = tx.batch_execute("SAVEPOINT completion").await {
+                return (all_failed(pg_err(e)), replies);
+            }
         }
-        match ops::complete_uncounted(&PgTx(&tx), &completion, now).await {
+        let r = match ops::complete_uncounted(&PgTx(&tx), &completion, now).await {
+            // Nothing was written; the transaction rolls back as it is dropped.
+            Err(e) if alone => return (vec![Err(e)], replies),
+            Err(e) => match tx.batch_execute("ROLLBACK TO SAVEPOINT completion").await {
+                Ok(()) => Err(e),
+                Err(e) => return (all_failed(pg_err(e)), replies),
+            },
             Ok(r) => {
-                if let Err(e) = tx.batch_execute("RELEASE SAVEPOINT completion").await {
-                    return (all_failed(pg_err(e)), replies);
+                if !alone {
+                    if let Err(e) = tx.batch_execute("RELEASE SAVEPOINT completion").await {
+                        return (all_failed(pg_err(e)), replies);
+                    }
                 }
                 if r.is_ok() {
                     accepted.push(completion.id.0.clone());
@@ -259,15 +280,10 @@ async fn commit_completions(
                 if matches!(r, Err(Rejected::Fenced { .. })) {
                     fenced += 1;
                 }
-                results.push(r.map_err(StoreError::Rejected));
+                r.map_err(StoreError::Rejected)
             }
-            Err(e) => {
-                if let Err(e) = tx.batch_execute("ROLLBACK TO SAVEPOINT completion").await {
-                    return (all_failed(pg_err(e)), replies);
-                }
-                results.push(Err(e));
-            }
-        }
+        };
+        results.push(r);
     }
     // Counted once every row of the batch is locked (rows first, counters last).
     if let Err(e) = ops::count_fenced_completions(&PgTx(&tx), fenced).await {
@@ -328,20 +344,13 @@ impl PgStore {
             cfg.options(format!("-c search_path={schema}"));
         }
         let listen_cfg = cfg.clone();
-        let channels = Channels::of(schema);
         let mgr =
             Manager::from_config(cfg, tls.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(mgr)
             .max_size(pool_size.max(1))
             .build()
             .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
-        let (completions, rx) = tokio::sync::mpsc::channel(8_192);
-        tokio::spawn(completion_batcher(pool.clone(), rx, channels.completed.clone()));
-        let (completed, _) = tokio::sync::broadcast::channel(4_096);
-        let (placed, _) = tokio::sync::broadcast::channel(4_096);
-        tokio::spawn(listener(listen_cfg, tls, channels.clone(), completed.clone(), placed.clone()));
-        let store = PgStore { pool, completions, completed, placed, channels };
-        let mut client = store.pool.get().await.map_err(|e| {
+        let mut client = pool.get().await.map_err(|e| {
             StoreError::Backend(format!(
                 "cannot connect to PostgreSQL ({}): {}",
                 tls_plan.describe(),
@@ -375,8 +384,18 @@ impl PgStore {
                 .map_err(pg_err)?;
         }
         tx.commit().await.map_err(pg_err)?;
+        // The channels are named after the schema the tables live in, as the statements that
+        // notify in SQL name them (`current_schema()`).
+        let current: String =
+            pg_query_one(&client, "SELECT current_schema()", &[]).await.map_err(pg_err)?.get(0);
         drop(client);
-        Ok(store)
+        let channels = Channels::of(&current);
+        let (completions, rx) = tokio::sync::mpsc::channel(8_192);
+        tokio::spawn(completion_batcher(pool.clone(), rx, channels.completed.clone()));
+        let (completed, _) = tokio::sync::broadcast::channel(4_096);
+        let (placed, _) = tokio::sync::broadcast::channel(4_096);
+        tokio::spawn(listener(listen_cfg, tls, channels.clone(), completed.clone(), placed.clone()));
+        Ok(PgStore { pool, completions, completed, placed, channels })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
@@ -585,7 +604,14 @@ impl<C: GenericClient> Tx for PgTx<'_, C> {
     }
 
     async fn insert_invocation(&self, rec: &InvocationRecord) -> Result<bool> {
-        Ok(self.run(INSERT_INVOCATION, &InsertInvocation::new(rec)?.values()).await? == 1)
+        let values = InsertInvocation::new(rec)?;
+        if matches!(rec.lifecycle.state, gust_core::State::Placed { .. }) {
+            // Inserted already placed: announced like a placement, in the same statement (at
+            // commit), so the server its worker polls wakes it.
+            let inserted = self.query_opt(&INSERT_PLACED, &values.values(), |r| r.int(0)).await?;
+            return Ok(inserted == Some(1));
+        }
+        Ok(self.run(INSERT_INVOCATION, &values.values()).await? == 1)
     }
 
     async fn id_by_key(&self, function: &str, key: &str) -> Result<Option<String>> {
@@ -874,14 +900,7 @@ impl Store for PgStore {
     }
 
     async fn insert_invocations(&self, batch: Vec<NewInvocation>) -> Result<Vec<Result<Inserted>>> {
-        // Invocations inserted already placed on a worker are announced like placements, once
-        // committed, so the server that worker polls wakes it.
-        let placed_on = |new: &NewInvocation| match &new.lifecycle.state {
-            gust_core::State::Placed { worker, .. } => Some(worker.clone()),
-            _ => None,
-        };
-        let workers: Vec<Option<WorkerId>> = batch.iter().map(placed_on).collect();
-        let out = if batch.len() == 1 {
+        Ok(if batch.len() == 1 {
             // The ingest hot path: one autocommitted statement (two on a key conflict).
             let client = self.client().await?;
             let new = batch.into_iter().next().expect("one entry");
@@ -895,20 +914,7 @@ impl Store for PgStore {
                 Ok::<_, StoreError>(out)
             }
             .await)?
-        };
-        let mut placed: Vec<&str> = workers
-            .iter()
-            .zip(&out)
-            .filter_map(|(w, r)| w.as_ref().filter(|_| matches!(r, Ok(Inserted::Created))))
-            .map(|w| w.0.as_str())
-            .collect();
-        if !placed.is_empty() {
-            placed.sort_unstable();
-            placed.dedup();
-            let client = self.client().await?;
-            notify(&client, &self.channels.placed, placed.into_iter()).await.map_err(pg_err)?;
-        }
-        Ok(out)
+        })
     }
 
     async fn record_finished(&self, records: Vec<InvocationRecord>) -> Result<()> {
