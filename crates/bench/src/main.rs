@@ -471,6 +471,13 @@ fn markdown(r: &Value) -> String {
             f(&rw["gust"]["p99_us"])
         ));
         let lat = &pg["latency"];
+        let t = &lat["sync_64"];
+        out.push_str(&format!(
+            "| warm sync at 64 connections: 2 servers with a remote worker each / embedded, req/s (ratio, goal ≥ 0.5) | {} / {} ({}) |\n",
+            f(&t["two_servers_two_workers"]["rps"]),
+            f(&t["embedded"]["rps"]),
+            f(&t["ratio"])
+        ));
         let e = &lat["embedded"];
         let shapes = [
             ("one server, its own worker", "embedded"),
@@ -634,6 +641,42 @@ async fn latency_rows(url: &str, args: &Args, remote: &Proc) -> anyhow::Result<V
         let start = ingest_to_start(proc.addr, calls / 4).await?;
         out.insert(name.into(), json!({ "sync": sync, "async_ingest_to_start": start }));
     }
+    // Then throughput at 64 connections (after the rows above: this attaches a worker to
+    // `other` too): the embedded shape against two servers with one remote
+    // worker each, the load split between the servers (as a load balancer would).
+    let dw = tempfile::tempdir()?;
+    let _second_worker = Proc::worker(other.addr, dw.path(), "bench-token")?;
+    until_ready(local.addr).await?;
+    until_ready(other.addr).await?;
+    let phase = Duration::from_secs_f64(args.duration);
+    let embedded = invoke_target(local.addr, "noop", "sync");
+    loadgen::run(&embedded, 64, Stop::After(phase / 5)).await?;
+    let e = loadgen::run(&embedded, 64, Stop::After(phase)).await?;
+    let started = Instant::now();
+    let runs: Vec<_> = [remote.addr, other.addr]
+        .into_iter()
+        .map(|addr| {
+            let target = invoke_target(addr, "noop", "sync");
+            tokio::spawn(async move { loadgen::run(&target, 32, Stop::After(phase)).await })
+        })
+        .collect();
+    let mut cluster = LoadResult::default();
+    for r in runs {
+        let r = r.await??;
+        cluster.requests += r.requests;
+        cluster.errors += r.errors;
+        cluster.latencies_us.extend(r.latencies_us);
+    }
+    cluster.elapsed = started.elapsed();
+    cluster.latencies_us.sort_unstable();
+    out.insert(
+        "sync_64".into(),
+        json!({
+            "embedded": load_json(&e),
+            "two_servers_two_workers": load_json(&cluster),
+            "ratio": cluster.rps() / e.rps(),
+        }),
+    );
     Ok(Value::Object(out))
 }
 
