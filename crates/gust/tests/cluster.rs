@@ -60,3 +60,34 @@ fn any_server_answers_and_sync_results_cross_servers() {
     let workers: Value = a.get("/v1/workers").json().unwrap();
     assert_eq!(workers["workers"].as_array().unwrap().len(), 1, "worker state is shared: {workers}");
 }
+
+/// A function's reserved concurrency holds across servers: two servers (each with its own
+/// worker) sharing one store admit at most the limit at once between them, and throttle the
+/// rest (429). Each server alone would admit the whole limit.
+#[test]
+fn reserved_concurrency_holds_across_servers() {
+    let schema = unique_schema("rc");
+    let args = ["--store".to_string(), gust_testkit::postgres(), "--store-schema".into(), schema];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Server::start(da.path(), &args);
+    let b = Server::start(db.path(), &args);
+    let mut config = wasm_config(1500);
+    config["reserved_concurrency"] = 5.into();
+    a.deploy("slow", config, fixture("sleep"));
+    // Each call holds its slot until the function times out (1.5 s): 16 at once, half at each
+    // server.
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..16)
+            .map(|i| {
+                let s = if i % 2 == 0 { &a } else { &b };
+                scope.spawn(move || s.invoke("slow", None, b"{}", &[]).status().as_u16())
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    let throttled = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(admitted + throttled, 16, "{statuses:?}");
+    assert!((1..=5).contains(&admitted), "at most 5 ran at once across both servers: {statuses:?}");
+}

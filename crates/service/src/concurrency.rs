@@ -1,6 +1,7 @@
 //! Reserved concurrency: how many invocations of a function this server runs (or waits on, for
-//! remote sync work) at once. A permit is taken before an attempt starts and given back when
-//! it ends, on every path, by `Drop`.
+//! remote sync work) at once, and, where servers share the store, how many run across all of
+//! them (a slot in the store per invocation). A permit or slot is taken before an attempt
+//! starts and given back when it ends, on every path, by `Drop`.
 
 use std::collections::HashMap;
 
@@ -43,6 +44,70 @@ impl Drop for Permit<'_> {
             *n -= 1;
             if *n == 0 {
                 running.remove(&self.function);
+            }
+        }
+    }
+}
+
+/// One of a function's reserved-concurrency slots in a shared store, held by this server
+/// process for one running invocation; given back when dropped.
+pub(crate) struct Slot {
+    store: std::sync::Arc<dyn gust_store::Store>,
+    function: String,
+    slot: u32,
+    holder: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let (store, function, holder, slot) = (
+            self.store.clone(),
+            std::mem::take(&mut self.function),
+            std::mem::take(&mut self.holder),
+            self.slot,
+        );
+        // A release that fails (or never runs: the process ends) leaves the slot to expire.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = store.release_slot(&function, slot, &holder).await {
+                    tracing::warn!(%function, slot, error = %e, "releasing a concurrency slot failed");
+                }
+            });
+        }
+    }
+}
+
+impl crate::Service {
+    /// Reserved concurrency across every server sharing the store: a slot of `function`'s
+    /// `limit`, held while the invocation runs here. `Ok(None)`: nothing to count (no limit,
+    /// or a store this process owns, where [`Limiter`] alone is exact); `Err(())`: throttled.
+    pub(crate) async fn cluster_slot(
+        &self, function: &str, limit: Option<u32>,
+    ) -> Result<Result<Option<Slot>, ()>, crate::ServiceError> {
+        let Some(limit) = limit else { return Ok(Ok(None)) };
+        if !self.store.shared() {
+            return Ok(Ok(None));
+        }
+        let now = self.clock.now();
+        let until = now + self.cfg.lease.as_millis() as i64;
+        let holder = self.cfg.worker_id.0.clone();
+        Ok(match self.store.acquire_slot(function, limit, &holder, until, now).await? {
+            Some(slot) => {
+                Ok(Some(Slot { store: self.store.clone(), function: function.to_string(), slot, holder }))
+            }
+            None => Err(()),
+        })
+    }
+
+    /// Keeps this server's concurrency slots held while their invocations run (a server that
+    /// stops renewing loses them after a lease: see ARCHITECTURE.md for the bound).
+    pub(crate) async fn slot_renewer(self: std::sync::Arc<Self>) {
+        let every = self.cfg.lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            let until = self.clock.now() + self.cfg.lease.as_millis() as i64;
+            if let Err(e) = self.store.renew_slots(&self.cfg.worker_id.0, until).await {
+                tracing::warn!(error = %e, "renewing concurrency slots failed");
             }
         }
     }

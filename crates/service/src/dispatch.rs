@@ -283,6 +283,9 @@ impl Service {
             tokio::spawn(self.clone().retainer()),
             tokio::spawn(self.clone().backlog_refresher()),
         ];
+        if self.store.shared() {
+            tasks.push(tokio::spawn(self.clone().slot_renewer()));
+        }
         if self.cfg.local_worker {
             tasks.push(tokio::spawn(self.clone().dispatcher()));
         }
@@ -575,7 +578,12 @@ impl Service {
         let req = &claimed.request;
         // At its reserved concurrency the attempt is handed back to wait (no error counted).
         let limit = self.cached_function(&req.function).await.ok().and_then(|f| f.spec.reserved_concurrency);
-        let Some(_permit) = self.concurrency.try_acquire(&req.function, limit) else {
+        let permit = self.concurrency.try_acquire(&req.function, limit);
+        let slot = match &permit {
+            Some(_) => self.cluster_slot(&req.function, limit).await.unwrap_or(Err(())),
+            None => Err(()),
+        };
+        let (Some(_permit), Ok(_slot)) = (permit, slot) else {
             Metrics::inc(&self.metrics.throttled);
             let completion = Completion {
                 id: req.id.clone(),

@@ -136,6 +136,11 @@ impl Service {
             Metrics::inc(&self.metrics.throttled);
             return Err(ServiceError::Throttled { function: request.function, limit: limit.unwrap_or(0) });
         };
+        // And across every server sharing the store.
+        let Ok(_slot) = self.cluster_slot(&request.function, limit).await? else {
+            Metrics::inc(&self.metrics.throttled);
+            return Err(ServiceError::Throttled { function: request.function, limit: limit.unwrap_or(0) });
+        };
         let client_context = request.client_context.clone();
         let client_context = client_context.as_deref();
         match request.idempotency_key.is_some() {

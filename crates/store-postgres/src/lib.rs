@@ -72,6 +72,7 @@ const MIGRATIONS: &[&[&str]] = &[
         schema::REVISION_CREATED_AT,
     ],
     &[schema::CLIENT_CONTEXT],
+    &[schema::CONCURRENCY_SLOTS],
 ];
 
 const DIALECT: schema::Dialect = schema::Dialect {
@@ -107,6 +108,18 @@ static INSERT_PLACED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
          SELECT count(pg_notify('gust_placed_' || current_schema(), worker || ',')) FROM ins"
     )
 });
+
+/// Takes the lowest free slot of `$1` below `$2` for holder `$3` until `$4` (free: no row, or
+/// a row that expired before `$5`); answers the slot, or no row if another acquirer took it.
+const ACQUIRE_SLOT: &str = "INSERT INTO concurrency_slots (function, slot, holder, expires_at) \
+     SELECT $1, s, $3, $4 FROM generate_series(0, $2::BIGINT - 1) AS s \
+     WHERE NOT EXISTS (SELECT 1 FROM concurrency_slots c WHERE c.function = $1 AND c.slot = s AND c.expires_at > $5) \
+     ORDER BY s LIMIT 1 \
+     ON CONFLICT (function, slot) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at \
+     WHERE concurrency_slots.expires_at <= $5 \
+     RETURNING slot";
+/// How many times an acquirer that lost a race for a free slot looks again.
+const SLOT_ATTEMPTS: usize = 4;
 
 /// The NOTIFY channels on which one gust deployment (one per schema) announces, to every
 /// server, completions and placements as they commit.
@@ -1015,6 +1028,49 @@ impl Store for PgStore {
 
     fn placement_events(&self) -> Option<tokio::sync::broadcast::Receiver<WorkerId>> {
         Some(self.placed.subscribe())
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn acquire_slot(
+        &self, function: &str, limit: u32, holder: &str, expires_at: Millis, now: Millis,
+    ) -> Result<Option<u32>> {
+        let client = self.client().await?;
+        let values: [Value<'_>; 5] =
+            [function.into(), u64::from(limit).into(), holder.into(), expires_at.into(), now.into()];
+        // Two acquirers may pick the same free slot: the loser's conditional upsert takes
+        // nothing, and it looks again (the slots it saw held stay held).
+        for _ in 0..SLOT_ATTEMPTS {
+            let free: Option<i64> =
+                PgTx(&client).query_opt(ACQUIRE_SLOT, &values, |r| r.opt_int(0)).await?.flatten();
+            match free {
+                Some(slot) => return Ok(Some(slot as u32)),
+                None => {
+                    let held =
+                        "SELECT count(*) FROM concurrency_slots WHERE function = $1 AND expires_at > $2";
+                    let n =
+                        PgTx(&client).query_opt(held, &[function.into(), now.into()], |r| r.int(0)).await?;
+                    if n.unwrap_or(0) >= i64::from(limit) {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn release_slot(&self, function: &str, slot: u32, holder: &str) -> Result<()> {
+        let client = self.client().await?;
+        let sql = "DELETE FROM concurrency_slots WHERE function = $1 AND slot = $2 AND holder = $3";
+        PgTx(&client).run(sql, &[function.into(), u64::from(slot).into(), holder.into()]).await.map(drop)
+    }
+
+    async fn renew_slots(&self, holder: &str, expires_at: Millis) -> Result<u64> {
+        let client = self.client().await?;
+        let sql = "UPDATE concurrency_slots SET expires_at = $2 WHERE holder = $1";
+        PgTx(&client).run(sql, &[holder.into(), expires_at.into()]).await
     }
 
     fn completion_events(&self) -> Option<tokio::sync::broadcast::Receiver<InvocationId>> {

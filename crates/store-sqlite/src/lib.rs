@@ -62,6 +62,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::FINISHED_INDEX],
     &[schema::REVISION_CREATED_AT],
     &[schema::CLIENT_CONTEXT],
+    &[schema::CONCURRENCY_SLOTS],
 ];
 
 const DIALECT: schema::Dialect = schema::Dialect {

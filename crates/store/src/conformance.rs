@@ -673,6 +673,56 @@ pub async fn placements_are_announced_to_every_server(placer: Arc<dyn Store>, li
     assert_eq!(heard.expect("announced").unwrap(), worker("w-ingest"));
 }
 
+/// For backends shared by several servers: reserved concurrency counted across them. At most
+/// `limit` slots are held at once whoever asks, however many ask at once; a released slot and
+/// one whose holder stopped renewing it are taken again; renewing keeps a slot.
+pub async fn concurrency_slots_hold_across_servers(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    assert!(a.shared() && b.shared());
+    let until = NOW + 10_000;
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { store.acquire_slot("lim", 3, &format!("h{i}"), until, NOW).await })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        if let Some(slot) = t.await.unwrap().unwrap() {
+            won.push((i, slot));
+        }
+    }
+    let mut slots: Vec<u32> = won.iter().map(|(_, s)| *s).collect();
+    slots.sort_unstable();
+    assert_eq!(slots, vec![0, 1, 2], "exactly the limit, each slot once: {won:?}");
+    assert_eq!(a.acquire_slot("lim", 3, "late", until, NOW).await.unwrap(), None, "at the limit");
+    assert!(a.acquire_slot("other", 1, "late", until, NOW).await.unwrap().is_some(), "per function");
+    let (first, slot) = won[0];
+    b.release_slot("lim", slot, "someone-else").await.unwrap();
+    assert_eq!(
+        a.acquire_slot("lim", 3, "late", until, NOW).await.unwrap(),
+        None,
+        "only its holder releases it"
+    );
+    a.release_slot("lim", slot, &format!("h{first}")).await.unwrap();
+    assert_eq!(
+        a.acquire_slot("lim", 3, "late", until, NOW).await.unwrap(),
+        Some(slot),
+        "released, taken again"
+    );
+    // Renewed slots stay held past their first expiry; the others free themselves.
+    let (renewer, _) = won[1];
+    assert_eq!(b.renew_slots(&format!("h{renewer}"), NOW + 60_000).await.unwrap(), 1);
+    let after = until + 1;
+    let mut again = Vec::new();
+    while let Some(s) = a.acquire_slot("lim", 3, "next", after + 10_000, after).await.unwrap() {
+        again.push(s);
+    }
+    again.sort_unstable();
+    let mut expected: Vec<u32> = vec![0, 1, 2];
+    expected.retain(|s| *s != won[1].1);
+    assert_eq!(again, expected, "the slots nobody renewed are free again");
+}
+
 pub async fn functions_are_created_with_their_code_at_once(store: Arc<dyn Store>) {
     let sha = store.put_artifact(Bytes::from_static(b"code")).await.unwrap();
     let f = store.create_function("c", spec(), &sha, NOW).await.unwrap();

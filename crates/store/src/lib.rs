@@ -361,6 +361,32 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// Whether several server processes share this store (then reserved concurrency is
+    /// counted here, across all of them, with the slots below).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Takes one of the `limit` concurrency slots of `function` for `holder` (a server process)
+    /// until `expires_at`: a free slot, or one whose holder stopped renewing it before `now`.
+    /// `None` when all are held. A store one process owns answers `Some(0)`: that process's
+    /// own count is exact.
+    async fn acquire_slot(
+        &self, _function: &str, _limit: u32, _holder: &str, _expires_at: Millis, _now: Millis,
+    ) -> Result<Option<u32>> {
+        Ok(Some(0))
+    }
+
+    /// Gives a slot back (only if `holder` still holds it).
+    async fn release_slot(&self, _function: &str, _slot: u32, _holder: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// Extends every slot `holder` holds to `expires_at`; how many.
+    async fn renew_slots(&self, _holder: &str, _expires_at: Millis) -> Result<u64> {
+        Ok(0)
+    }
+
     /// Workers that had work placed on them by any server sharing this store, as the
     /// placements commit (so the server a worker polls wakes it at once); `None` where one
     /// process owns the store (its own placer wakes its polls).

@@ -170,6 +170,19 @@ UPDATE function_revisions SET created_at = {now_ms};";
 /// Lambda's ClientContext of a sync invocation, for the worker that runs it.
 pub const CLIENT_CONTEXT: &str = "ALTER TABLE invocations ADD COLUMN client_context TEXT;";
 
+/// Cluster-wide reserved concurrency: slot `slot` of `function` is held by `holder` (a server
+/// process) until `expires_at` (renewed while it runs; a dead holder's slots free themselves).
+pub const CONCURRENCY_SLOTS: &str = r#"
+CREATE TABLE concurrency_slots (
+    function TEXT NOT NULL,
+    slot {int} NOT NULL,
+    holder TEXT NOT NULL,
+    expires_at {int} NOT NULL,
+    PRIMARY KEY (function, slot)
+);
+CREATE INDEX concurrency_slots_holder ON concurrency_slots (holder);
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +201,7 @@ mod tests {
             FINISHED_INDEX,
             REVISION_CREATED_AT,
             CLIENT_CONTEXT,
+            CONCURRENCY_SLOTS,
         ]);
         assert!(!all.contains('{'), "unrendered placeholder in {all}");
     }
