@@ -14,14 +14,14 @@ use std::time::Duration;
 use gust_core::placement::{choose, Candidate, Need};
 use gust_core::protocol::{CompleteReply, Verdict, LIVENESS_BOUND};
 use gust_core::{
-    AttemptOutcome, Deployment, ErrorKind, FunctionErrorBody, InvocationId, InvocationRecord,
-    InvocationRequest, Lifecycle, Millis, Rejected, State, StateName, WorkerId, WorkerState,
+    AttemptOutcome, Deployment, ErrorKind, FunctionErrorBody, InvocationId, InvocationRequest, Millis,
+    Rejected, StateName, WorkerId, WorkerState,
 };
 use gust_store::{Claimed, Completion};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::invoke::SyncOutcome;
+use crate::invoke::finished_sync;
 use crate::workers::Assignment;
 use crate::{Invoked, Service};
 
@@ -256,39 +256,21 @@ impl Service {
         self.polls.wake(&worker);
         crate::Metrics::inc(&self.metrics.sync_invocations);
         let finished = self.await_handed(&request, &deployment, rx).await;
-        let now = self.clock.now();
-        let (state, result, error, log) = match finished {
+        let (result, log) = match finished {
             Finished::NotStarted => return Ok(Err((request, true))),
             Finished::Ran(c) => match c.outcome {
-                AttemptOutcome::Succeeded => {
-                    (State::Succeeded, Some(c.result.unwrap_or_default()), None, c.log)
-                }
+                AttemptOutcome::Succeeded => (Ok(c.result.unwrap_or_default()), c.log),
                 AttemptOutcome::FunctionError | AttemptOutcome::Throttled => {
                     let error = c.error.unwrap_or_else(|| {
                         FunctionErrorBody::new(ErrorKind::FunctionError, "the function failed".to_string())
                     });
-                    (State::Failed, None, Some(error), c.log)
+                    (Err(error), c.log)
                 }
             },
-            Finished::Lost(why) => {
-                (State::Failed, None, Some(FunctionErrorBody::new(ErrorKind::WorkerLost, why)), String::new())
-            }
-        };
-        let outcome = match (&result, &error) {
-            (Some(out), _) => SyncOutcome::Succeeded(out.clone()),
-            (None, Some(e)) => SyncOutcome::Failed(e.clone()),
-            (None, None) => unreachable!("a finished attempt has a result or an error"),
+            Finished::Lost(why) => (Err(FunctionErrorBody::new(ErrorKind::WorkerLost, why)), String::new()),
         };
         let id = request.id.clone();
-        let record = InvocationRecord {
-            request,
-            lifecycle: Lifecycle { state, attempt_epoch: 1, function_errors: 0, lost_attempts: 0 },
-            result,
-            error,
-            log: log.clone(),
-            updated_at: now,
-            finished_at: Some(now),
-        };
+        let (record, outcome) = finished_sync(request, result, log.clone(), self.clock.now());
         self.write_finished(record).await;
         Ok(Ok(Invoked::Completed { id, executed_version: deployment.resolved.label(), outcome, log }))
     }

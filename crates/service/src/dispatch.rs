@@ -272,6 +272,22 @@ impl Drop for Background {
     }
 }
 
+/// Hands each event of a store's announcements to `on` (`None` after some were missed) until
+/// the store stops announcing.
+fn forward<T: Clone + Send + 'static>(
+    mut events: tokio::sync::broadcast::Receiver<T>, on: impl Fn(Option<T>) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event) => on(Some(event)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => on(None),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    })
+}
+
 impl Service {
     /// Starts the dispatcher, lease renewer, sweeper and snapshot poller.
     pub fn start(self: &Arc<Self>) -> Background {
@@ -289,31 +305,23 @@ impl Service {
         if self.cfg.local_worker {
             tasks.push(tokio::spawn(self.clone().dispatcher()));
         }
-        if let Some(mut completed) = self.store.completion_events() {
-            // Completions committed by other servers wake this server's waiting callers.
+        if let Some(completed) = self.store.completion_events() {
+            // Completions committed by other servers wake this server's waiting callers (a
+            // caller that missed one finds its outcome by polling the store).
             let service = self.clone();
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    match completed.recv().await {
-                        Ok(id) => service.dispatch.completed(&id),
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                    }
+            tasks.push(forward(completed, move |id| {
+                if let Some(id) = id {
+                    service.dispatch.completed(&id);
                 }
             }));
         }
-        if let Some(mut placed) = self.store.placement_events() {
-            // Placements committed by any server wake the polls of their workers held here.
+        if let Some(placed) = self.store.placement_events() {
+            // Placements committed by any server wake the polls of their workers held here;
+            // after missed ones, every poll here checks again.
             let service = self.clone();
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    match placed.recv().await {
-                        Ok(worker) => service.polls.wake(&worker),
-                        // Missed some: every poll here checks again.
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => service.polls.wake_all(),
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                    }
-                }
+            tasks.push(forward(placed, move |worker| match worker {
+                Some(worker) => service.polls.wake(&worker),
+                None => service.polls.wake_all(),
             }));
         }
         if let Some(rx) = self.take_ingest_rx() {

@@ -211,21 +211,8 @@ impl Service {
         let call = CallContext { qualifier: &request.qualifier, client_context };
         let exec = self.executor.execute(deployment, &request.id, request.payload.clone(), &call).await;
         self.count_attempt(&exec);
-        let now = self.clock.now();
-        let (state, result, error, outcome) = match &exec.result {
-            Ok(out) => (State::Succeeded, Some(out.clone()), None, SyncOutcome::Succeeded(out.clone())),
-            Err(e) => (State::Failed, None, Some(e.clone()), SyncOutcome::Failed(e.clone())),
-        };
         let id = request.id.clone();
-        let record = InvocationRecord {
-            request,
-            lifecycle: Lifecycle { state, attempt_epoch: 1, function_errors: 0, lost_attempts: 0 },
-            result,
-            error,
-            log: exec.log.clone(),
-            updated_at: now,
-            finished_at: Some(now),
-        };
+        let (record, outcome) = finished_sync(request, exec.result, exec.log.clone(), self.clock.now());
         self.write_finished(record).await;
         Invoked::Completed { id, executed_version: deployment.resolved.label(), outcome, log: exec.log }
     }
@@ -349,4 +336,29 @@ impl Service {
             Err(_) => Metrics::inc(&self.metrics.attempts_failed),
         }
     }
+}
+
+/// The record of a sync invocation that ran as attempt 1 without a record, and what its caller
+/// is answered.
+pub(crate) fn finished_sync(
+    request: InvocationRequest, result: Result<Bytes, FunctionErrorBody>, log: String, now: gust_core::Millis,
+) -> (InvocationRecord, SyncOutcome) {
+    let (state, outcome) = match &result {
+        Ok(out) => (State::Succeeded, SyncOutcome::Succeeded(out.clone())),
+        Err(e) => (State::Failed, SyncOutcome::Failed(e.clone())),
+    };
+    let (result, error) = match result {
+        Ok(out) => (Some(out), None),
+        Err(e) => (None, Some(e)),
+    };
+    let record = InvocationRecord {
+        request,
+        lifecycle: Lifecycle { state, attempt_epoch: 1, function_errors: 0, lost_attempts: 0 },
+        result,
+        error,
+        log,
+        updated_at: now,
+        finished_at: Some(now),
+    };
+    (record, outcome)
 }

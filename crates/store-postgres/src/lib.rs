@@ -75,13 +75,6 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::CONCURRENCY_SLOTS],
 ];
 
-const DIALECT: schema::Dialect = schema::Dialect {
-    int: "BIGINT",
-    blob: "BYTEA",
-    keyed: "",
-    now_ms: "(extract(epoch from now()) * 1000)::BIGINT",
-};
-
 /// The advisory lock a code collection holds for its transaction (with the schema's hash as
 /// the second key: advisory locks are per database): one server collects at a time, the
 /// others skip the round.
@@ -391,7 +384,7 @@ impl PgStore {
         };
         schema::check_version(current, MIGRATIONS.len())?;
         for (i, steps) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-            tx.batch_execute(&DIALECT.render(steps)).await.map_err(pg_err)?;
+            tx.batch_execute(&schema::POSTGRES.render(steps)).await.map_err(pg_err)?;
             pg_execute(&tx, "UPDATE gust_schema SET version = $1", params![&((i + 1) as i64)])
                 .await
                 .map_err(pg_err)?;

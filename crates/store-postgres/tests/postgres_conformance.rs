@@ -32,18 +32,21 @@ async fn many_servers_can_migrate_the_same_database_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn placements_are_announced_to_every_server() {
-    let url = std::env::var("GUST_TEST_POSTGRES").expect("GUST_TEST_POSTGRES is not set");
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let a: Arc<dyn Store> = Arc::new(PgStore::connect(&url, Some(&schema), 2).await.unwrap());
-    let b: Arc<dyn Store> = Arc::new(PgStore::connect(&url, Some(&schema), 2).await.unwrap());
+    let (a, b) = two_servers().await;
     gust_store::conformance::placements_are_announced_to_every_server(a, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_slots_hold_across_servers() {
+    let (a, b) = two_servers().await;
+    gust_store::conformance::concurrency_slots_hold_across_servers(a, b).await;
+}
+
+/// Two servers' stores on one schema of their own.
+async fn two_servers() -> (Arc<dyn Store>, Arc<dyn Store>) {
     let url = std::env::var("GUST_TEST_POSTGRES").expect("GUST_TEST_POSTGRES is not set");
     let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
     let a: Arc<dyn Store> = Arc::new(PgStore::connect(&url, Some(&schema), 4).await.unwrap());
     let b: Arc<dyn Store> = Arc::new(PgStore::connect(&url, Some(&schema), 4).await.unwrap());
-    gust_store::conformance::concurrency_slots_hold_across_servers(a, b).await;
+    (a, b)
 }

@@ -65,13 +65,6 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::CONCURRENCY_SLOTS],
 ];
 
-const DIALECT: schema::Dialect = schema::Dialect {
-    int: "INTEGER",
-    blob: "BLOB",
-    keyed: " WITHOUT ROWID",
-    now_ms: "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
-};
-
 /// The bytes of an invocation record that grow with use (what retention's budget counts).
 const RECORD_BYTES: &str =
     "length(payload) + COALESCE(length(result), 0) + COALESCE(length(error), 0) + length(log)";
@@ -164,7 +157,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db_err)?;
     schema::check_version(current, MIGRATIONS.len())?;
     for (i, steps) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        tx.execute_batch(&DIALECT.render(steps)).map_err(db_err)?;
+        tx.execute_batch(&schema::SQLITE.render(steps)).map_err(db_err)?;
         tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).map_err(db_err)?;
     }
     tx.commit().map_err(db_err)

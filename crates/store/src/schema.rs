@@ -33,6 +33,18 @@ impl Dialect {
     }
 }
 
+/// SQLite's spelling.
+pub const SQLITE: Dialect = Dialect {
+    int: "INTEGER",
+    blob: "BLOB",
+    keyed: " WITHOUT ROWID",
+    now_ms: "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+};
+
+/// PostgreSQL's spelling.
+pub const POSTGRES: Dialect =
+    Dialect { int: "BIGINT", blob: "BYTEA", keyed: "", now_ms: "(extract(epoch from now()) * 1000)::BIGINT" };
+
 /// Refuses a database written by a newer gust (`current` migrations applied, `known` here).
 pub fn check_version(current: i64, known: usize) -> Result<()> {
     if current < 0 || current as usize > known {
