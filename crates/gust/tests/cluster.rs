@@ -91,3 +91,36 @@ fn reserved_concurrency_holds_across_servers() {
     assert_eq!(admitted + throttled, 16, "{statuses:?}");
     assert!((1..=5).contains(&admitted), "at most 5 ran at once across both servers: {statuses:?}");
 }
+
+/// Async work on remote workers counts against the same cluster-wide limit: with two servers,
+/// a worker on each and room for 8 at once, a limit of 2 throttles attempts, which wait (they
+/// run later, and end with the function's own outcome, never a throttle error).
+#[test]
+fn reserved_concurrency_holds_for_async_work_on_remote_workers() {
+    let schema = unique_schema("rca");
+    let args = cluster_args(&schema);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Server::start(da.path(), &args);
+    let b = Server::start(db.path(), &args);
+    let _wa = Worker::start(&a.url, da.path(), "wa", &["--capacity", "4"]);
+    let _wb = Worker::start(&b.url, db.path(), "wb", &["--capacity", "4"]);
+    let mut config = wasm_config(600);
+    config["reserved_concurrency"] = 2.into();
+    config["retry"] = serde_json::json!({ "max_retries": 0, "base_delay_ms": 100, "max_event_age_s": 600 });
+    common::deploy_to_workers(&a, 2, "slow", config, fixture("sleep"));
+    let ids: Vec<String> = (0..6)
+        .map(|i| {
+            let s = if i % 2 == 0 { &a } else { &b };
+            accepted_id(s.invoke("slow", None, b"{}", &[("invocation-type", "async")]))
+        })
+        .collect();
+    for id in &ids {
+        let rec = a.wait_terminal(id, Duration::from_secs(60));
+        // Each ran once, to its own timeout: throttled attempts waited rather than failed.
+        assert_eq!(rec["state"], "FAILED", "{rec}");
+        assert!(rec["error"].to_string().contains("Timeout"), "{rec}");
+    }
+    let throttled = a.metric("gust_throttled_total") + b.metric("gust_throttled_total");
+    assert!(throttled >= 1, "8 slots of workers, a limit of 2: some attempts must have waited");
+}

@@ -106,10 +106,41 @@ impl crate::Service {
         loop {
             tokio::time::sleep(every).await;
             let until = self.clock.now() + self.cfg.lease.as_millis() as i64;
+            self.remote_slots.drop_silent(self.cfg.lease);
             if let Err(e) = self.store.renew_slots(&self.cfg.worker_id.0, until).await {
                 tracing::warn!(error = %e, "renewing concurrency slots failed");
             }
         }
+    }
+}
+
+/// Slots this server holds for async attempts running on its remote workers, by invocation,
+/// with when their worker last renewed the attempt: given back when the attempt completes or
+/// is handed back, or once its worker has been silent for a lease (its lease has expired, so
+/// the attempt is recovered elsewhere).
+#[derive(Default)]
+pub(crate) struct RemoteSlots(Mutex<HashMap<gust_core::InvocationId, (Slot, std::time::Instant)>>);
+
+impl RemoteSlots {
+    pub(crate) fn hold(&self, id: gust_core::InvocationId, slot: Slot) {
+        self.0.lock().insert(id, (slot, std::time::Instant::now()));
+    }
+
+    pub(crate) fn renewed<'a>(&self, ids: impl Iterator<Item = &'a gust_core::InvocationId>) {
+        let mut held = self.0.lock();
+        for id in ids {
+            if let Some((_, at)) = held.get_mut(id) {
+                *at = std::time::Instant::now();
+            }
+        }
+    }
+
+    pub(crate) fn end(&self, id: &gust_core::InvocationId) {
+        self.0.lock().remove(id);
+    }
+
+    fn drop_silent(&self, lease: std::time::Duration) {
+        self.0.lock().retain(|_, (_, at)| at.elapsed() <= lease);
     }
 }
 

@@ -145,6 +145,8 @@ pub struct Service {
     direct: direct::Direct,
     /// The live workers sync invocations are placed among (read at most 4 times a second).
     live_workers: workers::LiveWorkers,
+    /// Concurrency slots held for async attempts on this server's remote workers.
+    remote_slots: concurrency::RemoteSlots,
     /// Worker credentials checked recently.
     credentials: workers::CredentialCache,
     /// Async work waiting, for the queue caps.
@@ -169,6 +171,7 @@ impl Service {
             polls: workers::Polls::default(),
             direct: direct::Direct::default(),
             live_workers: workers::LiveWorkers::default(),
+            remote_slots: concurrency::RemoteSlots::default(),
             credentials: workers::CredentialCache::default(),
             backlog: retention::Backlog::default(),
         })

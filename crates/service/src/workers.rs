@@ -327,6 +327,9 @@ impl Service {
             if !claimed.is_empty() || tokio::time::Instant::now() >= deadline {
                 let mut out = Vec::with_capacity(claimed.len());
                 for c in claimed {
+                    if c.request.mode == Mode::Async && !self.slot_for_remote(worker, &c).await {
+                        continue;
+                    }
                     match self.deployment(&c.request.function, c.request.resolved).await? {
                         Some(deployment) => out.push(Assignment { claimed: c, deployment }),
                         None => {
@@ -376,6 +379,9 @@ impl Service {
         &self, worker: &WorkerId, attempts: Vec<(InvocationId, u64)>, until: gust_core::Millis, release: bool,
     ) -> Result<Vec<std::result::Result<(), Rejected>>> {
         let (mut answered, others) = self.direct.renew(worker, &attempts, until, release);
+        if release {
+            attempts.iter().for_each(|(id, _)| self.remote_slots.end(id));
+        }
         if !others.is_empty() {
             let theirs: Vec<(InvocationId, u64)> = others.iter().map(|&i| attempts[i].clone()).collect();
             let stored = if release {
@@ -387,6 +393,8 @@ impl Service {
             answered.extend(others.into_iter().zip(stored));
         }
         answered.sort_by_key(|(i, _)| *i);
+        let kept = answered.iter().filter(|(_, r)| r.is_ok()).map(|(i, _)| &attempts[*i].0);
+        self.remote_slots.renewed(kept);
         Ok(answered.into_iter().map(|(_, r)| r).collect())
     }
 
@@ -409,6 +417,7 @@ impl Service {
         };
         if !matches!(result, Err(StoreError::Rejected(Rejected::NotOwner))) {
             self.dispatch.completed(&id);
+            self.remote_slots.end(&id);
         }
         match result {
             Ok(lc) => Ok(CompleteReply { state: lc.state.name(), verdict: Verdict::Accepted }),
@@ -603,6 +612,40 @@ impl Service {
             *self.live_workers.0.lock() = Some((Instant::now(), workers.clone()));
         }
         Ok(workers)
+    }
+
+    /// A concurrency slot for an async attempt just claimed for remote `worker`, held here
+    /// until it ends; without one (its function at its reserved concurrency across the
+    /// cluster) the attempt is handed back to wait, as the local dispatcher does, and `false`.
+    async fn slot_for_remote(&self, worker: &WorkerId, c: &Claimed) -> bool {
+        let req = &c.request;
+        let limit = self.cached_function(&req.function).await.ok().and_then(|f| f.spec.reserved_concurrency);
+        match self.cluster_slot(&req.function, limit).await {
+            Ok(Ok(Some(slot))) => {
+                self.remote_slots.hold(req.id.clone(), slot);
+                true
+            }
+            Ok(Ok(None)) => true,
+            Ok(Err(())) | Err(_) => {
+                Metrics::inc(&self.metrics.throttled);
+                let completion = Completion {
+                    id: req.id.clone(),
+                    worker: worker.clone(),
+                    epoch: c.epoch,
+                    outcome: gust_core::AttemptOutcome::Throttled,
+                    result: None,
+                    error: Some(gust_core::FunctionErrorBody::new(
+                        gust_core::ErrorKind::FunctionError,
+                        format!("throttled: {} is at its reserved concurrency", req.function),
+                    )),
+                    log: String::new(),
+                };
+                if let Err(e) = self.store.complete(completion, self.clock.now()).await {
+                    tracing::warn!(id = %req.id, error = %e, "handing back a throttled attempt failed");
+                }
+                false
+            }
+        }
     }
 
     /// Sync invocations when this server has no local worker: queued for a remote worker, and
