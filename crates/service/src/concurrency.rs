@@ -114,6 +114,14 @@ impl crate::Service {
     }
 }
 
+/// The error an attempt handed back at its function's reserved concurrency carries.
+pub(crate) fn throttled(function: &str) -> gust_core::FunctionErrorBody {
+    gust_core::FunctionErrorBody::new(
+        gust_core::ErrorKind::FunctionError,
+        format!("throttled: {function} is at its reserved concurrency"),
+    )
+}
+
 /// Slots this server holds for async attempts running on its remote workers, by invocation,
 /// with when their worker last renewed the attempt: given back when the attempt completes or
 /// is handed back, or once its worker has been silent for a lease (its lease has expired, so

@@ -593,18 +593,12 @@ impl Service {
         };
         let (Some(_permit), Ok(_slot)) = (permit, slot) else {
             Metrics::inc(&self.metrics.throttled);
-            let completion = Completion {
-                id: req.id.clone(),
-                worker: self.cfg.worker_id.clone(),
-                epoch: claimed.epoch,
-                outcome: AttemptOutcome::Throttled,
-                result: None,
-                error: Some(gust_core::FunctionErrorBody::new(
-                    gust_core::ErrorKind::FunctionError,
-                    format!("throttled: {} is at its reserved concurrency", req.function),
-                )),
-                log: String::new(),
-            };
+            let completion = Completion::not_run(
+                &claimed,
+                &self.cfg.worker_id,
+                AttemptOutcome::Throttled,
+                crate::concurrency::throttled(&req.function),
+            );
             if !self.untrack_attempt(&req.id, claimed.epoch) {
                 return;
             }

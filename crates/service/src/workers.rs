@@ -24,6 +24,7 @@ use gust_core::{
 use gust_store::{Claimed, Completion, CredentialOrigin, FoundCredential, StoreError, WorkerCredential};
 use parking_lot::Mutex;
 
+use crate::concurrency::throttled;
 use crate::{Metrics, Service, ServiceError};
 
 type Result<T, E = ServiceError> = std::result::Result<T, E>;
@@ -334,22 +335,16 @@ impl Service {
                         Some(deployment) => out.push(Assignment { claimed: c, deployment }),
                         None => {
                             // The version is gone (function deleted): fail the attempt now.
-                            let completion = Completion {
-                                id: c.request.id.clone(),
-                                worker: worker.clone(),
-                                epoch: c.epoch,
-                                outcome: gust_core::AttemptOutcome::FunctionError,
-                                result: None,
-                                error: Some(gust_core::FunctionErrorBody::new(
-                                    gust_core::ErrorKind::InitError,
-                                    format!(
-                                        "{}:{} no longer exists",
-                                        c.request.function,
-                                        c.request.resolved.label()
-                                    ),
-                                )),
-                                log: String::new(),
-                            };
+                            let gone = gust_core::FunctionErrorBody::new(
+                                gust_core::ErrorKind::InitError,
+                                format!(
+                                    "{}:{} no longer exists",
+                                    c.request.function,
+                                    c.request.resolved.label()
+                                ),
+                            );
+                            let outcome = gust_core::AttemptOutcome::FunctionError;
+                            let completion = Completion::not_run(&c, worker, outcome, gone);
                             let _ = self.store.complete(completion, self.clock.now()).await;
                         }
                     }
@@ -628,18 +623,12 @@ impl Service {
             Ok(Ok(None)) => true,
             Ok(Err(())) | Err(_) => {
                 Metrics::inc(&self.metrics.throttled);
-                let completion = Completion {
-                    id: req.id.clone(),
-                    worker: worker.clone(),
-                    epoch: c.epoch,
-                    outcome: gust_core::AttemptOutcome::Throttled,
-                    result: None,
-                    error: Some(gust_core::FunctionErrorBody::new(
-                        gust_core::ErrorKind::FunctionError,
-                        format!("throttled: {} is at its reserved concurrency", req.function),
-                    )),
-                    log: String::new(),
-                };
+                let completion = Completion::not_run(
+                    c,
+                    worker,
+                    gust_core::AttemptOutcome::Throttled,
+                    throttled(&req.function),
+                );
                 if let Err(e) = self.store.complete(completion, self.clock.now()).await {
                     tracing::warn!(id = %req.id, error = %e, "handing back a throttled attempt failed");
                 }

@@ -134,6 +134,24 @@ pub struct Completion {
     pub log: String,
 }
 
+impl Completion {
+    /// The report of an attempt the platform ended without running it (throttled, or its
+    /// version gone): no result, no log, this error.
+    pub fn not_run(
+        claimed: &Claimed, worker: &WorkerId, outcome: AttemptOutcome, error: FunctionErrorBody,
+    ) -> Self {
+        Completion {
+            id: claimed.request.id.clone(),
+            worker: worker.clone(),
+            epoch: claimed.epoch,
+            outcome,
+            result: None,
+            error: Some(error),
+            log: String::new(),
+        }
+    }
+}
+
 /// Invocation records and their bytes: what one retention pass deleted, or what is kept.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Pruned {
