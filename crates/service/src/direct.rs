@@ -67,7 +67,7 @@ struct Inner {
     handed: HashMap<InvocationId, Handed>,
     waiting: HashMap<WorkerId, VecDeque<InvocationId>>,
     attached: HashMap<WorkerId, WorkerState>,
-    done: VecDeque<(InvocationId, WorkerId)>,
+    done: VecDeque<(InvocationId, WorkerId, StateName)>,
 }
 
 impl Inner {
@@ -144,13 +144,15 @@ impl Direct {
 
     /// Takes a worker's report of an attempt handed here; `None` if it was not handed here.
     pub(crate) fn complete(
-        &self, completion: Completion,
+        &self, completion: &Completion,
     ) -> Option<std::result::Result<CompleteReply, Rejected>> {
         let mut inner = self.0.lock();
-        let repeat = inner.done.iter().any(|(id, w)| id == &completion.id && w == &completion.worker);
         let Some(h) = inner.handed.get(&completion.id) else {
-            let state = StateName::Succeeded;
-            return repeat.then_some(Ok(CompleteReply { state, verdict: Verdict::AlreadyCompleted }));
+            // A repeat of a report accepted here (its reply was lost), or not ours at all.
+            let repeat = inner.done.iter().find(|(id, w, _)| id == &completion.id && w == &completion.worker);
+            return repeat.map(|(_, _, state)| {
+                Ok(CompleteReply { state: *state, verdict: Verdict::AlreadyCompleted })
+            });
         };
         if h.worker != completion.worker {
             return Some(Err(Rejected::NotOwner));
@@ -165,9 +167,8 @@ impl Direct {
         if inner.done.len() >= REMEMBERED_COMPLETIONS {
             inner.done.pop_front();
         }
-        inner.done.push_back((completion.id.clone(), completion.worker.clone()));
-        let id = completion.id.clone();
-        inner.end(&id, Finished::Ran(completion));
+        inner.done.push_back((completion.id.clone(), completion.worker.clone(), state));
+        inner.end(&completion.id, Finished::Ran(completion.clone()));
         Some(Ok(CompleteReply { state, verdict: Verdict::Accepted }))
     }
 

@@ -400,7 +400,7 @@ impl Service {
     pub async fn worker_complete(&self, completion: Completion) -> Result<CompleteReply> {
         let id = completion.id.clone();
         let worker_of_completion = completion.worker.clone();
-        let result = match self.direct.complete(completion.clone()) {
+        let result = match self.direct.complete(&completion) {
             Some(Ok(reply)) => {
                 if reply.verdict == Verdict::AlreadyCompleted {
                     Metrics::inc(&self.metrics.repeated_completions);

@@ -8,7 +8,6 @@
 mod support;
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use gust_core::protocol::Verdict;
@@ -19,12 +18,11 @@ use tokio::task::JoinHandle;
 
 /// A server whose work runs only on remote workers, a function "f", and worker "w" attached
 /// to it (wasm, one slot, up to date); then a keyless sync invocation of "f", waiting.
-async fn one_handed() -> (Arc<Harness>, JoinHandle<Result<Invoked, ServiceError>>) {
-    let h = Arc::new(Harness::with(|cfg| cfg.local_worker = false));
+async fn one_handed() -> (Harness, JoinHandle<Result<Invoked, ServiceError>>) {
+    let h = Harness::with(|cfg| cfg.local_worker = false);
     h.function("f", |_| {}).await;
     heartbeat(&h, "w", &[Runtime::Wasm], 1, snapshot(&h).await).await;
-    let caller = h.clone();
-    let call = tokio::spawn(async move { caller.invoke("f", Mode::Sync, None).await });
+    let call = h.spawn_invoke("f", Mode::Sync, None);
     // Handed (and counted) before the test moves the clock.
     while h.service.metrics().sync_invocations.load(Ordering::SeqCst) == 0 {
         tokio::task::yield_now().await;

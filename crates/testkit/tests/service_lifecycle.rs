@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gust_core::{ErrorKind, Mode, State};
-use gust_service::{Clock, Execution, InvokeInput, Invoked, QueueCaps, ServiceError, SyncOutcome};
+use gust_service::{Clock, Execution, Invoked, QueueCaps, ServiceError, SyncOutcome};
 use gust_store::{Completion, StoreError};
 use support::{function_error, Harness, LEASE};
 
@@ -87,19 +87,7 @@ async fn an_expired_lease_fails_sync_work_as_worker_lost() {
     h.function("f", |_| {}).await;
     h.executor.hold();
     // A keyed sync invocation is recorded RUNNING under a lease while it executes.
-    let service = h.service.clone();
-    let call = tokio::spawn(async move {
-        service
-            .invoke(InvokeInput {
-                function: "f".into(),
-                qualifier: None,
-                payload: Bytes::from_static(b"{}"),
-                mode: Mode::Sync,
-                idempotency_key: Some("k1".into()),
-                client_context: None,
-            })
-            .await
-    });
+    let call = h.spawn_invoke("f", Mode::Sync, Some("k1"));
     h.executor.entered().await;
     h.clock.advance(LEASE);
     assert_eq!(h.service.sweep_once().await.expect("sweep").lost, 1);
@@ -160,19 +148,7 @@ async fn reserved_concurrency_throttles_sync_invocations() {
     let h = Harness::new();
     h.function("f", |s| s.reserved_concurrency = Some(1)).await;
     h.executor.hold();
-    let service = h.service.clone();
-    let first = tokio::spawn(async move {
-        service
-            .invoke(InvokeInput {
-                function: "f".into(),
-                qualifier: None,
-                payload: Bytes::from_static(b"{}"),
-                mode: Mode::Sync,
-                idempotency_key: None,
-                client_context: None,
-            })
-            .await
-    });
+    let first = h.spawn_invoke("f", Mode::Sync, None);
     h.executor.entered().await;
     // Bounded so that a broken limit fails here instead of hanging on the held executor.
     let throttled = tokio::time::timeout(Duration::from_secs(5), h.invoke("f", Mode::Sync, None))

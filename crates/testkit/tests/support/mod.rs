@@ -114,6 +114,22 @@ impl Executor for FakeExecutor {
     }
 }
 
+/// An invocation of `function` with an empty event, as a client makes it.
+async fn invoke(
+    service: &Arc<Service>, function: &str, mode: Mode, key: Option<&str>,
+) -> Result<Invoked, ServiceError> {
+    service
+        .invoke(InvokeInput {
+            function: function.into(),
+            qualifier: None,
+            payload: Bytes::from_static(b"{}"),
+            mode,
+            idempotency_key: key.map(str::to_string),
+            client_context: None,
+        })
+        .await
+}
+
 /// Where the manual clock starts (any fixed time: tests only move it forward).
 pub const T0: gust_core::Millis = 1_700_000_000_000;
 pub const LEASE: Duration = Duration::from_secs(10);
@@ -150,16 +166,15 @@ impl Harness {
     pub async fn invoke(
         &self, function: &str, mode: Mode, key: Option<&str>,
     ) -> Result<Invoked, ServiceError> {
-        self.service
-            .invoke(InvokeInput {
-                function: function.into(),
-                qualifier: None,
-                payload: Bytes::from_static(b"{}"),
-                mode,
-                idempotency_key: key.map(str::to_string),
-                client_context: None,
-            })
-            .await
+        invoke(&self.service, function, mode, key).await
+    }
+
+    /// [`Harness::invoke`] on a task of its own (a caller that waits while the test acts).
+    pub fn spawn_invoke(
+        &self, function: &str, mode: Mode, key: Option<&str>,
+    ) -> tokio::task::JoinHandle<Result<Invoked, ServiceError>> {
+        let (service, function, key) = (self.service.clone(), function.to_string(), key.map(str::to_string));
+        tokio::spawn(async move { invoke(&service, &function, mode, key.as_deref()).await })
     }
 
     pub async fn enqueue(&self, function: &str) -> InvocationId {
