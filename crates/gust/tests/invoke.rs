@@ -198,3 +198,31 @@ fn a_function_running_longer_than_its_lease_keeps_it() {
     assert_eq!(rec["attempts"], 1, "renewal kept the lease: no second attempt: {rec}");
     assert_eq!(rec["lost_attempts"], 0);
 }
+
+/// A Client-Context is stored with the request and handed to whichever worker runs it, so a
+/// hostile one is refused at the edge: too large, not base64, or not JSON is a 400 naming it,
+/// and no invocation is recorded.
+#[test]
+fn a_hostile_client_context_is_refused_before_anything_is_stored() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    s.deploy("echo", wasm_config(3000), fixture("echo"));
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let huge = b64.encode(format!(r#"{{"custom":{{"pad":"{}"}}}}"#, "x".repeat(4_000)));
+    for (what, cc) in
+        [("too large", huge), ("not base64", "%%%".into()), ("not JSON", b64.encode("not json"))]
+    {
+        let r = s
+            .client()
+            .post(format!("{}/2015-03-31/functions/echo/invocations", s.url))
+            .header("x-amz-client-context", cc)
+            .body("{}")
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 400, "{what}");
+        assert!(r.text().unwrap().contains("ClientContext"), "{what}: the error names the field");
+    }
+    let listed: serde_json::Value = s.get("/v1/functions/echo/invocations").json().unwrap();
+    assert_eq!(listed["invocations"].as_array().map(Vec::len), Some(0), "nothing recorded: {listed}");
+}
