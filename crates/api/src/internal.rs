@@ -27,10 +27,12 @@ use axum::{Extension, Json, Router};
 use base64::Engine as _;
 use bytes::Bytes;
 use gust_core::protocol::{
-    self, AttemptsReply, AttemptsRequest, CompleteRequest, EnrollRequest, ErrorCode, Heartbeat,
-    IssuedCredential, PollReply, PollRequest, SnapshotFunction, SnapshotQuery, SnapshotReply, WorkerCall,
+    self, AttemptsReply, AttemptsRequest, CompleteRequest, CompletionVerdict, CompletionsReply,
+    CompletionsRequest, EnrollRequest, ErrorCode, Heartbeat, IssuedCredential, PollReply, PollRequest,
+    SnapshotFunction, SnapshotQuery, SnapshotReply, Verdict, WorkerCall,
 };
 use gust_core::{AttemptOutcome, WorkerId};
+use gust_service::ServiceError;
 use gust_store::Completion;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -63,6 +65,7 @@ pub(crate) fn routes() -> Router<AppState> {
                 WorkerCall::Renew => attempts_route(AttemptsCall::Renew),
                 WorkerCall::Release => attempts_route(AttemptsCall::Release),
                 WorkerCall::Complete => post(complete),
+                WorkerCall::Completions => post(completions),
                 WorkerCall::Deregister => post(deregister),
             },
         );
@@ -273,13 +276,62 @@ async fn attempts(
 /// accepted report) and the state after it; 409 `Fenced` for a stale attempt, 403 `Forbidden`
 /// for another worker's.
 async fn complete(State(s): State<AppState>, OwnCall(worker, c): OwnCall<CompleteRequest>) -> ApiResult {
+    let completion = completion(worker, c)?;
+    Ok(Json(s.service.worker_complete(completion).await?).into_response())
+}
+
+/// Several guarded completions, taken concurrently (the store groups them into one commit):
+/// per completion what [`complete`] would answer, a refusal as its verdict. A store failure
+/// fails the whole call (5xx) so the worker sends it again; a repeat is `already_completed`.
+async fn completions(
+    State(s): State<AppState>, OwnCall(worker, r): OwnCall<CompletionsRequest>,
+) -> ApiResult {
+    if r.completions.len() > protocol::MAX_COMPLETIONS_PER_CALL {
+        return Err(ApiError::bad_request(
+            "InvalidRequest",
+            format!("at most {} completions fit in one call", protocol::MAX_COMPLETIONS_PER_CALL),
+        ));
+    }
+    // Every entry is checked before any is taken, so a malformed one changes nothing.
+    let taken: Vec<Completion> =
+        r.completions.into_iter().map(|c| completion(worker.clone(), c)).collect::<Result<_, _>>()?;
+    // Spawned, so a worker that hangs up does not cancel a completion halfway.
+    let mut running = tokio::task::JoinSet::new();
+    for (i, c) in taken.into_iter().enumerate() {
+        let service = s.service.clone();
+        running.spawn(async move { (i, service.worker_complete(c).await) });
+    }
+    let mut answers: Vec<_> = running.join_all().await;
+    answers.sort_unstable_by_key(|(i, _)| *i);
+    let mut replies = Vec::with_capacity(answers.len());
+    for (_, answer) in answers {
+        replies.push(match answer {
+            Ok(reply) => CompletionVerdict { verdict: reply.verdict, state: Some(reply.state) },
+            Err(ServiceError::Fenced(_)) => CompletionVerdict { verdict: Verdict::Fenced, state: None },
+            Err(ServiceError::WorkerForbidden(_)) => {
+                CompletionVerdict { verdict: Verdict::Forbidden, state: None }
+            }
+            Err(e) => {
+                let e = ApiError::from(e);
+                if !e.status.is_client_error() {
+                    return Err(e);
+                }
+                CompletionVerdict { verdict: Verdict::Refused, state: None }
+            }
+        });
+    }
+    Ok(Json(CompletionsReply { replies }).into_response())
+}
+
+/// The store's completion of a worker's report (its result decoded).
+fn completion(worker: WorkerId, c: CompleteRequest) -> Result<Completion, ApiError> {
     let result = c
         .result_b64
         .map(|r| base64::engine::general_purpose::STANDARD.decode(r))
         .transpose()
         .map_err(|_| ApiError::bad_request("InvalidRequest", "result_b64 is not base64"))?
         .map(Bytes::from);
-    let completion = Completion {
+    Ok(Completion {
         id: c.invocation_id,
         worker,
         epoch: c.epoch,
@@ -287,8 +339,7 @@ async fn complete(State(s): State<AppState>, OwnCall(worker, c): OwnCall<Complet
         result,
         error: c.error,
         log: c.log,
-    };
-    Ok(Json(s.service.worker_complete(completion).await?).into_response())
+    })
 }
 
 /// A worker stopping for good (after releasing what it ran): an enrolled credential ends here.

@@ -504,6 +504,22 @@ fn markdown(r: &Value) -> String {
             ));
         }
     }
+    if let Some(fleet) = r["postgres"]["fleet"].as_object() {
+        out.push_str(&format!(
+            "\n### A simulated fleet: {FLEET_SERVERS} servers on one PostgreSQL, remote workers of capacity 4\n\n| workers | sync p50 / p90, one call at a time, at each server in turn, µs | sync at 64 connections over the servers, req/s (p99 µs) | store transactions/s while idle |\n|---:|---:|---:|---:|\n"
+        ));
+        for row in fleet.values() {
+            out.push_str(&format!(
+                "| {} | {} / {} | {} ({}) | {} |\n",
+                f(&row["workers"]),
+                f(&row["sync_one_at_a_time"]["p50_us"]),
+                f(&row["sync_one_at_a_time"]["p90_us"]),
+                f(&row["sync_64"]["rps"]),
+                f(&row["sync_64"]["p99_us"]),
+                f(&row["idle_store_transactions_per_second"]),
+            ));
+        }
+    }
     out.push_str("\n### Targets\n\n| target | goal | measured | met |\n|---|---|---:|---|\n");
     for t in r["targets"].as_array().into_iter().flatten() {
         let met = match t["met"].as_bool() {
@@ -610,7 +626,106 @@ async fn cluster_rows(url: &str, args: &Args, bare: &Proc) -> anyhow::Result<Val
         json!({ "gust": load_json(&g), "bare": load_json(&b), "throughput_ratio": g.rps() / b.rps() }),
     );
     rows.insert("latency".into(), latency_rows(url, args, &server).await?);
+    drop((server, _worker));
+    rows.insert("fleet".into(), fleet_rows(url, args).await?);
     Ok(Value::Object(rows))
+}
+
+/// Servers of the simulated fleet.
+const FLEET_SERVERS: usize = 4;
+
+/// A simulated fleet on this machine: [`FLEET_SERVERS`] servers sharing one PostgreSQL schema,
+/// with 4, 16 and 64 remote worker processes (capacity 4 each) spread evenly over them. Per
+/// size: the sync p50 of one call at a time at each server in turn (most calls arrive at a
+/// server other than their worker's), sync throughput at 64 connections split over the
+/// servers, and what the idle fleet costs the store (PostgreSQL transactions a second:
+/// heartbeats, the polls' safety-net checks, snapshots).
+async fn fleet_rows(url: &str, args: &Args) -> anyhow::Result<Value> {
+    let sizes: &[usize] = if args.quick { &[4, 8] } else { &[4, 16, 64] };
+    let calls = if args.quick { 40 } else { 400 };
+    let phase = Duration::from_secs_f64(args.duration);
+    let mut out = serde_json::Map::new();
+    for &workers in sizes {
+        let schema = format!("bench_{}_fleet_{workers}", std::process::id());
+        let server_args =
+            ["--store", url, "--store-schema", &schema, "--no-local-worker", "--worker-token", "fleet"];
+        let dirs: Vec<_> =
+            (0..FLEET_SERVERS + workers).map(|_| tempfile::tempdir()).collect::<Result<_, _>>()?;
+        let servers: Vec<Proc> = dirs[..FLEET_SERVERS]
+            .iter()
+            .map(|d| Proc::gust_with(d.path(), &server_args))
+            .collect::<Result<_, _>>()?;
+        client::deploy(servers[0].addr, "noop", "{}", gust_testkit::fixture("noop")).await?;
+        let fleet: Vec<Proc> = dirs[FLEET_SERVERS..]
+            .iter()
+            .enumerate()
+            .map(|(i, d)| Proc::worker_with(servers[i % FLEET_SERVERS].addr, d.path(), "fleet", 4))
+            .collect::<Result<_, _>>()?;
+        for s in &servers {
+            until_ready(s.addr).await?;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let idle = store_transactions_per_second(url, Duration::from_secs(3)).await?;
+        let mut times = Vec::with_capacity(calls);
+        for i in 0..calls {
+            let t = Instant::now();
+            let addr = servers[i % FLEET_SERVERS].addr;
+            let (status, _) = client::call(addr, "POST", "/v1/functions/noop/invoke", &[], "{}").await?;
+            anyhow::ensure!(status == 200, "fleet sync call: {status}");
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        let started = Instant::now();
+        let runs: Vec<_> = servers
+            .iter()
+            .map(|s| {
+                let target = invoke_target(s.addr, "noop", "sync");
+                tokio::spawn(
+                    async move { loadgen::run(&target, 64 / FLEET_SERVERS, Stop::After(phase)).await },
+                )
+            })
+            .collect();
+        let mut load = LoadResult::default();
+        for r in runs {
+            let r = r.await??;
+            load.requests += r.requests;
+            load.errors += r.errors;
+            load.latencies_us.extend(r.latencies_us);
+        }
+        load.elapsed = started.elapsed();
+        load.latencies_us.sort_unstable();
+        out.insert(
+            format!("workers_{workers:03}"),
+            json!({
+                "workers": workers,
+                "sync_one_at_a_time": percentiles(times),
+                "sync_64": load_json(&load),
+                "idle_store_transactions_per_second": idle,
+            }),
+        );
+        drop(fleet);
+        drop(servers);
+    }
+    Ok(Value::Object(out))
+}
+
+/// PostgreSQL transactions a second in the store's database over `window` (committed and
+/// rolled back, as `pg_stat_database` counts them; its counters are flushed at least once a
+/// second, so the window is several seconds).
+async fn store_transactions_per_second(url: &str, window: Duration) -> anyhow::Result<f64> {
+    let (pg, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let conn = tokio::spawn(conn);
+    let read = || async {
+        let sql = "SELECT (xact_commit + xact_rollback)::BIGINT FROM pg_stat_database WHERE datname = current_database()";
+        pg.query_one(sql, &[]).await.map(|r| r.get::<_, i64>(0))
+    };
+    // The first read opens a transaction of its own; so does the last.
+    let (before, started) = (read().await?, Instant::now());
+    tokio::time::sleep(window).await;
+    let after = read().await?;
+    let per_second = (after - before - 1) as f64 / started.elapsed().as_secs_f64();
+    drop(pg);
+    conn.abort();
+    Ok(per_second)
 }
 
 /// Calls made one after another in each cluster shape, each on a new connection (keep-alive

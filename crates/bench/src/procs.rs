@@ -43,6 +43,14 @@ impl Proc {
 
     /// A remote gust worker joined to the server at `server`.
     pub fn worker(server: SocketAddr, data_dir: &Path, token: &str) -> anyhow::Result<Proc> {
+        Proc::worker_with(server, data_dir, token, 64)
+    }
+
+    /// A remote gust worker running at most `capacity` invocations at once.
+    pub fn worker_with(
+        server: SocketAddr, data_dir: &Path, token: &str, capacity: usize,
+    ) -> anyhow::Result<Proc> {
+        let capacity = capacity.to_string();
         let dir = data_dir.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 temp dir"))?;
         let url = format!("http://{server}");
         let args = [
@@ -55,7 +63,7 @@ impl Proc {
             "--data-dir",
             dir,
             "--capacity",
-            "64",
+            &capacity,
         ];
         let mut p = Proc::spawn(&args, "gust worker ")?;
         p.addr = server;

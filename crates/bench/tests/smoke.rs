@@ -31,5 +31,12 @@ fn quick_bench_prints_every_row() {
             assert!(pg[row]["drain_per_second"].as_f64().unwrap() > 0.0, "{pg}");
         }
         assert_eq!(pg["remote_worker_sync_16"]["gust"]["errors"], 0);
+        let fleet = pg["fleet"].as_object().unwrap();
+        assert_eq!(fleet.len(), 2, "{pg}");
+        for row in fleet.values() {
+            assert_eq!(row["sync_64"]["errors"], 0, "{row}");
+            assert!(row["sync_64"]["requests"].as_u64().unwrap() > 0, "{row}");
+            assert!(row["idle_store_transactions_per_second"].as_f64().unwrap() > 0.0, "{row}");
+        }
     }
 }

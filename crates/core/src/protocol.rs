@@ -69,16 +69,21 @@ pub enum WorkerCall {
     /// [`CompleteRequest`] → [`CompleteReply`] (verdict `accepted` or `already_completed`),
     /// or a refusal ([`ErrorCode::Fenced`], [`ErrorCode::Forbidden`]; [`Verdict::of_refusal`]).
     Complete,
+    /// [`CompletionsRequest`] → [`CompletionsReply`]: several completions in one call, each
+    /// answered as [`WorkerCall::Complete`] would (a refusal as its verdict). Added within
+    /// version 1: a worker falls back to [`WorkerCall::Complete`] on a server without it (404).
+    Completions,
     /// No body → 204.
     Deregister,
 }
 
 impl WorkerCall {
-    pub const ALL: [WorkerCall; 5] = [
+    pub const ALL: [WorkerCall; 6] = [
         WorkerCall::Poll,
         WorkerCall::Renew,
         WorkerCall::Release,
         WorkerCall::Complete,
+        WorkerCall::Completions,
         WorkerCall::Deregister,
     ];
 
@@ -89,6 +94,7 @@ impl WorkerCall {
             WorkerCall::Renew => "/internal/v1/workers/{id}/renew",
             WorkerCall::Release => "/internal/v1/workers/{id}/release",
             WorkerCall::Complete => "/internal/v1/workers/{id}/complete",
+            WorkerCall::Completions => "/internal/v1/workers/{id}/completions",
             WorkerCall::Deregister => "/internal/v1/workers/{id}/deregister",
         }
     }
@@ -349,6 +355,35 @@ pub struct CompleteReply {
     /// Added within version 1, so a reply without it (an older server) reads as accepted.
     #[serde(default = "Verdict::accepted")]
     pub verdict: Verdict,
+}
+
+/// Most completions in one [`CompletionsRequest`].
+pub const MAX_COMPLETIONS_PER_CALL: usize = 256;
+
+/// Completions reported together (a busy worker sends what finished while its previous call
+/// was in flight), at most [`MAX_COMPLETIONS_PER_CALL`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompletionsRequest {
+    pub completions: Vec<CompleteRequest>,
+}
+
+/// Per completion of a [`CompletionsRequest`], in its order, what [`WorkerCall::Complete`]
+/// would have answered: a taken one's verdict and state; a refused one's verdict (`fenced`,
+/// `forbidden`, `refused`) without a state. A call the server could not finish (a store
+/// failure) is answered with a 5xx as a whole, and the worker sends it again: completions are
+/// idempotent per epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletionsReply {
+    pub replies: Vec<CompletionVerdict>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletionVerdict {
+    pub verdict: Verdict,
+    /// The invocation's state after a taken completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateName>,
 }
 
 impl Verdict {

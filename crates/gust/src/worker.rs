@@ -34,9 +34,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use gust_core::limits::DEFAULT_LEASE_MS;
 use gust_core::protocol::{
-    self, Assignment, Attempt, AttemptsReply, AttemptsRequest, CompleteReply, CompleteRequest, EnrollRequest,
-    ErrorReply, Heartbeat, HeartbeatReply, IssuedCredential, PollReply, PollRequest, ReplyError,
-    SnapshotReply, Verdict, WorkerCall,
+    self, Assignment, Attempt, AttemptsReply, AttemptsRequest, CompleteReply, CompleteRequest,
+    CompletionsReply, CompletionsRequest, EnrollRequest, ErrorReply, Heartbeat, HeartbeatReply,
+    IssuedCredential, PollReply, PollRequest, ReplyError, SnapshotReply, Verdict, WorkerCall,
 };
 use gust_core::{ErrorKind, Runtime, WorkerId};
 use gust_runtime::sandbox::Isolation;
@@ -237,6 +237,11 @@ struct State {
     fatal_reason: Mutex<Option<String>>,
     /// Completions the server had already taken (a reply lost, the report sent again).
     repeated_completions: AtomicU64,
+    /// Completions to report, sent together by [`completion_loop`].
+    outbox: tokio::sync::mpsc::UnboundedSender<Outgoing>,
+    /// Set when the server answers the batched call with 404 (a server older than it):
+    /// completions are then sent one by one.
+    single_completions: AtomicBool,
     revision: AtomicU64,
     snapshot: AtomicU64,
     lease_ms: AtomicU64,
@@ -388,6 +393,7 @@ async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
         )),
         None => None,
     };
+    let (outbox, outgoing) = tokio::sync::mpsc::unbounded_channel();
     let state = Arc::new(State {
         conn,
         worker,
@@ -404,6 +410,8 @@ async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
         fatal: tokio::sync::Notify::new(),
         fatal_reason: Mutex::new(None),
         repeated_completions: AtomicU64::new(0),
+        outbox,
+        single_completions: AtomicBool::new(false),
         // Heartbeat revisions start at the wall clock (ms), so those of a restarted worker
         // with a provisioned id outrank its previous run's (the server ignores older ones).
         revision: AtomicU64::new(unix_millis()),
@@ -421,6 +429,7 @@ async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
     let heartbeat = tokio::spawn(heartbeat_loop(state.clone()));
     let renew = tokio::spawn(renew_loop(state.clone()));
     let mut poll = tokio::spawn(poll_loop(state.clone()));
+    let completer = tokio::spawn(completion_loop(state.clone(), outgoing));
     let collector = tokio::spawn(collect_cache_forever(
         state.clone(),
         Duration::from_millis(opts.gc_interval_ms.max(10)),
@@ -433,6 +442,7 @@ async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
             renew.abort();
             heartbeat.abort();
             collector.abort();
+            completer.abort();
             let reason = state.fatal_reason.lock().take().unwrap_or_default();
             bail!("{reason}");
         }
@@ -462,6 +472,7 @@ async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
     let released = tokio::time::timeout(patience, release_running(&state)).await.unwrap_or(0);
     heartbeat.abort();
     collector.abort();
+    completer.abort();
     deregister(&state, patience).await;
     let repeated_completions = state.repeated_completions.load(Ordering::Relaxed);
     tracing::info!(released, repeated_completions, "gust worker stopped");
@@ -727,7 +738,7 @@ async fn run_assignment(s: Arc<State>, a: Assignment) {
         s.attempt_ended.notify_waiters();
         return;
     }
-    let completed = complete(&s, &report).await;
+    let completed = report_completion(&s, report).await;
     s.log_attempt(completed.event(), &attempt);
     {
         let mut running = s.running.lock();
@@ -761,9 +772,124 @@ impl Completed {
     }
 }
 
-/// Reports an attempt's outcome, retrying while the server is unreachable: the completion is
-/// idempotent per epoch (a repeat of the accepted one answers `already_completed`, which is
-/// just as done), and if the lease expires meanwhile the server refuses it as fenced.
+/// A completion waiting to be reported, and the attempt waiting for its verdict.
+type Outgoing = (CompleteRequest, tokio::sync::oneshot::Sender<Completed>);
+
+/// Most bytes of results and logs gathered into one batched call (one larger report goes
+/// alone), well under the server's 9 MiB body limit.
+const COMPLETION_BATCH_BYTES: usize = 4 << 20;
+
+/// Reports an attempt's outcome through [`completion_loop`] and waits for its verdict.
+async fn report_completion(s: &State, report: CompleteRequest) -> Completed {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if s.outbox.send((report, tx)).is_err() {
+        return Completed { verdict: Verdict::Refused, ended: false };
+    }
+    // The loop ends only with the worker (it answers every report it takes).
+    rx.await.unwrap_or(Completed { verdict: Verdict::Refused, ended: false })
+}
+
+/// Sends completions as they come, one call at a time: what finished while a call was in
+/// flight goes in the next one, so a busy worker makes one call per batch rather than one per
+/// invocation, while a lone completion leaves at once.
+async fn completion_loop(s: Arc<State>, mut outgoing: tokio::sync::mpsc::UnboundedReceiver<Outgoing>) {
+    let mut carried: Option<Outgoing> = None;
+    loop {
+        let first = match carried.take() {
+            Some(next) => next,
+            None => match outgoing.recv().await {
+                Some(next) => next,
+                None => return,
+            },
+        };
+        let mut bytes = report_bytes(&first.0);
+        let mut batch = vec![first];
+        while batch.len() < protocol::MAX_COMPLETIONS_PER_CALL {
+            let Ok(next) = outgoing.try_recv() else { break };
+            bytes += report_bytes(&next.0);
+            if bytes > COMPLETION_BATCH_BYTES {
+                carried = Some(next);
+                break;
+            }
+            batch.push(next);
+        }
+        let (reports, waiting): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let verdicts = complete_all(&s, reports).await;
+        for (waiter, completed) in waiting.into_iter().zip(verdicts) {
+            let _ = waiter.send(completed);
+        }
+    }
+}
+
+fn report_bytes(r: &CompleteRequest) -> usize {
+    r.result_b64.as_ref().map_or(0, String::len) + r.log.len() + 256
+}
+
+/// Reports outcomes in one call, retrying while the server is unreachable or failing: a
+/// completion is idempotent per epoch (a repeat of the accepted one answers
+/// `already_completed`, which is just as done), and one whose lease expired meanwhile is
+/// refused as fenced. Answers a verdict per report, in order.
+async fn complete_all(s: &State, reports: Vec<CompleteRequest>) -> Vec<Completed> {
+    if s.single_completions.load(Ordering::Relaxed) {
+        let mut verdicts = Vec::with_capacity(reports.len());
+        for report in &reports {
+            verdicts.push(complete(s, report).await);
+        }
+        return verdicts;
+    }
+    let path = s.path(WorkerCall::Completions);
+    let request = CompletionsRequest { completions: reports };
+    let n = request.completions.len();
+    let mut backoff = Backoff::new(COMPLETION_BACKOFF.0, COMPLETION_BACKOFF.1);
+    loop {
+        match s.conn.post(&path).json(&request).send().await {
+            Ok(r) if r.status().is_success() => {
+                let replies = match r.json::<CompletionsReply>().await {
+                    Ok(reply) if reply.replies.len() == n => reply.replies,
+                    // Taken (a 2xx), though what followed is unknown.
+                    _ => return vec![Completed { verdict: Verdict::Accepted, ended: false }; n],
+                };
+                return request
+                    .completions
+                    .iter()
+                    .zip(replies)
+                    .map(|(report, reply)| {
+                        let (id, epoch) = (&report.invocation_id, report.epoch);
+                        match reply.verdict {
+                            Verdict::AlreadyCompleted => {
+                                s.repeated_completions.fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!(%id, epoch, "completion already taken (an earlier reply was lost)");
+                            }
+                            Verdict::Fenced | Verdict::Forbidden | Verdict::Refused => {
+                                tracing::warn!(%id, epoch, verdict = ?reply.verdict, "completion refused; result dropped");
+                            }
+                            Verdict::Accepted => {}
+                        }
+                        let ended = reply.state.is_some_and(|state| state.is_terminal());
+                        Completed { verdict: reply.verdict, ended }
+                    })
+                    .collect();
+            }
+            Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {
+                tracing::info!("the server takes completions one by one (an older release)");
+                s.single_completions.store(true, Ordering::Relaxed);
+                return Box::pin(complete_all(s, request.completions)).await;
+            }
+            Ok(r) if r.status().is_client_error() => {
+                let verdict = match r.json::<ErrorReply>().await {
+                    Ok(refusal) => Verdict::of_refusal(refusal.error.code),
+                    Err(_) => Verdict::Refused,
+                };
+                tracing::warn!(n, ?verdict, "completions refused; results dropped");
+                return vec![Completed { verdict, ended: false }; n];
+            }
+            Ok(_) | Err(_) => backoff.pause().await,
+        }
+    }
+}
+
+/// Reports one attempt's outcome (to a server without batched completions), retrying while
+/// the server is unreachable, as [`complete_all`] does.
 async fn complete(s: &State, report: &CompleteRequest) -> Completed {
     let path = s.path(WorkerCall::Complete);
     let (id, epoch) = (&report.invocation_id, report.epoch);

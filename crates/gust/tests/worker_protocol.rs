@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use common::{accepted_id, enroll, metric, wasm_config, Server, REMOTE_ONLY};
 use gust_core::protocol::{
-    self, Assignment, AttemptsReply, AttemptsRequest, CompleteReply, CompleteRequest, ErrorReply, Heartbeat,
-    HeartbeatReply, PollReply, PollRequest, Verdict, WorkerCall,
+    self, Assignment, AttemptsReply, AttemptsRequest, CompleteReply, CompleteRequest, CompletionVerdict,
+    CompletionsReply, CompletionsRequest, ErrorReply, Heartbeat, HeartbeatReply, PollReply, PollRequest,
+    Verdict, WorkerCall,
 };
 use gust_core::{Runtime, StateName, WorkerId};
 use reqwest::blocking::Response;
@@ -121,13 +122,18 @@ impl RawWorker<'_> {
 
     /// Reports itself live, able to run wasm, at snapshot `snapshot`.
     fn heartbeat(&self, snapshot: u64) {
+        self.heartbeat_running(snapshot, 0);
+    }
+
+    /// Reports itself live with `running` of its 4 slots taken.
+    fn heartbeat_running(&self, snapshot: u64, running: u32) {
         let revision = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         let heartbeat = Heartbeat {
             id: WorkerId(self.id.clone()),
             revision: revision as u64,
             runtimes: vec![Runtime::Wasm],
             capacity: 4,
-            running: 0,
+            running,
             warm: Vec::new(),
             snapshot_version: snapshot,
         };
@@ -151,15 +157,7 @@ impl RawWorker<'_> {
     /// Reports attempt `epoch` of invocation `id` as succeeded: the verdict, and the state after
     /// it for a completion the server took.
     fn complete(&self, id: &str, epoch: u64) -> (Verdict, Option<StateName>) {
-        let report = CompleteRequest {
-            invocation_id: gust_core::InvocationId(id.to_string()),
-            epoch,
-            succeeded: true,
-            result_b64: Some("ImRvbmUi".into()),
-            error: None,
-            log: String::new(),
-        };
-        let r = self.post(&WorkerCall::Complete.path(&self.id), &report);
+        let r = self.post(&WorkerCall::Complete.path(&self.id), &success(id, epoch));
         if r.status().is_success() {
             let reply: CompleteReply = r.json().unwrap();
             (reply.verdict, Some(reply.state))
@@ -167,6 +165,26 @@ impl RawWorker<'_> {
             assert!(r.status().is_client_error(), "{}", r.status());
             (Verdict::of_refusal(r.json::<ErrorReply>().unwrap().error.code), None)
         }
+    }
+
+    /// Reports several attempts in one call: the server's status and, for a 200, its reply.
+    fn complete_all(&self, reports: Vec<CompleteRequest>) -> (u16, Option<CompletionsReply>) {
+        let r =
+            self.post(&WorkerCall::Completions.path(&self.id), &CompletionsRequest { completions: reports });
+        let status = r.status().as_u16();
+        (status, (status == 200).then(|| r.json().unwrap()))
+    }
+}
+
+/// A succeeded report of attempt `epoch` of invocation `id`.
+fn success(id: &str, epoch: u64) -> CompleteRequest {
+    CompleteRequest {
+        invocation_id: gust_core::InvocationId(id.to_string()),
+        epoch,
+        succeeded: true,
+        result_b64: Some("ImRvbmUi".into()),
+        error: None,
+        log: String::new(),
     }
 }
 
@@ -207,4 +225,84 @@ fn a_completion_is_told_whether_it_was_accepted_repeated_or_fenced() {
 
     assert_eq!(metric(s.client(), &s.url, "gust_repeated_completions_total"), 1);
     assert_eq!(metric(s.client(), &s.url, "gust_fenced_completions_total"), 1);
+}
+
+#[test]
+fn completions_sent_together_are_each_told_their_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &REMOTE_ONLY[..3]);
+    let snapshot =
+        s.deploy("f", wasm_config(5_000), gust_testkit::fixture("noop"))["revision"].as_u64().unwrap();
+    let raw = |name: &str| {
+        let (id, secret) = enroll(&s, name);
+        let w = RawWorker { server: &s, id, secret };
+        w.heartbeat(snapshot);
+        w
+    };
+    let w = raw("batch");
+    let first = enqueue(&s, "f");
+    let a = w.claim(snapshot, &first);
+    let second = enqueue(&s, "f");
+    let stale = w.claim(snapshot, &second);
+    let release = AttemptsRequest { attempts: vec![stale.attempt()] };
+    let _: AttemptsReply = w.post(&WorkerCall::Release.path(&w.id), &release).json().unwrap();
+    let current = w.claim(snapshot, &second);
+    // From here `w` stays live and full (so nothing more is placed on it) while another
+    // worker claims a third invocation.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                w.heartbeat_running(snapshot, 4);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        // Stops the heartbeats however this scope ends (a failed assertion too).
+        struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let _stop = Stop(&done);
+        let other = raw("other");
+        let third = enqueue(&s, "f");
+        let others = other.claim(snapshot, &third);
+
+        // A malformed entry refuses the whole call, and nothing in it is taken.
+        let mut broken = success(&first, a.epoch);
+        broken.result_b64 = Some("not base64!".into());
+        assert_eq!(w.complete_all(vec![success(&second, current.epoch), broken]), (400, None));
+        let rec = s.invocation(&second);
+        assert_eq!(rec["state"], "RUNNING", "nothing of a refused call is taken: {rec}");
+        // So does one over the limit.
+        let too_many = vec![success(&first, a.epoch); protocol::MAX_COMPLETIONS_PER_CALL + 1];
+        assert_eq!(w.complete_all(too_many).0, 400);
+
+        // Each entry answered as a call of its own would be: taken, fenced, another worker's.
+        let (status, reply) = w.complete_all(vec![
+            success(&first, a.epoch),
+            success(&second, stale.epoch),
+            success(&second, current.epoch),
+            success(&third, others.epoch),
+        ]);
+        assert_eq!(status, 200);
+        let taken = |verdict| CompletionVerdict { verdict, state: Some(StateName::Succeeded) };
+        let refused = |verdict| CompletionVerdict { verdict, state: None };
+        assert_eq!(
+            reply.unwrap().replies,
+            [
+                taken(Verdict::Accepted),
+                refused(Verdict::Fenced),
+                taken(Verdict::Accepted),
+                refused(Verdict::Forbidden)
+            ]
+        );
+        assert_eq!(s.invocation(&third)["state"], "RUNNING", "another worker's attempt is untouched");
+        // A repeat (the reply was lost) is the acceptance it repeats, never a second outcome.
+        let (_, reply) = w.complete_all(vec![success(&first, a.epoch)]);
+        assert_eq!(reply.unwrap().replies, [taken(Verdict::AlreadyCompleted)]);
+        assert_eq!(other.complete(&third, others.epoch), (Verdict::Accepted, Some(StateName::Succeeded)));
+        assert_eq!(s.invocation(&first)["result"], "\"done\"");
+    });
 }

@@ -73,6 +73,7 @@ const MIGRATIONS: &[&[&str]] = &[
     ],
     &[schema::CLIENT_CONTEXT],
     &[schema::CONCURRENCY_SLOTS],
+    &[schema::WAITING_INDEXES],
 ];
 
 /// The advisory lock a code collection holds for its transaction (with the schema's hash as

@@ -63,6 +63,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::REVISION_CREATED_AT],
     &[schema::CLIENT_CONTEXT],
     &[schema::CONCURRENCY_SLOTS],
+    &[schema::WAITING_INDEXES],
 ];
 
 /// The bytes of an invocation record that grow with use (what retention's budget counts).

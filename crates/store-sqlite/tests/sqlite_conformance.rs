@@ -25,3 +25,49 @@ async fn state_survives_reopen_and_corrupt_artifacts_are_detected() {
     std::fs::write(dir.path().join("artifacts").join(&sha), b"abd").unwrap();
     assert!(matches!(store.get_artifact(&sha).await, Err(StoreError::Corrupt(_))));
 }
+
+/// Every scan the service repeats while it runs (the queue caps' count once a second, the
+/// dispatcher's and the recoverer's scans, placement counts) reads an index of the work it
+/// is after, never every record kept: a busy server keeps millions of ended records, and one
+/// full scan a second once cost a whole core.
+#[test]
+fn the_repeated_scans_never_read_every_record() {
+    use gust_store::ops::Scan;
+    use gust_store::rows;
+
+    let dir = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap());
+    let db = rusqlite::Connection::open(dir.path().join("gust.db")).unwrap();
+    let worker = gust_core::WorkerId("w".into());
+    let scans = [
+        Scan::LeaseExpired { now: 0, limit: 1 },
+        Scan::RetryDue { now: 0, limit: 1 },
+        Scan::Unclaimed { placed_before: 0, limit: 1 },
+        Scan::TooOld { now: 0, limit: 1 },
+        Scan::Queued { limit: 1 },
+        Scan::PlacedOn { worker: &worker, limit: 1 },
+    ];
+    let mut statements: Vec<&str> = scans.iter().map(|s| s.statement().0).collect();
+    statements.extend([rows::ASYNC_BACKLOG, rows::QUEUED, rows::PLACED_COUNTS, rows::ASSIGNED]);
+    // A partial index holds only the work it is about; scanning one is fine.
+    let partial: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '% WHERE %'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for sql in statements {
+        let mut plan = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let unbound = rusqlite::params_from_iter(vec![rusqlite::types::Null; plan.parameter_count()]);
+        let steps: Vec<String> =
+            plan.query_map(unbound, |r| r.get::<_, String>(3)).unwrap().map(Result::unwrap).collect();
+        let invocations: Vec<&String> = steps.iter().filter(|s| s.contains(" invocations")).collect();
+        assert!(!invocations.is_empty(), "{sql}: {steps:?}");
+        for step in invocations {
+            let bounded = step.starts_with("SEARCH")
+                || partial.iter().any(|index| step.ends_with(&format!("INDEX {index}")));
+            assert!(bounded, "{sql} reads every record: {step}");
+        }
+    }
+}

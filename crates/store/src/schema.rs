@@ -195,6 +195,16 @@ CREATE TABLE concurrency_slots (
 CREATE INDEX concurrency_slots_holder ON concurrency_slots (holder);
 "#;
 
+/// Indexes of the work not yet ended, for the scans repeated while a server runs: the
+/// waiting async work per function (the queue caps' count, once a second) and the work on a
+/// worker (which code it may fetch). Without them both scanned every record ever kept, which
+/// grows with retention: a full scan a second cost a busy server a whole core.
+pub const WAITING_INDEXES: &str = r#"
+CREATE INDEX invocations_waiting ON invocations (function)
+    WHERE state IN ('QUEUED', 'PLACED', 'RETRY_WAIT') AND mode = 'async';
+CREATE INDEX invocations_assigned ON invocations (worker) WHERE state IN ('PLACED', 'RUNNING');
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +224,7 @@ mod tests {
             REVISION_CREATED_AT,
             CLIENT_CONTEXT,
             CONCURRENCY_SLOTS,
+            WAITING_INDEXES,
         ]);
         assert!(!all.contains('{'), "unrendered placeholder in {all}");
     }
