@@ -674,25 +674,8 @@ async fn fleet_rows(url: &str, args: &Args) -> anyhow::Result<Value> {
             anyhow::ensure!(status == 200, "fleet sync call: {status}");
             times.push(t.elapsed().as_secs_f64() * 1e6);
         }
-        let started = Instant::now();
-        let runs: Vec<_> = servers
-            .iter()
-            .map(|s| {
-                let target = invoke_target(s.addr, "noop", "sync");
-                tokio::spawn(
-                    async move { loadgen::run(&target, 64 / FLEET_SERVERS, Stop::After(phase)).await },
-                )
-            })
-            .collect();
-        let mut load = LoadResult::default();
-        for r in runs {
-            let r = r.await??;
-            load.requests += r.requests;
-            load.errors += r.errors;
-            load.latencies_us.extend(r.latencies_us);
-        }
-        load.elapsed = started.elapsed();
-        load.latencies_us.sort_unstable();
+        let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+        let load = split_load(&addrs, 64, phase).await?;
         out.insert(
             format!("workers_{workers:03}"),
             json!({
@@ -767,23 +750,7 @@ async fn latency_rows(url: &str, args: &Args, remote: &Proc) -> anyhow::Result<V
     let embedded = invoke_target(local.addr, "noop", "sync");
     loadgen::run(&embedded, 64, Stop::After(phase / 5)).await?;
     let e = loadgen::run(&embedded, 64, Stop::After(phase)).await?;
-    let started = Instant::now();
-    let runs: Vec<_> = [remote.addr, other.addr]
-        .into_iter()
-        .map(|addr| {
-            let target = invoke_target(addr, "noop", "sync");
-            tokio::spawn(async move { loadgen::run(&target, 32, Stop::After(phase)).await })
-        })
-        .collect();
-    let mut cluster = LoadResult::default();
-    for r in runs {
-        let r = r.await??;
-        cluster.requests += r.requests;
-        cluster.errors += r.errors;
-        cluster.latencies_us.extend(r.latencies_us);
-    }
-    cluster.elapsed = started.elapsed();
-    cluster.latencies_us.sort_unstable();
+    let cluster = split_load(&[remote.addr, other.addr], 64, phase).await?;
     out.insert(
         "sync_64".into(),
         json!({
@@ -793,6 +760,30 @@ async fn latency_rows(url: &str, args: &Args, remote: &Proc) -> anyhow::Result<V
         }),
     );
     Ok(Value::Object(out))
+}
+
+/// Warm sync load on `noop` for `phase`, `connections` split evenly over the servers at
+/// `addrs` (as a load balancer would), merged into one result.
+async fn split_load(addrs: &[SocketAddr], connections: usize, phase: Duration) -> anyhow::Result<LoadResult> {
+    let started = Instant::now();
+    let per_server = connections / addrs.len();
+    let runs: Vec<_> = addrs
+        .iter()
+        .map(|&addr| {
+            let target = invoke_target(addr, "noop", "sync");
+            tokio::spawn(async move { loadgen::run(&target, per_server, Stop::After(phase)).await })
+        })
+        .collect();
+    let mut load = LoadResult::default();
+    for r in runs {
+        let r = r.await??;
+        load.requests += r.requests;
+        load.errors += r.errors;
+        load.latencies_us.extend(r.latencies_us);
+    }
+    load.elapsed = started.elapsed();
+    load.latencies_us.sort_unstable();
+    Ok(load)
 }
 
 /// Waits until `noop` answers a sync invocation at `addr` (its worker is up, the server has

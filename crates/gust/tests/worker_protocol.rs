@@ -114,7 +114,15 @@ struct RawWorker<'s> {
     secret: String,
 }
 
-impl RawWorker<'_> {
+impl<'s> RawWorker<'s> {
+    /// Enrolls worker `name` and reports it live at snapshot `snapshot`.
+    fn join(server: &'s Server, name: &str, snapshot: u64) -> RawWorker<'s> {
+        let (id, secret) = enroll(server, name);
+        let w = RawWorker { server, id, secret };
+        w.heartbeat(snapshot);
+        w
+    }
+
     fn post(&self, path: &str, body: &impl Serialize) -> Response {
         let url = format!("{}{path}", self.server.url);
         self.server.client().post(url).bearer_auth(&self.secret).json(body).send().unwrap()
@@ -188,6 +196,15 @@ fn success(id: &str, epoch: u64) -> CompleteRequest {
     }
 }
 
+/// A server with remote workers only and the default lease (no attempt here may expire while
+/// it is held), with wasm function `f`: the server and the snapshot that has `f`.
+fn remote_only_with_f(dir: &std::path::Path) -> (Server, u64) {
+    let s = Server::start(dir, &REMOTE_ONLY[..3]);
+    let snapshot =
+        s.deploy("f", wasm_config(5_000), gust_testkit::fixture("noop"))["revision"].as_u64().unwrap();
+    (s, snapshot)
+}
+
 fn enqueue(s: &Server, function: &str) -> String {
     accepted_id(s.invoke(function, None, b"{}", &[("invocation-type", "async")]))
 }
@@ -195,13 +212,8 @@ fn enqueue(s: &Server, function: &str) -> String {
 #[test]
 fn a_completion_is_told_whether_it_was_accepted_repeated_or_fenced() {
     let dir = tempfile::tempdir().unwrap();
-    // Remote workers only, with the default lease: no attempt here may expire while it is held.
-    let s = Server::start(dir.path(), &REMOTE_ONLY[..3]);
-    let snapshot =
-        s.deploy("f", wasm_config(5_000), gust_testkit::fixture("noop"))["revision"].as_u64().unwrap();
-    let (id, secret) = enroll(&s, "raw");
-    let w = RawWorker { server: &s, id, secret };
-    w.heartbeat(snapshot);
+    let (s, snapshot) = remote_only_with_f(dir.path());
+    let w = RawWorker::join(&s, "raw", snapshot);
 
     // Accepted; then the same report again, as a worker sends it when the reply was lost: taken
     // again as a repeat, never as a second outcome, and never as fenced.
@@ -230,15 +242,8 @@ fn a_completion_is_told_whether_it_was_accepted_repeated_or_fenced() {
 #[test]
 fn completions_sent_together_are_each_told_their_verdict() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &REMOTE_ONLY[..3]);
-    let snapshot =
-        s.deploy("f", wasm_config(5_000), gust_testkit::fixture("noop"))["revision"].as_u64().unwrap();
-    let raw = |name: &str| {
-        let (id, secret) = enroll(&s, name);
-        let w = RawWorker { server: &s, id, secret };
-        w.heartbeat(snapshot);
-        w
-    };
+    let (s, snapshot) = remote_only_with_f(dir.path());
+    let raw = |name: &str| RawWorker::join(&s, name, snapshot);
     let w = raw("batch");
     let first = enqueue(&s, "f");
     let a = w.claim(snapshot, &first);
