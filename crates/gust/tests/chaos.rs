@@ -42,6 +42,21 @@ fn acknowledge(client: &reqwest::blocking::Client, urls: &[String], key: &str) -
     unreachable!("the loop only ends by returning")
 }
 
+/// Waits (bounded) until worker `name` runs an attempt, by its attempt log: more `start`
+/// lines than lines of attempts that ended.
+fn until_running(dir: &std::path::Path, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(dir.join(format!("attempts-{name}.log"))).unwrap_or_default();
+        let started = log.lines().filter(|l| l.starts_with("start ")).count();
+        if started > log.lines().count() - started {
+            return;
+        }
+        assert!(Instant::now() < deadline, "worker {name} never ran an attempt");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 #[test]
 fn chaos_embedded_shape() {
     chaos(&REMOTE_ONLY.map(str::to_string), false);
@@ -99,6 +114,9 @@ fn chaos(server_args: &[String], two_servers: bool) {
         workers[0].take().unwrap().kill9();
         workers[0] = Some(Worker::start(&worker_url(0), dir.path(), "w0", &capacity));
         let paused = workers[1].as_ref().unwrap();
+        // Paused while it runs attempts (not while it still prepares the code, on a loaded
+        // machine), so their leases expire under it and what it sends when resumed is fenced.
+        until_running(dir.path(), "w1");
         paused.signal("-STOP");
         std::thread::sleep(Duration::from_millis(500));
         server.take().unwrap().kill9();
