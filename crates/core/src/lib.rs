@@ -15,6 +15,7 @@ pub mod names;
 pub mod placement;
 pub mod protocol;
 pub mod routing;
+pub mod url;
 
 pub use access::{Action, ApiKey, FunctionGlob, Grant, Role};
 pub use function::{
@@ -27,6 +28,7 @@ pub use invocation::{
 pub use names::{NameError, Qualifier};
 pub use placement::WorkerState;
 pub use routing::{Routing, RoutingError};
+pub use url::{AuthType, Cors, FunctionUrl, InvokeMode, UrlConfig};
 
 /// Milliseconds since the Unix epoch. Every timestamp in gust is one of these.
 pub type Millis = i64;

@@ -19,14 +19,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use gust_core::{
-    Alias, ApiKey, Deployment, FunctionConfig, FunctionSpec, InvocationId, InvocationRecord, Lifecycle,
-    Millis, Rejected, Resolved, Routing, StateName, Version, WorkerId, WorkerState,
+    Alias, ApiKey, Deployment, FunctionConfig, FunctionSpec, FunctionUrl, InvocationId, InvocationRecord,
+    Lifecycle, Millis, Rejected, Resolved, Routing, StateName, UrlConfig, Version, WorkerId, WorkerState,
 };
-use gust_store::ops::{self, Counter, Scan, Tx};
+use gust_store::ops::{self, Counter, Scan, Tx, UrlLookup};
 use gust_store::rows::{
     self, json_err, key_values, read_alias, read_credential, read_function, read_guarded, read_key,
-    read_record, read_version, Column, ColumnRow, Guarded, GuardedWrite, InsertInvocation, KeyRow, Value,
-    ALIAS_COLUMNS, CREDENTIAL_SELECT, FUNCTION_COLUMNS, GUARDED_COLUMNS, INSERT_INVOCATION,
+    read_record, read_url, read_version, Column, ColumnRow, Guarded, GuardedWrite, InsertInvocation, KeyRow,
+    Value, ALIAS_COLUMNS, CREDENTIAL_SELECT, FUNCTION_COLUMNS, GUARDED_COLUMNS, INSERT_INVOCATION,
     INVOCATION_COLUMNS, NEXT_VERSION, UPDATE_GUARDED, VERSION_COLUMNS,
 };
 use gust_store::{gc, schema};
@@ -74,6 +74,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::CLIENT_CONTEXT],
     &[schema::CONCURRENCY_SLOTS],
     &[schema::WAITING_INDEXES],
+    &[schema::FUNCTION_URLS],
 ];
 
 /// The advisory lock a code collection holds for its transaction (with the schema's hash as
@@ -678,6 +679,7 @@ impl<C: GenericClient> Tx for PgTx<'_, C> {
             "DELETE FROM function_revisions WHERE function = $1",
             "DELETE FROM versions WHERE function = $1",
             "DELETE FROM aliases WHERE function = $1",
+            "DELETE FROM function_urls WHERE function = $1",
             "DELETE FROM functions WHERE name = $1",
         ] {
             self.run(sql, &[name.into()]).await?;
@@ -721,6 +723,11 @@ impl<C: GenericClient> Tx for PgTx<'_, C> {
     async fn delete_alias_row(&self, function: &str, alias: &str) -> Result<()> {
         let sql = "DELETE FROM aliases WHERE function = $1 AND name = $2";
         self.run(sql, &[function.into(), alias.into()]).await.map(drop)
+    }
+
+    async fn urls(&self, lookup: &UrlLookup) -> Result<Vec<FunctionUrl>> {
+        let (sql, values) = lookup.statement();
+        self.query(&sql, &values, read_url).await
     }
 }
 
@@ -806,6 +813,27 @@ impl Store for PgStore {
         &self, function: &str, alias: &str, expect: Option<u64>, _now: Millis,
     ) -> Result<()> {
         in_tx!(self, |tx| ops::delete_alias(&tx, function, alias, expect).await)
+    }
+
+    async fn create_url(&self, url: FunctionUrl) -> Result<FunctionUrl> {
+        in_tx!(self, |tx| ops::create_url(&tx, &url).await)?;
+        Ok(url)
+    }
+
+    async fn update_url(
+        &self, function: &str, qualifier: &str, config: UrlConfig, now: Millis,
+    ) -> Result<FunctionUrl> {
+        in_tx!(self, |tx| ops::update_url(&tx, function, qualifier, &config, now).await)
+    }
+
+    async fn delete_url(&self, function: &str, qualifier: &str) -> Result<()> {
+        in_tx!(self, |tx| ops::delete_url(&tx, function, qualifier).await)
+    }
+
+    async fn urls(&self, lookup: UrlLookup) -> Result<Vec<FunctionUrl>> {
+        let client = self.client().await?;
+        let (sql, values) = lookup.statement();
+        PgTx(&client).query(&sql, &values, read_url).await
     }
 
     async fn get_deployment(&self, function: &str, resolved: Resolved) -> Result<Option<Deployment>> {

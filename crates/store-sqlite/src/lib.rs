@@ -21,14 +21,14 @@ use std::task::Poll;
 use async_trait::async_trait;
 use bytes::Bytes;
 use gust_core::{
-    Alias, ApiKey, Deployment, FunctionConfig, FunctionSpec, InvocationId, InvocationRecord, Lifecycle,
-    Millis, Rejected, Resolved, Routing, StateName, Version, WorkerId, WorkerState,
+    Alias, ApiKey, Deployment, FunctionConfig, FunctionSpec, FunctionUrl, InvocationId, InvocationRecord,
+    Lifecycle, Millis, Rejected, Resolved, Routing, StateName, UrlConfig, Version, WorkerId, WorkerState,
 };
-use gust_store::ops::{self, Counter, Scan, Tx};
+use gust_store::ops::{self, Counter, Scan, Tx, UrlLookup};
 use gust_store::rows::{
     self, corrupt, json_err, key_values, read_alias, read_credential, read_function, read_guarded, read_key,
-    read_record, read_version, Column, ColumnRow, Guarded, GuardedWrite, InsertInvocation, KeyRow, Value,
-    ALIAS_COLUMNS, CREDENTIAL_SELECT, FUNCTION_COLUMNS, GUARDED_COLUMNS, INSERT_INVOCATION,
+    read_record, read_url, read_version, Column, ColumnRow, Guarded, GuardedWrite, InsertInvocation, KeyRow,
+    Value, ALIAS_COLUMNS, CREDENTIAL_SELECT, FUNCTION_COLUMNS, GUARDED_COLUMNS, INSERT_INVOCATION,
     INVOCATION_COLUMNS, NEXT_VERSION, UPDATE_GUARDED, VERSION_COLUMNS,
 };
 use gust_store::space::{DiskSpace, LogEvery, DEFAULT_DISK_RESERVE_BYTES};
@@ -64,6 +64,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::CLIENT_CONTEXT],
     &[schema::CONCURRENCY_SLOTS],
     &[schema::WAITING_INDEXES],
+    &[schema::FUNCTION_URLS],
 ];
 
 /// The bytes of an invocation record that grow with use (what retention's budget counts).
@@ -516,7 +517,7 @@ impl Tx for SqliteTx<'_> {
     }
 
     async fn delete_function_rows(&self, name: &str) -> Result<()> {
-        for table in ["function_revisions", "versions", "aliases"] {
+        for table in ["function_revisions", "versions", "aliases", "function_urls"] {
             self.c.execute(&format!("DELETE FROM {table} WHERE function = ?1"), [name]).map_err(db_err)?;
         }
         self.c.execute("DELETE FROM functions WHERE name = ?1", [name]).map_err(db_err)?;
@@ -560,6 +561,11 @@ impl Tx for SqliteTx<'_> {
     async fn delete_alias_row(&self, function: &str, alias: &str) -> Result<()> {
         self.run("DELETE FROM aliases WHERE function = $1 AND name = $2", &[function.into(), alias.into()])?;
         Ok(())
+    }
+
+    async fn urls(&self, lookup: &UrlLookup) -> Result<Vec<FunctionUrl>> {
+        let (sql, values) = lookup.statement();
+        self.query(&sql, &values, read_url)
     }
 }
 
@@ -702,6 +708,35 @@ impl Store for SqliteStore {
     ) -> Result<()> {
         let (function, alias) = (function.to_string(), alias.to_string());
         self.write(move |tx| ready(ops::delete_alias(tx, &function, &alias, expect))).await
+    }
+
+    async fn create_url(&self, url: FunctionUrl) -> Result<FunctionUrl> {
+        self.admit()?;
+        self.write(move |tx| {
+            ready(ops::create_url(tx, &url))?;
+            Ok(url)
+        })
+        .await
+    }
+
+    async fn update_url(
+        &self, function: &str, qualifier: &str, config: UrlConfig, now: Millis,
+    ) -> Result<FunctionUrl> {
+        let (function, qualifier) = (function.to_string(), qualifier.to_string());
+        self.write(move |tx| ready(ops::update_url(tx, &function, &qualifier, &config, now))).await
+    }
+
+    async fn delete_url(&self, function: &str, qualifier: &str) -> Result<()> {
+        let (function, qualifier) = (function.to_string(), qualifier.to_string());
+        self.write(move |tx| ready(ops::delete_url(tx, &function, &qualifier))).await
+    }
+
+    async fn urls(&self, lookup: UrlLookup) -> Result<Vec<FunctionUrl>> {
+        self.read(move |tx| {
+            let (sql, values) = lookup.statement();
+            tx.query(&sql, &values, read_url)
+        })
+        .await
     }
 
     async fn get_deployment(&self, function: &str, resolved: Resolved) -> Result<Option<Deployment>> {

@@ -65,6 +65,7 @@ macro_rules! store_conformance_tests {
             code_collection_racing_deploys_never_frees_referenced_code,
             the_completion_that_ended_an_invocation_is_recorded_with_it,
             a_large_code_upload_does_not_hold_up_ingest,
+            function_urls_are_one_per_target_and_go_with_their_alias_and_function,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -1280,4 +1281,73 @@ pub async fn a_large_code_upload_does_not_hold_up_ingest(store: Arc<dyn Store>) 
         "an insert waited {slowest:?}: more than hashing the code ({hashing:?}) and a commit ({commit:?})"
     );
     assert!(slowest < Duration::from_secs(1), "an insert waited {slowest:?}");
+}
+
+fn url(id: &str, function: &str, qualifier: &str) -> gust_core::FunctionUrl {
+    gust_core::FunctionUrl {
+        url_id: format!("{id:a<32}"),
+        function: function.to_string(),
+        qualifier: qualifier.to_string(),
+        config: gust_core::UrlConfig::default(),
+        created_at: NOW,
+        updated_at: NOW,
+    }
+}
+
+pub async fn function_urls_are_one_per_target_and_go_with_their_alias_and_function(store: Arc<dyn Store>) {
+    use crate::ops::UrlLookup;
+    let by_id = |id: &str| UrlLookup::Id(format!("{id:a<32}"));
+    let missing = store.create_url(url("x", "nope", "$LATEST")).await;
+    assert!(matches!(missing, Err(StoreError::NotFound { kind: crate::Kind::Function, .. })), "{missing:?}");
+    deployable(&*store, "a").await;
+    let missing_alias = store.create_url(url("x", "a", "live")).await;
+    assert!(matches!(missing_alias, Err(StoreError::NotFound { kind: crate::Kind::Alias, .. })));
+    assert!(store.urls(by_id("x")).await.unwrap().is_empty(), "nothing half-written");
+
+    // Concurrent creators of one target's URL: exactly one wins, the others are refused.
+    let before = store.snapshot_version().await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.create_url(url(&format!("c{i}"), "a", "$LATEST")).await })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(u) => winners.push(u),
+            Err(e) => assert!(matches!(e, StoreError::Invalid(_)), "{e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "one URL per target");
+    let latest = winners.pop().unwrap();
+    assert!(store.snapshot_version().await.unwrap() > before, "other servers see the new URL");
+    assert_eq!(store.urls(UrlLookup::Id(latest.url_id.clone())).await.unwrap(), vec![latest.clone()]);
+
+    store.publish_version("a", None, None, NOW).await.unwrap();
+    store.put_alias("a", "live", Routing::single(1), "", None, NOW).await.unwrap();
+    let live = store.create_url(url("live", "a", "live")).await.unwrap();
+    let listed = store.urls(UrlLookup::Function("a".into())).await.unwrap();
+    assert_eq!(listed.iter().map(|u| u.qualifier.as_str()).collect::<Vec<_>>(), ["$LATEST", "live"]);
+
+    let mut config = gust_core::UrlConfig { auth_type: gust_core::AuthType::Iam, ..Default::default() };
+    config.cors = Some(gust_core::Cors { allow_origins: vec!["*".into()], ..Default::default() });
+    let updated = store.update_url("a", "live", config.clone(), NOW + 5).await.unwrap();
+    assert_eq!(
+        (updated.config.clone(), updated.updated_at, updated.url_id.clone()),
+        (config, NOW + 5, live.url_id.clone())
+    );
+    assert_eq!(store.urls(UrlLookup::Id(live.url_id.clone())).await.unwrap(), vec![updated]);
+    let absent = store.update_url("a", "other", gust_core::UrlConfig::default(), NOW).await;
+    assert!(matches!(absent, Err(StoreError::NotFound { .. })), "{absent:?}");
+
+    // An alias's URL goes with the alias; a function's URLs go with the function.
+    store.delete_alias("a", "live", None, NOW).await.unwrap();
+    assert!(store.urls(UrlLookup::Id(live.url_id)).await.unwrap().is_empty());
+    store.delete_url("a", "$LATEST").await.unwrap();
+    assert!(matches!(store.delete_url("a", "$LATEST").await, Err(StoreError::NotFound { .. })));
+    let again = store.create_url(url("again", "a", "$LATEST")).await.unwrap();
+    store.delete_function("a", None, NOW).await.unwrap();
+    assert!(store.urls(UrlLookup::Id(again.url_id)).await.unwrap().is_empty());
+    assert!(store.urls(UrlLookup::Function("a".into())).await.unwrap().is_empty());
 }

@@ -15,9 +15,9 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use gust_core::{
-    Alias, ApiKey, AttemptOutcome, Deployment, FunctionConfig, FunctionErrorBody, FunctionSpec, InvocationId,
-    InvocationRecord, InvocationRequest, Lifecycle, Millis, Rejected, Resolved, Routing, StateName, Version,
-    WorkerId, WorkerState,
+    Alias, ApiKey, AttemptOutcome, Deployment, FunctionConfig, FunctionErrorBody, FunctionSpec, FunctionUrl,
+    InvocationId, InvocationRecord, InvocationRequest, Lifecycle, Millis, Rejected, Resolved, Routing,
+    StateName, UrlConfig, Version, WorkerId, WorkerState,
 };
 use serde::Serialize;
 use thiserror::Error;
@@ -46,6 +46,7 @@ pub enum Kind {
     Artifact,
     Worker,
     ApiKey,
+    FunctionUrl,
 }
 
 impl Kind {
@@ -58,6 +59,7 @@ impl Kind {
             Kind::Artifact => "artifact",
             Kind::Worker => "worker",
             Kind::ApiKey => "API key",
+            Kind::FunctionUrl => "function URL config",
         }
     }
 }
@@ -296,6 +298,15 @@ pub trait Store: Send + Sync + 'static {
     async fn list_aliases(&self, function: &str) -> Result<Vec<Alias>>;
     async fn delete_alias(&self, function: &str, alias: &str, expect: Option<u64>, now: Millis)
         -> Result<()>;
+    /// Creates the URL of a function's `$LATEST` or alias (`Invalid` if it has one).
+    async fn create_url(&self, url: FunctionUrl) -> Result<FunctionUrl>;
+    /// Replaces a URL's config.
+    async fn update_url(
+        &self, function: &str, qualifier: &str, config: UrlConfig, now: Millis,
+    ) -> Result<FunctionUrl>;
+    async fn delete_url(&self, function: &str, qualifier: &str) -> Result<()>;
+    /// The function URLs `lookup` answers.
+    async fn urls(&self, lookup: ops::UrlLookup) -> Result<Vec<FunctionUrl>>;
     /// The immutable code and config of one resolved version.
     async fn get_deployment(&self, function: &str, resolved: Resolved) -> Result<Option<Deployment>>;
     /// The control-plane snapshot version: bumped by every control-plane write.

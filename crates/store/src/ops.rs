@@ -15,8 +15,8 @@
 
 use gust_core::limits::{DEFAULT_PLACEMENT_TIMEOUT_MS, RECOVERY_BATCH};
 use gust_core::{
-    apply, Alias, ErrorKind, Event, FunctionConfig, FunctionSpec, InvocationId, InvocationRecord, Lifecycle,
-    Millis, Rejected, Routing, Version, WorkerId,
+    apply, Alias, ErrorKind, Event, FunctionConfig, FunctionSpec, FunctionUrl, InvocationId,
+    InvocationRecord, Lifecycle, Millis, Rejected, Routing, UrlConfig, Version, WorkerId,
 };
 
 use crate::rows::{
@@ -102,6 +102,37 @@ impl Counter {
     }
 }
 
+/// Which function URLs a lookup answers.
+#[derive(Debug, Clone)]
+pub enum UrlLookup {
+    /// The URL with this id.
+    Id(String),
+    /// The URL of a function's `$LATEST` or of one of its aliases.
+    Target { function: String, qualifier: String },
+    /// Every URL of a function, by qualifier.
+    Function(String),
+}
+
+impl UrlLookup {
+    /// Its statement and parameters.
+    pub fn statement(&self) -> (String, Vec<Value<'_>>) {
+        let cols = crate::rows::URL_COLUMNS;
+        match self {
+            UrlLookup::Id(id) => {
+                (format!("SELECT {cols} FROM function_urls WHERE url_id = $1"), vec![id.into()])
+            }
+            UrlLookup::Target { function, qualifier } => (
+                format!("SELECT {cols} FROM function_urls WHERE function = $1 AND qualifier = $2"),
+                vec![function.into(), qualifier.into()],
+            ),
+            UrlLookup::Function(function) => (
+                format!("SELECT {cols} FROM function_urls WHERE function = $1 ORDER BY qualifier"),
+                vec![function.into()],
+            ),
+        }
+    }
+}
+
 /// The primitives of one backend transaction. Reads that guard a write lock what they read
 /// where the backend locks rows (PostgreSQL `FOR UPDATE`; SQLite's writer holds the database's
 /// write lock for the whole transaction).
@@ -147,6 +178,8 @@ pub trait Tx {
     /// An alias's revision, locked.
     async fn alias_revision(&self, function: &str, alias: &str) -> Result<Option<u64>>;
     async fn delete_alias_row(&self, function: &str, alias: &str) -> Result<()>;
+    /// The function URLs `lookup` answers.
+    async fn urls(&self, lookup: &UrlLookup) -> Result<Vec<FunctionUrl>>;
 }
 
 // ---- invocations -----------------------------------------------------------------------------
@@ -561,5 +594,75 @@ pub async fn delete_alias(tx: &impl Tx, function: &str, alias: &str, expect: Opt
         .ok_or_else(|| StoreError::NotFound { kind: Kind::Alias, name: format!("{function}:{alias}") })?;
     check_revision(expect, current)?;
     tx.bump(Counter::SnapshotVersion).await?;
+    // An alias's URL goes with it (as in Lambda); its id is never reused.
+    tx.execute(crate::rows::DELETE_URL, &[function.into(), alias.into()]).await?;
     tx.delete_alias_row(function, alias).await
+}
+
+// ---- function URLs ---------------------------------------------------------------------------
+
+/// Checks that a URL's target exists: the function, and the alias unless it is `$LATEST`.
+async fn require_url_target(tx: &impl Tx, function: &str, qualifier: &str) -> Result<()> {
+    tx.lock_name(function).await?;
+    require_function(tx, function, None).await?;
+    if qualifier != "$LATEST" && tx.alias_revision(function, qualifier).await?.is_none() {
+        return Err(StoreError::NotFound { kind: Kind::Alias, name: format!("{function}:{qualifier}") });
+    }
+    Ok(())
+}
+
+fn url_not_found(function: &str, qualifier: &str) -> StoreError {
+    StoreError::NotFound { kind: Kind::FunctionUrl, name: format!("{function}:{qualifier}") }
+}
+
+/// Creates the URL of a function's `$LATEST` or alias; `Invalid` if it has one.
+pub async fn create_url(tx: &impl Tx, url: &FunctionUrl) -> Result<()> {
+    require_url_target(tx, &url.function, &url.qualifier).await?;
+    let target = UrlLookup::Target { function: url.function.clone(), qualifier: url.qualifier.clone() };
+    if !tx.urls(&target).await?.is_empty() {
+        return Err(StoreError::Invalid(format!(
+            "function {}:{} already has a URL config",
+            url.function, url.qualifier
+        )));
+    }
+    tx.bump(Counter::SnapshotVersion).await?;
+    let config = serde_json::to_string(&url.config).map_err(crate::rows::json_err)?;
+    let values: [Value; _] = [
+        url.url_id.as_str().into(),
+        url.function.as_str().into(),
+        url.qualifier.as_str().into(),
+        config.as_str().into(),
+        url.created_at.into(),
+    ];
+    tx.execute(crate::rows::INSERT_URL, &values).await?;
+    Ok(())
+}
+
+/// Replaces the config of an existing URL; the URL as it is now.
+pub async fn update_url(
+    tx: &impl Tx, function: &str, qualifier: &str, config: &UrlConfig, now: Millis,
+) -> Result<FunctionUrl> {
+    require_url_target(tx, function, qualifier).await?;
+    let mut url = tx
+        .urls(&UrlLookup::Target { function: function.to_string(), qualifier: qualifier.to_string() })
+        .await?
+        .pop()
+        .ok_or_else(|| url_not_found(function, qualifier))?;
+    tx.bump(Counter::SnapshotVersion).await?;
+    let json = serde_json::to_string(config).map_err(crate::rows::json_err)?;
+    let values: [Value; _] = [function.into(), qualifier.into(), json.as_str().into(), now.into()];
+    tx.execute(crate::rows::UPDATE_URL, &values).await?;
+    url.config = config.clone();
+    url.updated_at = now;
+    Ok(url)
+}
+
+/// Deletes the URL of a function's `$LATEST` or alias.
+pub async fn delete_url(tx: &impl Tx, function: &str, qualifier: &str) -> Result<()> {
+    tx.lock_name(function).await?;
+    if tx.execute(crate::rows::DELETE_URL, &[function.into(), qualifier.into()]).await? == 0 {
+        return Err(url_not_found(function, qualifier));
+    }
+    tx.bump(Counter::SnapshotVersion).await?;
+    Ok(())
 }

@@ -197,6 +197,29 @@ pub const UPSERT_ALIAS: &str =
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (function, name) \
      DO UPDATE SET routing = $3, revision = $4, updated_at = $5, description = $6";
 
+/// The columns of a function URL, in [`read_url`]'s order.
+pub const URL_COLUMNS: &str = "url_id, function, qualifier, config, created_at, updated_at";
+/// A new function URL (`$1` id, `$2` function, `$3` qualifier, `$4` config, `$5` now).
+pub const INSERT_URL: &str = "INSERT INTO function_urls (url_id, function, qualifier, config, created_at, \
+     updated_at) VALUES ($1, $2, $3, $4, $5, $5)";
+/// A URL's new config (`$1` function, `$2` qualifier, `$3` config, `$4` now).
+pub const UPDATE_URL: &str =
+    "UPDATE function_urls SET config = $3, updated_at = $4 WHERE function = $1 AND qualifier = $2";
+/// Deletes the URL of a function's `$LATEST` or alias (`$1` function, `$2` qualifier).
+pub const DELETE_URL: &str = "DELETE FROM function_urls WHERE function = $1 AND qualifier = $2";
+
+/// Reads the columns of [`URL_COLUMNS`].
+pub fn read_url(r: &dyn ColumnRow) -> Result<gust_core::FunctionUrl> {
+    Ok(gust_core::FunctionUrl {
+        url_id: r.text(0)?,
+        function: r.text(1)?,
+        qualifier: r.text(2)?,
+        config: serde_json::from_str(&r.text(3)?).map_err(json_err)?,
+        created_at: r.int(4)?,
+        updated_at: r.int(5)?,
+    })
+}
+
 /// An invocation row as stored, before decoding.
 pub struct RawInvocation {
     pub id: String,

@@ -205,6 +205,19 @@ CREATE INDEX invocations_waiting ON invocations (function)
 CREATE INDEX invocations_assigned ON invocations (worker) WHERE state IN ('PLACED', 'RUNNING');
 "#;
 
+/// Function URLs: one per `$LATEST` or alias of a function, found by its id at the edge.
+pub const FUNCTION_URLS: &str = r#"
+CREATE TABLE function_urls (
+    url_id TEXT PRIMARY KEY,
+    function TEXT NOT NULL,
+    qualifier TEXT NOT NULL,
+    config TEXT NOT NULL,
+    created_at {int} NOT NULL,
+    updated_at {int} NOT NULL
+);
+CREATE UNIQUE INDEX function_urls_target ON function_urls (function, qualifier);
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +238,7 @@ mod tests {
             CLIENT_CONTEXT,
             CONCURRENCY_SLOTS,
             WAITING_INDEXES,
+            FUNCTION_URLS,
         ]);
         assert!(!all.contains('{'), "unrendered placeholder in {all}");
     }
