@@ -152,6 +152,8 @@ pub(crate) fn native_rule(method: &Method, route: &str) -> Option<Rule> {
         | "/v1/functions/{name}/aliases"
         | "/v1/functions/{name}/aliases/{alias}"
         | "/v1/functions/{name}/invocations"
+        | "/v1/functions/{name}/url"
+        | "/v1/functions/{name}/urls"
             if get =>
         {
             on_path(Read)
@@ -159,7 +161,8 @@ pub(crate) fn native_rule(method: &Method, route: &str) -> Option<Rule> {
         "/v1/functions/{name}" if write => on_path(Deploy),
         "/v1/functions/{name}/code"
         | "/v1/functions/{name}/versions"
-        | "/v1/functions/{name}/aliases/{alias}" => on_path(Deploy),
+        | "/v1/functions/{name}/aliases/{alias}"
+        | "/v1/functions/{name}/url" => on_path(Deploy),
         "/v1/functions/{name}/invoke" => on_path(Invoke),
         "/v1/invocations/{id}" if get => in_handler(Read),
         "/v1/tokens" | "/v1/tokens/{name}" => in_handler(Admin),
@@ -185,7 +188,9 @@ pub(crate) fn aws_rule(method: &Method, route: &str) -> Option<Rule> {
         | "/2017-10-31/functions/{name}/concurrency"
         | "/2019-09-30/functions/{name}/concurrency"
         | "/2019-09-25/functions/{name}/event-invoke-config"
-        | "/2019-09-25/functions/{name}/event-invoke-config/list" => read_or_deploy,
+        | "/2019-09-25/functions/{name}/event-invoke-config/list"
+        | "/2021-10-31/functions/{name}/url"
+        | "/2021-10-31/functions/{name}/urls" => read_or_deploy,
         // Counts of the functions the caller covers.
         "/2016-08-19/account-settings" | "/2016-08-19/account-settings/" if get => in_handler(Read),
         _ => None,

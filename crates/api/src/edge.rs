@@ -218,6 +218,8 @@ fn is_about_one_connection(e: &std::io::Error) -> bool {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ConnInfo {
     pub(crate) local: SocketAddr,
+    /// The client's address (a function URL's `sourceIp`).
+    pub(crate) peer: Option<SocketAddr>,
 }
 
 async fn connection(
@@ -231,9 +233,10 @@ async fn connection(
     });
     let _ = tcp.set_nodelay(true);
     let local = tcp.local_addr().ok();
+    let peer = tcp.peer_addr().ok();
     let io = StallGuard::new(tcp, limits.write_stall_timeout);
     let Some(acceptor) = tls else {
-        return serve_http(io, local, router, http, stop).await;
+        return serve_http(io, local, peer, router, http, stop).await;
     };
     // The handshake (and the ClientHello before it) gets the header-read timeout: a client
     // that connects and stays silent, or stalls mid-handshake, holds its slot no longer than
@@ -257,7 +260,7 @@ async fn connection(
         },
         _ = stop.wait_for(|stopping| *stopping) => return,
     };
-    serve_http(tls_stream, local, router, http, stop).await
+    serve_http(tls_stream, local, peer, router, http, stop).await
 }
 
 /// The first byte of a TLS handshake record; a plain HTTP request starts with a method's
@@ -307,8 +310,8 @@ async fn tls_handshake(
 
 /// Serves HTTP/1.1 on one connection (plain or TLS) until it ends or the server stops.
 async fn serve_http<I>(
-    io: I, local: Option<SocketAddr>, router: Router, http: hyper::server::conn::http1::Builder,
-    mut stop: watch::Receiver<bool>,
+    io: I, local: Option<SocketAddr>, peer: Option<SocketAddr>, router: Router,
+    http: hyper::server::conn::http1::Builder, mut stop: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -316,7 +319,7 @@ async fn serve_http<I>(
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut req = req.map(Body::new);
         if let Some(local) = local {
-            req.extensions_mut().insert(ConnInfo { local });
+            req.extensions_mut().insert(ConnInfo { local, peer });
         }
         // Router is always ready, and a clone is one reference count.
         router.clone().call(req)
@@ -601,6 +604,8 @@ enum Area {
     Aws,
     /// The worker protocol, `/internal/...`.
     Internal,
+    /// Function URLs, `/url/...`: they answer anyone (each URL's auth type and CORS apply).
+    Url,
     /// Anything else (a 404, after the checks).
     Other,
 }
@@ -612,6 +617,7 @@ impl Area {
             "healthz" | "readyz" | "metrics" if path.len() == first.len() + 1 => Area::Public,
             "v1" => Area::Native,
             "internal" => Area::Internal,
+            "url" => Area::Url,
             _ if is_date(first) => Area::Aws,
             _ => Area::Other,
         }
@@ -641,7 +647,7 @@ fn is_invoke(area: Area, path: &str) -> bool {
         | (Area::Aws, (Some(""), Some(_), Some("functions"), Some(name), Some("invocations"), None)) => {
             !name.is_empty()
         }
-        (Area::Native | Area::Aws | Area::Public | Area::Internal | Area::Other, _) => false,
+        (Area::Native | Area::Aws | Area::Public | Area::Internal | Area::Url | Area::Other, _) => false,
     }
 }
 
@@ -670,7 +676,7 @@ fn clip(s: &str) -> String {
 /// `Sec-Fetch-Site` when there is no Origin), then the content type of mutating requests.
 fn check(cfg: &ApiConfig, area: Area, req: &Request) -> Result<(), Refusal> {
     let authenticated = match area {
-        Area::Public => return Ok(()),
+        Area::Public | Area::Url => return Ok(()),
         Area::Native | Area::Other => cfg.token.is_some(),
         Area::Aws => cfg.aws_auth(),
         Area::Internal => cfg.worker_token.is_some(),
@@ -779,7 +785,7 @@ impl Refusal {
         };
         match area {
             Area::Aws => AwsError::new(status, aws_exception, message).into_response(),
-            Area::Native | Area::Internal | Area::Other | Area::Public => {
+            Area::Native | Area::Internal | Area::Other | Area::Public | Area::Url => {
                 ApiError { status, code, message }.into_response()
             }
         }
@@ -789,6 +795,10 @@ impl Refusal {
 /// The browser guard, outermost on every route: refuses before authentication and before any
 /// body is read.
 pub(crate) async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    // A function URL's host (`--url-domain`): the whole request is the function's.
+    if let Some(id) = crate::url::host_based_id(&state, &req) {
+        return crate::url::serve_host(state, id, req).await;
+    }
     let area = Area::of(req.uri().path());
     match check(&state.cfg, area, &req) {
         Ok(()) => next.run(req).await,
@@ -822,7 +832,7 @@ mod tests {
             b = b.header(*k, *v);
         }
         let mut r = b.body(Body::empty()).unwrap();
-        r.extensions_mut().insert(ConnInfo { local: "127.0.0.1:8080".parse().unwrap() });
+        r.extensions_mut().insert(ConnInfo { local: "127.0.0.1:8080".parse().unwrap(), peer: None });
         r
     }
 

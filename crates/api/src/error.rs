@@ -51,6 +51,7 @@ impl From<ServiceError> for ApiError {
                     Kind::Artifact => "ArtifactNotFound",
                     Kind::Worker => "WorkerNotFound",
                     Kind::ApiKey => "TokenNotFound",
+                    Kind::FunctionUrl => "UrlNotFound",
                 },
             ),
             ServiceError::RevisionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "RevisionMismatch"),

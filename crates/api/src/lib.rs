@@ -18,6 +18,7 @@ mod error;
 mod internal;
 mod native;
 pub mod tls;
+mod url;
 mod views;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use edge::{
 pub use error::ApiError;
 pub use gust_core::protocol::{EnrollRequest, IssuedCredential};
 pub use internal::ProvisionRequest;
+pub use url::UrlAddressing;
 
 /// What the HTTP layer needs besides the service.
 #[derive(Clone, Default)]
@@ -53,6 +55,8 @@ pub struct ApiConfig {
     pub aws_credentials: Arc<std::collections::HashMap<String, String>>,
     /// Which web pages (`--allow-origin`) and names (`--public-host`) the API answers.
     pub browser: Arc<BrowserPolicy>,
+    /// How function URLs are addressed and shown.
+    pub urls: Arc<UrlAddressing>,
 }
 
 impl ApiConfig {
@@ -75,10 +79,21 @@ pub(crate) struct AppState {
 }
 
 /// Builds the whole router (tests call it without a socket).
-pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
+fn app_state(service: Arc<Service>, cfg: ApiConfig) -> AppState {
     let keys = Arc::new(ApiKeys::new(service.store().clone()));
     let bootstrap = access::Access(Arc::new(Grant::admin("the --token")));
-    let state = AppState { service, cfg, code_sizes: Arc::default(), keys, bootstrap };
+    AppState { service, cfg, code_sizes: Arc::default(), keys, bootstrap }
+}
+
+/// The `--url-listen` listener's router: every request is a function URL's, named by the
+/// first label of its Host (`<url-id>.localhost:PORT`); nothing of the API is served there.
+pub fn url_router(service: Arc<Service>, cfg: ApiConfig) -> Router {
+    let state = app_state(service, cfg);
+    Router::new().fallback(url::serve_any_host).with_state(state)
+}
+
+pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
+    let state = app_state(service, cfg);
     let aws = aws::routes(state.clone());
     let native = native::routes().merge(internal::admin_routes());
     let v1 = match state.cfg.token {
@@ -91,7 +106,12 @@ pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
     // Always mounted: workers with provisioned credentials need no enrollment token.
     let internal =
         internal::routes().layer(middleware::from_fn_with_state(state.clone(), internal::authenticate));
+    // Function URLs answer anyone: the URL's own auth type and CORS config apply.
+    let any = axum::routing::any(url::serve_path);
     Router::new()
+        .route("/url/{id}", any.clone())
+        .route("/url/{id}/", any.clone())
+        .route("/url/{id}/{*rest}", any)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -115,16 +135,30 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
     let unauthorized =
         || ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "a valid bearer token is required");
     let Some(presented) = bearer(req.headers()) else { return unauthorized().into_response() };
-    let caller = match &state.cfg.token {
-        Some(token) if constant_time_eq(presented.as_bytes(), token.as_bytes()) => state.bootstrap.clone(),
-        _ => match state.keys.by_bearer(presented, state.service.now()).await {
-            Ok(Some(key)) => access::Access(Arc::new(key.grant())),
-            Ok(None) => return unauthorized().into_response(),
-            Err(e) => return ApiError::from(e).into_response(),
-        },
+    let caller = match caller_by_bearer(&state, presented).await {
+        Ok(Some(caller)) => caller,
+        Ok(None) => return unauthorized().into_response(),
+        Err(e) => return e.into_response(),
     };
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// Who presents bearer token `presented`: the `--token` (an admin) or a named key; `None` if
+/// no one.
+pub(crate) async fn caller_by_bearer(
+    state: &AppState, presented: &str,
+) -> Result<Option<access::Access>, ApiError> {
+    if let Some(token) = &state.cfg.token {
+        if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+            return Ok(Some(state.bootstrap.clone()));
+        }
+    }
+    Ok(state
+        .keys
+        .by_bearer(presented, state.service.now())
+        .await?
+        .map(|key| access::Access(Arc::new(key.grant()))))
 }
 
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -29,6 +29,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/functions/{name}/aliases/{alias}", put(put_alias).get(get_alias).delete(delete_alias))
         .route("/v1/functions/{name}/invoke", post(invoke))
         .route("/v1/functions/{name}/invocations", get(list_invocations))
+        .route("/v1/functions/{name}/url", post(create_url).get(get_url).patch(update_url).delete(delete_url))
+        .route("/v1/functions/{name}/urls", get(list_urls))
         .route("/v1/invocations/{id}", get(get_invocation))
         .route("/v1/workers", get(list_workers))
         .route("/v1/tokens", post(create_token).get(list_tokens))
@@ -353,4 +355,78 @@ async fn revoke_token(State(s): State<AppState>, Path(name): Path<String>) -> Ap
     s.keys.revoke(&name).await?;
     tracing::info!(name = %name, "API key revoked");
     Ok(Json(json!({ "revoked": name })).into_response())
+}
+
+/// A URL config as `/v1` takes it: what is given is set (on create, `auth_type` is required,
+/// so a public URL is always asked for).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UrlBody {
+    auth_type: Option<gust_core::AuthType>,
+    #[serde(default, deserialize_with = "some_even_if_null")]
+    cors: Option<Option<gust_core::Cors>>,
+    invoke_mode: Option<gust_core::InvokeMode>,
+}
+
+/// `"cors": null` removes the CORS config: present-but-null is `Some(None)`.
+fn some_even_if_null<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<gust_core::Cors>>, D::Error> {
+    Option::<gust_core::Cors>::deserialize(d).map(Some)
+}
+
+async fn url_body(headers: &HeaderMap, body: Body) -> Result<UrlBody, ApiError> {
+    require_content_type(headers, JSON)?;
+    let bytes = read_bounded(body, MAX_CONFIG_BODY_BYTES, "the URL config").await?;
+    parse_json(&bytes)
+}
+
+async fn create_url(
+    State(s): State<AppState>, Path(name): Path<String>, Query(q): Query<InvokeQuery>, headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let b = url_body(&headers, body).await?;
+    let auth_type = b.auth_type.ok_or_else(|| {
+        ApiError::bad_request(
+            "InvalidRequest",
+            "auth_type is required: NONE (public) or AWS_IAM (gust's auth)",
+        )
+    })?;
+    let config = gust_core::UrlConfig {
+        auth_type,
+        cors: b.cors.flatten(),
+        invoke_mode: b.invoke_mode.unwrap_or_default(),
+    };
+    let url = s.service.create_url(&name, q.qualifier.as_deref(), config).await?;
+    Ok((StatusCode::CREATED, Json(views::url(&url, &s.cfg.urls))).into_response())
+}
+
+async fn get_url(
+    State(s): State<AppState>, Path(name): Path<String>, Query(q): Query<InvokeQuery>,
+) -> ApiResult {
+    let url = s.service.get_url(&name, q.qualifier.as_deref()).await?;
+    Ok(Json(views::url(&url, &s.cfg.urls)).into_response())
+}
+
+async fn update_url(
+    State(s): State<AppState>, Path(name): Path<String>, Query(q): Query<InvokeQuery>, headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let b = url_body(&headers, body).await?;
+    let patch = gust_service::UrlPatch { auth_type: b.auth_type, cors: b.cors, invoke_mode: b.invoke_mode };
+    let url = s.service.update_url(&name, q.qualifier.as_deref(), patch).await?;
+    Ok(Json(views::url(&url, &s.cfg.urls)).into_response())
+}
+
+async fn delete_url(
+    State(s): State<AppState>, Path(name): Path<String>, Query(q): Query<InvokeQuery>,
+) -> ApiResult {
+    s.service.delete_url(&name, q.qualifier.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_urls(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let urls = s.service.list_urls(&name).await?;
+    let items: Vec<_> = urls.iter().map(|u| views::url(u, &s.cfg.urls)).collect();
+    Ok(Json(json!({ "urls": items })).into_response())
 }

@@ -37,6 +37,20 @@ pub(crate) fn version(v: &Version) -> Value {
     })
 }
 
+pub(crate) fn url(u: &gust_core::FunctionUrl, addressing: &crate::UrlAddressing) -> Value {
+    json!({
+        "function": u.function,
+        "qualifier": u.qualifier,
+        "url_id": u.url_id,
+        "function_url": addressing.show(&u.url_id),
+        "auth_type": u.config.auth_type,
+        "cors": u.config.cors,
+        "invoke_mode": u.config.invoke_mode,
+        "created_at": u.created_at,
+        "updated_at": u.updated_at,
+    })
+}
+
 pub(crate) fn alias(a: &Alias) -> Value {
     let weights: serde_json::Map<String, Value> =
         a.routing.weights.iter().map(|(v, w)| (v.to_string(), json!(w))).collect();

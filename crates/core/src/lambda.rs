@@ -82,6 +82,17 @@ pub fn timestamp(ms: Millis) -> String {
     iso8601(ms, "+0000")
 }
 
+/// The request time of an HTTP event (payload format 2.0): `02/Dec/2026:18:00:00 +0000`.
+pub fn clf_time(ms: Millis) -> String {
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    let month = MONTHS[(m as usize).saturating_sub(1).min(11)];
+    format!("{d:02}/{month}/{y:04}:{:02}:{:02}:{:02} +0000", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 /// SigV4's `X-Amz-Date` of Unix seconds: `20261127T011204Z`.
 pub fn amz_date(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
@@ -176,6 +187,7 @@ mod tests {
         assert_eq!(timestamp(0), "1970-01-01T00:00:00.000+0000");
         assert_eq!(timestamp(1_795_741_924_123), "2026-11-27T01:12:04.123+0000");
         assert_eq!(iso8601(951_782_400_000, "Z"), "2000-02-29T00:00:00.000Z");
+        assert_eq!(clf_time(1_795_741_924_123), "27/Nov/2026:01:12:04 +0000");
     }
 
     #[test]

@@ -118,6 +118,12 @@ pub enum Command {
     Publish { name: String },
     /// Point an alias at a version, optionally routing a share of traffic to another.
     Alias(AliasArgs),
+    /// Function URLs: `gust url create|get|update|delete|list` (an HTTP address for a
+    /// function or one of its aliases, with Lambda's auth types and CORS).
+    Url {
+        #[command(subcommand)]
+        action: UrlAction,
+    },
     /// Invoke a function: NAME or NAME:QUALIFIER ($LATEST, a version number or an alias).
     Invoke(InvokeArgs),
     /// Show one invocation: state, attempts, result, error and log.
@@ -166,6 +172,106 @@ pub enum TokenAction {
     /// Revoke a key: refused at once by this server, within a second by every other server of
     /// a cluster. Its name may be used again.
     Revoke { name: String },
+}
+
+/// Function URL configs. TARGET is NAME (the function, $LATEST) or NAME:ALIAS.
+#[derive(Subcommand, Debug)]
+pub enum UrlAction {
+    /// Give TARGET a URL and print it.
+    Create {
+        target: String,
+        /// NONE: anyone who reaches the server may call it; AWS_IAM: only callers with a
+        /// bearer token or SigV4 signature allowed to invoke the function.
+        #[arg(long, value_parser = ["NONE", "AWS_IAM"])]
+        auth_type: String,
+        #[command(flatten)]
+        cors: CorsArgs,
+    },
+    /// Show TARGET's URL config.
+    Get { target: String },
+    /// Change what is given of TARGET's URL config.
+    Update {
+        target: String,
+        #[arg(long, value_parser = ["NONE", "AWS_IAM"])]
+        auth_type: Option<String>,
+        #[command(flatten)]
+        cors: CorsArgs,
+        /// Remove the CORS config.
+        #[arg(long, conflicts_with_all = ["allow_origin", "allow_method", "allow_header", "expose_header", "max_age", "allow_credentials"])]
+        no_cors: bool,
+    },
+    /// Delete TARGET's URL (its id is never used again).
+    Delete { target: String },
+    /// List a function's URLs.
+    List { name: String },
+}
+
+/// A URL's CORS config (given at all: it replaces the current one).
+#[derive(Args, Debug)]
+pub struct CorsArgs {
+    /// An origin allowed to call the URL from a browser, or * (repeatable).
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
+    /// A method allowed in a preflight, or * (repeatable).
+    #[arg(long = "allow-method", value_name = "METHOD")]
+    pub allow_method: Vec<String>,
+    /// A request header allowed in a preflight, or * (repeatable).
+    #[arg(long = "allow-header", value_name = "HEADER")]
+    pub allow_header: Vec<String>,
+    /// A response header browsers may read (repeatable).
+    #[arg(long = "expose-header", value_name = "HEADER")]
+    pub expose_header: Vec<String>,
+    /// Seconds a browser may cache a preflight's answer.
+    #[arg(long)]
+    pub max_age: Option<u32>,
+    /// Allow credentials (cookies) on cross-origin requests.
+    #[arg(long)]
+    pub allow_credentials: bool,
+}
+
+impl CorsArgs {
+    /// The CORS config, if any flag was given.
+    fn config(&self) -> Option<Value> {
+        let given = !self.allow_origin.is_empty()
+            || !self.allow_method.is_empty()
+            || !self.allow_header.is_empty()
+            || !self.expose_header.is_empty()
+            || self.max_age.is_some()
+            || self.allow_credentials;
+        given.then(|| {
+            json!({
+                "allow_origins": self.allow_origin,
+                "allow_methods": self.allow_method,
+                "allow_headers": self.allow_header,
+                "expose_headers": self.expose_header,
+                "max_age": self.max_age,
+                "allow_credentials": self.allow_credentials,
+            })
+        })
+    }
+}
+
+/// `NAME` or `NAME:ALIAS` as the `/v1` URL path and query.
+fn url_path(target: &str) -> String {
+    match target.split_once(':') {
+        Some((name, q)) => format!("/v1/functions/{}/url?qualifier={}", enc(name), enc(q)),
+        None => format!("/v1/functions/{}/url", enc(target)),
+    }
+}
+
+fn url_text(v: &Value) -> String {
+    let cors = match &v["cors"] {
+        Value::Null => "none".to_string(),
+        c => c.to_string(),
+    };
+    format!(
+        "{}\n  target    {}:{}\n  auth type {}\n  cors      {}",
+        v["function_url"].as_str().unwrap_or("?"),
+        v["function"].as_str().unwrap_or("?"),
+        v["qualifier"].as_str().unwrap_or("?"),
+        v["auth_type"].as_str().unwrap_or("?"),
+        cors
+    )
 }
 
 /// Worker credentials (administrators).
@@ -589,6 +695,47 @@ fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
                 format!("alias {}:{} -> version {} {}", a.name, a.alias, v["version"], v["weights"])
             });
         }
+        Command::Url { action } => match action {
+            UrlAction::Create { target, auth_type, cors } => {
+                let mut body = json!({ "auth_type": auth_type });
+                if let Some(c) = cors.config() {
+                    body["cors"] = c;
+                }
+                let v = api.json(api.req(Method::POST, &url_path(&target)).json(&body))?;
+                print(g, &v, url_text);
+            }
+            UrlAction::Get { target } => {
+                let v = api.json(api.req(Method::GET, &url_path(&target)))?;
+                print(g, &v, url_text);
+            }
+            UrlAction::Update { target, auth_type, cors, no_cors } => {
+                let mut body = json!({});
+                if let Some(a) = auth_type {
+                    body["auth_type"] = json!(a);
+                }
+                if no_cors {
+                    body["cors"] = Value::Null;
+                } else if let Some(c) = cors.config() {
+                    body["cors"] = c;
+                }
+                let v = api.json(api.req(Method::PATCH, &url_path(&target)).json(&body))?;
+                print(g, &v, url_text);
+            }
+            UrlAction::Delete { target } => {
+                api.check(api.req(Method::DELETE, &url_path(&target)).send()?)?;
+                print(g, &json!({ "deleted": target }), |_| format!("deleted the URL of {target}"));
+            }
+            UrlAction::List { name } => {
+                let v = api.json(api.req(Method::GET, &format!("/v1/functions/{}/urls", enc(&name))))?;
+                print(g, &v, |v| {
+                    let items = v["urls"].as_array().cloned().unwrap_or_default();
+                    if items.is_empty() {
+                        return format!("{name} has no URLs");
+                    }
+                    items.iter().map(url_text).collect::<Vec<_>>().join("\n")
+                });
+            }
+        },
         Command::Invoke(a) => return invoke(g, &api, a),
         Command::Invocation { id } => {
             let v = api.json(api.req(Method::GET, &format!("/v1/invocations/{}", enc(&id))))?;

@@ -71,6 +71,16 @@ pub struct ServerOpts {
     /// API answers only requests whose Host is its own address or localhost (DNS rebinding).
     #[arg(long = "public-host", env = "GUST_PUBLIC_HOSTS", value_delimiter = ',')]
     pub public_hosts: Vec<String>,
+    /// Serve function URLs by host name too: a request whose Host is `<url-id>.DOMAIN` is that
+    /// URL's, with the whole path its own (point a wildcard DNS name and certificate here).
+    /// URLs are then shown as `https://<url-id>.DOMAIN/` (http without --tls-cert).
+    #[arg(long, env = "GUST_URL_DOMAIN")]
+    pub url_domain: Option<String>,
+    /// A second listener for function URLs only, addressed by host: `<url-id>.localhost:PORT`
+    /// (browsers resolve any *.localhost to loopback), with the whole path the function's and
+    /// an origin of its own. URLs are shown that way unless --url-domain is given.
+    #[arg(long, env = "GUST_URL_LISTEN")]
+    pub url_listen: Option<SocketAddr>,
     /// Connections served at once (also at most 3/4 of the open-file limit); more wait in the
     /// listen backlog until one closes.
     #[arg(long, default_value_t = gust_api::DEFAULT_MAX_CONNECTIONS)]
@@ -275,6 +285,26 @@ pub fn run(mut opts: ServerOpts) -> anyhow::Result<()> {
     runtime.block_on(serve(opts, worker_cfg))
 }
 
+/// How function URLs are shown, `{id}` standing for a URL's id: under `--url-domain`, on the
+/// `--url-listen` listener as `<id>.localhost`, or path-based on the main listener.
+fn url_template(
+    scheme: &str, addr: SocketAddr, url_addr: Option<SocketAddr>, domain: Option<&str>,
+    public_hosts: &[String],
+) -> String {
+    if let Some(domain) = domain {
+        return format!("{scheme}://{{id}}.{}/", domain.trim_end_matches('.').to_ascii_lowercase());
+    }
+    if let Some(at) = url_addr {
+        return format!("{scheme}://{{id}}.localhost:{}/", at.port());
+    }
+    let host = if addr.ip().is_unspecified() {
+        public_hosts.first().cloned().unwrap_or_else(|| format!("localhost:{}", addr.port()))
+    } else {
+        addr.to_string()
+    };
+    format!("{scheme}://{host}/url/{{id}}/")
+}
+
 async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = match &opts.store {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Arc::new(
@@ -334,15 +364,31 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
     if let Some(token) = &opts.token {
         aws_credentials.entry("gust".to_string()).or_insert_with(|| token.clone());
     }
-    let router = gust_api::router(
-        service.clone(),
-        gust_api::ApiConfig {
-            token: opts.token.map(|t| Arc::<str>::from(t.as_str())),
-            worker_token: opts.worker_token.map(|t| Arc::<str>::from(t.as_str())),
-            aws_credentials: Arc::new(aws_credentials),
-            browser: Arc::new(gust_api::BrowserPolicy::new(&opts.allow_origins, &opts.public_hosts)?),
-        },
-    );
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("binding {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    let url_listener = match opts.url_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at).await.with_context(|| format!("binding --url-listen {at}"))?,
+        ),
+        None => None,
+    };
+    let scheme = if opts.tls_cert.is_some() { "https" } else { "http" };
+    let url_addr = url_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let urls = gust_api::UrlAddressing {
+        domain: opts.url_domain.clone().map(|d| d.trim_end_matches('.').to_ascii_lowercase()),
+        template: url_template(scheme, addr, url_addr, opts.url_domain.as_deref(), &opts.public_hosts),
+    };
+    let api = gust_api::ApiConfig {
+        token: opts.token.map(|t| Arc::<str>::from(t.as_str())),
+        worker_token: opts.worker_token.map(|t| Arc::<str>::from(t.as_str())),
+        aws_credentials: Arc::new(aws_credentials),
+        browser: Arc::new(gust_api::BrowserPolicy::new(&opts.allow_origins, &opts.public_hosts)?),
+        urls: Arc::new(urls),
+    };
+    let url_router = url_listener.is_some().then(|| gust_api::url_router(service.clone(), api.clone()));
+    let router = gust_api::router(service.clone(), api);
     let limits = gust_api::ServeLimits {
         header_read_timeout: Duration::from_millis(opts.header_read_timeout_ms.max(1)),
         max_connections: opts.max_connections.max(1),
@@ -356,10 +402,6 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
         }
         _ => None,
     };
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .with_context(|| format!("binding {}", opts.listen))?;
-    let addr = listener.local_addr()?;
     let shape = if opts.store.is_some() { "cluster (PostgreSQL)" } else { "embedded (SQLite)" };
     tracing::info!(shape, data_dir = %opts.data_dir.display(), worker = %service.worker_id(), "gust server started");
     let signals = ShutdownSignals::install()?;
@@ -370,9 +412,20 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
         }
         None => None,
     };
-    let scheme = if tls.is_some() { "https" } else { "http" };
     // Tests and scripts read this line to learn the port.
     println!("gust listening on {scheme}://{addr}");
+    let _url_http = match (url_listener, url_router) {
+        (Some(l), Some(r)) => {
+            let (tls_urls, stop) = (tls.clone(), signals.received(1));
+            println!("gust function URLs on {scheme}://{}", l.local_addr()?);
+            Some(AbortOnDrop(vec![tokio::spawn(async move {
+                if let Err(e) = gust_api::serve(l, r, limits, tls_urls, stop).await {
+                    tracing::error!(error = %e, "the function URL listener stopped");
+                }
+            })]))
+        }
+        _ => None,
+    };
     let mut http = tokio::spawn(gust_api::serve(listener, router, limits, tls, signals.received(1)));
     tokio::select! {
         // The HTTP server ends on the signal too: the signal wins.

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use gust_core::{Alias, Deployment, FunctionConfig, Resolved};
+use gust_core::{Alias, Deployment, FunctionConfig, FunctionUrl, Resolved};
 use parking_lot::Mutex;
 
 #[derive(Default)]
@@ -25,8 +25,13 @@ struct Inner {
     /// function → alias → alias (nested so lookups by `&str` allocate nothing).
     aliases: HashMap<String, HashMap<String, Arc<Alias>>>,
     deployments: HashMap<String, HashMap<Resolved, Arc<Deployment>>>,
+    /// Every function URL by id, loaded whole (so an unknown id costs no store read).
+    urls: Option<Arc<UrlTable>>,
     entries: usize,
 }
+
+/// Function URLs by id.
+pub(crate) type UrlTable = HashMap<String, Arc<FunctionUrl>>;
 
 /// Bounds the cache: past this many entries it is cleared rather than grown.
 const MAX_ENTRIES: usize = 100_000;
@@ -42,6 +47,7 @@ impl ControlCache {
         inner.functions.clear();
         inner.aliases.clear();
         inner.deployments.clear();
+        inner.urls = None;
         inner.entries = 0;
     }
 
@@ -68,6 +74,17 @@ impl ControlCache {
 
     pub(crate) fn deployment(&self, function: &str, resolved: Resolved) -> Option<Arc<Deployment>> {
         self.inner.lock().deployments.get(function).and_then(|m| m.get(&resolved)).cloned()
+    }
+
+    pub(crate) fn urls(&self) -> Option<Arc<UrlTable>> {
+        self.inner.lock().urls.clone()
+    }
+
+    pub(crate) fn insert_urls(&self, generation: u64, urls: Arc<UrlTable>) {
+        let mut inner = self.inner.lock();
+        if inner.generation == generation {
+            inner.urls = Some(urls);
+        }
     }
 
     /// Locks the cache for an insert if nothing was invalidated since `generation`; makes room

@@ -24,6 +24,7 @@ mod invoke;
 pub mod keys;
 mod metrics;
 pub mod retention;
+mod urls;
 mod workers;
 
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub use invoke::{InvokeInput, Invoked, SyncOutcome};
 pub use keys::{ApiKeys, IssuedKey};
 pub use metrics::Metrics;
 pub use retention::{QueueCaps, Retention};
+pub use urls::UrlPatch;
 pub use workers::{
     Assignment, HeartbeatReply, IssuedCredential, DEFAULT_ENROLLED_CREDENTIAL_TTL, HEARTBEAT_INTERVAL,
     LIVENESS_BOUND, WORKER_PROTOCOL,

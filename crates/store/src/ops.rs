@@ -111,6 +111,8 @@ pub enum UrlLookup {
     Target { function: String, qualifier: String },
     /// Every URL of a function, by qualifier.
     Function(String),
+    /// Every URL (a server's cache of them, reloaded when the control plane changes).
+    All,
 }
 
 impl UrlLookup {
@@ -129,6 +131,7 @@ impl UrlLookup {
                 format!("SELECT {cols} FROM function_urls WHERE function = $1 ORDER BY qualifier"),
                 vec![function.into()],
             ),
+            UrlLookup::All => (format!("SELECT {cols} FROM function_urls"), vec![]),
         }
     }
 }

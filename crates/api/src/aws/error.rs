@@ -87,6 +87,7 @@ impl From<ServiceError> for AwsError {
                     Kind::Artifact => "Code",
                     Kind::Worker => "Worker",
                     Kind::ApiKey => "API key",
+                    Kind::FunctionUrl => "The resource you requested does not exist. Function URL config",
                 };
                 AwsError::not_found(format!("{what} not found: {}", arn_of(&name)))
             }

@@ -30,7 +30,9 @@ const MAX_ITEMS: usize = 50;
 const ACCOUNT_CONCURRENCY: u32 = 1000;
 const MIN_UNRESERVED: u32 = 100;
 
-async fn json_body<T: serde::de::DeserializeOwned>(body: Body, limit: usize) -> Result<T, AwsError> {
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
+    body: Body, limit: usize,
+) -> Result<T, AwsError> {
     let bytes = read_bounded(body, limit, "the request body").await?;
     let bytes = if bytes.is_empty() { Bytes::from_static(b"{}") } else { bytes };
     serde_json::from_slice(&bytes).map_err(|e| {

@@ -9,6 +9,7 @@ mod error;
 mod functions;
 mod invoke;
 mod sigv4;
+mod urls;
 mod views;
 
 use std::collections::HashMap;
@@ -69,6 +70,11 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
                 .delete(functions::delete_event_config),
         )
         .route("/2019-09-25/functions/{name}/event-invoke-config/list", get(functions::list_event_configs))
+        .route(
+            "/2021-10-31/functions/{name}/url",
+            post(urls::create).get(urls::get).put(urls::update).delete(urls::delete),
+        )
+        .route("/2021-10-31/functions/{name}/urls", get(urls::list))
         .route("/2016-08-19/account-settings", get(functions::account_settings))
         .route("/2016-08-19/account-settings/", get(functions::account_settings));
     let r = if state.cfg.aws_auth() {
@@ -103,7 +109,7 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
     }
 }
 
-async fn check_signed(state: &AppState, req: Request) -> Result<Request, AwsError> {
+pub(crate) async fn check_signed(state: &AppState, req: Request) -> Result<Request, AwsError> {
     use sha2::{Digest, Sha256};
     use sigv4::DeclaredPayload;
     let now = std::time::SystemTime::now()

@@ -1,0 +1,701 @@
+//! Function URLs at the edge: an HTTP request becomes a Lambda HTTP event (payload format 2.0),
+//! runs as a sync invocation like any other (counted, recorded, routed by alias weights), and
+//! the function's answer becomes the HTTP response, exactly as Lambda's function URLs do.
+//!
+//! Addressing: host-based (`<url-id>.<--url-domain>`, on every listener; or `<url-id>.<any
+//! name>` on the `--url-listen` listener, e.g. `<url-id>.localhost:PORT`, which browsers
+//! resolve to loopback), where the whole path is the function's; and path-based on the main
+//! listener (`/url/<url-id>/...`) for local use. A path-based URL shares the API's origin, so
+//! its responses carry `Content-Security-Policy: sandbox` (without `allow-same-origin`): a
+//! page a function serves there runs in an opaque origin and cannot call the API as its
+//! operator's browser (the browser guard refuses its `Origin: null`).
+//!
+//! Never trusted: the request (bounded: 6 MB of body, hyper's header limits), and the
+//! function's answer (a status outside 100-599, a header that is not a header, a body that is
+//! not the base64 it claims: 502; hop-by-hop headers and Content-Length are the server's own).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use bytes::Bytes;
+use gust_core::access::Action;
+use gust_core::lambda::{clf_time, ACCOUNT};
+use gust_core::limits::MAX_SYNC_PAYLOAD_BYTES;
+use gust_core::url::is_url_id;
+use gust_core::{AuthType, Cors, FunctionUrl, Millis, Mode};
+use gust_service::{InvokeInput, Invoked, ServiceError, SyncOutcome};
+use serde_json::{json, Map, Value};
+
+use crate::access::Access;
+use crate::edge::ConnInfo;
+use crate::AppState;
+
+/// Where path-based URLs live on the main listener.
+pub(crate) const PATH_PREFIX: &str = "/url/";
+
+/// What a page served path-based may do: script, forms, popups, but not share the API's origin.
+const SANDBOX_CSP: &str = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads";
+
+/// How function URLs are addressed, and how they are shown (`FunctionUrl`).
+#[derive(Clone, Debug)]
+pub struct UrlAddressing {
+    /// `--url-domain`: a request whose Host is `<url-id>.<domain>` is that URL's, on every
+    /// listener.
+    pub domain: Option<String>,
+    /// How a URL is shown, `{id}` standing for its id: `http://127.0.0.1:8080/url/{id}/`.
+    pub template: String,
+}
+
+impl Default for UrlAddressing {
+    fn default() -> Self {
+        UrlAddressing { domain: None, template: format!("{PATH_PREFIX}{{id}}/") }
+    }
+}
+
+impl UrlAddressing {
+    pub(crate) fn show(&self, url_id: &str) -> String {
+        self.template.replace("{id}", url_id)
+    }
+
+    /// The URL id a Host names under `--url-domain`, if it does.
+    fn id_in_domain<'h>(&self, host: &'h str) -> Option<&'h str> {
+        let domain = self.domain.as_deref()?;
+        let name = strip_port(host);
+        let (id, rest) = name.split_once('.')?;
+        (rest.eq_ignore_ascii_case(domain) && is_url_id(id)).then_some(id)
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(']') || name.starts_with('[') => {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }
+        _ => host,
+    }
+}
+
+fn host_of(req: &Request) -> Option<&str> {
+    req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host())
+}
+
+/// The URL id of a host-based request on the main listener (`--url-domain`), if it is one.
+pub(crate) fn host_based_id(state: &AppState, req: &Request) -> Option<String> {
+    state.cfg.urls.id_in_domain(host_of(req)?).map(str::to_string)
+}
+
+/// The `--url-listen` listener: every request is a URL's, named by its Host's first label.
+pub(crate) async fn serve_any_host(State(state): State<AppState>, req: Request) -> Response {
+    let id = host_of(&req).and_then(|h| strip_port(h).split('.').next()).filter(|id| is_url_id(id));
+    match id.map(str::to_string) {
+        Some(id) => {
+            let raw_path = req.uri().path().to_string();
+            answer(state, id, raw_path, false, req).await
+        }
+        None => message(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+/// A host-based request on the main listener (`--url-domain`).
+pub(crate) async fn serve_host(state: AppState, id: String, req: Request) -> Response {
+    let raw_path = req.uri().path().to_string();
+    answer(state, id, raw_path, false, req).await
+}
+
+/// `/url/<url-id>[/...]` on the main listener.
+pub(crate) async fn serve_path(State(state): State<AppState>, req: Request) -> Response {
+    let rest = req.uri().path().strip_prefix(PATH_PREFIX).unwrap_or_default();
+    let (id, path) = match rest.split_once('/') {
+        Some((id, path)) => (id.to_string(), format!("/{path}")),
+        None => (rest.to_string(), "/".to_string()),
+    };
+    answer(state, id, path, true, req).await
+}
+
+/// Lambda's error bodies for function URLs.
+fn message(status: StatusCode, text: &str) -> Response {
+    let mut resp = (status, axum::Json(json!({ "Message": text }))).into_response();
+    set_request_id(&mut resp, &uuid::Uuid::new_v4().to_string());
+    resp
+}
+
+fn set_request_id(resp: &mut Response, id: &str) {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut().insert("x-amzn-requestid", v);
+    }
+}
+
+async fn answer(state: AppState, id: String, raw_path: String, sandboxed: bool, req: Request) -> Response {
+    let mut resp = serve(&state, &id, raw_path, req).await;
+    if sandboxed {
+        resp.headers_mut().append(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(SANDBOX_CSP));
+    }
+    resp
+}
+
+async fn serve(state: &AppState, id: &str, raw_path: String, req: Request) -> Response {
+    let url = match state.service.url_by_id(id).await {
+        Ok(Some(url)) => url,
+        Ok(None) => return message(StatusCode::NOT_FOUND, "Not Found"),
+        Err(e) => return service_error(e),
+    };
+    let origin = req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_string);
+    let cors = url.config.cors.as_ref();
+    if let (Some(cors), Some(origin)) = (cors, origin.as_deref()) {
+        if req.method() == Method::OPTIONS
+            && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        {
+            return preflight(cors, origin, req.headers());
+        }
+    }
+    let (req, authorizer) = match url.config.auth_type {
+        AuthType::None => (req, None),
+        AuthType::Iam => match authenticate(state, &url, req).await {
+            Ok(authenticated) => authenticated,
+            Err(resp) => return resp,
+        },
+    };
+    let (parts, body) = req.into_parts();
+    let body = match crate::body::read_bounded(body, MAX_SYNC_PAYLOAD_BYTES, "the request body").await {
+        Ok(b) => b,
+        Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE => {
+            return message(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("Request must be smaller than {MAX_SYNC_PAYLOAD_BYTES} bytes for the InvokeFunction operation"),
+            )
+        }
+        Err(e) => return e.into_response(),
+    };
+    let conn = parts.extensions.get::<ConnInfo>().copied();
+    let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| parts.uri.host());
+    let request = HttpRequest {
+        method: parts.method.as_str(),
+        raw_path: &raw_path,
+        raw_query: parts.uri.query().unwrap_or(""),
+        headers: &parts.headers,
+        body: &body,
+        source_ip: conn.and_then(|c| c.peer).map(|p: SocketAddr| p.ip().to_string()).unwrap_or_default(),
+        domain_name: host.map(strip_port).unwrap_or_default().to_string(),
+        protocol: format!("{:?}", parts.version),
+    };
+    let event =
+        http_event(&url, &request, &uuid::Uuid::new_v4().to_string(), state.service.now(), authorizer);
+    let input = InvokeInput {
+        function: url.function.clone(),
+        qualifier: (url.qualifier != "$LATEST").then(|| url.qualifier.clone()),
+        payload: Bytes::from(serde_json::to_vec(&event).unwrap_or_default()),
+        mode: Mode::Sync,
+        idempotency_key: None,
+        client_context: None,
+    };
+    let mut resp = match state.service.invoke(input).await {
+        Ok(Invoked::Completed { id, executed_version, outcome, .. }) => {
+            let mut resp = match outcome {
+                SyncOutcome::Succeeded(result) => http_response(&result).unwrap_or_else(|problem| {
+                    tracing::debug!(function = %url.function, problem, "a function URL's response was malformed");
+                    message(StatusCode::BAD_GATEWAY, "Internal Server Error")
+                }),
+                SyncOutcome::Failed(error) => {
+                    let mut resp = message(StatusCode::BAD_GATEWAY, "Internal Server Error");
+                    resp.headers_mut().insert("x-amz-function-error", HeaderValue::from_static("Unhandled"));
+                    if let Ok(v) = HeaderValue::from_str(gust_core::lambda::error_type(error.error_type)) {
+                        resp.headers_mut().insert("x-amzn-errortype", v);
+                    }
+                    resp
+                }
+            };
+            set_request_id(&mut resp, &id.0);
+            if let Ok(v) = HeaderValue::from_str(&executed_version) {
+                resp.headers_mut().insert("x-amz-executed-version", v);
+            }
+            resp
+        }
+        Ok(Invoked::Accepted { .. }) => message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+        Err(e) => service_error(e),
+    };
+    if let (Some(cors), Some(origin)) = (cors, origin.as_deref()) {
+        with_cors(&mut resp, cors, origin);
+    }
+    resp
+}
+
+fn service_error(e: ServiceError) -> Response {
+    match e {
+        ServiceError::Throttled { .. } => message(StatusCode::TOO_MANY_REQUESTS, "Rate Exceeded."),
+        ServiceError::TooLarge { .. } => message(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("Request must be smaller than {MAX_SYNC_PAYLOAD_BYTES} bytes for the InvokeFunction operation"),
+        ),
+        ServiceError::NotFound { .. } => message(StatusCode::NOT_FOUND, "Not Found"),
+        other => crate::ApiError::from(other).into_response(),
+    }
+}
+
+/// A preflight answered at the edge from the URL's CORS config: the allowances only when the
+/// origin, the method and every requested header are allowed (else none, and the browser
+/// refuses the request).
+fn preflight(cors: &Cors, origin: &str, headers: &HeaderMap) -> Response {
+    let mut resp = StatusCode::OK.into_response();
+    let method =
+        headers.get(header::ACCESS_CONTROL_REQUEST_METHOD).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let requested =
+        headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let h = resp.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    let Some(allowed) = cors.allowed_origin(origin) else { return resp };
+    if !cors.allows_method(method) || !cors.allows_headers(requested) {
+        return resp;
+    }
+    let mut set = |name: HeaderName, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    };
+    set(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+    set(header::ACCESS_CONTROL_ALLOW_METHODS, cors.allow_methods.join(","));
+    if !cors.allow_headers.is_empty() {
+        set(header::ACCESS_CONTROL_ALLOW_HEADERS, cors.allow_headers.join(","));
+    }
+    if let Some(age) = cors.max_age {
+        set(header::ACCESS_CONTROL_MAX_AGE, age.to_string());
+    }
+    if cors.allow_credentials {
+        set(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true".into());
+    }
+    resp
+}
+
+/// The URL's CORS config replaces whatever CORS headers the function answered (as Lambda).
+fn with_cors(resp: &mut Response, cors: &Cors, origin: &str) {
+    let h = resp.headers_mut();
+    let theirs: Vec<HeaderName> =
+        h.keys().filter(|k| k.as_str().starts_with("access-control-")).cloned().collect();
+    for k in theirs {
+        h.remove(k);
+    }
+    h.append(header::VARY, HeaderValue::from_static("Origin"));
+    let Some(allowed) = cors.allowed_origin(origin) else { return };
+    let mut set = |name: HeaderName, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    };
+    set(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+    if cors.allow_credentials {
+        set(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true".into());
+    }
+    if !cors.expose_headers.is_empty() {
+        set(header::ACCESS_CONTROL_EXPOSE_HEADERS, cors.expose_headers.join(","));
+    }
+}
+
+/// An `AWS_IAM` URL: the caller presents a bearer token (the `--token` or an API key) or a
+/// SigV4 signature, and must be allowed to invoke the function. With authentication off
+/// (loopback, no token, no AWS credentials) everyone is, as on the APIs.
+async fn authenticate(
+    state: &AppState, url: &FunctionUrl, req: Request,
+) -> Result<(Request, Option<Value>), Response> {
+    let forbidden = || message(StatusCode::FORBIDDEN, "Forbidden");
+    if state.cfg.token.is_none() && state.cfg.aws_credentials.is_empty() {
+        return Ok((req, None));
+    }
+    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let (req, access) = if authorization.starts_with("AWS4-HMAC-SHA256 ") {
+        let req = crate::aws::check_signed(state, req).await.map_err(|_| forbidden())?;
+        let access = req.extensions().get::<Access>().cloned().ok_or_else(forbidden)?;
+        (req, access)
+    } else if let Some(presented) = crate::bearer(req.headers()) {
+        let access = crate::caller_by_bearer(state, presented)
+            .await
+            .map_err(|_| forbidden())?
+            .ok_or_else(forbidden)?;
+        (req, access)
+    } else {
+        return Err(forbidden());
+    };
+    access.check(Action::Invoke, Some(&url.function)).map_err(|_| forbidden())?;
+    let caller = access.0.principal.clone();
+    let authorizer = json!({ "iam": {
+        "accessKey": Value::Null,
+        "accountId": ACCOUNT,
+        "callerId": caller,
+        "cognitoIdentity": Value::Null,
+        "principalOrgId": Value::Null,
+        "userArn": format!("arn:aws:iam::{ACCOUNT}:user/{caller}"),
+        "userId": caller,
+    }});
+    Ok((req, Some(authorizer)))
+}
+
+/// What the event needs of an HTTP request.
+pub(crate) struct HttpRequest<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) raw_path: &'a str,
+    pub(crate) raw_query: &'a str,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) body: &'a [u8],
+    pub(crate) source_ip: String,
+    pub(crate) domain_name: String,
+    pub(crate) protocol: String,
+}
+
+/// Content types whose bodies go into the event as text (if they are UTF-8); others base64.
+fn is_text(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else { return true };
+    let ct = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    ct.starts_with("text/")
+        || ct.ends_with("+json")
+        || ct.ends_with("+xml")
+        || matches!(
+            ct.as_str(),
+            "application/json"
+                | "application/javascript"
+                | "application/xml"
+                | "application/x-www-form-urlencoded"
+                | "application/graphql"
+                | "application/yaml"
+        )
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Lambda's HTTP event, payload format 2.0.
+pub(crate) fn http_event(
+    url: &FunctionUrl, r: &HttpRequest<'_>, request_id: &str, now: Millis, authorizer: Option<Value>,
+) -> Value {
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    let mut cookies: Vec<String> = Vec::new();
+    for (name, value) in r.headers {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        if name == header::COOKIE {
+            cookies.extend(value.split(';').map(str::trim).filter(|c| !c.is_empty()).map(str::to_string));
+            continue;
+        }
+        headers
+            .entry(name.as_str().to_string())
+            .and_modify(|v| {
+                v.push(',');
+                v.push_str(&value);
+            })
+            .or_insert_with(|| value.into_owned());
+    }
+    let mut query: BTreeMap<String, String> = BTreeMap::new();
+    for pair in r.raw_query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (percent_decode(k), percent_decode(v));
+        query
+            .entry(k)
+            .and_modify(|e| {
+                e.push(',');
+                e.push_str(&v);
+            })
+            .or_insert(v);
+    }
+    let user_agent = headers.get("user-agent").cloned().unwrap_or_default();
+    let mut context = json!({
+        "accountId": if authorizer.is_some() { ACCOUNT } else { "anonymous" },
+        "apiId": url.url_id,
+        "domainName": r.domain_name,
+        "domainPrefix": url.url_id,
+        "http": {
+            "method": r.method,
+            "path": r.raw_path,
+            "protocol": r.protocol,
+            "sourceIp": r.source_ip,
+            "userAgent": user_agent,
+        },
+        "requestId": request_id,
+        "routeKey": "$default",
+        "stage": "$default",
+        "time": clf_time(now),
+        "timeEpoch": now,
+    });
+    if let Some(a) = authorizer {
+        context["authorizer"] = a;
+    }
+    let content_type = headers.get("content-type").map(String::as_str);
+    let mut event = Map::new();
+    event.insert("version".into(), json!("2.0"));
+    event.insert("routeKey".into(), json!("$default"));
+    event.insert("rawPath".into(), json!(r.raw_path));
+    event.insert("rawQueryString".into(), json!(r.raw_query));
+    if !cookies.is_empty() {
+        event.insert("cookies".into(), json!(cookies));
+    }
+    event.insert("headers".into(), json!(headers));
+    if !query.is_empty() {
+        event.insert("queryStringParameters".into(), json!(query));
+    }
+    event.insert("requestContext".into(), context);
+    let text = if is_text(content_type) { std::str::from_utf8(r.body).ok() } else { None };
+    if !r.body.is_empty() {
+        match text {
+            Some(t) => event.insert("body".into(), json!(t)),
+            None => {
+                event.insert("body".into(), json!(base64::engine::general_purpose::STANDARD.encode(r.body)))
+            }
+        };
+    }
+    event.insert("isBase64Encoded".into(), json!(!r.body.is_empty() && text.is_none()));
+    Value::Object(event)
+}
+
+/// Headers the server owns: a function's own are dropped.
+fn is_servers_own(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "upgrade"
+            | "te"
+            | "trailer"
+            | "content-length"
+    )
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// The HTTP response a function's result stands for: Lambda's structured answer (an object
+/// with `statusCode`), or anything else as a 200 JSON body. `Err` says why it is malformed.
+pub(crate) fn http_response(result: &[u8]) -> Result<Response, String> {
+    let json_body = |bytes: Bytes| {
+        let mut resp = Response::new(Body::from(bytes));
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp
+    };
+    let parsed: Option<Value> = serde_json::from_slice(result).ok();
+    let Some(Value::Object(obj)) = parsed.filter(|v| v.get("statusCode").is_some()) else {
+        return Ok(json_body(Bytes::copy_from_slice(result)));
+    };
+    let status = obj
+        .get("statusCode")
+        .and_then(Value::as_u64)
+        .and_then(|s| u16::try_from(s).ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .filter(|s| (100..=599).contains(&s.as_u16()))
+        .ok_or("statusCode must be an integer from 100 to 599")?;
+    let body = match obj.get("body") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) if obj.get("isBase64Encoded").and_then(Value::as_bool) == Some(true) => {
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(|_| "body is not the base64 isBase64Encoded says")?
+        }
+        Some(Value::String(s)) => s.clone().into_bytes(),
+        Some(other) => other.to_string().into_bytes(),
+    };
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    let mut add = |name: &str, value: &str| -> Result<(), String> {
+        let name =
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{name:?} is not a header name"))?;
+        let value =
+            HeaderValue::from_str(value).map_err(|_| format!("the value of {name} is not a header value"))?;
+        if !is_servers_own(&name) {
+            h.append(name, value);
+        }
+        Ok(())
+    };
+    if let Some(Value::Object(headers)) = obj.get("headers") {
+        for (k, v) in headers {
+            add(k, &scalar(v).ok_or_else(|| format!("header {k:?} must be a string"))?)?;
+        }
+    }
+    if let Some(Value::Object(multi)) = obj.get("multiValueHeaders") {
+        for (k, vs) in multi {
+            for v in vs.as_array().ok_or_else(|| format!("multiValueHeaders {k:?} must be a list"))? {
+                add(k, &scalar(v).ok_or_else(|| format!("header {k:?} must be strings"))?)?;
+            }
+        }
+    }
+    if let Some(cookies) = obj.get("cookies") {
+        for c in cookies.as_array().ok_or("cookies must be a list of strings")? {
+            add("set-cookie", c.as_str().ok_or("cookies must be a list of strings")?)?;
+        }
+    }
+    if !h.contains_key(header::CONTENT_TYPE) {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url() -> FunctionUrl {
+        FunctionUrl {
+            url_id: "a".repeat(32),
+            function: "f".into(),
+            qualifier: "$LATEST".into(),
+            config: Default::default(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn event_of(method: &str, path: &str, query: &str, headers: &[(&str, &str)], body: &[u8]) -> Value {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        let r = HttpRequest {
+            method,
+            raw_path: path,
+            raw_query: query,
+            headers: &h,
+            body,
+            source_ip: "127.0.0.1".into(),
+            domain_name: "x.test".into(),
+            protocol: "HTTP/1.1".into(),
+        };
+        http_event(&url(), &r, "rid", 1_795_741_924_123, None)
+    }
+
+    #[test]
+    fn the_event_is_lambdas_payload_format_2() {
+        let e = event_of(
+            "POST",
+            "/a%20b/c",
+            "x=1&y=hello%20world&x=2&flag",
+            &[
+                ("Content-Type", "application/json"),
+                ("X-Many", "one"),
+                ("x-many", "two"),
+                ("Cookie", "a=1; b=2"),
+                ("User-Agent", "ua/1"),
+            ],
+            br#"{"k":1}"#,
+        );
+        assert_eq!(e["version"], "2.0");
+        assert_eq!(e["routeKey"], "$default");
+        assert_eq!(e["rawPath"], "/a%20b/c");
+        assert_eq!(e["rawQueryString"], "x=1&y=hello%20world&x=2&flag");
+        assert_eq!(e["cookies"], json!(["a=1", "b=2"]));
+        assert_eq!(e["headers"]["x-many"], "one,two");
+        assert!(e["headers"].get("cookie").is_none(), "cookies are not headers in 2.0");
+        assert_eq!(e["queryStringParameters"], json!({ "x": "1,2", "y": "hello world", "flag": "" }));
+        let c = &e["requestContext"];
+        assert_eq!(
+            (c["apiId"].as_str(), c["domainPrefix"].as_str()),
+            (Some(&*"a".repeat(32)), Some(&*"a".repeat(32)))
+        );
+        assert_eq!(c["http"]["method"], "POST");
+        assert_eq!(c["http"]["userAgent"], "ua/1");
+        assert_eq!(c["time"], "27/Nov/2026:01:12:04 +0000");
+        assert_eq!(c["timeEpoch"], 1_795_741_924_123i64);
+        assert_eq!(c["accountId"], "anonymous");
+        assert_eq!((e["body"].as_str(), e["isBase64Encoded"].as_bool()), (Some(r#"{"k":1}"#), Some(false)));
+    }
+
+    #[test]
+    fn binary_bodies_are_base64_and_empty_ones_absent() {
+        let e = event_of("PUT", "/", "", &[("content-type", "image/png")], &[0x89, b'P', 0, 255]);
+        assert_eq!(e["isBase64Encoded"], true);
+        assert_eq!(e["body"], base64::engine::general_purpose::STANDARD.encode([0x89, b'P', 0, 255]));
+        let invalid_text = event_of("PUT", "/", "", &[("content-type", "text/plain")], &[0xff, 0xfe]);
+        assert_eq!(invalid_text["isBase64Encoded"], true, "text that is not UTF-8 is base64 too");
+        let empty = event_of("GET", "/", "", &[], b"");
+        assert!(empty.get("body").is_none() && empty.get("queryStringParameters").is_none());
+        assert_eq!(empty["isBase64Encoded"], false);
+    }
+
+    async fn body_of(resp: Response) -> Vec<u8> {
+        axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec()
+    }
+
+    #[tokio::test]
+    async fn structured_answers_map_to_status_headers_cookies_and_body() {
+        let r = http_response(
+            br#"{"statusCode":201,"headers":{"x-a":"1","content-type":"text/plain","content-length":"999"},
+                "multiValueHeaders":{"x-m":["p","q"]},"cookies":["s=1; Path=/","t=2"],
+                "body":"aGk=","isBase64Encoded":true}"#,
+        )
+        .unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(r.headers()["x-a"], "1");
+        assert_eq!(r.headers()["content-type"], "text/plain");
+        assert!(r.headers().get("content-length").is_none_or(|v| v == "2"), "the server owns Content-Length");
+        assert_eq!(r.headers().get_all("x-m").iter().collect::<Vec<_>>(), ["p", "q"]);
+        assert_eq!(r.headers().get_all("set-cookie").iter().collect::<Vec<_>>(), ["s=1; Path=/", "t=2"]);
+        assert_eq!(body_of(r).await, b"hi");
+    }
+
+    #[tokio::test]
+    async fn anything_else_is_a_200_json_body() {
+        for raw in [&br#"{"message":"hi"}"#[..], b"[1,2]", b"\"text\"", b"not json"] {
+            let r = http_response(raw).unwrap();
+            assert_eq!(
+                (r.status(), r.headers()["content-type"].to_str().unwrap()),
+                (StatusCode::OK, "application/json")
+            );
+            assert_eq!(body_of(r).await, raw);
+        }
+    }
+
+    #[test]
+    fn malformed_answers_are_refused_not_passed_on() {
+        for bad in [
+            &br#"{"statusCode":700}"#[..],
+            br#"{"statusCode":"200"}"#,
+            br#"{"statusCode":200,"headers":{"x-a":"1\r\nset-cookie: stolen=1"}}"#,
+            br#"{"statusCode":200,"headers":{"bad name":"1"}}"#,
+            br#"{"statusCode":200,"body":"%%%","isBase64Encoded":true}"#,
+            br#"{"statusCode":200,"cookies":[1]}"#,
+        ] {
+            assert!(http_response(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn hosts_name_urls_under_the_url_domain_only() {
+        let a = UrlAddressing { domain: Some("fn.example.com".into()), template: String::new() };
+        let id = "b".repeat(32);
+        assert_eq!(a.id_in_domain(&format!("{id}.fn.example.com")), Some(&*id));
+        assert_eq!(a.id_in_domain(&format!("{id}.FN.example.com:8443")), Some(&*id));
+        assert_eq!(a.id_in_domain(&format!("{id}.evil.com")), None);
+        assert_eq!(a.id_in_domain("fn.example.com"), None);
+        assert_eq!(a.id_in_domain(&format!("x.{id}.fn.example.com")), None);
+        assert_eq!(UrlAddressing::default().id_in_domain(&format!("{id}.fn.example.com")), None);
+    }
+}
