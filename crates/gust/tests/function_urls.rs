@@ -519,3 +519,37 @@ fn a_starlette_app_on_mangum_is_served_unmodified() {
     assert_eq!(client().get(format!("{base}nowhere")).send().unwrap().status(), 404);
     assert_eq!(client().put(format!("{base}upload")).send().unwrap().status(), 405);
 }
+
+#[test]
+fn the_cli_creates_shows_changes_and_deletes_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    s.deploy("echo", wasm_config(10_000), fixture("echo"));
+    let run = |args: &[&str]| {
+        let out = common::cli(&s.url).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let (code, text) =
+        run(&["url", "create", "echo", "--auth-type", "NONE", "--allow-origin", "https://a.test"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("/url/") && text.contains("https://a.test"), "{text}");
+    let (code, text) = run(&["url", "get", "echo", "--output", "json"]);
+    assert_eq!(code, Some(0), "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let at = v["function_url"].as_str().unwrap().to_string();
+    assert_eq!(client().get(&at).send().unwrap().status(), 200);
+    let (code, text) = run(&["url", "update", "echo", "--auth-type", "AWS_IAM", "--no-cors"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("AWS_IAM") && text.contains("cors      none"), "{text}");
+    let (code, text) = run(&["url", "list", "echo"]);
+    assert!(code == Some(0) && text.contains(&at), "{text}");
+    let (code, text) = run(&["url", "create", "echo:1", "--auth-type", "NONE"]);
+    assert_ne!(code, Some(0), "a numbered version has no URL: {text}");
+    assert!(text.contains("not to version 1"), "{text}");
+    let (code, text) = run(&["url", "delete", "echo"]);
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = run(&["url", "get", "echo"]);
+    assert_ne!(code, Some(0));
+    assert!(text.contains("not found"), "{text}");
+}
