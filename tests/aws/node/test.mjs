@@ -11,6 +11,12 @@ import { after, test } from "node:test";
 
 import {
   CreateFunctionCommand,
+  CreateFunctionUrlConfigCommand,
+  DeleteFunctionUrlConfigCommand,
+  GetFunctionUrlConfigCommand,
+  ListFunctionUrlConfigsCommand,
+  ResourceConflictException,
+  UpdateFunctionUrlConfigCommand,
   DeleteFunctionCommand,
   DeleteFunctionConcurrencyCommand,
   GetFunctionCommand,
@@ -243,4 +249,36 @@ test("GetFunctionEventInvokeConfig: LastModified parses as a date", async () => 
   assert.equal(got.MaximumRetryAttempts, 1);
   assert.equal(got.MaximumEventAgeInSeconds, 120);
   assert.equal(got.DestinationConfig.OnFailure.Destination, arn(dest));
+});
+
+test("function URL configs: create, get, update, list, delete; the URL answers", async () => {
+  const created = await client.send(
+    new CreateFunctionUrlConfigCommand({ FunctionName: fn, AuthType: "NONE", Cors: { AllowOrigins: ["*"] } }),
+  );
+  assert.equal(created.$metadata.httpStatusCode, 201);
+  assert.equal(created.FunctionArn, arn(fn));
+  assert.match(created.FunctionUrl, /[a-z0-9]{32}/);
+  await assert.rejects(
+    client.send(new CreateFunctionUrlConfigCommand({ FunctionName: fn, AuthType: "NONE" })),
+    (e) => e instanceof ResourceConflictException,
+  );
+  const got = await client.send(new GetFunctionUrlConfigCommand({ FunctionName: fn }));
+  assert.equal(got.FunctionUrl, created.FunctionUrl);
+  assert.deepEqual(got.Cors.AllowOrigins, ["*"]);
+  const updated = await client.send(new UpdateFunctionUrlConfigCommand({ FunctionName: fn, AuthType: "AWS_IAM" }));
+  assert.equal(updated.AuthType, "AWS_IAM");
+  const listed = await client.send(new ListFunctionUrlConfigsCommand({ FunctionName: fn }));
+  assert.equal(listed.FunctionUrlConfigs.length, 1);
+  assert.equal((await fetch(created.FunctionUrl)).status, 403, "an AWS_IAM URL refuses an unsigned call");
+  await client.send(new UpdateFunctionUrlConfigCommand({ FunctionName: fn, AuthType: "NONE" }));
+  const answer = await fetch(`${created.FunctionUrl}hello?x=1`);
+  assert.equal(answer.status, 200);
+  const body = await answer.json();
+  assert.equal(body.echo.rawPath, "/hello");
+  assert.deepEqual(body.echo.queryStringParameters, { x: "1" });
+  await client.send(new DeleteFunctionUrlConfigCommand({ FunctionName: fn }));
+  await assert.rejects(
+    client.send(new GetFunctionUrlConfigCommand({ FunctionName: fn })),
+    (e) => e instanceof ResourceNotFoundException,
+  );
 });
