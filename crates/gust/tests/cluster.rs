@@ -61,6 +61,46 @@ fn any_server_answers_and_sync_results_cross_servers() {
     assert_eq!(workers["workers"].as_array().unwrap().len(), 1, "worker state is shared: {workers}");
 }
 
+/// A function URL made at one server is served by every server: B learns of it from the
+/// store's snapshot version, and runs it on the cluster's only worker (attached to A).
+#[test]
+fn any_server_answers_any_function_url() {
+    let schema = unique_schema("u");
+    let args = cluster_args(&schema);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Server::start(da.path(), &args);
+    let b = Server::start(db.path(), &args);
+    let _w = Worker::start(&a.url, da.path(), "wa", &["--capacity", "4"]);
+    a.deploy("echo", wasm_config(3000), fixture("echo"));
+    let r = a
+        .client()
+        .post(format!("{}/v1/functions/echo/url", a.url))
+        .json(&serde_json::json!({ "auth_type": "NONE" }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().unwrap()["url_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = b.client().get(format!("{}/url/{id}/from-b?x=1", b.url)).send().unwrap();
+        if r.status() == 200 {
+            let event: Value = r.json().unwrap();
+            assert_eq!(event["rawPath"], "/from-b", "B served A's URL: {event}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never served the URL made at A: {}", r.status());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Deleted at B, it is gone at A too (within a snapshot poll).
+    assert_eq!(b.delete("/v1/functions/echo/url").status(), 204);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.client().get(format!("{}/url/{id}/", a.url)).send().unwrap().status() != 404 {
+        assert!(Instant::now() < deadline, "A still serves a URL deleted at B");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A function's reserved concurrency holds across servers: two servers (each with its own
 /// worker) sharing one store admit at most the limit at once between them, and throttle the
 /// rest (429). Each server alone would admit the whole limit.
