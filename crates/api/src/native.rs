@@ -214,6 +214,7 @@ async fn invoke(
         mode,
         idempotency_key,
         client_context: None,
+        stream: None,
     };
     match s.service.invoke(input).await? {
         Invoked::Accepted { id, existing: _ } => {

@@ -25,9 +25,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 use gust_core::access::Action;
 use gust_core::lambda::{clf_time, ACCOUNT};
+use gust_core::lambda::{ResponseStream, StreamFuture};
 use gust_core::limits::MAX_SYNC_PAYLOAD_BYTES;
 use gust_core::url::is_url_id;
-use gust_core::{AuthType, Cors, FunctionUrl, Millis, Mode};
+use gust_core::{AuthType, Cors, FunctionUrl, InvokeMode, Millis, Mode};
 use gust_service::{InvokeInput, Invoked, ServiceError, SyncOutcome};
 use serde_json::{json, Map, Value};
 
@@ -196,12 +197,25 @@ async fn serve(state: &AppState, id: &str, raw_path: String, req: Request) -> Re
         mode: Mode::Sync,
         idempotency_key: None,
         client_context: None,
+        stream: None,
     };
-    let mut resp = match state.service.invoke(input).await {
+    let mut resp = match url.config.invoke_mode {
+        InvokeMode::ResponseStream => stream_response(state, input).await.unwrap_or_else(|whole| whole),
+        InvokeMode::Buffered => answered(state.service.invoke(input).await),
+    };
+    if let (Some(cors), Some(origin)) = (cors, origin.as_deref()) {
+        with_cors(&mut resp, cors, origin);
+    }
+    resp
+}
+
+/// The response of a finished invocation: the function's answer, or the error a URL shows.
+fn answered(result: Result<Invoked, ServiceError>) -> Response {
+    match result {
         Ok(Invoked::Completed { id, executed_version, outcome, .. }) => {
             let mut resp = match outcome {
                 SyncOutcome::Succeeded(result) => http_response(&result).unwrap_or_else(|problem| {
-                    tracing::debug!(function = %url.function, problem, "a function URL's response was malformed");
+                    tracing::debug!(problem, "a function URL's response was malformed");
                     message(StatusCode::BAD_GATEWAY, "Internal Server Error")
                 }),
                 SyncOutcome::Failed(error) => {
@@ -221,11 +235,7 @@ async fn serve(state: &AppState, id: &str, raw_path: String, req: Request) -> Re
         }
         Ok(Invoked::Accepted { .. }) => message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
         Err(e) => service_error(e),
-    };
-    if let (Some(cors), Some(origin)) = (cors, origin.as_deref()) {
-        with_cors(&mut resp, cors, origin);
     }
-    resp
 }
 
 fn service_error(e: ServiceError) -> Response {
@@ -495,24 +505,18 @@ fn scalar(v: &Value) -> Option<String> {
 }
 
 /// The HTTP response a function's result stands for: Lambda's structured answer (an object
-/// with `statusCode`), or anything else as a 200 JSON body. `Err` says why it is malformed.
+/// with `statusCode`), a streamed response's prelude and body (collected whole), or anything
+/// else as a 200 JSON body. `Err` says why it is malformed.
 pub(crate) fn http_response(result: &[u8]) -> Result<Response, String> {
-    let json_body = |bytes: Bytes| {
-        let mut resp = Response::new(Body::from(bytes));
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        resp
-    };
+    if let Some((prelude, body)) = gust_core::lambda::split_prelude(result) {
+        return structured(&prelude, Body::from(Bytes::copy_from_slice(body)));
+    }
     let parsed: Option<Value> = serde_json::from_slice(result).ok();
-    let Some(Value::Object(obj)) = parsed.filter(|v| v.get("statusCode").is_some()) else {
-        return Ok(json_body(Bytes::copy_from_slice(result)));
+    let Some(obj) = parsed.filter(|v| v.get("statusCode").is_some()) else {
+        let mut resp = Response::new(Body::from(Bytes::copy_from_slice(result)));
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return Ok(resp);
     };
-    let status = obj
-        .get("statusCode")
-        .and_then(Value::as_u64)
-        .and_then(|s| u16::try_from(s).ok())
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .filter(|s| (100..=599).contains(&s.as_u16()))
-        .ok_or("statusCode must be an integer from 100 to 599")?;
     let body = match obj.get("body") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) if obj.get("isBase64Encoded").and_then(Value::as_bool) == Some(true) => {
@@ -523,7 +527,20 @@ pub(crate) fn http_response(result: &[u8]) -> Result<Response, String> {
         Some(Value::String(s)) => s.clone().into_bytes(),
         Some(other) => other.to_string().into_bytes(),
     };
-    let mut resp = Response::new(Body::from(body));
+    structured(&obj, Body::from(body))
+}
+
+/// A response with the status, headers and cookies of `obj` (a structured answer or a
+/// streamed response's prelude) around `body`.
+fn structured(obj: &Value, body: Body) -> Result<Response, String> {
+    let status = obj
+        .get("statusCode")
+        .map_or(Some(200), Value::as_u64)
+        .and_then(|s| u16::try_from(s).ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .filter(|s| (100..=599).contains(&s.as_u16()))
+        .ok_or("statusCode must be an integer from 100 to 599")?;
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     let mut add = |name: &str, value: &str| -> Result<(), String> {
@@ -557,6 +574,125 @@ pub(crate) fn http_response(result: &[u8]) -> Result<Response, String> {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     Ok(resp)
+}
+
+// ---- response streaming ----------------------------------------------------------------------
+
+/// What the function's runtime streams, passed from the Runtime API to the URL's response.
+enum Streamed {
+    Begin(String),
+    Chunk(Bytes),
+}
+
+struct ChannelStream(tokio::sync::mpsc::Sender<Streamed>);
+
+impl ResponseStream for ChannelStream {
+    fn begin(&self, content_type: &str) -> StreamFuture<'_> {
+        let content_type = content_type.to_string();
+        Box::pin(async move { self.0.send(Streamed::Begin(content_type)).await.is_ok() })
+    }
+
+    fn chunk(&self, bytes: Bytes) -> StreamFuture<'_> {
+        Box::pin(async move { self.0.send(Streamed::Chunk(bytes)).await.is_ok() })
+    }
+}
+
+/// The most of a streamed response's prelude read before it must have ended.
+const MAX_PRELUDE_BYTES: usize = 64 * 1024;
+/// Chunks in flight between the function and a slow reader (then the function waits).
+const STREAM_CHUNKS_IN_FLIGHT: usize = 16;
+
+type Invocation = tokio::task::JoinHandle<Result<Invoked, ServiceError>>;
+
+/// A RESPONSE_STREAM URL: the invocation runs in its own task; the response is sent as soon as
+/// the function begins streaming (after its prelude of status and headers, if it sends one),
+/// and its body follows chunk by chunk. A function that does not stream, or runs on a remote
+/// worker, is answered whole when it ends. An error after the stream began cuts the body short
+/// (the chunked encoding never ends), as Lambda's does.
+async fn stream_response(state: &AppState, mut input: InvokeInput) -> Result<Response, Response> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(STREAM_CHUNKS_IN_FLIGHT);
+    input.stream = Some(std::sync::Arc::new(ChannelStream(tx)));
+    let service = state.service.clone();
+    let mut invocation: Invocation = tokio::spawn(async move { service.invoke(input).await });
+    let content_type = tokio::select! {
+        m = rx.recv() => match m {
+            Some(Streamed::Begin(ct)) => ct,
+            // Every sender is gone: the invocation ended without streaming.
+            _ => return Err(whole(invocation.await)),
+        },
+        done = &mut invocation => return Err(whole(done)),
+    };
+    let mut head = Vec::new();
+    let mut status_and_headers = None;
+    if content_type == gust_core::lambda::HTTP_INTEGRATION_RESPONSE {
+        // The prelude first: a JSON object, then eight NUL bytes.
+        loop {
+            match rx.recv().await {
+                Some(Streamed::Chunk(c)) => head.extend_from_slice(&c),
+                Some(Streamed::Begin(_)) => continue,
+                None => return Err(whole(invocation.await)),
+            }
+            if let Some((prelude, rest)) = gust_core::lambda::split_prelude(&head) {
+                status_and_headers = Some(prelude);
+                head = rest.to_vec();
+                break;
+            }
+            if head.len() > MAX_PRELUDE_BYTES {
+                tracing::debug!("a streamed response's prelude never ended");
+                return Err(message(StatusCode::BAD_GATEWAY, "Internal Server Error"));
+            }
+        }
+    }
+    let first = Bytes::from(head);
+    let body = futures_util::stream::unfold(
+        (Some(first), rx, Some(invocation)),
+        |(first, mut rx, invocation)| async move {
+            if let Some(first) = first.filter(|f| !f.is_empty()) {
+                return Some((Ok(first), (None, rx, invocation)));
+            }
+            loop {
+                match rx.recv().await {
+                    Some(Streamed::Chunk(c)) if !c.is_empty() => {
+                        return Some((Ok(c), (None, rx, invocation)))
+                    }
+                    Some(_) => continue,
+                    None => break,
+                }
+            }
+            // The stream ended: a failed invocation cuts the body short.
+            let failed = match invocation?.await {
+                Ok(Ok(Invoked::Completed { outcome: SyncOutcome::Succeeded(_), .. })) => false,
+                _ => true,
+            };
+            failed.then(|| {
+                (Err(std::io::Error::other("the function failed while streaming")), (None, rx, None))
+            })
+        },
+    );
+    let body = Body::from_stream(body);
+    let mut resp = match status_and_headers {
+        Some(prelude) => structured(&prelude, body).map_err(|problem| {
+            tracing::debug!(problem, "a streamed response's prelude was malformed");
+            message(StatusCode::BAD_GATEWAY, "Internal Server Error")
+        })?,
+        None => {
+            let mut resp = Response::new(body);
+            if let Ok(v) = HeaderValue::from_str(&content_type) {
+                resp.headers_mut().insert(header::CONTENT_TYPE, v);
+            }
+            resp
+        }
+    };
+    resp.headers_mut().insert("x-amzn-invoked-production-mode", HeaderValue::from_static("RESPONSE_STREAM"));
+    Ok(resp)
+}
+
+/// The whole answer of an invocation that ended without streaming.
+fn whole(done: Result<Result<Invoked, ServiceError>, tokio::task::JoinError>) -> Response {
+    match done {
+        Ok(result) => answered(result),
+        Err(_) => message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+    }
 }
 
 #[cfg(test)]

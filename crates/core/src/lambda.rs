@@ -14,13 +14,57 @@ pub const REGION: &str = "us-east-1";
 pub const ACCOUNT: &str = "000000000000";
 
 /// What a runtime is told about how it was called, besides the payload.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Default)]
 pub struct CallContext<'a> {
     /// The qualifier the caller used (`$LATEST`, a version or an alias): the runtime sees the
     /// function ARN as invoked.
     pub qualifier: &'a str,
     /// The caller's Client-Context (JSON, already base64-decoded); sync invocations only.
     pub client_context: Option<&'a str>,
+    /// A caller reading the response as the function writes it (a function URL in
+    /// RESPONSE_STREAM mode); `None`: the response is only collected.
+    pub stream: Option<&'a std::sync::Arc<dyn ResponseStream>>,
+}
+
+impl std::fmt::Debug for CallContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallContext")
+            .field("qualifier", &self.qualifier)
+            .field("client_context", &self.client_context)
+            .field("stream", &self.stream.is_some())
+            .finish()
+    }
+}
+
+/// What a [`ResponseStream`] call returns: whether the reader is still there.
+pub type StreamFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>;
+
+/// Where a streamed response goes while the function writes it (Lambda's response streaming:
+/// the Runtime API's `Lambda-Runtime-Function-Response-Mode: streaming`). The whole response
+/// is still collected for the invocation's record and for callers that do not stream.
+pub trait ResponseStream: Send + Sync {
+    /// The function began streaming, with the content type its runtime declared
+    /// (`application/vnd.awslambda.http-integration-response` when a prelude of status and
+    /// headers comes first, ended by eight NUL bytes).
+    fn begin(&self, content_type: &str) -> StreamFuture<'_>;
+    /// One chunk, in order; `false` once the reader has gone.
+    fn chunk(&self, bytes: bytes::Bytes) -> StreamFuture<'_>;
+}
+
+/// The content type of a streamed response that starts with Lambda's HTTP prelude.
+pub const HTTP_INTEGRATION_RESPONSE: &str = "application/vnd.awslambda.http-integration-response";
+
+/// Splits a response streamed with an HTTP prelude (a JSON object of `statusCode`, `headers`,
+/// `cookies`, then eight NUL bytes) into the prelude and the body that follows; `None` if
+/// `bytes` does not start with one.
+pub fn split_prelude(bytes: &[u8]) -> Option<(Value, &[u8])> {
+    const SEPARATOR: [u8; 8] = [0; 8];
+    if bytes.first() != Some(&b'{') {
+        return None;
+    }
+    let at = bytes.windows(SEPARATOR.len()).position(|w| w == SEPARATOR)?;
+    let prelude: Value = serde_json::from_slice(&bytes[..at]).ok()?;
+    prelude.is_object().then(|| (prelude, &bytes[at + SEPARATOR.len()..]))
 }
 
 /// `arn:aws:lambda:us-east-1:000000000000:function:NAME[:QUALIFIER]`.
@@ -179,6 +223,17 @@ mod tests {
             function_arn("f", Some("$LATEST")),
             "arn:aws:lambda:us-east-1:000000000000:function:f:$LATEST"
         );
+    }
+
+    #[test]
+    fn preludes_split_at_eight_nuls() {
+        let mut streamed = br#"{"statusCode":201,"headers":{"x":"1"}}"#.to_vec();
+        streamed.extend([0u8; 8]);
+        streamed.extend(b"body\0bytes");
+        let (prelude, body) = split_prelude(&streamed).unwrap();
+        assert_eq!((prelude["statusCode"].as_u64(), body), (Some(201), &b"body\0bytes"[..]));
+        assert!(split_prelude(b"{\"no\":\"separator\"}").is_none());
+        assert!(split_prelude(b"[1]\0\0\0\0\0\0\0\0").is_none());
     }
 
     #[test]

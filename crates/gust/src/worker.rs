@@ -711,6 +711,7 @@ async fn run_assignment(s: Arc<State>, a: Assignment) {
             let call = gust_core::lambda::CallContext {
                 qualifier: &qualifier,
                 client_context: a.client_context.as_deref(),
+                stream: None,
             };
             s.worker.execute(&a.deployment, &a.invocation_id.0, p, &call).await
         }

@@ -553,3 +553,76 @@ fn the_cli_creates_shows_changes_and_deletes_urls() {
     assert_ne!(code, Some(0));
     assert!(text.contains("not found"), "{text}");
 }
+
+/// A Node.js handler streaming through `awslambda.streamifyResponse` and
+/// `HttpResponseStream.from`, unmodified: status and headers first, then the body as written.
+const STREAMER: &[u8] = br#"
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+export const handler = awslambda.streamifyResponse(async (event, responseStream, context) => {
+  const q = event.queryStringParameters || {};
+  responseStream = awslambda.HttpResponseStream.from(responseStream, {
+    statusCode: 206,
+    headers: { "content-type": "text/plain", "x-streamed": "yes" },
+    cookies: ["s=1"],
+  });
+  responseStream.write("first chunk\n");
+  await sleep(Number(q.pause || 0));
+  if (q.fail) throw new Error("failed mid-stream");
+  responseStream.write("second chunk\n");
+  responseStream.end();
+});
+"#;
+
+#[test]
+fn a_streamed_response_reaches_the_client_before_the_function_returns() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let ric = gust_testkit::node_ric();
+    let s = Server::start(dir.path(), &["--node-ric", &ric]);
+    let config = json!({ "runtime": "nodejs20.x", "handler": "index.handler", "timeout_ms": 20_000 });
+    s.deploy_zip("stream", config, zip(&[("index.mjs", STREAMER, 0o644)]));
+    let streamed =
+        create_url(&s, "stream", json!({ "auth_type": "NONE", "invoke_mode": "RESPONSE_STREAM" }), None);
+    let at = streamed["function_url"].as_str().unwrap().to_string();
+
+    // The first chunk arrives while the function still sleeps: the whole pause lies between it
+    // and the end of the body (asserted loosely: a buffered answer would show no gap at all).
+    let pause = std::time::Duration::from_millis(3000);
+    let started = std::time::Instant::now();
+    let mut r = client().get(format!("{at}?pause={}", pause.as_millis())).send().unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["x-streamed"], "yes");
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    assert_eq!(r.headers()["set-cookie"], "s=1");
+    let mut first = [0u8; 12];
+    r.read_exact(&mut first).unwrap();
+    let first_at = started.elapsed();
+    assert_eq!(&first, b"first chunk\n");
+    let mut rest = String::new();
+    r.read_to_string(&mut rest).unwrap();
+    let end_at = started.elapsed();
+    assert_eq!(rest, "second chunk\n");
+    assert!(
+        end_at - first_at >= pause * 2 / 3,
+        "the first chunk came at {first_at:?}, the end at {end_at:?}"
+    );
+
+    // An error after the stream began cuts the body short: the client sees it incomplete.
+    let mut r = client().get(format!("{at}?fail=1")).send().unwrap();
+    assert_eq!(r.status(), 206);
+    let mut all = Vec::new();
+    assert!(
+        r.read_to_end(&mut all).is_err(),
+        "a failed stream does not end cleanly: {:?}",
+        String::from_utf8_lossy(&all)
+    );
+
+    // The same function at a BUFFERED URL: the prelude is still the status and headers, whole.
+    s.publish("stream");
+    let r = s.put_json("/v1/functions/stream/aliases/live", &json!({ "version": 1 }));
+    assert_eq!(r.status(), 200);
+    let buffered = create_url(&s, "stream?qualifier=live", json!({ "auth_type": "NONE" }), None);
+    let r = client().get(buffered["function_url"].as_str().unwrap()).send().unwrap();
+    assert_eq!((r.status().as_u16(), r.headers()["x-streamed"].to_str().unwrap()), (206, "yes"));
+    assert_eq!(r.text().unwrap(), "first chunk\nsecond chunk\n");
+}

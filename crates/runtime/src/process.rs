@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
+use gust_core::lambda::ResponseStream;
 use gust_core::limits::{MAX_LOG_BYTES, MAX_RESULT_BYTES};
 use gust_core::ErrorKind;
 use parking_lot::Mutex;
@@ -31,6 +32,9 @@ use crate::{RunOutcome, Status, TailBuffer};
 
 /// Request bodies (answers, errors) one environment may have gust read at once.
 const MAX_BODIES_IN_FLIGHT: usize = 2;
+/// The most a function may stream to a caller reading it (Lambda's response streaming limit);
+/// what is collected for the record stays within the result limit.
+const MAX_STREAMED_BYTES: usize = 20 * 1024 * 1024;
 
 /// Environments kept started ahead of need, when environments start through the sandbox init:
 /// the init already executed, in its cgroup and namespaces, waiting to learn its function.
@@ -78,6 +82,13 @@ struct Offered {
     function_arn: String,
     client_context: Option<String>,
     reply: oneshot::Sender<Reply>,
+    stream: Option<Arc<dyn ResponseStream>>,
+}
+
+/// An invocation the runtime took and has not answered yet.
+struct InFlight {
+    reply: oneshot::Sender<Reply>,
+    stream: Option<Arc<dyn ResponseStream>>,
 }
 
 enum Reply {
@@ -89,7 +100,7 @@ enum Reply {
 
 struct ApiState {
     next: tokio::sync::Mutex<mpsc::Receiver<Offered>>,
-    inflight: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
+    inflight: Mutex<HashMap<String, InFlight>>,
     init_error: Mutex<Option<String>>,
 }
 
@@ -347,7 +358,7 @@ async fn next(State(api): State<Arc<ApiState>>) -> Response {
         rx.recv().await
     };
     let Some(o) = offered else { return StatusCode::GONE.into_response() };
-    api.inflight.lock().insert(o.id.clone(), o.reply);
+    api.inflight.lock().insert(o.id.clone(), InFlight { reply: o.reply, stream: o.stream });
     let mut resp = o.payload.into_response();
     let h = resp.headers_mut();
     h.insert("lambda-runtime-aws-request-id", header(&o.id));
@@ -365,10 +376,94 @@ fn accepted() -> Response {
     (StatusCode::ACCEPTED, "{\"status\":\"OK\"}").into_response()
 }
 
-async fn response(State(api): State<Arc<ApiState>>, UrlPath(id): UrlPath<String>, body: Body) -> Response {
-    let Some(reply) = api.inflight.lock().remove(&id) else { return StatusCode::NOT_FOUND.into_response() };
-    let _ = reply.send(if body.len() > MAX_RESULT_BYTES { Reply::TooLarge } else { Reply::Response(body) });
+async fn response(
+    State(api): State<Arc<ApiState>>, UrlPath(id): UrlPath<String>, headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let Some(inflight) = api.inflight.lock().remove(&id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let streaming = headers
+        .get("lambda-runtime-function-response-mode")
+        .is_some_and(|m| m.as_bytes().eq_ignore_ascii_case(b"streaming"));
+    if streaming {
+        let reply = streamed(&headers, body, inflight.stream.as_deref()).await;
+        let _ = inflight.reply.send(reply);
+        return accepted();
+    }
+    // Bodies past the result limit are read (so the client sees our answer) and refused.
+    let reply = match axum::body::to_bytes(body, MAX_RESULT_BYTES + 1024 * 1024).await {
+        Ok(body) if body.len() <= MAX_RESULT_BYTES => Reply::Response(body),
+        _ => Reply::TooLarge,
+    };
+    let _ = inflight.reply.send(reply);
     accepted()
+}
+
+/// A response the function streams (`Lambda-Runtime-Function-Response-Mode: streaming`, a
+/// chunked body): each chunk goes to the caller reading it as it arrives, and the whole is
+/// collected (up to the result limit) for the record and for callers that do not stream. An
+/// error the runtime reports in the trailers (`Lambda-Runtime-Function-Error-Type`/`-Body`)
+/// fails the invocation, however much was streamed before it.
+async fn streamed(headers: &HeaderMap, body: axum::body::Body, stream: Option<&dyn ResponseStream>) -> Reply {
+    use http_body_util::BodyExt as _;
+    let content_type =
+        headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/octet-stream");
+    let mut reading = stream.is_some();
+    if let Some(s) = stream {
+        reading = s.begin(content_type).await;
+    }
+    let (mut collected, mut total) = (bytes::BytesMut::new(), 0usize);
+    let mut body = body;
+    loop {
+        let frame = match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => {
+                return Reply::Error {
+                    error_type: "Runtime.StreamError".into(),
+                    message: format!("the response stream broke: {e}"),
+                    body: Bytes::new(),
+                }
+            }
+        };
+        let frame = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                let Ok(trailers) = frame.into_trailers() else { continue };
+                if let Some(error) = trailers.get("lambda-runtime-function-error-type") {
+                    let error_type = error.to_str().unwrap_or("Unhandled").to_string();
+                    let body = trailers
+                        .get("lambda-runtime-function-error-body")
+                        .and_then(|b| {
+                            use base64::Engine as _;
+                            base64::engine::general_purpose::STANDARD.decode(b.as_bytes()).ok()
+                        })
+                        .map(Bytes::from)
+                        .unwrap_or_default();
+                    let (_, message) = error_of(&HeaderMap::new(), &body);
+                    return Reply::Error { error_type, message, body };
+                }
+                continue;
+            }
+        };
+        total += frame.len();
+        if total > MAX_STREAMED_BYTES {
+            return Reply::TooLarge;
+        }
+        if collected.len() + frame.len() <= MAX_RESULT_BYTES {
+            collected.extend_from_slice(&frame);
+        } else if !reading {
+            // Nobody reads the stream and the whole no longer fits the result.
+            return Reply::TooLarge;
+        }
+        if reading {
+            if let Some(s) = stream {
+                reading = s.chunk(frame).await;
+            }
+        }
+    }
+    Reply::Response(collected.freeze())
 }
 
 /// The error type comes from the JSON body (`errorType`), else the
@@ -384,9 +479,11 @@ fn error_of(headers: &HeaderMap, body: &[u8]) -> (String, String) {
 async fn error(
     State(api): State<Arc<ApiState>>, UrlPath(id): UrlPath<String>, headers: HeaderMap, body: Body,
 ) -> Response {
-    let Some(reply) = api.inflight.lock().remove(&id) else { return StatusCode::NOT_FOUND.into_response() };
+    let Some(inflight) = api.inflight.lock().remove(&id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
     let (error_type, message) = error_of(&headers, &body);
-    let _ = reply.send(Reply::Error { error_type, message, body });
+    let _ = inflight.reply.send(Reply::Error { error_type, message, body });
     accepted()
 }
 
@@ -394,8 +491,8 @@ async fn init_error(State(api): State<Arc<ApiState>>, headers: HeaderMap, body: 
     let (error_type, message) = error_of(&headers, &body);
     let text = format!("{error_type}: {message}");
     *api.init_error.lock() = Some(text.clone());
-    for (_, reply) in api.inflight.lock().drain() {
-        let _ = reply.send(Reply::InitError(text.clone()));
+    for (_, inflight) in api.inflight.lock().drain() {
+        let _ = inflight.reply.send(Reply::InitError(text.clone()));
     }
     accepted()
 }
@@ -723,6 +820,7 @@ impl ProcessRuntime {
             function_arn: gust_core::lambda::function_arn(f.function, Some(call.qualifier)),
             client_context: call.client_context.map(str::to_string),
             reply,
+            stream: call.stream.cloned(),
         };
         if env.offer.send(offered).await.is_err() {
             env.kill();

@@ -609,7 +609,11 @@ impl Service {
         };
         let exec = match self.deployment(&req.function, req.resolved).await {
             Ok(Some(d)) => {
-                let call = gust_core::lambda::CallContext { qualifier: &req.qualifier, client_context: None };
+                let call = gust_core::lambda::CallContext {
+                    qualifier: &req.qualifier,
+                    client_context: None,
+                    stream: None,
+                };
                 self.executor.execute(&d, &req.id, req.payload.clone(), &call).await
             }
             Ok(None) => Execution {

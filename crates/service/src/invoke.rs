@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use gust_core::lambda::CallContext;
+use gust_core::lambda::{CallContext, ResponseStream};
 use gust_core::limits::{MAX_ASYNC_PAYLOAD_BYTES, MAX_SYNC_PAYLOAD_BYTES};
 use gust_core::names::validate_function_name;
 use gust_core::{
@@ -35,7 +35,7 @@ type Result<T, E = ServiceError> = std::result::Result<T, E>;
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct InvokeInput {
     pub function: String,
     /// `None` means `$LATEST`.
@@ -46,6 +46,28 @@ pub struct InvokeInput {
     /// Client-Context for the runtime (JSON); sync invocations only (Lambda passes it to
     /// synchronous invocations only), stored with the request when a remote worker runs it.
     pub client_context: Option<String>,
+    /// Where the response goes as the function streams it (a function URL in RESPONSE_STREAM
+    /// mode). Only this server's own worker streams; elsewhere the caller gets it whole.
+    pub stream: Option<Arc<dyn ResponseStream>>,
+}
+
+impl std::fmt::Debug for InvokeInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InvokeInput")
+            .field("function", &self.function)
+            .field("qualifier", &self.qualifier)
+            .field("mode", &self.mode)
+            .field("payload_bytes", &self.payload.len())
+            .field("stream", &self.stream.is_some())
+            .finish()
+    }
+}
+
+/// What a sync invocation on this server's own worker passes to the runtime besides the payload.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    client_context: Option<&'a str>,
+    stream: Option<&'a Arc<dyn ResponseStream>>,
 }
 
 /// How a sync invocation ended.
@@ -142,11 +164,11 @@ impl Service {
             return Err(ServiceError::Throttled { function: request.function, limit: limit.unwrap_or(0) });
         };
         let client_context = request.client_context.clone();
-        let client_context = client_context.as_deref();
+        let call = Call { client_context: client_context.as_deref(), stream: input.stream.as_ref() };
         match request.idempotency_key.is_some() {
             _ if !self.cfg.local_worker => self.run_sync_remote(request).await,
-            false => Ok(self.run_sync_unrecorded(&deployment, request, client_context).await),
-            true => self.run_sync_keyed(&deployment, request, client_context).await,
+            false => Ok(self.run_sync_unrecorded(&deployment, request, call).await),
+            true => self.run_sync_keyed(&deployment, request, call).await,
         }
     }
 
@@ -205,10 +227,14 @@ impl Service {
 
     /// The hot path: run now, answer, write the record behind.
     async fn run_sync_unrecorded(
-        &self, deployment: &Deployment, request: InvocationRequest, client_context: Option<&str>,
+        &self, deployment: &Deployment, request: InvocationRequest, call: Call<'_>,
     ) -> Invoked {
         Metrics::inc(&self.metrics.sync_invocations);
-        let call = CallContext { qualifier: &request.qualifier, client_context };
+        let call = CallContext {
+            qualifier: &request.qualifier,
+            client_context: call.client_context,
+            stream: call.stream,
+        };
         let exec = self.executor.execute(deployment, &request.id, request.payload.clone(), &call).await;
         self.count_attempt(&exec);
         let id = request.id.clone();
@@ -238,7 +264,7 @@ impl Service {
     /// Sync with an idempotency key: reserve the key durably (already claimed by this worker,
     /// epoch 1), run, complete with the epoch. A repeated key returns the first outcome.
     async fn run_sync_keyed(
-        &self, deployment: &Deployment, request: InvocationRequest, client_context: Option<&str>,
+        &self, deployment: &Deployment, request: InvocationRequest, call: Call<'_>,
     ) -> Result<Invoked> {
         let (id, payload, qualifier) =
             (request.id.clone(), request.payload.clone(), request.qualifier.clone());
@@ -255,7 +281,8 @@ impl Service {
         }
         Metrics::inc(&self.metrics.sync_invocations);
         self.track_attempt(&id, 1);
-        let call = CallContext { qualifier: &qualifier, client_context };
+        let call =
+            CallContext { qualifier: &qualifier, client_context: call.client_context, stream: call.stream };
         let exec = self.executor.execute(deployment, &id, payload, &call).await;
         let log = exec.log.clone();
         let finished = self.finish_attempt(&id, 1, exec.clone()).await;

@@ -39,13 +39,7 @@ fn url_qualifier(qualifier: Option<&str>) -> Result<String> {
 }
 
 fn check_config(config: &UrlConfig) -> Result<()> {
-    config.validate().map_err(|e| ServiceError::InvalidRequest(e.0))?;
-    if config.invoke_mode == InvokeMode::ResponseStream {
-        return Err(ServiceError::InvalidRequest(
-            "InvokeMode RESPONSE_STREAM is not supported yet; use BUFFERED".into(),
-        ));
-    }
-    Ok(())
+    config.validate().map_err(|e| ServiceError::InvalidRequest(e.0))
 }
 
 impl Service {

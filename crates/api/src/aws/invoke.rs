@@ -126,6 +126,7 @@ pub(crate) async fn invoke(
         mode,
         idempotency_key,
         client_context,
+        stream: None,
     };
     match s.service.invoke(input).await.map_err(AwsError::from)? {
         Invoked::Accepted { id, .. } => {

@@ -126,6 +126,7 @@ async fn invoke(
             mode,
             idempotency_key: key.map(str::to_string),
             client_context: None,
+            stream: None,
         })
         .await
 }
