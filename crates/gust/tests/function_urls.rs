@@ -457,7 +457,11 @@ fn files_under(root: &Path) -> Vec<(String, Vec<u8>)> {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let name = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            if name.contains("__pycache__") || name.starts_with("bin") {
+            if name.contains("__pycache__")
+                || name == "bin"
+                || name.starts_with("bin/")
+                || name.starts_with(".bin")
+            {
                 continue;
             }
             if path.is_dir() {
@@ -625,4 +629,56 @@ fn a_streamed_response_reaches_the_client_before_the_function_returns() {
     let r = client().get(buffered["function_url"].as_str().unwrap()).send().unwrap();
     assert_eq!((r.status().as_u16(), r.headers()["x-streamed"].to_str().unwrap()), (206, "yes"));
     assert_eq!(r.text().unwrap(), "first chunk\nsecond chunk\n");
+}
+
+/// Express on serverless-http, unmodified (CommonJS, as most Express apps on Lambda are).
+const EXPRESS_APP: &[u8] = br#"
+const express = require("express");
+const serverless = require("serverless-http");
+const app = express();
+app.use(express.json());
+app.get("/items/:id", (req, res) => {
+  res.cookie("seen", req.params.id, { httpOnly: true });
+  res.json({ id: req.params.id, sort: req.query.sort, tag: req.get("x-tag") });
+});
+app.post("/items", (req, res) => res.status(201).json({ created: req.body }));
+app.get("/boom", () => { throw new Error("express error"); });
+app.get("/bytes", (req, res) => res.type("application/octet-stream").send(Buffer.from([0, 1, 2, 253, 254, 255])));
+module.exports.handler = serverless(app, { binary: ["application/octet-stream"] });
+"#;
+
+#[test]
+fn an_express_app_on_serverless_http_is_served_unmodified() {
+    let modules = gust_testkit::repo_root().join("tests/url-apps/node/node_modules");
+    assert!(
+        modules.join("express").is_dir(),
+        "{} lacks express: run ./scripts/test (it runs npm ci --prefix tests/url-apps/node)",
+        modules.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ric = gust_testkit::node_ric();
+    let s = Server::start(dir.path(), &["--node-ric", &ric]);
+    let libs = files_under(&modules);
+    let libs: Vec<(String, Vec<u8>)> =
+        libs.into_iter().map(|(n, b)| (format!("node_modules/{n}"), b)).collect();
+    let mut files: Vec<(&str, &[u8], u32)> =
+        libs.iter().map(|(n, b)| (n.as_str(), b.as_slice(), 0o644)).collect();
+    files.push(("index.js", EXPRESS_APP, 0o644));
+    let config = json!({ "runtime": "nodejs20.x", "handler": "index.handler", "timeout_ms": 20_000, "memory_mb": 512 });
+    s.deploy_zip("express", config, zip(&files));
+    let url = create_url(&s, "express", json!({ "auth_type": "NONE" }), None);
+    let base = url["function_url"].as_str().unwrap().to_string();
+
+    let r = client().get(format!("{base}items/42?sort=desc")).header("x-tag", "blue").send().unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("seen=42") && cookie.contains("HttpOnly"), "{cookie}");
+    assert_eq!(json_of(r), json!({ "id": "42", "sort": "desc", "tag": "blue" }));
+    let r = client().post(format!("{base}items")).json(&json!({ "name": "lamp" })).send().unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(json_of(r), json!({ "created": { "name": "lamp" } }));
+    assert_eq!(client().get(format!("{base}boom")).send().unwrap().status(), 500, "Express's own error page");
+    assert_eq!(client().get(format!("{base}nowhere")).send().unwrap().status(), 404);
+    let r = client().get(format!("{base}bytes")).send().unwrap();
+    assert_eq!(r.bytes().unwrap().to_vec(), vec![0, 1, 2, 253, 254, 255]);
 }
