@@ -157,6 +157,10 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
     let (warm, loaded_rss) = warm_rows(&gust, &bare, None, phase, warmup).await?;
     let mut loaded_rss = loaded_rss.max(idle_rss);
 
+    // 1c. Function URLs: the same kind of load on a WASI p1 echo, through its URL (the event
+    //     built, the answer mapped) and through the invoke API, beside the bare server.
+    let urls = url_rows(&gust, &bare, phase, warmup).await?;
+
     // 1b. The same over TLS: a second gust server and the bare baseline serving a certificate
     //     made now; each connection's handshake is done before its requests are timed.
     let tls_dir = tempfile::tempdir()?;
@@ -305,6 +309,7 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
     Ok(json!({
         "warm_sync": warm,
         "warm_sync_tls": warm_tls,
+        "function_urls": urls,
         "cold_start": {
             "versions": cold_n,
             "first_invocation_p50_us": cold_p50,
@@ -361,6 +366,41 @@ async fn warm_rows(
     Ok((warm, loaded_rss))
 }
 
+/// A WASI p1 echo at 1 and 64 connections: through its function URL, through the invoke API,
+/// and the bare server; the URL's cost over a direct invoke of the same function.
+async fn url_rows(gust: &Proc, bare: &Proc, phase: Duration, warmup: Duration) -> anyhow::Result<Value> {
+    client::deploy(gust.addr, "echo", "{}", gust_testkit::fixture("echo")).await?;
+    let json_type = [("content-type", "application/json")];
+    let created =
+        client::ok(gust.addr, "POST", "/v1/functions/echo/url", &json_type, r#"{"auth_type":"NONE"}"#)
+            .await?;
+    let created: Value = serde_json::from_slice(&created)?;
+    let id = created["url_id"].as_str().ok_or_else(|| anyhow::anyhow!("no url_id in {created}"))?;
+    let mut rows = Vec::new();
+    for conns in [1usize, 64] {
+        let invoke = invoke_target(gust.addr, "echo", "sync");
+        let url = Target { path: format!("/url/{id}/items?x=1"), headers: vec![], ..invoke.clone() };
+        let b_target = invoke_target(bare.addr, "noop", "sync");
+        for t in [&invoke, &url, &b_target] {
+            loadgen::run(t, conns, Stop::After(warmup)).await?;
+        }
+        let b = loadgen::run(&b_target, conns, Stop::After(phase)).await?;
+        let i = loadgen::run(&invoke, conns, Stop::After(phase)).await?;
+        let u = loadgen::run(&url, conns, Stop::After(phase)).await?;
+        anyhow::ensure!(b.errors + i.errors + u.errors == 0, "errors during the function URL load");
+        rows.push(json!({
+            "connections": conns,
+            "url": load_json(&u),
+            "invoke": load_json(&i),
+            "bare": load_json(&b),
+            "url_over_bare": u.rps() / b.rps(),
+            "url_over_invoke": u.rps() / i.rps(),
+            "url_p50_overhead_over_invoke_us": u.percentile_us(0.5) - i.percentile_us(0.5),
+        }));
+    }
+    Ok(json!(rows))
+}
+
 fn target(name: &str, goal: &str, measured: Option<f64>, ok: impl Fn(f64) -> bool) -> Value {
     json!({ "target": name, "goal": goal, "measured": measured, "met": measured.map(ok) })
 }
@@ -396,6 +436,21 @@ fn markdown(r: &Value) -> String {
     warm_table(&mut out, &r["warm_sync"], ("bare p99 µs", "/bare/p99_us"));
     out.push_str("\n### The same over TLS (HTTPS keep-alive, TLS 1.3; handshakes before timing)\n\n");
     warm_table(&mut out, &r["warm_sync_tls"], ("gust TLS/plain req/s", "/tls_over_plain_gust_throughput"));
+    out.push_str("\n### Function URLs: a WASI p1 echo through its URL, through the invoke API, and bare\n\n");
+    out.push_str("| connections | URL req/s | invoke req/s | bare req/s | URL/bare | URL/invoke | URL p50 µs | invoke p50 µs | URL p50 over invoke µs |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for w in r["function_urls"].as_array().into_iter().flatten() {
+        let cells = [
+            f(&w["url"]["rps"]),
+            f(&w["invoke"]["rps"]),
+            f(&w["bare"]["rps"]),
+            f(&w["url_over_bare"]),
+            f(&w["url_over_invoke"]),
+            f(&w["url"]["p50_us"]),
+            f(&w["invoke"]["p50_us"]),
+            f(&w["url_p50_overhead_over_invoke_us"]),
+        ];
+        out.push_str(&format!("| {} | {} |\n", w["connections"], cells.join(" | ")));
+    }
     let c = &r["cold_start"];
     let a = &r["async"];
     let m = &r["memory"];

@@ -20,6 +20,14 @@ fn quick_bench_prints_every_row() {
         assert_eq!(w["gust"]["errors"], 0);
         assert!(w["tls_over_plain_gust_throughput"].as_f64().unwrap() > 0.0);
     }
+    let urls = report["function_urls"].as_array().unwrap();
+    assert_eq!(urls.len(), 2);
+    for w in urls {
+        for side in ["url", "invoke", "bare"] {
+            assert!(w[side]["requests"].as_u64().unwrap() > 0, "{w}");
+            assert_eq!(w[side]["errors"], 0, "{w}");
+        }
+    }
     assert!(report["cold_start"]["first_invocation_p50_us"].as_f64().unwrap() > 0.0);
     assert!(report["async"]["drain_per_second"].as_f64().unwrap() > 0.0);
     assert!(report["memory"]["idle_rss_mb"].as_f64().unwrap() > 0.0);
