@@ -126,3 +126,24 @@ def test_an_aws_iam_url_takes_a_sigv4_signed_request(lam, function):
     event = json.loads(body)["event"]
     assert event["rawPath"] == "/me"
     assert event["requestContext"]["authorizer"]["iam"]["callerId"]
+
+
+def test_invoke_with_response_stream_answers_in_events(lam, function):
+    resp = lam.invoke_with_response_stream(FunctionName=function, Payload=json.dumps({"n": 1}), LogType="Tail")
+    assert resp["StatusCode"] == 200
+    chunks, complete = [], None
+    for event in resp["EventStream"]:
+        if "PayloadChunk" in event:
+            chunks.append(event["PayloadChunk"]["Payload"])
+        elif "InvokeComplete" in event:
+            complete = event["InvokeComplete"]
+    assert json.loads(b"".join(chunks))["event"] == {"n": 1}
+    assert complete is not None and "ErrorCode" not in complete
+    assert "END RequestId" in __import__("base64").b64decode(complete["LogResult"]).decode()
+
+    failed = lam.invoke_with_response_stream(FunctionName=function, Payload=json.dumps({"fail": "x"}))
+    ends = [e["InvokeComplete"] for e in failed["EventStream"] if "InvokeComplete" in e]
+    assert ends and ends[0]["ErrorCode"] == "Unhandled"
+    assert "boom: x" in ends[0]["ErrorDetails"]
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.invoke_with_response_stream(FunctionName=unique("absent"), Payload=b"{}")

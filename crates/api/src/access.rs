@@ -178,7 +178,8 @@ pub(crate) fn aws_rule(method: &Method, route: &str) -> Option<Rule> {
     match route {
         "/2015-03-31/functions" | "/2015-03-31/functions/" if get => in_handler(Read),
         "/2015-03-31/functions" => in_handler(Deploy),
-        "/2015-03-31/functions/{name}/invocations" => on_path(Invoke),
+        "/2015-03-31/functions/{name}/invocations"
+        | "/2021-11-15/functions/{name}/response-streaming-invocations" => on_path(Invoke),
         "/2015-03-31/functions/{name}"
         | "/2015-03-31/functions/{name}/configuration"
         | "/2015-03-31/functions/{name}/code"

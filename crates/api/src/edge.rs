@@ -644,9 +644,11 @@ fn is_invoke(area: Area, path: &str) -> bool {
     );
     match (area, shape) {
         (Area::Native, (Some(""), Some("v1"), Some("functions"), Some(name), Some("invoke"), None))
-        | (Area::Aws, (Some(""), Some(_), Some("functions"), Some(name), Some("invocations"), None)) => {
-            !name.is_empty()
-        }
+        | (Area::Aws, (Some(""), Some(_), Some("functions"), Some(name), Some("invocations"), None))
+        | (
+            Area::Aws,
+            (Some(""), Some(_), Some("functions"), Some(name), Some("response-streaming-invocations"), None),
+        ) => !name.is_empty(),
         (Area::Native | Area::Aws | Area::Public | Area::Internal | Area::Url | Area::Other, _) => false,
     }
 }

@@ -17,6 +17,7 @@ mod edge;
 mod error;
 mod internal;
 mod native;
+mod stream;
 pub mod tls;
 mod url;
 mod views;

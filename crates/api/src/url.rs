@@ -25,7 +25,6 @@ use base64::Engine as _;
 use bytes::Bytes;
 use gust_core::access::Action;
 use gust_core::lambda::{clf_time, ACCOUNT};
-use gust_core::lambda::{ResponseStream, StreamFuture};
 use gust_core::limits::MAX_SYNC_PAYLOAD_BYTES;
 use gust_core::url::is_url_id;
 use gust_core::{AuthType, Cors, FunctionUrl, InvokeMode, Millis, Mode};
@@ -34,6 +33,7 @@ use serde_json::{json, Map, Value};
 
 use crate::access::Access;
 use crate::edge::ConnInfo;
+use crate::stream::{Streamed, Streaming};
 use crate::AppState;
 
 /// Where path-based URLs live on the main listener.
@@ -578,42 +578,15 @@ fn structured(obj: &Value, body: Body) -> Result<Response, String> {
 
 // ---- response streaming ----------------------------------------------------------------------
 
-/// What the function's runtime streams, passed from the Runtime API to the URL's response.
-enum Streamed {
-    Begin(String),
-    Chunk(Bytes),
-}
-
-struct ChannelStream(tokio::sync::mpsc::Sender<Streamed>);
-
-impl ResponseStream for ChannelStream {
-    fn begin(&self, content_type: &str) -> StreamFuture<'_> {
-        let content_type = content_type.to_string();
-        Box::pin(async move { self.0.send(Streamed::Begin(content_type)).await.is_ok() })
-    }
-
-    fn chunk(&self, bytes: Bytes) -> StreamFuture<'_> {
-        Box::pin(async move { self.0.send(Streamed::Chunk(bytes)).await.is_ok() })
-    }
-}
-
 /// The most of a streamed response's prelude read before it must have ended.
 const MAX_PRELUDE_BYTES: usize = 64 * 1024;
-/// Chunks in flight between the function and a slow reader (then the function waits).
-const STREAM_CHUNKS_IN_FLIGHT: usize = 16;
-
-type Invocation = tokio::task::JoinHandle<Result<Invoked, ServiceError>>;
-
 /// A RESPONSE_STREAM URL: the invocation runs in its own task; the response is sent as soon as
 /// the function begins streaming (after its prelude of status and headers, if it sends one),
 /// and its body follows chunk by chunk. A function that does not stream, or runs on a remote
 /// worker, is answered whole when it ends. An error after the stream began cuts the body short
 /// (the chunked encoding never ends), as Lambda's does.
-async fn stream_response(state: &AppState, mut input: InvokeInput) -> Result<Response, Response> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(STREAM_CHUNKS_IN_FLIGHT);
-    input.stream = Some(std::sync::Arc::new(ChannelStream(tx)));
-    let service = state.service.clone();
-    let mut invocation: Invocation = tokio::spawn(async move { service.invoke(input).await });
+async fn stream_response(state: &AppState, input: InvokeInput) -> Result<Response, Response> {
+    let Streaming { mut rx, mut invocation } = crate::stream::start(state.service.clone(), input);
     let content_type = tokio::select! {
         m = rx.recv() => match m {
             Some(Streamed::Begin(ct)) => ct,

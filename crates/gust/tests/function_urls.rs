@@ -621,6 +621,40 @@ fn a_streamed_response_reaches_the_client_before_the_function_returns() {
         String::from_utf8_lossy(&all)
     );
 
+    // InvokeWithResponseStream: AWS event stream messages, the first before the function ends.
+    let started = std::time::Instant::now();
+    let mut r = client()
+        .post(format!("{}/2021-11-15/functions/stream/response-streaming-invocations", s.url))
+        .body(r#"{"queryStringParameters":{"pause":"3000"}}"#)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/vnd.amazon.eventstream");
+    let mut events = Vec::new();
+    loop {
+        let mut prelude = [0u8; 12];
+        if r.read_exact(&mut prelude).is_err() {
+            break;
+        }
+        let total = u32::from_be_bytes(prelude[0..4].try_into().unwrap()) as usize;
+        let headers = u32::from_be_bytes(prelude[4..8].try_into().unwrap()) as usize;
+        let mut rest = vec![0u8; total - 12];
+        r.read_exact(&mut rest).unwrap();
+        let head = String::from_utf8_lossy(&rest[..headers]).into_owned();
+        let kind = if head.contains("PayloadChunk") { "chunk" } else { "complete" };
+        events.push((kind, rest[headers..rest.len() - 4].to_vec(), started.elapsed()));
+    }
+    let kinds: Vec<&str> = events.iter().map(|e| e.0).collect();
+    assert_eq!(kinds.last(), Some(&"complete"), "{kinds:?}");
+    let payload: Vec<u8> = events.iter().filter(|e| e.0 == "chunk").flat_map(|e| e.1.clone()).collect();
+    let text = String::from_utf8_lossy(&payload);
+    assert!(text.ends_with("first chunk\nsecond chunk\n"), "{text:?}");
+    let (first_at, end_at) = (events[0].2, events.last().unwrap().2);
+    assert!(
+        end_at - first_at >= pause * 2 / 3,
+        "the first event came at {first_at:?}, the last at {end_at:?}"
+    );
+
     // The same function at a BUFFERED URL: the prelude is still the status and headers, whole.
     s.publish("stream");
     let r = s.put_json("/v1/functions/stream/aliases/live", &json!({ "version": 1 }));

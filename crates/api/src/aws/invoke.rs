@@ -43,6 +43,28 @@ fn log_tail(id: &str, version: &str, log: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(&text.as_bytes()[start..])
 }
 
+/// `X-Amz-Client-Context`: base64 JSON, passed to the runtime decoded (as Lambda does).
+fn client_context(headers: &HeaderMap) -> Result<Option<String>, AwsError> {
+    Ok(match header(headers, "x-amz-client-context")? {
+        None => None,
+        Some(cc) => {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(cc)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|s| {
+                    cc.len() <= MAX_CLIENT_CONTEXT_BYTES
+                        && serde_json::from_str::<serde_json::Value>(s).is_ok()
+                });
+            Some(decoded.ok_or_else(|| {
+                AwsError::invalid(format!(
+                    "ClientContext must be base64 JSON of at most {MAX_CLIENT_CONTEXT_BYTES} bytes"
+                ))
+            })?)
+        }
+    })
+}
+
 pub(crate) async fn invoke(
     State(s): State<AppState>, Path(raw): Path<String>, Query(q): Query<QueryMap>, headers: HeaderMap,
     body: Body,
@@ -59,25 +81,7 @@ pub(crate) async fn invoke(
             )))
         }
     };
-    let client_context = match header(&headers, "x-amz-client-context")? {
-        None => None,
-        Some(cc) => {
-            // Passed to the runtime decoded, as Lambda does.
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(cc)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .filter(|s| {
-                    cc.len() <= MAX_CLIENT_CONTEXT_BYTES
-                        && serde_json::from_str::<serde_json::Value>(s).is_ok()
-                });
-            Some(decoded.ok_or_else(|| {
-                AwsError::invalid(format!(
-                    "ClientContext must be base64 JSON of at most {MAX_CLIENT_CONTEXT_BYTES} bytes"
-                ))
-            })?)
-        }
-    };
+    let client_context = client_context(&headers)?;
     // Read (or drain) the whole body first, so an oversized payload gets its 413 rather than a
     // connection closed mid-upload.
     let payload = read_bounded(body, MAX_SYNC_PAYLOAD_BYTES, "the request payload").await?;
@@ -154,6 +158,160 @@ pub(crate) async fn invoke(
             Ok(resp)
         }
     }
+}
+
+/// `InvokeWithResponseStream`: the response as an AWS event stream of `PayloadChunk` events,
+/// each sent as the function writes it, ended by `InvokeComplete` (with `ErrorCode` and
+/// `ErrorDetails` when the function failed, and `LogResult` for `LogType: Tail`). A function
+/// that does not stream answers in one chunk. Errors before the function runs (not found,
+/// throttled, too large) are the usual HTTP errors.
+pub(crate) async fn invoke_stream(
+    State(s): State<AppState>, Path(raw): Path<String>, Query(q): Query<QueryMap>, headers: HeaderMap,
+    body: Body,
+) -> AwsResult {
+    use crate::stream::{event_message, Streamed, Streaming};
+    let (name, qualifier) = target(&raw, q.get("Qualifier").map(String::as_str))?;
+    match header(&headers, "x-amz-invocation-type")?.unwrap_or("RequestResponse") {
+        "RequestResponse" => {}
+        other => {
+            return Err(AwsError::invalid(format!(
+                "InvocationType must be RequestResponse for a streamed invocation, got {:?}",
+                super::truncate(other)
+            )))
+        }
+    }
+    let tail = match header(&headers, "x-amz-log-type")?.unwrap_or("None") {
+        "None" => false,
+        "Tail" => true,
+        other => {
+            return Err(AwsError::invalid(format!(
+                "LogType must be None or Tail, got {:?}",
+                super::truncate(other)
+            )))
+        }
+    };
+    let client_context = client_context(&headers)?;
+    let payload = read_bounded(body, MAX_SYNC_PAYLOAD_BYTES, "the request payload").await?;
+    let payload = if payload.is_empty() { bytes::Bytes::from_static(b"{}") } else { payload };
+    let input = InvokeInput {
+        function: name,
+        qualifier: non_latest(qualifier),
+        payload,
+        mode: Mode::Sync,
+        idempotency_key: None,
+        client_context,
+        stream: None,
+    };
+    let Streaming { mut rx, mut invocation } = crate::stream::start(s.service.clone(), input);
+    // Wait for the stream to begin, or for the invocation to end without streaming (or fail
+    // before it ran: then the caller gets the usual error).
+    let ended = |done: Result<Result<Invoked, gust_service::ServiceError>, tokio::task::JoinError>| {
+        let done = done.map_err(|e| AwsError::from(gust_service::ServiceError::Internal(e.to_string())))?;
+        let events = complete_events(done.map_err(AwsError::from)?, tail, true);
+        let mut resp = Response::new(Body::from(events));
+        set(&mut resp, "content-type", "application/vnd.amazon.eventstream");
+        Ok(resp)
+    };
+    let first = tokio::select! {
+        m = rx.recv() => m,
+        done = &mut invocation => return ended(done),
+    };
+    let first = match first {
+        Some(Streamed::Begin(_)) => None,
+        Some(Streamed::Chunk(c)) => Some(c),
+        // Every sender is gone: the invocation ended (or failed) without streaming.
+        None => return ended(invocation.await),
+    };
+    let chunk = |c: &[u8]| {
+        event_message(
+            &[
+                (":event-type", "PayloadChunk"),
+                (":message-type", "event"),
+                (":content-type", "application/octet-stream"),
+            ],
+            c,
+        )
+    };
+    let first = first.filter(|c| !c.is_empty()).map(|c| chunk(&c));
+    let events = futures_util::stream::unfold(
+        (first, rx, Some(invocation)),
+        move |(first, mut rx, invocation)| async move {
+            if let Some(first) = first {
+                return Some((Ok::<_, std::io::Error>(first), (None, rx, invocation)));
+            }
+            loop {
+                match rx.recv().await {
+                    Some(Streamed::Chunk(c)) if !c.is_empty() => {
+                        return Some((Ok(chunk(&c)), (None, rx, invocation)))
+                    }
+                    Some(_) => continue,
+                    None => break,
+                }
+            }
+            let done = invocation?.await.ok()?;
+            let end = match done {
+                Ok(invoked) => complete_events(invoked, tail, false),
+                Err(e) => {
+                    let details = serde_json::json!({ "errorMessage": e.to_string() }).to_string();
+                    invoke_complete(Some(("ServiceException", &details)), None)
+                }
+            };
+            Some((Ok(end), (None, rx, None)))
+        },
+    );
+    let mut resp = Response::new(Body::from_stream(events));
+    set(&mut resp, "content-type", "application/vnd.amazon.eventstream");
+    Ok(resp)
+}
+
+/// The `InvokeComplete` event.
+fn invoke_complete(error: Option<(&str, &str)>, log: Option<String>) -> bytes::Bytes {
+    let mut v = serde_json::Map::new();
+    if let Some((code, details)) = error {
+        v.insert("ErrorCode".into(), serde_json::json!(code));
+        v.insert("ErrorDetails".into(), serde_json::json!(details));
+    }
+    if let Some(log) = log {
+        v.insert("LogResult".into(), serde_json::json!(log));
+    }
+    crate::stream::event_message(
+        &[
+            (":event-type", "InvokeComplete"),
+            (":message-type", "event"),
+            (":content-type", "application/json"),
+        ],
+        serde_json::Value::Object(v).to_string().as_bytes(),
+    )
+}
+
+/// The events that end a streamed invocation: its whole result first when nothing was streamed
+/// (`whole`), then `InvokeComplete`.
+fn complete_events(invoked: Invoked, tail: bool, whole: bool) -> bytes::Bytes {
+    let Invoked::Completed { id, executed_version, outcome, log } = invoked else {
+        return invoke_complete(None, None);
+    };
+    let log = tail.then(|| log_tail(&id.0, &executed_version, &log));
+    let mut out = Vec::new();
+    match outcome {
+        SyncOutcome::Succeeded(result) => {
+            if whole && !result.is_empty() {
+                out.extend_from_slice(&crate::stream::event_message(
+                    &[
+                        (":event-type", "PayloadChunk"),
+                        (":message-type", "event"),
+                        (":content-type", "application/octet-stream"),
+                    ],
+                    &result,
+                ));
+            }
+            out.extend_from_slice(&invoke_complete(None, log));
+        }
+        SyncOutcome::Failed(err) => {
+            let details = String::from_utf8_lossy(&error_payload(&err)).into_owned();
+            out.extend_from_slice(&invoke_complete(Some(("Unhandled", &details)), log));
+        }
+    }
+    bytes::Bytes::from(out)
 }
 
 #[cfg(test)]

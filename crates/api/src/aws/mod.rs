@@ -57,6 +57,7 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
             get(functions::get_alias).put(functions::update_alias).delete(functions::delete_alias),
         )
         .route("/2015-03-31/functions/{name}/invocations", post(invoke::invoke))
+        .route("/2021-11-15/functions/{name}/response-streaming-invocations", post(invoke::invoke_stream))
         .route(
             "/2017-10-31/functions/{name}/concurrency",
             put(functions::put_concurrency).delete(functions::delete_concurrency),
