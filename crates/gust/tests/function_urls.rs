@@ -716,3 +716,48 @@ fn an_express_app_on_serverless_http_is_served_unmodified() {
     let r = client().get(format!("{base}bytes")).send().unwrap();
     assert_eq!(r.bytes().unwrap().to_vec(), vec![0, 1, 2, 253, 254, 255]);
 }
+
+#[test]
+fn a_rust_function_on_lambda_http_is_served_unmodified() {
+    let bootstrap = gust_testkit::repo_root().join("target/url-apps/rust/debug/bootstrap");
+    let binary = std::fs::read(&bootstrap).unwrap_or_else(|e| {
+        panic!("{}: {e}: run ./scripts/test (it builds tests/url-apps/rust)", bootstrap.display())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let config = json!({ "runtime": "provided.al2023", "timeout_ms": 20_000 });
+    s.deploy_zip("rusty", config, zip(&[("bootstrap", &binary, 0o755)]));
+    let url = create_url(&s, "rusty", json!({ "auth_type": "NONE" }), None);
+    let base = url["function_url"].as_str().unwrap().to_string();
+
+    let r = client()
+        .get(format!("{base}hello/ferris?lang=de"))
+        .header("user-agent", "gust-test/2")
+        .header("cookie", "a=1; b=2")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["set-cookie"], "visited=yes; Path=/");
+    let v = json_of(r);
+    assert_eq!(
+        (v["hello"].as_str(), v["lang"].as_str(), v["agent"].as_str()),
+        (Some("ferris"), Some("de"), Some("gust-test/2"))
+    );
+    assert!(
+        v["cookie"].as_str().unwrap().contains("a=1") && v["cookie"].as_str().unwrap().contains("b=2"),
+        "{v}"
+    );
+    let bytes: Vec<u8> = (0..=255u8).collect();
+    let r = client()
+        .post(format!("{base}reverse"))
+        .header("content-type", "application/octet-stream")
+        .body(bytes.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().unwrap().to_vec(), bytes.iter().rev().copied().collect::<Vec<_>>());
+    assert_eq!(client().get(format!("{base}forbidden")).send().unwrap().status(), 403);
+    let r = client().get(format!("{base}nowhere")).send().unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.text().unwrap(), "no route for /nowhere");
+}
