@@ -633,10 +633,10 @@ async fn stream_response(state: &AppState, input: InvokeInput) -> Result<Respons
                 }
             }
             // The stream ended: a failed invocation cuts the body short.
-            let failed = match invocation?.await {
-                Ok(Ok(Invoked::Completed { outcome: SyncOutcome::Succeeded(_), .. })) => false,
-                _ => true,
-            };
+            let failed = !matches!(
+                invocation?.await,
+                Ok(Ok(Invoked::Completed { outcome: SyncOutcome::Succeeded(_), .. }))
+            );
             failed.then(|| {
                 (Err(std::io::Error::other("the function failed while streaming")), (None, rx, None))
             })

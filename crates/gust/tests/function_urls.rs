@@ -761,3 +761,24 @@ fn a_rust_function_on_lambda_http_is_served_unmodified() {
     assert_eq!(r.status(), 404);
     assert_eq!(r.text().unwrap(), "no route for /nowhere");
 }
+
+#[test]
+fn a_wasi_http_component_is_served_at_its_url_as_an_invocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let component =
+        std::fs::read(gust_testkit::repo_root().join("tests/fixtures/wasi-http/hello.wasm")).unwrap();
+    s.deploy("hello", wasm_config(10_000), component);
+    let url = create_url(&s, "hello", json!({ "auth_type": "NONE" }), None);
+    let r = client().get(format!("{}anything?x=1", url["function_url"].as_str().unwrap())).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    let id = r.headers()["x-amzn-requestid"].to_str().unwrap().to_string();
+    assert_eq!(r.text().unwrap(), "hello from a wasi:http component\n");
+    let record = s.wait_record(&id, std::time::Duration::from_secs(10), |r| r["state"] == "SUCCEEDED");
+    assert_eq!(record["function"], "hello", "recorded like any invocation");
+    // Invoked without an HTTP event, it says where to call it.
+    let r = s.invoke("hello", None, b"{}", &[]);
+    assert_eq!(r.headers()["gust-function-error"], "FunctionError");
+    assert!(r.text().unwrap().contains("function URL"));
+}

@@ -23,6 +23,7 @@
 //! (`allow_blocking_current_thread`) would put a sleep out of the timer's reach.
 
 mod compile;
+mod http;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -272,14 +273,26 @@ fn leb128_u32(bytes: &[u8]) -> Option<(usize, &[u8])> {
     None
 }
 
-/// A module compiled and linked against WASI, ready to instantiate.
+/// Code compiled and linked, ready to instantiate: a WASI command module, or a wasi:http
+/// component ([`http`]).
 pub struct Prepared {
-    pre: InstancePre<Host>,
+    kind: PreparedKind,
+}
+
+enum PreparedKind {
+    Command(InstancePre<Host>),
+    Http(wasmtime_wasi_http::p2::bindings::ProxyPre<http::HttpHost>),
+}
+
+/// Whether `bytes` are a WebAssembly component (layer 1) rather than a core module.
+pub fn is_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0]
 }
 
 pub struct WasmRuntime {
     engine: Engine,
     linker: Linker<Host>,
+    http_linker: wasmtime::component::Linker<http::HttpHost>,
     cache_dir: PathBuf,
     engine_hash: String,
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
@@ -310,6 +323,9 @@ impl WasmRuntime {
         let engine = Engine::new(&config).map_err(internal)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut Host| &mut h.wasi).map_err(internal)?;
+        // Components get the proxy world only: clocks, random, stdio, io and http.
+        let mut http_linker = wasmtime::component::Linker::new(&engine);
+        wasmtime_wasi_http::p2::add_to_linker_async(&mut http_linker).map_err(internal)?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_hash = format!("{:016x}", hasher.finish());
@@ -323,6 +339,7 @@ impl WasmRuntime {
         let rt = Arc::new(WasmRuntime {
             engine,
             linker,
+            http_linker,
             cache_dir: cfg.cache_dir,
             engine_hash,
             prepared: Mutex::new(HashMap::new()),
@@ -354,6 +371,10 @@ impl WasmRuntime {
 
     /// Validates bytes as a WASI command module without keeping anything.
     pub fn validate(&self, bytes: &[u8]) -> Result<(), PrepareError> {
+        if is_component(bytes) {
+            // Validated as it compiles (in the compiler child, within its limits).
+            return Ok(());
+        }
         Module::validate(&self.engine, bytes).map_err(|e| PrepareError::Invalid(format!("{e:#}")))
     }
 
@@ -373,7 +394,7 @@ impl WasmRuntime {
             return None;
         }
         match self.load_cached(&path) {
-            Ok(module) => self.link(sha256, module).ok(),
+            Ok(code) => self.link(sha256, code).ok(),
             Err(e) => {
                 tracing::warn!(%sha256, error = %e, "discarding unreadable compiled module cache entry");
                 let _ = std::fs::remove_file(&path);
@@ -383,7 +404,7 @@ impl WasmRuntime {
     }
 
     #[allow(unsafe_code)]
-    fn load_cached(&self, path: &Path) -> wasmtime::Result<Module> {
+    fn load_cached(&self, path: &Path) -> wasmtime::Result<Compiled> {
         // SAFETY: the file was produced by `Engine::precompile_module` of an engine built from
         // `compile_config` (in gust's own compiler child, `gust __compile`, or in process),
         // with the same compatibility hash (it is in the file name), and written by `prepare`
@@ -393,7 +414,15 @@ impl WasmRuntime {
         // boundary: a compiler subverted by its input could answer anything, as it could
         // have done anything in process before.) wasmtime additionally checks the header and
         // engine settings.
-        unsafe { Module::deserialize_file(&self.engine, path) }
+        unsafe {
+            match Engine::detect_precompiled_file(path)? {
+                Some(wasmtime::Precompiled::Component) => {
+                    wasmtime::component::Component::deserialize_file(&self.engine, path)
+                        .map(Compiled::Component)
+                }
+                _ => Module::deserialize_file(&self.engine, path).map(Compiled::Module),
+            }
+        }
     }
 
     /// Prepare phase: compiles `bytes` (whose sha256 is `sha256`) once within the
@@ -426,8 +455,8 @@ impl WasmRuntime {
                 PrepareError::Internal(what)
             }
         })?;
-        let module = self.load_cached(&path).map_err(|e| PrepareError::Internal(format!("{e:#}")))?;
-        self.link(sha256, module)
+        let code = self.load_cached(&path).map_err(|e| PrepareError::Internal(format!("{e:#}")))?;
+        self.link(sha256, code)
     }
 
     /// Validates and compiles an untrusted module within the [`CompileLimits`], where the
@@ -477,8 +506,12 @@ impl WasmRuntime {
             .name("gust-wasm-compile".into())
             .spawn(move || {
                 let _slot = slot;
-                // `precompile_module` validates first: an invalid module fails fast.
-                let compiled = engine.precompile_module(&code).map_err(|e| format!("{e:#}"));
+                // Precompiling validates first: invalid code fails fast.
+                let compiled = match is_component(&code) {
+                    true => engine.precompile_component(&code),
+                    false => engine.precompile_module(&code),
+                };
+                let compiled = compiled.map_err(|e| format!("{e:#}"));
                 // The caller may have given up and gone: nothing to do then.
                 let _ = done.send(compiled);
             })
@@ -494,14 +527,29 @@ impl WasmRuntime {
         }
     }
 
-    fn link(&self, sha256: &str, module: Module) -> Result<Arc<Prepared>, PrepareError> {
+    fn link(&self, sha256: &str, code: Compiled) -> Result<Arc<Prepared>, PrepareError> {
+        let module = match code {
+            Compiled::Module(m) => m,
+            Compiled::Component(c) => {
+                let refused = |e: wasmtime::Error| {
+                    PrepareError::NotACommand(format!(
+                        "a wasm component must target the wasi:http/proxy world (export wasi:http/incoming-handler@0.2; import nothing else): {e:#}"
+                    ))
+                };
+                let pre = self.http_linker.instantiate_pre(&c).map_err(refused)?;
+                let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(refused)?;
+                let prepared = Arc::new(Prepared { kind: PreparedKind::Http(pre) });
+                self.prepared.lock().insert(sha256.to_string(), prepared.clone());
+                return Ok(prepared);
+            }
+        };
         match module.get_export("_start") {
             Some(wasmtime::ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => {}
             _ => return Err(PrepareError::NotACommand("it must export a `_start` function".into())),
         }
         let pre =
             self.linker.instantiate_pre(&module).map_err(|e| PrepareError::NotACommand(format!("{e:#}")))?;
-        let prepared = Arc::new(Prepared { pre });
+        let prepared = Arc::new(Prepared { kind: PreparedKind::Command(pre) });
         self.prepared.lock().insert(sha256.to_string(), prepared.clone());
         Ok(prepared)
     }
@@ -519,6 +567,10 @@ impl WasmRuntime {
     /// copied, until the guest reads it. A tokio timer is registered only if the guest yields
     /// (it ran past an epoch tick or waits in a host call). Needs a tokio runtime with time.
     pub async fn run(&self, prepared: &Prepared, req: RunRequest<'_>) -> RunOutcome {
+        let pre = match &prepared.kind {
+            PreparedKind::Command(pre) => pre,
+            PreparedKind::Http(pre) => return self.serve_http(pre, req).await,
+        };
         let started = Instant::now();
         let stdout = MemoryOutputPipe::new(MAX_RESULT_BYTES);
         let log = LogPipe(Arc::new(Mutex::new(TailBuffer::new(MAX_LOG_BYTES))));
@@ -552,7 +604,7 @@ impl WasmRuntime {
         });
 
         let call = async {
-            let instance = prepared.pre.instantiate_async(&mut store).await?;
+            let instance = pre.instantiate_async(&mut store).await?;
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
             start.call_async(&mut store, ()).await
         };
@@ -575,6 +627,142 @@ impl WasmRuntime {
         let stdout = if overflowed { Bytes::new() } else { stdout.contents() };
         let log = log.0.lock().to_text();
         RunOutcome { status, stdout, log, duration }
+    }
+}
+
+/// Compiled code as it came out of the cache.
+enum Compiled {
+    Module(Module),
+    Component(wasmtime::component::Component),
+}
+
+impl WasmRuntime {
+    /// Runs one invocation of a wasi:http component: its event (Lambda's HTTP event) becomes
+    /// the request it handles, its response the structured answer (see [`http`]). The same
+    /// limits as a command: memory, and the timeout as a wall-clock deadline over the
+    /// instantiation, the handler and its whole response body.
+    async fn serve_http(
+        &self, pre: &wasmtime_wasi_http::p2::bindings::ProxyPre<http::HttpHost>, req: RunRequest<'_>,
+    ) -> RunOutcome {
+        let started = Instant::now();
+        let failed = |kind: ErrorKind, message: String, log: String| RunOutcome {
+            status: Status::Failed { kind, message },
+            stdout: Bytes::new(),
+            log,
+            duration: started.elapsed(),
+        };
+        let request = match http::request_from_event(&req.payload) {
+            Ok(r) => http::request_body(r),
+            Err(message) => return failed(ErrorKind::FunctionError, message, String::new()),
+        };
+        let log = LogPipe(Arc::new(Mutex::new(TailBuffer::new(MAX_LOG_BYTES))));
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.allow_blocking_current_thread(false).stdout(log.clone()).stderr(log.clone()).envs(&[
+            ("GUST_FUNCTION_NAME", req.function),
+            ("GUST_FUNCTION_VERSION", req.version_label),
+            ("GUST_INVOCATION_ID", req.invocation_id),
+        ]);
+        for (k, v) in req.env {
+            wasi.env(k, v);
+        }
+        let host = http::HttpHost {
+            wasi: wasi.build(),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            table: wasmtime::component::ResourceTable::new(),
+            limits: MemoryLimit { max_bytes: (req.memory_mb as usize) << 20, exceeded: false },
+            hooks: http::DenyOutgoing,
+        };
+        let mut store = Store::new(&self.engine, host);
+        store.limiter(|h| &mut h.limits);
+        let deadline = started + Duration::from_millis(req.timeout_ms);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let prepared_call = (|| {
+            use wasmtime_wasi_http::WasiHttpView as _;
+            let incoming = store.data_mut().http().new_incoming_request(http::SCHEME, request)?;
+            let out = store.data_mut().http().new_response_outparam(sender)?;
+            wasmtime::Result::<_>::Ok((incoming, out))
+        })();
+        let (incoming, out) = match prepared_call {
+            Ok(v) => v,
+            Err(e) => return failed(ErrorKind::FunctionError, format!("{e:#}"), String::new()),
+        };
+        let pre = pre.clone();
+        // The handler runs on, writing the body, after it has sent the response's head.
+        let guest = tokio::spawn(async move {
+            let result = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
+            }
+            .await;
+            (result, store.data().limits.exceeded)
+        });
+        let served = async {
+            let response = receiver.await;
+            match response {
+                Ok(Ok(resp)) => {
+                    let (parts, body) = resp.into_parts();
+                    http::read_body(body, MAX_RESULT_BYTES).await.map(|body| http::answer(&parts, &body))
+                }
+                Ok(Err(code)) => Err(format!("the component answered an error: {code:?}")),
+                Err(_) => Err("the component never set a response".to_string()),
+            }
+        };
+        let answered = tokio::time::timeout_at(deadline.into(), served).await;
+        let guest_result = match &answered {
+            // The body is complete: the handler's own end is waited for within the deadline.
+            Ok(_) => match tokio::time::timeout_at(deadline.into(), guest).await {
+                Ok(Ok(r)) => Some(r),
+                Ok(Err(_)) => None,
+                Err(_) => Some((Err(wasmtime::Error::new(Trap::Interrupt)), false)),
+            },
+            Err(_) => {
+                guest.abort();
+                Some((Err(wasmtime::Error::new(Trap::Interrupt)), false))
+            }
+        };
+        let log = log.0.lock().to_text();
+        let duration = started.elapsed();
+        match (answered, guest_result) {
+            (Ok(Ok(answer)), Some((Ok(()), _))) => {
+                RunOutcome { status: Status::Succeeded, stdout: answer, log, duration }
+            }
+            (_, Some((Err(e), exceeded))) => RunOutcome {
+                status: classify(&e, exceeded, req.memory_mb, req.timeout_ms),
+                stdout: Bytes::new(),
+                log,
+                duration,
+            },
+            (Ok(Err(message)), _) => RunOutcome {
+                status: Status::Failed { kind: ErrorKind::FunctionError, message },
+                stdout: Bytes::new(),
+                log,
+                duration,
+            },
+            (Err(_), _) => RunOutcome {
+                status: classify(
+                    &wasmtime::Error::new(Trap::Interrupt),
+                    false,
+                    req.memory_mb,
+                    req.timeout_ms,
+                ),
+                stdout: Bytes::new(),
+                log,
+                duration,
+            },
+            (Ok(Ok(_)), None) => RunOutcome {
+                status: Status::Failed {
+                    kind: ErrorKind::Crashed,
+                    message: "the component's task failed".into(),
+                },
+                stdout: Bytes::new(),
+                log,
+                duration,
+            },
+        }
     }
 }
 

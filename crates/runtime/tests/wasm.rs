@@ -241,3 +241,47 @@ fn a_module_that_compiles_too_slowly_is_refused_and_cannot_pile_up() {
     assert!(matches!(err, PrepareError::Busy(_)), "{err:?}");
     assert!(rt.prepared("slow").is_none(), "an abandoned compilation's result is discarded");
 }
+
+/// The wasi:http test component (tests/fixtures/wasi-http), served from a Lambda HTTP event.
+#[tokio::test]
+async fn a_wasi_http_component_answers_the_request_its_event_stands_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let code = std::fs::read(gust_testkit::repo_root().join("tests/fixtures/wasi-http/hello.wasm")).unwrap();
+    assert!(gust_runtime::wasm::is_component(&code));
+    let prepared = rt.prepare("hello-component", &code).unwrap();
+    let env = BTreeMap::new();
+    let call = |payload: &str| {
+        rt.run(
+            &prepared,
+            RunRequest {
+                function: "f",
+                version_label: "1",
+                invocation_id: "id",
+                payload: Bytes::from(payload.to_string()),
+                env: &env,
+                memory_mb: 128,
+                timeout_ms: 3000,
+            },
+        )
+    };
+    let event = r#"{"version":"2.0","rawPath":"/hi","rawQueryString":"","headers":{"host":"x.test"},
+        "requestContext":{"http":{"method":"GET"}},"isBase64Encoded":false}"#;
+    let out = call(event).await;
+    assert_eq!(out.status, Status::Succeeded, "{}", out.log);
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["statusCode"], 200);
+    assert_eq!(answer["multiValueHeaders"]["content-type"], serde_json::json!(["text/plain"]));
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.decode(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body, b"hello from a wasi:http component\n");
+    let not_an_event = call("{}").await;
+    assert!(
+        matches!(&not_an_event.status, Status::Failed { kind: ErrorKind::FunctionError, message } if message.contains("function URL")),
+        "{:?}",
+        not_an_event.status
+    );
+    // A component that imports what the proxy world does not give (here: none of it, a core
+    // module is no component) and a module that is not one are told apart at prepare.
+    assert!(rt.prepare("not-a-component", &code[..code.len() / 2]).is_err());
+}

@@ -71,8 +71,12 @@ pub fn main(mut args: impl Iterator<Item = OsString>) -> i32 {
         Ok(engine) => engine,
         Err(e) => return fail(exit::USAGE, &format!("build the engine: {e:#}")),
     };
-    // `precompile_module` validates first: an invalid module fails fast.
-    let compiled = match engine.precompile_module(&code) {
+    // Precompiling validates first: invalid code fails fast.
+    let compiled = match super::is_component(&code) {
+        true => engine.precompile_component(&code),
+        false => engine.precompile_module(&code),
+    };
+    let compiled = match compiled {
         Ok(compiled) => compiled,
         Err(e) => {
             let message = format!("{e:#}");

@@ -1,0 +1,180 @@
+//! wasi:http components: a `wasm` function whose code is a component exporting
+//! `wasi:http/incoming-handler` (the `wasi:http/proxy` world) is served as HTTP.
+//!
+//! It runs from the same invocation as any function: its event is Lambda's HTTP event (payload
+//! format 2.0, what a function URL sends, on any worker, embedded or remote), rebuilt here into
+//! the HTTP request the component handles, and its HTTP response is answered as Lambda's
+//! structured response (`statusCode`, `multiValueHeaders`, `cookies`, base64 `body`), which the
+//! URL maps back to HTTP. So a component is recorded, counted, routed by alias weights and
+//! limited (timeout as a wall-clock deadline, memory) like every invocation.
+//!
+//! Outgoing requests (`wasi:http/outgoing-handler`) are refused: the crate's default hooks
+//! without `default-send-request` send nothing. Only the proxy world's interfaces are linked
+//! (clocks, random, stdio, io, http): a component that imports files or sockets is refused
+//! at upload.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use serde_json::{json, Value};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::MemoryLimit;
+
+/// What a component instance's store holds.
+pub(super) struct HttpHost {
+    pub(super) wasi: WasiCtx,
+    pub(super) http: WasiHttpCtx,
+    pub(super) table: ResourceTable,
+    pub(super) limits: MemoryLimit,
+    pub(super) hooks: DenyOutgoing,
+}
+
+/// `wasi:http` hooks that send nothing: without the crate's `default-send-request`, every
+/// outgoing request is refused.
+pub(super) struct DenyOutgoing;
+
+impl wasmtime_wasi_http::WasiHttpHooks for DenyOutgoing {
+    fn send_request(
+        &mut self, _request: hyper::Request<WasiBody>, _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<dyn std::future::Future<Output = OutgoingResult> + Send> {
+        Box::new(std::future::ready(Err(wasmtime_wasi_http::Error::HttpRequestDenied)))
+    }
+}
+
+type WasiBody = http_body_util::combinators::UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
+type OutgoingResult = Result<
+    (
+        hyper::Response<WasiBody>,
+        Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ),
+    wasmtime_wasi_http::Error,
+>;
+
+impl WasiView for HttpHost {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for HttpHost {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+/// The HTTP request a Lambda HTTP event (2.0) stands for.
+pub(super) fn request_from_event(payload: &[u8]) -> Result<hyper::Request<Full<Bytes>>, String> {
+    let not_http = || {
+        "a wasi:http component takes Lambda's HTTP event (payload format 2.0): call it at its function URL"
+            .to_string()
+    };
+    let event: Value = serde_json::from_slice(payload).map_err(|_| not_http())?;
+    let method = event.pointer("/requestContext/http/method").and_then(Value::as_str).ok_or_else(not_http)?;
+    let path = event.get("rawPath").and_then(Value::as_str).unwrap_or("/");
+    let query = event.get("rawQueryString").and_then(Value::as_str).unwrap_or("");
+    let host = event
+        .pointer("/headers/host")
+        .or_else(|| event.pointer("/requestContext/domainName"))
+        .and_then(Value::as_str)
+        .filter(|h| !h.is_empty())
+        .unwrap_or("localhost");
+    let uri = match query {
+        "" => format!("http://{host}{path}"),
+        q => format!("http://{host}{path}?{q}"),
+    };
+    let mut req = hyper::Request::builder().method(method).uri(&uri);
+    if let Some(Value::Object(headers)) = event.get("headers") {
+        for (name, value) in headers {
+            if let Some(v) = value.as_str() {
+                req = req.header(name.as_str(), v);
+            }
+        }
+    }
+    if let Some(Value::Array(cookies)) = event.get("cookies") {
+        let joined: Vec<&str> = cookies.iter().filter_map(Value::as_str).collect();
+        if !joined.is_empty() {
+            req = req.header("cookie", joined.join("; "));
+        }
+    }
+    let body = match event.get("body").and_then(Value::as_str) {
+        None => Bytes::new(),
+        Some(b) if event.get("isBase64Encoded").and_then(Value::as_bool) == Some(true) => {
+            Bytes::from(base64::engine::general_purpose::STANDARD.decode(b).map_err(|_| not_http())?)
+        }
+        Some(b) => Bytes::copy_from_slice(b.as_bytes()),
+    };
+    req.body(Full::new(body)).map_err(|e| format!("the event is not a valid HTTP request: {e}"))
+}
+
+/// An HTTP response as Lambda's structured answer: repeated headers kept
+/// (`multiValueHeaders`), `Set-Cookie` as `cookies`, the body in base64.
+pub(super) fn answer(parts: &hyper::http::response::Parts, body: &[u8]) -> Bytes {
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut cookies = Vec::new();
+    for (name, value) in &parts.headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        if name == hyper::header::SET_COOKIE {
+            cookies.push(value);
+        } else {
+            headers.entry(name.as_str().to_string()).or_default().push(value);
+        }
+    }
+    let mut v = json!({
+        "statusCode": parts.status.as_u16(),
+        "multiValueHeaders": headers,
+        "body": base64::engine::general_purpose::STANDARD.encode(body),
+        "isBase64Encoded": true,
+    });
+    if !cookies.is_empty() {
+        v["cookies"] = json!(cookies);
+    }
+    Bytes::from(v.to_string())
+}
+
+/// Reads a component's response body, at most `limit` bytes.
+pub(super) async fn read_body(
+    body: wasmtime_wasi_http::p2::body::HyperOutgoingBody, limit: usize,
+) -> Result<Bytes, String> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) => Err(format!("{e}")),
+    }
+}
+
+/// The request body type a component reads: ours never fails.
+pub(super) fn request_body(
+    req: hyper::Request<Full<Bytes>>,
+) -> hyper::Request<impl hyper::body::Body<Data = Bytes, Error = ErrorCode> + Send + 'static> {
+    req.map(|b| b.map_err(|never| match never {}))
+}
+
+pub(super) const SCHEME: Scheme = Scheme::Http;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_http_event_becomes_its_request() {
+        let event = json!({
+            "version": "2.0", "rawPath": "/a/b", "rawQueryString": "x=1",
+            "headers": { "host": "id.example.test", "content-type": "text/plain" },
+            "cookies": ["a=1", "b=2"],
+            "requestContext": { "http": { "method": "POST" } },
+            "body": "aGk=", "isBase64Encoded": true,
+        });
+        let req = request_from_event(event.to_string().as_bytes()).unwrap();
+        assert_eq!(req.method(), "POST");
+        assert_eq!(req.uri().to_string(), "http://id.example.test/a/b?x=1");
+        assert_eq!(req.headers()["cookie"], "a=1; b=2");
+        assert_eq!(req.headers()["content-type"], "text/plain");
+        assert!(request_from_event(b"{\"not\":\"an event\"}").unwrap_err().contains("function URL"));
+    }
+}
