@@ -64,11 +64,11 @@ impl UrlAddressing {
     }
 
     /// The URL id a Host names under `--url-domain`, if it does.
-    fn id_in_domain<'h>(&self, host: &'h str) -> Option<&'h str> {
+    fn id_in_domain(&self, host: &str) -> Option<String> {
         let domain = self.domain.as_deref()?;
-        let name = strip_port(host);
-        let (id, rest) = name.split_once('.')?;
-        (rest.eq_ignore_ascii_case(domain) && is_url_id(id)).then_some(id)
+        let (id, rest) = dns_name(host).split_once('.')?;
+        let id = id.to_ascii_lowercase();
+        (rest.eq_ignore_ascii_case(domain) && is_url_id(&id)).then_some(id)
     }
 }
 
@@ -85,19 +85,28 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// A Host's name as DNS compares it: without its port or a final dot.
+fn dns_name(host: &str) -> &str {
+    let name = strip_port(host);
+    name.strip_suffix('.').unwrap_or(name)
+}
+
 fn host_of(req: &Request) -> Option<&str> {
     req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host())
 }
 
 /// The URL id of a host-based request on the main listener (`--url-domain`), if it is one.
 pub(crate) fn host_based_id(state: &AppState, req: &Request) -> Option<String> {
-    state.cfg.urls.id_in_domain(host_of(req)?).map(str::to_string)
+    state.cfg.urls.id_in_domain(host_of(req)?)
 }
 
 /// The `--url-listen` listener: every request is a URL's, named by its Host's first label.
 pub(crate) async fn serve_any_host(State(state): State<AppState>, req: Request) -> Response {
-    let id = host_of(&req).and_then(|h| strip_port(h).split('.').next()).filter(|id| is_url_id(id));
-    match id.map(str::to_string) {
+    let id = host_of(&req)
+        .and_then(|h| dns_name(h).split('.').next())
+        .map(str::to_ascii_lowercase)
+        .filter(|id| is_url_id(id));
+    match id {
         Some(id) => {
             let raw_path = req.uri().path().to_string();
             answer(state, id, raw_path, false, req).await
@@ -138,9 +147,48 @@ fn set_request_id(resp: &mut Response, id: &str) {
 async fn answer(state: AppState, id: String, raw_path: String, sandboxed: bool, req: Request) -> Response {
     let mut resp = serve(&state, &id, raw_path, req).await;
     if sandboxed {
-        resp.headers_mut().append(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(SANDBOX_CSP));
+        let h = resp.headers_mut();
+        h.append(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(SANDBOX_CSP));
+        // Every path-based URL shares the API's origin: a function's cookies stay under its
+        // own path, or they would reach (and could be planted in) every other tenant's URL.
+        let own = format!("{PATH_PREFIX}{id}");
+        let cookies: Vec<HeaderValue> = h
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|c| {
+                HeaderValue::from_str(&confine_cookie(&String::from_utf8_lossy(c.as_bytes()), &own)).ok()
+            })
+            .collect();
+        h.remove(header::SET_COOKIE);
+        for c in cookies {
+            h.append(header::SET_COOKIE, c);
+        }
     }
     resp
+}
+
+/// A `Set-Cookie` value confined under `prefix` (`/url/<id>`): its `Path` is taken as
+/// relative to the URL (as the function sees its paths), a missing one becomes the URL's root,
+/// and a `Domain` is dropped (a host-only cookie).
+fn confine_cookie(cookie: &str, prefix: &str) -> String {
+    let mut parts = cookie.split(';').map(str::trim);
+    let mut out = parts.next().unwrap_or("").to_string();
+    let mut path = None;
+    for attr in parts.filter(|a| !a.is_empty()) {
+        let name = attr.split('=').next().unwrap_or("").trim();
+        if name.eq_ignore_ascii_case("domain") {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("path") {
+            let value = attr.split_once('=').map_or("", |(_, v)| v.trim());
+            path = Some(if value.starts_with('/') { value.to_string() } else { "/".to_string() });
+            continue;
+        }
+        out.push_str("; ");
+        out.push_str(attr);
+    }
+    out.push_str(&format!("; Path={prefix}{}", path.as_deref().unwrap_or("/")));
+    out
 }
 
 async fn serve(state: &AppState, id: &str, raw_path: String, req: Request) -> Response {
@@ -161,7 +209,13 @@ async fn serve(state: &AppState, id: &str, raw_path: String, req: Request) -> Re
     let (req, authorizer) = match url.config.auth_type {
         AuthType::None => (req, None),
         AuthType::Iam => match authenticate(state, &url, req).await {
-            Ok(authenticated) => authenticated,
+            // gust's credential is not the function's: it never reaches the event (nor the
+            // invocation's record, which readers of the function can see).
+            Ok((mut req, authorizer)) => {
+                req.headers_mut().remove(header::AUTHORIZATION);
+                req.headers_mut().remove("x-amz-security-token");
+                (req, authorizer)
+            }
             Err(resp) => return resp,
         },
     };
@@ -538,8 +592,14 @@ fn structured(obj: &Value, body: Body) -> Result<Response, String> {
         .map_or(Some(200), Value::as_u64)
         .and_then(|s| u16::try_from(s).ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
-        .filter(|s| (100..=599).contains(&s.as_u16()))
-        .ok_or("statusCode must be an integer from 100 to 599")?;
+        .filter(|s| (200..=599).contains(&s.as_u16()))
+        .ok_or("statusCode must be an integer from 200 to 599 (a final status)")?;
+    // These carry no body (RFC 9110): whatever the function wrote is dropped, so nothing
+    // after them can be read as the next response.
+    let body = match status {
+        StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED => Body::empty(),
+        _ => body,
+    };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -800,11 +860,27 @@ mod tests {
     fn hosts_name_urls_under_the_url_domain_only() {
         let a = UrlAddressing { domain: Some("fn.example.com".into()), template: String::new() };
         let id = "b".repeat(32);
-        assert_eq!(a.id_in_domain(&format!("{id}.fn.example.com")), Some(&*id));
-        assert_eq!(a.id_in_domain(&format!("{id}.FN.example.com:8443")), Some(&*id));
+        assert_eq!(a.id_in_domain(&format!("{id}.fn.example.com")).as_deref(), Some(&*id));
+        assert_eq!(a.id_in_domain(&format!("{id}.FN.example.com:8443")).as_deref(), Some(&*id));
+        assert_eq!(a.id_in_domain(&format!("{id}.fn.example.com.")).as_deref(), Some(&*id));
+        assert_eq!(a.id_in_domain(&format!("{}.fn.example.com", id.to_uppercase())).as_deref(), Some(&*id));
         assert_eq!(a.id_in_domain(&format!("{id}.evil.com")), None);
         assert_eq!(a.id_in_domain("fn.example.com"), None);
         assert_eq!(a.id_in_domain(&format!("x.{id}.fn.example.com")), None);
         assert_eq!(UrlAddressing::default().id_in_domain(&format!("{id}.fn.example.com")), None);
+    }
+}
+
+#[cfg(test)]
+mod cookie_tests {
+    use super::confine_cookie;
+
+    #[test]
+    fn cookies_of_path_based_urls_stay_under_their_url() {
+        let p = "/url/abc";
+        assert_eq!(confine_cookie("s=1; Path=/; HttpOnly", p), "s=1; HttpOnly; Path=/url/abc/");
+        assert_eq!(confine_cookie("s=1", p), "s=1; Path=/url/abc/");
+        assert_eq!(confine_cookie("s=1; Domain=evil.com; path=/cart", p), "s=1; Path=/url/abc/cart");
+        assert_eq!(confine_cookie("s=1; Path=/url/other/", p), "s=1; Path=/url/abc/url/other/");
     }
 }

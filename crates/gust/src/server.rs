@@ -255,6 +255,16 @@ pub fn run(mut opts: ServerOpts) -> anyhow::Result<()> {
             opts.listen
         );
     }
+    // Function URLs beyond loopback: the same rules, since AWS_IAM URLs check the token and
+    // API keys, and their callers send credentials.
+    if let Some(at) = opts.url_listen.filter(|a| !a.ip().is_loopback()) {
+        if opts.token.is_none() {
+            bail!("refusing to serve function URLs on {at} without --token: AWS_IAM URLs would be open to the network");
+        }
+        if opts.tls_cert.is_none() && !opts.insecure_http {
+            bail!("refusing to serve function URLs on {at} without TLS: give --tls-cert and --tls-key, or --insecure-http if a proxy in front of gust terminates TLS");
+        }
+    }
     if opts.max_concurrency == 0 || opts.lease_ms < MIN_LEASE_MS {
         bail!("--max-concurrency must be at least 1 and --lease-ms at least {MIN_LEASE_MS}");
     }

@@ -144,9 +144,10 @@ fn structured_answers_errors_and_throttles_map_as_lambda_maps_them() {
     assert_eq!(r.status(), 201);
     assert_eq!(r.headers()["x-fn"], "yes");
     assert_eq!(r.headers().get_all("x-multi").iter().collect::<Vec<_>>(), ["p", "q"]);
+    let own = format!("/url/{}/", url["url_id"].as_str().unwrap());
     assert_eq!(
-        r.headers().get_all("set-cookie").iter().collect::<Vec<_>>(),
-        ["s=1; Path=/; HttpOnly", "t=2"]
+        r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect::<Vec<_>>(),
+        [format!("s=1; HttpOnly; Path={own}"), format!("t=2; Path={own}")]
     );
     assert_eq!(
         r.headers()["access-control-allow-origin"],
@@ -597,7 +598,10 @@ fn a_streamed_response_reaches_the_client_before_the_function_returns() {
     assert_eq!(r.status(), 206);
     assert_eq!(r.headers()["x-streamed"], "yes");
     assert_eq!(r.headers()["content-type"], "text/plain");
-    assert_eq!(r.headers()["set-cookie"], "s=1");
+    assert_eq!(
+        r.headers()["set-cookie"],
+        format!("s=1; Path=/url/{}/", streamed["url_id"].as_str().unwrap()).as_str()
+    );
     let mut first = [0u8; 12];
     r.read_exact(&mut first).unwrap();
     let first_at = started.elapsed();
@@ -737,7 +741,9 @@ fn a_rust_function_on_lambda_http_is_served_unmodified() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["set-cookie"], "visited=yes; Path=/");
+    // Path-based URLs share one origin: a cookie stays under its own URL's path.
+    let own = format!("/url/{}/", url["url_id"].as_str().unwrap());
+    assert_eq!(r.headers()["set-cookie"], format!("visited=yes; Path={own}").as_str());
     let v = json_of(r);
     assert_eq!(
         (v["hello"].as_str(), v["lang"].as_str(), v["agent"].as_str()),
