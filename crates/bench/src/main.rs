@@ -376,6 +376,15 @@ async fn url_rows(gust: &Proc, bare: &Proc, phase: Duration, warmup: Duration) -
             .await?;
     let created: Value = serde_json::from_slice(&created)?;
     let id = created["url_id"].as_str().ok_or_else(|| anyhow::anyhow!("no url_id in {created}"))?;
+    // The wasi:http hello component, served at its own URL.
+    let component = std::fs::read(gust_testkit::repo_root().join("tests/fixtures/wasi-http/hello.wasm"))?;
+    client::deploy(gust.addr, "hello", "{}", component).await?;
+    let created =
+        client::ok(gust.addr, "POST", "/v1/functions/hello/url", &json_type, r#"{"auth_type":"NONE"}"#)
+            .await?;
+    let created: Value = serde_json::from_slice(&created)?;
+    let hello_id =
+        created["url_id"].as_str().ok_or_else(|| anyhow::anyhow!("no url_id in {created}"))?.to_string();
     let mut rows = Vec::new();
     for conns in [1usize, 64] {
         let invoke = invoke_target(gust.addr, "echo", "sync");
@@ -384,10 +393,16 @@ async fn url_rows(gust: &Proc, bare: &Proc, phase: Duration, warmup: Duration) -
         for t in [&invoke, &url, &b_target] {
             loadgen::run(t, conns, Stop::After(warmup)).await?;
         }
+        let hello = Target { path: format!("/url/{hello_id}/"), headers: vec![], ..invoke.clone() };
+        loadgen::run(&hello, conns, Stop::After(warmup)).await?;
         let b = loadgen::run(&b_target, conns, Stop::After(phase)).await?;
         let i = loadgen::run(&invoke, conns, Stop::After(phase)).await?;
         let u = loadgen::run(&url, conns, Stop::After(phase)).await?;
-        anyhow::ensure!(b.errors + i.errors + u.errors == 0, "errors during the function URL load");
+        let h = loadgen::run(&hello, conns, Stop::After(phase)).await?;
+        anyhow::ensure!(
+            b.errors + i.errors + u.errors + h.errors == 0,
+            "errors during the function URL load"
+        );
         rows.push(json!({
             "connections": conns,
             "url": load_json(&u),
@@ -396,6 +411,8 @@ async fn url_rows(gust: &Proc, bare: &Proc, phase: Duration, warmup: Duration) -
             "url_over_bare": u.rps() / b.rps(),
             "url_over_invoke": u.rps() / i.rps(),
             "url_p50_overhead_over_invoke_us": u.percentile_us(0.5) - i.percentile_us(0.5),
+            "wasi_http": load_json(&h),
+            "wasi_http_over_bare": h.rps() / b.rps(),
         }));
     }
     Ok(json!(rows))
@@ -436,8 +453,8 @@ fn markdown(r: &Value) -> String {
     warm_table(&mut out, &r["warm_sync"], ("bare p99 µs", "/bare/p99_us"));
     out.push_str("\n### The same over TLS (HTTPS keep-alive, TLS 1.3; handshakes before timing)\n\n");
     warm_table(&mut out, &r["warm_sync_tls"], ("gust TLS/plain req/s", "/tls_over_plain_gust_throughput"));
-    out.push_str("\n### Function URLs: a WASI p1 echo through its URL, through the invoke API, and bare\n\n");
-    out.push_str("| connections | URL req/s | invoke req/s | bare req/s | URL/bare | URL/invoke | URL p50 µs | invoke p50 µs | URL p50 over invoke µs |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("\n### Function URLs: a WASI p1 echo through its URL and through the invoke API, a wasi:http component at its URL, and bare\n\n");
+    out.push_str("| connections | URL req/s | invoke req/s | bare req/s | URL/bare | URL/invoke | URL p50 µs | invoke p50 µs | URL p50 over invoke µs | wasi:http hello at its URL, req/s (p50 µs) | wasi:http/bare (goal ≥ 0.5 at 64) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for w in r["function_urls"].as_array().into_iter().flatten() {
         let cells = [
             f(&w["url"]["rps"]),
@@ -448,6 +465,8 @@ fn markdown(r: &Value) -> String {
             f(&w["url"]["p50_us"]),
             f(&w["invoke"]["p50_us"]),
             f(&w["url_p50_overhead_over_invoke_us"]),
+            format!("{} ({})", f(&w["wasi_http"]["rps"]), f(&w["wasi_http"]["p50_us"])),
+            f(&w["wasi_http_over_bare"]),
         ];
         out.push_str(&format!("| {} | {} |\n", w["connections"], cells.join(" | ")));
     }

@@ -23,7 +23,7 @@ fn quick_bench_prints_every_row() {
     let urls = report["function_urls"].as_array().unwrap();
     assert_eq!(urls.len(), 2);
     for w in urls {
-        for side in ["url", "invoke", "bare"] {
+        for side in ["url", "invoke", "bare", "wasi_http"] {
             assert!(w[side]["requests"].as_u64().unwrap() > 0, "{w}");
             assert_eq!(w[side]["errors"], 0, "{w}");
         }
