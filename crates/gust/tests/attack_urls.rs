@@ -12,30 +12,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{wasm_config, Server, GUST};
+use common::{create_url, json_of, url_client, wasm_config, Server, GUST};
 use gust_testkit::{fixture, zip};
-use reqwest::blocking::{Client, Response};
 use serde_json::{json, Value};
-
-fn client() -> Client {
-    Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
-}
-
-/// Creates the URL of `name` with `body` (as `token`, if given); its view.
-fn create_url(base: &str, name: &str, body: Value, token: Option<&str>) -> Value {
-    let mut rb = client().post(format!("{base}/v1/functions/{name}/url")).json(&body);
-    if let Some(t) = token {
-        rb = rb.bearer_auth(t);
-    }
-    let r = rb.send().unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
-    r.json().unwrap()
-}
-
-fn json_of(r: Response) -> Value {
-    let text = r.text().unwrap();
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
 
 /// A `provided` bootstrap (Python, standard library only) that answers, as its whole result,
 /// the bytes base64url-encoded in the query parameter `b`: any structured answer a malicious
@@ -102,7 +81,7 @@ fn aws_iam_url_does_not_hand_the_callers_bearer_token_to_the_function() {
     assert_eq!(admin(code.body(fixture("echo"))).status(), 200);
     let url = create_url(&s.url, "app", json!({ "auth_type": "AWS_IAM" }), Some(token));
 
-    let r = client().get(url["function_url"].as_str().unwrap()).bearer_auth(token).send().unwrap();
+    let r = url_client().get(url["function_url"].as_str().unwrap()).bearer_auth(token).send().unwrap();
     assert_eq!(r.status(), 200);
     let request_id = r.headers()["x-amzn-requestid"].to_str().unwrap().to_string();
     let event = json_of(r);
@@ -167,9 +146,10 @@ fn aws_iam_urls_on_a_url_listener_beyond_loopback_require_authentication() {
         return;
     };
     let base = base.to_string();
-    let r = client().put(format!("{base}/v1/functions/private")).json(&wasm_config(10_000)).send().unwrap();
+    let r =
+        url_client().put(format!("{base}/v1/functions/private")).json(&wasm_config(10_000)).send().unwrap();
     assert_eq!(r.status(), 200);
-    let r = client()
+    let r = url_client()
         .put(format!("{base}/v1/functions/private/code"))
         .header("content-type", "application/wasm")
         .body(fixture("echo"))
@@ -181,7 +161,7 @@ fn aws_iam_urls_on_a_url_listener_beyond_loopback_require_authentication() {
     let port =
         url["function_url"].as_str().unwrap().rsplit(':').next().unwrap().trim_end_matches('/').to_string();
     // Any client that reaches the port (here over loopback, the listener is on every address).
-    let r = client()
+    let r = url_client()
         .get(format!("http://127.0.0.1:{port}/"))
         .header("host", format!("{id}.example.com"))
         .send()
@@ -244,7 +224,7 @@ fn path_based_urls_keep_a_functions_cookies_to_its_own_path() {
         "multiValueHeaders": { "set-cookie": ["theme=dark"] },
         "body": "welcome",
     });
-    let r = client().get(format!("{at}login?{}", answering(&answer))).send().unwrap();
+    let r = url_client().get(format!("{at}login?{}", answering(&answer))).send().unwrap();
     assert_eq!(r.status(), 200);
     for c in r.headers().get_all("set-cookie") {
         let c = c.to_str().unwrap();
@@ -271,7 +251,7 @@ fn url_domain_hosts_in_every_dns_spelling_reach_the_url_not_the_api() {
     let url = create_url(&s.url, "echo", json!({ "auth_type": "NONE" }), None);
     let id = url["url_id"].as_str().unwrap().to_string();
     for host in [format!("{id}.fn.example.test."), format!("{}.fn.example.test", id.to_ascii_uppercase())] {
-        let r = client().get(format!("{}/v1/functions", s.url)).header("host", &host).send().unwrap();
+        let r = url_client().get(format!("{}/v1/functions", s.url)).header("host", &host).send().unwrap();
         let status = r.status();
         let text = r.text().unwrap();
         assert_eq!(status, 200, "{host}: {text}");

@@ -8,44 +8,22 @@ mod common;
 use std::path::Path;
 
 use base64::Engine as _;
-use common::{error_code, wasm_config, Server};
+use common::{create_url, error_code, json_of, url_client, wasm_config, Server};
 use gust_testkit::{fixture, python, zip};
-use reqwest::blocking::{Client, Response};
 use serde_json::{json, Value};
-
-fn client() -> Client {
-    Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
-}
-
-/// Creates the URL of `target` (`NAME` or `NAME?qualifier=Q`) with `body`; its view.
-fn create_url(s: &Server, target: &str, body: Value, token: Option<&str>) -> Value {
-    let (name, query) = target.split_once('?').unwrap_or((target, ""));
-    let mut rb = client().post(format!("{}/v1/functions/{name}/url?{query}", s.url)).json(&body);
-    if let Some(t) = token {
-        rb = rb.bearer_auth(t);
-    }
-    let r = rb.send().unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
-    r.json().unwrap()
-}
-
-fn json_of(r: Response) -> Value {
-    let text = r.text().unwrap();
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
 
 #[test]
 fn a_url_runs_its_function_with_lambdas_http_event_and_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     s.deploy("echo", wasm_config(10_000), fixture("echo"));
-    let url = create_url(&s, "echo", json!({ "auth_type": "NONE" }), None);
+    let url = create_url(&s.url, "echo", json!({ "auth_type": "NONE" }), None);
     let id = url["url_id"].as_str().unwrap().to_string();
     assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()), "{id}");
     let shown = url["function_url"].as_str().unwrap();
     assert_eq!(shown, format!("{}/url/{id}/", s.url));
 
-    let r = client()
+    let r = url_client()
         .post(format!("{shown}a/b%20c?x=1&x=2&name=J%C3%BCrgen"))
         .header("content-type", "application/json")
         .header("x-many", "one")
@@ -77,7 +55,7 @@ fn a_url_runs_its_function_with_lambdas_http_event_and_is_recorded() {
 
     // A binary body arrives base64, byte for byte.
     let png = vec![0x89, b'P', b'N', b'G', 0, 0xff, 0xfe];
-    let r = client().put(shown).header("content-type", "image/png").body(png.clone()).send().unwrap();
+    let r = url_client().put(shown).header("content-type", "image/png").body(png.clone()).send().unwrap();
     let event = json_of(r);
     assert_eq!(event["isBase64Encoded"], true);
     assert_eq!(
@@ -92,10 +70,10 @@ fn a_url_runs_its_function_with_lambdas_http_event_and_is_recorded() {
 
     // An unknown id, a malformed one, and a deleted URL are all 404.
     for path in [format!("/url/{}/", "z".repeat(32)), "/url/NOT-AN-ID/".to_string()] {
-        assert_eq!(client().get(format!("{}{path}", s.url)).send().unwrap().status(), 404, "{path}");
+        assert_eq!(url_client().get(format!("{}{path}", s.url)).send().unwrap().status(), 404, "{path}");
     }
-    assert_eq!(client().delete(format!("{}/v1/functions/echo/url", s.url)).send().unwrap().status(), 204);
-    assert_eq!(client().get(shown).send().unwrap().status(), 404);
+    assert_eq!(url_client().delete(format!("{}/v1/functions/echo/url", s.url)).send().unwrap().status(), 204);
+    assert_eq!(url_client().get(shown).send().unwrap().status(), 404);
 }
 
 /// A Python handler that answers what its event asks for (Lambda's structured response).
@@ -137,10 +115,10 @@ fn structured_answers_errors_and_throttles_map_as_lambda_maps_them() {
     let dir = tempfile::tempdir().unwrap();
     let s = python_server(dir.path(), &[]);
     deploy_python(&s, "web", &[("app.py", RESPONDER, 0o644)], "app.handler");
-    let url = create_url(&s, "web", json!({ "auth_type": "NONE" }), None);
+    let url = create_url(&s.url, "web", json!({ "auth_type": "NONE" }), None);
     let base = url["function_url"].as_str().unwrap().to_string();
 
-    let r = client().get(format!("{base}hello?status=201")).send().unwrap();
+    let r = url_client().get(format!("{base}hello?status=201")).send().unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(r.headers()["x-fn"], "yes");
     assert_eq!(r.headers().get_all("x-multi").iter().collect::<Vec<_>>(), ["p", "q"]);
@@ -156,11 +134,11 @@ fn structured_answers_errors_and_throttles_map_as_lambda_maps_them() {
     );
     assert_eq!(json_of(r), json!({ "path": "/hello", "method": "GET" }));
 
-    let r = client().get(format!("{base}?mode=binary")).send().unwrap();
+    let r = url_client().get(format!("{base}?mode=binary")).send().unwrap();
     assert_eq!((r.status().as_u16(), r.headers()["content-type"].to_str().unwrap()), (200, "image/png"));
     assert_eq!(r.bytes().unwrap().to_vec(), (0..=255u8).collect::<Vec<_>>());
 
-    let r = client().get(format!("{base}?mode=plain")).send().unwrap();
+    let r = url_client().get(format!("{base}?mode=plain")).send().unwrap();
     assert_eq!(
         (r.status().as_u16(), r.headers()["content-type"].to_str().unwrap()),
         (200, "application/json")
@@ -168,20 +146,23 @@ fn structured_answers_errors_and_throttles_map_as_lambda_maps_them() {
     assert_eq!(json_of(r), json!({ "message": "not structured" }));
 
     for status in ["404", "503"] {
-        assert_eq!(client().get(format!("{base}?status={status}")).send().unwrap().status().as_str(), status);
+        assert_eq!(
+            url_client().get(format!("{base}?status={status}")).send().unwrap().status().as_str(),
+            status
+        );
     }
-    let r = client().get(format!("{base}?mode=fail")).send().unwrap();
+    let r = url_client().get(format!("{base}?mode=fail")).send().unwrap();
     assert_eq!(r.status(), 502);
     assert_eq!(r.headers()["x-amz-function-error"], "Unhandled");
     assert_eq!(json_of(r), json!({ "Message": "Internal Server Error" }));
 
     // A header value that would split the response is the function's fault: 502, nothing smuggled.
-    let r = client().get(format!("{base}?mode=smuggle")).send().unwrap();
+    let r = url_client().get(format!("{base}?mode=smuggle")).send().unwrap();
     assert_eq!(r.status(), 502);
     assert!(r.headers().get("set-cookie").is_none());
 
     // Over 6 MB of body is refused before the function runs.
-    let r = client().post(&base).body(vec![b'a'; 6 * 1024 * 1024 + 1]).send().unwrap();
+    let r = url_client().post(&base).body(vec![b'a'; 6 * 1024 * 1024 + 1]).send().unwrap();
     assert_eq!(r.status(), 413);
 
     // Reserved concurrency 0 throttles every call: 429, as Lambda.
@@ -192,7 +173,7 @@ fn structured_answers_errors_and_throttles_map_as_lambda_maps_them() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().unwrap());
-    let r = client().get(&base).send().unwrap();
+    let r = url_client().get(&base).send().unwrap();
     assert_eq!(r.status(), 429);
 }
 
@@ -209,10 +190,10 @@ fn cors_is_answered_at_the_edge_and_replaces_the_functions_own() {
         "max_age": 600,
         "allow_credentials": true,
     });
-    let url = create_url(&s, "web", json!({ "auth_type": "NONE", "cors": cors }), None);
+    let url = create_url(&s.url, "web", json!({ "auth_type": "NONE", "cors": cors }), None);
     let base = url["function_url"].as_str().unwrap().to_string();
     let preflight = |origin: &str, method: &str, headers: &str| {
-        client()
+        url_client()
             .request(reqwest::Method::OPTIONS, format!("{base}items"))
             .header("origin", origin)
             .header("access-control-request-method", method)
@@ -237,7 +218,7 @@ fn cors_is_answered_at_the_edge_and_replaces_the_functions_own() {
         let r = preflight(origin, method, headers);
         assert!(r.headers().get("access-control-allow-origin").is_none(), "{origin} {method} {headers}");
     }
-    let r = client().get(&base).header("origin", "https://app.example.com").send().unwrap();
+    let r = url_client().get(&base).header("origin", "https://app.example.com").send().unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(
         r.headers()["access-control-allow-origin"],
@@ -245,7 +226,7 @@ fn cors_is_answered_at_the_edge_and_replaces_the_functions_own() {
         "the function's * is replaced"
     );
     assert_eq!(r.headers()["access-control-expose-headers"], "x-fn");
-    let r = client().get(&base).header("origin", "https://evil.example.com").send().unwrap();
+    let r = url_client().get(&base).header("origin", "https://evil.example.com").send().unwrap();
     assert!(r.headers().get("access-control-allow-origin").is_none(), "no allowance for another origin");
 }
 
@@ -264,8 +245,8 @@ fn aws_iam_urls_admit_only_callers_allowed_to_invoke() {
             .header("content-type", "application/wasm");
         assert_eq!(admin(code.body(fixture("echo"))).status(), 200);
     }
-    let private = create_url(&s, "private", json!({ "auth_type": "AWS_IAM" }), Some(token));
-    let public = create_url(&s, "public", json!({ "auth_type": "NONE" }), Some(token));
+    let private = create_url(&s.url, "private", json!({ "auth_type": "AWS_IAM" }), Some(token));
+    let public = create_url(&s.url, "public", json!({ "auth_type": "NONE" }), Some(token));
     let key = |role: &str, functions: &str| -> String {
         let r = admin(s.client().post(format!("{}/v1/tokens", s.url)).json(&json!({
             "name": format!("{role}-{}", functions.replace('*', "all")), "role": role, "functions": functions,
@@ -278,7 +259,7 @@ fn aws_iam_urls_admit_only_callers_allowed_to_invoke() {
     let other = key("invoker", "public");
     let at = private["function_url"].as_str().unwrap();
     let call = |bearer: Option<&str>| {
-        let mut rb = client().post(at).body("{}");
+        let mut rb = url_client().post(at).body("{}");
         if let Some(b) = bearer {
             rb = rb.bearer_auth(b);
         }
@@ -294,11 +275,11 @@ fn aws_iam_urls_admit_only_callers_allowed_to_invoke() {
     assert!(event["requestContext"]["authorizer"]["iam"]["callerId"].is_string(), "{event}");
     assert_eq!(call(Some(token)).status(), 200);
     // A NONE URL needs nothing, on a server whose APIs need a token.
-    let r = client().post(public["function_url"].as_str().unwrap()).body("{}").send().unwrap();
+    let r = url_client().post(public["function_url"].as_str().unwrap()).body("{}").send().unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(json_of(r)["requestContext"]["accountId"], "anonymous");
     // The URL config itself is the API's: a token is needed to read it.
-    assert_eq!(client().get(format!("{}/v1/functions/private/url", s.url)).send().unwrap().status(), 401);
+    assert_eq!(url_client().get(format!("{}/v1/functions/private/url", s.url)).send().unwrap().status(), 401);
 }
 
 #[test]
@@ -308,13 +289,13 @@ fn a_page_a_function_serves_cannot_call_the_api_as_its_operator() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     s.deploy("echo", wasm_config(10_000), fixture("echo"));
-    let url = create_url(&s, "echo", json!({ "auth_type": "NONE" }), None);
-    let r = client().get(url["function_url"].as_str().unwrap()).send().unwrap();
+    let url = create_url(&s.url, "echo", json!({ "auth_type": "NONE" }), None);
+    let r = url_client().get(url["function_url"].as_str().unwrap()).send().unwrap();
     let csp = r.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.split_whitespace().next() == Some("sandbox") && !csp.contains("allow-same-origin"), "{csp}");
     // Sandboxed, the page's origin is opaque: its requests say `Origin: null`, which the
     // browser guard refuses before anything runs.
-    let r = client()
+    let r = url_client()
         .put(format!("{}/v1/functions/evil", s.url))
         .header("origin", "null")
         .header("content-type", "application/json")
@@ -325,19 +306,19 @@ fn a_page_a_function_serves_cannot_call_the_api_as_its_operator() {
     assert_eq!(s.get("/v1/functions/evil").status(), 404);
     // A URL never belongs to a numbered version, and a second URL for one target is refused.
     s.publish("echo");
-    let r = client()
+    let r = url_client()
         .post(format!("{}/v1/functions/echo/url?qualifier=1", s.url))
         .json(&json!({ "auth_type": "NONE" }))
         .send()
         .unwrap();
     assert_eq!(error_code(r, 400), "InvalidRequest");
-    let r = client()
+    let r = url_client()
         .post(format!("{}/v1/functions/echo/url", s.url))
         .json(&json!({ "auth_type": "NONE" }))
         .send()
         .unwrap();
     assert_eq!(error_code(r, 409), "Conflict");
-    let r = client()
+    let r = url_client()
         .post(format!("{}/v1/functions/echo/url?qualifier=live", s.url))
         .json(&json!({}))
         .send()
@@ -353,14 +334,14 @@ fn urls_follow_their_alias_and_go_with_it() {
     let v = s.publish("echo");
     let r = s.put_json("/v1/functions/echo/aliases/live", &json!({ "version": v }));
     assert_eq!(r.status(), 200);
-    let url = create_url(&s, "echo?qualifier=live", json!({ "auth_type": "NONE" }), None);
+    let url = create_url(&s.url, "echo?qualifier=live", json!({ "auth_type": "NONE" }), None);
     assert_eq!(url["qualifier"], "live");
     let at = url["function_url"].as_str().unwrap().to_string();
-    let r = client().get(&at).send().unwrap();
+    let r = url_client().get(&at).send().unwrap();
     assert_eq!(r.headers()["x-amz-executed-version"], v.to_string().as_str());
     let listed: Value = s.get("/v1/functions/echo/urls").json().unwrap();
     assert_eq!(listed["urls"].as_array().unwrap().len(), 1);
-    let r = client()
+    let r = url_client()
         .patch(format!("{}/v1/functions/echo/url?qualifier=live", s.url))
         .json(&json!({ "cors": { "allow_origins": ["*"] } }))
         .send()
@@ -372,7 +353,7 @@ fn urls_follow_their_alias_and_go_with_it() {
     );
     assert_eq!(updated["cors"]["allow_origins"], json!(["*"]));
     assert_eq!(s.delete("/v1/functions/echo/aliases/live").status(), 204);
-    assert_eq!(client().get(&at).send().unwrap().status(), 404, "the alias's URL went with it");
+    assert_eq!(url_client().get(&at).send().unwrap().status(), 404, "the alias's URL went with it");
 }
 
 #[test]
@@ -380,14 +361,14 @@ fn urls_are_served_by_host_on_the_url_listener_and_under_the_url_domain() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &["--url-listen", "127.0.0.1:0"]);
     s.deploy("echo", wasm_config(10_000), fixture("echo"));
-    let url = create_url(&s, "echo", json!({ "auth_type": "NONE" }), None);
+    let url = create_url(&s.url, "echo", json!({ "auth_type": "NONE" }), None);
     let id = url["url_id"].as_str().unwrap().to_string();
     let shown = url["function_url"].as_str().unwrap().to_string();
     let port = shown.rsplit(':').next().unwrap().trim_end_matches('/').to_string();
     assert_eq!(shown, format!("http://{id}.localhost:{port}/"));
     // *.localhost is loopback to browsers; here the Host header says the same.
     let on_listener = |path: &str, host: &str| {
-        client().get(format!("http://127.0.0.1:{port}{path}")).header("host", host).send().unwrap()
+        url_client().get(format!("http://127.0.0.1:{port}{path}")).header("host", host).send().unwrap()
     };
     let r = on_listener("/v1/functions", &format!("{id}.localhost:{port}"));
     assert_eq!(r.status(), 200);
@@ -401,10 +382,10 @@ fn urls_are_served_by_host_on_the_url_listener_and_under_the_url_domain() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &["--url-domain", "fn.example.test"]);
     s.deploy("echo", wasm_config(10_000), fixture("echo"));
-    let url = create_url(&s, "echo", json!({ "auth_type": "NONE" }), None);
+    let url = create_url(&s.url, "echo", json!({ "auth_type": "NONE" }), None);
     let id = url["url_id"].as_str().unwrap().to_string();
     assert_eq!(url["function_url"], format!("http://{id}.fn.example.test/"));
-    let r = client()
+    let r = url_client()
         .get(format!("{}/healthz?x=1", s.url))
         .header("host", format!("{id}.FN.example.test:8443"))
         .send()
@@ -491,10 +472,10 @@ fn a_starlette_app_on_mangum_is_served_unmodified() {
         libs.iter().map(|(n, b)| (n.as_str(), b.as_slice(), 0o644)).collect();
     files.push(("app.py", STARLETTE_APP, 0o644));
     deploy_python(&s, "site", &files, "app.handler");
-    let url = create_url(&s, "site", json!({ "auth_type": "NONE" }), None);
+    let url = create_url(&s.url, "site", json!({ "auth_type": "NONE" }), None);
     let base = url["function_url"].as_str().unwrap().to_string();
 
-    let r = client()
+    let r = url_client()
         .get(format!("{base}hello/ada?lang=en&x=1"))
         .header("user-agent", "gust-test/1")
         .header("cookie", "session=s1; other=o")
@@ -506,7 +487,7 @@ fn a_starlette_app_on_mangum_is_served_unmodified() {
         json!({ "hello": "ada", "q": { "lang": "en", "x": "1" }, "agent": "gust-test/1", "cookie": "s1" })
     );
     let bytes: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
-    let r = client()
+    let r = url_client()
         .post(format!("{base}upload"))
         .header("content-type", "application/octet-stream")
         .body(bytes.clone())
@@ -514,15 +495,15 @@ fn a_starlette_app_on_mangum_is_served_unmodified() {
         .unwrap();
     assert_eq!((r.status().as_u16(), r.headers()["x-size"].to_str().unwrap()), (200, "3000"));
     assert_eq!(r.bytes().unwrap().to_vec(), bytes.iter().rev().copied().collect::<Vec<_>>());
-    let r = client().post(format!("{base}login")).send().unwrap();
+    let r = url_client().post(format!("{base}login")).send().unwrap();
     assert_eq!(r.status(), 201);
     let cookies: Vec<String> =
         r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect();
     assert!(cookies.iter().any(|c| c.starts_with("session=abc123") && c.contains("HttpOnly")), "{cookies:?}");
     assert!(cookies.iter().any(|c| c.starts_with("theme=dark")), "{cookies:?}");
-    assert_eq!(client().get(format!("{base}teapot")).send().unwrap().status(), 418);
-    assert_eq!(client().get(format!("{base}nowhere")).send().unwrap().status(), 404);
-    assert_eq!(client().put(format!("{base}upload")).send().unwrap().status(), 405);
+    assert_eq!(url_client().get(format!("{base}teapot")).send().unwrap().status(), 418);
+    assert_eq!(url_client().get(format!("{base}nowhere")).send().unwrap().status(), 404);
+    assert_eq!(url_client().put(format!("{base}upload")).send().unwrap().status(), 405);
 }
 
 #[test]
@@ -543,7 +524,7 @@ fn the_cli_creates_shows_changes_and_deletes_urls() {
     assert_eq!(code, Some(0), "{text}");
     let v: Value = serde_json::from_str(&text).unwrap();
     let at = v["function_url"].as_str().unwrap().to_string();
-    assert_eq!(client().get(&at).send().unwrap().status(), 200);
+    assert_eq!(url_client().get(&at).send().unwrap().status(), 200);
     let (code, text) = run(&["url", "update", "echo", "--auth-type", "AWS_IAM", "--no-cors"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("AWS_IAM") && text.contains("cors      none"), "{text}");
@@ -587,14 +568,14 @@ fn a_streamed_response_reaches_the_client_before_the_function_returns() {
     let config = json!({ "runtime": "nodejs20.x", "handler": "index.handler", "timeout_ms": 20_000 });
     s.deploy_zip("stream", config, zip(&[("index.mjs", STREAMER, 0o644)]));
     let streamed =
-        create_url(&s, "stream", json!({ "auth_type": "NONE", "invoke_mode": "RESPONSE_STREAM" }), None);
+        create_url(&s.url, "stream", json!({ "auth_type": "NONE", "invoke_mode": "RESPONSE_STREAM" }), None);
     let at = streamed["function_url"].as_str().unwrap().to_string();
 
     // The first chunk arrives while the function still sleeps: the whole pause lies between it
     // and the end of the body (asserted loosely: a buffered answer would show no gap at all).
     let pause = std::time::Duration::from_millis(3000);
     let started = std::time::Instant::now();
-    let mut r = client().get(format!("{at}?pause={}", pause.as_millis())).send().unwrap();
+    let mut r = url_client().get(format!("{at}?pause={}", pause.as_millis())).send().unwrap();
     assert_eq!(r.status(), 206);
     assert_eq!(r.headers()["x-streamed"], "yes");
     assert_eq!(r.headers()["content-type"], "text/plain");
@@ -616,7 +597,7 @@ fn a_streamed_response_reaches_the_client_before_the_function_returns() {
     );
 
     // An error after the stream began cuts the body short: the client sees it incomplete.
-    let mut r = client().get(format!("{at}?fail=1")).send().unwrap();
+    let mut r = url_client().get(format!("{at}?fail=1")).send().unwrap();
     assert_eq!(r.status(), 206);
     let mut all = Vec::new();
     assert!(
@@ -627,7 +608,7 @@ fn a_streamed_response_reaches_the_client_before_the_function_returns() {
 
     // InvokeWithResponseStream: AWS event stream messages, the first before the function ends.
     let started = std::time::Instant::now();
-    let mut r = client()
+    let mut r = url_client()
         .post(format!("{}/2021-11-15/functions/stream/response-streaming-invocations", s.url))
         .body(r#"{"queryStringParameters":{"pause":"3000"}}"#)
         .send()
@@ -663,8 +644,8 @@ fn a_streamed_response_reaches_the_client_before_the_function_returns() {
     s.publish("stream");
     let r = s.put_json("/v1/functions/stream/aliases/live", &json!({ "version": 1 }));
     assert_eq!(r.status(), 200);
-    let buffered = create_url(&s, "stream?qualifier=live", json!({ "auth_type": "NONE" }), None);
-    let r = client().get(buffered["function_url"].as_str().unwrap()).send().unwrap();
+    let buffered = create_url(&s.url, "stream?qualifier=live", json!({ "auth_type": "NONE" }), None);
+    let r = url_client().get(buffered["function_url"].as_str().unwrap()).send().unwrap();
     assert_eq!((r.status().as_u16(), r.headers()["x-streamed"].to_str().unwrap()), (206, "yes"));
     assert_eq!(r.text().unwrap(), "first chunk\nsecond chunk\n");
 }
@@ -704,20 +685,24 @@ fn an_express_app_on_serverless_http_is_served_unmodified() {
     files.push(("index.js", EXPRESS_APP, 0o644));
     let config = json!({ "runtime": "nodejs20.x", "handler": "index.handler", "timeout_ms": 20_000, "memory_mb": 512 });
     s.deploy_zip("express", config, zip(&files));
-    let url = create_url(&s, "express", json!({ "auth_type": "NONE" }), None);
+    let url = create_url(&s.url, "express", json!({ "auth_type": "NONE" }), None);
     let base = url["function_url"].as_str().unwrap().to_string();
 
-    let r = client().get(format!("{base}items/42?sort=desc")).header("x-tag", "blue").send().unwrap();
+    let r = url_client().get(format!("{base}items/42?sort=desc")).header("x-tag", "blue").send().unwrap();
     assert_eq!(r.status(), 200);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(cookie.starts_with("seen=42") && cookie.contains("HttpOnly"), "{cookie}");
     assert_eq!(json_of(r), json!({ "id": "42", "sort": "desc", "tag": "blue" }));
-    let r = client().post(format!("{base}items")).json(&json!({ "name": "lamp" })).send().unwrap();
+    let r = url_client().post(format!("{base}items")).json(&json!({ "name": "lamp" })).send().unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(json_of(r), json!({ "created": { "name": "lamp" } }));
-    assert_eq!(client().get(format!("{base}boom")).send().unwrap().status(), 500, "Express's own error page");
-    assert_eq!(client().get(format!("{base}nowhere")).send().unwrap().status(), 404);
-    let r = client().get(format!("{base}bytes")).send().unwrap();
+    assert_eq!(
+        url_client().get(format!("{base}boom")).send().unwrap().status(),
+        500,
+        "Express's own error page"
+    );
+    assert_eq!(url_client().get(format!("{base}nowhere")).send().unwrap().status(), 404);
+    let r = url_client().get(format!("{base}bytes")).send().unwrap();
     assert_eq!(r.bytes().unwrap().to_vec(), vec![0, 1, 2, 253, 254, 255]);
 }
 
@@ -731,10 +716,10 @@ fn a_rust_function_on_lambda_http_is_served_unmodified() {
     let s = Server::start(dir.path(), &[]);
     let config = json!({ "runtime": "provided.al2023", "timeout_ms": 20_000 });
     s.deploy_zip("rusty", config, zip(&[("bootstrap", &binary, 0o755)]));
-    let url = create_url(&s, "rusty", json!({ "auth_type": "NONE" }), None);
+    let url = create_url(&s.url, "rusty", json!({ "auth_type": "NONE" }), None);
     let base = url["function_url"].as_str().unwrap().to_string();
 
-    let r = client()
+    let r = url_client()
         .get(format!("{base}hello/ferris?lang=de"))
         .header("user-agent", "gust-test/2")
         .header("cookie", "a=1; b=2")
@@ -754,7 +739,7 @@ fn a_rust_function_on_lambda_http_is_served_unmodified() {
         "{v}"
     );
     let bytes: Vec<u8> = (0..=255u8).collect();
-    let r = client()
+    let r = url_client()
         .post(format!("{base}reverse"))
         .header("content-type", "application/octet-stream")
         .body(bytes.clone())
@@ -762,8 +747,8 @@ fn a_rust_function_on_lambda_http_is_served_unmodified() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().unwrap().to_vec(), bytes.iter().rev().copied().collect::<Vec<_>>());
-    assert_eq!(client().get(format!("{base}forbidden")).send().unwrap().status(), 403);
-    let r = client().get(format!("{base}nowhere")).send().unwrap();
+    assert_eq!(url_client().get(format!("{base}forbidden")).send().unwrap().status(), 403);
+    let r = url_client().get(format!("{base}nowhere")).send().unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.text().unwrap(), "no route for /nowhere");
 }
@@ -775,8 +760,9 @@ fn a_wasi_http_component_is_served_at_its_url_as_an_invocation() {
     let component =
         std::fs::read(gust_testkit::repo_root().join("tests/fixtures/wasi-http/hello.wasm")).unwrap();
     s.deploy("hello", wasm_config(10_000), component);
-    let url = create_url(&s, "hello", json!({ "auth_type": "NONE" }), None);
-    let r = client().get(format!("{}anything?x=1", url["function_url"].as_str().unwrap())).send().unwrap();
+    let url = create_url(&s.url, "hello", json!({ "auth_type": "NONE" }), None);
+    let r =
+        url_client().get(format!("{}anything?x=1", url["function_url"].as_str().unwrap())).send().unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/plain");
     let id = r.headers()["x-amzn-requestid"].to_str().unwrap().to_string();

@@ -595,13 +595,8 @@ impl WasmRuntime {
         };
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.limits);
-        // Every epoch tick the guest yields to the scheduler, and past its deadline it is
-        // interrupted (a trap), so a runaway guest costs at most one tick per turn.
         let deadline = started + Duration::from_millis(req.timeout_ms);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
-        });
+        interrupt_at(&mut store, deadline);
 
         let call = async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -628,6 +623,15 @@ impl WasmRuntime {
         let log = log.0.lock().to_text();
         RunOutcome { status, stdout, log, duration }
     }
+}
+
+/// Every epoch tick the guest yields to the scheduler, and past `deadline` it is interrupted
+/// (a trap), so a runaway guest costs at most one tick per turn.
+fn interrupt_at<T>(store: &mut Store<T>, deadline: Instant) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+    });
 }
 
 /// Compiled code as it came out of the cache.
@@ -675,10 +679,7 @@ impl WasmRuntime {
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.limits);
         let deadline = started + Duration::from_millis(req.timeout_ms);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
-        });
+        interrupt_at(&mut store, deadline);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let prepared_call = (|| {
             use wasmtime_wasi_http::WasiHttpView as _;

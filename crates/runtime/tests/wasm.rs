@@ -51,9 +51,15 @@ async fn run(rt: &WasmRuntime, name: &str, payload: &str, memory_mb: u32, timeou
     let code = fixture(name);
     let sha = format!("{name}-test");
     let prepared = rt.prepare(&sha, &code).unwrap();
+    run_prepared(rt, &prepared, payload, memory_mb, timeout_ms).await
+}
+
+async fn run_prepared(
+    rt: &WasmRuntime, prepared: &gust_runtime::wasm::Prepared, payload: &str, memory_mb: u32, timeout_ms: u64,
+) -> RunOutcome {
     let env = BTreeMap::from([("GREETING".to_string(), "hi".to_string())]);
     rt.run(
-        &prepared,
+        prepared,
         RunRequest {
             function: "f",
             version_label: "1",
@@ -250,21 +256,7 @@ async fn a_wasi_http_component_answers_the_request_its_event_stands_for() {
     let code = std::fs::read(gust_testkit::repo_root().join("tests/fixtures/wasi-http/hello.wasm")).unwrap();
     assert!(gust_runtime::wasm::is_component(&code));
     let prepared = rt.prepare("hello-component", &code).unwrap();
-    let env = BTreeMap::new();
-    let call = |payload: &str| {
-        rt.run(
-            &prepared,
-            RunRequest {
-                function: "f",
-                version_label: "1",
-                invocation_id: "id",
-                payload: Bytes::from(payload.to_string()),
-                env: &env,
-                memory_mb: 128,
-                timeout_ms: 3000,
-            },
-        )
-    };
+    let call = |payload: &'static str| run_prepared(&rt, &prepared, payload, 128, 3000);
     let event = r#"{"version":"2.0","rawPath":"/hi","rawQueryString":"","headers":{"host":"x.test"},
         "requestContext":{"http":{"method":"GET"}},"isBase64Encoded":false}"#;
     let out = call(event).await;

@@ -43,6 +43,17 @@ fn log_tail(id: &str, version: &str, log: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(&text.as_bytes()[start..])
 }
 
+/// `X-Amz-Log-Type`: `Tail` asks for the log's tail.
+fn log_tail_wanted(headers: &HeaderMap) -> Result<bool, AwsError> {
+    match header(headers, "x-amz-log-type")?.unwrap_or("None") {
+        "None" => Ok(false),
+        "Tail" => Ok(true),
+        other => {
+            Err(AwsError::invalid(format!("LogType must be None or Tail, got {:?}", super::truncate(other))))
+        }
+    }
+}
+
 /// `X-Amz-Client-Context`: base64 JSON, passed to the runtime decoded (as Lambda does).
 fn client_context(headers: &HeaderMap) -> Result<Option<String>, AwsError> {
     Ok(match header(headers, "x-amz-client-context")? {
@@ -71,16 +82,7 @@ pub(crate) async fn invoke(
 ) -> AwsResult {
     let (name, qualifier) = target(&raw, q.get("Qualifier").map(String::as_str))?;
     let kind = header(&headers, "x-amz-invocation-type")?.unwrap_or("RequestResponse");
-    let tail = match header(&headers, "x-amz-log-type")?.unwrap_or("None") {
-        "None" => false,
-        "Tail" => true,
-        other => {
-            return Err(AwsError::invalid(format!(
-                "LogType must be None or Tail, got {:?}",
-                super::truncate(other)
-            )))
-        }
-    };
+    let tail = log_tail_wanted(&headers)?;
     let client_context = client_context(&headers)?;
     // Read (or drain) the whole body first, so an oversized payload gets its 413 rather than a
     // connection closed mid-upload.
@@ -180,16 +182,7 @@ pub(crate) async fn invoke_stream(
             )))
         }
     }
-    let tail = match header(&headers, "x-amz-log-type")?.unwrap_or("None") {
-        "None" => false,
-        "Tail" => true,
-        other => {
-            return Err(AwsError::invalid(format!(
-                "LogType must be None or Tail, got {:?}",
-                super::truncate(other)
-            )))
-        }
-    };
+    let tail = log_tail_wanted(&headers)?;
     let client_context = client_context(&headers)?;
     let payload = read_bounded(body, MAX_SYNC_PAYLOAD_BYTES, "the request payload").await?;
     let payload = if payload.is_empty() { bytes::Bytes::from_static(b"{}") } else { payload };

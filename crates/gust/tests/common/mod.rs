@@ -378,3 +378,27 @@ pub fn heartbeat_as(s: &Server, secret: &str, id: &str, runtimes: &[&str], capac
         .send()
         .unwrap()
 }
+
+/// A client for function URLs: it follows no redirects (a function's answer is what is asserted).
+pub fn url_client() -> Client {
+    Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// Creates the URL of `target` (`NAME` or `NAME?qualifier=Q`) at the server `base` with
+/// `body` (as `token`, if given); its view.
+pub fn create_url(base: &str, target: &str, body: Value, token: Option<&str>) -> Value {
+    let (name, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut rb = url_client().post(format!("{base}/v1/functions/{name}/url?{query}")).json(&body);
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    let r = rb.send().unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    r.json().unwrap()
+}
+
+/// A response's body as JSON, or a panic that shows it.
+pub fn json_of(r: Response) -> Value {
+    let text = r.text().unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
