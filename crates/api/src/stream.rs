@@ -33,21 +33,79 @@ impl ResponseStream for ChannelStream {
     }
 }
 
-pub(crate) type Invocation = tokio::task::JoinHandle<Result<Invoked, ServiceError>>;
+/// How a streamed invocation ended (its task may have panicked).
+pub(crate) type Ended = Result<Result<Invoked, ServiceError>, tokio::task::JoinError>;
 
-/// An invocation started with a stream: what it streams arrives on `rx` (which ends when the
-/// invocation does), and `invocation` answers how it ended. A function that does not stream,
-/// or runs on a remote worker, sends nothing and its whole result is in the answer.
+/// An invocation started with a stream: what it streams arrives in order ([`Streaming::begin`],
+/// then [`Streaming::next_chunk`] until `None`), and [`Streaming::end`] says how it ended. A
+/// function that does not stream, or runs on a remote worker, streams nothing: its whole
+/// result is in the end.
 pub(crate) struct Streaming {
-    pub(crate) rx: mpsc::Receiver<Streamed>,
-    pub(crate) invocation: Invocation,
+    rx: mpsc::Receiver<Streamed>,
+    invocation: tokio::task::JoinHandle<Result<Invoked, ServiceError>>,
+    /// How it ended, once seen while waiting for the stream to begin.
+    ended: Option<Ended>,
+}
+
+/// A piece of a streamed response: a chunk, or, last, how the invocation ended.
+pub(crate) enum Piece {
+    Chunk(Bytes),
+    End(Ended),
 }
 
 pub(crate) fn start(service: Arc<Service>, mut input: InvokeInput) -> Streaming {
     let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
     input.stream = Some(Arc::new(ChannelStream(tx)));
     let invocation = tokio::spawn(async move { service.invoke(input).await });
-    Streaming { rx, invocation }
+    Streaming { rx, invocation, ended: None }
+}
+
+impl Streaming {
+    /// The content type the function began streaming with; `None` if the invocation ended
+    /// without streaming (or failed before it ran): then [`Streaming::end`] holds its answer.
+    /// (The runtime says `begin` before its first chunk, on the same ordered channel.)
+    pub(crate) async fn begin(&mut self) -> Option<String> {
+        tokio::select! {
+            m = self.rx.recv() => match m {
+                Some(Streamed::Begin(content_type)) => Some(content_type),
+                // Every sender is gone: the invocation ended without streaming.
+                _ => None,
+            },
+            done = &mut self.invocation => {
+                self.ended = Some(done);
+                None
+            }
+        }
+    }
+
+    /// The next non-empty chunk; `None` once the function has finished streaming.
+    pub(crate) async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            match self.rx.recv().await? {
+                Streamed::Chunk(c) if !c.is_empty() => return Some(c),
+                _ => continue,
+            }
+        }
+    }
+
+    /// How the invocation ended.
+    pub(crate) async fn end(self) -> Ended {
+        match self.ended {
+            Some(ended) => ended,
+            None => self.invocation.await,
+        }
+    }
+
+    /// The chunks still to come, then how the invocation ended.
+    pub(crate) fn rest(self) -> impl futures_util::Stream<Item = Piece> {
+        futures_util::stream::unfold(Some(self), |streaming| async move {
+            let mut streaming = streaming?;
+            match streaming.next_chunk().await {
+                Some(c) => Some((Piece::Chunk(c), Some(streaming))),
+                None => Some((Piece::End(streaming.end().await), None)),
+            }
+        })
+    }
 }
 
 /// One message of the AWS event stream encoding (`application/vnd.amazon.eventstream`):

@@ -11,8 +11,8 @@
 //! operator's browser (the browser guard refuses its `Origin: null`).
 //!
 //! Never trusted: the request (bounded: 6 MB of body, hyper's header limits), and the
-//! function's answer (a status outside 100-599, a header that is not a header, a body that is
-//! not the base64 it claims: 502; hop-by-hop headers and Content-Length are the server's own).
+//! function's answer (a status that is not final (200-599), a header that is not a header, a
+//! body that is not the base64 it claims: 502; hop-by-hop headers and Content-Length are the server's own).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -33,7 +33,7 @@ use serde_json::{json, Map, Value};
 
 use crate::access::Access;
 use crate::edge::ConnInfo;
-use crate::stream::{Streamed, Streaming};
+use crate::stream::{Ended, Piece};
 use crate::AppState;
 
 /// Where path-based URLs live on the main listener.
@@ -97,6 +97,7 @@ fn host_of(req: &Request) -> Option<&str> {
 
 /// The URL id of a host-based request on the main listener (`--url-domain`), if it is one.
 pub(crate) fn host_based_id(state: &AppState, req: &Request) -> Option<String> {
+    state.cfg.urls.domain.as_ref()?;
     state.cfg.urls.id_in_domain(host_of(req)?)
 }
 
@@ -136,6 +137,14 @@ fn message(status: StatusCode, text: &str) -> Response {
     let mut resp = (status, axum::Json(json!({ "Message": text }))).into_response();
     set_request_id(&mut resp, &uuid::Uuid::new_v4().to_string());
     resp
+}
+
+/// Lambda's answer to a request over the payload limit.
+fn too_large() -> Response {
+    let text = format!(
+        "Request must be smaller than {MAX_SYNC_PAYLOAD_BYTES} bytes for the InvokeFunction operation"
+    );
+    message(StatusCode::PAYLOAD_TOO_LARGE, &text)
 }
 
 fn set_request_id(resp: &mut Response, id: &str) {
@@ -222,12 +231,7 @@ async fn serve(state: &AppState, id: &str, raw_path: String, req: Request) -> Re
     let (parts, body) = req.into_parts();
     let body = match crate::body::read_bounded(body, MAX_SYNC_PAYLOAD_BYTES, "the request body").await {
         Ok(b) => b,
-        Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE => {
-            return message(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("Request must be smaller than {MAX_SYNC_PAYLOAD_BYTES} bytes for the InvokeFunction operation"),
-            )
-        }
+        Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE => return too_large(),
         Err(e) => return e.into_response(),
     };
     let conn = parts.extensions.get::<ConnInfo>().copied();
@@ -295,10 +299,7 @@ fn answered(result: Result<Invoked, ServiceError>) -> Response {
 fn service_error(e: ServiceError) -> Response {
     match e {
         ServiceError::Throttled { .. } => message(StatusCode::TOO_MANY_REQUESTS, "Rate Exceeded."),
-        ServiceError::TooLarge { .. } => message(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("Request must be smaller than {MAX_SYNC_PAYLOAD_BYTES} bytes for the InvokeFunction operation"),
-        ),
+        ServiceError::TooLarge { .. } => too_large(),
         ServiceError::NotFound { .. } => message(StatusCode::NOT_FOUND, "Not Found"),
         other => crate::ApiError::from(other).into_response(),
     }
@@ -430,27 +431,15 @@ fn is_text(content_type: Option<&str>) -> bool {
         )
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// A value under `key`, comma-joined after any before it (repeated headers and query
+/// parameters, as Lambda's 2.0 event shows them).
+fn join_repeated(map: &mut BTreeMap<String, String>, key: String, value: &str) {
+    map.entry(key)
+        .and_modify(|joined| {
+            joined.push(',');
+            joined.push_str(value);
+        })
+        .or_insert_with(|| value.to_string());
 }
 
 /// Lambda's HTTP event, payload format 2.0.
@@ -465,25 +454,13 @@ pub(crate) fn http_event(
             cookies.extend(value.split(';').map(str::trim).filter(|c| !c.is_empty()).map(str::to_string));
             continue;
         }
-        headers
-            .entry(name.as_str().to_string())
-            .and_modify(|v| {
-                v.push(',');
-                v.push_str(&value);
-            })
-            .or_insert_with(|| value.into_owned());
+        join_repeated(&mut headers, name.as_str().to_string(), &value);
     }
     let mut query: BTreeMap<String, String> = BTreeMap::new();
     for pair in r.raw_query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (k, v) = (percent_decode(k), percent_decode(v));
-        query
-            .entry(k)
-            .and_modify(|e| {
-                e.push(',');
-                e.push_str(&v);
-            })
-            .or_insert(v);
+        let (k, v) = (crate::percent_decode(k, true), crate::percent_decode(v, true));
+        join_repeated(&mut query, k, &v);
     }
     let user_agent = headers.get("user-agent").cloned().unwrap_or_default();
     let mut context = json!({
@@ -646,24 +623,16 @@ const MAX_PRELUDE_BYTES: usize = 64 * 1024;
 /// worker, is answered whole when it ends. An error after the stream began cuts the body short
 /// (the chunked encoding never ends), as Lambda's does.
 async fn stream_response(state: &AppState, input: InvokeInput) -> Result<Response, Response> {
-    let Streaming { mut rx, mut invocation } = crate::stream::start(state.service.clone(), input);
-    let content_type = tokio::select! {
-        m = rx.recv() => match m {
-            Some(Streamed::Begin(ct)) => ct,
-            // Every sender is gone: the invocation ended without streaming.
-            _ => return Err(whole(invocation.await)),
-        },
-        done = &mut invocation => return Err(whole(done)),
-    };
+    let mut streaming = crate::stream::start(state.service.clone(), input);
+    let Some(content_type) = streaming.begin().await else { return Err(whole(streaming.end().await)) };
     let mut head = Vec::new();
     let mut status_and_headers = None;
     if content_type == gust_core::lambda::HTTP_INTEGRATION_RESPONSE {
         // The prelude first: a JSON object, then eight NUL bytes.
         loop {
-            match rx.recv().await {
-                Some(Streamed::Chunk(c)) => head.extend_from_slice(&c),
-                Some(Streamed::Begin(_)) => continue,
-                None => return Err(whole(invocation.await)),
+            match streaming.next_chunk().await {
+                Some(c) => head.extend_from_slice(&c),
+                None => return Err(whole(streaming.end().await)),
             }
             if let Some((prelude, rest)) = gust_core::lambda::split_prelude(&head) {
                 status_and_headers = Some(prelude);
@@ -676,33 +645,17 @@ async fn stream_response(state: &AppState, input: InvokeInput) -> Result<Respons
             }
         }
     }
-    let first = Bytes::from(head);
-    let body = futures_util::stream::unfold(
-        (Some(first), rx, Some(invocation)),
-        |(first, mut rx, invocation)| async move {
-            if let Some(first) = first.filter(|f| !f.is_empty()) {
-                return Some((Ok(first), (None, rx, invocation)));
-            }
-            loop {
-                match rx.recv().await {
-                    Some(Streamed::Chunk(c)) if !c.is_empty() => {
-                        return Some((Ok(c), (None, rx, invocation)))
-                    }
-                    Some(_) => continue,
-                    None => break,
-                }
-            }
+    use futures_util::StreamExt as _;
+    let first = (!head.is_empty()).then(|| Ok(Bytes::from(head)));
+    let rest = streaming.rest().filter_map(|piece| async move {
+        match piece {
+            Piece::Chunk(c) => Some(Ok(c)),
+            Piece::End(Ok(Ok(Invoked::Completed { outcome: SyncOutcome::Succeeded(_), .. }))) => None,
             // The stream ended: a failed invocation cuts the body short.
-            let failed = !matches!(
-                invocation?.await,
-                Ok(Ok(Invoked::Completed { outcome: SyncOutcome::Succeeded(_), .. }))
-            );
-            failed.then(|| {
-                (Err(std::io::Error::other("the function failed while streaming")), (None, rx, None))
-            })
-        },
-    );
-    let body = Body::from_stream(body);
+            Piece::End(_) => Some(Err(std::io::Error::other("the function failed while streaming"))),
+        }
+    });
+    let body = Body::from_stream(futures_util::stream::iter(first).chain(rest));
     let mut resp = match status_and_headers {
         Some(prelude) => structured(&prelude, body).map_err(|problem| {
             tracing::debug!(problem, "a streamed response's prelude was malformed");
@@ -721,7 +674,7 @@ async fn stream_response(state: &AppState, input: InvokeInput) -> Result<Respons
 }
 
 /// The whole answer of an invocation that ended without streaming.
-fn whole(done: Result<Result<Invoked, ServiceError>, tokio::task::JoinError>) -> Response {
+fn whole(done: Ended) -> Response {
     match done {
         Ok(result) => answered(result),
         Err(_) => message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),

@@ -104,10 +104,12 @@ fn python_server(dir: &Path, extra: &[&str]) -> Server {
     Server::start(dir, &[&["--python", python.as_str()][..], extra].concat())
 }
 
+fn python_config(handler: &str) -> Value {
+    json!({ "runtime": "python3.11", "handler": handler, "timeout_ms": 20_000, "memory_mb": 256 })
+}
+
 fn deploy_python(s: &Server, name: &str, files: &[(&str, &[u8], u32)], handler: &str) {
-    let config =
-        json!({ "runtime": "python3.11", "handler": handler, "timeout_ms": 20_000, "memory_mb": 256 });
-    s.deploy_zip(name, config, zip(files));
+    s.deploy_zip(name, python_config(handler), zip(files));
 }
 
 #[test]
@@ -431,6 +433,17 @@ app = Starlette(routes=[
 handler = Mangum(app, lifespan="off")
 "#;
 
+/// A function's package: its app file beside the libraries vendored under `root` (each under
+/// `prefix` + its path relative to `root`).
+fn vendored_zip(root: &Path, prefix: &str, app: (&str, &[u8])) -> Vec<u8> {
+    let libs: Vec<(String, Vec<u8>)> =
+        files_under(root).into_iter().map(|(n, b)| (format!("{prefix}{n}"), b)).collect();
+    let mut files: Vec<(&str, &[u8], u32)> =
+        libs.iter().map(|(n, b)| (n.as_str(), b.as_slice(), 0o644)).collect();
+    files.push((app.0, app.1, 0o644));
+    zip(&files)
+}
+
 /// The files of a directory, for a zip (`prefix/` + relative path).
 fn files_under(root: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
@@ -467,11 +480,11 @@ fn a_starlette_app_on_mangum_is_served_unmodified() {
     );
     let dir = tempfile::tempdir().unwrap();
     let s = python_server(dir.path(), &[]);
-    let libs = files_under(Path::new(&vendored));
-    let mut files: Vec<(&str, &[u8], u32)> =
-        libs.iter().map(|(n, b)| (n.as_str(), b.as_slice(), 0o644)).collect();
-    files.push(("app.py", STARLETTE_APP, 0o644));
-    deploy_python(&s, "site", &files, "app.handler");
+    s.deploy_zip(
+        "site",
+        python_config("app.handler"),
+        vendored_zip(Path::new(&vendored), "", ("app.py", STARLETTE_APP)),
+    );
     let url = create_url(&s.url, "site", json!({ "auth_type": "NONE" }), None);
     let base = url["function_url"].as_str().unwrap().to_string();
 
@@ -677,14 +690,8 @@ fn an_express_app_on_serverless_http_is_served_unmodified() {
     let dir = tempfile::tempdir().unwrap();
     let ric = gust_testkit::node_ric();
     let s = Server::start(dir.path(), &["--node-ric", &ric]);
-    let libs = files_under(&modules);
-    let libs: Vec<(String, Vec<u8>)> =
-        libs.into_iter().map(|(n, b)| (format!("node_modules/{n}"), b)).collect();
-    let mut files: Vec<(&str, &[u8], u32)> =
-        libs.iter().map(|(n, b)| (n.as_str(), b.as_slice(), 0o644)).collect();
-    files.push(("index.js", EXPRESS_APP, 0o644));
     let config = json!({ "runtime": "nodejs20.x", "handler": "index.handler", "timeout_ms": 20_000, "memory_mb": 512 });
-    s.deploy_zip("express", config, zip(&files));
+    s.deploy_zip("express", config, vendored_zip(&modules, "node_modules/", ("index.js", EXPRESS_APP)));
     let url = create_url(&s.url, "express", json!({ "auth_type": "NONE" }), None);
     let base = url["function_url"].as_str().unwrap().to_string();
 

@@ -405,16 +405,17 @@ async fn response(
 /// collected (up to the result limit) for the record and for callers that do not stream. An
 /// error the runtime reports in the trailers (`Lambda-Runtime-Function-Error-Type`/`-Body`)
 /// fails the invocation, however much was streamed before it.
-async fn streamed(headers: &HeaderMap, body: axum::body::Body, stream: Option<&dyn ResponseStream>) -> Reply {
+async fn streamed(
+    headers: &HeaderMap, mut body: axum::body::Body, stream: Option<&dyn ResponseStream>,
+) -> Reply {
     use http_body_util::BodyExt as _;
     let content_type =
         headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/octet-stream");
-    let mut reading = stream.is_some();
-    if let Some(s) = stream {
-        reading = s.begin(content_type).await;
-    }
+    let mut reading = match stream {
+        Some(s) => s.begin(content_type).await,
+        None => false,
+    };
     let (mut collected, mut total) = (bytes::BytesMut::new(), 0usize);
-    let mut body = body;
     loop {
         let frame = match body.frame().await {
             None => break,

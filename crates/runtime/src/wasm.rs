@@ -725,44 +725,22 @@ impl WasmRuntime {
                 Some((Err(wasmtime::Error::new(Trap::Interrupt)), false))
             }
         };
+        let result = match (answered, guest_result) {
+            (_, Some((Err(e), exceeded))) => Err(classify(&e, exceeded, req.memory_mb, req.timeout_ms)),
+            (Ok(Err(message)), _) => Err(Status::Failed { kind: ErrorKind::FunctionError, message }),
+            (Ok(Ok(answer)), Some((Ok(()), _))) => Ok(answer),
+            // The handler's task panicked.
+            _ => Err(Status::Failed {
+                kind: ErrorKind::Crashed,
+                message: "the component's task failed".into(),
+            }),
+        };
         let log = log.0.lock().to_text();
-        let duration = started.elapsed();
-        match (answered, guest_result) {
-            (Ok(Ok(answer)), Some((Ok(()), _))) => {
-                RunOutcome { status: Status::Succeeded, stdout: answer, log, duration }
+        match result {
+            Ok(answer) => {
+                RunOutcome { status: Status::Succeeded, stdout: answer, log, duration: started.elapsed() }
             }
-            (_, Some((Err(e), exceeded))) => RunOutcome {
-                status: classify(&e, exceeded, req.memory_mb, req.timeout_ms),
-                stdout: Bytes::new(),
-                log,
-                duration,
-            },
-            (Ok(Err(message)), _) => RunOutcome {
-                status: Status::Failed { kind: ErrorKind::FunctionError, message },
-                stdout: Bytes::new(),
-                log,
-                duration,
-            },
-            (Err(_), _) => RunOutcome {
-                status: classify(
-                    &wasmtime::Error::new(Trap::Interrupt),
-                    false,
-                    req.memory_mb,
-                    req.timeout_ms,
-                ),
-                stdout: Bytes::new(),
-                log,
-                duration,
-            },
-            (Ok(Ok(_)), None) => RunOutcome {
-                status: Status::Failed {
-                    kind: ErrorKind::Crashed,
-                    message: "the component's task failed".into(),
-                },
-                stdout: Bytes::new(),
-                log,
-                duration,
-            },
+            Err(status) => RunOutcome { status, stdout: Bytes::new(), log, duration: started.elapsed() },
         }
     }
 }

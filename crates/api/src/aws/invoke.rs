@@ -171,7 +171,7 @@ pub(crate) async fn invoke_stream(
     State(s): State<AppState>, Path(raw): Path<String>, Query(q): Query<QueryMap>, headers: HeaderMap,
     body: Body,
 ) -> AwsResult {
-    use crate::stream::{event_message, Streamed, Streaming};
+    use crate::stream::Piece;
     let (name, qualifier) = target(&raw, q.get("Qualifier").map(String::as_str))?;
     match header(&headers, "x-amz-invocation-type")?.unwrap_or("RequestResponse") {
         "RequestResponse" => {}
@@ -195,66 +195,45 @@ pub(crate) async fn invoke_stream(
         client_context,
         stream: None,
     };
-    let Streaming { mut rx, mut invocation } = crate::stream::start(s.service.clone(), input);
+    let mut streaming = crate::stream::start(s.service.clone(), input);
     // Wait for the stream to begin, or for the invocation to end without streaming (or fail
     // before it ran: then the caller gets the usual error).
-    let ended = |done: Result<Result<Invoked, gust_service::ServiceError>, tokio::task::JoinError>| {
+    if streaming.begin().await.is_none() {
+        let done = streaming.end().await;
         let done = done.map_err(|e| AwsError::from(gust_service::ServiceError::Internal(e.to_string())))?;
-        let events = complete_events(done.map_err(AwsError::from)?, tail, true);
-        let mut resp = Response::new(Body::from(events));
+        let mut resp = Response::new(Body::from(complete_events(done.map_err(AwsError::from)?, tail, true)));
         set(&mut resp, "content-type", "application/vnd.amazon.eventstream");
-        Ok(resp)
-    };
-    let first = tokio::select! {
-        m = rx.recv() => m,
-        done = &mut invocation => return ended(done),
-    };
-    let first = match first {
-        Some(Streamed::Begin(_)) => None,
-        Some(Streamed::Chunk(c)) => Some(c),
-        // Every sender is gone: the invocation ended (or failed) without streaming.
-        None => return ended(invocation.await),
-    };
-    let chunk = |c: &[u8]| {
-        event_message(
-            &[
-                (":event-type", "PayloadChunk"),
-                (":message-type", "event"),
-                (":content-type", "application/octet-stream"),
-            ],
-            c,
-        )
-    };
-    let first = first.filter(|c| !c.is_empty()).map(|c| chunk(&c));
-    let events = futures_util::stream::unfold(
-        (first, rx, Some(invocation)),
-        move |(first, mut rx, invocation)| async move {
-            if let Some(first) = first {
-                return Some((Ok::<_, std::io::Error>(first), (None, rx, invocation)));
+        return Ok(resp);
+    }
+    use futures_util::StreamExt as _;
+    let events = streaming.rest().filter_map(move |piece| async move {
+        let event = match piece {
+            Piece::Chunk(c) => payload_chunk(&c),
+            Piece::End(Ok(Ok(invoked))) => complete_events(invoked, tail, false),
+            Piece::End(Ok(Err(e))) => {
+                let details = serde_json::json!({ "errorMessage": e.to_string() }).to_string();
+                invoke_complete(Some(("ServiceException", &details)), None)
             }
-            loop {
-                match rx.recv().await {
-                    Some(Streamed::Chunk(c)) if !c.is_empty() => {
-                        return Some((Ok(chunk(&c)), (None, rx, invocation)))
-                    }
-                    Some(_) => continue,
-                    None => break,
-                }
-            }
-            let done = invocation?.await.ok()?;
-            let end = match done {
-                Ok(invoked) => complete_events(invoked, tail, false),
-                Err(e) => {
-                    let details = serde_json::json!({ "errorMessage": e.to_string() }).to_string();
-                    invoke_complete(Some(("ServiceException", &details)), None)
-                }
-            };
-            Some((Ok(end), (None, rx, None)))
-        },
-    );
+            // The invocation's task itself failed: the stream just ends.
+            Piece::End(Err(_)) => return None,
+        };
+        Some(Ok::<_, std::io::Error>(event))
+    });
     let mut resp = Response::new(Body::from_stream(events));
     set(&mut resp, "content-type", "application/vnd.amazon.eventstream");
     Ok(resp)
+}
+
+/// A `PayloadChunk` event.
+fn payload_chunk(bytes: &[u8]) -> bytes::Bytes {
+    crate::stream::event_message(
+        &[
+            (":event-type", "PayloadChunk"),
+            (":message-type", "event"),
+            (":content-type", "application/octet-stream"),
+        ],
+        bytes,
+    )
 }
 
 /// The `InvokeComplete` event.
@@ -288,14 +267,7 @@ fn complete_events(invoked: Invoked, tail: bool, whole: bool) -> bytes::Bytes {
     match outcome {
         SyncOutcome::Succeeded(result) => {
             if whole && !result.is_empty() {
-                out.extend_from_slice(&crate::stream::event_message(
-                    &[
-                        (":event-type", "PayloadChunk"),
-                        (":message-type", "event"),
-                        (":content-type", "application/octet-stream"),
-                    ],
-                    &result,
-                ));
+                out.extend_from_slice(&payload_chunk(&result));
             }
             out.extend_from_slice(&invoke_complete(None, log));
         }
