@@ -215,6 +215,7 @@ async fn invoke(
         idempotency_key,
         client_context: None,
         stream: None,
+        http: None,
     };
     match s.service.invoke(input).await? {
         Invoked::Accepted { id, existing: _ } => {

@@ -66,6 +66,9 @@ impl Streaming {
     /// (The runtime says `begin` before its first chunk, on the same ordered channel.)
     pub(crate) async fn begin(&mut self) -> Option<String> {
         tokio::select! {
+            // What was streamed comes first, even when the invocation has ended too (a quick
+            // function can stream and end before this looks).
+            biased;
             m = self.rx.recv() => match m {
                 Some(Streamed::Begin(content_type)) => Some(content_type),
                 // Every sender is gone: the invocation ended without streaming.

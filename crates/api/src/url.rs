@@ -24,11 +24,11 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use bytes::Bytes;
 use gust_core::access::Action;
-use gust_core::lambda::{clf_time, ACCOUNT};
+use gust_core::lambda::{clf_time, HttpCall, ACCOUNT};
 use gust_core::limits::MAX_SYNC_PAYLOAD_BYTES;
 use gust_core::url::is_url_id;
 use gust_core::{AuthType, Cors, FunctionUrl, InvokeMode, Millis, Mode};
-use gust_service::{InvokeInput, Invoked, ServiceError, SyncOutcome};
+use gust_service::{HttpInvoke, InvokeInput, Invoked, ServiceError, SyncOutcome};
 use serde_json::{json, Map, Value};
 
 use crate::access::Access;
@@ -236,26 +236,53 @@ async fn serve(state: &AppState, id: &str, raw_path: String, req: Request) -> Re
     };
     let conn = parts.extensions.get::<ConnInfo>().copied();
     let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| parts.uri.host());
-    let request = HttpRequest {
-        method: parts.method.as_str(),
-        raw_path: &raw_path,
-        raw_query: parts.uri.query().unwrap_or(""),
-        headers: &parts.headers,
-        body: &body,
-        source_ip: conn.and_then(|c| c.peer).map(|p: SocketAddr| p.ip().to_string()).unwrap_or_default(),
-        domain_name: host.map(strip_port).unwrap_or_default().to_string(),
-        protocol: format!("{:?}", parts.version),
+    let domain_name = host.map(strip_port).unwrap_or_default().to_string();
+    let raw_query = parts.uri.query().unwrap_or("").to_string();
+    let uri = match raw_query.as_str() {
+        "" => format!("http://{}{raw_path}", host.unwrap_or("localhost")),
+        q => format!("http://{}{raw_path}?{q}", host.unwrap_or("localhost")),
     };
-    let event =
-        http_event(&url, &request, &uuid::Uuid::new_v4().to_string(), state.service.now(), authorizer);
+    let Ok(uri) = uri.parse::<axum::http::Uri>() else {
+        return message(StatusCode::BAD_REQUEST, "Bad Request");
+    };
+    // The invocation's record of a request served as it came: what it asked, not its body.
+    let summary = json!({
+        "version": "2.0",
+        "rawPath": raw_path,
+        "rawQueryString": raw_query,
+        "requestContext": { "apiId": url.url_id, "http": { "method": parts.method.as_str() } },
+    });
+    let (method, version) = (parts.method.clone(), parts.version);
+    let mut request = axum::http::Request::new(body);
+    *request.method_mut() = parts.method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = parts.headers;
+    let (now, target) = (state.service.now(), url.clone());
+    let source_ip = conn.and_then(|c| c.peer).map(|p: SocketAddr| p.ip().to_string()).unwrap_or_default();
+    // Lambda's event, made only if the function takes one (see `InvokeInput::http`).
+    let event = move |call: HttpCall| {
+        let request = HttpRequest {
+            method: method.as_str(),
+            raw_path: &raw_path,
+            raw_query: &raw_query,
+            headers: call.request.headers(),
+            body: call.request.body(),
+            source_ip,
+            domain_name,
+            protocol: format!("{version:?}"),
+        };
+        let event = http_event(&target, &request, &uuid::Uuid::new_v4().to_string(), now, authorizer);
+        Bytes::from(serde_json::to_vec(&event).unwrap_or_default())
+    };
     let input = InvokeInput {
         function: url.function.clone(),
         qualifier: (url.qualifier != "$LATEST").then(|| url.qualifier.clone()),
-        payload: Bytes::from(serde_json::to_vec(&event).unwrap_or_default()),
+        payload: Bytes::from(summary.to_string()),
         mode: Mode::Sync,
         idempotency_key: None,
         client_context: None,
         stream: None,
+        http: Some(HttpInvoke { call: HttpCall { request }, event: Box::new(event) }),
     };
     let mut resp = match url.config.invoke_mode {
         InvokeMode::ResponseStream => stream_response(state, input).await.unwrap_or_else(|whole| whole),

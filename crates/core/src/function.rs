@@ -169,6 +169,10 @@ pub struct FunctionSpec {
     /// The size of a process function's /tmp in MB (Lambda's `EphemeralStorage.Size`); a
     /// write past it fails with ENOSPC.
     pub ephemeral_storage_mb: u32,
+    /// Where a wasi:http component may send requests ([`crate::outbound`]); nothing when
+    /// empty. wasm functions only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_outbound_hosts: Vec<String>,
 }
 
 impl Default for FunctionSpec {
@@ -184,6 +188,7 @@ impl Default for FunctionSpec {
             role: None,
             reserved_concurrency: None,
             ephemeral_storage_mb: DEFAULT_EPHEMERAL_STORAGE_MB,
+            allowed_outbound_hosts: Vec::new(),
         }
     }
 }
@@ -219,6 +224,10 @@ pub enum SpecError {
     Role,
     #[error("reserved concurrency must be at most {MAX_RESERVED_CONCURRENCY}, got {0}")]
     ReservedConcurrency(u32),
+    #[error("{0}")]
+    OutboundHost(String),
+    #[error("allowed_outbound_hosts is for wasm functions (wasi:http components) only")]
+    OutboundRuntime,
     #[error("destination {0:?} must be a function name or a Lambda function ARN")]
     Destination(String),
 }
@@ -296,6 +305,10 @@ impl FunctionSpec {
         }
         if self.handler.is_some() && !handler_ok(&self.handler) {
             return Err(SpecError::Handler(self.runtime.name()));
+        }
+        crate::outbound::validate(&self.allowed_outbound_hosts).map_err(SpecError::OutboundHost)?;
+        if !self.allowed_outbound_hosts.is_empty() && self.runtime != Runtime::Wasm {
+            return Err(SpecError::OutboundRuntime);
         }
         if self.description.len() > MAX_DESCRIPTION_BYTES {
             return Err(SpecError::Description);

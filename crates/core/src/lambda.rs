@@ -24,6 +24,18 @@ pub struct CallContext<'a> {
     /// A caller reading the response as the function writes it (a function URL in
     /// RESPONSE_STREAM mode); `None`: the response is only collected.
     pub stream: Option<&'a std::sync::Arc<dyn ResponseStream>>,
+    /// The HTTP request itself, for a function that serves HTTP (a wasi:http component) at a
+    /// function URL on this server's own worker; its payload is then only a summary.
+    pub http: Option<&'a HttpCall>,
+}
+
+/// A function URL's request as it came (method, the function's path and query, headers,
+/// body), served to a function that handles HTTP itself, so that no event is made. Such a
+/// function answers in the shape of a streamed response: a prelude of status and headers,
+/// eight NUL bytes, then the body ([`split_prelude`]).
+#[derive(Debug)]
+pub struct HttpCall {
+    pub request: http::Request<bytes::Bytes>,
 }
 
 impl std::fmt::Debug for CallContext<'_> {
@@ -32,6 +44,7 @@ impl std::fmt::Debug for CallContext<'_> {
             .field("qualifier", &self.qualifier)
             .field("client_context", &self.client_context)
             .field("stream", &self.stream.is_some())
+            .field("http", &self.http.is_some())
             .finish()
     }
 }
@@ -53,6 +66,31 @@ pub trait ResponseStream: Send + Sync {
 
 /// The content type of a streamed response that starts with Lambda's HTTP prelude.
 pub const HTTP_INTEGRATION_RESPONSE: &str = "application/vnd.awslambda.http-integration-response";
+
+/// The prelude of a streamed HTTP response (what [`split_prelude`] reads back): `statusCode`,
+/// repeated headers as `multiValueHeaders`, `Set-Cookie` as `cookies`, then eight NUL bytes.
+pub fn http_prelude(status: u16, headers: &http::HeaderMap) -> Vec<u8> {
+    let mut multi = serde_json::Map::new();
+    let mut cookies = Vec::new();
+    for (name, value) in headers {
+        let value = Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned());
+        if name == http::header::SET_COOKIE {
+            cookies.push(value);
+            continue;
+        }
+        match multi.entry(name.as_str()).or_insert_with(|| Value::Array(Vec::new())) {
+            Value::Array(values) => values.push(value),
+            _ => unreachable!("only lists are inserted"),
+        }
+    }
+    let mut prelude = json!({ "statusCode": status, "multiValueHeaders": multi });
+    if !cookies.is_empty() {
+        prelude["cookies"] = Value::Array(cookies);
+    }
+    let mut out = serde_json::to_vec(&prelude).unwrap_or_default();
+    out.extend_from_slice(&[0; 8]);
+    out
+}
 
 /// Splits a response streamed with an HTTP prelude (a JSON object of `statusCode`, `headers`,
 /// `cookies`, then eight NUL bytes) into the prelude and the body that follows; `None` if

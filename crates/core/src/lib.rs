@@ -12,6 +12,7 @@ pub mod invocation;
 pub mod lambda;
 pub mod limits;
 pub mod names;
+pub mod outbound;
 pub mod placement;
 pub mod protocol;
 pub mod routing;

@@ -9,6 +9,9 @@ pub const MAX_ASYNC_PAYLOAD_BYTES: usize = 1024 * 1024;
 pub const MAX_CODE_BYTES: usize = 50 * 1024 * 1024;
 /// Largest function result kept (sync results are returned, async results stored).
 pub const MAX_RESULT_BYTES: usize = 6 * 1024 * 1024;
+/// The most a function may stream to a caller reading it (Lambda's response streaming limit);
+/// what is collected for the record stays within the result limit.
+pub const MAX_STREAMED_BYTES: usize = 20 * 1024 * 1024;
 /// Log bytes kept per invocation: the tail survives, the head is dropped.
 pub const MAX_LOG_BYTES: usize = 64 * 1024;
 /// Largest JSON body accepted by the control-plane endpoints.
@@ -60,6 +63,9 @@ pub const RECOVERY_BATCH: usize = 1_000;
 
 /// Longest function description.
 pub const MAX_DESCRIPTION_BYTES: usize = 256;
+/// Entries in a function's `allowed_outbound_hosts`, and the length of each.
+pub const MAX_OUTBOUND_HOSTS: usize = 32;
+pub const MAX_OUTBOUND_HOST_BYTES: usize = 256;
 /// Highest reserved concurrency a function may ask for.
 pub const MAX_RESERVED_CONCURRENCY: u32 = 1000;
 

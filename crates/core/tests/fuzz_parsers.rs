@@ -396,7 +396,44 @@ fn violations(spec: &FunctionSpec) -> Vec<&'static str> {
     if dests.into_iter().flatten().any(|d| !model_function_name(d)) {
         v.push("Destination");
     }
+    let hosts = &spec.allowed_outbound_hosts;
+    if hosts.len() > MAX_OUTBOUND_HOSTS || hosts.iter().any(|h| !outbound_host_ok(h)) {
+        v.push("OutboundHost");
+    }
+    if !hosts.is_empty() && spec.runtime != Runtime::Wasm {
+        v.push("OutboundRuntime");
+    }
     v
+}
+
+/// The documented form of an allowed outbound host: `[http(s)://]HOST[:PORT]`, HOST `*`, or a
+/// lower-case DNS name, optionally after `*.`; PORT 1-65535 or `*`.
+fn outbound_host_ok(entry: &str) -> bool {
+    if entry.is_empty() || entry.len() > MAX_OUTBOUND_HOST_BYTES {
+        return false;
+    }
+    let rest = match entry.find("://") {
+        Some(at) if matches!(&entry[..at], "http" | "https") => &entry[at + 3..],
+        Some(_) => return false,
+        None => entry,
+    };
+    let host = match rest.rfind(':') {
+        Some(at) => {
+            let port = &rest[at + 1..];
+            if port != "*" && !port.parse::<u16>().is_ok_and(|p| p > 0) {
+                return false;
+            }
+            &rest[..at]
+        }
+        None => rest,
+    };
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    host == "*" || host.strip_prefix("*.").unwrap_or(host).split('.').all(label_ok)
 }
 
 /// `validate` accepts exactly the specs that break no rule, and an error names a rule that is
@@ -428,6 +465,8 @@ fn check_validate(spec: &FunctionSpec, context: &dyn Fn() -> String) {
         SpecError::Description => ("Description", true),
         SpecError::Role => ("Role", true),
         SpecError::ReservedConcurrency(n) => ("ReservedConcurrency", Some(*n) == spec.reserved_concurrency),
+        SpecError::OutboundHost(_) => ("OutboundHost", true),
+        SpecError::OutboundRuntime => ("OutboundRuntime", true),
         SpecError::Destination(d) => (
             "Destination",
             [&spec.retry.on_success, &spec.retry.on_failure]
@@ -777,6 +816,22 @@ fn random_spec(rng: &mut Rng) -> FunctionSpec {
             512,
             rand_u32,
         ),
+        allowed_outbound_hosts: match rng.below(24) {
+            0..=2 => (0..=rng.below(3))
+                .map(|_| {
+                    let valid = ["https://a.test", "*.b.test:8080", "*", "10.0.0.1:*", "http://x-y.test:1"];
+                    rng.pick(&valid).to_string()
+                })
+                .collect(),
+            3 => vec![spec_string(rng)],
+            4 => {
+                let odd =
+                    ["", "ftp://a.test", "A.test", "a.test:0", "a..test", "*a.test", "-a.test", "a.test/"];
+                vec![rng.pick(&odd).to_string()]
+            }
+            5 => vec!["a.test".to_string(); *rng.pick(&[32, 33])],
+            _ => Vec::new(),
+        },
     }
 }
 

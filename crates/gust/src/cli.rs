@@ -322,6 +322,10 @@ pub struct DeployArgs {
     /// Delay before the first async retry in milliseconds (doubles after).
     #[arg(long)]
     pub retry_delay: Option<u64>,
+    /// A host a wasi:http component may send requests to, `[http(s)://]HOST[:PORT]`, `*.NAME`
+    /// for the names under NAME (repeatable; none by default).
+    #[arg(long = "allow-outbound", value_name = "HOST")]
+    pub allow_outbound: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -644,6 +648,9 @@ fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
                 retry.insert("base_delay_ms".into(), json!(r));
             }
             spec["retry"] = Value::Object(retry);
+            if !a.allow_outbound.is_empty() {
+                spec["allowed_outbound_hosts"] = json!(a.allow_outbound);
+            }
             // A new function is created with its code in one atomic request (one revision);
             // an existing one gets its configuration, then its code.
             use base64::Engine as _;

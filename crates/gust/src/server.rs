@@ -158,6 +158,10 @@ pub struct ServerOpts {
     /// start), best-effort (what this host allows, warning about the rest) or none.
     #[arg(long, env = "GUST_ISOLATION", default_value = "best-effort")]
     pub isolation: gust_runtime::sandbox::Isolation,
+    /// Let wasi:http components' outgoing requests (to hosts their function allows) reach
+    /// loopback and private addresses too; by default public addresses only.
+    #[arg(long, env = "GUST_ALLOW_PRIVATE_OUTBOUND")]
+    pub allow_private_outbound: bool,
     /// MiB of address space the compiler of a wasm module may use (hidden, for tests).
     #[arg(long, hide = true, default_value_t = gust_runtime::wasm::DEFAULT_COMPILE_MEMORY_BYTES >> 20)]
     pub compile_memory_mb: u64,
@@ -188,6 +192,10 @@ impl Executor for LocalExecutor {
         let mut out = self.0.execute(deployment, &id.0, payload, call).await;
         let log = std::mem::take(&mut out.log);
         Execution { result: out.into_result(), log }
+    }
+
+    fn serves_http(&self, deployment: &Deployment) -> bool {
+        self.0.serves_http(deployment)
     }
 
     fn free_slots(&self) -> usize {
@@ -286,6 +294,7 @@ pub fn run(mut opts: ServerOpts) -> anyhow::Result<()> {
     );
     worker_cfg.wasm.compile_limits.max_memory_bytes = opts.compile_memory_mb << 20;
     worker_cfg.wasm.compile_limits.timeout = Duration::from_millis(opts.compile_timeout_ms);
+    worker_cfg.wasm.allow_private_outbound = opts.allow_private_outbound;
     if opts.no_local_worker {
         tracing::info!("no local worker: remote workers run every function");
     } else {

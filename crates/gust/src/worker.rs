@@ -87,6 +87,10 @@ pub struct WorkerOpts {
     /// start), best-effort (what this host allows, warning about the rest) or none.
     #[arg(long, env = "GUST_ISOLATION", default_value = "best-effort")]
     pub isolation: Isolation,
+    /// Let wasi:http components' outgoing requests (to hosts their function allows) reach
+    /// loopback and private addresses too; by default public addresses only.
+    #[arg(long, env = "GUST_ALLOW_PRIVATE_OUTBOUND")]
+    pub allow_private_outbound: bool,
     /// Seconds a SIGTERM (or SIGINT) waits for running attempts to finish before handing
     /// back the rest; a second signal cuts it short.
     #[arg(long, env = "GUST_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE_S)]
@@ -278,7 +282,8 @@ pub fn run(opts: WorkerOpts) -> anyhow::Result<()> {
     let host = HostRuntimes::detect(&opts.runtimes)?;
     host.log();
     let sandbox = crate::node::sandbox(opts.isolation, &data_dir, &host)?;
-    let cfg = crate::node::worker_config(opts.capacity, DEFAULT_IDLE_TTL, &data_dir, &host, sandbox);
+    let mut cfg = crate::node::worker_config(opts.capacity, DEFAULT_IDLE_TTL, &data_dir, &host, sandbox);
+    cfg.wasm.allow_private_outbound = opts.allow_private_outbound;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let served = rt.block_on(serve(opts, cfg));
     // Attempts handed back at shutdown may still be executing: they are dropped, not awaited.
@@ -712,6 +717,7 @@ async fn run_assignment(s: Arc<State>, a: Assignment) {
                 qualifier: &qualifier,
                 client_context: a.client_context.as_deref(),
                 stream: None,
+                http: None,
             };
             s.worker.execute(&a.deployment, &a.invocation_id.0, p, &call).await
         }

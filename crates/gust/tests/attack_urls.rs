@@ -2,7 +2,10 @@
 //! handed to the (untrusted) function and stored in its record; AWS_IAM URLs served without
 //! authentication on a `--url-listen` beyond loopback; a function's answer choosing statuses
 //! that break HTTP framing; cookies shared between the path-based URLs of different tenants;
-//! `--url-domain` host spellings that miss the URL and reach the API instead.
+//! `--url-domain` host spellings that miss the URL and reach the API instead; a wasi:http
+//! component sending requests where its function does not allow them, or through an allowed
+//! name to gust's own host (loopback); a streaming function whose prelude never ends or whose
+//! stream never stops; a component that imports the host's files.
 
 mod common;
 
@@ -258,4 +261,170 @@ fn url_domain_hosts_in_every_dns_spelling_reach_the_url_not_the_api() {
         let event: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{host}: {e}: {text}"));
         assert_eq!(event["rawPath"], "/v1/functions", "{host}: {text}");
     }
+}
+
+/// A server on loopback answering every request `203` and counting its connections.
+fn upstream() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(b"HTTP/1.1 203 Non-Authoritative Information\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (port, seen)
+}
+
+/// Deploys the outgoing-request component (`tests/fixtures/wasi-http/fetch.wat`: a request to
+/// `/HOST:PORT` sends `GET http://HOST:PORT/` and answers its status, or 500 plus the
+/// wasi:http error-code case) allowed `allowed`, with a URL; the URL.
+fn deploy_fetcher(s: &Server, name: &str, allowed: &[String]) -> String {
+    let component =
+        std::fs::read(gust_testkit::repo_root().join("tests/fixtures/wasi-http/fetch.wasm")).unwrap();
+    let mut config = wasm_config(10_000);
+    config["allowed_outbound_hosts"] = json!(allowed);
+    s.deploy(name, config, component);
+    create_url(&s.url, name, json!({ "auth_type": "NONE" }), None)["function_url"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// wasi:http error-code cases, as the fetcher answers them.
+const DENIED: u16 = 500 + 15; // HTTP-request-denied
+const PROHIBITED: u16 = 500 + 4; // destination-IP-prohibited
+
+#[test]
+fn a_component_sends_requests_only_where_its_function_allows_and_never_to_loopback_unless_told() {
+    use std::sync::atomic::Ordering;
+    let (port, seen) = upstream();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+
+    // Attack 1: a function that lists no hosts sends its request anyway.
+    let url = deploy_fetcher(&s, "nothing", &[]);
+    let r = url_client().get(format!("{url}127.0.0.1:{port}")).send().unwrap();
+    assert_eq!(r.status(), DENIED, "nothing is allowed by default");
+    // Attack 2: a listed host on another port, and a name that merely ends like a listed one.
+    let url = deploy_fetcher(&s, "elsewhere", &[format!("127.0.0.1:{}", port ^ 1), "*.example.test".into()]);
+    let r = url_client().get(format!("{url}127.0.0.1:{port}")).send().unwrap();
+    assert_eq!(r.status(), DENIED);
+    let r = url_client().get(format!("{url}evilexample.test:{port}")).send().unwrap();
+    assert_eq!(r.status(), DENIED);
+    // Attack 3: the host is allowed, but it is this machine's loopback (as a name that resolves
+    // to 127.0.0.1 would be: gust's own API, the host's services).
+    let url = deploy_fetcher(&s, "loopback", &[format!("127.0.0.1:{port}"), format!("localhost:{port}")]);
+    for host in ["127.0.0.1", "localhost"] {
+        let r = url_client().get(format!("{url}{host}:{port}")).send().unwrap();
+        assert_eq!(r.status(), PROHIBITED, "{host}: private addresses need --allow-private-outbound");
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "no request reached the other server");
+    drop(s);
+
+    // An operator who allows private networks: the allowed host is reached, others are not.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--allow-private-outbound"]);
+    let url = deploy_fetcher(&s, "fetcher", &[format!("localhost:{port}")]);
+    let r = url_client().get(format!("{url}localhost:{port}")).send().unwrap();
+    assert_eq!(r.status(), 203, "the other server's answer");
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    let r = url_client().get(format!("{url}127.0.0.1:{port}")).send().unwrap();
+    assert_eq!(r.status(), DENIED, "127.0.0.1 is not the name that was allowed");
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn outbound_hosts_are_checked_at_write_and_wasm_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let client = url_client();
+    for bad in [json!(["ftp://a.test"]), json!(["A.test"]), json!(["a.test/path"]), json!(vec!["a.test"; 33])]
+    {
+        let mut config = wasm_config(1000);
+        config["allowed_outbound_hosts"] = bad.clone();
+        let r = client.put(format!("{}/v1/functions/f", s.url)).json(&config).send().unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        assert!(json_of(r)["error"]["message"].as_str().unwrap().contains("outbound"), "{bad}");
+    }
+    let config =
+        json!({ "runtime": "python3.11", "handler": "app.handler", "allowed_outbound_hosts": ["a.test"] });
+    let r = client.put(format!("{}/v1/functions/p", s.url)).json(&config).send().unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+/// A Node.js streaming handler that misbehaves: `?mode=prelude` declares Lambda's HTTP prelude
+/// and never ends it; `?mode=huge` streams 25 MB (more than the 20 MB a stream may carry).
+const MISSTREAMER: &[u8] = br#"
+export const handler = awslambda.streamifyResponse(async (event, responseStream) => {
+  const mode = (event.queryStringParameters || {}).mode;
+  if (mode === "prelude") {
+    responseStream.setContentType("application/vnd.awslambda.http-integration-response");
+    responseStream.write('{"statusCode":200,"headers":{"x":"');
+    for (let i = 0; i < 200; i++) responseStream.write("y".repeat(1024));
+    await new Promise((r) => setTimeout(r, 8000));
+  } else {
+    responseStream.setContentType("application/octet-stream");
+    const mb = Buffer.alloc(1024 * 1024, 120);
+    for (let i = 0; i < 25; i++) {
+      if (!responseStream.write(mb)) await new Promise((r) => responseStream.once("drain", r));
+    }
+  }
+  responseStream.end();
+});
+"#;
+
+#[test]
+fn a_stream_whose_prelude_never_ends_or_that_never_stops_is_cut_off() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let ric = gust_testkit::node_ric();
+    let s = Server::start(dir.path(), &["--node-ric", &ric]);
+    let config = json!({ "runtime": "nodejs20.x", "handler": "index.handler", "timeout_ms": 20_000, "memory_mb": 512 });
+    s.deploy_zip("mis", config, zip(&[("index.mjs", MISSTREAMER, 0o644)]));
+    let at =
+        create_url(&s.url, "mis", json!({ "auth_type": "NONE", "invoke_mode": "RESPONSE_STREAM" }), None)
+            ["function_url"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    // 200 KB of prelude with no end: refused once it passes 64 KB, long before the function ends.
+    let started = std::time::Instant::now();
+    let r = url_client().get(format!("{at}?mode=prelude")).send().unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(started.elapsed() < Duration::from_secs(6), "answered only after {:?}", started.elapsed());
+    // 25 MB streamed: the client gets at most 20 MB, and a body that does not end cleanly.
+    let mut r = url_client().get(format!("{at}?mode=huge")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let mut got = Vec::new();
+    let read = r.read_to_end(&mut got);
+    assert!(read.is_err(), "a stream over the limit does not end cleanly");
+    assert!(got.len() <= 20 * 1024 * 1024, "{} bytes streamed", got.len());
+    assert!(got.len() >= 1024 * 1024, "the stream was sent on until the limit ({} bytes)", got.len());
+}
+
+#[test]
+fn a_component_that_imports_the_hosts_files_is_refused_at_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let component =
+        std::fs::read(gust_testkit::repo_root().join("tests/fixtures/wasi-http/files.wasm")).unwrap();
+    let r = s.client().put(format!("{}/v1/functions/files", s.url)).json(&wasm_config(1000)).send().unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+    let r = s
+        .client()
+        .put(format!("{}/v1/functions/files/code", s.url))
+        .header("content-type", "application/wasm")
+        .body(component)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let text = r.text().unwrap();
+    assert!(text.contains("filesystem"), "{text}");
 }

@@ -92,6 +92,29 @@ fn any_server_answers_any_function_url() {
         assert!(Instant::now() < deadline, "B never served the URL made at A: {}", r.status());
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A wasi:http component through a remote worker: its request goes as Lambda's event and
+    // is rebuilt there.
+    let hello = std::fs::read(gust_testkit::repo_root().join("tests/fixtures/wasi-http/hello.wasm")).unwrap();
+    a.deploy("hello", wasm_config(3000), hello);
+    let r = a
+        .client()
+        .post(format!("{}/v1/functions/hello/url", a.url))
+        .json(&serde_json::json!({ "auth_type": "NONE" }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let hello_id = r.json::<Value>().unwrap()["url_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = b.client().get(format!("{}/url/{hello_id}/x", b.url)).send().unwrap();
+        if r.status() == 200 {
+            assert_eq!(r.headers()["content-type"], "text/plain");
+            assert_eq!(r.text().unwrap(), "hello from a wasi:http component\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never served the component's URL: {}", r.status());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Deleted at B, it is gone at A too (within a snapshot poll).
     assert_eq!(b.delete("/v1/functions/echo/url").status(), 204);
     let deadline = Instant::now() + Duration::from_secs(10);

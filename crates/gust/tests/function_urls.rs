@@ -776,6 +776,43 @@ fn a_wasi_http_component_is_served_at_its_url_as_an_invocation() {
     assert_eq!(r.text().unwrap(), "hello from a wasi:http component\n");
     let record = s.wait_record(&id, std::time::Duration::from_secs(10), |r| r["state"] == "SUCCEEDED");
     assert_eq!(record["function"], "hello", "recorded like any invocation");
+    // Served as it came: no event was made, so the record keeps what was asked, not a body.
+    let asked: Value = serde_json::from_str(record["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(asked["rawPath"], "/anything");
+    assert_eq!(asked["rawQueryString"], "x=1");
+    assert_eq!(asked["requestContext"]["http"]["method"], "GET");
+    assert!(asked.get("headers").is_none() && asked.get("body").is_none(), "{asked}");
+    // A POST's body reaches the component (it answers the same whatever it is sent).
+    let r = url_client()
+        .post(format!("{}echo", url["function_url"].as_str().unwrap()))
+        .body(vec![7u8; 100_000])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // In RESPONSE_STREAM mode its body is sent on as the component writes it: `slow.wasm`
+    // writes a first line, waits 2 s, then writes a second.
+    let component =
+        std::fs::read(gust_testkit::repo_root().join("tests/fixtures/wasi-http/slow.wasm")).unwrap();
+    s.deploy("slow", wasm_config(10_000), component);
+    let streamed =
+        create_url(&s.url, "slow", json!({ "auth_type": "NONE", "invoke_mode": "RESPONSE_STREAM" }), None);
+    let started = std::time::Instant::now();
+    let mut r = url_client().get(format!("{}x", streamed["function_url"].as_str().unwrap())).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    assert_eq!(r.headers()["x-amzn-invoked-production-mode"], "RESPONSE_STREAM");
+    let mut first = [0u8; 6];
+    std::io::Read::read_exact(&mut r, &mut first).unwrap();
+    let first_at = started.elapsed();
+    assert_eq!(&first, b"first\n");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut r, &mut rest).unwrap();
+    assert_eq!(rest, "second\n");
+    let end_at = started.elapsed();
+    assert!(
+        end_at - first_at >= std::time::Duration::from_millis(1300),
+        "first at {first_at:?}, end at {end_at:?}"
+    );
     // Invoked without an HTTP event, it says where to call it.
     let r = s.invoke("hello", None, b"{}", &[]);
     assert_eq!(r.headers()["gust-function-error"], "FunctionError");

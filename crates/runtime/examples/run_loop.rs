@@ -22,6 +22,7 @@ async fn main() {
         max_instances: 16,
         compile_limits: CompileLimits::default(),
         compiler: Compiler::InProcess,
+        allow_private_outbound: false,
     })
     .expect("runtime");
     let prepared = rt.prepare("sha", &code).expect("prepare");
@@ -37,6 +38,9 @@ async fn main() {
             env: &env,
             memory_mb: 128,
             timeout_ms: 3000,
+            http: None,
+            allowed_outbound_hosts: &[],
+            stream: None,
         };
         let out = rt.run(&prepared, req).await;
         assert!(out.stdout.len() < 1 << 20);

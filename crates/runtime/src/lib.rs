@@ -30,7 +30,7 @@ pub mod wasm;
 pub use tail::TailBuffer;
 
 /// One invocation as a runtime sees it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunRequest<'a> {
     pub function: &'a str,
     pub version_label: &'a str,
@@ -39,6 +39,13 @@ pub struct RunRequest<'a> {
     pub env: &'a BTreeMap<String, String>,
     pub memory_mb: u32,
     pub timeout_ms: u64,
+    /// The HTTP request itself, for a wasi:http component at a function URL (else it is
+    /// rebuilt from the event in `payload`).
+    pub http: Option<&'a gust_core::lambda::HttpCall>,
+    /// Where a wasi:http component may send requests (the function's config).
+    pub allowed_outbound_hosts: &'a [String],
+    /// Where a component's response goes as it writes it.
+    pub stream: Option<&'a std::sync::Arc<dyn gust_core::lambda::ResponseStream>>,
 }
 
 /// How an invocation ended.

@@ -22,7 +22,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use gust_core::lambda::ResponseStream;
-use gust_core::limits::{MAX_LOG_BYTES, MAX_RESULT_BYTES};
+use gust_core::limits::{MAX_LOG_BYTES, MAX_RESULT_BYTES, MAX_STREAMED_BYTES};
 use gust_core::ErrorKind;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
@@ -32,9 +32,6 @@ use crate::{RunOutcome, Status, TailBuffer};
 
 /// Request bodies (answers, errors) one environment may have gust read at once.
 const MAX_BODIES_IN_FLIGHT: usize = 2;
-/// The most a function may stream to a caller reading it (Lambda's response streaming limit);
-/// what is collected for the record stays within the result limit.
-const MAX_STREAMED_BYTES: usize = 20 * 1024 * 1024;
 
 /// Environments kept started ahead of need, when environments start through the sandbox init:
 /// the init already executed, in its cgroup and namespaces, waiting to learn its function.

@@ -24,6 +24,7 @@
 
 mod compile;
 mod http;
+mod outbound;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -140,6 +141,9 @@ pub struct WasmConfig {
     pub max_instances: u32,
     pub compile_limits: CompileLimits,
     pub compiler: Compiler,
+    /// Whether components' outgoing requests may reach loopback and private addresses
+    /// (`--allow-private-outbound`; see [`outbound`]).
+    pub allow_private_outbound: bool,
 }
 
 /// The first argument that makes a program run [`compile_main`] (see [`Compiler`]).
@@ -279,6 +283,13 @@ pub struct Prepared {
     kind: PreparedKind,
 }
 
+impl Prepared {
+    /// Whether this is a wasi:http component, which serves a request as it came.
+    pub fn serves_http(&self) -> bool {
+        matches!(self.kind, PreparedKind::Http(_))
+    }
+}
+
 enum PreparedKind {
     Command(InstancePre<Host>),
     Http(wasmtime_wasi_http::p2::bindings::ProxyPre<http::HttpHost>),
@@ -299,6 +310,7 @@ pub struct WasmRuntime {
     compile_limits: CompileLimits,
     compiler: Compiler,
     compile_slots: Arc<CompileSlots>,
+    allow_private_outbound: bool,
 }
 
 impl WasmRuntime {
@@ -350,6 +362,7 @@ impl WasmRuntime {
             }),
             compile_limits: cfg.compile_limits,
             compiler: cfg.compiler,
+            allow_private_outbound: cfg.allow_private_outbound,
         });
         let weak = Arc::downgrade(&rt);
         std::thread::Builder::new()
@@ -655,10 +668,16 @@ impl WasmRuntime {
             log,
             duration: started.elapsed(),
         };
-        let request = match http::request_from_event(&req.payload) {
-            Ok(r) => http::request_body(r),
-            Err(message) => return failed(ErrorKind::FunctionError, message, String::new()),
+        // At a function URL on this worker the request comes as it is; elsewhere (a remote
+        // worker, the invoke APIs) it is rebuilt from Lambda's HTTP event.
+        let request = match req.http {
+            Some(call) => http::request_of(call),
+            None => match http::request_from_event(&req.payload) {
+                Ok(r) => r,
+                Err(message) => return failed(ErrorKind::FunctionError, message, String::new()),
+            },
         };
+        let request = http::request_body(request);
         let log = LogPipe(Arc::new(Mutex::new(TailBuffer::new(MAX_LOG_BYTES))));
         let mut wasi = WasiCtxBuilder::new();
         wasi.allow_blocking_current_thread(false).stdout(log.clone()).stderr(log.clone()).envs(&[
@@ -674,7 +693,7 @@ impl WasmRuntime {
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             table: wasmtime::component::ResourceTable::new(),
             limits: MemoryLimit { max_bytes: (req.memory_mb as usize) << 20, exceeded: false },
-            hooks: http::DenyOutgoing,
+            hooks: outbound::Outbound::new(req.allowed_outbound_hosts, self.allow_private_outbound),
         };
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.limits);
@@ -701,15 +720,20 @@ impl WasmRuntime {
             .await;
             (result, store.data().limits.exceeded)
         });
+        let (direct, stream) = (req.http.is_some(), req.stream);
         let served = async {
             let response = receiver.await;
             match response {
+                // Served directly: the prelude and the body, streamed if someone reads them.
+                Ok(Ok(resp)) if direct => http::forward(resp, stream).await,
                 Ok(Ok(resp)) => {
                     let (parts, body) = resp.into_parts();
                     http::read_body(body, MAX_RESULT_BYTES).await.map(|body| http::answer(&parts, &body))
                 }
-                Ok(Err(code)) => Err(format!("the component answered an error: {code:?}")),
-                Err(_) => Err("the component never set a response".to_string()),
+                Ok(Err(code)) => {
+                    Err((ErrorKind::FunctionError, format!("the component answered an error: {code:?}")))
+                }
+                Err(_) => Err((ErrorKind::FunctionError, "the component never set a response".to_string())),
             }
         };
         let answered = tokio::time::timeout_at(deadline.into(), served).await;
@@ -727,7 +751,7 @@ impl WasmRuntime {
         };
         let result = match (answered, guest_result) {
             (_, Some((Err(e), exceeded))) => Err(classify(&e, exceeded, req.memory_mb, req.timeout_ms)),
-            (Ok(Err(message)), _) => Err(Status::Failed { kind: ErrorKind::FunctionError, message }),
+            (Ok(Err((kind, message))), _) => Err(Status::Failed { kind, message }),
             (Ok(Ok(answer)), Some((Ok(()), _))) => Ok(answer),
             // The handler's task panicked.
             _ => Err(Status::Failed {

@@ -22,6 +22,7 @@ fn runtime_with(dir: &std::path::Path, compile_limits: CompileLimits) -> Arc<Was
         max_instances: 8,
         compile_limits,
         compiler: Compiler::InProcess,
+        allow_private_outbound: false,
     };
     WasmRuntime::new(cfg).unwrap()
 }
@@ -68,6 +69,9 @@ async fn run_prepared(
             env: &env,
             memory_mb,
             timeout_ms,
+            http: None,
+            allowed_outbound_hosts: &[],
+            stream: None,
         },
     )
     .await

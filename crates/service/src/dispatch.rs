@@ -613,6 +613,7 @@ impl Service {
                     qualifier: &req.qualifier,
                     client_context: None,
                     stream: None,
+                    http: None,
                 };
                 self.executor.execute(&d, &req.id, req.payload.clone(), &call).await
             }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use gust_core::lambda::{CallContext, ResponseStream};
+use gust_core::lambda::{CallContext, HttpCall, ResponseStream};
 use gust_core::limits::{MAX_ASYNC_PAYLOAD_BYTES, MAX_SYNC_PAYLOAD_BYTES};
 use gust_core::names::validate_function_name;
 use gust_core::{
@@ -35,7 +35,6 @@ type Result<T, E = ServiceError> = std::result::Result<T, E>;
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 
-#[derive(Clone)]
 pub struct InvokeInput {
     pub function: String,
     /// `None` means `$LATEST`.
@@ -49,6 +48,17 @@ pub struct InvokeInput {
     /// Where the response goes as the function streams it (a function URL in RESPONSE_STREAM
     /// mode). Only this server's own worker streams; elsewhere the caller gets it whole.
     pub stream: Option<Arc<dyn ResponseStream>>,
+    /// A function URL's request. Served as it came when the function handles HTTP itself and
+    /// runs on this server's own worker (then `payload` is only its summary for the record);
+    /// else made into Lambda's event, which becomes the payload.
+    pub http: Option<HttpInvoke>,
+}
+
+/// A function URL's request, and how to make Lambda's event of it if it must become one.
+pub struct HttpInvoke {
+    pub call: HttpCall,
+    /// Lambda's event (payload format 2.0) of the request, made from it.
+    pub event: Box<dyn FnOnce(HttpCall) -> Bytes + Send>,
 }
 
 impl std::fmt::Debug for InvokeInput {
@@ -59,6 +69,7 @@ impl std::fmt::Debug for InvokeInput {
             .field("mode", &self.mode)
             .field("payload_bytes", &self.payload.len())
             .field("stream", &self.stream.is_some())
+            .field("http", &self.http.is_some())
             .finish()
     }
 }
@@ -68,6 +79,7 @@ impl std::fmt::Debug for InvokeInput {
 struct Call<'a> {
     client_context: Option<&'a str>,
     stream: Option<&'a Arc<dyn ResponseStream>>,
+    http: Option<&'a HttpCall>,
 }
 
 /// How a sync invocation ended.
@@ -119,8 +131,9 @@ impl Service {
             Mode::Sync => MAX_SYNC_PAYLOAD_BYTES,
             Mode::Async => MAX_ASYNC_PAYLOAD_BYTES,
         };
+        let too_large = |size: usize| ServiceError::TooLarge { what: "payload", size, limit };
         if input.payload.len() > limit {
-            return Err(ServiceError::TooLarge { what: "payload", size: input.payload.len(), limit });
+            return Err(too_large(input.payload.len()));
         }
         if let Some(key) = &input.idempotency_key {
             let printable = key.bytes().all(|b| (0x21..=0x7e).contains(&b));
@@ -132,14 +145,24 @@ impl Service {
         }
         let config = self.cached_function(&input.function).await?;
         let deployment = self.resolve(&config, &qualifier).await?;
+        let (payload, http) = match input.http {
+            Some(h) if self.cfg.local_worker && self.executor.serves_http(&deployment) => {
+                (input.payload, Some(h.call))
+            }
+            Some(h) => ((h.event)(h.call), None),
+            None => (input.payload, None),
+        };
+        if payload.len() > limit {
+            return Err(too_large(payload.len()));
+        }
         let qualifier = qualifier.as_string();
         let request = InvocationRequest {
             id: InvocationId(uuid::Uuid::now_v7().to_string()),
             function: input.function,
-            fingerprint: input.idempotency_key.as_ref().map(|_| fingerprint(&qualifier, &input.payload)),
+            fingerprint: input.idempotency_key.as_ref().map(|_| fingerprint(&qualifier, &payload)),
             qualifier,
             resolved: deployment.resolved,
-            payload: input.payload,
+            payload,
             mode: input.mode,
             idempotency_key: input.idempotency_key,
             received_at: self.clock.now(),
@@ -164,7 +187,11 @@ impl Service {
             return Err(ServiceError::Throttled { function: request.function, limit: limit.unwrap_or(0) });
         };
         let client_context = request.client_context.clone();
-        let call = Call { client_context: client_context.as_deref(), stream: input.stream.as_ref() };
+        let call = Call {
+            client_context: client_context.as_deref(),
+            stream: input.stream.as_ref(),
+            http: http.as_ref(),
+        };
         match request.idempotency_key.is_some() {
             _ if !self.cfg.local_worker => self.run_sync_remote(request).await,
             false => Ok(self.run_sync_unrecorded(&deployment, request, call).await),
@@ -234,6 +261,7 @@ impl Service {
             qualifier: &request.qualifier,
             client_context: call.client_context,
             stream: call.stream,
+            http: call.http,
         };
         let exec = self.executor.execute(deployment, &request.id, request.payload.clone(), &call).await;
         self.count_attempt(&exec);
@@ -281,8 +309,12 @@ impl Service {
         }
         Metrics::inc(&self.metrics.sync_invocations);
         self.track_attempt(&id, 1);
-        let call =
-            CallContext { qualifier: &qualifier, client_context: call.client_context, stream: call.stream };
+        let call = CallContext {
+            qualifier: &qualifier,
+            client_context: call.client_context,
+            stream: call.stream,
+            http: call.http,
+        };
         let exec = self.executor.execute(deployment, &id, payload, &call).await;
         let log = exec.log.clone();
         let finished = self.finish_attempt(&id, 1, exec.clone()).await;

@@ -38,7 +38,7 @@ use gust_store::Store;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use control::{CodeUploaded, FunctionView};
 pub use error::ServiceError;
-pub use invoke::{InvokeInput, Invoked, SyncOutcome};
+pub use invoke::{HttpInvoke, InvokeInput, Invoked, SyncOutcome};
 pub use keys::{ApiKeys, IssuedKey};
 pub use metrics::Metrics;
 pub use retention::{QueueCaps, Retention};
@@ -64,6 +64,11 @@ pub trait Executor: Send + Sync + 'static {
         &self, deployment: &Deployment, id: &InvocationId, payload: Bytes,
         call: &gust_core::lambda::CallContext<'_>,
     ) -> Execution;
+    /// Whether `deployment` serves an HTTP request as it came (a wasi:http component whose code
+    /// is ready here), so that a function URL need not make it an event.
+    fn serves_http(&self, _deployment: &Deployment) -> bool {
+        false
+    }
     /// Slots free right now.
     fn free_slots(&self) -> usize;
     /// Validates and prepares code at upload, so that invalid code is refused before it is

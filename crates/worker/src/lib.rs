@@ -65,6 +65,7 @@ impl WorkerConfig {
                 // Trusted code only; gust's roles compile in a child of the gust binary
                 // (`gust::worker::worker_config`).
                 compiler: Compiler::InProcess,
+                allow_private_outbound: false,
             },
             tasks_dir: data_dir.join("tasks"),
             python: "python3".into(),
@@ -327,9 +328,19 @@ impl Worker {
                     env: &spec.env,
                     memory_mb: spec.memory_mb,
                     timeout_ms: spec.timeout_ms,
+                    http: call.http,
+                    allowed_outbound_hosts: &spec.allowed_outbound_hosts,
+                    stream: call.stream,
                 },
             )
             .await
+    }
+
+    /// Whether `deployment` serves HTTP itself (a wasi:http component), as far as this worker
+    /// knows without preparing anything: its code is compiled and in memory here.
+    pub fn serves_http(&self, deployment: &Deployment) -> bool {
+        deployment.spec.runtime == Runtime::Wasm
+            && self.wasm.prepared_in_memory(&deployment.code_sha256).is_some_and(|p| p.serves_http())
     }
 
     async fn execute_process(

@@ -133,6 +133,7 @@ pub(crate) async fn invoke(
         idempotency_key,
         client_context,
         stream: None,
+        http: None,
     };
     match s.service.invoke(input).await.map_err(AwsError::from)? {
         Invoked::Accepted { id, .. } => {
@@ -194,6 +195,7 @@ pub(crate) async fn invoke_stream(
         idempotency_key: None,
         client_context,
         stream: None,
+        http: None,
     };
     let mut streaming = crate::stream::start(s.service.clone(), input);
     // Wait for the stream to begin, or for the invocation to end without streaming (or fail

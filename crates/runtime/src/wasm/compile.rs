@@ -358,6 +358,7 @@ mod engine_tests {
             max_instances: 4,
             compile_limits: super::CompileLimits::default(),
             compiler: Compiler::InProcess,
+            allow_private_outbound: false,
         };
         let rt = WasmRuntime::new(cfg).unwrap();
         let child = wasmtime::Engine::new(&super::super::compile_config()).unwrap();

@@ -8,16 +8,26 @@
 //! URL maps back to HTTP. So a component is recorded, counted, routed by alias weights and
 //! limited (timeout as a wall-clock deadline, memory) like every invocation.
 //!
-//! Outgoing requests (`wasi:http/outgoing-handler`) are refused: the crate's default hooks
-//! without `default-send-request` send nothing. Only the proxy world's interfaces are linked
-//! (clocks, random, stdio, io, http): a component that imports files or sockets is refused
-//! at upload.
+//! At a function URL on the worker of the server that took the request, the request is
+//! served as it came, with no event ([`request_of`]), and the response goes back as the prelude
+//! and body of a streamed response ([`forward`]), streamed to the client in RESPONSE_STREAM
+//! mode.
+//!
+//! Outgoing requests (`wasi:http/outgoing-handler`) are refused unless the function's
+//! `allowed_outbound_hosts` lists them, and then reach public addresses only
+//! ([`super::outbound`]). Only the proxy world's interfaces are linked (clocks, random, stdio,
+//! io, http): a component that imports files or sockets is refused at upload.
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use base64::Engine as _;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use bytes::{Bytes, BytesMut};
+use gust_core::invocation::ErrorKind;
+use gust_core::lambda::{HttpCall, ResponseStream, HTTP_INTEGRATION_RESPONSE};
+use gust_core::limits::{MAX_RESULT_BYTES, MAX_STREAMED_BYTES};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use serde_json::{json, Value};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -32,30 +42,8 @@ pub(super) struct HttpHost {
     pub(super) http: WasiHttpCtx,
     pub(super) table: ResourceTable,
     pub(super) limits: MemoryLimit,
-    pub(super) hooks: DenyOutgoing,
+    pub(super) hooks: super::outbound::Outbound,
 }
-
-/// `wasi:http` hooks that send nothing: without the crate's `default-send-request`, every
-/// outgoing request is refused.
-pub(super) struct DenyOutgoing;
-
-impl wasmtime_wasi_http::WasiHttpHooks for DenyOutgoing {
-    fn send_request(
-        &mut self, _request: hyper::Request<WasiBody>, _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<dyn std::future::Future<Output = OutgoingResult> + Send> {
-        Box::new(std::future::ready(Err(wasmtime_wasi_http::Error::HttpRequestDenied)))
-    }
-}
-
-type WasiBody = http_body_util::combinators::UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
-type OutgoingResult = Result<
-    (
-        hyper::Response<WasiBody>,
-        Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ),
-    wasmtime_wasi_http::Error,
->;
 
 impl WasiView for HttpHost {
     fn ctx(&mut self) -> WasiCtxView<'_> {
@@ -141,11 +129,65 @@ pub(super) fn answer(parts: &hyper::http::response::Parts, body: &[u8]) -> Bytes
 /// Reads a component's response body, at most `limit` bytes.
 pub(super) async fn read_body(
     body: wasmtime_wasi_http::p2::body::HyperOutgoingBody, limit: usize,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, (ErrorKind, String)> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) => Err(format!("{e}")),
+        Err(e) if e.is::<LengthLimitError>() => {
+            Err((ErrorKind::ResultTooLarge, format!("the response exceeded {limit} bytes")))
+        }
+        Err(e) => Err((ErrorKind::FunctionError, format!("the response body failed: {e}"))),
     }
+}
+
+/// The request a function URL received, for the component (its body shared, not copied).
+pub(super) fn request_of(call: &HttpCall) -> hyper::Request<Full<Bytes>> {
+    let from = &call.request;
+    let mut req = hyper::Request::new(Full::new(from.body().clone()));
+    *req.method_mut() = from.method().clone();
+    *req.uri_mut() = from.uri().clone();
+    *req.headers_mut() = from.headers().clone();
+    req
+}
+
+/// A component's response served directly: its status and headers as the prelude of a
+/// streamed response (see [`gust_core::lambda::http_prelude`]), then its body, sent on to
+/// `stream` frame by frame while someone reads it (at most `MAX_STREAMED_BYTES`) and
+/// collected for the record (at most `MAX_RESULT_BYTES`; a response past that with nobody
+/// streaming it is an error, as a buffered answer too large is).
+pub(super) async fn forward(
+    resp: hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
+    stream: Option<&Arc<dyn ResponseStream>>,
+) -> Result<Bytes, (ErrorKind, String)> {
+    let (parts, mut body) = resp.into_parts();
+    let prelude = Bytes::from(gust_core::lambda::http_prelude(parts.status.as_u16(), &parts.headers));
+    let mut collected = BytesMut::from(&prelude[..]);
+    let mut reading = match stream {
+        Some(s) => s.begin(HTTP_INTEGRATION_RESPONSE).await && s.chunk(prelude).await,
+        None => false,
+    };
+    let too_large =
+        |limit: usize| (ErrorKind::ResultTooLarge, format!("the response exceeded {limit} bytes"));
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| (ErrorKind::FunctionError, format!("the response body failed: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        total += data.len();
+        if total > MAX_STREAMED_BYTES {
+            return Err(too_large(MAX_STREAMED_BYTES));
+        }
+        if collected.len() + data.len() <= MAX_RESULT_BYTES {
+            collected.extend_from_slice(&data);
+        } else if !reading {
+            return Err(too_large(MAX_RESULT_BYTES));
+        }
+        if reading {
+            if let Some(s) = stream {
+                reading = s.chunk(data).await;
+            }
+        }
+    }
+    Ok(collected.freeze())
 }
 
 /// The request body type a component reads: ours never fails.

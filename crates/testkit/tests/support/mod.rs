@@ -127,6 +127,7 @@ async fn invoke(
             idempotency_key: key.map(str::to_string),
             client_context: None,
             stream: None,
+            http: None,
         })
         .await
 }
