@@ -654,9 +654,10 @@ enum Compiled {
 }
 
 impl WasmRuntime {
-    /// Runs one invocation of a wasi:http component: its event (Lambda's HTTP event) becomes
-    /// the request it handles, its response the structured answer (see [`http`]). The same
-    /// limits as a command: memory, and the timeout as a wall-clock deadline over the
+    /// Runs one invocation of a wasi:http component: the request a function URL received as it
+    /// came, answered as a streamed response's prelude and body; or the request its event
+    /// (Lambda's HTTP event) stands for, answered as Lambda's structured answer (see [`http`]).
+    /// The same limits as a command: memory, and the timeout as a wall-clock deadline over the
     /// instantiation, the handler and its whole response body.
     async fn serve_http(
         &self, pre: &wasmtime_wasi_http::p2::bindings::ProxyPre<http::HttpHost>, req: RunRequest<'_>,
