@@ -7,6 +7,10 @@
 //! The warm sync rows run twice, over plain HTTP and over TLS (a second gust server and a TLS
 //! bare baseline, with a certificate made at start).
 
+/// The gust binary's allocator: this binary runs gust's servers (and the bare baseline).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bare;
 mod client;
 mod loadgen;

@@ -711,16 +711,16 @@ impl WasmRuntime {
             Ok(v) => v,
             Err(e) => return failed(ErrorKind::FunctionError, format!("{e:#}"), String::new()),
         };
-        let pre = pre.clone();
-        // The handler runs on, writing the body, after it has sent the response's head.
-        let guest = tokio::spawn(async move {
+        // The handler runs on, writing the body, after it has sent the response's head: both
+        // are driven together on this task (no hand-off to another thread).
+        let guest = async move {
             let result = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
             }
             .await;
             (result, store.data().limits.exceeded)
-        });
+        };
         let (direct, stream) = (req.http.is_some(), req.stream);
         let served = async {
             let response = receiver.await;
@@ -737,28 +737,15 @@ impl WasmRuntime {
                 Err(_) => Err((ErrorKind::FunctionError, "the component never set a response".to_string())),
             }
         };
-        let answered = tokio::time::timeout_at(deadline.into(), served).await;
-        let guest_result = match &answered {
-            // The body is complete: the handler's own end is waited for within the deadline.
-            Ok(_) => match tokio::time::timeout_at(deadline.into(), guest).await {
-                Ok(Ok(r)) => Some(r),
-                Ok(Err(_)) => None,
-                Err(_) => Some((Err(wasmtime::Error::new(Trap::Interrupt)), false)),
-            },
-            Err(_) => {
-                guest.abort();
-                Some((Err(wasmtime::Error::new(Trap::Interrupt)), false))
+        // Past the deadline both are dropped, which unwinds the guest's fiber.
+        let both = async { tokio::join!(guest, served) };
+        let result = match tokio::time::timeout_at(deadline.into(), both).await {
+            Err(_elapsed) => {
+                Err(classify(&wasmtime::Error::new(Trap::Interrupt), false, req.memory_mb, req.timeout_ms))
             }
-        };
-        let result = match (answered, guest_result) {
-            (_, Some((Err(e), exceeded))) => Err(classify(&e, exceeded, req.memory_mb, req.timeout_ms)),
-            (Ok(Err((kind, message))), _) => Err(Status::Failed { kind, message }),
-            (Ok(Ok(answer)), Some((Ok(()), _))) => Ok(answer),
-            // The handler's task panicked.
-            _ => Err(Status::Failed {
-                kind: ErrorKind::Crashed,
-                message: "the component's task failed".into(),
-            }),
+            Ok(((Err(e), exceeded), _)) => Err(classify(&e, exceeded, req.memory_mb, req.timeout_ms)),
+            Ok((_, Err((kind, message)))) => Err(Status::Failed { kind, message }),
+            Ok(((Ok(()), _), Ok(answer))) => Ok(answer),
         };
         let log = log.0.lock().to_text();
         match result {
