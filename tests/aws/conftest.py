@@ -146,6 +146,15 @@ def client(access_key=ACCESS_KEY, secret_key=SECRET_KEY, **config):
     return session.client("lambda", endpoint_url=ENDPOINT, config=cfg)
 
 
+def sqs_client(access_key=ACCESS_KEY, secret_key=SECRET_KEY, **config):
+    """An SQS client on gust (AWS JSON 1.0), one attempt per call."""
+    cfg = Config(retries={"total_max_attempts": 1}, connect_timeout=10, read_timeout=60, **config)
+    session = boto3.session.Session(
+        aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=REGION
+    )
+    return session.client("sqs", endpoint_url=ENDPOINT, config=cfg)
+
+
 def error_code(exc_info):
     return exc_info.value.response["Error"]["Code"]
 

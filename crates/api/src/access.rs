@@ -192,6 +192,8 @@ pub(crate) fn aws_rule(method: &Method, route: &str) -> Option<Rule> {
         | "/2019-09-25/functions/{name}/event-invoke-config/list"
         | "/2021-10-31/functions/{name}/url"
         | "/2021-10-31/functions/{name}/urls" => read_or_deploy,
+        // SQS (`X-Amz-Target`): the handler checks each operation's action.
+        "/" if method == Method::POST => in_handler(Read),
         // Counts of the functions the caller covers.
         "/2016-08-19/account-settings" | "/2016-08-19/account-settings/" if get => in_handler(Read),
         _ => None,

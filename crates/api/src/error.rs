@@ -52,6 +52,7 @@ impl From<ServiceError> for ApiError {
                     Kind::Worker => "WorkerNotFound",
                     Kind::ApiKey => "TokenNotFound",
                     Kind::FunctionUrl => "UrlNotFound",
+                    Kind::Queue => "QueueNotFound",
                 },
             ),
             ServiceError::RevisionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "RevisionMismatch"),

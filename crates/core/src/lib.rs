@@ -15,6 +15,7 @@ pub mod names;
 pub mod outbound;
 pub mod placement;
 pub mod protocol;
+pub mod queue;
 pub mod routing;
 pub mod url;
 

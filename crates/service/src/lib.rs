@@ -23,6 +23,7 @@ mod ingest;
 mod invoke;
 pub mod keys;
 mod metrics;
+mod queues;
 pub mod retention;
 mod urls;
 mod workers;
@@ -146,6 +147,8 @@ pub struct Service {
     concurrency: concurrency::Limiter,
     /// Wakes the placer (new queued work, a worker's heartbeat).
     placement_wake: tokio::sync::Notify,
+    /// Wakes receivers waiting for messages (a send on this server).
+    queue_wake: tokio::sync::Notify,
     /// Wakes remote workers' open polls: each worker's on a placement for it, all at shutdown.
     polls: workers::Polls,
     /// Keyless sync invocations handed to remote workers attached here, skipping the store.
@@ -175,6 +178,7 @@ impl Service {
             metrics: Metrics::default(),
             concurrency: concurrency::Limiter::default(),
             placement_wake: tokio::sync::Notify::new(),
+            queue_wake: tokio::sync::Notify::new(),
             polls: workers::Polls::default(),
             direct: direct::Direct::default(),
             live_workers: workers::LiveWorkers::default(),

@@ -18,11 +18,13 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use gust_core::queue::{NewMessage, Queue, QueueAttributes, QueueCounts, Received};
 use gust_core::{
     Alias, ApiKey, Deployment, FunctionConfig, FunctionSpec, FunctionUrl, InvocationId, InvocationRecord,
     Lifecycle, Millis, Rejected, Resolved, Routing, StateName, UrlConfig, Version, WorkerId, WorkerState,
 };
 use gust_store::ops::{self, Counter, Scan, Tx, UrlLookup};
+use gust_store::queues;
 use gust_store::rows::{
     self, json_err, key_values, read_alias, read_credential, read_function, read_guarded, read_key,
     read_record, read_url, read_version, Column, ColumnRow, Guarded, GuardedWrite, InsertInvocation, KeyRow,
@@ -75,6 +77,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::CONCURRENCY_SLOTS],
     &[schema::WAITING_INDEXES],
     &[schema::FUNCTION_URLS],
+    &[schema::QUEUES],
 ];
 
 /// The advisory lock a code collection holds for its transaction (with the schema's hash as
@@ -729,6 +732,17 @@ impl<C: GenericClient> Tx for PgTx<'_, C> {
         let (sql, values) = lookup.statement();
         self.query(&sql, &values, read_url).await
     }
+
+    async fn select<T: Send>(
+        &self, statement: &'static str, values: &[Value<'_>], skip_locked: bool,
+        read: fn(&dyn ColumnRow) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        if skip_locked {
+            let locked = format!("{statement} FOR UPDATE SKIP LOCKED");
+            return self.query(&locked, values, read).await;
+        }
+        self.query(statement, values, read).await
+    }
 }
 
 #[async_trait]
@@ -834,6 +848,64 @@ impl Store for PgStore {
         let client = self.client().await?;
         let (sql, values) = lookup.statement();
         PgTx(&client).query(&sql, &values, read_url).await
+    }
+
+    async fn create_queue(&self, queue: Queue) -> Result<Queue> {
+        in_tx!(self, |tx| queues::create_queue(&tx, &queue).await)
+    }
+
+    async fn get_queue(&self, name: &str) -> Result<Option<Queue>> {
+        let client = self.client().await?;
+        queues::get_queue(&PgTx(&client), name).await
+    }
+
+    async fn list_queues(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<Queue>> {
+        let client = self.client().await?;
+        queues::list_queues(&PgTx(&client), prefix, after, limit).await
+    }
+
+    async fn set_queue_attributes(
+        &self, name: &str, attributes: QueueAttributes, now: Millis,
+    ) -> Result<Queue> {
+        in_tx!(self, |tx| queues::set_queue_attributes(&tx, name, &attributes, now).await)
+    }
+
+    async fn delete_queue(&self, name: &str) -> Result<()> {
+        in_tx!(self, |tx| queues::delete_queue(&tx, name).await)
+    }
+
+    async fn send_messages(
+        &self, queue_id: &str, messages: Vec<NewMessage>, now: Millis, expires_at: Millis,
+    ) -> Result<()> {
+        in_tx!(self, |tx| queues::send_messages(&tx, queue_id, &messages, now, expires_at).await)
+    }
+
+    async fn receive_messages(
+        &self, queue: &Queue, max: usize, visibility_ms: i64, now: Millis,
+    ) -> Result<Vec<Received>> {
+        in_tx!(self, |tx| queues::receive(&tx, queue, max, visibility_ms, now, queues::new_receipt).await)
+    }
+
+    async fn delete_message(&self, queue_id: &str, message_id: &str, receipt: &str) -> Result<bool> {
+        let client = self.client().await?;
+        queues::delete_message(&PgTx(&client), queue_id, message_id, receipt).await
+    }
+
+    async fn change_visibility(
+        &self, queue_id: &str, message_id: &str, receipt: &str, visible_at: Millis, now: Millis,
+    ) -> Result<bool> {
+        let client = self.client().await?;
+        queues::change_visibility(&PgTx(&client), queue_id, message_id, receipt, visible_at, now).await
+    }
+
+    async fn purge_queue(&self, queue_id: &str) -> Result<u64> {
+        let client = self.client().await?;
+        queues::purge(&PgTx(&client), queue_id).await
+    }
+
+    async fn queue_counts(&self, queue_id: &str, now: Millis) -> Result<QueueCounts> {
+        let client = self.client().await?;
+        queues::counts(&PgTx(&client), queue_id, now).await
     }
 
     async fn get_deployment(&self, function: &str, resolved: Resolved) -> Result<Option<Deployment>> {

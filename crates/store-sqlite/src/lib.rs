@@ -20,11 +20,13 @@ use std::task::Poll;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use gust_core::queue::{NewMessage, Queue, QueueAttributes, QueueCounts, Received};
 use gust_core::{
     Alias, ApiKey, Deployment, FunctionConfig, FunctionSpec, FunctionUrl, InvocationId, InvocationRecord,
     Lifecycle, Millis, Rejected, Resolved, Routing, StateName, UrlConfig, Version, WorkerId, WorkerState,
 };
 use gust_store::ops::{self, Counter, Scan, Tx, UrlLookup};
+use gust_store::queues;
 use gust_store::rows::{
     self, corrupt, json_err, key_values, read_alias, read_credential, read_function, read_guarded, read_key,
     read_record, read_url, read_version, Column, ColumnRow, Guarded, GuardedWrite, InsertInvocation, KeyRow,
@@ -65,6 +67,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::CONCURRENCY_SLOTS],
     &[schema::WAITING_INDEXES],
     &[schema::FUNCTION_URLS],
+    &[schema::QUEUES],
 ];
 
 /// The bytes of an invocation record that grow with use (what retention's budget counts).
@@ -567,6 +570,13 @@ impl Tx for SqliteTx<'_> {
         let (sql, values) = lookup.statement();
         self.query(&sql, &values, read_url)
     }
+
+    async fn select<T: Send>(
+        &self, statement: &'static str, values: &[Value<'_>], _skip_locked: bool,
+        read: fn(&dyn ColumnRow) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        self.query(statement, values, read)
+    }
 }
 
 /// Deletes the `$LATEST` revisions [`gc::prunable_revisions`] names; returns how many.
@@ -737,6 +747,71 @@ impl Store for SqliteStore {
             tx.query(&sql, &values, read_url)
         })
         .await
+    }
+
+    async fn create_queue(&self, queue: Queue) -> Result<Queue> {
+        self.admit()?;
+        self.write(move |tx| ready(queues::create_queue(tx, &queue))).await
+    }
+
+    async fn get_queue(&self, name: &str) -> Result<Option<Queue>> {
+        let name = name.to_string();
+        self.read(move |tx| ready(queues::get_queue(tx, &name))).await
+    }
+
+    async fn list_queues(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<Queue>> {
+        let (prefix, after) = (prefix.to_string(), after.map(str::to_string));
+        self.read(move |tx| ready(queues::list_queues(tx, &prefix, after.as_deref(), limit))).await
+    }
+
+    async fn set_queue_attributes(
+        &self, name: &str, attributes: QueueAttributes, now: Millis,
+    ) -> Result<Queue> {
+        let name = name.to_string();
+        self.write(move |tx| ready(queues::set_queue_attributes(tx, &name, &attributes, now))).await
+    }
+
+    async fn delete_queue(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.write(move |tx| ready(queues::delete_queue(tx, &name))).await
+    }
+
+    async fn send_messages(
+        &self, queue_id: &str, messages: Vec<NewMessage>, now: Millis, expires_at: Millis,
+    ) -> Result<()> {
+        self.admit()?;
+        let queue_id = queue_id.to_string();
+        self.write(move |tx| ready(queues::send_messages(tx, &queue_id, &messages, now, expires_at))).await
+    }
+
+    async fn receive_messages(
+        &self, queue: &Queue, max: usize, visibility_ms: i64, now: Millis,
+    ) -> Result<Vec<Received>> {
+        let queue = queue.clone();
+        self.write(move |tx| ready(queues::receive(tx, &queue, max, visibility_ms, now, queues::new_receipt)))
+            .await
+    }
+
+    async fn delete_message(&self, queue_id: &str, message_id: &str, receipt: &str) -> Result<bool> {
+        let (q, m, r) = (queue_id.to_string(), message_id.to_string(), receipt.to_string());
+        self.write(move |tx| ready(queues::delete_message(tx, &q, &m, &r))).await
+    }
+
+    async fn change_visibility(
+        &self, queue_id: &str, message_id: &str, receipt: &str, visible_at: Millis, now: Millis,
+    ) -> Result<bool> {
+        let (q, m, r) = (queue_id.to_string(), message_id.to_string(), receipt.to_string());
+        self.write(move |tx| ready(queues::change_visibility(tx, &q, &m, &r, visible_at, now))).await
+    }
+
+    async fn purge_queue(&self, queue_id: &str) -> Result<u64> {
+        let queue_id = queue_id.to_string();
+        self.write(move |tx| ready(queues::purge(tx, &queue_id))).await
+    }
+
+    async fn queue_counts(&self, queue_id: &str, now: Millis) -> Result<QueueCounts> {
+        let queue_id = queue_id.to_string();
+        self.read(move |tx| ready(queues::counts(tx, &queue_id, now))).await
     }
 
     async fn get_deployment(&self, function: &str, resolved: Resolved) -> Result<Option<Deployment>> {

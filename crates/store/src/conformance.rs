@@ -66,6 +66,11 @@ macro_rules! store_conformance_tests {
             the_completion_that_ended_an_invocation_is_recorded_with_it,
             a_large_code_upload_does_not_hold_up_ingest,
             function_urls_are_one_per_target_and_go_with_their_alias_and_function,
+            concurrent_receivers_never_share_a_message_within_its_visibility,
+            a_receipt_works_only_until_its_message_is_received_again,
+            hidden_messages_come_back_after_their_visibility_timeout,
+            messages_received_too_often_move_to_the_dead_letter_queue,
+            queues_are_created_once_and_go_with_their_messages,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -1350,4 +1355,162 @@ pub async fn function_urls_are_one_per_target_and_go_with_their_alias_and_functi
     store.delete_function("a", None, NOW).await.unwrap();
     assert!(store.urls(UrlLookup::Id(again.url_id)).await.unwrap().is_empty());
     assert!(store.urls(UrlLookup::Function("a".into())).await.unwrap().is_empty());
+}
+
+// ---- queues ------------------------------------------------------------------------------------
+
+fn queue_named(name: &str, attributes: gust_core::queue::QueueAttributes) -> gust_core::queue::Queue {
+    gust_core::queue::Queue {
+        name: name.to_string(),
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        attributes,
+        created_at: NOW,
+        updated_at: NOW,
+    }
+}
+
+fn messages(n: usize, visible_at: i64) -> Vec<gust_core::queue::NewMessage> {
+    (0..n)
+        .map(|i| gust_core::queue::NewMessage {
+            id: uuid::Uuid::new_v4().to_string(),
+            body: format!("message {i}"),
+            attributes: Default::default(),
+            visible_at,
+        })
+        .collect()
+}
+
+const HOUR: i64 = 3_600_000;
+
+pub async fn concurrent_receivers_never_share_a_message_within_its_visibility(store: Arc<dyn Store>) {
+    let queue = store.create_queue(queue_named("race", Default::default())).await.unwrap();
+    store.send_messages(&queue.id, messages(300, NOW), NOW, NOW + HOUR).await.unwrap();
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let (store, queue) = (store.clone(), queue.clone());
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = store.receive_messages(&queue, 7, 30_000, NOW + 1).await.unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got.into_iter().map(|r| r.message.id));
+                }
+            })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    for t in tasks {
+        for id in t.await.unwrap() {
+            assert!(seen.insert(id), "a message was handed to two receivers within its visibility timeout");
+        }
+    }
+    assert_eq!(seen.len(), 300, "every message was received");
+}
+
+pub async fn a_receipt_works_only_until_its_message_is_received_again(store: Arc<dyn Store>) {
+    let queue = store.create_queue(queue_named("receipts", Default::default())).await.unwrap();
+    store.send_messages(&queue.id, messages(1, NOW), NOW, NOW + HOUR).await.unwrap();
+    let first = store.receive_messages(&queue, 1, 1_000, NOW).await.unwrap().remove(0);
+    // Visible again after a second: received again, with a new receipt.
+    let second = store.receive_messages(&queue, 1, 1_000, NOW + 1_001).await.unwrap().remove(0);
+    assert_eq!(second.message.id, first.message.id);
+    assert_eq!(second.message.receive_count, 2);
+    assert_eq!(second.message.first_received_at, Some(NOW));
+    assert_ne!(second.receipt, first.receipt);
+    let id = &first.message.id;
+    assert!(!store.change_visibility(&queue.id, id, &first.receipt, NOW, NOW + 1_002).await.unwrap());
+    assert!(
+        !store.delete_message(&queue.id, id, &first.receipt).await.unwrap(),
+        "an old receipt deletes nothing"
+    );
+    assert!(store.delete_message(&queue.id, id, &second.receipt).await.unwrap());
+    assert!(store.receive_messages(&queue, 1, 1_000, NOW + HOUR - 1).await.unwrap().is_empty());
+}
+
+pub async fn hidden_messages_come_back_after_their_visibility_timeout(store: Arc<dyn Store>) {
+    let queue = store.create_queue(queue_named("visibility", Default::default())).await.unwrap();
+    store.send_messages(&queue.id, messages(2, NOW), NOW, NOW + HOUR).await.unwrap();
+    store.send_messages(&queue.id, messages(1, NOW + 5_000), NOW, NOW + HOUR).await.unwrap();
+    let got = store.receive_messages(&queue, 10, 10_000, NOW).await.unwrap();
+    assert_eq!(got.len(), 2, "the delayed message is not visible yet");
+    let counts = store.queue_counts(&queue.id, NOW).await.unwrap();
+    assert_eq!((counts.visible, counts.in_flight, counts.delayed), (0, 2, 1));
+    assert_eq!(store.receive_messages(&queue, 10, 10_000, NOW + 5_000).await.unwrap().len(), 1);
+    assert!(store.receive_messages(&queue, 10, 10_000, NOW + 9_999).await.unwrap().is_empty());
+    // A visibility change makes one visible at once; the rest return when their time is up.
+    let back = store.receive_messages(&queue, 10, 10_000, NOW + 10_000).await.unwrap();
+    assert_eq!(back.len(), 2);
+    let r = &back[0];
+    assert!(store
+        .change_visibility(&queue.id, &r.message.id, &r.receipt, NOW + 10_001, NOW + 10_001)
+        .await
+        .unwrap());
+    let again = store.receive_messages(&queue, 10, 10_000, NOW + 10_001).await.unwrap();
+    assert_eq!(again.iter().map(|r| &r.message.id).collect::<Vec<_>>(), vec![&r.message.id]);
+    // Past its retention a message is gone.
+    assert!(store.receive_messages(&queue, 10, 10_000, NOW + HOUR).await.unwrap().is_empty());
+    assert_eq!(
+        store.queue_counts(&queue.id, NOW + HOUR).await.unwrap(),
+        gust_core::queue::QueueCounts::default()
+    );
+}
+
+pub async fn messages_received_too_often_move_to_the_dead_letter_queue(store: Arc<dyn Store>) {
+    let dlq = store.create_queue(queue_named("dead", Default::default())).await.unwrap();
+    let mut attributes = gust_core::queue::QueueAttributes::default();
+    attributes.redrive_policy =
+        Some(gust_core::queue::RedrivePolicy { dead_letter_queue: "dead".into(), max_receive_count: 2 });
+    let src = store.create_queue(queue_named("source", attributes)).await.unwrap();
+    store.send_messages(&src.id, messages(3, NOW), NOW, NOW + HOUR).await.unwrap();
+    for round in 0..2 {
+        let got = store.receive_messages(&src, 10, 1_000, NOW + round * 1_000).await.unwrap();
+        assert_eq!(got.len(), 3, "round {round}");
+    }
+    assert!(store.receive_messages(&src, 10, 1_000, NOW + 2_000).await.unwrap().is_empty());
+    let moved = store.receive_messages(&dlq, 10, 1_000, NOW + 2_000).await.unwrap();
+    assert_eq!(moved.len(), 3, "every message went to the dead-letter queue, once");
+    assert!(moved.iter().all(|r| r.message.receive_count == 1));
+    // A redrive policy must name another existing queue.
+    let mut orphan = gust_core::queue::QueueAttributes::default();
+    orphan.redrive_policy =
+        Some(gust_core::queue::RedrivePolicy { dead_letter_queue: "missing".into(), max_receive_count: 1 });
+    assert!(matches!(store.create_queue(queue_named("orphan", orphan)).await, Err(StoreError::Invalid(_))));
+}
+
+pub async fn queues_are_created_once_and_go_with_their_messages(store: Arc<dyn Store>) {
+    let made: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(
+                async move { store.create_queue(queue_named("once", Default::default())).await.unwrap() },
+            )
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for t in made {
+        ids.insert(t.await.unwrap().id);
+    }
+    assert_eq!(ids.len(), 1, "racing creators of one name got one queue");
+    let queue = store.get_queue("once").await.unwrap().unwrap();
+    let mut other = gust_core::queue::QueueAttributes::default();
+    other.visibility_timeout = 5;
+    assert!(matches!(
+        store.create_queue(queue_named("once", other.clone())).await,
+        Err(StoreError::Invalid(_))
+    ));
+    store.set_queue_attributes("once", other.clone(), NOW + 1).await.unwrap();
+    assert_eq!(store.get_queue("once").await.unwrap().unwrap().attributes, other);
+    store.send_messages(&queue.id, messages(4, NOW), NOW, NOW + HOUR).await.unwrap();
+    assert_eq!(store.list_queues("on", None, 10).await.unwrap().len(), 1);
+    assert!(store.list_queues("onf", None, 10).await.unwrap().is_empty());
+    store.delete_queue("once").await.unwrap();
+    assert!(store.get_queue("once").await.unwrap().is_none());
+    // A queue made again under the name is a new one: nothing of the old reaches it.
+    let again = store.create_queue(queue_named("once", Default::default())).await.unwrap();
+    assert_ne!(again.id, queue.id);
+    assert!(store.receive_messages(&again, 10, 1_000, NOW).await.unwrap().is_empty());
+    assert_eq!(store.queue_counts(&queue.id, NOW).await.unwrap(), gust_core::queue::QueueCounts::default());
+    assert!(matches!(store.delete_queue("never").await, Err(StoreError::NotFound { .. })));
 }

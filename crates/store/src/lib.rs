@@ -14,6 +14,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use gust_core::queue::{NewMessage, Queue, QueueAttributes, QueueCounts, Received};
 use gust_core::{
     Alias, ApiKey, AttemptOutcome, Deployment, FunctionConfig, FunctionErrorBody, FunctionSpec, FunctionUrl,
     InvocationId, InvocationRecord, InvocationRequest, Lifecycle, Millis, Rejected, Resolved, Routing,
@@ -25,6 +26,7 @@ use thiserror::Error;
 pub mod conformance;
 pub mod gc;
 pub mod ops;
+pub mod queues;
 pub mod rows;
 pub mod schema;
 pub mod secrets;
@@ -47,6 +49,7 @@ pub enum Kind {
     Worker,
     ApiKey,
     FunctionUrl,
+    Queue,
 }
 
 impl Kind {
@@ -60,6 +63,7 @@ impl Kind {
             Kind::Worker => "worker",
             Kind::ApiKey => "API key",
             Kind::FunctionUrl => "function URL config",
+            Kind::Queue => "queue",
         }
     }
 }
@@ -307,6 +311,37 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_url(&self, function: &str, qualifier: &str) -> Result<()>;
     /// The function URLs `lookup` answers.
     async fn urls(&self, lookup: ops::UrlLookup) -> Result<Vec<FunctionUrl>>;
+
+    // ---- queues ([`queues`]) ----
+
+    /// Creates a queue, or answers the existing one of its name if its attributes are the
+    /// same (`Invalid` if they differ).
+    async fn create_queue(&self, queue: Queue) -> Result<Queue>;
+    async fn get_queue(&self, name: &str) -> Result<Option<Queue>>;
+    /// Queues whose names start with `prefix`, after `after`, in name order.
+    async fn list_queues(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<Queue>>;
+    async fn set_queue_attributes(
+        &self, name: &str, attributes: QueueAttributes, now: Millis,
+    ) -> Result<Queue>;
+    /// Deletes a queue with its messages.
+    async fn delete_queue(&self, name: &str) -> Result<()>;
+    /// Stores messages in the queue whose id is `queue_id`, all or none, durably.
+    async fn send_messages(
+        &self, queue_id: &str, messages: Vec<NewMessage>, now: Millis, expires_at: Millis,
+    ) -> Result<()>;
+    /// Receives up to `max` visible messages, hiding them for `visibility_ms`
+    /// ([`queues::receive`]).
+    async fn receive_messages(
+        &self, queue: &Queue, max: usize, visibility_ms: i64, now: Millis,
+    ) -> Result<Vec<Received>>;
+    /// Deletes a message if `receipt` is its current one; whether it was.
+    async fn delete_message(&self, queue_id: &str, message_id: &str, receipt: &str) -> Result<bool>;
+    /// Makes a hidden message visible at `visible_at` if `receipt` is its current one.
+    async fn change_visibility(
+        &self, queue_id: &str, message_id: &str, receipt: &str, visible_at: Millis, now: Millis,
+    ) -> Result<bool>;
+    async fn purge_queue(&self, queue_id: &str) -> Result<u64>;
+    async fn queue_counts(&self, queue_id: &str, now: Millis) -> Result<QueueCounts>;
     /// The immutable code and config of one resolved version.
     async fn get_deployment(&self, function: &str, resolved: Resolved) -> Result<Option<Deployment>>;
     /// The control-plane snapshot version: bumped by every control-plane write.

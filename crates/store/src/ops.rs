@@ -183,6 +183,13 @@ pub trait Tx {
     async fn delete_alias_row(&self, function: &str, alias: &str) -> Result<()>;
     /// The function URLs `lookup` answers.
     async fn urls(&self, lookup: &UrlLookup) -> Result<Vec<FunctionUrl>>;
+    /// The rows of `statement` (with `$N` placeholders), each read by `read`. With
+    /// `skip_locked`, PostgreSQL locks the rows it answers and skips rows another
+    /// transaction holds (SQLite's writer holds the whole database already).
+    async fn select<T: Send>(
+        &self, statement: &'static str, values: &[Value<'_>], skip_locked: bool,
+        read: fn(&dyn crate::rows::ColumnRow) -> Result<T>,
+    ) -> Result<Vec<T>>;
 }
 
 // ---- invocations -----------------------------------------------------------------------------

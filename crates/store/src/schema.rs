@@ -218,6 +218,31 @@ CREATE TABLE function_urls (
 CREATE UNIQUE INDEX function_urls_target ON function_urls (function, qualifier);
 "#;
 
+/// Queues (SQS standard queues) and their messages, keyed by the queue's incarnation id.
+pub const QUEUES: &str = r#"
+CREATE TABLE queues (
+    name TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    attributes TEXT NOT NULL,
+    created_at {int} NOT NULL,
+    updated_at {int} NOT NULL
+);
+CREATE TABLE queue_messages (
+    queue TEXT NOT NULL,
+    id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    attributes TEXT NOT NULL,
+    sent_at {int} NOT NULL,
+    visible_at {int} NOT NULL,
+    receive_count {int} NOT NULL,
+    first_received_at {int},
+    receipt TEXT,
+    expires_at {int} NOT NULL,
+    PRIMARY KEY (queue, id)
+){keyed};
+CREATE INDEX queue_messages_visible ON queue_messages (queue, visible_at);
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +264,7 @@ mod tests {
             CONCURRENCY_SLOTS,
             WAITING_INDEXES,
             FUNCTION_URLS,
+            QUEUES,
         ]);
         assert!(!all.contains('{'), "unrendered placeholder in {all}");
     }

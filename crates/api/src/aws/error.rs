@@ -88,6 +88,7 @@ impl From<ServiceError> for AwsError {
                     Kind::Worker => "Worker",
                     Kind::ApiKey => "API key",
                     Kind::FunctionUrl => "The resource you requested does not exist. Function URL config",
+                    Kind::Queue => "Queue",
                 };
                 AwsError::not_found(format!("{what} not found: {}", arn_of(&name)))
             }

@@ -9,6 +9,7 @@ mod error;
 mod functions;
 mod invoke;
 mod sigv4;
+mod sqs;
 mod urls;
 mod views;
 
@@ -77,7 +78,8 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
         )
         .route("/2021-10-31/functions/{name}/urls", get(urls::list))
         .route("/2016-08-19/account-settings", get(functions::account_settings))
-        .route("/2016-08-19/account-settings/", get(functions::account_settings));
+        .route("/2016-08-19/account-settings/", get(functions::account_settings))
+        .route("/", post(sqs::handle));
     let r = if state.cfg.aws_auth() {
         r.route_layer(middleware::from_fn(crate::access::authorize))
             .layer(middleware::from_fn_with_state(state, authenticate))

@@ -1,0 +1,407 @@
+//! Queues with Amazon SQS's semantics (standard queues): names, attributes and their bounds,
+//! message attributes and the digests SQS computes over a message, as SQS clients check them.
+//!
+//! A queue is stored with an `id` of its own (a new one each time a name is created), so that
+//! nothing of a deleted queue reaches a queue created later under its name. A message is
+//! visible from `visible_at`; receiving it hides it for the visibility timeout and gives it a
+//! new receipt token, which alone deletes it or changes its visibility (an older receipt no
+//! longer works once the message has been received again).
+
+use std::collections::BTreeMap;
+
+use md5::{Digest as _, Md5};
+use serde::{Deserialize, Serialize};
+
+use crate::lambda::{ACCOUNT, REGION};
+use crate::Millis;
+
+/// Most characters in a queue name.
+pub const MAX_QUEUE_NAME: usize = 80;
+/// Most messages in one send, receive or batch request.
+pub const MAX_BATCH: usize = 10;
+/// Most message attributes on one message.
+pub const MAX_MESSAGE_ATTRIBUTES: usize = 10;
+/// The largest `MaximumMessageSize` a queue may set (SQS's 1 MiB).
+pub const MAX_MESSAGE_SIZE: u32 = 1024 * 1024;
+/// The longest a receive may wait for messages (seconds).
+pub const MAX_WAIT_SECONDS: u32 = 20;
+/// The longest a message may stay hidden once received (seconds).
+pub const MAX_VISIBILITY_TIMEOUT: u32 = 43_200;
+
+/// A queue name: 1-80 letters, digits, hyphens and underscores (`.fifo` names are FIFO queues,
+/// which gust does not have yet).
+pub fn validate_queue_name(name: &str) -> Result<(), String> {
+    let ok = (1..=MAX_QUEUE_NAME).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        return Ok(());
+    }
+    if name.ends_with(".fifo") {
+        return Err("FIFO queues (.fifo) are not supported by gust yet: use a standard queue".into());
+    }
+    Err(format!(
+        "Can only include alphanumeric characters, hyphens, or underscores. 1 to {MAX_QUEUE_NAME} in length"
+    ))
+}
+
+/// `arn:aws:sqs:us-east-1:000000000000:NAME`.
+pub fn queue_arn(name: &str) -> String {
+    format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{name}")
+}
+
+/// The queue name an ARN of gust's names, if it is one.
+pub fn queue_of_arn(arn: &str) -> Option<&str> {
+    let name = arn.strip_prefix(&format!("arn:aws:sqs:{REGION}:{ACCOUNT}:"))?;
+    validate_queue_name(name).ok().map(|()| name)
+}
+
+/// Where a queue's messages go once received `max_receive_count` times without being deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedrivePolicy {
+    /// The dead-letter queue's name.
+    pub dead_letter_queue: String,
+    pub max_receive_count: u32,
+}
+
+/// A queue's settable attributes, with SQS's defaults and bounds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueAttributes {
+    pub delay_seconds: u32,
+    pub maximum_message_size: u32,
+    pub message_retention_period: u32,
+    pub receive_message_wait_time_seconds: u32,
+    pub visibility_timeout: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redrive_policy: Option<RedrivePolicy>,
+    /// Attributes SQS has that change nothing here (`Policy`, `SqsManagedSseEnabled`,
+    /// `KmsMasterKeyId`, ...): kept and shown back.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub inert: BTreeMap<String, String>,
+}
+
+impl Default for QueueAttributes {
+    fn default() -> Self {
+        QueueAttributes {
+            delay_seconds: 0,
+            maximum_message_size: 262_144,
+            message_retention_period: 345_600,
+            receive_message_wait_time_seconds: 0,
+            visibility_timeout: 30,
+            redrive_policy: None,
+            inert: BTreeMap::new(),
+        }
+    }
+}
+
+/// Attributes accepted and kept without effect.
+const INERT: &[&str] = &[
+    "Policy",
+    "SqsManagedSseEnabled",
+    "KmsMasterKeyId",
+    "KmsDataKeyReusePeriodSeconds",
+    "RedriveAllowPolicy",
+];
+
+/// Why an attribute was refused: its name is unknown, or its value is out of bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttributeError {
+    Name(String),
+    Value(String),
+}
+
+impl QueueAttributes {
+    /// Sets one attribute from SQS's string form.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), AttributeError> {
+        let number = |lo: u32, hi: u32| {
+            value.trim().parse::<u32>().ok().filter(|v| (lo..=hi).contains(v)).ok_or_else(|| {
+                AttributeError::Value(format!("Invalid value for the parameter {name}: must be {lo} to {hi}"))
+            })
+        };
+        match name {
+            "DelaySeconds" => self.delay_seconds = number(0, 900)?,
+            "MaximumMessageSize" => self.maximum_message_size = number(1024, MAX_MESSAGE_SIZE)?,
+            "MessageRetentionPeriod" => self.message_retention_period = number(60, 1_209_600)?,
+            "ReceiveMessageWaitTimeSeconds" => {
+                self.receive_message_wait_time_seconds = number(0, MAX_WAIT_SECONDS)?
+            }
+            "VisibilityTimeout" => self.visibility_timeout = number(0, MAX_VISIBILITY_TIMEOUT)?,
+            "RedrivePolicy" if value.trim().is_empty() => self.redrive_policy = None,
+            "RedrivePolicy" => self.redrive_policy = Some(parse_redrive(value)?),
+            "FifoQueue" if value == "false" => {}
+            "FifoQueue" => {
+                return Err(AttributeError::Value("FIFO queues are not supported by gust yet".into()));
+            }
+            n if INERT.contains(&n) => {
+                if value.len() > 20_480 {
+                    return Err(AttributeError::Value(format!("Invalid value for the parameter {name}")));
+                }
+                self.inert.insert(n.to_string(), value.to_string());
+            }
+            other => {
+                return Err(AttributeError::Name(format!(
+                    "Unknown Attribute {}.",
+                    other.chars().take(80).collect::<String>()
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// The attributes in SQS's string form (the settable ones).
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::from([
+            ("DelaySeconds".to_string(), self.delay_seconds.to_string()),
+            ("MaximumMessageSize".to_string(), self.maximum_message_size.to_string()),
+            ("MessageRetentionPeriod".to_string(), self.message_retention_period.to_string()),
+            ("ReceiveMessageWaitTimeSeconds".to_string(), self.receive_message_wait_time_seconds.to_string()),
+            ("VisibilityTimeout".to_string(), self.visibility_timeout.to_string()),
+        ]);
+        if let Some(r) = &self.redrive_policy {
+            let policy = serde_json::json!({
+                "deadLetterTargetArn": queue_arn(&r.dead_letter_queue),
+                "maxReceiveCount": r.max_receive_count,
+            });
+            m.insert("RedrivePolicy".into(), policy.to_string());
+        }
+        m.extend(self.inert.clone());
+        m
+    }
+}
+
+fn parse_redrive(value: &str) -> Result<RedrivePolicy, AttributeError> {
+    let bad = |why: &str| {
+        AttributeError::Value(format!("Value {value} for parameter RedrivePolicy is invalid. Reason: {why}"))
+    };
+    let v: serde_json::Value = serde_json::from_str(value).map_err(|_| bad("Invalid JSON."))?;
+    let arn = v
+        .get("deadLetterTargetArn")
+        .and_then(|a| a.as_str())
+        .ok_or_else(|| bad("Redrive policy does not contain deadLetterTargetArn."))?;
+    let queue =
+        queue_of_arn(arn).ok_or_else(|| bad("Dead-letter target must be an existing queue's ARN."))?;
+    let count = match v.get("maxReceiveCount") {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) => s.parse().ok(),
+        _ => None,
+    };
+    let count = count
+        .filter(|c| (1..=1000).contains(c))
+        .ok_or_else(|| bad("Value for maxReceiveCount must be an integer from 1 to 1000."))?;
+    Ok(RedrivePolicy { dead_letter_queue: queue.to_string(), max_receive_count: count as u32 })
+}
+
+/// A queue as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queue {
+    pub name: String,
+    /// This incarnation of the name.
+    pub id: String,
+    pub attributes: QueueAttributes,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// One message attribute (SQS `MessageAttributeValue`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageAttribute {
+    pub data_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub string_value: Option<String>,
+    /// Base64 in JSON, as SQS's API carries it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binary_value: Option<String>,
+}
+
+/// Checks a message's attributes: at most 10, names and types as SQS allows, each with the
+/// one value its type needs. Returns their size in bytes (names, types and values), which
+/// counts toward the queue's maximum message size.
+pub fn validate_message_attributes(attrs: &BTreeMap<String, MessageAttribute>) -> Result<usize, String> {
+    if attrs.len() > MAX_MESSAGE_ATTRIBUTES {
+        return Err(format!(
+            "Number of message attributes [{}] exceeds the allowed maximum [{MAX_MESSAGE_ATTRIBUTES}].",
+            attrs.len()
+        ));
+    }
+    let mut size = 0;
+    for (name, a) in attrs {
+        let lower = name.to_ascii_lowercase();
+        let name_ok = (1..=256).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+            && !name.starts_with('.')
+            && !name.ends_with('.')
+            && !name.contains("..")
+            && !lower.starts_with("aws.")
+            && !lower.starts_with("amazon.");
+        if !name_ok {
+            return Err(format!(
+                "Message attribute name '{}' is invalid.",
+                name.chars().take(80).collect::<String>()
+            ));
+        }
+        let base = a.data_type.split('.').next().unwrap_or("");
+        let type_ok = a.data_type.len() <= 256
+            && matches!(base, "String" | "Number" | "Binary")
+            && a.data_type.bytes().all(|b| b.is_ascii_graphic());
+        if !type_ok {
+            return Err(format!("The message attribute '{name}' has an invalid message attribute type, the set of supported type prefixes is Binary, Number, and String."));
+        }
+        let value_len = match (base, &a.string_value, &a.binary_value) {
+            ("Binary", None, Some(b)) => {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .map_err(|_| format!("The message attribute '{name}' has an invalid binary value."))?
+                    .len()
+            }
+            ("String" | "Number", Some(s), None) if !s.is_empty() => {
+                if base == "Number" && s.trim().parse::<f64>().is_err() {
+                    return Err(format!("Can't cast the value of message (user) attribute '{name}' to a number."));
+                }
+                s.len()
+            }
+            _ => return Err(format!("The message attribute '{name}' must contain a non-empty message attribute value of its type.")),
+        };
+        size += name.len() + a.data_type.len() + value_len;
+    }
+    Ok(size)
+}
+
+/// The MD5 (hex) SQS reports of a message body.
+pub fn md5_of_body(body: &str) -> String {
+    hex_of(&Md5::digest(body.as_bytes()))
+}
+
+/// The MD5 (hex) SQS reports of message attributes (`None` without attributes): for each in
+/// name order, the name, the type, a transport byte (1 text, 2 binary) and the value, each but
+/// the byte preceded by its length as 4 big-endian bytes.
+pub fn md5_of_attributes(attrs: &BTreeMap<String, MessageAttribute>) -> Option<String> {
+    if attrs.is_empty() {
+        return None;
+    }
+    use base64::Engine as _;
+    let mut bytes = Vec::new();
+    let field = |bytes: &mut Vec<u8>, part: &[u8]| {
+        bytes.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(part);
+    };
+    for (name, a) in attrs {
+        field(&mut bytes, name.as_bytes());
+        field(&mut bytes, a.data_type.as_bytes());
+        match (&a.string_value, &a.binary_value) {
+            (_, Some(b)) => {
+                bytes.push(2);
+                let value = base64::engine::general_purpose::STANDARD.decode(b).unwrap_or_default();
+                field(&mut bytes, &value);
+            }
+            (s, None) => {
+                bytes.push(1);
+                field(&mut bytes, s.as_deref().unwrap_or("").as_bytes());
+            }
+        }
+    }
+    Some(hex_of(&Md5::digest(&bytes)))
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A message to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub id: String,
+    pub body: String,
+    pub attributes: BTreeMap<String, MessageAttribute>,
+    /// When it may first be received.
+    pub visible_at: Millis,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: String,
+    pub body: String,
+    pub attributes: BTreeMap<String, MessageAttribute>,
+    pub sent_at: Millis,
+    pub receive_count: u32,
+    pub first_received_at: Option<Millis>,
+}
+
+/// A message as one receive gave it: with the receipt token that deletes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub message: Message,
+    pub receipt: String,
+}
+
+/// How many messages a queue holds, as `GetQueueAttributes` counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_are_the_ones_sqs_reports() {
+        // The body digest is the MD5 of its bytes.
+        assert_eq!(md5_of_body("hello"), "5d41402abc4b2a76b9719d911017c592");
+        // SQS's documented example: one String attribute.
+        let attrs = BTreeMap::from([(
+            "a".to_string(),
+            MessageAttribute {
+                data_type: "String".into(),
+                string_value: Some("b".into()),
+                binary_value: None,
+            },
+        )]);
+        let mut bytes = Vec::new();
+        for part in [&b"a"[..], b"String"] {
+            bytes.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(part);
+        }
+        bytes.push(1);
+        bytes.extend_from_slice(&1u32.to_be_bytes());
+        bytes.push(b'b');
+        assert_eq!(md5_of_attributes(&attrs).unwrap(), hex_of(&Md5::digest(&bytes)));
+        assert_eq!(md5_of_attributes(&BTreeMap::new()), None);
+    }
+
+    #[test]
+    fn attributes_keep_sqs_bounds() {
+        let mut a = QueueAttributes::default();
+        a.set("VisibilityTimeout", "60").unwrap();
+        assert_eq!(a.visibility_timeout, 60);
+        assert!(matches!(a.set("VisibilityTimeout", "43201"), Err(AttributeError::Value(_))));
+        assert!(matches!(a.set("Nope", "1"), Err(AttributeError::Name(_))));
+        a.set(
+            "RedrivePolicy",
+            r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:000000000000:dlq","maxReceiveCount":"3"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            a.redrive_policy,
+            Some(RedrivePolicy { dead_letter_queue: "dlq".into(), max_receive_count: 3 })
+        );
+        assert!(a
+            .set(
+                "RedrivePolicy",
+                r#"{"deadLetterTargetArn":"arn:aws:sqs:eu-west-1:1:dlq","maxReceiveCount":3}"#
+            )
+            .is_err());
+        assert!(a
+            .set(
+                "RedrivePolicy",
+                r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:000000000000:dlq","maxReceiveCount":0}"#
+            )
+            .is_err());
+        assert!(validate_queue_name("a-b_C9").is_ok());
+        assert!(validate_queue_name("").is_err() && validate_queue_name(&"a".repeat(81)).is_err());
+        assert!(validate_queue_name("x.fifo").unwrap_err().contains("FIFO"));
+    }
+}

@@ -1,0 +1,265 @@
+//! Queues (SQS's standard queues): their statements and algorithms, written once over
+//! [`Tx`] like the rest of [`crate::ops`].
+//!
+//! A receive is one transaction: it picks visible messages (oldest visibility first; on
+//! PostgreSQL rows another receiver holds are skipped, never shared), moves those received
+//! too often to the dead-letter queue, and hides the rest with a new receipt token each. A
+//! delete or visibility change names the message and its current token, so a receipt from an
+//! earlier receive changes nothing.
+
+use gust_core::queue::{Message, NewMessage, Queue, QueueAttributes, QueueCounts, Received};
+use gust_core::Millis;
+
+use crate::ops::Tx;
+use crate::rows::{json_err, ColumnRow, Value};
+use crate::{Kind, Result, StoreError};
+
+const INSERT_QUEUE: &str = "INSERT INTO queues (name, id, attributes, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $4) ON CONFLICT (name) DO NOTHING";
+const QUEUE_BY_NAME: &str = "SELECT name, id, attributes, created_at, updated_at FROM queues WHERE name = $1";
+const QUEUES_AFTER: &str = "SELECT name, id, attributes, created_at, updated_at FROM queues \
+     WHERE name > $1 AND name >= $2 AND name < $3 ORDER BY name LIMIT $4";
+const SET_ATTRIBUTES: &str = "UPDATE queues SET attributes = $2, updated_at = $3 WHERE name = $1";
+const DELETE_QUEUE: &str = "DELETE FROM queues WHERE name = $1";
+const DELETE_MESSAGES: &str = "DELETE FROM queue_messages WHERE queue = $1";
+const INSERT_MESSAGE: &str = "INSERT INTO queue_messages \
+     (queue, id, body, attributes, sent_at, visible_at, receive_count, expires_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, 0, $7)";
+/// Visible messages, oldest visibility first (PostgreSQL skips rows another receiver holds).
+const VISIBLE: &str = "SELECT id, body, attributes, sent_at, receive_count, first_received_at, expires_at \
+     FROM queue_messages WHERE queue = $1 AND visible_at <= $2 ORDER BY visible_at LIMIT $3";
+const HIDE: &str = "UPDATE queue_messages SET visible_at = $3, receive_count = receive_count + 1, \
+     first_received_at = COALESCE(first_received_at, $4), receipt = $5 \
+     WHERE queue = $1 AND id = $2 AND visible_at <= $4";
+const DELETE_ONE: &str = "DELETE FROM queue_messages WHERE queue = $1 AND id = $2";
+const MOVE_TO: &str = "UPDATE queue_messages SET queue = $3, visible_at = $4, receive_count = 0, \
+     first_received_at = NULL, receipt = NULL WHERE queue = $1 AND id = $2";
+const DELETE_RECEIVED: &str = "DELETE FROM queue_messages WHERE queue = $1 AND id = $2 AND receipt = $3";
+const SET_VISIBLE_AT: &str =
+    "UPDATE queue_messages SET visible_at = $4 WHERE queue = $1 AND id = $2 AND receipt = $3 AND visible_at > $5";
+const COUNTS: &str = "SELECT \
+     COALESCE(SUM(CASE WHEN visible_at <= $2 THEN 1 ELSE 0 END), 0), \
+     COALESCE(SUM(CASE WHEN visible_at > $2 AND receipt IS NOT NULL THEN 1 ELSE 0 END), 0), \
+     COALESCE(SUM(CASE WHEN visible_at > $2 AND receipt IS NULL THEN 1 ELSE 0 END), 0) \
+     FROM queue_messages WHERE queue = $1 AND expires_at > $2";
+
+/// A new receipt token: 128 random bits.
+pub fn new_receipt() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn read_queue(r: &dyn ColumnRow) -> Result<Queue> {
+    Ok(Queue {
+        name: r.text(0)?,
+        id: r.text(1)?,
+        attributes: serde_json::from_str(&r.text(2)?).map_err(json_err)?,
+        created_at: r.int(3)?,
+        updated_at: r.int(4)?,
+    })
+}
+
+/// A visible message and when it expires.
+fn read_message(r: &dyn ColumnRow) -> Result<(Message, Millis)> {
+    let message = Message {
+        id: r.text(0)?,
+        body: r.text(1)?,
+        attributes: serde_json::from_str(&r.text(2)?).map_err(json_err)?,
+        sent_at: r.int(3)?,
+        receive_count: r.int(4)? as u32,
+        first_received_at: r.opt_int(5)?,
+    };
+    Ok((message, r.int(6)?))
+}
+
+fn read_counts(r: &dyn ColumnRow) -> Result<QueueCounts> {
+    Ok(QueueCounts { visible: r.int(0)? as u64, in_flight: r.int(1)? as u64, delayed: r.int(2)? as u64 })
+}
+
+fn not_found(name: &str) -> StoreError {
+    StoreError::NotFound { kind: Kind::Queue, name: name.to_string() }
+}
+
+pub async fn get_queue(tx: &impl Tx, name: &str) -> Result<Option<Queue>> {
+    Ok(tx.select(QUEUE_BY_NAME, &[name.into()], false, read_queue).await?.into_iter().next())
+}
+
+/// Creates a queue; an existing queue of the name is answered as it is if its attributes are
+/// `queue`'s, else `Invalid` (SQS's QueueNameExists).
+pub async fn create_queue(tx: &impl Tx, queue: &Queue) -> Result<Queue> {
+    check_dead_letter(tx, &queue.name, &queue.attributes).await?;
+    let attributes = serde_json::to_string(&queue.attributes).map_err(json_err)?;
+    let values: [Value; _] = [
+        queue.name.as_str().into(),
+        queue.id.as_str().into(),
+        attributes.as_str().into(),
+        queue.created_at.into(),
+    ];
+    if tx.execute(INSERT_QUEUE, &values).await? == 1 {
+        return Ok(queue.clone());
+    }
+    let existing = get_queue(tx, &queue.name).await?.ok_or_else(|| not_found(&queue.name))?;
+    if existing.attributes != queue.attributes {
+        return Err(StoreError::Invalid(format!(
+            "A queue already exists with the same name and a different value for attribute(s): {}",
+            differing(&existing.attributes, &queue.attributes).join(", ")
+        )));
+    }
+    Ok(existing)
+}
+
+fn differing(a: &QueueAttributes, b: &QueueAttributes) -> Vec<String> {
+    let (a, b) = (a.to_map(), b.to_map());
+    let mut names: Vec<String> =
+        a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).cloned().collect();
+    names.dedup();
+    names
+}
+
+/// A redrive policy must name another queue that exists.
+async fn check_dead_letter(tx: &impl Tx, name: &str, attributes: &QueueAttributes) -> Result<()> {
+    let Some(policy) = &attributes.redrive_policy else { return Ok(()) };
+    if policy.dead_letter_queue == name {
+        return Err(StoreError::Invalid("a queue cannot be its own dead-letter queue".into()));
+    }
+    if get_queue(tx, &policy.dead_letter_queue).await?.is_none() {
+        return Err(StoreError::Invalid(format!(
+            "Value {} for parameter RedrivePolicy is invalid. Reason: Dead letter target does not exist.",
+            gust_core::queue::queue_arn(&policy.dead_letter_queue)
+        )));
+    }
+    Ok(())
+}
+
+/// Queues whose names start with `prefix`, after `after`, in name order.
+pub async fn list_queues(
+    tx: &impl Tx, prefix: &str, after: Option<&str>, limit: usize,
+) -> Result<Vec<Queue>> {
+    // Names are ASCII from a small alphabet, so every name with the prefix sorts below the
+    // prefix followed by the highest byte.
+    let upper = format!("{prefix}\u{7f}");
+    let values: [Value; _] = [after.unwrap_or("").into(), prefix.into(), upper.as_str().into(), limit.into()];
+    tx.select(QUEUES_AFTER, &values, false, read_queue).await
+}
+
+pub async fn set_queue_attributes(
+    tx: &impl Tx, name: &str, attributes: &QueueAttributes, now: Millis,
+) -> Result<Queue> {
+    check_dead_letter(tx, name, attributes).await?;
+    let json = serde_json::to_string(attributes).map_err(json_err)?;
+    if tx.execute(SET_ATTRIBUTES, &[name.into(), json.as_str().into(), now.into()]).await? == 0 {
+        return Err(not_found(name));
+    }
+    get_queue(tx, name).await?.ok_or_else(|| not_found(name))
+}
+
+/// Deletes a queue and its messages.
+pub async fn delete_queue(tx: &impl Tx, name: &str) -> Result<()> {
+    let queue = get_queue(tx, name).await?.ok_or_else(|| not_found(name))?;
+    tx.execute(DELETE_MESSAGES, &[queue.id.as_str().into()]).await?;
+    tx.execute(DELETE_QUEUE, &[name.into()]).await?;
+    Ok(())
+}
+
+/// Stores messages, all or none.
+pub async fn send_messages(
+    tx: &impl Tx, queue_id: &str, messages: &[NewMessage], now: Millis, expires_at: Millis,
+) -> Result<()> {
+    for m in messages {
+        let attributes = serde_json::to_string(&m.attributes).map_err(json_err)?;
+        let values: [Value; _] = [
+            queue_id.into(),
+            m.id.as_str().into(),
+            m.body.as_str().into(),
+            attributes.as_str().into(),
+            now.into(),
+            m.visible_at.into(),
+            expires_at.into(),
+        ];
+        tx.execute(INSERT_MESSAGE, &values).await?;
+    }
+    Ok(())
+}
+
+/// Receives up to `max` messages of `queue`, hiding each until `now + visibility_ms` under a
+/// new receipt from `receipt`. Expired messages found on the way are deleted; messages
+/// already received as often as the queue's redrive policy allows go to its dead-letter queue
+/// (visible there at once) instead of being received again.
+pub async fn receive(
+    tx: &impl Tx, queue: &Queue, max: usize, visibility_ms: i64, now: Millis,
+    mut receipt: impl FnMut() -> String,
+) -> Result<Vec<Received>> {
+    let dead_letter = match &queue.attributes.redrive_policy {
+        Some(p) => get_queue(tx, &p.dead_letter_queue).await?.map(|q| (q.id, p.max_receive_count)),
+        None => None,
+    };
+    let mut out = Vec::new();
+    // Each pass looks at a few more than it needs, since some may expire or move away.
+    for _ in 0..4 {
+        let want = max - out.len();
+        if want == 0 {
+            break;
+        }
+        let visible = tx
+            .select(VISIBLE, &[queue.id.as_str().into(), now.into(), (want * 2).into()], true, read_message)
+            .await?;
+        if visible.is_empty() {
+            break;
+        }
+        for (message, expires_at) in visible {
+            let key: [Value; 2] = [queue.id.as_str().into(), message.id.as_str().into()];
+            if expires_at <= now {
+                tx.execute(DELETE_ONE, &key).await?;
+                continue;
+            }
+            if let Some((dlq, max_receives)) = &dead_letter {
+                if message.receive_count >= *max_receives {
+                    let values: [Value; _] = [key[0], key[1], dlq.as_str().into(), now.into()];
+                    tx.execute(MOVE_TO, &values).await?;
+                    continue;
+                }
+            }
+            if out.len() == max {
+                continue;
+            }
+            let token = receipt();
+            let values: [Value; _] =
+                [key[0], key[1], (now + visibility_ms).into(), now.into(), token.as_str().into()];
+            // Guarded: a message another receiver hid meanwhile is not received twice.
+            if tx.execute(HIDE, &values).await? != 1 {
+                continue;
+            }
+            let message = Message {
+                receive_count: message.receive_count + 1,
+                first_received_at: message.first_received_at.or(Some(now)),
+                ..message
+            };
+            out.push(Received { message, receipt: token });
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes a message if `receipt` is its current one; whether it was.
+pub async fn delete_message(tx: &impl Tx, queue_id: &str, message_id: &str, receipt: &str) -> Result<bool> {
+    Ok(tx.execute(DELETE_RECEIVED, &[queue_id.into(), message_id.into(), receipt.into()]).await? == 1)
+}
+
+/// Makes a received message visible at `visible_at` if `receipt` is its current one and it is
+/// still hidden at `now`; whether it was.
+pub async fn change_visibility(
+    tx: &impl Tx, queue_id: &str, message_id: &str, receipt: &str, visible_at: Millis, now: Millis,
+) -> Result<bool> {
+    let values: [Value; _] =
+        [queue_id.into(), message_id.into(), receipt.into(), visible_at.into(), now.into()];
+    Ok(tx.execute(SET_VISIBLE_AT, &values).await? == 1)
+}
+
+/// Deletes every message of a queue; how many.
+pub async fn purge(tx: &impl Tx, queue_id: &str) -> Result<u64> {
+    tx.execute(DELETE_MESSAGES, &[queue_id.into()]).await
+}
+
+pub async fn counts(tx: &impl Tx, queue_id: &str, now: Millis) -> Result<QueueCounts> {
+    let rows = tx.select(COUNTS, &[queue_id.into(), now.into()], false, read_counts).await?;
+    Ok(rows.into_iter().next().unwrap_or_default())
+}
