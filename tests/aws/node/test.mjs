@@ -1,4 +1,5 @@
-// gust's AWS Lambda API driven by the AWS SDK for JavaScript v3 (@aws-sdk/client-lambda).
+// gust's AWS Lambda API driven by the AWS SDK for JavaScript v3 (@aws-sdk/client-lambda), and its
+// queues by @aws-sdk/client-sqs.
 //
 // Run against a gust server started by crates/gust/tests/aws_clients.rs (or by hand):
 //   GUST_AWS_ENDPOINT=http://127.0.0.1:PORT AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... \
@@ -281,4 +282,47 @@ test("function URL configs: create, get, update, list, delete; the URL answers",
     client.send(new GetFunctionUrlConfigCommand({ FunctionName: fn })),
     (e) => e instanceof ResourceNotFoundException,
   );
+});
+
+// ---- SQS (@aws-sdk/client-sqs): gust's queues; the SDK checks the MD5s of what it sends and
+// receives, so a wrong digest fails these calls.
+
+test("SQS: create, send (single and batch) with attributes, long-poll receive, delete, errors", async () => {
+  const { SQSClient, CreateQueueCommand, SendMessageCommand, SendMessageBatchCommand, ReceiveMessageCommand,
+    DeleteMessageCommand, DeleteQueueCommand, GetQueueAttributesCommand, QueueDoesNotExist } = await import("@aws-sdk/client-sqs");
+  const { createHash } = await import("node:crypto");
+  const sqs = new SQSClient({ region, endpoint: process.env.GUST_AWS_ENDPOINT, maxAttempts: 1 });
+  const name = `node-q-${randomUUID().slice(0, 8)}`;
+  const { QueueUrl } = await sqs.send(new CreateQueueCommand({ QueueName: name }));
+  assert.ok(QueueUrl.endsWith(`/000000000000/${name}`));
+  const attrs = { kind: { DataType: "String", StringValue: "order" }, raw: { DataType: "Binary", BinaryValue: new Uint8Array([0, 1, 255]) } };
+  const sent = await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: "héllo", MessageAttributes: attrs }));
+  assert.equal(sent.MD5OfMessageBody, createHash("md5").update("héllo").digest("hex"));
+  const batch = await sqs.send(new SendMessageBatchCommand({
+    QueueUrl, Entries: [1, 2, 3].map((i) => ({ Id: `e${i}`, MessageBody: `body ${i}` })),
+  }));
+  assert.equal(batch.Successful.length, 3);
+  const bodies = [];
+  while (bodies.length < 4) {
+    const got = await sqs.send(new ReceiveMessageCommand({
+      QueueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 1, MessageAttributeNames: ["All"],
+    }));
+    assert.ok(got.Messages && got.Messages.length > 0, `only ${bodies.length} of 4 received`);
+    for (const m of got.Messages) {
+      bodies.push(m.Body);
+      if (m.Body === "héllo") {
+        assert.deepEqual([...m.MessageAttributes.raw.BinaryValue], [0, 1, 255]);
+        assert.equal(m.MD5OfMessageAttributes, sent.MD5OfMessageAttributes);
+      }
+      await sqs.send(new DeleteMessageCommand({ QueueUrl, ReceiptHandle: m.ReceiptHandle }));
+    }
+  }
+  assert.deepEqual(bodies.sort(), ["body 1", "body 2", "body 3", "héllo"]);
+  const counted = await sqs.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ["All"] }));
+  assert.equal(counted.Attributes.ApproximateNumberOfMessages, "0");
+  await sqs.send(new DeleteQueueCommand({ QueueUrl }));
+  await assert.rejects(sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: "x" })), (e) => {
+    assert.ok(e instanceof QueueDoesNotExist || e.name === "QueueDoesNotExist" || e.Code === "AWS.SimpleQueueService.NonExistentQueue", `${e.name}`);
+    return true;
+  });
 });

@@ -425,9 +425,11 @@ impl Ctx<'_> {
         let visibility = match self.int("VisibilityTimeout")? {
             None => queue.attributes.visibility_timeout,
             Some(v) if (0..=i64::from(MAX_VISIBILITY_TIMEOUT)).contains(&v) => v as u32,
-            Some(v) => return Err(SqsError::invalid(format!(
+            Some(v) => {
+                return Err(SqsError::invalid(format!(
                 "Value {v} for parameter VisibilityTimeout is invalid. Reason: Must be between 0 and 43200."
-            ))),
+            )))
+            }
         };
         let wait = match self.int("WaitTimeSeconds")? {
             None => queue.attributes.receive_message_wait_time_seconds,
@@ -687,9 +689,11 @@ fn message_entry(e: &Map<String, Value>, queue: &Queue) -> Result<(NewMessage, u
     let delay = match int_of(e.get("DelaySeconds"), "DelaySeconds")? {
         None => queue.attributes.delay_seconds,
         Some(d) if (0..=900).contains(&d) => d as u32,
-        Some(d) => return Err(SqsError::invalid(format!(
+        Some(d) => {
+            return Err(SqsError::invalid(format!(
             "Value {d} for parameter DelaySeconds is invalid. Reason: DelaySeconds must be >= 0 and <= 900."
-        ))),
+        )))
+        }
     };
     let message =
         NewMessage { id: uuid::Uuid::new_v4().to_string(), body: body.clone(), attributes, visible_at: 0 };
