@@ -166,6 +166,13 @@ pub(crate) fn native_rule(method: &Method, route: &str) -> Option<Rule> {
         "/v1/functions/{name}/invoke" => on_path(Invoke),
         "/v1/invocations/{id}" if get => in_handler(Read),
         "/v1/tokens" | "/v1/tokens/{name}" => in_handler(Admin),
+        // Queues: each operation's role is checked by the SQS implementation they share.
+        "/v1/queues"
+        | "/v1/queues/{name}"
+        | "/v1/queues/{name}/messages"
+        | "/v1/queues/{name}/messages/{receipt}"
+        | "/v1/queues/{name}/receive"
+        | "/v1/queues/{name}/purge" => in_handler(Read),
         _ => None,
     }
 }

@@ -17,6 +17,7 @@ mod edge;
 mod error;
 mod internal;
 mod native;
+mod queues;
 mod stream;
 pub mod tls;
 mod url;
@@ -96,7 +97,7 @@ pub fn url_router(service: Arc<Service>, cfg: ApiConfig) -> Router {
 pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
     let state = app_state(service, cfg);
     let aws = aws::routes(state.clone());
-    let native = native::routes().merge(internal::admin_routes());
+    let native = native::routes().merge(queues::routes()).merge(internal::admin_routes());
     let v1 = match state.cfg.token {
         Some(_) => native
             .route_layer(middleware::from_fn(access::authorize))

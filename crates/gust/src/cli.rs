@@ -124,6 +124,12 @@ pub enum Command {
         #[command(subcommand)]
         action: UrlAction,
     },
+    /// Queues with SQS's semantics: `gust queue create|list|get|set|delete|send|receive|purge`
+    /// (the SQS API serves the same queues to AWS's SDKs).
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+    },
     /// Invoke a function: NAME or NAME:QUALIFIER ($LATEST, a version number or an alias).
     Invoke(InvokeArgs),
     /// Show one invocation: state, attempts, result, error and log.
@@ -204,6 +210,53 @@ pub enum UrlAction {
     Delete { target: String },
     /// List a function's URLs.
     List { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QueueAction {
+    /// Create a queue (or show the existing one if its attributes are the same).
+    Create {
+        name: String,
+        /// An SQS attribute, NAME=VALUE (VisibilityTimeout=60, DelaySeconds=5, RedrivePolicy=...)
+        /// (repeatable).
+        #[arg(long = "attribute", value_name = "NAME=VALUE")]
+        attributes: Vec<String>,
+    },
+    /// List queues, optionally those whose names start with PREFIX.
+    List { prefix: Option<String> },
+    /// Show a queue's attributes and approximate counts.
+    Get { name: String },
+    /// Change attributes of a queue.
+    Set {
+        name: String,
+        #[arg(long = "attribute", value_name = "NAME=VALUE", required = true)]
+        attributes: Vec<String>,
+    },
+    /// Delete a queue with its messages.
+    Delete { name: String },
+    /// Send one message (its body as given) and print its id.
+    Send {
+        name: String,
+        body: String,
+        /// Seconds before it may be received (0-900).
+        #[arg(long)]
+        delay: Option<u32>,
+    },
+    /// Receive messages (hidden for the visibility timeout) and print them.
+    Receive {
+        name: String,
+        /// Most messages (1-10).
+        #[arg(long, default_value_t = 1)]
+        max: u32,
+        /// Seconds to wait for a first message (0-20).
+        #[arg(long, default_value_t = 0)]
+        wait: u32,
+        /// Delete each message once printed.
+        #[arg(long)]
+        delete: bool,
+    },
+    /// Delete every message of a queue.
+    Purge { name: String },
 }
 
 /// A URL's CORS config (given at all: it replaces the current one).
@@ -503,6 +556,101 @@ fn utc(ms: i64) -> String {
     format!("{}Z", iso.get(..19).unwrap_or(&iso).replace('T', " "))
 }
 
+fn queue_text(v: &Value) -> String {
+    let mut out =
+        format!("{}\n  url {}", v["name"].as_str().unwrap_or("?"), v["url"].as_str().unwrap_or("?"));
+    for (k, val) in v["attributes"].as_object().into_iter().flatten() {
+        out.push_str(&format!("\n  {k:<38} {}", val.as_str().unwrap_or_default()));
+    }
+    out
+}
+
+fn attributes_of(pairs: &[String]) -> Result<Value, Failure> {
+    let map: serde_json::Map<String, Value> =
+        pairs.iter().map(|p| kv(p, "--attribute").map(|(k, v)| (k, json!(v)))).collect::<Result<_, _>>()?;
+    Ok(Value::Object(map))
+}
+
+fn queue(g: &Global, api: &Api, action: QueueAction) -> Result<(), Failure> {
+    use reqwest::Method;
+    let path = |name: &str| format!("/v1/queues/{}", enc(name));
+    match action {
+        QueueAction::Create { name, attributes } => {
+            let body = json!({ "name": name, "attributes": attributes_of(&attributes)? });
+            let v = api.json(api.req(Method::POST, "/v1/queues").json(&body))?;
+            print(g, &v, queue_text);
+        }
+        QueueAction::List { prefix } => {
+            let q = prefix.map(|p| format!("?prefix={}", enc(&p))).unwrap_or_default();
+            let v = api.json(api.req(Method::GET, &format!("/v1/queues{q}")))?;
+            print(g, &v, |v| {
+                let names: Vec<&str> =
+                    v["queues"].as_array().into_iter().flatten().filter_map(|q| q["name"].as_str()).collect();
+                if names.is_empty() {
+                    "no queues".to_string()
+                } else {
+                    names.join("\n")
+                }
+            });
+        }
+        QueueAction::Get { name } => {
+            let v = api.json(api.req(Method::GET, &path(&name)))?;
+            print(g, &v, queue_text);
+        }
+        QueueAction::Set { name, attributes } => {
+            let body = json!({ "attributes": attributes_of(&attributes)? });
+            let v = api.json(api.req(Method::PATCH, &path(&name)).json(&body))?;
+            print(g, &v, queue_text);
+        }
+        QueueAction::Delete { name } => {
+            api.check(api.req(Method::DELETE, &path(&name)).send()?)?;
+            print(g, &json!({ "deleted": name }), |_| format!("deleted queue {name}"));
+        }
+        QueueAction::Send { name, body, delay } => {
+            let mut b = json!({ "body": body });
+            if let Some(d) = delay {
+                b["delay_seconds"] = json!(d);
+            }
+            let v = api.json(api.req(Method::POST, &format!("{}/messages", path(&name))).json(&b))?;
+            print(g, &v, |v| format!("sent {}", v["message_id"].as_str().unwrap_or("?")));
+        }
+        QueueAction::Receive { name, max, wait, delete } => {
+            let b = json!({ "max": max, "wait_seconds": wait });
+            let v = api.json(api.req(Method::POST, &format!("{}/receive", path(&name))).json(&b))?;
+            if delete {
+                for m in v["messages"].as_array().into_iter().flatten() {
+                    let receipt = m["receipt_handle"].as_str().unwrap_or_default();
+                    let at = format!("{}/messages/{}", path(&name), enc(receipt));
+                    api.check(api.req(Method::DELETE, &at).send()?)?;
+                }
+            }
+            print(g, &v, |v| {
+                let items = v["messages"].as_array().cloned().unwrap_or_default();
+                if items.is_empty() {
+                    return "no messages".to_string();
+                }
+                items
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "{} (received {}x)\n{}",
+                            m["message_id"].as_str().unwrap_or("?"),
+                            m["receive_count"],
+                            m["body"].as_str().unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        QueueAction::Purge { name } => {
+            api.check(api.req(Method::POST, &format!("{}/purge", path(&name))).send()?)?;
+            print(g, &json!({ "purged": name }), |_| format!("purged queue {name}"));
+        }
+    }
+    Ok(())
+}
+
 fn workers_action(g: &Global, api: &Api, action: WorkersAction) -> Result<(), Failure> {
     use reqwest::Method;
     match action {
@@ -743,6 +891,7 @@ fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
                 });
             }
         },
+        Command::Queue { action } => queue(g, &api, action)?,
         Command::Invoke(a) => return invoke(g, &api, a),
         Command::Invocation { id } => {
             let v = api.json(api.req(Method::GET, &format!("/v1/invocations/{}", enc(&id))))?;

@@ -132,3 +132,46 @@ fn servers_sharing_postgresql_share_queues_without_double_delivery() {
     }
     assert_eq!(seen.len(), 200);
 }
+
+#[test]
+fn the_cli_and_the_native_api_use_the_same_queues_as_the_sqs_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "queue-test-token";
+    let s = Server::start(dir.path(), &["--token", token]);
+    let run = |args: &[&str]| {
+        let out = common::cli(&s.url).env("GUST_TOKEN", token).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let (code, text) = run(&["queue", "create", "jobs", "--attribute", "VisibilityTimeout=45"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("VisibilityTimeout") && text.contains("45"), "{text}");
+    let (code, text) = run(&["queue", "send", "jobs", "hello from the cli"]);
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = run(&["queue", "get", "jobs"]);
+    assert!(code == Some(0) && text.contains("ApproximateNumberOfMessages"), "{text}");
+    let (code, text) = run(&["queue", "receive", "jobs", "--delete", "--output", "json"]);
+    assert_eq!(code, Some(0), "{text}");
+    let got: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(got["messages"][0]["body"], "hello from the cli");
+    assert_eq!(got["messages"][0]["receive_count"], 1);
+    let (_, text) = run(&["queue", "receive", "jobs"]);
+    assert!(text.contains("no messages"), "deleted once received: {text}");
+    // Bad input: a clear message and a non-zero exit; nothing is created.
+    let (code, text) = run(&["queue", "create", "bad name!"]);
+    assert_ne!(code, Some(0));
+    assert!(text.contains("alphanumeric"), "{text}");
+    let (code, text) = run(&["queue", "set", "jobs", "--attribute", "VisibilityTimeout=99999"]);
+    assert_ne!(code, Some(0));
+    assert!(text.contains("VisibilityTimeout"), "{text}");
+    let (code, text) = run(&["queue", "list"]);
+    assert!(code == Some(0) && text.trim() == "jobs", "{text}");
+    // The native API without the token: refused.
+    let r = reqwest::blocking::Client::new().get(format!("{}/v1/queues", s.url)).send().unwrap();
+    assert_eq!(r.status(), 401);
+    let (code, _) = run(&["queue", "delete", "jobs"]);
+    assert_eq!(code, Some(0));
+    let (code, text) = run(&["queue", "get", "jobs"]);
+    assert_ne!(code, Some(0));
+    assert!(text.contains("does not exist"), "{text}");
+}

@@ -1459,9 +1459,13 @@ pub async fn hidden_messages_come_back_after_their_visibility_timeout(store: Arc
 
 pub async fn messages_received_too_often_move_to_the_dead_letter_queue(store: Arc<dyn Store>) {
     let dlq = store.create_queue(queue_named("dead", Default::default())).await.unwrap();
-    let mut attributes = gust_core::queue::QueueAttributes::default();
-    attributes.redrive_policy =
-        Some(gust_core::queue::RedrivePolicy { dead_letter_queue: "dead".into(), max_receive_count: 2 });
+    let attributes = gust_core::queue::QueueAttributes {
+        redrive_policy: Some(gust_core::queue::RedrivePolicy {
+            dead_letter_queue: "dead".into(),
+            max_receive_count: 2,
+        }),
+        ..Default::default()
+    };
     let src = store.create_queue(queue_named("source", attributes)).await.unwrap();
     store.send_messages(&src.id, messages(3, NOW), NOW, NOW + HOUR).await.unwrap();
     for round in 0..2 {
@@ -1473,9 +1477,13 @@ pub async fn messages_received_too_often_move_to_the_dead_letter_queue(store: Ar
     assert_eq!(moved.len(), 3, "every message went to the dead-letter queue, once");
     assert!(moved.iter().all(|r| r.message.receive_count == 1));
     // A redrive policy must name another existing queue.
-    let mut orphan = gust_core::queue::QueueAttributes::default();
-    orphan.redrive_policy =
-        Some(gust_core::queue::RedrivePolicy { dead_letter_queue: "missing".into(), max_receive_count: 1 });
+    let orphan = gust_core::queue::QueueAttributes {
+        redrive_policy: Some(gust_core::queue::RedrivePolicy {
+            dead_letter_queue: "missing".into(),
+            max_receive_count: 1,
+        }),
+        ..Default::default()
+    };
     assert!(matches!(store.create_queue(queue_named("orphan", orphan)).await, Err(StoreError::Invalid(_))));
 }
 
@@ -1494,8 +1502,7 @@ pub async fn queues_are_created_once_and_go_with_their_messages(store: Arc<dyn S
     }
     assert_eq!(ids.len(), 1, "racing creators of one name got one queue");
     let queue = store.get_queue("once").await.unwrap().unwrap();
-    let mut other = gust_core::queue::QueueAttributes::default();
-    other.visibility_timeout = 5;
+    let other = gust_core::queue::QueueAttributes { visibility_timeout: 5, ..Default::default() };
     assert!(matches!(
         store.create_queue(queue_named("once", other.clone())).await,
         Err(StoreError::Invalid(_))

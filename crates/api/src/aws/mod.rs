@@ -9,7 +9,7 @@ mod error;
 mod functions;
 mod invoke;
 mod sigv4;
-mod sqs;
+pub(crate) mod sqs;
 mod urls;
 mod views;
 

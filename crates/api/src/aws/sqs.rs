@@ -169,6 +169,23 @@ pub(crate) async fn handle(State(state): State<AppState>, req: Request) -> Respo
     }
 }
 
+/// One SQS operation on `input` (SQS's JSON shapes), as `caller`: the native API's queue
+/// routes are this, with their own paths and shapes around it.
+pub(crate) async fn call(
+    state: &AppState, access: Option<&Access>, headers: &HeaderMap, operation: &str, input: Value,
+) -> Result<Value, SqsError> {
+    let base = queue_base(headers, state.cfg.urls.template.starts_with("https://"));
+    let input = input.as_object().cloned().unwrap_or_default();
+    Ctx { state, access, base: &base, input: &input }.dispatch(operation).await
+}
+
+impl SqsError {
+    /// The native API's form of it: the same status, SQS's code and message.
+    pub(crate) fn into_api(self) -> crate::ApiError {
+        crate::ApiError { status: self.status, code: self.code, message: self.message }
+    }
+}
+
 /// `http://HOST/000000000000/`: where queue URLs point, as the request reached gust.
 fn queue_base(headers: &HeaderMap, tls: bool) -> String {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
