@@ -298,6 +298,7 @@ impl Service {
             tokio::spawn(self.clone().placer()),
             tokio::spawn(self.clone().retainer()),
             tokio::spawn(self.clone().backlog_refresher()),
+            tokio::spawn(self.clone().message_expirer()),
         ];
         if self.store.shared() {
             tasks.push(tokio::spawn(self.clone().slot_renewer()));

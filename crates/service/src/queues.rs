@@ -1,8 +1,9 @@
 //! Queues (SQS standard queues): the service's side. Inputs are checked by the caller (the SQS
 //! API maps SQS's parameters and errors); here a queue is looked up, messages are stored durably
 //! before a send is answered, and a receive waits for messages up to its wait time (long
-//! polling): a send on this server wakes the waiting receivers at once, and a receive re-checks
-//! the store every [`RECHECK`] for sends on other servers of a cluster.
+//! polling): a send on this server wakes the waiting receivers at once, and a waiting receive
+//! looks every [`RECHECK`] (a read, no write transaction) for sends on other servers of a
+//! cluster, delays that ended and visibility timeouts that ran out.
 
 use std::time::Duration;
 
@@ -15,8 +16,29 @@ type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
 /// How often a long poll looks for messages sent through other servers.
 const RECHECK: Duration = Duration::from_millis(200);
+/// How often messages past their retention period are deleted, and how many per batch.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(30);
+const EXPIRY_BATCH: usize = 1000;
 
 impl Service {
+    /// Deletes messages past their queue's retention period, in batches, every
+    /// [`EXPIRY_INTERVAL`] (a receive also drops the expired messages it comes across).
+    pub(crate) async fn message_expirer(self: std::sync::Arc<Self>) {
+        loop {
+            tokio::time::sleep(EXPIRY_INTERVAL).await;
+            loop {
+                match self.store.expire_messages(self.clock.now(), EXPIRY_BATCH).await {
+                    Ok(n) if n as usize == EXPIRY_BATCH => tokio::task::yield_now().await,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "deleting expired messages failed; it runs again later");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     pub async fn create_queue(&self, name: &str, attributes: QueueAttributes) -> Result<Queue> {
         gust_core::queue::validate_queue_name(name).map_err(ServiceError::InvalidRequest)?;
         let now = self.clock.now();
@@ -78,18 +100,25 @@ impl Service {
         &self, queue: &Queue, max: usize, visibility: u32, wait: Duration,
     ) -> Result<Vec<Received>> {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut look = true;
         loop {
             let woken = self.queue_wake.notified();
             let now = self.clock.now();
-            let got = self.store.receive_messages(queue, max, i64::from(visibility) * 1000, now).await?;
-            if !got.is_empty() || tokio::time::Instant::now() >= deadline || self.is_shutting_down() {
-                return Ok(got);
+            // A waiting receive looks with a read first; only a find takes the write.
+            if look || self.store.any_visible(&queue.id, now).await? {
+                let got = self.store.receive_messages(queue, max, i64::from(visibility) * 1000, now).await?;
+                if !got.is_empty() {
+                    return Ok(got);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline || self.is_shutting_down() {
+                return Ok(Vec::new());
             }
             let next = (tokio::time::Instant::now() + RECHECK).min(deadline);
-            tokio::select! {
-                _ = woken => {}
-                _ = tokio::time::sleep_until(next) => {}
-            }
+            look = tokio::select! {
+                _ = woken => true,
+                _ = tokio::time::sleep_until(next) => false,
+            };
         }
     }
 

@@ -908,6 +908,16 @@ impl Store for PgStore {
         queues::counts(&PgTx(&client), queue_id, now).await
     }
 
+    async fn expire_messages(&self, now: Millis, limit: usize) -> Result<u64> {
+        let client = self.client().await?;
+        queues::expire(&PgTx(&client), now, limit).await
+    }
+
+    async fn any_visible(&self, queue_id: &str, now: Millis) -> Result<bool> {
+        let client = self.client().await?;
+        queues::any_visible(&PgTx(&client), queue_id, now).await
+    }
+
     async fn get_deployment(&self, function: &str, resolved: Resolved) -> Result<Option<Deployment>> {
         let client = self.client().await?;
         let (sql, key) = rows::deployment_statement(resolved);

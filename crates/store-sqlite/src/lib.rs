@@ -814,6 +814,15 @@ impl Store for SqliteStore {
         self.read(move |tx| ready(queues::counts(tx, &queue_id, now))).await
     }
 
+    async fn expire_messages(&self, now: Millis, limit: usize) -> Result<u64> {
+        self.write(move |tx| ready(queues::expire(tx, now, limit))).await
+    }
+
+    async fn any_visible(&self, queue_id: &str, now: Millis) -> Result<bool> {
+        let queue_id = queue_id.to_string();
+        self.read(move |tx| ready(queues::any_visible(tx, &queue_id, now))).await
+    }
+
     async fn get_deployment(&self, function: &str, resolved: Resolved) -> Result<Option<Deployment>> {
         let function = function.to_string();
         self.read(move |tx| {

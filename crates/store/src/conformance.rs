@@ -1449,7 +1449,12 @@ pub async fn hidden_messages_come_back_after_their_visibility_timeout(store: Arc
         .unwrap());
     let again = store.receive_messages(&queue, 10, 10_000, NOW + 10_001).await.unwrap();
     assert_eq!(again.iter().map(|r| &r.message.id).collect::<Vec<_>>(), vec![&r.message.id]);
-    // Past its retention a message is gone.
+    // Past its retention a message is gone, and the expiry sweep deletes it.
+    assert!(!store.any_visible(&queue.id, NOW).await.unwrap());
+    assert!(store.any_visible(&queue.id, NOW + 20_001).await.unwrap());
+    assert_eq!(store.expire_messages(NOW + HOUR - 1, 100).await.unwrap(), 0);
+    assert_eq!(store.expire_messages(NOW + HOUR, 2).await.unwrap(), 2, "a batch at most");
+    assert_eq!(store.expire_messages(NOW + HOUR, 100).await.unwrap(), 1);
     assert!(store.receive_messages(&queue, 10, 10_000, NOW + HOUR).await.unwrap().is_empty());
     assert_eq!(
         store.queue_counts(&queue.id, NOW + HOUR).await.unwrap(),

@@ -342,6 +342,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
     async fn purge_queue(&self, queue_id: &str) -> Result<u64>;
     async fn queue_counts(&self, queue_id: &str, now: Millis) -> Result<QueueCounts>;
+    /// Whether a receive at `now` would find a message: a read, for long polls to look
+    /// without a write transaction each time.
+    async fn any_visible(&self, queue_id: &str, now: Millis) -> Result<bool>;
+    /// Deletes at most `limit` messages (of any queue) past their retention at `now`.
+    async fn expire_messages(&self, now: Millis, limit: usize) -> Result<u64>;
     /// The immutable code and config of one resolved version.
     async fn get_deployment(&self, function: &str, resolved: Resolved) -> Result<Option<Deployment>>;
     /// The control-plane snapshot version: bumped by every control-plane write.

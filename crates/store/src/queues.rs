@@ -37,6 +37,9 @@ const MOVE_TO: &str = "UPDATE queue_messages SET queue = $3, visible_at = $4, re
 const DELETE_RECEIVED: &str = "DELETE FROM queue_messages WHERE queue = $1 AND id = $2 AND receipt = $3";
 const SET_VISIBLE_AT: &str =
     "UPDATE queue_messages SET visible_at = $4 WHERE queue = $1 AND id = $2 AND receipt = $3 AND visible_at > $5";
+const EXPIRE: &str = "DELETE FROM queue_messages WHERE (queue, id) IN \
+     (SELECT queue, id FROM queue_messages WHERE expires_at <= $1 LIMIT $2)";
+const ANY_VISIBLE: &str = "SELECT id FROM queue_messages WHERE queue = $1 AND visible_at <= $2 LIMIT 1";
 const COUNTS: &str = "SELECT \
      COALESCE(SUM(CASE WHEN visible_at <= $2 THEN 1 ELSE 0 END), 0), \
      COALESCE(SUM(CASE WHEN visible_at > $2 AND receipt IS NOT NULL THEN 1 ELSE 0 END), 0), \
@@ -257,6 +260,16 @@ pub async fn change_visibility(
 /// Deletes every message of a queue; how many.
 pub async fn purge(tx: &impl Tx, queue_id: &str) -> Result<u64> {
     tx.execute(DELETE_MESSAGES, &[queue_id.into()]).await
+}
+
+/// Deletes at most `limit` messages past their retention at `now`; how many.
+pub async fn expire(tx: &impl Tx, now: Millis, limit: usize) -> Result<u64> {
+    tx.execute(EXPIRE, &[now.into(), limit.into()]).await
+}
+
+/// Whether a receive at `now` would find a message (a read: no lock, no write).
+pub async fn any_visible(tx: &impl Tx, queue_id: &str, now: Millis) -> Result<bool> {
+    Ok(!tx.select(ANY_VISIBLE, &[queue_id.into(), now.into()], false, |r| r.text(0)).await?.is_empty())
 }
 
 pub async fn counts(tx: &impl Tx, queue_id: &str, now: Millis) -> Result<QueueCounts> {

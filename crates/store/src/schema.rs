@@ -241,6 +241,7 @@ CREATE TABLE queue_messages (
     PRIMARY KEY (queue, id)
 ){keyed};
 CREATE INDEX queue_messages_visible ON queue_messages (queue, visible_at);
+CREATE INDEX queue_messages_expiry ON queue_messages (expires_at);
 "#;
 
 #[cfg(test)]
