@@ -389,6 +389,10 @@ async fn url_rows(gust: &Proc, bare: &Proc, phase: Duration, warmup: Duration) -
     let created: Value = serde_json::from_slice(&created)?;
     let hello_id =
         created["url_id"].as_str().ok_or_else(|| anyhow::anyhow!("no url_id in {created}"))?.to_string();
+    // The peer: the same component under `wasmtime serve` (same wasmtime version), if there
+    // is one to run (GUST_BENCH_WASMTIME, or `wasmtime` on PATH).
+    let peer =
+        procs::WasmtimeServe::start(&gust_testkit::repo_root().join("tests/fixtures/wasi-http/hello.wasm"));
     let mut rows = Vec::new();
     for conns in [1usize, 64] {
         let invoke = invoke_target(gust.addr, "echo", "sync");
@@ -407,6 +411,16 @@ async fn url_rows(gust: &Proc, bare: &Proc, phase: Duration, warmup: Duration) -
             b.errors + i.errors + u.errors + h.errors == 0,
             "errors during the function URL load"
         );
+        let peer_load = match &peer {
+            Some(p) => {
+                let t = Target { addr: p.addr, path: "/".into(), headers: vec![], ..invoke.clone() };
+                loadgen::run(&t, conns, Stop::After(warmup)).await?;
+                let r = loadgen::run(&t, conns, Stop::After(phase)).await?;
+                anyhow::ensure!(r.errors == 0, "errors during the wasmtime serve load");
+                Some(r)
+            }
+            None => None,
+        };
         rows.push(json!({
             "connections": conns,
             "url": load_json(&u),
@@ -417,6 +431,8 @@ async fn url_rows(gust: &Proc, bare: &Proc, phase: Duration, warmup: Duration) -
             "url_p50_overhead_over_invoke_us": u.percentile_us(0.5) - i.percentile_us(0.5),
             "wasi_http": load_json(&h),
             "wasi_http_over_bare": h.rps() / b.rps(),
+            "wasmtime_serve": peer_load.as_ref().map(load_json),
+            "wasi_http_over_wasmtime_serve": peer_load.as_ref().map(|p| h.rps() / p.rps()),
         }));
     }
     Ok(json!(rows))
@@ -458,7 +474,7 @@ fn markdown(r: &Value) -> String {
     out.push_str("\n### The same over TLS (HTTPS keep-alive, TLS 1.3; handshakes before timing)\n\n");
     warm_table(&mut out, &r["warm_sync_tls"], ("gust TLS/plain req/s", "/tls_over_plain_gust_throughput"));
     out.push_str("\n### Function URLs: a WASI p1 echo through its URL and through the invoke API, a wasi:http component at its URL, and bare\n\n");
-    out.push_str("| connections | URL req/s | invoke req/s | bare req/s | URL/bare | URL/invoke | URL p50 µs | invoke p50 µs | URL p50 over invoke µs | wasi:http hello at its URL, req/s (p50 µs) | wasi:http/bare (goal ≥ 0.5 at 64) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| connections | URL req/s | invoke req/s | bare req/s | URL/bare | URL/invoke | URL p50 µs | invoke p50 µs | URL p50 over invoke µs | wasi:http hello at its URL, req/s (p50 µs) | wasi:http/bare (goal ≥ 0.5 at 64) | `wasmtime serve` of it, req/s (p50 µs) | gust/`wasmtime serve` |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for w in r["function_urls"].as_array().into_iter().flatten() {
         let cells = [
             f(&w["url"]["rps"]),
@@ -471,6 +487,11 @@ fn markdown(r: &Value) -> String {
             f(&w["url_p50_overhead_over_invoke_us"]),
             format!("{} ({})", f(&w["wasi_http"]["rps"]), f(&w["wasi_http"]["p50_us"])),
             f(&w["wasi_http_over_bare"]),
+            match &w["wasmtime_serve"] {
+                Value::Null => "not installed".to_string(),
+                p => format!("{} ({})", f(&p["rps"]), f(&p["p50_us"])),
+            },
+            f(&w["wasi_http_over_wasmtime_serve"]),
         ];
         out.push_str(&format!("| {} | {} |\n", w["connections"], cells.join(" | ")));
     }

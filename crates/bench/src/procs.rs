@@ -113,3 +113,48 @@ impl Proc {
 fn utf8(path: &Path) -> anyhow::Result<&str> {
     path.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path {}", path.display()))
 }
+
+/// `wasmtime serve` of a wasi:http component: the peer row of the function URL bench. Found as
+/// `GUST_BENCH_WASMTIME`, or `wasmtime` on PATH (`cargo install wasmtime-cli --version` of
+/// gust's wasmtime); killed when dropped.
+pub struct WasmtimeServe {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl WasmtimeServe {
+    pub fn start(component: &Path) -> Option<WasmtimeServe> {
+        let program =
+            std::env::var_os("GUST_BENCH_WASMTIME").map(std::path::PathBuf::from).or_else(|| {
+                std::env::var_os("PATH")
+                    .and_then(|p| std::env::split_paths(&p).map(|d| d.join("wasmtime")).find(|p| p.is_file()))
+            })?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let child = Command::new(&program)
+            .args(["serve", "--addr", &addr.to_string()])
+            .arg(component)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let serve = WasmtimeServe { child, addr };
+        // It compiles the component before it listens.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if std::time::Instant::now() > deadline {
+                eprintln!("wasmtime serve ({}) never listened: no peer row", program.display());
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Some(serve)
+    }
+}
+
+impl Drop for WasmtimeServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
