@@ -238,3 +238,32 @@ def test_a_bad_signature_is_refused(sqs, queue):
     with pytest.raises(bad.exceptions.ClientError) as e:
         bad.send_message(QueueUrl=queue, MessageBody="x")
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_event_source_mappings_through_the_lambda_api(sqs, lam):
+    from conftest import PYTHON_RUNTIME, ROLE, python_zip
+    name = unique("esm")
+    lam.create_function(FunctionName=name, Runtime=PYTHON_RUNTIME, Role=ROLE, Handler="app.handler",
+                        Code={"ZipFile": python_zip("esm")})
+    url = sqs.create_queue(QueueName=unique("src"))["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    m = lam.create_event_source_mapping(
+        EventSourceArn=arn, FunctionName=name, BatchSize=5, Enabled=False,
+        FunctionResponseTypes=["ReportBatchItemFailures"], ScalingConfig={"MaximumConcurrency": 3},
+    )
+    assert m["State"] == "Disabled" and m["BatchSize"] == 5
+    assert m["FunctionArn"].endswith(f":function:{name}")
+    assert m["LastModified"].year >= 2026
+    got = lam.get_event_source_mapping(UUID=m["UUID"])
+    assert got["ScalingConfig"] == {"MaximumConcurrency": 3}
+    listed = lam.list_event_source_mappings(EventSourceArn=arn)["EventSourceMappings"]
+    assert [x["UUID"] for x in listed] == [m["UUID"]]
+    updated = lam.update_event_source_mapping(UUID=m["UUID"], BatchSize=7)
+    assert updated["BatchSize"] == 7
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        lam.update_event_source_mapping(UUID=m["UUID"], BatchSize=50)
+    lam.delete_event_source_mapping(UUID=m["UUID"])
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_event_source_mapping(UUID=m["UUID"])
+    lam.delete_function(FunctionName=name)
+    sqs.delete_queue(QueueUrl=url)

@@ -199,6 +199,10 @@ pub(crate) fn aws_rule(method: &Method, route: &str) -> Option<Rule> {
         | "/2019-09-25/functions/{name}/event-invoke-config/list"
         | "/2021-10-31/functions/{name}/url"
         | "/2021-10-31/functions/{name}/urls" => read_or_deploy,
+        // Event source mappings name their function in the body or the stored mapping.
+        "/2015-03-31/event-source-mappings"
+        | "/2015-03-31/event-source-mappings/"
+        | "/2015-03-31/event-source-mappings/{uuid}" => in_handler(Read),
         // SQS (`X-Amz-Target`): the handler checks each operation's action.
         "/" if method == Method::POST => in_handler(Read),
         // Counts of the functions the caller covers.

@@ -53,6 +53,7 @@ impl From<ServiceError> for ApiError {
                     Kind::ApiKey => "TokenNotFound",
                     Kind::FunctionUrl => "UrlNotFound",
                     Kind::Queue => "QueueNotFound",
+                    Kind::EventSourceMapping => "EventSourceMappingNotFound",
                 },
             ),
             ServiceError::RevisionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "RevisionMismatch"),

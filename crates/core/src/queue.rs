@@ -335,6 +335,79 @@ pub struct Received {
     pub receipt: String,
 }
 
+/// A receipt handle as clients see it: base64url of `QUEUE-ID.MESSAGE-ID.TOKEN`.
+pub fn receipt_handle(queue_id: &str, message_id: &str, token: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{queue_id}.{message_id}.{token}"))
+}
+
+/// The message id and receipt token a handle names, if it is one of queue `queue_id`'s.
+pub fn parse_receipt_handle(queue_id: &str, handle: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(handle.as_bytes()).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let mut parts = decoded.splitn(3, '.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(q), Some(m), Some(t)) if q == queue_id && !m.is_empty() && !t.is_empty() => {
+            Some((m.to_string(), t.to_string()))
+        }
+        _ => None,
+    }
+}
+
+/// A queue that triggers a function (Lambda's event source mapping for SQS): batches of its
+/// messages are the function's events; a batch that succeeds is deleted, a failed one comes
+/// back after its visibility timeout, and with `report_batch_item_failures` only the messages
+/// the function names as failed come back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventSourceMapping {
+    pub uuid: String,
+    pub queue: String,
+    pub function: String,
+    /// `None`: `$LATEST`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qualifier: Option<String>,
+    pub batch_size: u32,
+    pub maximum_batching_window_s: u32,
+    pub enabled: bool,
+    pub report_batch_item_failures: bool,
+    /// Most batches of this mapping running at once (Lambda's ScalingConfig).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maximum_concurrency: Option<u32>,
+    pub updated_at: Millis,
+}
+
+/// Batches of one mapping running at once when it sets no maximum.
+pub const DEFAULT_MAPPING_CONCURRENCY: u32 = 2;
+
+impl EventSourceMapping {
+    /// Lambda's bounds: a batch of 1-10,000 (more than 10 needs a batching window), a window of
+    /// 0-300 s, a maximum concurrency of 2-1,000.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=10_000).contains(&self.batch_size) {
+            return Err(format!("BatchSize must be 1 to 10000, got {}", self.batch_size));
+        }
+        if self.batch_size > 10 && self.maximum_batching_window_s == 0 {
+            return Err("Maximum batch window in seconds must be greater than 0 if maximum batch size is greater than 10".into());
+        }
+        if self.maximum_batching_window_s > 300 {
+            return Err(format!(
+                "MaximumBatchingWindowInSeconds must be 0 to 300, got {}",
+                self.maximum_batching_window_s
+            ));
+        }
+        if let Some(c) = self.maximum_concurrency.filter(|c| !(2..=1000).contains(c)) {
+            return Err(format!("ScalingConfig.MaximumConcurrency must be 2 to 1000, got {c}"));
+        }
+        Ok(())
+    }
+
+    /// Batches of it that may run at once.
+    pub fn concurrency(&self) -> u32 {
+        self.maximum_concurrency.unwrap_or(DEFAULT_MAPPING_CONCURRENCY)
+    }
+}
+
 /// How many messages a queue holds, as `GetQueueAttributes` counts them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueCounts {

@@ -175,3 +175,156 @@ fn the_cli_and_the_native_api_use_the_same_queues_as_the_sqs_api() {
     assert_ne!(code, Some(0));
     assert!(text.contains("does not exist"), "{text}");
 }
+
+/// A Python handler (awslambdaric, unmodified Lambda code) that fails the messages whose body
+/// starts with "poison" through `batchItemFailures`, and says which it processed.
+const CONSUMER: &[u8] = br#"
+def handler(event, context):
+    failures, processed = [], []
+    for r in event["Records"]:
+        assert r["eventSource"] == "aws:sqs" and r["eventSourceARN"].endswith(":work"), r
+        if r["body"].startswith("poison"):
+            failures.append({"itemIdentifier": r["messageId"]})
+        else:
+            processed.append(r["body"])
+    return {"batchItemFailures": failures, "processed": processed}
+"#;
+
+fn queue_count(base: &str, url: &str) -> (u64, u64) {
+    let got = ok(base, "GetQueueAttributes", json!({ "QueueUrl": url, "AttributeNames": ["All"] }));
+    let n = |k: &str| got["Attributes"][k].as_str().unwrap().parse::<u64>().unwrap();
+    (n("ApproximateNumberOfMessages"), n("ApproximateNumberOfMessagesNotVisible"))
+}
+
+#[test]
+fn a_queue_triggers_a_function_in_batches_and_poison_ends_in_the_dead_letter_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let python = gust_testkit::python();
+    let s = Server::start(dir.path(), &["--python", python.as_str()]);
+    let config =
+        json!({ "runtime": "python3.11", "handler": "app.handler", "timeout_ms": 20_000, "memory_mb": 256 });
+    s.deploy_zip("consumer", config, gust_testkit::zip(&[("app.py", CONSUMER, 0o644)]));
+    let dlq =
+        ok(&s.url, "CreateQueue", json!({ "QueueName": "dead" }))["QueueUrl"].as_str().unwrap().to_string();
+    let policy =
+        json!({ "deadLetterTargetArn": "arn:aws:sqs:us-east-1:000000000000:dead", "maxReceiveCount": 2 });
+    let attributes = json!({ "RedrivePolicy": policy.to_string(), "VisibilityTimeout": "1" });
+    let url = ok(&s.url, "CreateQueue", json!({ "QueueName": "work", "Attributes": attributes }))["QueueUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for batch in 0..20 {
+        let entries: Vec<Value> = (0..10)
+            .map(|i| {
+                let n = batch * 10 + i;
+                let body = if i == 0 { format!("poison-{n}") } else { format!("good-{n}") };
+                json!({ "Id": format!("e{i}"), "MessageBody": body })
+            })
+            .collect();
+        ok(&s.url, "SendMessageBatch", json!({ "QueueUrl": url, "Entries": entries }));
+    }
+    let client = reqwest::blocking::Client::new();
+    let created: Value = client
+        .post(format!("{}/2015-03-31/event-source-mappings/", s.url))
+        .json(&json!({
+            "EventSourceArn": "arn:aws:sqs:us-east-1:000000000000:work",
+            "FunctionName": "consumer",
+            "BatchSize": 10,
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        }))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(created["State"], "Enabled", "{created}");
+    let uuid = created["UUID"].as_str().unwrap().to_string();
+
+    // Every good message processed and deleted; every poison one received twice, then moved.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (source, dead) = (queue_count(&s.url, &url), queue_count(&s.url, &dlq));
+        if source == (0, 0) && dead.0 == 20 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not drained: source {source:?}, dead-letter {dead:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let dead: Vec<String> = std::iter::from_fn(|| {
+        let got = receive(&s.url, &dlq, 10, 0);
+        (!got.is_empty())
+            .then(|| got.into_iter().map(|m| m["Body"].as_str().unwrap().to_string()).collect::<Vec<_>>())
+    })
+    .flatten()
+    .collect();
+    assert_eq!(dead.len(), 20);
+    assert!(dead.iter().all(|b| b.starts_with("poison-")), "{dead:?}");
+
+    // Each good message was processed exactly once (the records are written behind the answers).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut seen: std::collections::HashMap<String, usize> = Default::default();
+        let mut before: Option<String> = None;
+        loop {
+            let page = s.get(&format!(
+                "/v1/functions/consumer/invocations?limit=100{}",
+                before.as_ref().map(|b| format!("&before={b}")).unwrap_or_default()
+            ));
+            let page: Value = page.json().unwrap();
+            for inv in page["invocations"].as_array().unwrap() {
+                let result: Value =
+                    serde_json::from_str(inv["result"].as_str().unwrap_or("{}")).unwrap_or_default();
+                for body in result["processed"].as_array().into_iter().flatten() {
+                    *seen.entry(body.as_str().unwrap().to_string()).or_default() += 1;
+                }
+            }
+            before = page["next"].as_str().map(str::to_string);
+            if before.is_none() {
+                break;
+            }
+        }
+        if seen.len() == 180 {
+            assert!(seen.values().all(|&n| n == 1), "a good message was processed twice: {seen:?}");
+            assert!(seen.keys().all(|b| b.starts_with("good-")));
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {} good messages in the records", seen.len());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The mapping through the Lambda API: get, list, disable, delete.
+    let got: Value = client
+        .get(format!("{}/2015-03-31/event-source-mappings/{uuid}", s.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(got["FunctionResponseTypes"], json!(["ReportBatchItemFailures"]));
+    let listed: Value = client
+        .get(format!("{}/2015-03-31/event-source-mappings/?FunctionName=consumer", s.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(listed["EventSourceMappings"].as_array().unwrap().len(), 1);
+    let r = client
+        .put(format!("{}/2015-03-31/event-source-mappings/{uuid}", s.url))
+        .json(&json!({ "Enabled": false }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.json::<Value>().unwrap()["State"], "Disabled");
+    let r = client.delete(format!("{}/2015-03-31/event-source-mappings/{uuid}", s.url)).send().unwrap();
+    assert_eq!(r.status(), 202);
+    let r = client.get(format!("{}/2015-03-31/event-source-mappings/{uuid}", s.url)).send().unwrap();
+    assert_eq!(r.status(), 404);
+    // Bad input is refused: a batch over 10 without a window, a queue that is not gust's.
+    for bad in [
+        json!({ "EventSourceArn": "arn:aws:sqs:us-east-1:000000000000:work", "FunctionName": "consumer", "BatchSize": 100 }),
+        json!({ "EventSourceArn": "arn:aws:sqs:eu-west-1:123:work", "FunctionName": "consumer" }),
+        json!({ "EventSourceArn": "arn:aws:sqs:us-east-1:000000000000:nowhere", "FunctionName": "consumer" }),
+    ] {
+        let r =
+            client.post(format!("{}/2015-03-31/event-source-mappings/", s.url)).json(&bad).send().unwrap();
+        assert!(r.status().is_client_error(), "{bad}: {}", r.status());
+    }
+}

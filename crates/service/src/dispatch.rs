@@ -299,6 +299,7 @@ impl Service {
             tokio::spawn(self.clone().retainer()),
             tokio::spawn(self.clone().backlog_refresher()),
             tokio::spawn(self.clone().message_expirer()),
+            tokio::spawn(self.clone().mapping_supervisor()),
         ];
         if self.store.shared() {
             tasks.push(tokio::spawn(self.clone().slot_renewer()));

@@ -22,6 +22,7 @@ pub mod gc;
 mod ingest;
 mod invoke;
 pub mod keys;
+mod mappings;
 mod metrics;
 mod queues;
 pub mod retention;

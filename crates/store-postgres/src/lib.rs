@@ -18,7 +18,7 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
-use gust_core::queue::{NewMessage, Queue, QueueAttributes, QueueCounts, Received};
+use gust_core::queue::{EventSourceMapping, NewMessage, Queue, QueueAttributes, QueueCounts, Received};
 use gust_core::{
     Alias, ApiKey, Deployment, FunctionConfig, FunctionSpec, FunctionUrl, InvocationId, InvocationRecord,
     Lifecycle, Millis, Rejected, Resolved, Routing, StateName, UrlConfig, Version, WorkerId, WorkerState,
@@ -906,6 +906,26 @@ impl Store for PgStore {
     async fn queue_counts(&self, queue_id: &str, now: Millis) -> Result<QueueCounts> {
         let client = self.client().await?;
         queues::counts(&PgTx(&client), queue_id, now).await
+    }
+
+    async fn put_mapping(&self, mapping: EventSourceMapping) -> Result<()> {
+        let client = self.client().await?;
+        queues::put_mapping(&PgTx(&client), &mapping).await
+    }
+
+    async fn get_mapping(&self, uuid: &str) -> Result<Option<EventSourceMapping>> {
+        let client = self.client().await?;
+        queues::get_mapping(&PgTx(&client), uuid).await
+    }
+
+    async fn mappings(&self) -> Result<Vec<EventSourceMapping>> {
+        let client = self.client().await?;
+        queues::mappings(&PgTx(&client)).await
+    }
+
+    async fn delete_mapping(&self, uuid: &str) -> Result<bool> {
+        let client = self.client().await?;
+        queues::delete_mapping(&PgTx(&client), uuid).await
     }
 
     async fn expire_messages(&self, now: Millis, limit: usize) -> Result<u64> {

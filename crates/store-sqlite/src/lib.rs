@@ -20,7 +20,7 @@ use std::task::Poll;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use gust_core::queue::{NewMessage, Queue, QueueAttributes, QueueCounts, Received};
+use gust_core::queue::{EventSourceMapping, NewMessage, Queue, QueueAttributes, QueueCounts, Received};
 use gust_core::{
     Alias, ApiKey, Deployment, FunctionConfig, FunctionSpec, FunctionUrl, InvocationId, InvocationRecord,
     Lifecycle, Millis, Rejected, Resolved, Routing, StateName, UrlConfig, Version, WorkerId, WorkerState,
@@ -812,6 +812,24 @@ impl Store for SqliteStore {
     async fn queue_counts(&self, queue_id: &str, now: Millis) -> Result<QueueCounts> {
         let queue_id = queue_id.to_string();
         self.read(move |tx| ready(queues::counts(tx, &queue_id, now))).await
+    }
+
+    async fn put_mapping(&self, mapping: EventSourceMapping) -> Result<()> {
+        self.write(move |tx| ready(queues::put_mapping(tx, &mapping))).await
+    }
+
+    async fn get_mapping(&self, uuid: &str) -> Result<Option<EventSourceMapping>> {
+        let uuid = uuid.to_string();
+        self.read(move |tx| ready(queues::get_mapping(tx, &uuid))).await
+    }
+
+    async fn mappings(&self) -> Result<Vec<EventSourceMapping>> {
+        self.read(move |tx| ready(queues::mappings(tx))).await
+    }
+
+    async fn delete_mapping(&self, uuid: &str) -> Result<bool> {
+        let uuid = uuid.to_string();
+        self.write(move |tx| ready(queues::delete_mapping(tx, &uuid))).await
     }
 
     async fn expire_messages(&self, now: Millis, limit: usize) -> Result<u64> {

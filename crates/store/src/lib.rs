@@ -14,7 +14,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use gust_core::queue::{NewMessage, Queue, QueueAttributes, QueueCounts, Received};
+use gust_core::queue::{EventSourceMapping, NewMessage, Queue, QueueAttributes, QueueCounts, Received};
 use gust_core::{
     Alias, ApiKey, AttemptOutcome, Deployment, FunctionConfig, FunctionErrorBody, FunctionSpec, FunctionUrl,
     InvocationId, InvocationRecord, InvocationRequest, Lifecycle, Millis, Rejected, Resolved, Routing,
@@ -50,6 +50,7 @@ pub enum Kind {
     ApiKey,
     FunctionUrl,
     Queue,
+    EventSourceMapping,
 }
 
 impl Kind {
@@ -64,6 +65,7 @@ impl Kind {
             Kind::ApiKey => "API key",
             Kind::FunctionUrl => "function URL config",
             Kind::Queue => "queue",
+            Kind::EventSourceMapping => "event source mapping",
         }
     }
 }
@@ -347,6 +349,13 @@ pub trait Store: Send + Sync + 'static {
     async fn any_visible(&self, queue_id: &str, now: Millis) -> Result<bool>;
     /// Deletes at most `limit` messages (of any queue) past their retention at `now`.
     async fn expire_messages(&self, now: Millis, limit: usize) -> Result<u64>;
+    /// Creates or replaces an event source mapping.
+    async fn put_mapping(&self, mapping: EventSourceMapping) -> Result<()>;
+    async fn get_mapping(&self, uuid: &str) -> Result<Option<EventSourceMapping>>;
+    /// Every event source mapping.
+    async fn mappings(&self) -> Result<Vec<EventSourceMapping>>;
+    /// Deletes a mapping; whether it was there.
+    async fn delete_mapping(&self, uuid: &str) -> Result<bool>;
     /// The immutable code and config of one resolved version.
     async fn get_deployment(&self, function: &str, resolved: Resolved) -> Result<Option<Deployment>>;
     /// The control-plane snapshot version: bumped by every control-plane write.

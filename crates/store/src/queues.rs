@@ -7,7 +7,9 @@
 //! delete or visibility change names the message and its current token, so a receipt from an
 //! earlier receive changes nothing.
 
-use gust_core::queue::{Message, NewMessage, Queue, QueueAttributes, QueueCounts, Received};
+use gust_core::queue::{
+    EventSourceMapping, Message, NewMessage, Queue, QueueAttributes, QueueCounts, Received,
+};
 use gust_core::Millis;
 
 use crate::ops::Tx;
@@ -275,4 +277,44 @@ pub async fn any_visible(tx: &impl Tx, queue_id: &str, now: Millis) -> Result<bo
 pub async fn counts(tx: &impl Tx, queue_id: &str, now: Millis) -> Result<QueueCounts> {
     let rows = tx.select(COUNTS, &[queue_id.into(), now.into()], false, read_counts).await?;
     Ok(rows.into_iter().next().unwrap_or_default())
+}
+
+// ---- event source mappings --------------------------------------------------------------------
+
+const UPSERT_MAPPING: &str = "INSERT INTO event_source_mappings (uuid, queue, function, config, updated_at) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (uuid) DO UPDATE SET queue = $2, function = $3, config = $4, updated_at = $5";
+const MAPPING_BY_UUID: &str = "SELECT config FROM event_source_mappings WHERE uuid = $1";
+const MAPPINGS: &str = "SELECT config FROM event_source_mappings ORDER BY uuid";
+const DELETE_MAPPING: &str = "DELETE FROM event_source_mappings WHERE uuid = $1";
+
+fn read_mapping(r: &dyn ColumnRow) -> Result<EventSourceMapping> {
+    serde_json::from_str(&r.text(0)?).map_err(json_err)
+}
+
+/// Creates or replaces a mapping.
+pub async fn put_mapping(tx: &impl Tx, m: &EventSourceMapping) -> Result<()> {
+    let config = serde_json::to_string(m).map_err(json_err)?;
+    let values: [Value; _] = [
+        m.uuid.as_str().into(),
+        m.queue.as_str().into(),
+        m.function.as_str().into(),
+        config.as_str().into(),
+        m.updated_at.into(),
+    ];
+    tx.execute(UPSERT_MAPPING, &values).await?;
+    Ok(())
+}
+
+pub async fn get_mapping(tx: &impl Tx, uuid: &str) -> Result<Option<EventSourceMapping>> {
+    Ok(tx.select(MAPPING_BY_UUID, &[uuid.into()], false, read_mapping).await?.into_iter().next())
+}
+
+/// Every mapping, by uuid.
+pub async fn mappings(tx: &impl Tx) -> Result<Vec<EventSourceMapping>> {
+    tx.select(MAPPINGS, &[], false, read_mapping).await
+}
+
+/// Deletes a mapping; whether it was there.
+pub async fn delete_mapping(tx: &impl Tx, uuid: &str) -> Result<bool> {
+    Ok(tx.execute(DELETE_MAPPING, &[uuid.into()]).await? == 1)
 }

@@ -242,6 +242,13 @@ CREATE TABLE queue_messages (
 ){keyed};
 CREATE INDEX queue_messages_visible ON queue_messages (queue, visible_at);
 CREATE INDEX queue_messages_expiry ON queue_messages (expires_at);
+CREATE TABLE event_source_mappings (
+    uuid TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    function TEXT NOT NULL,
+    config TEXT NOT NULL,
+    updated_at {int} NOT NULL
+);
 "#;
 
 #[cfg(test)]

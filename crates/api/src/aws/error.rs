@@ -89,6 +89,9 @@ impl From<ServiceError> for AwsError {
                     Kind::ApiKey => "API key",
                     Kind::FunctionUrl => "The resource you requested does not exist. Function URL config",
                     Kind::Queue => "Queue",
+                    Kind::EventSourceMapping => {
+                        "The resource you requested does not exist. Event source mapping"
+                    }
                 };
                 AwsError::not_found(format!("{what} not found: {}", arn_of(&name)))
             }

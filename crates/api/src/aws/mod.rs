@@ -8,6 +8,7 @@
 mod error;
 mod functions;
 mod invoke;
+mod mappings;
 mod sigv4;
 pub(crate) mod sqs;
 mod urls;
@@ -79,6 +80,12 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
         .route("/2021-10-31/functions/{name}/urls", get(urls::list))
         .route("/2016-08-19/account-settings", get(functions::account_settings))
         .route("/2016-08-19/account-settings/", get(functions::account_settings))
+        .route("/2015-03-31/event-source-mappings", post(mappings::create).get(mappings::list))
+        .route("/2015-03-31/event-source-mappings/", post(mappings::create).get(mappings::list))
+        .route(
+            "/2015-03-31/event-source-mappings/{uuid}",
+            get(mappings::get).put(mappings::update).delete(mappings::delete),
+        )
         .route("/", post(sqs::handle));
     let r = if state.cfg.aws_auth() {
         r.route_layer(middleware::from_fn(crate::access::authorize))

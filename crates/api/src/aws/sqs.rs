@@ -593,28 +593,14 @@ fn name_of_url(url: &str) -> Option<&str> {
     (account_ok && gust_core::queue::validate_queue_name(name).is_ok()).then_some(name)
 }
 
-/// A receipt handle: base64url of `QUEUE-ID.MESSAGE-ID.TOKEN`.
+/// A receipt handle (see [`gust_core::queue::receipt_handle`]).
 fn receipt_handle(queue: &Queue, r: &Received) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(format!("{}.{}.{}", queue.id, r.message.id, r.receipt))
+    gust_core::queue::receipt_handle(&queue.id, &r.message.id, &r.receipt)
 }
 
 /// The message and receipt token a handle names, if it is one of this queue's.
 fn parse_receipt(queue: &Queue, handle: &str) -> Result<(String, String), SqsError> {
-    use base64::Engine as _;
-    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(handle.as_bytes())
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| SqsError::receipt(handle))?;
-    let mut parts = decoded.splitn(3, '.');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(q), Some(m), Some(t)) if q == queue.id && !m.is_empty() && !t.is_empty() => {
-            Ok((m.to_string(), t.to_string()))
-        }
-        _ => Err(SqsError::receipt(handle)),
-    }
+    gust_core::queue::parse_receipt_handle(&queue.id, handle).ok_or_else(|| SqsError::receipt(handle))
 }
 
 /// The entries of a batch request: 1-10, each with a distinct, well-formed `Id`.
