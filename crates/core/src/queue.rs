@@ -255,6 +255,9 @@ pub fn validate_message_attributes(attrs: &BTreeMap<String, MessageAttribute>) -
                     .len()
             }
             ("String" | "Number", Some(s), None) if !s.is_empty() => {
+                if !is_message_text(s) {
+                    return Err(format!("The message attribute '{name}' has a value with characters SQS does not allow."));
+                }
                 if base == "Number" && s.trim().parse::<f64>().is_err() {
                     return Err(format!("Can't cast the value of message (user) attribute '{name}' to a number."));
                 }
@@ -265,6 +268,14 @@ pub fn validate_message_attributes(attrs: &BTreeMap<String, MessageAttribute>) -
         size += name.len() + a.data_type.len() + value_len;
     }
     Ok(size)
+}
+
+/// Whether `text` holds only the characters SQS allows in a message (its body and its text
+/// attribute values): #x9, #xA, #xD, #x20-#xD7FF, #xE000-#xFFFD, #x10000-#x10FFFF.
+pub fn is_message_text(text: &str) -> bool {
+    text.chars().all(|c| {
+        matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
+    })
 }
 
 /// The MD5 (hex) SQS reports of a message body.
@@ -348,7 +359,15 @@ pub fn parse_receipt_handle(queue_id: &str, handle: &str) -> Option<(String, Str
     let decoded = String::from_utf8(decoded).ok()?;
     let mut parts = decoded.splitn(3, '.');
     match (parts.next(), parts.next(), parts.next()) {
-        (Some(q), Some(m), Some(t)) if q == queue_id && !m.is_empty() && !t.is_empty() => {
+        // A message id is a UUID and a token 32 hex digits (`new_receipt`): nothing else
+        // reaches the store.
+        (Some(q), Some(m), Some(t))
+            if q == queue_id
+                && m.len() == 36
+                && m.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+                && t.len() == 32
+                && t.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
             Some((m.to_string(), t.to_string()))
         }
         _ => None,

@@ -148,8 +148,9 @@ pub struct Service {
     concurrency: concurrency::Limiter,
     /// Wakes the placer (new queued work, a worker's heartbeat).
     placement_wake: tokio::sync::Notify,
-    /// Wakes receivers waiting for messages (a send on this server).
-    queue_wake: tokio::sync::Notify,
+    /// Receives waiting for messages, by queue, and how many may wait at once.
+    queue_waits: queues::Waits,
+    long_polls: tokio::sync::Semaphore,
     /// Wakes remote workers' open polls: each worker's on a placement for it, all at shutdown.
     polls: workers::Polls,
     /// Keyless sync invocations handed to remote workers attached here, skipping the store.
@@ -179,7 +180,8 @@ impl Service {
             metrics: Metrics::default(),
             concurrency: concurrency::Limiter::default(),
             placement_wake: tokio::sync::Notify::new(),
-            queue_wake: tokio::sync::Notify::new(),
+            queue_waits: queues::Waits::default(),
+            long_polls: tokio::sync::Semaphore::new(queues::MAX_LONG_POLLS),
             polls: workers::Polls::default(),
             direct: direct::Direct::default(),
             live_workers: workers::LiveWorkers::default(),

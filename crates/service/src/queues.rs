@@ -1,11 +1,19 @@
 //! Queues (SQS standard queues): the service's side. Inputs are checked by the caller (the SQS
 //! API maps SQS's parameters and errors); here a queue is looked up, messages are stored durably
 //! before a send is answered, and a receive waits for messages up to its wait time (long
-//! polling): a send on this server wakes the waiting receivers at once, and a waiting receive
-//! looks every [`RECHECK`] (a read, no write transaction) for sends on other servers of a
-//! cluster, delays that ended and visibility timeouts that ran out.
+//! polling). Waiting receives cost nothing while nothing comes: per queue with waiters, one
+//! watcher task looks every [`RECHECK`] with a read (for sends through other servers of a
+//! cluster, delays that ended, visibility timeouts that ran out) and wakes one waiter when
+//! there is something to receive; a send on this server wakes one at once. A woken waiter that
+//! got messages wakes the next, so many waiters never all rush one message. At most
+//! [`MAX_LONG_POLLS`] receives wait at once per server; past that a receive answers at once.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use gust_core::queue::{NewMessage, Queue, QueueAttributes, QueueCounts, Received};
 use gust_store::Kind;
@@ -14,8 +22,33 @@ use crate::{Service, ServiceError};
 
 type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
-/// How often a long poll looks for messages sent through other servers.
-const RECHECK: Duration = Duration::from_millis(200);
+/// How often a queue's watcher looks for messages while receives wait on it.
+const RECHECK: Duration = Duration::from_millis(250);
+/// Receives waiting at once on one server.
+pub(crate) const MAX_LONG_POLLS: usize = 4096;
+
+/// The waiting receives of each queue (by queue id) and their watchers.
+#[derive(Default)]
+pub(crate) struct Waits {
+    queues: parking_lot::Mutex<HashMap<String, Arc<Wait>>>,
+}
+
+#[derive(Default)]
+struct Wait {
+    notify: Notify,
+    waiters: AtomicUsize,
+    /// A watcher task runs for it.
+    watched: AtomicBool,
+}
+
+impl Waits {
+    /// Wakes one receive waiting on `queue_id`, if any.
+    fn wake(&self, queue_id: &str) {
+        if let Some(w) = self.queues.lock().get(queue_id) {
+            w.notify.notify_one();
+        }
+    }
+}
 /// How often messages past their retention period are deleted, and how many per batch.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(30);
 const EXPIRY_BATCH: usize = 1000;
@@ -90,35 +123,74 @@ impl Service {
             .map(|(m, delay)| NewMessage { visible_at: now + i64::from(delay) * 1000, ..m })
             .collect();
         self.store.send_messages(&queue.id, messages, now, expires_at).await?;
-        self.queue_wake.notify_waiters();
+        self.queue_waits.wake(&queue.id);
         Ok(())
     }
 
     /// Receives up to `max` messages, hidden for `visibility` seconds once received, waiting up
     /// to `wait` for the first to be there.
     pub async fn receive_messages(
-        &self, queue: &Queue, max: usize, visibility: u32, wait: Duration,
+        self: &Arc<Self>, queue: &Queue, max: usize, visibility: u32, wait: Duration,
     ) -> Result<Vec<Received>> {
+        let visibility_ms = i64::from(visibility) * 1000;
+        let slot =
+            if wait.is_zero() || self.is_shutting_down() { None } else { self.long_polls.try_acquire().ok() };
+        if slot.is_none() {
+            return Ok(self.store.receive_messages(queue, max, visibility_ms, self.clock.now()).await?);
+        }
         let deadline = tokio::time::Instant::now() + wait;
-        let mut look = true;
+        let w = self.wait_on(queue);
+        let _waiting = Waiting(w.clone());
         loop {
-            let woken = self.queue_wake.notified();
-            let now = self.clock.now();
-            // A waiting receive looks with a read first; only a find takes the write.
-            if look || self.store.any_visible(&queue.id, now).await? {
-                let got = self.store.receive_messages(queue, max, i64::from(visibility) * 1000, now).await?;
-                if !got.is_empty() {
-                    return Ok(got);
-                }
+            // Listening before looking: a send in between is not missed.
+            let woken = w.notify.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let got = self.store.receive_messages(queue, max, visibility_ms, self.clock.now()).await?;
+            if !got.is_empty() {
+                // There may be more: the next waiter looks.
+                w.notify.notify_one();
+                return Ok(got);
             }
             if tokio::time::Instant::now() >= deadline || self.is_shutting_down() {
-                return Ok(Vec::new());
+                return Ok(got);
             }
-            let next = (tokio::time::Instant::now() + RECHECK).min(deadline);
-            look = tokio::select! {
-                _ = woken => true,
-                _ = tokio::time::sleep_until(next) => false,
-            };
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    /// The wait of `queue`, counted as one more waiter; its watcher started if it had none.
+    fn wait_on(self: &Arc<Self>, queue: &Queue) -> Arc<Wait> {
+        let mut queues = self.queue_waits.queues.lock();
+        let w = queues.entry(queue.id.clone()).or_default().clone();
+        w.waiters.fetch_add(1, Ordering::SeqCst);
+        if !w.watched.swap(true, Ordering::SeqCst) {
+            tokio::spawn(self.clone().watch(queue.id.clone(), w.clone()));
+        }
+        w
+    }
+
+    /// Looks for messages every [`RECHECK`] while receives wait on the queue, and wakes one
+    /// when there is something to receive.
+    async fn watch(self: Arc<Self>, queue_id: String, w: Arc<Wait>) {
+        loop {
+            tokio::time::sleep(RECHECK).await;
+            {
+                let mut queues = self.queue_waits.queues.lock();
+                if w.waiters.load(Ordering::SeqCst) == 0 {
+                    if queues.get(&queue_id).is_some_and(|x| Arc::ptr_eq(x, &w)) {
+                        queues.remove(&queue_id);
+                    }
+                    w.watched.store(false, Ordering::SeqCst);
+                    return;
+                }
+            }
+            if let Ok(true) = self.store.any_visible(&queue_id, self.clock.now()).await {
+                w.notify.notify_one();
+            }
         }
     }
 
@@ -137,8 +209,17 @@ impl Service {
         let visible_at = now + i64::from(timeout) * 1000;
         let changed = self.store.change_visibility(&queue.id, message_id, receipt, visible_at, now).await?;
         if changed && timeout == 0 {
-            self.queue_wake.notify_waiters();
+            self.queue_waits.wake(&queue.id);
         }
         Ok(changed)
+    }
+}
+
+/// One waiting receive, counted while it lives.
+struct Waiting(Arc<Wait>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }

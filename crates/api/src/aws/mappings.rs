@@ -128,7 +128,18 @@ pub(crate) async fn create(State(s): State<AppState>, access: Access, body: Body
     Ok((StatusCode::ACCEPTED, Json(shown(&m))).into_response())
 }
 
+/// A mapping's uuid as the path gives it: anything but a UUID names no mapping.
+fn uuid_of(raw: &str) -> Result<String, AwsError> {
+    uuid::Uuid::parse_str(raw).map(|u| u.to_string()).map_err(|_| {
+        AwsError::not_found(format!(
+            "The resource you requested does not exist. (Service: Lambda; UUID: {})",
+            super::truncate(raw)
+        ))
+    })
+}
+
 pub(crate) async fn get(State(s): State<AppState>, access: Access, Path(uuid): Path<String>) -> AwsResult {
+    let uuid = uuid_of(&uuid)?;
     let m = s.service.mapping(&uuid).await?;
     allow(&access, Action::Read, &m.function)?;
     Ok(Json(shown(&m)).into_response())
@@ -137,6 +148,7 @@ pub(crate) async fn get(State(s): State<AppState>, access: Access, Path(uuid): P
 pub(crate) async fn update(
     State(s): State<AppState>, access: Access, Path(uuid): Path<String>, body: Body,
 ) -> AwsResult {
+    let uuid = uuid_of(&uuid)?;
     let b: MappingIn = json_body(body, MAX_CONFIG_BODY_BYTES).await?;
     let mut m = s.service.mapping(&uuid).await?;
     allow(&access, Action::Deploy, &m.function)?;
@@ -155,6 +167,7 @@ pub(crate) async fn update(
 }
 
 pub(crate) async fn delete(State(s): State<AppState>, access: Access, Path(uuid): Path<String>) -> AwsResult {
+    let uuid = uuid_of(&uuid)?;
     let m = s.service.mapping(&uuid).await?;
     allow(&access, Action::Deploy, &m.function)?;
     let m = s.service.delete_mapping(&uuid).await?;

@@ -126,6 +126,11 @@ pub(crate) fn check_headers<'a>(
     if !auth.signed_headers.split(';').any(|h| h == "host") {
         return Err(SigError::Invalid("the Host header must be signed".into()));
     }
+    // X-Amz-Target chooses the operation (SQS): unsigned, a captured request could be replayed
+    // as another operation.
+    if headers.contains_key("x-amz-target") && !auth.signed_headers.split(';').any(|h| h == "x-amz-target") {
+        return Err(SigError::Invalid("the X-Amz-Target header must be signed".into()));
+    }
     Ok(Presented { auth, secret, amz_date })
 }
 

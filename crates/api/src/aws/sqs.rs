@@ -28,8 +28,9 @@ use serde_json::{json, Map, Value};
 use crate::access::Access;
 use crate::AppState;
 
-/// Largest SQS request body read: ten messages of the largest size, JSON-escaped.
-const MAX_SQS_BODY_BYTES: usize = 12 * 1024 * 1024;
+/// Largest SQS request body read: a batch is at most a message's largest size (1 MiB) in all,
+/// which JSON escaping (`\\uXXXX` for non-ASCII) can make about three times longer.
+const MAX_SQS_BODY_BYTES: usize = 3 * 1024 * 1024 + 64 * 1024;
 
 /// An SQS error: the JSON `__type`, the query-compatible code, the sender's fault or not.
 #[derive(Debug)]
@@ -152,8 +153,9 @@ pub(crate) async fn handle(State(state): State<AppState>, req: Request) -> Respo
                 SqsError::new("SerializationException", "SerializationException", "the body is not JSON")
             })?
         };
-        let input =
-            input.as_object().cloned().ok_or_else(|| SqsError::invalid("the body must be a JSON object"))?;
+        let Value::Object(input) = input else {
+            return Err(SqsError::invalid("the body must be a JSON object"));
+        };
         let ctx = Ctx { state: &state, access: access.as_ref(), base: &base, input: &input };
         ctx.dispatch(&operation).await
     }
@@ -175,7 +177,9 @@ pub(crate) async fn call(
     state: &AppState, access: Option<&Access>, headers: &HeaderMap, operation: &str, input: Value,
 ) -> Result<Value, SqsError> {
     let base = queue_base(headers, state.cfg.urls.template.starts_with("https://"));
-    let input = input.as_object().cloned().unwrap_or_default();
+    let Value::Object(input) = input else {
+        return Err(SqsError::invalid("the body must be a JSON object"));
+    };
     Ctx { state, access, base: &base, input: &input }.dispatch(operation).await
 }
 
@@ -303,6 +307,7 @@ impl Ctx<'_> {
     async fn get_queue_url(&self) -> SqsResult {
         self.allow(Action::Read)?;
         let name = self.required("QueueName")?;
+        gust_core::queue::validate_queue_name(name).map_err(|_| SqsError::no_queue())?;
         let queue = self.state.service.queue(name).await?;
         Ok(json!({ "QueueUrl": self.url_of(&queue.name) }))
     }
@@ -315,6 +320,16 @@ impl Ctx<'_> {
             return Err(SqsError::invalid("MaxResults must be an integer from 1 to 1000"));
         }
         let after = self.str("NextToken")?;
+        let name_chars =
+            |s: &str| s.len() <= 80 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !name_chars(prefix) {
+            return Err(SqsError::invalid(
+                "QueueNamePrefix may hold only letters, digits, hyphens and underscores (at most 80)",
+            ));
+        }
+        if after.is_some_and(|t| !name_chars(t)) {
+            return Err(SqsError::invalid("Invalid NextToken value."));
+        }
         let limit = max.unwrap_or(1000) as usize;
         let page = self.state.service.list_queues(prefix, after, limit).await?;
         let mut out = json!({ "QueueUrls": page.iter().map(|q| self.url_of(&q.name)).collect::<Vec<_>>() });
@@ -399,8 +414,7 @@ impl Ctx<'_> {
         self.allow(Action::Invoke)?;
         let queue = self.queue().await?;
         let entries = batch_entries(self.input)?;
-        let total: usize =
-            entries.iter().map(|e| e.get("MessageBody").and_then(Value::as_str).map_or(0, str::len)).sum();
+        let total: usize = entries.iter().map(entry_size).sum();
         if total > queue.attributes.maximum_message_size as usize {
             return Err(SqsError::new(
                 "BatchRequestTooLong",
@@ -649,6 +663,23 @@ fn batch_entries(input: &Map<String, Value>) -> Result<Vec<Map<String, Value>>, 
     Ok(out)
 }
 
+/// What an entry of a send counts toward a batch's size: its body, and its attributes' names,
+/// types and values.
+fn entry_size(e: &Map<String, Value>) -> usize {
+    let body = e.get("MessageBody").and_then(Value::as_str).map_or(0, str::len);
+    let attributes: usize = e
+        .get("MessageAttributes")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(name, a)| {
+            let field = |k: &str| a.get(k).and_then(Value::as_str).map_or(0, str::len);
+            name.len() + field("DataType") + field("StringValue") + field("BinaryValue") * 3 / 4
+        })
+        .sum();
+    body + attributes
+}
+
 fn entry_failure(id: &str, e: &SqsError) -> Value {
     json!({ "Id": id, "SenderFault": !e.status.is_server_error(), "Code": e.query_code, "Message": e.message })
 }
@@ -663,8 +694,7 @@ fn message_entry(e: &Map<String, Value>, queue: &Queue) -> Result<(NewMessage, u
     if body.is_empty() {
         return Err(SqsError::missing("MessageBody"));
     }
-    let allowed = |c: char| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}');
-    if !body.chars().all(allowed) {
+    if !gust_core::queue::is_message_text(body) {
         return Err(SqsError::new("InvalidMessageContents", "InvalidMessageContents", "Invalid characters found. Valid unicode characters are #x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF"));
     }
     let attributes: BTreeMap<String, MessageAttribute> = match e.get("MessageAttributes") {
