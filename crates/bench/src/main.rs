@@ -260,6 +260,7 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
     // 5. The process runtime: warm sync invokes of a `provided` function beside the bare
     //    server, and cold starts (a new process per version) beside the interpreter's own start.
     let process = process_rows(&gust, &bare, args).await?;
+    let queues = queue_rows(&gust, args).await?;
 
     let cluster = match &args.postgres {
         Some(url) => Some(cluster_rows(url, args, &bare).await?),
@@ -314,6 +315,7 @@ async fn bench(args: &Args) -> anyhow::Result<Value> {
         "warm_sync": warm,
         "warm_sync_tls": warm_tls,
         "function_urls": urls,
+        "queues": queues,
         "cold_start": {
             "versions": cold_n,
             "first_invocation_p50_us": cold_p50,
@@ -438,6 +440,76 @@ async fn url_rows(gust: &Proc, bare: &Proc, phase: Duration, warmup: Duration) -
     Ok(json!(rows))
 }
 
+/// Queues: durable sends at 64 connections (SendMessage, beside the async ingest row), then
+/// a queue drained through an event source mapping into a no-op wasm function in batches of
+/// 10 (messages per second end to end; goal ≥ 10,000).
+async fn queue_rows(gust: &Proc, args: &Args) -> anyhow::Result<Value> {
+    let sqs = |op: &'static str| {
+        vec![
+            ("x-amz-target", format!("AmazonSQS.{op}")),
+            ("content-type", "application/x-amz-json-1.0".to_string()),
+        ]
+    };
+    let call = |op: &'static str, body: Value| {
+        let headers = sqs(op);
+        async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            client::ok(gust.addr, "POST", "/", &h, body.to_string()).await
+        }
+    };
+    let created: Value =
+        serde_json::from_slice(&call("CreateQueue", json!({ "QueueName": "bench" })).await?)?;
+    let url = created["QueueUrl"].as_str().unwrap_or_default().to_string();
+    let n = if args.quick { 2_000 } else { args.drain.min(50_000) };
+    let send = Target {
+        addr: gust.addr,
+        path: "/".into(),
+        headers: sqs("SendMessage"),
+        body: Bytes::from(json!({ "QueueUrl": url, "MessageBody": "{\"order\":42}" }).to_string()),
+        expect_status: 200,
+        tls: None,
+    };
+    let sent = loadgen::run(&send, 64, Stop::Count(n)).await?;
+    anyhow::ensure!(sent.errors == 0, "errors during queue sends");
+    // The backlog, drained through a mapping into the no-op function.
+    let done0 = client::metric(gust.addr, "gust_attempts_succeeded_total").await?;
+    let mapping = json!({
+        "EventSourceArn": "arn:aws:sqs:us-east-1:000000000000:bench",
+        "FunctionName": "noop",
+        "BatchSize": 10,
+        "ScalingConfig": { "MaximumConcurrency": 8 },
+    });
+    let started = Instant::now();
+    client::ok(
+        gust.addr,
+        "POST",
+        "/2015-03-31/event-source-mappings/",
+        &[("content-type", "application/json")],
+        mapping.to_string(),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let got: Value = serde_json::from_slice(
+            &call("GetQueueAttributes", json!({ "QueueUrl": url, "AttributeNames": ["All"] })).await?,
+        )?;
+        let left = |k: &str| got["Attributes"][k].as_str().and_then(|v| v.parse::<u64>().ok()).unwrap_or(1);
+        if left("ApproximateNumberOfMessages") + left("ApproximateNumberOfMessagesNotVisible") == 0 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the mapping never drained the queue");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let batches = client::metric(gust.addr, "gust_attempts_succeeded_total").await? - done0;
+    Ok(json!({
+        "messages": n,
+        "send": load_json(&sent),
+        "mapping_messages_per_second": n as f64 / secs,
+        "mapping_batches": batches,
+    }))
+}
+
 fn target(name: &str, goal: &str, measured: Option<f64>, ok: impl Fn(f64) -> bool) -> Value {
     json!({ "target": name, "goal": goal, "measured": measured, "met": measured.map(ok) })
 }
@@ -495,6 +567,17 @@ fn markdown(r: &Value) -> String {
         ];
         out.push_str(&format!("| {} | {} |\n", w["connections"], cells.join(" | ")));
     }
+    let q = &r["queues"];
+    out.push_str("\n### Queues (SQS API, SQLite, durable)\n\n| measure | value |\n|---|---:|\n");
+    out.push_str(&format!(
+        "| SendMessage at 64 connections, messages/s (p50 µs) | {} ({}) |\n",
+        f(&q["send"]["rps"]),
+        f(&q["send"]["p50_us"])
+    ));
+    out.push_str(&format!(
+        "| {} messages drained through an event source mapping (batches of 10) into a no-op wasm function, messages/s (goal ≥ 10,000) | {} ({} invocations) |\n",
+        q["messages"], f(&q["mapping_messages_per_second"]), q["mapping_batches"]
+    ));
     let c = &r["cold_start"];
     let a = &r["async"];
     let m = &r["memory"];

@@ -171,8 +171,13 @@ impl Service {
             // The batch comes back after its visibility timeout.
             _ => return Ok(()),
         };
-        for r in batch.iter().filter(|r| !keep.contains(&r.message.id)) {
-            self.delete_message(&queue, &r.message.id, &r.receipt).await?;
+        let done: Vec<(String, String)> = batch
+            .iter()
+            .filter(|r| !keep.contains(&r.message.id))
+            .map(|r| (r.message.id.clone(), r.receipt.clone()))
+            .collect();
+        if !done.is_empty() {
+            self.delete_messages(&queue, done).await?;
         }
         Ok(())
     }

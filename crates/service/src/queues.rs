@@ -200,6 +200,11 @@ impl Service {
         Ok(self.store.delete_message(&queue.id, message_id, receipt).await?)
     }
 
+    /// Deletes received messages (each by its current receipt) in one store transaction.
+    pub async fn delete_messages(&self, queue: &Queue, messages: Vec<(String, String)>) -> Result<Vec<bool>> {
+        Ok(self.store.delete_messages(&queue.id, messages).await?)
+    }
+
     /// Hides a received message for `timeout` seconds from now (0: visible at once); `false`
     /// if it is not in flight under `receipt`.
     pub async fn change_visibility(

@@ -891,6 +891,10 @@ impl Store for PgStore {
         queues::delete_message(&PgTx(&client), queue_id, message_id, receipt).await
     }
 
+    async fn delete_messages(&self, queue_id: &str, messages: Vec<(String, String)>) -> Result<Vec<bool>> {
+        in_tx!(self, |tx| queues::delete_messages(&tx, queue_id, &messages).await)
+    }
+
     async fn change_visibility(
         &self, queue_id: &str, message_id: &str, receipt: &str, visible_at: Millis, now: Millis,
     ) -> Result<bool> {

@@ -797,6 +797,11 @@ impl Store for SqliteStore {
         self.write(move |tx| ready(queues::delete_message(tx, &q, &m, &r))).await
     }
 
+    async fn delete_messages(&self, queue_id: &str, messages: Vec<(String, String)>) -> Result<Vec<bool>> {
+        let queue_id = queue_id.to_string();
+        self.write(move |tx| ready(queues::delete_messages(tx, &queue_id, &messages))).await
+    }
+
     async fn change_visibility(
         &self, queue_id: &str, message_id: &str, receipt: &str, visible_at: Millis, now: Millis,
     ) -> Result<bool> {

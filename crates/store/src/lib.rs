@@ -338,6 +338,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Received>>;
     /// Deletes a message if `receipt` is its current one; whether it was.
     async fn delete_message(&self, queue_id: &str, message_id: &str, receipt: &str) -> Result<bool>;
+    /// [`Store::delete_message`] of each `(message id, receipt)`, in one transaction.
+    async fn delete_messages(&self, queue_id: &str, messages: Vec<(String, String)>) -> Result<Vec<bool>>;
     /// Makes a hidden message visible at `visible_at` if `receipt` is its current one.
     async fn change_visibility(
         &self, queue_id: &str, message_id: &str, receipt: &str, visible_at: Millis, now: Millis,

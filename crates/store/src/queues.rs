@@ -249,6 +249,18 @@ pub async fn delete_message(tx: &impl Tx, queue_id: &str, message_id: &str, rece
     Ok(tx.execute(DELETE_RECEIVED, &[queue_id.into(), message_id.into(), receipt.into()]).await? == 1)
 }
 
+/// Deletes each `(message id, receipt)` whose receipt is current, in one transaction; which
+/// were, in order.
+pub async fn delete_messages(
+    tx: &impl Tx, queue_id: &str, messages: &[(String, String)],
+) -> Result<Vec<bool>> {
+    let mut out = Vec::with_capacity(messages.len());
+    for (id, receipt) in messages {
+        out.push(delete_message(tx, queue_id, id, receipt).await?);
+    }
+    Ok(out)
+}
+
 /// Makes a received message visible at `visible_at` if `receipt` is its current one and it is
 /// still hidden at `now`; whether it was.
 pub async fn change_visibility(

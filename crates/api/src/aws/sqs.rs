@@ -492,17 +492,21 @@ impl Ctx<'_> {
         self.allow(Action::Invoke)?;
         let queue = self.queue().await?;
         let entries = batch_entries(self.input)?;
-        let (mut ok, mut failed) = (Vec::new(), Vec::new());
+        let (mut ok, mut failed, mut deletes) = (Vec::new(), Vec::new(), Vec::new());
         for e in &entries {
             let id = e.get("Id").and_then(Value::as_str).unwrap_or_default();
             let handle = e.get("ReceiptHandle").and_then(Value::as_str).unwrap_or_default();
             match parse_receipt(&queue, handle) {
-                Ok((message, token)) => {
-                    self.state.service.delete_message(&queue, &message, &token).await?;
+                Ok(message_and_token) => {
+                    deletes.push(message_and_token);
                     ok.push(json!({ "Id": id }));
                 }
                 Err(err) => failed.push(entry_failure(id, &err)),
             }
+        }
+        // In one transaction; a stale receipt deletes nothing and is no error (as SQS).
+        if !deletes.is_empty() {
+            self.state.service.delete_messages(&queue, deletes).await?;
         }
         Ok(json!({ "Successful": ok, "Failed": failed }))
     }
