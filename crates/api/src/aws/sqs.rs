@@ -824,21 +824,29 @@ mod tests {
             created_at: 0,
             updated_at: 0,
         };
+        let (id, token) = ("0192b1a4-7c1e-7000-8000-000000000001", "0123456789abcdef0123456789abcdef");
         let r = Received {
             message: gust_core::queue::Message {
-                id: "m1".into(),
+                id: id.into(),
                 body: "b".into(),
                 attributes: BTreeMap::new(),
                 sent_at: 0,
                 receive_count: 1,
                 first_received_at: Some(0),
             },
-            receipt: "tok".into(),
+            receipt: token.into(),
         };
         let handle = receipt_handle(&queue, &r);
-        assert_eq!(parse_receipt(&queue, &handle).unwrap(), ("m1".to_string(), "tok".to_string()));
+        assert_eq!(parse_receipt(&queue, &handle).unwrap(), (id.to_string(), token.to_string()));
         let other = Queue { id: "other".into(), ..queue.clone() };
         assert!(parse_receipt(&other, &handle).is_err());
         assert!(parse_receipt(&queue, "garbage!").is_err());
+        // Only a UUID and 32 hex digits reach the store: nothing else (a NUL, SQL) does.
+        for (m, t) in
+            [("m\0", token), (id, "tok"), ("' OR 1=1 --", token), (id, "0123456789abcdef0123456789abcde\0")]
+        {
+            let forged = gust_core::queue::receipt_handle("qid", m, t);
+            assert!(parse_receipt(&queue, &forged).is_err(), "{m:?} {t:?}");
+        }
     }
 }
