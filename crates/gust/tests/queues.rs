@@ -198,11 +198,10 @@ fn queue_count(base: &str, url: &str) -> (u64, u64) {
     (n("ApproximateNumberOfMessages"), n("ApproximateNumberOfMessagesNotVisible"))
 }
 
-#[test]
-fn a_queue_triggers_a_function_in_batches_and_poison_ends_in_the_dead_letter_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    let python = gust_testkit::python();
-    let s = Server::start(dir.path(), &["--python", python.as_str()]);
+/// The consumer deployed, a dead-letter queue `dead` and a queue `work` redriving to it after
+/// two receives (hidden `visibility` seconds once received), and `batches` × 10 messages in
+/// `work`, every tenth `poison-N`, the rest `good-N`: `(work's URL, dead's URL)`.
+fn poisoned_work(s: &Server, batches: usize, visibility: &str) -> (String, String) {
     let config =
         json!({ "runtime": "python3.11", "handler": "app.handler", "timeout_ms": 20_000, "memory_mb": 256 });
     s.deploy_zip("consumer", config, gust_testkit::zip(&[("app.py", CONSUMER, 0o644)]));
@@ -210,12 +209,12 @@ fn a_queue_triggers_a_function_in_batches_and_poison_ends_in_the_dead_letter_que
         ok(&s.url, "CreateQueue", json!({ "QueueName": "dead" }))["QueueUrl"].as_str().unwrap().to_string();
     let policy =
         json!({ "deadLetterTargetArn": "arn:aws:sqs:us-east-1:000000000000:dead", "maxReceiveCount": 2 });
-    let attributes = json!({ "RedrivePolicy": policy.to_string(), "VisibilityTimeout": "1" });
+    let attributes = json!({ "RedrivePolicy": policy.to_string(), "VisibilityTimeout": visibility });
     let url = ok(&s.url, "CreateQueue", json!({ "QueueName": "work", "Attributes": attributes }))["QueueUrl"]
         .as_str()
         .unwrap()
         .to_string();
-    for batch in 0..20 {
+    for batch in 0..batches {
         let entries: Vec<Value> = (0..10)
             .map(|i| {
                 let n = batch * 10 + i;
@@ -225,6 +224,27 @@ fn a_queue_triggers_a_function_in_batches_and_poison_ends_in_the_dead_letter_que
             .collect();
         ok(&s.url, "SendMessageBatch", json!({ "QueueUrl": url, "Entries": entries }));
     }
+    (url, dlq)
+}
+
+/// The bodies of every message `url` holds now, received (and left in flight).
+fn all_bodies(base: &str, url: &str) -> Vec<String> {
+    let mut bodies = Vec::new();
+    loop {
+        let got = receive(base, url, 10, 0);
+        if got.is_empty() {
+            return bodies;
+        }
+        bodies.extend(got.into_iter().map(|m| m["Body"].as_str().unwrap().to_string()));
+    }
+}
+
+#[test]
+fn a_queue_triggers_a_function_in_batches_and_poison_ends_in_the_dead_letter_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let python = gust_testkit::python();
+    let s = Server::start(dir.path(), &["--python", python.as_str()]);
+    let (url, dlq) = poisoned_work(&s, 20, "1");
     let client = reqwest::blocking::Client::new();
     let created: Value = client
         .post(format!("{}/2015-03-31/event-source-mappings/", s.url))
@@ -251,13 +271,7 @@ fn a_queue_triggers_a_function_in_batches_and_poison_ends_in_the_dead_letter_que
         assert!(Instant::now() < deadline, "not drained: source {source:?}, dead-letter {dead:?}");
         std::thread::sleep(Duration::from_millis(250));
     }
-    let dead: Vec<String> = std::iter::from_fn(|| {
-        let got = receive(&s.url, &dlq, 10, 0);
-        (!got.is_empty())
-            .then(|| got.into_iter().map(|m| m["Body"].as_str().unwrap().to_string()).collect::<Vec<_>>())
-    })
-    .flatten()
-    .collect();
+    let dead = all_bodies(&s.url, &dlq);
     assert_eq!(dead.len(), 20);
     assert!(dead.iter().all(|b| b.starts_with("poison-")), "{dead:?}");
 
@@ -337,28 +351,7 @@ fn a_mapping_loses_nothing_when_its_server_is_killed_mid_run() {
     let python = gust_testkit::python();
     let args = ["--python", python.as_str()];
     let s = Server::start(dir.path(), &args);
-    let config =
-        json!({ "runtime": "python3.11", "handler": "app.handler", "timeout_ms": 20_000, "memory_mb": 256 });
-    s.deploy_zip("consumer", config, gust_testkit::zip(&[("app.py", CONSUMER, 0o644)]));
-    ok(&s.url, "CreateQueue", json!({ "QueueName": "dead" }));
-    let policy =
-        json!({ "deadLetterTargetArn": "arn:aws:sqs:us-east-1:000000000000:dead", "maxReceiveCount": 2 });
-    let attributes = json!({ "RedrivePolicy": policy.to_string(), "VisibilityTimeout": "2" });
-    let url = ok(&s.url, "CreateQueue", json!({ "QueueName": "work", "Attributes": attributes }))["QueueUrl"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let dlq = url.replace("/work", "/dead");
-    for batch in 0..30 {
-        let entries: Vec<Value> = (0..10)
-            .map(|i| {
-                let n = batch * 10 + i;
-                let body = if i == 0 { format!("poison-{n}") } else { format!("good-{n}") };
-                json!({ "Id": format!("e{i}"), "MessageBody": body })
-            })
-            .collect();
-        ok(&s.url, "SendMessageBatch", json!({ "QueueUrl": url, "Entries": entries }));
-    }
+    let (url, dlq) = poisoned_work(&s, 30, "2");
     let mapping = json!({
         "EventSourceArn": "arn:aws:sqs:us-east-1:000000000000:work",
         "FunctionName": "consumer",
@@ -393,14 +386,7 @@ fn a_mapping_loses_nothing_when_its_server_is_killed_mid_run() {
     }
     // Exactly the poison messages are dead letters: no good message was lost on the way, and
     // every one was deleted only after the function processed it.
-    let mut dead = Vec::new();
-    loop {
-        let got = receive(&s.url, &dlq, 10, 0);
-        if got.is_empty() {
-            break;
-        }
-        dead.extend(got.into_iter().map(|m| m["Body"].as_str().unwrap().to_string()));
-    }
+    let mut dead = all_bodies(&s.url, &dlq);
     dead.sort();
     let mut poison: Vec<String> = (0..30).map(|b| format!("poison-{}", b * 10)).collect();
     poison.sort();
