@@ -29,3 +29,12 @@ pub fn internal_command_if_requested() -> Option<std::process::ExitCode> {
     };
     Some(std::process::ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)))
 }
+
+/// Prints a line a script or test reads (the listening banner) and flushes it. A closed stdout
+/// (the reader took the first line and went, or `gust server | head -1`) changes nothing: the
+/// process goes on serving, where `println!` would panic on the broken pipe.
+pub fn announce(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_fmt(line).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush());
+}

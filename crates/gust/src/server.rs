@@ -432,11 +432,11 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
         None => None,
     };
     // Tests and scripts read this line to learn the port.
-    println!("gust listening on {scheme}://{addr}");
+    crate::announce(format_args!("gust listening on {scheme}://{addr}"));
     let _url_http = match (url_listener, url_router) {
         (Some(l), Some(r)) => {
             let (tls_urls, stop) = (tls.clone(), signals.received(1));
-            println!("gust function URLs on {scheme}://{}", l.local_addr()?);
+            crate::announce(format_args!("gust function URLs on {scheme}://{}", l.local_addr()?));
             Some(AbortOnDrop(vec![tokio::spawn(async move {
                 if let Err(e) = gust_api::serve(l, r, limits, tls_urls, stop).await {
                     tracing::error!(error = %e, "the function URL listener stopped");

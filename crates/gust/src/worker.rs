@@ -430,7 +430,7 @@ async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
     // worker here, clearly).
     first_heartbeat(&state).await?;
     tracing::info!(worker = %state.id, server = %state.conn.base, "gust worker started");
-    println!("gust worker {} joined {}", state.id, state.conn.base);
+    crate::announce(format_args!("gust worker {} joined {}", state.id, state.conn.base));
     let heartbeat = tokio::spawn(heartbeat_loop(state.clone()));
     let renew = tokio::spawn(renew_loop(state.clone()));
     let mut poll = tokio::spawn(poll_loop(state.clone()));

@@ -286,3 +286,32 @@ fn a_sync_invocation_is_readable_as_soon_as_it_answered() {
         assert_eq!(list["invocations"][0]["invocation_id"], id.as_str());
     }
 }
+
+#[test]
+fn a_server_whose_stdout_is_closed_keeps_serving() {
+    // `gust server | head -1`, or a supervisor that read the banner and went: printing the
+    // banner (and the URL listener's line after it) into a closed pipe must not end the server.
+    let dir = workdir();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut cmd = Command::new(GUST);
+    cmd.args(["server", "--listen", &format!("127.0.0.1:{port}"), "--url-listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .stdout(writer)
+        .stderr(std::process::Stdio::null());
+    let mut process = Process::spawn(&mut cmd).expect("spawn gust");
+    let client = Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(process.is_running(), "the server ended when its stdout was closed");
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/healthz")).send() {
+            assert_eq!(r.text().unwrap(), "ok");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the server never answered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(process.is_running(), "the server ended after its banner went into a closed pipe");
+}
