@@ -17,6 +17,7 @@ pub mod placement;
 pub mod protocol;
 pub mod queue;
 pub mod routing;
+pub mod schedule;
 pub mod url;
 
 pub use access::{Action, ApiKey, FunctionGlob, Grant, Role};

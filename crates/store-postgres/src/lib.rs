@@ -19,12 +19,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use gust_core::queue::{EventSourceMapping, NewMessage, Queue, QueueAttributes, QueueCounts, Received};
+use gust_core::schedule::{Firing, Schedule};
 use gust_core::{
     Alias, ApiKey, Deployment, FunctionConfig, FunctionSpec, FunctionUrl, InvocationId, InvocationRecord,
     Lifecycle, Millis, Rejected, Resolved, Routing, StateName, UrlConfig, Version, WorkerId, WorkerState,
 };
 use gust_store::ops::{self, Counter, Scan, Tx, UrlLookup};
-use gust_store::queues;
 use gust_store::rows::{
     self, json_err, key_values, read_alias, read_credential, read_function, read_guarded, read_key,
     read_record, read_url, read_version, Column, ColumnRow, Guarded, GuardedWrite, InsertInvocation, KeyRow,
@@ -32,6 +32,7 @@ use gust_store::rows::{
     INVOCATION_COLUMNS, NEXT_VERSION, UPDATE_GUARDED, VERSION_COLUMNS,
 };
 use gust_store::{gc, schema};
+use gust_store::{queues, schedules, Delivery, ScheduleGroup, StoredSchedule};
 use gust_store::{
     sha256_hex, Claimed, CollectedCode, Completion, Counters, FoundCredential, Inserted, InvocationFilter,
     Kind, NewInvocation, Pruned, Recovered, Result, Store, StoreError, WorkerCredential,
@@ -78,6 +79,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::WAITING_INDEXES],
     &[schema::FUNCTION_URLS],
     &[schema::QUEUES],
+    &[schema::SCHEDULES],
 ];
 
 /// The advisory lock a code collection holds for its transaction (with the schema's hash as
@@ -930,6 +932,69 @@ impl Store for PgStore {
     async fn delete_mapping(&self, uuid: &str) -> Result<bool> {
         let client = self.client().await?;
         queues::delete_mapping(&PgTx(&client), uuid).await
+    }
+
+    async fn create_schedule_group(&self, name: &str, now: Millis) -> Result<ScheduleGroup> {
+        let client = self.client().await?;
+        schedules::create_group(&PgTx(&client), name, now).await
+    }
+
+    async fn get_schedule_group(&self, name: &str) -> Result<Option<ScheduleGroup>> {
+        let client = self.client().await?;
+        schedules::get_group(&PgTx(&client), name).await
+    }
+
+    async fn list_schedule_groups(
+        &self, prefix: &str, after: Option<&str>, limit: usize,
+    ) -> Result<Vec<ScheduleGroup>> {
+        let client = self.client().await?;
+        schedules::list_groups(&PgTx(&client), prefix, after, limit).await
+    }
+
+    async fn delete_schedule_group(&self, name: &str) -> Result<()> {
+        in_tx!(self, |tx| schedules::delete_group(&tx, name).await)
+    }
+
+    async fn put_schedule(&self, schedule: Schedule, create: bool, now: Millis) -> Result<()> {
+        in_tx!(self, |tx| schedules::put_schedule(&tx, &schedule, create, now).await)
+    }
+
+    async fn get_schedule(&self, group: &str, name: &str) -> Result<Option<StoredSchedule>> {
+        let client = self.client().await?;
+        schedules::get_schedule(&PgTx(&client), group, name).await
+    }
+
+    async fn list_schedules(
+        &self, group: Option<&str>, prefix: &str, after: Option<(String, String)>, limit: usize,
+    ) -> Result<Vec<StoredSchedule>> {
+        let client = self.client().await?;
+        let after = after.as_ref().map(|(g, n)| (g.as_str(), n.as_str()));
+        schedules::list_schedules(&PgTx(&client), group, prefix, after, limit).await
+    }
+
+    async fn delete_schedule(&self, group: &str, name: &str) -> Result<()> {
+        in_tx!(self, |tx| schedules::delete_schedule(&tx, group, name).await)
+    }
+
+    async fn claim_due_schedules(&self, now: Millis, limit: usize) -> Result<usize> {
+        in_tx!(self, |tx| schedules::claim_due(&tx, now, limit).await)
+    }
+
+    async fn take_due_firings(
+        &self, now: Millis, lease_ms: i64, limit: usize,
+    ) -> Result<Vec<(Firing, Schedule)>> {
+        in_tx!(self, |tx| schedules::take_due_firings(&tx, now, lease_ms, limit).await)
+    }
+
+    async fn settle_firing(&self, firing: Firing, delivery: Delivery, now: Millis) -> Result<bool> {
+        in_tx!(self, |tx| schedules::settle_firing(&tx, &firing, &delivery, now).await)
+    }
+
+    async fn schedule_history(
+        &self, group: &str, name: &str, before: Option<Millis>, limit: usize,
+    ) -> Result<Vec<Firing>> {
+        let client = self.client().await?;
+        schedules::history(&PgTx(&client), group, name, before, limit).await
     }
 
     async fn expire_messages(&self, now: Millis, limit: usize) -> Result<u64> {

@@ -21,12 +21,12 @@ use std::task::Poll;
 use async_trait::async_trait;
 use bytes::Bytes;
 use gust_core::queue::{EventSourceMapping, NewMessage, Queue, QueueAttributes, QueueCounts, Received};
+use gust_core::schedule::{Firing, Schedule};
 use gust_core::{
     Alias, ApiKey, Deployment, FunctionConfig, FunctionSpec, FunctionUrl, InvocationId, InvocationRecord,
     Lifecycle, Millis, Rejected, Resolved, Routing, StateName, UrlConfig, Version, WorkerId, WorkerState,
 };
 use gust_store::ops::{self, Counter, Scan, Tx, UrlLookup};
-use gust_store::queues;
 use gust_store::rows::{
     self, corrupt, json_err, key_values, read_alias, read_credential, read_function, read_guarded, read_key,
     read_record, read_url, read_version, Column, ColumnRow, Guarded, GuardedWrite, InsertInvocation, KeyRow,
@@ -35,6 +35,7 @@ use gust_store::rows::{
 };
 use gust_store::space::{DiskSpace, LogEvery, DEFAULT_DISK_RESERVE_BYTES};
 use gust_store::{gc, schema};
+use gust_store::{queues, schedules, Delivery, ScheduleGroup, StoredSchedule};
 use gust_store::{
     Claimed, CollectedCode, Completion, Counters, FoundCredential, Inserted, InvocationFilter, Kind,
     NewInvocation, Pruned, Recovered, Result, Store, StoreError, WorkerCredential,
@@ -68,6 +69,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::WAITING_INDEXES],
     &[schema::FUNCTION_URLS],
     &[schema::QUEUES],
+    &[schema::SCHEDULES],
 ];
 
 /// The bytes of an invocation record that grow with use (what retention's budget counts).
@@ -835,6 +837,74 @@ impl Store for SqliteStore {
     async fn delete_mapping(&self, uuid: &str) -> Result<bool> {
         let uuid = uuid.to_string();
         self.write(move |tx| ready(queues::delete_mapping(tx, &uuid))).await
+    }
+
+    async fn create_schedule_group(&self, name: &str, now: Millis) -> Result<ScheduleGroup> {
+        let name = name.to_string();
+        self.write(move |tx| ready(schedules::create_group(tx, &name, now))).await
+    }
+
+    async fn get_schedule_group(&self, name: &str) -> Result<Option<ScheduleGroup>> {
+        let name = name.to_string();
+        self.read(move |tx| ready(schedules::get_group(tx, &name))).await
+    }
+
+    async fn list_schedule_groups(
+        &self, prefix: &str, after: Option<&str>, limit: usize,
+    ) -> Result<Vec<ScheduleGroup>> {
+        let (prefix, after) = (prefix.to_string(), after.map(str::to_string));
+        self.read(move |tx| ready(schedules::list_groups(tx, &prefix, after.as_deref(), limit))).await
+    }
+
+    async fn delete_schedule_group(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.write(move |tx| ready(schedules::delete_group(tx, &name))).await
+    }
+
+    async fn put_schedule(&self, schedule: Schedule, create: bool, now: Millis) -> Result<()> {
+        self.write(move |tx| ready(schedules::put_schedule(tx, &schedule, create, now))).await
+    }
+
+    async fn get_schedule(&self, group: &str, name: &str) -> Result<Option<StoredSchedule>> {
+        let (group, name) = (group.to_string(), name.to_string());
+        self.read(move |tx| ready(schedules::get_schedule(tx, &group, &name))).await
+    }
+
+    async fn list_schedules(
+        &self, group: Option<&str>, prefix: &str, after: Option<(String, String)>, limit: usize,
+    ) -> Result<Vec<StoredSchedule>> {
+        let (group, prefix) = (group.map(str::to_string), prefix.to_string());
+        self.read(move |tx| {
+            let after = after.as_ref().map(|(g, n)| (g.as_str(), n.as_str()));
+            ready(schedules::list_schedules(tx, group.as_deref(), &prefix, after, limit))
+        })
+        .await
+    }
+
+    async fn delete_schedule(&self, group: &str, name: &str) -> Result<()> {
+        let (group, name) = (group.to_string(), name.to_string());
+        self.write(move |tx| ready(schedules::delete_schedule(tx, &group, &name))).await
+    }
+
+    async fn claim_due_schedules(&self, now: Millis, limit: usize) -> Result<usize> {
+        self.write(move |tx| ready(schedules::claim_due(tx, now, limit))).await
+    }
+
+    async fn take_due_firings(
+        &self, now: Millis, lease_ms: i64, limit: usize,
+    ) -> Result<Vec<(Firing, Schedule)>> {
+        self.write(move |tx| ready(schedules::take_due_firings(tx, now, lease_ms, limit))).await
+    }
+
+    async fn settle_firing(&self, firing: Firing, delivery: Delivery, now: Millis) -> Result<bool> {
+        self.write(move |tx| ready(schedules::settle_firing(tx, &firing, &delivery, now))).await
+    }
+
+    async fn schedule_history(
+        &self, group: &str, name: &str, before: Option<Millis>, limit: usize,
+    ) -> Result<Vec<Firing>> {
+        let (group, name) = (group.to_string(), name.to_string());
+        self.read(move |tx| ready(schedules::history(tx, &group, &name, before, limit))).await
     }
 
     async fn expire_messages(&self, now: Millis, limit: usize) -> Result<u64> {

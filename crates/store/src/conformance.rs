@@ -71,6 +71,10 @@ macro_rules! store_conformance_tests {
             hidden_messages_come_back_after_their_visibility_timeout,
             messages_received_too_often_move_to_the_dead_letter_queue,
             queues_are_created_once_and_go_with_their_messages,
+            concurrent_schedule_claimers_fire_each_scheduled_time_once,
+            firings_missed_in_downtime_are_one_row_and_recent_ones_fire,
+            firing_deliveries_are_leased_and_settled_once,
+            schedules_live_in_groups_and_go_with_them,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -1525,4 +1529,233 @@ pub async fn queues_are_created_once_and_go_with_their_messages(store: Arc<dyn S
     assert!(store.receive_messages(&again, 10, 1_000, NOW).await.unwrap().is_empty());
     assert_eq!(store.queue_counts(&queue.id, NOW).await.unwrap(), gust_core::queue::QueueCounts::default());
     assert!(matches!(store.delete_queue("never").await, Err(StoreError::NotFound { .. })));
+}
+
+// ---- schedules -------------------------------------------------------------------------------
+
+const MINUTE: i64 = 60_000;
+
+fn schedule_named(group: &str, name: &str, expression: &str) -> gust_core::schedule::Schedule {
+    gust_core::schedule::Schedule {
+        group: group.to_string(),
+        name: name.to_string(),
+        expression: expression.to_string(),
+        timezone: "UTC".into(),
+        start: None,
+        end: None,
+        enabled: true,
+        flexible_window_minutes: None,
+        target: gust_core::schedule::Target {
+            arn: gust_core::lambda::function_arn("f", None),
+            role_arn: "arn:aws:iam::000000000000:role/r".into(),
+            input: None,
+            retry_policy: Default::default(),
+            dead_letter_arn: None,
+        },
+        description: String::new(),
+        delete_after_completion: false,
+        kms_key_arn: None,
+        created_at: NOW,
+        updated_at: NOW,
+    }
+}
+
+pub async fn concurrent_schedule_claimers_fire_each_scheduled_time_once(store: Arc<dyn Store>) {
+    for i in 0..5 {
+        store
+            .put_schedule(schedule_named("default", &format!("s{i}"), "rate(1 minute)"), true, NOW)
+            .await
+            .unwrap();
+    }
+    // Eight servers claim as time goes on, each at its own moments, all at once.
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut written = 0;
+                for step in 0..20 {
+                    let now = NOW + step * 30_000 + t * 1_000;
+                    written += store.claim_due_schedules(now, 100).await.unwrap();
+                }
+                written
+            })
+        })
+        .collect();
+    let mut written = 0;
+    for t in tasks {
+        written += t.await.unwrap();
+    }
+    // By NOW + 9.5 min + 7 s, each schedule was due at NOW + 1..=9 minutes.
+    assert_eq!(written, 5 * 9, "each scheduled time of each schedule was written once");
+    for i in 0..5 {
+        let history = store.schedule_history("default", &format!("s{i}"), None, 100).await.unwrap();
+        let times: Vec<i64> = history.iter().map(|f| f.scheduled_at).collect();
+        assert_eq!(times, (1..=9).rev().map(|k| NOW + k * MINUTE).collect::<Vec<_>>());
+    }
+    // Takers race for the firings: each is taken by one of them.
+    let takers: Vec<_> = (0..6)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                for _ in 0..10 {
+                    for (f, _) in store.take_due_firings(NOW + HOUR, 30_000, 7).await.unwrap() {
+                        got.push((f.schedule, f.scheduled_at));
+                    }
+                }
+                got
+            })
+        })
+        .collect();
+    let mut taken = Vec::new();
+    for t in takers {
+        taken.extend(t.await.unwrap());
+    }
+    let distinct: HashSet<_> = taken.iter().cloned().collect();
+    assert_eq!((taken.len(), distinct.len()), (45, 45), "every firing taken once, none twice");
+}
+
+pub async fn firings_missed_in_downtime_are_one_row_and_recent_ones_fire(store: Arc<dyn Store>) {
+    let mut s = schedule_named("default", "down", "rate(1 minute)");
+    s.target.retry_policy.maximum_event_age_seconds = 600;
+    store.put_schedule(s, true, NOW).await.unwrap();
+    // Nobody claimed for two hours.
+    let now = NOW + 2 * HOUR + 30_000;
+    assert_eq!(store.claim_due_schedules(now, 10).await.unwrap(), 10, "the last ten minutes fire");
+    assert_eq!(store.claim_due_schedules(now, 10).await.unwrap(), 0, "once");
+    let history = store.schedule_history("default", "down", None, 100).await.unwrap();
+    assert_eq!(history.len(), 11);
+    let missed = history.last().unwrap();
+    assert_eq!(missed.state, gust_core::schedule::FiringState::Missed);
+    assert_eq!((missed.scheduled_at, missed.missed), (NOW + MINUTE, Some((110, NOW + 110 * MINUTE))));
+    let next = store.get_schedule("default", "down").await.unwrap().unwrap().next_at;
+    assert_eq!(next, Some(NOW + 121 * MINUTE));
+    // Disabled, it is never due; enabled again, it counts from then (no firings for the gap).
+    let mut s = store.get_schedule("default", "down").await.unwrap().unwrap().schedule;
+    s.enabled = false;
+    store.put_schedule(s.clone(), false, now).await.unwrap();
+    assert_eq!(store.claim_due_schedules(now + 10 * HOUR, 10).await.unwrap(), 0);
+    s.enabled = true;
+    store.put_schedule(s, false, now + 10 * HOUR).await.unwrap();
+    assert_eq!(store.claim_due_schedules(now + 10 * HOUR + 2 * MINUTE, 10).await.unwrap(), 2);
+}
+
+pub async fn firing_deliveries_are_leased_and_settled_once(store: Arc<dyn Store>) {
+    use crate::schedules::string_attribute;
+    use crate::Delivery;
+    use gust_core::schedule::FiringState;
+    let dlq = store.create_queue(queue_named("dlq", Default::default())).await.unwrap();
+    let jobs = store.create_queue(queue_named("jobs", Default::default())).await.unwrap();
+    let mut s = schedule_named("default", "d", "rate(1 minute)");
+    s.target.dead_letter_arn = Some(gust_core::queue::queue_arn("dlq"));
+    store.put_schedule(s, true, NOW).await.unwrap();
+    let now = NOW + MINUTE;
+    assert_eq!(store.claim_due_schedules(now, 10).await.unwrap(), 1);
+    let (firing, schedule) = store.take_due_firings(now, 5_000, 10).await.unwrap().pop().unwrap();
+    assert_eq!(schedule.name, "d");
+    assert!(store.take_due_firings(now + 4_000, 5_000, 10).await.unwrap().is_empty(), "leased");
+    // The target refused: the count of refusals guards the next settle.
+    let refused = Delivery::Refused { reason: "throttled".into(), retry_at: now + 10_000 };
+    assert!(store.settle_firing(firing.clone(), refused.clone(), now).await.unwrap());
+    assert!(
+        !store.settle_firing(firing.clone(), refused, now).await.unwrap(),
+        "a stale settle changes nothing"
+    );
+    assert!(store.take_due_firings(now + 9_000, 5_000, 10).await.unwrap().is_empty());
+    let (again, _) = store.take_due_firings(now + 10_000, 5_000, 10).await.unwrap().pop().unwrap();
+    assert_eq!(again.attempts, 1);
+    // A lease that ran out lets another server take it; both deliver, one settles.
+    let (taken_twice, _) = store.take_due_firings(now + 16_000, 5_000, 10).await.unwrap().pop().unwrap();
+    let message = gust_core::queue::NewMessage {
+        id: uuid::Uuid::new_v4().to_string(),
+        body: "the event".into(),
+        attributes: [("ERROR_CODE".to_string(), string_attribute("Throttled"))].into(),
+        visible_at: now,
+    };
+    let failed = Delivery::Failed { reason: "gave up".into(), dead_letter: Some(("dlq".into(), message)) };
+    assert!(store.settle_firing(again, failed.clone(), now + 17_000).await.unwrap());
+    assert!(store.settle_firing(taken_twice, failed, now + 17_000).await.is_err(), "no second dead letter");
+    let dead = store.receive_messages(&dlq, 10, 1_000, now + 18_000).await.unwrap();
+    assert_eq!(dead.len(), 1, "exactly one dead-letter message");
+    assert_eq!(dead[0].message.attributes["ERROR_CODE"].string_value.as_deref(), Some("Throttled"));
+    let history = store.schedule_history("default", "d", None, 10).await.unwrap();
+    assert_eq!(
+        (history[0].state, history[0].detail.as_deref()),
+        (FiringState::DeadLettered, Some("gave up"))
+    );
+
+    store.delete_schedule("default", "d").await.unwrap();
+    assert!(store.schedule_history("default", "d", None, 10).await.unwrap().is_empty(), "its history went too");
+
+    // A one-time schedule to a queue, deleted after completion: the message and the settle are
+    // one transaction, and the schedule goes with its last firing.
+    let mut once = schedule_named("default", "once", "at(2023-11-14T22:20:00)");
+    once.target.arn = gust_core::queue::queue_arn("jobs");
+    once.delete_after_completion = true;
+    store.put_schedule(once, true, NOW).await.unwrap();
+    let at = store.get_schedule("default", "once").await.unwrap().unwrap().next_at.unwrap();
+    assert_eq!(store.claim_due_schedules(at, 10).await.unwrap(), 1);
+    assert!(store.get_schedule("default", "once").await.unwrap().is_some(), "kept until delivered");
+    let (firing, _) = store.take_due_firings(at, 5_000, 10).await.unwrap().pop().unwrap();
+    let message = gust_core::queue::NewMessage {
+        id: "m-1".into(),
+        body: "tick".into(),
+        attributes: Default::default(),
+        visible_at: at,
+    };
+    assert!(store.settle_firing(firing, Delivery::Send { queue: "jobs".into(), message }, at).await.unwrap());
+    assert_eq!(store.receive_messages(&jobs, 10, 1_000, at).await.unwrap().len(), 1);
+    assert!(store.get_schedule("default", "once").await.unwrap().is_none(), "deleted after completion");
+}
+
+pub async fn schedules_live_in_groups_and_go_with_them(store: Arc<dyn Store>) {
+    assert!(store.get_schedule_group("default").await.unwrap().is_some(), "the default group always exists");
+    assert!(matches!(store.delete_schedule_group("default").await, Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        store.put_schedule(schedule_named("nightly", "a", "rate(1 hour)"), true, NOW).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let racers: Vec<_> = (0..6)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.create_schedule_group("nightly", NOW).await.is_ok() })
+        })
+        .collect();
+    let mut won = 0;
+    for r in racers {
+        won += usize::from(r.await.unwrap());
+    }
+    assert_eq!(won, 1, "one creator of a group name");
+    for (g, n) in [("nightly", "b"), ("nightly", "a"), ("default", "a"), ("default", "z")] {
+        store.put_schedule(schedule_named(g, n, "rate(1 hour)"), true, NOW).await.unwrap();
+    }
+    assert!(matches!(
+        store.put_schedule(schedule_named("nightly", "a", "rate(1 hour)"), true, NOW).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.put_schedule(schedule_named("nightly", "c", "rate(1 hour)"), false, NOW).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let names = |v: Vec<crate::StoredSchedule>| -> Vec<String> {
+        v.into_iter().map(|s| format!("{}/{}", s.schedule.group, s.schedule.name)).collect()
+    };
+    assert_eq!(
+        names(store.list_schedules(None, "", None, 10).await.unwrap()),
+        ["default/a", "default/z", "nightly/a", "nightly/b"]
+    );
+    assert_eq!(
+        names(store.list_schedules(Some("nightly"), "", None, 10).await.unwrap()),
+        ["nightly/a", "nightly/b"]
+    );
+    assert_eq!(names(store.list_schedules(None, "a", None, 10).await.unwrap()), ["default/a", "nightly/a"]);
+    let after = Some(("default".to_string(), "z".to_string()));
+    assert_eq!(names(store.list_schedules(None, "", after, 1).await.unwrap()), ["nightly/a"]);
+    let groups: Vec<String> =
+        store.list_schedule_groups("", None, 10).await.unwrap().into_iter().map(|g| g.name).collect();
+    assert_eq!(groups, ["default", "nightly"]);
+    store.delete_schedule_group("nightly").await.unwrap();
+    assert_eq!(names(store.list_schedules(None, "", None, 10).await.unwrap()), ["default/a", "default/z"]);
+    store.delete_schedule("default", "a").await.unwrap();
+    assert!(matches!(store.delete_schedule("default", "a").await, Err(StoreError::NotFound { .. })));
 }

@@ -15,6 +15,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use gust_core::queue::{EventSourceMapping, NewMessage, Queue, QueueAttributes, QueueCounts, Received};
+use gust_core::schedule::{Firing, Schedule};
 use gust_core::{
     Alias, ApiKey, AttemptOutcome, Deployment, FunctionConfig, FunctionErrorBody, FunctionSpec, FunctionUrl,
     InvocationId, InvocationRecord, InvocationRequest, Lifecycle, Millis, Rejected, Resolved, Routing,
@@ -28,9 +29,12 @@ pub mod gc;
 pub mod ops;
 pub mod queues;
 pub mod rows;
+pub mod schedules;
 pub mod schema;
 pub mod secrets;
 pub mod space;
+
+pub use schedules::{Delivery, ScheduleGroup, StoredSchedule};
 
 /// The sha256 of `bytes`, in lowercase hex: an artifact's name.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -51,6 +55,8 @@ pub enum Kind {
     FunctionUrl,
     Queue,
     EventSourceMapping,
+    Schedule,
+    ScheduleGroup,
 }
 
 impl Kind {
@@ -66,6 +72,8 @@ impl Kind {
             Kind::FunctionUrl => "function URL config",
             Kind::Queue => "queue",
             Kind::EventSourceMapping => "event source mapping",
+            Kind::Schedule => "schedule",
+            Kind::ScheduleGroup => "schedule group",
         }
     }
 }
@@ -358,6 +366,39 @@ pub trait Store: Send + Sync + 'static {
     async fn mappings(&self) -> Result<Vec<EventSourceMapping>>;
     /// Deletes a mapping; whether it was there.
     async fn delete_mapping(&self, uuid: &str) -> Result<bool>;
+
+    // ---- schedules ([`schedules`]) ----
+
+    /// Creates a schedule group; `Invalid` (a conflict) if it exists.
+    async fn create_schedule_group(&self, name: &str, now: Millis) -> Result<ScheduleGroup>;
+    /// A group (the default group always exists).
+    async fn get_schedule_group(&self, name: &str) -> Result<Option<ScheduleGroup>>;
+    async fn list_schedule_groups(
+        &self, prefix: &str, after: Option<&str>, limit: usize,
+    ) -> Result<Vec<ScheduleGroup>>;
+    /// Deletes a group with its schedules and their history.
+    async fn delete_schedule_group(&self, name: &str) -> Result<()>;
+    /// Creates (`create`) or replaces a schedule; its next firing counts from `now`.
+    async fn put_schedule(&self, schedule: Schedule, create: bool, now: Millis) -> Result<()>;
+    async fn get_schedule(&self, group: &str, name: &str) -> Result<Option<StoredSchedule>>;
+    /// Schedules of one group or all, by (group, name), after `after`.
+    async fn list_schedules(
+        &self, group: Option<&str>, prefix: &str, after: Option<(String, String)>, limit: usize,
+    ) -> Result<Vec<StoredSchedule>>;
+    /// Deletes a schedule and its history.
+    async fn delete_schedule(&self, group: &str, name: &str) -> Result<()>;
+    /// Claims due schedules and writes their firings ([`schedules::claim_due`]); how many to fire.
+    async fn claim_due_schedules(&self, now: Millis, limit: usize) -> Result<usize>;
+    /// Takes pending firings for delivery under a lease ([`schedules::take_due_firings`]).
+    async fn take_due_firings(
+        &self, now: Millis, lease_ms: i64, limit: usize,
+    ) -> Result<Vec<(Firing, Schedule)>>;
+    /// Settles a delivery ([`schedules::settle_firing`]); whether it was this one's to settle.
+    async fn settle_firing(&self, firing: Firing, delivery: Delivery, now: Millis) -> Result<bool>;
+    /// A schedule's history, newest first.
+    async fn schedule_history(
+        &self, group: &str, name: &str, before: Option<Millis>, limit: usize,
+    ) -> Result<Vec<Firing>>;
     /// The immutable code and config of one resolved version.
     async fn get_deployment(&self, function: &str, resolved: Resolved) -> Result<Option<Deployment>>;
     /// The control-plane snapshot version: bumped by every control-plane write.

@@ -251,6 +251,40 @@ CREATE TABLE event_source_mappings (
 );
 "#;
 
+/// Schedules (EventBridge Scheduler's), their groups, and their firings: one row per scheduled
+/// time, the history `gust schedule history` shows and the key that makes each time fire once.
+pub const SCHEDULES: &str = r#"
+CREATE TABLE schedule_groups (
+    name TEXT PRIMARY KEY,
+    created_at {int} NOT NULL,
+    updated_at {int} NOT NULL
+);
+CREATE TABLE schedules (
+    grp TEXT NOT NULL,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    next_at {int},
+    fire_at {int},
+    PRIMARY KEY (grp, name)
+);
+CREATE INDEX schedules_due ON schedules (fire_at) WHERE fire_at IS NOT NULL;
+CREATE TABLE schedule_firings (
+    grp TEXT NOT NULL,
+    name TEXT NOT NULL,
+    scheduled_at {int} NOT NULL,
+    fire_at {int} NOT NULL,
+    state TEXT NOT NULL,
+    attempts {int} NOT NULL,
+    retry_at {int} NOT NULL,
+    invocation_id TEXT,
+    detail TEXT,
+    missed_count {int},
+    missed_until {int},
+    PRIMARY KEY (grp, name, scheduled_at)
+){keyed};
+CREATE INDEX schedule_firings_due ON schedule_firings (retry_at) WHERE state = 'PENDING';
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +307,7 @@ mod tests {
             WAITING_INDEXES,
             FUNCTION_URLS,
             QUEUES,
+            SCHEDULES,
         ]);
         assert!(!all.contains('{'), "unrendered placeholder in {all}");
     }
