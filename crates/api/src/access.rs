@@ -173,6 +173,12 @@ pub(crate) fn native_rule(method: &Method, route: &str) -> Option<Rule> {
         | "/v1/queues/{name}/messages/{receipt}"
         | "/v1/queues/{name}/receive"
         | "/v1/queues/{name}/purge" => in_handler(Read),
+        // Schedules: the handler checks the action and the target function.
+        "/v1/schedules"
+        | "/v1/schedules/{name}"
+        | "/v1/schedules/{name}/history"
+        | "/v1/schedule-groups"
+        | "/v1/schedule-groups/{name}" => in_handler(Read),
         _ => None,
     }
 }
@@ -203,6 +209,12 @@ pub(crate) fn aws_rule(method: &Method, route: &str) -> Option<Rule> {
         "/2015-03-31/event-source-mappings"
         | "/2015-03-31/event-source-mappings/"
         | "/2015-03-31/event-source-mappings/{uuid}" => in_handler(Read),
+        // EventBridge Scheduler: the handler checks the action and the target function.
+        "/schedules"
+        | "/schedules/{name}"
+        | "/schedule-groups"
+        | "/schedule-groups/{name}"
+        | "/tags/{*arn}" => in_handler(Read),
         // SQS (`X-Amz-Target`): the handler checks each operation's action.
         "/" if method == Method::POST => in_handler(Read),
         // Counts of the functions the caller covers.

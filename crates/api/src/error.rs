@@ -54,6 +54,8 @@ impl From<ServiceError> for ApiError {
                     Kind::FunctionUrl => "UrlNotFound",
                     Kind::Queue => "QueueNotFound",
                     Kind::EventSourceMapping => "EventSourceMappingNotFound",
+                    Kind::Schedule => "ScheduleNotFound",
+                    Kind::ScheduleGroup => "ScheduleGroupNotFound",
                 },
             ),
             ServiceError::RevisionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "RevisionMismatch"),

@@ -18,6 +18,7 @@ mod error;
 mod internal;
 mod native;
 mod queues;
+mod schedules;
 mod stream;
 pub mod tls;
 mod url;
@@ -97,7 +98,8 @@ pub fn url_router(service: Arc<Service>, cfg: ApiConfig) -> Router {
 pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
     let state = app_state(service, cfg);
     let aws = aws::routes(state.clone());
-    let native = native::routes().merge(queues::routes()).merge(internal::admin_routes());
+    let native =
+        native::routes().merge(queues::routes()).merge(schedules::routes()).merge(internal::admin_routes());
     let v1 = match state.cfg.token {
         Some(_) => native
             .route_layer(middleware::from_fn(access::authorize))

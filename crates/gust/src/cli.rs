@@ -130,6 +130,13 @@ pub enum Command {
         #[command(subcommand)]
         action: QueueAction,
     },
+    /// Schedules (EventBridge Scheduler's cron/rate/at): `gust schedule
+    /// create|update|get|list|delete|enable|disable|history`; each firing invokes a function
+    /// asynchronously (or sends a message to a queue), once.
+    Schedule {
+        #[command(subcommand)]
+        action: ScheduleAction,
+    },
     /// Invoke a function: NAME or NAME:QUALIFIER ($LATEST, a version number or an alias).
     Invoke(InvokeArgs),
     /// Show one invocation: state, attempts, result, error and log.
@@ -257,6 +264,99 @@ pub enum QueueAction {
     },
     /// Delete every message of a queue.
     Purge { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleAction {
+    /// Create a schedule.
+    Create(ScheduleArgs),
+    /// Change what the flags given name; the rest stays.
+    Update(ScheduleArgs),
+    /// Show a schedule and its next firing.
+    Get {
+        name: String,
+        #[arg(long, default_value = "default")]
+        group: String,
+    },
+    /// List schedules (of one group with --group).
+    List {
+        #[arg(long)]
+        group: Option<String>,
+        /// Only those whose names start with this.
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// Delete a schedule and its history.
+    Delete {
+        name: String,
+        #[arg(long, default_value = "default")]
+        group: String,
+    },
+    /// Let a schedule fire again (from now on: times it was disabled for do not fire).
+    Enable {
+        name: String,
+        #[arg(long, default_value = "default")]
+        group: String,
+    },
+    /// Stop a schedule firing.
+    Disable {
+        name: String,
+        #[arg(long, default_value = "default")]
+        group: String,
+    },
+    /// A schedule's firings, newest first: scheduled time, state, invocation and its state.
+    History {
+        name: String,
+        #[arg(long, default_value = "default")]
+        group: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+/// A schedule's settings, as `create` requires and `update` changes them.
+#[derive(Args, Debug)]
+pub struct ScheduleArgs {
+    name: String,
+    #[arg(long, default_value = "default")]
+    group: String,
+    /// `cron(MIN HOUR DOM MONTH DOW YEAR)`, `rate(N minutes|hours|days)` (or gust's own
+    /// `rate(N seconds)`), or `at(YYYY-MM-DDTHH:MM:SS)`.
+    #[arg(long)]
+    expression: Option<String>,
+    /// The function each firing invokes: NAME or NAME:QUALIFIER.
+    #[arg(long, conflicts_with = "queue")]
+    function: Option<String>,
+    /// The queue each firing sends a message to.
+    #[arg(long)]
+    queue: Option<String>,
+    /// What the target gets (default: an EventBridge "Scheduled Event" with the scheduled time).
+    #[arg(long)]
+    input: Option<String>,
+    /// The IANA time zone the expression is in (default UTC).
+    #[arg(long)]
+    timezone: Option<String>,
+    /// Where a firing goes when its target refuses it past the retry policy.
+    #[arg(long)]
+    dead_letter_queue: Option<String>,
+    /// Fire each time at a fixed point within this many minutes after it (1-1440).
+    #[arg(long, value_name = "MINUTES")]
+    flexible_window: Option<u32>,
+    /// Times a refused firing is tried again (0-185, default 185).
+    #[arg(long)]
+    max_retries: Option<u32>,
+    /// Seconds a firing may wait to be delivered, also the catch-up window after downtime
+    /// (60-86400, default 86400).
+    #[arg(long)]
+    max_event_age: Option<u32>,
+    #[arg(long)]
+    description: Option<String>,
+    /// Create it disabled.
+    #[arg(long)]
+    disabled: bool,
+    /// Delete the schedule once its last firing is delivered (for `at(...)`).
+    #[arg(long)]
+    delete_after_completion: bool,
 }
 
 /// A URL's CORS config (given at all: it replaces the current one).
@@ -651,6 +751,198 @@ fn queue(g: &Global, api: &Api, action: QueueAction) -> Result<(), Failure> {
     Ok(())
 }
 
+fn schedule_text(v: &Value) -> String {
+    let target = v["function"]
+        .as_str()
+        .map(|f| format!("function {f}"))
+        .or_else(|| v["queue"].as_str().map(|q| format!("queue {q}")));
+    let mut out = format!(
+        "{}/{}  {}  {}\n  target {}\n  next   {}",
+        v["group"].as_str().unwrap_or("?"),
+        v["name"].as_str().unwrap_or("?"),
+        v["expression"].as_str().unwrap_or("?"),
+        if v["enabled"] == json!(true) { "enabled" } else { "disabled" },
+        target.unwrap_or_else(|| "?".into()),
+        v["next_fire_at"].as_i64().map(utc).unwrap_or_else(|| "none".into()),
+    );
+    if v["timezone"] != json!("UTC") {
+        out.push_str(&format!("\n  time zone {}", v["timezone"].as_str().unwrap_or("?")));
+    }
+    if let Some(q) = v["dead_letter_queue"].as_str() {
+        out.push_str(&format!("\n  dead-letter queue {q}"));
+    }
+    out
+}
+
+fn schedule(g: &Global, api: &Api, action: ScheduleAction) -> Result<(), Failure> {
+    use reqwest::Method;
+    let path = |name: &str, group: &str| format!("/v1/schedules/{}?group={}", enc(name), enc(group));
+    let set_enabled = |name: &str, group: &str, enabled: bool| -> Result<(), Failure> {
+        let mut current = api.json(api.req(Method::GET, &path(name, group)))?;
+        current["enabled"] = json!(enabled);
+        let v = api.json(api.req(Method::PUT, &path(name, group)).json(&writable(current)))?;
+        print(g, &v, schedule_text);
+        Ok(())
+    };
+    match action {
+        ScheduleAction::Create(a) => {
+            let (name, group) = (a.name.clone(), a.group.clone());
+            if api.req(Method::GET, &path(&name, &group)).send()?.status().is_success() {
+                return Err(Failure(format!(
+                    "schedule {group}/{name} already exists: `gust schedule update` changes it"
+                )));
+            }
+            let body = a.apply(json!({ "enabled": true }))?;
+            if body["expression"].is_null() || (body["function"].is_null() && body["queue"].is_null()) {
+                return Err(Failure("a new schedule needs --expression and --function or --queue".into()));
+            }
+            let v = api.json(api.req(Method::PUT, &path(&name, &group)).json(&body))?;
+            print(g, &v, schedule_text);
+        }
+        ScheduleAction::Update(a) => {
+            let (name, group) = (a.name.clone(), a.group.clone());
+            let current = api.json(api.req(Method::GET, &path(&name, &group)))?;
+            let body = a.apply(writable(current))?;
+            let v = api.json(api.req(Method::PUT, &path(&name, &group)).json(&body))?;
+            print(g, &v, schedule_text);
+        }
+        ScheduleAction::Get { name, group } => {
+            let v = api.json(api.req(Method::GET, &path(&name, &group)))?;
+            print(g, &v, schedule_text);
+        }
+        ScheduleAction::List { group, prefix } => {
+            let mut q = vec![];
+            if let Some(gr) = group {
+                q.push(format!("group={}", enc(&gr)));
+            }
+            if let Some(p) = prefix {
+                q.push(format!("prefix={}", enc(&p)));
+            }
+            let v = api.json(api.req(Method::GET, &format!("/v1/schedules?{}", q.join("&"))))?;
+            print(g, &v, |v| {
+                let rows: Vec<String> = v["schedules"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|s| {
+                        format!(
+                            "{}/{}  {}  {}",
+                            s["group"].as_str().unwrap_or("?"),
+                            s["name"].as_str().unwrap_or("?"),
+                            s["expression"].as_str().unwrap_or("?"),
+                            if s["enabled"] == json!(true) { "enabled" } else { "disabled" }
+                        )
+                    })
+                    .collect();
+                if rows.is_empty() {
+                    "no schedules".to_string()
+                } else {
+                    rows.join("\n")
+                }
+            });
+        }
+        ScheduleAction::Delete { name, group } => {
+            api.check(api.req(Method::DELETE, &path(&name, &group)).send()?)?;
+            print(g, &json!({ "deleted": name }), |_| format!("deleted schedule {group}/{name}"));
+        }
+        ScheduleAction::Enable { name, group } => set_enabled(&name, &group, true)?,
+        ScheduleAction::Disable { name, group } => set_enabled(&name, &group, false)?,
+        ScheduleAction::History { name, group, limit } => {
+            let at = format!("/v1/schedules/{}/history?group={}&limit={limit}", enc(&name), enc(&group));
+            let v = api.json(api.req(Method::GET, &at))?;
+            print(g, &v, |v| {
+                let rows: Vec<String> = v["firings"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|f| {
+                        let mut row = format!(
+                            "{}  {:<13}",
+                            f["scheduled_at"].as_i64().map(utc).unwrap_or_default(),
+                            f["state"].as_str().unwrap_or("?")
+                        );
+                        if let Some(id) = f["invocation_id"].as_str() {
+                            row.push_str(&format!(
+                                "  {id} {}",
+                                f["invocation_state"].as_str().unwrap_or("(pruned)")
+                            ));
+                        }
+                        if let Some(n) = f["missed_count"].as_u64() {
+                            let until = f["missed_until"].as_i64().map(utc).unwrap_or_default();
+                            row.push_str(&format!("  {n} firing(s) up to {until}"));
+                        }
+                        if let Some(d) = f["detail"].as_str() {
+                            row.push_str(&format!("  {d}"));
+                        }
+                        row
+                    })
+                    .collect();
+                if rows.is_empty() {
+                    "no firings yet".to_string()
+                } else {
+                    rows.join("\n")
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What of a shown schedule can be written back (`PUT` takes the settings, not the figures).
+fn writable(mut shown: Value) -> Value {
+    if let Some(o) = shown.as_object_mut() {
+        for k in [
+            "group",
+            "name",
+            "arn",
+            "created_at",
+            "updated_at",
+            "next_fire_at",
+            "next_fire_time",
+            "target_arn",
+        ] {
+            o.remove(k);
+        }
+    }
+    shown
+}
+
+impl ScheduleArgs {
+    /// `base` with what the flags given change.
+    fn apply(self, mut base: Value) -> Result<Value, Failure> {
+        let mut set = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                base[k] = v;
+            }
+        };
+        set("expression", self.expression.map(Value::from));
+        set("input", self.input.map(Value::from));
+        set("timezone", self.timezone.map(Value::from));
+        set("dead_letter_queue", self.dead_letter_queue.map(Value::from));
+        set("flexible_window_minutes", self.flexible_window.map(Value::from));
+        set("max_retry_attempts", self.max_retries.map(Value::from));
+        set("max_event_age_seconds", self.max_event_age.map(Value::from));
+        set("description", self.description.map(Value::from));
+        if self.disabled {
+            base["enabled"] = json!(false);
+        }
+        if self.delete_after_completion {
+            base["delete_after_completion"] = json!(true);
+        }
+        if let Some(o) = base.as_object_mut() {
+            if let Some(f) = self.function {
+                o.remove("queue");
+                o.insert("function".into(), json!(f));
+            }
+            if let Some(q) = self.queue {
+                o.remove("function");
+                o.insert("queue".into(), json!(q));
+            }
+        }
+        Ok(base)
+    }
+}
+
 fn workers_action(g: &Global, api: &Api, action: WorkersAction) -> Result<(), Failure> {
     use reqwest::Method;
     match action {
@@ -892,6 +1184,7 @@ fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
             }
         },
         Command::Queue { action } => queue(g, &api, action)?,
+        Command::Schedule { action } => schedule(g, &api, action)?,
         Command::Invoke(a) => return invoke(g, &api, a),
         Command::Invocation { id } => {
             let v = api.json(api.req(Method::GET, &format!("/v1/invocations/{}", enc(&id))))?;

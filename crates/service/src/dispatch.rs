@@ -300,6 +300,7 @@ impl Service {
             tokio::spawn(self.clone().backlog_refresher()),
             tokio::spawn(self.clone().message_expirer()),
             tokio::spawn(self.clone().mapping_supervisor()),
+            tokio::spawn(self.clone().scheduler()),
         ];
         if self.store.shared() {
             tasks.push(tokio::spawn(self.clone().slot_renewer()));

@@ -26,6 +26,7 @@ mod mappings;
 mod metrics;
 mod queues;
 pub mod retention;
+mod schedules;
 mod urls;
 mod workers;
 
@@ -44,6 +45,7 @@ pub use invoke::{HttpInvoke, InvokeInput, Invoked, SyncOutcome};
 pub use keys::{ApiKeys, IssuedKey};
 pub use metrics::Metrics;
 pub use retention::{QueueCaps, Retention};
+pub use schedules::{FiringView, ScheduleView};
 pub use urls::UrlPatch;
 pub use workers::{
     Assignment, HeartbeatReply, IssuedCredential, DEFAULT_ENROLLED_CREDENTIAL_TTL, HEARTBEAT_INTERVAL,

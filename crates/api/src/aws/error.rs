@@ -36,6 +36,13 @@ impl AwsError {
         AwsError::new(StatusCode::CONFLICT, "ResourceConflictException", message)
     }
 
+    /// The same error under another service's name for its kind (Scheduler's
+    /// `ValidationException` for Lambda's `InvalidParameterValueException`, ...).
+    pub(crate) fn renamed(mut self, name: impl Fn(&'static str) -> &'static str) -> Self {
+        self.exception = name(self.exception);
+        self
+    }
+
     pub(crate) fn precondition() -> Self {
         AwsError::new(
             StatusCode::PRECONDITION_FAILED,
@@ -92,6 +99,8 @@ impl From<ServiceError> for AwsError {
                     Kind::EventSourceMapping => {
                         "The resource you requested does not exist. Event source mapping"
                     }
+                    Kind::Schedule => "Schedule",
+                    Kind::ScheduleGroup => "Schedule group",
                 };
                 AwsError::not_found(format!("{what} not found: {}", arn_of(&name)))
             }

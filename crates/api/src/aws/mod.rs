@@ -9,6 +9,7 @@ mod error;
 mod functions;
 mod invoke;
 mod mappings;
+mod scheduler;
 mod sigv4;
 pub(crate) mod sqs;
 mod urls;
@@ -85,6 +86,20 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
         .route(
             "/2015-03-31/event-source-mappings/{uuid}",
             get(mappings::get).put(mappings::update).delete(mappings::delete),
+        )
+        .route("/schedules", get(scheduler::list))
+        .route(
+            "/schedules/{name}",
+            post(scheduler::create).get(scheduler::get).put(scheduler::update).delete(scheduler::delete),
+        )
+        .route("/schedule-groups", get(scheduler::list_groups))
+        .route(
+            "/schedule-groups/{name}",
+            post(scheduler::create_group).get(scheduler::get_group).delete(scheduler::delete_group),
+        )
+        .route(
+            "/tags/{*arn}",
+            get(scheduler::list_tags).post(scheduler::change_tags).delete(scheduler::change_tags),
         )
         .route("/", post(sqs::handle));
     let r = if state.cfg.aws_auth() {
