@@ -155,6 +155,15 @@ def sqs_client(access_key=ACCESS_KEY, secret_key=SECRET_KEY, **config):
     return session.client("sqs", endpoint_url=ENDPOINT, config=cfg)
 
 
+def scheduler_client(access_key=ACCESS_KEY, secret_key=SECRET_KEY, **config):
+    """An EventBridge Scheduler client on gust (rest-json), one attempt per call."""
+    cfg = Config(retries={"total_max_attempts": 1}, connect_timeout=10, read_timeout=60, **config)
+    session = boto3.session.Session(
+        aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=REGION
+    )
+    return session.client("scheduler", endpoint_url=ENDPOINT, config=cfg)
+
+
 def error_code(exc_info):
     return exc_info.value.response["Error"]["Code"]
 

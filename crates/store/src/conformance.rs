@@ -1685,7 +1685,10 @@ pub async fn firing_deliveries_are_leased_and_settled_once(store: Arc<dyn Store>
     );
 
     store.delete_schedule("default", "d").await.unwrap();
-    assert!(store.schedule_history("default", "d", None, 10).await.unwrap().is_empty(), "its history went too");
+    assert!(
+        store.schedule_history("default", "d", None, 10).await.unwrap().is_empty(),
+        "its history went too"
+    );
 
     // A one-time schedule to a queue, deleted after completion: the message and the settle are
     // one transaction, and the schedule goes with its last firing.
