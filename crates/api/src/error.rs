@@ -63,6 +63,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
             ServiceError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "Throttled"),
             ServiceError::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "QueueFull"),
+            ServiceError::QuotaExceeded(_) => (StatusCode::FORBIDDEN, "QuotaExceeded"),
             // The worker protocol's refusals: codes a worker reads (`gust_core::protocol`).
             ServiceError::Fenced(_) => (StatusCode::CONFLICT, ErrorCode::Fenced.as_str()),
             ServiceError::WorkerForbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden.as_str()),

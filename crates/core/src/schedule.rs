@@ -32,6 +32,8 @@ pub const MAX_INPUT: usize = 8192;
 pub const MAX_DESCRIPTION: usize = 512;
 /// Most firings a claim fires to catch up after downtime; earlier ones are recorded as missed.
 pub const MAX_CATCH_UP: usize = 100;
+/// Most missed cron times a claim steps over one by one (past that it jumps to the window).
+const MAX_MISSED_STEPS: u32 = 10_000;
 /// The last year a cron expression may name (AWS's bound).
 const LAST_YEAR: i16 = 2199;
 const FIRST_YEAR: i16 = 1970;
@@ -269,12 +271,18 @@ impl Cron {
 
     /// The first time strictly after `after` that this expression names, in `tz`.
     fn next_after(&self, after: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
-        let mut date = tz.to_datetime(after).date();
+        let civil = tz.to_datetime(after);
+        let first = civil.date();
+        let mut date = first;
         let last = Date::new(LAST_YEAR, 12, 31).ok()?;
         while date <= last {
             if self.day_matches(date) {
-                for hour in (0..24).filter(|h| self.hours & (1 << h) != 0) {
-                    for minute in (0..60).filter(|m| self.minutes & (1u64 << m) != 0) {
+                // On the first day, civil times before `after`'s cannot be after it (in a
+                // repeated hour they name its first, earlier, occurrence).
+                let from = if date == first { (civil.hour(), civil.minute()) } else { (0, 0) };
+                for hour in (from.0..24).filter(|h| self.hours & (1 << h) != 0) {
+                    let first_minute = if hour == from.0 { from.1 } else { 0 };
+                    for minute in (first_minute..60).filter(|m| self.minutes & (1u64 << m) != 0) {
                         // A time in a daylight-saving gap runs when the clock jumps past it; one
                         // in a repeated hour runs once, the first time.
                         let at = tz.to_timestamp(date.at(hour, minute, 0, 0)).ok()?;
@@ -491,15 +499,23 @@ impl Schedule {
 
     /// The first scheduled time strictly after `after`, within the start and end dates.
     pub fn next_after(&self, after: Millis) -> Option<Millis> {
-        let expression = Expression::parse(&self.expression).ok()?;
-        let tz = self.time_zone().ok()?;
+        let (expression, tz) = self.compiled()?;
+        self.next_with(&expression, &tz, after)
+    }
+
+    /// The expression and the time zone, parsed (once per claim, not once per step).
+    fn compiled(&self) -> Option<(Expression, TimeZone)> {
+        Some((Expression::parse(&self.expression).ok()?, self.time_zone().ok()?))
+    }
+
+    fn next_with(&self, expression: &Expression, tz: &TimeZone, after: Millis) -> Option<Millis> {
         let from = match self.start {
             Some(start) => after.max(start - 1),
             None => after,
         };
         let next = match expression {
-            Expression::Cron(cron) => cron.next_after(timestamp(from)?, &tz)?.as_millisecond(),
-            Expression::Rate { every_ms } => {
+            Expression::Cron(cron) => cron.next_after(timestamp(from)?, tz)?.as_millisecond(),
+            &Expression::Rate { every_ms } => {
                 // From the start date (which fires), else every period after creation.
                 let (anchor, first) = match self.start {
                     Some(start) => (start, 0),
@@ -508,7 +524,7 @@ impl Schedule {
                 let k = if from < anchor { first } else { ((from - anchor) / every_ms + 1).max(first) };
                 anchor.checked_add(k.checked_mul(every_ms)?)?
             }
-            Expression::At(dt) => Some(tz.to_timestamp(dt).ok()?.as_millisecond()).filter(|t| *t > from)?,
+            Expression::At(dt) => Some(tz.to_timestamp(*dt).ok()?.as_millisecond()).filter(|t| *t > from)?,
         };
         match self.end {
             Some(end) if next > end => None,
@@ -527,30 +543,46 @@ impl Schedule {
 
     /// The firings due by `now`, from the due scheduled time `next`.
     pub fn plan(&self, next: Millis, now: Millis) -> Plan {
+        let Some((expression, tz)) = self.compiled() else { return Plan::default() };
+        let step = |t: Millis| self.next_with(&expression, &tz, t);
         let window_start = now - i64::from(self.target.retry_policy.maximum_event_age_seconds) * 1000;
-        let mut due = Vec::new();
         let mut missed: Option<(Millis, Millis, u64)> = None;
+        let mut add_missed = |first: Millis, last: Millis, n: u64| {
+            missed = Some(match missed {
+                Some((f, _, m)) => (f, last, m + n),
+                None => (first, last, n),
+            });
+        };
         let mut at = Some(next);
-        // Bounded: a second-rate schedule down for a week is 604,800 steps.
-        for _ in 0..10_000_000 {
-            let Some(t) = at.filter(|t| self.fire_at(*t) <= now) else { break };
+        // Too old to fire: a rate skips to the window arithmetically; a cron steps (bounded),
+        // then jumps to the window (the count then says how many it stepped over, at least).
+        if let (&Expression::Rate { every_ms }, Some(t)) = (&expression, at) {
             if t < window_start {
-                missed = Some(match missed {
-                    Some((first, _, n)) => (first, t, n + 1),
-                    None => (t, t, 1),
-                });
-            } else {
-                due.push(t);
+                let n = (window_start - t + every_ms - 1) / every_ms;
+                add_missed(t, t + (n - 1) * every_ms, n as u64);
+                at = Some(t + n * every_ms).filter(|t| self.end.is_none_or(|end| *t <= end));
             }
-            at = self.next_after(t);
+        }
+        let mut steps = 0;
+        while let Some(t) = at.filter(|t| *t < window_start && self.fire_at(*t) <= now) {
+            add_missed(t, t, 1);
+            steps += 1;
+            at = if steps < MAX_MISSED_STEPS { step(t) } else { step(window_start - 1) };
+        }
+        let mut due = Vec::new();
+        while let Some(t) = at.filter(|t| self.fire_at(*t) <= now) {
+            due.push(t);
+            at = step(t);
+            if due.len() > 2 * MAX_CATCH_UP {
+                // Keep the latest; the ones dropped are missed.
+                let late = due.len() - MAX_CATCH_UP;
+                add_missed(due[0], due[late - 1], late as u64);
+                due.drain(..late);
+            }
         }
         if due.len() > MAX_CATCH_UP {
             let late = due.len() - MAX_CATCH_UP;
-            let (first, n) = match missed {
-                Some((first, _, n)) => (first, n),
-                None => (due[0], 0),
-            };
-            missed = Some((first, due[late - 1], n + late as u64));
+            add_missed(due[0], due[late - 1], late as u64);
             due.drain(..late);
         }
         Plan { fire: due, missed, next: at }
@@ -810,6 +842,21 @@ mod tests {
         let plan = s.plan(next, ms("2026-01-01T10:00:30Z"));
         assert_eq!(plan.fire.len(), MAX_CATCH_UP);
         assert_eq!(plan.missed.unwrap().2, 600 - MAX_CATCH_UP as u64);
+        // A second-rate schedule down for a week: counted, not stepped through.
+        let mut fast = schedule("rate(1 second)", "UTC");
+        fast.target.retry_policy.maximum_event_age_seconds = 60;
+        let started = std::time::Instant::now();
+        let plan = fast.plan(next, next + 7 * 86_400_000);
+        assert!(started.elapsed() < std::time::Duration::from_millis(200), "{:?}", started.elapsed());
+        assert_eq!((plan.fire.len(), plan.missed.unwrap().2 + plan.fire.len() as u64), (61, 7 * 86_400 + 1));
+        // A minute cron down for a year steps a bounded number of times.
+        let mut cron = schedule("cron(* * * * ? *)", "UTC");
+        cron.target.retry_policy.maximum_event_age_seconds = 60;
+        let started = std::time::Instant::now();
+        let plan = cron.plan(next, next + 365 * 86_400_000);
+        assert!(started.elapsed() < std::time::Duration::from_millis(500), "{:?}", started.elapsed());
+        assert_eq!(plan.fire.len(), 2);
+        assert!(plan.missed.unwrap().2 >= u64::from(MAX_MISSED_STEPS));
         // On time: exactly the due one.
         let plan = s.plan(next, next + 10);
         assert_eq!((plan.fire, plan.missed), (vec![next], None));

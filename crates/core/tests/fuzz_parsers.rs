@@ -1141,3 +1141,78 @@ fn runtime_names_read_back_as_given() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Schedule expressions
+// ---------------------------------------------------------------------------------------------
+
+const SCHEDULE_SEEDS: &[&str] = &[
+    "cron(0/10 * ? * MON-FRI *)",
+    "cron(15 10 L * ? *)",
+    "cron(0 12 ? * 6L *)",
+    "cron(0 9 ? * 3#2 2027-2030)",
+    "cron(0 8 1W * ? *)",
+    "cron(0 18 LW JAN,JUL ? *)",
+    "cron(5,35 8-9 ? * SUN *)",
+    "cron(* * * * ? *)",
+    "rate(1 minute)",
+    "rate(5 hours)",
+    "rate(3 seconds)",
+    "at(2027-01-01T00:00:00)",
+];
+
+#[test]
+fn schedule_expressions_never_panic_and_always_move_forward() {
+    use gust_core::schedule::{Expression, RetryPolicy as SchedRetry, Schedule, Target};
+    let zones = ["UTC", "America/New_York", "Europe/Paris", "Asia/Kathmandu", "Australia/Lord_Howe"];
+    let mut rng = Rng::new(0x5ced_0001);
+    for _ in 0..CASES / 10 {
+        let text = match rng.below(3) {
+            0 => rng.pick(SCHEDULE_SEEDS).to_string(),
+            1 => {
+                let seed = *rng.pick(SCHEDULE_SEEDS);
+                mutate(&mut rng, seed)
+            }
+            _ => format!("cron({})", any_string(&mut rng)),
+        };
+        let Ok(_) = Expression::parse(&text) else { continue };
+        let schedule = Schedule {
+            group: "default".into(),
+            name: "s".into(),
+            expression: text.clone(),
+            timezone: zones[rng.below(zones.len())].to_string(),
+            start: None,
+            end: None,
+            enabled: true,
+            flexible_window_minutes: None,
+            target: Target {
+                arn: function_arn("f", None),
+                role_arn: String::new(),
+                input: None,
+                retry_policy: SchedRetry::default(),
+                dead_letter_arn: None,
+            },
+            description: String::new(),
+            delete_after_completion: false,
+            kms_key_arn: None,
+            created_at: 1_796_000_000_000,
+            updated_at: 0,
+        };
+        let mut after = 1_796_000_000_000 + (rng.below(1_000_000_000) as i64);
+        for _ in 0..3 {
+            let started = std::time::Instant::now();
+            let Some(next) = schedule.next_after(after) else { break };
+            assert!(
+                started.elapsed() < std::time::Duration::from_millis(500),
+                "{} took {:?}",
+                show(&text),
+                started.elapsed()
+            );
+            assert!(next > after, "{} in {}: {next} is not after {after}", show(&text), schedule.timezone);
+            if text.starts_with("cron(") {
+                assert_eq!(next % 60_000, 0, "{}: cron times are whole minutes", show(&text));
+            }
+            after = next;
+        }
+    }
+}

@@ -115,6 +115,9 @@ pub struct ServerOpts {
     /// Most async invocations of all functions waiting to run; more answer 429.
     #[arg(long, default_value_t = gust_service::QueueCaps::default().total)]
     pub max_queued_async: u64,
+    /// Most schedules (of all groups); creating more is refused.
+    #[arg(long, default_value_t = gust_service::DEFAULT_MAX_SCHEDULES)]
+    pub max_schedules: u64,
     /// How often retention runs, in milliseconds (for tests).
     #[arg(long, hide = true, default_value_t = 60_000)]
     pub retention_interval_ms: u64,
@@ -360,6 +363,7 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
         per_function: opts.max_queued_async_per_function,
         total: opts.max_queued_async,
     };
+    cfg.max_schedules = opts.max_schedules;
     if opts.no_local_worker && opts.worker_token.is_none() {
         tracing::warn!("--no-local-worker without --worker-token: only workers with a provisioned credential (`gust workers create NAME`) can run anything");
     }

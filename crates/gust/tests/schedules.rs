@@ -254,3 +254,50 @@ fn keys_that_may_not_write_schedules_cannot() {
     let r = admin.get(format!("{}/v1/schedules", s.url)).send().unwrap();
     assert_eq!(r.status().as_u16(), 401, "no token, no schedules");
 }
+
+#[test]
+fn what_a_schedule_may_hold_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--max-schedules", "3"]);
+    let put = |name: &str, body: Value| {
+        let r = s.client().put(format!("{}/v1/schedules/{name}", s.url)).json(&body).send().unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap_or(Value::Null))
+    };
+    let fine = json!({ "expression": "rate(1 hour)", "function": "f" });
+    for i in 0..3 {
+        assert_eq!(put(&format!("s{i}"), fine.clone()).0, 201);
+    }
+    let (status, v) = put("s3", fine.clone());
+    assert_eq!((status, v["error"]["code"].as_str()), (403, Some("QuotaExceeded")), "{v}");
+    assert_eq!(
+        put("s0", json!({ "expression": "rate(2 hours)", "function": "f" })).0,
+        200,
+        "replacing is not creating"
+    );
+    assert_eq!(s.delete("/v1/schedules/s2").status(), 204);
+    for (name, body, says) in [
+        (
+            "big",
+            json!({ "expression": "rate(1 hour)", "function": "f", "input": "x".repeat(8193) }),
+            "longer than 8192",
+        ),
+        (&"n".repeat(65), fine.clone(), "1-64"),
+        ("odd", json!({ "expression": "rate(1 hour)", "function": "f", "role": "admin" }), "unknown field"),
+        ("both", json!({ "expression": "rate(1 hour)", "function": "f", "queue": "q" }), "either"),
+        (
+            "dlq",
+            json!({ "expression": "rate(1 hour)", "function": "f", "dead_letter_queue": "no/such" }),
+            "DeadLetterConfig",
+        ),
+    ] {
+        let (status, v) = put(name, body);
+        assert_eq!(status, 400, "{name}: {v}");
+        assert!(v["error"]["message"].as_str().unwrap_or_default().contains(says), "{name}: {v}");
+    }
+    let r = s.client().put(format!("{}/v1/schedules/x?group=a%2Fb", s.url)).json(&fine).send().unwrap();
+    assert_eq!(r.status().as_u16(), 400, "a group name is checked like a name");
+    let r = s.client().put(format!("{}/v1/schedules/x", s.url)).body(vec![b' '; 4 << 20]).send().unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let listed: Value = s.get("/v1/schedules").json().unwrap();
+    assert_eq!(listed["schedules"].as_array().unwrap().len(), 2, "nothing half-written");
+}

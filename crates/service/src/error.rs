@@ -57,6 +57,9 @@ pub enum ServiceError {
     ShuttingDown,
     #[error("internal error: {0}")]
     Internal(String),
+    /// A configured bound on how many of something may exist (schedules, groups) is reached.
+    #[error("{0}")]
+    QuotaExceeded(String),
 }
 
 impl From<StoreError> for ServiceError {

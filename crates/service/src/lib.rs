@@ -45,7 +45,7 @@ pub use invoke::{HttpInvoke, InvokeInput, Invoked, SyncOutcome};
 pub use keys::{ApiKeys, IssuedKey};
 pub use metrics::Metrics;
 pub use retention::{QueueCaps, Retention};
-pub use schedules::{FiringView, ScheduleView};
+pub use schedules::{FiringView, ScheduleView, DEFAULT_MAX_SCHEDULES, DEFAULT_MAX_SCHEDULE_GROUPS};
 pub use urls::UrlPatch;
 pub use workers::{
     Assignment, HeartbeatReply, IssuedCredential, DEFAULT_ENROLLED_CREDENTIAL_TTL, HEARTBEAT_INTERVAL,
@@ -118,6 +118,9 @@ pub struct ServiceConfig {
     pub retention: Retention,
     /// Most async invocations waiting to run, per function and in total.
     pub queue_caps: QueueCaps,
+    /// Most schedules in the store (all groups), and most schedule groups.
+    pub max_schedules: u64,
+    pub max_schedule_groups: u64,
 }
 
 impl ServiceConfig {
@@ -133,6 +136,8 @@ impl ServiceConfig {
             enrolled_credential_ttl: workers::DEFAULT_ENROLLED_CREDENTIAL_TTL,
             retention: Retention::default(),
             queue_caps: QueueCaps::default(),
+            max_schedules: DEFAULT_MAX_SCHEDULES,
+            max_schedule_groups: DEFAULT_MAX_SCHEDULE_GROUPS,
         }
     }
 }

@@ -24,6 +24,12 @@ use crate::{InvokeInput, Invoked, Service, ServiceError};
 
 type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
+/// The default bound on schedules (EventBridge Scheduler's default quota is a million per
+/// account; a self-hosted store is smaller).
+pub const DEFAULT_MAX_SCHEDULES: u64 = 10_000;
+/// The default bound on schedule groups (Scheduler's quota).
+pub const DEFAULT_MAX_SCHEDULE_GROUPS: u64 = 500;
+
 /// How often a server looks for due schedules and firings.
 const TICK: Duration = Duration::from_millis(500);
 /// How long a server holds a firing it is delivering before another may take it.
@@ -54,6 +60,14 @@ pub struct FiringView {
 impl Service {
     pub async fn create_schedule_group(&self, name: &str) -> Result<ScheduleGroup> {
         gust_core::schedule::validate_name("Name", name).map_err(ServiceError::InvalidRequest)?;
+        let (_, groups) = self.store.schedule_counts().await?;
+        // The default group is not a row.
+        if groups >= self.cfg.max_schedule_groups.saturating_sub(1) {
+            return Err(ServiceError::QuotaExceeded(format!(
+                "at most {} schedule groups may exist (the default group among them)",
+                self.cfg.max_schedule_groups
+            )));
+        }
         Ok(self.store.create_schedule_group(name, self.clock.now()).await?)
     }
 
@@ -87,6 +101,17 @@ impl Service {
             }
         }
         schedule.updated_at = now;
+        if create {
+            // Checked before the write, not in it: creators racing at the bound may pass it by
+            // one each.
+            let (schedules, _) = self.store.schedule_counts().await?;
+            if schedules >= self.cfg.max_schedules {
+                return Err(ServiceError::QuotaExceeded(format!(
+                    "at most {} schedules may exist (--max-schedules)",
+                    self.cfg.max_schedules
+                )));
+            }
+        }
         if schedule.enabled && schedule.next_after(now).is_none() {
             let why = match Expression::parse(&schedule.expression) {
                 Ok(Expression::At(_)) => "its time is in the past",
@@ -203,6 +228,11 @@ impl Service {
                 match self.invoke(input).await {
                     Ok(Invoked::Accepted { id, .. } | Invoked::Completed { id, .. }) => {
                         return Delivery::Invoked { invocation_id: id.0 }
+                    }
+                    // Delivered before (a crash, or a lease that ran out, came between), then
+                    // the schedule's input changed: that invocation is this firing's.
+                    Err(ServiceError::KeyMismatch { existing }) => {
+                        return Delivery::Invoked { invocation_id: existing.0 }
                     }
                     Err(e) => e,
                 }

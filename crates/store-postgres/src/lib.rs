@@ -990,6 +990,11 @@ impl Store for PgStore {
         in_tx!(self, |tx| schedules::settle_firing(&tx, &firing, &delivery, now).await)
     }
 
+    async fn schedule_counts(&self) -> Result<(u64, u64)> {
+        let client = self.client().await?;
+        schedules::counts(&PgTx(&client)).await
+    }
+
     async fn schedule_history(
         &self, group: &str, name: &str, before: Option<Millis>, limit: usize,
     ) -> Result<Vec<Firing>> {

@@ -900,6 +900,10 @@ impl Store for SqliteStore {
         self.write(move |tx| ready(schedules::settle_firing(tx, &firing, &delivery, now))).await
     }
 
+    async fn schedule_counts(&self) -> Result<(u64, u64)> {
+        self.read(move |tx| ready(schedules::counts(tx))).await
+    }
+
     async fn schedule_history(
         &self, group: &str, name: &str, before: Option<Millis>, limit: usize,
     ) -> Result<Vec<Firing>> {

@@ -395,6 +395,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(Firing, Schedule)>>;
     /// Settles a delivery ([`schedules::settle_firing`]); whether it was this one's to settle.
     async fn settle_firing(&self, firing: Firing, delivery: Delivery, now: Millis) -> Result<bool>;
+    /// How many schedules and schedule groups (besides the default) exist.
+    async fn schedule_counts(&self) -> Result<(u64, u64)>;
     /// A schedule's history, newest first.
     async fn schedule_history(
         &self, group: &str, name: &str, before: Option<Millis>, limit: usize,

@@ -75,6 +75,7 @@ const HISTORY_BEFORE: &str =
      missed_count, missed_until FROM schedule_firings WHERE grp = $1 AND name = $2 AND scheduled_at < $3 \
      ORDER BY scheduled_at DESC LIMIT $4";
 
+const COUNTS: &str = "SELECT (SELECT COUNT(*) FROM schedules), (SELECT COUNT(*) FROM schedule_groups)";
 const QUEUE_ID: &str = "SELECT id, attributes FROM queues WHERE name = $1";
 const INSERT_MESSAGE: &str = "INSERT INTO queue_messages \
      (queue, id, body, attributes, sent_at, visible_at, receive_count, expires_at) \
@@ -429,6 +430,15 @@ async fn delete_if_complete(tx: &impl Tx, s: &Schedule) -> Result<()> {
         tx.execute(DELETE_FIRINGS, &key).await?;
     }
     Ok(())
+}
+
+/// How many schedules and schedule groups (besides the default) exist.
+pub async fn counts(tx: &impl Tx) -> Result<(u64, u64)> {
+    fn read(r: &dyn ColumnRow) -> Result<(u64, u64)> {
+        Ok((r.int(0)? as u64, r.int(1)? as u64))
+    }
+    let rows = tx.select(COUNTS, &[], false, read).await?;
+    Ok(rows.into_iter().next().unwrap_or_default())
 }
 
 /// Writes `message` to queue `name`; `None` if there is no such queue.

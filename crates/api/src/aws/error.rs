@@ -118,6 +118,10 @@ impl From<ServiceError> for AwsError {
                 e.extra.insert("retryAfterSeconds".into(), json!("1"));
                 e
             }
+            // Scheduler's name and status for it (Lambda has none of these bounds).
+            ServiceError::QuotaExceeded(_) => {
+                AwsError::new(StatusCode::PAYMENT_REQUIRED, "ServiceQuotaExceededException", message)
+            }
             ServiceError::QueueFull { .. } => {
                 let mut e = AwsError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", message);
                 e.extra.insert("Reason".into(), json!("CallerRateLimitExceeded"));
