@@ -267,3 +267,36 @@ def test_event_source_mappings_through_the_lambda_api(sqs, lam):
         lam.get_event_source_mapping(UUID=m["UUID"])
     lam.delete_function(FunctionName=name)
     sqs.delete_queue(QueueUrl=url)
+
+
+def test_queues_are_destinations_and_dead_letter_queues_of_async_invocations(sqs, lam):
+    import json
+    from conftest import PYTHON_RUNTIME, ROLE, python_zip
+    name = unique("dst")
+    ok_url = sqs.create_queue(QueueName=unique("ok"))["QueueUrl"]
+    dead_url = sqs.create_queue(QueueName=unique("dead"))["QueueUrl"]
+    arn = lambda url: sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    lam.create_function(FunctionName=name, Runtime=PYTHON_RUNTIME, Role=ROLE, Handler="app.handler",
+                        Code={"ZipFile": python_zip("dst")}, DeadLetterConfig={"TargetArn": arn(dead_url)})
+    assert lam.get_function_configuration(FunctionName=name)["DeadLetterConfig"] == {"TargetArn": arn(dead_url)}
+    lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=0,
+                                         DestinationConfig={"OnSuccess": {"Destination": arn(ok_url)}})
+    shown = lam.get_function_event_invoke_config(FunctionName=name)
+    assert shown["DestinationConfig"]["OnSuccess"] == {"Destination": arn(ok_url)}
+    ok = lam.invoke(FunctionName=name, InvocationType="Event", Payload=b'{"n": 1}')
+    bad = lam.invoke(FunctionName=name, InvocationType="Event", Payload=b'{"fail": "on purpose"}')
+    record = json.loads(sqs.receive_message(QueueUrl=ok_url, WaitTimeSeconds=20)["Messages"][0]["Body"])
+    assert record["requestContext"]["condition"] == "Success"
+    assert record["requestContext"]["requestId"] == ok["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    assert record["responsePayload"]["event"] == {"n": 1}
+    dead = sqs.receive_message(QueueUrl=dead_url, WaitTimeSeconds=20, MessageAttributeNames=["All"])["Messages"][0]
+    assert json.loads(dead["Body"]) == {"fail": "on purpose"}
+    assert "on purpose" in dead["MessageAttributes"]["ErrorMessage"]["StringValue"]
+    assert dead["MessageAttributes"]["RequestID"]["StringValue"] == bad["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        lam.update_function_configuration(FunctionName=name, DeadLetterConfig={"TargetArn": f"arn:aws:sns:us-east-1:{ACCOUNT}:t"})
+    lam.update_function_configuration(FunctionName=name, DeadLetterConfig={"TargetArn": ""})
+    assert "DeadLetterConfig" not in lam.get_function_configuration(FunctionName=name)
+    lam.delete_function(FunctionName=name)
+    sqs.delete_queue(QueueUrl=ok_url)
+    sqs.delete_queue(QueueUrl=dead_url)

@@ -75,9 +75,28 @@ impl Access {
         }
     }
 
+    /// A configuration's destinations are functions it invokes, or queues it sends to (as is
+    /// its dead-letter queue): the caller must be able to do the same.
     pub(crate) fn check_destinations(&self, retry: &gust_core::RetryPolicy) -> Result<(), Denied> {
+        use gust_core::function::Destination;
+        let queue = |name: &str| {
+            self.check(Action::Invoke, None)?;
+            match &self.0.functions {
+                Some(_) => Err(Denied(format!(
+                    "{} is limited to some functions and has no queues (queue {name})",
+                    self.0.principal
+                ))),
+                None => Ok(()),
+            }
+        };
         for d in [&retry.on_success, &retry.on_failure].into_iter().flatten() {
-            self.check(Action::Invoke, Some(d))?;
+            match Destination::of(d) {
+                Some(Destination::Queue(q)) => queue(q)?,
+                _ => self.check(Action::Invoke, Some(d))?,
+            }
+        }
+        if let Some(q) = &retry.dead_letter_queue {
+            queue(q)?;
         }
         Ok(())
     }

@@ -117,6 +117,10 @@ pub struct RetryPolicy {
     /// The same when an async invocation fails for good (retries exhausted or event too old).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<String>,
+    /// The function's dead-letter queue (Lambda's `DeadLetterConfig`, a gust queue's name):
+    /// an async invocation that fails for good sends its event there, in the same transaction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter_queue: Option<String>,
     /// When the AWS API's event-invoke config was last set; `None` when it never was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub configured_at: Option<Millis>,
@@ -130,6 +134,7 @@ impl Default for RetryPolicy {
             base_delay_ms: DEFAULT_RETRY_BASE_DELAY_MS,
             on_success: None,
             on_failure: None,
+            dead_letter_queue: None,
             configured_at: None,
         }
     }
@@ -228,7 +233,7 @@ pub enum SpecError {
     OutboundHost(String),
     #[error("allowed_outbound_hosts is for wasm functions (wasi:http components) only")]
     OutboundRuntime,
-    #[error("destination {0:?} must be a function name or a Lambda function ARN")]
+    #[error("destination {0:?} must be a function name or a gust queue's SQS ARN (a dead-letter queue: a queue name)")]
     Destination(String),
 }
 
@@ -321,11 +326,34 @@ impl FunctionSpec {
             return Err(SpecError::ReservedConcurrency(n));
         }
         for d in [&self.retry.on_success, &self.retry.on_failure].into_iter().flatten() {
-            if crate::names::validate_function_name(d).is_err() {
+            if Destination::of(d).is_none() {
                 return Err(SpecError::Destination(d.chars().take(80).collect()));
             }
         }
+        if let Some(q) = &self.retry.dead_letter_queue {
+            if crate::queue::validate_queue_name(q).is_err() {
+                return Err(SpecError::Destination(q.chars().take(80).collect()));
+            }
+        }
         Ok(())
+    }
+}
+
+/// Where an async invocation's record goes when it ends: a gust function (its name) or a gust
+/// queue (its SQS ARN, the form a destination names a queue by).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination<'a> {
+    Function(&'a str),
+    Queue(&'a str),
+}
+
+impl<'a> Destination<'a> {
+    /// What a stored destination names; `None` if it is neither.
+    pub fn of(d: &'a str) -> Option<Destination<'a>> {
+        if let Some(q) = crate::queue::queue_of_arn(d) {
+            return Some(Destination::Queue(q));
+        }
+        crate::names::validate_function_name(d).ok().map(|()| Destination::Function(d))
     }
 }
 

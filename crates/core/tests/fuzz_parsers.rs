@@ -304,6 +304,19 @@ fn model_function_name(s: &str) -> bool {
 }
 
 /// "1-128 characters of letters, digits, '-' and '_', not all digits".
+/// A queue name: 1-80 ASCII letters, digits, `-` and `_`.
+fn model_queue_name(s: &str) -> bool {
+    (1..=80).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A destination: a function name, or a gust queue's SQS ARN.
+fn model_destination(s: &str) -> bool {
+    match s.strip_prefix(&format!("arn:aws:sqs:{REGION}:{ACCOUNT}:")) {
+        Some(queue) => model_queue_name(queue),
+        None => model_function_name(s),
+    }
+}
+
 fn model_alias_name(s: &str) -> bool {
     (1..=128).contains(&s.chars().count())
         && s.chars().all(is_name_char)
@@ -393,7 +406,9 @@ fn violations(spec: &FunctionSpec) -> Vec<&'static str> {
         v.push("ReservedConcurrency");
     }
     let dests = [&spec.retry.on_success, &spec.retry.on_failure];
-    if dests.into_iter().flatten().any(|d| !model_function_name(d)) {
+    if dests.into_iter().flatten().any(|d| !model_destination(d))
+        || spec.retry.dead_letter_queue.as_deref().is_some_and(|q| !model_queue_name(q))
+    {
         v.push("Destination");
     }
     let hosts = &spec.allowed_outbound_hosts;
@@ -472,7 +487,12 @@ fn check_validate(spec: &FunctionSpec, context: &dyn Fn() -> String) {
             [&spec.retry.on_success, &spec.retry.on_failure]
                 .into_iter()
                 .flatten()
-                .any(|x| !model_function_name(x) && first_80(x) == *d),
+                .any(|x| !model_destination(x) && first_80(x) == *d)
+                || spec
+                    .retry
+                    .dead_letter_queue
+                    .as_deref()
+                    .is_some_and(|q| !model_queue_name(q) && first_80(q) == *d),
         ),
     };
     assert!(
@@ -757,9 +777,17 @@ fn random_spec(rng: &mut Rng) -> FunctionSpec {
     }
     let rand_u32 = rng.next() as u32;
     let rand_u64 = rng.next() >> rng.below(64);
-    let destination = |rng: &mut Rng| match rng.below(6) {
-        0..=2 => None,
-        3 | 4 => Some(valid_name(rng)),
+    let destination = |rng: &mut Rng| match rng.below(12) {
+        0..=5 => None,
+        6..=8 => Some(valid_name(rng)),
+        9 => Some(format!("arn:aws:sqs:{REGION}:{ACCOUNT}:jobs-1_q")),
+        10 => Some(format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{}", mutate(rng, "jobs-1_q"))),
+        _ => Some(any_string(rng)),
+    };
+    let dead_letter_queue = match rng.below(10) {
+        0..=6 => None,
+        7 => Some("dlq".to_string()),
+        8 => Some(mutate(rng, "dead_letters-1")),
         _ => Some(any_string(rng)),
     };
     let handler = match rng.below(8) {
@@ -789,6 +817,7 @@ fn random_spec(rng: &mut Rng) -> FunctionSpec {
             base_delay_ms: pick_or_random(rng, &[0, 1, 299_999, 300_000, 300_001, u64::MAX], 1000, rand_u64),
             on_success: destination(rng),
             on_failure: destination(rng),
+            dead_letter_queue,
             configured_at: [None, Some(0), Some(i64::MIN), Some(i64::MAX)][rng.below(4)],
         },
         handler,
@@ -850,7 +879,7 @@ fn spec_validation_accepts_exactly_the_valid_specs() {
             assert_eq!(back, spec, "case {i}");
         }
     }
-    assert!(accepted > CASES / 20, "too few valid specs generated: {accepted}");
+    assert!(accepted > CASES / 25, "too few valid specs generated: {accepted}");
 }
 
 fn json_string(s: &str, rng: &mut Rng) -> String {

@@ -75,6 +75,7 @@ macro_rules! store_conformance_tests {
             firings_missed_in_downtime_are_one_row_and_recent_ones_fire,
             firing_deliveries_are_leased_and_settled_once,
             schedules_live_in_groups_and_go_with_them,
+            finishing_sends_to_queue_destinations_and_the_dead_letter_queue,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -807,6 +808,41 @@ pub async fn finishing_writes_the_destination_invocation_it_owes(store: Arc<dyn 
     }
     conditions.sort();
     assert_eq!(conditions, ["RetriesExhausted", "Success"]);
+}
+
+pub async fn finishing_sends_to_queue_destinations_and_the_dead_letter_queue(store: Arc<dyn Store>) {
+    let done_q = store.create_queue(queue_named("done", Default::default())).await.unwrap();
+    let dead_q = store.create_queue(queue_named("dead", Default::default())).await.unwrap();
+    let mut ok = request("src", Mode::Async, None, r#"{"n":1}"#);
+    ok.retry.on_success = Some(gust_core::queue::queue_arn("done"));
+    ok.retry.on_failure = Some(gust_core::queue::queue_arn("done"));
+    ok.retry.dead_letter_queue = Some("dead".into());
+    ok.retry.max_retries = 0;
+    let mut failing = ok.clone();
+    failing.id = InvocationId(uuid::Uuid::now_v7().to_string());
+    failing.payload = Bytes::from_static(br#"{"n":2}"#);
+    let ok_id = enqueue(&*store, ok).await;
+    let failing_id = enqueue(&*store, failing).await;
+    assert_eq!(store.claim_queued(&worker("w"), 10, NOW + 5_000, NOW).await.unwrap().len(), 2);
+    let done = completion("w", &ok_id, 1, AttemptOutcome::Succeeded);
+    store.complete(done.clone(), NOW + 1).await.unwrap();
+    store.complete(completion("w", &failing_id, 1, AttemptOutcome::FunctionError), NOW + 1).await.unwrap();
+    assert!(store.complete(done, NOW + 2).await.is_err(), "a repeated report is refused");
+    let records = store.receive_messages(&done_q, 10, 1_000, NOW + 3).await.unwrap();
+    let mut conditions: Vec<String> = records
+        .iter()
+        .map(|m| {
+            let record: serde_json::Value = serde_json::from_str(&m.message.body).unwrap();
+            record["requestContext"]["condition"].as_str().unwrap().to_string()
+        })
+        .collect();
+    conditions.sort();
+    assert_eq!(conditions, ["RetriesExhausted", "Success"], "one record per finish, no more");
+    let dead = store.receive_messages(&dead_q, 10, 1_000, NOW + 3).await.unwrap();
+    assert_eq!(dead.len(), 1, "only the failure goes to the dead-letter queue");
+    assert_eq!(dead[0].message.body, r#"{"n":2}"#, "the event as it came");
+    assert_eq!(dead[0].message.attributes["RequestID"].string_value.as_deref(), Some(failing_id.0.as_str()));
+    assert_eq!(dead[0].message.attributes["ErrorMessage"].string_value.as_deref(), Some("boom"));
 }
 
 pub async fn versions_and_aliases_keep_their_own_descriptions(store: Arc<dyn Store>) {

@@ -218,13 +218,53 @@ pub async fn transition(
     Ok(Ok(next))
 }
 
-/// Writes the destination invocation a just-finished invocation owes (same transaction).
+/// Writes what a just-finished invocation owes, in the same transaction: the destination
+/// invocation (a function) or message (a queue) with Lambda's invocation record, and, when it
+/// failed for good, its event to the function's dead-letter queue. A destination that no
+/// longer exists gets nothing.
 async fn deliver_destination(tx: &impl Tx, id: &str, now: Millis) -> Result<()> {
+    use gust_core::function::Destination;
+    use gust_core::queue::{MessageAttribute, NewMessage};
     let Some(rec) = tx.load_invocation(id).await? else { return Ok(()) };
-    let Some((target, payload)) = gust_core::lambda::destination(&rec, now) else { return Ok(()) };
-    let Some(f) = tx.load_function(&target, false).await? else { return Ok(()) };
-    if let Some(new) = destination_request(f, payload, now) {
-        tx.insert_invocation(&new).await?;
+    let message = |body: String, attributes| NewMessage {
+        id: uuid::Uuid::new_v4().to_string(),
+        body,
+        attributes,
+        visible_at: now,
+    };
+    if let Some((target, payload)) = gust_core::lambda::destination(&rec, now) {
+        match Destination::of(&target) {
+            Some(Destination::Queue(queue)) => {
+                let body = String::from_utf8_lossy(&payload).into_owned();
+                crate::queues::send_to(tx, queue, &message(body, Default::default()), now).await?;
+            }
+            Some(Destination::Function(function)) => {
+                if let Some(f) = tx.load_function(function, false).await? {
+                    if let Some(new) = destination_request(f, payload, now) {
+                        tx.insert_invocation(&new).await?;
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+    let failed = matches!(rec.lifecycle.state, gust_core::State::Failed | gust_core::State::Expired);
+    if let (true, Some(dlq)) = (failed, &rec.request.retry.dead_letter_queue) {
+        // As Lambda's: the event as it came, with why it failed.
+        let attribute = |data_type: &str, value: String| MessageAttribute {
+            data_type: data_type.into(),
+            string_value: Some(value),
+            binary_value: None,
+        };
+        let error = rec.error.as_ref().map(|e| e.error_message.clone()).unwrap_or_default();
+        let attributes = [
+            ("RequestID".to_string(), attribute("String", rec.request.id.0.clone())),
+            ("ErrorCode".to_string(), attribute("Number", "200".into())),
+            ("ErrorMessage".to_string(), attribute("String", error.chars().take(1024).collect())),
+        ]
+        .into();
+        let body = String::from_utf8_lossy(&rec.request.payload).into_owned();
+        crate::queues::send_to(tx, dlq, &message(body, attributes), now).await?;
     }
     Ok(())
 }

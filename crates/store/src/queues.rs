@@ -41,6 +41,10 @@ const SET_VISIBLE_AT: &str =
     "UPDATE queue_messages SET visible_at = $4 WHERE queue = $1 AND id = $2 AND receipt = $3 AND visible_at > $5";
 const EXPIRE: &str = "DELETE FROM queue_messages WHERE (queue, id) IN \
      (SELECT queue, id FROM queue_messages WHERE expires_at <= $1 LIMIT $2)";
+const QUEUE_ID_BY_NAME: &str = "SELECT id, attributes FROM queues WHERE name = $1";
+const INSERT_NOW: &str = "INSERT INTO queue_messages \
+     (queue, id, body, attributes, sent_at, visible_at, receive_count, expires_at) \
+     VALUES ($1, $2, $3, $4, $5, $5, 0, $6)";
 const ANY_VISIBLE: &str = "SELECT id FROM queue_messages WHERE queue = $1 AND visible_at <= $2 LIMIT 1";
 const COUNTS: &str = "SELECT \
      COALESCE(SUM(CASE WHEN visible_at <= $2 THEN 1 ELSE 0 END), 0), \
@@ -289,6 +293,33 @@ pub async fn any_visible(tx: &impl Tx, queue_id: &str, now: Millis) -> Result<bo
 pub async fn counts(tx: &impl Tx, queue_id: &str, now: Millis) -> Result<QueueCounts> {
     let rows = tx.select(COUNTS, &[queue_id.into(), now.into()], false, read_counts).await?;
     Ok(rows.into_iter().next().unwrap_or_default())
+}
+
+/// Writes `message` to queue `name` (by name, within the caller's transaction: a schedule's
+/// firing, a destination, a dead letter); `None` if there is no such queue.
+pub async fn send_to(tx: &impl Tx, name: &str, message: &NewMessage, now: Millis) -> Result<Option<()>> {
+    fn read(r: &dyn ColumnRow) -> Result<(String, String)> {
+        Ok((r.text(0)?, r.text(1)?))
+    }
+    let Some((id, attributes)) =
+        tx.select(QUEUE_ID_BY_NAME, &[name.into()], false, read).await?.into_iter().next()
+    else {
+        return Ok(None);
+    };
+    let attributes: gust_core::queue::QueueAttributes =
+        serde_json::from_str(&attributes).map_err(json_err)?;
+    let expires_at = now + i64::from(attributes.message_retention_period) * 1000;
+    let message_attributes = serde_json::to_string(&message.attributes).map_err(json_err)?;
+    let values: [Value; _] = [
+        id.as_str().into(),
+        message.id.as_str().into(),
+        message.body.as_str().into(),
+        message_attributes.as_str().into(),
+        now.into(),
+        expires_at.into(),
+    ];
+    tx.execute(INSERT_NOW, &values).await?;
+    Ok(Some(()))
 }
 
 // ---- event source mappings --------------------------------------------------------------------

@@ -569,7 +569,9 @@ pub struct Outcome<'a> {
 pub fn may_owe_destination(ctx: &gust_core::Context, next: &Lifecycle) -> bool {
     ctx.mode == Mode::Async
         && next.state.is_terminal()
-        && (ctx.retry.on_success.is_some() || ctx.retry.on_failure.is_some())
+        && (ctx.retry.on_success.is_some()
+            || ctx.retry.on_failure.is_some()
+            || ctx.retry.dead_letter_queue.is_some())
 }
 
 /// The async invocation of destination function `f` carrying `payload` (Lambda's invocation

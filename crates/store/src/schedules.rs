@@ -76,10 +76,6 @@ const HISTORY_BEFORE: &str =
      ORDER BY scheduled_at DESC LIMIT $4";
 
 const COUNTS: &str = "SELECT (SELECT COUNT(*) FROM schedules), (SELECT COUNT(*) FROM schedule_groups)";
-const QUEUE_ID: &str = "SELECT id, attributes FROM queues WHERE name = $1";
-const INSERT_MESSAGE: &str = "INSERT INTO queue_messages \
-     (queue, id, body, attributes, sent_at, visible_at, receive_count, expires_at) \
-     VALUES ($1, $2, $3, $4, $5, $5, 0, $6)";
 
 /// A schedule group as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -370,7 +366,7 @@ pub async fn settle_firing(tx: &impl Tx, firing: &Firing, delivery: &Delivery, n
         Delivery::Invoked { invocation_id } => {
             tx.execute(SETTLE_FIRING, &settle(FiringState::Delivered, Some(invocation_id), None)).await? == 1
         }
-        Delivery::Send { queue, message } => match send(tx, queue, message, now).await? {
+        Delivery::Send { queue, message } => match crate::queues::send_to(tx, queue, message, now).await? {
             Some(()) => {
                 let detail = format!("message {}", message.id);
                 let settled =
@@ -396,7 +392,7 @@ pub async fn settle_firing(tx: &impl Tx, firing: &Firing, delivery: &Delivery, n
             let mut state = FiringState::Failed;
             let mut reason = reason.clone();
             if let Some((queue, message)) = dead_letter {
-                match send(tx, queue, message, now).await? {
+                match crate::queues::send_to(tx, queue, message, now).await? {
                     Some(()) => state = FiringState::DeadLettered,
                     None => reason = format!("{reason}; the dead-letter queue {queue} does not exist"),
                 }
@@ -439,31 +435,6 @@ pub async fn counts(tx: &impl Tx) -> Result<(u64, u64)> {
     }
     let rows = tx.select(COUNTS, &[], false, read).await?;
     Ok(rows.into_iter().next().unwrap_or_default())
-}
-
-/// Writes `message` to queue `name`; `None` if there is no such queue.
-async fn send(tx: &impl Tx, name: &str, message: &NewMessage, now: Millis) -> Result<Option<()>> {
-    fn read(r: &dyn ColumnRow) -> Result<(String, String)> {
-        Ok((r.text(0)?, r.text(1)?))
-    }
-    let Some((id, attributes)) = tx.select(QUEUE_ID, &[name.into()], false, read).await?.into_iter().next()
-    else {
-        return Ok(None);
-    };
-    let attributes: gust_core::queue::QueueAttributes =
-        serde_json::from_str(&attributes).map_err(json_err)?;
-    let expires_at = now + i64::from(attributes.message_retention_period) * 1000;
-    let message_attributes = serde_json::to_string(&message.attributes).map_err(json_err)?;
-    let values: [Value; _] = [
-        id.as_str().into(),
-        message.id.as_str().into(),
-        message.body.as_str().into(),
-        message_attributes.as_str().into(),
-        now.into(),
-        expires_at.into(),
-    ];
-    tx.execute(INSERT_MESSAGE, &values).await?;
-    Ok(Some(()))
 }
 
 /// A schedule's history, newest first, before `before` (a scheduled time).

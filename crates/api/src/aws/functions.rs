@@ -176,11 +176,21 @@ impl ConfigIn {
         if self.layers.as_ref().is_some_and(|l| !l.is_empty()) {
             return Err(AwsError::invalid("gust has no layers: include the dependencies in the package"));
         }
-        if self.dead_letter_config.as_ref().is_some_and(|d| d.get("TargetArn").is_some_and(|t| !t.is_null()))
-        {
-            return Err(AwsError::invalid(
-                "gust has no SQS/SNS dead-letter queues: use an OnFailure destination (PutFunctionEventInvokeConfig)",
-            ));
+        if let Some(d) = &self.dead_letter_config {
+            spec.retry.dead_letter_queue = match d.get("TargetArn") {
+                None | Some(Value::Null) => spec.retry.dead_letter_queue.take(),
+                Some(Value::String(arn)) if arn.is_empty() => None,
+                Some(Value::String(arn)) => match gust_core::queue::queue_of_arn(arn) {
+                    Some(q) => Some(q.to_string()),
+                    None => {
+                        return Err(AwsError::invalid(format!(
+                            "DeadLetterConfig.TargetArn must be a gust queue's SQS ARN (gust has no SNS); {:?} is not one",
+                            truncate(arn)
+                        )))
+                    }
+                },
+                Some(_) => return Err(AwsError::invalid("DeadLetterConfig.TargetArn must be a string")),
+            };
         }
         if self.package_type.as_deref().is_some_and(|p| p != "Zip") {
             return Err(AwsError::invalid("PackageType must be Zip: gust does not run container images"));
@@ -251,6 +261,7 @@ pub(crate) async fn create(State(s): State<AppState>, access: Access, body: Body
     }
     let mut spec = FunctionSpec::default();
     req.config.apply(&mut spec, false)?;
+    access.check_destinations(&spec.retry)?;
     let zip = req.code.zip()?;
     let created = s.service.create_function(&name, spec, zip).await.map_err(|e| match e {
         ServiceError::Conflict(_) => AwsError::conflict(format!("Function already exist: {name}")),
@@ -384,12 +395,15 @@ struct UpdateConfigIn {
 }
 
 pub(crate) async fn update_configuration(
-    State(s): State<AppState>, Path(raw): Path<String>, body: Body,
+    State(s): State<AppState>, access: Access, Path(raw): Path<String>, body: Body,
 ) -> AwsResult {
     let (name, _) = target(&raw, None)?;
     let req: UpdateConfigIn = json_body(body, MAX_CONFIG_BODY_BYTES).await?;
-    let f = mutate_spec(&s, &name, req.revision_id.as_deref(), |spec| req.config.clone().apply(spec, true))
-        .await?;
+    let f = mutate_spec(&s, &name, req.revision_id.as_deref(), |spec| {
+        req.config.clone().apply(spec, true)?;
+        Ok(access.check_destinations(&spec.retry)?)
+    })
+    .await?;
     Ok(Json(latest_json(&s, &f, false).await).into_response())
 }
 
@@ -643,10 +657,13 @@ fn destination(d: &Option<DestinationIn>) -> Result<Option<String>, AwsError> {
     };
     let refuse = || {
         AwsError::invalid(format!(
-            "gust delivers destinations to gust functions only (arn:aws:lambda:REGION:ACCOUNT:function:NAME); {:?} is not one",
+            "gust delivers destinations to gust functions (arn:aws:lambda:REGION:ACCOUNT:function:NAME) and gust queues (arn:aws:sqs:REGION:ACCOUNT:NAME); {:?} is neither",
             truncate(arn)
         ))
     };
+    if let Some(queue) = gust_core::queue::queue_of_arn(arn) {
+        return Ok(Some(gust_core::queue::queue_arn(queue)));
+    }
     if !arn.starts_with("arn:aws:lambda:") {
         return Err(refuse());
     }
@@ -669,10 +686,14 @@ async fn set_event_config(
     }
     let dc = req.destination_config.clone().unwrap_or_default();
     let (on_success, on_failure) = (destination(&dc.on_success)?, destination(&dc.on_failure)?);
-    // A destination is a function this one invokes: the caller must be able to invoke it.
-    for d in [&on_success, &on_failure].into_iter().flatten() {
-        access.check(Action::Invoke, Some(d))?;
-    }
+    // A destination is a function this one invokes, or a queue it sends to: the caller must be
+    // able to invoke it, or to send.
+    let wanted = gust_core::RetryPolicy {
+        on_success: on_success.clone(),
+        on_failure: on_failure.clone(),
+        ..Default::default()
+    };
+    access.check_destinations(&wanted)?;
     let now = s.service.now();
     let f = mutate_spec(s, name, None, |spec| {
         let r = &mut spec.retry;

@@ -109,6 +109,9 @@ pub(crate) fn configuration(s: &Shown<'_>) -> Value {
     if let Some(h) = &s.spec.handler {
         obj.insert("Handler".into(), json!(h));
     }
+    if let Some(q) = &s.spec.retry.dead_letter_queue {
+        obj.insert("DeadLetterConfig".into(), json!({ "TargetArn": gust_core::queue::queue_arn(q) }));
+    }
     if s.pending {
         obj.insert("State".into(), json!("Pending"));
         obj.insert("StateReason".into(), json!("The function is being created."));
@@ -139,8 +142,13 @@ pub(crate) fn alias(a: &Alias) -> Value {
 /// SDK refuses a string there).
 pub(crate) fn event_invoke_config(f: &FunctionConfig) -> Value {
     let r = &f.spec.retry;
-    let destination = |d: &Option<String>| match d {
-        Some(name) => json!({ "Destination": function_arn(name, None) }),
+    let destination = |d: &Option<String>| match d.as_deref().and_then(gust_core::function::Destination::of) {
+        Some(gust_core::function::Destination::Function(name)) => {
+            json!({ "Destination": function_arn(name, None) })
+        }
+        Some(gust_core::function::Destination::Queue(q)) => {
+            json!({ "Destination": gust_core::queue::queue_arn(q) })
+        }
         None => json!({}),
     };
     json!({
