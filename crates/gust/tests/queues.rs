@@ -244,7 +244,8 @@ fn a_queue_triggers_a_function_in_batches_and_poison_ends_in_the_dead_letter_que
     let dir = tempfile::tempdir().unwrap();
     let python = gust_testkit::python();
     let s = Server::start(dir.path(), &["--python", python.as_str()]);
-    let (url, dlq) = poisoned_work(&s, 20, "1");
+    // 1,000 messages, one in ten poison.
+    let (url, dlq) = poisoned_work(&s, 100, "1");
     let client = reqwest::blocking::Client::new();
     let created: Value = client
         .post(format!("{}/2015-03-31/event-source-mappings/", s.url))
@@ -265,14 +266,14 @@ fn a_queue_triggers_a_function_in_batches_and_poison_ends_in_the_dead_letter_que
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let (source, dead) = (queue_count(&s.url, &url), queue_count(&s.url, &dlq));
-        if source == (0, 0) && dead.0 == 20 {
+        if source == (0, 0) && dead.0 == 100 {
             break;
         }
         assert!(Instant::now() < deadline, "not drained: source {source:?}, dead-letter {dead:?}");
         std::thread::sleep(Duration::from_millis(250));
     }
     let dead = all_bodies(&s.url, &dlq);
-    assert_eq!(dead.len(), 20);
+    assert_eq!(dead.len(), 100);
     assert!(dead.iter().all(|b| b.starts_with("poison-")), "{dead:?}");
 
     // Each good message was processed exactly once (the records are written behind the answers).
@@ -298,7 +299,7 @@ fn a_queue_triggers_a_function_in_batches_and_poison_ends_in_the_dead_letter_que
                 break;
             }
         }
-        if seen.len() == 180 {
+        if seen.len() == 900 {
             assert!(seen.values().all(|&n| n == 1), "a good message was processed twice: {seen:?}");
             assert!(seen.keys().all(|b| b.starts_with("good-")));
             break;
@@ -351,7 +352,8 @@ fn a_mapping_loses_nothing_when_its_server_is_killed_mid_run() {
     let python = gust_testkit::python();
     let args = ["--python", python.as_str()];
     let s = Server::start(dir.path(), &args);
-    let (url, dlq) = poisoned_work(&s, 30, "2");
+    // 1,000 messages, one in ten poison.
+    let (url, dlq) = poisoned_work(&s, 100, "2");
     let mapping = json!({
         "EventSourceArn": "arn:aws:sqs:us-east-1:000000000000:work",
         "FunctionName": "consumer",
@@ -367,7 +369,7 @@ fn a_mapping_loses_nothing_when_its_server_is_killed_mid_run() {
     // Killed while batches are in flight: what it had received comes back after its
     // visibility timeout, on the restarted server, which runs the mapping again.
     let started = Instant::now();
-    while queue_count(&s.url, &url).0 > 200 && started.elapsed() < Duration::from_secs(30) {
+    while queue_count(&s.url, &url).0 > 700 && started.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(20));
     }
     s.kill9();
@@ -375,7 +377,7 @@ fn a_mapping_loses_nothing_when_its_server_is_killed_mid_run() {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let (source, dead) = (queue_count(&s.url, &url), queue_count(&s.url, &dlq));
-        if source == (0, 0) && dead.0 == 30 {
+        if source == (0, 0) && dead.0 == 100 {
             break;
         }
         assert!(
@@ -388,7 +390,7 @@ fn a_mapping_loses_nothing_when_its_server_is_killed_mid_run() {
     // every one was deleted only after the function processed it.
     let mut dead = all_bodies(&s.url, &dlq);
     dead.sort();
-    let mut poison: Vec<String> = (0..30).map(|b| format!("poison-{}", b * 10)).collect();
+    let mut poison: Vec<String> = (0..100).map(|b| format!("poison-{}", b * 10)).collect();
     poison.sort();
     assert_eq!(dead, poison);
 }
