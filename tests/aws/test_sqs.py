@@ -81,8 +81,8 @@ def test_attributes_are_kept_within_sqs_bounds(sqs, queue):
         sqs.set_queue_attributes(QueueUrl=queue, Attributes={"NoSuchThing": "1"})
     assert query_code(e)[1] == "InvalidAttributeName"
     with pytest.raises(sqs.exceptions.ClientError) as e:
-        sqs.create_queue(QueueName=unique("f") + ".fifo", Attributes={"FifoQueue": "true"})
-    assert "FIFO" in e.value.response["Error"]["Message"]
+        sqs.set_queue_attributes(QueueUrl=queue, Attributes={"FifoQueue": "true"})
+    assert "FifoQueue" in e.value.response["Error"]["Message"]
 
 
 def test_a_message_is_sent_received_with_its_digests_and_deleted(sqs, queue):
@@ -300,3 +300,58 @@ def test_queues_are_destinations_and_dead_letter_queues_of_async_invocations(sqs
     lam.delete_function(FunctionName=name)
     sqs.delete_queue(QueueUrl=ok_url)
     sqs.delete_queue(QueueUrl=dead_url)
+
+
+def test_fifo_queues_keep_group_order_and_drop_duplicates(sqs):
+    name = unique("orders") + ".fifo"
+    with pytest.raises(sqs.exceptions.ClientError):
+        sqs.create_queue(QueueName=name)  # a .fifo name needs FifoQueue=true
+    with pytest.raises(sqs.exceptions.ClientError):
+        sqs.create_queue(QueueName=unique("plain"), Attributes={"FifoQueue": "true"})
+    url = sqs.create_queue(QueueName=name, Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"})["QueueUrl"]
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attrs["FifoQueue"] == "true" and attrs["ContentBasedDeduplication"] == "true"
+    with pytest.raises(sqs.exceptions.ClientError) as e:
+        sqs.send_message(QueueUrl=url, MessageBody="no group")
+    assert query_code(e)[0] == "MissingParameter"
+    with pytest.raises(sqs.exceptions.ClientError):
+        sqs.send_message(QueueUrl=url, MessageBody="x", MessageGroupId="a", DelaySeconds=5)
+    sequences = []
+    for i in range(4):
+        for group in ("a", "b"):
+            r = sqs.send_message(QueueUrl=url, MessageBody=f"{group}-{i}", MessageGroupId=group)
+            sequences.append(int(r["SequenceNumber"]))
+            assert len(r["SequenceNumber"]) == 20
+    assert sequences == sorted(sequences) and len(set(sequences)) == 8
+    # Content-based deduplication: the same body again within five minutes is the same message.
+    first = sqs.send_message(QueueUrl=url, MessageBody="a-0", MessageGroupId="a")
+    assert first["MessageId"] == sqs.send_message(QueueUrl=url, MessageBody="a-0", MessageGroupId="a")["MessageId"]
+    batch = sqs.send_message_batch(QueueUrl=url, Entries=[
+        {"Id": "1", "MessageBody": "c-0", "MessageGroupId": "c", "MessageDeduplicationId": "c0"},
+        {"Id": "2", "MessageBody": "c-0 again", "MessageGroupId": "c", "MessageDeduplicationId": "c0"},
+    ])
+    ids = {e["Id"]: e["MessageId"] for e in batch["Successful"]}
+    assert ids["1"] == ids["2"], "a duplicate within the batch is the first message"
+    # One receiver holds group a's head: nobody else gets group a until it is deleted.
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2, VisibilityTimeout=30,
+                              AttributeNames=["All"])["Messages"]
+    assert [m["Body"] for m in got] == ["a-0", "b-0"]
+    assert got[0]["Attributes"]["MessageGroupId"] == "a"
+    assert got[0]["Attributes"]["SequenceNumber"] == str(sequences[0]).zfill(20)
+    rest = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30)["Messages"]
+    assert [m["Body"] for m in rest] == ["c-0"], "groups a and b are in flight"
+    for m in got + rest:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    bodies = []
+    while True:
+        page = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        if not page:
+            break
+        bodies += [m["Body"] for m in page]
+        sqs.delete_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(page)])
+    assert [b for b in bodies if b.startswith("a")] == ["a-1", "a-2", "a-3"]
+    assert [b for b in bodies if b.startswith("b")] == ["b-1", "b-2", "b-3"]
+    with pytest.raises(sqs.exceptions.ClientError):
+        sqs.set_queue_attributes(QueueUrl=url, Attributes={"FifoQueue": "false"})
+    sqs.delete_queue(QueueUrl=url)

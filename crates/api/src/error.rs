@@ -71,8 +71,11 @@ impl From<ServiceError> for ApiError {
             ServiceError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown"),
             ServiceError::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "InsufficientStorage"),
             ServiceError::Internal(_) => {
+                // Logged in full; the caller is told nothing of the backend (its errors name
+                // tables, bytes and versions).
                 tracing::error!(error = %message, "internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, "Internal")
+                let message = "internal error (see the server's log)".to_string();
+                return ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code: "Internal", message };
             }
         };
         ApiError { status, code, message }

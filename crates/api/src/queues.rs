@@ -3,7 +3,8 @@
 //!
 //! - `POST /v1/queues` `{"name", "attributes": {SQS attribute: value}}`, `GET /v1/queues?prefix=`
 //! - `GET|PATCH|DELETE /v1/queues/{name}` (`PATCH` takes `{"attributes"}`)
-//! - `POST /v1/queues/{name}/messages` `{"body", "delay_seconds"?, "attributes"?}`
+//! - `POST /v1/queues/{name}/messages` `{"body", "delay_seconds"?, "attributes"?, "group_id"?,
+//!   "deduplication_id"?}` (a FIFO queue's group and deduplication ids)
 //! - `POST /v1/queues/{name}/receive` `{"max"?, "wait_seconds"?, "visibility_timeout"?}`
 //! - `DELETE /v1/queues/{name}/messages/{receipt}`, `POST /v1/queues/{name}/purge`
 
@@ -160,8 +161,16 @@ async fn send(
     if let Some(a) = b.get("attributes") {
         input["MessageAttributes"] = a.clone();
     }
+    for (native, sqs) in [("group_id", "MessageGroupId"), ("deduplication_id", "MessageDeduplicationId")] {
+        if let Some(v) = b.get(native) {
+            input[sqs] = v.clone();
+        }
+    }
     let sent = c.op("SendMessage", input).await?;
-    let out = json!({ "message_id": sent["MessageId"], "md5_of_body": sent["MD5OfMessageBody"] });
+    let mut out = json!({ "message_id": sent["MessageId"], "md5_of_body": sent["MD5OfMessageBody"] });
+    if let Some(seq) = sent.get("SequenceNumber") {
+        out["sequence_number"] = seq.clone();
+    }
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 

@@ -59,6 +59,8 @@ struct ScheduleIn {
     max_event_age_seconds: Option<u32>,
     max_retry_attempts: Option<u32>,
     dead_letter_queue: Option<String>,
+    /// A FIFO queue target's message group.
+    message_group_id: Option<String>,
     description: Option<String>,
     #[serde(default)]
     delete_after_completion: bool,
@@ -98,6 +100,7 @@ fn schedule_of(group: &str, name: &str, b: ScheduleIn) -> Result<Schedule, ApiEr
                 maximum_retry_attempts: b.max_retry_attempts.unwrap_or(defaults.maximum_retry_attempts),
             },
             dead_letter_arn: b.dead_letter_queue.as_deref().map(queue_arn),
+            message_group_id: b.message_group_id,
         },
         description: b.description.unwrap_or_default(),
         delete_after_completion: b.delete_after_completion,
@@ -139,6 +142,7 @@ fn view(v: &ScheduleView) -> Value {
         ("end", s.end.map(Value::from)),
         ("flexible_window_minutes", s.flexible_window_minutes.map(Value::from)),
         ("dead_letter_queue", s.target.dead_letter_arn.as_deref().and_then(queue_of_arn).map(Value::from)),
+        ("message_group_id", s.target.message_group_id.clone().map(Value::from)),
         ("next_fire_time", v.next_at.map(|t| Value::from(iso_seconds(t)))),
         ("description", Some(s.description.clone()).filter(|d| !d.is_empty()).map(Value::from)),
     ];
@@ -187,8 +191,15 @@ fn allow(access: &Access, action: Action, target: Option<&Schedule>) -> Result<(
     Ok(())
 }
 
-fn group_of(q: &Params) -> &str {
-    q.get("group").map_or(DEFAULT_GROUP, String::as_str)
+/// Every name a request carries is checked before anything reaches the store (a NUL byte is
+/// a database error on PostgreSQL, not a missing schedule).
+fn checked<'a>(what: &str, name: &'a str) -> Result<&'a str, ApiError> {
+    gust_core::schedule::validate_name(what, name).map_err(invalid)?;
+    Ok(name)
+}
+
+fn group_of(q: &Params) -> Result<&str, ApiError> {
+    checked("group", q.get("group").map_or(DEFAULT_GROUP, String::as_str))
 }
 
 fn limit_of(q: &Params) -> Result<usize, ApiError> {
@@ -207,8 +218,10 @@ async fn put(
 ) -> ApiResult {
     let bytes =
         crate::body::read_bounded(body, gust_core::limits::MAX_CONFIG_BODY_BYTES, "the request").await?;
+    checked("name", &name)?;
     let b: ScheduleIn = crate::body::parse_json(&bytes)?;
-    let schedule = schedule_of(group_of(&q), &name, b)?;
+    let schedule = schedule_of(group_of(&q)?, &name, b)?;
+    schedule.validate().map_err(invalid)?;
     allow(&access, Action::Deploy, Some(&schedule))?;
     let exists = match s.service.schedule(&schedule.group, &schedule.name).await {
         Ok(_) => true,
@@ -224,14 +237,14 @@ async fn show(
     State(s): State<AppState>, access: Access, Path(name): Path<String>, Query(q): Query<Params>,
 ) -> ApiResult {
     allow(&access, Action::Read, None)?;
-    Ok(Json(view(&s.service.schedule(group_of(&q), &name).await?)).into_response())
+    Ok(Json(view(&s.service.schedule(group_of(&q)?, checked("name", &name)?).await?)).into_response())
 }
 
 async fn remove(
     State(s): State<AppState>, access: Access, Path(name): Path<String>, Query(q): Query<Params>,
 ) -> ApiResult {
     allow(&access, Action::Deploy, None)?;
-    s.service.delete_schedule(group_of(&q), &name).await?;
+    s.service.delete_schedule(group_of(&q)?, checked("name", &name)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -241,12 +254,19 @@ async fn list(State(s): State<AppState>, access: Access, Query(q): Query<Params>
     let after = match q.get("after") {
         Some(a) => {
             let (g, n) = a.split_once('/').ok_or_else(|| invalid("after is GROUP/NAME"))?;
-            Some((g.to_string(), n.to_string()))
+            Some((checked("after", g)?.to_string(), checked("after", n)?.to_string()))
         }
         None => None,
     };
     let prefix = q.get("prefix").map_or("", String::as_str);
-    let found = s.service.list_schedules(q.get("group").map(String::as_str), prefix, after, limit).await?;
+    if !prefix.is_empty() {
+        checked("prefix", prefix)?;
+    }
+    let group = match q.get("group") {
+        Some(g) => Some(checked("group", g)?),
+        None => None,
+    };
+    let found = s.service.list_schedules(group, prefix, after, limit).await?;
     let next = (found.len() == limit)
         .then(|| found.last().map(|v| format!("{}/{}", v.schedule.group, v.schedule.name)))
         .flatten();
@@ -262,7 +282,7 @@ async fn history(
         Some(b) => Some(b.parse::<Millis>().map_err(|_| invalid("before is a scheduled time in ms"))?),
         None => None,
     };
-    let firings = s.service.schedule_history(group_of(&q), &name, before, limit).await?;
+    let firings = s.service.schedule_history(group_of(&q)?, checked("name", &name)?, before, limit).await?;
     let next = (firings.len() == limit).then(|| firings.last().map(|f| f.firing.scheduled_at)).flatten();
     Ok(Json(json!({ "firings": firings.iter().map(firing_view).collect::<Vec<_>>(), "next": next }))
         .into_response())
@@ -293,6 +313,6 @@ async fn list_groups(State(s): State<AppState>, access: Access) -> ApiResult {
 
 async fn delete_group(State(s): State<AppState>, access: Access, Path(name): Path<String>) -> ApiResult {
     allow(&access, Action::Deploy, None)?;
-    s.service.delete_schedule_group(&name).await?;
+    s.service.delete_schedule_group(checked("name", &name)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -28,20 +28,39 @@ pub const MAX_WAIT_SECONDS: u32 = 20;
 /// The longest a message may stay hidden once received (seconds).
 pub const MAX_VISIBILITY_TIMEOUT: u32 = 43_200;
 
-/// A queue name: 1-80 letters, digits, hyphens and underscores (`.fifo` names are FIFO queues,
-/// which gust does not have yet).
+/// A queue name: 1-80 letters, digits, hyphens and underscores, the last five `.fifo` for a
+/// FIFO queue.
 pub fn validate_queue_name(name: &str) -> Result<(), String> {
+    let base = name.strip_suffix(".fifo").unwrap_or(name);
     let ok = (1..=MAX_QUEUE_NAME).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && !base.is_empty()
+        && base.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {
         return Ok(());
     }
-    if name.ends_with(".fifo") {
-        return Err("FIFO queues (.fifo) are not supported by gust yet: use a standard queue".into());
-    }
     Err(format!(
-        "Can only include alphanumeric characters, hyphens, or underscores. 1 to {MAX_QUEUE_NAME} in length"
+        "Can only include alphanumeric characters, hyphens, or underscores (a FIFO queue's name ends with .fifo). 1 to {MAX_QUEUE_NAME} in length"
     ))
+}
+
+/// A FIFO queue's message group id or deduplication id: 1-128 characters of `a-z A-Z 0-9`
+/// and ASCII punctuation.
+pub fn validate_fifo_id(what: &str, id: &str) -> Result<(), String> {
+    let ok = (1..=128).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b.is_ascii_punctuation());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("Value for parameter {what} is invalid: 1 to 128 letters, digits and punctuation"))
+    }
+}
+
+/// How long a FIFO queue remembers a deduplication id.
+pub const DEDUPLICATION_INTERVAL_MS: Millis = 5 * 60 * 1000;
+
+/// A FIFO sequence number as SQS shows it: 20 digits.
+pub fn sequence_number(seq: i64) -> String {
+    format!("{seq:020}")
 }
 
 /// `arn:aws:sqs:us-east-1:000000000000:NAME`.
@@ -74,6 +93,12 @@ pub struct QueueAttributes {
     pub visibility_timeout: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redrive_policy: Option<RedrivePolicy>,
+    /// A FIFO queue (its name ends with `.fifo`; fixed at creation).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fifo: bool,
+    /// A FIFO queue's deduplication id, when a send gives none, is the SHA-256 of the body.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub content_based_deduplication: bool,
     /// Attributes SQS has that change nothing here (`Policy`, `SqsManagedSseEnabled`,
     /// `KmsMasterKeyId`, ...): kept and shown back.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -89,6 +114,8 @@ impl Default for QueueAttributes {
             receive_message_wait_time_seconds: 0,
             visibility_timeout: 30,
             redrive_policy: None,
+            fifo: false,
+            content_based_deduplication: false,
             inert: BTreeMap::new(),
         }
     }
@@ -128,9 +155,16 @@ impl QueueAttributes {
             "VisibilityTimeout" => self.visibility_timeout = number(0, MAX_VISIBILITY_TIMEOUT)?,
             "RedrivePolicy" if value.trim().is_empty() => self.redrive_policy = None,
             "RedrivePolicy" => self.redrive_policy = Some(parse_redrive(value)?),
-            "FifoQueue" if value == "false" => {}
-            "FifoQueue" => {
-                return Err(AttributeError::Value("FIFO queues are not supported by gust yet".into()));
+            "FifoQueue" => self.fifo = boolean(name, value)?,
+            "ContentBasedDeduplication" => self.content_based_deduplication = boolean(name, value)?,
+            "DeduplicationScope" if matches!(value, "queue" | "messageGroup") => {
+                self.inert.insert(name.to_string(), value.to_string());
+            }
+            "FifoThroughputLimit" if matches!(value, "perQueue" | "perMessageGroupId") => {
+                self.inert.insert(name.to_string(), value.to_string());
+            }
+            "DeduplicationScope" | "FifoThroughputLimit" => {
+                return Err(AttributeError::Value(format!("Invalid value for the parameter {name}")));
             }
             n if INERT.contains(&n) => {
                 if value.len() > 20_480 {
@@ -164,8 +198,20 @@ impl QueueAttributes {
             });
             m.insert("RedrivePolicy".into(), policy.to_string());
         }
+        if self.fifo {
+            m.insert("FifoQueue".into(), "true".into());
+            m.insert("ContentBasedDeduplication".into(), self.content_based_deduplication.to_string());
+        }
         m.extend(self.inert.clone());
         m
+    }
+}
+
+fn boolean(name: &str, value: &str) -> Result<bool, AttributeError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(AttributeError::Value(format!("Invalid value for the parameter {name}: true or false"))),
     }
 }
 
@@ -319,13 +365,31 @@ fn hex_of(bytes: &[u8]) -> String {
 }
 
 /// A message to store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NewMessage {
     pub id: String,
     pub body: String,
     pub attributes: BTreeMap<String, MessageAttribute>,
     /// When it may first be received.
     pub visible_at: Millis,
+    /// A FIFO queue's: the message group, and the deduplication id.
+    pub fifo: Option<FifoIds>,
+}
+
+/// A FIFO message's group (messages of one group are received in order, one batch at a time)
+/// and deduplication id (a second send of it within five minutes is not stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FifoIds {
+    pub group: String,
+    pub deduplication: String,
+}
+
+/// What a send stored: the message id (for a FIFO duplicate, the first send's) and, on a FIFO
+/// queue, the sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub id: String,
+    pub sequence: Option<i64>,
 }
 
 /// A stored message.
@@ -337,6 +401,8 @@ pub struct Message {
     pub sent_at: Millis,
     pub receive_count: u32,
     pub first_received_at: Option<Millis>,
+    /// A FIFO message's ids and sequence number.
+    pub fifo: Option<(FifoIds, i64)>,
 }
 
 /// A message as one receive gave it: with the receipt token that deletes it.
@@ -494,6 +560,14 @@ mod tests {
             .is_err());
         assert!(validate_queue_name("a-b_C9").is_ok());
         assert!(validate_queue_name("").is_err() && validate_queue_name(&"a".repeat(81)).is_err());
-        assert!(validate_queue_name("x.fifo").unwrap_err().contains("FIFO"));
+        assert!(validate_queue_name("x.fifo").is_ok() && validate_queue_name(".fifo").is_err());
+        assert!(validate_queue_name("x.fifo.fifo").is_err() && validate_queue_name("x.FIFO").is_err());
+        assert!(a.set("FifoQueue", "true").is_ok() && a.fifo);
+        assert!(a.set("ContentBasedDeduplication", "yes").is_err());
+        assert!(validate_fifo_id("MessageGroupId", "g-1!").is_ok());
+        assert!(
+            validate_fifo_id("MessageGroupId", "").is_err()
+                && validate_fifo_id("MessageGroupId", "a b").is_err()
+        );
     }
 }

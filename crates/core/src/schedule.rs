@@ -32,6 +32,8 @@ pub const MAX_INPUT: usize = 8192;
 pub const MAX_DESCRIPTION: usize = 512;
 /// Most firings a claim fires to catch up after downtime; earlier ones are recorded as missed.
 pub const MAX_CATCH_UP: usize = 100;
+/// The last moment a start or end date may name: the end of 2199 (UTC).
+pub const LATEST_DATE_MS: Millis = 7_258_118_399_999;
 /// Most missed cron times a claim steps over one by one (past that it jumps to the window).
 const MAX_MISSED_STEPS: u32 = 10_000;
 /// The last year a cron expression may name (AWS's bound).
@@ -397,6 +399,9 @@ pub struct Target {
     /// A gust queue's ARN: where a firing goes when it cannot be delivered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_arn: Option<String>,
+    /// A FIFO queue target's message group (Scheduler's `SqsParameters.MessageGroupId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_group_id: Option<String>,
 }
 
 /// A schedule, as stored.
@@ -461,6 +466,25 @@ impl Schedule {
     pub fn validate(&self) -> Result<(), String> {
         validate_name("Name", &self.name)?;
         validate_name("GroupName", &self.group)?;
+        // EventBridge Scheduler's bounds; a long expression also costs its parse many times
+        // its size (`1970/1,` names 230 years).
+        for (what, value, max) in [
+            ("ScheduleExpression", self.expression.as_str(), 256),
+            ("ScheduleExpressionTimezone", self.timezone.as_str(), 50),
+            ("Target.Arn", self.target.arn.as_str(), 1600),
+            ("Target.RoleArn", self.target.role_arn.as_str(), 1600),
+            ("KmsKeyArn", self.kms_key_arn.as_deref().unwrap_or_default(), 2048),
+            ("DeadLetterConfig.Arn", self.target.dead_letter_arn.as_deref().unwrap_or_default(), 1600),
+        ] {
+            if value.len() > max {
+                return Err(format!("{what} is longer than {max} characters"));
+            }
+        }
+        for (what, at) in [("StartDate", self.start), ("EndDate", self.end)] {
+            if at.is_some_and(|t| !(0..=LATEST_DATE_MS).contains(&t)) {
+                return Err(format!("{what} must be between 1970 and 2199"));
+            }
+        }
         Expression::parse(&self.expression)?;
         self.time_zone()?;
         if let (Some(start), Some(end)) = (self.start, self.end) {
@@ -491,6 +515,12 @@ impl Schedule {
                 return Err(format!("DeadLetterConfig.Arn {dlq:?} is not a gust queue ARN"));
             }
         }
+        if let Some(g) = &self.target.message_group_id {
+            crate::queue::validate_fifo_id("SqsParameters.MessageGroupId", g)?;
+            if !matches!(self.target_kind()?, TargetKind::Queue(q) if q.ends_with(".fifo")) {
+                return Err("SqsParameters.MessageGroupId is for FIFO queue targets".into());
+            }
+        }
         if self.description.chars().count() > MAX_DESCRIPTION {
             return Err(format!("Description is longer than {MAX_DESCRIPTION} characters"));
         }
@@ -510,7 +540,7 @@ impl Schedule {
 
     fn next_with(&self, expression: &Expression, tz: &TimeZone, after: Millis) -> Option<Millis> {
         let from = match self.start {
-            Some(start) => after.max(start - 1),
+            Some(start) => after.max(start.saturating_sub(1)),
             None => after,
         };
         let next = match expression {
@@ -521,7 +551,8 @@ impl Schedule {
                     Some(start) => (start, 0),
                     None => (self.created_at, 1),
                 };
-                let k = if from < anchor { first } else { ((from - anchor) / every_ms + 1).max(first) };
+                let k =
+                    if from < anchor { first } else { (from.checked_sub(anchor)? / every_ms + 1).max(first) };
                 anchor.checked_add(k.checked_mul(every_ms)?)?
             }
             Expression::At(dt) => Some(tz.to_timestamp(*dt).ok()?.as_millisecond()).filter(|t| *t > from)?,
@@ -538,14 +569,15 @@ impl Schedule {
         let Some(window) = self.flexible_window_minutes else { return scheduled };
         let digest = Md5::digest(format!("{}@{scheduled}", self.arn()).as_bytes());
         let n = u64::from_le_bytes(digest[..8].try_into().unwrap_or_default());
-        scheduled + (n % (u64::from(window) * 60_000)) as Millis
+        scheduled.saturating_add((n % (u64::from(window) * 60_000)) as Millis)
     }
 
     /// The firings due by `now`, from the due scheduled time `next`.
     pub fn plan(&self, next: Millis, now: Millis) -> Plan {
         let Some((expression, tz)) = self.compiled() else { return Plan::default() };
         let step = |t: Millis| self.next_with(&expression, &tz, t);
-        let window_start = now - i64::from(self.target.retry_policy.maximum_event_age_seconds) * 1000;
+        let window_start =
+            now.saturating_sub(i64::from(self.target.retry_policy.maximum_event_age_seconds) * 1000);
         let mut missed: Option<(Millis, Millis, u64)> = None;
         let mut add_missed = |first: Millis, last: Millis, n: u64| {
             missed = Some(match missed {
@@ -554,20 +586,28 @@ impl Schedule {
             });
         };
         let mut at = Some(next);
-        // Too old to fire: a rate skips to the window arithmetically; a cron steps (bounded),
-        // then jumps to the window (the count then says how many it stepped over, at least).
+        // Too old to fire: due (its fire time, within a flexible window) before the retry
+        // window. A rate skips arithmetically to the times that may not be (a window's length
+        // before it); a cron steps (bounded), then jumps (the count then says how many it
+        // stepped over, at least).
+        let slack = i64::from(self.flexible_window_minutes.unwrap_or(0)) * 60_000;
+        let surely_missed = window_start.saturating_sub(slack);
         if let (&Expression::Rate { every_ms }, Some(t)) = (&expression, at) {
-            if t < window_start {
-                let n = (window_start - t + every_ms - 1) / every_ms;
+            if t < surely_missed {
+                let n = (surely_missed - t + every_ms - 1) / every_ms;
                 add_missed(t, t + (n - 1) * every_ms, n as u64);
-                at = Some(t + n * every_ms).filter(|t| self.end.is_none_or(|end| *t <= end));
+                at = t
+                    .checked_add(n.saturating_mul(every_ms))
+                    .filter(|t| self.end.is_none_or(|end| *t <= end));
             }
         }
         let mut steps = 0;
-        while let Some(t) = at.filter(|t| *t < window_start && self.fire_at(*t) <= now) {
+        while let Some(t) = at.filter(|t| self.fire_at(*t) < window_start) {
             add_missed(t, t, 1);
             steps += 1;
-            at = if steps < MAX_MISSED_STEPS { step(t) } else { step(window_start - 1) };
+            // Once (never again: after the jump every step moves forward).
+            let jump = steps == MAX_MISSED_STEPS && t < surely_missed;
+            at = if jump { step(surely_missed.saturating_sub(1)) } else { step(t) };
         }
         let mut due = Vec::new();
         while let Some(t) = at.filter(|t| self.fire_at(*t) <= now) {
@@ -708,6 +748,7 @@ mod tests {
                 input: None,
                 retry_policy: RetryPolicy::default(),
                 dead_letter_arn: None,
+                message_group_id: None,
             },
             description: String::new(),
             delete_after_completion: false,
@@ -872,6 +913,19 @@ mod tests {
         assert_eq!(s.fire_at(t), at, "deterministic");
         assert_eq!(s.plan(t, t + 1).fire, Vec::<Millis>::new(), "not due before its share of the window");
         assert_eq!(s.plan(t, at).fire, vec![t]);
+    }
+
+    #[test]
+    fn a_flexible_window_longer_than_the_event_age_still_fires_each_time() {
+        let mut s = schedule("rate(1 hour)", "UTC");
+        s.flexible_window_minutes = Some(15);
+        s.target.retry_policy.maximum_event_age_seconds = 60;
+        let mut next = s.next_after(s.created_at).unwrap();
+        for _ in 0..24 {
+            let plan = s.plan(next, s.fire_at(next));
+            assert_eq!((plan.fire, plan.missed), (vec![next], None), "claimed when due, it fires");
+            next = plan.next.unwrap();
+        }
     }
 
     #[test]

@@ -1220,6 +1220,7 @@ fn schedule_expressions_never_panic_and_always_move_forward() {
                 input: None,
                 retry_policy: SchedRetry::default(),
                 dead_letter_arn: None,
+                message_group_id: None,
             },
             description: String::new(),
             delete_after_completion: false,

@@ -245,9 +245,15 @@ pub enum QueueAction {
     Send {
         name: String,
         body: String,
-        /// Seconds before it may be received (0-900).
+        /// Seconds before it may be received (0-900; not on FIFO queues).
         #[arg(long)]
         delay: Option<u32>,
+        /// A FIFO queue's message group (its messages are received in order).
+        #[arg(long)]
+        group: Option<String>,
+        /// A FIFO queue's deduplication id (a second send within five minutes is dropped).
+        #[arg(long)]
+        dedup: Option<String>,
     },
     /// Receive messages (hidden for the visibility timeout) and print them.
     Receive {
@@ -706,10 +712,16 @@ fn queue(g: &Global, api: &Api, action: QueueAction) -> Result<(), Failure> {
             api.check(api.req(Method::DELETE, &path(&name)).send()?)?;
             print(g, &json!({ "deleted": name }), |_| format!("deleted queue {name}"));
         }
-        QueueAction::Send { name, body, delay } => {
+        QueueAction::Send { name, body, delay, group, dedup } => {
             let mut b = json!({ "body": body });
             if let Some(d) = delay {
                 b["delay_seconds"] = json!(d);
+            }
+            if let Some(g) = group {
+                b["group_id"] = json!(g);
+            }
+            if let Some(d) = dedup {
+                b["deduplication_id"] = json!(d);
             }
             let v = api.json(api.req(Method::POST, &format!("{}/messages", path(&name))).json(&b))?;
             print(g, &v, |v| format!("sent {}", v["message_id"].as_str().unwrap_or("?")));

@@ -71,6 +71,7 @@ impl From<StoreError> for ServiceError {
             }
             StoreError::KeyMismatch { existing } => ServiceError::KeyMismatch { existing },
             StoreError::Invalid(msg) => ServiceError::Conflict(msg),
+            StoreError::Quota(msg) => ServiceError::QuotaExceeded(msg),
             StoreError::Rejected(r) => ServiceError::Conflict(r.to_string()),
             e @ StoreError::Full(_) => ServiceError::InsufficientStorage(e.to_string()),
             e @ (StoreError::Corrupt(_) | StoreError::Backend(_)) => ServiceError::Internal(e.to_string()),

@@ -122,6 +122,20 @@ impl Service {
     /// Admits one invocation: validates, resolves the qualifier to one concrete version,
     /// applies idempotency, then runs it (sync) or queues it durably (async).
     pub async fn invoke(self: &Arc<Self>, input: InvokeInput) -> Result<Invoked> {
+        if let Some(key) = &input.idempotency_key {
+            let printable = key.bytes().all(|b| (0x21..=0x7e).contains(&b));
+            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES || !printable {
+                return Err(ServiceError::InvalidRequest(format!(
+                    "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_BYTES} printable ASCII characters"
+                )));
+            }
+        }
+        self.admit(input).await
+    }
+
+    /// [`Service::invoke`] for gust's own callers, whose idempotency keys may hold a space: a
+    /// key no client can send (a schedule's firing), so no client can take it first.
+    pub(crate) async fn admit(self: &Arc<Self>, input: InvokeInput) -> Result<Invoked> {
         if self.is_shutting_down() {
             return Err(ServiceError::ShuttingDown);
         }
@@ -134,14 +148,6 @@ impl Service {
         let too_large = |size: usize| ServiceError::TooLarge { what: "payload", size, limit };
         if input.payload.len() > limit {
             return Err(too_large(input.payload.len()));
-        }
-        if let Some(key) = &input.idempotency_key {
-            let printable = key.bytes().all(|b| (0x21..=0x7e).contains(&b));
-            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES || !printable {
-                return Err(ServiceError::InvalidRequest(format!(
-                    "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_BYTES} printable ASCII characters"
-                )));
-            }
         }
         let config = self.cached_function(&input.function).await?;
         let deployment = self.resolve(&config, &qualifier).await?;

@@ -246,6 +246,11 @@ fn sqs_event(queue: &Queue, batch: &[Received]) -> Value {
             if let Some(md5) = gust_core::queue::md5_of_attributes(&m.attributes) {
                 record["md5OfMessageAttributes"] = json!(md5);
             }
+            if let Some((ids, seq)) = &m.fifo {
+                record["attributes"]["MessageGroupId"] = json!(ids.group);
+                record["attributes"]["MessageDeduplicationId"] = json!(ids.deduplication);
+                record["attributes"]["SequenceNumber"] = json!(gust_core::queue::sequence_number(*seq));
+            }
             record
         })
         .collect();

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use gust_core::queue::{NewMessage, Queue, QueueAttributes, QueueCounts, Received};
+use gust_core::queue::{NewMessage, Queue, QueueAttributes, QueueCounts, Received, Sent};
 use gust_store::Kind;
 
 use crate::{Service, ServiceError};
@@ -115,16 +115,17 @@ impl Service {
 
     /// Stores messages (all or none) and wakes this server's waiting receivers. `delays` are
     /// each message's delay in seconds.
-    pub async fn send_messages(&self, queue: &Queue, messages: Vec<(NewMessage, u32)>) -> Result<()> {
+    /// Stores messages (each with its delay in seconds), all or none; what each became.
+    pub async fn send_messages(&self, queue: &Queue, messages: Vec<(NewMessage, u32)>) -> Result<Vec<Sent>> {
         let now = self.clock.now();
         let expires_at = now + i64::from(queue.attributes.message_retention_period) * 1000;
         let messages: Vec<NewMessage> = messages
             .into_iter()
             .map(|(m, delay)| NewMessage { visible_at: now + i64::from(delay) * 1000, ..m })
             .collect();
-        self.store.send_messages(&queue.id, messages, now, expires_at).await?;
+        let sent = self.store.send_messages(&queue.id, messages, now, expires_at).await?;
         self.queue_waits.wake(&queue.id);
-        Ok(())
+        Ok(sent)
     }
 
     /// Receives up to `max` messages, hidden for `visibility` seconds once received, waiting up

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gust_core::lambda::ACCOUNT;
-use gust_core::queue::NewMessage;
+use gust_core::queue::{FifoIds, NewMessage};
 use gust_core::schedule::{Expression, Firing, Schedule, TargetKind};
 use gust_core::{Millis, Mode, StateName};
 use gust_store::schedules::string_attribute;
@@ -34,8 +34,12 @@ pub const DEFAULT_MAX_SCHEDULE_GROUPS: u64 = 500;
 const TICK: Duration = Duration::from_millis(500);
 /// How long a server holds a firing it is delivering before another may take it.
 const DELIVERY_LEASE_MS: i64 = 30_000;
-/// Most schedules claimed, and firings delivered, per tick.
+/// Most schedules claimed, and firings taken, per store call.
 const BATCH: usize = 100;
+/// Deliveries in flight at once (each an invocation's ingest or a queue write).
+const DELIVERIES_AT_ONCE: usize = 32;
+/// How long one tick may keep draining a backlog before it sleeps again.
+const TICK_BUDGET: Duration = Duration::from_secs(2);
 
 /// A schedule as shown: what was written, and its next firing.
 #[derive(Debug, Clone)]
@@ -60,15 +64,7 @@ pub struct FiringView {
 impl Service {
     pub async fn create_schedule_group(&self, name: &str) -> Result<ScheduleGroup> {
         gust_core::schedule::validate_name("Name", name).map_err(ServiceError::InvalidRequest)?;
-        let (_, groups) = self.store.schedule_counts().await?;
-        // The default group is not a row.
-        if groups >= self.cfg.max_schedule_groups.saturating_sub(1) {
-            return Err(ServiceError::QuotaExceeded(format!(
-                "at most {} schedule groups may exist (the default group among them)",
-                self.cfg.max_schedule_groups
-            )));
-        }
-        Ok(self.store.create_schedule_group(name, self.clock.now()).await?)
+        Ok(self.store.create_schedule_group(name, self.clock.now(), self.cfg.max_schedule_groups).await?)
     }
 
     pub async fn schedule_group(&self, name: &str) -> Result<ScheduleGroup> {
@@ -101,17 +97,6 @@ impl Service {
             }
         }
         schedule.updated_at = now;
-        if create {
-            // Checked before the write, not in it: creators racing at the bound may pass it by
-            // one each.
-            let (schedules, _) = self.store.schedule_counts().await?;
-            if schedules >= self.cfg.max_schedules {
-                return Err(ServiceError::QuotaExceeded(format!(
-                    "at most {} schedules may exist (--max-schedules)",
-                    self.cfg.max_schedules
-                )));
-            }
-        }
         if schedule.enabled && schedule.next_after(now).is_none() {
             let why = match Expression::parse(&schedule.expression) {
                 Ok(Expression::At(_)) => "its time is in the past",
@@ -122,7 +107,7 @@ impl Service {
                 schedule.expression
             )));
         }
-        self.store.put_schedule(schedule.clone(), create, now).await?;
+        self.store.put_schedule(schedule.clone(), create, now, self.cfg.max_schedules).await?;
         self.schedule(&schedule.group, &schedule.name).await
     }
 
@@ -167,31 +152,53 @@ impl Service {
     }
 
     /// Claims due schedules and delivers due firings, every tick, for as long as the server
-    /// runs (every server does; the store decides who fires what).
+    /// runs (every server does; the store decides who fires what). A tick drains what is due
+    /// (claims in batches, deliveries [`DELIVERIES_AT_ONCE`] at a time), within a time budget, so
+    /// many busy schedules delay one another by the backlog's length, not by whole ticks.
     pub(crate) async fn scheduler(self: Arc<Self>) {
+        use futures_util::stream::StreamExt as _;
         loop {
             tokio::time::sleep(TICK).await;
-            if self.is_shutting_down() {
-                return;
-            }
-            let now = self.clock.now();
-            if let Err(e) = self.store.claim_due_schedules(now, BATCH).await {
-                tracing::warn!(error = %e, "claiming due schedules failed; it runs again next tick");
-            }
-            let due = match self.store.take_due_firings(now, DELIVERY_LEASE_MS, BATCH).await {
-                Ok(due) => due,
-                Err(e) => {
-                    tracing::warn!(error = %e, "taking due firings failed; it runs again next tick");
-                    continue;
+            let budget = tokio::time::Instant::now() + TICK_BUDGET;
+            loop {
+                if self.is_shutting_down() {
+                    return;
                 }
-            };
-            for (firing, schedule) in due {
-                let delivery = self.deliver(&firing, &schedule).await;
-                match self.store.settle_firing(firing, delivery, self.clock.now()).await {
-                    Ok(_) => {}
-                    // Settled by another server meanwhile (its lease ran out under this one).
-                    Err(gust_store::StoreError::Invalid(_)) => {}
-                    Err(e) => tracing::warn!(error = %e, "settling a firing failed; it is delivered again"),
+                let now = self.clock.now();
+                let claimed = match self.store.claim_due_schedules(now, BATCH).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming due schedules failed; it runs again next tick");
+                        0
+                    }
+                };
+                let due = match self.store.take_due_firings(now, DELIVERY_LEASE_MS, BATCH).await {
+                    Ok(due) => due,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "taking due firings failed; it runs again next tick");
+                        break;
+                    }
+                };
+                let taken = due.len();
+                futures_util::stream::iter(due)
+                    .for_each_concurrent(DELIVERIES_AT_ONCE, |(firing, schedule)| {
+                        let service = self.clone();
+                        async move {
+                            let delivery = service.deliver(&firing, &schedule).await;
+                            match service.store.settle_firing(firing, delivery, service.clock.now()).await {
+                                Ok(_) => {}
+                                // Settled by another server meanwhile (its lease ran out here).
+                                Err(gust_store::StoreError::Invalid(_)) => {}
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "settling a firing failed; it is delivered again")
+                                }
+                            }
+                        }
+                    })
+                    .await;
+                let more = claimed == BATCH || taken == BATCH;
+                if !more || tokio::time::Instant::now() >= budget {
+                    break;
                 }
             }
         }
@@ -208,6 +215,11 @@ impl Service {
                     body: payload,
                     attributes: Default::default(),
                     visible_at: self.clock.now(),
+                    // Deduplicated by the firing: a delivery repeated after a crash is one message.
+                    fifo: schedule.target.message_group_id.clone().map(|group| FifoIds {
+                        group,
+                        deduplication: schedule.execution_id(firing.scheduled_at),
+                    }),
                 };
                 return Delivery::Send { queue, message };
             }
@@ -217,15 +229,16 @@ impl Service {
                     qualifier,
                     payload: Bytes::from(payload.clone()),
                     mode: Mode::Async,
+                    // With a space, which no client's key may hold: nobody can take it first.
                     idempotency_key: Some(format!(
-                        "gust-schedule:{}/{}@{}",
+                        "gust schedule {}/{}@{}",
                         schedule.group, schedule.name, firing.scheduled_at
                     )),
                     client_context: None,
                     stream: None,
                     http: None,
                 };
-                match self.invoke(input).await {
+                match self.admit(input).await {
                     Ok(Invoked::Accepted { id, .. } | Invoked::Completed { id, .. }) => {
                         return Delivery::Invoked { invocation_id: id.0 }
                     }
@@ -270,6 +283,7 @@ impl Service {
                         body: payload,
                         attributes,
                         visible_at: now,
+                        fifo: None,
                     };
                     (queue.to_string(), message)
                 },

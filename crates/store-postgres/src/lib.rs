@@ -18,7 +18,7 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
-use gust_core::queue::{EventSourceMapping, NewMessage, Queue, QueueAttributes, QueueCounts, Received};
+use gust_core::queue::{EventSourceMapping, NewMessage, Queue, QueueAttributes, QueueCounts, Received, Sent};
 use gust_core::schedule::{Firing, Schedule};
 use gust_core::{
     Alias, ApiKey, Deployment, FunctionConfig, FunctionSpec, FunctionUrl, InvocationId, InvocationRecord,
@@ -80,6 +80,8 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::FUNCTION_URLS],
     &[schema::QUEUES],
     &[schema::SCHEDULES],
+    &[schema::FIFO_QUEUES],
+    &[schema::SCHEDULE_DEFAULT_GROUP],
 ];
 
 /// The advisory lock a code collection holds for its transaction (with the schema's hash as
@@ -878,7 +880,7 @@ impl Store for PgStore {
 
     async fn send_messages(
         &self, queue_id: &str, messages: Vec<NewMessage>, now: Millis, expires_at: Millis,
-    ) -> Result<()> {
+    ) -> Result<Vec<Sent>> {
         in_tx!(self, |tx| queues::send_messages(&tx, queue_id, &messages, now, expires_at).await)
     }
 
@@ -934,9 +936,8 @@ impl Store for PgStore {
         queues::delete_mapping(&PgTx(&client), uuid).await
     }
 
-    async fn create_schedule_group(&self, name: &str, now: Millis) -> Result<ScheduleGroup> {
-        let client = self.client().await?;
-        schedules::create_group(&PgTx(&client), name, now).await
+    async fn create_schedule_group(&self, name: &str, now: Millis, max: u64) -> Result<ScheduleGroup> {
+        in_tx!(self, |tx| schedules::create_group(&tx, name, now, max).await)
     }
 
     async fn get_schedule_group(&self, name: &str) -> Result<Option<ScheduleGroup>> {
@@ -955,8 +956,8 @@ impl Store for PgStore {
         in_tx!(self, |tx| schedules::delete_group(&tx, name).await)
     }
 
-    async fn put_schedule(&self, schedule: Schedule, create: bool, now: Millis) -> Result<()> {
-        in_tx!(self, |tx| schedules::put_schedule(&tx, &schedule, create, now).await)
+    async fn put_schedule(&self, schedule: Schedule, create: bool, now: Millis, max: u64) -> Result<()> {
+        in_tx!(self, |tx| schedules::put_schedule(&tx, &schedule, create, now, max).await)
     }
 
     async fn get_schedule(&self, group: &str, name: &str) -> Result<Option<StoredSchedule>> {
@@ -988,11 +989,6 @@ impl Store for PgStore {
 
     async fn settle_firing(&self, firing: Firing, delivery: Delivery, now: Millis) -> Result<bool> {
         in_tx!(self, |tx| schedules::settle_firing(&tx, &firing, &delivery, now).await)
-    }
-
-    async fn schedule_counts(&self) -> Result<(u64, u64)> {
-        let client = self.client().await?;
-        schedules::counts(&PgTx(&client)).await
     }
 
     async fn schedule_history(

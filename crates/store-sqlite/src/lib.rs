@@ -20,7 +20,7 @@ use std::task::Poll;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use gust_core::queue::{EventSourceMapping, NewMessage, Queue, QueueAttributes, QueueCounts, Received};
+use gust_core::queue::{EventSourceMapping, NewMessage, Queue, QueueAttributes, QueueCounts, Received, Sent};
 use gust_core::schedule::{Firing, Schedule};
 use gust_core::{
     Alias, ApiKey, Deployment, FunctionConfig, FunctionSpec, FunctionUrl, InvocationId, InvocationRecord,
@@ -70,6 +70,8 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::FUNCTION_URLS],
     &[schema::QUEUES],
     &[schema::SCHEDULES],
+    &[schema::FIFO_QUEUES],
+    &[schema::SCHEDULE_DEFAULT_GROUP],
 ];
 
 /// The bytes of an invocation record that grow with use (what retention's budget counts).
@@ -780,7 +782,7 @@ impl Store for SqliteStore {
 
     async fn send_messages(
         &self, queue_id: &str, messages: Vec<NewMessage>, now: Millis, expires_at: Millis,
-    ) -> Result<()> {
+    ) -> Result<Vec<Sent>> {
         self.admit()?;
         let queue_id = queue_id.to_string();
         self.write(move |tx| ready(queues::send_messages(tx, &queue_id, &messages, now, expires_at))).await
@@ -839,9 +841,9 @@ impl Store for SqliteStore {
         self.write(move |tx| ready(queues::delete_mapping(tx, &uuid))).await
     }
 
-    async fn create_schedule_group(&self, name: &str, now: Millis) -> Result<ScheduleGroup> {
+    async fn create_schedule_group(&self, name: &str, now: Millis, max: u64) -> Result<ScheduleGroup> {
         let name = name.to_string();
-        self.write(move |tx| ready(schedules::create_group(tx, &name, now))).await
+        self.write(move |tx| ready(schedules::create_group(tx, &name, now, max))).await
     }
 
     async fn get_schedule_group(&self, name: &str) -> Result<Option<ScheduleGroup>> {
@@ -861,8 +863,8 @@ impl Store for SqliteStore {
         self.write(move |tx| ready(schedules::delete_group(tx, &name))).await
     }
 
-    async fn put_schedule(&self, schedule: Schedule, create: bool, now: Millis) -> Result<()> {
-        self.write(move |tx| ready(schedules::put_schedule(tx, &schedule, create, now))).await
+    async fn put_schedule(&self, schedule: Schedule, create: bool, now: Millis, max: u64) -> Result<()> {
+        self.write(move |tx| ready(schedules::put_schedule(tx, &schedule, create, now, max))).await
     }
 
     async fn get_schedule(&self, group: &str, name: &str) -> Result<Option<StoredSchedule>> {
@@ -898,10 +900,6 @@ impl Store for SqliteStore {
 
     async fn settle_firing(&self, firing: Firing, delivery: Delivery, now: Millis) -> Result<bool> {
         self.write(move |tx| ready(schedules::settle_firing(tx, &firing, &delivery, now))).await
-    }
-
-    async fn schedule_counts(&self) -> Result<(u64, u64)> {
-        self.read(move |tx| ready(schedules::counts(tx))).await
     }
 
     async fn schedule_history(

@@ -76,6 +76,7 @@ macro_rules! store_conformance_tests {
             firing_deliveries_are_leased_and_settled_once,
             schedules_live_in_groups_and_go_with_them,
             finishing_sends_to_queue_destinations_and_the_dead_letter_queue,
+            fifo_groups_go_in_order_to_one_receiver_at_a_time_and_duplicates_are_dropped,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -1416,6 +1417,7 @@ fn messages(n: usize, visible_at: i64) -> Vec<gust_core::queue::NewMessage> {
             body: format!("message {i}"),
             attributes: Default::default(),
             visible_at,
+            fifo: None,
         })
         .collect()
 }
@@ -1587,6 +1589,7 @@ fn schedule_named(group: &str, name: &str, expression: &str) -> gust_core::sched
             input: None,
             retry_policy: Default::default(),
             dead_letter_arn: None,
+            message_group_id: None,
         },
         description: String::new(),
         delete_after_completion: false,
@@ -1599,7 +1602,7 @@ fn schedule_named(group: &str, name: &str, expression: &str) -> gust_core::sched
 pub async fn concurrent_schedule_claimers_fire_each_scheduled_time_once(store: Arc<dyn Store>) {
     for i in 0..5 {
         store
-            .put_schedule(schedule_named("default", &format!("s{i}"), "rate(1 minute)"), true, NOW)
+            .put_schedule(schedule_named("default", &format!("s{i}"), "rate(1 minute)"), true, NOW, u64::MAX)
             .await
             .unwrap();
     }
@@ -1654,7 +1657,7 @@ pub async fn concurrent_schedule_claimers_fire_each_scheduled_time_once(store: A
 pub async fn firings_missed_in_downtime_are_one_row_and_recent_ones_fire(store: Arc<dyn Store>) {
     let mut s = schedule_named("default", "down", "rate(1 minute)");
     s.target.retry_policy.maximum_event_age_seconds = 600;
-    store.put_schedule(s, true, NOW).await.unwrap();
+    store.put_schedule(s, true, NOW, u64::MAX).await.unwrap();
     // Nobody claimed for two hours.
     let now = NOW + 2 * HOUR + 30_000;
     assert_eq!(store.claim_due_schedules(now, 10).await.unwrap(), 10, "the last ten minutes fire");
@@ -1669,10 +1672,10 @@ pub async fn firings_missed_in_downtime_are_one_row_and_recent_ones_fire(store: 
     // Disabled, it is never due; enabled again, it counts from then (no firings for the gap).
     let mut s = store.get_schedule("default", "down").await.unwrap().unwrap().schedule;
     s.enabled = false;
-    store.put_schedule(s.clone(), false, now).await.unwrap();
+    store.put_schedule(s.clone(), false, now, u64::MAX).await.unwrap();
     assert_eq!(store.claim_due_schedules(now + 10 * HOUR, 10).await.unwrap(), 0);
     s.enabled = true;
-    store.put_schedule(s, false, now + 10 * HOUR).await.unwrap();
+    store.put_schedule(s, false, now + 10 * HOUR, u64::MAX).await.unwrap();
     assert_eq!(store.claim_due_schedules(now + 10 * HOUR + 2 * MINUTE, 10).await.unwrap(), 2);
 }
 
@@ -1684,7 +1687,7 @@ pub async fn firing_deliveries_are_leased_and_settled_once(store: Arc<dyn Store>
     let jobs = store.create_queue(queue_named("jobs", Default::default())).await.unwrap();
     let mut s = schedule_named("default", "d", "rate(1 minute)");
     s.target.dead_letter_arn = Some(gust_core::queue::queue_arn("dlq"));
-    store.put_schedule(s, true, NOW).await.unwrap();
+    store.put_schedule(s, true, NOW, u64::MAX).await.unwrap();
     let now = NOW + MINUTE;
     assert_eq!(store.claim_due_schedules(now, 10).await.unwrap(), 1);
     let (firing, schedule) = store.take_due_firings(now, 5_000, 10).await.unwrap().pop().unwrap();
@@ -1707,6 +1710,7 @@ pub async fn firing_deliveries_are_leased_and_settled_once(store: Arc<dyn Store>
         body: "the event".into(),
         attributes: [("ERROR_CODE".to_string(), string_attribute("Throttled"))].into(),
         visible_at: now,
+        fifo: None,
     };
     let failed = Delivery::Failed { reason: "gave up".into(), dead_letter: Some(("dlq".into(), message)) };
     assert!(store.settle_firing(again, failed.clone(), now + 17_000).await.unwrap());
@@ -1731,7 +1735,7 @@ pub async fn firing_deliveries_are_leased_and_settled_once(store: Arc<dyn Store>
     let mut once = schedule_named("default", "once", "at(2023-11-14T22:20:00)");
     once.target.arn = gust_core::queue::queue_arn("jobs");
     once.delete_after_completion = true;
-    store.put_schedule(once, true, NOW).await.unwrap();
+    store.put_schedule(once, true, NOW, u64::MAX).await.unwrap();
     let at = store.get_schedule("default", "once").await.unwrap().unwrap().next_at.unwrap();
     assert_eq!(store.claim_due_schedules(at, 10).await.unwrap(), 1);
     assert!(store.get_schedule("default", "once").await.unwrap().is_some(), "kept until delivered");
@@ -1741,6 +1745,7 @@ pub async fn firing_deliveries_are_leased_and_settled_once(store: Arc<dyn Store>
         body: "tick".into(),
         attributes: Default::default(),
         visible_at: at,
+        fifo: None,
     };
     assert!(store.settle_firing(firing, Delivery::Send { queue: "jobs".into(), message }, at).await.unwrap());
     assert_eq!(store.receive_messages(&jobs, 10, 1_000, at).await.unwrap().len(), 1);
@@ -1751,13 +1756,13 @@ pub async fn schedules_live_in_groups_and_go_with_them(store: Arc<dyn Store>) {
     assert!(store.get_schedule_group("default").await.unwrap().is_some(), "the default group always exists");
     assert!(matches!(store.delete_schedule_group("default").await, Err(StoreError::Invalid(_))));
     assert!(matches!(
-        store.put_schedule(schedule_named("nightly", "a", "rate(1 hour)"), true, NOW).await,
+        store.put_schedule(schedule_named("nightly", "a", "rate(1 hour)"), true, NOW, u64::MAX).await,
         Err(StoreError::NotFound { .. })
     ));
     let racers: Vec<_> = (0..6)
         .map(|_| {
             let store = store.clone();
-            tokio::spawn(async move { store.create_schedule_group("nightly", NOW).await.is_ok() })
+            tokio::spawn(async move { store.create_schedule_group("nightly", NOW, u64::MAX).await.is_ok() })
         })
         .collect();
     let mut won = 0;
@@ -1766,14 +1771,14 @@ pub async fn schedules_live_in_groups_and_go_with_them(store: Arc<dyn Store>) {
     }
     assert_eq!(won, 1, "one creator of a group name");
     for (g, n) in [("nightly", "b"), ("nightly", "a"), ("default", "a"), ("default", "z")] {
-        store.put_schedule(schedule_named(g, n, "rate(1 hour)"), true, NOW).await.unwrap();
+        store.put_schedule(schedule_named(g, n, "rate(1 hour)"), true, NOW, u64::MAX).await.unwrap();
     }
     assert!(matches!(
-        store.put_schedule(schedule_named("nightly", "a", "rate(1 hour)"), true, NOW).await,
+        store.put_schedule(schedule_named("nightly", "a", "rate(1 hour)"), true, NOW, u64::MAX).await,
         Err(StoreError::Invalid(_))
     ));
     assert!(matches!(
-        store.put_schedule(schedule_named("nightly", "c", "rate(1 hour)"), false, NOW).await,
+        store.put_schedule(schedule_named("nightly", "c", "rate(1 hour)"), false, NOW, u64::MAX).await,
         Err(StoreError::NotFound { .. })
     ));
     let names = |v: Vec<crate::StoredSchedule>| -> Vec<String> {
@@ -1797,4 +1802,109 @@ pub async fn schedules_live_in_groups_and_go_with_them(store: Arc<dyn Store>) {
     assert_eq!(names(store.list_schedules(None, "", None, 10).await.unwrap()), ["default/a", "default/z"]);
     store.delete_schedule("default", "a").await.unwrap();
     assert!(matches!(store.delete_schedule("default", "a").await, Err(StoreError::NotFound { .. })));
+}
+
+fn fifo_message(group: &str, dedup: &str, body: &str) -> gust_core::queue::NewMessage {
+    gust_core::queue::NewMessage {
+        id: uuid::Uuid::new_v4().to_string(),
+        body: body.to_string(),
+        attributes: Default::default(),
+        visible_at: NOW,
+        fifo: Some(gust_core::queue::FifoIds { group: group.into(), deduplication: dedup.into() }),
+    }
+}
+
+pub async fn fifo_groups_go_in_order_to_one_receiver_at_a_time_and_duplicates_are_dropped(
+    store: Arc<dyn Store>,
+) {
+    let attributes = gust_core::queue::QueueAttributes { fifo: true, ..Default::default() };
+    let queue = store.create_queue(queue_named("orders.fifo", attributes)).await.unwrap();
+    // Four groups, ten messages each, sent interleaved by racing senders.
+    let senders: Vec<_> = (0..4)
+        .map(|g| {
+            let (store, id) = (store.clone(), queue.id.clone());
+            tokio::spawn(async move {
+                for i in 0..10 {
+                    let m = fifo_message(&format!("g{g}"), &format!("g{g}-{i}"), &format!("g{g}-{i}"));
+                    store.send_messages(&id, vec![m], NOW, NOW + HOUR).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.await.unwrap();
+    }
+    // A second send of a deduplication id within five minutes stores nothing and answers the
+    // first send's id and sequence number; after five minutes it is a new message.
+    let first = store.receive_messages(&queue, 10, 1, NOW - 1).await.unwrap();
+    assert!(first.is_empty(), "nothing visible before it was sent");
+    let again =
+        store.send_messages(&queue.id, vec![fifo_message("g0", "g0-0", "dup")], NOW + 1, NOW + HOUR).await;
+    let again = again.unwrap().pop().unwrap();
+    assert!(again.sequence.is_some());
+    // Racing receivers: every group goes to one of them (its head hides the rest of it), in order.
+    let receivers: Vec<_> = (0..6)
+        .map(|_| {
+            let (store, queue) = (store.clone(), queue.clone());
+            tokio::spawn(async move { store.receive_messages(&queue, 10, 60_000, NOW + 2).await.unwrap() })
+        })
+        .collect();
+    let mut holder: std::collections::HashMap<String, usize> = Default::default();
+    let mut received: Vec<(usize, Vec<gust_core::queue::Received>)> = Vec::new();
+    for (r, task) in receivers.into_iter().enumerate() {
+        received.push((r, task.await.unwrap()));
+    }
+    let mut total = 0;
+    for (r, got) in &received {
+        let mut last_seq: std::collections::HashMap<&str, (i64, usize)> = Default::default();
+        for m in got {
+            let (ids, seq) = m.message.fifo.as_ref().expect("a FIFO message");
+            let owner = *holder.entry(ids.group.clone()).or_insert(*r);
+            assert_eq!(owner, *r, "group {} went to two receivers at once", ids.group);
+            let index: usize = m.message.body.rsplit('-').next().unwrap().parse().unwrap();
+            let (prev_seq, prev_index) = last_seq.get(ids.group.as_str()).copied().unwrap_or((-1, 0));
+            assert!(*seq > prev_seq, "sequence numbers grow within a group");
+            assert_eq!(
+                index,
+                if prev_seq < 0 { 0 } else { prev_index + 1 },
+                "group {} out of order",
+                ids.group
+            );
+            last_seq.insert(ids.group.as_str(), (*seq, index));
+            total += 1;
+        }
+    }
+    assert!(total > 0);
+    // While they are in flight, nothing of those groups is visible to anyone else.
+    let more = store.receive_messages(&queue, 10, 60_000, NOW + 3).await.unwrap();
+    for m in &more {
+        let group = &m.message.fifo.as_ref().unwrap().0.group;
+        assert!(!holder.contains_key(group), "group {group} was received while in flight");
+    }
+    // Deleting a group's batch lets its next messages through, still in order, and the
+    // duplicate never shows up.
+    let mut bodies: Vec<String> =
+        received.iter().flat_map(|(_, g)| g.iter().map(|m| m.message.body.clone())).collect();
+    let mut pending: Vec<gust_core::queue::Received> =
+        received.into_iter().flat_map(|(_, g)| g).chain(more).collect();
+    let mut now = NOW + 4;
+    while !pending.is_empty() {
+        for m in &pending {
+            assert!(store.delete_message(&queue.id, &m.message.id, &m.receipt).await.unwrap());
+        }
+        now += 1;
+        pending = store.receive_messages(&queue, 10, 60_000, now).await.unwrap();
+        bodies.extend(pending.iter().map(|m| m.message.body.clone()));
+    }
+    bodies.sort();
+    let mut expected: Vec<String> = (0..4).flat_map(|g| (0..10).map(move |i| format!("g{g}-{i}"))).collect();
+    expected.sort();
+    assert_eq!(bodies, expected, "every message once, the duplicate never");
+    let later = NOW + gust_core::queue::DEDUPLICATION_INTERVAL_MS + 10;
+    store
+        .send_messages(&queue.id, vec![fifo_message("g0", "g0-0", "again")], later, later + HOUR)
+        .await
+        .unwrap();
+    let got = store.receive_messages(&queue, 10, 1_000, later).await.unwrap();
+    assert_eq!(got.iter().map(|m| m.message.body.as_str()).collect::<Vec<_>>(), ["again"]);
 }

@@ -14,7 +14,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use gust_core::queue::{EventSourceMapping, NewMessage, Queue, QueueAttributes, QueueCounts, Received};
+use gust_core::queue::{EventSourceMapping, NewMessage, Queue, QueueAttributes, QueueCounts, Received, Sent};
 use gust_core::schedule::{Firing, Schedule};
 use gust_core::{
     Alias, ApiKey, AttemptOutcome, Deployment, FunctionConfig, FunctionErrorBody, FunctionSpec, FunctionUrl,
@@ -104,6 +104,9 @@ pub enum StoreError {
     /// once space is freed.
     #[error("the store's disk is full: {0}")]
     Full(String),
+    /// A bound on how many of something may exist is reached. Nothing changed.
+    #[error("{0}")]
+    Quota(String),
     /// The backend failed (I/O, database). The operation may or may not have been applied only
     /// if the message says the commit failed; otherwise nothing changed.
     #[error("store backend error: {0}")]
@@ -338,7 +341,7 @@ pub trait Store: Send + Sync + 'static {
     /// Stores messages in the queue whose id is `queue_id`, all or none, durably.
     async fn send_messages(
         &self, queue_id: &str, messages: Vec<NewMessage>, now: Millis, expires_at: Millis,
-    ) -> Result<()>;
+    ) -> Result<Vec<Sent>>;
     /// Receives up to `max` visible messages, hiding them for `visibility_ms`
     /// ([`queues::receive`]).
     async fn receive_messages(
@@ -369,8 +372,9 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- schedules ([`schedules`]) ----
 
-    /// Creates a schedule group; `Invalid` (a conflict) if it exists.
-    async fn create_schedule_group(&self, name: &str, now: Millis) -> Result<ScheduleGroup>;
+    /// Creates a schedule group; `Invalid` (a conflict) if it exists, `Quota` if `max` groups
+    /// (the default among them) exist.
+    async fn create_schedule_group(&self, name: &str, now: Millis, max: u64) -> Result<ScheduleGroup>;
     /// A group (the default group always exists).
     async fn get_schedule_group(&self, name: &str) -> Result<Option<ScheduleGroup>>;
     async fn list_schedule_groups(
@@ -378,8 +382,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<ScheduleGroup>>;
     /// Deletes a group with its schedules and their history.
     async fn delete_schedule_group(&self, name: &str) -> Result<()>;
-    /// Creates (`create`) or replaces a schedule; its next firing counts from `now`.
-    async fn put_schedule(&self, schedule: Schedule, create: bool, now: Millis) -> Result<()>;
+    /// Creates (`create`; `Quota` if `max` schedules exist) or replaces a schedule; its next
+    /// firing counts from `now`.
+    async fn put_schedule(&self, schedule: Schedule, create: bool, now: Millis, max: u64) -> Result<()>;
     async fn get_schedule(&self, group: &str, name: &str) -> Result<Option<StoredSchedule>>;
     /// Schedules of one group or all, by (group, name), after `after`.
     async fn list_schedules(
@@ -395,8 +400,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(Firing, Schedule)>>;
     /// Settles a delivery ([`schedules::settle_firing`]); whether it was this one's to settle.
     async fn settle_firing(&self, firing: Firing, delivery: Delivery, now: Millis) -> Result<bool>;
-    /// How many schedules and schedule groups (besides the default) exist.
-    async fn schedule_counts(&self) -> Result<(u64, u64)>;
     /// A schedule's history, newest first.
     async fn schedule_history(
         &self, group: &str, name: &str, before: Option<Millis>, limit: usize,

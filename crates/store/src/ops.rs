@@ -231,6 +231,7 @@ async fn deliver_destination(tx: &impl Tx, id: &str, now: Millis) -> Result<()> 
         body,
         attributes,
         visible_at: now,
+        fifo: None,
     };
     if let Some((target, payload)) = gust_core::lambda::destination(&rec, now) {
         match Destination::of(&target) {

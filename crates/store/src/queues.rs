@@ -8,7 +8,8 @@
 //! earlier receive changes nothing.
 
 use gust_core::queue::{
-    EventSourceMapping, Message, NewMessage, Queue, QueueAttributes, QueueCounts, Received,
+    EventSourceMapping, FifoIds, Message, NewMessage, Queue, QueueAttributes, QueueCounts, Received, Sent,
+    DEDUPLICATION_INTERVAL_MS,
 };
 use gust_core::Millis;
 
@@ -25,11 +26,30 @@ const SET_ATTRIBUTES: &str = "UPDATE queues SET attributes = $2, updated_at = $3
 const DELETE_QUEUE: &str = "DELETE FROM queues WHERE name = $1";
 const DELETE_MESSAGES: &str = "DELETE FROM queue_messages WHERE queue = $1";
 const INSERT_MESSAGE: &str = "INSERT INTO queue_messages \
-     (queue, id, body, attributes, sent_at, visible_at, receive_count, expires_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, 0, $7)";
+     (queue, id, body, attributes, sent_at, visible_at, receive_count, expires_at, group_id, dedup_id, seq) \
+     VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9, $10)";
 /// Visible messages, oldest visibility first (PostgreSQL skips rows another receiver holds).
-const VISIBLE: &str = "SELECT id, body, attributes, sent_at, receive_count, first_received_at, expires_at \
-     FROM queue_messages WHERE queue = $1 AND visible_at <= $2 ORDER BY visible_at LIMIT $3";
+const VISIBLE: &str = "SELECT id, body, attributes, sent_at, receive_count, first_received_at, expires_at, \
+     group_id, dedup_id, seq FROM queue_messages WHERE queue = $1 AND visible_at <= $2 ORDER BY visible_at LIMIT $3";
+/// A FIFO queue's visible messages in sequence order, but none of a group that has a message
+/// in flight (received and still hidden): a group is received in order, one batch at a time.
+const VISIBLE_FIFO: &str =
+    "SELECT m.id, m.body, m.attributes, m.sent_at, m.receive_count, m.first_received_at, \
+     m.expires_at, m.group_id, m.dedup_id, m.seq FROM queue_messages m \
+     WHERE m.queue = $1 AND m.visible_at <= $2 AND NOT EXISTS (SELECT 1 FROM queue_messages h \
+     WHERE h.queue = $1 AND h.group_id = m.group_id AND h.receipt IS NOT NULL AND h.visible_at > $2) \
+     ORDER BY m.seq LIMIT $3";
+/// Takes the queue's row lock (PostgreSQL): FIFO sends and receives of one queue go one at a
+/// time, so sequence numbers follow commit order and two receivers never split a group.
+const LOCK_QUEUE: &str = "UPDATE queues SET seq = seq WHERE id = $1";
+const NEXT_SEQ: &str = "UPDATE queues SET seq = seq + 1 WHERE id = $1";
+const SEQ_OF: &str = "SELECT seq FROM queues WHERE id = $1";
+const FORGET_DEDUP: &str = "DELETE FROM queue_dedup WHERE queue = $1 AND dedup_id = $2 AND expires_at <= $3";
+const SEEN_DEDUP: &str = "SELECT message_id, seq FROM queue_dedup WHERE queue = $1 AND dedup_id = $2";
+const REMEMBER_DEDUP: &str =
+    "INSERT INTO queue_dedup (queue, dedup_id, message_id, seq, expires_at) VALUES ($1, $2, $3, $4, $5)";
+const EXPIRE_DEDUP: &str = "DELETE FROM queue_dedup WHERE (queue, dedup_id) IN \
+     (SELECT queue, dedup_id FROM queue_dedup WHERE expires_at <= $1 LIMIT $2)";
 const HIDE: &str = "UPDATE queue_messages SET visible_at = $3, receive_count = receive_count + 1, \
      first_received_at = COALESCE(first_received_at, $4), receipt = $5 \
      WHERE queue = $1 AND id = $2 AND visible_at <= $4";
@@ -42,9 +62,6 @@ const SET_VISIBLE_AT: &str =
 const EXPIRE: &str = "DELETE FROM queue_messages WHERE (queue, id) IN \
      (SELECT queue, id FROM queue_messages WHERE expires_at <= $1 LIMIT $2)";
 const QUEUE_ID_BY_NAME: &str = "SELECT id, attributes FROM queues WHERE name = $1";
-const INSERT_NOW: &str = "INSERT INTO queue_messages \
-     (queue, id, body, attributes, sent_at, visible_at, receive_count, expires_at) \
-     VALUES ($1, $2, $3, $4, $5, $5, 0, $6)";
 const ANY_VISIBLE: &str = "SELECT id FROM queue_messages WHERE queue = $1 AND visible_at <= $2 LIMIT 1";
 const COUNTS: &str = "SELECT \
      COALESCE(SUM(CASE WHEN visible_at <= $2 THEN 1 ELSE 0 END), 0), \
@@ -69,6 +86,10 @@ fn read_queue(r: &dyn ColumnRow) -> Result<Queue> {
 
 /// A visible message and when it expires.
 fn read_message(r: &dyn ColumnRow) -> Result<(Message, Millis)> {
+    let fifo = match (r.opt_text(7)?, r.opt_text(8)?, r.opt_int(9)?) {
+        (Some(group), Some(deduplication), Some(seq)) => Some((FifoIds { group, deduplication }, seq)),
+        _ => None,
+    };
     let message = Message {
         id: r.text(0)?,
         body: r.text(1)?,
@@ -76,6 +97,7 @@ fn read_message(r: &dyn ColumnRow) -> Result<(Message, Millis)> {
         sent_at: r.int(3)?,
         receive_count: r.int(4)? as u32,
         first_received_at: r.opt_int(5)?,
+        fifo,
     };
     Ok((message, r.int(6)?))
 }
@@ -169,12 +191,38 @@ pub async fn delete_queue(tx: &impl Tx, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Stores messages, all or none.
+/// Stores messages, all or none. A FIFO message (`fifo` set) gets the queue's next sequence
+/// number, unless its deduplication id was seen in the last five minutes: then nothing is
+/// stored and the first send's id and sequence number are answered.
 pub async fn send_messages(
     tx: &impl Tx, queue_id: &str, messages: &[NewMessage], now: Millis, expires_at: Millis,
-) -> Result<()> {
+) -> Result<Vec<Sent>> {
+    fn read_seen(r: &dyn ColumnRow) -> Result<(String, i64)> {
+        Ok((r.text(0)?, r.int(1)?))
+    }
+    let mut sent = Vec::with_capacity(messages.len());
     for m in messages {
+        let mut seq = None;
+        if let Some(ids) = &m.fifo {
+            let key: [Value; 2] = [queue_id.into(), ids.deduplication.as_str().into()];
+            tx.execute(NEXT_SEQ, &[queue_id.into()]).await?;
+            tx.execute(FORGET_DEDUP, &[key[0], key[1], now.into()]).await?;
+            if let Some((id, seq)) = tx.select(SEEN_DEDUP, &key, false, read_seen).await?.into_iter().next() {
+                sent.push(Sent { id, sequence: Some(seq) });
+                continue;
+            }
+            let n = tx.select(SEQ_OF, &[queue_id.into()], false, |r| r.int(0)).await?.into_iter().next();
+            let n = n.ok_or_else(|| not_found(queue_id))?;
+            let values: [Value; _] =
+                [key[0], key[1], m.id.as_str().into(), n.into(), (now + DEDUPLICATION_INTERVAL_MS).into()];
+            tx.execute(REMEMBER_DEDUP, &values).await?;
+            seq = Some(n);
+        }
         let attributes = serde_json::to_string(&m.attributes).map_err(json_err)?;
+        let (group, dedup) = match &m.fifo {
+            Some(f) => (Value::from(f.group.as_str()), Value::from(f.deduplication.as_str())),
+            None => (Value::Null, Value::Null),
+        };
         let values: [Value; _] = [
             queue_id.into(),
             m.id.as_str().into(),
@@ -183,10 +231,14 @@ pub async fn send_messages(
             now.into(),
             m.visible_at.into(),
             expires_at.into(),
+            group,
+            dedup,
+            seq.map_or(Value::Null, Value::Int),
         ];
         tx.execute(INSERT_MESSAGE, &values).await?;
+        sent.push(Sent { id: m.id.clone(), sequence: seq });
     }
-    Ok(())
+    Ok(sent)
 }
 
 /// Receives up to `max` messages of `queue`, hiding each until `now + visibility_ms` under a
@@ -201,6 +253,10 @@ pub async fn receive(
         Some(p) => get_queue(tx, &p.dead_letter_queue).await?.map(|q| (q.id, p.max_receive_count)),
         None => None,
     };
+    let fifo = queue.attributes.fifo;
+    if fifo {
+        tx.execute(LOCK_QUEUE, &[queue.id.as_str().into()]).await?;
+    }
     let mut out = Vec::new();
     // Each pass looks at a few more than it needs, since some may expire or move away.
     for _ in 0..4 {
@@ -208,9 +264,9 @@ pub async fn receive(
         if want == 0 {
             break;
         }
-        let visible = tx
-            .select(VISIBLE, &[queue.id.as_str().into(), now.into(), (want * 2).into()], true, read_message)
-            .await?;
+        let (statement, skip_locked) = if fifo { (VISIBLE_FIFO, false) } else { (VISIBLE, true) };
+        let values: [Value; _] = [queue.id.as_str().into(), now.into(), (want * 2).into()];
+        let visible = tx.select(statement, &values, skip_locked, read_message).await?;
         if visible.is_empty() {
             break;
         }
@@ -280,8 +336,10 @@ pub async fn purge(tx: &impl Tx, queue_id: &str) -> Result<u64> {
     tx.execute(DELETE_MESSAGES, &[queue_id.into()]).await
 }
 
-/// Deletes at most `limit` messages past their retention at `now`; how many.
+/// Deletes at most `limit` messages past their retention at `now`, and as many deduplication
+/// ids past their five minutes; how many messages.
 pub async fn expire(tx: &impl Tx, now: Millis, limit: usize) -> Result<u64> {
+    tx.execute(EXPIRE_DEDUP, &[now.into(), limit.into()]).await?;
     tx.execute(EXPIRE, &[now.into(), limit.into()]).await
 }
 
@@ -306,19 +364,14 @@ pub async fn send_to(tx: &impl Tx, name: &str, message: &NewMessage, now: Millis
     else {
         return Ok(None);
     };
-    let attributes: gust_core::queue::QueueAttributes =
-        serde_json::from_str(&attributes).map_err(json_err)?;
+    let attributes: QueueAttributes = serde_json::from_str(&attributes).map_err(json_err)?;
     let expires_at = now + i64::from(attributes.message_retention_period) * 1000;
-    let message_attributes = serde_json::to_string(&message.attributes).map_err(json_err)?;
-    let values: [Value; _] = [
-        id.as_str().into(),
-        message.id.as_str().into(),
-        message.body.as_str().into(),
-        message_attributes.as_str().into(),
-        now.into(),
-        expires_at.into(),
-    ];
-    tx.execute(INSERT_NOW, &values).await?;
+    let mut message = message.clone();
+    if attributes.fifo && message.fifo.is_none() {
+        // One group: what gust itself sends to a FIFO queue stays in the order it was sent.
+        message.fifo = Some(FifoIds { group: "gust".into(), deduplication: message.id.clone() });
+    }
+    send_messages(tx, &id, &[message], now, expires_at).await?;
     Ok(Some(()))
 }
 

@@ -75,6 +75,7 @@ const HISTORY_BEFORE: &str =
      missed_count, missed_until FROM schedule_firings WHERE grp = $1 AND name = $2 AND scheduled_at < $3 \
      ORDER BY scheduled_at DESC LIMIT $4";
 
+const LOCK_CREATORS: &str = "UPDATE schedule_groups SET updated_at = updated_at WHERE name = 'default'";
 const COUNTS: &str = "SELECT (SELECT COUNT(*) FROM schedules), (SELECT COUNT(*) FROM schedule_groups)";
 
 /// A schedule group as stored.
@@ -157,8 +158,22 @@ pub async fn get_group(tx: &impl Tx, name: &str) -> Result<Option<ScheduleGroup>
     }))
 }
 
-/// Creates a group; `Invalid` (a conflict) if it exists.
-pub async fn create_group(tx: &impl Tx, name: &str, now: Millis) -> Result<ScheduleGroup> {
+/// Takes the default group's row lock (PostgreSQL): creators of schedules and groups go one at
+/// a time, so a count read next is still true when the row is written.
+async fn lock_creators(tx: &impl Tx) -> Result<()> {
+    tx.execute(LOCK_CREATORS, &[]).await?;
+    Ok(())
+}
+
+/// Creates a group; `Invalid` (a conflict) if it exists, `Quota` if `max` groups exist.
+pub async fn create_group(tx: &impl Tx, name: &str, now: Millis, max: u64) -> Result<ScheduleGroup> {
+    lock_creators(tx).await?;
+    let (_, groups) = counts(tx).await?;
+    if groups >= max && name != DEFAULT_GROUP {
+        return Err(StoreError::Quota(format!(
+            "at most {max} schedule groups may exist (the default group among them)"
+        )));
+    }
     if name == DEFAULT_GROUP || tx.execute(INSERT_GROUP, &[name.into(), now.into()]).await? == 0 {
         return Err(StoreError::Invalid(format!("schedule group {name} already exists")));
     }
@@ -208,7 +223,15 @@ fn next_of(schedule: &Schedule, now: Millis) -> (Option<Millis>, Option<Millis>)
 /// Creates a schedule (`Invalid`, a conflict, if its name is taken in its group) or replaces
 /// one (`NotFound` if it is not there). Its next firing counts from `now`: a schedule changed
 /// or re-enabled does not fire for the times it was disabled.
-pub async fn put_schedule(tx: &impl Tx, schedule: &Schedule, create: bool, now: Millis) -> Result<()> {
+pub async fn put_schedule(
+    tx: &impl Tx, schedule: &Schedule, create: bool, now: Millis, max: u64,
+) -> Result<()> {
+    if create {
+        lock_creators(tx).await?;
+        if counts(tx).await?.0 >= max {
+            return Err(StoreError::Quota(format!("at most {max} schedules may exist (--max-schedules)")));
+        }
+    }
     if get_group(tx, &schedule.group).await?.is_none() {
         return Err(group_not_found(&schedule.group));
     }
@@ -428,7 +451,7 @@ async fn delete_if_complete(tx: &impl Tx, s: &Schedule) -> Result<()> {
     Ok(())
 }
 
-/// How many schedules and schedule groups (besides the default) exist.
+/// How many schedules and schedule groups (the default among them) exist.
 pub async fn counts(tx: &impl Tx) -> Result<(u64, u64)> {
     fn read(r: &dyn ColumnRow) -> Result<(u64, u64)> {
         Ok((r.int(0)? as u64, r.int(1)? as u64))

@@ -251,6 +251,30 @@ CREATE TABLE event_source_mappings (
 );
 "#;
 
+/// The default schedule group as a row: creators of schedules and groups lock it, so the
+/// bounds on how many exist hold under concurrent creators on PostgreSQL too.
+pub const SCHEDULE_DEFAULT_GROUP: &str = r#"
+INSERT INTO schedule_groups (name, created_at, updated_at) VALUES ('default', 0, 0) ON CONFLICT (name) DO NOTHING;
+"#;
+
+/// FIFO queues: a message's group, deduplication id and sequence number, each queue's last
+/// sequence number, and the deduplication ids seen in the last five minutes.
+pub const FIFO_QUEUES: &str = r#"
+ALTER TABLE queue_messages ADD COLUMN group_id TEXT;
+ALTER TABLE queue_messages ADD COLUMN dedup_id TEXT;
+ALTER TABLE queue_messages ADD COLUMN seq {int};
+ALTER TABLE queues ADD COLUMN seq {int} NOT NULL DEFAULT 0;
+CREATE INDEX queue_messages_group ON queue_messages (queue, group_id) WHERE group_id IS NOT NULL;
+CREATE TABLE queue_dedup (
+    queue TEXT NOT NULL,
+    dedup_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    seq {int} NOT NULL,
+    expires_at {int} NOT NULL,
+    PRIMARY KEY (queue, dedup_id)
+){keyed};
+"#;
+
 /// Schedules (EventBridge Scheduler's), their groups, and their firings: one row per scheduled
 /// time, the history `gust schedule history` shows and the key that makes each time fire once.
 pub const SCHEDULES: &str = r#"
@@ -308,6 +332,8 @@ mod tests {
             FUNCTION_URLS,
             QUEUES,
             SCHEDULES,
+            FIFO_QUEUES,
+            SCHEDULE_DEFAULT_GROUP,
         ]);
         assert!(!all.contains('{'), "unrendered placeholder in {all}");
     }

@@ -167,13 +167,19 @@ fn schedule_of(name: &str, b: ScheduleIn) -> Result<Schedule> {
         ("EventBridgePutRawEventsParameters", t.event_bridge_put_raw_events_parameters.is_some()),
         ("KinesisParameters", t.kinesis_parameters.is_some()),
         ("SageMakerPipelineParameters", t.sage_maker_pipeline_parameters.is_some()),
-        ("SqsParameters (FIFO queues)", t.sqs_parameters.is_some()),
     ];
     if let Some((what, _)) = others.iter().find(|(_, given)| *given) {
         return Err(SchedulerError::validation(format!(
             "Target.{what} is not supported by gust: targets are gust functions and queues"
         )));
     }
+    let message_group_id = match &t.sqs_parameters {
+        None | Some(Value::Null) => None,
+        Some(p) => match p.get("MessageGroupId") {
+            Some(Value::String(g)) => Some(g.clone()),
+            _ => return Err(SchedulerError::validation("SqsParameters.MessageGroupId must be a string")),
+        },
+    };
     let retry = t.retry_policy.unwrap_or_default();
     let defaults = RetryPolicy::default();
     let enabled = match b.state.as_deref() {
@@ -214,6 +220,7 @@ fn schedule_of(name: &str, b: ScheduleIn) -> Result<Schedule> {
                     .unwrap_or(defaults.maximum_retry_attempts),
             },
             dead_letter_arn: t.dead_letter_config.and_then(|d| d.arn),
+            message_group_id,
         },
         description: b.description.unwrap_or_default(),
         delete_after_completion,
@@ -238,6 +245,9 @@ fn shown(v: &ScheduleView) -> Value {
     }
     if let Some(dlq) = &s.target.dead_letter_arn {
         target["DeadLetterConfig"] = json!({ "Arn": dlq });
+    }
+    if let Some(g) = &s.target.message_group_id {
+        target["SqsParameters"] = json!({ "MessageGroupId": g });
     }
     let mut out = json!({
         "ActionAfterCompletion": if s.delete_after_completion { "DELETE" } else { "NONE" },
@@ -296,8 +306,15 @@ fn allow(access: &Access, action: Action, target: Option<&Schedule>) -> Result<(
     Ok(())
 }
 
-fn group_of(q: &QueryMap) -> &str {
-    q.get("groupName").map_or(DEFAULT_GROUP, String::as_str)
+/// Every name a request carries is checked before anything reaches the store (a NUL byte is
+/// a database error on PostgreSQL, not a missing schedule).
+fn checked<'a>(what: &str, name: &'a str) -> Result<&'a str> {
+    gust_core::schedule::validate_name(what, name).map_err(SchedulerError::validation)?;
+    Ok(name)
+}
+
+fn group_of(q: &QueryMap) -> Result<&str> {
+    checked("groupName", q.get("groupName").map_or(DEFAULT_GROUP, String::as_str))
 }
 
 async fn put(s: &AppState, access: &Access, name: &str, body: Body, create: bool) -> Result<Response> {
@@ -325,7 +342,7 @@ pub(crate) async fn get(
     State(s): State<AppState>, access: Access, Path(name): Path<String>, Query(q): Query<QueryMap>,
 ) -> Result<Response> {
     allow(&access, Action::Read, None)?;
-    let v = s.service.schedule(group_of(&q), &name).await?;
+    let v = s.service.schedule(group_of(&q)?, checked("Name", &name)?).await?;
     Ok(Json(shown(&v)).into_response())
 }
 
@@ -333,7 +350,7 @@ pub(crate) async fn delete(
     State(s): State<AppState>, access: Access, Path(name): Path<String>, Query(q): Query<QueryMap>,
 ) -> Result<Response> {
     allow(&access, Action::Deploy, None)?;
-    s.service.delete_schedule(group_of(&q), &name).await?;
+    s.service.delete_schedule(group_of(&q)?, checked("Name", &name)?).await?;
     Ok(Json(json!({})).into_response())
 }
 
@@ -349,9 +366,11 @@ fn page(q: &QueryMap) -> Result<(usize, Option<(String, String)>)> {
     };
     let after = match q.get("NextToken") {
         Some(t) => {
-            let (g, n) = t
-                .split_once('/')
-                .ok_or_else(|| SchedulerError::validation("NextToken is not one gust gave"))?;
+            let bad = || SchedulerError::validation("NextToken is not one gust gave");
+            let (g, n) = t.split_once('/').ok_or_else(bad)?;
+            if checked("NextToken", g).is_err() || checked("NextToken", n).is_err() {
+                return Err(bad());
+            }
             Some((g.to_string(), n.to_string()))
         }
         None => None,
@@ -371,31 +390,42 @@ pub(crate) async fn list(
         Some(_) => return Err(SchedulerError::validation("State must be ENABLED or DISABLED")),
     };
     let prefix = q.get("NamePrefix").map_or("", String::as_str);
-    let group = q.get("ScheduleGroup").map(String::as_str);
-    // A State filter may skip rows: read on until the page is full or the list ends.
+    if !prefix.is_empty() {
+        checked("NamePrefix", prefix)?;
+    }
+    let group = match q.get("ScheduleGroup") {
+        Some(g) => Some(checked("ScheduleGroup", g)?),
+        None => None,
+    };
+    // A State filter may skip rows: read on (in pages of 100, at most 1,000 rows a call) until
+    // the page is full or the list ends; a page cut short by the bound still gives a token.
     let mut out = Vec::new();
     let mut cursor = after;
     let mut next = None;
-    loop {
-        let found = s.service.list_schedules(group, prefix, cursor.clone(), limit).await?;
-        let full = found.len() == limit;
+    let mut scanned = 0;
+    'pages: loop {
+        let found = s.service.list_schedules(group, prefix, cursor.clone(), 100).await?;
+        let full = found.len() == 100;
         for v in found {
+            scanned += 1;
             cursor = Some((v.schedule.group.clone(), v.schedule.name.clone()));
             if state.is_none_or(|e| e == v.schedule.enabled) {
                 out.push(v);
                 if out.len() == limit {
-                    break;
+                    next = cursor.clone();
+                    break 'pages;
                 }
             }
-        }
-        if out.len() == limit {
-            next = cursor.map(|(g, n)| format!("{g}/{n}"));
-            break;
         }
         if !full {
             break;
         }
+        if scanned >= 1_000 {
+            next = cursor.clone();
+            break;
+        }
     }
+    let next = next.map(|(g, n)| format!("{g}/{n}"));
     let schedules: Vec<Value> = out
         .iter()
         .map(|v| {
@@ -442,14 +472,14 @@ pub(crate) async fn get_group(
     State(s): State<AppState>, access: Access, Path(name): Path<String>,
 ) -> Result<Response> {
     allow(&access, Action::Read, None)?;
-    Ok(Json(group_shown(&s.service.schedule_group(&name).await?)).into_response())
+    Ok(Json(group_shown(&s.service.schedule_group(checked("Name", &name)?).await?)).into_response())
 }
 
 pub(crate) async fn delete_group(
     State(s): State<AppState>, access: Access, Path(name): Path<String>,
 ) -> Result<Response> {
     allow(&access, Action::Deploy, None)?;
-    s.service.delete_schedule_group(&name).await?;
+    s.service.delete_schedule_group(checked("Name", &name)?).await?;
     Ok(Json(json!({})).into_response())
 }
 
@@ -459,8 +489,14 @@ pub(crate) async fn list_groups(
     allow(&access, Action::Read, None)?;
     let (limit, _) =
         page(&QueryMap::from_iter(q.get("MaxResults").map(|m| ("MaxResults".to_string(), m.clone()))))?;
-    let after = q.get("NextToken").map(String::as_str);
+    let after = match q.get("NextToken") {
+        Some(t) => Some(checked("NextToken", t)?),
+        None => None,
+    };
     let prefix = q.get("NamePrefix").map_or("", String::as_str);
+    if !prefix.is_empty() {
+        checked("NamePrefix", prefix)?;
+    }
     let groups = s.service.list_schedule_groups(prefix, after, limit).await?;
     let mut body = json!({ "ScheduleGroups": groups.iter().map(group_shown).collect::<Vec<_>>() });
     if groups.len() == limit {

@@ -300,6 +300,12 @@ impl Ctx<'_> {
         let name = self.required("QueueName")?;
         gust_core::queue::validate_queue_name(name).map_err(SqsError::invalid)?;
         let attributes = parse_attributes(self.input.get("Attributes"), QueueAttributes::default())?;
+        if name.ends_with(".fifo") != attributes.fifo {
+            return Err(SqsError::invalid(
+                "The name of a FIFO queue must end with the .fifo suffix, and a queue whose name ends with .fifo must set FifoQueue to true",
+            ));
+        }
+        check_fifo_attributes(&attributes)?;
         let queue = self.state.service.create_queue(name, attributes).await?;
         Ok(json!({ "QueueUrl": self.url_of(&queue.name) }))
     }
@@ -386,6 +392,10 @@ impl Ctx<'_> {
             return Err(SqsError::missing("Attributes"));
         }
         let attributes = parse_attributes(self.input.get("Attributes"), queue.attributes.clone())?;
+        if attributes.fifo != queue.attributes.fifo {
+            return Err(SqsError::invalid("FifoQueue cannot be changed once a queue exists"));
+        }
+        check_fifo_attributes(&attributes)?;
         self.state.service.set_queue_attributes(&queue.name, attributes).await?;
         Ok(json!({}))
     }
@@ -401,12 +411,10 @@ impl Ctx<'_> {
         self.allow(Action::Invoke)?;
         let queue = self.queue().await?;
         let entry = message_entry(self.input, &queue)?;
-        let out = json!({
-            "MessageId": entry.0.id,
-            "MD5OfMessageBody": md5_of_body(&entry.0.body),
-        });
-        let out = with_attributes_md5(out, "MD5OfMessageAttributes", &entry.0.attributes);
-        self.state.service.send_messages(&queue, vec![entry]).await?;
+        let out = json!({ "MD5OfMessageBody": md5_of_body(&entry.0.body) });
+        let mut out = with_attributes_md5(out, "MD5OfMessageAttributes", &entry.0.attributes);
+        let sent = self.state.service.send_messages(&queue, vec![entry]).await?;
+        with_sent(&mut out, sent.first());
         Ok(out)
     }
 
@@ -430,8 +438,7 @@ impl Ctx<'_> {
             let id = e.get("Id").and_then(Value::as_str).unwrap_or_default();
             match message_entry(e, &queue) {
                 Ok(m) => {
-                    let out =
-                        json!({ "Id": id, "MessageId": m.0.id, "MD5OfMessageBody": md5_of_body(&m.0.body) });
+                    let out = json!({ "Id": id, "MD5OfMessageBody": md5_of_body(&m.0.body) });
                     ok.push(with_attributes_md5(out, "MD5OfMessageAttributes", &m.0.attributes));
                     messages.push(m);
                 }
@@ -439,7 +446,10 @@ impl Ctx<'_> {
             }
         }
         if !messages.is_empty() {
-            self.state.service.send_messages(&queue, messages).await?;
+            let sent = self.state.service.send_messages(&queue, messages).await?;
+            for (out, sent) in ok.iter_mut().zip(&sent) {
+                with_sent(out, Some(sent));
+            }
         }
         Ok(json!({ "Successful": ok, "Failed": failed }))
     }
@@ -688,6 +698,27 @@ fn entry_failure(id: &str, e: &SqsError) -> Value {
     json!({ "Id": id, "SenderFault": !e.status.is_server_error(), "Code": e.query_code, "Message": e.message })
 }
 
+/// FIFO-only attributes only on FIFO queues; a FIFO queue's dead-letter queue is FIFO too
+/// (a standard one's is standard: SQS checks both ways).
+fn check_fifo_attributes(a: &QueueAttributes) -> Result<(), SqsError> {
+    let fifo_only = a.content_based_deduplication
+        || a.inert.contains_key("DeduplicationScope")
+        || a.inert.contains_key("FifoThroughputLimit");
+    if fifo_only && !a.fifo {
+        return Err(SqsError::invalid(
+            "ContentBasedDeduplication, DeduplicationScope and FifoThroughputLimit are only for FIFO queues",
+        ));
+    }
+    if let Some(r) = &a.redrive_policy {
+        if r.dead_letter_queue.ends_with(".fifo") != a.fifo {
+            return Err(SqsError::invalid(
+                "Value for parameter RedrivePolicy is invalid. Reason: the dead-letter queue of a FIFO queue must be a FIFO queue, and of a standard queue a standard queue.",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A message to send from a request (or batch entry) and its delay in seconds.
 fn message_entry(e: &Map<String, Value>, queue: &Queue) -> Result<(NewMessage, u32), SqsError> {
     let body = match e.get("MessageBody") {
@@ -725,6 +756,12 @@ fn message_entry(e: &Map<String, Value>, queue: &Queue) -> Result<(NewMessage, u
     }
     let delay = match int_of(e.get("DelaySeconds"), "DelaySeconds")? {
         None => queue.attributes.delay_seconds,
+        // A FIFO queue's delay is the queue's (SQS refuses a message's own).
+        Some(_) if queue.attributes.fifo => {
+            return Err(SqsError::invalid(
+                "Value for parameter DelaySeconds is invalid. Reason: The request include parameter that is not valid for this queue type.",
+            ))
+        }
         Some(d) if (0..=900).contains(&d) => d as u32,
         Some(d) => {
             return Err(SqsError::invalid(format!(
@@ -732,9 +769,62 @@ fn message_entry(e: &Map<String, Value>, queue: &Queue) -> Result<(NewMessage, u
         )))
         }
     };
-    let message =
-        NewMessage { id: uuid::Uuid::new_v4().to_string(), body: body.clone(), attributes, visible_at: 0 };
+    let text = |key: &str| match e.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(SqsError::invalid(format!("{key} must be a string"))),
+    };
+    let (group, dedup) = (text("MessageGroupId")?, text("MessageDeduplicationId")?);
+    let fifo = if queue.attributes.fifo {
+        let group = group.ok_or_else(|| SqsError::missing("MessageGroupId"))?;
+        gust_core::queue::validate_fifo_id("MessageGroupId", group).map_err(SqsError::invalid)?;
+        let deduplication = match dedup {
+            Some(d) => {
+                gust_core::queue::validate_fifo_id("MessageDeduplicationId", d).map_err(SqsError::invalid)?;
+                d.to_string()
+            }
+            None if queue.attributes.content_based_deduplication => {
+                use sha2::{Digest, Sha256};
+                hex::encode(Sha256::digest(body.as_bytes()))
+            }
+            None => {
+                return Err(SqsError::invalid(
+                    "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly",
+                ))
+            }
+        };
+        Some(gust_core::queue::FifoIds { group: group.to_string(), deduplication })
+    } else {
+        if dedup.is_some() {
+            return Err(SqsError::invalid(
+                "Value for parameter MessageDeduplicationId is invalid. Reason: The request includes a parameter that is not valid for this queue type.",
+            ));
+        }
+        // A standard queue takes a group id (SQS's fair queues) and orders nothing by it.
+        if let Some(g) = group {
+            gust_core::queue::validate_fifo_id("MessageGroupId", g).map_err(SqsError::invalid)?;
+        }
+        None
+    };
+    let message = NewMessage {
+        id: uuid::Uuid::new_v4().to_string(),
+        body: body.clone(),
+        attributes,
+        visible_at: 0,
+        fifo,
+    };
     Ok((message, delay))
+}
+
+/// A send's answer: the message id (a FIFO duplicate's is the first send's) and, on a FIFO
+/// queue, its sequence number.
+fn with_sent(out: &mut Value, sent: Option<&gust_core::queue::Sent>) {
+    if let Some(sent) = sent {
+        out["MessageId"] = json!(sent.id);
+        if let Some(seq) = sent.sequence {
+            out["SequenceNumber"] = json!(gust_core::queue::sequence_number(seq));
+        }
+    }
 }
 
 fn with_attributes_md5(mut out: Value, key: &str, attributes: &BTreeMap<String, MessageAttribute>) -> Value {
@@ -748,12 +838,17 @@ fn with_attributes_md5(mut out: Value, key: &str, attributes: &BTreeMap<String, 
 /// attributes asked for (`All`, names, or `prefix.*`).
 fn message_view(queue: &Queue, r: &Received, system: &[String], user: &[String]) -> Value {
     let m = &r.message;
-    let all_system = BTreeMap::from([
+    let mut all_system = BTreeMap::from([
         ("SenderId", ACCOUNT.to_string()),
         ("SentTimestamp", m.sent_at.to_string()),
         ("ApproximateReceiveCount", m.receive_count.to_string()),
         ("ApproximateFirstReceiveTimestamp", m.first_received_at.unwrap_or(m.sent_at).to_string()),
     ]);
+    if let Some((ids, seq)) = &m.fifo {
+        all_system.insert("MessageGroupId", ids.group.clone());
+        all_system.insert("MessageDeduplicationId", ids.deduplication.clone());
+        all_system.insert("SequenceNumber", gust_core::queue::sequence_number(*seq));
+    }
     let attributes: BTreeMap<&str, String> =
         all_system.into_iter().filter(|(k, _)| system.iter().any(|s| s == "All" || s == k)).collect();
     let wanted = |name: &str| {
@@ -833,6 +928,7 @@ mod tests {
                 sent_at: 0,
                 receive_count: 1,
                 first_received_at: Some(0),
+                fifo: None,
             },
             receipt: token.into(),
         };
