@@ -45,7 +45,6 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use common::Server;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 const ADMIN: &str = "attack-queues-admin-token";
 
@@ -98,56 +97,22 @@ fn receive(s: &Server, url: &str, max: u32, visibility: u32) -> Vec<Value> {
     got["Messages"].as_array().cloned().unwrap_or_default()
 }
 
-fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(message);
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
-}
-
 /// The headers of a SigV4-signed `POST /` (service sqs) with `headers` added, of which those
-/// named in `signed` (plus `host` and `x-amz-date`, in that sorted order) are signed. The body
-/// is hashed by the server (no `x-amz-content-sha256`).
+/// named in `signed` (plus `host` and `x-amz-date`) are signed.
 fn sign(
     s: &Server, key_id: &str, secret: &str, body: &[u8], headers: &[(&str, String)], signed: &[&str],
 ) -> Vec<(String, String)> {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let date = gust_core::lambda::amz_date(secs);
-    let day = &date[..8];
-    let mut all: Vec<(String, String)> =
-        vec![("host".into(), s.addr().to_string()), ("x-amz-date".into(), date.clone())];
-    all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    let mut names: Vec<&str> = vec!["host", "x-amz-date"];
-    names.extend(signed);
-    names.sort_unstable();
-    let canonical_headers: String =
-        names.iter().map(|n| format!("{n}:{}\n", all.iter().find(|(k, _)| k == n).unwrap().1)).collect();
-    let signed_headers = names.join(";");
-    let canonical =
-        format!("POST\n/\n\n{canonical_headers}\n{signed_headers}\n{}", hex::encode(Sha256::digest(body)));
-    let scope = format!("{day}/us-east-1/sqs/aws4_request");
-    let to_sign =
-        format!("AWS4-HMAC-SHA256\n{date}\n{scope}\n{}", hex::encode(Sha256::digest(canonical.as_bytes())));
-    let mut k = hmac_sha256(format!("AWS4{secret}").as_bytes(), day.as_bytes());
-    for part in ["us-east-1", "sqs", "aws4_request"] {
-        k = hmac_sha256(&k, part.as_bytes());
-    }
-    let signature = hex::encode(hmac_sha256(&k, to_sign.as_bytes()));
-    all.push((
-        "authorization".into(),
-        format!("AWS4-HMAC-SHA256 Credential={key_id}/{scope}, SignedHeaders={signed_headers}, Signature={signature}"),
-    ));
-    all.retain(|(k, _)| k != "host");
-    all
+    let r = common::sigv4::Request {
+        host: s.addr(),
+        service: "sqs",
+        method: "POST",
+        path: "/",
+        query: "",
+        body,
+        headers,
+        signed,
+    };
+    common::sigv4::sign(&r, key_id, secret)
 }
 
 fn send_signed(s: &Server, headers: &[(String, String)], body: Vec<u8>) -> (u16, Value) {
@@ -207,22 +172,6 @@ fn native(
         rb = rb.json(&b);
     }
     text_json(rb.send().unwrap())
-}
-
-/// The server's CPU time (user + system) so far, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    // Fields 14 and 15 of stat (utime, stime), counted after the command's closing paren.
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
-
-/// The server's peak resident memory so far (VmHWM), in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// `n` long polls held open on raw connections (the server sees a waiting ReceiveMessage on
@@ -585,14 +534,14 @@ fn a_hostile_json_body_does_not_cost_the_server_many_times_its_size() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     create_queue(&s, "q");
-    let before = peak_rss_kib(s.pid());
+    let before = common::peak_rss_kib(s.pid());
     let mut body = String::from("{\"x\":[");
     while body.len() < 12 * 1024 * 1024 - 16 {
         body.push_str("0,");
     }
     body.push_str("0]}");
     let (status, v) = sqs_raw(&s, "ListQueues", body.into_bytes());
-    let grew_mib = (peak_rss_kib(s.pid()).saturating_sub(before)) / 1024;
+    let grew_mib = (common::peak_rss_kib(s.pid()).saturating_sub(before)) / 1024;
     assert!(status < 500, "{status} {v}");
     assert!(
         grew_mib < 150,
@@ -613,9 +562,9 @@ fn idle_long_polls_cost_almost_nothing() {
     let url = create_queue(&s, "empty");
     let polls = long_polls(&s, &url, 1000, 20);
     std::thread::sleep(Duration::from_secs(2));
-    let c0 = cpu_seconds(s.pid());
+    let c0 = common::cpu_seconds(s.pid());
     std::thread::sleep(Duration::from_secs(3));
-    let used = cpu_seconds(s.pid()) - c0;
+    let used = common::cpu_seconds(s.pid()) - c0;
     drop(polls);
     assert!(used < 0.3, "1000 idle long polls on an empty queue cost {used:.2} s of CPU in 3 s");
 }
@@ -633,20 +582,20 @@ fn a_send_wakes_only_the_receivers_of_its_queue() {
     let idle = create_queue(&s, "idle");
     let busy = create_queue(&s, "busy");
     let sends = |n: usize| {
-        let c0 = cpu_seconds(s.pid());
+        let c0 = common::cpu_seconds(s.pid());
         let t0 = Instant::now();
         for i in 0..n {
             ok(&s, "SendMessage", json!({ "QueueUrl": busy, "MessageBody": format!("m{i}") }));
         }
-        (cpu_seconds(s.pid()) - c0, t0.elapsed())
+        (common::cpu_seconds(s.pid()) - c0, t0.elapsed())
     };
     let (alone, _) = sends(200);
     let polls = long_polls(&s, &idle, 1000, 20);
     std::thread::sleep(Duration::from_secs(2));
     // What the idle polls cost by themselves (see the test above), taken out of the measure.
-    let c0 = cpu_seconds(s.pid());
+    let c0 = common::cpu_seconds(s.pid());
     std::thread::sleep(Duration::from_secs(1));
-    let idle_rate = cpu_seconds(s.pid()) - c0;
+    let idle_rate = common::cpu_seconds(s.pid()) - c0;
     let (with_waiters, took) = sends(200);
     drop(polls);
     let extra = with_waiters - idle_rate * took.as_secs_f64();

@@ -37,7 +37,6 @@ use common::{wasm_config, Server};
 use gust_testkit::{fixture, unique_schema};
 use reqwest::Method;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 const ADMIN: &str = "attack-schedules-admin-token";
 const AK: &str = "AKIDATTACKSCHED";
@@ -119,67 +118,24 @@ fn deploy(s: &Server, token: Option<&str>, name: &str) {
     assert_eq!(status, 200, "{v}");
 }
 
-fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(message);
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
-}
-
 /// SigV4 headers (service `scheduler`) of `method path?query` with `body`, signed with
-/// `key_id`/`secret`: `host`, `x-amz-date` and `content-type` signed; the body hashed by the
-/// server (no `x-amz-content-sha256`, as botocore does).
+/// `key_id`/`secret`: `host`, `x-amz-date` and `content-type` signed.
 fn sign(
     s: &Server, key_id: &str, secret: &str, method: &Method, path: &str, query: &str, body: &[u8],
 ) -> Vec<(String, String)> {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let date = gust_core::lambda::amz_date(secs);
-    let day = &date[..8];
-    let canonical_headers = format!("content-type:application/json\nhost:{}\nx-amz-date:{date}\n", s.addr());
-    let signed_headers = "content-type;host;x-amz-date";
-    let mut pairs: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
-    pairs.sort_unstable();
-    let canonical_query = pairs.join("&");
-    let canonical_path: String = path
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let canonical = format!(
-        "{method}\n{canonical_path}\n{canonical_query}\n{canonical_headers}\n{signed_headers}\n{}",
-        hex::encode(Sha256::digest(body))
-    );
-    let scope = format!("{day}/us-east-1/scheduler/aws4_request");
-    let to_sign =
-        format!("AWS4-HMAC-SHA256\n{date}\n{scope}\n{}", hex::encode(Sha256::digest(canonical.as_bytes())));
-    let mut k = hmac_sha256(format!("AWS4{secret}").as_bytes(), day.as_bytes());
-    for part in ["us-east-1", "scheduler", "aws4_request"] {
-        k = hmac_sha256(&k, part.as_bytes());
-    }
-    let signature = hex::encode(hmac_sha256(&k, to_sign.as_bytes()));
-    vec![
-        ("content-type".into(), "application/json".into()),
-        ("x-amz-date".into(), date.clone()),
-        (
-            "authorization".into(),
-            format!(
-                "AWS4-HMAC-SHA256 Credential={key_id}/{scope}, SignedHeaders={signed_headers}, Signature={signature}"
-            ),
-        ),
-    ]
+    let method = method.to_string();
+    let headers = [("content-type", "application/json".to_string())];
+    let r = common::sigv4::Request {
+        host: s.addr(),
+        service: "scheduler",
+        method: &method,
+        path,
+        query,
+        body,
+        headers: &headers,
+        signed: &["content-type"],
+    };
+    common::sigv4::sign(&r, key_id, secret)
 }
 
 /// Sends `method path?query` with `headers` and `body`: `(status, body, x-amzn-ErrorType)`.
@@ -248,21 +204,6 @@ fn wait_history(
         assert!(Instant::now() < deadline, "the history of {name} never got there: {h:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// The server's CPU time (user + system) so far, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
-
-/// The server's peak resident memory so far (VmHWM), in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// The server still takes writes and reads, promptly: a schedule, a queue, a function's config.
@@ -716,7 +657,7 @@ fn a_hostile_cron_expression_does_not_cost_many_times_its_size() {
     let pid = s.pid();
     // Warm up (allocator, first request), then measure.
     native(&s, None, Method::GET, "/v1/schedules", None);
-    let before = peak_rss_kib(pid);
+    let before = common::peak_rss_kib(pid);
     let expression = format!("cron(0 0 * * ? {}2199)", "1970/1,".repeat(36_000));
     let body = json!({ "expression": expression, "function": "f" });
     assert!(body.to_string().len() < 256 * 1024);
@@ -732,7 +673,7 @@ fn a_hostile_cron_expression_does_not_cost_many_times_its_size() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let grown_mb = (peak_rss_kib(pid).saturating_sub(before)) / 1024;
+    let grown_mb = (common::peak_rss_kib(pid).saturating_sub(before)) / 1024;
     let took = started.elapsed();
     assert!(
         grown_mb < 100,
@@ -796,9 +737,9 @@ fn expressions_that_rarely_or_never_match_and_odd_time_zones_do_not_make_the_ser
     }
     // Idle with all of them stored: the scheduler does not spin.
     std::thread::sleep(Duration::from_millis(500));
-    let cpu = cpu_seconds(s.pid());
+    let cpu = common::cpu_seconds(s.pid());
     std::thread::sleep(Duration::from_secs(3));
-    let spent = cpu_seconds(s.pid()) - cpu;
+    let spent = common::cpu_seconds(s.pid()) - cpu;
     assert!(spent < 0.6, "an idle server with rare schedules spent {spent:.2} s of CPU in 3 s");
 }
 
