@@ -355,3 +355,46 @@ def test_fifo_queues_keep_group_order_and_drop_duplicates(sqs):
     with pytest.raises(sqs.exceptions.ClientError):
         sqs.set_queue_attributes(QueueUrl=url, Attributes={"FifoQueue": "false"})
     sqs.delete_queue(QueueUrl=url)
+
+
+def test_a_mapping_with_filter_criteria_invokes_only_for_matching_messages(sqs, lam, native):
+    import json
+    from conftest import PYTHON_RUNTIME, ROLE, python_zip
+    name = unique("flt")
+    lam.create_function(FunctionName=name, Runtime=PYTHON_RUNTIME, Role=ROLE, Handler="app.handler",
+                        Code={"ZipFile": python_zip("flt")})
+    url = sqs.create_queue(QueueName=unique("src"))["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        lam.create_event_source_mapping(EventSourceArn=arn, FunctionName=name,
+                                        FilterCriteria={"Filters": [{"Pattern": '{"body": "not a list"}'}]})
+    pattern = '{"body": {"kind": ["order"], "total": [{"numeric": [">", 100]}]}}'
+    m = lam.create_event_source_mapping(EventSourceArn=arn, FunctionName=name, BatchSize=10,
+                                        FilterCriteria={"Filters": [{"Pattern": pattern}]})
+    assert m["FilterCriteria"] == {"Filters": [{"Pattern": pattern}]}
+    bodies = [
+        {"kind": "order", "total": 250},
+        {"kind": "order", "total": 5},
+        {"kind": "refund", "total": 500},
+        "not json at all",
+        {"kind": "order", "total": 101},
+    ]
+    for b in bodies:
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(b) if isinstance(b, dict) else b)
+    deadline = time.time() + 30
+    while True:
+        seen = []
+        for inv in native.invocations(name):
+            if inv["state"] == "SUCCEEDED":
+                record = native.invocation(inv["invocation_id"])
+                seen += [json.loads(r["body"]) for r in json.loads(record["result"])["event"]["Records"]]
+        counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        drained = counts["ApproximateNumberOfMessages"] == "0" and counts["ApproximateNumberOfMessagesNotVisible"] == "0"
+        if len(seen) >= 2 and drained:
+            break
+        assert time.time() < deadline, f"seen {seen}, queue {counts}"
+        time.sleep(0.3)
+    assert sorted(b["total"] for b in seen) == [101, 250], "only the matching orders reached the function"
+    lam.delete_event_source_mapping(UUID=m["UUID"])
+    lam.delete_function(FunctionName=name)
+    sqs.delete_queue(QueueUrl=url)

@@ -7,6 +7,7 @@
 //! lives.
 
 pub mod access;
+pub mod filter;
 pub mod function;
 pub mod invocation;
 pub mod lambda;

@@ -459,6 +459,10 @@ pub struct EventSourceMapping {
     /// Most batches of this mapping running at once (Lambda's ScalingConfig).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maximum_concurrency: Option<u32>,
+    /// Lambda's `FilterCriteria` patterns ([`crate::filter`]): a message no pattern matches is
+    /// deleted unseen; none at all lets every message through.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<String>,
     pub updated_at: Millis,
 }
 
@@ -483,6 +487,13 @@ impl EventSourceMapping {
         }
         if let Some(c) = self.maximum_concurrency.filter(|c| !(2..=1000).contains(c)) {
             return Err(format!("ScalingConfig.MaximumConcurrency must be 2 to 1000, got {c}"));
+        }
+        if self.filters.len() > crate::filter::MAX_FILTERS {
+            return Err(format!("FilterCriteria holds at most {} filters", crate::filter::MAX_FILTERS));
+        }
+        for f in &self.filters {
+            crate::filter::Pattern::parse(f)
+                .map_err(|e| format!("Invalid filter pattern definition: {e}"))?;
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use gust_core::filter::Pattern;
 use gust_core::lambda::REGION;
 use gust_core::queue::{md5_of_body, queue_arn, receipt_handle, EventSourceMapping, Queue, Received};
 use gust_core::Mode;
@@ -146,7 +147,32 @@ impl Service {
                 .await?;
             batch.extend(more);
         }
-        let event = sqs_event(&queue, &batch);
+        // Filtered: what no pattern matches is deleted unseen (as Lambda does for SQS).
+        if !m.filters.is_empty() {
+            let patterns: Vec<Pattern> = m.filters.iter().filter_map(|f| Pattern::parse(f).ok()).collect();
+            let records = sqs_records(&queue, &batch);
+            let (kept, dropped): (Vec<_>, Vec<_>) =
+                batch.into_iter().zip(records).partition(|(_, record)| {
+                    let mut matched = record.clone();
+                    // The body is matched as JSON when it is JSON.
+                    if let Some(json) =
+                        record["body"].as_str().and_then(|b| serde_json::from_str::<Value>(b).ok())
+                    {
+                        matched["body"] = json;
+                    }
+                    patterns.iter().any(|p| p.matches(&matched))
+                });
+            let dropped: Vec<(String, String)> =
+                dropped.iter().map(|(r, _)| (r.message.id.clone(), r.receipt.clone())).collect();
+            if !dropped.is_empty() {
+                self.delete_messages(&queue, dropped).await?;
+            }
+            batch = kept.into_iter().map(|(r, _)| r).collect();
+            if batch.is_empty() {
+                return Ok(());
+            }
+        }
+        let event = json!({ "Records": sqs_records(&queue, &batch) });
         let input = InvokeInput {
             function: m.function.clone(),
             qualifier: m.qualifier.clone(),
@@ -205,10 +231,10 @@ fn failed_items(out: &[u8], batch: &[Received]) -> Option<HashSet<String>> {
         .collect()
 }
 
-/// Lambda's SQS event for a batch.
-fn sqs_event(queue: &Queue, batch: &[Received]) -> Value {
+/// The records of Lambda's SQS event (`{"Records": [...]}`) for a batch.
+fn sqs_records(queue: &Queue, batch: &[Received]) -> Vec<Value> {
     let arn = queue_arn(&queue.name);
-    let records: Vec<Value> = batch
+    batch
         .iter()
         .map(|r| {
             let m = &r.message;
@@ -253,6 +279,5 @@ fn sqs_event(queue: &Queue, batch: &[Received]) -> Value {
             }
             record
         })
-        .collect();
-    json!({ "Records": records })
+        .collect()
 }

@@ -55,6 +55,10 @@ fn shown(m: &EventSourceMapping) -> Value {
     if let Some(c) = m.maximum_concurrency {
         v["ScalingConfig"] = json!({ "MaximumConcurrency": c });
     }
+    if !m.filters.is_empty() {
+        let filters: Vec<Value> = m.filters.iter().map(|p| json!({ "Pattern": p })).collect();
+        v["FilterCriteria"] = json!({ "Filters": filters });
+    }
     v
 }
 
@@ -73,8 +77,20 @@ fn allow(access: &Access, action: Action, function: &str) -> Result<(), AwsError
 
 /// Applies what the request gives over `m`.
 fn apply(m: &mut EventSourceMapping, b: MappingIn) -> Result<(), AwsError> {
-    if b.filter_criteria.is_some() {
-        return Err(AwsError::invalid("FilterCriteria is not supported by gust yet"));
+    if let Some(criteria) = &b.filter_criteria {
+        // `{"Filters": [{"Pattern": "..."}]}`; `{}` or no filters clears them.
+        let filters = match criteria.get("Filters") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(list)) => list
+                .iter()
+                .map(|f| f.get("Pattern").and_then(Value::as_str).map(str::to_string))
+                .collect::<Option<Vec<String>>>()
+                .ok_or_else(|| {
+                    AwsError::invalid("each of FilterCriteria.Filters is {\"Pattern\": \"...\"}")
+                })?,
+            Some(_) => return Err(AwsError::invalid("FilterCriteria.Filters must be a list")),
+        };
+        m.filters = filters;
     }
     if b.starting_position.is_some() {
         return Err(AwsError::invalid("StartingPosition is for streams; gust queues have none"));
@@ -121,6 +137,7 @@ pub(crate) async fn create(State(s): State<AppState>, access: Access, body: Body
         enabled: true,
         report_batch_item_failures: false,
         maximum_concurrency: None,
+        filters: Vec::new(),
         updated_at: 0,
     };
     apply(&mut m, b)?;
