@@ -1246,3 +1246,39 @@ fn schedule_expressions_never_panic_and_always_move_forward() {
         }
     }
 }
+
+#[test]
+fn filter_patterns_never_panic_and_bound_what_they_accept() {
+    use gust_core::filter::{Pattern, MAX_PATTERN_CHARS};
+    const SEEDS: &[&str] = &[
+        r#"{"body": {"kind": ["order"], "n": [{"numeric": [">", 1, "<=", 9]}]}}"#,
+        r#"{"body": {"$or": [{"a": [1]}, {"b": [{"prefix": "x"}]}]}}"#,
+        r#"{"body": {"c": [{"anything-but": {"prefix": "t"}}, {"exists": false}]}}"#,
+        r#"{"attributes": {"ApproximateReceiveCount": [{"anything-but": ["1", 2, null]}]}}"#,
+    ];
+    let events = [
+        serde_json::json!({ "body": { "kind": "order", "n": 3, "a": [1, 2], "c": "prod" } }),
+        serde_json::json!({ "body": "text", "attributes": { "ApproximateReceiveCount": "1" } }),
+        serde_json::json!([1, 2, 3]),
+        serde_json::Value::Null,
+    ];
+    let mut rng = Rng::new(0xf11e_7e25);
+    let mut accepted = 0;
+    for _ in 0..CASES / 4 {
+        let text = match rng.below(3) {
+            0 => rng.pick(SEEDS).to_string(),
+            1 => {
+                let seed = *rng.pick(SEEDS);
+                mutate(&mut rng, seed)
+            }
+            _ => any_string(&mut rng),
+        };
+        let Ok(pattern) = Pattern::parse(&text) else { continue };
+        accepted += 1;
+        assert!(text.chars().count() <= MAX_PATTERN_CHARS, "{}", show(&text));
+        for e in &events {
+            pattern.matches(e);
+        }
+    }
+    assert!(accepted > 100, "too few valid patterns: {accepted}");
+}
