@@ -394,3 +394,70 @@ fn a_mapping_loses_nothing_when_its_server_is_killed_mid_run() {
     poison.sort();
     assert_eq!(dead, poison);
 }
+
+#[test]
+fn a_mappings_maximum_concurrency_holds_across_servers() {
+    // Two servers on PostgreSQL each run the mapping's pollers; at most MaximumConcurrency of
+    // its batches run at once across both (each server alone would run that many).
+    let schema = gust_testkit::unique_schema("esm");
+    let (pg, python) = (gust_testkit::postgres(), gust_testkit::python());
+    let args = ["--store", pg.as_str(), "--store-schema", schema.as_str(), "--python", python.as_str()];
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Server::start(da.path(), &args);
+    let b = Server::start(db.path(), &args);
+    const SLOW: &[u8] = b"import time\ndef handler(event, context):\n    time.sleep(0.3)\n    return {}\n";
+    let config = json!({ "runtime": "python3.11", "handler": "app.handler", "timeout_ms": 20_000 });
+    a.deploy_zip("slow", config, gust_testkit::zip(&[("app.py", SLOW, 0o644)]));
+    let url =
+        ok(&a.url, "CreateQueue", json!({ "QueueName": "jobs" }))["QueueUrl"].as_str().unwrap().to_string();
+    for batch in 0..3 {
+        let entries: Vec<Value> = (0..10)
+            .map(|i| json!({ "Id": format!("e{i}"), "MessageBody": format!("{batch}-{i}") }))
+            .collect();
+        ok(&a.url, "SendMessageBatch", json!({ "QueueUrl": url, "Entries": entries }));
+    }
+    let mapping = json!({
+        "EventSourceArn": "arn:aws:sqs:us-east-1:000000000000:jobs",
+        "FunctionName": "slow",
+        "BatchSize": 1,
+        "ScalingConfig": { "MaximumConcurrency": 2 },
+    });
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/2015-03-31/event-source-mappings/", a.url))
+        .json(&mapping)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let invocations = loop {
+        let listed: Value = b.get("/v1/functions/slow/invocations?limit=100").json().unwrap();
+        let done: Vec<Value> = listed["invocations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["state"] == "SUCCEEDED")
+            .cloned()
+            .collect();
+        if done.len() >= 30 && queue_count(&a.url, &url) == (0, 0) {
+            break done;
+        }
+        assert!(Instant::now() < deadline, "not drained: {} invocations", done.len());
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    // The most invocations running at one moment, from their records.
+    let mut edges: Vec<(i64, i32)> = Vec::new();
+    for i in &invocations {
+        edges.push((i["received_at"].as_i64().unwrap(), 1));
+        edges.push((i["finished_at"].as_i64().unwrap(), -1));
+    }
+    edges.sort();
+    let (mut running, mut most) = (0, 0);
+    for (_, d) in edges {
+        running += d;
+        most = most.max(running);
+    }
+    assert!(
+        most <= 2,
+        "{most} batches of a mapping with MaximumConcurrency 2 ran at once across two servers"
+    );
+}

@@ -123,6 +123,12 @@ impl Service {
 
     /// Receives one batch, invokes the function with it, deletes what succeeded.
     async fn one_batch(self: &Arc<Self>, m: &EventSourceMapping) -> Result<()> {
+        // The mapping's concurrency holds across every server sharing the store: a batch runs
+        // under one of its slots (mapping keys hold a `:`, which no function name does).
+        let Ok(_slot) = self.cluster_slot(&format!("esm:{}", m.uuid), Some(m.concurrency())).await? else {
+            tokio::time::sleep(BACKOFF).await;
+            return Ok(());
+        };
         let queue = self.queue(&m.queue).await?;
         let visibility = queue.attributes.visibility_timeout;
         let want = m.batch_size as usize;
