@@ -471,7 +471,10 @@ async fn queue_rows(gust: &Proc, args: &Args) -> anyhow::Result<Value> {
     };
     let sent = loadgen::run(&send, 64, Stop::Count(n)).await?;
     anyhow::ensure!(sent.errors == 0, "errors during queue sends");
-    // The backlog, drained through a mapping into the no-op function.
+    let received_per_second = receive_delete(gust.addr, &url, n as usize).await?;
+    // Filled again, then drained through a mapping into the no-op function.
+    let refill = loadgen::run(&send, 64, Stop::Count(n)).await?;
+    anyhow::ensure!(refill.errors == 0, "errors during queue sends");
     let done0 = client::metric(gust.addr, "gust_attempts_succeeded_total").await?;
     let mapping = json!({
         "EventSourceArn": "arn:aws:sqs:us-east-1:000000000000:bench",
@@ -505,9 +508,57 @@ async fn queue_rows(gust: &Proc, args: &Args) -> anyhow::Result<Value> {
     Ok(json!({
         "messages": n,
         "send": load_json(&sent),
+        "receive_delete_messages_per_second": received_per_second,
         "mapping_messages_per_second": n as f64 / secs,
         "mapping_batches": batches,
     }))
+}
+
+/// Receives and deletes `n` messages of `url` with 16 consumers, each receiving batches of 10
+/// and deleting each batch in one call (as a worker does); messages per second.
+async fn receive_delete(addr: std::net::SocketAddr, url: &str, n: usize) -> anyhow::Result<f64> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let done = std::sync::Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let consumers: Vec<_> = (0..16)
+        .map(|_| {
+            let (done, url) = (done.clone(), url.to_string());
+            tokio::spawn(async move {
+                let headers = |op: &str| {
+                    [
+                        ("x-amz-target", format!("AmazonSQS.{op}")),
+                        ("content-type", "application/x-amz-json-1.0".into()),
+                    ]
+                };
+                while done.load(Ordering::Relaxed) < n {
+                    let h = headers("ReceiveMessage");
+                    let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    let body = json!({ "QueueUrl": url, "MaxNumberOfMessages": 10 }).to_string();
+                    let got: Value = serde_json::from_slice(&client::ok(addr, "POST", "/", &h, body).await?)?;
+                    let messages = got["Messages"].as_array().cloned().unwrap_or_default();
+                    if messages.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                    let entries: Vec<Value> = messages
+                        .iter()
+                        .enumerate()
+                        .map(|(i, m)| json!({ "Id": i.to_string(), "ReceiptHandle": m["ReceiptHandle"] }))
+                        .collect();
+                    let h = headers("DeleteMessageBatch");
+                    let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    let body = json!({ "QueueUrl": url, "Entries": entries }).to_string();
+                    client::ok(addr, "POST", "/", &h, body).await?;
+                    done.fetch_add(messages.len(), Ordering::Relaxed);
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for c in consumers {
+        c.await??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
 fn target(name: &str, goal: &str, measured: Option<f64>, ok: impl Fn(f64) -> bool) -> Value {
@@ -573,6 +624,10 @@ fn markdown(r: &Value) -> String {
         "| SendMessage at 64 connections, messages/s (p50 µs) | {} ({}) |\n",
         f(&q["send"]["rps"]),
         f(&q["send"]["p50_us"])
+    ));
+    out.push_str(&format!(
+        "| ReceiveMessage (10) + DeleteMessageBatch by 16 consumers, messages/s | {} |\n",
+        f(&q["receive_delete_messages_per_second"])
     ));
     out.push_str(&format!(
         "| {} messages drained through an event source mapping (batches of 10) into a no-op wasm function, messages/s (goal ≥ 10,000) | {} ({} invocations) |\n",

@@ -31,6 +31,10 @@ fn quick_bench_prints_every_row() {
     assert!(report["cold_start"]["first_invocation_p50_us"].as_f64().unwrap() > 0.0);
     assert!(report["async"]["drain_per_second"].as_f64().unwrap() > 0.0);
     assert!(report["memory"]["idle_rss_mb"].as_f64().unwrap() > 0.0);
+    let q = &report["queues"];
+    for row in ["receive_delete_messages_per_second", "mapping_messages_per_second"] {
+        assert!(q[row].as_f64().unwrap() > 0.0, "{q}");
+    }
     let with_postgres = std::env::var("GUST_TEST_POSTGRES").is_ok();
     assert_eq!(report["targets"].as_array().unwrap().len(), if with_postgres { 8 } else { 6 });
     if with_postgres {
