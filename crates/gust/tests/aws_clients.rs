@@ -1,6 +1,7 @@
 //! The AWS Lambda API driven by the real AWS clients, unmodified: the boto3 + AWS CLI v1 suite
-//! (`tests/aws`, pytest) and the @aws-sdk/client-lambda suite (`tests/aws/node`) each run
-//! against a fresh `gust server` with SigV4 authentication on. `./scripts/test` installs the
+//! (`tests/aws`, pytest), the @aws-sdk/client-lambda suite (`tests/aws/node`) and SQS's query
+//! protocol from a 2023 botocore (`tests/aws-legacy`) each run against a fresh `gust server`
+//! with SigV4 authentication on. `./scripts/test` installs the
 //! clients (PyPI into the venv of `GUST_TEST_PYTHON`, npm into `tests/aws/node/node_modules`).
 
 mod common;
@@ -71,4 +72,18 @@ fn the_javascript_sdk_drives_the_lambda_api() {
     let mut cmd = Command::new("node");
     cmd.arg("tests/aws/node/test.mjs");
     run_suite("the @aws-sdk/client-lambda suite (tests/aws/node)", cmd, &s);
+}
+
+#[test]
+fn an_sdk_of_2023_drives_sqs_over_the_query_protocol() {
+    let legacy = std::env::var("GUST_TEST_LEGACY_BOTO").expect(
+        "GUST_TEST_LEGACY_BOTO is not set: run the suite with ./scripts/test (it installs boto3 1.28.0 \
+         / botocore 1.31.0 into target/py-legacy-boto)",
+    );
+    let python = python();
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_server(dir.path(), &python);
+    let mut cmd = Command::new(&python);
+    cmd.arg("tests/aws-legacy/sqs_query.py").env("PYTHONPATH", legacy);
+    run_suite("SQS's query protocol from botocore 1.31.0 (tests/aws-legacy)", cmd, &s);
 }

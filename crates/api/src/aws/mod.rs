@@ -12,6 +12,7 @@ mod mappings;
 mod scheduler;
 mod sigv4;
 pub(crate) mod sqs;
+mod sqs_query;
 mod urls;
 mod views;
 

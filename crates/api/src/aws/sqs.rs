@@ -128,9 +128,16 @@ impl From<AttributeError> for SqsError {
 
 type SqsResult = Result<Value, SqsError>;
 
-/// `POST /` with `X-Amz-Target: AmazonSQS.*`.
+/// `POST /` with `X-Amz-Target: AmazonSQS.*`, or a form in the older query protocol.
 pub(crate) async fn handle(State(state): State<AppState>, req: Request) -> Response {
     let access = req.extensions().get::<Access>().cloned();
+    if super::sqs_query::is_query(req.headers()) {
+        let (parts, body) = req.into_parts();
+        return match crate::body::read_bounded(body, MAX_SQS_BODY_BYTES, "the request").await {
+            Ok(form) => super::sqs_query::handle(&state, access.as_ref(), &parts.headers, &form).await,
+            Err(e) => SqsError::invalid(e.message).into_response(),
+        };
+    }
     let operation = req
         .headers()
         .get("x-amz-target")
@@ -184,6 +191,15 @@ pub(crate) async fn call(
 }
 
 impl SqsError {
+    pub(super) fn query_missing(name: &str) -> Self {
+        SqsError::missing(name)
+    }
+
+    /// `(status, the query protocol's code, message)`.
+    pub(super) fn parts(&self) -> (StatusCode, &str, &str) {
+        (self.status, self.query_code, &self.message)
+    }
+
     /// The native API's form of it: the same status, SQS's code and message.
     pub(crate) fn into_api(self) -> crate::ApiError {
         crate::ApiError { status: self.status, code: self.code, message: self.message }
