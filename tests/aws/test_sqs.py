@@ -3,6 +3,7 @@ receive with SQS's digests, batches, visibility, receipts that stop working once
 received again, long polling, dead-letter queues, purge, and SQS's errors."""
 
 import hashlib
+import json
 import threading
 import time
 
@@ -398,3 +399,36 @@ def test_a_mapping_with_filter_criteria_invokes_only_for_matching_messages(sqs, 
     lam.delete_event_source_mapping(UUID=m["UUID"])
     lam.delete_function(FunctionName=name)
     sqs.delete_queue(QueueUrl=url)
+
+
+def test_dead_letters_are_redriven_back_to_their_source_or_elsewhere(sqs):
+    dlq_url = sqs.create_queue(QueueName=unique("dl"))["QueueUrl"]
+    arn = lambda url: sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    policy = json.dumps({"deadLetterTargetArn": arn(dlq_url), "maxReceiveCount": 1})
+    src = sqs.create_queue(QueueName=unique("src"), Attributes={"RedrivePolicy": policy})["QueueUrl"]
+    for i in range(3):
+        sqs.send_message(QueueUrl=src, MessageBody=f"m{i}")
+    # Received once and not deleted: the next receive moves them to the dead-letter queue.
+    assert len(sqs.receive_message(QueueUrl=src, MaxNumberOfMessages=10, VisibilityTimeout=0)["Messages"]) == 3
+    assert "Messages" not in sqs.receive_message(QueueUrl=src, MaxNumberOfMessages=10)
+    counts = lambda url: sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"]
+    assert counts(dlq_url) == "3"
+    # Back where they came from (no DestinationArn), then on to another queue.
+    handle = sqs.start_message_move_task(SourceArn=arn(dlq_url))["TaskHandle"]
+    assert counts(dlq_url) == "0" and counts(src) == "3"
+    tasks = sqs.list_message_move_tasks(SourceArn=arn(dlq_url))["Results"]
+    assert tasks[0]["TaskHandle"] == handle and tasks[0]["Status"] == "COMPLETED"
+    assert tasks[0]["ApproximateNumberOfMessagesMoved"] == 3
+    got = sqs.receive_message(QueueUrl=src, MaxNumberOfMessages=10)["Messages"]
+    assert sorted(m["Body"] for m in got) == ["m0", "m1", "m2"]
+    assert all(m.get("Attributes", {}).get("ApproximateReceiveCount", "1") == "1" for m in got)
+    other = sqs.create_queue(QueueName=unique("other"))["QueueUrl"]
+    for m in got:
+        sqs.change_message_visibility(QueueUrl=src, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
+    sqs.receive_message(QueueUrl=src, MaxNumberOfMessages=10)  # moves them to the DLQ again
+    sqs.start_message_move_task(SourceArn=arn(dlq_url), DestinationArn=arn(other))
+    assert counts(other) == "3" and counts(dlq_url) == "0"
+    with pytest.raises(sqs.exceptions.ClientError):
+        sqs.cancel_message_move_task(TaskHandle=handle)
+    for u in (src, dlq_url, other):
+        sqs.delete_queue(QueueUrl=u)

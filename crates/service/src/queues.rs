@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use gust_core::queue::{NewMessage, Queue, QueueAttributes, QueueCounts, Received, Sent};
+use gust_store::queues::MoveTask;
 use gust_store::Kind;
 
 use crate::{Service, ServiceError};
@@ -70,6 +71,41 @@ impl Service {
                 }
             }
         }
+    }
+
+    /// Redrives dead letters (SQS's message move task): what is visible in `source` now goes
+    /// to `destination`, or each message back to the queue it came from, in transactions of
+    /// 1,000 (a crash leaves each message on one side, never both), then the task is recorded
+    /// as completed. `MaxNumberOfMessagesPerSecond` is not kept to: the move runs at once.
+    pub async fn move_messages(&self, source: &Queue, destination: Option<&Queue>) -> Result<MoveTask> {
+        let started_at = self.clock.now();
+        let to_move = self.store.queue_counts(&source.id, started_at).await?.visible;
+        let mut moved = 0;
+        while moved < to_move {
+            let now = self.clock.now();
+            let n = self.store.move_back(&source.id, destination.map(|d| d.id.as_str()), 1_000, now).await?;
+            if n == 0 {
+                break;
+            }
+            moved += n;
+        }
+        if let Some(d) = destination {
+            self.queue_waits.wake(&d.id);
+        }
+        let task = MoveTask {
+            handle: uuid::Uuid::new_v4().to_string(),
+            source: source.name.clone(),
+            destination: destination.map(|d| d.name.clone()),
+            moved,
+            to_move,
+            started_at,
+        };
+        self.store.record_move_task(task.clone()).await?;
+        Ok(task)
+    }
+
+    pub async fn move_tasks(&self, source: &Queue) -> Result<Vec<MoveTask>> {
+        Ok(self.store.move_tasks(&source.name, 10).await?)
     }
 
     pub async fn create_queue(&self, name: &str, attributes: QueueAttributes) -> Result<Queue> {

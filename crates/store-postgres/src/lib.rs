@@ -82,6 +82,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::SCHEDULES],
     &[schema::FIFO_QUEUES],
     &[schema::SCHEDULE_DEFAULT_GROUP],
+    &[schema::MESSAGE_MOVES],
 ];
 
 /// The advisory lock a code collection holds for its transaction (with the schema's hash as
@@ -914,6 +915,22 @@ impl Store for PgStore {
     async fn queue_counts(&self, queue_id: &str, now: Millis) -> Result<QueueCounts> {
         let client = self.client().await?;
         queues::counts(&PgTx(&client), queue_id, now).await
+    }
+
+    async fn move_back(
+        &self, dlq_id: &str, destination: Option<&str>, limit: usize, now: Millis,
+    ) -> Result<u64> {
+        in_tx!(self, |tx| queues::move_back(&tx, dlq_id, destination, limit, now).await)
+    }
+
+    async fn record_move_task(&self, task: queues::MoveTask) -> Result<()> {
+        let client = self.client().await?;
+        queues::record_move_task(&PgTx(&client), &task).await
+    }
+
+    async fn move_tasks(&self, source: &str, limit: usize) -> Result<Vec<queues::MoveTask>> {
+        let client = self.client().await?;
+        queues::move_tasks(&PgTx(&client), source, limit).await
     }
 
     async fn put_mapping(&self, mapping: EventSourceMapping) -> Result<()> {

@@ -72,6 +72,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::SCHEDULES],
     &[schema::FIFO_QUEUES],
     &[schema::SCHEDULE_DEFAULT_GROUP],
+    &[schema::MESSAGE_MOVES],
 ];
 
 /// The bytes of an invocation record that grow with use (what retention's budget counts).
@@ -821,6 +822,22 @@ impl Store for SqliteStore {
     async fn queue_counts(&self, queue_id: &str, now: Millis) -> Result<QueueCounts> {
         let queue_id = queue_id.to_string();
         self.read(move |tx| ready(queues::counts(tx, &queue_id, now))).await
+    }
+
+    async fn move_back(
+        &self, dlq_id: &str, destination: Option<&str>, limit: usize, now: Millis,
+    ) -> Result<u64> {
+        let (dlq, destination) = (dlq_id.to_string(), destination.map(str::to_string));
+        self.write(move |tx| ready(queues::move_back(tx, &dlq, destination.as_deref(), limit, now))).await
+    }
+
+    async fn record_move_task(&self, task: queues::MoveTask) -> Result<()> {
+        self.write(move |tx| ready(queues::record_move_task(tx, &task))).await
+    }
+
+    async fn move_tasks(&self, source: &str, limit: usize) -> Result<Vec<queues::MoveTask>> {
+        let source = source.to_string();
+        self.read(move |tx| ready(queues::move_tasks(tx, &source, limit))).await
     }
 
     async fn put_mapping(&self, mapping: EventSourceMapping) -> Result<()> {

@@ -77,6 +77,7 @@ macro_rules! store_conformance_tests {
             schedules_live_in_groups_and_go_with_them,
             finishing_sends_to_queue_destinations_and_the_dead_letter_queue,
             fifo_groups_go_in_order_to_one_receiver_at_a_time_and_duplicates_are_dropped,
+            dead_letters_go_back_to_their_source_or_where_they_are_sent,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -1907,4 +1908,54 @@ pub async fn fifo_groups_go_in_order_to_one_receiver_at_a_time_and_duplicates_ar
         .unwrap();
     let got = store.receive_messages(&queue, 10, 1_000, later).await.unwrap();
     assert_eq!(got.iter().map(|m| m.message.body.as_str()).collect::<Vec<_>>(), ["again"]);
+}
+
+pub async fn dead_letters_go_back_to_their_source_or_where_they_are_sent(store: Arc<dyn Store>) {
+    let dlq = store.create_queue(queue_named("dlq", Default::default())).await.unwrap();
+    let redrive = |max| gust_core::queue::QueueAttributes {
+        redrive_policy: Some(gust_core::queue::RedrivePolicy {
+            dead_letter_queue: "dlq".into(),
+            max_receive_count: max,
+        }),
+        ..Default::default()
+    };
+    let a = store.create_queue(queue_named("a", redrive(1))).await.unwrap();
+    let b = store.create_queue(queue_named("b", redrive(1))).await.unwrap();
+    store.send_messages(&a.id, messages(3, NOW), NOW, NOW + HOUR).await.unwrap();
+    store.send_messages(&b.id, messages(2, NOW), NOW, NOW + HOUR).await.unwrap();
+    // Received once, then moved on the next receive.
+    for q in [&a, &b] {
+        assert!(!store.receive_messages(q, 10, 0, NOW).await.unwrap().is_empty());
+        assert!(store.receive_messages(q, 10, 0, NOW + 1).await.unwrap().is_empty());
+    }
+    assert_eq!(store.queue_counts(&dlq.id, NOW + 2).await.unwrap().visible, 5);
+    // Back to where each came from.
+    assert_eq!(store.move_back(&dlq.id, None, 1_000, NOW + 2).await.unwrap(), 5);
+    assert_eq!(store.queue_counts(&a.id, NOW + 2).await.unwrap().visible, 3);
+    assert_eq!(store.queue_counts(&b.id, NOW + 2).await.unwrap().visible, 2);
+    let back = store.receive_messages(&a, 10, 0, NOW + 3).await.unwrap();
+    assert!(back.iter().all(|m| m.message.receive_count == 1), "counted afresh");
+    // Dead again; a's queue goes: its dead letters stay, b's go elsewhere when told.
+    store.receive_messages(&a, 10, 0, NOW + 4).await.unwrap();
+    store.receive_messages(&b, 10, 0, NOW + 4).await.unwrap();
+    store.receive_messages(&b, 10, 0, NOW + 5).await.unwrap();
+    store.delete_queue("a").await.unwrap();
+    assert_eq!(
+        store.move_back(&dlq.id, None, 1_000, NOW + 6).await.unwrap(),
+        2,
+        "only b's have a source left"
+    );
+    assert_eq!(store.queue_counts(&dlq.id, NOW + 6).await.unwrap().visible, 3);
+    let elsewhere = store.create_queue(queue_named("elsewhere", Default::default())).await.unwrap();
+    assert_eq!(store.move_back(&dlq.id, Some(&elsewhere.id), 1_000, NOW + 7).await.unwrap(), 3);
+    let task = crate::queues::MoveTask {
+        handle: "h".into(),
+        source: "dlq".into(),
+        destination: Some("elsewhere".into()),
+        moved: 3,
+        to_move: 3,
+        started_at: NOW + 7,
+    };
+    store.record_move_task(task.clone()).await.unwrap();
+    assert_eq!(store.move_tasks("dlq", 10).await.unwrap(), vec![task]);
 }

@@ -362,6 +362,14 @@ pub trait Store: Send + Sync + 'static {
     async fn any_visible(&self, queue_id: &str, now: Millis) -> Result<bool>;
     /// Deletes at most `limit` messages (of any queue) past their retention at `now`.
     async fn expire_messages(&self, now: Millis, limit: usize) -> Result<u64>;
+    /// Moves up to `limit` visible dead letters of queue `dlq_id` to `destination` (a queue
+    /// id), or each back where it came from ([`queues::move_back`]); how many.
+    async fn move_back(
+        &self, dlq_id: &str, destination: Option<&str>, limit: usize, now: Millis,
+    ) -> Result<u64>;
+    async fn record_move_task(&self, task: queues::MoveTask) -> Result<()>;
+    /// The newest move tasks of a source (dead-letter) queue, by name.
+    async fn move_tasks(&self, source: &str, limit: usize) -> Result<Vec<queues::MoveTask>>;
     /// Creates or replaces an event source mapping.
     async fn put_mapping(&self, mapping: EventSourceMapping) -> Result<()>;
     async fn get_mapping(&self, uuid: &str) -> Result<Option<EventSourceMapping>>;

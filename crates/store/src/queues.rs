@@ -54,8 +54,22 @@ const HIDE: &str = "UPDATE queue_messages SET visible_at = $3, receive_count = r
      first_received_at = COALESCE(first_received_at, $4), receipt = $5 \
      WHERE queue = $1 AND id = $2 AND visible_at <= $4";
 const DELETE_ONE: &str = "DELETE FROM queue_messages WHERE queue = $1 AND id = $2";
+/// To the dead-letter queue, remembering where it came from (for a redrive back).
 const MOVE_TO: &str = "UPDATE queue_messages SET queue = $3, visible_at = $4, receive_count = 0, \
-     first_received_at = NULL, receipt = NULL WHERE queue = $1 AND id = $2";
+     first_received_at = NULL, receipt = NULL, source_queue = $1 WHERE queue = $1 AND id = $2";
+/// A visible dead letter back to a queue (guarded: one received meanwhile stays).
+const MOVE_BACK: &str = "UPDATE queue_messages SET queue = $3, visible_at = $4, receive_count = 0, \
+     first_received_at = NULL, receipt = NULL, source_queue = NULL \
+     WHERE queue = $1 AND id = $2 AND visible_at <= $4";
+const VISIBLE_SOURCES: &str = "SELECT id, source_queue FROM queue_messages \
+     WHERE queue = $1 AND visible_at <= $2 ORDER BY visible_at LIMIT $3";
+const QUEUE_BY_ID: &str = "SELECT id FROM queues WHERE id = $1";
+const INSERT_MOVE_TASK: &str =
+    "INSERT INTO queue_move_tasks (handle, source, destination, moved, to_move, started_at) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+const MOVE_TASKS: &str =
+    "SELECT handle, source, destination, moved, to_move, started_at FROM queue_move_tasks \
+     WHERE source = $1 ORDER BY started_at DESC LIMIT $2";
 const DELETE_RECEIVED: &str = "DELETE FROM queue_messages WHERE queue = $1 AND id = $2 AND receipt = $3";
 const SET_VISIBLE_AT: &str =
     "UPDATE queue_messages SET visible_at = $4 WHERE queue = $1 AND id = $2 AND receipt = $3 AND visible_at > $5";
@@ -373,6 +387,78 @@ pub async fn send_to(tx: &impl Tx, name: &str, message: &NewMessage, now: Millis
     }
     send_messages(tx, &id, &[message], now, expires_at).await?;
     Ok(Some(()))
+}
+
+/// Moves up to `limit` visible messages of dead-letter queue `dlq` to `destination`, or each
+/// back to the queue it came from (when that queue still exists: a message whose source is
+/// gone, or unknown, stays). How many moved.
+pub async fn move_back(
+    tx: &impl Tx, dlq_id: &str, destination: Option<&str>, limit: usize, now: Millis,
+) -> Result<u64> {
+    fn read(r: &dyn ColumnRow) -> Result<(String, Option<String>)> {
+        Ok((r.text(0)?, r.opt_text(1)?))
+    }
+    let found = tx.select(VISIBLE_SOURCES, &[dlq_id.into(), now.into(), limit.into()], true, read).await?;
+    let mut moved = 0;
+    for (id, source) in found {
+        let target = match (destination, source) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(source)) => {
+                let exists = !tx
+                    .select(QUEUE_BY_ID, &[source.as_str().into()], false, |r| r.text(0))
+                    .await?
+                    .is_empty();
+                if !exists {
+                    continue;
+                }
+                source
+            }
+            (None, None) => continue,
+        };
+        let values: [Value; _] = [dlq_id.into(), id.as_str().into(), target.as_str().into(), now.into()];
+        moved += tx.execute(MOVE_BACK, &values).await?;
+    }
+    Ok(moved)
+}
+
+/// A finished message move task, as `ListMessageMoveTasks` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveTask {
+    pub handle: String,
+    /// Queue names.
+    pub source: String,
+    pub destination: Option<String>,
+    pub moved: u64,
+    pub to_move: u64,
+    pub started_at: Millis,
+}
+
+pub async fn record_move_task(tx: &impl Tx, t: &MoveTask) -> Result<()> {
+    let values: [Value; _] = [
+        t.handle.as_str().into(),
+        t.source.as_str().into(),
+        t.destination.as_deref().map_or(Value::Null, Value::from),
+        (t.moved as i64).into(),
+        (t.to_move as i64).into(),
+        t.started_at.into(),
+    ];
+    tx.execute(INSERT_MOVE_TASK, &values).await?;
+    Ok(())
+}
+
+/// The newest move tasks of source queue `source` (by name).
+pub async fn move_tasks(tx: &impl Tx, source: &str, limit: usize) -> Result<Vec<MoveTask>> {
+    fn read(r: &dyn ColumnRow) -> Result<MoveTask> {
+        Ok(MoveTask {
+            handle: r.text(0)?,
+            source: r.text(1)?,
+            destination: r.opt_text(2)?,
+            moved: r.int(3)? as u64,
+            to_move: r.int(4)? as u64,
+            started_at: r.int(5)?,
+        })
+    }
+    tx.select(MOVE_TASKS, &[source.into(), limit.into()], false, read).await
 }
 
 // ---- event source mappings --------------------------------------------------------------------

@@ -257,6 +257,21 @@ pub const SCHEDULE_DEFAULT_GROUP: &str = r#"
 INSERT INTO schedule_groups (name, created_at, updated_at) VALUES ('default', 0, 0) ON CONFLICT (name) DO NOTHING;
 "#;
 
+/// Redrive back: where a dead letter came from (its source queue's incarnation id), and the
+/// message move tasks that took dead letters back.
+pub const MESSAGE_MOVES: &str = r#"
+ALTER TABLE queue_messages ADD COLUMN source_queue TEXT;
+CREATE TABLE queue_move_tasks (
+    handle TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    destination TEXT,
+    moved {int} NOT NULL,
+    to_move {int} NOT NULL,
+    started_at {int} NOT NULL
+);
+CREATE INDEX queue_move_tasks_source ON queue_move_tasks (source, started_at);
+"#;
+
 /// FIFO queues: a message's group, deduplication id and sequence number, each queue's last
 /// sequence number, and the deduplication ids seen in the last five minutes.
 pub const FIFO_QUEUES: &str = r#"
@@ -334,6 +349,7 @@ mod tests {
             SCHEDULES,
             FIFO_QUEUES,
             SCHEDULE_DEFAULT_GROUP,
+            MESSAGE_MOVES,
         ]);
         assert!(!all.contains('{'), "unrendered placeholder in {all}");
     }

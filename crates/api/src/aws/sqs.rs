@@ -237,15 +237,24 @@ impl Ctx<'_> {
             "DeleteMessageBatch" => self.delete_batch().await,
             "ChangeMessageVisibility" => self.change_visibility().await,
             "ChangeMessageVisibilityBatch" => self.change_visibility_batch().await,
+            "StartMessageMoveTask" => self.start_move().await,
+            "ListMessageMoveTasks" => self.list_moves().await,
+            "CancelMessageMoveTask" => {
+                self.allow(Action::Deploy)?;
+                self.required("TaskHandle")?;
+                // Tasks run to completion when started: none is ever running to cancel.
+                Err(SqsError::new(
+                    "ResourceNotFoundException",
+                    "ResourceNotFoundException",
+                    "No running message move task has this handle (gust's tasks complete when started).",
+                ))
+            }
             "AddPermission"
             | "RemovePermission"
             | "TagQueue"
             | "UntagQueue"
             | "ListQueueTags"
-            | "ListDeadLetterSourceQueues"
-            | "StartMessageMoveTask"
-            | "CancelMessageMoveTask"
-            | "ListMessageMoveTasks" => Err(SqsError::new(
+            | "ListDeadLetterSourceQueues" => Err(SqsError::new(
                 "UnsupportedOperation",
                 "AWS.SimpleQueueService.UnsupportedOperation",
                 format!("gust does not support {operation} yet"),
@@ -503,6 +512,64 @@ impl Ctx<'_> {
             .await?;
         let messages: Vec<Value> = got.iter().map(|r| message_view(&queue, r, &system, &user)).collect();
         Ok(if messages.is_empty() { json!({}) } else { json!({ "Messages": messages }) })
+    }
+
+    /// The queue an ARN of gust's names.
+    async fn queue_of_arn(&self, key: &str) -> Result<Queue, SqsError> {
+        let arn = self.required(key)?;
+        let name = gust_core::queue::queue_of_arn(arn).ok_or_else(|| {
+            SqsError::invalid(format!(
+                "{key} {} is not a gust queue's ARN",
+                arn.chars().take(200).collect::<String>()
+            ))
+        })?;
+        Ok(self.state.service.queue(name).await?)
+    }
+
+    async fn start_move(&self) -> SqsResult {
+        self.allow(Action::Deploy)?;
+        let source = self.queue_of_arn("SourceArn").await?;
+        let destination = match self.str("DestinationArn")? {
+            Some(_) => Some(self.queue_of_arn("DestinationArn").await?),
+            None => None,
+        };
+        if destination.as_ref().is_some_and(|d| d.id == source.id) {
+            return Err(SqsError::invalid("DestinationArn must be another queue than SourceArn"));
+        }
+        if let Some(r) = self.int("MaxNumberOfMessagesPerSecond")? {
+            if !(1..=500).contains(&r) {
+                return Err(SqsError::invalid("MaxNumberOfMessagesPerSecond must be from 1 to 500"));
+            }
+        }
+        let task = self.state.service.move_messages(&source, destination.as_ref()).await?;
+        Ok(json!({ "TaskHandle": task.handle }))
+    }
+
+    async fn list_moves(&self) -> SqsResult {
+        self.allow(Action::Read)?;
+        let source = self.queue_of_arn("SourceArn").await?;
+        let results: Vec<Value> = self
+            .state
+            .service
+            .move_tasks(&source)
+            .await?
+            .iter()
+            .map(|t| {
+                let mut v = json!({
+                    "TaskHandle": t.handle,
+                    "Status": "COMPLETED",
+                    "SourceArn": gust_core::queue::queue_arn(&t.source),
+                    "ApproximateNumberOfMessagesMoved": t.moved,
+                    "ApproximateNumberOfMessagesToMove": t.to_move,
+                    "StartedTimestamp": t.started_at,
+                });
+                if let Some(d) = &t.destination {
+                    v["DestinationArn"] = json!(gust_core::queue::queue_arn(d));
+                }
+                v
+            })
+            .collect();
+        Ok(json!({ "Results": results }))
     }
 
     async fn delete_message(&self) -> SqsResult {
