@@ -360,7 +360,7 @@ pub fn md5_of_attributes(attrs: &BTreeMap<String, MessageAttribute>) -> Option<S
     Some(hex_of(&Md5::digest(&bytes)))
 }
 
-fn hex_of(bytes: &[u8]) -> String {
+pub(crate) fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::lambda::{split_function_name, ACCOUNT, REGION};
-use crate::queue::queue_of_arn;
+use crate::queue::{hex_of, queue_of_arn};
 use crate::Millis;
 
 /// The group every schedule is in unless it names another; it always exists.
@@ -657,10 +657,6 @@ impl Schedule {
             .to_string(),
         }
     }
-}
-
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `2026-12-03T10:00:00Z`.

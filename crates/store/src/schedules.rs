@@ -150,12 +150,9 @@ fn schedule_not_found(group: &str, name: &str) -> StoreError {
     StoreError::NotFound { kind: Kind::Schedule, name: format!("{group}/{name}") }
 }
 
-/// The default group exists whether or not it was ever written.
+/// A group (the default group is a row from the schema on: `SCHEDULE_DEFAULT_GROUP`).
 pub async fn get_group(tx: &impl Tx, name: &str) -> Result<Option<ScheduleGroup>> {
-    let found = tx.select(GROUP_BY_NAME, &[name.into()], false, read_group).await?.into_iter().next();
-    Ok(found.or_else(|| {
-        (name == DEFAULT_GROUP).then(|| ScheduleGroup { name: name.into(), created_at: 0, updated_at: 0 })
-    }))
+    Ok(tx.select(GROUP_BY_NAME, &[name.into()], false, read_group).await?.into_iter().next())
 }
 
 /// Takes the default group's row lock (PostgreSQL): creators of schedules and groups go one at
@@ -188,16 +185,7 @@ pub async fn list_groups(
     let upper = format!("{prefix}\u{7f}");
     let after = after.unwrap_or("");
     let values: [Value; _] = [after.into(), prefix.into(), upper.as_str().into(), limit.into()];
-    let mut groups = tx.select(GROUPS_AFTER, &values, false, read_group).await?;
-    if DEFAULT_GROUP.starts_with(prefix)
-        && DEFAULT_GROUP > after
-        && groups.iter().all(|g| g.name != DEFAULT_GROUP)
-    {
-        groups.push(ScheduleGroup { name: DEFAULT_GROUP.into(), created_at: 0, updated_at: 0 });
-        groups.sort_by(|a, b| a.name.cmp(&b.name));
-        groups.truncate(limit);
-    }
-    Ok(groups)
+    tx.select(GROUPS_AFTER, &values, false, read_group).await
 }
 
 /// Deletes a group with its schedules and their history (the default group cannot go).

@@ -354,16 +354,21 @@ pub(crate) async fn delete(
     Ok(Json(json!({})).into_response())
 }
 
-/// A page's size and where it starts: `NextToken` is the last (group, name) of the page before.
-fn page(q: &QueryMap) -> Result<(usize, Option<(String, String)>)> {
-    let limit = match q.get("MaxResults") {
+/// `MaxResults`: 1-100, 100 when absent.
+fn max_results(q: &QueryMap) -> Result<usize> {
+    match q.get("MaxResults") {
         Some(m) => m
             .parse::<usize>()
             .ok()
             .filter(|m| (1..=100).contains(m))
-            .ok_or_else(|| SchedulerError::validation("MaxResults must be from 1 to 100"))?,
-        None => 100,
-    };
+            .ok_or_else(|| SchedulerError::validation("MaxResults must be from 1 to 100")),
+        None => Ok(100),
+    }
+}
+
+/// A page's size and where it starts: `NextToken` is the last (group, name) of the page before.
+fn page(q: &QueryMap) -> Result<(usize, Option<(String, String)>)> {
+    let limit = max_results(q)?;
     let after = match q.get("NextToken") {
         Some(t) => {
             let bad = || SchedulerError::validation("NextToken is not one gust gave");
@@ -487,8 +492,7 @@ pub(crate) async fn list_groups(
     State(s): State<AppState>, access: Access, Query(q): Query<QueryMap>,
 ) -> Result<Response> {
     allow(&access, Action::Read, None)?;
-    let (limit, _) =
-        page(&QueryMap::from_iter(q.get("MaxResults").map(|m| ("MaxResults".to_string(), m.clone()))))?;
+    let limit = max_results(&q)?;
     let after = match q.get("NextToken") {
         Some(t) => Some(checked("NextToken", t)?),
         None => None,

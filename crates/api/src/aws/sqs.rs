@@ -48,7 +48,7 @@ impl SqsError {
     fn invalid(message: impl Into<String>) -> Self {
         SqsError::new("InvalidParameterValue", "InvalidParameterValue", message)
     }
-    fn missing(name: &str) -> Self {
+    pub(super) fn missing(name: &str) -> Self {
         SqsError::new(
             "MissingParameter",
             "MissingParameter",
@@ -191,10 +191,6 @@ pub(crate) async fn call(
 }
 
 impl SqsError {
-    pub(super) fn query_missing(name: &str) -> Self {
-        SqsError::missing(name)
-    }
-
     /// `(status, the query protocol's code, message)`.
     pub(super) fn parts(&self) -> (StatusCode, &str, &str) {
         (self.status, self.query_code, &self.message)

@@ -35,7 +35,7 @@ pub(crate) async fn handle(
     let request_id = uuid::Uuid::new_v4().to_string();
     let pairs: Vec<(String, String)> = form_urlencoded::parse(form).into_owned().collect();
     let Some(action) = pairs.iter().find(|(k, _)| k == "Action").map(|(_, v)| v.clone()) else {
-        return error(SqsError::query_missing("Action"), &request_id);
+        return error(SqsError::missing("Action"), &request_id);
     };
     let input = input_of(&pairs);
     match super::sqs::call(state, access, headers, &action, Value::Object(input)).await {
