@@ -173,12 +173,15 @@ pub(crate) fn native_rule(method: &Method, route: &str) -> Option<Rule> {
         | "/v1/functions/{name}/invocations"
         | "/v1/functions/{name}/url"
         | "/v1/functions/{name}/urls"
+        | "/v1/functions/{name}/concurrency"
             if get =>
         {
             on_path(Read)
         }
         "/v1/functions/{name}" if write => on_path(Deploy),
         "/v1/functions/{name}/code"
+        | "/v1/functions/{name}/deploy"
+        | "/v1/functions/{name}/concurrency"
         | "/v1/functions/{name}/versions"
         | "/v1/functions/{name}/aliases/{alias}"
         | "/v1/functions/{name}/url" => on_path(Deploy),

@@ -240,6 +240,8 @@ async fn poll(State(s): State<AppState>, OwnCall(worker, p): OwnCall<PollRequest
                 payload_b64: b64.encode(&req.payload),
                 qualifier: Some(req.qualifier.clone()),
                 client_context: req.client_context.clone(),
+                trace_id: req.trace_id.clone(),
+                received_at: Some(req.received_at),
             }
         })
         .collect();
@@ -339,6 +341,7 @@ fn completion(worker: WorkerId, c: CompleteRequest) -> Result<Completion, ApiErr
         result,
         error: c.error,
         log: c.log,
+        report: c.report,
     })
 }
 

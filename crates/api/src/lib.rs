@@ -207,22 +207,25 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut out = String::new();
-    let mut counter = |name: &str, help: &str, kind: &str, value: u64| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+    let mut counter = |series: &str, help: &str, kind: &str, value: u64| {
+        let name = series.split('{').next().unwrap_or(series);
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{series} {value}\n"));
     };
     for (name, help, value) in state.service.metrics().snapshot() {
         counter(name, help, "counter", value);
     }
+    // Store-wide figures: every server of a cluster shows the same value, so they carry
+    // `scope="cluster"` and aggregate with max (not sum) across instances.
     if let Ok(c) = state.service.store().counters().await {
         counter(
-            "gust_store_fenced_completions_total",
-            "Fenced completions refused by the store",
+            "gust_store_fenced_completions_total{scope=\"cluster\"}",
+            "Fenced completions refused by the store (cluster-wide: aggregate with max, not sum)",
             "counter",
             c.fenced_completions,
         );
         counter(
-            "gust_store_fenced_renewals_total",
-            "Fenced lease renewals refused by the store",
+            "gust_store_fenced_renewals_total{scope=\"cluster\"}",
+            "Fenced lease renewals refused by the store (cluster-wide: aggregate with max, not sum)",
             "counter",
             c.fenced_renewals,
         );
@@ -284,5 +287,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
         edge::TLS_PLAIN_HTTP.load(relaxed),
     );
     counter("gust_tls_reloads_total", "TLS certificate reloads", "counter", edge::TLS_RELOADS.load(relaxed));
+    exec.write_metrics(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -24,6 +24,11 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/functions", get(list_functions).post(create_function))
         .route("/v1/functions/{name}", put(put_function).get(get_function).delete(delete_function))
         .route("/v1/functions/{name}/code", put(put_code))
+        .route("/v1/functions/{name}/deploy", post(deploy_function))
+        .route(
+            "/v1/functions/{name}/concurrency",
+            get(get_concurrency).put(put_concurrency).delete(delete_concurrency),
+        )
         .route("/v1/functions/{name}/versions", post(publish).get(list_versions))
         .route("/v1/functions/{name}/aliases", get(list_aliases))
         .route("/v1/functions/{name}/aliases/{alias}", put(put_alias).get(get_alias).delete(delete_alias))
@@ -84,6 +89,81 @@ async fn create_function(
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
+/// `POST /v1/functions/{name}/deploy`: the whole configuration and, optionally, new code,
+/// written in one CAS-guarded step (`If-Match: <revision>`; `If-Match: 0` creates). What
+/// `gust deploy` sends after reading the function and merging its flags into its configuration.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Deployment {
+    #[serde(default)]
+    config: FunctionSpec,
+    code_b64: Option<String>,
+}
+
+async fn deploy_function(
+    State(s): State<AppState>, access: Access, Path(name): Path<String>, headers: HeaderMap, body: Body,
+) -> ApiResult {
+    use base64::Engine as _;
+    require_content_type(&headers, JSON)?;
+    let expect = if_match(&headers)?;
+    let limit = MAX_CODE_BYTES.div_ceil(3) * 4 + MAX_CONFIG_BODY_BYTES;
+    let bytes = read_bounded(body, limit, "the deployment").await?;
+    let deployment: Deployment = parse_json(&bytes)?;
+    access.check_destinations(&deployment.config.retry)?;
+    let code = deployment
+        .code_b64
+        .map(|b64| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|_| ApiError::bad_request("InvalidCode", "code_b64 is not valid base64"))
+        })
+        .transpose()?;
+    let up = s.service.deploy_function(&name, deployment.config, code.map(Into::into), expect).await?;
+    let mut v = views::function(&up.config);
+    if let Some(size) = up.code_size {
+        v["size"] = json!(size);
+    }
+    Ok(Json(v).into_response())
+}
+
+/// A function's reserved concurrency (`null`: none reserved, it shares the unreserved pool).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConcurrencyBody {
+    reserved_concurrency: u32,
+}
+
+fn concurrency_view(f: &gust_core::FunctionConfig) -> Response {
+    Json(json!({
+        "function": f.name,
+        "reserved_concurrency": f.spec.reserved_concurrency,
+        "revision": f.revision,
+    }))
+    .into_response()
+}
+
+async fn get_concurrency(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    Ok(concurrency_view(&s.service.get_function(&name).await?.config))
+}
+
+async fn put_concurrency(
+    State(s): State<AppState>, Path(name): Path<String>, headers: HeaderMap, body: Body,
+) -> ApiResult {
+    require_content_type(&headers, JSON)?;
+    let expect = if_match(&headers)?;
+    let bytes = read_bounded(body, MAX_CONFIG_BODY_BYTES, "the concurrency").await?;
+    let parsed: ConcurrencyBody = parse_json(&bytes)?;
+    let f = s.service.set_reserved_concurrency(&name, Some(parsed.reserved_concurrency), expect).await?;
+    Ok(concurrency_view(&f))
+}
+
+async fn delete_concurrency(
+    State(s): State<AppState>, Path(name): Path<String>, headers: HeaderMap,
+) -> ApiResult {
+    let f = s.service.set_reserved_concurrency(&name, None, if_match(&headers)?).await?;
+    Ok(concurrency_view(&f))
+}
+
 async fn put_function(
     State(s): State<AppState>, access: Access, Path(name): Path<String>, headers: HeaderMap, body: Body,
 ) -> ApiResult {
@@ -100,6 +180,9 @@ async fn get_function(State(s): State<AppState>, Path(name): Path<String>) -> Ap
     let view = s.service.get_function(&name).await?;
     let mut v = views::function(&view.config);
     v["aliases"] = view.aliases.iter().map(views::alias).collect();
+    if let Some(sha) = view.config.code_sha256.as_deref() {
+        v["code_size"] = json!(crate::aws::functions::code_size(&s, Some(sha)).await);
+    }
     Ok(Json(v).into_response())
 }
 
@@ -216,6 +299,7 @@ async fn invoke(
         client_context: None,
         stream: None,
         http: None,
+        trace: gust_core::trace::Trace::from_headers(&headers),
     };
     match s.service.invoke(input).await? {
         Invoked::Accepted { id, existing: _ } => {
@@ -223,7 +307,7 @@ async fn invoke(
             resp.headers_mut().insert("gust-invocation-id", header_value(&id.0));
             Ok(resp)
         }
-        Invoked::Completed { id, executed_version, outcome, log: _ } => {
+        Invoked::Completed { id, executed_version, outcome, .. } => {
             let mut resp = match outcome {
                 SyncOutcome::Succeeded(out) => {
                     ([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response()

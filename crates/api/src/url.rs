@@ -282,6 +282,8 @@ async fn serve(state: &AppState, id: &str, raw_path: String, req: Request) -> Re
         idempotency_key: None,
         client_context: None,
         stream: None,
+        // Before the request moves into `http` (fields are evaluated in this order).
+        trace: gust_core::trace::Trace::from_headers(request.headers()),
         http: Some(HttpInvoke { call: HttpCall { request }, event: Box::new(event) }),
     };
     let mut resp = match url.config.invoke_mode {

@@ -13,6 +13,10 @@ pub(crate) fn function(f: &FunctionConfig) -> Value {
         "timeout_ms": f.spec.timeout_ms,
         "env": f.spec.env,
         "retry": f.spec.retry,
+        "description": f.spec.description,
+        "role": f.spec.role,
+        "reserved_concurrency": f.spec.reserved_concurrency,
+        "allowed_outbound_hosts": f.spec.allowed_outbound_hosts,
         "code_sha256": f.code_sha256,
         "revision": f.revision,
         "created_at": f.created_at,
@@ -81,7 +85,8 @@ pub(crate) fn invocation(r: &InvocationRecord, with_payload: bool) -> Value {
     let mut v = json!({
         "invocation_id": req.id,
         "function": req.function,
-        "qualifier": req.qualifier,
+        // `null` for an unqualified invocation (it ran `$LATEST`, see executed_version).
+        "qualifier": (!req.qualifier.is_empty()).then_some(&req.qualifier),
         "executed_version": req.resolved.label(),
         "mode": req.mode,
         "idempotency_key": req.idempotency_key,
@@ -97,6 +102,9 @@ pub(crate) fn invocation(r: &InvocationRecord, with_payload: bool) -> Value {
         "finished_at": r.finished_at,
         "error": r.error,
         "log": r.log,
+        "trace_id": req.trace_id,
+        "report": r.report,
+        "report_line": r.report.map(|rep| rep.line(&req.id.0)),
     });
     let obj = v.as_object_mut().expect("an object");
     put_bytes(obj, "result", r.result.as_deref());

@@ -89,6 +89,10 @@ pub struct InvocationRequest {
     /// runtime of whichever worker runs the invocation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_context: Option<String>,
+    /// The trace it belongs to, in X-Ray's header form ([`crate::trace::Trace::xray`]): the
+    /// caller's (`X-Amzn-Trace-Id` or `traceparent`) or one started at ingest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// Where an invocation is in its lifecycle.
@@ -503,6 +507,47 @@ pub struct InvocationRecord {
     pub log: String,
     pub updated_at: Millis,
     pub finished_at: Option<Millis>,
+    /// The figures of the attempt that reported last (Lambda's REPORT line).
+    pub report: Option<Report>,
+}
+
+/// What an attempt measured, as Lambda's `REPORT` log line gives it: the run's duration, the
+/// environment's init duration on a cold start, the memory configured and the most used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// When the function was handed the event (after any init), ms since the epoch.
+    pub started_at: Millis,
+    /// The run, from the event handed over to the answer, in microseconds.
+    pub duration_us: u64,
+    /// A cold start's init (starting the runtime or loading the module), in microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_us: Option<u64>,
+    pub memory_mb: u32,
+    /// The most memory the environment has used, in MB, where the runtime can tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_mb: Option<u32>,
+}
+
+impl Report {
+    /// Lambda's line: `REPORT RequestId: ID\tDuration: 1.71 ms\tBilled Duration: 2 ms\tMemory
+    /// Size: 128 MB\tMax Memory Used: 64 MB\tInit Duration: 163.49 ms` (a duration is billed
+    /// by the millisecond, rounded up, and init is billed with it).
+    pub fn line(&self, request_id: &str) -> String {
+        let ms = |us: u64| format!("{:.2} ms", us as f64 / 1000.0);
+        let billed = (self.duration_us + self.init_us.unwrap_or(0)).div_ceil(1000).max(1);
+        let mut out = format!(
+            "REPORT RequestId: {request_id}\tDuration: {}\tBilled Duration: {billed} ms\tMemory Size: {} MB",
+            ms(self.duration_us),
+            self.memory_mb
+        );
+        if let Some(m) = self.max_memory_mb {
+            out.push_str(&format!("\tMax Memory Used: {m} MB"));
+        }
+        if let Some(i) = self.init_us {
+            out.push_str(&format!("\tInit Duration: {}", ms(i)));
+        }
+        out
+    }
 }
 
 impl InvocationRecord {
@@ -517,6 +562,7 @@ impl InvocationRecord {
             log: String::new(),
             updated_at,
             finished_at: None,
+            report: None,
         }
     }
 }
@@ -524,6 +570,26 @@ impl InvocationRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_line_has_lambda_s_fields() {
+        let r = Report {
+            started_at: 0,
+            duration_us: 1_712,
+            init_us: None,
+            memory_mb: 128,
+            max_memory_mb: Some(64),
+        };
+        assert_eq!(
+            r.line("id-1"),
+            "REPORT RequestId: id-1\tDuration: 1.71 ms\tBilled Duration: 2 ms\tMemory Size: 128 MB\tMax Memory Used: 64 MB"
+        );
+        let cold = Report { init_us: Some(163_490), duration_us: 40, max_memory_mb: None, ..r };
+        assert_eq!(
+            cold.line("id-2"),
+            "REPORT RequestId: id-2\tDuration: 0.04 ms\tBilled Duration: 164 ms\tMemory Size: 128 MB\tInit Duration: 163.49 ms"
+        );
+    }
 
     fn ctx(mode: Mode) -> Context {
         Context {

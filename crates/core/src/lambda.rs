@@ -27,6 +27,13 @@ pub struct CallContext<'a> {
     /// The HTTP request itself, for a function that serves HTTP (a wasi:http component) at a
     /// function URL on this server's own worker; its payload is then only a summary.
     pub http: Option<&'a HttpCall>,
+    /// The invocation's trace in X-Ray's form (`Lambda-Runtime-Trace-Id`, `_X_AMZN_TRACE_ID`).
+    pub trace_id: Option<&'a str>,
+    /// When the invocation was received (its queue wait and end-to-end time are measured
+    /// from it), if known.
+    pub received_at: Option<Millis>,
+    /// Whether it was invoked asynchronously (the metrics' `mode`).
+    pub is_async: bool,
 }
 
 /// A function URL's request as it came (method, the function's path and query, headers,
@@ -108,8 +115,8 @@ pub fn split_prelude(bytes: &[u8]) -> Option<(Value, &[u8])> {
 /// `arn:aws:lambda:us-east-1:000000000000:function:NAME[:QUALIFIER]`.
 pub fn function_arn(name: &str, qualifier: Option<&str>) -> String {
     match qualifier {
-        Some(q) => format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}:{q}"),
-        None => format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"),
+        Some(q) if !q.is_empty() => format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}:{q}"),
+        _ => format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"),
     }
 }
 
@@ -235,7 +242,8 @@ pub fn destination(rec: &InvocationRecord, now: Millis) -> Option<(String, Vec<u
         "timestamp": iso8601(now, "Z"),
         "requestContext": {
             "requestId": req.id.0,
-            "functionArn": function_arn(&req.function, Some(&req.qualifier)),
+            // Lambda's records name `$LATEST` for an unqualified invocation.
+            "functionArn": function_arn(&req.function, Some(if req.qualifier.is_empty() { crate::names::LATEST } else { &req.qualifier })),
             "condition": condition,
             "approximateInvokeCount": rec.lifecycle.attempt_epoch.max(1),
         },

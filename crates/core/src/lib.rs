@@ -19,6 +19,7 @@ pub mod protocol;
 pub mod queue;
 pub mod routing;
 pub mod schedule;
+pub mod trace;
 pub mod url;
 
 pub use access::{Action, ApiKey, FunctionGlob, Grant, Role};
@@ -27,7 +28,7 @@ pub use function::{
 };
 pub use invocation::{
     apply, AcceptedCompletion, AttemptOutcome, Context, ErrorKind, Event, FunctionErrorBody, InvocationId,
-    InvocationRecord, InvocationRequest, Lifecycle, Mode, Rejected, State, StateName, WorkerId,
+    InvocationRecord, InvocationRequest, Lifecycle, Mode, Rejected, Report, State, StateName, WorkerId,
 };
 pub use names::{NameError, Qualifier};
 pub use placement::WorkerState;

@@ -240,6 +240,12 @@ pub struct Assignment {
     /// Lambda's Client-Context of a sync invocation, for the runtime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_context: Option<String>,
+    /// The invocation's trace in X-Ray's form, for the runtime. Absent from older servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// When the invocation was received (the worker's queue-wait and end-to-end figures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at: Option<Millis>,
 }
 
 impl Assignment {
@@ -342,6 +348,9 @@ pub struct CompleteRequest {
     pub result_b64: Option<String>,
     pub error: Option<FunctionErrorBody>,
     pub log: String,
+    /// What the attempt measured (Lambda's REPORT figures). Absent from older workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<crate::Report>,
 }
 
 /// A completion the server took: its verdict, and the invocation's state after it, which says

@@ -1,16 +1,35 @@
-//! The `gust` command line: every command except `server` is a client of the `/v1` API.
+//! The `gust` command line: every command but `server`, `worker`, `completions` and `init` is
+//! a client of the `/v1` API.
+//!
+//! Its habits (what scripts and fingers rely on): a change merges (flags change what they name
+//! and nothing else; [`functions`]); durations take units and a bare number is seconds
+//! ([`durations`]); lists never stop short silently ([`paging`]); each kind of failure has its
+//! own exit code ([`api::Kind`]); the server and credentials come from flags, the environment or
+//! a profile of the config file ([`config`]).
+
+mod api;
+mod config;
+mod durations;
+mod functions;
+mod init;
+mod paging;
+mod progress;
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use reqwest::blocking::{Client, RequestBuilder, Response};
 use serde_json::{json, Value};
 
 use crate::server::ServerOpts;
+use api::{Api, Failure, Kind};
 
 #[derive(Parser, Debug)]
-#[command(name = "gust", version, about = "gust: a self-hosted serverless compute platform")]
+#[command(
+    name = "gust",
+    version,
+    about = "gust: a self-hosted serverless compute platform",
+    after_help = api::EXIT_CODES
+)]
 struct Line {
     #[command(subcommand)]
     command: Command,
@@ -24,7 +43,7 @@ pub struct Cli {
 }
 
 /// Commands that are not clients of a server, and so take no client options.
-const NOT_CLIENTS: [&str; 2] = ["server", "worker"];
+const NOT_CLIENTS: [&str; 4] = ["server", "worker", "completions", "init"];
 
 impl Cli {
     /// Parses the command line. Every client command takes the client options
@@ -40,51 +59,89 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        use clap::{CommandFactory, FromArgMatches};
-        let mut cmd = Line::command();
-        let clients: Vec<String> = cmd
-            .get_subcommands()
-            .map(|c| c.get_name().to_string())
-            .filter(|n| !NOT_CLIENTS.contains(&n.as_str()))
-            .collect();
-        // Global: also after a nested subcommand (`gust token create NAME --server URL`).
-        let global_ids: Vec<clap::Id> = Global::augment_args(clap::Command::new("global"))
-            .get_arguments()
-            .map(|a| a.get_id().clone())
-            .collect();
-        for name in &clients {
-            cmd = cmd.mut_subcommand(name, |c| {
-                global_ids.iter().fold(Global::augment_args(c), |c, id| c.mut_arg(id, |a| a.global(true)))
-            });
-        }
-        let matches = cmd.try_get_matches_from(argv)?;
+        use clap::FromArgMatches;
+        let matches = command().try_get_matches_from(argv)?;
         let global = match matches.subcommand() {
-            Some((name, m)) if clients.iter().any(|c| c == name) => Some(Global::from_arg_matches(m)?),
+            Some((name, m)) if !NOT_CLIENTS.contains(&name) => {
+                let mut g = Global::from_arg_matches(m)?;
+                let on_line = |id: &str| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+                g.token_on_command_line = on_line("token");
+                g.token_file_on_command_line = on_line("token_file");
+                Some(g)
+            }
             _ => None,
         };
         Ok(Cli { global, command: Line::from_arg_matches(&matches)?.command })
     }
 }
 
+/// The whole command line's definition: the commands, with the client options on every client
+/// command (also after a nested subcommand: `gust token create NAME --server URL`).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut cmd = Line::command();
+    let clients: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .filter(|n| !NOT_CLIENTS.contains(&n.as_str()))
+        .collect();
+    let global_ids: Vec<clap::Id> = Global::augment_args(clap::Command::new("global"))
+        .get_arguments()
+        .map(|a| a.get_id().clone())
+        .collect();
+    for name in &clients {
+        cmd = cmd.mut_subcommand(name, |c| {
+            global_ids.iter().fold(Global::augment_args(c), |c, id| c.mut_arg(id, |a| a.global(true)))
+        });
+    }
+    cmd
+}
+
+// The options of every client command. Each is taken from the first of: the flag, its
+// environment variable, the profile of the config file, the built-in default. (Not a doc
+// comment: clap would make it the about text of every command these are added to.)
 #[derive(Args, Debug)]
 pub struct Global {
-    /// The gust server to talk to.
-    #[arg(long, env = "GUST_SERVER", default_value = "http://127.0.0.1:8080")]
-    pub server: String,
+    /// The gust server to talk to [default: the profile's, else http://127.0.0.1:8080].
+    #[arg(long, env = "GUST_SERVER")]
+    pub server: Option<String>,
     /// Bearer token for the server's API (better: GUST_TOKEN or --token-file, which other
     /// users cannot see in the process list).
     #[arg(long, env = "GUST_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// A file holding the bearer token (its first line).
-    #[arg(long, env = "GUST_TOKEN_FILE", conflicts_with = "token")]
+    #[arg(long, env = "GUST_TOKEN_FILE")]
     pub token_file: Option<std::path::PathBuf>,
     /// A CA certificate (PEM) to trust for an https:// server, besides the system's roots:
     /// the private CA that signed the server's certificate.
     #[arg(long, env = "GUST_CA")]
     pub ca: Option<std::path::PathBuf>,
+    /// The profile of the config file to use (~/.config/gust/config.toml, or
+    /// $XDG_CONFIG_HOME/gust/config.toml, or the file GUST_CONFIG names): its server,
+    /// token_file and ca. Without it, the profile named "default" if there is one.
+    #[arg(long, env = "GUST_PROFILE")]
+    pub profile: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    #[arg(skip)]
+    pub token_on_command_line: bool,
+    #[arg(skip)]
+    pub token_file_on_command_line: bool,
+}
+
+impl Global {
+    /// The server and credentials, with the config file's profile filling what flags and the
+    /// environment did not give.
+    fn resolve(&self) -> Result<config::Resolved, Failure> {
+        config::resolve(config::Given {
+            server: self.server.clone(),
+            token: self.token.clone().map(|t| (t, self.token_on_command_line)),
+            token_file: self.token_file.clone().map(|f| (f, self.token_file_on_command_line)),
+            ca: self.ca.clone(),
+            profile: self.profile.clone(),
+        })
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -112,12 +169,22 @@ pub enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
-    /// Create or update a function's configuration and upload its code.
-    Deploy(DeployArgs),
+    /// Create a function, or change an existing one: each flag given changes what it names and
+    /// nothing else (--replace: the whole configuration), with its code if --code is given, in
+    /// one atomic write.
+    Deploy(functions::DeployArgs),
+    /// Functions: `gust function get|update-config|delete`.
+    Function {
+        #[command(subcommand)]
+        action: functions::FunctionAction,
+    },
     /// Publish $LATEST as a new immutable version.
     Publish { name: String },
-    /// Point an alias at a version, optionally routing a share of traffic to another.
-    Alias(AliasArgs),
+    /// Aliases: `gust alias set|list|get|delete`; `gust alias NAME ALIAS --version N` sets one.
+    Alias(functions::AliasCommand),
+    /// Show a function's reserved concurrency, set it (`gust concurrency NAME 10`) or remove
+    /// it (`--clear`).
+    Concurrency(functions::ConcurrencyArgs),
     /// Function URLs: `gust url create|get|update|delete|list` (an HTTP address for a
     /// function or one of its aliases, with Lambda's auth types and CORS).
     Url {
@@ -141,24 +208,36 @@ pub enum Command {
     Invoke(InvokeArgs),
     /// Show one invocation: state, attempts, result, error and log.
     Invocation { id: String },
-    /// List functions.
+    /// List functions (100 a page).
     Functions {
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
+        #[command(flatten)]
+        page: paging::PageArgs,
     },
-    /// List a function's published versions.
-    Versions { name: String },
-    /// Delete a function, its versions and aliases.
+    /// List a function's published versions (100 a page).
+    Versions {
+        name: String,
+        #[command(flatten)]
+        page: paging::PageArgs,
+    },
+    /// Delete a function, its versions and aliases (as `gust function delete`).
     Delete { name: String },
-    /// Show a function's recent invocations with their logs.
+    /// Show a function's recent invocations with their logs, newest first (10 a page).
     Logs {
         name: String,
-        #[arg(long, default_value_t = 10)]
-        limit: usize,
         /// Only invocations in this state (e.g. FAILED).
         #[arg(long)]
         state: Option<String>,
+        #[command(flatten)]
+        page: paging::PageArgs,
     },
+    /// Print a completion script for a shell: `gust completions bash > /etc/bash_completion.d/gust`,
+    /// `gust completions zsh > "${fpath[1]}/_gust"`, `gust completions fish > ~/.config/fish/completions/gust.fish`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Make a directory NAME/ with a function to build and deploy (its README says how).
+    Init(init::InitArgs),
 }
 
 /// Named API keys (administrators).
@@ -452,54 +531,6 @@ pub enum WorkersAction {
 }
 
 #[derive(Args, Debug)]
-pub struct DeployArgs {
-    pub name: String,
-    /// The code artifact (a WASI command module for the wasm runtime).
-    #[arg(long)]
-    pub code: std::path::PathBuf,
-    /// wasm, provided (provided.al2, provided.al2023) or python3.x.
-    #[arg(long, default_value = "wasm")]
-    pub runtime: String,
-    /// The handler of a managed runtime, e.g. app.handler for python3.x.
-    #[arg(long)]
-    pub handler: Option<String>,
-    /// Memory limit in MB.
-    #[arg(long)]
-    pub memory: Option<u32>,
-    /// Timeout in milliseconds.
-    #[arg(long)]
-    pub timeout: Option<u64>,
-    /// Environment variable, KEY=VALUE (repeatable).
-    #[arg(long = "env", value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
-    /// Async retries after a function error (0-2).
-    #[arg(long)]
-    pub max_retries: Option<u32>,
-    /// Maximum age of an async event in seconds.
-    #[arg(long)]
-    pub max_event_age: Option<u64>,
-    /// Delay before the first async retry in milliseconds (doubles after).
-    #[arg(long)]
-    pub retry_delay: Option<u64>,
-    /// A host a wasi:http component may send requests to, `[http(s)://]HOST[:PORT]`, `*.NAME`
-    /// for the names under NAME (repeatable; none by default).
-    #[arg(long = "allow-outbound", value_name = "HOST")]
-    pub allow_outbound: Vec<String>,
-}
-
-#[derive(Args, Debug)]
-pub struct AliasArgs {
-    pub name: String,
-    pub alias: String,
-    /// The primary version.
-    #[arg(long)]
-    pub version: u64,
-    /// Extra version and its share of traffic, VERSION=WEIGHT (repeatable).
-    #[arg(long = "weight", value_name = "VERSION=WEIGHT")]
-    pub weights: Vec<String>,
-}
-
-#[derive(Args, Debug)]
 pub struct InvokeArgs {
     /// NAME or NAME:QUALIFIER.
     pub target: String,
@@ -516,85 +547,32 @@ pub struct InvokeArgs {
     pub idempotency_key: Option<String>,
 }
 
-/// A CLI failure: a message and an exit code (2 usage/transport/API errors).
-struct Failure(String);
-
-impl<E: std::fmt::Display> From<E> for Failure {
-    fn from(e: E) -> Self {
-        Failure(e.to_string())
-    }
-}
-
-struct Api {
-    client: Client,
-    base: String,
-    token: Option<String>,
-}
-
-impl Api {
-    fn new(g: &Global) -> Result<Self, Failure> {
-        let mut builder = Client::builder().timeout(Duration::from_secs(16 * 60));
-        if let Some(ca) = &g.ca {
-            for cert in crate::client_tls::load_ca(ca).map_err(Failure)? {
-                builder = builder.add_root_certificate(cert);
-            }
+/// Runs a client command (`global` is `None` for those that talk to no server: completions,
+/// init) and says how it went in its exit code ([`api::Kind`]).
+pub fn run(global: Option<Global>, cmd: Command) -> ExitCode {
+    let result = match (cmd, global) {
+        (Command::Completions { shell }, _) => {
+            clap_complete::generate(shell, &mut crate::cli::command(), "gust", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
         }
-        let client = builder.build()?;
-        let token = match (&g.token, &g.token_file) {
-            (Some(t), _) => Some(t.clone()),
-            (None, Some(f)) => {
-                let text = std::fs::read_to_string(f)
-                    .map_err(|e| Failure(format!("cannot read --token-file {}: {e}", f.display())))?;
-                Some(text.lines().next().unwrap_or("").trim().to_string()).filter(|t| !t.is_empty())
-            }
-            (None, None) => None,
-        };
-        Ok(Api { client, base: g.server.trim_end_matches('/').to_string(), token })
-    }
-
-    fn req(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
-        let rb = self.client.request(method, format!("{}{path}", self.base));
-        match &self.token {
-            Some(t) => rb.bearer_auth(t),
-            None => rb,
-        }
-    }
-
-    /// Sends and turns a non-2xx answer into the server's error message.
-    fn send(&self, rb: RequestBuilder) -> Result<Response, Failure> {
-        self.check(self.transmit(rb)?)
-    }
-
-    /// Sends; only a transport failure is an error.
-    fn transmit(&self, rb: RequestBuilder) -> Result<Response, Failure> {
-        rb.send().map_err(|e| Failure(crate::client_tls::transport_error(&self.base, &e)))
-    }
-
-    /// A 2xx answer, or the server's error message.
-    fn check(&self, resp: Response) -> Result<Response, Failure> {
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status();
-        let body: Value = resp.json().unwrap_or(Value::Null);
-        let code = body["error"]["code"].as_str().unwrap_or("Error");
-        let message = body["error"]["message"].as_str().unwrap_or("(no message)");
-        Err(Failure(format!("{message} ({code}, HTTP {})", status.as_u16())))
-    }
-
-    fn json(&self, rb: RequestBuilder) -> Result<Value, Failure> {
-        Ok(self.send(rb)?.json()?)
-    }
-}
-
-pub fn run(global: Global, command: Command) -> ExitCode {
-    match execute(&global, command) {
+        (Command::Init(a), _) => init_command(a),
+        (command, Some(g)) => execute(&g, command),
+        (_, None) => unreachable!("client commands have client options"),
+    };
+    match result {
         Ok(code) => code,
-        Err(Failure(msg)) => {
-            eprintln!("gust: {msg}");
-            ExitCode::from(2)
+        Err(f) => {
+            eprintln!("gust: {}", f.message);
+            ExitCode::from(f.kind.exit_code())
         }
     }
+}
+
+fn init_command(a: init::InitArgs) -> Result<ExitCode, Failure> {
+    let written = init::scaffold(std::path::Path::new("."), &a)?;
+    println!("created {}/ ({} files: {})", a.name, written.len(), written.join(", "));
+    println!("build, deploy and invoke it:\n{}", init::next_steps(&a.name, a.template).trim_end());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print(global: &Global, v: &Value, text: impl FnOnce(&Value) -> String) {
@@ -800,13 +778,14 @@ fn schedule(g: &Global, api: &Api, action: ScheduleAction) -> Result<(), Failure
         ScheduleAction::Create(a) => {
             let (name, group) = (a.name.clone(), a.group.clone());
             if api.req(Method::GET, &path(&name, &group)).send()?.status().is_success() {
-                return Err(Failure(format!(
-                    "schedule {group}/{name} already exists: `gust schedule update` changes it"
-                )));
+                return Err(Failure::new(
+                    Kind::Conflict,
+                    format!("schedule {group}/{name} already exists: `gust schedule update` changes it"),
+                ));
             }
             let body = a.apply(json!({ "enabled": true }))?;
             if body["expression"].is_null() || (body["function"].is_null() && body["queue"].is_null()) {
-                return Err(Failure("a new schedule needs --expression and --function or --queue".into()));
+                return Err(Failure::usage("a new schedule needs --expression and --function or --queue"));
             }
             let v = api.json(api.req(Method::PUT, &path(&name, &group)).json(&body))?;
             print(g, &v, schedule_text);
@@ -966,7 +945,8 @@ fn workers_action(g: &Global, api: &Api, action: WorkersAction) -> Result<(), Fa
             };
             let request = gust_api::ProvisionRequest { name };
             let issued = api.send(api.req(Method::POST, "/v1/workers").json(&request)).and_then(|r| {
-                r.json::<gust_api::IssuedCredential>().map_err(|e| Failure(format!("bad reply: {e}")))
+                r.json::<gust_api::IssuedCredential>()
+                    .map_err(|e| Failure::new(Kind::Server, format!("bad reply: {e}")))
             });
             let issued = match (issued, &secret_file) {
                 (Ok(issued), _) => issued,
@@ -980,7 +960,7 @@ fn workers_action(g: &Global, api: &Api, action: WorkersAction) -> Result<(), Fa
                 (Some(mut f), Some(path)) => {
                     use std::io::Write;
                     writeln!(f, "{}", issued.secret)
-                        .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))?;
+                        .map_err(|e| Failure::usage(format!("cannot write {}: {e}", path.display())))?;
                     println!(
                         "worker {} may now run: gust worker --name {} --secret-file {}",
                         issued.id,
@@ -1027,13 +1007,13 @@ fn new_private_file(path: &std::path::Path) -> Result<std::fs::File, Failure> {
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| Failure(format!("cannot create {}: {e}", path.display())))
+        .map_err(|e| Failure::usage(format!("cannot create {}: {e}", path.display())))
 }
 
 fn kv(s: &str, what: &str) -> Result<(String, String), Failure> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| Failure(format!("{what} must look like KEY=VALUE, got {s:?}")))
+        .ok_or_else(|| Failure::usage(format!("{what} must look like KEY=VALUE, got {s:?}")))
 }
 
 fn enc(s: &str) -> String {
@@ -1046,7 +1026,7 @@ fn enc(s: &str) -> String {
 }
 
 fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
-    let api = Api::new(g)?;
+    let api = Api::new(&g.resolve()?)?;
     use reqwest::Method;
     match command {
         Command::Server(_) | Command::Worker(_) => unreachable!("main runs servers and workers"),
@@ -1073,87 +1053,14 @@ fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
                 out
             });
         }
-        Command::Deploy(a) => {
-            let code = std::fs::read(&a.code)
-                .map_err(|e| Failure(format!("cannot read {}: {e}", a.code.display())))?;
-            let mut spec = json!({ "runtime": a.runtime });
-            if let Some(h) = &a.handler {
-                spec["handler"] = json!(h);
-            }
-            if let Some(m) = a.memory {
-                spec["memory_mb"] = json!(m);
-            }
-            if let Some(t) = a.timeout {
-                spec["timeout_ms"] = json!(t);
-            }
-            let env: serde_json::Map<String, Value> =
-                a.env.iter().map(|e| kv(e, "--env").map(|(k, v)| (k, json!(v)))).collect::<Result<_, _>>()?;
-            spec["env"] = Value::Object(env);
-            let mut retry = serde_json::Map::new();
-            if let Some(r) = a.max_retries {
-                retry.insert("max_retries".into(), json!(r));
-            }
-            if let Some(r) = a.max_event_age {
-                retry.insert("max_event_age_s".into(), json!(r));
-            }
-            if let Some(r) = a.retry_delay {
-                retry.insert("base_delay_ms".into(), json!(r));
-            }
-            spec["retry"] = Value::Object(retry);
-            if !a.allow_outbound.is_empty() {
-                spec["allowed_outbound_hosts"] = json!(a.allow_outbound);
-            }
-            // A new function is created with its code in one atomic request (one revision);
-            // an existing one gets its configuration, then its code.
-            use base64::Engine as _;
-            let create = json!({
-                "name": a.name,
-                "config": spec,
-                "code_b64": base64::engine::general_purpose::STANDARD.encode(&code),
-            });
-            let created = api.transmit(api.req(Method::POST, "/v1/functions").json(&create))?;
-            let v: Value = match created.status() {
-                reqwest::StatusCode::CONFLICT => {
-                    let path = format!("/v1/functions/{}", enc(&a.name));
-                    api.json(api.req(Method::PUT, &path).json(&spec))?;
-                    api.json(
-                        api.req(Method::PUT, &format!("{path}/code"))
-                            .header("content-type", "application/octet-stream")
-                            .body(code),
-                    )?
-                }
-                _ => api.check(created)?.json()?,
-            };
-            print(g, &v, |v| {
-                format!(
-                    "deployed {} (revision {}, code sha256 {})",
-                    v["name"].as_str().unwrap_or("?"),
-                    v["revision"],
-                    v["code_sha256"].as_str().unwrap_or("?")
-                )
-            });
-        }
+        Command::Deploy(a) => functions::deploy(g, &api, a)?,
+        Command::Function { action } => functions::function_action(g, &api, action)?,
         Command::Publish { name } => {
             let v = api.json(api.req(Method::POST, &format!("/v1/functions/{}/versions", enc(&name))))?;
             print(g, &v, |v| format!("published {} version {}", name, v["version"]));
         }
-        Command::Alias(a) => {
-            let weights: serde_json::Map<String, Value> = a
-                .weights
-                .iter()
-                .map(|w| {
-                    let (v, w) = kv(w, "--weight")?;
-                    let w: f64 = w.parse().map_err(|_| Failure(format!("weight {w:?} is not a number")))?;
-                    Ok((v, json!(w)))
-                })
-                .collect::<Result<_, Failure>>()?;
-            let body = json!({ "version": a.version, "weights": weights });
-            let path = format!("/v1/functions/{}/aliases/{}", enc(&a.name), enc(&a.alias));
-            let v = api.json(api.req(Method::PUT, &path).json(&body))?;
-            print(g, &v, |v| {
-                format!("alias {}:{} -> version {} {}", a.name, a.alias, v["version"], v["weights"])
-            });
-        }
+        Command::Alias(a) => functions::alias(g, &api, a)?,
+        Command::Concurrency(a) => functions::concurrency(g, &api, a)?,
         Command::Url { action } => match action {
             UrlAction::Create { target, auth_type, cors } => {
                 let mut body = json!({ "auth_type": auth_type });
@@ -1202,32 +1109,43 @@ fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
             let v = api.json(api.req(Method::GET, &format!("/v1/invocations/{}", enc(&id))))?;
             print(g, &v, invocation_text);
         }
-        Command::Functions { limit } => {
-            let v = api.json(api.req(Method::GET, &format!("/v1/functions?limit={limit}")))?;
-            print(g, &v, |v| {
+        Command::Functions { page } => {
+            let listing = paging::Listing {
+                path: "/v1/functions".into(),
+                items: "functions",
+                cursor_param: "after",
+                cursor_of: |f| f["name"].as_str().map(str::to_string),
+            };
+            let found = listing.fetch(&api, &page, 100)?;
+            paging::print(g.output, &found, "functions", |items| {
                 let mut out = format!(
                     "{:<32} {:<16} {:>8} {:>10} {:>9}",
                     "NAME", "RUNTIME", "MEMORY", "TIMEOUT", "REVISION"
                 );
-                for f in v["functions"].as_array().into_iter().flatten() {
+                for f in items {
                     out.push_str(&format!(
-                        "\n{:<32} {:<16} {:>6}MB {:>8}ms {:>9}",
+                        "\n{:<32} {:<16} {:>6}MB {:>10} {:>9}",
                         f["name"].as_str().unwrap_or("?"),
                         f["runtime"].as_str().unwrap_or("?"),
                         f["memory_mb"].to_string(),
-                        f["timeout_ms"].to_string(),
+                        f["timeout_ms"].as_u64().map(durations::show_ms).unwrap_or_default(),
                         f["revision"].to_string()
                     ));
                 }
                 out
             });
         }
-        Command::Versions { name } => {
-            let v =
-                api.json(api.req(Method::GET, &format!("/v1/functions/{}/versions?limit=1000", enc(&name))))?;
-            print(g, &v, |v| {
+        Command::Versions { name, page } => {
+            let listing = paging::Listing {
+                path: format!("/v1/functions/{}/versions", enc(&name)),
+                items: "versions",
+                cursor_param: "after",
+                cursor_of: |v| v["version"].as_u64().map(|n| n.to_string()),
+            };
+            let found = listing.fetch(&api, &page, 100)?;
+            paging::print(g.output, &found, "versions", |items| {
                 let mut out = format!("{:<8} {:<66} {:>8}", "VERSION", "CODE SHA256", "MEMORY");
-                for x in v["versions"].as_array().into_iter().flatten() {
+                for x in items {
                     out.push_str(&format!(
                         "\n{:<8} {:<66} {:>6}MB",
                         x["version"].to_string(),
@@ -1238,25 +1156,28 @@ fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
                 out
             });
         }
-        Command::Delete { name } => {
-            let v = api.json(api.req(Method::DELETE, &format!("/v1/functions/{}", enc(&name))))?;
-            print(g, &v, |v| {
-                format!("deleted {name} ({} pending invocations cancelled)", v["cancelled_invocations"])
-            });
-        }
-        Command::Logs { name, limit, state } => {
-            let mut path = format!("/v1/functions/{}/invocations?limit={limit}", enc(&name));
+        Command::Delete { name } => functions::delete(g, &api, &name)?,
+        Command::Logs { name, state, page } => {
+            let mut path = format!("/v1/functions/{}/invocations", enc(&name));
             if let Some(s) = state {
-                path.push_str(&format!("&state={}", enc(&s)));
+                path.push_str(&format!("?state={}", enc(&s)));
             }
-            let v = api.json(api.req(Method::GET, &path))?;
-            print(g, &v, |v| {
-                let items = v["invocations"].as_array().cloned().unwrap_or_default();
+            let listing = paging::Listing {
+                path,
+                items: "invocations",
+                cursor_param: "before",
+                cursor_of: |i| i["invocation_id"].as_str().map(str::to_string),
+            };
+            let found = listing.fetch(&api, &page, 10)?;
+            paging::print(g.output, &found, "invocations", |items| {
                 if items.is_empty() {
                     return "no invocations".to_string();
                 }
                 items.iter().map(invocation_text).collect::<Vec<_>>().join("\n\n")
             });
+        }
+        Command::Completions { .. } | Command::Init(_) => {
+            unreachable!("run handles commands without a server")
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -1315,7 +1236,7 @@ fn invoke(g: &Global, api: &Api, a: InvokeArgs) -> Result<ExitCode, Failure> {
             buf
         }
         (None, Some(f)) => {
-            std::fs::read(f).map_err(|e| Failure(format!("cannot read {}: {e}", f.display())))?
+            std::fs::read(f).map_err(|e| Failure::usage(format!("cannot read {}: {e}", f.display())))?
         }
         (None, None) => b"{}".to_vec(),
     };

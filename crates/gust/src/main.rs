@@ -36,9 +36,6 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        command => cli::run(
-            args.global.unwrap_or_else(|| unreachable!("client commands have client options")),
-            command,
-        ),
+        command => cli::run(args.global, command),
     }
 }

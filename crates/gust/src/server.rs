@@ -193,8 +193,9 @@ impl Executor for LocalExecutor {
         call: &gust_core::lambda::CallContext<'_>,
     ) -> Execution {
         let mut out = self.0.execute(deployment, &id.0, payload, call).await;
+        let report = gust_worker::report(&out, deployment.spec.memory_mb);
         let log = std::mem::take(&mut out.log);
-        Execution { result: out.into_result(), log }
+        Execution { result: out.into_result(), log, report: Some(report) }
     }
 
     fn serves_http(&self, deployment: &Deployment) -> bool {
@@ -203,6 +204,10 @@ impl Executor for LocalExecutor {
 
     fn free_slots(&self) -> usize {
         self.0.free_slots()
+    }
+
+    fn write_metrics(&self, out: &mut String) {
+        self.0.metrics().write(out);
     }
 
     async fn prepare_code(&self, runtime: Runtime, sha256: &str, code: Bytes) -> Result<(), ServiceError> {

@@ -718,26 +718,34 @@ async fn run_assignment(s: Arc<State>, a: Assignment) {
                 client_context: a.client_context.as_deref(),
                 stream: None,
                 http: None,
+                trace_id: a.trace_id.as_deref(),
+                received_at: a.received_at,
+                is_async: a.mode == gust_core::Mode::Async,
             };
             s.worker.execute(&a.deployment, &a.invocation_id.0, p, &call).await
         }
-        Err(_) => gust_runtime::RunOutcome {
-            status: Status::Failed {
-                kind: ErrorKind::InitError,
-                message: "the payload was not base64".into(),
-            },
-            stdout: Bytes::new(),
-            log: String::new(),
-            duration: Duration::ZERO,
-        },
+        Err(_) => gust_runtime::RunOutcome::new(
+            Status::Failed { kind: ErrorKind::InitError, message: "the payload was not base64".into() },
+            Bytes::new(),
+            String::new(),
+            Duration::ZERO,
+        ),
     };
+    let figures = gust_worker::report(&out, a.deployment.spec.memory_mb);
     let log = std::mem::take(&mut out.log);
     let (succeeded, result_b64, error) = match out.into_result() {
         Ok(stdout) => (true, Some(b64.encode(&stdout)), None),
         Err(error) => (false, None, Some(error)),
     };
-    let report =
-        CompleteRequest { invocation_id: a.invocation_id, epoch: a.epoch, succeeded, result_b64, error, log };
+    let report = CompleteRequest {
+        invocation_id: a.invocation_id,
+        epoch: a.epoch,
+        succeeded,
+        result_b64,
+        error,
+        log,
+        report: Some(figures),
+    };
     if s.handed_back.lock().remove(&attempt) {
         let (id, epoch) = &attempt;
         tracing::info!(%id, epoch, "the attempt was handed back at shutdown; result dropped");

@@ -258,7 +258,7 @@ fn chaos(server_args: &[String], two_servers: bool) {
     let attempts: usize = started.values().map(Vec::len).sum();
     let redeliveries = attempts - started.len();
     let metrics = server.get("/metrics").text().unwrap();
-    let store_fenced = metric(&metrics, "gust_store_fenced_completions_total").unwrap();
+    let store_fenced = metric(&metrics, "gust_store_fenced_completions_total{scope=\"cluster\"}").unwrap();
     eprintln!(
         "chaos ({}): {INVOCATIONS} invocations, {succeeded} succeeded, {attempts} attempts, {redeliveries} redeliveries, \
          {fenced} fenced completions (store counter {store_fenced}), {unlogged} accepted but unrecorded (worker killed)",
@@ -268,7 +268,8 @@ fn chaos(server_args: &[String], two_servers: bool) {
     // The paused worker comes back with an attempt that was claimed again elsewhere: whichever
     // it sends first is fenced, a completion (counted above) or a lease renewal (after which it
     // drops the attempt and reports nothing). Which one wins is timing.
-    let store_fenced_renewals = metric(&metrics, "gust_store_fenced_renewals_total").unwrap();
+    let store_fenced_renewals =
+        metric(&metrics, "gust_store_fenced_renewals_total{scope=\"cluster\"}").unwrap();
     assert!(
         !fencing_due || fenced + store_fenced_renewals >= 1,
         "the paused worker's late attempts were fenced (completions {fenced}, renewals {store_fenced_renewals})"

@@ -193,6 +193,7 @@ fn success(id: &str, epoch: u64) -> CompleteRequest {
         result_b64: Some("ImRvbmUi".into()),
         error: None,
         log: String::new(),
+        report: None,
     }
 }
 

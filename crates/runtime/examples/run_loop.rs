@@ -41,6 +41,7 @@ async fn main() {
             http: None,
             allowed_outbound_hosts: &[],
             stream: None,
+            trace_id: None,
         };
         let out = rt.run(&prepared, req).await;
         assert!(out.stdout.len() < 1 << 20);

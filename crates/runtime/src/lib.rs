@@ -46,6 +46,8 @@ pub struct RunRequest<'a> {
     pub allowed_outbound_hosts: &'a [String],
     /// Where a component's response goes as it writes it.
     pub stream: Option<&'a std::sync::Arc<dyn gust_core::lambda::ResponseStream>>,
+    /// The invocation's trace in X-Ray's form, for `_X_AMZN_TRACE_ID`.
+    pub trace_id: Option<&'a str>,
 }
 
 /// How an invocation ended.
@@ -63,10 +65,23 @@ pub struct RunOutcome {
     pub stdout: Bytes,
     /// The tail of what the function wrote on stderr.
     pub log: String,
+    /// The run: from the event handed over to the answer (a cold start's init excluded).
     pub duration: Duration,
+    /// A cold start's init: starting the runtime (process runtimes) or loading the module
+    /// (wasm). Set by whoever did it.
+    pub init: Option<Duration>,
+    /// The most memory the function's environment has used, where the runtime can tell (a
+    /// wasm instance's linear memory; a process environment's cgroup peak or resident high
+    /// water mark).
+    pub max_memory_bytes: Option<u64>,
 }
 
 impl RunOutcome {
+    /// An outcome without init or memory figures.
+    pub fn new(status: Status, stdout: Bytes, log: String, duration: Duration) -> Self {
+        RunOutcome { status, stdout, log, duration, init: None, max_memory_bytes: None }
+    }
+
     /// The result, or the error a caller sees. A failed function that wrote a JSON object with
     /// an `errorType` (the error body a Lambda runtime client posts; a wasm function may write
     /// one on stdout before exiting non-zero) keeps it verbatim as the runtime error.

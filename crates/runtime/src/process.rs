@@ -78,6 +78,7 @@ struct Offered {
     deadline_ms: i64,
     function_arn: String,
     client_context: Option<String>,
+    trace_id: Option<String>,
     reply: oneshot::Sender<Reply>,
     stream: Option<Arc<dyn ResponseStream>>,
 }
@@ -361,7 +362,9 @@ async fn next(State(api): State<Arc<ApiState>>) -> Response {
     h.insert("lambda-runtime-aws-request-id", header(&o.id));
     h.insert("lambda-runtime-deadline-ms", header(&o.deadline_ms.to_string()));
     h.insert("lambda-runtime-invoked-function-arn", header(&o.function_arn));
-    h.insert("lambda-runtime-trace-id", header(&format!("Root=1-{}", &o.id)));
+    if let Some(t) = o.trace_id.as_deref() {
+        h.insert("lambda-runtime-trace-id", header(t));
+    }
     if let Some(cc) = o.client_context.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
         h.insert("lambda-runtime-client-context", cc);
     }
@@ -496,12 +499,7 @@ async fn init_error(State(api): State<Arc<ApiState>>, headers: HeaderMap, body: 
 }
 
 fn failed(kind: ErrorKind, message: String, log: String, started: Instant) -> RunOutcome {
-    RunOutcome {
-        status: Status::Failed { kind, message },
-        stdout: Bytes::new(),
-        log,
-        duration: started.elapsed(),
-    }
+    RunOutcome::new(Status::Failed { kind, message }, Bytes::new(), log, started.elapsed())
 }
 
 impl ProcessRuntime {
@@ -785,8 +783,9 @@ impl ProcessRuntime {
         &self, f: &ProcessFunction<'_>, invocation_id: &str, payload: Bytes,
         call: &gust_core::lambda::CallContext<'_>,
     ) -> RunOutcome {
-        let started = Instant::now();
+        let mut started = Instant::now();
         let warm = self.idle.lock().get_mut(&f.key).and_then(Vec::pop);
+        let cold = warm.is_none();
         // A cold start that took a pre-started environment has it replaced once this
         // invocation is over: starting one joins a cgroup, which holds up every fork and
         // thread start on the host for a moment, so not while this function starts.
@@ -805,6 +804,9 @@ impl ProcessRuntime {
                 }
             },
         };
+        // Init is reported apart (Lambda's Init Duration); the run is timed from here.
+        let init = cold.then(|| started.elapsed());
+        started = Instant::now();
         *env.log.lock() = TailBuffer::new(MAX_LOG_BYTES);
         let deadline_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -817,6 +819,7 @@ impl ProcessRuntime {
             deadline_ms,
             function_arn: gust_core::lambda::function_arn(f.function, Some(call.qualifier)),
             client_context: call.client_context.map(str::to_string),
+            trace_id: call.trace_id.map(str::to_string),
             reply,
             stream: call.stream.cloned(),
         };
@@ -855,23 +858,21 @@ impl ProcessRuntime {
         let status = match outcome {
             Some(Reply::Response(body)) => {
                 env.last_used = Instant::now();
+                let peak = env.cgroup.as_ref().and_then(crate::cgroup::EnvCgroup::peak_memory_bytes);
                 self.idle.lock().entry(f.key.clone()).or_default().push(env);
-                return RunOutcome {
-                    status: Status::Succeeded,
-                    stdout: body,
-                    log,
-                    duration: started.elapsed(),
-                };
+                let out = RunOutcome::new(Status::Succeeded, body, log, started.elapsed());
+                return RunOutcome { init, max_memory_bytes: peak, ..out };
             }
             Some(Reply::Error { error_type, message, body }) => {
                 // A handled error leaves the environment usable, as on Lambda. The runtime's
                 // own error JSON goes along as the output (see `RunOutcome::into_result`).
                 env.last_used = Instant::now();
+                let peak = env.cgroup.as_ref().and_then(crate::cgroup::EnvCgroup::peak_memory_bytes);
                 self.idle.lock().entry(f.key.clone()).or_default().push(env);
                 let mut out =
                     failed(ErrorKind::FunctionError, format!("{error_type}: {message}"), log, started);
                 out.stdout = body;
-                return out;
+                return RunOutcome { init, max_memory_bytes: peak, ..out };
             }
             Some(Reply::TooLarge) => Status::Failed {
                 kind: ErrorKind::ResultTooLarge,
@@ -901,8 +902,13 @@ impl ProcessRuntime {
                 }
             }
         };
+        let peak = env.cgroup.as_ref().and_then(crate::cgroup::EnvCgroup::peak_memory_bytes);
         env.kill();
-        RunOutcome { status, stdout: Bytes::new(), log, duration: started.elapsed() }
+        RunOutcome {
+            init,
+            max_memory_bytes: peak,
+            ..RunOutcome::new(status, Bytes::new(), log, started.elapsed())
+        }
     }
 }
 

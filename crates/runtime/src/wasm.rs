@@ -183,6 +183,14 @@ struct Host {
 struct MemoryLimit {
     max_bytes: usize,
     exceeded: bool,
+    /// The largest linear memory granted (the initial one included: wasmtime asks for it too).
+    peak: usize,
+}
+
+impl MemoryLimit {
+    fn new(memory_mb: u32) -> Self {
+        MemoryLimit { max_bytes: (memory_mb as usize) << 20, exceeded: false, peak: 0 }
+    }
 }
 
 impl ResourceLimiter for MemoryLimit {
@@ -199,6 +207,7 @@ impl ResourceLimiter for MemoryLimit {
                 desired
             )));
         }
+        self.peak = self.peak.max(desired);
         Ok(true)
     }
 
@@ -602,10 +611,10 @@ impl WasmRuntime {
         for (k, v) in req.env {
             wasi.env(k, v);
         }
-        let host = Host {
-            wasi: wasi.build_p1(),
-            limits: MemoryLimit { max_bytes: (req.memory_mb as usize) << 20, exceeded: false },
-        };
+        if let Some(t) = req.trace_id {
+            wasi.env("_X_AMZN_TRACE_ID", t);
+        }
+        let host = Host { wasi: wasi.build_p1(), limits: MemoryLimit::new(req.memory_mb) };
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.limits);
         let deadline = started + Duration::from_millis(req.timeout_ms);
@@ -630,11 +639,12 @@ impl WasmRuntime {
             Ok(()) => Status::Succeeded,
             Err(e) => classify(&e, store.data().limits.exceeded, req.memory_mb, req.timeout_ms),
         };
+        let peak = store.data().limits.peak as u64;
         drop(store);
         let overflowed = matches!(&status, Status::Failed { kind: ErrorKind::ResultTooLarge, .. });
         let stdout = if overflowed { Bytes::new() } else { stdout.contents() };
         let log = log.0.lock().to_text();
-        RunOutcome { status, stdout, log, duration }
+        RunOutcome { max_memory_bytes: Some(peak), ..RunOutcome::new(status, stdout, log, duration) }
     }
 }
 
@@ -663,11 +673,8 @@ impl WasmRuntime {
         &self, pre: &wasmtime_wasi_http::p2::bindings::ProxyPre<http::HttpHost>, req: RunRequest<'_>,
     ) -> RunOutcome {
         let started = Instant::now();
-        let failed = |kind: ErrorKind, message: String, log: String| RunOutcome {
-            status: Status::Failed { kind, message },
-            stdout: Bytes::new(),
-            log,
-            duration: started.elapsed(),
+        let failed = |kind: ErrorKind, message: String, log: String| {
+            RunOutcome::new(Status::Failed { kind, message }, Bytes::new(), log, started.elapsed())
         };
         // At a function URL on this worker the request comes as it is; elsewhere (a remote
         // worker, the invoke APIs) it is rebuilt from Lambda's HTTP event.
@@ -689,11 +696,14 @@ impl WasmRuntime {
         for (k, v) in req.env {
             wasi.env(k, v);
         }
+        if let Some(t) = req.trace_id {
+            wasi.env("_X_AMZN_TRACE_ID", t);
+        }
         let host = http::HttpHost {
             wasi: wasi.build(),
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             table: wasmtime::component::ResourceTable::new(),
-            limits: MemoryLimit { max_bytes: (req.memory_mb as usize) << 20, exceeded: false },
+            limits: MemoryLimit::new(req.memory_mb),
             hooks: outbound::Outbound::new(req.allowed_outbound_hosts, self.allow_private_outbound),
         };
         let mut store = Store::new(&self.engine, host);
@@ -719,7 +729,8 @@ impl WasmRuntime {
                 proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
             }
             .await;
-            (result, store.data().limits.exceeded)
+            let limits = &store.data().limits;
+            (result, limits.exceeded, limits.peak as u64)
         };
         let (direct, stream) = (req.http.is_some(), req.stream);
         let served = async {
@@ -739,21 +750,26 @@ impl WasmRuntime {
         };
         // Past the deadline both are dropped, which unwinds the guest's fiber.
         let both = async { tokio::join!(guest, served) };
+        let mut peak = None;
         let result = match tokio::time::timeout_at(deadline.into(), both).await {
             Err(_elapsed) => {
                 Err(classify(&wasmtime::Error::new(Trap::Interrupt), false, req.memory_mb, req.timeout_ms))
             }
-            Ok(((Err(e), exceeded), _)) => Err(classify(&e, exceeded, req.memory_mb, req.timeout_ms)),
-            Ok((_, Err((kind, message)))) => Err(Status::Failed { kind, message }),
-            Ok(((Ok(()), _), Ok(answer))) => Ok(answer),
+            Ok(((result, exceeded, used), served)) => {
+                peak = Some(used);
+                match (result, served) {
+                    (Err(e), _) => Err(classify(&e, exceeded, req.memory_mb, req.timeout_ms)),
+                    (_, Err((kind, message))) => Err(Status::Failed { kind, message }),
+                    (Ok(()), Ok(answer)) => Ok(answer),
+                }
+            }
         };
         let log = log.0.lock().to_text();
-        match result {
-            Ok(answer) => {
-                RunOutcome { status: Status::Succeeded, stdout: answer, log, duration: started.elapsed() }
-            }
-            Err(status) => RunOutcome { status, stdout: Bytes::new(), log, duration: started.elapsed() },
-        }
+        let outcome = match result {
+            Ok(answer) => RunOutcome::new(Status::Succeeded, answer, log, started.elapsed()),
+            Err(status) => RunOutcome::new(status, Bytes::new(), log, started.elapsed()),
+        };
+        RunOutcome { max_memory_bytes: peak, ..outcome }
     }
 }
 

@@ -72,6 +72,7 @@ async fn run_prepared(
             http: None,
             allowed_outbound_hosts: &[],
             stream: None,
+            trace_id: None,
         },
     )
     .await

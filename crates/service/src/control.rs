@@ -29,6 +29,18 @@ pub struct CodeUploaded {
     pub size: usize,
 }
 
+/// What a deploy of config (and code) wrote.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    pub config: FunctionConfig,
+    /// The size of the code uploaded with it, if any was.
+    pub code_size: Option<usize>,
+}
+
+/// How often a change of one setting is tried again when another writer moved the function's
+/// revision between its read and its write (each try re-reads).
+const SPEC_CHANGE_ATTEMPTS: u32 = 5;
+
 fn not_found(kind: Kind, name: impl Into<String>) -> ServiceError {
     ServiceError::NotFound { kind, name: name.into() }
 }
@@ -77,6 +89,59 @@ impl Service {
                 Err(ServiceError::Conflict(format!("function {name} already exists")))
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Replaces a function's configuration and, if `code` is given, its code, in one CAS-guarded
+    /// store transaction (`expect`: the revision it must be at, 0 for "must not exist yet").
+    /// The code is validated, prepared for the new runtime and stored by sha256 first, as
+    /// [`Service::put_code`] does; invalid code or a stale revision leaves everything as it was.
+    pub async fn deploy_function(
+        &self, name: &str, spec: FunctionSpec, code: Option<Bytes>, expect: Option<u64>,
+    ) -> Result<Deployed> {
+        validate_function_name(name)?;
+        spec.validate()?;
+        self.check_runtime(spec.runtime).await?;
+        let Some(code) = code else {
+            let config = self.put_function(name, spec, expect).await?;
+            return Ok(Deployed { config, code_size: None });
+        };
+        // A revision already gone is refused before the code is compiled; the transaction
+        // checks it again, and that check is the one that counts.
+        if let Some(expected) = expect {
+            let actual = self.store.get_function(name).await?.map_or(0, |f| f.revision);
+            if expected != actual {
+                return Err(ServiceError::RevisionMismatch { expected, actual });
+            }
+        }
+        let (sha256, size) = self.store_code(spec.runtime, code).await?;
+        let result = self.store.put_function_with_code(name, spec, &sha256, expect, self.clock.now()).await;
+        self.cache.invalidate();
+        Ok(Deployed { config: result?, code_size: Some(size) })
+    }
+
+    /// Sets (or with `None` removes) a function's reserved concurrency, keeping the rest of
+    /// its configuration. With `expect` the function must be at that revision; without, a
+    /// write that loses a race with another writer is tried again on what that one wrote.
+    pub async fn set_reserved_concurrency(
+        &self, name: &str, reserved: Option<u32>, expect: Option<u64>,
+    ) -> Result<FunctionConfig> {
+        let mut attempts = 0;
+        loop {
+            let current = self.get_function(name).await?.config;
+            if let Some(expected) = expect.filter(|e| *e != current.revision) {
+                return Err(ServiceError::RevisionMismatch { expected, actual: current.revision });
+            }
+            let mut spec = current.spec;
+            spec.reserved_concurrency = reserved;
+            match self.put_function(name, spec, Some(current.revision)).await {
+                Err(ServiceError::RevisionMismatch { .. })
+                    if expect.is_none() && attempts + 1 < SPEC_CHANGE_ATTEMPTS =>
+                {
+                    attempts += 1
+                }
+                other => return other,
+            }
         }
     }
 

@@ -257,23 +257,25 @@ impl Service {
         self.polls.wake(&worker);
         crate::Metrics::inc(&self.metrics.sync_invocations);
         let finished = self.await_handed(&request, &deployment, rx).await;
-        let (result, log) = match finished {
+        let (result, log, report) = match finished {
             Finished::NotStarted => return Ok(Err((request, true))),
             Finished::Ran(c) => match c.outcome {
-                AttemptOutcome::Succeeded => (Ok(c.result.unwrap_or_default()), c.log),
+                AttemptOutcome::Succeeded => (Ok(c.result.unwrap_or_default()), c.log, c.report),
                 AttemptOutcome::FunctionError | AttemptOutcome::Throttled => {
                     let error = c.error.unwrap_or_else(|| {
                         FunctionErrorBody::new(ErrorKind::FunctionError, "the function failed".to_string())
                     });
-                    (Err(error), c.log)
+                    (Err(error), c.log, c.report)
                 }
             },
-            Finished::Lost(why) => (Err(FunctionErrorBody::new(ErrorKind::WorkerLost, why)), String::new()),
+            Finished::Lost(why) => {
+                (Err(FunctionErrorBody::new(ErrorKind::WorkerLost, why)), String::new(), None)
+            }
         };
         let id = request.id.clone();
-        let (record, outcome) = finished_sync(request, result, log.clone(), self.clock.now());
+        let (record, outcome) = finished_sync(request, result, log.clone(), report, self.clock.now());
         self.write_finished(record).await;
-        Ok(Ok(Invoked::Completed { id, executed_version: deployment.resolved.label(), outcome, log }))
+        Ok(Ok(Invoked::Completed { id, executed_version: deployment.resolved.label(), outcome, log, report }))
     }
 
     /// Waits for a handed invocation to end, checking its lease (and pickup) as time passes.

@@ -515,6 +515,7 @@ impl Service {
             result,
             error,
             log: exec.log,
+            report: exec.report,
         };
         let r = self.store.complete(completion, self.clock.now()).await;
         self.dispatch.completed(id);
@@ -617,6 +618,9 @@ impl Service {
                     client_context: None,
                     stream: None,
                     http: None,
+                    trace_id: req.trace_id.as_deref(),
+                    received_at: Some(req.received_at),
+                    is_async: req.mode == gust_core::Mode::Async,
                 };
                 self.executor.execute(&d, &req.id, req.payload.clone(), &call).await
             }
@@ -626,6 +630,7 @@ impl Service {
                     format!("{}:{} no longer exists", req.function, req.resolved.label()),
                 )),
                 log: String::new(),
+                report: None,
             },
             Err(e) => {
                 // Leave the attempt to its lease: it is retried once the store is reachable.

@@ -52,6 +52,8 @@ pub struct InvokeInput {
     /// runs on this server's own worker (then `payload` is only its summary for the record);
     /// else made into Lambda's event, which becomes the payload.
     pub http: Option<HttpInvoke>,
+    /// The caller's trace (`X-Amzn-Trace-Id` or `traceparent`); a new one is started if none.
+    pub trace: Option<gust_core::trace::Trace>,
 }
 
 /// A function URL's request, and how to make Lambda's event of it if it must become one.
@@ -92,7 +94,14 @@ pub enum SyncOutcome {
 #[derive(Debug, Clone)]
 pub enum Invoked {
     /// A sync invocation finished (just now, or earlier for a repeated idempotency key).
-    Completed { id: InvocationId, executed_version: String, outcome: SyncOutcome, log: String },
+    Completed {
+        id: InvocationId,
+        executed_version: String,
+        outcome: SyncOutcome,
+        log: String,
+        /// The attempt's figures (Lambda's REPORT line), where it ran.
+        report: Option<gust_core::Report>,
+    },
     /// An async invocation is durably queued (or was, for a repeated idempotency key).
     Accepted { id: InvocationId, existing: bool },
 }
@@ -161,22 +170,32 @@ impl Service {
         if payload.len() > limit {
             return Err(too_large(payload.len()));
         }
-        let qualifier = qualifier.as_string();
+        // Kept as the caller wrote it: an unqualified invocation tells its runtime the
+        // unqualified ARN, as Lambda does (the fingerprint names the version it means).
+        let fingerprint =
+            input.idempotency_key.as_ref().map(|_| fingerprint(&qualifier.as_string(), &payload));
+        let qualifier = match input.qualifier.as_deref() {
+            None | Some("") => String::new(),
+            Some(_) => qualifier.as_string(),
+        };
+        let now = self.clock.now();
+        let trace = input.trace.unwrap_or_else(|| gust_core::trace::Trace::new(now, rand::random()));
         let request = InvocationRequest {
             id: InvocationId(uuid::Uuid::now_v7().to_string()),
             function: input.function,
-            fingerprint: input.idempotency_key.as_ref().map(|_| fingerprint(&qualifier, &payload)),
+            fingerprint,
             qualifier,
             resolved: deployment.resolved,
             payload,
             mode: input.mode,
             idempotency_key: input.idempotency_key,
-            received_at: self.clock.now(),
+            received_at: now,
             retry: deployment.spec.retry.clone(),
             client_context: match input.mode {
                 Mode::Sync => input.client_context,
                 Mode::Async => None,
             },
+            trace_id: Some(trace.xray()),
         };
         if request.mode == Mode::Async {
             return self.enqueue(request).await;
@@ -268,13 +287,24 @@ impl Service {
             client_context: call.client_context,
             stream: call.stream,
             http: call.http,
+            trace_id: request.trace_id.as_deref(),
+            received_at: Some(request.received_at),
+            is_async: false,
         };
         let exec = self.executor.execute(deployment, &request.id, request.payload.clone(), &call).await;
         self.count_attempt(&exec);
         let id = request.id.clone();
-        let (record, outcome) = finished_sync(request, exec.result, exec.log.clone(), self.clock.now());
+        let report = exec.report;
+        let (record, outcome) =
+            finished_sync(request, exec.result, exec.log.clone(), report, self.clock.now());
         self.write_finished(record).await;
-        Invoked::Completed { id, executed_version: deployment.resolved.label(), outcome, log: exec.log }
+        Invoked::Completed {
+            id,
+            executed_version: deployment.resolved.label(),
+            outcome,
+            log: exec.log,
+            report,
+        }
     }
 
     /// Writes the record of a sync invocation that ran without one behind the answer (durably
@@ -300,8 +330,13 @@ impl Service {
     async fn run_sync_keyed(
         &self, deployment: &Deployment, request: InvocationRequest, call: Call<'_>,
     ) -> Result<Invoked> {
-        let (id, payload, qualifier) =
-            (request.id.clone(), request.payload.clone(), request.qualifier.clone());
+        let (id, payload, qualifier, trace_id, received_at) = (
+            request.id.clone(),
+            request.payload.clone(),
+            request.qualifier.clone(),
+            request.trace_id.clone(),
+            request.received_at,
+        );
         let lease_until = self.clock.now() + self.cfg.lease.as_millis() as i64;
         let new =
             NewInvocation { request, lifecycle: Lifecycle::claimed(self.cfg.worker_id.clone(), lease_until) };
@@ -320,9 +355,12 @@ impl Service {
             client_context: call.client_context,
             stream: call.stream,
             http: call.http,
+            trace_id: trace_id.as_deref(),
+            received_at: Some(received_at),
+            is_async: false,
         };
         let exec = self.executor.execute(deployment, &id, payload, &call).await;
-        let log = exec.log.clone();
+        let (log, report) = (exec.log.clone(), exec.report);
         let finished = self.finish_attempt(&id, 1, exec.clone()).await;
         match finished {
             Ok(_) => Ok(Invoked::Completed {
@@ -333,6 +371,7 @@ impl Service {
                     Err(e) => SyncOutcome::Failed(e),
                 },
                 log,
+                report,
             }),
             // Our attempt was fenced (e.g. the lease expired while this process was paused):
             // the stored outcome is the one outcome, so report that.
@@ -371,6 +410,7 @@ impl Service {
                     executed_version: rec.request.resolved.label(),
                     outcome,
                     log: rec.log,
+                    report: rec.report,
                 });
             }
             if rec.request.mode == Mode::Async {
@@ -406,7 +446,8 @@ impl Service {
 /// The record of a sync invocation that ran as attempt 1 without a record, and what its caller
 /// is answered.
 pub(crate) fn finished_sync(
-    request: InvocationRequest, result: Result<Bytes, FunctionErrorBody>, log: String, now: gust_core::Millis,
+    request: InvocationRequest, result: Result<Bytes, FunctionErrorBody>, log: String,
+    report: Option<gust_core::Report>, now: gust_core::Millis,
 ) -> (InvocationRecord, SyncOutcome) {
     let (state, outcome) = match &result {
         Ok(out) => (State::Succeeded, SyncOutcome::Succeeded(out.clone())),
@@ -424,6 +465,7 @@ pub(crate) fn finished_sync(
         log,
         updated_at: now,
         finished_at: Some(now),
+        report,
     };
     (record, outcome)
 }

@@ -58,6 +58,8 @@ pub struct Execution {
     /// The function's result, or its error.
     pub result: Result<Bytes, FunctionErrorBody>,
     pub log: String,
+    /// What the attempt measured (Lambda's REPORT figures), where it ran at all.
+    pub report: Option<gust_core::Report>,
 }
 
 /// Runs invocations: the local worker in the embedded shape.
@@ -75,6 +77,8 @@ pub trait Executor: Send + Sync + 'static {
     }
     /// Slots free right now.
     fn free_slots(&self) -> usize;
+    /// Appends the per-function figures of the attempts it ran (Prometheus text format).
+    fn write_metrics(&self, _out: &mut String) {}
     /// Validates and prepares code at upload, so that invalid code is refused before it is
     /// stored and the first invocation does not compile: `InvalidCode` for code that cannot
     /// run, `InsufficientStorage` when the disk that holds prepared code is full.

@@ -188,6 +188,7 @@ impl Service {
             client_context: None,
             stream: None,
             http: None,
+            trace: None,
         };
         let keep: HashSet<String> = match self.invoke(input).await? {
             Invoked::Completed { outcome: SyncOutcome::Succeeded(out), .. }

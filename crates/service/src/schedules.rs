@@ -237,6 +237,7 @@ impl Service {
                     client_context: None,
                     stream: None,
                     http: None,
+                    trace: None,
                 };
                 match self.admit(input).await {
                     Ok(Invoked::Accepted { id, .. } | Invoked::Completed { id, .. }) => {

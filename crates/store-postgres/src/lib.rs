@@ -83,6 +83,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::FIFO_QUEUES],
     &[schema::SCHEDULE_DEFAULT_GROUP],
     &[schema::MESSAGE_MOVES],
+    &[schema::TRACE_AND_REPORT],
 ];
 
 /// The advisory lock a code collection holds for its transaction (with the schema's hash as
@@ -768,6 +769,12 @@ impl Store for PgStore {
         &self, name: &str, code_sha256: &str, expect: Option<u64>, now: Millis,
     ) -> Result<FunctionConfig> {
         in_tx!(self, |tx| ops::set_function_code(&tx, name, code_sha256, expect, now).await)
+    }
+
+    async fn put_function_with_code(
+        &self, name: &str, spec: FunctionSpec, code_sha256: &str, expect: Option<u64>, now: Millis,
+    ) -> Result<FunctionConfig> {
+        in_tx!(self, |tx| ops::write_function(&tx, name, spec, Some(code_sha256), expect, now).await)
     }
 
     async fn get_function(&self, name: &str) -> Result<Option<FunctionConfig>> {

@@ -56,6 +56,7 @@ fn async_request(payload: Bytes) -> NewInvocation {
             received_at: 1,
             retry: RetryPolicy::default(),
             client_context: None,
+            trace_id: None,
         },
         lifecycle: Lifecycle::queued(),
     }
@@ -160,6 +161,7 @@ async fn below_the_reserve_new_work_is_refused_and_accepted_work_finishes() {
                 result: Some(Bytes::from_static(b"ok")),
                 error: None,
                 log: String::new(),
+                report: None,
             },
             3,
         )

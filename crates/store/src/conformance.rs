@@ -49,6 +49,7 @@ macro_rules! store_conformance_tests {
             worker_heartbeats_are_monotonic,
             placed_work_is_claimed_only_by_its_worker,
             functions_are_created_with_their_code_at_once,
+            config_and_code_are_replaced_together_under_cas,
             versions_routed_by_an_alias_are_not_deleted,
             finishing_writes_the_destination_invocation_it_owes,
             versions_and_aliases_keep_their_own_descriptions,
@@ -119,6 +120,20 @@ fn request(function: &str, mode: Mode, key: Option<&str>, payload: &str) -> Invo
             ..RetryPolicy::default()
         },
         client_context: None,
+        trace_id: Some(TRACE.to_string()),
+    }
+}
+
+const TRACE: &str = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0";
+
+/// The figures attempt `epoch` reports.
+fn figures(epoch: u64) -> gust_core::Report {
+    gust_core::Report {
+        started_at: NOW + epoch as i64,
+        duration_us: 1_000 * epoch,
+        init_us: (epoch == 1).then_some(50_000),
+        memory_mb: 128,
+        max_memory_mb: Some(40),
     }
 }
 
@@ -151,6 +166,7 @@ fn completion(by: &str, id: &InvocationId, epoch: u64, outcome: AttemptOutcome) 
             }
         },
         log: "log line".into(),
+        report: Some(figures(epoch)),
     }
 }
 
@@ -420,6 +436,8 @@ pub async fn completion_is_guarded_by_the_attempt_epoch(store: Arc<dyn Store>) {
     assert_eq!(rec.result.as_deref(), Some(&b"result"[..]));
     assert_eq!(rec.log, "log line");
     assert!(rec.error.is_none() && rec.finished_at.is_some());
+    assert_eq!(rec.report, Some(figures(2)), "the accepted attempt's figures, not the fenced one's");
+    assert_eq!(rec.request.trace_id.as_deref(), Some(TRACE));
 
     // Racing completions of the same attempt: exactly one is accepted.
     let id = enqueue(&*store, request("c", Mode::Async, None, "{}")).await;
@@ -592,6 +610,7 @@ pub async fn finished_records_are_written_once(store: Arc<dyn Store>) {
         log: String::new(),
         updated_at: NOW,
         finished_at: Some(NOW),
+        report: Some(figures(1)),
     };
     store.record_finished(vec![rec.clone()]).await.unwrap();
     let mut again = rec;
@@ -600,6 +619,7 @@ pub async fn finished_records_are_written_once(store: Arc<dyn Store>) {
     let stored = store.get_invocation(&id).await.unwrap().unwrap();
     assert_eq!(stored.result.as_deref(), Some(&b"out"[..]), "a record is never overwritten");
     assert_eq!(stored.lifecycle.state, State::Succeeded);
+    assert_eq!(stored.report, Some(figures(1)), "a written-behind record keeps its figures");
 }
 
 fn heartbeat(id: &str, revision: u64, running: u32, at: i64) -> WorkerState {
@@ -745,6 +765,63 @@ pub async fn functions_are_created_with_their_code_at_once(store: Arc<dyn Store>
     assert!(matches!(again, Err(StoreError::RevisionMismatch { expected: 0, .. })), "{again:?}");
     let d = store.get_deployment("c", Resolved::Latest { revision: f.revision }).await.unwrap().unwrap();
     assert_eq!(d.code_sha256, sha);
+}
+
+/// A deploy of config and code is one write: a stale revision, a name that exists when it must
+/// not, or code that was never stored changes neither; the one that wins changes both, in one
+/// revision, and of racing deployers from one revision exactly one wins.
+pub async fn config_and_code_are_replaced_together_under_cas(store: Arc<dyn Store>) {
+    let a = store.put_artifact(Bytes::from_static(b"code a")).await.unwrap();
+    let b = store.put_artifact(Bytes::from_static(b"code b")).await.unwrap();
+    let created = store.put_function_with_code("d", spec(), &a, Some(0), NOW).await.unwrap();
+    assert_eq!(created.code_sha256.as_deref(), Some(a.as_str()));
+    let again = store.put_function_with_code("d", spec(), &a, Some(0), NOW).await;
+    assert!(matches!(again, Err(StoreError::RevisionMismatch { expected: 0, .. })), "{again:?}");
+
+    let mut bigger = spec();
+    bigger.memory_mb = 512;
+    bigger.env.insert("K".into(), "v".into());
+    let stale =
+        store.put_function_with_code("d", bigger.clone(), &b, Some(created.revision + 100), NOW).await;
+    assert!(matches!(stale, Err(StoreError::RevisionMismatch { .. })), "{stale:?}");
+    let never_stored = "1".repeat(64);
+    let unknown =
+        store.put_function_with_code("d", bigger.clone(), &never_stored, Some(created.revision), NOW);
+    assert!(unknown.await.is_err(), "code must point at a stored artifact");
+    assert_eq!(store.get_function("d").await.unwrap().unwrap(), created, "a refused deploy changes nothing");
+
+    let deployed =
+        store.put_function_with_code("d", bigger.clone(), &b, Some(created.revision), NOW).await.unwrap();
+    assert!(deployed.revision > created.revision);
+    assert_eq!((deployed.spec.memory_mb, deployed.code_sha256.as_deref()), (512, Some(b.as_str())));
+    assert_eq!(store.get_function("d").await.unwrap().unwrap(), deployed);
+    let at =
+        store.get_deployment("d", Resolved::Latest { revision: deployed.revision }).await.unwrap().unwrap();
+    assert_eq!((at.spec, at.code_sha256), (bigger, b.clone()), "one revision holds both");
+    let before = store.get_deployment("d", Resolved::Latest { revision: created.revision }).await.unwrap();
+    assert_eq!(before.unwrap().code_sha256, a, "the revision before keeps its own code");
+
+    let base = deployed.revision;
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let (store, code) = (store.clone(), if i % 2 == 0 { a.clone() } else { b.clone() });
+            tokio::spawn(async move {
+                let mut s = spec();
+                s.memory_mb = 128 + i;
+                store.put_function_with_code("d", s, &code, Some(base), NOW).await
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(f) => winners.push(f),
+            Err(StoreError::RevisionMismatch { .. }) => {}
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one deployer wins");
+    assert_eq!(store.get_function("d").await.unwrap().unwrap(), winners[0], "its config and code, together");
 }
 
 pub async fn versions_routed_by_an_alias_are_not_deleted(store: Arc<dyn Store>) {
@@ -1031,6 +1108,7 @@ pub async fn retention_prunes_only_ended_records_oldest_first(store: Arc<dyn Sto
         log: String::new(),
         updated_at: finished_at,
         finished_at: Some(finished_at),
+        report: None,
     };
     let records = [ended(NOW + 20, 30), ended(NOW, 10), ended(NOW + 10, 20)];
     let ids: Vec<InvocationId> = records.iter().map(|r| r.request.id.clone()).collect();

@@ -151,6 +151,8 @@ pub struct Completion {
     pub result: Option<Bytes>,
     pub error: Option<FunctionErrorBody>,
     pub log: String,
+    /// What the attempt measured (`None` for one the platform ended without running it).
+    pub report: Option<gust_core::Report>,
 }
 
 impl Completion {
@@ -167,6 +169,7 @@ impl Completion {
             result: None,
             error: Some(error),
             log: String::new(),
+            report: None,
         }
     }
 }
@@ -288,6 +291,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<FunctionConfig>;
     async fn set_function_code(
         &self, name: &str, code_sha256: &str, expect: Option<u64>, now: Millis,
+    ) -> Result<FunctionConfig>;
+    /// Replaces a function's configuration and points its `$LATEST` at an artifact already
+    /// stored with [`Store::put_artifact`], in one transaction and one revision (what a deploy
+    /// of config and code together needs: never one without the other). With `expect`, the
+    /// current revision must equal it (0 means "must not exist yet": the function is created).
+    async fn put_function_with_code(
+        &self, name: &str, spec: FunctionSpec, code_sha256: &str, expect: Option<u64>, now: Millis,
     ) -> Result<FunctionConfig>;
     async fn get_function(&self, name: &str) -> Result<Option<FunctionConfig>>;
     /// Functions ordered by name, after `after`.

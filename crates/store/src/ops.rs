@@ -429,6 +429,7 @@ pub async fn complete_uncounted(
         result: completion.result.as_deref(),
         error: completion.error.as_ref(),
         log: Some(&completion.log),
+        report: completion.report.as_ref(),
     };
     transition(tx, &completion.id.0, &event, outcome, now).await
 }

@@ -141,14 +141,15 @@ fn unexpected(i: usize, wanted: &str, found: &Column) -> StoreError {
 /// The columns of an invocation record, in [`RawInvocation::read`]'s order.
 pub const INVOCATION_COLUMNS: &str = "id, function, qualifier, resolved, payload, mode, idempotency_key, \
      fingerprint, received_at, retry, state, worker, due_at, attempt_epoch, function_errors, lost_attempts, \
-     result, error, log, updated_at, finished_at, client_context";
+     result, error, log, updated_at, finished_at, client_context, trace_id, report";
 
 /// Inserts an invocation ([`insert_values`]); a conflict on its id or idempotency key inserts
 /// nothing.
 pub const INSERT_INVOCATION: &str = "INSERT INTO invocations (id, function, qualifier, resolved, payload, mode, \
      idempotency_key, fingerprint, received_at, retry, state, worker, due_at, attempt_epoch, function_errors, \
-     lost_attempts, result, error, log, updated_at, finished_at, expires_at, client_context) VALUES ($1, $2, $3, \
-     $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) \
+     lost_attempts, result, error, log, updated_at, finished_at, expires_at, client_context, trace_id, report) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
+     $23, $24, $25) \
      ON CONFLICT DO NOTHING";
 
 /// What a transition needs of an invocation row, in [`read_guarded`]'s order.
@@ -162,8 +163,8 @@ pub const UPDATE_GUARDED: &str = "UPDATE invocations SET state = $1, worker = $2
      attempt_epoch = $4, function_errors = $5, lost_attempts = $6, updated_at = $7, \
      finished_at = COALESCE($8, finished_at), result = CASE WHEN $9 THEN $10 ELSE result END, \
      error = CASE WHEN $9 THEN $11 ELSE error END, log = COALESCE($12, log), \
-     completed_epoch = COALESCE($16, completed_epoch), completed_by = COALESCE($17, completed_by) \
-     WHERE id = $13 AND state = $14 AND attempt_epoch = $15";
+     completed_epoch = COALESCE($16, completed_epoch), completed_by = COALESCE($17, completed_by), \
+     report = COALESCE($18, report) WHERE id = $13 AND state = $14 AND attempt_epoch = $15";
 
 /// The columns of a function, in [`read_function`]'s order.
 pub const FUNCTION_COLUMNS: &str = "name, spec, code_sha256, revision, created_at, updated_at";
@@ -244,6 +245,8 @@ pub struct RawInvocation {
     pub updated_at: i64,
     pub finished_at: Option<i64>,
     pub client_context: Option<String>,
+    pub trace_id: Option<String>,
+    pub report: Option<String>,
 }
 
 impl RawInvocation {
@@ -272,6 +275,8 @@ impl RawInvocation {
             updated_at: r.int(19)?,
             finished_at: r.opt_int(20)?,
             client_context: r.opt_text(21)?,
+            trace_id: r.opt_text(22)?,
+            report: r.opt_text(23)?,
         })
     }
 }
@@ -287,6 +292,7 @@ pub struct InsertInvocation<'a> {
     resolved: String,
     retry: String,
     error: Option<String>,
+    report: Option<String>,
 }
 
 impl<'a> InsertInvocation<'a> {
@@ -296,10 +302,11 @@ impl<'a> InsertInvocation<'a> {
             resolved: rec.request.resolved.encode(),
             retry: serde_json::to_string(&rec.request.retry).map_err(json_err)?,
             error: rec.error.as_ref().map(serde_json::to_string).transpose().map_err(json_err)?,
+            report: rec.report.as_ref().map(serde_json::to_string).transpose().map_err(json_err)?,
         })
     }
 
-    pub fn values(&self) -> [Value<'_>; 23] {
+    pub fn values(&self) -> [Value<'_>; 25] {
         let (rec, req) = (self.rec, &self.rec.request);
         let (state, worker, due_at) = encode_state(&rec.lifecycle.state);
         // An async event older than its maximum age is never run (the expiry index).
@@ -333,6 +340,8 @@ impl<'a> InsertInvocation<'a> {
             Value::from(rec.finished_at),
             Value::from(expires_at),
             Value::from(req.client_context.as_ref()),
+            Value::from(req.trace_id.as_ref()),
+            Value::from(self.report.as_ref()),
         ]
     }
 }
@@ -377,6 +386,7 @@ pub struct GuardedWrite<'a> {
     /// The accepted completion's `(epoch, worker)`, if this transition is one.
     pub completed: Option<(u64, &'a WorkerId)>,
     error_json: Option<String>,
+    report_json: Option<String>,
 }
 
 impl<'a> GuardedWrite<'a> {
@@ -389,10 +399,11 @@ impl<'a> GuardedWrite<'a> {
             _ => None,
         };
         let error_json = outcome.error.map(serde_json::to_string).transpose().map_err(json_err)?;
-        Ok(GuardedWrite { id, from, next, now, outcome, completed, error_json })
+        let report_json = outcome.report.map(serde_json::to_string).transpose().map_err(json_err)?;
+        Ok(GuardedWrite { id, from, next, now, outcome, completed, error_json, report_json })
     }
 
-    pub fn values(&self) -> [Value<'_>; 17] {
+    pub fn values(&self) -> [Value<'_>; 18] {
         let (state, worker, due_at) = encode_state(&self.next.state);
         let finished_at = self.next.state.is_terminal().then_some(self.now);
         [
@@ -413,6 +424,7 @@ impl<'a> GuardedWrite<'a> {
             Value::from(self.from.attempt_epoch),
             Value::from(self.completed.map(|(epoch, _)| epoch)),
             Value::from(self.completed.map(|(_, worker)| worker.0.as_str())),
+            Value::from(self.report_json.as_ref()),
         ]
     }
 }
@@ -538,6 +550,7 @@ pub fn to_record(raw: RawInvocation) -> Result<InvocationRecord> {
         received_at: raw.received_at,
         retry: serde_json::from_str::<RetryPolicy>(&raw.retry).map_err(json_err)?,
         client_context: raw.client_context,
+        trace_id: raw.trace_id,
     };
     let lifecycle = Lifecycle {
         state: decode_state(&raw.state, raw.worker, raw.due_at)?,
@@ -553,6 +566,8 @@ pub fn to_record(raw: RawInvocation) -> Result<InvocationRecord> {
         log: raw.log,
         updated_at: raw.updated_at,
         finished_at: raw.finished_at,
+        // A record the store cannot read the figures of is still shown (they are a report).
+        report: raw.report.and_then(|r| serde_json::from_str(&r).ok()),
     })
 }
 
@@ -562,6 +577,7 @@ pub struct Outcome<'a> {
     pub result: Option<&'a [u8]>,
     pub error: Option<&'a FunctionErrorBody>,
     pub log: Option<&'a str>,
+    pub report: Option<&'a gust_core::Report>,
 }
 
 /// Whether a transition to `next` may owe a destination invocation (cheap; checked before
@@ -593,6 +609,7 @@ pub fn destination_request(
         received_at: now,
         retry: f.spec.retry,
         client_context: None,
+        trace_id: None,
     };
     Some(InvocationRecord::new(request, Lifecycle::queued()))
 }

@@ -272,6 +272,11 @@ CREATE TABLE queue_move_tasks (
 CREATE INDEX queue_move_tasks_source ON queue_move_tasks (source, started_at);
 "#;
 
+/// Each invocation's trace (X-Ray's form) and the figures its last attempt reported (JSON of
+/// `gust_core::Report`: Lambda's REPORT line, the console's timeline, the duration metrics).
+pub const TRACE_AND_REPORT: &str = "ALTER TABLE invocations ADD COLUMN trace_id TEXT;
+ALTER TABLE invocations ADD COLUMN report TEXT;";
+
 /// FIFO queues: a message's group, deduplication id and sequence number, each queue's last
 /// sequence number, and the deduplication ids seen in the last five minutes.
 pub const FIFO_QUEUES: &str = r#"
@@ -350,6 +355,7 @@ mod tests {
             FIFO_QUEUES,
             SCHEDULE_DEFAULT_GROUP,
             MESSAGE_MOVES,
+            TRACE_AND_REPORT,
         ]);
         assert!(!all.contains('{'), "unrendered placeholder in {all}");
     }

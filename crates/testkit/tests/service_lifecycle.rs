@@ -115,7 +115,7 @@ async fn a_completion_from_a_fenced_epoch_changes_nothing() {
     assert_eq!(second[0].epoch, 2);
     let before = h.state(&id).await;
 
-    let stale = Execution { result: Ok(Bytes::from_static(b"\"stale\"")), log: "stale".into() };
+    let stale = Execution { result: Ok(Bytes::from_static(b"\"stale\"")), log: "stale".into(), report: None };
     let refused = h.service.finish_attempt(&id, 1, stale).await;
     assert!(
         matches!(refused, Err(StoreError::Rejected(gust_core::Rejected::Fenced { current: 2, given: 1 }))),
@@ -132,6 +132,7 @@ async fn a_completion_from_a_fenced_epoch_changes_nothing() {
         result: Some(Bytes::from_static(b"\"stale\"")),
         error: None,
         log: String::new(),
+        report: None,
     };
     assert!(h.service.store().complete(raw, h.clock.now()).await.is_err());
     assert_eq!(h.state(&id).await, before);

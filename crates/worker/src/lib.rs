@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
 mod cache;
+pub mod metrics;
 pub use cache::CacheCollected;
 
 /// Invocations that may run at once on one worker.
@@ -128,6 +129,7 @@ pub struct Worker {
     modules_dir: std::path::PathBuf,
     /// Code in use and when it was last used, for the cache collection ([`cache`]).
     code_use: cache::CodeUses,
+    metrics: metrics::Metrics,
 }
 
 impl Worker {
@@ -149,6 +151,7 @@ impl Worker {
             runtimes: cfg.runtimes,
             modules_dir,
             code_use: Default::default(),
+            metrics: Default::default(),
         }))
     }
 
@@ -288,8 +291,38 @@ impl Worker {
     }
 
     /// Runs one invocation of `deployment` and returns its outcome. Waits for a free slot.
-    /// Never fails: every problem is an outcome the caller records.
+    /// Never fails: every problem is an outcome the caller records. Observed in
+    /// [`Worker::metrics`].
     pub async fn execute(
+        &self, deployment: &Deployment, invocation_id: &str, payload: Bytes,
+        call: &gust_core::lambda::CallContext<'_>,
+    ) -> RunOutcome {
+        let running = self.metrics.start(&deployment.function);
+        let outcome = self.run(deployment, invocation_id, payload, call).await;
+        drop(running);
+        let now = now_ms();
+        let since = |t: gust_core::Millis| Duration::from_millis(now.saturating_sub(t).max(0) as u64);
+        let mode = if call.is_async { metrics::Mode::Async } else { metrics::Mode::Sync };
+        self.metrics.observe(
+            &deployment.function,
+            &metrics::Observation {
+                mode,
+                succeeded: outcome.status == Status::Succeeded,
+                duration: outcome.duration,
+                init: outcome.init,
+                queue_wait: call.received_at.map(|r| since(r).saturating_sub(outcome.duration)),
+                end_to_end: call.received_at.map(since),
+            },
+        );
+        outcome
+    }
+
+    /// The figures of the attempts this worker ran.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
+    }
+
+    async fn run(
         &self, deployment: &Deployment, invocation_id: &str, payload: Bytes,
         call: &gust_core::lambda::CallContext<'_>,
     ) -> RunOutcome {
@@ -302,10 +335,16 @@ impl Worker {
         if deployment.spec.runtime.is_process() {
             return self.execute_process(deployment, invocation_id, payload, call, started).await;
         }
+        // A cold start: the first run of this code here since it was last reaped (its init
+        // loads the module, from memory when the upload prepared it, else from the disk cache,
+        // or compiles it).
+        let cold = !self.warm.lock().contains_key(deployment.code_sha256.as_str());
+        let loading = Instant::now();
         let prepared = match self.ensure_prepared(deployment.spec.runtime, &deployment.code_sha256).await {
             Ok(p) => p,
             Err(message) => return failed(ErrorKind::InitError, message, started),
         };
+        let init = cold.then(|| loading.elapsed());
         {
             let mut warm = self.warm.lock();
             match warm.get_mut(deployment.code_sha256.as_str()) {
@@ -317,7 +356,8 @@ impl Worker {
         }
         let spec = &deployment.spec;
         let label = deployment.resolved.label();
-        self.wasm
+        let outcome = self
+            .wasm
             .run(
                 &prepared,
                 RunRequest {
@@ -331,9 +371,11 @@ impl Worker {
                     http: call.http,
                     allowed_outbound_hosts: &spec.allowed_outbound_hosts,
                     stream: call.stream,
+                    trace_id: call.trace_id,
                 },
             )
-            .await
+            .await;
+        RunOutcome { init, ..outcome }
     }
 
     /// Whether `deployment` serves HTTP itself (a wasi:http component), as far as this worker
@@ -406,11 +448,25 @@ impl Worker {
     }
 }
 
-fn failed(kind: ErrorKind, message: String, started: Instant) -> RunOutcome {
-    RunOutcome {
-        status: Status::Failed { kind, message },
-        stdout: Bytes::new(),
-        log: String::new(),
-        duration: started.elapsed(),
+/// What an attempt that just ended with `outcome` reports (Lambda's REPORT line's figures).
+pub fn report(outcome: &RunOutcome, memory_mb: u32) -> gust_core::Report {
+    let us = |d: Duration| d.as_micros().min(u128::from(u64::MAX)) as u64;
+    let now = now_ms();
+    gust_core::Report {
+        started_at: now - outcome.duration.as_millis() as i64,
+        duration_us: us(outcome.duration),
+        init_us: outcome.init.map(us),
+        memory_mb,
+        max_memory_mb: outcome.max_memory_bytes.map(|b| b.div_ceil(1 << 20) as u32),
     }
+}
+
+fn now_ms() -> gust_core::Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as gust_core::Millis)
+}
+
+fn failed(kind: ErrorKind, message: String, started: Instant) -> RunOutcome {
+    RunOutcome::new(Status::Failed { kind, message }, Bytes::new(), String::new(), started.elapsed())
 }

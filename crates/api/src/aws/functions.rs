@@ -45,7 +45,7 @@ pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
 }
 
 /// The size of a code artifact (cached: artifacts never change).
-async fn code_size(s: &AppState, sha256: Option<&str>) -> u64 {
+pub(crate) async fn code_size(s: &AppState, sha256: Option<&str>) -> u64 {
     let Some(sha) = sha256 else { return 0 };
     if let Some(n) = s.code_sizes.lock().expect("not poisoned").get(sha) {
         return *n;
@@ -591,11 +591,7 @@ pub(crate) async fn put_concurrency(
                 "Specified ReservedConcurrentExecutions for function decreases account's UnreservedConcurrentExecution below its minimum value of [{MIN_UNRESERVED}]."
             ))
         })?;
-    mutate_spec(&s, &name, None, |spec| {
-        spec.reserved_concurrency = Some(n);
-        Ok(())
-    })
-    .await?;
+    s.service.set_reserved_concurrency(&name, Some(n), None).await?;
     Ok(Json(json!({ "ReservedConcurrentExecutions": n })).into_response())
 }
 
@@ -611,11 +607,7 @@ pub(crate) async fn get_concurrency(State(s): State<AppState>, Path(raw): Path<S
 
 pub(crate) async fn delete_concurrency(State(s): State<AppState>, Path(raw): Path<String>) -> AwsResult {
     let (name, _) = target(&raw, None)?;
-    mutate_spec(&s, &name, None, |spec| {
-        spec.reserved_concurrency = None;
-        Ok(())
-    })
-    .await?;
+    s.service.set_reserved_concurrency(&name, None, None).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

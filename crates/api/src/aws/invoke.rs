@@ -29,13 +29,15 @@ fn set(resp: &mut Response, name: &'static str, value: &str) {
     }
 }
 
-/// Lambda's log shape around the function's own output, cut to its last 4 KB.
-fn log_tail(id: &str, version: &str, log: &str) -> String {
+/// Lambda's log shape around the function's own output (its REPORT line with the attempt's
+/// figures), cut to its last 4 KB.
+fn log_tail(id: &str, version: &str, log: &str, report: Option<&gust_core::Report>) -> String {
     let mut text = format!("START RequestId: {id} Version: {version}\n{log}");
     if !text.ends_with('\n') {
         text.push('\n');
     }
-    text.push_str(&format!("END RequestId: {id}\nREPORT RequestId: {id}\n"));
+    let report = report.map_or_else(|| format!("REPORT RequestId: {id}"), |r| r.line(id));
+    text.push_str(&format!("END RequestId: {id}\n{report}\n"));
     let mut start = text.len().saturating_sub(LOG_TAIL_BYTES);
     while !text.is_char_boundary(start) {
         start += 1;
@@ -134,6 +136,7 @@ pub(crate) async fn invoke(
         client_context,
         stream: None,
         http: None,
+        trace: gust_core::trace::Trace::from_headers(&headers),
     };
     match s.service.invoke(input).await.map_err(AwsError::from)? {
         Invoked::Accepted { id, .. } => {
@@ -141,7 +144,7 @@ pub(crate) async fn invoke(
             set(&mut resp, "x-amzn-RequestId", &id.0);
             Ok(resp)
         }
-        Invoked::Completed { id, executed_version, outcome, log } => {
+        Invoked::Completed { id, executed_version, outcome, log, report } => {
             let mut resp = match outcome {
                 SyncOutcome::Succeeded(out) => {
                     ([(header::CONTENT_TYPE, "application/json")], out).into_response()
@@ -156,7 +159,11 @@ pub(crate) async fn invoke(
             set(&mut resp, "x-amzn-RequestId", &id.0);
             set(&mut resp, "X-Amz-Executed-Version", &executed_version);
             if tail {
-                set(&mut resp, "X-Amz-Log-Result", &log_tail(&id.0, &executed_version, &log));
+                set(
+                    &mut resp,
+                    "X-Amz-Log-Result",
+                    &log_tail(&id.0, &executed_version, &log, report.as_ref()),
+                );
             }
             Ok(resp)
         }
@@ -196,6 +203,7 @@ pub(crate) async fn invoke_stream(
         client_context,
         stream: None,
         http: None,
+        trace: gust_core::trace::Trace::from_headers(&headers),
     };
     let mut streaming = crate::stream::start(s.service.clone(), input);
     // Wait for the stream to begin, or for the invocation to end without streaming (or fail
@@ -261,10 +269,10 @@ fn invoke_complete(error: Option<(&str, &str)>, log: Option<String>) -> bytes::B
 /// The events that end a streamed invocation: its whole result first when nothing was streamed
 /// (`whole`), then `InvokeComplete`.
 fn complete_events(invoked: Invoked, tail: bool, whole: bool) -> bytes::Bytes {
-    let Invoked::Completed { id, executed_version, outcome, log } = invoked else {
+    let Invoked::Completed { id, executed_version, outcome, log, report } = invoked else {
         return invoke_complete(None, None);
     };
-    let log = tail.then(|| log_tail(&id.0, &executed_version, &log));
+    let log = tail.then(|| log_tail(&id.0, &executed_version, &log, report.as_ref()));
     let mut out = Vec::new();
     match outcome {
         SyncOutcome::Succeeded(result) => {
@@ -288,11 +296,21 @@ mod tests {
     #[test]
     fn log_tail_is_bounded_and_on_a_char_boundary() {
         let long = "é".repeat(5000);
-        let b64 = log_tail("id", "$LATEST", &long);
+        let report = gust_core::Report {
+            started_at: 0,
+            duration_us: 2_500,
+            init_us: None,
+            memory_mb: 128,
+            max_memory_mb: Some(2),
+        };
+        let b64 = log_tail("id", "$LATEST", &long, Some(&report));
         let text = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap();
         assert!(text.len() <= LOG_TAIL_BYTES);
-        assert!(text.ends_with("END RequestId: id\nREPORT RequestId: id\n"));
-        let short = log_tail("id", "3", "hello");
+        assert!(
+            text.ends_with("END RequestId: id\nREPORT RequestId: id\tDuration: 2.50 ms\tBilled Duration: 3 ms\tMemory Size: 128 MB\tMax Memory Used: 2 MB\n"),
+            "{text}"
+        );
+        let short = log_tail("id", "3", "hello", None);
         let text =
             String::from_utf8(base64::engine::general_purpose::STANDARD.decode(short).unwrap()).unwrap();
         assert!(text.starts_with("START RequestId: id Version: 3\nhello\nEND"));

@@ -6,7 +6,7 @@
 //! code, images, layers, IAM) is refused with `InvalidParameterValueException` naming it.
 
 mod error;
-mod functions;
+pub(crate) mod functions;
 mod invoke;
 mod mappings;
 mod scheduler;

@@ -84,7 +84,7 @@ impl Executor for FakeExecutor {
             self.released.acquire().await.expect("open").forget();
         }
         let result = self.script.lock().pop_front().unwrap_or_else(|| Ok(Bytes::from_static(b"\"ok\"")));
-        Execution { result, log: String::new() }
+        Execution { result, log: String::new(), report: None }
     }
 
     fn free_slots(&self) -> usize {
@@ -128,6 +128,7 @@ async fn invoke(
             client_context: None,
             stream: None,
             http: None,
+            trace: None,
         })
         .await
 }
@@ -263,6 +264,7 @@ pub async fn complete(
         result: Some(Bytes::from_static(result)),
         error: None,
         log: String::new(),
+        report: None,
     };
     h.service.worker_complete(completion).await
 }
