@@ -105,6 +105,11 @@ pub struct WorkerOpts {
     /// How long unused cached code survives before it is collected, in milliseconds (for tests).
     #[arg(long, hide = true, default_value_t = gust_service::gc::DEFAULT_GC_GRACE.as_millis() as u64)]
     pub gc_grace_ms: u64,
+    /// Serve `/healthz`, `/readyz` and `/metrics` (Prometheus) on this address, e.g.
+    /// `127.0.0.1:9464` (off by default; the figures hold no payloads or secrets, but bind it
+    /// where only the monitoring can reach it).
+    #[arg(long, env = "GUST_WORKER_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 struct Conn {
@@ -250,6 +255,8 @@ struct State {
     snapshot: AtomicU64,
     lease_ms: AtomicU64,
     attempt_log: Option<Mutex<std::fs::File>>,
+    /// When the server last answered a heartbeat (ms since the epoch; 0: never).
+    last_heartbeat_ok: AtomicU64,
 }
 
 impl State {
@@ -424,13 +431,28 @@ async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
         // Until the first heartbeat says the server's.
         lease_ms: AtomicU64::new(DEFAULT_LEASE_MS as u64),
         attempt_log,
+        last_heartbeat_ok: AtomicU64::new(0),
     });
+    // Bound before joining, so a taken port fails the start rather than later.
+    let metrics_listener = match opts.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --metrics-listen {addr}"))?,
+        ),
+        None => None,
+    };
     let signals = ShutdownSignals::install()?;
     // The first heartbeat proves the credential and the protocol version (a refusal ends the
     // worker here, clearly).
     first_heartbeat(&state).await?;
     tracing::info!(worker = %state.id, server = %state.conn.base, "gust worker started");
     crate::announce(format_args!("gust worker {} joined {}", state.id, state.conn.base));
+    if let Some(listener) = metrics_listener {
+        let addr = listener.local_addr()?;
+        crate::announce(format_args!("gust worker metrics on http://{addr}/metrics"));
+        tokio::spawn(serve_metrics(listener, state.clone()));
+    }
     let heartbeat = tokio::spawn(heartbeat_loop(state.clone()));
     let renew = tokio::spawn(renew_loop(state.clone()));
     let mut poll = tokio::spawn(poll_loop(state.clone()));
@@ -482,6 +504,73 @@ async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
     let repeated_completions = state.repeated_completions.load(Ordering::Relaxed);
     tracing::info!(released, repeated_completions, "gust worker stopped");
     Ok(())
+}
+
+/// A worker's own endpoints for its operators: `/healthz` (the process answers), `/readyz`
+/// (it takes work: the server answered a heartbeat within two leases and it is not shutting
+/// down) and `/metrics` (its load and the figures of the attempts it ran).
+async fn serve_metrics(listener: tokio::net::TcpListener, s: Arc<State>) {
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    let ready = |s: &State| {
+        let last = s.last_heartbeat_ok.load(Ordering::SeqCst);
+        let fresh = unix_millis().saturating_sub(last) <= 2 * s.lease_ms.load(Ordering::SeqCst);
+        if s.draining.load(Ordering::SeqCst) {
+            Err("shutting down")
+        } else if last == 0 || !fresh {
+            Err("the server has not answered a heartbeat recently")
+        } else {
+            Ok(())
+        }
+    };
+    let router = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get({
+                let s = s.clone();
+                move || async move {
+                    match ready(&s) {
+                        Ok(()) => "ready".into_response(),
+                        Err(why) => (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            axum::Json(serde_json::json!({ "error": { "code": "NotReady", "message": why } })),
+                        )
+                            .into_response(),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || async move {
+                let mut out = String::new();
+                let load = s.worker.load();
+                let heartbeat_age = unix_millis().saturating_sub(s.last_heartbeat_ok.load(Ordering::SeqCst));
+                let gauges = [
+                    ("gust_worker_capacity", "Attempts this worker may run at once", s.capacity as u64),
+                    ("gust_worker_running", "Attempts running on this worker", s.active.load(Ordering::SeqCst) as u64),
+                    ("gust_worker_warm_environments", "Warm environments on this worker", load.warm_environments as u64),
+                    ("gust_worker_snapshot_version", "The newest snapshot of the server's functions this worker knows", s.snapshot.load(Ordering::SeqCst)),
+                    ("gust_worker_ready", "1 while the worker takes work (see /readyz), else 0", u64::from(ready(&s).is_ok())),
+                    ("gust_worker_heartbeat_age_seconds", "Seconds since the server last answered a heartbeat", heartbeat_age / 1000),
+                ];
+                for (name, help, value) in gauges {
+                    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"));
+                }
+                let name = "gust_worker_repeated_completions_total";
+                out.push_str(&format!(
+                    "# HELP {name} Completions the server had already taken (a reply lost, the report sent again)\n\
+                     # TYPE {name} counter\n{name} {}\n",
+                    s.repeated_completions.load(Ordering::Relaxed)
+                ));
+                s.worker.metrics().write(&mut out);
+                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+            }),
+        );
+    if let Err(e) = axum::serve(listener, router).await {
+        tracing::error!(error = %e, "the metrics listener stopped");
+    }
 }
 
 /// Resolves once no attempt runs.
@@ -568,6 +657,7 @@ async fn first_heartbeat(s: &State) -> anyhow::Result<()> {
     let body = r.bytes().await.context("reading the heartbeat reply")?;
     let reply = HeartbeatReply::parse(&body).context("the heartbeat reply")?;
     s.lease_ms.store(reply.lease_ms, Ordering::SeqCst);
+    s.last_heartbeat_ok.store(unix_millis(), Ordering::SeqCst);
     Ok(())
 }
 
@@ -593,6 +683,7 @@ async fn heartbeat_loop(s: Arc<State>) {
                         // round trip.
                         let before = s.snapshot.fetch_max(reply.snapshot_version, Ordering::SeqCst);
                         s.lease_ms.store(reply.lease_ms, Ordering::SeqCst);
+                        s.last_heartbeat_ok.store(unix_millis(), Ordering::SeqCst);
                         every = reply.heartbeat_interval();
                         if reply.snapshot_version > before {
                             every = Duration::ZERO;

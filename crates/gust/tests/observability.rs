@@ -145,3 +145,98 @@ fn a_runtime_is_told_the_arn_as_invoked_and_the_trace() {
     assert_eq!(rec["qualifier"], Value::Null, "{rec}");
     assert_eq!(rec["executed_version"], "$LATEST", "{rec}");
 }
+
+/// The exposition's value of `series` (a name with its labels, as printed).
+fn value(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn metrics_have_per_function_histograms_and_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    s.deploy("echo", wasm_config(3000), fixture("echo"));
+    s.deploy("fail", wasm_config(3000), fixture("fail"));
+    for _ in 0..3 {
+        assert_eq!(s.invoke("echo", None, b"{}", &[]).status(), 200);
+    }
+    assert_eq!(s.invoke("fail", None, b"{}", &[]).status(), 200);
+    let id = common::accepted_id(s.invoke("echo", None, b"{}", &[("invocation-type", "async")]));
+    s.wait_terminal(&id, Duration::from_secs(10));
+    let text = s.get("/metrics").text().unwrap();
+    let echo = |series: &str| value(&text, &series.replace("F", "function=\"echo\"")).unwrap_or(-1.0);
+    assert_eq!(echo("gust_function_invocations_total{F,mode=\"sync\",outcome=\"success\"}"), 3.0, "{text}");
+    assert_eq!(echo("gust_function_invocations_total{F,mode=\"async\",outcome=\"success\"}"), 1.0, "{text}");
+    assert_eq!(
+        value(&text, "gust_function_invocations_total{function=\"fail\",mode=\"sync\",outcome=\"error\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(echo("gust_invocation_duration_seconds_count{F}"), 4.0, "{text}");
+    assert_eq!(echo("gust_invocation_duration_seconds_bucket{F,le=\"+Inf\"}"), 4.0, "{text}");
+    assert!(echo("gust_invocation_duration_seconds_sum{F}") > 0.0, "{text}");
+    assert_eq!(echo("gust_init_duration_seconds_count{F}"), 1.0, "one cold start: {text}");
+    assert_eq!(echo("gust_queue_wait_seconds_count{F,mode=\"async\"}"), 1.0, "{text}");
+    assert_eq!(echo("gust_end_to_end_seconds_count{F,mode=\"sync\"}"), 3.0, "{text}");
+    assert_eq!(echo("gust_function_running{F}"), 0.0, "{text}");
+    // Every histogram series is a valid exposition: buckets never decrease.
+    let buckets: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("gust_invocation_duration_seconds_bucket{function=\"echo\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(buckets.len() > 10 && buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    // Store-wide figures say they are the cluster's.
+    assert!(text.contains("gust_store_fenced_completions_total{scope=\"cluster\"} 0"), "{text}");
+}
+
+#[test]
+fn a_worker_serves_health_readiness_and_the_figures_of_what_it_ran() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &common::REMOTE_ONLY);
+    let mut cmd = std::process::Command::new(common::GUST);
+    cmd.args(["worker", "--server", &s.url, "--name", "m1", "--worker-token", "test-worker-token"])
+        .arg("--data-dir")
+        .arg(dir.path().join("m1"))
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .env("GUST_LOG", "error")
+        .stdout(std::process::Stdio::piped());
+    let mut worker = gust_testkit::process::Process::spawn(&mut cmd).unwrap();
+    let mut lines = std::io::BufReader::new(worker.child_mut().stdout.take().unwrap()).lines();
+    let joined = lines.next().unwrap().unwrap();
+    assert!(joined.starts_with("gust worker m1"), "{joined}");
+    let banner = lines.next().unwrap().unwrap();
+    let metrics_url = banner.strip_prefix("gust worker metrics on ").unwrap_or_else(|| panic!("{banner}"));
+    let base = metrics_url.strip_suffix("/metrics").unwrap();
+    let http = reqwest::blocking::Client::new();
+    assert_eq!(http.get(format!("{base}/healthz")).send().unwrap().text().unwrap(), "ok");
+    assert_eq!(http.get(format!("{base}/readyz")).send().unwrap().status(), 200);
+
+    common::deploy_to_workers(&s, 1, "echo", wasm_config(3000), fixture("echo"));
+    for _ in 0..2 {
+        let r = s.invoke("echo", None, b"{}", &[]);
+        assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    }
+    let text = http.get(metrics_url).send().unwrap().text().unwrap();
+    let ran = "gust_function_invocations_total{function=\"echo\",mode=\"sync\",outcome=\"success\"}";
+    assert_eq!(value(&text, ran), Some(2.0), "the worker counts what it ran: {text}");
+    assert_eq!(value(&text, "gust_worker_ready"), Some(1.0), "{text}");
+    assert!(value(&text, "gust_worker_capacity").is_some_and(|c| c > 0.0), "{text}");
+    assert!(value(&text, "gust_invocation_duration_seconds_count{function=\"echo\"}") == Some(2.0), "{text}");
+    // Observed once, where it ran: the server (no local worker) does not count it again.
+    let server = s.get("/metrics").text().unwrap();
+    assert_eq!(value(&server, ran), None, "{server}");
+    // Shutting down: no longer ready (or no longer answering at all).
+    worker.signal("-TERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match http.get(format!("{base}/readyz")).send() {
+            Ok(r) if r.status() == 503 => break,
+            Err(_) => break,
+            _ => {}
+        }
+        assert!(std::time::Instant::now() < deadline, "still ready while shutting down");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
