@@ -227,6 +227,7 @@ fn a_worker_serves_health_readiness_and_the_figures_of_what_it_ran() {
     // Observed once, where it ran: the server (no local worker) does not count it again.
     let server = s.get("/metrics").text().unwrap();
     assert_eq!(value(&server, ran), None, "{server}");
+    dashboard_queries_exist(&[&text, &server]);
     // Shutting down: no longer ready (or no longer answering at all).
     worker.signal("-TERM");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -239,4 +240,37 @@ fn a_worker_serves_health_readiness_and_the_figures_of_what_it_ran() {
         assert!(std::time::Instant::now() < deadline, "still ready while shutting down");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Every metric the sample Grafana dashboard queries is one gust exports (server or worker),
+/// so the dashboard cannot silently rot as names change.
+fn dashboard_queries_exist(expositions: &[&str]) {
+    let path = gust_testkit::repo_root().join("examples/grafana/gust-dashboard.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let typed: std::collections::HashSet<&str> = expositions
+        .iter()
+        .flat_map(|e| e.lines())
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+        .collect();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("gust_") {
+                let name: String =
+                    rest[at..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+                rest = &rest[at + name.len()..];
+                let base = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .fold(name.as_str(), |n, s| n.strip_suffix(s).unwrap_or(n));
+                assert!(
+                    typed.contains(base),
+                    "the dashboard queries {name}, which gust does not export ({expr})"
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 15, "the dashboard queries {queried} series");
 }

@@ -299,21 +299,17 @@ impl Worker {
     ) -> RunOutcome {
         let running = self.metrics.start(&deployment.function);
         let outcome = self.run(deployment, invocation_id, payload, call).await;
-        drop(running);
         let now = now_ms();
         let since = |t: gust_core::Millis| Duration::from_millis(now.saturating_sub(t).max(0) as u64);
         let mode = if call.is_async { metrics::Mode::Async } else { metrics::Mode::Sync };
-        self.metrics.observe(
-            &deployment.function,
-            &metrics::Observation {
-                mode,
-                succeeded: outcome.status == Status::Succeeded,
-                duration: outcome.duration,
-                init: outcome.init,
-                queue_wait: call.received_at.map(|r| since(r).saturating_sub(outcome.duration)),
-                end_to_end: call.received_at.map(since),
-            },
-        );
+        running.finish(&metrics::Observation {
+            mode,
+            succeeded: outcome.status == Status::Succeeded,
+            duration: outcome.duration,
+            init: outcome.init,
+            queue_wait: call.received_at.map(|r| since(r).saturating_sub(outcome.duration)),
+            end_to_end: call.received_at.map(since),
+        });
         outcome
     }
 

@@ -87,6 +87,22 @@ pub struct FunctionFigures {
     running: AtomicI64,
 }
 
+impl FunctionFigures {
+    pub fn observe(&self, o: &Observation) {
+        self.invocations[o.mode as usize][usize::from(!o.succeeded)].fetch_add(1, Ordering::Relaxed);
+        self.duration.observe(o.duration);
+        if let Some(i) = o.init {
+            self.init.observe(i);
+        }
+        if let Some(w) = o.queue_wait {
+            self.queue_wait[o.mode as usize].observe(w);
+        }
+        if let Some(e) = o.end_to_end {
+            self.end_to_end[o.mode as usize].observe(e);
+        }
+    }
+}
+
 /// What one attempt measured, for [`Metrics::observe`].
 #[derive(Debug, Clone, Copy)]
 pub struct Observation {
@@ -108,6 +124,13 @@ pub struct Metrics {
 
 /// Marks an attempt running for as long as it is held.
 pub struct Running(Arc<FunctionFigures>);
+
+impl Running {
+    /// The attempt ended: observed, and no longer running.
+    pub fn finish(self, o: &Observation) {
+        self.0.observe(o);
+    }
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -135,18 +158,7 @@ impl Metrics {
     }
 
     pub fn observe(&self, function: &str, o: &Observation) {
-        let f = self.function(function);
-        f.invocations[o.mode as usize][usize::from(!o.succeeded)].fetch_add(1, Ordering::Relaxed);
-        f.duration.observe(o.duration);
-        if let Some(i) = o.init {
-            f.init.observe(i);
-        }
-        if let Some(w) = o.queue_wait {
-            f.queue_wait[o.mode as usize].observe(w);
-        }
-        if let Some(e) = o.end_to_end {
-            f.end_to_end[o.mode as usize].observe(e);
-        }
+        self.function(function).observe(o);
     }
 
     /// The exposition of every function's figures.
