@@ -25,14 +25,14 @@
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -792,6 +792,32 @@ impl Refusal {
             }
         }
     }
+}
+
+/// Whether every request runs in a span naming its request id (`--log-format json` turns it
+/// on; off, the hot path pays nothing for it).
+pub static REQUEST_SPANS: AtomicBool = AtomicBool::new(false);
+
+/// A span per request with its request id: the caller's `X-Request-Id` when it is a sane one
+/// (1-128 of `[A-Za-z0-9._:-]`), else a new one; answered back in `X-Request-Id`. Every log line
+/// written while the request is served carries it.
+pub(crate) async fn request_span(req: Request, next: Next) -> Response {
+    use tracing::Instrument as _;
+    if !REQUEST_SPANS.load(Ordering::Relaxed) {
+        return next.run(req).await;
+    }
+    let given = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).filter(|v| {
+        (1..=128).contains(&v.len())
+            && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    });
+    let id = given.map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_string);
+    let span =
+        tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let mut resp = next.run(req).instrument(span).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
 }
 
 /// The browser guard, outermost on every route: refuses before authentication and before any

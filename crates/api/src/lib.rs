@@ -14,6 +14,7 @@ mod access;
 mod aws;
 mod body;
 mod edge;
+pub use edge::REQUEST_SPANS;
 mod error;
 mod internal;
 mod native;
@@ -125,6 +126,7 @@ pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such endpoint") })
         // Outermost: browsers are refused before authentication and before any body is read.
         .layer(middleware::from_fn_with_state(state.clone(), edge::guard))
+        .layer(middleware::from_fn(edge::request_span))
         .with_state(state)
 }
 

@@ -22,14 +22,28 @@ pub const DEFAULT_SHUTDOWN_GRACE_S: u64 = 30;
 /// writing queued records, deregistering) may take.
 pub const FORCED_SHUTDOWN_PATIENCE: Duration = Duration::from_secs(1);
 
-/// Logs go to stderr, filtered by `GUST_LOG` (default `info`).
-pub fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GUST_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+/// How logs are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, message, fields, and the spans it
+    /// was written in: each API request's has its `request_id`).
+    Json,
+}
+
+/// Logs go to stderr, filtered by `GUST_LOG` (default `info`), as text or JSON lines.
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GUST_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => {
+            builder.json().with_current_span(true).with_span_list(false).init();
+            gust_api::REQUEST_SPANS.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// Probes what isolation this host gives process functions and applies `--isolation` (an

@@ -35,6 +35,10 @@ pub struct ServerOpts {
     /// Address to listen on (port 0 picks a free port; the chosen address is printed).
     #[arg(long, env = "GUST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// How logs are written to stderr: text, or one JSON object per line (with each API
+    /// request's `request_id`).
+    #[arg(long, env = "GUST_LOG_FORMAT", value_enum, default_value_t)]
+    pub log_format: crate::node::LogFormat,
     /// Serve HTTPS with this certificate chain (PEM, leaf first). Reloaded on SIGHUP and when
     /// the file changes.
     #[arg(long, env = "GUST_TLS_CERT", requires = "tls_key")]
@@ -261,7 +265,7 @@ fn install_secrets_key(opts: &ServerOpts) -> anyhow::Result<()> {
 }
 
 pub fn run(mut opts: ServerOpts) -> anyhow::Result<()> {
-    crate::node::init_tracing();
+    crate::node::init_tracing(opts.log_format);
     if opts.token.is_none() && !opts.listen.ip().is_loopback() {
         bail!("refusing to listen on {} without --token: the API would be open to the network", opts.listen);
     }

@@ -110,6 +110,9 @@ pub struct WorkerOpts {
     /// where only the monitoring can reach it).
     #[arg(long, env = "GUST_WORKER_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How logs are written to stderr: text, or one JSON object per line.
+    #[arg(long, env = "GUST_LOG_FORMAT", value_enum, default_value_t)]
+    pub log_format: crate::node::LogFormat,
 }
 
 struct Conn {
@@ -281,7 +284,7 @@ impl State {
 }
 
 pub fn run(opts: WorkerOpts) -> anyhow::Result<()> {
-    crate::node::init_tracing();
+    crate::node::init_tracing(opts.log_format);
     if opts.capacity == 0 {
         bail!("--capacity must be at least 1");
     }

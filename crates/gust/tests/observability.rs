@@ -274,3 +274,54 @@ fn dashboard_queries_exist(expositions: &[&str]) {
     }
     assert!(queried >= 15, "the dashboard queries {queried} series");
 }
+
+#[test]
+fn json_logs_name_each_request_s_id_and_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let admin = "observability-admin-token";
+    let s = Server::start_logged(
+        &dir.path().join("data"),
+        &log,
+        "info",
+        &["--token", admin, "--log-format", "json"],
+    );
+    let create = |request_id: &str| {
+        s.client()
+            .post(format!("{}/v1/tokens", s.url))
+            .bearer_auth(admin)
+            .header("x-request-id", request_id)
+            .json(&json!({ "name": format!("k{}", request_id.len()), "role": "invoker" }))
+            .send()
+            .unwrap()
+    };
+    let r = create("req-123.abc");
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    assert_eq!(r.headers()["x-request-id"], "req-123.abc", "the caller's id is answered back");
+    let secret = r.json::<Value>().unwrap()["token"].as_str().unwrap().to_string();
+    // A hostile id is not taken (nor logged): the request gets an id of its own.
+    let r = create("evil\"} id;$(reboot)");
+    let own = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(own.len() == 32 && own.bytes().all(|b| b.is_ascii_hexdigit()), "{own}");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let lines: Vec<Value> = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+            .collect();
+        if lines.iter().filter(|l| l["fields"]["message"] == "API key created").count() == 2 {
+            break lines;
+        }
+        assert!(std::time::Instant::now() < deadline, "no key creation logged: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let created: Vec<&Value> = lines.iter().filter(|l| l["fields"]["message"] == "API key created").collect();
+    assert_eq!(created[0]["span"]["request_id"], "req-123.abc", "{}", created[0]);
+    assert_eq!(created[0]["span"]["path"], "/v1/tokens", "{}", created[0]);
+    assert_eq!(created[1]["span"]["request_id"], own.as_str(), "{}", created[1]);
+    assert!(created.iter().all(|l| l["level"] == "INFO" && l["timestamp"].is_string()));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(&secret) && !text.contains(admin), "no token reaches the log");
+}
