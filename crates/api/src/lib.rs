@@ -17,6 +17,7 @@ mod edge;
 pub use edge::REQUEST_SPANS;
 mod error;
 mod internal;
+mod logs;
 mod native;
 mod queues;
 mod schedules;
@@ -99,8 +100,11 @@ pub fn url_router(service: Arc<Service>, cfg: ApiConfig) -> Router {
 pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
     let state = app_state(service, cfg);
     let aws = aws::routes(state.clone());
-    let native =
-        native::routes().merge(queues::routes()).merge(schedules::routes()).merge(internal::admin_routes());
+    let native = native::routes()
+        .merge(logs::routes())
+        .merge(queues::routes())
+        .merge(schedules::routes())
+        .merge(internal::admin_routes());
     let v1 = match state.cfg.token {
         Some(_) => native
             .route_layer(middleware::from_fn(access::authorize))

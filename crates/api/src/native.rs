@@ -352,7 +352,7 @@ async fn list_invocations(
         })
         .transpose()?;
     let limit = q.limit.unwrap_or(DEFAULT_PAGE_SIZE);
-    let filter = InvocationFilter { state, before: q.before.map(InvocationId), limit };
+    let filter = InvocationFilter { state, before: q.before.map(InvocationId), limit, finished_after: None };
     let records = s.service.list_invocations(&name, filter).await?;
     let next = (records.len() == limit).then(|| records.last().map(|r| r.request.id.0.clone())).flatten();
     let items: Vec<_> = records.iter().map(|r| views::invocation(r, false)).collect();

@@ -325,3 +325,121 @@ fn json_logs_name_each_request_s_id_and_no_secrets() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains(&secret) && !text.contains(admin), "no token reaches the log");
 }
+
+/// Opens `gust logs --follow`'s stream and hands its events (id, data) over a channel.
+fn follow(
+    s: &Server, path: &str, headers: &[(&str, &str)],
+) -> (reqwest::StatusCode, std::sync::mpsc::Receiver<(String, Value)>) {
+    use std::io::BufRead as _;
+    let client = reqwest::blocking::Client::builder().timeout(None).build().unwrap();
+    let mut rb = client.get(format!("{}{path}", s.url));
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let r = rb.send().unwrap();
+    let status = r.status();
+    let (tx, rx) = std::sync::mpsc::channel();
+    if status == 200 {
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        std::thread::spawn(move || {
+            let (mut id, mut kind) = (String::new(), String::new());
+            for line in std::io::BufReader::new(r).lines() {
+                let Ok(line) = line else { return };
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.to_string();
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    kind = v.to_string();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    assert_eq!(kind, "invocation");
+                    if tx.send((id.clone(), serde_json::from_str(v).unwrap())).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    (status, rx)
+}
+
+fn next_events(rx: &std::sync::mpsc::Receiver<(String, Value)>, n: usize) -> Vec<(String, Value)> {
+    (0..n)
+        .map(|i| {
+            rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("event {i} of {n} never came"))
+        })
+        .collect()
+}
+
+#[test]
+fn logs_follow_streams_outcomes_as_they_end_and_resumes_without_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    s.deploy("echo", wasm_config(3000), fixture("echo"));
+    s.deploy("fail", wasm_config(3000), fixture("fail"));
+    let before = s.invoke("echo", None, b"{}", &[]);
+    let before = before.headers()["gust-invocation-id"].to_str().unwrap().to_string();
+    s.wait_terminal(&before, Duration::from_secs(5));
+
+    // From now: earlier outcomes are not replayed.
+    let (status, all) = follow(&s, "/v1/functions/echo/logs", &[]);
+    assert_eq!(status, 200);
+    let (_, failed_only) = follow(&s, "/v1/functions/fail/logs?state=FAILED", &[]);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let r = s.invoke("echo", None, b"{}", &[]);
+        ids.push(r.headers()["gust-invocation-id"].to_str().unwrap().to_string());
+    }
+    let async_id = common::accepted_id(s.invoke("echo", None, b"{}", &[("invocation-type", "async")]));
+    ids.push(async_id);
+    assert_eq!(s.invoke("fail", None, b"{}", &[]).status(), 200);
+    let got = next_events(&all, 4);
+    let seen: Vec<&str> = got.iter().map(|(_, v)| v["invocation_id"].as_str().unwrap()).collect();
+    let mut expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut sorted = seen.clone();
+    sorted.sort();
+    expected.sort();
+    assert_eq!(sorted, expected, "each new outcome once, and not the one before the stream");
+    for (event_id, v) in &got {
+        assert_eq!(v["log"], "echo: invoked\n", "{v}");
+        assert!(v["report_line"].as_str().unwrap().starts_with("REPORT RequestId: "), "{v}");
+        assert!(v.get("payload").is_none(), "payloads are not streamed: {v}");
+        assert!(event_id.ends_with(v["invocation_id"].as_str().unwrap()), "{event_id}");
+    }
+    let failed = next_events(&failed_only, 1);
+    assert_eq!(failed[0].1["state"], "FAILED");
+
+    // Reconnecting after the second event: the rest, nothing twice; `since` replays history.
+    let last = got[1].0.clone();
+    let (_, resumed) = follow(&s, "/v1/functions/echo/logs", &[("last-event-id", &last)]);
+    let rest: Vec<String> = next_events(&resumed, 2)
+        .iter()
+        .map(|(_, v)| v["invocation_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(rest, vec![seen[2].to_string(), seen[3].to_string()]);
+    let (_, history) = follow(&s, "/v1/functions/echo/logs?since=10m", &[]);
+    assert_eq!(next_events(&history, 5)[0].1["invocation_id"], before.as_str(), "oldest first");
+
+    // Refusals: an unknown function, a bad since, a state that is not an end.
+    let status = |path: &str| s.get(path).status().as_u16();
+    assert_eq!(status("/v1/functions/nope/logs"), 404);
+    assert_eq!(status("/v1/functions/echo/logs?since=yesterday"), 400);
+    assert_eq!(status("/v1/functions/echo/logs?state=RUNNING"), 400);
+}
+
+#[test]
+fn log_followers_are_bounded_per_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    s.deploy("echo", wasm_config(3000), fixture("echo"));
+    let client = reqwest::blocking::Client::builder().timeout(None).build().unwrap();
+    let open = || client.get(format!("{}/v1/functions/echo/logs", s.url)).send().unwrap();
+    let held: Vec<_> = (0..64).map(|_| open()).collect();
+    assert!(held.iter().all(|r| r.status() == 200));
+    assert_eq!(common::error_code(open(), 429), "TooManyFollowers");
+    drop(held);
+    // A closed stream gives its place back (once the server notices: at its next keep-alive).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while open().status() != 200 {
+        assert!(std::time::Instant::now() < deadline, "the places were never given back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -575,14 +575,17 @@ pub async fn invocation_listing_is_newest_first_and_paged(store: Arc<dyn Store>)
     let got: Vec<_> = page1.iter().map(|r| r.request.id.clone()).collect();
     assert_eq!(got, vec![ids[4].clone(), ids[3].clone()]);
     let page2 = store
-        .list_invocations("list", InvocationFilter { limit: 10, before: Some(ids[3].clone()), state: None })
+        .list_invocations(
+            "list",
+            InvocationFilter { limit: 10, before: Some(ids[3].clone()), ..Default::default() },
+        )
         .await
         .unwrap();
     assert_eq!(page2.len(), 3);
     let running = store
         .list_invocations(
             "list",
-            InvocationFilter { limit: 10, before: None, state: Some(StateName::Running) },
+            InvocationFilter { limit: 10, state: Some(StateName::Running), ..Default::default() },
         )
         .await
         .unwrap();
@@ -592,6 +595,34 @@ pub async fn invocation_listing_is_newest_first_and_paged(store: Arc<dyn Store>)
         counts.contains(&(StateName::Queued, 4)) && counts.contains(&(StateName::Running, 1)),
         "{counts:?}"
     );
+
+    // The tail of outcomes: ended ones, in the order they finished (not the order they came),
+    // after a `(finished_at, id)` cursor, optionally of one state.
+    let finish = |i: usize, at: i64, outcome: AttemptOutcome| {
+        let (store, id) = (store.clone(), ids[i].clone());
+        async move {
+            let epoch = store.claim(&id, &worker("w"), at + 5_000, at).await.map_or(1, |c| c.epoch);
+            store.complete(completion("w", &id, epoch, outcome), at).await.unwrap()
+        }
+    };
+    finish(4, NOW + 100, AttemptOutcome::Succeeded).await;
+    finish(0, NOW + 200, AttemptOutcome::Succeeded).await;
+    finish(2, NOW + 200, AttemptOutcome::Succeeded).await;
+    let tail = |after: (i64, InvocationId), state: Option<StateName>| {
+        let store = store.clone();
+        async move {
+            let filter =
+                InvocationFilter { limit: 10, state, finished_after: Some(after), ..Default::default() };
+            let page = store.list_invocations("list", filter).await.unwrap();
+            page.into_iter().map(|r| r.request.id).collect::<Vec<_>>()
+        }
+    };
+    let none = InvocationId(String::new());
+    let (first, second) = if ids[0].0 < ids[2].0 { (&ids[0], &ids[2]) } else { (&ids[2], &ids[0]) };
+    assert_eq!(tail((NOW, none.clone()), None).await, vec![ids[4].clone(), first.clone(), second.clone()]);
+    assert_eq!(tail((NOW + 200, first.clone()), None).await, vec![second.clone()], "a tie is broken by id");
+    assert_eq!(tail((NOW + 200, second.clone()), None).await, Vec::<InvocationId>::new());
+    assert_eq!(tail((NOW, none), Some(StateName::Failed)).await, Vec::<InvocationId>::new());
 }
 
 pub async fn finished_records_are_written_once(store: Arc<dyn Store>) {

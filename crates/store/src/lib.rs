@@ -271,6 +271,9 @@ pub struct InvocationFilter {
     /// Only invocations older than this id (the previous page's last id).
     pub before: Option<InvocationId>,
     pub limit: usize,
+    /// Instead: only ended invocations that finished after this `(finished_at, id)`, oldest
+    /// finish first (a tail of new outcomes: `gust logs --follow`).
+    pub finished_after: Option<(Millis, InvocationId)>,
 }
 
 /// The persistence interface of gust. Every method is one atomic step.

@@ -873,12 +873,23 @@ pub fn deployment(
 pub fn invocation_page<'a>(
     function: &'a str, filter: &'a crate::InvocationFilter,
 ) -> (String, Vec<Value<'a>>) {
+    let state = filter.state.map(|s| s.as_str());
+    if let Some((at, id)) = &filter.finished_after {
+        let sql = format!(
+            "SELECT {INVOCATION_COLUMNS} FROM invocations WHERE function = $1 AND finished_at IS NOT NULL \
+             AND (finished_at > $2 OR (finished_at = $2 AND id > $3)) \
+             AND (CAST($4 AS TEXT) IS NULL OR state = $4) ORDER BY finished_at, id LIMIT $5"
+        );
+        return (
+            sql,
+            vec![function.into(), (*at).into(), id.0.as_str().into(), state.into(), filter.limit.into()],
+        );
+    }
     // '~' sorts after every UUID character, so "no cursor" means "from the newest".
     let before = filter.before.as_ref().map_or("~", |b| b.0.as_str());
     let sql = format!(
         "SELECT {INVOCATION_COLUMNS} FROM invocations WHERE function = $1 AND id < $2 \
          AND (CAST($3 AS TEXT) IS NULL OR state = $3) ORDER BY id DESC LIMIT $4"
     );
-    let state = filter.state.map(|s| s.as_str());
     (sql, vec![function.into(), before.into(), state.into(), filter.limit.into()])
 }
