@@ -5,6 +5,7 @@ pub mod cli;
 pub mod client_tls;
 pub mod host;
 pub mod node;
+pub mod otlp;
 pub mod server;
 pub mod worker;
 

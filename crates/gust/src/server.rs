@@ -122,6 +122,14 @@ pub struct ServerOpts {
     /// Most schedules (of all groups); creating more is refused.
     #[arg(long, default_value_t = gust_service::DEFAULT_MAX_SCHEDULES)]
     pub max_schedules: u64,
+    /// Export traces (OpenTelemetry, OTLP over HTTP with JSON) to this collector, e.g.
+    /// `http://127.0.0.1:4318`: spans of each attempt (invocation, queue, init, run), in the
+    /// caller's trace when it sent `traceparent` or `X-Amzn-Trace-Id`. Off by default.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of exported spans.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "gust")]
+    pub otlp_service_name: String,
     /// How often retention runs, in milliseconds (for tests).
     #[arg(long, hide = true, default_value_t = 60_000)]
     pub retention_interval_ms: u64,
@@ -373,6 +381,12 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
         total: opts.max_queued_async,
     };
     cfg.max_schedules = opts.max_schedules;
+    if let Some(endpoint) = &opts.otlp_endpoint {
+        let client = reqwest::Client::builder().build().context("the OTLP client")?;
+        worker.export_spans_to(crate::otlp::start(endpoint, &opts.otlp_service_name, client));
+        cfg.sample_new_traces = true;
+        tracing::info!(endpoint = %crate::otlp::traces_url(endpoint), "exporting traces");
+    }
     if opts.no_local_worker && opts.worker_token.is_none() {
         tracing::warn!("--no-local-worker without --worker-token: only workers with a provisioned credential (`gust workers create NAME`) can run anything");
     }

@@ -110,6 +110,14 @@ pub struct WorkerOpts {
     /// where only the monitoring can reach it).
     #[arg(long, env = "GUST_WORKER_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Export traces (OpenTelemetry, OTLP over HTTP with JSON) to this collector, e.g.
+    /// `http://127.0.0.1:4318`: spans of each attempt (invocation, queue, init, run), in the
+    /// caller's trace when it sent `traceparent` or `X-Amzn-Trace-Id`. Off by default.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of exported spans.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "gust")]
+    pub otlp_service_name: String,
     /// How logs are written to stderr: text, or one JSON object per line.
     #[arg(long, env = "GUST_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: crate::node::LogFormat,
@@ -402,6 +410,10 @@ async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
     let conn = Arc::new(Conn { http, base, token });
     let runtimes = cfg.runtimes.clone();
     let worker = Worker::new(cfg, Arc::new(ServerArtifacts(conn.clone()))).context("starting the worker")?;
+    if let Some(endpoint) = &opts.otlp_endpoint {
+        let client = reqwest::Client::builder().build().context("the OTLP client")?;
+        worker.export_spans_to(crate::otlp::start(endpoint, &opts.otlp_service_name, client));
+    }
     let attempt_log = match &opts.attempt_log {
         Some(p) => Some(Mutex::new(
             std::fs::OpenOptions::new().create(true).append(true).open(p).context("opening --attempt-log")?,

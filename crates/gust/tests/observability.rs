@@ -443,3 +443,131 @@ fn log_followers_are_bounded_per_server() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A stand-in OpenTelemetry collector: answers every OTLP/HTTP request 200 and hands over
+/// each body's spans (the span objects of `resourceSpans[].scopeSpans[].spans`).
+fn collector() -> (String, std::sync::mpsc::Receiver<(Value, Value)>) {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                loop {
+                    let (mut line, mut length, mut path) = (String::new(), 0usize, String::new());
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    path.push_str(line.split(' ').nth(1).unwrap_or(""));
+                    loop {
+                        let mut h = String::new();
+                        reader.read_line(&mut h).unwrap();
+                        if h == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    assert_eq!(path, "/v1/traces");
+                    let v: Value = serde_json::from_slice(&body).unwrap();
+                    let resource = v["resourceSpans"][0]["resource"].clone();
+                    for span in v["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array().unwrap() {
+                        let _ = tx.send((resource.clone(), span.clone()));
+                    }
+                    conn.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+                    )
+                    .unwrap();
+                }
+            });
+        }
+    });
+    (url, rx)
+}
+
+/// The spans of trace `trace_id` (hex) that arrive within a few seconds, `want` of them, and
+/// the trace ids of every span that came meanwhile.
+fn spans_of(
+    rx: &std::sync::mpsc::Receiver<(Value, Value)>, trace_id: &str, want: usize,
+) -> (Vec<Value>, Vec<String>) {
+    let (mut got, mut seen) = (Vec::new(), Vec::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < want {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok((resource, span)) = rx.recv_timeout(left) else {
+            panic!("{} of {want} spans came: {got:?}", got.len())
+        };
+        assert_eq!(resource["attributes"][0]["value"]["stringValue"], "gust");
+        seen.push(span["traceId"].as_str().unwrap().to_string());
+        if span["traceId"] == trace_id {
+            got.push(span);
+        }
+    }
+    (got, seen)
+}
+
+#[test]
+fn traces_are_exported_over_otlp_in_the_caller_s_trace() {
+    let (collector_url, spans) = collector();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--otlp-endpoint", &collector_url]);
+    s.deploy("echo", wasm_config(3000), fixture("echo"));
+    s.deploy("fail", wasm_config(3000), fixture("fail"));
+
+    // In the caller's sampled trace: under its span, cold (init), with the FaaS attributes.
+    let r = s.invoke(
+        "echo",
+        None,
+        b"{}",
+        &[("traceparent", "00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01")],
+    );
+    let id = r.headers()["gust-invocation-id"].to_str().unwrap().to_string();
+    let (got, _) = spans_of(&spans, "5759e988bd862e3fe1be46a994272793", 4);
+    let named =
+        |n: &str| got.iter().find(|s| s["name"] == n).unwrap_or_else(|| panic!("no {n} span: {got:?}"));
+    let root = named("gust.invocation");
+    assert_eq!(root["parentSpanId"], "53995c3f42cd8ad8", "{root}");
+    assert_eq!(root["kind"], 2, "SERVER");
+    let attr = |span: &Value, key: &str| {
+        span["attributes"].as_array().unwrap().iter().find(|a| a["key"] == key).map(|a| a["value"].clone())
+    };
+    assert_eq!(attr(root, "faas.invocation_id").unwrap()["stringValue"], id.as_str());
+    assert_eq!(attr(root, "faas.invoked_name").unwrap()["stringValue"], "echo");
+    assert_eq!(attr(root, "faas.coldstart").unwrap()["boolValue"], true);
+    for child in ["gust.queue", "gust.init", "gust.run"] {
+        assert_eq!(named(child)["parentSpanId"], root["spanId"], "{child}");
+    }
+    let ns = |s: &Value, k: &str| s[k].as_str().unwrap().parse::<u64>().unwrap();
+    let run = named("gust.run");
+    assert!(ns(root, "startTimeUnixNano") <= ns(run, "startTimeUnixNano"));
+    assert!(ns(run, "startTimeUnixNano") <= ns(run, "endTimeUnixNano"));
+    assert_eq!(ns(run, "endTimeUnixNano"), ns(root, "endTimeUnixNano"));
+
+    // Not sampled by the caller: nothing exported. A trace gust starts is sampled: exported,
+    // with the trace id the record shows.
+    s.invoke(
+        "echo",
+        None,
+        b"{}",
+        &[("traceparent", "00-11111111111111111111111111111111-2222222222222222-00")],
+    );
+    let r = s.invoke("fail", None, b"{}", &[]);
+    let id = r.headers()["gust-invocation-id"].to_str().unwrap().to_string();
+    let trace = s.wait_terminal(&id, Duration::from_secs(5))["trace_id"].as_str().unwrap().to_string();
+    let hex: String = trace["Root=1-".len()..].split(';').next().unwrap().replace('-', "");
+    assert!(trace.ends_with(";Sampled=1"), "{trace}");
+    let (failed, seen) = spans_of(&spans, &hex, 4);
+    let run = failed.iter().find(|s| s["name"] == "gust.run").unwrap();
+    assert_eq!(run["status"]["code"], 2, "{run}");
+    assert_eq!(run["status"]["message"], "FunctionError", "the kind only, never the function's message");
+    // Spans leave in the order attempts end: the unsampled one's would have come first.
+    assert!(!seen.iter().any(|t| t == "11111111111111111111111111111111"), "{seen:?}");
+}

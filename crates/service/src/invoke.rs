@@ -179,7 +179,10 @@ impl Service {
             Some(_) => qualifier.as_string(),
         };
         let now = self.clock.now();
-        let trace = input.trace.unwrap_or_else(|| gust_core::trace::Trace::new(now, rand::random()));
+        let trace = input.trace.unwrap_or_else(|| gust_core::trace::Trace {
+            sampled: self.cfg.sample_new_traces,
+            ..gust_core::trace::Trace::new(now, rand::random())
+        });
         let request = InvocationRequest {
             id: InvocationId(uuid::Uuid::now_v7().to_string()),
             function: input.function,

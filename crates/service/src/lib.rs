@@ -125,6 +125,8 @@ pub struct ServiceConfig {
     /// Most schedules in the store (all groups), and most schedule groups.
     pub max_schedules: u64,
     pub max_schedule_groups: u64,
+    /// Whether the traces this server starts are marked sampled (it exports traces: OTLP).
+    pub sample_new_traces: bool,
 }
 
 impl ServiceConfig {
@@ -142,6 +144,7 @@ impl ServiceConfig {
             queue_caps: QueueCaps::default(),
             max_schedules: DEFAULT_MAX_SCHEDULES,
             max_schedule_groups: DEFAULT_MAX_SCHEDULE_GROUPS,
+            sample_new_traces: false,
         }
     }
 }

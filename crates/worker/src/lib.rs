@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 
 mod cache;
 pub mod metrics;
+pub mod spans;
 pub use cache::CacheCollected;
 
 /// Invocations that may run at once on one worker.
@@ -130,6 +131,8 @@ pub struct Worker {
     /// Code in use and when it was last used, for the cache collection ([`cache`]).
     code_use: cache::CodeUses,
     metrics: metrics::Metrics,
+    /// Where the spans of sampled attempts go (OTLP), once set.
+    span_sink: std::sync::OnceLock<Arc<dyn spans::SpanSink>>,
 }
 
 impl Worker {
@@ -152,6 +155,7 @@ impl Worker {
             modules_dir,
             code_use: Default::default(),
             metrics: Default::default(),
+            span_sink: std::sync::OnceLock::new(),
         }))
     }
 
@@ -310,7 +314,15 @@ impl Worker {
             queue_wait: call.received_at.map(|r| since(r).saturating_sub(outcome.duration)),
             end_to_end: call.received_at.map(since),
         });
+        if let Some(sink) = self.span_sink.get() {
+            export_spans(sink.as_ref(), deployment, invocation_id, call, &outcome);
+        }
         outcome
+    }
+
+    /// Sends the spans of every sampled attempt from now on to `sink` (set once).
+    pub fn export_spans_to(&self, sink: Arc<dyn spans::SpanSink>) {
+        let _ = self.span_sink.set(sink);
     }
 
     /// The figures of the attempts this worker ran.
@@ -441,6 +453,33 @@ impl Worker {
             timeout_ms: spec.timeout_ms,
         };
         self.process.run(&f, invocation_id, payload, call).await
+    }
+}
+
+fn export_spans(
+    sink: &dyn spans::SpanSink, deployment: &Deployment, invocation_id: &str,
+    call: &gust_core::lambda::CallContext<'_>, outcome: &RunOutcome,
+) {
+    let Some(trace) = call.trace_id.and_then(gust_core::trace::Trace::parse_xray) else { return };
+    let version = deployment.resolved.label();
+    // The error's kind only: a function's message may hold its payload's data.
+    let error = match &outcome.status {
+        Status::Succeeded => None,
+        Status::Failed { kind, .. } => Some(kind.as_str()),
+    };
+    let attempt = spans::Attempt {
+        function: &deployment.function,
+        version: &version,
+        invocation_id,
+        is_async: call.is_async,
+        received_at_ms: call.received_at,
+        init: outcome.init,
+        duration: outcome.duration,
+        error,
+    };
+    let made = spans::of_attempt(&trace, &attempt, rand::random);
+    if !made.is_empty() {
+        sink.export(made);
     }
 }
 
