@@ -370,6 +370,8 @@ pub enum ScheduleAction {
         /// Only those whose names start with this.
         #[arg(long)]
         prefix: Option<String>,
+        #[command(flatten)]
+        page: paging::PageArgs,
     },
     /// Delete a schedule and its history.
     Delete {
@@ -389,13 +391,14 @@ pub enum ScheduleAction {
         #[arg(long, default_value = "default")]
         group: String,
     },
-    /// A schedule's firings, newest first: scheduled time, state, invocation and its state.
+    /// A schedule's firings, newest first: scheduled time, state, invocation and its state
+    /// (20 a page).
     History {
         name: String,
         #[arg(long, default_value = "default")]
         group: String,
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
+        #[command(flatten)]
+        page: paging::PageArgs,
     },
 }
 
@@ -687,7 +690,7 @@ fn queue(g: &Global, api: &Api, action: QueueAction) -> Result<(), Failure> {
             print(g, &v, queue_text);
         }
         QueueAction::Delete { name } => {
-            api.check(api.req(Method::DELETE, &path(&name)).send()?)?;
+            api.send(api.req(Method::DELETE, &path(&name)))?;
             print(g, &json!({ "deleted": name }), |_| format!("deleted queue {name}"));
         }
         QueueAction::Send { name, body, delay, group, dedup } => {
@@ -711,7 +714,7 @@ fn queue(g: &Global, api: &Api, action: QueueAction) -> Result<(), Failure> {
                 for m in v["messages"].as_array().into_iter().flatten() {
                     let receipt = m["receipt_handle"].as_str().unwrap_or_default();
                     let at = format!("{}/messages/{}", path(&name), enc(receipt));
-                    api.check(api.req(Method::DELETE, &at).send()?)?;
+                    api.send(api.req(Method::DELETE, &at))?;
                 }
             }
             print(g, &v, |v| {
@@ -734,7 +737,7 @@ fn queue(g: &Global, api: &Api, action: QueueAction) -> Result<(), Failure> {
             });
         }
         QueueAction::Purge { name } => {
-            api.check(api.req(Method::POST, &format!("{}/purge", path(&name))).send()?)?;
+            api.send(api.req(Method::POST, &format!("{}/purge", path(&name))))?;
             print(g, &json!({ "purged": name }), |_| format!("purged queue {name}"));
         }
     }
@@ -777,7 +780,7 @@ fn schedule(g: &Global, api: &Api, action: ScheduleAction) -> Result<(), Failure
     match action {
         ScheduleAction::Create(a) => {
             let (name, group) = (a.name.clone(), a.group.clone());
-            if api.req(Method::GET, &path(&name, &group)).send()?.status().is_success() {
+            if api.transmit(api.req(Method::GET, &path(&name, &group)))?.status().is_success() {
                 return Err(Failure::new(
                     Kind::Conflict,
                     format!("schedule {group}/{name} already exists: `gust schedule update` changes it"),
@@ -801,7 +804,7 @@ fn schedule(g: &Global, api: &Api, action: ScheduleAction) -> Result<(), Failure
             let v = api.json(api.req(Method::GET, &path(&name, &group)))?;
             print(g, &v, schedule_text);
         }
-        ScheduleAction::List { group, prefix } => {
+        ScheduleAction::List { group, prefix, page } => {
             let mut q = vec![];
             if let Some(gr) = group {
                 q.push(format!("group={}", enc(&gr)));
@@ -809,12 +812,20 @@ fn schedule(g: &Global, api: &Api, action: ScheduleAction) -> Result<(), Failure
             if let Some(p) = prefix {
                 q.push(format!("prefix={}", enc(&p)));
             }
-            let v = api.json(api.req(Method::GET, &format!("/v1/schedules?{}", q.join("&"))))?;
-            print(g, &v, |v| {
-                let rows: Vec<String> = v["schedules"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
+            let listing = paging::Listing {
+                path: if q.is_empty() {
+                    "/v1/schedules".into()
+                } else {
+                    format!("/v1/schedules?{}", q.join("&"))
+                },
+                items: "schedules",
+                cursor_param: "after",
+                cursor_of: |s| Some(format!("{}/{}", s["group"].as_str()?, s["name"].as_str()?)),
+            };
+            let found = listing.fetch(api, &page, 100)?;
+            paging::print(g.output, &found, "schedules", |items| {
+                let rows: Vec<String> = items
+                    .iter()
                     .map(|s| {
                         format!(
                             "{}/{}  {}  {}",
@@ -833,19 +844,22 @@ fn schedule(g: &Global, api: &Api, action: ScheduleAction) -> Result<(), Failure
             });
         }
         ScheduleAction::Delete { name, group } => {
-            api.check(api.req(Method::DELETE, &path(&name, &group)).send()?)?;
+            api.send(api.req(Method::DELETE, &path(&name, &group)))?;
             print(g, &json!({ "deleted": name }), |_| format!("deleted schedule {group}/{name}"));
         }
         ScheduleAction::Enable { name, group } => set_enabled(&name, &group, true)?,
         ScheduleAction::Disable { name, group } => set_enabled(&name, &group, false)?,
-        ScheduleAction::History { name, group, limit } => {
-            let at = format!("/v1/schedules/{}/history?group={}&limit={limit}", enc(&name), enc(&group));
-            let v = api.json(api.req(Method::GET, &at))?;
-            print(g, &v, |v| {
-                let rows: Vec<String> = v["firings"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
+        ScheduleAction::History { name, group, page } => {
+            let listing = paging::Listing {
+                path: format!("/v1/schedules/{}/history?group={}", enc(&name), enc(&group)),
+                items: "firings",
+                cursor_param: "before",
+                cursor_of: |f| f["scheduled_at"].as_i64().map(|t| t.to_string()),
+            };
+            let found = listing.fetch(api, &page, 20)?;
+            paging::print(g.output, &found, "firings", |items| {
+                let rows: Vec<String> = items
+                    .iter()
                     .map(|f| {
                         let mut row = format!(
                             "{}  {:<13}",
@@ -1088,7 +1102,7 @@ fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
                 print(g, &v, url_text);
             }
             UrlAction::Delete { target } => {
-                api.check(api.req(Method::DELETE, &url_path(&target)).send()?)?;
+                api.send(api.req(Method::DELETE, &url_path(&target)))?;
                 print(g, &json!({ "deleted": target }), |_| format!("deleted the URL of {target}"));
             }
             UrlAction::List { name } => {

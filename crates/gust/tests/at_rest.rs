@@ -86,5 +86,5 @@ fn the_cli_takes_its_token_from_a_file() {
     };
     assert!(run(&["--token-file", token.to_str().unwrap()]).status.success());
     let denied = run(&[]);
-    assert_eq!(denied.status.code(), Some(2), "no token, no answer");
+    assert_eq!(denied.status.code(), Some(5), "no token, no answer (the auth exit code)");
 }

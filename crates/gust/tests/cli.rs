@@ -33,7 +33,7 @@ fn the_tour_works_with_exit_codes_and_json() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("function error (FunctionError)"));
 
     let o = gust(&s, &["invoke", "nope"]);
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(3), "not found exits 3");
     assert!(String::from_utf8_lossy(&o.stderr).contains("function nope not found"), "{o:?}");
 
     assert!(gust(&s, &["publish", "hello"]).status.success());
@@ -43,7 +43,7 @@ fn the_tour_works_with_exit_codes_and_json() {
     let o = gust(&s, &["alias", "hello", "live", "--version", "1", "--weight", "2=0.5"]);
     assert!(o.status.success(), "{o:?}");
     let o = gust(&s, &["alias", "hello", "live", "--version", "1", "--weight", "2=2"]);
-    assert_eq!(o.status.code(), Some(2), "bad weight is refused");
+    assert_eq!(o.status.code(), Some(7), "bad weight is refused by the server (400)");
 
     let o = gust(&s, &["invoke", "hello:1", "--payload", r#"{"name":"Bo"}"#, "--output", "json"]);
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();

@@ -470,6 +470,15 @@ fn lists_say_when_there_is_more() {
     assert_eq!((page, next), (vec![ids[0].clone()], String::new()));
     let text = ok(gust(&s.url, &["logs", "f1", "--limit", "1"]));
     assert!(stderr(&text).starts_with(&format!("more: --after {}", ids[2])), "{text:?}");
+
+    for name in ["a", "b"] {
+        ok(gust(&s.url, &["schedule", "create", name, "--expression", "rate(1 day)", "--function", "f1"]));
+    }
+    let o = ok(gust(&s.url, &["schedule", "list", "--limit", "1"]));
+    assert_eq!(stdout(&o), "default/a  rate(1 day)  enabled");
+    assert!(stderr(&o).starts_with("more: --after default/a"), "{o:?}");
+    let o = ok(gust(&s.url, &["schedule", "list", "--after", "default/a"]));
+    assert_eq!((stdout(&o).as_str(), stderr(&o).as_str()), ("default/b  rate(1 day)  enabled", ""));
 }
 
 #[test]
@@ -480,13 +489,26 @@ fn completions_are_scripts_for_each_shell() {
         let o = ok(Command::new(GUST).args(["completions", shell]).output().unwrap());
         let script = stdout(&o);
         assert!(script.contains(mark), "{shell}: {}", &script[..script.len().min(300)]);
-        for word in ["update-config", "concurrency", "--timeout", "--profile"] {
+        for word in ["update-config", "concurrency", "timeout", "profile", "unset-env"] {
             assert!(script.contains(word), "{shell} completes {word}");
         }
     }
-    let bash = stdout(&ok(Command::new(GUST).args(["completions", "bash"]).output().unwrap()));
-    let checked = Command::new("bash").args(["-n", "-c", &bash]).output().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("gust.bash");
+    std::fs::write(&script, ok(Command::new(GUST).args(["completions", "bash"]).output().unwrap()).stdout)
+        .unwrap();
+    let checked = Command::new("bash").arg("-n").arg(&script).output().unwrap();
     assert!(checked.status.success(), "the bash script parses: {checked:?}");
+    // And completes: `gust function upd<TAB>`, `gust deploy f --ti<TAB>`.
+    let complete = |words: &str, cword: usize| {
+        let line = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD={cword}; _gust gust \"${{COMP_WORDS[$COMP_CWORD]}}\" \"${{COMP_WORDS[$COMP_CWORD-1]}}\"; echo \"${{COMPREPLY[@]}}\"",
+            script.display()
+        );
+        stdout(&ok(Command::new("bash").args(["-c", &line]).output().unwrap()))
+    };
+    assert_eq!(complete("gust function upd", 2), "update-config");
+    assert_eq!(complete("gust deploy f --ti", 3), "--timeout");
 }
 
 /// The CLI with no server, token or config in its environment but what `env` gives.
@@ -676,6 +698,10 @@ fn the_rust_wasm_template_is_a_wasi_command() {
 
 #[test]
 fn a_large_upload_shows_progress_on_a_terminal_only() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: needs script(1) (util-linux) to give gust a terminal");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     // 6 MB that do not compress, beside a bootstrap.

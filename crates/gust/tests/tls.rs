@@ -180,16 +180,16 @@ fn the_cli_deploys_and_invokes_over_https_and_names_an_untrusted_certificate() {
     assert!(o.status.success(), "{o:?}");
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "over https");
 
-    // Without the CA: a clear certificate error and exit 2.
+    // Without the CA: a clear certificate error and the unreachable exit code.
     let o = gust(&s.url, &["functions"], &[]);
-    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert_eq!(o.status.code(), Some(6), "{o:?}");
     let e = stderr(&o);
     assert!(e.contains("TLS certificate") && e.contains("not signed by a certificate authority"), "{e}");
     assert!(e.contains("--ca FILE"), "the message says what to do: {e}");
     // Another CA is no better.
     let other = Ca::new(dir.path(), "other");
     let o = gust(&s.url, &["functions", "--ca", other.path()], &[]);
-    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert_eq!(o.status.code(), Some(6), "{o:?}");
     assert!(stderr(&o).contains("not signed by a certificate authority"), "{o:?}");
     // A --ca that holds no certificate is refused before anything is sent.
     let o = gust(&s.url, &["functions", "--ca", files.key.to_str().unwrap()], &[]);
@@ -197,7 +197,7 @@ fn the_cli_deploys_and_invokes_over_https_and_names_an_untrusted_certificate() {
     assert!(stderr(&o).contains("no PEM certificate"), "{o:?}");
     // http:// to the TLS port: the server's plain answer says what to use.
     let o = gust(&s.url.replace("https://", "http://"), &["functions"], &[]);
-    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert_eq!(o.status.code(), Some(7), "the server's 400: {o:?}");
     assert!(stderr(&o).contains("use an https:// URL"), "{o:?}");
 }
 
@@ -432,7 +432,7 @@ fn plain_http_to_the_tls_port_fails_cleanly_and_the_server_keeps_serving() {
     let plain_dir = tempfile::tempdir().unwrap();
     let plain = Server::start(plain_dir.path(), &[]);
     let o = gust(&plain.url.replace("http://", "https://"), &["functions"], &[]);
-    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert_eq!(o.status.code(), Some(6), "{o:?}");
     assert!(stderr(&o).contains("is it serving plain HTTP?"), "{o:?}");
 }
 

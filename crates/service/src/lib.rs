@@ -39,7 +39,7 @@ use gust_core::{Deployment, FunctionErrorBody, InvocationId, Runtime, WorkerId};
 use gust_store::Store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use control::{CodeUploaded, FunctionView};
+pub use control::{CodeUploaded, Deployed, FunctionView};
 pub use error::ServiceError;
 pub use invoke::{HttpInvoke, InvokeInput, Invoked, SyncOutcome};
 pub use keys::{ApiKeys, IssuedKey};

@@ -196,21 +196,21 @@ impl Metrics {
                 f.running.load(Ordering::Relaxed)
             );
         }
-        let histograms: [(&str, &str, &dyn Fn(&FunctionFigures) -> Vec<(Option<&str>, &Histogram)>); 4] = [
+        let histograms: [(&str, &str, Pick); 4] = [
             (
                 "gust_invocation_duration_seconds",
                 "The function's run, from the event handed over to its answer",
-                &|f| vec![(None, &f.duration)],
+                |f| vec![(None, &f.duration)],
             ),
             (
                 "gust_init_duration_seconds",
                 "Cold starts' init: starting the runtime or loading the module",
-                &|f| vec![(None, &f.init)],
+                |f| vec![(None, &f.init)],
             ),
-            ("gust_queue_wait_seconds", "From an invocation's ingest to its attempt's start", &|f| {
+            ("gust_queue_wait_seconds", "From an invocation's ingest to its attempt's start", |f| {
                 vec![(Some("sync"), &f.queue_wait[0]), (Some("async"), &f.queue_wait[1])]
             }),
-            ("gust_end_to_end_seconds", "From an invocation's ingest to its last attempt's answer", &|f| {
+            ("gust_end_to_end_seconds", "From an invocation's ingest to its last attempt's answer", |f| {
                 vec![(Some("sync"), &f.end_to_end[0]), (Some("async"), &f.end_to_end[1])]
             }),
         ];
@@ -231,6 +231,9 @@ impl Metrics {
         }
     }
 }
+
+/// A histogram metric's series of one function: `(mode label, histogram)`.
+type Pick = fn(&FunctionFigures) -> Vec<(Option<&'static str>, &Histogram)>;
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

@@ -102,7 +102,7 @@ pub enum FunctionAction {
     UpdateConfig {
         name: String,
         #[command(flatten)]
-        config: ConfigFlags,
+        config: Box<ConfigFlags>,
     },
     /// Delete a function, its versions and aliases (its pending invocations fail).
     Delete { name: String },

@@ -59,7 +59,7 @@ impl<R: Read> Read for Progress<R> {
 /// `uploading app.zip: 12.0 of 48.0 MB (25%)`
 fn line(what: &str, sent: u64, total: u64) -> String {
     let mb = |b: u64| b as f64 / (1 << 20) as f64;
-    let pct = if total == 0 { 100 } else { sent.saturating_mul(100) / total };
+    let pct = sent.saturating_mul(100).checked_div(total).unwrap_or(100);
     format!("uploading {what}: {:.1} of {:.1} MB ({pct}%)", mb(sent), mb(total))
 }
 
