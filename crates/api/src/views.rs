@@ -105,6 +105,7 @@ pub(crate) fn invocation(r: &InvocationRecord, with_payload: bool) -> Value {
         "trace_id": req.trace_id,
         "report": r.report,
         "report_line": r.report.map(|rep| rep.line(&req.id.0)),
+        "timeline": timeline(r),
     });
     let obj = v.as_object_mut().expect("an object");
     put_bytes(obj, "result", r.result.as_deref());
@@ -112,6 +113,26 @@ pub(crate) fn invocation(r: &InvocationRecord, with_payload: bool) -> Value {
         put_bytes(obj, "payload", Some(&req.payload));
     }
     v
+}
+
+/// The invocation's lifecycle as it happened: received, then its history (placements,
+/// attempts with their epochs and workers, completions, lease expiries, retries), or, for a
+/// sync invocation recorded after it was answered (it has none), its run from its figures.
+fn timeline(r: &InvocationRecord) -> Vec<Value> {
+    let mut out = vec![json!({ "at": r.request.received_at, "event": "received", "mode": r.request.mode })];
+    out.extend(r.history.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()));
+    if out.len() == 1 {
+        if let (Some(rep), Some(finished)) = (&r.report, r.finished_at) {
+            out.push(json!({ "at": rep.started_at, "event": "started", "epoch": r.lifecycle.attempt_epoch.max(1) }));
+            out.push(json!({
+                "at": finished,
+                "event": "completed",
+                "epoch": r.lifecycle.attempt_epoch.max(1),
+                "state": r.lifecycle.state.name(),
+            }));
+        }
+    }
+    out
 }
 
 fn put_bytes(obj: &mut serde_json::Map<String, Value>, key: &str, bytes: Option<&[u8]>) {

@@ -509,6 +509,10 @@ pub struct InvocationRecord {
     pub finished_at: Option<Millis>,
     /// The figures of the attempt that reported last (Lambda's REPORT line).
     pub report: Option<Report>,
+    /// What happened to it, one JSON object per line (`at`, `event`, and `epoch`, `worker`,
+    /// `outcome`, `state`, `retry_at` as they apply), oldest first; bounded, so a very long
+    /// history stops growing (its first events are kept).
+    pub history: String,
 }
 
 /// What an attempt measured, as Lambda's `REPORT` log line gives it: the run's duration, the
@@ -563,6 +567,7 @@ impl InvocationRecord {
             updated_at,
             finished_at: None,
             report: None,
+            history: String::new(),
         }
     }
 }

@@ -571,3 +571,46 @@ fn traces_are_exported_over_otlp_in_the_caller_s_trace() {
     // Spans leave in the order attempts end: the unsampled one's would have come first.
     assert!(!seen.iter().any(|t| t == "11111111111111111111111111111111"), "{seen:?}");
 }
+
+#[test]
+fn an_invocation_s_timeline_shows_each_attempt_with_its_epoch_worker_and_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let config = json!({ "timeout_ms": 3000, "retry": { "max_retries": 1, "base_delay_ms": 50 } });
+    s.deploy("fail", config, fixture("fail"));
+    let id = common::accepted_id(s.invoke("fail", None, b"{}", &[("invocation-type", "async")]));
+    let rec = s.wait_terminal(&id, Duration::from_secs(10));
+    assert_eq!(rec["state"], "FAILED");
+    let timeline = rec["timeline"].as_array().unwrap();
+    let events: Vec<(&str, Option<u64>)> =
+        timeline.iter().map(|e| (e["event"].as_str().unwrap(), e["epoch"].as_u64())).collect();
+    assert_eq!(
+        events,
+        vec![
+            ("received", None),
+            ("started", Some(1)),
+            ("completed", Some(1)),
+            ("retry due", None),
+            ("started", Some(2)),
+            ("completed", Some(2)),
+        ],
+        "{rec}"
+    );
+    assert_eq!(timeline[2]["outcome"], "FunctionError");
+    assert_eq!(timeline[2]["state"], "RETRY_WAIT");
+    let retry_at = timeline[2]["retry_at"].as_i64().unwrap();
+    assert!(retry_at >= timeline[2]["at"].as_i64().unwrap() + 50, "the backoff: {rec}");
+    assert_eq!(timeline[5]["state"], "FAILED");
+    assert!(timeline[1]["worker"].as_str().unwrap().starts_with("local-"), "{rec}");
+    let at: Vec<i64> = timeline.iter().map(|e| e["at"].as_i64().unwrap()).collect();
+    assert!(at.windows(2).all(|w| w[0] <= w[1]), "in order: {at:?}");
+
+    // A keyless sync invocation (recorded after its answer): its run, from its figures.
+    s.deploy("echo", wasm_config(3000), fixture("echo"));
+    let r = s.invoke("echo", None, b"{}", &[]);
+    let id = r.headers()["gust-invocation-id"].to_str().unwrap().to_string();
+    let rec = s.wait_terminal(&id, Duration::from_secs(5));
+    let events: Vec<&str> =
+        rec["timeline"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["received", "started", "completed"], "{rec}");
+}

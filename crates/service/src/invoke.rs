@@ -469,6 +469,7 @@ pub(crate) fn finished_sync(
         updated_at: now,
         finished_at: Some(now),
         report,
+        history: String::new(),
     };
     (record, outcome)
 }

@@ -84,6 +84,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::SCHEDULE_DEFAULT_GROUP],
     &[schema::MESSAGE_MOVES],
     &[schema::TRACE_AND_REPORT],
+    &[schema::INVOCATION_HISTORY],
 ];
 
 /// The advisory lock a code collection holds for its transaction (with the schema's hash as
@@ -1416,10 +1417,13 @@ async fn claim_where(
     let client = store.client().await?;
     let sql = format!(
         "UPDATE invocations SET state = 'RUNNING', worker = $1, due_at = $2, attempt_epoch = attempt_epoch + 1, \
-         updated_at = $3 \
+         updated_at = $3, history = CASE WHEN length(COALESCE(history, '')) >= {max_history} THEN history \
+         ELSE COALESCE(history, '') || json_build_object('at', $3::bigint, 'event', 'started', \
+         'epoch', attempt_epoch + 1, 'worker', $1::text)::text || chr(10) END \
          WHERE id IN (SELECT id FROM invocations WHERE {filter} AND (expires_at IS NULL OR expires_at >= $3) \
          ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
-         RETURNING {INVOCATION_COLUMNS}"
+         RETURNING {INVOCATION_COLUMNS}",
+        max_history = rows::MAX_HISTORY_BYTES
     );
     let rows = match placed_on {
         Some(w) => {

@@ -74,6 +74,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::SCHEDULE_DEFAULT_GROUP],
     &[schema::MESSAGE_MOVES],
     &[schema::TRACE_AND_REPORT],
+    &[schema::INVOCATION_HISTORY],
 ];
 
 /// The bytes of an invocation record that grow with use (what retention's budget counts).

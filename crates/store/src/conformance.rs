@@ -437,6 +437,29 @@ pub async fn completion_is_guarded_by_the_attempt_epoch(store: Arc<dyn Store>) {
     assert_eq!(rec.log, "log line");
     assert!(rec.error.is_none() && rec.finished_at.is_some());
     assert_eq!(rec.report, Some(figures(2)), "the accepted attempt's figures, not the fenced one's");
+    // Its history: each attempt with its epoch and worker, the expiry between them, the end.
+    let history: Vec<serde_json::Value> =
+        rec.history.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let events: Vec<(&str, Option<u64>, Option<&str>)> = history
+        .iter()
+        .map(|h| (h["event"].as_str().unwrap(), h["epoch"].as_u64(), h["worker"].as_str()))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            ("started", Some(1), Some("a")),
+            ("lease expired", Some(1), None),
+            ("started", Some(2), Some("b")),
+            ("completed", Some(2), Some("b")),
+        ],
+        "{}",
+        rec.history
+    );
+    assert_eq!(history[0]["at"], NOW);
+    assert_eq!(
+        (history[3]["outcome"].as_str(), history[3]["state"].as_str()),
+        (Some("Succeeded"), Some("SUCCEEDED"))
+    );
     assert_eq!(rec.request.trace_id.as_deref(), Some(TRACE));
 
     // Racing completions of the same attempt: exactly one is accepted.
@@ -642,6 +665,7 @@ pub async fn finished_records_are_written_once(store: Arc<dyn Store>) {
         updated_at: NOW,
         finished_at: Some(NOW),
         report: Some(figures(1)),
+        history: String::new(),
     };
     store.record_finished(vec![rec.clone()]).await.unwrap();
     let mut again = rec;
@@ -1140,6 +1164,7 @@ pub async fn retention_prunes_only_ended_records_oldest_first(store: Arc<dyn Sto
         updated_at: finished_at,
         finished_at: Some(finished_at),
         report: None,
+        history: String::new(),
     };
     let records = [ended(NOW + 20, 30), ended(NOW, 10), ended(NOW + 10, 20)];
     let ids: Vec<InvocationId> = records.iter().map(|r| r.request.id.clone()).collect();

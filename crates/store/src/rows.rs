@@ -141,15 +141,15 @@ fn unexpected(i: usize, wanted: &str, found: &Column) -> StoreError {
 /// The columns of an invocation record, in [`RawInvocation::read`]'s order.
 pub const INVOCATION_COLUMNS: &str = "id, function, qualifier, resolved, payload, mode, idempotency_key, \
      fingerprint, received_at, retry, state, worker, due_at, attempt_epoch, function_errors, lost_attempts, \
-     result, error, log, updated_at, finished_at, client_context, trace_id, report";
+     result, error, log, updated_at, finished_at, client_context, trace_id, report, history";
 
 /// Inserts an invocation ([`insert_values`]); a conflict on its id or idempotency key inserts
 /// nothing.
 pub const INSERT_INVOCATION: &str = "INSERT INTO invocations (id, function, qualifier, resolved, payload, mode, \
      idempotency_key, fingerprint, received_at, retry, state, worker, due_at, attempt_epoch, function_errors, \
-     lost_attempts, result, error, log, updated_at, finished_at, expires_at, client_context, trace_id, report) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
-     $23, $24, $25) \
+     lost_attempts, result, error, log, updated_at, finished_at, expires_at, client_context, trace_id, report, \
+     history) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
+     $21, $22, $23, $24, $25, $26) \
      ON CONFLICT DO NOTHING";
 
 /// What a transition needs of an invocation row, in [`read_guarded`]'s order.
@@ -164,7 +164,9 @@ pub const UPDATE_GUARDED: &str = "UPDATE invocations SET state = $1, worker = $2
      finished_at = COALESCE($8, finished_at), result = CASE WHEN $9 THEN $10 ELSE result END, \
      error = CASE WHEN $9 THEN $11 ELSE error END, log = COALESCE($12, log), \
      completed_epoch = COALESCE($16, completed_epoch), completed_by = COALESCE($17, completed_by), \
-     report = COALESCE($18, report) WHERE id = $13 AND state = $14 AND attempt_epoch = $15";
+     report = COALESCE($18, report), \
+     history = CASE WHEN CAST($19 AS TEXT) IS NULL OR length(COALESCE(history, '')) >= CAST($20 AS BIGINT) THEN history \
+     ELSE COALESCE(history, '') || CAST($19 AS TEXT) END WHERE id = $13 AND state = $14 AND attempt_epoch = $15";
 
 /// The columns of a function, in [`read_function`]'s order.
 pub const FUNCTION_COLUMNS: &str = "name, spec, code_sha256, revision, created_at, updated_at";
@@ -247,6 +249,7 @@ pub struct RawInvocation {
     pub client_context: Option<String>,
     pub trace_id: Option<String>,
     pub report: Option<String>,
+    pub history: Option<String>,
 }
 
 impl RawInvocation {
@@ -277,6 +280,7 @@ impl RawInvocation {
             client_context: r.opt_text(21)?,
             trace_id: r.opt_text(22)?,
             report: r.opt_text(23)?,
+            history: r.opt_text(24)?,
         })
     }
 }
@@ -293,6 +297,7 @@ pub struct InsertInvocation<'a> {
     retry: String,
     error: Option<String>,
     report: Option<String>,
+    history: String,
 }
 
 impl<'a> InsertInvocation<'a> {
@@ -303,10 +308,24 @@ impl<'a> InsertInvocation<'a> {
             retry: serde_json::to_string(&rec.request.retry).map_err(json_err)?,
             error: rec.error.as_ref().map(serde_json::to_string).transpose().map_err(json_err)?,
             report: rec.report.as_ref().map(serde_json::to_string).transpose().map_err(json_err)?,
+            history: match &rec.lifecycle.state {
+                // Inserted already placed or claimed: that is its first event.
+                State::Placed { worker, .. } => {
+                    history_line(rec.request.received_at, "placed", None, Some(worker), &[])
+                }
+                State::Running { worker, .. } => history_line(
+                    rec.request.received_at,
+                    "started",
+                    Some(rec.lifecycle.attempt_epoch),
+                    Some(worker),
+                    &[],
+                ),
+                _ => rec.history.clone(),
+            },
         })
     }
 
-    pub fn values(&self) -> [Value<'_>; 25] {
+    pub fn values(&self) -> [Value<'_>; 26] {
         let (rec, req) = (self.rec, &self.rec.request);
         let (state, worker, due_at) = encode_state(&rec.lifecycle.state);
         // An async event older than its maximum age is never run (the expiry index).
@@ -342,6 +361,7 @@ impl<'a> InsertInvocation<'a> {
             Value::from(req.client_context.as_ref()),
             Value::from(req.trace_id.as_ref()),
             Value::from(self.report.as_ref()),
+            Value::from((!self.history.is_empty()).then_some(&self.history)),
         ]
     }
 }
@@ -387,6 +407,8 @@ pub struct GuardedWrite<'a> {
     pub completed: Option<(u64, &'a WorkerId)>,
     error_json: Option<String>,
     report_json: Option<String>,
+    /// The line this transition adds to the history (`None`: nothing worth a line).
+    history: Option<String>,
 }
 
 impl<'a> GuardedWrite<'a> {
@@ -400,10 +422,11 @@ impl<'a> GuardedWrite<'a> {
         };
         let error_json = outcome.error.map(serde_json::to_string).transpose().map_err(json_err)?;
         let report_json = outcome.report.map(serde_json::to_string).transpose().map_err(json_err)?;
-        Ok(GuardedWrite { id, from, next, now, outcome, completed, error_json, report_json })
+        let history = history_of(event, from, next, now);
+        Ok(GuardedWrite { id, from, next, now, outcome, completed, error_json, report_json, history })
     }
 
-    pub fn values(&self) -> [Value<'_>; 18] {
+    pub fn values(&self) -> [Value<'_>; 20] {
         let (state, worker, due_at) = encode_state(&self.next.state);
         let finished_at = self.next.state.is_terminal().then_some(self.now);
         [
@@ -425,6 +448,8 @@ impl<'a> GuardedWrite<'a> {
             Value::from(self.completed.map(|(epoch, _)| epoch)),
             Value::from(self.completed.map(|(_, worker)| worker.0.as_str())),
             Value::from(self.report_json.as_ref()),
+            Value::from(self.history.as_ref()),
+            Value::from(MAX_HISTORY_BYTES),
         ]
     }
 }
@@ -568,6 +593,61 @@ pub fn to_record(raw: RawInvocation) -> Result<InvocationRecord> {
         finished_at: raw.finished_at,
         // A record the store cannot read the figures of is still shown (they are a report).
         report: raw.report.and_then(|r| serde_json::from_str(&r).ok()),
+        history: raw.history.unwrap_or_default(),
+    })
+}
+
+/// A history stops growing past this many bytes (about 100 events).
+pub const MAX_HISTORY_BYTES: i64 = 16 * 1024;
+
+/// One line of an invocation's history: `{"at":…,"event":…,…}` and a line end.
+pub fn history_line(
+    at: gust_core::Millis, event: &str, epoch: Option<u64>, worker: Option<&WorkerId>,
+    more: &[(&str, serde_json::Value)],
+) -> String {
+    let mut v = serde_json::json!({ "at": at, "event": event });
+    if let Some(e) = epoch {
+        v["epoch"] = e.into();
+    }
+    if let Some(w) = worker {
+        v["worker"] = w.0.clone().into();
+    }
+    for (k, x) in more {
+        v[*k] = x.clone();
+    }
+    format!("{v}\n")
+}
+
+/// The history line of a transition from `from` to `next` on `event` (lease renewals leave
+/// none: they change nothing an operator follows).
+pub fn history_of(
+    event: &gust_core::Event, from: &Lifecycle, next: &Lifecycle, now: gust_core::Millis,
+) -> Option<String> {
+    use gust_core::Event;
+    let state = ("state", serde_json::Value::from(next.state.name().as_str()));
+    let retry_at = match next.state {
+        State::RetryWait { not_before } => vec![("retry_at", serde_json::Value::from(not_before))],
+        _ => Vec::new(),
+    };
+    Some(match event {
+        Event::Place { worker } => history_line(now, "placed", None, Some(worker), &[]),
+        Event::PlacementTimedOut => history_line(now, "placement timed out", None, None, &[state]),
+        Event::Claim { worker, .. } => {
+            history_line(now, "started", Some(next.attempt_epoch), Some(worker), &[])
+        }
+        Event::RenewLease { .. } => return None,
+        Event::Complete { worker, epoch, outcome } => {
+            let outcome = ("outcome", serde_json::Value::from(format!("{outcome:?}")));
+            let more: Vec<_> = [outcome, state].into_iter().chain(retry_at).collect();
+            history_line(now, "completed", Some(*epoch), Some(worker), &more)
+        }
+        Event::LeaseExpired => {
+            let more: Vec<_> = std::iter::once(state).chain(retry_at).collect();
+            history_line(now, "lease expired", Some(from.attempt_epoch), None, &more)
+        }
+        Event::RetryDue => history_line(now, "retry due", None, None, &[state]),
+        Event::Expire => history_line(now, "expired", None, None, &[]),
+        Event::Cancel => history_line(now, "cancelled", None, None, &[]),
     })
 }
 

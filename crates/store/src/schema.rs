@@ -277,6 +277,11 @@ CREATE INDEX queue_move_tasks_source ON queue_move_tasks (source, started_at);
 pub const TRACE_AND_REPORT: &str = "ALTER TABLE invocations ADD COLUMN trace_id TEXT;
 ALTER TABLE invocations ADD COLUMN report TEXT;";
 
+/// Each invocation's lifecycle as it happened: one JSON object per line per transition
+/// (placed, started with its epoch and worker, completed, lease expired, retry due, ...),
+/// appended by the transition's own write and bounded (`rows::MAX_HISTORY_BYTES`).
+pub const INVOCATION_HISTORY: &str = "ALTER TABLE invocations ADD COLUMN history TEXT;";
+
 /// FIFO queues: a message's group, deduplication id and sequence number, each queue's last
 /// sequence number, and the deduplication ids seen in the last five minutes.
 pub const FIFO_QUEUES: &str = r#"
@@ -356,6 +361,7 @@ mod tests {
             SCHEDULE_DEFAULT_GROUP,
             MESSAGE_MOVES,
             TRACE_AND_REPORT,
+            INVOCATION_HISTORY,
         ]);
         assert!(!all.contains('{'), "unrendered placeholder in {all}");
     }
