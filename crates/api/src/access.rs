@@ -172,6 +172,7 @@ pub(crate) fn native_rule(method: &Method, route: &str) -> Option<Rule> {
         | "/v1/functions/{name}/aliases/{alias}"
         | "/v1/functions/{name}/invocations"
         | "/v1/functions/{name}/logs"
+        | "/v1/functions/{name}/stats"
         | "/v1/functions/{name}/url"
         | "/v1/functions/{name}/urls"
         | "/v1/functions/{name}/concurrency"

@@ -21,6 +21,7 @@ mod logs;
 mod native;
 mod queues;
 mod schedules;
+mod stats;
 mod stream;
 pub mod tls;
 mod url;
@@ -102,6 +103,7 @@ pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
     let aws = aws::routes(state.clone());
     let native = native::routes()
         .merge(logs::routes())
+        .merge(stats::routes())
         .merge(queues::routes())
         .merge(schedules::routes())
         .merge(internal::admin_routes());

@@ -335,6 +335,15 @@ struct InvocationQuery {
     state: Option<String>,
     before: Option<String>,
     limit: Option<usize>,
+    /// Only invocations received before this time (ms since the epoch).
+    received_before: Option<i64>,
+}
+
+/// The id cursor of "received before `ms`": invocation ids are UUIDv7, whose text begins with
+/// the time they were made in milliseconds, so every id made before `ms` sorts below it.
+fn id_before(ms: i64) -> String {
+    let h = format!("{:012x}", ms.clamp(0, (1 << 48) - 1));
+    format!("{}-{}-0000-0000-000000000000", &h[..8], &h[8..])
 }
 
 async fn list_invocations(
@@ -352,7 +361,11 @@ async fn list_invocations(
         })
         .transpose()?;
     let limit = q.limit.unwrap_or(DEFAULT_PAGE_SIZE);
-    let filter = InvocationFilter { state, before: q.before.map(InvocationId), limit, finished_after: None };
+    let before = match (q.before, q.received_before.map(id_before)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let filter = InvocationFilter { state, before: before.map(InvocationId), limit, finished_after: None };
     let records = s.service.list_invocations(&name, filter).await?;
     let next = (records.len() == limit).then(|| records.last().map(|r| r.request.id.0.clone())).flatten();
     let items: Vec<_> = records.iter().map(|r| views::invocation(r, false)).collect();

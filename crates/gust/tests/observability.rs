@@ -614,3 +614,76 @@ fn an_invocation_s_timeline_shows_each_attempt_with_its_epoch_worker_and_retry()
         rec["timeline"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
     assert_eq!(events, ["received", "started", "completed"], "{rec}");
 }
+
+#[test]
+fn stats_give_a_function_s_figures_over_time_and_invocations_filter_by_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    s.deploy("echo", wasm_config(3000), fixture("echo"));
+    s.deploy("fail", wasm_config(3000), fixture("fail"));
+    for _ in 0..5 {
+        assert_eq!(s.invoke("echo", None, b"{}", &[]).status(), 200);
+    }
+    let ms =
+        || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    std::thread::sleep(Duration::from_millis(5));
+    let between = ms();
+    std::thread::sleep(Duration::from_millis(5));
+    for _ in 0..2 {
+        assert_eq!(s.invoke("fail", None, b"{}", &[]).status(), 200);
+    }
+    // At a reserved concurrency of 0 every call is throttled (429), and counted.
+    let r = s.put_json("/v1/functions/echo/concurrency", &json!({ "reserved_concurrency": 0 }));
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    assert_eq!(s.invoke("echo", None, b"{}", &[]).status(), 429);
+    assert_eq!(s.invoke("echo", None, b"{}", &[]).status(), 429);
+
+    let stats = |name: &str, query: &str| -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let v: Value = s.get(&format!("/v1/functions/{name}/stats{query}")).json().unwrap();
+            let n: u64 =
+                v["buckets"].as_array().unwrap().iter().map(|b| b["invocations"].as_u64().unwrap()).sum();
+            if n > 0 || std::time::Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let sum = |v: &Value, k: &str| -> f64 {
+        v["buckets"].as_array().unwrap().iter().map(|b| b[k].as_f64().unwrap_or(0.0)).sum()
+    };
+    let echo = stats("echo", "?window=15m&step=60s");
+    assert_eq!(echo["step_ms"], 60_000);
+    assert_eq!(echo["buckets"].as_array().unwrap().len(), 15, "{echo}");
+    assert_eq!(sum(&echo, "invocations"), 5.0, "{echo}");
+    assert_eq!(sum(&echo, "errors"), 0.0);
+    assert_eq!(sum(&echo, "cold_starts"), 1.0, "{echo}");
+    assert_eq!(sum(&echo, "throttles"), 2.0, "{echo}");
+    assert!(sum(&echo, "concurrency") > 0.0, "{echo}");
+    let busy =
+        echo["buckets"].as_array().unwrap().iter().find(|b| b["invocations"].as_u64() > Some(0)).unwrap();
+    assert!(
+        busy["p50_ms"].as_f64().unwrap() > 0.0 && busy["p99_ms"].as_f64() >= busy["p50_ms"].as_f64(),
+        "{busy}"
+    );
+    let fail = stats("fail", "");
+    assert_eq!((sum(&fail, "invocations"), sum(&fail, "errors")), (2.0, 2.0), "{fail}");
+    assert_eq!(fail["buckets"].as_array().unwrap().len(), 60, "an hour in 60 buckets by default");
+    // Refusals: too many buckets, a window past a day, junk, an unknown function.
+    for (query, status) in
+        [("?window=1h&step=1s", 400), ("?window=2d", 400), ("?window=soon", 400), ("?bogus=1", 400)]
+    {
+        assert_eq!(s.get(&format!("/v1/functions/echo/stats{query}")).status().as_u16(), status, "{query}");
+    }
+    assert_eq!(s.get("/v1/functions/nope/stats").status(), 404);
+
+    // Invocations received before a time: the echoes, not the failures.
+    let listed = |name: &str, q: &str| -> usize {
+        let v: Value = s.get(&format!("/v1/functions/{name}/invocations{q}")).json().unwrap();
+        v["invocations"].as_array().unwrap().len()
+    };
+    assert_eq!(listed("echo", &format!("?received_before={between}")), 5);
+    assert_eq!(listed("fail", &format!("?received_before={between}")), 0);
+    assert_eq!(listed("fail", &format!("?received_before={}", ms() + 1000)), 2);
+}

@@ -596,7 +596,7 @@ impl Service {
             None => Err(()),
         };
         let (Some(_permit), Ok(_slot)) = (permit, slot) else {
-            Metrics::inc(&self.metrics.throttled);
+            self.count_throttle(&req.function);
             let completion = Completion::not_run(
                 &claimed,
                 &self.cfg.worker_id,

@@ -206,12 +206,12 @@ impl Service {
         // Sync work counts against the function's reserved concurrency while it runs here.
         let limit = config.spec.reserved_concurrency;
         let Some(_permit) = self.concurrency.try_acquire(&request.function, limit) else {
-            Metrics::inc(&self.metrics.throttled);
+            self.count_throttle(&request.function);
             return Err(ServiceError::Throttled { function: request.function, limit: limit.unwrap_or(0) });
         };
         // And across every server sharing the store.
         let Ok(_slot) = self.cluster_slot(&request.function, limit).await? else {
-            Metrics::inc(&self.metrics.throttled);
+            self.count_throttle(&request.function);
             return Err(ServiceError::Throttled { function: request.function, limit: limit.unwrap_or(0) });
         };
         let client_context = request.client_context.clone();

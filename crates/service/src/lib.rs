@@ -27,6 +27,7 @@ mod metrics;
 mod queues;
 pub mod retention;
 mod schedules;
+pub mod stats;
 mod urls;
 mod workers;
 
@@ -175,6 +176,8 @@ pub struct Service {
     remote_slots: concurrency::RemoteSlots,
     /// Worker credentials checked recently.
     credentials: workers::CredentialCache,
+    /// Throttled calls per function and minute (the console's charts).
+    throttles: stats::Throttles,
     /// Async work waiting, for the queue caps.
     backlog: retention::Backlog,
 }
@@ -201,6 +204,7 @@ impl Service {
             live_workers: workers::LiveWorkers::default(),
             remote_slots: concurrency::RemoteSlots::default(),
             credentials: workers::CredentialCache::default(),
+            throttles: stats::Throttles::default(),
             backlog: retention::Backlog::default(),
         })
     }

@@ -622,7 +622,7 @@ impl Service {
             }
             Ok(Ok(None)) => true,
             Ok(Err(())) | Err(_) => {
-                Metrics::inc(&self.metrics.throttled);
+                self.count_throttle(&req.function);
                 let completion = Completion::not_run(
                     c,
                     worker,
