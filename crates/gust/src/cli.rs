@@ -221,12 +221,21 @@ pub enum Command {
     },
     /// Delete a function, its versions and aliases (as `gust function delete`).
     Delete { name: String },
-    /// Show a function's recent invocations with their logs, newest first (10 a page).
+    /// Show a function's recent invocations with their logs, newest first (10 a page); with
+    /// --follow, each invocation as it ends, until interrupted.
     Logs {
         name: String,
         /// Only invocations in this state (e.g. FAILED).
         #[arg(long)]
         state: Option<String>,
+        /// Keep going: print each invocation as it ends (server-sent events; reconnects
+        /// without gaps if the stream drops).
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// With --follow, start this far back (`10m`, `2h`) or at this time (ms since the
+        /// epoch) instead of now.
+        #[arg(long, requires = "follow")]
+        since: Option<String>,
         #[command(flatten)]
         page: paging::PageArgs,
     },
@@ -1171,7 +1180,10 @@ fn execute(g: &Global, command: Command) -> Result<ExitCode, Failure> {
             });
         }
         Command::Delete { name } => functions::delete(g, &api, &name)?,
-        Command::Logs { name, state, page } => {
+        Command::Logs { name, state, follow: true, since, .. } => {
+            follow_logs(g, &api, &name, state.as_deref(), since.as_deref())?;
+        }
+        Command::Logs { name, state, page, .. } => {
             let mut path = format!("/v1/functions/{}/invocations", enc(&name));
             if let Some(s) = state {
                 path.push_str(&format!("?state={}", enc(&s)));
@@ -1206,12 +1218,73 @@ fn printable(s: &str) -> String {
         .collect()
 }
 
+/// `gust logs NAME --follow`: each invocation as it ends, from the server's event stream,
+/// reconnecting after the last event seen if the stream drops (a deleted function ends it).
+fn follow_logs(
+    g: &Global, api: &Api, name: &str, state: Option<&str>, since: Option<&str>,
+) -> Result<(), Failure> {
+    use std::io::{BufRead as _, Write as _};
+    let mut query = Vec::new();
+    if let Some(s) = state {
+        query.push(format!("state={}", enc(s)));
+    }
+    if let Some(s) = since {
+        query.push(format!("since={}", enc(s)));
+    }
+    let path = format!("/v1/functions/{}/logs?{}", enc(name), query.join("&"));
+    let mut last_id: Option<String> = None;
+    let mut drops = 0;
+    loop {
+        // A stream has no end to time out at.
+        let mut rb =
+            api.req(reqwest::Method::GET, &path).timeout(std::time::Duration::from_secs(365 * 86_400));
+        if let Some(id) = &last_id {
+            rb = rb.header("last-event-id", id);
+        }
+        let resp = match api.transmit(rb) {
+            Ok(r) => api.check(r)?,
+            Err(e) if drops > 0 && drops < 30 => {
+                drops += 1;
+                eprintln!("gust: {}; reconnecting", e.message);
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut id = None;
+        for line in std::io::BufReader::new(resp).lines() {
+            let Ok(line) = line else { break };
+            if let Some(v) = line.strip_prefix("id: ") {
+                id = Some(v.to_string());
+            } else if let Some(data) = line.strip_prefix("data: ") {
+                let v: Value = serde_json::from_str(data).map_err(|e| {
+                    Failure::new(api::Kind::Server, format!("a bad event from the server: {e}"))
+                })?;
+                let mut out = std::io::stdout().lock();
+                let text = match g.output {
+                    Output::Json => v.to_string(),
+                    Output::Text => format!("{}\n", invocation_text(&v)),
+                };
+                if writeln!(out, "{text}").and_then(|()| out.flush()).is_err() {
+                    return Ok(()); // the reader went away (`| head`)
+                }
+                last_id = id.take();
+            }
+        }
+        // The stream ended (the server restarted, a proxy cut it): again from the last event.
+        drops = 1;
+    }
+}
+
 fn invocation_text(v: &Value) -> String {
+    let target = match v["qualifier"].as_str() {
+        Some(q) => format!("{}:{q}", v["function"].as_str().unwrap_or("?")),
+        None => v["function"].as_str().unwrap_or("?").to_string(),
+    };
     let mut out = format!(
-        "invocation {}\n  function  {}:{} (ran {})\n  mode      {}\n  state     {} after {} attempt(s)",
+        "invocation {}\n  function  {} (ran {})\n  mode      {}\n  state     {} after {} attempt(s)",
         v["invocation_id"].as_str().unwrap_or("?"),
-        v["function"].as_str().unwrap_or("?"),
-        v["qualifier"].as_str().unwrap_or("?"),
+        target,
         v["executed_version"].as_str().unwrap_or("?"),
         v["mode"].as_str().unwrap_or("?"),
         v["state"].as_str().unwrap_or("?"),
@@ -1233,6 +1306,9 @@ fn invocation_text(v: &Value) -> String {
         for line in log.lines() {
             out.push_str(&format!("\n    {}", printable(line)));
         }
+    }
+    if let Some(report) = v["report_line"].as_str() {
+        out.push_str(&format!("\n  {}", printable(report).replace("\\t", "  ")));
     }
     out
 }

@@ -687,3 +687,53 @@ fn stats_give_a_function_s_figures_over_time_and_invocations_filter_by_time() {
     assert_eq!(listed("fail", &format!("?received_before={between}")), 0);
     assert_eq!(listed("fail", &format!("?received_before={}", ms() + 1000)), 2);
 }
+
+#[test]
+fn gust_logs_follow_prints_each_invocation_as_it_ends() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    s.deploy("echo", wasm_config(3000), fixture("echo"));
+    let earlier = s.invoke("echo", None, b"{}", &[]);
+    let earlier = earlier.headers()["gust-invocation-id"].to_str().unwrap().to_string();
+    s.wait_terminal(&earlier, Duration::from_secs(5));
+
+    let mut child = common::cli(&s.url)
+        .args(["logs", "echo", "--follow", "--since", "10m", "--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["invocation_id"], earlier.as_str(), "--since replays the last 10 minutes");
+    let r = s.invoke("echo", None, b"{}", &[]);
+    let later = r.headers()["gust-invocation-id"].to_str().unwrap().to_string();
+    let second: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(second["invocation_id"], later.as_str(), "then each new one as it ends");
+    assert_eq!(second["log"], "echo: invoked\n");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Text: the log and Lambda's REPORT figures.
+    let mut child = common::cli(&s.url)
+        .args(["logs", "echo", "-f", "--since", "10m"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut text = String::new();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    while !text.contains("Max Memory Used") {
+        text.push_str(&lines.next().unwrap().unwrap());
+        text.push('\n');
+    }
+    assert!(text.contains(&format!("invocation {earlier}")) && text.contains("echo: invoked"), "{text}");
+    assert!(text.contains("REPORT RequestId: ") && text.contains("Billed Duration: "), "{text}");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // --since means nothing without --follow: a usage error; an unknown function: not found.
+    let out = common::cli(&s.url).args(["logs", "echo", "--since", "5m"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = common::cli(&s.url).args(["logs", "nope", "--follow"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+}
