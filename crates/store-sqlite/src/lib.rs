@@ -176,6 +176,16 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 }
 
 impl SqliteStore {
+    /// `code_sha256` once its artifact verifies: hashed here, on a blocking thread, never inside
+    /// the writer's transaction (up to 50 MB would stall every group commit behind it). The
+    /// writer then only checks that it is still there.
+    async fn verified(&self, code_sha256: &str) -> Result<String> {
+        let code = code_sha256.to_string();
+        let verify = code.clone();
+        self.blocking(move |b| b.get(&verify).map(drop)).await?;
+        Ok(code)
+    }
+
     /// Opens (creating if needed) the store in `dir`: `gust.db` plus `artifacts/`.
     pub fn open(dir: &Path, opts: SqliteOptions) -> Result<Self> {
         std::fs::create_dir_all(dir)
@@ -626,12 +636,7 @@ impl Store for SqliteStore {
         &self, name: &str, code_sha256: &str, expect: Option<u64>, now: Millis,
     ) -> Result<FunctionConfig> {
         self.admit()?;
-        // The artifact must verify: hashed here, on a blocking thread, never inside the writer's
-        // transaction (up to 50 MB would stall every group commit behind it). The writer only
-        // checks that it is still there.
-        let code = code_sha256.to_string();
-        let verify = code.clone();
-        self.blocking(move |b| b.get(&verify).map(drop)).await?;
+        let code = self.verified(code_sha256).await?;
         let name = name.to_string();
         self.write(move |tx| ready(ops::set_function_code(tx, &name, &code, expect, now))).await
     }
@@ -640,10 +645,7 @@ impl Store for SqliteStore {
         &self, name: &str, spec: FunctionSpec, code_sha256: &str, expect: Option<u64>, now: Millis,
     ) -> Result<FunctionConfig> {
         self.admit()?;
-        // Verified off the writer, as `set_function_code` does.
-        let code = code_sha256.to_string();
-        let verify = code.clone();
-        self.blocking(move |b| b.get(&verify).map(drop)).await?;
+        let code = self.verified(code_sha256).await?;
         let name = name.to_string();
         self.write(move |tx| ready(ops::write_function(tx, &name, spec, Some(&code), expect, now))).await
     }
