@@ -698,7 +698,14 @@ fn check(cfg: &ApiConfig, area: Area, req: &Request) -> Result<(), Refusal> {
             }
         }
     }
-    check_origin(&cfg.browser, headers, host)?;
+    // The console's files are public and hold no data: a link from another site may open it
+    // (its own calls to the API are same-origin, checked like any other).
+    let console_read = area == Area::Other
+        && matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD)
+        && (req.uri().path() == "/console" || req.uri().path().starts_with("/console/"));
+    if !console_read {
+        check_origin(&cfg.browser, headers, host)?;
+    }
     if !req.method().is_safe()
         && matches!(area, Area::Native | Area::Aws)
         && !is_invoke(area, req.uri().path())

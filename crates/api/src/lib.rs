@@ -13,6 +13,7 @@
 mod access;
 mod aws;
 mod body;
+mod console;
 mod edge;
 pub use edge::REQUEST_SPANS;
 mod error;
@@ -124,6 +125,7 @@ pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
         .route("/url/{id}/", any.clone())
         .route("/url/{id}/{*rest}", any)
         .route("/healthz", get(|| async { "ok" }))
+        .merge(console::routes())
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(v1)
