@@ -333,16 +333,51 @@ fn completion(worker: WorkerId, c: CompleteRequest) -> Result<Completion, ApiErr
         .transpose()
         .map_err(|_| ApiError::bad_request("InvalidRequest", "result_b64 is not base64"))?
         .map(Bytes::from);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as gust_core::Millis);
+    // What a worker reports is bounded as a local attempt's is: its log to its tail, its error
+    // and figures to what an attempt can produce.
     Ok(Completion {
         id: c.invocation_id,
         worker,
         epoch: c.epoch,
         outcome: if c.succeeded { AttemptOutcome::Succeeded } else { AttemptOutcome::FunctionError },
         result,
-        error: c.error,
-        log: c.log,
-        report: c.report,
+        error: c.error.map(bounded_error),
+        log: tail(c.log, gust_core::limits::MAX_LOG_BYTES),
+        report: c.report.map(|r| r.bounded(now)),
     })
+}
+
+/// The last `max` bytes of `text` (at a character boundary).
+fn tail(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text.drain(..start);
+    text
+}
+
+/// A worker's error body within a log's bound: its message and the runtime's error JSON cut.
+fn bounded_error(mut e: gust_core::FunctionErrorBody) -> gust_core::FunctionErrorBody {
+    let max = gust_core::limits::MAX_LOG_BYTES;
+    if e.error_message.len() > max {
+        let mut end = max;
+        while !e.error_message.is_char_boundary(end) {
+            end -= 1;
+        }
+        e.error_message.truncate(end);
+    }
+    // A runtime's error JSON cut short would not parse: past the bound it is dropped.
+    if e.runtime_error.as_ref().is_some_and(|r| r.len() > max) {
+        e.runtime_error = None;
+    }
+    e
 }
 
 /// A worker stopping for good (after releasing what it ran): an enrolled credential ends here.

@@ -138,7 +138,7 @@ pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
         .with_state(state)
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
 }
 
@@ -215,7 +215,19 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    // The per-function series name every tenant's functions: with authentication on, only a
+    // scrape whose token reads every function gets them (the rest stays public).
+    let per_function = match &state.cfg.token {
+        None => true,
+        Some(_) => match bearer(&headers) {
+            Some(b) => matches!(
+                caller_by_bearer(&state, b).await,
+                Ok(Some(a)) if a.0.functions.is_none() && a.0.check(gust_core::Action::Read, None).is_ok()
+            ),
+            None => false,
+        },
+    };
     let mut out = String::new();
     let mut counter = |series: &str, help: &str, kind: &str, value: u64| {
         let name = series.split('{').next().unwrap_or(series);
@@ -297,6 +309,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
         edge::TLS_PLAIN_HTTP.load(relaxed),
     );
     counter("gust_tls_reloads_total", "TLS certificate reloads", "counter", edge::TLS_RELOADS.load(relaxed));
-    exec.write_metrics(&mut out);
+    if per_function {
+        exec.write_metrics(&mut out);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

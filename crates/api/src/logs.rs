@@ -9,7 +9,11 @@
 //! `?state=` keeps one end state. Comments keep an idle stream open through proxies.
 //!
 //! The store is read every [`POLL`] per follower, so followers are bounded per server
-//! ([`MAX_FOLLOWERS`]; past it, 429).
+//! ([`MAX_FOLLOWERS`]) and per caller ([`MAX_FOLLOWERS_PER_CALLER`]); past either, 429. Records
+//! are read without payloads and results (a page of them could be hundreds of megabytes), and
+//! events carry neither. Every [`RECHECK`] a stream checks that its caller's token is still
+//! valid (a revoked key's stream ends) and that its function is still the one it followed (a
+//! deleted function's stream ends, even if the name is taken again).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +33,10 @@ use crate::{views, ApiError, AppState};
 
 /// Followers one server serves at once.
 pub const MAX_FOLLOWERS: usize = 64;
+/// Followers one caller (one token) may hold at once.
+pub const MAX_FOLLOWERS_PER_CALLER: usize = 8;
+/// How often a stream checks its caller's token and its function.
+pub const RECHECK: Duration = Duration::from_secs(1);
 /// How often an idle follower looks for new outcomes.
 pub const POLL: Duration = Duration::from_millis(250);
 /// An idle stream's keep-alive comment, this often.
@@ -37,6 +45,9 @@ const KEEPALIVE: Duration = Duration::from_secs(5);
 const PAGE: usize = 100;
 
 static FOLLOWERS: AtomicUsize = AtomicUsize::new(0);
+/// Followers per caller (by the sha256 of its token; "" without one).
+static BY_CALLER: std::sync::LazyLock<parking_lot::Mutex<std::collections::HashMap<String, usize>>> =
+    std::sync::LazyLock::new(Default::default);
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new().route("/v1/functions/{name}/logs", get(follow))
@@ -52,7 +63,12 @@ struct FollowQuery {
 /// A follower's place in the store: held while its stream lives.
 struct Follower {
     _slot: Slot,
-    service: std::sync::Arc<gust_service::Service>,
+    app: AppState,
+    /// The caller's bearer token (`None` on a server without one), checked again as it runs.
+    bearer: Option<String>,
+    /// The function followed, as it was when the stream began.
+    created_at: Millis,
+    checked: tokio::time::Instant,
     function: String,
     state: Option<StateName>,
     cursor: (Millis, InvocationId),
@@ -60,20 +76,49 @@ struct Follower {
     idle_since: tokio::time::Instant,
 }
 
-struct Slot;
+/// One follower's place: in the server's count and its caller's.
+struct Slot {
+    caller: String,
+}
 
 impl Slot {
-    fn take() -> Option<Slot> {
+    fn take(caller: String) -> Option<Slot> {
+        let mut by_caller = BY_CALLER.lock();
+        let held = by_caller.get(&caller).copied().unwrap_or(0);
+        if held >= MAX_FOLLOWERS_PER_CALLER {
+            return None;
+        }
         FOLLOWERS
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_FOLLOWERS).then_some(n + 1))
-            .ok()
-            .map(|_| Slot)
+            .ok()?;
+        by_caller.insert(caller.clone(), held + 1);
+        Some(Slot { caller })
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        let mut by_caller = BY_CALLER.lock();
+        if let Some(n) = by_caller.get_mut(&self.caller) {
+            *n -= 1;
+            if *n == 0 {
+                by_caller.remove(&self.caller);
+            }
+        }
         FOLLOWERS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Follower {
+    /// Whether the stream may go on: its caller's token still valid, its function still the
+    /// one it followed.
+    async fn still_allowed(&self) -> bool {
+        if let Some(bearer) = &self.bearer {
+            if !matches!(crate::caller_by_bearer(&self.app, bearer).await, Ok(Some(_))) {
+                return false;
+            }
+        }
+        matches!(self.app.service.get_function(&self.function).await, Ok(f) if f.config.created_at == self.created_at)
     }
 }
 
@@ -130,17 +175,25 @@ async fn follow(
     let now = s.service.now();
     let start = q.since.as_deref().map(|t| since(t, now)).transpose()?.unwrap_or(now);
     // 404 for a function that does not exist (a typo should not wait forever).
-    s.service.get_function(&name).await?;
-    let Some(slot) = Slot::take() else {
+    let created_at = s.service.get_function(&name).await?.config.created_at;
+    let bearer = s.cfg.token.as_ref().and(crate::bearer(&headers)).map(str::to_string);
+    let caller = bearer.as_deref().map(|b| gust_store::sha256_hex(b.as_bytes())).unwrap_or_default();
+    let Some(slot) = Slot::take(caller) else {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "TooManyFollowers",
-            &format!("this server already streams {MAX_FOLLOWERS} logs; try again later"),
+            &format!(
+                "this server already streams {MAX_FOLLOWERS} logs, or {MAX_FOLLOWERS_PER_CALLER} to this caller; \
+                 try again later"
+            ),
         ));
     };
     let follower = Follower {
         _slot: slot,
-        service: s.service.clone(),
+        app: s.clone(),
+        bearer,
+        created_at,
+        checked: tokio::time::Instant::now(),
         function: name,
         state,
         cursor: resume_from(&headers).unwrap_or((start, InvocationId(String::new()))),
@@ -153,6 +206,12 @@ async fn follow(
                 f.idle_since = tokio::time::Instant::now();
                 return Some((Ok::<_, std::io::Error>(event(&rec)), f));
             }
+            if f.checked.elapsed() >= RECHECK {
+                if !f.still_allowed().await {
+                    return None;
+                }
+                f.checked = tokio::time::Instant::now();
+            }
             if f.idle_since.elapsed() >= KEEPALIVE {
                 f.idle_since = tokio::time::Instant::now();
                 return Some((Ok(bytes::Bytes::from_static(b": keep-alive\n\n")), f));
@@ -161,9 +220,10 @@ async fn follow(
                 state: f.state,
                 limit: PAGE,
                 finished_after: Some(f.cursor.clone()),
+                light: true,
                 ..Default::default()
             };
-            match f.service.list_invocations(&f.function, filter).await {
+            match f.app.service.list_invocations(&f.function, filter).await {
                 Ok(page) => {
                     let full = page.len() == PAGE;
                     if let Some(last) = page.last() {
@@ -191,7 +251,12 @@ async fn follow(
 }
 
 fn event(rec: &InvocationRecord) -> bytes::Bytes {
-    let data = views::invocation(rec, false).to_string();
+    let mut view = views::invocation(rec, false);
+    // Read without it: `GET /v1/invocations/{id}` shows it.
+    if let Some(o) = view.as_object_mut() {
+        o.remove("result");
+    }
+    let data = view.to_string();
     let id = format!("{}:{}", rec.finished_at.unwrap_or(0), rec.request.id);
     bytes::Bytes::from(format!("id: {id}\nevent: invocation\ndata: {data}\n\n"))
 }

@@ -365,7 +365,7 @@ async fn list_invocations(
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let filter = InvocationFilter { state, before: before.map(InvocationId), limit, finished_after: None };
+    let filter = InvocationFilter { state, before: before.map(InvocationId), limit, ..Default::default() };
     let records = s.service.list_invocations(&name, filter).await?;
     let next = (records.len() == limit).then(|| records.last().map(|r| r.request.id.0.clone())).flatten();
     let items: Vec<_> = records.iter().map(|r| views::invocation(r, false)).collect();

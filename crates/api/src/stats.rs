@@ -40,9 +40,22 @@ fn millis(text: &str, what: &str) -> Result<Millis, ApiError> {
     n.checked_mul(per).ok_or_else(bad)
 }
 
+/// Stats answers computed at once, at most (each reads up to 50,000 records, without their
+/// payloads and results); past it, 429.
+pub const MAX_CONCURRENT: usize = 4;
+
+static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT);
+
 async fn stats(
     State(s): State<AppState>, Path(name): Path<String>, Query(q): Query<StatsQuery>,
 ) -> Result<Response, ApiError> {
+    let Ok(_running) = RUNNING.try_acquire() else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            &format!("this server already computes {MAX_CONCURRENT} stats answers; try again shortly"),
+        ));
+    };
     let window = q.window.as_deref().map(|w| millis(w, "window")).transpose()?.unwrap_or(3_600_000);
     // By default about 60 buckets, at least a second each.
     let step = q.step.as_deref().map(|w| millis(w, "step")).transpose()?.unwrap_or((window / 60).max(1_000));

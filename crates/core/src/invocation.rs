@@ -533,12 +533,26 @@ pub struct Report {
 }
 
 impl Report {
+    /// The figures within what an attempt can take (a remote worker's report is not trusted):
+    /// a run and an init within the longest timeout, memory within the largest, a start not
+    /// after `now`.
+    pub fn bounded(self, now: Millis) -> Report {
+        let longest_us = crate::limits::MAX_TIMEOUT_MS * 1000;
+        Report {
+            started_at: self.started_at.clamp(0, now),
+            duration_us: self.duration_us.min(longest_us),
+            init_us: self.init_us.map(|i| i.min(longest_us)),
+            memory_mb: self.memory_mb.min(crate::limits::MAX_MEMORY_MB),
+            max_memory_mb: self.max_memory_mb.map(|m| m.min(crate::limits::MAX_MEMORY_MB)),
+        }
+    }
+
     /// Lambda's line: `REPORT RequestId: ID\tDuration: 1.71 ms\tBilled Duration: 2 ms\tMemory
     /// Size: 128 MB\tMax Memory Used: 64 MB\tInit Duration: 163.49 ms` (a duration is billed
     /// by the millisecond, rounded up, and init is billed with it).
     pub fn line(&self, request_id: &str) -> String {
         let ms = |us: u64| format!("{:.2} ms", us as f64 / 1000.0);
-        let billed = (self.duration_us + self.init_us.unwrap_or(0)).div_ceil(1000).max(1);
+        let billed = self.duration_us.saturating_add(self.init_us.unwrap_or(0)).div_ceil(1000).max(1);
         let mut out = format!(
             "REPORT RequestId: {request_id}\tDuration: {}\tBilled Duration: {billed} ms\tMemory Size: {} MB",
             ms(self.duration_us),

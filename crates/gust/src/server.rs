@@ -222,6 +222,10 @@ impl Executor for LocalExecutor {
         self.0.metrics().write(out);
     }
 
+    fn forget_function(&self, function: &str) {
+        self.0.metrics().forget(function);
+    }
+
     async fn prepare_code(&self, runtime: Runtime, sha256: &str, code: Bytes) -> Result<(), ServiceError> {
         self.0.prepare_code(runtime, sha256, code).await.map_err(|e| match e {
             gust_runtime::PrepareError::NoSpace(_) => ServiceError::InsufficientStorage(e.to_string()),

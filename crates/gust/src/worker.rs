@@ -521,6 +521,9 @@ async fn serve(opts: WorkerOpts, cfg: WorkerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Connections the metrics listener holds at once (scrapers and probes need few).
+const METRICS_MAX_CONNECTIONS: usize = 64;
+
 /// A worker's own endpoints for its operators: `/healthz` (the process answers), `/readyz`
 /// (it takes work: the server answered a heartbeat within two leases and it is not shutting
 /// down) and `/metrics` (its load and the figures of the attempts it ran).
@@ -583,7 +586,14 @@ async fn serve_metrics(listener: tokio::net::TcpListener, s: Arc<State>) {
                 ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
             }),
         );
-    if let Err(e) = axum::serve(listener, router).await {
+    // Through the API's edge: slow or silent clients are timed out, connections capped.
+    let limits = gust_api::ServeLimits {
+        max_connections: METRICS_MAX_CONNECTIONS,
+        // A scraper sends its request at once.
+        header_read_timeout: Duration::from_secs(5),
+        ..Default::default()
+    };
+    if let Err(e) = gust_api::serve(listener, router, limits, None, std::future::pending()).await {
         tracing::error!(error = %e, "the metrics listener stopped");
     }
 }

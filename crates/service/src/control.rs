@@ -220,6 +220,11 @@ impl Service {
         validate_function_name(name)?;
         let result = self.store.delete_function(name, expect, self.clock.now()).await;
         self.cache.invalidate();
+        if result.is_ok() {
+            // Its figures go with it: labels are a bounded budget.
+            self.executor.forget_function(name);
+            self.throttles.forget(name);
+        }
         Ok(result?)
     }
 

@@ -80,6 +80,8 @@ pub trait Executor: Send + Sync + 'static {
     fn free_slots(&self) -> usize;
     /// Appends the per-function figures of the attempts it ran (Prometheus text format).
     fn write_metrics(&self, _out: &mut String) {}
+    /// Drops a deleted function's figures.
+    fn forget_function(&self, _function: &str) {}
     /// Validates and prepares code at upload, so that invalid code is refused before it is
     /// stored and the first invocation does not compile: `InvalidCode` for code that cannot
     /// run, `InsufficientStorage` when the disk that holds prepared code is full.

@@ -80,6 +80,10 @@ impl Throttles {
         }
     }
 
+    pub fn forget(&self, function: &str) {
+        self.by_function.lock().remove(function);
+    }
+
     fn within(&self, function: &str, from: Millis, to: Millis) -> Vec<(Millis, u64)> {
         let all = self.by_function.lock();
         all.get(function)
@@ -129,7 +133,8 @@ impl Service {
         let mut records = Vec::new();
         let mut sampled = false;
         loop {
-            let filter = InvocationFilter { limit: 1_000, before: before.clone(), ..Default::default() };
+            let filter =
+                InvocationFilter { limit: 1_000, before: before.clone(), light: true, ..Default::default() };
             let page = self.list_invocations(function, filter).await?;
             let full = page.len() == 1_000;
             let oldest = page.last().map(|r| r.request.received_at);
@@ -154,7 +159,7 @@ impl Service {
             }
             if let Some(rep) = &r.report {
                 durations[i].push(rep.duration_us);
-                busy_us[i] += rep.duration_us;
+                busy_us[i] = busy_us[i].saturating_add(rep.duration_us);
                 if rep.init_us.is_some() {
                     b.cold_starts += 1;
                 }

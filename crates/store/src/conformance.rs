@@ -634,9 +634,19 @@ pub async fn invocation_listing_is_newest_first_and_paged(store: Arc<dyn Store>)
     let tail = |after: (i64, InvocationId), state: Option<StateName>| {
         let store = store.clone();
         async move {
-            let filter =
-                InvocationFilter { limit: 10, state, finished_after: Some(after), ..Default::default() };
+            let filter = InvocationFilter {
+                limit: 10,
+                state,
+                finished_after: Some(after),
+                light: true,
+                ..Default::default()
+            };
             let page = store.list_invocations("list", filter).await.unwrap();
+            for r in &page {
+                // Read light: no payload, no result (the rest as stored).
+                assert!(r.request.payload.is_empty() && r.result.as_deref().unwrap_or_default().is_empty());
+                assert_eq!(r.log, "log line");
+            }
             page.into_iter().map(|r| r.request.id).collect::<Vec<_>>()
         }
     };

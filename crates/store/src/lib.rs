@@ -274,6 +274,9 @@ pub struct InvocationFilter {
     /// Instead: only ended invocations that finished after this `(finished_at, id)`, oldest
     /// finish first (a tail of new outcomes: `gust logs --follow`).
     pub finished_after: Option<(Millis, InvocationId)>,
+    /// Read without payloads and results (both empty): for readers of many records that
+    /// need neither (log streams, charts).
+    pub light: bool,
 }
 
 /// The persistence interface of gust. Every method is one atomic step.

@@ -208,6 +208,12 @@ pub async fn transition(
         Ok(next) => next,
         Err(rejected) => return Ok(Err(rejected)),
     };
+    // An attempt starts after its invocation came and before it is reported.
+    let report = outcome.report.map(|r| gust_core::Report {
+        started_at: r.started_at.clamp(g.ctx.received_at, now.max(g.ctx.received_at)),
+        ..*r
+    });
+    let outcome = Outcome { report: report.as_ref(), ..outcome };
     let write = GuardedWrite::new(id, &g.lifecycle, &next, event, outcome, now)?;
     if tx.update_guarded(&write).await? != 1 {
         return Err(StoreError::Backend(format!("invocation {id} changed under its guard")));

@@ -143,6 +143,12 @@ pub const INVOCATION_COLUMNS: &str = "id, function, qualifier, resolved, payload
      fingerprint, received_at, retry, state, worker, due_at, attempt_epoch, function_errors, lost_attempts, \
      result, error, log, updated_at, finished_at, client_context, trace_id, report, history";
 
+/// [`INVOCATION_COLUMNS`] with the payload and the result read empty (same order and types).
+pub const LIGHT_INVOCATION_COLUMNS: &str = "id, function, qualifier, resolved, substr(payload, 1, 0), mode, \
+     idempotency_key, fingerprint, received_at, retry, state, worker, due_at, attempt_epoch, function_errors, \
+     lost_attempts, substr(result, 1, 0), error, log, updated_at, finished_at, client_context, trace_id, report, \
+     history";
+
 /// Inserts an invocation ([`insert_values`]); a conflict on its id or idempotency key inserts
 /// nothing.
 pub const INSERT_INVOCATION: &str = "INSERT INTO invocations (id, function, qualifier, resolved, payload, mode, \
@@ -954,9 +960,10 @@ pub fn invocation_page<'a>(
     function: &'a str, filter: &'a crate::InvocationFilter,
 ) -> (String, Vec<Value<'a>>) {
     let state = filter.state.map(|s| s.as_str());
+    let columns = if filter.light { LIGHT_INVOCATION_COLUMNS } else { INVOCATION_COLUMNS };
     if let Some((at, id)) = &filter.finished_after {
         let sql = format!(
-            "SELECT {INVOCATION_COLUMNS} FROM invocations WHERE function = $1 AND finished_at IS NOT NULL \
+            "SELECT {columns} FROM invocations WHERE function = $1 AND finished_at IS NOT NULL \
              AND (finished_at > $2 OR (finished_at = $2 AND id > $3)) \
              AND (CAST($4 AS TEXT) IS NULL OR state = $4) ORDER BY finished_at, id LIMIT $5"
         );
@@ -968,7 +975,7 @@ pub fn invocation_page<'a>(
     // '~' sorts after every UUID character, so "no cursor" means "from the newest".
     let before = filter.before.as_ref().map_or("~", |b| b.0.as_str());
     let sql = format!(
-        "SELECT {INVOCATION_COLUMNS} FROM invocations WHERE function = $1 AND id < $2 \
+        "SELECT {columns} FROM invocations WHERE function = $1 AND id < $2 \
          AND (CAST($3 AS TEXT) IS NULL OR state = $3) ORDER BY id DESC LIMIT $4"
     );
     (sql, vec![function.into(), before.into(), state.into(), filter.limit.into()])

@@ -5,7 +5,7 @@
 //! Each attempt is observed once, by the process that ran it (a server's local worker, or a
 //! remote worker on its own `--metrics-listen`), so sums over every instance of a cluster are
 //! right. Labels are bounded: past [`MAX_FUNCTION_LABELS`] functions, the rest are counted
-//! under `function="_other"`, so a tenant creating functions cannot grow the exposition
+//! under `function="(other)"`, so a tenant creating functions cannot grow the exposition
 //! without bound.
 
 use std::collections::HashMap;
@@ -18,8 +18,8 @@ use parking_lot::RwLock;
 
 /// The most functions with labels of their own.
 pub const MAX_FUNCTION_LABELS: usize = 1_000;
-/// The label of the functions past [`MAX_FUNCTION_LABELS`].
-pub const OTHER: &str = "_other";
+/// The label of the functions past [`MAX_FUNCTION_LABELS`] (no function can be named so).
+pub const OTHER: &str = "(other)";
 
 /// Upper bounds (seconds) of the latency buckets: 0.5 ms to 15 minutes (Lambda's longest
 /// timeout), about 2.5× apart.
@@ -148,6 +148,11 @@ impl Metrics {
         let key =
             if all.len() >= MAX_FUNCTION_LABELS && !all.contains_key(function) { OTHER } else { function };
         all.entry(key.to_string()).or_default().clone()
+    }
+
+    /// Drops `function`'s figures (it was deleted): its label is free again.
+    pub fn forget(&self, function: &str) {
+        self.functions.write().remove(function);
     }
 
     /// An attempt of `function` starts; it counts as running until the guard drops.
@@ -310,7 +315,7 @@ mod tests {
         let series = out.lines().filter(|l| l.starts_with("gust_function_running{")).count();
         assert_eq!(series, MAX_FUNCTION_LABELS + 1, "the rest share one label");
         assert!(out.contains(
-            "gust_function_invocations_total{function=\"_other\",mode=\"sync\",outcome=\"success\"} 50"
+            "gust_function_invocations_total{function=\"(other)\",mode=\"sync\",outcome=\"success\"} 50"
         ));
     }
 

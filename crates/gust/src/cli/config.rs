@@ -161,9 +161,33 @@ fn load(path: &Path, named: bool) -> Result<Option<File>, Failure> {
             )))
         }
     };
-    toml::from_str(&text)
-        .map(Some)
-        .map_err(|e| Failure::usage(format!("the config file {} is not valid: {e}", path.display())))
+    // The line and what is wrong, never the line itself: it may hold a token.
+    toml::from_str(&text).map(Some).map_err(|e| {
+        let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+        Failure::usage(format!(
+            "the config file {} is not valid{at}: {}",
+            path.display(),
+            redacted(e.message().trim())
+        ))
+    })
+}
+
+/// `message` with every double-quoted part (a value, as serde quotes strings) elided.
+fn redacted(message: &str) -> String {
+    let mut out = String::new();
+    let mut quoted = false;
+    for c in message.chars() {
+        if c == '"' {
+            if !quoted {
+                out.push_str("\"…\"");
+            }
+            quoted = !quoted;
+        } else if !quoted {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `~/x` from HOME, a relative path from the config file's directory, an absolute one as is.
