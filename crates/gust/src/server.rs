@@ -385,16 +385,24 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
         total: opts.max_queued_async,
     };
     cfg.max_schedules = opts.max_schedules;
-    if let Some(endpoint) = &opts.otlp_endpoint {
-        let client = reqwest::Client::builder().build().context("the OTLP client")?;
-        worker.export_spans_to(crate::otlp::start(endpoint, &opts.otlp_service_name, client));
-        cfg.sample_new_traces = true;
-        tracing::info!(endpoint = %crate::otlp::traces_url(endpoint), "exporting traces");
-    }
+    let otlp = match &opts.otlp_endpoint {
+        Some(endpoint) => {
+            let client = reqwest::Client::builder().build().context("the OTLP client")?;
+            let otlp = crate::otlp::start(endpoint, &opts.otlp_service_name, client);
+            worker.export_spans_to(otlp.clone());
+            cfg.sample_new_traces = true;
+            tracing::info!(endpoint = %crate::otlp::traces_url(endpoint), "exporting traces");
+            Some(otlp)
+        }
+        None => None,
+    };
     if opts.no_local_worker && opts.worker_token.is_none() {
         tracing::warn!("--no-local-worker without --worker-token: only workers with a provisioned credential (`gust workers create NAME`) can run anything");
     }
     let service = Service::new(store, Arc::new(LocalExecutor(worker)), Arc::new(SystemClock), cfg);
+    if let Some(otlp) = otlp {
+        service.export_spans_to(otlp);
+    }
     let _background = service.start();
     let _code_collector =
         AbortOnDrop(vec![tokio::spawn(service.clone().collect_code_forever(gust_service::gc::GcConfig {

@@ -506,9 +506,11 @@ fn spans_of(
         let Ok((resource, span)) = rx.recv_timeout(left) else {
             panic!("{} of {want} spans came: {got:?}", got.len())
         };
-        assert_eq!(resource["attributes"][0]["value"]["stringValue"], "gust");
         seen.push(span["traceId"].as_str().unwrap().to_string());
         if span["traceId"] == trace_id {
+            let mut span = span;
+            // Which process sent it: its `service.name`.
+            span["_service"] = resource["attributes"][0]["value"]["stringValue"].clone();
             got.push(span);
         }
     }
@@ -531,12 +533,16 @@ fn traces_are_exported_over_otlp_in_the_caller_s_trace() {
         &[("traceparent", "00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01")],
     );
     let id = r.headers()["gust-invocation-id"].to_str().unwrap().to_string();
-    let (got, _) = spans_of(&spans, "5759e988bd862e3fe1be46a994272793", 4);
+    let (got, _) = spans_of(&spans, "5759e988bd862e3fe1be46a994272793", 5);
     let named =
         |n: &str| got.iter().find(|s| s["name"] == n).unwrap_or_else(|| panic!("no {n} span: {got:?}"));
+    // The server's span of the request, under the caller's; the attempt's under it.
+    let request = named("gust.request");
+    assert_eq!(request["parentSpanId"], "53995c3f42cd8ad8", "{request}");
+    assert_eq!(request["kind"], 2, "SERVER");
+    assert!(got.iter().all(|s| s["_service"] == "gust"), "{got:?}");
     let root = named("gust.invocation");
-    assert_eq!(root["parentSpanId"], "53995c3f42cd8ad8", "{root}");
-    assert_eq!(root["kind"], 2, "SERVER");
+    assert_eq!(root["parentSpanId"], request["spanId"], "{root}");
     let attr = |span: &Value, key: &str| {
         span["attributes"].as_array().unwrap().iter().find(|a| a["key"] == key).map(|a| a["value"].clone())
     };
@@ -565,12 +571,57 @@ fn traces_are_exported_over_otlp_in_the_caller_s_trace() {
     let trace = s.wait_terminal(&id, Duration::from_secs(5))["trace_id"].as_str().unwrap().to_string();
     let hex: String = trace["Root=1-".len()..].split(';').next().unwrap().replace('-', "");
     assert!(trace.ends_with(";Sampled=1"), "{trace}");
-    let (failed, seen) = spans_of(&spans, &hex, 4);
+    let (failed, seen) = spans_of(&spans, &hex, 5);
     let run = failed.iter().find(|s| s["name"] == "gust.run").unwrap();
     assert_eq!(run["status"]["code"], 2, "{run}");
     assert_eq!(run["status"]["message"], "FunctionError", "the kind only, never the function's message");
     // Spans leave in the order attempts end: the unsampled one's would have come first.
     assert!(!seen.iter().any(|t| t == "11111111111111111111111111111111"), "{seen:?}");
+    let request = failed.iter().find(|s| s["name"] == "gust.request").unwrap();
+    assert_eq!(request["status"]["code"], 2, "the request's span says the function failed: {request}");
+}
+
+#[test]
+fn a_trace_links_the_server_s_span_to_the_remote_worker_s() {
+    use std::io::BufRead as _;
+    let (collector_url, spans) = collector();
+    let dir = tempfile::tempdir().unwrap();
+    let mut flags = common::REMOTE_ONLY.to_vec();
+    flags.extend(["--otlp-endpoint", &collector_url, "--otlp-service-name", "gust-server"]);
+    let s = Server::start(dir.path(), &flags);
+    let mut cmd = std::process::Command::new(common::GUST);
+    cmd.args(["worker", "--server", &s.url, "--name", "t1", "--worker-token", "test-worker-token"])
+        .arg("--data-dir")
+        .arg(dir.path().join("t1"))
+        .args(["--otlp-endpoint", &collector_url, "--otlp-service-name", "gust-worker"])
+        .env("GUST_LOG", "error")
+        .stdout(std::process::Stdio::piped());
+    let mut worker = gust_testkit::process::Process::spawn(&mut cmd).unwrap();
+    let joined = std::io::BufReader::new(worker.child_mut().stdout.take().unwrap()).lines().next();
+    assert!(joined.unwrap().unwrap().starts_with("gust worker t1"));
+    common::deploy_to_workers(&s, 1, "echo", wasm_config(3000), fixture("echo"));
+    let cases = [
+        ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb", "sync"),
+        ("cccccccccccccccccccccccccccccccc", "dddddddddddddddd", "async"),
+    ];
+    for (trace, caller, mode) in cases {
+        let traceparent = format!("00-{trace}-{caller}-01");
+        let r = s.invoke("echo", None, b"{}", &[("traceparent", &traceparent), ("invocation-type", mode)]);
+        assert!(r.status().is_success(), "{mode}: {}", r.text().unwrap());
+        // The first is a cold start: it has an init span too.
+        let (got, _) = spans_of(&spans, trace, if mode == "sync" { 5 } else { 4 });
+        let from = |service: &str, name: &str| {
+            got.iter()
+                .find(|s| s["_service"] == service && s["name"] == name)
+                .unwrap_or_else(|| panic!("{mode}: no {name} span from {service}: {got:?}"))
+                .clone()
+        };
+        let request = from("gust-server", "gust.request");
+        let invocation = from("gust-worker", "gust.invocation");
+        assert_eq!(request["parentSpanId"], caller, "{mode}: the server's span is under the caller's");
+        assert_eq!(invocation["parentSpanId"], request["spanId"], "{mode}: the worker's under the server's");
+        assert_eq!(from("gust-worker", "gust.run")["parentSpanId"], invocation["spanId"], "{mode}");
+    }
 }
 
 #[test]

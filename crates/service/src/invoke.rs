@@ -144,7 +144,68 @@ impl Service {
 
     /// [`Service::invoke`] for gust's own callers, whose idempotency keys may hold a space: a
     /// key no client can send (a schedule's firing), so no client can take it first.
-    pub(crate) async fn admit(self: &Arc<Self>, input: InvokeInput) -> Result<Invoked> {
+    pub(crate) async fn admit(self: &Arc<Self>, mut input: InvokeInput) -> Result<Invoked> {
+        use gust_core::trace::{Span, SpanKind, Trace, Value};
+        let received = self.clock.now();
+        let mut trace = input.trace.take().unwrap_or_else(|| Trace {
+            sampled: self.cfg.sample_new_traces,
+            ..Trace::new(received, rand::random())
+        });
+        // This server's own span (`gust.request`, from the request to its answer), when it
+        // exports spans: the attempts' spans, wherever they run, are its children.
+        let sink = self.span_sink.get().filter(|_| trace.sampled);
+        let span = sink.map(|_| {
+            let (id, caller) = (rand::random::<[u8; 8]>(), trace.parent);
+            trace.parent = Some(id);
+            (id, caller)
+        });
+        let (function, mode) = (input.function.clone(), input.mode);
+        input.trace = Some(trace);
+        let result = self.admit_traced(input).await;
+        if let (Some(sink), Some((span_id, parent))) = (sink, span) {
+            let end = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            let mut attributes = vec![
+                ("faas.invoked_name", Value::Text(function)),
+                ("gust.mode", Value::Text(mode.as_str().to_string())),
+            ];
+            let error = match &result {
+                Ok(Invoked::Completed { id, outcome, .. }) => {
+                    attributes.push(("faas.invocation_id", Value::Text(id.0.clone())));
+                    match outcome {
+                        SyncOutcome::Succeeded(_) => None,
+                        SyncOutcome::Failed(e) => Some(e.error_type.as_str().to_string()),
+                    }
+                }
+                Ok(Invoked::Accepted { id, .. }) => {
+                    attributes.push(("faas.invocation_id", Value::Text(id.0.clone())));
+                    None
+                }
+                // The kind of refusal only (its variant's name), never its message.
+                Err(e) => Some(format!("{e:?}").split([' ', '(', '{']).next().unwrap_or("Error").to_string()),
+            };
+            sink.export(vec![Span {
+                trace_id: trace.trace_id,
+                span_id,
+                parent,
+                name: "gust.request",
+                kind: SpanKind::Server,
+                start_unix_ns: (received.max(0) as u64).saturating_mul(1_000_000).min(end),
+                end_unix_ns: end,
+                attributes,
+                error,
+            }]);
+        }
+        result
+    }
+
+    /// Sends the spans of this server's requests from now on to `sink` (set once).
+    pub fn export_spans_to(&self, sink: Arc<dyn gust_core::trace::SpanSink>) {
+        let _ = self.span_sink.set(sink);
+    }
+
+    async fn admit_traced(self: &Arc<Self>, input: InvokeInput) -> Result<Invoked> {
         if self.is_shutting_down() {
             return Err(ServiceError::ShuttingDown);
         }
@@ -179,10 +240,7 @@ impl Service {
             Some(_) => qualifier.as_string(),
         };
         let now = self.clock.now();
-        let trace = input.trace.unwrap_or_else(|| gust_core::trace::Trace {
-            sampled: self.cfg.sample_new_traces,
-            ..gust_core::trace::Trace::new(now, rand::random())
-        });
+        let trace = input.trace.unwrap_or_else(|| gust_core::trace::Trace::new(now, rand::random()));
         let request = InvocationRequest {
             id: InvocationId(uuid::Uuid::now_v7().to_string()),
             function: input.function,

@@ -180,6 +180,8 @@ pub struct Service {
     credentials: workers::CredentialCache,
     /// Throttled calls per function and minute (the console's charts).
     throttles: stats::Throttles,
+    /// Where this server's own spans go (OTLP), once set.
+    span_sink: std::sync::OnceLock<Arc<dyn gust_core::trace::SpanSink>>,
     /// Async work waiting, for the queue caps.
     backlog: retention::Backlog,
 }
@@ -207,6 +209,7 @@ impl Service {
             remote_slots: concurrency::RemoteSlots::default(),
             credentials: workers::CredentialCache::default(),
             throttles: stats::Throttles::default(),
+            span_sink: std::sync::OnceLock::new(),
             backlog: retention::Backlog::default(),
         })
     }

@@ -18,40 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gust_core::trace::Trace;
 
-/// Span kinds, as OTLP numbers them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SpanKind {
-    Internal = 1,
-    Server = 2,
-}
-
-/// An attribute's value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Text(String),
-    Int(i64),
-    Bool(bool),
-}
-
-/// One finished span.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Span {
-    pub trace_id: [u8; 16],
-    pub span_id: [u8; 8],
-    pub parent: Option<[u8; 8]>,
-    pub name: &'static str,
-    pub kind: SpanKind,
-    pub start_unix_ns: u64,
-    pub end_unix_ns: u64,
-    pub attributes: Vec<(&'static str, Value)>,
-    /// An error status with this message; `None`: unset (OK).
-    pub error: Option<String>,
-}
-
-/// Where finished spans go. Must not block: an exporter queues them (and drops past a bound).
-pub trait SpanSink: Send + Sync + 'static {
-    fn export(&self, spans: Vec<Span>);
-}
+pub use gust_core::trace::{Span, SpanKind, SpanSink, Value};
 
 /// What is known of an attempt when it ends.
 pub struct Attempt<'a> {
