@@ -853,18 +853,10 @@ fn public_metrics_do_not_disclose_tenants_function_names() {
 /// connection cap), or at least with hyper's header-read timeout.
 #[test]
 fn a_worker_s_metrics_listener_closes_connections_that_never_send_a_request() {
-    use std::io::BufRead as _;
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &REMOTE_ONLY);
-    let mut cmd = std::process::Command::new(common::GUST);
-    cmd.args(["worker", "--server", &s.url, "--name", "m1", "--worker-token", "test-worker-token"])
-        .arg("--data-dir")
-        .arg(dir.path().join("m1"))
-        .args(["--metrics-listen", "127.0.0.1:0"])
-        .env("GUST_LOG", "error")
-        .stdout(std::process::Stdio::piped());
-    let mut worker = gust_testkit::process::Process::spawn(&mut cmd).unwrap();
-    let mut lines = std::io::BufReader::new(worker.child_mut().stdout.take().unwrap()).lines();
+    let (_worker, mut lines) =
+        common::worker_with_banners(&s.url, dir.path(), "m1", &["--metrics-listen", "127.0.0.1:0"]);
     let _joined = lines.next().unwrap().unwrap();
     let banner = lines.next().unwrap().unwrap();
     let url = banner.strip_prefix("gust worker metrics on http://").unwrap_or_else(|| panic!("{banner}"));

@@ -192,18 +192,10 @@ fn metrics_have_per_function_histograms_and_counters() {
 
 #[test]
 fn a_worker_serves_health_readiness_and_the_figures_of_what_it_ran() {
-    use std::io::BufRead as _;
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &common::REMOTE_ONLY);
-    let mut cmd = std::process::Command::new(common::GUST);
-    cmd.args(["worker", "--server", &s.url, "--name", "m1", "--worker-token", "test-worker-token"])
-        .arg("--data-dir")
-        .arg(dir.path().join("m1"))
-        .args(["--metrics-listen", "127.0.0.1:0"])
-        .env("GUST_LOG", "error")
-        .stdout(std::process::Stdio::piped());
-    let mut worker = gust_testkit::process::Process::spawn(&mut cmd).unwrap();
-    let mut lines = std::io::BufReader::new(worker.child_mut().stdout.take().unwrap()).lines();
+    let (worker, mut lines) =
+        common::worker_with_banners(&s.url, dir.path(), "m1", &["--metrics-listen", "127.0.0.1:0"]);
     let joined = lines.next().unwrap().unwrap();
     assert!(joined.starts_with("gust worker m1"), "{joined}");
     let banner = lines.next().unwrap().unwrap();
@@ -583,22 +575,14 @@ fn traces_are_exported_over_otlp_in_the_caller_s_trace() {
 
 #[test]
 fn a_trace_links_the_server_s_span_to_the_remote_worker_s() {
-    use std::io::BufRead as _;
     let (collector_url, spans) = collector();
     let dir = tempfile::tempdir().unwrap();
     let mut flags = common::REMOTE_ONLY.to_vec();
     flags.extend(["--otlp-endpoint", &collector_url, "--otlp-service-name", "gust-server"]);
     let s = Server::start(dir.path(), &flags);
-    let mut cmd = std::process::Command::new(common::GUST);
-    cmd.args(["worker", "--server", &s.url, "--name", "t1", "--worker-token", "test-worker-token"])
-        .arg("--data-dir")
-        .arg(dir.path().join("t1"))
-        .args(["--otlp-endpoint", &collector_url, "--otlp-service-name", "gust-worker"])
-        .env("GUST_LOG", "error")
-        .stdout(std::process::Stdio::piped());
-    let mut worker = gust_testkit::process::Process::spawn(&mut cmd).unwrap();
-    let joined = std::io::BufReader::new(worker.child_mut().stdout.take().unwrap()).lines().next();
-    assert!(joined.unwrap().unwrap().starts_with("gust worker t1"));
+    let flags = ["--otlp-endpoint", &collector_url, "--otlp-service-name", "gust-worker"];
+    let (_worker, mut lines) = common::worker_with_banners(&s.url, dir.path(), "t1", &flags);
+    assert!(lines.next().unwrap().unwrap().starts_with("gust worker t1"));
     common::deploy_to_workers(&s, 1, "echo", wasm_config(3000), fixture("echo"));
     let cases = [
         ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb", "sync"),

@@ -160,8 +160,7 @@ impl Service {
             (id, caller)
         });
         let (function, mode) = (input.function.clone(), input.mode);
-        input.trace = Some(trace);
-        let result = self.admit_traced(input).await;
+        let result = self.admit_traced(input, trace, received).await;
         if let (Some(sink), Some((span_id, parent))) = (sink, span) {
             let end = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -205,7 +204,10 @@ impl Service {
         let _ = self.span_sink.set(sink);
     }
 
-    async fn admit_traced(self: &Arc<Self>, input: InvokeInput) -> Result<Invoked> {
+    /// Admits `input`, received at `now`, in `trace` (the caller's, or one started for it).
+    async fn admit_traced(
+        self: &Arc<Self>, input: InvokeInput, trace: gust_core::trace::Trace, now: gust_core::Millis,
+    ) -> Result<Invoked> {
         if self.is_shutting_down() {
             return Err(ServiceError::ShuttingDown);
         }
@@ -239,8 +241,6 @@ impl Service {
             None | Some("") => String::new(),
             Some(_) => qualifier.as_string(),
         };
-        let now = self.clock.now();
-        let trace = input.trace.unwrap_or_else(|| gust_core::trace::Trace::new(now, rand::random()));
         let request = InvocationRequest {
             id: InvocationId(uuid::Uuid::now_v7().to_string()),
             function: input.function,

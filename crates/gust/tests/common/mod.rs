@@ -420,3 +420,21 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+/// A `gust worker NAME` that enrolls with the test servers' token, with `extra` flags, and the
+/// lines of its stdout: its banners (`gust worker NAME-… joined …`, then any listener it opened).
+pub fn worker_with_banners(
+    server_url: &str, data_dir: &Path, name: &str, extra: &[&str],
+) -> (Process, std::io::Lines<std::io::BufReader<std::process::ChildStdout>>) {
+    use std::io::BufRead as _;
+    let mut cmd = Command::new(GUST);
+    cmd.args(["worker", "--server", server_url, "--name", name, "--worker-token", "test-worker-token"])
+        .arg("--data-dir")
+        .arg(data_dir.join(name))
+        .args(extra)
+        .env("GUST_LOG", "error")
+        .stdout(Stdio::piped());
+    let mut worker = Process::spawn(&mut cmd).expect("spawn gust worker");
+    let lines = std::io::BufReader::new(worker.child_mut().stdout.take().expect("piped")).lines();
+    (worker, lines)
+}
