@@ -160,7 +160,7 @@ impl Service {
             (id, caller)
         });
         let (function, mode) = (input.function.clone(), input.mode);
-        let result = self.admit_traced(input, trace, received).await;
+        let result = self.admit_traced(input, trace).await;
         if let (Some(sink), Some((span_id, parent))) = (sink, span) {
             let end = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -204,9 +204,9 @@ impl Service {
         let _ = self.span_sink.set(sink);
     }
 
-    /// Admits `input`, received at `now`, in `trace` (the caller's, or one started for it).
+    /// Admits `input` in `trace` (the caller's, or one started for it).
     async fn admit_traced(
-        self: &Arc<Self>, input: InvokeInput, trace: gust_core::trace::Trace, now: gust_core::Millis,
+        self: &Arc<Self>, input: InvokeInput, trace: gust_core::trace::Trace,
     ) -> Result<Invoked> {
         if self.is_shutting_down() {
             return Err(ServiceError::ShuttingDown);
@@ -241,6 +241,9 @@ impl Service {
             None | Some("") => String::new(),
             Some(_) => qualifier.as_string(),
         };
+        // Read right before the id is made: both name the time it was received (the id's
+        // UUIDv7 time is what `received_before` pages by).
+        let now = self.clock.now();
         let request = InvocationRequest {
             id: InvocationId(uuid::Uuid::now_v7().to_string()),
             function: input.function,
