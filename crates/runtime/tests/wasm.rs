@@ -165,6 +165,31 @@ async fn a_guest_looping_in_host_calls_times_out() {
     assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
 }
 
+/// The attack: a guest leaves data in its memory for whoever gets its pooled slot next. Every
+/// guest must start from zeroed memory, whatever the previous one wrote (within the slot's
+/// resident bytes, beyond them, in memory it grew), however the pool resets slots.
+#[tokio::test]
+async fn a_pooled_slot_keeps_nothing_of_its_previous_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    // One slot, so every run reuses the slot the run before it dirtied.
+    let cfg = WasmConfig {
+        cache_dir: dir.path().join("modules"),
+        max_instances: 1,
+        compile_limits: CompileLimits::default(),
+        compiler: Compiler::InProcess,
+        allow_private_outbound: false,
+    };
+    let rt = WasmRuntime::new(cfg).unwrap();
+    let snoop = rt.prepare("snoop", &fixture("snoop")).unwrap();
+    // Another tenant's module in the same slot: the slot's module affinity must not matter.
+    let other = rt.prepare("other", &fixture("snoop")).unwrap();
+    for (round, prepared) in [&snoop, &snoop, &other, &snoop, &other].into_iter().enumerate() {
+        let out = run_prepared(&rt, prepared, "", 64, 5_000).await;
+        assert_eq!(out.status, Status::Succeeded, "round {round}: {:?}", out.log);
+        assert_eq!(&out.stdout[..], b"clean", "round {round}: the guest found its predecessor's bytes");
+    }
+}
+
 #[tokio::test]
 async fn memory_is_capped_by_the_function_setting() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use gust_core::State;
 use gust_store::{Inserted, NewInvocation, StoreError};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -71,13 +72,26 @@ impl Service {
                     Err(_) => break,
                 }
             }
-            let store = self.store.clone();
+            let service = self.clone();
             tokio::spawn(async move {
-                let (news, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                match store.insert_invocations(news).await {
+                let (mut news, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                // Without a local worker, async work is placed as it is inserted (the store
+                // announces it to its worker's server); only what stays queued needs the placer.
+                let placed = match service.cfg.local_worker {
+                    true => Vec::new(),
+                    false => service.place_at_ingest(&mut news).await,
+                };
+                let queued = news.iter().any(|n| n.lifecycle.state == State::Queued);
+                match service.store.insert_invocations(news).await {
                     Ok(results) => {
-                        for (reply, r) in replies.into_iter().zip(results) {
+                        for (i, (reply, r)) in replies.into_iter().zip(results).enumerate() {
+                            if let (Ok(Inserted::Created), Some(Some(worker))) = (&r, placed.get(i)) {
+                                service.polls.wake(worker);
+                            }
                             let _ = reply.send(r);
+                        }
+                        if queued && !service.cfg.local_worker {
+                            service.placement_wake.notify_one();
                         }
                     }
                     Err(e) => {

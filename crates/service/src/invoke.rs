@@ -333,7 +333,10 @@ impl Service {
         match self.insert_one(new).await? {
             Ok(Inserted::Created) => {
                 Metrics::inc(&self.metrics.async_invocations);
-                self.wake_dispatcher();
+                // Without a local worker the ingest batch placed it or woke the placer.
+                if self.cfg.local_worker {
+                    self.wake_dispatcher();
+                }
                 Ok(Invoked::Accepted { id, existing: false })
             }
             Ok(Inserted::Existing(rec)) => Ok(Invoked::Accepted { id: rec.request.id, existing: true }),

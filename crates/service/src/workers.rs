@@ -595,6 +595,55 @@ impl Service {
         Ok(placed)
     }
 
+    /// Places a batch's async invocations as they are inserted, on a server without a local
+    /// worker (what [`Service::place_once`] would do a round later, without its three reads):
+    /// on live workers that can run them, counting what the store has placed on each plus
+    /// this batch, so a burst spreads as the placer spreads it. What no worker can take now
+    /// stays queued for the placer. Answers the worker each entry was placed on. A failed
+    /// read places nothing: the placer is the safety net.
+    pub(crate) async fn place_at_ingest(
+        &self, batch: &mut [gust_store::NewInvocation],
+    ) -> Vec<Option<WorkerId>> {
+        let mut placed_on = vec![None; batch.len()];
+        if !batch.iter().any(|n| n.request.mode == Mode::Async && n.lifecycle.state == State::Queued) {
+            return placed_on;
+        }
+        let now = self.clock.now();
+        let liveness = LIVENESS_BOUND.as_millis() as i64;
+        // Read fresh, as the placer reads them (a cached list may show a full worker free),
+        // and side by side: one round trip's wait.
+        let (workers, placed) =
+            tokio::join!(self.store.list_workers(now - liveness), self.store.placed_counts());
+        let (Ok(workers), Ok(placed)) = (workers, placed) else { return placed_on };
+        let mut candidates: Vec<Candidate<'_>> = workers
+            .iter()
+            .map(|w| Candidate {
+                state: w,
+                placed: placed.iter().find(|(id, _)| *id == w.id).map_or(0, |(_, n)| *n as u32),
+            })
+            .collect();
+        for (new, on) in batch.iter_mut().zip(placed_on.iter_mut()) {
+            if new.request.mode != Mode::Async || new.lifecycle.state != State::Queued {
+                continue;
+            }
+            let Ok(Some(d)) = self.deployment(&new.request.function, new.request.resolved).await else {
+                continue;
+            };
+            let need = Need {
+                runtime: d.spec.runtime,
+                code_sha256: &d.code_sha256,
+                snapshot_version: needed_snapshot(new.request.resolved),
+            };
+            if let Some(i) = choose(&need, &candidates, now, liveness) {
+                candidates[i].placed += 1;
+                let worker = candidates[i].state.id.clone();
+                new.lifecycle.state = State::Placed { worker: worker.clone(), placed_at: now };
+                *on = Some(worker);
+            }
+        }
+        placed_on
+    }
+
     async fn live_workers(&self, now: gust_core::Millis, liveness: i64) -> Result<Arc<Vec<WorkerState>>> {
         if let Some((read, workers)) = self.live_workers.0.lock().as_ref() {
             if read.elapsed() < LIVE_WORKERS_TTL {
