@@ -73,8 +73,19 @@ impl ApiConfig {
     }
 }
 
+/// What every handler shares: one reference count to clone per request (axum clones the state
+/// for each layer and extractor).
 #[derive(Clone)]
-pub(crate) struct AppState {
+pub(crate) struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub(crate) struct Shared {
     pub(crate) service: Arc<Service>,
     pub(crate) cfg: ApiConfig,
     /// Code sizes by sha256, for the AWS API's CodeSize (artifacts never change).
@@ -89,7 +100,7 @@ pub(crate) struct AppState {
 fn app_state(service: Arc<Service>, cfg: ApiConfig) -> AppState {
     let keys = Arc::new(ApiKeys::new(service.store().clone()));
     let bootstrap = access::Access(Arc::new(Grant::admin("the --token")));
-    AppState { service, cfg, code_sizes: Arc::default(), keys, bootstrap }
+    AppState(Arc::new(Shared { service, cfg, code_sizes: Arc::default(), keys, bootstrap }))
 }
 
 /// The `--url-listen` listener's router: every request is a function URL's, named by the
@@ -120,7 +131,7 @@ pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
         internal::routes().layer(middleware::from_fn_with_state(state.clone(), internal::authenticate));
     // Function URLs answer anyone: the URL's own auth type and CORS config apply.
     let any = axum::routing::any(url::serve_path);
-    Router::new()
+    let app = Router::new()
         .route("/url/{id}", any.clone())
         .route("/url/{id}/", any.clone())
         .route("/url/{id}/{*rest}", any)
@@ -133,9 +144,14 @@ pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
         .merge(aws)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such endpoint") })
         // Outermost: browsers are refused before authentication and before any body is read.
-        .layer(middleware::from_fn_with_state(state.clone(), edge::guard))
-        .layer(middleware::from_fn(edge::request_span))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state.clone(), edge::guard));
+    // Each request in a span of its own only for JSON logs (chosen at start, before this):
+    // a layer costs every request a boxed future and a clone of the routes behind it.
+    let app = match REQUEST_SPANS.load(std::sync::atomic::Ordering::Relaxed) {
+        true => app.layer(middleware::from_fn(edge::request_span)),
+        false => app,
+    };
+    app.with_state(state)
 }
 
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {

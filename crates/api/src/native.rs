@@ -1,7 +1,7 @@
 //! The native `/v1` API.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -278,16 +278,18 @@ struct InvokeQuery {
 }
 
 async fn invoke(
-    State(s): State<AppState>, Path(name): Path<String>, Query(q): Query<InvokeQuery>, headers: HeaderMap,
-    body: Body,
+    State(s): State<AppState>, Path(name): Path<String>, Query(q): Query<InvokeQuery>, req: Request,
 ) -> ApiResult {
-    let mode = match header_str(&headers, "invocation-type")? {
+    // The request's own headers, not a copy (a `HeaderMap` extractor clones them).
+    let (parts, body) = req.into_parts();
+    let headers = &parts.headers;
+    let mode = match header_str(headers, "invocation-type")? {
         None => Mode::Sync,
         Some(t) => Mode::parse(&t.to_ascii_lowercase()).ok_or_else(|| {
             ApiError::bad_request("InvalidRequest", "Invocation-Type must be sync or async")
         })?,
     };
-    let idempotency_key = header_str(&headers, "idempotency-key")?.map(str::to_string);
+    let idempotency_key = header_str(headers, "idempotency-key")?.map(str::to_string);
     // Read up to the sync limit; the service applies the (smaller) async limit with a message.
     let payload = read_bounded(body, MAX_SYNC_PAYLOAD_BYTES, "the payload").await?;
     let input = InvokeInput {
@@ -299,7 +301,7 @@ async fn invoke(
         client_context: None,
         stream: None,
         http: None,
-        trace: gust_core::trace::Trace::from_headers(&headers),
+        trace: gust_core::trace::Trace::from_headers(headers),
     };
     match s.service.invoke(input).await? {
         Invoked::Accepted { id, existing: _ } => {
