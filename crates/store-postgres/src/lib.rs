@@ -1150,13 +1150,7 @@ impl Store for PgStore {
     }
 
     async fn record_finished(&self, records: Vec<InvocationRecord>) -> Result<()> {
-        in_tx!(self, |tx| async {
-            for rec in &records {
-                tx.insert_invocation(rec).await?;
-            }
-            Ok(())
-        }
-        .await)
+        in_tx!(self, |tx| ops::record_finished(&tx, &records).await)
     }
 
     async fn claim_queued(

@@ -1022,13 +1022,7 @@ impl Store for SqliteStore {
         // Records of answered work, but new rows all the same: they wait (in the service's
         // bounded queue) rather than spend the reserve that completions need.
         self.admit()?;
-        self.write(move |tx| {
-            for rec in &records {
-                ready(tx.insert_invocation(rec))?;
-            }
-            Ok(())
-        })
-        .await
+        self.write(move |tx| ready(ops::record_finished(tx, &records))).await
     }
 
     async fn claim_queued(

@@ -685,6 +685,35 @@ pub async fn finished_records_are_written_once(store: Arc<dyn Store>) {
     assert_eq!(stored.result.as_deref(), Some(&b"out"[..]), "a record is never overwritten");
     assert_eq!(stored.lifecycle.state, State::Succeeded);
     assert_eq!(stored.report, Some(figures(1)), "a written-behind record keeps its figures");
+
+    // A batch as the write-behind queue sends it: more rows than one statement holds (they go
+    // in chunks), with the stored record among them and one record twice.
+    let mut batch: Vec<gust_core::InvocationRecord> = (0..73)
+        .map(|i| {
+            let mut r = stored.clone();
+            r.request = request("wb", Mode::Sync, None, "{}");
+            r.result = Some(Bytes::from(format!("out {i}")));
+            r
+        })
+        .collect();
+    let mut overwrite = stored.clone();
+    overwrite.result = Some(Bytes::from_static(b"other"));
+    batch.insert(40, overwrite);
+    batch.push(batch[3].clone());
+    assert_eq!(batch.len(), 75);
+    store.record_finished(batch.clone()).await.unwrap();
+    for (i, rec) in batch.iter().enumerate().filter(|(i, _)| *i != 40) {
+        let got = store
+            .get_invocation(&rec.request.id)
+            .await
+            .unwrap()
+            .expect("every record of the batch is stored");
+        assert_eq!(got.result, rec.result, "record {i} is stored as it was sent");
+        assert_eq!(got.request.payload, rec.request.payload);
+        assert_eq!(got.finished_at, rec.finished_at);
+    }
+    let stored = store.get_invocation(&id).await.unwrap().unwrap();
+    assert_eq!(stored.result.as_deref(), Some(&b"out"[..]), "nor overwritten from within a batch");
 }
 
 fn heartbeat(id: &str, revision: u64, running: u32, at: i64) -> WorkerState {

@@ -21,7 +21,7 @@ use gust_core::{
 
 use crate::rows::{
     destination_request, may_owe_destination, refuse_if_routed, same_but_description, system_error,
-    version_spec, Guarded, GuardedWrite, Outcome, Value,
+    version_spec, Guarded, GuardedWrite, InsertInvocation, Outcome, Value,
 };
 use crate::{Claimed, Completion, Inserted, Kind, NewInvocation, Recovered, Result, StoreError};
 
@@ -286,6 +286,31 @@ pub async fn expire(tx: &impl Tx, id: &str, now: Millis) -> Result<bool> {
 
 /// Inserts one invocation; on an idempotency-key conflict, answers with the existing one (or
 /// [`StoreError::KeyMismatch`] if its request differs).
+/// Rows per statement of [`record_finished`], largest first; what is left goes one by one.
+const RECORD_CHUNKS: [usize; 2] = [64, 8];
+
+/// Writes the records of finished invocations (written behind their answer) a chunk of rows
+/// per statement: one plan and, on PostgreSQL, one round trip per chunk, not per row. A record
+/// already stored is left as it is.
+pub async fn record_finished(tx: &impl Tx, records: &[InvocationRecord]) -> Result<()> {
+    static STATEMENTS: std::sync::LazyLock<[String; 2]> =
+        std::sync::LazyLock::new(|| RECORD_CHUNKS.map(crate::rows::insert_invocations));
+    let mut rest = records;
+    for (size, statement) in RECORD_CHUNKS.iter().zip(STATEMENTS.iter()) {
+        let mut chunks = rest.chunks_exact(*size);
+        for chunk in &mut chunks {
+            let inserts = chunk.iter().map(InsertInvocation::new).collect::<Result<Vec<_>>>()?;
+            let values: Vec<Value<'_>> = inserts.iter().flat_map(InsertInvocation::values).collect();
+            tx.execute(statement, &values).await?;
+        }
+        rest = chunks.remainder();
+    }
+    for rec in rest {
+        tx.insert_invocation(rec).await?;
+    }
+    Ok(())
+}
+
 pub async fn insert_invocation(tx: &impl Tx, new: NewInvocation) -> Result<Result<Inserted>> {
     let rec = InvocationRecord::new(new.request, new.lifecycle);
     if tx.insert_invocation(&rec).await? {

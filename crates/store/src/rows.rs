@@ -149,14 +149,46 @@ pub const LIGHT_INVOCATION_COLUMNS: &str = "id, function, qualifier, resolved, s
      lost_attempts, substr(result, 1, 0), error, log, updated_at, finished_at, client_context, trace_id, report, \
      history";
 
+/// The columns of [`INSERT_INVOCATION`], in [`InsertInvocation::values`]' order.
+macro_rules! insert_invocations_into {
+    () => {
+        "INSERT INTO invocations (id, function, qualifier, resolved, payload, mode, \
+         idempotency_key, fingerprint, received_at, retry, state, worker, due_at, attempt_epoch, \
+         function_errors, lost_attempts, result, error, log, updated_at, finished_at, expires_at, \
+         client_context, trace_id, report, history) VALUES "
+    };
+}
+
+/// How many parameters one record binds in [`INSERT_INVOCATION`].
+pub const INVOCATION_PARAMS: usize = 26;
+
 /// Inserts an invocation ([`insert_values`]); a conflict on its id or idempotency key inserts
 /// nothing.
-pub const INSERT_INVOCATION: &str = "INSERT INTO invocations (id, function, qualifier, resolved, payload, mode, \
-     idempotency_key, fingerprint, received_at, retry, state, worker, due_at, attempt_epoch, function_errors, \
-     lost_attempts, result, error, log, updated_at, finished_at, expires_at, client_context, trace_id, report, \
-     history) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-     $21, $22, $23, $24, $25, $26) \
-     ON CONFLICT DO NOTHING";
+pub const INSERT_INVOCATION: &str = concat!(
+    insert_invocations_into!(),
+    "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
+     $21, $22, $23, $24, $25, $26) ON CONFLICT DO NOTHING"
+);
+
+/// [`INSERT_INVOCATION`] of `rows` records in one statement (parameters in
+/// [`InsertInvocation::values`]' order, record after record): one round trip and one plan for
+/// a batch where a backend pays per statement.
+pub fn insert_invocations(rows: usize) -> String {
+    let width = INVOCATION_PARAMS;
+    let mut sql = String::from(insert_invocations_into!());
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 0..width {
+            if col > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", row * width + col + 1));
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT DO NOTHING");
+    sql
+}
 
 /// What a transition needs of an invocation row, in [`read_guarded`]'s order.
 pub const GUARDED_COLUMNS: &str = "mode, received_at, retry, state, worker, due_at, attempt_epoch, \
@@ -331,7 +363,7 @@ impl<'a> InsertInvocation<'a> {
         })
     }
 
-    pub fn values(&self) -> [Value<'_>; 26] {
+    pub fn values(&self) -> [Value<'_>; INVOCATION_PARAMS] {
         let (rec, req) = (self.rec, &self.rec.request);
         let (state, worker, due_at) = encode_state(&rec.lifecycle.state);
         // An async event older than its maximum age is never run (the expiry index).
