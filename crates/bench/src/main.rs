@@ -102,6 +102,35 @@ fn bench_main() -> anyhow::Result<()> {
             );
             return Ok(());
         }
+        // For iterating on the cluster shape: `gust-bench __cluster POSTGRES_URL [SECONDS]`
+        // prints the latency and 64-connection rows of the cluster shape alone, as JSON.
+        Some("__cluster") if (3..=4).contains(&argv.len()) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let seconds = argv.get(3).map_or("5", String::as_str);
+            let args = Args::parse_from(["gust-bench", "--duration", seconds]);
+            let rows = rt.block_on(async {
+                let schema = remote_schema();
+                let (ds, dw) = (tempfile::tempdir()?, tempfile::tempdir()?);
+                let server = Proc::gust_with(
+                    ds.path(),
+                    &[
+                        "--store",
+                        &argv[2],
+                        "--store-schema",
+                        &schema,
+                        "--no-local-worker",
+                        "--worker-token",
+                        "bench-token",
+                    ],
+                )?;
+                let _worker = Proc::worker(server.addr, dw.path(), "bench-token")?;
+                client::deploy(server.addr, "noop", "{}", gust_testkit::fixture("noop")).await?;
+                until_ready(server.addr).await?;
+                latency_rows(&argv[2], &args, &server).await
+            })?;
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+            return Ok(());
+        }
         _ => {}
     }
     let mut args = Args::parse();
