@@ -159,7 +159,8 @@ impl Service {
             trace.parent = Some(id);
             (id, caller)
         });
-        let (function, mode) = (input.function.clone(), input.mode);
+        // Kept for the span only (the hot path does not copy the name).
+        let (function, mode) = (sink.map(|_| input.function.clone()).unwrap_or_default(), input.mode);
         let result = self.admit_traced(input, trace).await;
         if let (Some(sink), Some((span_id, parent))) = (sink, span) {
             let end = std::time::SystemTime::now()

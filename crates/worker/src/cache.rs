@@ -43,12 +43,12 @@ pub(crate) type CodeUses = parking_lot::Mutex<HashMap<String, CodeUse>>;
 /// Holds code in use until dropped; a collection skips it meanwhile.
 pub(crate) struct InUse<'a> {
     uses: &'a CodeUses,
-    sha256: String,
+    sha256: &'a str,
 }
 
 impl Drop for InUse<'_> {
     fn drop(&mut self) {
-        if let Some(u) = self.uses.lock().get_mut(&self.sha256) {
+        if let Some(u) = self.uses.lock().get_mut(self.sha256) {
             u.running -= 1;
             u.last_used = Instant::now();
         }
@@ -56,12 +56,20 @@ impl Drop for InUse<'_> {
 }
 
 /// Marks `sha256` in use (before anything looks for it on disk).
-pub(crate) fn hold<'a>(uses: &'a CodeUses, sha256: &str) -> InUse<'a> {
+/// (On every warm invocation: no allocation once the code is known here.)
+pub(crate) fn hold<'a>(uses: &'a CodeUses, sha256: &'a str) -> InUse<'a> {
+    let now = Instant::now();
     let mut map = uses.lock();
-    let u = map.entry(sha256.to_string()).or_insert(CodeUse { running: 0, last_used: Instant::now() });
-    u.running += 1;
-    u.last_used = Instant::now();
-    InUse { uses, sha256: sha256.to_string() }
+    match map.get_mut(sha256) {
+        Some(u) => {
+            u.running += 1;
+            u.last_used = now;
+        }
+        None => {
+            map.insert(sha256.to_string(), CodeUse { running: 1, last_used: now });
+        }
+    }
+    InUse { uses, sha256 }
 }
 
 fn is_sha256_hex(s: &str) -> bool {
