@@ -1138,14 +1138,7 @@ impl Store for PgStore {
             let new = batch.into_iter().next().expect("one entry");
             vec![ops::insert_invocation(&PgTx(&client), new).await?]
         } else {
-            in_tx!(self, |tx| async {
-                let mut out = Vec::with_capacity(batch.len());
-                for new in batch {
-                    out.push(ops::insert_invocation(&tx, new).await?);
-                }
-                Ok::<_, StoreError>(out)
-            }
-            .await)?
+            in_tx!(self, |tx| ops::insert_invocations(&tx, batch).await)?
         })
     }
 

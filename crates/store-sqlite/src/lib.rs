@@ -1008,14 +1008,7 @@ impl Store for SqliteStore {
 
     async fn insert_invocations(&self, batch: Vec<NewInvocation>) -> Result<Vec<Result<Inserted>>> {
         self.admit()?;
-        self.write(move |tx| {
-            let mut out = Vec::with_capacity(batch.len());
-            for new in batch {
-                out.push(ready(ops::insert_invocation(tx, new))?);
-            }
-            Ok(out)
-        })
-        .await
+        self.write(move |tx| ready(ops::insert_invocations(tx, batch))).await
     }
 
     async fn record_finished(&self, records: Vec<InvocationRecord>) -> Result<()> {

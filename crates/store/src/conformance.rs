@@ -36,6 +36,7 @@ macro_rules! store_conformance_tests {
             artifacts_are_content_addressed,
             idempotency_key_race_creates_one_invocation,
             idempotency_key_with_different_request_is_refused,
+            an_ingest_batch_is_answered_entry_by_entry_in_its_order,
             concurrent_claimers_of_one_invocation_have_one_winner_per_epoch,
             concurrent_queue_claimers_never_share_an_invocation,
             completion_is_guarded_by_the_attempt_epoch,
@@ -349,6 +350,44 @@ pub async fn idempotency_key_with_different_request_is_refused(store: Arc<dyn St
         Err(StoreError::KeyMismatch { existing }) => assert_eq!(existing, first),
         other => panic!("expected a key mismatch, got {other:?}"),
     }
+}
+
+/// An ingest batch as the service sends it under load: more plain async events than one
+/// statement holds (they go in chunks), a keyed one between them, and an id already stored.
+/// Each entry gets its own answer, in order, and exactly the new ones are stored.
+pub async fn an_ingest_batch_is_answered_entry_by_entry_in_its_order(store: Arc<dyn Store>) {
+    let stored = request("ingest", Mode::Async, None, "first");
+    enqueue(&*store, stored.clone()).await;
+    let mut batch: Vec<NewInvocation> = (0..75)
+        .map(|i| NewInvocation {
+            request: request("ingest", Mode::Async, None, &format!("event {i}")),
+            lifecycle: Lifecycle::queued(),
+        })
+        .collect();
+    let keyed = request("ingest", Mode::Async, Some("the key"), "keyed");
+    batch.insert(10, NewInvocation { request: keyed.clone(), lifecycle: Lifecycle::queued() });
+    let mut again = stored.clone();
+    again.payload = Bytes::from_static(b"second");
+    batch.insert(70, NewInvocation { request: again, lifecycle: Lifecycle::queued() });
+    let sent: Vec<InvocationRequest> = batch.iter().map(|n| n.request.clone()).collect();
+    let out = store.insert_invocations(batch).await.unwrap();
+    assert_eq!(out.len(), sent.len());
+    for (i, (req, answer)) in sent.iter().zip(&out).enumerate() {
+        let got = store.get_invocation(&req.id).await.unwrap().expect("every entry's id is stored");
+        if i == 70 {
+            assert!(matches!(answer, Err(StoreError::Invalid(_))), "an id already stored: {answer:?}");
+            assert_eq!(got.request.payload, stored.payload, "the stored invocation is left as it was");
+        } else {
+            assert!(matches!(answer, Ok(Inserted::Created)), "entry {i}: {answer:?}");
+            assert_eq!(got.request.payload, req.payload, "entry {i} is stored as it was sent");
+            assert_eq!(got.lifecycle.state, State::Queued);
+        }
+    }
+    assert_eq!(
+        store.async_backlog().await.unwrap(),
+        vec![("ingest".to_string(), 77)],
+        "75 events, the keyed one and the one stored before"
+    );
 }
 
 pub async fn concurrent_claimers_of_one_invocation_have_one_winner_per_epoch(store: Arc<dyn Store>) {

@@ -286,7 +286,8 @@ pub async fn expire(tx: &impl Tx, id: &str, now: Millis) -> Result<bool> {
 
 /// Inserts one invocation; on an idempotency-key conflict, answers with the existing one (or
 /// [`StoreError::KeyMismatch`] if its request differs).
-/// Rows per statement of [`record_finished`], largest first; what is left goes one by one.
+/// Rows per statement of [`record_finished`] and [`insert_invocations`], largest first; what
+/// is left goes one by one.
 const RECORD_CHUNKS: [usize; 2] = [64, 8];
 
 /// Writes the records of finished invocations (written behind their answer) a chunk of rows
@@ -309,6 +310,46 @@ pub async fn record_finished(tx: &impl Tx, records: &[InvocationRecord]) -> Resu
         tx.insert_invocation(rec).await?;
     }
     Ok(())
+}
+
+/// Inserts an ingest batch, each entry answered as [`insert_invocation`] would answer it, in
+/// the batch's order. The entries one insert settles (no idempotency key, not placed yet: the
+/// common async event) go a chunk per statement, which answers the ids it inserted; the rest
+/// one by one.
+pub async fn insert_invocations(tx: &impl Tx, batch: Vec<NewInvocation>) -> Result<Vec<Result<Inserted>>> {
+    static STATEMENTS: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+        RECORD_CHUNKS.map(|rows| format!("{} RETURNING id", crate::rows::insert_invocations(rows)))
+    });
+    let taken = |id: &InvocationId| StoreError::Invalid(format!("invocation id {id} already exists"));
+    let mut out: Vec<Option<Result<Inserted>>> = (0..batch.len()).map(|_| None).collect();
+    let mut plain = Vec::new();
+    for (i, new) in batch.into_iter().enumerate() {
+        if new.request.idempotency_key.is_none() && new.lifecycle.state == gust_core::State::Queued {
+            plain.push((i, InvocationRecord::new(new.request, new.lifecycle)));
+        } else {
+            out[i] = Some(insert_invocation(tx, new).await?);
+        }
+    }
+    let mut rest = &plain[..];
+    for (size, statement) in RECORD_CHUNKS.iter().zip(STATEMENTS.iter()) {
+        let mut chunks = rest.chunks_exact(*size);
+        for chunk in &mut chunks {
+            let inserts = chunk.iter().map(|(_, r)| InsertInvocation::new(r)).collect::<Result<Vec<_>>>()?;
+            let values: Vec<Value<'_>> = inserts.iter().flat_map(InsertInvocation::values).collect();
+            let inserted: std::collections::HashSet<String> =
+                tx.select(statement, &values, false, |r| r.text(0)).await?.into_iter().collect();
+            for (i, rec) in chunk {
+                let created = inserted.contains(&rec.request.id.0);
+                out[*i] = Some(if created { Ok(Inserted::Created) } else { Err(taken(&rec.request.id)) });
+            }
+        }
+        rest = chunks.remainder();
+    }
+    for (i, rec) in rest {
+        let created = tx.insert_invocation(rec).await?;
+        out[*i] = Some(if created { Ok(Inserted::Created) } else { Err(taken(&rec.request.id)) });
+    }
+    Ok(out.into_iter().map(|o| o.expect("every entry is answered")).collect())
 }
 
 pub async fn insert_invocation(tx: &impl Tx, new: NewInvocation) -> Result<Result<Inserted>> {
