@@ -168,6 +168,12 @@ pub struct Assignment {
 
 /// The snapshot version at which a resolved version became visible: `$LATEST@r` needs a worker
 /// that has seen revision `r`; published versions are immutable and pulled on a miss.
+/// `workers` as placement candidates, each with what the store has placed on it.
+fn candidates<'w>(workers: &'w [WorkerState], placed: &[(WorkerId, u64)]) -> Vec<Candidate<'w>> {
+    let placed_on = |w: &WorkerState| placed.iter().find(|(id, _)| *id == w.id).map_or(0, |(_, n)| *n as u32);
+    workers.iter().map(|w| Candidate { state: w, placed: placed_on(w) }).collect()
+}
+
 pub(crate) fn needed_snapshot(resolved: Resolved) -> u64 {
     match resolved {
         Resolved::Latest { revision } => revision,
@@ -560,24 +566,11 @@ impl Service {
             return Ok(0);
         }
         let placed = self.store.placed_counts().await?;
-        let mut candidates: Vec<Candidate<'_>> = workers
-            .iter()
-            .map(|w| Candidate {
-                state: w,
-                placed: placed.iter().find(|(id, _)| *id == w.id).map_or(0, |(_, n)| *n as u32),
-            })
-            .collect();
+        let mut candidates = candidates(&workers, &placed);
         let mut batch = Vec::new();
         for (id, function, resolved) in queued {
-            let Some(d) = self.deployment(&function, resolved).await? else { continue };
-            let need = Need {
-                runtime: d.spec.runtime,
-                code_sha256: &d.code_sha256,
-                snapshot_version: needed_snapshot(resolved),
-            };
-            if let Some(i) = choose(&need, &candidates, now, liveness) {
-                candidates[i].placed += 1;
-                batch.push((id, candidates[i].state.id.clone()));
+            if let Some(worker) = self.pick(&mut candidates, &function, resolved, now, liveness).await? {
+                batch.push((id, worker));
             }
         }
         if batch.is_empty() {
@@ -615,33 +608,36 @@ impl Service {
         let (workers, placed) =
             tokio::join!(self.store.list_workers(now - liveness), self.store.placed_counts());
         let (Ok(workers), Ok(placed)) = (workers, placed) else { return placed_on };
-        let mut candidates: Vec<Candidate<'_>> = workers
-            .iter()
-            .map(|w| Candidate {
-                state: w,
-                placed: placed.iter().find(|(id, _)| *id == w.id).map_or(0, |(_, n)| *n as u32),
-            })
-            .collect();
+        let mut candidates = candidates(&workers, &placed);
         for (new, on) in batch.iter_mut().zip(placed_on.iter_mut()) {
             if new.request.mode != Mode::Async || new.lifecycle.state != State::Queued {
                 continue;
             }
-            let Ok(Some(d)) = self.deployment(&new.request.function, new.request.resolved).await else {
-                continue;
-            };
-            let need = Need {
-                runtime: d.spec.runtime,
-                code_sha256: &d.code_sha256,
-                snapshot_version: needed_snapshot(new.request.resolved),
-            };
-            if let Some(i) = choose(&need, &candidates, now, liveness) {
-                candidates[i].placed += 1;
-                let worker = candidates[i].state.id.clone();
+            let (function, resolved) = (&new.request.function, new.request.resolved);
+            if let Ok(Some(worker)) = self.pick(&mut candidates, function, resolved, now, liveness).await {
                 new.lifecycle.state = State::Placed { worker: worker.clone(), placed_at: now };
                 *on = Some(worker);
             }
         }
         placed_on
+    }
+
+    /// The worker among `candidates` to run `function` at `resolved` now (counted as placed
+    /// on it), if one can ([`choose`]'s policy).
+    async fn pick(
+        &self, candidates: &mut [Candidate<'_>], function: &str, resolved: Resolved, now: gust_core::Millis,
+        liveness: i64,
+    ) -> Result<Option<WorkerId>> {
+        let Some(d) = self.deployment(function, resolved).await? else { return Ok(None) };
+        let need = Need {
+            runtime: d.spec.runtime,
+            code_sha256: &d.code_sha256,
+            snapshot_version: needed_snapshot(resolved),
+        };
+        Ok(choose(&need, candidates, now, liveness).map(|i| {
+            candidates[i].placed += 1;
+            candidates[i].state.id.clone()
+        }))
     }
 
     async fn live_workers(&self, now: gust_core::Millis, liveness: i64) -> Result<Arc<Vec<WorkerState>>> {
@@ -713,17 +709,11 @@ impl Service {
         // Placed as it is inserted, on a live worker that can run it (this server's placer
         // would place it a round later): the store announces it to that worker's server.
         let mut lifecycle = Lifecycle::queued();
-        if let Some(d) = self.deployment(&request.function, request.resolved).await? {
-            let candidates: Vec<Candidate<'_>> =
-                workers.iter().map(|w| Candidate { state: w, placed: 0 }).collect();
-            let need = Need {
-                runtime: d.spec.runtime,
-                code_sha256: &d.code_sha256,
-                snapshot_version: needed_snapshot(request.resolved),
-            };
-            if let Some(i) = choose(&need, &candidates, now, liveness) {
-                lifecycle.state = State::Placed { worker: workers[i].id.clone(), placed_at: now };
-            }
+        let mut candidates = candidates(&workers, &[]);
+        if let Some(worker) =
+            self.pick(&mut candidates, &request.function, request.resolved, now, liveness).await?
+        {
+            lifecycle.state = State::Placed { worker, placed_at: now };
         }
         let placed_on = match &lifecycle.state {
             State::Placed { worker, .. } => Some(worker.clone()),
