@@ -670,6 +670,12 @@ impl<C: GenericClient> Tx for PgTx<'_, C> {
         self.query("SELECT pg_advisory_xact_lock(hashtext($1))", &[name.into()], |_| Ok(())).await.map(drop)
     }
 
+    async fn announce_placed(&self, workers: &str) -> Result<()> {
+        // Delivered at commit, on the channel placement rounds and `INSERT_PLACED` use.
+        let sql = "SELECT pg_notify('gust_placed_' || current_schema(), $1)";
+        self.query(sql, &[workers.into()], |_| Ok(())).await.map(|_| ())
+    }
+
     async fn hold_artifact(&self, sha256: &str) -> Result<()> {
         let sql = "SELECT 1 FROM artifacts WHERE sha256 = $1 FOR KEY SHARE";
         match self.query_opt(sql, &[sha256.into()], |_| Ok(())).await? {

@@ -522,6 +522,11 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
+    async fn announce_placed(&self, _workers: &str) -> Result<()> {
+        // No other server shares this store; this server wakes its own polls.
+        Ok(())
+    }
+
     async fn hold_artifact(&self, sha256: &str) -> Result<()> {
         // Checked in the writer, which collections also run in: the artifact cannot go between
         // this check and the commit. Its bytes were verified before the job was submitted.

@@ -837,6 +837,27 @@ pub async fn placements_are_announced_to_every_server(placer: Arc<dyn Store>, li
     assert!(matches!(placer.insert_invocations(vec![new]).await.unwrap()[0], Ok(Inserted::Created)));
     let heard = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv()).await;
     assert_eq!(heard.expect("announced").unwrap(), worker("w-ingest"));
+    // And so is each of a batch inserted already placed (one statement for the batch).
+    let batch: Vec<NewInvocation> = (0..9)
+        .map(|i| NewInvocation {
+            request: request("ann", Mode::Async, None, &format!("batch {i}")),
+            lifecycle: Lifecycle {
+                state: State::Placed { worker: worker(&format!("w-batch-{i}")), placed_at: NOW },
+                ..Lifecycle::queued()
+            },
+        })
+        .collect();
+    let out = placer.insert_invocations(batch).await.unwrap();
+    assert!(out.iter().all(|r| matches!(r, Ok(Inserted::Created))), "{out:?}");
+    let mut heard = std::collections::BTreeSet::new();
+    while heard.len() < 9 {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), events.recv()).await {
+            Ok(w) => heard.insert(w.unwrap().0),
+            Err(_) => panic!("only these placements were announced: {heard:?}"),
+        };
+    }
+    let all: std::collections::BTreeSet<String> = (0..9).map(|i| format!("w-batch-{i}")).collect();
+    assert_eq!(heard, all);
 }
 
 /// For backends shared by several servers: reserved concurrency counted across them. At most

@@ -165,6 +165,9 @@ pub trait Tx {
     /// this reference or deleted it first); `NotFound` if it is not stored. Cheap: never
     /// reads or hashes the bytes.
     async fn hold_artifact(&self, sha256: &str) -> Result<()>;
+    /// Announces, at commit, that invocations were placed on `workers` (each id followed by a
+    /// comma) to every server sharing the store; a no-op for a store no other server shares.
+    async fn announce_placed(&self, workers: &str) -> Result<()>;
     /// Runs one statement of [`crate::rows`] (`UPSERT_FUNCTION`, `SET_CODE`, ...) with its
     /// parameters; how many rows changed.
     async fn execute(&self, statement: &'static str, values: &[crate::rows::Value<'_>]) -> Result<u64>;
@@ -313,31 +316,41 @@ pub async fn record_finished(tx: &impl Tx, records: &[InvocationRecord]) -> Resu
 }
 
 /// Inserts an ingest batch, each entry answered as [`insert_invocation`] would answer it, in
-/// the batch's order. The entries one insert settles (no idempotency key, not placed yet: the
-/// common async event) go a chunk per statement, which answers the ids it inserted; the rest
-/// one by one.
+/// the batch's order. The entries one insert settles (no idempotency key; queued, or placed
+/// at ingest: the common async event) go a chunk per statement, which answers the ids it
+/// inserted (the placed ones announced together); the rest one by one.
 pub async fn insert_invocations(tx: &impl Tx, batch: Vec<NewInvocation>) -> Result<Vec<Result<Inserted>>> {
     static STATEMENTS: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
-        RECORD_CHUNKS.map(|rows| format!("{} RETURNING id", crate::rows::insert_invocations(rows)))
+        RECORD_CHUNKS.map(|rows| format!("{} RETURNING id, worker", crate::rows::insert_invocations(rows)))
     });
     let taken = |id: &InvocationId| StoreError::Invalid(format!("invocation id {id} already exists"));
     let mut out: Vec<Option<Result<Inserted>>> = (0..batch.len()).map(|_| None).collect();
     let mut plain = Vec::new();
     for (i, new) in batch.into_iter().enumerate() {
-        if new.request.idempotency_key.is_none() && new.lifecycle.state == gust_core::State::Queued {
+        let settled_by_insert =
+            matches!(new.lifecycle.state, gust_core::State::Queued | gust_core::State::Placed { .. });
+        if new.request.idempotency_key.is_none() && settled_by_insert {
             plain.push((i, InvocationRecord::new(new.request, new.lifecycle)));
         } else {
             out[i] = Some(insert_invocation(tx, new).await?);
         }
     }
     let mut rest = &plain[..];
+    let mut placed_on = String::new();
     for (size, statement) in RECORD_CHUNKS.iter().zip(STATEMENTS.iter()) {
         let mut chunks = rest.chunks_exact(*size);
         for chunk in &mut chunks {
             let inserts = chunk.iter().map(|(_, r)| InsertInvocation::new(r)).collect::<Result<Vec<_>>>()?;
             let values: Vec<Value<'_>> = inserts.iter().flat_map(InsertInvocation::values).collect();
-            let inserted: std::collections::HashSet<String> =
-                tx.select(statement, &values, false, |r| r.text(0)).await?.into_iter().collect();
+            let rows = tx.select(statement, &values, false, |r| Ok((r.text(0)?, r.opt_text(1)?))).await?;
+            let mut inserted = std::collections::HashSet::with_capacity(rows.len());
+            for (id, worker) in rows {
+                if let Some(worker) = worker {
+                    placed_on.push_str(&worker);
+                    placed_on.push(',');
+                }
+                inserted.insert(id);
+            }
             for (i, rec) in chunk {
                 let created = inserted.contains(&rec.request.id.0);
                 out[*i] = Some(if created { Ok(Inserted::Created) } else { Err(taken(&rec.request.id)) });
@@ -348,6 +361,9 @@ pub async fn insert_invocations(tx: &impl Tx, batch: Vec<NewInvocation>) -> Resu
     for (i, rec) in rest {
         let created = tx.insert_invocation(rec).await?;
         out[*i] = Some(if created { Ok(Inserted::Created) } else { Err(taken(&rec.request.id)) });
+    }
+    if !placed_on.is_empty() {
+        tx.announce_placed(&placed_on).await?;
     }
     Ok(out.into_iter().map(|o| o.expect("every entry is answered")).collect())
 }
