@@ -858,6 +858,28 @@ pub async fn placements_are_announced_to_every_server(placer: Arc<dyn Store>, li
     }
     let all: std::collections::BTreeSet<String> = (0..9).map(|i| format!("w-batch-{i}")).collect();
     assert_eq!(heard, all);
+    // A full ingest batch on many workers with long ids: more than one announcement can hold,
+    // still every worker heard, and the batch not refused for it.
+    let long = |i: usize| format!("{}-{i:04}", "w".repeat(75));
+    let batch: Vec<NewInvocation> = (0..300)
+        .map(|i| NewInvocation {
+            request: request("ann", Mode::Async, None, &format!("many {i}")),
+            lifecycle: Lifecycle {
+                state: State::Placed { worker: worker(&long(i % 150)), placed_at: NOW },
+                ..Lifecycle::queued()
+            },
+        })
+        .collect();
+    let out = placer.insert_invocations(batch).await.unwrap();
+    assert!(out.iter().all(|r| matches!(r, Ok(Inserted::Created))), "{out:?}");
+    let mut heard = std::collections::BTreeSet::new();
+    while heard.len() < 150 {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), events.recv()).await {
+            Ok(w) => heard.insert(w.unwrap().0),
+            Err(_) => panic!("{} of 150 workers heard", heard.len()),
+        };
+    }
+    assert_eq!(heard, (0..150).map(long).collect());
 }
 
 /// For backends shared by several servers: reserved concurrency counted across them. At most

@@ -287,11 +287,27 @@ pub async fn expire(tx: &impl Tx, id: &str, now: Millis) -> Result<bool> {
     Ok(transition(tx, id, &Event::Expire, outcome, now).await?.is_ok())
 }
 
-/// Inserts one invocation; on an idempotency-key conflict, answers with the existing one (or
-/// [`StoreError::KeyMismatch`] if its request differs).
 /// Rows per statement of [`record_finished`] and [`insert_invocations`], largest first; what
 /// is left goes one by one.
 const RECORD_CHUNKS: [usize; 2] = [64, 8];
+
+/// Most bytes of one placement announcement (PostgreSQL refuses a NOTIFY payload of 8,000).
+const ANNOUNCEMENT_BYTES: usize = 4_000;
+
+/// `rows` cut into chunks of [`RECORD_CHUNKS`]' sizes, largest first, each with the statement
+/// of its size (`statements`, one per size); and what is left, fewer rows than the smallest.
+fn in_chunks<'a, T>(
+    rows: &'a [T], statements: &'static [String; 2],
+) -> (Vec<(&'static str, &'a [T])>, &'a [T]) {
+    let mut chunked = Vec::new();
+    let mut rest = rows;
+    for (size, statement) in RECORD_CHUNKS.iter().zip(statements) {
+        let mut chunks = rest.chunks_exact(*size);
+        chunked.extend((&mut chunks).map(|chunk| (statement.as_str(), chunk)));
+        rest = chunks.remainder();
+    }
+    (chunked, rest)
+}
 
 /// Writes the records of finished invocations (written behind their answer) a chunk of rows
 /// per statement: one plan and, on PostgreSQL, one round trip per chunk, not per row. A record
@@ -299,15 +315,11 @@ const RECORD_CHUNKS: [usize; 2] = [64, 8];
 pub async fn record_finished(tx: &impl Tx, records: &[InvocationRecord]) -> Result<()> {
     static STATEMENTS: std::sync::LazyLock<[String; 2]> =
         std::sync::LazyLock::new(|| RECORD_CHUNKS.map(crate::rows::insert_invocations));
-    let mut rest = records;
-    for (size, statement) in RECORD_CHUNKS.iter().zip(STATEMENTS.iter()) {
-        let mut chunks = rest.chunks_exact(*size);
-        for chunk in &mut chunks {
-            let inserts = chunk.iter().map(InsertInvocation::new).collect::<Result<Vec<_>>>()?;
-            let values: Vec<Value<'_>> = inserts.iter().flat_map(InsertInvocation::values).collect();
-            tx.execute(statement, &values).await?;
-        }
-        rest = chunks.remainder();
+    let (chunks, rest) = in_chunks(records, &STATEMENTS);
+    for (statement, chunk) in chunks {
+        let inserts = chunk.iter().map(InsertInvocation::new).collect::<Result<Vec<_>>>()?;
+        let values: Vec<Value<'_>> = inserts.iter().flat_map(InsertInvocation::values).collect();
+        tx.execute(statement, &values).await?;
     }
     for rec in rest {
         tx.insert_invocation(rec).await?;
@@ -335,39 +347,46 @@ pub async fn insert_invocations(tx: &impl Tx, batch: Vec<NewInvocation>) -> Resu
             out[i] = Some(insert_invocation(tx, new).await?);
         }
     }
-    let mut rest = &plain[..];
-    let mut placed_on = String::new();
-    for (size, statement) in RECORD_CHUNKS.iter().zip(STATEMENTS.iter()) {
-        let mut chunks = rest.chunks_exact(*size);
-        for chunk in &mut chunks {
-            let inserts = chunk.iter().map(|(_, r)| InsertInvocation::new(r)).collect::<Result<Vec<_>>>()?;
-            let values: Vec<Value<'_>> = inserts.iter().flat_map(InsertInvocation::values).collect();
-            let rows = tx.select(statement, &values, false, |r| Ok((r.text(0)?, r.opt_text(1)?))).await?;
-            let mut inserted = std::collections::HashSet::with_capacity(rows.len());
-            for (id, worker) in rows {
-                if let Some(worker) = worker {
-                    placed_on.push_str(&worker);
-                    placed_on.push(',');
-                }
-                inserted.insert(id);
+    let mut placed_on = std::collections::BTreeSet::new();
+    let (chunks, rest) = in_chunks(&plain, &STATEMENTS);
+    for (statement, chunk) in chunks {
+        let inserts = chunk.iter().map(|(_, r)| InsertInvocation::new(r)).collect::<Result<Vec<_>>>()?;
+        let values: Vec<Value<'_>> = inserts.iter().flat_map(InsertInvocation::values).collect();
+        let rows = tx.select(statement, &values, false, |r| Ok((r.text(0)?, r.opt_text(1)?))).await?;
+        let mut inserted = std::collections::HashSet::with_capacity(rows.len());
+        for (id, worker) in rows {
+            if let Some(worker) = worker {
+                placed_on.insert(worker);
             }
-            for (i, rec) in chunk {
-                let created = inserted.contains(&rec.request.id.0);
-                out[*i] = Some(if created { Ok(Inserted::Created) } else { Err(taken(&rec.request.id)) });
-            }
+            inserted.insert(id);
         }
-        rest = chunks.remainder();
+        for (i, rec) in chunk {
+            let created = inserted.contains(&rec.request.id.0);
+            out[*i] = Some(if created { Ok(Inserted::Created) } else { Err(taken(&rec.request.id)) });
+        }
     }
     for (i, rec) in rest {
         let created = tx.insert_invocation(rec).await?;
         out[*i] = Some(if created { Ok(Inserted::Created) } else { Err(taken(&rec.request.id)) });
     }
-    if !placed_on.is_empty() {
-        tx.announce_placed(&placed_on).await?;
+    // Each worker once, in announcements within PostgreSQL's payload limit (8,000 bytes): a
+    // batch of 512 rows on long worker ids would not fit in one.
+    let mut payload = String::new();
+    for worker in placed_on {
+        if !payload.is_empty() && payload.len() + worker.len() + 1 > ANNOUNCEMENT_BYTES {
+            tx.announce_placed(&std::mem::take(&mut payload)).await?;
+        }
+        payload.push_str(&worker);
+        payload.push(',');
+    }
+    if !payload.is_empty() {
+        tx.announce_placed(&payload).await?;
     }
     Ok(out.into_iter().map(|o| o.expect("every entry is answered")).collect())
 }
 
+/// Inserts one invocation; on an idempotency-key conflict, answers with the existing one (or
+/// [`StoreError::KeyMismatch`] if its request differs).
 pub async fn insert_invocation(tx: &impl Tx, new: NewInvocation) -> Result<Result<Inserted>> {
     let rec = InvocationRecord::new(new.request, new.lifecycle);
     if tx.insert_invocation(&rec).await? {
