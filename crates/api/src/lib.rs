@@ -20,6 +20,7 @@ mod error;
 mod internal;
 mod logs;
 mod native;
+mod peer;
 mod queues;
 mod schedules;
 mod stats;
@@ -34,7 +35,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use gust_core::access::Grant;
 use gust_service::{ApiKeys, Service};
@@ -64,6 +65,9 @@ pub struct ApiConfig {
     pub browser: Arc<BrowserPolicy>,
     /// How function URLs are addressed and shown.
     pub urls: Arc<UrlAddressing>,
+    /// The secret peer servers hand over invocations with (shared through the store);
+    /// `None`: this server takes none.
+    pub peer_secret: Option<Arc<str>>,
 }
 
 impl ApiConfig {
@@ -141,6 +145,7 @@ pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
         .route("/metrics", get(metrics))
         .merge(v1)
         .merge(internal)
+        .route(gust_core::peer::INVOKE_PATH, post(peer::invoke))
         .merge(aws)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such endpoint") })
         // Outermost: browsers are refused before authentication and before any body is read.

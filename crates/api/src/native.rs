@@ -399,6 +399,7 @@ async fn list_workers(State(s): State<AppState>) -> ApiResult {
                 "running": w.running,
                 "warm_environments": w.warm.len(),
                 "snapshot_version": w.snapshot_version,
+                "server": w.server,
             })
         })
         .collect();

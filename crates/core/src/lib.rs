@@ -14,6 +14,7 @@ pub mod lambda;
 pub mod limits;
 pub mod names;
 pub mod outbound;
+pub mod peer;
 pub mod placement;
 pub mod protocol;
 pub mod queue;

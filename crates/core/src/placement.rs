@@ -26,6 +26,11 @@ pub struct WorkerState {
     /// The control-plane snapshot version it has applied.
     pub snapshot_version: u64,
     pub last_heartbeat: Millis,
+    /// Where the server it heartbeats to takes invocations handed over by its peers (that
+    /// server's advertised URL, stamped by that server; a worker cannot set it). `None`: that
+    /// server takes none, so peers reach this worker through the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
 }
 
 impl WorkerState {
@@ -97,6 +102,7 @@ mod tests {
             warm: warm.iter().map(|s| s.to_string()).collect(),
             snapshot_version: snapshot,
             last_heartbeat: heartbeat,
+            server: None,
         }
     }
 

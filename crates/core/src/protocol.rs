@@ -142,7 +142,18 @@ impl Heartbeat {
     /// The worker's state as the store keeps it, heard from at `last_heartbeat`.
     pub fn into_state(self, last_heartbeat: Millis) -> WorkerState {
         let Heartbeat { id, revision, runtimes, capacity, running, warm, snapshot_version } = self;
-        WorkerState { id, revision, runtimes, capacity, running, warm, snapshot_version, last_heartbeat }
+        let server = None;
+        WorkerState {
+            id,
+            revision,
+            runtimes,
+            capacity,
+            running,
+            warm,
+            snapshot_version,
+            last_heartbeat,
+            server,
+        }
     }
 }
 

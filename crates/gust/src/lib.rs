@@ -6,6 +6,7 @@ pub mod client_tls;
 pub mod host;
 pub mod node;
 pub mod otlp;
+pub mod peers;
 pub mod server;
 pub mod worker;
 

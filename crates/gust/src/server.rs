@@ -152,6 +152,15 @@ pub struct ServerOpts {
     /// Run no invocations in this process: all work, sync included, goes to remote workers.
     #[arg(long)]
     pub no_local_worker: bool,
+    /// With a PostgreSQL store: the URL the cluster's other servers reach this one at, to hand
+    /// it sync invocations for the workers attached here (scheme and host[:port]). Default: the
+    /// listening address, unless that is 0.0.0.0 or :: (then peers reach this server's
+    /// workers through the store, a few round trips slower).
+    #[arg(long, env = "GUST_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// CA certificates (PEM) to trust for `https://` peer servers besides the system's.
+    #[arg(long, env = "GUST_CLUSTER_CA")]
+    pub cluster_ca: Option<PathBuf>,
     #[command(flatten)]
     pub runtimes: crate::host::RuntimeOpts,
     /// Commit with synchronous=NORMAL: survives a process crash but may lose the last
@@ -369,6 +378,27 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
             .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?,
         ),
     };
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("binding {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    let url_listener = match opts.url_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at).await.with_context(|| format!("binding --url-listen {at}"))?,
+        ),
+        None => None,
+    };
+    let scheme = if opts.tls_cert.is_some() { "https" } else { "http" };
+    // Peers exist only where servers share a store (PostgreSQL).
+    let clustered = opts.store.is_some();
+    let advertise = match clustered {
+        true => crate::peers::advertised(opts.advertise_url.as_deref(), scheme, addr)?,
+        false => None,
+    };
+    let cluster_ca = match &opts.cluster_ca {
+        Some(path) => crate::client_tls::load_ca(path).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
     let worker = Worker::new(worker_cfg, Arc::new(StoreArtifacts(store.clone())))
         .context("starting the local worker")?;
     let mut cfg = ServiceConfig::new(WorkerId(format!("local-{}", gust_worker::boot_id())));
@@ -385,6 +415,7 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
         total: opts.max_queued_async,
     };
     cfg.max_schedules = opts.max_schedules;
+    cfg.advertise = advertise.clone();
     let otlp = match &opts.otlp_endpoint {
         Some(endpoint) => {
             let client = reqwest::Client::builder().build().context("the OTLP client")?;
@@ -403,6 +434,17 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
     if let Some(otlp) = otlp {
         service.export_spans_to(otlp);
     }
+    let peer_secret = match clustered {
+        true => {
+            let secret = service.peer_secret().await.context("reading the cluster's peer secret")?;
+            service.hand_over_with(Arc::new(crate::peers::HttpPeers::new(secret.clone(), cluster_ca)?));
+            if advertise.is_none() {
+                tracing::info!("no --advertise-url (listening on {addr}): peers reach this server's workers through the store");
+            }
+            advertise.is_some().then(|| Arc::<str>::from(secret))
+        }
+        false => None,
+    };
     let _background = service.start();
     let _code_collector =
         AbortOnDrop(vec![tokio::spawn(service.clone().collect_code_forever(gust_service::gc::GcConfig {
@@ -422,17 +464,6 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
     if let Some(token) = &opts.token {
         aws_credentials.entry("gust".to_string()).or_insert_with(|| token.clone());
     }
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .with_context(|| format!("binding {}", opts.listen))?;
-    let addr = listener.local_addr()?;
-    let url_listener = match opts.url_listen {
-        Some(at) => Some(
-            tokio::net::TcpListener::bind(at).await.with_context(|| format!("binding --url-listen {at}"))?,
-        ),
-        None => None,
-    };
-    let scheme = if opts.tls_cert.is_some() { "https" } else { "http" };
     let url_addr = url_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let urls = gust_api::UrlAddressing {
         domain: opts.url_domain.clone().map(|d| d.trim_end_matches('.').to_ascii_lowercase()),
@@ -444,6 +475,7 @@ async fn serve(opts: ServerOpts, worker_cfg: WorkerConfig) -> anyhow::Result<()>
         aws_credentials: Arc::new(aws_credentials),
         browser: Arc::new(gust_api::BrowserPolicy::new(&opts.allow_origins, &opts.public_hosts)?),
         urls: Arc::new(urls),
+        peer_secret,
     };
     let url_router = url_listener.is_some().then(|| gust_api::url_router(service.clone(), api.clone()));
     let router = gust_api::router(service.clone(), api);

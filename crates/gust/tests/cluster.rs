@@ -54,11 +54,172 @@ fn any_server_answers_and_sync_results_cross_servers() {
         .collect();
     took.sort();
     assert!(took[7] < Duration::from_millis(50), "a sync call at A waited for B's worker: {took:?}");
+    // A handed those calls to B, the server the worker is attached to, rather than through
+    // the store; B answered them; the worker's listing names B as its server.
+    assert!(a.metric("gust_peer_handovers_total") >= 15, "A handed its keyless calls to B");
+    assert!(b.metric("gust_peer_handovers_served_total") >= 15, "B ran what A handed over");
+    assert_eq!(a.metric("gust_peer_handovers_lost_total"), 0);
+    // Work with an idempotency key goes through the store as before, from any server.
+    let keyed = a.invoke("echo", None, b"keyed at A", &[("idempotency-key", "k-1")]);
+    assert_eq!(keyed.text().unwrap(), "keyed at A");
     let id = accepted_id(b.invoke("echo", None, b"queued at B", &[("invocation-type", "async")]));
     let rec = a.wait_terminal(&id, Duration::from_secs(10));
     assert_eq!(rec["result"], "queued at B", "status is visible from any server");
     let workers: Value = a.get("/v1/workers").json().unwrap();
     assert_eq!(workers["workers"].as_array().unwrap().len(), 1, "worker state is shared: {workers}");
+    assert_eq!(workers["workers"][0]["server"], b.url.as_str(), "stamped by the server it heartbeats to");
+}
+
+/// The cluster's peer secret, as the servers keep it in the store (what only a server, or
+/// someone with the database, knows).
+fn peer_secret(schema: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let store =
+            gust_store_postgres::PgStore::connect(&gust_testkit::postgres(), Some(schema), 1).await.unwrap();
+        gust_store::Store::cluster_secret(&store, "peer", "not the first").await.unwrap()
+    })
+}
+
+/// A keyless sync invocation of `echo` at `revision`, framed as a peer hands it over.
+fn handover(revision: u64, payload: &[u8]) -> (String, gust_core::InvocationRequest) {
+    let id = format!("0190b5f4-0000-7000-8000-{:012x}", rand_u48());
+    let request = gust_core::InvocationRequest {
+        id: gust_core::InvocationId(id.clone()),
+        function: "echo".into(),
+        qualifier: "$LATEST".into(),
+        resolved: gust_core::Resolved::Latest { revision },
+        payload: payload.to_vec().into(),
+        mode: gust_core::Mode::Sync,
+        idempotency_key: None,
+        fingerprint: None,
+        received_at: 0,
+        retry: gust_core::RetryPolicy::default(),
+        client_context: None,
+        trace_id: None,
+    };
+    (id, request)
+}
+
+fn rand_u48() -> u64 {
+    let nanos = std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos() as u64;
+    (nanos ^ (u64::from(std::process::id()) << 20)) & 0xffff_ffff_ffff
+}
+
+/// Handing an invocation to a server runs code on its workers, so only the cluster's servers
+/// may: without the peer secret the store holds, every credential a client, an operator or a
+/// worker has is refused before anything runs, and even with it only a keyless sync
+/// invocation within the limits is taken.
+#[test]
+fn handing_over_takes_only_the_clusters_peer_secret() {
+    let schema = unique_schema("peer");
+    let args = cluster_args(&schema);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let db = tempfile::tempdir().unwrap();
+    let b = Server::start(db.path(), &args);
+    let _w = Worker::start(&b.url, db.path(), "wb", &["--capacity", "2"]);
+    let deployed = common::deploy_to_workers(&b, 1, "echo", wasm_config(3000), fixture("echo"));
+    let revision = deployed["revision"].as_u64().unwrap();
+    let (_, worker_secret) = common::enroll(&b, "intruder");
+    let url = format!("{}{}", b.url, gust_core::peer::INVOKE_PATH);
+    let post = |auth: Option<&str>, body: Vec<u8>| {
+        let mut rb = b.client().post(&url).header("content-type", gust_core::peer::CONTENT_TYPE).body(body);
+        if let Some(auth) = auth {
+            rb = rb.header("authorization", auth);
+        }
+        rb.send().unwrap()
+    };
+    let (id, request) = handover(revision, b"smuggled");
+    let frame = gust_core::peer::request_frame(&request);
+    for auth in [
+        None,
+        Some("Bearer "),
+        Some("Bearer 0000000000000000000000000000000000000000000000000000000000000000"),
+        Some("Bearer test-worker-token"),
+        Some(format!("Bearer {worker_secret}").as_str()),
+        Some("Basic Z3VzdDpndXN0"),
+    ]
+    .map(|a| a.map(str::to_string))
+    {
+        let r = post(auth.as_deref(), frame.clone());
+        assert_eq!(r.status(), 401, "{auth:?} is not the peer secret: {}", r.text().unwrap());
+    }
+    assert_eq!(b.metric("gust_peer_handovers_served_total"), 0, "nothing was taken");
+    assert_eq!(b.get(&format!("/v1/invocations/{id}")).status(), 404, "nothing ran");
+
+    let secret = format!("Bearer {}", peer_secret(&schema));
+    // Even a server may hand over only a keyless sync invocation, framed, within the limits.
+    let (_, mut queued) = handover(revision, b"x");
+    queued.mode = gust_core::Mode::Async;
+    let (_, mut keyed) = handover(revision, b"x");
+    keyed.idempotency_key = Some("k".into());
+    for bad in [
+        gust_core::peer::request_frame(&queued),
+        gust_core::peer::request_frame(&keyed),
+        vec![0, 0, 9, 9, b'{'],
+    ] {
+        let r = post(Some(&secret), bad);
+        assert_eq!(r.status(), 400, "{}", r.text().unwrap());
+    }
+    let (_, huge) = handover(revision, &vec![b'x'; 6 * 1024 * 1024 + 1]);
+    assert_eq!(post(Some(&secret), gust_core::peer::request_frame(&huge)).status(), 413);
+    assert_eq!(b.metric("gust_peer_handovers_served_total"), 0, "nothing was taken");
+
+    // The peer secret itself is taken: the invocation runs on B's worker, and its answer and
+    // record are B's.
+    let r = post(Some(&secret), frame);
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().unwrap();
+    let (answer, result): (gust_core::peer::Answer, bytes::Bytes) = gust_core::peer::unframe(&body).unwrap();
+    assert!(matches!(answer, gust_core::peer::Answer::Finished { error: None, .. }), "{answer:?}");
+    assert_eq!(&result[..], b"smuggled");
+    let rec = b.wait_terminal(&id, Duration::from_secs(10));
+    assert_eq!(rec["state"], "SUCCEEDED", "{rec}");
+}
+
+/// A sync call handed to the server of its worker, which dies while it runs: the caller gets
+/// a worker-lost failure at once (it may have run, so it is never run again), and the record
+/// says so.
+#[test]
+fn a_call_handed_to_a_server_that_dies_fails_as_worker_lost_and_is_not_rerun() {
+    let schema = unique_schema("peerdie");
+    let args = cluster_args(&schema);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Server::start(da.path(), &args);
+    let b = Server::start(db.path(), &args);
+    let _w = Worker::start(&b.url, db.path(), "wb", &["--capacity", "2"]);
+    common::deploy_to_workers(&b, 1, "sleep", wasm_config(20_000), fixture("sleep"));
+    common::wait_for_workers(&a, 1, 0);
+    let caller = {
+        let url = a.url.clone();
+        std::thread::spawn(move || {
+            let client =
+                reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+            let started = Instant::now();
+            let r = client.post(format!("{url}/v1/functions/sleep/invoke")).body("{}").send().unwrap();
+            let error = r.headers().get("gust-function-error").map(|v| v.to_str().unwrap().to_string());
+            let id = r.headers()["gust-invocation-id"].to_str().unwrap().to_string();
+            (error, id, r.text().unwrap(), started.elapsed())
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.metric("gust_peer_handovers_served_total") == 0 {
+        assert!(Instant::now() < deadline, "A never handed the call to B");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    b.kill9();
+    let (error, id, body, took) = caller.join().unwrap();
+    assert!(error.is_some(), "the call failed: {body}");
+    assert!(body.contains("WorkerLost"), "{body}");
+    assert!(took < Duration::from_secs(7), "the failure came when B died, not at the timeout: {took:?}");
+    assert_eq!(a.metric("gust_peer_handovers_lost_total"), 1);
+    let rec = a.wait_terminal(&id, Duration::from_secs(10));
+    assert_eq!(rec["state"], "FAILED", "{rec}");
+    std::thread::sleep(Duration::from_secs(2));
+    let again = a.record(&id);
+    assert_eq!(again["state"], "FAILED", "never re-run: {again}");
 }
 
 /// A function URL made at one server is served by every server: B learns of it from the

@@ -223,6 +223,10 @@ impl Service {
         let (tx, rx) = oneshot::channel();
         let worker = {
             let mut inner = self.direct.0.lock();
+            if inner.handed.contains_key(&request.id) {
+                // The same invocation handed over twice (by a peer): the first one runs.
+                return Ok(Err((request, false)));
+            }
             let liveness = LIVENESS_BOUND.as_millis() as i64;
             let waiting: HashMap<&WorkerId, u32> =
                 inner.waiting.iter().map(|(w, q)| (w, q.len() as u32)).collect();

@@ -24,6 +24,8 @@ mod invoke;
 pub mod keys;
 mod mappings;
 mod metrics;
+mod peers;
+pub use peers::{Handover, Peers};
 mod queues;
 pub mod retention;
 mod schedules;
@@ -130,6 +132,9 @@ pub struct ServiceConfig {
     pub max_schedule_groups: u64,
     /// Whether the traces this server starts are marked sampled (it exports traces: OTLP).
     pub sample_new_traces: bool,
+    /// Where peer servers reach this one to hand it invocations for its workers (stamped on
+    /// their heartbeats); `None`: peers reach its workers through the store.
+    pub advertise: Option<String>,
 }
 
 impl ServiceConfig {
@@ -148,6 +153,7 @@ impl ServiceConfig {
             max_schedules: DEFAULT_MAX_SCHEDULES,
             max_schedule_groups: DEFAULT_MAX_SCHEDULE_GROUPS,
             sample_new_traces: false,
+            advertise: None,
         }
     }
 }
@@ -184,6 +190,8 @@ pub struct Service {
     span_sink: std::sync::OnceLock<Arc<dyn gust_core::trace::SpanSink>>,
     /// Async work waiting, for the queue caps.
     backlog: retention::Backlog,
+    /// Where keyless sync invocations for workers attached to other servers go, once set.
+    peers: std::sync::OnceLock<Arc<dyn peers::Peers>>,
 }
 
 impl Service {
@@ -211,6 +219,7 @@ impl Service {
             throttles: stats::Throttles::default(),
             span_sink: std::sync::OnceLock::new(),
             backlog: retention::Backlog::default(),
+            peers: std::sync::OnceLock::new(),
         })
     }
 

@@ -24,6 +24,12 @@ pub struct Metrics {
     pub queue_full: AtomicU64,
     /// Ended invocation records deleted by retention.
     pub records_pruned: AtomicU64,
+    /// Keyless sync invocations this server handed to the server of a worker attached there.
+    pub peer_handovers: AtomicU64,
+    /// Of those, the ones sent that got no answer (failed as worker lost).
+    pub peer_handovers_lost: AtomicU64,
+    /// Keyless sync invocations peer servers handed to this one for its workers.
+    pub peer_handovers_served: AtomicU64,
 }
 
 impl Metrics {
@@ -40,6 +46,21 @@ impl Metrics {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         vec![
             ("gust_sync_invocations_total", "Sync invocations admitted", get(&self.sync_invocations)),
+            (
+                "gust_peer_handovers_total",
+                "Keyless sync invocations handed to the server of the worker that runs them",
+                get(&self.peer_handovers),
+            ),
+            (
+                "gust_peer_handovers_lost_total",
+                "Invocations handed to a peer server that sent no answer (failed as worker lost)",
+                get(&self.peer_handovers_lost),
+            ),
+            (
+                "gust_peer_handovers_served_total",
+                "Keyless sync invocations peer servers handed to this one",
+                get(&self.peer_handovers_served),
+            ),
             ("gust_async_invocations_total", "Async invocations acknowledged", get(&self.async_invocations)),
             ("gust_attempts_succeeded_total", "Attempts that succeeded", get(&self.attempts_succeeded)),
             ("gust_attempts_failed_total", "Attempts that failed", get(&self.attempts_failed)),

@@ -294,6 +294,8 @@ impl Service {
     /// Records a worker's heartbeat (its state, stamped with the server's clock).
     pub async fn worker_heartbeat(&self, mut state: WorkerState) -> Result<HeartbeatReply> {
         state.last_heartbeat = self.clock.now();
+        // Where peers hand over work for this worker: this server, never the worker's say.
+        state.server = self.cfg.advertise.clone();
         self.direct.attached(&state);
         self.store.put_worker(state).await?;
         self.placement_wake.notify_one();
@@ -640,7 +642,9 @@ impl Service {
         }))
     }
 
-    async fn live_workers(&self, now: gust_core::Millis, liveness: i64) -> Result<Arc<Vec<WorkerState>>> {
+    pub(crate) async fn live_workers(
+        &self, now: gust_core::Millis, liveness: i64,
+    ) -> Result<Arc<Vec<WorkerState>>> {
         if let Some((read, workers)) = self.live_workers.0.lock().as_ref() {
             if read.elapsed() < LIVE_WORKERS_TTL {
                 return Ok(workers.clone());
@@ -692,8 +696,13 @@ impl Service {
         let (request, counted) = match request.idempotency_key {
             None => match self.run_sync_direct(request).await? {
                 Ok(invoked) => return Ok(invoked),
-                // Not taken directly (counted if it was handed and not picked up).
-                Err((request, counted)) => (request, counted),
+                // No worker attached here can take it: one attached to a peer server may.
+                Err((request, false)) => match self.run_sync_at_peer(request).await? {
+                    Ok(invoked) => return Ok(invoked),
+                    Err(request) => (request, false),
+                },
+                // Handed to a worker here that did not pick it up (and counted).
+                Err((request, true)) => (request, true),
             },
             Some(_) => (request, false),
         };

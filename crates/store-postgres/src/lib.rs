@@ -85,6 +85,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::MESSAGE_MOVES],
     &[schema::TRACE_AND_REPORT],
     &[schema::INVOCATION_HISTORY],
+    &[schema::CLUSTER_SECRETS],
 ];
 
 /// The advisory lock a code collection holds for its transaction (with the schema's hash as
@@ -1287,6 +1288,14 @@ impl Store for PgStore {
 
     fn completion_events(&self) -> Option<tokio::sync::broadcast::Receiver<InvocationId>> {
         Some(self.completed.subscribe())
+    }
+
+    async fn cluster_secret(&self, name: &str, candidate: &str) -> Result<String> {
+        let client = self.client().await?;
+        let tx = PgTx(&client);
+        tx.run(rows::INSERT_CLUSTER_SECRET, &[name.into(), candidate.into()]).await?;
+        let mut found = tx.query(rows::CLUSTER_SECRET, &[name.into()], |r| r.text(0)).await?;
+        found.pop().ok_or_else(|| StoreError::Backend(format!("cluster secret {name} vanished")))
     }
 
     async fn put_worker(&self, state: WorkerState) -> Result<bool> {

@@ -75,6 +75,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::MESSAGE_MOVES],
     &[schema::TRACE_AND_REPORT],
     &[schema::INVOCATION_HISTORY],
+    &[schema::CLUSTER_SECRETS],
 ];
 
 /// The bytes of an invocation record that grow with use (what retention's budget counts).
@@ -1105,6 +1106,16 @@ impl Store for SqliteStore {
 
     async fn counters(&self) -> Result<Counters> {
         self.read(|tx| rows::counters(tx.query(rows::COUNTERS, &[], |r| Ok((r.text(0)?, r.int(1)?)))?)).await
+    }
+
+    async fn cluster_secret(&self, name: &str, candidate: &str) -> Result<String> {
+        let (name, candidate) = (name.to_string(), candidate.to_string());
+        self.write(move |tx| {
+            tx.run(rows::INSERT_CLUSTER_SECRET, &[name.as_str().into(), candidate.as_str().into()])?;
+            let mut found = tx.query(rows::CLUSTER_SECRET, &[name.as_str().into()], |r| r.text(0))?;
+            found.pop().ok_or_else(|| StoreError::Backend(format!("cluster secret {name} vanished")))
+        })
+        .await
     }
 
     async fn put_worker(&self, state: WorkerState) -> Result<bool> {

@@ -48,6 +48,7 @@ macro_rules! store_conformance_tests {
             invocation_listing_is_newest_first_and_paged,
             finished_records_are_written_once,
             worker_heartbeats_are_monotonic,
+            the_cluster_secret_is_the_first_one_stored,
             placed_work_is_claimed_only_by_its_worker,
             functions_are_created_with_their_code_at_once,
             config_and_code_are_replaced_together_under_cas,
@@ -765,7 +766,18 @@ fn heartbeat(id: &str, revision: u64, running: u32, at: i64) -> WorkerState {
         warm: vec![],
         snapshot_version: 1,
         last_heartbeat: at,
+        server: None,
     }
+}
+
+pub async fn the_cluster_secret_is_the_first_one_stored(store: Arc<dyn Store>) {
+    assert_eq!(store.cluster_secret("peer", "first").await.unwrap(), "first");
+    assert_eq!(
+        store.cluster_secret("peer", "second").await.unwrap(),
+        "first",
+        "a later server gets the stored one"
+    );
+    assert_eq!(store.cluster_secret("other", "x").await.unwrap(), "x", "each name has its own");
 }
 
 pub async fn worker_heartbeats_are_monotonic(store: Arc<dyn Store>) {

@@ -546,6 +546,10 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- workers and placement ----
 
+    /// The secret `name` the cluster's servers share: `candidate` if none was stored yet (the
+    /// first server to ask stores its own), else the stored one, which never changes.
+    async fn cluster_secret(&self, name: &str, candidate: &str) -> Result<String>;
+
     /// Records a worker's heartbeat if its revision is newer than the stored one (monotonic per
     /// worker). Returns whether it was applied.
     async fn put_worker(&self, state: WorkerState) -> Result<bool>;

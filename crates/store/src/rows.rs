@@ -876,6 +876,13 @@ pub fn worker_values<'a>(state: &'a gust_core::WorkerState, json: &'a str) -> [V
     ]
 }
 
+/// Stores cluster secret `$1` as `$2` unless it has one.
+pub const INSERT_CLUSTER_SECRET: &str =
+    "INSERT INTO cluster_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
+
+/// Cluster secret `$1`.
+pub const CLUSTER_SECRET: &str = "SELECT value FROM cluster_secrets WHERE name = $1";
+
 /// Workers heard from since `$1`, by id.
 pub const LIST_WORKERS: &str = "SELECT state FROM workers WHERE last_heartbeat >= $1 ORDER BY id";
 

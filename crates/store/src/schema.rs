@@ -282,6 +282,10 @@ ALTER TABLE invocations ADD COLUMN report TEXT;";
 /// appended by the transition's own write and bounded (`rows::MAX_HISTORY_BYTES`).
 pub const INVOCATION_HISTORY: &str = "ALTER TABLE invocations ADD COLUMN history TEXT;";
 
+/// Secrets the cluster's servers share (the peer secret of handed-over invocations).
+pub const CLUSTER_SECRETS: &str =
+    "CREATE TABLE cluster_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL){keyed};";
+
 /// FIFO queues: a message's group, deduplication id and sequence number, each queue's last
 /// sequence number, and the deduplication ids seen in the last five minutes.
 pub const FIFO_QUEUES: &str = r#"
@@ -362,6 +366,7 @@ mod tests {
             MESSAGE_MOVES,
             TRACE_AND_REPORT,
             INVOCATION_HISTORY,
+            CLUSTER_SECRETS,
         ]);
         assert!(!all.contains('{'), "unrendered placeholder in {all}");
     }

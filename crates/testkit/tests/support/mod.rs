@@ -243,6 +243,7 @@ pub async fn heartbeat(h: &Harness, id: &str, runtimes: &[Runtime], capacity: u3
         warm: Vec::new(),
         snapshot_version: snapshot,
         last_heartbeat: 0,
+        server: None,
     };
     h.service.worker_heartbeat(state).await.expect("heartbeat");
 }
