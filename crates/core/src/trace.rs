@@ -84,10 +84,22 @@ impl Trace {
 
     /// X-Ray's header value.
     pub fn xray(&self) -> String {
-        let hex = hex::encode(self.trace_id);
-        let mut out = format!("Root=1-{}-{}", &hex[..8], &hex[8..]);
+        // Written into one buffer of the right size (one per invocation: on the hot path).
+        fn push_hex(out: &mut String, bytes: &[u8]) {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            for b in bytes {
+                out.push(DIGITS[usize::from(b >> 4)] as char);
+                out.push(DIGITS[usize::from(b & 15)] as char);
+            }
+        }
+        let mut out = String::with_capacity(74);
+        out.push_str("Root=1-");
+        push_hex(&mut out, &self.trace_id[..4]);
+        out.push('-');
+        push_hex(&mut out, &self.trace_id[4..]);
         if let Some(p) = self.parent {
-            out.push_str(&format!(";Parent={}", hex::encode(p)));
+            out.push_str(";Parent=");
+            push_hex(&mut out, &p);
         }
         out.push_str(if self.sampled { ";Sampled=1" } else { ";Sampled=0" });
         out
