@@ -258,7 +258,7 @@ impl Service {
             inner.handed.insert(request.id.clone(), handed);
             worker
         };
-        self.polls.wake(&worker);
+        self.polls.wake_for_handed(&worker);
         crate::Metrics::inc(&self.metrics.sync_invocations);
         let finished = self.await_handed(&request, &deployment, rx).await;
         let (result, log, report) = match finished {

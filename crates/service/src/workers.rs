@@ -113,48 +113,101 @@ const LIVE_WORKERS_TTL: Duration = Duration::from_millis(250);
 #[derive(Default)]
 pub(crate) struct LiveWorkers(Mutex<Option<(Instant, Arc<Vec<WorkerState>>)>>);
 
-/// The wake-ups of the remote workers' open polls on this server, one per worker, so a
-/// placement wakes only the poll of the worker it is for.
+/// The wake-ups of the remote workers' polls on this server, one per worker, so a placement
+/// wakes only the poll of the worker it is for; and, per worker, whether the store may hold
+/// work placed on it that no poll has claimed since, so a poll asks the store only then (or
+/// once a second, the safety net), not every time a worker polls: under load a worker attached
+/// here polls once per batch, and most batches are handed over in memory.
 #[derive(Default)]
 pub(crate) struct Polls {
-    wakes: Mutex<HashMap<WorkerId, Arc<tokio::sync::Notify>>>,
+    wakes: Mutex<PollWakes>,
     all: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct PollWakes {
+    by_worker: HashMap<WorkerId, Arc<PollWake>>,
+    /// Past this many entries, those of workers that stopped polling are dropped.
+    prune_at: usize,
+}
+
+/// How long a worker may go without polling here before its entry is dropped (a new poll
+/// makes a fresh one, which asks the store first).
+const POLL_ENTRY_IDLE: Duration = Duration::from_secs(60);
+
+struct PollWake {
+    notify: tokio::sync::Notify,
+    /// Set by every wake-up about the store (a placement, missed announcements), before it
+    /// notifies; taken by the poll that then asks the store.
+    store: std::sync::atomic::AtomicBool,
+    /// When a poll last asked the store for this worker.
+    asked_at: Mutex<Instant>,
+}
+
+impl PollWake {
+    fn new() -> PollWake {
+        let long_ago = Instant::now().checked_sub(POLL_RECHECK).unwrap_or_else(Instant::now);
+        PollWake {
+            notify: tokio::sync::Notify::new(),
+            store: std::sync::atomic::AtomicBool::new(true),
+            asked_at: Mutex::new(long_ago),
+        }
+    }
+
+    fn store_may_have_work(&self) {
+        self.store.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a poll should ask the store now: something was placed since it last did, or
+    /// the safety net's interval passed. Taking it clears the flag and restarts the interval.
+    fn take_store_turn(&self) -> bool {
+        let flagged = self.store.swap(false, std::sync::atomic::Ordering::SeqCst);
+        let mut asked_at = self.asked_at.lock();
+        if flagged || asked_at.elapsed() >= POLL_RECHECK {
+            *asked_at = Instant::now();
+            return true;
+        }
+        false
+    }
 }
 
 impl Polls {
     /// `worker`'s wake-up, held while one of its polls is open here.
-    fn open<'a>(&'a self, worker: &'a WorkerId) -> OpenPoll<'a> {
-        let wake = self.wakes.lock().entry(worker.clone()).or_default().clone();
-        OpenPoll { polls: self, worker, wake }
+    fn open(&self, worker: &WorkerId) -> Arc<PollWake> {
+        let mut wakes = self.wakes.lock();
+        if let Some(wake) = wakes.by_worker.get(worker) {
+            return wake.clone();
+        }
+        if wakes.by_worker.len() >= wakes.prune_at {
+            wakes
+                .by_worker
+                .retain(|_, w| Arc::strong_count(w) > 1 || w.asked_at.lock().elapsed() < POLL_ENTRY_IDLE);
+            wakes.prune_at = (wakes.by_worker.len() * 2).max(64);
+        }
+        wakes.by_worker.entry(worker.clone()).or_insert_with(|| Arc::new(PollWake::new())).clone()
     }
 
-    /// Wakes `worker`'s polls held here, if any.
+    /// Work was placed on `worker` in the store: its poll here asks the store again.
     pub(crate) fn wake(&self, worker: &WorkerId) {
-        if let Some(n) = self.wakes.lock().get(worker) {
-            n.notify_waiters();
+        if let Some(w) = self.wakes.lock().by_worker.get(worker) {
+            w.store_may_have_work();
+            w.notify.notify_waiters();
         }
     }
 
+    /// Work was handed to `worker` in memory: its poll here takes it without the store.
+    pub(crate) fn wake_for_handed(&self, worker: &WorkerId) {
+        if let Some(w) = self.wakes.lock().by_worker.get(worker) {
+            w.notify.notify_waiters();
+        }
+    }
+
+    /// Every poll here asks the store again (announcements were missed, or shutdown began).
     pub(crate) fn wake_all(&self) {
-        self.all.notify_waiters();
-    }
-}
-
-/// An open poll's hold on its worker's wake-up; the last poll of a worker to close removes it
-/// (so workers that are gone leave nothing behind).
-struct OpenPoll<'a> {
-    polls: &'a Polls,
-    worker: &'a WorkerId,
-    wake: Arc<tokio::sync::Notify>,
-}
-
-impl Drop for OpenPoll<'_> {
-    fn drop(&mut self) {
-        let mut wakes = self.polls.wakes.lock();
-        // Two holders left: the map and this poll.
-        if Arc::strong_count(&self.wake) == 2 {
-            wakes.remove(self.worker);
+        for w in self.wakes.lock().by_worker.values() {
+            w.store_may_have_work();
         }
+        self.all.notify_waiters();
     }
 }
 
@@ -320,7 +373,7 @@ impl Service {
         let open = self.polls.open(worker);
         loop {
             // Made before the store is asked, so a placement committed meanwhile still wakes us.
-            let (mine, all) = (open.wake.notified(), self.polls.all.notified());
+            let (mine, all) = (open.notify.notified(), self.polls.all.notified());
             // A server shutting down hands out no more work (and holds no poll open).
             if self.is_shutting_down() {
                 return Ok(Vec::new());
@@ -332,7 +385,21 @@ impl Service {
             if !handed.is_empty() {
                 return Ok(handed);
             }
-            let claimed = self.store.claim_placed(worker, max.min(256), lease_until, now).await?;
+            let claimed = match open.take_store_turn() {
+                true => match self.store.claim_placed(worker, max.min(256), lease_until, now).await {
+                    // A full batch may leave more behind.
+                    Ok(claimed) if claimed.len() == max.min(256) => {
+                        open.store_may_have_work();
+                        claimed
+                    }
+                    Ok(claimed) => claimed,
+                    Err(e) => {
+                        open.store_may_have_work();
+                        return Err(e.into());
+                    }
+                },
+                false => Vec::new(),
+            };
             if !claimed.is_empty() || tokio::time::Instant::now() >= deadline {
                 let mut out = Vec::with_capacity(claimed.len());
                 for c in claimed {
