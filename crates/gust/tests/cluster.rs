@@ -59,9 +59,23 @@ fn any_server_answers_and_sync_results_cross_servers() {
     assert!(a.metric("gust_peer_handovers_total") >= 15, "A handed its keyless calls to B");
     assert!(b.metric("gust_peer_handovers_served_total") >= 15, "B ran what A handed over");
     assert_eq!(a.metric("gust_peer_handovers_lost_total"), 0);
-    // Work with an idempotency key goes through the store as before, from any server.
-    let keyed = a.invoke("echo", None, b"keyed at A", &[("idempotency-key", "k-1")]);
-    assert_eq!(keyed.text().unwrap(), "keyed at A");
+    // Work with an idempotency key goes through the store as before, from any server, and
+    // its announced placement still wakes the worker's poll at B at once, although that poll
+    // no longer asks the store each time it is woken (loose: a missed wake-up waits for the
+    // poll's once-a-second safety net).
+    let mut took: Vec<Duration> = (0..7)
+        .map(|i| {
+            let t = Instant::now();
+            let keyed = a.invoke("echo", None, b"keyed at A", &[("idempotency-key", &format!("k-{i}"))]);
+            assert_eq!(keyed.text().unwrap(), "keyed at A");
+            t.elapsed()
+        })
+        .collect();
+    took.sort();
+    assert!(
+        took[3] < Duration::from_millis(250),
+        "a keyed call at A waited for a poll's safety net: {took:?}"
+    );
     let id = accepted_id(b.invoke("echo", None, b"queued at B", &[("invocation-type", "async")]));
     let rec = a.wait_terminal(&id, Duration::from_secs(10));
     assert_eq!(rec["result"], "queued at B", "status is visible from any server");
