@@ -134,7 +134,20 @@ fn handing_over_takes_only_the_clusters_peer_secret() {
     let _w = Worker::start(&b.url, db.path(), "wb", &["--capacity", "2"]);
     let deployed = common::deploy_to_workers(&b, 1, "echo", wasm_config(3000), fixture("echo"));
     let revision = deployed["revision"].as_u64().unwrap();
-    let (_, worker_secret) = common::enroll(&b, "intruder");
+    let (intruder, worker_secret) = common::enroll(&b, "intruder");
+    // Where peers send a worker's calls is its server's to say: a worker naming a server of
+    // its own choosing (to be sent other servers' calls, and the peer secret) is refused.
+    let steer = b
+        .client()
+        .post(format!("{}/internal/v1/workers/heartbeat", b.url))
+        .bearer_auth(&worker_secret)
+        .json(&serde_json::json!({
+            "id": intruder, "revision": 1, "runtimes": ["wasm"], "capacity": 4, "running": 0,
+            "warm": [], "snapshot_version": 0, "server": "http://127.0.0.1:9",
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(steer.status(), 400, "{}", steer.text().unwrap());
     let url = format!("{}{}", b.url, gust_core::peer::INVOKE_PATH);
     let post = |auth: Option<&str>, body: Vec<u8>| {
         let mut rb = b.client().post(&url).header("content-type", gust_core::peer::CONTENT_TYPE).body(body);
