@@ -9,23 +9,32 @@ use common::{accepted_id, wasm_config, Server, Worker, REMOTE_ONLY};
 use gust_testkit::{fixture, unique_schema};
 use serde_json::Value;
 
-/// Server flags for one cluster member: the shared database, in a schema of this test's own.
+/// Server flags for one cluster member whose work runs on remote workers: the shared
+/// database, in a schema of this test's own.
 fn cluster_args(schema: &str) -> Vec<String> {
     let mut args: Vec<String> = REMOTE_ONLY.iter().map(|s| s.to_string()).collect();
-    args.extend(["--store".into(), gust_testkit::postgres(), "--store-schema".into(), schema.into()]);
+    args.extend(store_args(schema));
     args
+}
+
+fn store_args(schema: &str) -> Vec<String> {
+    vec!["--store".into(), gust_testkit::postgres(), "--store-schema".into(), schema.into()]
+}
+
+/// Two servers started with `args`, and their data dirs (bound first, so they outlive them).
+fn two_servers(args: &[String]) -> ([tempfile::TempDir; 2], Server, Server) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = Server::start(dirs[0].path(), &args);
+    let b = Server::start(dirs[1].path(), &args);
+    (dirs, a, b)
 }
 
 #[test]
 fn any_server_answers_and_sync_results_cross_servers() {
-    let schema = unique_schema("c");
-    let args = cluster_args(&schema);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Server::start(da.path(), &args);
-    let b = Server::start(db.path(), &args);
+    let (_dirs, a, b) = two_servers(&cluster_args(&unique_schema("c")));
     // The only worker is attached to server B.
-    let _w = Worker::start(&b.url, db.path(), "wb", &["--capacity", "4"]);
+    let _w = Worker::start(&b.url, &b.data_dir, "wb", &["--capacity", "4"]);
 
     // Deploy through A, read and invoke through B and A.
     let deployed = a.deploy("echo", wasm_config(3000), fixture("echo"));
@@ -131,7 +140,7 @@ fn handing_over_takes_only_the_clusters_peer_secret() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let db = tempfile::tempdir().unwrap();
     let b = Server::start(db.path(), &args);
-    let _w = Worker::start(&b.url, db.path(), "wb", &["--capacity", "2"]);
+    let _w = Worker::start(&b.url, &b.data_dir, "wb", &["--capacity", "2"]);
     let deployed = common::deploy_to_workers(&b, 1, "echo", wasm_config(3000), fixture("echo"));
     let revision = deployed["revision"].as_u64().unwrap();
     let (intruder, worker_secret) = common::enroll(&b, "intruder");
@@ -209,13 +218,8 @@ fn handing_over_takes_only_the_clusters_peer_secret() {
 /// says so.
 #[test]
 fn a_call_handed_to_a_server_that_dies_fails_as_worker_lost_and_is_not_rerun() {
-    let schema = unique_schema("peerdie");
-    let args = cluster_args(&schema);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Server::start(da.path(), &args);
-    let b = Server::start(db.path(), &args);
-    let _w = Worker::start(&b.url, db.path(), "wb", &["--capacity", "2"]);
+    let (_dirs, a, b) = two_servers(&cluster_args(&unique_schema("peerdie")));
+    let _w = Worker::start(&b.url, &b.data_dir, "wb", &["--capacity", "2"]);
     common::deploy_to_workers(&b, 1, "sleep", wasm_config(20_000), fixture("sleep"));
     common::wait_for_workers(&a, 1, 0);
     let caller = {
@@ -253,13 +257,8 @@ fn a_call_handed_to_a_server_that_dies_fails_as_worker_lost_and_is_not_rerun() {
 /// store's snapshot version, and runs it on the cluster's only worker (attached to A).
 #[test]
 fn any_server_answers_any_function_url() {
-    let schema = unique_schema("u");
-    let args = cluster_args(&schema);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Server::start(da.path(), &args);
-    let b = Server::start(db.path(), &args);
-    let _w = Worker::start(&a.url, da.path(), "wa", &["--capacity", "4"]);
+    let (_dirs, a, b) = two_servers(&cluster_args(&unique_schema("u")));
+    let _w = Worker::start(&a.url, &a.data_dir, "wa", &["--capacity", "4"]);
     a.deploy("echo", wasm_config(3000), fixture("echo"));
     let r = a
         .client()
@@ -317,12 +316,7 @@ fn any_server_answers_any_function_url() {
 /// rest (429). Each server alone would admit the whole limit.
 #[test]
 fn reserved_concurrency_holds_across_servers() {
-    let schema = unique_schema("rc");
-    let args = ["--store".to_string(), gust_testkit::postgres(), "--store-schema".into(), schema];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Server::start(da.path(), &args);
-    let b = Server::start(db.path(), &args);
+    let (_dirs, a, b) = two_servers(&store_args(&unique_schema("rc")));
     let mut config = wasm_config(1500);
     config["reserved_concurrency"] = 5.into();
     a.deploy("slow", config, fixture("sleep"));
@@ -348,14 +342,9 @@ fn reserved_concurrency_holds_across_servers() {
 /// run later, and end with the function's own outcome, never a throttle error).
 #[test]
 fn reserved_concurrency_holds_for_async_work_on_remote_workers() {
-    let schema = unique_schema("rca");
-    let args = cluster_args(&schema);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Server::start(da.path(), &args);
-    let b = Server::start(db.path(), &args);
-    let _wa = Worker::start(&a.url, da.path(), "wa", &["--capacity", "4"]);
-    let _wb = Worker::start(&b.url, db.path(), "wb", &["--capacity", "4"]);
+    let (_dirs, a, b) = two_servers(&cluster_args(&unique_schema("rca")));
+    let _wa = Worker::start(&a.url, &a.data_dir, "wa", &["--capacity", "4"]);
+    let _wb = Worker::start(&b.url, &b.data_dir, "wb", &["--capacity", "4"]);
     let mut config = wasm_config(600);
     config["reserved_concurrency"] = 2.into();
     config["retry"] = serde_json::json!({ "max_retries": 0, "base_delay_ms": 100, "max_event_age_s": 600 });

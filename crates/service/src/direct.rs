@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gust_core::placement::{choose, Candidate, Need};
+use gust_core::placement::{choose, Candidate};
 use gust_core::protocol::{CompleteReply, Verdict, LIVENESS_BOUND};
 use gust_core::{
     AttemptOutcome, Deployment, ErrorKind, FunctionErrorBody, InvocationId, InvocationRequest, Millis,
@@ -235,11 +235,7 @@ impl Service {
                 .iter()
                 .map(|s| Candidate { state: s, placed: waiting.get(&s.id).copied().unwrap_or(0) })
                 .collect();
-            let need = Need {
-                runtime: deployment.spec.runtime,
-                code_sha256: &deployment.code_sha256,
-                snapshot_version: crate::workers::needed_snapshot(request.resolved),
-            };
+            let need = crate::workers::need(&deployment);
             let Some(i) = choose(&need, &candidates, now, liveness) else {
                 return Ok(Err((request, false)));
             };

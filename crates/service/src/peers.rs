@@ -22,7 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use gust_core::peer::Answer;
-use gust_core::placement::{choose, Candidate, Need};
+use gust_core::placement::{choose, Candidate};
 use gust_core::protocol::LIVENESS_BOUND;
 use gust_core::{ErrorKind, FunctionErrorBody, InvocationRequest, WorkerState};
 
@@ -85,11 +85,7 @@ impl Service {
             workers.iter().filter(|w| w.server.is_some() && w.server.as_deref() != own).collect();
         let candidates: Vec<Candidate<'_>> =
             at_peers.iter().map(|s| Candidate { state: s, placed: 0 }).collect();
-        let need = Need {
-            runtime: deployment.spec.runtime,
-            code_sha256: &deployment.code_sha256,
-            snapshot_version: crate::workers::needed_snapshot(request.resolved),
-        };
+        let need = crate::workers::need(&deployment);
         let Some(i) = choose(&need, &candidates, now, liveness) else { return Ok(Err(request)) };
         let url = candidates[i].state.server.clone().unwrap_or_default();
         let wait = Duration::from_millis(deployment.spec.timeout_ms) + self.cfg.lease * 2 + ANSWER_MARGIN;

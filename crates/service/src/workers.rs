@@ -219,15 +219,24 @@ pub struct Assignment {
     pub deployment: Arc<Deployment>,
 }
 
-/// The snapshot version at which a resolved version became visible: `$LATEST@r` needs a worker
-/// that has seen revision `r`; published versions are immutable and pulled on a miss.
 /// `workers` as placement candidates, each with what the store has placed on it.
 fn candidates<'w>(workers: &'w [WorkerState], placed: &[(WorkerId, u64)]) -> Vec<Candidate<'w>> {
     let placed_on = |w: &WorkerState| placed.iter().find(|(id, _)| *id == w.id).map_or(0, |(_, n)| *n as u32);
     workers.iter().map(|w| Candidate { state: w, placed: placed_on(w) }).collect()
 }
 
-pub(crate) fn needed_snapshot(resolved: Resolved) -> u64 {
+/// What running `deployment` needs from a worker.
+pub(crate) fn need(deployment: &Deployment) -> Need<'_> {
+    Need {
+        runtime: deployment.spec.runtime,
+        code_sha256: &deployment.code_sha256,
+        snapshot_version: needed_snapshot(deployment.resolved),
+    }
+}
+
+/// The snapshot version at which a resolved version became visible: `$LATEST@r` needs a worker
+/// that has seen revision `r`; published versions are immutable and pulled on a miss.
+fn needed_snapshot(resolved: Resolved) -> u64 {
     match resolved {
         Resolved::Latest { revision } => revision,
         Resolved::Version(_) => 0,
@@ -698,11 +707,7 @@ impl Service {
         liveness: i64,
     ) -> Result<Option<WorkerId>> {
         let Some(d) = self.deployment(function, resolved).await? else { return Ok(None) };
-        let need = Need {
-            runtime: d.spec.runtime,
-            code_sha256: &d.code_sha256,
-            snapshot_version: needed_snapshot(resolved),
-        };
+        let need = need(&d);
         Ok(choose(&need, candidates, now, liveness).map(|i| {
             candidates[i].placed += 1;
             candidates[i].state.id.clone()

@@ -850,34 +850,25 @@ pub async fn placements_are_announced_to_every_server(placer: Arc<dyn Store>, li
     let heard = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv()).await;
     assert_eq!(heard.expect("announced").unwrap(), worker("w-ingest"));
     // And so is each of a batch inserted already placed (one statement for the batch).
-    let batch: Vec<NewInvocation> = (0..9)
-        .map(|i| NewInvocation {
-            request: request("ann", Mode::Async, None, &format!("batch {i}")),
-            lifecycle: Lifecycle {
-                state: State::Placed { worker: worker(&format!("w-batch-{i}")), placed_at: NOW },
-                ..Lifecycle::queued()
-            },
-        })
-        .collect();
-    let out = placer.insert_invocations(batch).await.unwrap();
-    assert!(out.iter().all(|r| matches!(r, Ok(Inserted::Created))), "{out:?}");
-    let mut heard = std::collections::BTreeSet::new();
-    while heard.len() < 9 {
-        match tokio::time::timeout(std::time::Duration::from_secs(5), events.recv()).await {
-            Ok(w) => heard.insert(w.unwrap().0),
-            Err(_) => panic!("only these placements were announced: {heard:?}"),
-        };
-    }
-    let all: std::collections::BTreeSet<String> = (0..9).map(|i| format!("w-batch-{i}")).collect();
-    assert_eq!(heard, all);
+    let short = |i: usize| format!("w-batch-{i}");
+    assert_batch_announced(&*placer, &mut events, 9, 9, short).await;
     // A full ingest batch on many workers with long ids: more than one announcement can hold,
     // still every worker heard, and the batch not refused for it.
     let long = |i: usize| format!("{}-{i:04}", "w".repeat(75));
-    let batch: Vec<NewInvocation> = (0..300)
+    assert_batch_announced(&*placer, &mut events, 300, 150, long).await;
+}
+
+/// Inserts `n` async invocations already placed, the `i`-th on worker `name(i % workers)`,
+/// and asserts all are created and every one of those workers is announced.
+async fn assert_batch_announced(
+    placer: &dyn Store, events: &mut tokio::sync::broadcast::Receiver<WorkerId>, n: usize, workers: usize,
+    name: impl Fn(usize) -> String,
+) {
+    let batch: Vec<NewInvocation> = (0..n)
         .map(|i| NewInvocation {
-            request: request("ann", Mode::Async, None, &format!("many {i}")),
+            request: request("ann", Mode::Async, None, &format!("batch of {n}: {i}")),
             lifecycle: Lifecycle {
-                state: State::Placed { worker: worker(&long(i % 150)), placed_at: NOW },
+                state: State::Placed { worker: worker(&name(i % workers)), placed_at: NOW },
                 ..Lifecycle::queued()
             },
         })
@@ -885,13 +876,13 @@ pub async fn placements_are_announced_to_every_server(placer: Arc<dyn Store>, li
     let out = placer.insert_invocations(batch).await.unwrap();
     assert!(out.iter().all(|r| matches!(r, Ok(Inserted::Created))), "{out:?}");
     let mut heard = std::collections::BTreeSet::new();
-    while heard.len() < 150 {
+    while heard.len() < workers {
         match tokio::time::timeout(std::time::Duration::from_secs(5), events.recv()).await {
             Ok(w) => heard.insert(w.unwrap().0),
-            Err(_) => panic!("{} of 150 workers heard", heard.len()),
+            Err(_) => panic!("{} of {workers} workers heard: {heard:?}", heard.len()),
         };
     }
-    assert_eq!(heard, (0..150).map(long).collect());
+    assert_eq!(heard, (0..workers).map(name).collect());
 }
 
 /// For backends shared by several servers: reserved concurrency counted across them. At most
