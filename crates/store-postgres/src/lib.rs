@@ -31,6 +31,7 @@ use gust_store::rows::{
     Value, ALIAS_COLUMNS, CREDENTIAL_SELECT, FUNCTION_COLUMNS, GUARDED_COLUMNS, INSERT_INVOCATION,
     INVOCATION_COLUMNS, NEXT_VERSION, UPDATE_GUARDED, VERSION_COLUMNS,
 };
+use gust_store::schema::RECORD_BYTES;
 use gust_store::{gc, schema};
 use gust_store::{queues, schedules, Delivery, ScheduleGroup, StoredSchedule};
 use gust_store::{
@@ -41,10 +42,6 @@ use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::Row;
 
 mod tls;
-
-/// The bytes of an invocation record that grow with use (what retention's budget counts).
-const RECORD_BYTES: &str = "octet_length(payload) + COALESCE(octet_length(result), 0) \
-     + COALESCE(octet_length(error), 0) + octet_length(log)";
 
 /// A parameter list of mixed types.
 macro_rules! params {
@@ -86,6 +83,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::TRACE_AND_REPORT],
     &[schema::INVOCATION_HISTORY],
     &[schema::CLUSTER_SECRETS],
+    &[schema::ENDED_TOTALS],
 ];
 
 /// The advisory lock a code collection holds for its transaction (with the schema's hash as
@@ -1208,11 +1206,15 @@ impl Store for PgStore {
 
     async fn prune_invocations(&self, finished_before: Millis, limit: usize) -> Result<Pruned> {
         let client = self.client().await?;
-        // Rows another server is pruning right now are skipped, not waited for.
+        // Rows another server is pruning right now are skipped, not waited for; what went is
+        // taken off the ended totals in the same statement.
         let sql = format!(
-            "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations \
+            "WITH gone AS (DELETE FROM invocations WHERE id IN (SELECT id FROM invocations \
              WHERE finished_at IS NOT NULL AND finished_at < $1 ORDER BY finished_at LIMIT $2 \
-             FOR UPDATE SKIP LOCKED) RETURNING ({RECORD_BYTES})::BIGINT"
+             FOR UPDATE SKIP LOCKED) RETURNING ({RECORD_BYTES})::BIGINT AS bytes), \
+             counted AS (INSERT INTO ended_totals (records, bytes) \
+             SELECT -COUNT(*), -COALESCE(SUM(bytes), 0) FROM gone HAVING COUNT(*) > 0) \
+             SELECT bytes FROM gone"
         );
         let sizes = PgTx(&client).query(&sql, &[finished_before.into(), limit.into()], |r| r.int(0)).await?;
         Ok(Pruned { invocations: sizes.len() as u64, bytes: sizes.iter().map(|b| (*b).max(0) as u64).sum() })
@@ -1220,13 +1222,16 @@ impl Store for PgStore {
 
     async fn ended_invocations(&self) -> Result<Pruned> {
         let client = self.client().await?;
-        let sql = format!(
-            "SELECT COUNT(*), COALESCE(SUM({RECORD_BYTES}), 0)::BIGINT FROM invocations WHERE finished_at IS NOT NULL"
-        );
+        // Folded in one statement: exactly the rows it deletes are summed into the one it
+        // adds (a row written meanwhile stays, and still counts).
+        let fold = "WITH gone AS (DELETE FROM ended_totals RETURNING records, bytes) \
+             INSERT INTO ended_totals (records, bytes) \
+             SELECT COALESCE(SUM(records), 0), COALESCE(SUM(bytes), 0) FROM gone HAVING COUNT(*) > 0";
+        PgTx(&client).run(fold, &[]).await?;
         let read = |r: &dyn ColumnRow| {
             Ok(Pruned { invocations: r.int(0)?.max(0) as u64, bytes: r.int(1)?.max(0) as u64 })
         };
-        Ok(PgTx(&client).query_opt(&sql, &[], read).await?.unwrap_or_default())
+        Ok(PgTx(&client).query_opt(rows::ENDED_TOTALS, &[], read).await?.unwrap_or_default())
     }
 
     async fn async_backlog(&self) -> Result<Vec<(String, u64)>> {

@@ -76,16 +76,16 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::TRACE_AND_REPORT],
     &[schema::INVOCATION_HISTORY],
     &[schema::CLUSTER_SECRETS],
+    &[schema::ENDED_TOTALS],
 ];
 
-/// The bytes of an invocation record that grow with use (what retention's budget counts).
-const RECORD_BYTES: &str =
-    "length(payload) + COALESCE(length(result), 0) + COALESCE(length(error), 0) + length(log)";
 /// Deletes the oldest ended invocations (`$1` finished before, `$2` at most), each row
 /// answering its size.
-const PRUNE_SQL: &str = "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations \
-     WHERE finished_at IS NOT NULL AND finished_at < $1 ORDER BY finished_at LIMIT $2) \
-     RETURNING length(payload) + COALESCE(length(result), 0) + COALESCE(length(error), 0) + length(log)";
+const PRUNE_SQL: &str = concat!(
+    "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations \
+     WHERE finished_at IS NOT NULL AND finished_at < $1 ORDER BY finished_at LIMIT $2) RETURNING ",
+    gust_store::record_bytes!()
+);
 /// Options of the SQLite backend.
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
@@ -1084,18 +1084,25 @@ impl Store for SqliteStore {
     async fn prune_invocations(&self, finished_before: Millis, limit: usize) -> Result<Pruned> {
         self.write(move |tx| {
             let sizes = tx.query(PRUNE_SQL, &[finished_before.into(), limit.into()], |r| r.int(0))?;
-            Ok(Pruned { invocations: sizes.len() as u64, bytes: sizes.iter().map(|b| *b as u64).sum() })
+            let (records, bytes) = (sizes.len() as i64, sizes.iter().sum::<i64>());
+            if records > 0 {
+                tx.run(rows::ADD_ENDED, &[(-records).into(), (-bytes).into()])?;
+            }
+            Ok(Pruned { invocations: records as u64, bytes: bytes.max(0) as u64 })
         })
         .await
     }
 
     async fn ended_invocations(&self) -> Result<Pruned> {
-        self.read(|tx| {
-            let sql = format!(
-                "SELECT COUNT(*), COALESCE(SUM({RECORD_BYTES}), 0) FROM invocations WHERE finished_at IS NOT NULL"
-            );
-            let row = tx.query_opt(&sql, &[], |r| Ok(Pruned { invocations: r.int(0)? as u64, bytes: r.int(1)? as u64 }));
-            Ok(row?.unwrap_or_default())
+        // The writer holds the database: the rows summed are the rows folded.
+        self.write(|tx| {
+            let totals = |r: &dyn ColumnRow| Ok((r.int(0)?, r.int(1)?, r.int(2)?));
+            let (records, bytes, parts) = tx.query_opt(rows::ENDED_TOTALS, &[], totals)?.unwrap_or_default();
+            if parts > 1 {
+                tx.run("DELETE FROM ended_totals", &[])?;
+                tx.run(rows::ADD_ENDED, &[records.into(), bytes.into()])?;
+            }
+            Ok(Pruned { invocations: records.max(0) as u64, bytes: bytes.max(0) as u64 })
         })
         .await
     }

@@ -26,6 +26,34 @@ async fn state_survives_reopen_and_corrupt_artifacts_are_detected() {
     assert!(matches!(store.get_artifact(&sha).await, Err(StoreError::Corrupt(_))));
 }
 
+/// Retention's byte budget reads totals kept as records end and go: they persist across a
+/// restart, and a database written before they were kept has them counted from its records
+/// once, when it is upgraded.
+#[tokio::test]
+async fn ended_totals_survive_restarts_and_are_seeded_on_upgrade() {
+    use gust_store::conformance::{ended_record, held};
+    use gust_store::Pruned;
+
+    let dir = tempfile::tempdir().unwrap();
+    let records: Vec<_> = (0..20).map(ended_record).collect();
+    let want = Pruned { invocations: 20, bytes: records.iter().map(held).sum() };
+    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+    store.record_finished(records).await.unwrap();
+    assert_eq!(store.ended_invocations().await.unwrap(), want);
+    drop(store);
+    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+    assert_eq!(store.ended_invocations().await.unwrap(), want, "after a restart");
+    drop(store);
+
+    // As a gust from before the totals left it: no table, the schema one version older.
+    let db = rusqlite::Connection::open(dir.path().join("gust.db")).unwrap();
+    let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    db.execute_batch(&format!("DROP TABLE ended_totals; PRAGMA user_version = {};", version - 1)).unwrap();
+    drop(db);
+    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+    assert_eq!(store.ended_invocations().await.unwrap(), want, "seeded from the records kept");
+}
+
 /// Every scan the service repeats while it runs (the queue caps' count once a second, the
 /// dispatcher's and the recoverer's scans, placement counts) reads an index of the work it
 /// is after, never every record kept: a busy server keeps millions of ended records, and one
@@ -48,7 +76,13 @@ fn the_repeated_scans_never_read_every_record() {
         Scan::PlacedOn { worker: &worker, limit: 1 },
     ];
     let mut statements: Vec<&str> = scans.iter().map(|s| s.statement().0).collect();
-    statements.extend([rows::ASYNC_BACKLOG, rows::QUEUED, rows::PLACED_COUNTS, rows::ASSIGNED]);
+    statements.extend([
+        rows::ASYNC_BACKLOG,
+        rows::QUEUED,
+        rows::PLACED_COUNTS,
+        rows::ASSIGNED,
+        rows::COUNT_ENDED,
+    ]);
     // A partial index holds only the work it is about; scanning one is fine.
     let partial: Vec<String> = db
         .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '% WHERE %'")

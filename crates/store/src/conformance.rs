@@ -63,6 +63,8 @@ macro_rules! store_conformance_tests {
             concurrent_creators_of_one_api_key_name_have_one_winner,
             api_key_last_use_only_moves_forward,
             retention_prunes_only_ended_records_oldest_first,
+            ended_totals_stay_exact_across_every_way_records_end_and_go,
+            ended_totals_stay_exact_under_concurrent_writes_prunes_and_reads,
             code_collection_frees_only_unreferenced_old_code,
             code_stored_again_is_fresh_again,
             code_collection_racing_deploys_never_frees_referenced_code,
@@ -1311,6 +1313,146 @@ pub async fn retention_prunes_only_ended_records_oldest_first(store: Arc<dyn Sto
     assert_eq!(store.prune_invocations(i64::MAX, 100).await.unwrap(), Pruned::default());
     assert_eq!(state_of(&*store, &waiting).await.state, State::Queued);
     assert_eq!(store.async_backlog().await.unwrap(), vec![("busy".to_string(), 2)]);
+}
+
+/// Record `i` of a run of sync invocations that succeeded, finished `i` ms after [`NOW`], with
+/// `i` payload bytes and a log of multi-byte characters; as the write-behind queue sends them.
+pub fn ended_record(i: usize) -> gust_core::InvocationRecord {
+    gust_core::InvocationRecord {
+        request: request("wb", Mode::Sync, None, &"p".repeat(i)),
+        lifecycle: Lifecycle {
+            state: State::Succeeded,
+            attempt_epoch: 1,
+            function_errors: 0,
+            lost_attempts: 0,
+        },
+        result: Some(Bytes::from(format!("out {i}"))),
+        error: None,
+        log: format!("line {i} \u{e9}\u{1f600}\n"),
+        updated_at: NOW + i as i64,
+        finished_at: Some(NOW + i as i64),
+        report: None,
+        history: String::new(),
+    }
+}
+
+/// What an ended record holds in retention's terms: payload, result, error (as stored, JSON)
+/// and log bytes.
+pub fn held(rec: &gust_core::InvocationRecord) -> u64 {
+    let error = rec.error.as_ref().map_or(0, |e| serde_json::to_string(e).unwrap().len());
+    (rec.request.payload.len() + rec.result.as_ref().map_or(0, |r| r.len()) + error + rec.log.len()) as u64
+}
+
+/// What retention's byte budget reads (`ended_invocations`) is kept as the records change, not
+/// counted by reading them all; it must stay exactly what the kept records hold through every
+/// way a record ends (written behind its answer, completed, expired, failed by recovery) or
+/// goes (pruned), a record written twice counted once, and any number of reads.
+pub async fn ended_totals_stay_exact_across_every_way_records_end_and_go(store: Arc<dyn Store>) {
+    let mut ended: Vec<InvocationId> = Vec::new();
+    let expect = |store: Arc<dyn Store>, ids: Vec<InvocationId>| async move {
+        let mut want = Pruned::default();
+        for id in &ids {
+            let rec = store.get_invocation(id).await.unwrap().expect("kept");
+            assert!(rec.finished_at.is_some(), "{id} has ended");
+            want.invocations += 1;
+            want.bytes += held(&rec);
+        }
+        for _ in 0..2 {
+            assert_eq!(store.ended_invocations().await.unwrap(), want, "every read answers the same");
+        }
+    };
+    expect(store.clone(), ended.clone()).await;
+
+    // Written behind, in chunks, one record twice and one already stored.
+    let mut batch: Vec<_> = (0..75).map(ended_record).collect();
+    store.record_finished(batch[..5].to_vec()).await.unwrap();
+    batch.push(batch[7].clone());
+    store.record_finished(batch.clone()).await.unwrap();
+    ended.extend(batch[..75].iter().map(|r| r.request.id.clone()));
+    expect(store.clone(), ended.clone()).await;
+
+    // Ended by a completion, by expiry, and by recovery (a sync attempt whose worker was lost);
+    // work still waiting or running is not counted.
+    let done = enqueue(&*store, request("c", Mode::Async, None, "{\"k\": 1}")).await;
+    let claimed = store.claim(&done, &worker("a"), NOW + 5_000, NOW).await.unwrap();
+    store.complete(completion("a", &done, claimed.epoch, AttemptOutcome::Succeeded), NOW + 1).await.unwrap();
+    let old = enqueue(&*store, request("c", Mode::Async, None, "{}")).await;
+    let lost = enqueue(&*store, request("c", Mode::Sync, None, "{}")).await;
+    store.claim(&lost, &worker("a"), NOW + 5_000, NOW).await.unwrap();
+    let running = enqueue(&*store, request("c", Mode::Async, None, "{}")).await;
+    store.claim(&running, &worker("a"), NOW + 10_000_000, NOW).await.unwrap();
+    enqueue(&*store, request("c", Mode::Async, None, "{}")).await;
+    let late = NOW + 3_600_001;
+    store.recover(late).await.unwrap();
+    // The waiting one expired too: it is as old.
+    let states = store.count_by_state().await.unwrap();
+    let expired = states.iter().find(|(s, _)| *s == StateName::Expired).map_or(0, |(_, n)| *n);
+    assert_eq!(expired, 2, "{states:?}");
+    assert_eq!(state_of(&*store, &old).await.state, State::Expired);
+    assert_eq!(state_of(&*store, &lost).await.state.name(), StateName::Failed);
+    assert_eq!(state_of(&*store, &running).await.state.name(), StateName::Running);
+    let filter = InvocationFilter { state: Some(StateName::Expired), limit: 10, ..Default::default() };
+    let expired_ids = store.list_invocations("c", filter).await.unwrap();
+    ended.extend([done, lost]);
+    ended.extend(expired_ids.into_iter().map(|r| r.request.id));
+    expect(store.clone(), ended.clone()).await;
+
+    // Pruned by age, then by budget: what goes is taken off, to the last record.
+    let pruned = store.prune_invocations(NOW + 30, 10).await.unwrap();
+    assert_eq!(pruned.invocations, 10);
+    let mut kept = Vec::new();
+    for id in &ended {
+        if store.get_invocation(id).await.unwrap().is_some() {
+            kept.push(id.clone());
+        }
+    }
+    assert_eq!(kept.len(), ended.len() - 10);
+    expect(store.clone(), kept).await;
+    while store.prune_invocations(i64::MAX, 7).await.unwrap().invocations > 0 {}
+    expect(store.clone(), Vec::new()).await;
+    assert_eq!(state_of(&*store, &running).await.state.name(), StateName::Running, "running work stays");
+}
+
+/// Servers sharing a store write, prune and read (fold) the ended totals at once: no count is
+/// lost or taken twice.
+pub async fn ended_totals_stay_exact_under_concurrent_writes_prunes_and_reads(store: Arc<dyn Store>) {
+    let mut tasks = Vec::new();
+    for writer in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for batch in 0..8 {
+                let records: Vec<_> = (0..10).map(|i| ended_record(writer * 100 + batch * 10 + i)).collect();
+                ids.extend(records.iter().map(|r| r.request.id.clone()));
+                store.record_finished(records).await.unwrap();
+            }
+            ids
+        }));
+    }
+    for _ in 0..2 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..20 {
+                store.ended_invocations().await.unwrap();
+                store.prune_invocations(NOW + 150, 3).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            Vec::new()
+        }));
+    }
+    let mut written = Vec::new();
+    for task in tasks {
+        written.extend(task.await.unwrap());
+    }
+    let mut want = Pruned::default();
+    for id in &written {
+        if let Some(rec) = store.get_invocation(id).await.unwrap() {
+            want.invocations += 1;
+            want.bytes += held(&rec);
+        }
+    }
+    assert!(want.invocations < 320, "some were pruned meanwhile");
+    assert_eq!(store.ended_invocations().await.unwrap(), want);
 }
 
 /// The wall clock in ms: artifacts are stamped with it when stored (the embedded store uses

@@ -221,6 +221,9 @@ pub async fn transition(
     if tx.update_guarded(&write).await? != 1 {
         return Err(StoreError::Backend(format!("invocation {id} changed under its guard")));
     }
+    if next.state.is_terminal() && !g.lifecycle.state.is_terminal() {
+        count_ended(tx, id).await?;
+    }
     if may_owe_destination(&g.ctx, &next) {
         deliver_destination(tx, id, now).await?;
     }
@@ -279,6 +282,12 @@ async fn deliver_destination(tx: &impl Tx, id: &str, now: Millis) -> Result<()> 
     Ok(())
 }
 
+/// Adds ended record `id` (it just ended, or was written ended) to the ended totals, in the
+/// transaction that ended or wrote it.
+async fn count_ended(tx: &impl Tx, id: &str) -> Result<()> {
+    tx.execute(crate::rows::COUNT_ENDED, &[id.into()]).await.map(drop)
+}
+
 /// Expires a waiting event past its maximum age; whether it did.
 pub async fn expire(tx: &impl Tx, id: &str, now: Millis) -> Result<bool> {
     let error =
@@ -311,18 +320,27 @@ fn in_chunks<'a, T>(
 
 /// Writes the records of finished invocations (written behind their answer) a chunk of rows
 /// per statement: one plan and, on PostgreSQL, one round trip per chunk, not per row. A record
-/// already stored is left as it is.
+/// already stored is left as it is. What the batch adds to the ended totals is one row.
 pub async fn record_finished(tx: &impl Tx, records: &[InvocationRecord]) -> Result<()> {
-    static STATEMENTS: std::sync::LazyLock<[String; 2]> =
-        std::sync::LazyLock::new(|| RECORD_CHUNKS.map(crate::rows::insert_invocations));
+    use crate::rows::RETURNING_ENDED_BYTES;
+    static STATEMENTS: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+        RECORD_CHUNKS.map(|rows| format!("{}{RETURNING_ENDED_BYTES}", crate::rows::insert_invocations(rows)))
+    });
+    static ONE: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("{}{RETURNING_ENDED_BYTES}", crate::rows::insert_invocations(1)));
     let (chunks, rest) = in_chunks(records, &STATEMENTS);
+    let chunks = chunks.into_iter().chain(rest.chunks(1).map(|one| (ONE.as_str(), one)));
+    let (mut ended, mut bytes) = (0i64, 0i64);
     for (statement, chunk) in chunks {
         let inserts = chunk.iter().map(InsertInvocation::new).collect::<Result<Vec<_>>>()?;
         let values: Vec<Value<'_>> = inserts.iter().flat_map(InsertInvocation::values).collect();
-        tx.execute(statement, &values).await?;
+        for written in tx.select(statement, &values, false, |r| r.opt_int(0)).await?.into_iter().flatten() {
+            ended += 1;
+            bytes += written;
+        }
     }
-    for rec in rest {
-        tx.insert_invocation(rec).await?;
+    if ended > 0 {
+        tx.execute(crate::rows::ADD_ENDED, &[ended.into(), bytes.into()]).await?;
     }
     Ok(())
 }

@@ -190,6 +190,24 @@ pub fn insert_invocations(rows: usize) -> String {
     sql
 }
 
+/// Adds ended record `$1` (it just ended, or was written ended) to the ended totals.
+pub const COUNT_ENDED: &str = concat!(
+    "INSERT INTO ended_totals (records, bytes) SELECT 1, ",
+    crate::record_bytes!(),
+    " FROM invocations WHERE id = $1 AND finished_at IS NOT NULL"
+);
+
+/// Adds `$1` records of `$2` bytes (negative: removed) to the ended totals.
+pub const ADD_ENDED: &str = "INSERT INTO ended_totals (records, bytes) VALUES ($1, $2)";
+
+/// The ended totals, and how many rows hold them.
+pub const ENDED_TOTALS: &str = "SELECT CAST(COALESCE(SUM(records), 0) AS BIGINT), \
+     CAST(COALESCE(SUM(bytes), 0) AS BIGINT), COUNT(*) FROM ended_totals";
+
+/// What an inserted record adds to the ended totals: its bytes, or NULL if it has not ended.
+pub const RETURNING_ENDED_BYTES: &str =
+    concat!(" RETURNING CASE WHEN finished_at IS NULL THEN NULL ELSE ", crate::record_bytes!(), " END");
+
 /// What a transition needs of an invocation row, in [`read_guarded`]'s order.
 pub const GUARDED_COLUMNS: &str = "mode, received_at, retry, state, worker, due_at, attempt_epoch, \
      function_errors, lost_attempts, completed_epoch, completed_by";

@@ -55,6 +55,20 @@ pub fn check_version(current: i64, known: usize) -> Result<()> {
     Ok(())
 }
 
+/// The bytes of an invocation record that grow with use (payload, result, error, log): what
+/// retention's byte budget counts. One expression for both backends, so what a write adds to
+/// [`ENDED_TOTALS`] is exactly what a prune takes away.
+#[macro_export]
+macro_rules! record_bytes {
+    () => {
+        "octet_length(payload) + COALESCE(octet_length(result), 0) + COALESCE(octet_length(error), 0) \
+         + octet_length(log)"
+    };
+}
+
+/// [`record_bytes!`] as a constant.
+pub const RECORD_BYTES: &str = record_bytes!();
+
 /// Counters, functions, their revisions, versions and aliases.
 pub const CATALOG: &str = r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value {int} NOT NULL);
@@ -172,6 +186,17 @@ CREATE TABLE api_keys (
 /// Retention prunes ended records oldest first (`finished_at` is set only when one ends).
 pub const FINISHED_INDEX: &str =
     "CREATE INDEX invocations_finished ON invocations (finished_at) WHERE finished_at IS NOT NULL;";
+
+/// How many records of ended invocations there are and the bytes they hold (retention's byte
+/// budget), kept as rows that sum to the totals: each write that ends, writes or prunes ended
+/// records adds one row of its difference, in its own transaction (no row every writer waits
+/// for), and a read folds the rows into one. Seeded here from the records already kept.
+pub const ENDED_TOTALS: &str = concat!(
+    "CREATE TABLE ended_totals (records {int} NOT NULL, bytes {int} NOT NULL);\n",
+    "INSERT INTO ended_totals (records, bytes) SELECT COUNT(*), COALESCE(SUM(",
+    record_bytes!(),
+    "), 0) FROM invocations WHERE finished_at IS NOT NULL;"
+);
 
 /// Garbage collection of code: when each `$LATEST` revision was written (rows from before count
 /// as written at the upgrade, so none is collected sooner than its grace).
@@ -367,6 +392,7 @@ mod tests {
             TRACE_AND_REPORT,
             INVOCATION_HISTORY,
             CLUSTER_SECRETS,
+            ENDED_TOTALS,
         ]);
         assert!(!all.contains('{'), "unrendered placeholder in {all}");
     }
