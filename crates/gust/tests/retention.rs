@@ -138,3 +138,42 @@ fn async_work_past_its_caps_answers_429_on_both_apis() {
     let listed: Value = s.get("/v1/functions/a/invocations").json().unwrap();
     assert_eq!(listed["invocations"].as_array().map(Vec::len), Some(3), "{listed}");
 }
+
+/// With retention off, nothing is deleted, but the ended totals (what a byte budget would read)
+/// are still folded every interval: each ended record adds a row to them, and without the fold
+/// they would grow with every invocation for as long as the server runs.
+#[test]
+fn with_retention_off_the_ended_totals_are_still_folded() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &[
+            "--retain-invocations",
+            "off",
+            "--retain-invocation-bytes",
+            "off",
+            "--retention-interval-ms",
+            "200",
+        ],
+    );
+    s.deploy("echo", wasm_config(3000), fixture("echo"));
+    let ids: Vec<String> =
+        (0..8).map(|_| id_of(s.invoke("echo", None, b"async", &[("invocation-type", "async")]))).collect();
+    for id in &ids {
+        s.wait_terminal(id, Duration::from_secs(10));
+    }
+    let db = rusqlite::Connection::open_with_flags(
+        dir.path().join("gust.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let totals = || -> (i64, i64) {
+        db.query_row("SELECT COUNT(*), COALESCE(SUM(records), 0) FROM ended_totals", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap()
+    };
+    wait_until("the ended totals folded into one row", Duration::from_secs(10), || totals().0 == 1);
+    assert_eq!(totals().1, 8, "every ended record counted once");
+    assert!(ids.iter().all(|id| exists(&s, id)), "nothing deleted");
+}

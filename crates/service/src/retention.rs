@@ -142,14 +142,21 @@ impl Service {
         }
     }
 
-    /// Runs retention every interval.
+    /// Runs retention every interval. With no byte budget (or no retention at all) it still
+    /// reads the ended totals each interval: the read folds the rows every ended record adds
+    /// to them, which would otherwise grow without bound.
     pub(crate) async fn retainer(self: Arc<Self>) {
         let r = self.cfg.retention;
-        if r.max_age.is_none() && r.max_bytes.is_none() {
-            return;
-        }
         loop {
             tokio::time::sleep(r.interval).await;
+            if r.max_bytes.is_none() {
+                if let Err(e) = self.store.ended_invocations().await {
+                    tracing::warn!(error = %e, "folding the ended totals failed; it runs again next interval");
+                }
+            }
+            if r.max_age.is_none() && r.max_bytes.is_none() {
+                continue;
+            }
             match self.retain_once().await {
                 Ok(done) if done != Retained::default() => tracing::info!(
                     by_age = done.by_age.invocations,

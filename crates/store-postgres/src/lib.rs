@@ -1227,7 +1227,10 @@ impl Store for PgStore {
         let fold = "WITH gone AS (DELETE FROM ended_totals RETURNING records, bytes) \
              INSERT INTO ended_totals (records, bytes) \
              SELECT COALESCE(SUM(records), 0), COALESCE(SUM(bytes), 0) FROM gone HAVING COUNT(*) > 0";
-        PgTx(&client).run(fold, &[]).await?;
+        // Best effort: the answer stands without it (a full disk may refuse it).
+        if let Err(e) = PgTx(&client).run(fold, &[]).await {
+            tracing::warn!(error = %e, "postgres: folding the ended totals failed; the next read tries again");
+        }
         let read = |r: &dyn ColumnRow| {
             Ok(Pruned { invocations: r.int(0)?.max(0) as u64, bytes: r.int(1)?.max(0) as u64 })
         };

@@ -1094,17 +1094,25 @@ impl Store for SqliteStore {
     }
 
     async fn ended_invocations(&self) -> Result<Pruned> {
-        // The writer holds the database: the rows summed are the rows folded.
-        self.write(|tx| {
-            let totals = |r: &dyn ColumnRow| Ok((r.int(0)?, r.int(1)?, r.int(2)?));
-            let (records, bytes, parts) = tx.query_opt(rows::ENDED_TOTALS, &[], totals)?.unwrap_or_default();
-            if parts > 1 {
-                tx.run("DELETE FROM ended_totals", &[])?;
-                tx.run(rows::ADD_ENDED, &[records.into(), bytes.into()])?;
+        let totals = |r: &dyn ColumnRow| Ok((r.int(0)?, r.int(1)?, r.int(2)?));
+        let (records, bytes, parts) =
+            self.read(move |tx| tx.query_opt(rows::ENDED_TOTALS, &[], totals)).await?.unwrap_or_default();
+        if parts > 1 {
+            // Folded by the writer, which holds the database: the rows it sums are the rows it
+            // deletes. Best effort: the answer stands without it (a full disk may refuse it).
+            let fold = self
+                .write(move |tx| {
+                    let (records, bytes, _) =
+                        tx.query_opt(rows::ENDED_TOTALS, &[], totals)?.unwrap_or_default();
+                    tx.run("DELETE FROM ended_totals", &[])?;
+                    tx.run(rows::ADD_ENDED, &[records.into(), bytes.into()]).map(drop)
+                })
+                .await;
+            if let Err(e) = fold {
+                tracing::warn!(error = %e, "sqlite: folding the ended totals failed; the next read tries again");
             }
-            Ok(Pruned { invocations: records.max(0) as u64, bytes: bytes.max(0) as u64 })
-        })
-        .await
+        }
+        Ok(Pruned { invocations: records.max(0) as u64, bytes: bytes.max(0) as u64 })
     }
 
     async fn async_backlog(&self) -> Result<Vec<(String, u64)>> {

@@ -499,7 +499,9 @@ pub trait Store: Send + Sync + 'static {
     /// first (retention). Work still in flight is never touched. Returns what was freed.
     async fn prune_invocations(&self, finished_before: Millis, limit: usize) -> Result<Pruned>;
     /// How many records of ended invocations there are, and the bytes they hold (payloads,
-    /// results, errors, logs).
+    /// results, errors, logs). Read from totals kept as records end and go, never by reading
+    /// the records; the read folds the rows those writes added into one (call it regularly,
+    /// or they grow with every ended record).
     async fn ended_invocations(&self) -> Result<Pruned>;
     /// Async invocations waiting to run (QUEUED, PLACED, RETRY_WAIT), per function.
     async fn async_backlog(&self) -> Result<Vec<(String, u64)>>;
