@@ -29,13 +29,18 @@ fn exists(s: &Server, id: &str) -> bool {
     }
 }
 
+/// A server that keeps ended records for `age` and up to `bytes` (each may be `off`), with a
+/// retention pass every 200 ms.
+fn retaining(data_dir: &std::path::Path, age: &str, bytes: &str) -> Server {
+    let args =
+        ["--retain-invocations", age, "--retain-invocation-bytes", bytes, "--retention-interval-ms", "200"];
+    Server::start(data_dir, &args)
+}
+
 #[test]
 fn ended_records_go_after_their_retention_and_waiting_work_stays() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(
-        dir.path(),
-        &["--retain-invocations", "2s", "--retain-invocation-bytes", "off", "--retention-interval-ms", "200"],
-    );
+    let s = retaining(dir.path(), "2s", "off");
     s.deploy("echo", wasm_config(3000), fixture("echo"));
     let sync = id_of(s.invoke("echo", None, b"sync", &[]));
     let done = id_of(s.invoke("echo", None, b"async", &[("invocation-type", "async")]));
@@ -68,17 +73,7 @@ fn the_byte_budget_keeps_the_newest_records() {
     let dir = tempfile::tempdir().unwrap();
     // Each record holds its 4 KB payload and the same 4 KB as its result: 8 KB. A 40 KB
     // budget keeps the newest five (or so), never the oldest.
-    let s = Server::start(
-        dir.path(),
-        &[
-            "--retain-invocations",
-            "off",
-            "--retain-invocation-bytes",
-            "40KB",
-            "--retention-interval-ms",
-            "200",
-        ],
-    );
+    let s = retaining(dir.path(), "off", "40KB");
     s.deploy("echo", wasm_config(3000), fixture("echo"));
     let payload = vec![b'p'; 4096];
     let ids: Vec<String> = (0..12)
@@ -145,17 +140,7 @@ fn async_work_past_its_caps_answers_429_on_both_apis() {
 #[test]
 fn with_retention_off_the_ended_totals_are_still_folded() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(
-        dir.path(),
-        &[
-            "--retain-invocations",
-            "off",
-            "--retain-invocation-bytes",
-            "off",
-            "--retention-interval-ms",
-            "200",
-        ],
-    );
+    let s = retaining(dir.path(), "off", "off");
     s.deploy("echo", wasm_config(3000), fixture("echo"));
     let ids: Vec<String> =
         (0..8).map(|_| id_of(s.invoke("echo", None, b"async", &[("invocation-type", "async")]))).collect();
