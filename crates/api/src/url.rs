@@ -246,12 +246,7 @@ async fn serve(state: &AppState, id: &str, raw_path: String, req: Request) -> Re
         return message(StatusCode::BAD_REQUEST, "Bad Request");
     };
     // The invocation's record of a request served as it came: what it asked, not its body.
-    let summary = json!({
-        "version": "2.0",
-        "rawPath": raw_path,
-        "rawQueryString": raw_query,
-        "requestContext": { "apiId": url.url_id, "http": { "method": parts.method.as_str() } },
-    });
+    let summary = summary(&raw_path, &raw_query, &url.url_id, parts.method.as_str());
     let (method, version) = (parts.method.clone(), parts.version);
     let mut request = axum::http::Request::new(body);
     *request.method_mut() = parts.method;
@@ -277,7 +272,7 @@ async fn serve(state: &AppState, id: &str, raw_path: String, req: Request) -> Re
     let input = InvokeInput {
         function: url.function.clone(),
         qualifier: (url.qualifier != "$LATEST").then(|| url.qualifier.clone()),
-        payload: Bytes::from(summary.to_string()),
+        payload: Bytes::from(summary),
         mode: Mode::Sync,
         idempotency_key: None,
         client_context: None,
@@ -294,6 +289,34 @@ async fn serve(state: &AppState, id: &str, raw_path: String, req: Request) -> Re
         with_cors(&mut resp, cors, origin);
     }
     resp
+}
+
+/// What the record of a request served as it came keeps (what it asked, not its body): an
+/// event of its path, query, URL and method, written as it is borrowed (no JSON value built
+/// first: this runs for every request); keys in the order a JSON object of them would have.
+fn summary(raw_path: &str, raw_query: &str, url_id: &str, method: &str) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Summary<'a> {
+        #[serde(rename = "rawPath")]
+        raw_path: &'a str,
+        #[serde(rename = "rawQueryString")]
+        raw_query: &'a str,
+        #[serde(rename = "requestContext")]
+        context: Context<'a>,
+        version: &'static str,
+    }
+    #[derive(serde::Serialize)]
+    struct Context<'a> {
+        #[serde(rename = "apiId")]
+        api_id: &'a str,
+        http: Method<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct Method<'a> {
+        method: &'a str,
+    }
+    let context = Context { api_id: url_id, http: Method { method } };
+    serde_json::to_vec(&Summary { raw_path, raw_query, context, version: "2.0" }).unwrap_or_default()
 }
 
 /// The response of a finished invocation: the function's answer, or the error a URL shows.
@@ -741,6 +764,24 @@ mod tests {
             protocol: "HTTP/1.1".into(),
         };
         http_event(&url(), &r, "rid", 1_795_741_924_123, None)
+    }
+
+    #[test]
+    fn a_served_requests_summary_is_what_it_asked() {
+        let (path, query, id) = ("/a \"b\"/\u{fc}\\", "x=1&y=%22\"", "a".repeat(32));
+        let written = summary(path, query, &id, "PATCH");
+        let expected = json!({
+            "version": "2.0",
+            "rawPath": path,
+            "rawQueryString": query,
+            "requestContext": { "apiId": id, "http": { "method": "PATCH" } },
+        });
+        assert_eq!(serde_json::from_slice::<Value>(&written).unwrap(), expected);
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            expected.to_string(),
+            "the bytes records kept before"
+        );
     }
 
     #[test]

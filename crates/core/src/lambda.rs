@@ -77,22 +77,26 @@ pub const HTTP_INTEGRATION_RESPONSE: &str = "application/vnd.awslambda.http-inte
 /// The prelude of a streamed HTTP response (what [`split_prelude`] reads back): `statusCode`,
 /// repeated headers as `multiValueHeaders`, `Set-Cookie` as `cookies`, then eight NUL bytes.
 pub fn http_prelude(status: u16, headers: &http::HeaderMap) -> Vec<u8> {
-    let mut multi = serde_json::Map::new();
-    let mut cookies = Vec::new();
-    for (name, value) in headers {
-        let value = Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned());
-        if name == http::header::SET_COOKIE {
-            cookies.push(value);
-            continue;
-        }
-        match multi.entry(name.as_str()).or_insert_with(|| Value::Array(Vec::new())) {
-            Value::Array(values) => values.push(value),
-            _ => unreachable!("only lists are inserted"),
-        }
+    use std::borrow::Cow;
+    /// Serialized as it is borrowed (no JSON value built first: this runs for every request a
+    /// component serves at its URL); keys in the order a JSON object of them would have.
+    #[derive(serde::Serialize)]
+    struct Prelude<'a> {
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        cookies: Vec<Cow<'a, str>>,
+        #[serde(rename = "multiValueHeaders")]
+        multi: std::collections::BTreeMap<&'a str, Vec<Cow<'a, str>>>,
+        #[serde(rename = "statusCode")]
+        status: u16,
     }
-    let mut prelude = json!({ "statusCode": status, "multiValueHeaders": multi });
-    if !cookies.is_empty() {
-        prelude["cookies"] = Value::Array(cookies);
+    let mut prelude = Prelude { cookies: Vec::new(), multi: Default::default(), status };
+    for (name, value) in headers {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        if name == http::header::SET_COOKIE {
+            prelude.cookies.push(value);
+        } else {
+            prelude.multi.entry(name.as_str()).or_default().push(value);
+        }
     }
     let mut out = serde_json::to_vec(&prelude).unwrap_or_default();
     out.extend_from_slice(&[0; 8]);
@@ -280,6 +284,27 @@ mod tests {
         assert_eq!((prelude["statusCode"].as_u64(), body), (Some(201), &b"body\0bytes"[..]));
         assert!(split_prelude(b"{\"no\":\"separator\"}").is_none());
         assert!(split_prelude(b"[1]\0\0\0\0\0\0\0\0").is_none());
+    }
+
+    #[test]
+    fn a_response_head_becomes_its_prelude() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("content-type", "text/plain".parse().unwrap());
+        headers.append("x-a", "1".parse().unwrap());
+        headers.append("x-a", "two \"quoted\"".parse().unwrap());
+        headers.append("set-cookie", "a=1; Path=/".parse().unwrap());
+        headers.append("set-cookie", "b=2".parse().unwrap());
+        let prelude = http_prelude(404, &headers);
+        let expected = r#"{"cookies":["a=1; Path=/","b=2"],"multiValueHeaders":{"content-type":["text/plain"],"x-a":["1","two \"quoted\""]},"statusCode":404}"#;
+        assert_eq!(prelude, [expected.as_bytes(), &[0; 8]].concat());
+        let (read, body) = split_prelude(&prelude).unwrap();
+        assert_eq!(
+            (read["statusCode"].as_u64(), read["multiValueHeaders"]["x-a"][1].as_str(), body),
+            (Some(404), Some("two \"quoted\""), &b""[..])
+        );
+        // No cookies: no `cookies` key (as before).
+        let plain = http_prelude(200, &http::HeaderMap::new());
+        assert_eq!(plain, [&br#"{"multiValueHeaders":{},"statusCode":200}"#[..], &[0; 8]].concat());
     }
 
     #[test]
