@@ -21,6 +21,11 @@
 //!   bodies. Now attributes count too.
 //! - `message_attribute_values_are_checked_like_bodies`: control characters in string
 //!   attribute values were stored. Now they are refused as in bodies.
+//! - `nested_batch_entries_in_a_query_form_do_not_crash_the_server`: the query protocol's
+//!   batch entries were parsed by recursion on each entry's remaining keys, so one 31 KB form
+//!   whose key repeated `SendMessageBatchRequestEntry.1.` a thousand times overflowed a
+//!   runtime thread's stack and aborted the whole server (before any role check: a reader key,
+//!   or anyone on a server without a token). Now entries are one level deep, as SQS's are.
 //!
 //! Defences that hold (these tests pass, and pin them):
 //! - `roles_on_the_native_queue_routes`, `roles_on_the_sqs_api_with_sigv4`: a reader cannot
@@ -547,6 +552,44 @@ fn a_hostile_json_body_does_not_cost_the_server_many_times_its_size() {
         grew_mib < 150,
         "one 12 MB request raised the server's peak RSS by {grew_mib} MiB (status {status})"
     );
+}
+
+/// A query-protocol form (`POST /`, form-encoded, as older SDKs send) whose one key nests batch
+/// entries a thousand levels deep: an ordinary answer, and the server lives on.
+#[test]
+fn nested_batch_entries_in_a_query_form_do_not_crash_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), &[]);
+    let url = create_queue(&s, "q");
+    for prefix in [
+        "SendMessageBatchRequestEntry.1.",
+        "DeleteMessageBatchRequestEntry.1.",
+        "ChangeMessageVisibilityBatchRequestEntry.1.",
+    ] {
+        let form = format!("Action=ListQueues&{}X=1", prefix.repeat(1000));
+        let r = client()
+            .post(format!("{}/", s.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send();
+        let status = r.map(|r| r.status().as_u16());
+        assert!(matches!(status, Ok(200..=499)), "{prefix}: {status:?}");
+        assert!(s.is_running(), "the server died on a form nesting {prefix}");
+    }
+    // Entries one level deep still work.
+    let form = format!(
+        "Action=SendMessageBatch&QueueUrl={}&SendMessageBatchRequestEntry.1.Id=a&SendMessageBatchRequestEntry.1.MessageBody=hi",
+        url.replace(':', "%3A").replace('/', "%2F")
+    );
+    let r = client()
+        .post(format!("{}/", s.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .unwrap();
+    let (status, text) = (r.status().as_u16(), r.text().unwrap());
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("<SendMessageBatchResultEntry>") && text.contains("<Id>a</Id>"), "{text}");
 }
 
 /// Fixed: each waiting receive polls the store on its own every 200 ms

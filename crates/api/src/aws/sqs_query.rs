@@ -106,8 +106,27 @@ fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-/// The JSON protocol's input of a query request's (or a batch entry's) pairs.
+/// The JSON protocol's input of a query request's pairs: its fields, and its batch entries'
+/// (one level deep, as SQS's are: an entry's own fields never hold entries, so a key nesting
+/// entries is not followed, and a hostile form cannot recurse).
 fn input_of(pairs: &[(String, String)]) -> Map<String, Value> {
+    let mut input = fields_of(pairs);
+    for prefix in [
+        "SendMessageBatchRequestEntry",
+        "DeleteMessageBatchRequestEntry",
+        "ChangeMessageVisibilityBatchRequestEntry",
+    ] {
+        let entries: Vec<Value> =
+            indexed(pairs, prefix).values().map(|fields| Value::Object(fields_of(&owned(fields)))).collect();
+        if !entries.is_empty() {
+            input.insert("Entries".into(), Value::Array(entries));
+        }
+    }
+    input
+}
+
+/// The fields of a query request or of one batch entry: plain ones, attributes and names.
+fn fields_of(pairs: &[(String, String)]) -> Map<String, Value> {
     let mut input = Map::new();
     let structured = [
         "Attribute.",
@@ -169,17 +188,6 @@ fn input_of(pairs: &[(String, String)]) -> Map<String, Value> {
         .collect();
     if !message_attributes.is_empty() {
         input.insert("MessageAttributes".into(), Value::Object(message_attributes));
-    }
-    for prefix in [
-        "SendMessageBatchRequestEntry",
-        "DeleteMessageBatchRequestEntry",
-        "ChangeMessageVisibilityBatchRequestEntry",
-    ] {
-        let entries: Vec<Value> =
-            indexed(pairs, prefix).values().map(|fields| Value::Object(input_of(&owned(fields)))).collect();
-        if !entries.is_empty() {
-            input.insert("Entries".into(), Value::Array(entries));
-        }
     }
     input
 }
