@@ -31,6 +31,14 @@ pub(crate) const MIN_BODY_BYTES_PER_S: u64 = 64 * 1024;
 /// CreateFunction body fits seven times). What a handler holds after the read is not counted.
 pub(crate) const MAX_BODY_BYTES_IN_FLIGHT: usize = 512 * 1024 * 1024;
 
+/// Bytes of bodies being buffered at once before anyone knows who sent them: an AWS request
+/// that declares no payload hash (botocore's and the JS SDK's way) is signed over its body, so
+/// its signature can only be checked once the body is read. Anyone can start such a read (a
+/// wrong signature under a real key id), so these reads have a budget of their own and never
+/// take room from authenticated requests' (one 70 MB CreateFunction fits, with room for many
+/// small requests).
+pub(crate) const MAX_UNAUTHENTICATED_BYTES_IN_FLIGHT: usize = 128 * 1024 * 1024;
+
 /// How long a read waits for room in that budget before its request gets a 503.
 const BODY_BUDGET_WAIT: Duration = Duration::from_secs(2);
 
@@ -38,6 +46,9 @@ const BODY_BUDGET_WAIT: Duration = Duration::from_secs(2);
 /// doubling it each time (at most twice what it holds, never more than its limit), so a body
 /// in many small frames touches the semaphore a few times, not per frame.
 static BODY_BUDGET: Semaphore = Semaphore::const_new(MAX_BODY_BYTES_IN_FLIGHT / 1024);
+
+/// The budget of [`read_unauthenticated`], in KiB.
+static UNAUTHENTICATED_BUDGET: Semaphore = Semaphore::const_new(MAX_UNAUTHENTICATED_BYTES_IN_FLIGHT / 1024);
 
 /// The rules a body read keeps: [`read_bounded`] uses [`ReadRules::DEFAULT`]; tests
 /// shorten them and bring their own budget.
@@ -56,6 +67,10 @@ impl ReadRules {
         budget: &BODY_BUDGET,
         budget_wait: BODY_BUDGET_WAIT,
     };
+
+    /// A body read before its sender is authenticated: the same bounds, its own budget.
+    pub(crate) const UNAUTHENTICATED: ReadRules =
+        ReadRules { budget: &UNAUTHENTICATED_BUDGET, ..ReadRules::DEFAULT };
 
     /// When the next frame must have arrived, `received` bytes into the body.
     fn deadline(&self, start: tokio::time::Instant, received: usize) -> tokio::time::Instant {
@@ -110,6 +125,12 @@ impl Share {
 /// process's body budget a 503.
 pub(crate) async fn read_bounded(body: Body, limit: usize, what: &str) -> Result<Bytes, ApiError> {
     read_with(body, limit, what, ReadRules::DEFAULT).await
+}
+
+/// [`read_bounded`] for a body that must be read before its sender can be authenticated
+/// (see [`MAX_UNAUTHENTICATED_BYTES_IN_FLIGHT`]).
+pub(crate) async fn read_unauthenticated(body: Body, limit: usize, what: &str) -> Result<Bytes, ApiError> {
+    read_with(body, limit, what, ReadRules::UNAUTHENTICATED).await
 }
 
 pub(crate) async fn read_with(

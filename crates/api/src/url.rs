@@ -427,7 +427,18 @@ async fn authenticate(
     }
     let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
     let (req, access) = if authorization.starts_with("AWS4-HMAC-SHA256 ") {
-        let req = crate::aws::check_signed(state, req).await.map_err(|_| forbidden())?;
+        // A body is read for the signature (at most what a URL takes) only if it declares no
+        // hash; refusals of the body itself keep their status.
+        let req = crate::aws::check_signed(state, req, MAX_SYNC_PAYLOAD_BYTES).await.map_err(|e| match e
+            .status()
+        {
+            StatusCode::PAYLOAD_TOO_LARGE => too_large(),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
+            }
+            StatusCode::REQUEST_TIMEOUT => message(StatusCode::REQUEST_TIMEOUT, "Request Timeout"),
+            _ => forbidden(),
+        })?;
         let access = req.extensions().get::<Access>().cloned().ok_or_else(forbidden)?;
         (req, access)
     } else if let Some(presented) = crate::bearer(req.headers()) {

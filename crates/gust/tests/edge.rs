@@ -346,6 +346,94 @@ fn unauthenticated_requests_are_refused_before_their_body_is_read() {
     );
 }
 
+/// Attack (found by an attacker's review; failed before its fix): an AWS request that declares
+/// no payload hash (botocore's way) is signed over its body, so the body is read before the
+/// signature can be checked. Bodies held that way under the documented key id `gust` with a
+/// wrong signature took the process's whole body budget, and every authenticated request with
+/// a body (the admin's invoke too) got 503 `Busy`. Such reads now have a budget of their own.
+/// And a function URL read up to the AWS API's 70 MB of such a body (its payload limit is 6 MB).
+#[test]
+fn bodies_read_before_their_signature_cannot_starve_authenticated_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--token", "T"]);
+    let c = s.client();
+    let send = |method: reqwest::Method, path: &str, ct: &str, body: Vec<u8>| {
+        let r = c
+            .request(method, format!("{}{path}", s.url))
+            .bearer_auth("T")
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().unwrap())
+    };
+    let (status, text) = send(reqwest::Method::PUT, "/v1/functions/echo", "application/json", b"{}".to_vec());
+    assert!(status < 300, "{text}");
+    let (status, text) =
+        send(reqwest::Method::PUT, "/v1/functions/echo/code", "application/wasm", fixture("echo"));
+    assert!(status < 300, "{text}");
+    let (status, text) = send(
+        reqwest::Method::POST,
+        "/v1/functions/echo/url",
+        "application/json",
+        br#"{"auth_type":"AWS_IAM"}"#.to_vec(),
+    );
+    assert!(status < 300, "{text}");
+    let url_id = serde_json::from_str::<Value>(&text).unwrap()["url_id"].as_str().unwrap().to_string();
+    let date = amz_now();
+    let day = &date[..8];
+    let forged = format!(
+        "Authorization: AWS4-HMAC-SHA256 Credential=gust/{day}/us-east-1/lambda/aws4_request, SignedHeaders=host;x-amz-date, Signature={}\nX-Amz-Date: {date}",
+        "0".repeat(64)
+    );
+    // The URL refuses a forged request's 40 MB body as over its payload limit.
+    let head = format!(
+        "POST /url/{url_id}/ HTTP/1.1\nHost: {}\nConnection: close\nContent-Length: 40000000\n{forged}",
+        s.addr()
+    );
+    let r = raw(s.addr(), &head, &vec![b'x'; 40_000_000], Duration::from_secs(60));
+    assert_eq!(r.status, 413, "{}", String::from_utf8_lossy(&r.body));
+
+    // Forged CreateFunction requests (declaring 20 MB) that each send part of their body and
+    // stall, in waves of smaller parts until the bodies' budget is full: a read takes its share
+    // in doubling steps, and one that finds no room is answered (and let go) after 2 s.
+    let mut held: Vec<TcpStream> = Vec::new();
+    for (part, n) in [(8_600_000, 40), (1_100_000, 40), (70_000, 100), (5_000, 100), (1_000, 20)] {
+        let wave: Vec<_> = (0..n)
+            .map(|_| {
+                let (addr, forged) = (s.addr().to_string(), forged.clone());
+                std::thread::spawn(move || {
+                    let mut tcp = TcpStream::connect(&addr).unwrap();
+                    tcp.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let head = format!(
+                        "POST /2015-03-31/functions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 20000000\r\n{}\r\n\r\n",
+                        forged.replace('\n', "\r\n")
+                    );
+                    let _ = tcp.write_all(head.as_bytes()).and_then(|()| tcp.write_all(&vec![b'x'; part]));
+                    tcp
+                })
+            })
+            .collect();
+        let wave: Vec<TcpStream> = wave.into_iter().map(|t| t.join().unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(2500));
+        // Those answered already (no room for them) are let go.
+        held.extend(wave.into_iter().filter(|tcp| {
+            tcp.set_nonblocking(true).unwrap();
+            matches!(tcp.peek(&mut [0u8; 1]), Err(e) if e.kind() == ErrorKind::WouldBlock)
+        }));
+    }
+    assert!(held.len() >= 30, "only {} forged requests are held", held.len());
+    std::thread::sleep(Duration::from_millis(500));
+    // The admin's invoke with a body is served while those bodies are held.
+    let t = Instant::now();
+    let (status, text) =
+        send(reqwest::Method::POST, "/v1/functions/echo/invoke", "application/json", br#"{"a":1}"#.to_vec());
+    assert_eq!(status, 200, "after {:?}: {text}", t.elapsed());
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), json!({ "a": 1 }));
+    drop(held);
+}
+
 /// Opens `n` connections that each send the start of a request and stall.
 fn half_open(addr: &str, n: usize) -> Vec<TcpStream> {
     (0..n)

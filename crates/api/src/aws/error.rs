@@ -24,6 +24,10 @@ impl AwsError {
         AwsError { status, exception, message: message.into(), extra: Map::new() }
     }
 
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         AwsError::new(StatusCode::BAD_REQUEST, "InvalidParameterValueException", message)
     }

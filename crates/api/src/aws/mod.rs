@@ -127,15 +127,17 @@ pub(crate) async fn with_request_id(mut resp: Response) -> Response {
 /// unknown-key or stale Authorization is refused at once, and so is a bad signature over a
 /// declared `x-amz-content-sha256` (the body is then read, bounded, and must match the
 /// declared hash). Only a request that declares no hash (botocore's) has its body read first,
-/// since the signature covers the body's hash.
+/// since the signature covers the body's hash, and from a budget of its own (see
+/// [`crate::body::MAX_UNAUTHENTICATED_BYTES_IN_FLIGHT`]).
 async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    match check_signed(&state, req).await {
+    match check_signed(&state, req, MAX_AWS_BODY_BYTES).await {
         Ok(req) => next.run(req).await,
         Err(e) => e.into_response(),
     }
 }
 
-pub(crate) async fn check_signed(state: &AppState, req: Request) -> Result<Request, AwsError> {
+/// Checks a SigV4-signed request; its body, if read here, is at most `limit` bytes.
+pub(crate) async fn check_signed(state: &AppState, req: Request, limit: usize) -> Result<Request, AwsError> {
     use sha2::{Digest, Sha256};
     use sigv4::DeclaredPayload;
     let now = std::time::SystemTime::now()
@@ -169,7 +171,7 @@ pub(crate) async fn check_signed(state: &AppState, req: Request) -> Result<Reque
             }
             DeclaredPayload::Sha256(claimed) => {
                 check(&claimed)?;
-                let bytes = crate::body::read_bounded(body, MAX_AWS_BODY_BYTES, "the request").await?;
+                let bytes = crate::body::read_bounded(body, limit, "the request").await?;
                 if hex::encode(Sha256::digest(&bytes)) != claimed {
                     return Err(sigv4::SigError::Invalid(
                         "x-amz-content-sha256 does not match the body".into(),
@@ -179,7 +181,8 @@ pub(crate) async fn check_signed(state: &AppState, req: Request) -> Result<Reque
                 Body::from(bytes)
             }
             DeclaredPayload::Absent => {
-                let bytes = crate::body::read_bounded(body, MAX_AWS_BODY_BYTES, "the request").await?;
+                // Read before anyone knows who sent it: from the budget of such reads.
+                let bytes = crate::body::read_unauthenticated(body, limit, "the request").await?;
                 check(&hex::encode(Sha256::digest(&bytes)))?;
                 Body::from(bytes)
             }
