@@ -211,6 +211,18 @@ async fn heartbeat(
     if hb.warm.len() > protocol::MAX_WARM_REPORTED {
         return Err(ApiError::bad_request("InvalidRequest", "too many warm environments reported"));
     }
+    if hb.runtimes.len() > protocol::MAX_RUNTIMES_REPORTED {
+        return Err(ApiError::bad_request(
+            "InvalidRequest",
+            format!("at most {} runtimes may be reported", protocol::MAX_RUNTIMES_REPORTED),
+        ));
+    }
+    if hb.capacity as usize > protocol::MAX_WORKER_CAPACITY {
+        return Err(ApiError::bad_request(
+            "InvalidRequest",
+            format!("a worker's capacity is at most {}", protocol::MAX_WORKER_CAPACITY),
+        ));
+    }
     let digest = |w: &String| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit());
     if !hb.warm.iter().all(digest) {
         return Err(ApiError::bad_request(
@@ -267,6 +279,12 @@ fn attempts_route(call: AttemptsCall) -> MethodRouter<AppState> {
 async fn attempts(
     call: AttemptsCall, s: AppState, OwnCall(worker, r): OwnCall<AttemptsRequest>,
 ) -> ApiResult {
+    if r.attempts.len() > protocol::MAX_WORKER_CAPACITY {
+        return Err(ApiError::bad_request(
+            "InvalidRequest",
+            format!("at most {} attempts fit in one call (a worker's most)", protocol::MAX_WORKER_CAPACITY),
+        ));
+    }
     let results = match call {
         AttemptsCall::Renew => s.service.worker_renew(&worker, r.attempts).await?,
         AttemptsCall::Release => s.service.worker_release(&worker, r.attempts).await?,
@@ -337,14 +355,27 @@ fn completion(worker: WorkerId, c: CompleteRequest) -> Result<Completion, ApiErr
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as gust_core::Millis);
     // What a worker reports is bounded as a local attempt's is: its log to its tail, its error
-    // and figures to what an attempt can produce.
+    // and figures to what an attempt can produce, and a result past the limit fails the
+    // attempt as a local one's does.
+    let limit = gust_core::limits::MAX_RESULT_BYTES;
+    let (succeeded, result, error) = match result {
+        Some(r) if r.len() > limit => {
+            let error = gust_core::FunctionErrorBody {
+                error_type: gust_core::ErrorKind::ResultTooLarge,
+                error_message: format!("the function's output exceeded {limit} bytes"),
+                runtime_error: None,
+            };
+            (false, None, Some(error))
+        }
+        result => (c.succeeded, result, c.error.map(bounded_error)),
+    };
     Ok(Completion {
         id: c.invocation_id,
         worker,
         epoch: c.epoch,
-        outcome: if c.succeeded { AttemptOutcome::Succeeded } else { AttemptOutcome::FunctionError },
+        outcome: if succeeded { AttemptOutcome::Succeeded } else { AttemptOutcome::FunctionError },
         result,
-        error: c.error.map(bounded_error),
+        error,
         log: tail(c.log, gust_core::limits::MAX_LOG_BYTES),
         report: c.report.map(|r| r.bounded(now)),
     })

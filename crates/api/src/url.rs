@@ -172,9 +172,20 @@ async fn answer(state: AppState, id: String, raw_path: String, sandboxed: bool, 
         for c in cookies {
             h.append(header::SET_COOKIE, c);
         }
+        for name in ORIGIN_WIDE_HEADERS {
+            h.remove(*name);
+        }
     }
     resp
 }
+
+/// Response headers that act on the whole origin, not the path they came from: on the origin
+/// every path-based URL shares with the API and the console, one tenant's function could wipe
+/// everyone's cookies and storage (`Clear-Site-Data`), widen a service worker's scope, pin
+/// HTTPS or send browsers to another server for the whole host. Dropped there (a function at
+/// its own host, `--url-domain`, has an origin of its own and keeps them).
+const ORIGIN_WIDE_HEADERS: &[&str] =
+    &["clear-site-data", "service-worker-allowed", "strict-transport-security", "alt-svc"];
 
 /// A `Set-Cookie` value confined under `prefix` (`/url/<id>`): its `Path` is taken as
 /// relative to the URL (as the function sees its paths), a missing one becomes the URL's root,
@@ -624,6 +635,12 @@ pub(crate) fn http_response(result: &[u8]) -> Result<Response, String> {
     structured(&obj, Body::from(body))
 }
 
+/// Most headers (cookies included) a function's answer may carry, and most bytes of their
+/// names and values: far above what a web app sends, far below what would hold the server's
+/// memory or panic its header map (24,576 names).
+const MAX_ANSWER_HEADERS: usize = 1_000;
+const MAX_ANSWER_HEADER_BYTES: usize = 256 * 1024;
+
 /// A response with the status, headers and cookies of `obj` (a structured answer or a
 /// streamed response's prelude) around `body`.
 fn structured(obj: &Value, body: Body) -> Result<Response, String> {
@@ -643,13 +660,21 @@ fn structured(obj: &Value, body: Body) -> Result<Response, String> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
+    let (mut count, mut bytes) = (0usize, 0usize);
     let mut add = |name: &str, value: &str| -> Result<(), String> {
+        count += 1;
+        bytes += name.len() + value.len();
+        if count > MAX_ANSWER_HEADERS || bytes > MAX_ANSWER_HEADER_BYTES {
+            return Err(format!(
+                "more than {MAX_ANSWER_HEADERS} headers or {MAX_ANSWER_HEADER_BYTES} bytes of them"
+            ));
+        }
         let name =
             HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{name:?} is not a header name"))?;
         let value =
             HeaderValue::from_str(value).map_err(|_| format!("the value of {name} is not a header value"))?;
         if !is_servers_own(&name) {
-            h.append(name, value);
+            h.try_append(name, value).map_err(|_| "too many headers".to_string())?;
         }
         Ok(())
     };
@@ -888,6 +913,22 @@ mod tests {
         ] {
             assert!(http_response(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn an_answer_has_a_bounded_number_of_headers() {
+        let answer = |n: usize| {
+            let headers: serde_json::Map<String, Value> =
+                (0..n).map(|i| (format!("h{i}"), json!("v"))).collect();
+            json!({ "statusCode": 200, "headers": headers }).to_string()
+        };
+        assert_eq!(http_response(answer(MAX_ANSWER_HEADERS).as_bytes()).unwrap().headers().len(), 1_001);
+        // Past a header map's own capacity (24,576 names) it would panic, not refuse.
+        for n in [MAX_ANSWER_HEADERS + 1, 30_000] {
+            assert!(http_response(answer(n).as_bytes()).is_err(), "{n}");
+        }
+        let cookies = json!({ "statusCode": 200, "cookies": vec!["a=1"; MAX_ANSWER_HEADERS + 1] });
+        assert!(http_response(cookies.to_string().as_bytes()).is_err());
     }
 
     #[test]

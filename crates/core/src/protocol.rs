@@ -47,6 +47,12 @@ pub const MAX_WORKER_ID_BYTES: usize = 128;
 /// heartbeat with more, or with anything but SHA-256 hex digests, is refused): the server
 /// stores each heartbeat, so it must stay small (at most ~1 MB).
 pub const MAX_WARM_REPORTED: usize = 16_384;
+/// Most runtimes one heartbeat may report (there are a handful; more is refused).
+pub const MAX_RUNTIMES_REPORTED: usize = 64;
+/// The most invocations one worker runs at once (`gust worker --capacity`; a heartbeat with
+/// more is refused), and so the most attempts one renewal or release names: each is a step
+/// of one store transaction every other writer of a SQLite store waits behind.
+pub const MAX_WORKER_CAPACITY: usize = 10_000;
 
 /// `POST`, authenticated with the enrollment token: [`EnrollRequest`] → 201 [`IssuedCredential`].
 pub const ENROLL_PATH: &str = "/internal/v1/workers/enroll";
@@ -269,7 +275,7 @@ impl Assignment {
 /// An attempt: an invocation and the epoch of its attempt.
 pub type Attempt = (InvocationId, u64);
 
-/// Renew (or release) the leases of these attempts.
+/// Renew (or release) the leases of these attempts (at most [`MAX_WORKER_CAPACITY`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttemptsRequest {

@@ -67,8 +67,8 @@ pub struct WorkerOpts {
     /// line): the worker runs as worker NAME (`--name`) without the enrollment token.
     #[arg(long, env = "GUST_WORKER_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
-    /// Invocations this worker runs at once.
-    #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENCY)]
+    /// Invocations this worker runs at once (1 to 10,000).
+    #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENCY, value_parser = parse_capacity)]
     pub capacity: usize,
     /// Where compiled modules are cached.
     #[arg(long, default_value = "./.gust-worker")]
@@ -747,6 +747,15 @@ async fn heartbeat_loop(s: Arc<State>) {
             () = tokio::time::sleep(every) => {}
             () = s.heartbeat_now.notified() => {}
         }
+    }
+}
+
+/// `--capacity`: what one worker may report (the server refuses more).
+fn parse_capacity(s: &str) -> Result<usize, String> {
+    let most = protocol::MAX_WORKER_CAPACITY;
+    match s.parse::<usize>() {
+        Ok(n) if (1..=most).contains(&n) => Ok(n),
+        _ => Err(format!("the capacity is a number from 1 to {most}")),
     }
 }
 

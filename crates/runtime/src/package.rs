@@ -46,6 +46,11 @@ pub const MAX_ENTRIES: usize = 20_000;
 const MAX_LINK_HOPS: usize = 40;
 /// Longest link target: `PATH_MAX` less its terminating NUL.
 const MAX_LINK_TARGET: u64 = 4095;
+/// Path components followed while checking all of a package's links together: thousands of
+/// times what real packages need (a `node_modules/.bin` link is a few components), and a
+/// fraction of a second of CPU; what 20,000 links of 4 KB targets, each a chain of 40 such
+/// links, would take is minutes.
+const MAX_LINK_STEPS: usize = 2_000_000;
 
 /// Limits applied to one package.
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +80,8 @@ pub enum PackageError {
     BadLinkTarget(String),
     #[error("zip entry {0:?} is a link in a loop or a chain of more than {MAX_LINK_HOPS} links")]
     LinkLoop(String),
+    #[error("the package's links are too long to follow: checking them took more than {MAX_LINK_STEPS} path components (use shorter link targets or fewer chained links)")]
+    LinksTooLong,
     #[error("zip entry {0:?} is a {1}: only regular files, directories and symbolic links are allowed")]
     UnsupportedType(String, &'static str),
     #[error("zip entry {0:?} appears more than once in the package")]
@@ -289,17 +296,29 @@ enum Resolved {
     Inside,
     Outside,
     Loop,
+    TooLong,
+}
+
+/// What resolving the package's links shares: the links by path, how deep the deepest is (a
+/// path deeper than that is no link: not looked up, so one step costs no more than that
+/// depth), and the steps left of [`MAX_LINK_STEPS`].
+struct Links<'a> {
+    by_path: HashMap<Vec<String>, &'a str>,
+    deepest: usize,
+    steps_left: usize,
 }
 
 /// Resolves `target` from the directory `at` (components below the root), expanding the
 /// package's links as they are met. `..` at the root, or an absolute target, is `Outside`.
-fn resolve(
-    links: &HashMap<Vec<String>, &str>, at: &mut Vec<String>, target: &str, hops: &mut usize,
-) -> Resolved {
+fn resolve(links: &mut Links<'_>, at: &mut Vec<String>, target: &str, hops: &mut usize) -> Resolved {
     if target.starts_with('/') {
         return Resolved::Outside;
     }
     for c in target.split('/') {
+        links.steps_left = match links.steps_left.checked_sub(1) {
+            Some(left) => left,
+            None => return Resolved::TooLong,
+        };
         match c {
             "" | "." => {}
             ".." => {
@@ -309,7 +328,11 @@ fn resolve(
             }
             c => {
                 at.push(c.to_string());
-                if let Some(next) = links.get(at.as_slice()) {
+                let next = match at.len() <= links.deepest {
+                    true => links.by_path.get(at.as_slice()).copied(),
+                    false => None,
+                };
+                if let Some(next) = next {
                     *hops += 1;
                     if *hops > MAX_LINK_HOPS {
                         return Resolved::Loop;
@@ -330,11 +353,12 @@ fn resolve(
 /// link, followed through the others, stays inside the root.
 fn check_tree(entries: &[Entry]) -> Result<(), PackageError> {
     let mut kinds: HashMap<&[String], &Entry> = HashMap::with_capacity(entries.len());
-    let mut links: HashMap<Vec<String>, &str> = HashMap::new();
+    let mut links = Links { by_path: HashMap::new(), deepest: 0, steps_left: MAX_LINK_STEPS };
     for entry in entries {
         kinds.insert(&entry.path, entry);
         if let Kind::Link { target } = &entry.kind {
-            links.insert(entry.path.clone(), target);
+            links.by_path.insert(entry.path.clone(), target);
+            links.deepest = links.deepest.max(entry.path.len());
         }
     }
     for entry in entries {
@@ -347,10 +371,11 @@ fn check_tree(entries: &[Entry]) -> Result<(), PackageError> {
         }
         if let Kind::Link { target } = &entry.kind {
             let mut at = entry.path[..entry.path.len() - 1].to_vec();
-            match resolve(&links, &mut at, target, &mut 0) {
+            match resolve(&mut links, &mut at, target, &mut 0) {
                 Resolved::Inside => {}
                 Resolved::Outside => return Err(PackageError::UnsafeLink(entry.name.clone())),
                 Resolved::Loop => return Err(PackageError::LinkLoop(entry.name.clone())),
+                Resolved::TooLong => return Err(PackageError::LinksTooLong),
             }
         }
     }
@@ -662,6 +687,17 @@ mod tests {
         let got = write_entries(&pkg, &entries, "task", &sandbox.tasks(), PackageLimits::default());
         assert!(matches!(&got, Err(PackageError::Io(m)) if m.contains("\"x3\"")), "{got:?}");
         sandbox.assert_untouched(&before, None);
+    }
+
+    #[test]
+    fn following_links_is_bounded_for_the_whole_package() {
+        // Each target is 2,048 components deep and inside: alone, any of them is fine.
+        let target = format!("{}y", "y/".repeat(2047));
+        let names: Vec<String> = (0..1_200).map(|i| format!("l{i}")).collect();
+        let few: Vec<E> = names[..100].iter().map(|n| E::Link(n, &target)).collect();
+        assert!(check(&zip_entries(&few), PackageLimits::default(), false).is_ok());
+        let many: Vec<E> = names.iter().map(|n| E::Link(n, &target)).collect();
+        assert_refused(&zip_entries(&many), PackageError::LinksTooLong);
     }
 
     #[test]

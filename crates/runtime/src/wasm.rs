@@ -703,10 +703,11 @@ impl WasmRuntime {
         if let Some(t) = req.trace_id {
             wasi.env("_X_AMZN_TRACE_ID", t);
         }
+        let (http_ctx, table) = http::host_resources(req.memory_mb);
         let host = http::HttpHost {
             wasi: wasi.build(),
-            http: wasmtime_wasi_http::WasiHttpCtx::new(),
-            table: wasmtime::component::ResourceTable::new(),
+            http: http_ctx,
+            table,
             limits: MemoryLimit::new(req.memory_mb),
             hooks: outbound::Outbound::new(req.allowed_outbound_hosts, self.allow_private_outbound),
         };

@@ -458,9 +458,6 @@ impl Service {
         &self, worker: &WorkerId, attempts: Vec<(InvocationId, u64)>, until: gust_core::Millis, release: bool,
     ) -> Result<Vec<std::result::Result<(), Rejected>>> {
         let (mut answered, others) = self.direct.renew(worker, &attempts, until, release);
-        if release {
-            attempts.iter().for_each(|(id, _)| self.remote_slots.end(id));
-        }
         if !others.is_empty() {
             let theirs: Vec<(InvocationId, u64)> = others.iter().map(|&i| attempts[i].clone()).collect();
             let stored = if release {
@@ -472,8 +469,14 @@ impl Service {
             answered.extend(others.into_iter().zip(stored));
         }
         answered.sort_by_key(|(i, _)| *i);
-        let kept = answered.iter().filter(|(_, r)| r.is_ok()).map(|(i, _)| &attempts[*i].0);
-        self.remote_slots.renewed(kept);
+        // Only the attempt's own worker, renewing or handing back its current attempt, keeps
+        // or gives back its concurrency slot: a refused entry (another worker's attempt, an
+        // older epoch) leaves the slot to the attempt that holds it.
+        let taken = answered.iter().filter(|(_, r)| r.is_ok()).map(|(i, _)| &attempts[*i].0);
+        match release {
+            true => taken.for_each(|id| self.remote_slots.end(id)),
+            false => self.remote_slots.renewed(taken),
+        }
         Ok(answered.into_iter().map(|(_, r)| r).collect())
     }
 
@@ -496,6 +499,9 @@ impl Service {
         };
         if !matches!(result, Err(StoreError::Rejected(Rejected::NotOwner))) {
             self.dispatch.completed(&id);
+        }
+        // A fenced report is of an attempt that no longer holds the slot (a newer one may).
+        if matches!(result, Ok(_) | Err(StoreError::Rejected(Rejected::AlreadyCompleted(_)))) {
             self.remote_slots.end(&id);
         }
         match result {

@@ -653,9 +653,9 @@ impl<C: GenericClient> Tx for PgTx<'_, C> {
         }
     }
 
-    async fn bump(&self, counter: Counter) -> Result<u64> {
-        let sql = "UPDATE meta SET value = value + 1 WHERE key = $1 RETURNING value";
-        let value = self.query_opt(sql, &[counter.key().into()], |r| r.int(0)).await?;
+    async fn bump(&self, counter: Counter, by: u64) -> Result<u64> {
+        let sql = "UPDATE meta SET value = value + $2 WHERE key = $1 RETURNING value";
+        let value = self.query_opt(sql, &[counter.key().into(), (by as i64).into()], |r| r.int(0)).await?;
         Ok(value.ok_or_else(|| StoreError::Backend(format!("counter {} is missing", counter.key())))? as u64)
     }
 

@@ -153,8 +153,8 @@ pub trait Tx {
     /// The invocation holding idempotency `key` for `function`.
     async fn id_by_key(&self, function: &str, key: &str) -> Result<Option<String>>;
     async fn ids(&self, scan: Scan<'_>) -> Result<Vec<String>>;
-    /// Adds one to `counter`; its new value.
-    async fn bump(&self, counter: Counter) -> Result<u64>;
+    /// Adds `by` to `counter`; its new value.
+    async fn bump(&self, counter: Counter, by: u64) -> Result<u64>;
 
     /// A function, locked against other writers of it if `lock`.
     async fn load_function(&self, name: &str, lock: bool) -> Result<Option<FunctionConfig>>;
@@ -500,8 +500,8 @@ pub async fn renew_leases(
         }
         answers.push((i, r));
     }
-    for _ in 0..fenced {
-        tx.bump(Counter::FencedRenewals).await?;
+    if fenced > 0 {
+        tx.bump(Counter::FencedRenewals, fenced).await?;
     }
     Ok(in_caller_order(answers))
 }
@@ -535,8 +535,8 @@ pub async fn complete(
 /// Counts `n` fenced completions: a batch of completions (rows locked in id order) counts its
 /// fenced ones once every row is locked (see [`id_order`]).
 pub async fn count_fenced_completions(tx: &impl Tx, n: usize) -> Result<()> {
-    for _ in 0..n {
-        tx.bump(Counter::FencedCompletions).await?;
+    if n > 0 {
+        tx.bump(Counter::FencedCompletions, n as u64).await?;
     }
     Ok(())
 }
@@ -629,7 +629,7 @@ pub async fn write_function(
     tx.lock_name(name).await?;
     let existing = tx.load_function(name, true).await?;
     check_revision(expect, existing.as_ref().map_or(0, |f| f.revision))?;
-    let revision = tx.bump(Counter::SnapshotVersion).await?;
+    let revision = tx.bump(Counter::SnapshotVersion, 1).await?;
     let spec_json = crate::secrets::seal_spec(&spec)?;
     let code = code.map(str::to_string).or_else(|| existing.as_ref().and_then(|f| f.code_sha256.clone()));
     let values: [Value; _] =
@@ -653,7 +653,7 @@ pub async fn set_function_code(
 ) -> Result<FunctionConfig> {
     let mut f = require_function(tx, name, expect).await?;
     tx.hold_artifact(code).await?;
-    let revision = tx.bump(Counter::SnapshotVersion).await?;
+    let revision = tx.bump(Counter::SnapshotVersion, 1).await?;
     let spec_json = crate::secrets::seal_spec(&f.spec)?;
     tx.execute(crate::rows::SET_CODE, &[name.into(), code.into(), revision.into(), now.into()]).await?;
     let values: [Value; _] =
@@ -669,7 +669,7 @@ pub async fn set_function_code(
 /// many were cancelled.
 pub async fn delete_function(tx: &impl Tx, name: &str, expect: Option<u64>, now: Millis) -> Result<u64> {
     require_function(tx, name, expect).await?;
-    tx.bump(Counter::SnapshotVersion).await?;
+    tx.bump(Counter::SnapshotVersion, 1).await?;
     tx.delete_function_rows(name).await?;
     let error = system_error(ErrorKind::FunctionDeleted, format!("function {name} was deleted"));
     let mut cancelled = 0;
@@ -697,7 +697,7 @@ pub async fn publish_version(
         }
     }
     let number = tx.next_version(name).await?;
-    tx.bump(Counter::SnapshotVersion).await?;
+    tx.bump(Counter::SnapshotVersion, 1).await?;
     let spec = version_spec(&f.spec, description);
     let spec_json = crate::secrets::seal_spec(&spec)?;
     let values: [Value; _] = [
@@ -723,7 +723,7 @@ pub async fn publish_version(
 pub async fn delete_version(tx: &impl Tx, name: &str, number: u64) -> Result<()> {
     require_function(tx, name, None).await?;
     refuse_if_routed(name, number, &tx.alias_routings(name).await?)?;
-    tx.bump(Counter::SnapshotVersion).await?;
+    tx.bump(Counter::SnapshotVersion, 1).await?;
     if tx.delete_version_row(name, number).await? == 0 {
         return Err(StoreError::NotFound { kind: Kind::Version, name: format!("{name}:{number}") });
     }
@@ -742,7 +742,7 @@ pub async fn put_alias(
             return Err(StoreError::NotFound { kind: Kind::Version, name: format!("{function}:{v}") });
         }
     }
-    let revision = tx.bump(Counter::SnapshotVersion).await?;
+    let revision = tx.bump(Counter::SnapshotVersion, 1).await?;
     let routing_json = serde_json::to_string(&routing).map_err(crate::rows::json_err)?;
     let values: [Value; _] = [
         function.into(),
@@ -770,7 +770,7 @@ pub async fn delete_alias(tx: &impl Tx, function: &str, alias: &str, expect: Opt
         .await?
         .ok_or_else(|| StoreError::NotFound { kind: Kind::Alias, name: format!("{function}:{alias}") })?;
     check_revision(expect, current)?;
-    tx.bump(Counter::SnapshotVersion).await?;
+    tx.bump(Counter::SnapshotVersion, 1).await?;
     // An alias's URL goes with it (as in Lambda); its id is never reused.
     tx.execute(crate::rows::DELETE_URL, &[function.into(), alias.into()]).await?;
     tx.delete_alias_row(function, alias).await
@@ -802,7 +802,7 @@ pub async fn create_url(tx: &impl Tx, url: &FunctionUrl) -> Result<()> {
             url.function, url.qualifier
         )));
     }
-    tx.bump(Counter::SnapshotVersion).await?;
+    tx.bump(Counter::SnapshotVersion, 1).await?;
     let config = serde_json::to_string(&url.config).map_err(crate::rows::json_err)?;
     let values: [Value; _] = [
         url.url_id.as_str().into(),
@@ -825,7 +825,7 @@ pub async fn update_url(
         .await?
         .pop()
         .ok_or_else(|| url_not_found(function, qualifier))?;
-    tx.bump(Counter::SnapshotVersion).await?;
+    tx.bump(Counter::SnapshotVersion, 1).await?;
     let json = serde_json::to_string(config).map_err(crate::rows::json_err)?;
     let values: [Value; _] = [function.into(), qualifier.into(), json.as_str().into(), now.into()];
     tx.execute(crate::rows::UPDATE_URL, &values).await?;
@@ -840,6 +840,6 @@ pub async fn delete_url(tx: &impl Tx, function: &str, qualifier: &str) -> Result
     if tx.execute(crate::rows::DELETE_URL, &[function.into(), qualifier.into()]).await? == 0 {
         return Err(url_not_found(function, qualifier));
     }
-    tx.bump(Counter::SnapshotVersion).await?;
+    tx.bump(Counter::SnapshotVersion, 1).await?;
     Ok(())
 }

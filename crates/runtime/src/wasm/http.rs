@@ -36,6 +36,30 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::MemoryLimit;
 
+/// Most bytes one `fields` resource (a set of headers or trailers a component builds) may
+/// hold in the host's memory, counted as wasmtime counts them (names, values and the map's
+/// own overhead): eight times the 8 KiB most proxies take on the wire.
+const FIELD_BYTES: usize = 64 * 1024;
+/// Resources (fields, streams, pollables, requests, ...) a component holds at once, at least.
+const MIN_RESOURCES: usize = 1_024;
+
+/// The HTTP context and resource table of one component instance, bounded by its memory
+/// limit. What a component keeps in resources lives in the server's memory, outside its
+/// linear memory and so outside `memory_mb`; wasmtime bounds one `fields` and the count of
+/// resources (a million), not their product (~120 GB of headers). Here the product is at
+/// most the function's memory, or 64 MiB for a smaller one.
+pub(super) fn host_resources(memory_mb: u32) -> (WasiHttpCtx, ResourceTable) {
+    let mut http = WasiHttpCtx::new();
+    http.set_field_size_limit(FIELD_BYTES);
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(max_resources(memory_mb));
+    (http, table)
+}
+
+fn max_resources(memory_mb: u32) -> usize {
+    ((memory_mb as usize) << 20).div_ceil(FIELD_BYTES).max(MIN_RESOURCES)
+}
+
 /// What a component instance's store holds.
 pub(super) struct HttpHost {
     pub(super) wasi: WasiCtx,
@@ -202,6 +226,16 @@ pub(super) const SCHEME: Scheme = Scheme::Http;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_components_headers_are_bounded_by_its_memory() {
+        for memory_mb in [1, 64, 128, 4096] {
+            let (_, table) = host_resources(memory_mb);
+            let most = table.max_capacity() * FIELD_BYTES;
+            assert!(most <= ((memory_mb as usize) << 20).max(64 << 20), "{memory_mb} MB: {most}");
+            assert!(table.max_capacity() >= MIN_RESOURCES);
+        }
+    }
 
     #[test]
     fn an_http_event_becomes_its_request() {
