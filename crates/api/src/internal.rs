@@ -211,6 +211,10 @@ async fn heartbeat(
     if hb.warm.len() > protocol::MAX_WARM_REPORTED {
         return Err(ApiError::bad_request("InvalidRequest", "too many warm environments reported"));
     }
+    // The store keeps it as a signed 64-bit integer: past that it would wrap negative.
+    if i64::try_from(hb.revision).is_err() {
+        return Err(ApiError::bad_request("InvalidRequest", "revision must be below 2^63"));
+    }
     if hb.runtimes.len() > protocol::MAX_RUNTIMES_REPORTED {
         return Err(ApiError::bad_request(
             "InvalidRequest",

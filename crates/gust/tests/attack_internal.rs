@@ -570,3 +570,40 @@ fn a_wasi_http_component_cannot_hold_the_servers_memory_in_headers() {
         grown / 1024
     );
 }
+
+/// What the store keeps of a worker must read back as it was sent: a heartbeat revision past
+/// 2^63 wrapped negative in the store, after which every later (smaller) revision of that
+/// worker id was ignored as older, for good, even across a new credential; and `.` or `..` as
+/// a worker's name made its own paths (`/internal/v1/workers/../poll`) unusable.
+#[test]
+fn a_worker_cannot_wedge_its_row_with_a_revision_or_a_name_no_path_can_carry() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &REMOTE_ONLY);
+    let (id, secret) = enroll(&s, "wedge");
+    let hb = |revision: u64| {
+        let hb = json!({
+            "id": id, "revision": revision, "runtimes": ["wasm"], "capacity": 1,
+            "running": 0, "warm": [], "snapshot_version": 0,
+        });
+        post_as(&s, &secret, "/internal/v1/workers/heartbeat", &hb).status().as_u16()
+    };
+    assert_eq!(hb(u64::MAX), 400, "a revision the store cannot keep is refused");
+    assert_eq!(hb(1u64 << 63), 400);
+    assert_eq!(hb(7), 200, "and the worker's next heartbeat is taken");
+    let workers: Value = s.get("/v1/workers").json().unwrap();
+    assert!(workers.to_string().contains(&id), "{workers}");
+
+    for name in [".", "..", "-x", ".hidden"] {
+        let r =
+            s.client().post(format!("{}/v1/workers", s.url)).json(&json!({ "name": name })).send().unwrap();
+        assert_eq!(r.status(), 400, "a worker named {name:?}");
+        let r = s
+            .client()
+            .post(format!("{}/internal/v1/workers/enroll", s.url))
+            .bearer_auth("test-worker-token")
+            .json(&json!({ "name": name }))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 400, "enrolled as {name:?}");
+    }
+}

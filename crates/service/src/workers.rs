@@ -92,13 +92,15 @@ fn random_hex(bytes: usize) -> String {
 /// A worker name: 1-64 characters of `[A-Za-z0-9._-]` (an id is a name, or a name plus a
 /// suffix, and must fit the protocol's 128).
 fn valid_name(name: &str) -> Result<()> {
+    // Starting with a letter or digit: `.` and `..` name no worker (they are path steps).
     let ok = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
     if ok {
         Ok(())
     } else {
         Err(ServiceError::InvalidRequest(format!(
-            "invalid worker name {:?}: use 1-64 characters of [A-Za-z0-9._-]",
+            "invalid worker name {:?}: use 1-64 characters of [A-Za-z0-9._-], starting with a letter or digit",
             name.chars().take(80).collect::<String>()
         )))
     }
