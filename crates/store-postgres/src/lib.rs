@@ -84,6 +84,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::INVOCATION_HISTORY],
     &[schema::CLUSTER_SECRETS],
     &[schema::ENDED_TOTALS],
+    &[schema::WORKERS_HEARTBEAT_INDEX],
 ];
 
 /// The advisory lock a code collection holds for its transaction (with the schema's hash as
@@ -1314,7 +1315,9 @@ impl Store for PgStore {
 
     async fn list_workers(&self, since: Millis) -> Result<Vec<WorkerState>> {
         let client = self.client().await?;
-        PgTx(&client).query(rows::LIST_WORKERS, &[since.into()], rows::read_worker).await
+        Ok(rows::workers_by_id(
+            PgTx(&client).query(rows::LIST_WORKERS, &[since.into()], rows::read_worker).await?,
+        ))
     }
 
     async fn queued(&self, limit: usize) -> Result<Vec<(InvocationId, String, Resolved)>> {

@@ -77,6 +77,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[schema::INVOCATION_HISTORY],
     &[schema::CLUSTER_SECRETS],
     &[schema::ENDED_TOTALS],
+    &[schema::WORKERS_HEARTBEAT_INDEX],
 ];
 
 /// Deletes the oldest ended invocations (`$1` finished before, `$2` at most), each row
@@ -1143,7 +1144,8 @@ impl Store for SqliteStore {
     }
 
     async fn list_workers(&self, since: Millis) -> Result<Vec<WorkerState>> {
-        self.read(move |tx| tx.query(rows::LIST_WORKERS, &[since.into()], rows::read_worker)).await
+        let workers = self.read(move |tx| tx.query(rows::LIST_WORKERS, &[since.into()], rows::read_worker));
+        Ok(rows::workers_by_id(workers.await?))
     }
 
     async fn queued(&self, limit: usize) -> Result<Vec<(InvocationId, String, Resolved)>> {

@@ -45,10 +45,15 @@ async fn ended_totals_survive_restarts_and_are_seeded_on_upgrade() {
     assert_eq!(store.ended_invocations().await.unwrap(), want, "after a restart");
     drop(store);
 
-    // As a gust from before the totals left it: no table, the schema one version older.
+    // As a gust from before the totals left it: no table (nor the later steps' index), the
+    // schema two versions older.
     let db = rusqlite::Connection::open(dir.path().join("gust.db")).unwrap();
     let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    db.execute_batch(&format!("DROP TABLE ended_totals; PRAGMA user_version = {};", version - 1)).unwrap();
+    db.execute_batch(&format!(
+        "DROP TABLE ended_totals; DROP INDEX workers_heartbeat; PRAGMA user_version = {};",
+        version - 2
+    ))
+    .unwrap();
     drop(db);
     let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
     assert_eq!(store.ended_invocations().await.unwrap(), want, "seeded from the records kept");
@@ -57,7 +62,8 @@ async fn ended_totals_survive_restarts_and_are_seeded_on_upgrade() {
 /// Every scan the service repeats while it runs (the queue caps' count once a second, the
 /// dispatcher's and the recoverer's scans, placement counts) reads an index of the work it
 /// is after, never every record kept: a busy server keeps millions of ended records, and one
-/// full scan a second once cost a whole core.
+/// full scan a second once cost a whole core. The same for the live workers among every worker
+/// ever seen.
 #[test]
 fn the_repeated_scans_never_read_every_record() {
     use gust_store::ops::Scan;
@@ -82,6 +88,8 @@ fn the_repeated_scans_never_read_every_record() {
         rows::PLACED_COUNTS,
         rows::ASSIGNED,
         rows::COUNT_ENDED,
+        // The live workers (every worker ever seen keeps its row).
+        rows::LIST_WORKERS,
     ]);
     // A partial index holds only the work it is about; scanning one is fine.
     let partial: Vec<String> = db
@@ -96,7 +104,8 @@ fn the_repeated_scans_never_read_every_record() {
         let unbound = rusqlite::params_from_iter(vec![rusqlite::types::Null; plan.parameter_count()]);
         let steps: Vec<String> =
             plan.query_map(unbound, |r| r.get::<_, String>(3)).unwrap().map(Result::unwrap).collect();
-        let invocations: Vec<&String> = steps.iter().filter(|s| s.contains(" invocations")).collect();
+        let invocations: Vec<&String> =
+            steps.iter().filter(|s| s.contains(" invocations") || s.contains(" workers")).collect();
         assert!(!invocations.is_empty(), "{sql}: {steps:?}");
         for step in invocations {
             let bounded = step.starts_with("SEARCH")

@@ -198,6 +198,11 @@ pub const ENDED_TOTALS: &str = concat!(
     "), 0) FROM invocations WHERE finished_at IS NOT NULL;"
 );
 
+/// The live workers are found by their last heartbeat (the placer and the live-worker view
+/// ask several times a second): without it every worker row ever written was read each time,
+/// and each restart of an enrolled worker adds one.
+pub const WORKERS_HEARTBEAT_INDEX: &str = "CREATE INDEX workers_heartbeat ON workers (last_heartbeat);";
+
 /// Garbage collection of code: when each `$LATEST` revision was written (rows from before count
 /// as written at the upgrade, so none is collected sooner than its grace).
 pub const REVISION_CREATED_AT: &str =
@@ -393,6 +398,7 @@ mod tests {
             INVOCATION_HISTORY,
             CLUSTER_SECRETS,
             ENDED_TOTALS,
+            WORKERS_HEARTBEAT_INDEX,
         ]);
         assert!(!all.contains('{'), "unrendered placeholder in {all}");
     }
