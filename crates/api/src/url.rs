@@ -705,6 +705,8 @@ fn structured(obj: &Value, body: Body) -> Result<Response, String> {
 
 /// The most of a streamed response's prelude read before it must have ended.
 const MAX_PRELUDE_BYTES: usize = 64 * 1024;
+/// What ends a streamed response's prelude.
+const PRELUDE_SEPARATOR: [u8; 8] = [0; 8];
 /// A RESPONSE_STREAM URL: the invocation runs in its own task; the response is sent as soon as
 /// the function begins streaming (after its prelude of status and headers, if it sends one),
 /// and its body follows chunk by chunk. A function that does not stream, or runs on a remote
@@ -716,13 +718,22 @@ async fn stream_response(state: &AppState, input: InvokeInput) -> Result<Respons
     let mut head = Vec::new();
     let mut status_and_headers = None;
     if content_type == gust_core::lambda::HTTP_INTEGRATION_RESPONSE {
-        // The prelude first: a JSON object, then eight NUL bytes.
+        // The prelude first: a JSON object, then eight NUL bytes (which no JSON text holds, so
+        // the first eight are its end). Each chunk's bytes are searched once: a prelude sent a
+        // byte at a time costs no more than one sent whole.
+        let mut searched = 0usize;
         loop {
             match streaming.next_chunk().await {
                 Some(c) => head.extend_from_slice(&c),
                 None => return Err(whole(streaming.end().await)),
             }
-            if let Some((prelude, rest)) = gust_core::lambda::split_prelude(&head) {
+            let from = searched.saturating_sub(PRELUDE_SEPARATOR.len() - 1);
+            searched = head.len();
+            if head[from..].windows(PRELUDE_SEPARATOR.len()).any(|w| w == PRELUDE_SEPARATOR) {
+                let Some((prelude, rest)) = gust_core::lambda::split_prelude(&head) else {
+                    tracing::debug!("a streamed response's prelude was malformed");
+                    return Err(message(StatusCode::BAD_GATEWAY, "Internal Server Error"));
+                };
                 status_and_headers = Some(prelude);
                 head = rest.to_vec();
                 break;
