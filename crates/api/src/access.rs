@@ -266,6 +266,15 @@ pub(crate) async fn authorize(
     }
 }
 
+/// Whether [`authorize`] lets `access` take native `route` (one naming its function in the
+/// path) by `method` for function `name`.
+pub(crate) fn allows(access: &Access, method: &Method, route: &str, name: &str) -> bool {
+    match native_rule(method, route) {
+        Some(rule) if rule.function_in_path => access.check(rule.action, Some(name)).is_ok(),
+        _ => false,
+    }
+}
+
 fn decide(
     access: &Access, req: &Request, params: Option<&RawPathParams>, native: bool,
 ) -> Result<(), Denied> {

@@ -35,13 +35,11 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
-use tower::Service as _;
 
 use crate::aws::AwsError;
 use crate::{ApiConfig, ApiError, AppState};
@@ -125,10 +123,13 @@ pub fn raise_fd_limit() -> u64 {
 /// `tls` is given (its certificate may change while serving); then stops accepting, lets every
 /// connection finish its request in flight, and returns once all are closed. Sets TCP_NODELAY
 /// on every connection (headers and body are separate writes; Nagle would add ~40 ms).
-pub async fn serve(
-    listener: TcpListener, router: Router, limits: ServeLimits, tls: Option<Arc<crate::tls::ServerTls>>,
+pub async fn serve<S>(
+    listener: TcpListener, router: S, limits: ServeLimits, tls: Option<Arc<crate::tls::ServerTls>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: App,
+{
     let fd_limit = raise_fd_limit();
     let by_fds = fd_limit.saturating_mul(FD_SHARE_FOR_CONNECTIONS.0) / FD_SHARE_FOR_CONNECTIONS.1;
     let max_connections =
@@ -222,8 +223,28 @@ pub(crate) struct ConnInfo {
     pub(crate) peer: Option<SocketAddr>,
 }
 
+/// What [`serve`] serves: a router, or the [`crate::Gateway`] in front of one; always ready
+/// (each request is served by a clone).
+pub trait App:
+    tower::Service<Request, Response = Response, Error = std::convert::Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> App for S where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 async fn connection(
-    tcp: TcpStream, router: Router, http: hyper::server::conn::http1::Builder,
+    tcp: TcpStream, router: impl App, http: hyper::server::conn::http1::Builder,
     tls: Option<tokio_rustls::TlsAcceptor>, limits: ServeLimits, _slot: OwnedSemaphorePermit,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -310,7 +331,7 @@ async fn tls_handshake(
 
 /// Serves HTTP/1.1 on one connection (plain or TLS) until it ends or the server stops.
 async fn serve_http<I>(
-    io: I, local: Option<SocketAddr>, peer: Option<SocketAddr>, router: Router,
+    io: I, local: Option<SocketAddr>, peer: Option<SocketAddr>, router: impl App,
     http: hyper::server::conn::http1::Builder, mut stop: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -829,6 +850,13 @@ pub(crate) async fn request_span(req: Request, next: Next) -> Response {
 
 /// The browser guard, outermost on every route: refuses before authentication and before any
 /// body is read.
+/// Whether [`guard`] passes `req` on to the API's routes (not a function URL's host, and
+/// every check of its area passed).
+pub(crate) fn admits(state: &AppState, req: &Request) -> bool {
+    crate::url::host_based_id(state, req).is_none()
+        && check(&state.cfg, Area::of(req.uri().path()), req).is_ok()
+}
+
 pub(crate) async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     // A function URL's host (`--url-domain`): the whole request is the function's.
     if let Some(id) = crate::url::host_based_id(&state, &req) {

@@ -17,6 +17,8 @@ mod console;
 mod edge;
 pub use edge::REQUEST_SPANS;
 mod error;
+mod gateway;
+pub use gateway::Gateway;
 mod internal;
 mod logs;
 mod native;
@@ -114,7 +116,10 @@ pub fn url_router(service: Arc<Service>, cfg: ApiConfig) -> Router {
     Router::new().fallback(url::serve_any_host).with_state(state)
 }
 
-pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
+/// The main listener's service: every route of both APIs, the console, function URLs and the
+/// worker protocol, behind the edge's guard ([`Gateway`] takes the native invoke's happy path
+/// before them).
+pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Gateway {
     let state = app_state(service, cfg);
     let aws = aws::routes(state.clone());
     let native = native::routes()
@@ -152,11 +157,10 @@ pub fn router(service: Arc<Service>, cfg: ApiConfig) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), edge::guard));
     // Each request in a span of its own only for JSON logs (chosen at start, before this):
     // a layer costs every request a boxed future and a clone of the routes behind it.
-    let app = match REQUEST_SPANS.load(std::sync::atomic::Ordering::Relaxed) {
-        true => app.layer(middleware::from_fn(edge::request_span)),
-        false => app,
-    };
-    app.with_state(state)
+    match REQUEST_SPANS.load(std::sync::atomic::Ordering::Relaxed) {
+        true => Gateway::new(app.layer(middleware::from_fn(edge::request_span)).with_state(state), None),
+        false => Gateway::new(app.with_state(state.clone()), Some(state)),
+    }
 }
 
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {

@@ -280,6 +280,14 @@ struct InvokeQuery {
 async fn invoke(
     State(s): State<AppState>, Path(name): Path<String>, Query(q): Query<InvokeQuery>, req: Request,
 ) -> ApiResult {
+    invoke_function(&s, name, q.qualifier, req).await
+}
+
+/// The invoke handler once its path and query are read (also the gateway's, which reads them
+/// itself).
+pub(crate) async fn invoke_function(
+    s: &AppState, name: String, qualifier: Option<String>, req: Request,
+) -> ApiResult {
     // The request's own headers, not a copy (a `HeaderMap` extractor clones them).
     let (parts, body) = req.into_parts();
     let headers = &parts.headers;
@@ -294,7 +302,7 @@ async fn invoke(
     let payload = read_bounded(body, MAX_SYNC_PAYLOAD_BYTES, "the payload").await?;
     let input = InvokeInput {
         function: name,
-        qualifier: q.qualifier,
+        qualifier,
         payload,
         mode,
         idempotency_key,

@@ -543,3 +543,92 @@ fn connections_past_the_cap_wait_for_a_slot() {
         gust_testkit::metric(&String::from_utf8_lossy(&metrics.body), "gust_http_connection_cap_waits_total");
     assert!(waits.is_some_and(|n| n > 0), "{waits:?}");
 }
+
+/// The native invoke's happy path is taken before the router (`gateway.rs`): it may accept
+/// only what the router's guard, authentication and access rule accept, and everything else
+/// must be answered as the router answers it. Each request here is one a shortcut that skipped
+/// a check, or read the path its own way, would get wrong.
+#[test]
+fn the_invoke_shortcut_refuses_what_the_router_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "shortcut-admin-token";
+    let s = Server::start(dir.path(), &["--token", token, "--url-domain", "fn.example.test"]);
+    let client = reqwest::blocking::Client::new();
+    let deploy = |name: &str| {
+        let r = client
+            .put(format!("{}/v1/functions/{name}", s.url))
+            .bearer_auth(token)
+            .json(&common::wasm_config(10_000))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().unwrap());
+        let r = client
+            .put(format!("{}/v1/functions/{name}/code", s.url))
+            .bearer_auth(token)
+            .header("content-type", "application/wasm")
+            .body(fixture("echo"))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().unwrap());
+    };
+    deploy("mine");
+    deploy("theirs");
+    let key = |role: &str, functions: Value| -> String {
+        let r = client
+            .post(format!("{}/v1/tokens", s.url))
+            .bearer_auth(token)
+            .json(&json!({ "name": format!("{role}-key"), "role": role, "functions": functions }))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success());
+        r.json::<Value>().unwrap()["token"].as_str().unwrap().to_string()
+    };
+    let scoped = key("invoker", json!("mine"));
+    let reader = key("reader", Value::Null);
+    let invoke = |path: &str, bearer: Option<&str>, headers: &[(&str, &str)]| {
+        let mut rb = client.post(format!("{}{path}", s.url)).body(r#"{"a":1}"#);
+        if let Some(b) = bearer {
+            rb = rb.bearer_auth(b);
+        }
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        let r = rb.send().unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().unwrap())
+    };
+
+    // What it takes: the admin, and a key on its own function.
+    assert_eq!(invoke("/v1/functions/mine/invoke", Some(token), &[]), (200, r#"{"a":1}"#.into()));
+    assert_eq!(invoke("/v1/functions/mine/invoke", Some(&scoped), &[]).0, 200);
+    // What it must not: no token, a wrong one, a key on another function, a reader.
+    let refused = [
+        (None, "mine", 401),
+        (Some("gust_nope_nope"), "mine", 401),
+        (Some("shortcut-admin-tokex"), "mine", 401),
+        (Some(scoped.as_str()), "theirs", 403),
+        (Some(reader.as_str()), "mine", 403),
+    ];
+    for (bearer, function, status) in refused {
+        let (got, body) = invoke(&format!("/v1/functions/{function}/invoke"), bearer, &[]);
+        assert_eq!(got, status, "{bearer:?} invoking {function}: {body}");
+        assert!(!body.contains(r#""a":1"#), "it ran: {body}");
+    }
+    // A foreign page, even with the admin's token (a browser sending a stolen cookie would).
+    let (got, body) = invoke("/v1/functions/mine/invoke", Some(token), &[("origin", "http://evil.example")]);
+    assert_eq!(got, 403, "{body}");
+    // A URL's host is the URL's whole request, even on the invoke path: never the API's.
+    let (got, body) = invoke(
+        "/v1/functions/mine/invoke",
+        Some(token),
+        &[("host", "0123456789abcdef0123456789abcdef.fn.example.test")],
+    );
+    assert_eq!(got, 404, "{body}");
+    // Paths and queries the router reads its own way: decoded names, qualifiers, unknown fields.
+    assert_eq!(invoke("/v1/functions/%6Dine/invoke", Some(&scoped), &[]).0, 200);
+    assert_eq!(invoke("/v1/functions/%74heirs/invoke", Some(&scoped), &[]).0, 403);
+    assert_eq!(invoke("/v1/functions/mine/invoke?qualifier=%24LATEST", Some(&scoped), &[]).0, 200);
+    assert_eq!(invoke("/v1/functions/mine/invoke?bogus=1", Some(token), &[]).0, 400);
+    assert_eq!(invoke("/v1/functions/mine/invoke/", Some(token), &[]).0, 404);
+    assert_eq!(invoke("/v1/functions/no-such/invoke", Some(token), &[]).0, 404);
+}
