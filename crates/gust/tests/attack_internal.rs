@@ -597,13 +597,6 @@ fn a_worker_cannot_wedge_its_row_with_a_revision_or_a_name_no_path_can_carry() {
         let r =
             s.client().post(format!("{}/v1/workers", s.url)).json(&json!({ "name": name })).send().unwrap();
         assert_eq!(r.status(), 400, "a worker named {name:?}");
-        let r = s
-            .client()
-            .post(format!("{}/internal/v1/workers/enroll", s.url))
-            .bearer_auth("test-worker-token")
-            .json(&json!({ "name": name }))
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 400, "enrolled as {name:?}");
+        assert_eq!(common::enroll_request(&s, name).status(), 400, "enrolled as {name:?}");
     }
 }

@@ -353,16 +353,20 @@ pub fn deploy_to_workers(s: &Server, n: usize, name: &str, config: Value, code: 
 /// Enrolls a worker named `name` with the test servers' enrollment token, as a raw client:
 /// its `(id, secret)`.
 pub fn enroll(s: &Server, name: &str) -> (String, String) {
-    let r = s
-        .client()
+    let r = enroll_request(s, name);
+    assert_eq!(r.status(), 201, "enrolling {name}");
+    let v: Value = r.json().unwrap();
+    (v["id"].as_str().unwrap().to_string(), v["secret"].as_str().unwrap().to_string())
+}
+
+/// Asks to enroll a worker named `name` with the test servers' enrollment token.
+pub fn enroll_request(s: &Server, name: &str) -> Response {
+    s.client()
         .post(format!("{}/internal/v1/workers/enroll", s.url))
         .bearer_auth("test-worker-token")
         .json(&json!({ "name": name }))
         .send()
-        .unwrap();
-    assert_eq!(r.status(), 201, "enrolling {name}");
-    let v: Value = r.json().unwrap();
-    (v["id"].as_str().unwrap().to_string(), v["secret"].as_str().unwrap().to_string())
+        .unwrap()
 }
 
 /// One heartbeat as worker `id` with `secret`, reporting `runtimes` and `capacity` (0: nothing
