@@ -1,7 +1,8 @@
-//! The main listener's service: the router, with one request taken before it. A native invoke
-//! (`POST /v1/functions/{name}/invoke`, the hot path) that every check of the router's way
-//! would let through is answered here by the same handler, without axum's routing, layers and
-//! extractors (about a sixth of a warm no-op invoke's server time, measured in BENCHMARKS.md).
+//! The main listener's service: the router, with the two hot paths taken before it. A native
+//! invoke (`POST /v1/functions/{name}/invoke`) that every check of the router's way would let
+//! through, and a request to a path-based function URL (`/url/<id>/...`, public), are answered
+//! here by the same handlers, without axum's routing, layers and extractors (measured in
+//! BENCHMARKS.md).
 //!
 //! Only acceptance is decided here, and by the router's own checks: the browser guard
 //! (`edge::admits`), authentication (`caller_by_bearer`) and the route's access rule
@@ -14,7 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -53,11 +54,17 @@ impl Service<Request> for Gateway {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let fast = self.state.as_ref().and_then(|state| invoked_function(&req).map(|name| (state, name)));
-        let Some((state, name)) = fast.filter(|(state, _)| edge::admits(state, &req)) else {
-            return Either::Right(self.router.call(req));
+        let url = is_path_based_url(&req);
+        let name = if url { None } else { invoked_function(&req) };
+        let state = self.state.as_ref().filter(|state| (url || name.is_some()) && edge::admits(state, &req));
+        let Some(state) = state.cloned() else { return Either::Right(self.router.call(req)) };
+        let Some(name) = name.map(str::to_string) else {
+            // A URL is public: its own auth type and CORS config apply in its handler.
+            return Either::Left(Box::pin(
+                async move { Ok(crate::url::serve_path(State(state), req).await) },
+            ));
         };
-        let (state, name, router) = (state.clone(), name.to_string(), self.router.clone());
+        let router = self.router.clone();
         let presented = crate::bearer(req.headers()).map(str::to_string);
         Either::Left(Box::pin(async move {
             if !authorized(&state, &name, presented.as_deref()).await {
@@ -69,6 +76,12 @@ impl Service<Request> for Gateway {
             })
         }))
     }
+}
+
+/// `/url/<id>[/...]` with an id, which the router's `/url/{id}` routes take (any method).
+fn is_path_based_url(req: &Request) -> bool {
+    let Some(rest) = req.uri().path().strip_prefix(crate::url::PATH_PREFIX) else { return false };
+    !rest.is_empty() && !rest.starts_with('/')
 }
 
 /// The function a native invoke of the exact shape this path takes names: no query, and a
